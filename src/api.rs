@@ -1,0 +1,463 @@
+//! Every symbol the library exports, in one place: the interposed libc
+//! functions, the `ksmauto_*` C API, and the start/exit hooks.
+//!
+//! Each wrapper is thin: pass the start-up gate, count the call, forward to
+//! the next definition, and hand plain numbers to `core::engine`. Wrappers
+//! never allocate through Rust, never panic across the C boundary
+//! (`panic = "abort"`), and leave `errno` exactly as the forwarded function
+//! set it (the engine uses raw system calls; only start-up, which may run
+//! `dlsym`, saves and restores `errno` explicitly).
+
+use core::ffi::{c_char, c_int, c_void};
+
+use crate::core::engine;
+use crate::core::once::ReentrantOnce;
+use crate::next::{self, next};
+use crate::stats::{self, counters, Hook};
+
+static START: ReentrantOnce = ReentrantOnce::new();
+
+/// Opens the gate once: resolve symbols, read the configuration, start the
+/// engine. `false` only for calls nested inside start-up itself.
+#[inline(always)]
+fn ready() -> bool {
+    START.run(|| {
+        let saved = errno_get();
+        next::resolve_all();
+        engine::start(next().allocator_is_glibc);
+        errno_set(saved);
+    })
+}
+
+#[inline(always)]
+fn errno_get() -> c_int {
+    unsafe { *libc::__errno_location() }
+}
+
+#[inline(always)]
+fn errno_set(v: c_int) {
+    unsafe { *libc::__errno_location() = v }
+}
+
+// ---------------------------------------------------------------------------
+// malloc family
+
+#[inline(always)]
+unsafe fn after_block(p: *mut c_void, size: usize) -> *mut c_void {
+    if engine::malloc_block_may_need_advice(size) {
+        engine::after_malloc_block(p as *mut u8, false);
+    }
+    p
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
+    if !ready() {
+        return next::bootstrap_alloc(size, 16);
+    }
+    counters().count_call(Hook::Malloc);
+    match next().malloc {
+        Some(f) => after_block(f(size), size),
+        None => enomem(),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
+    if !ready() {
+        return match n.checked_mul(size) {
+            Some(total) => next::bootstrap_alloc(total, 16),
+            None => enomem(),
+        };
+    }
+    counters().count_call(Hook::Calloc);
+    match next().calloc {
+        Some(f) => after_block(f(n, size), n.saturating_mul(size)),
+        None => enomem(),
+    }
+}
+
+/// `realloc` of a block from the bootstrap arena: move it to the real heap.
+unsafe fn realloc_from_bootstrap(p: *mut c_void, size: usize) -> *mut c_void {
+    let new = malloc(size);
+    if !new.is_null() {
+        core::ptr::copy_nonoverlapping(p as *const u8, new as *mut u8, next::bootstrap_size(p).min(size));
+    }
+    new
+}
+
+/// Runs a resizing call and advises the result if glibc gave it a mapping of
+/// its own. A block that already was such a mapping and stayed in place was
+/// grown with `mremap`, which keeps it mergeable.
+#[inline(always)]
+unsafe fn resize(p: *mut c_void, size: usize, call: impl FnOnce() -> *mut c_void) -> *mut c_void {
+    if !engine::malloc_block_may_need_advice(size) {
+        return call();
+    }
+    let was_mapping = engine::glibc_mapping_of(p as *mut u8).is_some();
+    let new = call();
+    engine::after_malloc_block(new as *mut u8, was_mapping && new == p);
+    new
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    if next::is_bootstrap(p) {
+        return if ready() { realloc_from_bootstrap(p, size) } else { bootstrap_realloc(p, size) };
+    }
+    if !ready() {
+        return next::bootstrap_alloc(size, 16);
+    }
+    counters().count_call(Hook::Realloc);
+    match next().realloc {
+        Some(f) => resize(p, size, || f(p, size)),
+        None => enomem(),
+    }
+}
+
+unsafe fn bootstrap_realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    let new = next::bootstrap_alloc(size, 16);
+    if !new.is_null() {
+        core::ptr::copy_nonoverlapping(p as *const u8, new as *mut u8, next::bootstrap_size(p).min(size));
+    }
+    new
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void {
+    let Some(total) = n.checked_mul(size) else { return enomem() };
+    if next::is_bootstrap(p) || !ready() {
+        return realloc(p, total);
+    }
+    counters().count_call(Hook::Reallocarray);
+    match next().reallocarray {
+        Some(f) => resize(p, total, || f(p, n, size)),
+        None => match next().realloc {
+            Some(f) => resize(p, total, || f(p, total)),
+            None => enomem(),
+        },
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn free(p: *mut c_void) {
+    if next::is_bootstrap(p) {
+        return;
+    }
+    if !ready() {
+        // Only blocks from the arena exist before start-up finishes.
+        return;
+    }
+    counters().count_call(Hook::Free);
+    if let Some(f) = next().free {
+        f(p)
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
+    if !ready() {
+        if !align.is_power_of_two() || align % core::mem::size_of::<usize>() != 0 {
+            return libc::EINVAL;
+        }
+        let p = next::bootstrap_alloc(size, align);
+        if p.is_null() {
+            return libc::ENOMEM;
+        }
+        *out = p;
+        return 0;
+    }
+    counters().count_call(Hook::PosixMemalign);
+    let Some(f) = next().posix_memalign else { return libc::ENOMEM };
+    let rc = f(out, align, size);
+    if rc == 0 {
+        after_block(*out, size);
+    }
+    rc
+}
+
+/// The shared body of the functions that return a block aligned to `align`.
+#[inline(always)]
+unsafe fn aligned(hook: Hook, f: Option<crate::next::AlignedFn>, align: usize, size: usize) -> *mut c_void {
+    if !ready() {
+        return next::bootstrap_alloc(size, align.max(16).next_power_of_two());
+    }
+    counters().count_call(hook);
+    match f {
+        Some(f) => after_block(f(align, size), size),
+        None => enomem(),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+    aligned(Hook::AlignedAlloc, if START.is_done() { next().aligned_alloc } else { None }, align, size)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
+    aligned(Hook::Memalign, if START.is_done() { next().memalign } else { None }, align, size)
+}
+
+fn page() -> usize {
+    crate::os::page_size()
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
+    if !ready() {
+        return next::bootstrap_alloc(size, page());
+    }
+    counters().count_call(Hook::Valloc);
+    match (next().valloc, next().memalign) {
+        (Some(f), _) => after_block(f(size), size),
+        (None, Some(m)) => after_block(m(page(), size), size),
+        _ => enomem(),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
+    let Some(rounded) = size.checked_add(page() - 1).map(|s| s & !(page() - 1)) else { return enomem() };
+    if !ready() {
+        return next::bootstrap_alloc(rounded.max(page()), page());
+    }
+    counters().count_call(Hook::Pvalloc);
+    match (next().pvalloc, next().memalign) {
+        (Some(f), _) => after_block(f(size), rounded),
+        (None, Some(m)) => after_block(m(page(), rounded.max(page())), rounded),
+        _ => enomem(),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
+    if next::is_bootstrap(p) {
+        return next::bootstrap_size(p);
+    }
+    if p.is_null() || !ready() {
+        return 0;
+    }
+    counters().count_call(Hook::MallocUsableSize);
+    match next().malloc_usable_size {
+        Some(f) => f(p),
+        None => 0,
+    }
+}
+
+unsafe fn enomem() -> *mut c_void {
+    errno_set(libc::ENOMEM);
+    core::ptr::null_mut()
+}
+
+// ---------------------------------------------------------------------------
+// Mappings
+
+/// The kernel's mmap, for the rare call made while start-up is resolving
+/// symbols (libc's `syscall` sets `errno` the way `mmap` would).
+unsafe fn mmap_syscall(addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, off: libc::off_t) -> *mut c_void {
+    libc::syscall(libc::SYS_mmap, addr, len, prot, flags, fd, off) as *mut c_void
+}
+
+#[inline(always)]
+unsafe fn mapped(hook: Hook, f: Option<crate::next::MmapFn>, addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, off: libc::off_t) -> *mut c_void {
+    if !ready() {
+        return mmap_syscall(addr, len, prot, flags, fd, off);
+    }
+    counters().count_call(hook);
+    let p = match f {
+        Some(f) => f(addr, len, prot, flags, fd, off),
+        None => mmap_syscall(addr, len, prot, flags, fd, off),
+    };
+    if p != libc::MAP_FAILED {
+        engine::after_mmap(p as usize, len, prot, flags);
+    }
+    p
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mmap(addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, off: libc::off_t) -> *mut c_void {
+    mapped(Hook::Mmap, if START.is_done() { next().mmap } else { None }, addr, len, prot, flags, fd, off)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mmap64(addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, off: libc::off_t) -> *mut c_void {
+    mapped(Hook::Mmap64, if START.is_done() { next().mmap64 } else { None }, addr, len, prot, flags, fd, off)
+}
+
+/// `mremap` is variadic in C (`new_address` only with `MREMAP_FIXED`); on the
+/// Linux ABIs we build for, a variadic integer argument travels exactly like
+/// a fixed one, so it is declared fixed and forwarded as it came.
+#[no_mangle]
+pub unsafe extern "C" fn mremap(old: *mut c_void, old_len: usize, new_len: usize, flags: c_int, new_addr: *mut c_void) -> *mut c_void {
+    if !ready() {
+        return libc::syscall(libc::SYS_mremap, old, old_len, new_len, flags, new_addr) as *mut c_void;
+    }
+    counters().count_call(Hook::Mremap);
+    // The kernel moves the VMA with its flags: a mergeable region stays so.
+    match next().mremap {
+        Some(f) => f(old, old_len, new_len, flags, new_addr),
+        None => libc::syscall(libc::SYS_mremap, old, old_len, new_len, flags, new_addr) as *mut c_void,
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
+    if !ready() {
+        return libc::syscall(libc::SYS_munmap, addr, len) as c_int;
+    }
+    counters().count_call(Hook::Munmap);
+    let rc = match next().munmap {
+        Some(f) => f(addr, len),
+        None => libc::syscall(libc::SYS_munmap, addr, len) as c_int,
+    };
+    if rc == 0 {
+        engine::after_munmap(addr as usize, len);
+    }
+    rc
+}
+
+// ---------------------------------------------------------------------------
+// Threads: under the process-wide engine, a new thread takes its own stack
+// out of merging before running the program's code.
+
+struct ThreadStart {
+    routine: next::StartRoutine,
+    arg: *mut c_void,
+}
+
+extern "C" fn thread_trampoline(p: *mut c_void) -> *mut c_void {
+    unsafe {
+        let start = p as *mut ThreadStart;
+        let ThreadStart { routine, arg } = start.read();
+        if let Some(free) = next().free {
+            free(p);
+        }
+        let saved = errno_get();
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) == 0 {
+            let mut addr: *mut c_void = core::ptr::null_mut();
+            let mut size: usize = 0;
+            if libc::pthread_attr_getstack(&attr, &mut addr, &mut size) == 0 {
+                engine::thread_stack_started(addr as usize, size);
+            }
+            libc::pthread_attr_destroy(&mut attr);
+        }
+        errno_set(saved);
+        routine(arg)
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_create(
+    thread: *mut libc::pthread_t,
+    attr: *const libc::pthread_attr_t,
+    routine: next::StartRoutine,
+    arg: *mut c_void,
+) -> c_int {
+    if !ready() {
+        return libc::EAGAIN;
+    }
+    counters().count_call(Hook::PthreadCreate);
+    let Some(create) = next().pthread_create else { return libc::EAGAIN };
+    if !engine::threads_unmerge_their_stacks() {
+        return create(thread, attr, routine, arg);
+    }
+    let Some(alloc) = next().malloc else { return create(thread, attr, routine, arg) };
+    let start = alloc(core::mem::size_of::<ThreadStart>()) as *mut ThreadStart;
+    if start.is_null() {
+        return create(thread, attr, routine, arg);
+    }
+    start.write(ThreadStart { routine, arg });
+    let rc = create(thread, attr, thread_trampoline, start as *mut c_void);
+    if rc != 0 {
+        if let Some(free) = next().free {
+            free(start as *mut c_void);
+        }
+    }
+    rc
+}
+
+// ---------------------------------------------------------------------------
+// The C API (include/ksmauto.h)
+
+/// Makes `[addr, addr + len)` (widened to whole pages) mergeable now.
+/// Returns 0, or -1 with `errno` set.
+#[no_mangle]
+pub unsafe extern "C" fn ksmauto_advise(addr: *mut c_void, len: usize) -> c_int {
+    if !ready() {
+        errno_set(libc::EAGAIN);
+        return -1;
+    }
+    match engine::api_advise(addr as usize, len) {
+        Ok(()) => 0,
+        Err(e) => {
+            errno_set(e);
+            -1
+        }
+    }
+}
+
+/// Unmerges `[addr, addr + len)` (widened to whole pages) now and never makes
+/// it mergeable again. Returns 0, or -1 with `errno` set.
+#[no_mangle]
+pub unsafe extern "C" fn ksmauto_exclude(addr: *mut c_void, len: usize) -> c_int {
+    if !ready() {
+        errno_set(libc::EAGAIN);
+        return -1;
+    }
+    match engine::api_exclude(addr as usize, len) {
+        Ok(()) => 0,
+        Err(e) => {
+            errno_set(e);
+            -1
+        }
+    }
+}
+
+/// Writes the current stats as one JSON object into `buf` (NUL-terminated,
+/// cut to fit like `snprintf`); returns the full length it needed.
+#[no_mangle]
+pub unsafe extern "C" fn ksmauto_stats_json(buf: *mut c_char, len: usize) -> usize {
+    if !ready() {
+        return 0;
+    }
+    let saved = errno_get();
+    let mut full = [0u8; stats::REPORT_BUFFER];
+    let n = stats::render_current(true, &mut full);
+    if !buf.is_null() && len > 0 {
+        let copy = n.min(len - 1);
+        core::ptr::copy_nonoverlapping(full.as_ptr(), buf as *mut u8, copy);
+        *buf.add(copy) = 0;
+    }
+    errno_set(saved);
+    n
+}
+
+#[no_mangle]
+pub extern "C" fn ksmauto_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const c_char
+}
+
+// ---------------------------------------------------------------------------
+// Load and exit
+
+extern "C" fn on_load() {
+    ready();
+}
+
+extern "C" fn on_exit() {
+    if ready() {
+        let saved = errno_get();
+        stats::write_exit_report();
+        errno_set(saved);
+    }
+}
+
+#[used]
+#[link_section = ".init_array"]
+static ON_LOAD: extern "C" fn() = on_load;
+
+#[used]
+#[link_section = ".fini_array"]
+static ON_EXIT: extern "C" fn() = on_exit;

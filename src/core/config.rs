@@ -1,0 +1,337 @@
+//! Configuration from `KSMAUTO_*` environment variables.
+//!
+//! Pure parsing: the caller supplies the variable lookup and a sink for
+//! warnings, so this module is unit-tested without touching the real
+//! environment. Never allocates (the stats path is kept in a fixed buffer).
+//! A bad value never fails anything: it yields one warning naming the variable
+//! and its accepted form, and that one setting keeps its default.
+
+/// Which engine makes memory mergeable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `process` where the kernel accepts `PR_SET_MEMORY_MERGE`, else `advise`.
+    Auto,
+    /// `madvise(MADV_MERGEABLE)` on qualifying regions as the hooks see them.
+    Advise,
+    /// `prctl(PR_SET_MEMORY_MERGE, 1)`: all compatible anonymous memory.
+    Process,
+    /// Nothing is advised; an inherited merge-any setting is cleared.
+    Off,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Auto => "auto",
+            Mode::Advise => "advise",
+            Mode::Process => "process",
+            Mode::Off => "off",
+        }
+    }
+}
+
+/// Classes of memory that are never made mergeable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exclusions {
+    /// Thread and process stacks (`MAP_STACK`/`MAP_GROWSDOWN` mappings, the
+    /// main `[stack]`, threads created with `pthread_create`).
+    pub stack: bool,
+    /// Executable anonymous memory (JIT code).
+    pub exec: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatsFormat {
+    Text,
+    Json,
+}
+
+pub const STATS_PATH_MAX: usize = 512;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatsDestination {
+    Stderr,
+    Off,
+    /// A file; `%p` in it becomes the pid when the report is written.
+    File { path: [u8; STATS_PATH_MAX], len: usize },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub mode: Mode,
+    /// Mappings smaller than this are left alone.
+    pub min_size: usize,
+    pub exclude: Exclusions,
+    pub stats: StatsDestination,
+    /// The user set `KSMAUTO_STATS`: report even when this process advised
+    /// nothing (otherwise the many short-lived children that inherit
+    /// `LD_PRELOAD` stay silent).
+    pub stats_requested: bool,
+    pub stats_format: StatsFormat,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            mode: Mode::Auto,
+            // One page: the article's single-page mappings must qualify.
+            min_size: 4096,
+            exclude: Exclusions { stack: true, exec: false },
+            stats: StatsDestination::Stderr,
+            stats_requested: false,
+            stats_format: StatsFormat::Text,
+        }
+    }
+}
+
+/// A rejected setting, for the caller to print.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BadValue<'a> {
+    pub variable: &'static str,
+    pub value: &'a [u8],
+    pub expected: &'static str,
+    pub default: &'static str,
+}
+
+pub const MODE_VAR: &str = "KSMAUTO_MODE";
+pub const MIN_SIZE_VAR: &str = "KSMAUTO_MIN_SIZE";
+pub const EXCLUDE_VAR: &str = "KSMAUTO_EXCLUDE";
+pub const STATS_VAR: &str = "KSMAUTO_STATS";
+pub const STATS_FORMAT_VAR: &str = "KSMAUTO_STATS_FORMAT";
+
+impl Config {
+    /// Builds the configuration from `lookup` (variable name → raw value).
+    pub fn from_lookup<'a>(
+        lookup: impl Fn(&str) -> Option<&'a [u8]>,
+        mut warn: impl FnMut(BadValue<'a>),
+    ) -> Config {
+        let mut cfg = Config::default();
+        let mut bad = |variable, value, expected, default| warn(BadValue { variable, value, expected, default });
+
+        if let Some(v) = lookup(MODE_VAR) {
+            match parse_mode(v) {
+                Some(m) => cfg.mode = m,
+                None => bad(MODE_VAR, v, "one of auto, advise, process, off", "auto"),
+            }
+        }
+        if let Some(v) = lookup(MIN_SIZE_VAR) {
+            match parse_size(v) {
+                Some(n) => cfg.min_size = n,
+                None => bad(MIN_SIZE_VAR, v, "a byte count, optionally with a K, M or G suffix (e.g. 4096, 64K, 2M)", "4K"),
+            }
+        }
+        if let Some(v) = lookup(EXCLUDE_VAR) {
+            match parse_exclusions(v) {
+                Some(e) => cfg.exclude = e,
+                None => bad(EXCLUDE_VAR, v, "a comma-separated list of stack, exec (or none)", "stack"),
+            }
+        }
+        if let Some(v) = lookup(STATS_VAR) {
+            match parse_stats_destination(v) {
+                Some(d) => {
+                    cfg.stats = d;
+                    cfg.stats_requested = true;
+                }
+                None => bad(STATS_VAR, v, "stderr, off, or a file path (%p becomes the pid) of at most 511 bytes", "stderr"),
+            }
+        }
+        if let Some(v) = lookup(STATS_FORMAT_VAR) {
+            match v {
+                b"text" => cfg.stats_format = StatsFormat::Text,
+                b"json" => cfg.stats_format = StatsFormat::Json,
+                _ => bad(STATS_FORMAT_VAR, v, "text or json", "text"),
+            }
+        }
+        cfg
+    }
+}
+
+pub fn parse_mode(v: &[u8]) -> Option<Mode> {
+    match v {
+        b"auto" => Some(Mode::Auto),
+        b"advise" => Some(Mode::Advise),
+        b"process" => Some(Mode::Process),
+        b"off" => Some(Mode::Off),
+        _ => None,
+    }
+}
+
+/// `4096`, `64K`, `2M`, `1G` (also `64k`, `64KB`, `64KiB`): binary multiples.
+pub fn parse_size(v: &[u8]) -> Option<usize> {
+    let digits_end = v.iter().position(|b| !b.is_ascii_digit()).unwrap_or(v.len());
+    if digits_end == 0 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &b in &v[..digits_end] {
+        n = n.checked_mul(10)?.checked_add((b - b'0') as u64)?;
+    }
+    let shift = match &v[digits_end..] {
+        b"" | b"B" | b"b" => 0,
+        b"K" | b"k" | b"KB" | b"kB" | b"KiB" => 10,
+        b"M" | b"m" | b"MB" | b"MiB" => 20,
+        b"G" | b"g" | b"GB" | b"GiB" => 30,
+        _ => return None,
+    };
+    let bytes = n.checked_mul(1u64 << shift)?;
+    usize::try_from(bytes).ok()
+}
+
+pub fn parse_exclusions(v: &[u8]) -> Option<Exclusions> {
+    let mut e = Exclusions { stack: false, exec: false };
+    if v.is_empty() || v == b"none" {
+        return Some(e);
+    }
+    for item in v.split(|&b| b == b',') {
+        match item {
+            b"stack" | b"stacks" => e.stack = true,
+            b"exec" => e.exec = true,
+            _ => return None,
+        }
+    }
+    Some(e)
+}
+
+pub fn parse_stats_destination(v: &[u8]) -> Option<StatsDestination> {
+    match v {
+        b"stderr" => Some(StatsDestination::Stderr),
+        b"off" => Some(StatsDestination::Off),
+        b"" => None,
+        p if p.len() < STATS_PATH_MAX && !p.contains(&0) => {
+            let mut path = [0u8; STATS_PATH_MAX];
+            path[..p.len()].copy_from_slice(p);
+            Some(StatsDestination::File { path, len: p.len() })
+        }
+        _ => None,
+    }
+}
+
+/// Expands `%p` to `pid` (and `%%` to `%`) into `out`, NUL-terminated for
+/// `open`. Returns the path length without the NUL, or `None` if it won't fit.
+pub fn expand_stats_path(template: &[u8], pid: i32, out: &mut [u8]) -> Option<usize> {
+    let mut w = crate::fmt::BufWriter::new(out);
+    let mut i = 0;
+    while i < template.len() {
+        match (template[i], template.get(i + 1)) {
+            (b'%', Some(b'p')) => {
+                w.u64(pid as u64);
+                i += 2;
+            }
+            (b'%', Some(b'%')) => {
+                w.str("%");
+                i += 2;
+            }
+            (b, _) => {
+                w.bytes(&[b]);
+                i += 1;
+            }
+        }
+    }
+    let len = w.len();
+    w.bytes(&[0]);
+    if w.truncated() {
+        None
+    } else {
+        Some(len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_from(pairs: &[(&str, &'static str)]) -> (Config, Vec<String>) {
+        let mut warnings = Vec::new();
+        let cfg = Config::from_lookup(
+            |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_bytes()),
+            |b| warnings.push(format!("{}={} {}", b.variable, String::from_utf8_lossy(b.value), b.expected)),
+        );
+        (cfg, warnings)
+    }
+
+    #[test]
+    fn defaults_let_single_page_anonymous_mappings_qualify() {
+        let (cfg, warnings) = config_from(&[]);
+        assert!(warnings.is_empty());
+        assert_eq!(cfg, Config::default());
+        assert_eq!(cfg.mode, Mode::Auto);
+        assert!(cfg.min_size <= 4096);
+        assert!(!cfg.exclude.exec, "the article maps PROT_EXEC pages; exec must not be excluded by default");
+        assert!(!cfg.stats_requested);
+    }
+
+    #[test]
+    fn every_variable_parses_its_documented_forms() {
+        let (cfg, warnings) = config_from(&[
+            ("KSMAUTO_MODE", "process"),
+            ("KSMAUTO_MIN_SIZE", "64K"),
+            ("KSMAUTO_EXCLUDE", "stack,exec"),
+            ("KSMAUTO_STATS", "/tmp/ksm.%p.json"),
+            ("KSMAUTO_STATS_FORMAT", "json"),
+        ]);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(cfg.mode, Mode::Process);
+        assert_eq!(cfg.min_size, 65536);
+        assert_eq!(cfg.exclude, Exclusions { stack: true, exec: true });
+        assert!(cfg.stats_requested);
+        assert_eq!(cfg.stats_format, StatsFormat::Json);
+        match cfg.stats {
+            StatsDestination::File { path, len } => assert_eq!(&path[..len], b"/tmp/ksm.%p.json"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_bad_value_warns_once_names_the_variable_and_keeps_that_default_only() {
+        let (cfg, warnings) = config_from(&[
+            ("KSMAUTO_MODE", "bogus"),
+            ("KSMAUTO_MIN_SIZE", "lots"),
+            ("KSMAUTO_EXCLUDE", "stack,secrets"),
+            ("KSMAUTO_STATS", ""),
+            ("KSMAUTO_STATS_FORMAT", "xml"),
+        ]);
+        assert_eq!(warnings.len(), 5, "{warnings:?}");
+        for (w, var) in warnings.iter().zip(["KSMAUTO_MODE", "KSMAUTO_MIN_SIZE", "KSMAUTO_EXCLUDE", "KSMAUTO_STATS=", "KSMAUTO_STATS_FORMAT"]) {
+            assert!(w.starts_with(var), "{w}");
+        }
+        let mut defaults = Config::default();
+        defaults.stats_requested = false;
+        assert_eq!(cfg, defaults);
+
+        let (cfg, warnings) = config_from(&[("KSMAUTO_MODE", "advise"), ("KSMAUTO_MIN_SIZE", "12Q")]);
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(cfg.mode, Mode::Advise, "a bad value elsewhere must not reset a good one");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size(b"0"), Some(0));
+        assert_eq!(parse_size(b"4096"), Some(4096));
+        assert_eq!(parse_size(b"4k"), Some(4096));
+        assert_eq!(parse_size(b"2M"), Some(2 << 20));
+        assert_eq!(parse_size(b"1GiB"), Some(1 << 30));
+        assert_eq!(parse_size(b""), None);
+        assert_eq!(parse_size(b"K"), None);
+        assert_eq!(parse_size(b"-1"), None);
+        assert_eq!(parse_size(b"1T"), None);
+        assert_eq!(parse_size(b"99999999999999999999G"), None);
+    }
+
+    #[test]
+    fn exclusions() {
+        assert_eq!(parse_exclusions(b"none"), Some(Exclusions { stack: false, exec: false }));
+        assert_eq!(parse_exclusions(b""), Some(Exclusions { stack: false, exec: false }));
+        assert_eq!(parse_exclusions(b"exec"), Some(Exclusions { stack: false, exec: true }));
+        assert_eq!(parse_exclusions(b"exec,,stack"), None);
+    }
+
+    #[test]
+    fn stats_path_expansion() {
+        let mut out = [0u8; 64];
+        let n = expand_stats_path(b"/tmp/s.%p.%%.txt", 4242, &mut out).unwrap();
+        assert_eq!(&out[..n + 1], b"/tmp/s.4242.%.txt\0");
+        let mut tiny = [0u8; 8];
+        assert_eq!(expand_stats_path(b"/tmp/s.%p", 4242, &mut tiny), None);
+        assert_eq!(parse_stats_destination(b"off"), Some(StatsDestination::Off));
+    }
+}

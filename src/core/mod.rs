@@ -1,0 +1,18 @@
+//! The core: decides what becomes mergeable and applies it.
+//!
+//! * [`config`] — `KSMAUTO_*` parsing (pure);
+//! * [`policy`] — which regions qualify, exclusion arithmetic, glibc chunk
+//!   geometry (pure);
+//! * [`engine`] — the `advise` / `process` / `off` engines acting on what the
+//!   hooks report;
+//! * [`exclusions`] — the lock-free table behind `ksmauto_exclude`;
+//! * [`once`] — start-up that survives re-entry from `dlsym`.
+//!
+//! Knows no symbol names (that is `crate::api`'s business) and never
+//! allocates, locks, or changes `errno`.
+
+pub mod config;
+pub mod engine;
+pub mod exclusions;
+pub mod once;
+pub mod policy;

@@ -1,0 +1,243 @@
+//! Which memory qualifies: pure decisions over numbers, no side effects.
+//!
+//! Knows nothing about symbol names or system calls, so every rule here is
+//! unit-tested directly. Never allocates.
+
+use super::config::{Config, Exclusions};
+
+/// Why a region was left alone. The order is the report's order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    /// `MAP_SHARED`: KSM merges private memory only.
+    Shared,
+    /// Backed by a file.
+    File,
+    /// hugetlbfs pages are never merged.
+    Hugetlb,
+    /// Smaller than `KSMAUTO_MIN_SIZE`.
+    Small,
+    /// Executable and the `exec` class is excluded.
+    Exec,
+    /// A stack and the `stack` class is excluded.
+    Stack,
+    /// Inside a range the program excluded with `ksmauto_exclude`.
+    Excluded,
+}
+
+impl SkipReason {
+    pub const COUNT: usize = 7;
+    pub const ALL: [SkipReason; SkipReason::COUNT] = [
+        SkipReason::Shared,
+        SkipReason::File,
+        SkipReason::Hugetlb,
+        SkipReason::Small,
+        SkipReason::Exec,
+        SkipReason::Stack,
+        SkipReason::Excluded,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SkipReason::Shared => "shared",
+            SkipReason::File => "file",
+            SkipReason::Hugetlb => "hugetlb",
+            SkipReason::Small => "small",
+            SkipReason::Exec => "exec",
+            SkipReason::Stack => "stack",
+            SkipReason::Excluded => "excluded",
+        }
+    }
+}
+
+/// Verdict on a fresh mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Merge,
+    Skip(SkipReason),
+}
+
+/// Decides whether a successful `mmap(…, len, prot, flags, fd, …)` qualifies.
+pub fn judge_mapping(len: usize, prot: i32, flags: i32, cfg: &Config) -> Verdict {
+    let map_type = flags & libc::MAP_TYPE;
+    if map_type != libc::MAP_PRIVATE {
+        return Verdict::Skip(SkipReason::Shared);
+    }
+    if flags & libc::MAP_ANONYMOUS == 0 {
+        return Verdict::Skip(SkipReason::File);
+    }
+    if flags & libc::MAP_HUGETLB != 0 {
+        return Verdict::Skip(SkipReason::Hugetlb);
+    }
+    judge_class(len, prot & libc::PROT_EXEC != 0, flags & (libc::MAP_STACK | libc::MAP_GROWSDOWN) != 0, cfg)
+}
+
+/// The rules every private anonymous region goes through, whoever found it.
+pub fn judge_class(len: usize, executable: bool, stack: bool, cfg: &Config) -> Verdict {
+    let Exclusions { stack: exclude_stack, exec: exclude_exec } = cfg.exclude;
+    if stack && exclude_stack {
+        Verdict::Skip(SkipReason::Stack)
+    } else if executable && exclude_exec {
+        Verdict::Skip(SkipReason::Exec)
+    } else if len < cfg.min_size {
+        Verdict::Skip(SkipReason::Small)
+    } else {
+        Verdict::Merge
+    }
+}
+
+/// A page-aligned address range `[start, end)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Range {
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Range {
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+
+    /// The smallest page-aligned range covering `[addr, addr + len)`, so that
+    /// every page holding any of those bytes is included (what an exclusion
+    /// of a secret needs). `None` on address overflow.
+    pub fn covering(addr: usize, len: usize, page: usize) -> Option<Range> {
+        let end = addr.checked_add(len)?.checked_add(page - 1)? & !(page - 1);
+        Some(Range { start: addr & !(page - 1), end })
+    }
+
+    pub fn overlaps(&self, other: &Range) -> bool {
+        self.start < other.end && other.start < self.end
+    }
+}
+
+/// Calls `emit` with the parts of `range` that no range in `holes` covers, in
+/// address order. `holes` may be unsorted and overlapping.
+pub fn subtract(range: Range, holes: &[Range], mut emit: impl FnMut(Range)) {
+    let mut cursor = range.start;
+    while cursor < range.end {
+        // The hole that covers `cursor`, if any: skip past it.
+        if let Some(h) = holes.iter().filter(|h| h.start <= cursor && cursor < h.end).max_by_key(|h| h.end) {
+            cursor = h.end;
+            continue;
+        }
+        // Otherwise run up to the next hole start.
+        let next_hole = holes.iter().filter(|h| h.start > cursor && h.start < range.end).map(|h| h.start).min();
+        let stop = next_hole.unwrap_or(range.end);
+        emit(Range { start: cursor, end: stop });
+        cursor = stop;
+    }
+}
+
+/// glibc's header of a malloc chunk: the two words before the user pointer.
+/// `prev_size` is the padding in front of an mmapped chunk (set by memalign);
+/// `size` carries the flag bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GlibcChunkHeader {
+    pub prev_size: usize,
+    pub size: usize,
+}
+
+const GLIBC_IS_MMAPPED: usize = 0x2;
+const GLIBC_FLAG_BITS: usize = 0x7;
+
+/// The whole private mapping glibc's malloc made for the block at `user_ptr`
+/// (as glibc's own `munmap_chunk` computes it), or `None` for a chunk that
+/// lives on a heap or arena, or a header that does not add up.
+pub fn glibc_mmapped_block(user_ptr: usize, header: GlibcChunkHeader, page: usize) -> Option<Range> {
+    if header.size & GLIBC_IS_MMAPPED == 0 {
+        return None;
+    }
+    let chunk = user_ptr.checked_sub(2 * core::mem::size_of::<usize>())?;
+    let start = chunk.checked_sub(header.prev_size)?;
+    let len = header.prev_size.checked_add(header.size & !GLIBC_FLAG_BITS)?;
+    if (start | len) & (page - 1) != 0 || len == 0 {
+        return None;
+    }
+    Some(Range { start, end: start.checked_add(len)? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::config::Config;
+
+    const PRIVATE_ANON: i32 = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+    const RWX: i32 = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC;
+
+    #[test]
+    fn the_articles_single_rwx_page_qualifies_under_defaults() {
+        assert_eq!(judge_mapping(4096, RWX, PRIVATE_ANON, &Config::default()), Verdict::Merge);
+    }
+
+    #[test]
+    fn shared_file_and_hugetlb_mappings_never_qualify() {
+        let cfg = Config::default();
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        assert_eq!(judge_mapping(1 << 20, rw, libc::MAP_SHARED | libc::MAP_ANONYMOUS, &cfg), Verdict::Skip(SkipReason::Shared));
+        assert_eq!(judge_mapping(1 << 20, rw, libc::MAP_SHARED_VALIDATE, &cfg), Verdict::Skip(SkipReason::Shared));
+        assert_eq!(judge_mapping(1 << 20, rw, libc::MAP_PRIVATE, &cfg), Verdict::Skip(SkipReason::File));
+        assert_eq!(judge_mapping(1 << 21, rw, PRIVATE_ANON | libc::MAP_HUGETLB, &cfg), Verdict::Skip(SkipReason::Hugetlb));
+    }
+
+    #[test]
+    fn reservations_without_access_qualify_so_later_commits_are_covered() {
+        assert_eq!(judge_mapping(1 << 30, libc::PROT_NONE, PRIVATE_ANON | libc::MAP_NORESERVE, &Config::default()), Verdict::Merge);
+    }
+
+    #[test]
+    fn classes_and_size_threshold() {
+        let mut cfg = Config::default();
+        assert_eq!(judge_mapping(8192, 3, PRIVATE_ANON | libc::MAP_STACK, &cfg), Verdict::Skip(SkipReason::Stack));
+        assert_eq!(judge_mapping(8192, 3, PRIVATE_ANON | libc::MAP_GROWSDOWN, &cfg), Verdict::Skip(SkipReason::Stack));
+        cfg.exclude.stack = false;
+        assert_eq!(judge_mapping(8192, 3, PRIVATE_ANON | libc::MAP_STACK, &cfg), Verdict::Merge);
+        cfg.exclude.exec = true;
+        assert_eq!(judge_mapping(8192, RWX, PRIVATE_ANON, &cfg), Verdict::Skip(SkipReason::Exec));
+        cfg.min_size = 65536;
+        assert_eq!(judge_mapping(8192, 3, PRIVATE_ANON, &cfg), Verdict::Skip(SkipReason::Small));
+        assert_eq!(judge_mapping(65536, 3, PRIVATE_ANON, &cfg), Verdict::Merge);
+    }
+
+    #[test]
+    fn covering_rounds_outwards() {
+        assert_eq!(Range::covering(4097, 10, 4096), Some(Range { start: 4096, end: 8192 }));
+        assert_eq!(Range::covering(4096, 4096, 4096), Some(Range { start: 4096, end: 8192 }));
+        assert_eq!(Range::covering(4000, 200, 4096), Some(Range { start: 0, end: 8192 }));
+        assert_eq!(Range::covering(usize::MAX - 10, 100, 4096), None);
+    }
+
+    fn pieces(range: Range, holes: &[Range]) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        subtract(range, holes, |r| out.push((r.start, r.end)));
+        out
+    }
+
+    #[test]
+    fn subtracting_exclusions() {
+        let r = |s, e| Range { start: s, end: e };
+        assert_eq!(pieces(r(0, 100), &[]), vec![(0, 100)]);
+        assert_eq!(pieces(r(0, 100), &[r(20, 30)]), vec![(0, 20), (30, 100)]);
+        assert_eq!(pieces(r(0, 100), &[r(60, 70), r(0, 10), r(65, 80)]), vec![(10, 60), (80, 100)]);
+        assert_eq!(pieces(r(10, 20), &[r(0, 100)]), vec![]);
+        assert_eq!(pieces(r(10, 20), &[r(200, 300)]), vec![(10, 20)]);
+    }
+
+    #[test]
+    fn glibc_mmapped_chunks_are_found_whole() {
+        let page = 4096;
+        // malloc(200000): chunk at 0x7f0000000000, user pointer 16 bytes in.
+        let h = GlibcChunkHeader { prev_size: 0, size: 200704 | GLIBC_IS_MMAPPED };
+        assert_eq!(glibc_mmapped_block(0x7f0000000010, h, page), Some(Range { start: 0x7f0000000000, end: 0x7f0000000000 + 200704 }));
+        // memalign'd: the chunk starts 0x30 bytes into the mapping.
+        let h = GlibcChunkHeader { prev_size: 0x30, size: (204800 - 0x30) | GLIBC_IS_MMAPPED };
+        assert_eq!(glibc_mmapped_block(0x7f0000000040, h, page), Some(Range { start: 0x7f0000000000, end: 0x7f0000000000 + 204800 }));
+        // An arena chunk (PREV_INUSE | NON_MAIN_ARENA, no IS_MMAPPED).
+        assert_eq!(glibc_mmapped_block(0x7f0000000010, GlibcChunkHeader { prev_size: 0, size: 4096 | 0x5 }, page), None);
+        // A header that does not add up is ignored rather than trusted.
+        assert_eq!(glibc_mmapped_block(0x7f0000000110, GlibcChunkHeader { prev_size: 0, size: 8192 | 2 }, page), None);
+    }
+}

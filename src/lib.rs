@@ -1,0 +1,29 @@
+//! libksmauto: make the private anonymous memory of unmodified programs
+//! mergeable by the kernel's same-page merging (KSM), via `LD_PRELOAD`.
+//!
+//! Layers, from the outside in:
+//! * [`api`] — every exported symbol, as thin wrappers (only in the shared
+//!   object; unit tests build without it so the test harness keeps its own
+//!   malloc);
+//! * [`next`] — the next definitions of the interposed functions and the
+//!   bootstrap arena for `dlsym`'s allocations;
+//! * [`core`] — configuration, policy and the engines: what qualifies and
+//!   what to do about it;
+//! * [`stats`] — counters and the exit report;
+//! * [`os`] — raw system calls and `/proc` readers;
+//! * [`fmt`] — allocation-free text building.
+//!
+//! Code reachable from a hook never allocates through Rust, never locks,
+//! never panics across `extern "C"` (`panic = "abort"`) and never changes
+//! `errno`.
+
+#![allow(clippy::missing_safety_doc)]
+
+#[cfg(not(test))]
+mod api;
+pub mod core;
+pub mod fmt;
+#[cfg(not(test))]
+mod next;
+pub mod os;
+pub mod stats;

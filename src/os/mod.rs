@@ -1,0 +1,36 @@
+//! The thin OS layer: raw system calls and readers of `/proc` and `/sys`.
+//!
+//! Owns every interaction with the kernel. Everything here is callable from a
+//! hook at any time: it **never allocates, never takes a lock and never touches
+//! `errno`** (system calls are issued with inline assembly, not through libc,
+//! so the host program's `errno` survives whatever we do on its behalf).
+//! It makes no decisions: policy lives in `crate::core`.
+
+pub mod proc;
+pub mod sys;
+
+/// The value of environment variable `name`, borrowed from the process
+/// environment. Uses libc's `getenv`, which neither allocates nor locks.
+pub fn getenv(name: &str) -> Option<&'static [u8]> {
+    let mut cname = [0u8; 64];
+    if name.len() >= cname.len() {
+        return None;
+    }
+    cname[..name.len()].copy_from_slice(name.as_bytes());
+    unsafe {
+        let p = libc::getenv(cname.as_ptr() as *const libc::c_char);
+        if p.is_null() {
+            None
+        } else {
+            Some(core::ffi::CStr::from_ptr(p).to_bytes())
+        }
+    }
+}
+
+/// The page size from the auxiliary vector (no system call, no allocation).
+pub fn page_size() -> usize {
+    match unsafe { libc::getauxval(libc::AT_PAGESZ) } as usize {
+        0 => sys::PAGE_SIZE_FALLBACK,
+        n => n,
+    }
+}

@@ -1,0 +1,386 @@
+//! Readers and parsers for the kernel's per-process KSM truth:
+//! `/proc/self/ksm_stat`, `/proc/self/maps` and `/proc/self/smaps`.
+//!
+//! Parsers are pure functions over byte slices (unit-tested without any
+//! preloading); the reader streams a file through a fixed stack buffer.
+//! Never allocates, never locks.
+
+use super::sys::{self, Errno};
+
+/// Calls `f` with each line of the file at `path` (NUL-terminated), without the
+/// newline. A line longer than the internal buffer is passed truncated.
+pub fn for_each_line(path: &[u8], mut f: impl FnMut(&[u8])) -> Result<(), Errno> {
+    let fd = sys::open(path, libc::O_RDONLY, 0)?;
+    let mut buf = [0u8; 8192];
+    let mut filled = 0usize;
+    let mut skipping_overlong = false;
+    let result = loop {
+        let n = match sys::read(fd, &mut buf[filled..]) {
+            Ok(n) => n,
+            Err(e) => break Err(e),
+        };
+        filled += n;
+        let mut start = 0;
+        while let Some(pos) = buf[start..filled].iter().position(|&b| b == b'\n') {
+            if !skipping_overlong {
+                f(&buf[start..start + pos]);
+            }
+            skipping_overlong = false;
+            start += pos + 1;
+        }
+        if n == 0 {
+            if start < filled && !skipping_overlong {
+                f(&buf[start..filled]);
+            }
+            break Ok(());
+        }
+        buf.copy_within(start..filled, 0);
+        filled -= start;
+        if filled == buf.len() {
+            if !skipping_overlong {
+                f(&buf[..filled]);
+            }
+            skipping_overlong = true;
+            filled = 0;
+        }
+    };
+    sys::close(fd);
+    result
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t' | b'\n'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// Parses an unsigned decimal number, ignoring surrounding blanks.
+pub fn parse_dec(s: &[u8]) -> Option<u64> {
+    let s = trim(s);
+    if s.is_empty() {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add((b - b'0') as u64)?;
+    }
+    Some(v)
+}
+
+fn parse_signed_dec(s: &[u8]) -> Option<i64> {
+    let s = trim(s);
+    match s.first() {
+        Some(b'-') => parse_dec(&s[1..]).map(|v| -(v as i64)),
+        _ => parse_dec(s).map(|v| v as i64),
+    }
+}
+
+pub fn parse_hex(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 16 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in s {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return None,
+        };
+        v = (v << 4) | d as u64;
+    }
+    Some(v)
+}
+
+/// `/proc/<pid>/ksm_stat` (Linux 6.1+; the later fields are `None` on kernels
+/// that lack them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KsmStat {
+    pub rmap_items: u64,
+    pub zero_pages: Option<u64>,
+    pub merging_pages: Option<u64>,
+    pub process_profit: Option<i64>,
+    pub merge_any: Option<bool>,
+    pub mergeable: Option<bool>,
+}
+
+impl KsmStat {
+    pub fn parse(text: &[u8]) -> KsmStat {
+        let mut stat = KsmStat::default();
+        for line in text.split(|&b| b == b'\n') {
+            let Some(sep) = line.iter().position(|&b| b == b' ' || b == b':') else { continue };
+            let (key, value) = (&line[..sep], trim(&line[sep + 1..]));
+            let value = value.strip_prefix(b":").map(trim).unwrap_or(value);
+            match key {
+                b"ksm_rmap_items" => stat.rmap_items = parse_dec(value).unwrap_or(0),
+                b"ksm_zero_pages" => stat.zero_pages = parse_dec(value),
+                b"ksm_merging_pages" => stat.merging_pages = parse_dec(value),
+                b"ksm_process_profit" => stat.process_profit = parse_signed_dec(value),
+                b"ksm_merge_any" => stat.merge_any = Some(value == b"yes"),
+                b"ksm_mergeable" => stat.mergeable = Some(value == b"yes"),
+                _ => {}
+            }
+        }
+        stat
+    }
+
+    /// Reads `/proc/self/ksm_stat`; `None` where the kernel has no KSM.
+    pub fn read_self() -> Option<KsmStat> {
+        let mut buf = [0u8; 512];
+        let n = sys::read_file(b"/proc/self/ksm_stat\0", &mut buf).ok()?;
+        Some(KsmStat::parse(&buf[..n]))
+    }
+}
+
+/// One line of `/proc/<pid>/maps` (also the header line of each `smaps` entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapsLine<'a> {
+    pub start: usize,
+    pub end: usize,
+    pub perms: [u8; 4],
+    pub offset: u64,
+    pub inode: u64,
+    pub name: &'a [u8],
+}
+
+impl<'a> MapsLine<'a> {
+    /// `7f12-7f34 rw-p 00000000 00:00 0    [heap]`; `None` for any other line.
+    pub fn parse(line: &'a [u8]) -> Option<MapsLine<'a>> {
+        let mut fields = line.splitn(6, |&b| b == b' ');
+        let range = fields.next()?;
+        let dash = range.iter().position(|&b| b == b'-')?;
+        let start = parse_hex(&range[..dash])? as usize;
+        let end = parse_hex(&range[dash + 1..])? as usize;
+        let perms_field = fields.next()?;
+        if perms_field.len() != 4 {
+            return None;
+        }
+        let perms = [perms_field[0], perms_field[1], perms_field[2], perms_field[3]];
+        let offset = parse_hex(fields.next()?)?;
+        let _dev = fields.next()?;
+        let inode = parse_dec(fields.next()?)?;
+        let name = trim(fields.next().unwrap_or(b""));
+        Some(MapsLine { start, end, perms, offset, inode, name })
+    }
+
+    pub fn is_private(&self) -> bool {
+        self.perms[3] == b'p'
+    }
+
+    pub fn is_executable(&self) -> bool {
+        self.perms[2] == b'x'
+    }
+
+    pub fn class(&self) -> RegionClass {
+        RegionClass::of(self.inode, self.name)
+    }
+}
+
+/// How reports group memory. Anonymous mappings glibc or the program made with
+/// `mmap` carry no name (or an `[anon:…]` name set with `PR_SET_VMA`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegionClass {
+    Heap,
+    Anon,
+    Stack,
+    Other,
+}
+
+impl RegionClass {
+    pub const ALL: [RegionClass; 4] = [RegionClass::Heap, RegionClass::Anon, RegionClass::Stack, RegionClass::Other];
+
+    pub fn of(inode: u64, name: &[u8]) -> RegionClass {
+        if inode != 0 {
+            return RegionClass::Other;
+        }
+        match name {
+            b"[heap]" => RegionClass::Heap,
+            b"" => RegionClass::Anon,
+            n if n.starts_with(b"[anon:") || n.starts_with(b"[anon_shmem:") => RegionClass::Anon,
+            n if n.starts_with(b"[stack") => RegionClass::Stack,
+            _ => RegionClass::Other,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RegionClass::Heap => "heap",
+            RegionClass::Anon => "anon",
+            RegionClass::Stack => "stack",
+            RegionClass::Other => "other",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Totals over `/proc/self/smaps`, fed one line at a time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SmapsTotals {
+    /// `KSM:` kB per [`RegionClass`] (index = class as usize).
+    pub ksm_kb: [u64; 4],
+    /// `Anonymous:` kB in private mappings.
+    pub anon_kb: u64,
+    /// The part of `anon_kb` in mappings whose `VmFlags` carry `mg`.
+    pub mergeable_anon_kb: u64,
+    /// Whether the kernel printed any `KSM:` line (6.x kernels do).
+    pub has_ksm_field: bool,
+    current: Option<(RegionClass, bool)>,
+    current_anon_kb: u64,
+}
+
+impl SmapsTotals {
+    pub fn ksm_kb_of(&self, class: RegionClass) -> u64 {
+        self.ksm_kb[class.index()]
+    }
+
+    pub fn feed_line(&mut self, line: &[u8]) {
+        if let Some(vma) = MapsLine::parse(line) {
+            self.current = Some((vma.class(), vma.is_private()));
+            self.current_anon_kb = 0;
+            return;
+        }
+        let Some((class, private)) = self.current else { return };
+        if let Some(v) = line.strip_prefix(b"KSM:") {
+            self.has_ksm_field = true;
+            self.ksm_kb[class.index()] += parse_kb(v);
+        } else if let Some(v) = line.strip_prefix(b"Anonymous:") {
+            if private {
+                self.current_anon_kb = parse_kb(v);
+                self.anon_kb += self.current_anon_kb;
+            }
+        } else if let Some(flags) = line.strip_prefix(b"VmFlags:") {
+            if private && flags.split(|&b| b == b' ').any(|f| f == b"mg") {
+                self.mergeable_anon_kb += self.current_anon_kb;
+            }
+        }
+    }
+
+    pub fn read_self() -> Option<SmapsTotals> {
+        let mut totals = SmapsTotals::default();
+        for_each_line(b"/proc/self/smaps\0", |line| totals.feed_line(line)).ok()?;
+        Some(totals)
+    }
+}
+
+fn parse_kb(v: &[u8]) -> u64 {
+    let v = trim(v);
+    parse_dec(v.strip_suffix(b"kB").unwrap_or(v)).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ksm_stat_parses_all_fields_of_a_6_x_kernel() {
+        let text = b"ksm_rmap_items 12\nksm_zero_pages 2\nksm_merging_pages 3\nksm_process_profit -4096\nksm_merge_any: yes\nksm_mergeable: yes\n";
+        let s = KsmStat::parse(text);
+        assert_eq!(s.rmap_items, 12);
+        assert_eq!(s.zero_pages, Some(2));
+        assert_eq!(s.merging_pages, Some(3));
+        assert_eq!(s.process_profit, Some(-4096));
+        assert_eq!(s.merge_any, Some(true));
+        assert_eq!(s.mergeable, Some(true));
+    }
+
+    #[test]
+    fn ksm_stat_of_an_old_kernel_leaves_missing_fields_empty() {
+        let s = KsmStat::parse(b"ksm_rmap_items 7\n");
+        assert_eq!(s.rmap_items, 7);
+        assert_eq!(s.merging_pages, None);
+        assert_eq!(s.merge_any, None);
+    }
+
+    #[test]
+    fn maps_line_with_and_without_name() {
+        let l = MapsLine::parse(b"55d0c2a4e000-55d0c2a6f000 rw-p 00000000 00:00 0                          [heap]").unwrap();
+        assert_eq!((l.start, l.end), (0x55d0c2a4e000, 0x55d0c2a6f000));
+        assert_eq!(l.class(), RegionClass::Heap);
+        assert!(l.is_private() && !l.is_executable());
+        let l = MapsLine::parse(b"7f00000000-7f00001000 rwxp 00000000 00:00 0 ").unwrap();
+        assert_eq!(l.class(), RegionClass::Anon);
+        assert!(l.is_executable());
+        let l = MapsLine::parse(b"7f00000000-7f00001000 r--p 00001000 fe:01 1234  /usr/lib/libc.so.6").unwrap();
+        assert_eq!(l.class(), RegionClass::Other);
+        assert_eq!(l.offset, 0x1000);
+        assert_eq!(MapsLine::parse(b"Rss:                 132 kB"), None);
+        assert_eq!(MapsLine::parse(b"VmFlags: rd wr mr mw me ac sd"), None);
+    }
+
+    #[test]
+    fn region_classes() {
+        assert_eq!(RegionClass::of(0, b"[stack]"), RegionClass::Stack);
+        assert_eq!(RegionClass::of(0, b"[anon:jemalloc]"), RegionClass::Anon);
+        assert_eq!(RegionClass::of(0, b"[vdso]"), RegionClass::Other);
+        assert_eq!(RegionClass::of(99, b""), RegionClass::Other);
+    }
+
+    #[test]
+    fn smaps_totals_sum_ksm_per_class_and_mergeable_anonymous_memory() {
+        let text: &[u8] = b"\
+55d0c2a4e000-55d0c2a6f000 rw-p 00000000 00:00 0   [heap]
+Anonymous:            100 kB
+KSM:                   40 kB
+VmFlags: rd wr mr mw me ac mg
+7f0000000000-7f0000100000 rw-p 00000000 00:00 0
+Anonymous:             12 kB
+KSM:                   12 kB
+VmFlags: rd wr mr mw me ac
+7f0000200000-7f0000300000 rw-s 00000000 00:01 77  /dev/zero (deleted)
+Anonymous:              0 kB
+KSM:                    0 kB
+VmFlags: rd wr sh mr mw me ms mg
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0   [stack]
+Anonymous:              8 kB
+KSM:                    4 kB
+VmFlags: rd wr mr mw me gd ac mg
+";
+        let mut t = SmapsTotals::default();
+        for line in text.split(|&b| b == b'\n') {
+            t.feed_line(line);
+        }
+        assert!(t.has_ksm_field);
+        assert_eq!(t.ksm_kb_of(RegionClass::Heap), 40);
+        assert_eq!(t.ksm_kb_of(RegionClass::Anon), 12);
+        assert_eq!(t.ksm_kb_of(RegionClass::Stack), 4);
+        assert_eq!(t.ksm_kb_of(RegionClass::Other), 0);
+        assert_eq!(t.anon_kb, 120);
+        assert_eq!(t.mergeable_anon_kb, 108);
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(parse_dec(b" 42 "), Some(42));
+        assert_eq!(parse_dec(b"4x"), None);
+        assert_eq!(parse_dec(b"99999999999999999999999"), None);
+        assert_eq!(parse_hex(b"7fFF"), Some(0x7fff));
+        assert_eq!(parse_hex(b""), None);
+    }
+
+    #[test]
+    fn line_reader_streams_a_real_file_and_truncates_overlong_lines() {
+        let dir = std::env::temp_dir().join(format!("ksmauto-lines-{}", std::process::id()));
+        let long = "x".repeat(20000);
+        std::fs::write(&dir, format!("a\n{long}\nb\nlast")).unwrap();
+        let mut path = dir.to_str().unwrap().as_bytes().to_vec();
+        path.push(0);
+        let mut seen: Vec<Vec<u8>> = Vec::new();
+        for_each_line(&path, |l| seen.push(l.to_vec())).unwrap();
+        std::fs::remove_file(&dir).unwrap();
+        assert_eq!(seen.len(), 4);
+        assert_eq!(seen[0], b"a");
+        assert_eq!(seen[1].len(), 8192);
+        assert_eq!(seen[2], b"b");
+        assert_eq!(seen[3], b"last");
+    }
+}

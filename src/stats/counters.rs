@@ -1,0 +1,283 @@
+//! The live counters, updated from hooks with relaxed atomics.
+//!
+//! Call counts are sharded by stack address (each thread's stack lives in its
+//! own region, so threads mostly hit their own cache line and a malloc-heavy
+//! multithreaded program does not bounce one line between cores).
+//!
+//! The counters live in a page mapped with `MADV_WIPEONFORK`, so a forked
+//! child starts from zero and reports only its own activity — also after a raw
+//! `clone`, which no `pthread_atfork` handler would see. Never allocates,
+//! never locks.
+
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering::Relaxed};
+
+use crate::core::policy::SkipReason;
+use crate::os::sys;
+
+/// Every entry point the library counts calls of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Malloc,
+    Calloc,
+    Realloc,
+    Reallocarray,
+    Free,
+    PosixMemalign,
+    AlignedAlloc,
+    Memalign,
+    Valloc,
+    Pvalloc,
+    MallocUsableSize,
+    Mmap,
+    Mmap64,
+    Mremap,
+    Munmap,
+    PthreadCreate,
+}
+
+impl Hook {
+    pub const COUNT: usize = 16;
+    pub const ALL: [Hook; Hook::COUNT] = [
+        Hook::Malloc,
+        Hook::Calloc,
+        Hook::Realloc,
+        Hook::Reallocarray,
+        Hook::Free,
+        Hook::PosixMemalign,
+        Hook::AlignedAlloc,
+        Hook::Memalign,
+        Hook::Valloc,
+        Hook::Pvalloc,
+        Hook::MallocUsableSize,
+        Hook::Mmap,
+        Hook::Mmap64,
+        Hook::Mremap,
+        Hook::Munmap,
+        Hook::PthreadCreate,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Malloc => "malloc",
+            Hook::Calloc => "calloc",
+            Hook::Realloc => "realloc",
+            Hook::Reallocarray => "reallocarray",
+            Hook::Free => "free",
+            Hook::PosixMemalign => "posix_memalign",
+            Hook::AlignedAlloc => "aligned_alloc",
+            Hook::Memalign => "memalign",
+            Hook::Valloc => "valloc",
+            Hook::Pvalloc => "pvalloc",
+            Hook::MallocUsableSize => "malloc_usable_size",
+            Hook::Mmap => "mmap",
+            Hook::Mmap64 => "mmap64",
+            Hook::Mremap => "mremap",
+            Hook::Munmap => "munmap",
+            Hook::PthreadCreate => "pthread_create",
+        }
+    }
+}
+
+/// Who made a region mergeable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A private anonymous `mmap`/`mmap64` seen by the hook.
+    Mmap,
+    /// A block glibc's malloc mapped internally, reached through the malloc hooks.
+    Malloc,
+    /// The program's own `ksmauto_advise` call.
+    Api,
+}
+
+impl Source {
+    pub const COUNT: usize = 3;
+    pub const ALL: [Source; Source::COUNT] = [Source::Mmap, Source::Malloc, Source::Api];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Mmap => "mmap",
+            Source::Malloc => "malloc",
+            Source::Api => "api",
+        }
+    }
+}
+
+/// madvise failures are broken out by these errno values, the rest is `other`.
+pub const FAILURE_ERRNOS: [i32; 4] = [libc::EINVAL, libc::ENOMEM, libc::EAGAIN, libc::EPERM];
+const FAILURE_KINDS: usize = FAILURE_ERRNOS.len() + 1;
+
+const SHARDS: usize = 16;
+
+#[repr(C, align(128))]
+struct Shard {
+    calls: [AtomicU64; Hook::COUNT],
+}
+
+#[repr(C)]
+pub struct Counters {
+    shards: [Shard; SHARDS],
+    advised_regions: [AtomicU64; Source::COUNT],
+    advised_bytes: [AtomicU64; Source::COUNT],
+    skipped: [AtomicU64; SkipReason::COUNT],
+    madvise_failures: [AtomicU64; FAILURE_KINDS],
+    excluded_regions: AtomicU64,
+    excluded_bytes: AtomicU64,
+    unmerged_regions: AtomicU64,
+    unmerged_bytes: AtomicU64,
+}
+
+/// Used until (or if never) the wipe-on-fork page exists. All-zero is the
+/// valid empty state, which is also what a wiped page holds.
+static FALLBACK: Counters = unsafe { core::mem::zeroed() };
+static LIVE: AtomicPtr<Counters> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Moves the counters to their own wipe-on-fork page. Called once at start-up,
+/// before any counting that matters.
+pub fn install() {
+    let size = core::mem::size_of::<Counters>();
+    let Ok(page) = sys::map_anonymous(size) else { return };
+    if sys::madvise(page as usize, size, libc::MADV_WIPEONFORK).is_err() {
+        // Pre-4.14 kernel: counters would leak into children; keep them
+        // anyway (the report stays correct for processes that never fork).
+    }
+    // Never worth merging: a page of hot counters would be broken again at once.
+    let _ = sys::madvise(page as usize, size, libc::MADV_UNMERGEABLE);
+    LIVE.store(page as *mut Counters, Relaxed);
+}
+
+#[inline(always)]
+pub fn counters() -> &'static Counters {
+    let p = LIVE.load(Relaxed);
+    if p.is_null() {
+        &FALLBACK
+    } else {
+        unsafe { &*p }
+    }
+}
+
+#[inline(always)]
+fn shard_index() -> usize {
+    let marker = 0u8;
+    let sp = &marker as *const u8 as usize;
+    // Thread stacks are megabytes apart: fold the megabyte number.
+    ((sp >> 20).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) % SHARDS
+}
+
+impl Counters {
+    #[inline(always)]
+    pub fn count_call(&self, hook: Hook) {
+        self.shards[shard_index()].calls[hook as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn count_advised(&self, source: Source, bytes: usize) {
+        self.advised_regions[source as usize].fetch_add(1, Relaxed);
+        self.advised_bytes[source as usize].fetch_add(bytes as u64, Relaxed);
+    }
+
+    pub fn count_skipped(&self, reason: SkipReason) {
+        self.skipped[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn count_madvise_failure(&self, errno: i32) {
+        let kind = FAILURE_ERRNOS.iter().position(|&e| e == errno).unwrap_or(FAILURE_ERRNOS.len());
+        self.madvise_failures[kind].fetch_add(1, Relaxed);
+    }
+
+    pub fn count_excluded(&self, bytes: usize) {
+        self.excluded_regions.fetch_add(1, Relaxed);
+        self.excluded_bytes.fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// A region taken back out of merging (`MADV_UNMERGEABLE`), e.g. a stack
+    /// under the process-wide engine.
+    pub fn count_unmerged(&self, bytes: usize) {
+        self.unmerged_regions.fetch_add(1, Relaxed);
+        self.unmerged_bytes.fetch_add(bytes as u64, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let mut s = Snapshot::default();
+        for shard in &self.shards {
+            for (total, c) in s.calls.iter_mut().zip(&shard.calls) {
+                *total += c.load(Relaxed);
+            }
+        }
+        let load = |from: &[AtomicU64], to: &mut [u64]| to.iter_mut().zip(from).for_each(|(t, f)| *t = f.load(Relaxed));
+        load(&self.advised_regions, &mut s.advised_regions);
+        load(&self.advised_bytes, &mut s.advised_bytes);
+        load(&self.skipped, &mut s.skipped);
+        load(&self.madvise_failures, &mut s.madvise_failures);
+        s.excluded_regions = self.excluded_regions.load(Relaxed);
+        s.excluded_bytes = self.excluded_bytes.load(Relaxed);
+        s.unmerged_regions = self.unmerged_regions.load(Relaxed);
+        s.unmerged_bytes = self.unmerged_bytes.load(Relaxed);
+        s
+    }
+}
+
+/// A plain copy of the counters at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub calls: [u64; Hook::COUNT],
+    pub advised_regions: [u64; Source::COUNT],
+    pub advised_bytes: [u64; Source::COUNT],
+    pub skipped: [u64; SkipReason::COUNT],
+    /// Indexed like [`FAILURE_ERRNOS`], then "other".
+    pub madvise_failures: [u64; FAILURE_KINDS],
+    pub excluded_regions: u64,
+    pub excluded_bytes: u64,
+    pub unmerged_regions: u64,
+    pub unmerged_bytes: u64,
+}
+
+impl Snapshot {
+    pub fn total_advised_regions(&self) -> u64 {
+        self.advised_regions.iter().sum()
+    }
+
+    pub fn total_advised_bytes(&self) -> u64 {
+        self.advised_bytes.iter().sum()
+    }
+
+    pub fn total_skipped(&self) -> u64 {
+        self.skipped.iter().sum()
+    }
+
+    pub fn total_madvise_failures(&self) -> u64 {
+        self.madvise_failures.iter().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_fit_in_one_page_and_sum_across_shards() {
+        assert!(core::mem::size_of::<Counters>() <= 4096);
+        let c: Counters = unsafe { core::mem::zeroed() };
+        c.count_call(Hook::Malloc);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| (0..1000).for_each(|_| c.count_call(Hook::Malloc)));
+            }
+        });
+        c.count_advised(Source::Mmap, 4096);
+        c.count_advised(Source::Api, 8192);
+        c.count_madvise_failure(libc::EAGAIN);
+        c.count_madvise_failure(libc::EBADF);
+        let s = c.snapshot();
+        assert_eq!(s.calls[Hook::Malloc as usize], 4001);
+        assert_eq!(s.total_advised_regions(), 2);
+        assert_eq!(s.total_advised_bytes(), 12288);
+        assert_eq!(s.madvise_failures, [0, 0, 1, 0, 1]);
+    }
+
+    #[test]
+    fn names_are_unique() {
+        for (i, a) in Hook::ALL.iter().enumerate() {
+            assert_eq!(*a as usize, i);
+            assert!(Hook::ALL[i + 1..].iter().all(|b| a.name() != b.name()));
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Renders what a process did and what the kernel merged, as text or JSON.
+//!
+//! Pure rendering into a caller's fixed buffer; the field list of the JSON
+//! object is documented in the README ("Stats format"). Never allocates.
+
+use super::counters::{Hook, Snapshot, Source, FAILURE_ERRNOS};
+use crate::core::config::Mode;
+use crate::core::policy::SkipReason;
+use crate::fmt::BufWriter;
+use crate::os::proc::{KsmStat, RegionClass, SmapsTotals};
+use crate::os::sys;
+
+/// Everything one report shows.
+#[derive(Clone, Copy, Debug)]
+pub struct Report {
+    pub version: &'static str,
+    pub pid: i32,
+    pub requested_mode: Mode,
+    pub active_mode: Mode,
+    /// Why `auto`/`process` fell back to `advise` (the errno of the refused
+    /// `prctl`), if it did.
+    pub fallback_errno: Option<i32>,
+    pub min_size: usize,
+    pub exclude_stack: bool,
+    pub exclude_exec: bool,
+    pub counters: Snapshot,
+    /// `/proc/self/ksm_stat`; `None` where the kernel has no KSM.
+    pub ksm: Option<KsmStat>,
+    /// `/proc/self/smaps` totals; `None` if it could not be read.
+    pub smaps: Option<SmapsTotals>,
+    pub page_size: usize,
+}
+
+impl Report {
+    /// Whether this process has anything to say without being asked: it
+    /// advised something or the kernel merged some of its pages.
+    pub fn has_activity(&self) -> bool {
+        let merged = self.ksm.map(|k| k.merging_pages.unwrap_or(0) + k.zero_pages.unwrap_or(0)).unwrap_or(0);
+        self.counters.total_advised_regions() > 0 || self.counters.excluded_regions > 0 || merged > 0
+    }
+
+    pub fn render(&self, json: bool, w: &mut BufWriter) {
+        if json {
+            self.render_json(w)
+        } else {
+            self.render_text(w)
+        }
+    }
+
+    pub fn render_text(&self, w: &mut BufWriter) {
+        let c = &self.counters;
+        w.str("ksmauto[").u64(self.pid as u64).str("]: mode ").str(self.active_mode.name());
+        if self.requested_mode != self.active_mode {
+            w.str(" (requested ").str(self.requested_mode.name());
+            if let Some(e) = self.fallback_errno {
+                w.str("; PR_SET_MEMORY_MERGE refused: ").str(sys::errno_name(e));
+            }
+            w.str(")");
+        }
+        w.str("; advised ").u64(c.total_advised_regions()).str(" regions, ").human_bytes(c.total_advised_bytes());
+        w.str("; skipped ").u64(c.total_skipped());
+        if c.total_skipped() > 0 {
+            w.str(" (");
+            let mut first = true;
+            for r in SkipReason::ALL {
+                let n = c.skipped[r as usize];
+                if n > 0 {
+                    w.str(if first { "" } else { ", " }).str(r.name()).str(" ").u64(n);
+                    first = false;
+                }
+            }
+            w.str(")");
+        }
+        if c.excluded_regions > 0 {
+            w.str("; excluded ").u64(c.excluded_regions).str(" (").human_bytes(c.excluded_bytes).str(")");
+        }
+        w.str("; madvise failures ").u64(c.total_madvise_failures()).str("\n");
+
+        w.str("ksmauto[").u64(self.pid as u64).str("]: kernel: ");
+        match self.ksm {
+            None => {
+                w.str("no KSM (no /proc/self/ksm_stat)\n");
+            }
+            Some(k) => {
+                w.str("merging ").u64(k.merging_pages.unwrap_or(0)).str(" pages, zero pages ").u64(k.zero_pages.unwrap_or(0));
+                w.str(", profit ");
+                let profit = k.process_profit.unwrap_or(0);
+                if profit < 0 {
+                    w.str("-").human_bytes(profit.unsigned_abs());
+                } else {
+                    w.human_bytes(profit as u64);
+                }
+                if let Some(s) = self.smaps {
+                    w.str("; KSM by class:");
+                    for class in RegionClass::ALL {
+                        w.str(" ").str(class.name()).str(" ").human_bytes(s.ksm_kb_of(class) * 1024);
+                    }
+                    w.str("; mergeable ").u64(percent(s.mergeable_anon_kb, s.anon_kb)).str("% of ").human_bytes(s.anon_kb * 1024);
+                    w.str(" anonymous");
+                }
+                w.str("\n");
+            }
+        }
+    }
+
+    pub fn render_json(&self, w: &mut BufWriter) {
+        let c = &self.counters;
+        w.str("{\"ksmauto\":\"").str(self.version).str("\",\"pid\":").u64(self.pid as u64);
+        w.str(",\"mode\":\"").str(self.active_mode.name()).str("\",\"requested_mode\":\"").str(self.requested_mode.name()).str("\"");
+        w.str(",\"fallback_reason\":");
+        match self.fallback_errno {
+            Some(e) => w.str("\"").str(sys::errno_name(e)).str("\""),
+            None => w.str("null"),
+        };
+        w.str(",\"min_size\":").u64(self.min_size as u64);
+        w.str(",\"exclude\":[");
+        let mut first = true;
+        for (on, name) in [(self.exclude_stack, "stack"), (self.exclude_exec, "exec")] {
+            if on {
+                w.str(if first { "\"" } else { ",\"" }).str(name).str("\"");
+                first = false;
+            }
+        }
+        w.str("],\"calls\":{");
+        for (i, h) in Hook::ALL.iter().enumerate() {
+            w.str(if i == 0 { "\"" } else { ",\"" }).str(h.name()).str("\":").u64(c.calls[*h as usize]);
+        }
+        w.str("},\"advised\":{\"regions\":").u64(c.total_advised_regions()).str(",\"bytes\":").u64(c.total_advised_bytes());
+        w.str(",\"by_source\":{");
+        for (i, s) in Source::ALL.iter().enumerate() {
+            w.str(if i == 0 { "\"" } else { ",\"" }).str(s.name()).str("\":{\"regions\":").u64(c.advised_regions[*s as usize]);
+            w.str(",\"bytes\":").u64(c.advised_bytes[*s as usize]).str("}");
+        }
+        w.str("}},\"skipped\":{");
+        for (i, r) in SkipReason::ALL.iter().enumerate() {
+            w.str(if i == 0 { "\"" } else { ",\"" }).str(r.name()).str("\":").u64(c.skipped[*r as usize]);
+        }
+        w.str("},\"madvise_failures\":{\"total\":").u64(c.total_madvise_failures());
+        for (i, e) in FAILURE_ERRNOS.iter().enumerate() {
+            w.str(",\"").str(sys::errno_name(*e)).str("\":").u64(c.madvise_failures[i]);
+        }
+        w.str(",\"other\":").u64(c.madvise_failures[FAILURE_ERRNOS.len()]);
+        w.str("},\"excluded\":{\"regions\":").u64(c.excluded_regions).str(",\"bytes\":").u64(c.excluded_bytes);
+        w.str("},\"unmerged\":{\"regions\":").u64(c.unmerged_regions).str(",\"bytes\":").u64(c.unmerged_bytes);
+        w.str("},\"kernel\":");
+        match self.ksm {
+            None => {
+                w.str("null");
+            }
+            Some(k) => {
+                w.str("{\"rmap_items\":").u64(k.rmap_items);
+                w.str(",\"merging_pages\":").u64(k.merging_pages.unwrap_or(0));
+                w.str(",\"zero_pages\":").u64(k.zero_pages.unwrap_or(0));
+                w.str(",\"profit\":").i64(k.process_profit.unwrap_or(0));
+                w.str(",\"merge_any\":").str(if k.merge_any == Some(true) { "true" } else { "false" });
+                w.str(",\"page_size\":").u64(self.page_size as u64).str("}");
+            }
+        }
+        w.str(",\"smaps\":");
+        match self.smaps {
+            None => {
+                w.str("null");
+            }
+            Some(s) => {
+                w.str("{\"ksm_kb\":{");
+                for (i, class) in RegionClass::ALL.iter().enumerate() {
+                    w.str(if i == 0 { "\"" } else { ",\"" }).str(class.name()).str("\":").u64(s.ksm_kb_of(*class));
+                }
+                w.str("},\"anon_kb\":").u64(s.anon_kb).str(",\"mergeable_anon_kb\":").u64(s.mergeable_anon_kb);
+                w.str(",\"mergeable_percent\":").u64(percent(s.mergeable_anon_kb, s.anon_kb)).str("}");
+            }
+        }
+        w.str("}\n");
+    }
+}
+
+fn percent(part: u64, whole: u64) -> u64 {
+    if whole == 0 {
+        0
+    } else {
+        part.saturating_mul(100) / whole
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Report {
+        let mut counters = Snapshot::default();
+        counters.calls[Hook::Mmap as usize] = 3;
+        counters.advised_regions[Source::Mmap as usize] = 3;
+        counters.advised_bytes[Source::Mmap as usize] = 12288;
+        counters.skipped[SkipReason::File as usize] = 2;
+        let mut smaps = SmapsTotals::default();
+        smaps.anon_kb = 100;
+        smaps.mergeable_anon_kb = 50;
+        smaps.ksm_kb[RegionClass::Anon as usize] = 12;
+        Report {
+            version: "0.1.0",
+            pid: 42,
+            requested_mode: Mode::Auto,
+            active_mode: Mode::Advise,
+            fallback_errno: Some(libc::EINVAL),
+            min_size: 4096,
+            exclude_stack: true,
+            exclude_exec: false,
+            counters,
+            ksm: Some(KsmStat { rmap_items: 3, zero_pages: Some(0), merging_pages: Some(3), process_profit: Some(8000), merge_any: Some(false), mergeable: Some(true) }),
+            smaps: Some(smaps),
+            page_size: 4096,
+        }
+    }
+
+    fn render(r: &Report, json: bool) -> String {
+        let mut buf = [0u8; 8192];
+        let mut w = BufWriter::new(&mut buf);
+        r.render(json, &mut w);
+        assert!(!w.truncated());
+        String::from_utf8(w.as_bytes().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn json_report_is_one_object_with_the_documented_fields() {
+        let text = render(&sample(), true);
+        assert_eq!(text.lines().count(), 1);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["pid"], 42);
+        assert_eq!(v["mode"], "advise");
+        assert_eq!(v["requested_mode"], "auto");
+        assert_eq!(v["fallback_reason"], "EINVAL");
+        assert_eq!(v["exclude"], serde_json::json!(["stack"]));
+        assert_eq!(v["calls"]["mmap"], 3);
+        assert_eq!(v["calls"].as_object().unwrap().len(), Hook::COUNT);
+        assert_eq!(v["advised"]["regions"], 3);
+        assert_eq!(v["advised"]["bytes"], 12288);
+        assert_eq!(v["advised"]["by_source"]["mmap"]["bytes"], 12288);
+        assert_eq!(v["skipped"]["file"], 2);
+        assert_eq!(v["madvise_failures"]["total"], 0);
+        assert_eq!(v["kernel"]["merging_pages"], 3);
+        assert_eq!(v["kernel"]["profit"], 8000);
+        assert_eq!(v["smaps"]["ksm_kb"]["anon"], 12);
+        assert_eq!(v["smaps"]["mergeable_percent"], 50);
+    }
+
+    #[test]
+    fn json_report_without_ksm_has_null_kernel_view() {
+        let mut r = sample();
+        r.ksm = None;
+        r.smaps = None;
+        r.fallback_errno = None;
+        let v: serde_json::Value = serde_json::from_str(&render(&r, true)).unwrap();
+        assert!(v["kernel"].is_null() && v["smaps"].is_null() && v["fallback_reason"].is_null());
+    }
+
+    #[test]
+    fn text_report_is_two_short_lines() {
+        let text = render(&sample(), false);
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.contains("mode advise (requested auto; PR_SET_MEMORY_MERGE refused: EINVAL)"), "{text}");
+        assert!(text.contains("advised 3 regions, 12.0 KiB"), "{text}");
+        assert!(text.contains("merging 3 pages"), "{text}");
+        for line in text.lines() {
+            assert!(line.len() < 240, "{line}");
+        }
+    }
+
+    #[test]
+    fn activity_decides_whether_an_unrequested_report_is_printed() {
+        let mut r = sample();
+        assert!(r.has_activity());
+        r.counters = Snapshot::default();
+        r.ksm = Some(KsmStat::default());
+        assert!(!r.has_activity());
+    }
+}
