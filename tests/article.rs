@@ -1,0 +1,54 @@
+//! The article's experiment (shared/reference/ksm-article.txt) with its
+//! madvise() removed: under the preload the three zero-filled pages merge and
+//! unmerge again after their rewrite; without it nothing merges.
+
+mod common;
+use common::*;
+
+fn article() -> std::path::PathBuf {
+    compile_c("examples/article.c", &[])
+}
+
+fn run_article(run: Run) -> (u64, u64, String) {
+    let out = run.output(article(), &["3", "60"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "article failed: {:?}\n{stdout}\n{}", out.status, text(&out.stderr));
+    assert_eq!(field(&stdout, "readback").as_deref(), Some("ok"), "{stdout}");
+    (field_u64(&stdout, "merged_before_write"), field_u64(&stdout, "merged_after_write"), text(&out.stderr))
+}
+
+#[test]
+fn control_without_the_preload_nothing_merges() {
+    let Some(_ksmd) = ksmd() else { return };
+    let (before, after, _) = run_article(Run::without());
+    assert_eq!((before, after), (0, 0));
+}
+
+/// Returns the program's stderr, or `None` where the KSM test was skipped.
+fn merges_and_unmerges(run: Run) -> Option<String> {
+    let _ksmd = ksmd()?;
+    let (before, after, stderr) = run_article(run);
+    // The three pages merge (with each other, or with the zero page where
+    // use_zero_pages is on). In process mode other anonymous pages of the
+    // process may merge as well.
+    assert!(before >= 3, "only {before} pages merged\n{stderr}");
+    assert!(after + 3 <= before, "rewritten pages still merged: before {before}, after {after}");
+    Some(stderr)
+}
+
+#[test]
+fn default_configuration_merges_and_unmerges() {
+    merges_and_unmerges(Run::with("default"));
+}
+
+#[test]
+fn advise_mode_merges_exactly_the_three_pages() {
+    let Some(stderr) = merges_and_unmerges(Run::with("advise")) else { return };
+    assert!(stderr.contains("mode advise"), "{stderr}");
+    assert!(stderr.contains("advised 3 regions, 12.0 KiB"), "{stderr}");
+}
+
+#[test]
+fn process_mode_merges_and_unmerges() {
+    merges_and_unmerges(Run::with("process"));
+}

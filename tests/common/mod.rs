@@ -1,0 +1,249 @@
+//! Shared test harness: builds the preload library and C test programs, runs
+//! programs with and without the preload, and manages ksmd for KSM tests.
+//!
+//! KSM tests call [`ksmd`]: it turns ksmd on (as the kernel's own KSM
+//! selftests do) with fast scanning and `smart_scan` off, and restores every
+//! setting when the last test of this binary is done with it. Where KSM cannot
+//! be used (no CONFIG_KSM, not root) the test prints a loud SKIPPED line and
+//! returns — unless `KSMAUTO_REQUIRE_KSM=1`, which turns that into a failure.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo().join("target"))
+}
+
+/// `target/release/libksmauto.so`, built once per test binary.
+pub fn lib() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--release", "--lib", "--quiet"])
+            .current_dir(repo())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build --release failed");
+        let lib = target_dir().join("release/libksmauto.so");
+        assert!(lib.exists(), "{} missing", lib.display());
+        lib
+    })
+}
+
+/// Compiles `source` (relative to the repository) into an executable in
+/// `target/ctests/`, with `include/` on the include path and `extra` flags
+/// after the source (libraries). Compiled once per binary and name.
+pub fn compile_c(source: &str, extra: &[&str]) -> PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let src = repo().join(source);
+    let stem = Path::new(source).file_stem().unwrap().to_string_lossy().into_owned();
+    let suffix = if extra.is_empty() { String::new() } else { format!("-{}", extra.join("").replace(['-', '/', '.'], "")) };
+    let dir = target_dir().join("ctests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(format!("{stem}{suffix}-{}", std::process::id()));
+    if !out.exists() {
+        let status = Command::new("cc")
+            .args(["-O1", "-g", "-Wall", "-pthread", "-I"])
+            .arg(repo().join("include"))
+            .arg("-o")
+            .arg(&out)
+            .arg(&src)
+            .args(extra)
+            .status()
+            .expect("run cc");
+        assert!(status.success(), "compiling {source} failed");
+    }
+    out
+}
+
+/// How to run a program: without the library, or preloaded with settings.
+#[derive(Clone, Debug)]
+pub struct Run {
+    pub preload: bool,
+    pub env: Vec<(String, String)>,
+    pub timeout: Duration,
+}
+
+impl Run {
+    pub fn without() -> Run {
+        Run { preload: false, env: vec![], timeout: Duration::from_secs(120) }
+    }
+
+    pub fn with(mode: &str) -> Run {
+        let mut r = Run { preload: true, env: vec![], timeout: Duration::from_secs(120) };
+        if mode != "default" {
+            r.env.push(("KSMAUTO_MODE".into(), mode.into()));
+        }
+        r
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Run {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        // Start from a clean slate: the test runner's own KSMAUTO_* must not leak in.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("KSMAUTO_") || k == "LD_PRELOAD" {
+                cmd.env_remove(k);
+            }
+        }
+        if self.preload {
+            cmd.env("LD_PRELOAD", lib());
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs to completion (killed after the timeout) and returns the output.
+    pub fn output(&self, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Output {
+        let mut cmd = self.command(program);
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        run_with_timeout(cmd, self.timeout)
+    }
+}
+
+pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Output {
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let pid = child.id();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    });
+    let out = child.wait_with_output().expect("wait");
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    out
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The value after `key ` on a `key value` line of `output`.
+pub fn field(output: &str, key: &str) -> Option<String> {
+    output.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')).map(|v| v.trim().to_string()))
+}
+
+pub fn field_u64(output: &str, key: &str) -> u64 {
+    field(output, key).unwrap_or_else(|| panic!("no `{key}` in output:\n{output}")).parse().unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// ksmd
+
+const KSM: &str = "/sys/kernel/mm/ksm";
+/// Settings a test may change; each is restored when the last user is done.
+const TUNABLES: [&str; 4] = ["run", "pages_to_scan", "sleep_millisecs", "smart_scan"];
+
+struct KsmdState {
+    users: usize,
+    saved: Vec<(String, String)>,
+}
+
+static KSMD: Mutex<KsmdState> = Mutex::new(KsmdState { users: 0, saved: Vec::new() });
+
+/// While held, ksmd runs with fast scanning and without smart_scan.
+pub struct KsmdGuard(());
+
+fn read_ksm(name: &str) -> Option<String> {
+    std::fs::read_to_string(format!("{KSM}/{name}")).ok().map(|s| s.trim().to_string())
+}
+
+fn write_ksm(name: &str, value: &str) -> std::io::Result<()> {
+    std::fs::write(format!("{KSM}/{name}"), value)
+}
+
+pub fn full_scans() -> u64 {
+    read_ksm("full_scans").and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// Waits until ksmd completes `n` more full scans (panics after `timeout`).
+pub fn wait_full_scans(n: u64, timeout: Duration) {
+    let start = full_scans();
+    let t0 = Instant::now();
+    while full_scans() < start + n {
+        assert!(t0.elapsed() < timeout, "ksmd did not complete {n} full scans in {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn skip_or_fail(why: &str) -> Option<KsmdGuard> {
+    if std::env::var("KSMAUTO_REQUIRE_KSM").as_deref() == Ok("1") {
+        panic!("KSM is required (KSMAUTO_REQUIRE_KSM=1) but unusable: {why}");
+    }
+    eprintln!("\n!!!!! SKIPPED: KSM test not run: {why} (set KSMAUTO_REQUIRE_KSM=1 to make this a failure) !!!!!\n");
+    None
+}
+
+/// Turns ksmd on for the caller, or explains why it cannot (see module doc).
+pub fn ksmd() -> Option<KsmdGuard> {
+    if !Path::new(KSM).join("run").exists() {
+        return skip_or_fail("this kernel has no KSM (/sys/kernel/mm/ksm/run missing)");
+    }
+    let mut st = KSMD.lock().unwrap_or_else(|e| e.into_inner());
+    if st.users == 0 {
+        let saved: Vec<(String, String)> =
+            TUNABLES.iter().filter_map(|t| read_ksm(t).map(|v| (t.to_string(), v))).collect();
+        let wanted = [("pages_to_scan", "2000"), ("sleep_millisecs", "10"), ("smart_scan", "0"), ("run", "1")];
+        for (name, value) in wanted {
+            if !Path::new(KSM).join(name).exists() {
+                continue;
+            }
+            if let Err(e) = write_ksm(name, value) {
+                for (n, v) in &saved {
+                    let _ = write_ksm(n, v);
+                }
+                drop(st);
+                return skip_or_fail(&format!("cannot write {KSM}/{name}: {e} (needs root)"));
+            }
+        }
+        st.saved = saved;
+    }
+    st.users += 1;
+    Some(KsmdGuard(()))
+}
+
+impl Drop for KsmdGuard {
+    fn drop(&mut self) {
+        let mut st = KSMD.lock().unwrap_or_else(|e| e.into_inner());
+        st.users -= 1;
+        if st.users == 0 {
+            // run last, so ksmd stops before its pace is put back.
+            let mut saved = std::mem::take(&mut st.saved);
+            saved.sort_by_key(|(n, _)| n != "run");
+            for (n, v) in saved {
+                let _ = write_ksm(&n, &v);
+            }
+        }
+    }
+}
+
+/// `ksm_merging_pages + ksm_zero_pages` of a live process.
+pub fn merged_pages_of(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/ksm_stat")).unwrap_or_default();
+    let get = |k: &str| s.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
+    get("ksm_merging_pages") + get("ksm_zero_pages")
+}
