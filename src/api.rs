@@ -10,6 +10,7 @@
 
 use core::ffi::{c_char, c_int, c_void};
 
+use crate::core::catchup::POLL_EVERY_CALLS;
 use crate::core::engine;
 use crate::core::once::ReentrantOnce;
 use crate::next::{self, next};
@@ -27,6 +28,15 @@ fn ready() -> bool {
         engine::start(next().allocator_is_glibc);
         errno_set(saved);
     })
+}
+
+/// Counts a call and, every so many calls, gives the catch-up scan a chance
+/// to run (it leaves `errno` alone: raw system calls only).
+#[inline(always)]
+fn counted(hook: Hook) {
+    if counters().count_call(hook) % POLL_EVERY_CALLS == 0 {
+        engine::poll_catch_up();
+    }
 }
 
 #[inline(always)]
@@ -55,7 +65,7 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
     if !ready() {
         return next::bootstrap_alloc(size, 16);
     }
-    counters().count_call(Hook::Malloc);
+    counted(Hook::Malloc);
     match next().malloc {
         Some(f) => after_block(f(size), size),
         None => enomem(),
@@ -70,7 +80,7 @@ pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
             None => enomem(),
         };
     }
-    counters().count_call(Hook::Calloc);
+    counted(Hook::Calloc);
     match next().calloc {
         Some(f) => after_block(f(n, size), n.saturating_mul(size)),
         None => enomem(),
@@ -81,7 +91,11 @@ pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
 unsafe fn realloc_from_bootstrap(p: *mut c_void, size: usize) -> *mut c_void {
     let new = malloc(size);
     if !new.is_null() {
-        core::ptr::copy_nonoverlapping(p as *const u8, new as *mut u8, next::bootstrap_size(p).min(size));
+        core::ptr::copy_nonoverlapping(
+            p as *const u8,
+            new as *mut u8,
+            next::bootstrap_size(p).min(size),
+        );
     }
     new
 }
@@ -103,12 +117,16 @@ unsafe fn resize(p: *mut c_void, size: usize, call: impl FnOnce() -> *mut c_void
 #[no_mangle]
 pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     if next::is_bootstrap(p) {
-        return if ready() { realloc_from_bootstrap(p, size) } else { bootstrap_realloc(p, size) };
+        return if ready() {
+            realloc_from_bootstrap(p, size)
+        } else {
+            bootstrap_realloc(p, size)
+        };
     }
     if !ready() {
         return next::bootstrap_alloc(size, 16);
     }
-    counters().count_call(Hook::Realloc);
+    counted(Hook::Realloc);
     match next().realloc {
         Some(f) => resize(p, size, || f(p, size)),
         None => enomem(),
@@ -118,18 +136,24 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
 unsafe fn bootstrap_realloc(p: *mut c_void, size: usize) -> *mut c_void {
     let new = next::bootstrap_alloc(size, 16);
     if !new.is_null() {
-        core::ptr::copy_nonoverlapping(p as *const u8, new as *mut u8, next::bootstrap_size(p).min(size));
+        core::ptr::copy_nonoverlapping(
+            p as *const u8,
+            new as *mut u8,
+            next::bootstrap_size(p).min(size),
+        );
     }
     new
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void {
-    let Some(total) = n.checked_mul(size) else { return enomem() };
+    let Some(total) = n.checked_mul(size) else {
+        return enomem();
+    };
     if next::is_bootstrap(p) || !ready() {
         return realloc(p, total);
     }
-    counters().count_call(Hook::Reallocarray);
+    counted(Hook::Reallocarray);
     match next().reallocarray {
         Some(f) => resize(p, total, || f(p, n, size)),
         None => match next().realloc {
@@ -148,7 +172,7 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
         // Only blocks from the arena exist before start-up finishes.
         return;
     }
-    counters().count_call(Hook::Free);
+    counted(Hook::Free);
     if let Some(f) = next().free {
         f(p)
     }
@@ -167,8 +191,10 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
         *out = p;
         return 0;
     }
-    counters().count_call(Hook::PosixMemalign);
-    let Some(f) = next().posix_memalign else { return libc::ENOMEM };
+    counted(Hook::PosixMemalign);
+    let Some(f) = next().posix_memalign else {
+        return libc::ENOMEM;
+    };
     let rc = f(out, align, size);
     if rc == 0 {
         after_block(*out, size);
@@ -178,11 +204,16 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
 
 /// The shared body of the functions that return a block aligned to `align`.
 #[inline(always)]
-unsafe fn aligned(hook: Hook, f: Option<crate::next::AlignedFn>, align: usize, size: usize) -> *mut c_void {
+unsafe fn aligned(
+    hook: Hook,
+    f: Option<crate::next::AlignedFn>,
+    align: usize,
+    size: usize,
+) -> *mut c_void {
     if !ready() {
         return next::bootstrap_alloc(size, align.max(16).next_power_of_two());
     }
-    counters().count_call(hook);
+    counted(hook);
     match f {
         Some(f) => after_block(f(align, size), size),
         None => enomem(),
@@ -191,12 +222,30 @@ unsafe fn aligned(hook: Hook, f: Option<crate::next::AlignedFn>, align: usize, s
 
 #[no_mangle]
 pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
-    aligned(Hook::AlignedAlloc, if START.is_done() { next().aligned_alloc } else { None }, align, size)
+    aligned(
+        Hook::AlignedAlloc,
+        if START.is_done() {
+            next().aligned_alloc
+        } else {
+            None
+        },
+        align,
+        size,
+    )
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
-    aligned(Hook::Memalign, if START.is_done() { next().memalign } else { None }, align, size)
+    aligned(
+        Hook::Memalign,
+        if START.is_done() {
+            next().memalign
+        } else {
+            None
+        },
+        align,
+        size,
+    )
 }
 
 fn page() -> usize {
@@ -208,7 +257,7 @@ pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
     if !ready() {
         return next::bootstrap_alloc(size, page());
     }
-    counters().count_call(Hook::Valloc);
+    counted(Hook::Valloc);
     match (next().valloc, next().memalign) {
         (Some(f), _) => after_block(f(size), size),
         (None, Some(m)) => after_block(m(page(), size), size),
@@ -218,11 +267,13 @@ pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
 
 #[no_mangle]
 pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
-    let Some(rounded) = size.checked_add(page() - 1).map(|s| s & !(page() - 1)) else { return enomem() };
+    let Some(rounded) = size.checked_add(page() - 1).map(|s| s & !(page() - 1)) else {
+        return enomem();
+    };
     if !ready() {
         return next::bootstrap_alloc(rounded.max(page()), page());
     }
-    counters().count_call(Hook::Pvalloc);
+    counted(Hook::Pvalloc);
     match (next().pvalloc, next().memalign) {
         (Some(f), _) => after_block(f(size), rounded),
         (None, Some(m)) => after_block(m(page(), rounded.max(page())), rounded),
@@ -238,7 +289,7 @@ pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
     if p.is_null() || !ready() {
         return 0;
     }
-    counters().count_call(Hook::MallocUsableSize);
+    counted(Hook::MallocUsableSize);
     match next().malloc_usable_size {
         Some(f) => f(p),
         None => 0,
@@ -255,16 +306,32 @@ unsafe fn enomem() -> *mut c_void {
 
 /// The kernel's mmap, for the rare call made while start-up is resolving
 /// symbols (libc's `syscall` sets `errno` the way `mmap` would).
-unsafe fn mmap_syscall(addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, off: libc::off_t) -> *mut c_void {
+unsafe fn mmap_syscall(
+    addr: *mut c_void,
+    len: usize,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    off: libc::off_t,
+) -> *mut c_void {
     libc::syscall(libc::SYS_mmap, addr, len, prot, flags, fd, off) as *mut c_void
 }
 
 #[inline(always)]
-unsafe fn mapped(hook: Hook, f: Option<crate::next::MmapFn>, addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, off: libc::off_t) -> *mut c_void {
+unsafe fn mapped(
+    hook: Hook,
+    f: Option<crate::next::MmapFn>,
+    addr: *mut c_void,
+    len: usize,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    off: libc::off_t,
+) -> *mut c_void {
     if !ready() {
         return mmap_syscall(addr, len, prot, flags, fd, off);
     }
-    counters().count_call(hook);
+    counted(hook);
     let p = match f {
         Some(f) => f(addr, len, prot, flags, fd, off),
         None => mmap_syscall(addr, len, prot, flags, fd, off),
@@ -276,28 +343,69 @@ unsafe fn mapped(hook: Hook, f: Option<crate::next::MmapFn>, addr: *mut c_void, 
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn mmap(addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, off: libc::off_t) -> *mut c_void {
-    mapped(Hook::Mmap, if START.is_done() { next().mmap } else { None }, addr, len, prot, flags, fd, off)
+pub unsafe extern "C" fn mmap(
+    addr: *mut c_void,
+    len: usize,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    off: libc::off_t,
+) -> *mut c_void {
+    mapped(
+        Hook::Mmap,
+        if START.is_done() { next().mmap } else { None },
+        addr,
+        len,
+        prot,
+        flags,
+        fd,
+        off,
+    )
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn mmap64(addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, off: libc::off_t) -> *mut c_void {
-    mapped(Hook::Mmap64, if START.is_done() { next().mmap64 } else { None }, addr, len, prot, flags, fd, off)
+pub unsafe extern "C" fn mmap64(
+    addr: *mut c_void,
+    len: usize,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    off: libc::off_t,
+) -> *mut c_void {
+    mapped(
+        Hook::Mmap64,
+        if START.is_done() { next().mmap64 } else { None },
+        addr,
+        len,
+        prot,
+        flags,
+        fd,
+        off,
+    )
 }
 
 /// `mremap` is variadic in C (`new_address` only with `MREMAP_FIXED`); on the
 /// Linux ABIs we build for, a variadic integer argument travels exactly like
 /// a fixed one, so it is declared fixed and forwarded as it came.
 #[no_mangle]
-pub unsafe extern "C" fn mremap(old: *mut c_void, old_len: usize, new_len: usize, flags: c_int, new_addr: *mut c_void) -> *mut c_void {
+pub unsafe extern "C" fn mremap(
+    old: *mut c_void,
+    old_len: usize,
+    new_len: usize,
+    flags: c_int,
+    new_addr: *mut c_void,
+) -> *mut c_void {
     if !ready() {
-        return libc::syscall(libc::SYS_mremap, old, old_len, new_len, flags, new_addr) as *mut c_void;
+        return libc::syscall(libc::SYS_mremap, old, old_len, new_len, flags, new_addr)
+            as *mut c_void;
     }
-    counters().count_call(Hook::Mremap);
+    counted(Hook::Mremap);
     // The kernel moves the VMA with its flags: a mergeable region stays so.
     match next().mremap {
         Some(f) => f(old, old_len, new_len, flags, new_addr),
-        None => libc::syscall(libc::SYS_mremap, old, old_len, new_len, flags, new_addr) as *mut c_void,
+        None => {
+            libc::syscall(libc::SYS_mremap, old, old_len, new_len, flags, new_addr) as *mut c_void
+        }
     }
 }
 
@@ -306,7 +414,7 @@ pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
     if !ready() {
         return libc::syscall(libc::SYS_munmap, addr, len) as c_int;
     }
-    counters().count_call(Hook::Munmap);
+    counted(Hook::Munmap);
     let rc = match next().munmap {
         Some(f) => f(addr, len),
         None => libc::syscall(libc::SYS_munmap, addr, len) as c_int,
@@ -358,12 +466,16 @@ pub unsafe extern "C" fn pthread_create(
     if !ready() {
         return libc::EAGAIN;
     }
-    counters().count_call(Hook::PthreadCreate);
-    let Some(create) = next().pthread_create else { return libc::EAGAIN };
+    counted(Hook::PthreadCreate);
+    let Some(create) = next().pthread_create else {
+        return libc::EAGAIN;
+    };
     if !engine::threads_unmerge_their_stacks() {
         return create(thread, attr, routine, arg);
     }
-    let Some(alloc) = next().malloc else { return create(thread, attr, routine, arg) };
+    let Some(alloc) = next().malloc else {
+        return create(thread, attr, routine, arg);
+    };
     let start = alloc(core::mem::size_of::<ThreadStart>()) as *mut ThreadStart;
     if start.is_null() {
         return create(thread, attr, routine, arg);
@@ -443,7 +555,33 @@ pub extern "C" fn ksmauto_version() -> *const c_char {
 // Load and exit
 
 extern "C" fn on_load() {
-    ready();
+    if ready() && engine::wants_scan_thread() {
+        start_scan_thread();
+    }
+}
+
+extern "C" fn scan_thread(_: *mut c_void) -> *mut c_void {
+    engine::scan_thread_main()
+}
+
+/// Started from the constructor (libc is initialised by then), with the next
+/// `pthread_create` so the thread is not counted as the program's.
+fn start_scan_thread() {
+    let Some(create) = next().pthread_create else {
+        return;
+    };
+    unsafe {
+        let mut thread: libc::pthread_t = 0;
+        if create(
+            &mut thread,
+            core::ptr::null(),
+            scan_thread,
+            core::ptr::null_mut(),
+        ) == 0
+        {
+            libc::pthread_detach(thread);
+        }
+    }
 }
 
 extern "C" fn on_exit() {

@@ -13,7 +13,11 @@ pub struct BufWriter<'a> {
 
 impl<'a> BufWriter<'a> {
     pub fn new(buf: &'a mut [u8]) -> BufWriter<'a> {
-        BufWriter { buf, len: 0, truncated: false }
+        BufWriter {
+            buf,
+            len: 0,
+            truncated: false,
+        }
     }
 
     pub fn as_bytes(&self) -> &[u8] {
@@ -81,7 +85,11 @@ impl<'a> BufWriter<'a> {
             scaled /= 1024;
             unit += 1;
         }
-        self.u64((scaled / 10) as u64).str(".").u64((scaled % 10) as u64).str(" ").str(UNITS[unit])
+        self.u64((scaled / 10) as u64)
+            .str(".")
+            .u64((scaled % 10) as u64)
+            .str(" ")
+            .str(UNITS[unit])
     }
 
     /// `s` as the body of a JSON string (quotes not included).
@@ -92,7 +100,9 @@ impl<'a> BufWriter<'a> {
                 b'"' => self.str("\\\""),
                 b'\\' => self.str("\\\\"),
                 b'\n' => self.str("\\n"),
-                0..=0x1f | 0x7f..=0xff => self.str("\\u00").bytes(&[HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]),
+                0..=0x1f | 0x7f..=0xff => self
+                    .str("\\u00")
+                    .bytes(&[HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]),
                 _ => self.bytes(&[b]),
             };
         }
@@ -108,15 +118,25 @@ mod tests {
     fn numbers_and_text() {
         let mut buf = [0u8; 64];
         let mut w = BufWriter::new(&mut buf);
-        w.str("n=").u64(0).str(",").u64(18446744073709551615).str(",").i64(-42);
+        w.str("n=")
+            .u64(0)
+            .str(",")
+            .u64(18446744073709551615)
+            .str(",")
+            .i64(-42);
         assert_eq!(w.as_bytes(), b"n=0,18446744073709551615,-42");
         assert!(!w.truncated());
     }
 
     #[test]
     fn human_bytes() {
-        let cases: [(u64, &str); 5] =
-            [(512, "512 B"), (4096, "4.0 KiB"), (12 * 1024 + 512, "12.5 KiB"), (3 << 20, "3.0 MiB"), (5 << 30, "5.0 GiB")];
+        let cases: [(u64, &str); 5] = [
+            (512, "512 B"),
+            (4096, "4.0 KiB"),
+            (12 * 1024 + 512, "12.5 KiB"),
+            (3 << 20, "3.0 MiB"),
+            (5 << 30, "5.0 GiB"),
+        ];
         for (v, want) in cases {
             let mut buf = [0u8; 32];
             let mut w = BufWriter::new(&mut buf);

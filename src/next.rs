@@ -22,12 +22,18 @@ pub type FreeFn = unsafe extern "C" fn(*mut c_void);
 pub type PosixMemalignFn = unsafe extern "C" fn(*mut *mut c_void, usize, usize) -> c_int;
 pub type AlignedFn = unsafe extern "C" fn(usize, usize) -> *mut c_void;
 pub type UsableSizeFn = unsafe extern "C" fn(*mut c_void) -> usize;
-pub type MmapFn = unsafe extern "C" fn(*mut c_void, usize, c_int, c_int, c_int, libc::off_t) -> *mut c_void;
-pub type MremapFn = unsafe extern "C" fn(*mut c_void, usize, usize, c_int, *mut c_void) -> *mut c_void;
+pub type MmapFn =
+    unsafe extern "C" fn(*mut c_void, usize, c_int, c_int, c_int, libc::off_t) -> *mut c_void;
+pub type MremapFn =
+    unsafe extern "C" fn(*mut c_void, usize, usize, c_int, *mut c_void) -> *mut c_void;
 pub type MunmapFn = unsafe extern "C" fn(*mut c_void, usize) -> c_int;
 pub type StartRoutine = extern "C" fn(*mut c_void) -> *mut c_void;
-pub type PthreadCreateFn =
-    unsafe extern "C" fn(*mut libc::pthread_t, *const libc::pthread_attr_t, StartRoutine, *mut c_void) -> c_int;
+pub type PthreadCreateFn = unsafe extern "C" fn(
+    *mut libc::pthread_t,
+    *const libc::pthread_attr_t,
+    StartRoutine,
+    *mut c_void,
+) -> c_int;
 
 /// The resolved next definitions. `None` only for functions the next
 /// library does not have (e.g. an allocator without `pvalloc`).
@@ -120,7 +126,10 @@ pub fn resolve_all() {
             (Some(a), Some(b)) => a as usize == b as usize,
             _ => false,
         };
-        *NEXT.0.get() = NextFunctions { allocator_is_glibc: is_glibc, ..table };
+        *NEXT.0.get() = NextFunctions {
+            allocator_is_glibc: is_glibc,
+            ..table
+        };
     }
 }
 
@@ -157,7 +166,9 @@ pub fn bootstrap_alloc(size: usize, align: usize) -> *mut c_void {
     let mut used = ARENA_USED.load(Relaxed);
     loop {
         let user = (arena_base() + used + HEADER + align - 1) & !(align - 1);
-        let Some(end) = user.checked_add(size) else { return core::ptr::null_mut() };
+        let Some(end) = user.checked_add(size) else {
+            return core::ptr::null_mut();
+        };
         if end > arena_base() + ARENA_SIZE {
             return core::ptr::null_mut();
         }

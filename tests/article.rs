@@ -12,9 +12,22 @@ fn article() -> std::path::PathBuf {
 fn run_article(run: Run) -> (u64, u64, String) {
     let out = run.output(article(), &["3", "60"]);
     let stdout = text(&out.stdout);
-    assert!(out.status.success(), "article failed: {:?}\n{stdout}\n{}", out.status, text(&out.stderr));
-    assert_eq!(field(&stdout, "readback").as_deref(), Some("ok"), "{stdout}");
-    (field_u64(&stdout, "merged_before_write"), field_u64(&stdout, "merged_after_write"), text(&out.stderr))
+    assert!(
+        out.status.success(),
+        "article failed: {:?}\n{stdout}\n{}",
+        out.status,
+        text(&out.stderr)
+    );
+    assert_eq!(
+        field(&stdout, "readback").as_deref(),
+        Some("ok"),
+        "{stdout}"
+    );
+    (
+        field_u64(&stdout, "merged_before_write"),
+        field_u64(&stdout, "merged_after_write"),
+        text(&out.stderr),
+    )
 }
 
 #[test]
@@ -32,7 +45,10 @@ fn merges_and_unmerges(run: Run) -> Option<String> {
     // use_zero_pages is on). In process mode other anonymous pages of the
     // process may merge as well.
     assert!(before >= 3, "only {before} pages merged\n{stderr}");
-    assert!(after + 3 <= before, "rewritten pages still merged: before {before}, after {after}");
+    assert!(
+        after + 3 <= before,
+        "rewritten pages still merged: before {before}, after {after}"
+    );
     Some(stderr)
 }
 
@@ -43,7 +59,9 @@ fn default_configuration_merges_and_unmerges() {
 
 #[test]
 fn advise_mode_merges_exactly_the_three_pages() {
-    let Some(stderr) = merges_and_unmerges(Run::with("advise")) else { return };
+    let Some(stderr) = merges_and_unmerges(Run::with("advise")) else {
+        return;
+    };
     assert!(stderr.contains("mode advise"), "{stderr}");
     assert!(stderr.contains("advised 3 regions, 12.0 KiB"), "{stderr}");
 }

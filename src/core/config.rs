@@ -53,7 +53,10 @@ pub enum StatsDestination {
     Stderr,
     Off,
     /// A file; `%p` in it becomes the pid when the report is written.
-    File { path: [u8; STATS_PATH_MAX], len: usize },
+    File {
+        path: [u8; STATS_PATH_MAX],
+        len: usize,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,20 +71,36 @@ pub struct Config {
     /// `LD_PRELOAD` stay silent).
     pub stats_requested: bool,
     pub stats_format: StatsFormat,
+    /// `advise` engine: least time between two catch-up scans of
+    /// `/proc/self/maps`, in milliseconds; 0 turns catch-up off.
+    pub scan_interval_ms: u64,
+    /// `advise` engine: scan from a background thread every interval instead
+    /// of on the program's own allocation activity (opt-in: some programs must
+    /// stay single-threaded).
+    pub scan_thread: bool,
 }
 
 impl Default for Config {
     fn default() -> Config {
-        Config {
-            mode: Mode::Auto,
-            // One page: the article's single-page mappings must qualify.
-            min_size: 4096,
-            exclude: Exclusions { stack: true, exec: false },
-            stats: StatsDestination::Stderr,
-            stats_requested: false,
-            stats_format: StatsFormat::Text,
-        }
+        Config::DEFAULT
     }
+}
+
+impl Config {
+    pub const DEFAULT: Config = Config {
+        mode: Mode::Auto,
+        // One page: the article's single-page mappings must qualify.
+        min_size: 4096,
+        exclude: Exclusions {
+            stack: true,
+            exec: false,
+        },
+        stats: StatsDestination::Stderr,
+        stats_requested: false,
+        stats_format: StatsFormat::Text,
+        scan_interval_ms: 100,
+        scan_thread: false,
+    };
 }
 
 /// A rejected setting, for the caller to print.
@@ -98,6 +117,8 @@ pub const MIN_SIZE_VAR: &str = "KSMAUTO_MIN_SIZE";
 pub const EXCLUDE_VAR: &str = "KSMAUTO_EXCLUDE";
 pub const STATS_VAR: &str = "KSMAUTO_STATS";
 pub const STATS_FORMAT_VAR: &str = "KSMAUTO_STATS_FORMAT";
+pub const SCAN_INTERVAL_VAR: &str = "KSMAUTO_SCAN_INTERVAL";
+pub const SCAN_THREAD_VAR: &str = "KSMAUTO_SCAN_THREAD";
 
 impl Config {
     /// Builds the configuration from `lookup` (variable name → raw value).
@@ -106,7 +127,14 @@ impl Config {
         mut warn: impl FnMut(BadValue<'a>),
     ) -> Config {
         let mut cfg = Config::default();
-        let mut bad = |variable, value, expected, default| warn(BadValue { variable, value, expected, default });
+        let mut bad = |variable, value, expected, default| {
+            warn(BadValue {
+                variable,
+                value,
+                expected,
+                default,
+            })
+        };
 
         if let Some(v) = lookup(MODE_VAR) {
             match parse_mode(v) {
@@ -117,13 +145,23 @@ impl Config {
         if let Some(v) = lookup(MIN_SIZE_VAR) {
             match parse_size(v) {
                 Some(n) => cfg.min_size = n,
-                None => bad(MIN_SIZE_VAR, v, "a byte count, optionally with a K, M or G suffix (e.g. 4096, 64K, 2M)", "4K"),
+                None => bad(
+                    MIN_SIZE_VAR,
+                    v,
+                    "a byte count, optionally with a K, M or G suffix (e.g. 4096, 64K, 2M)",
+                    "4K",
+                ),
             }
         }
         if let Some(v) = lookup(EXCLUDE_VAR) {
             match parse_exclusions(v) {
                 Some(e) => cfg.exclude = e,
-                None => bad(EXCLUDE_VAR, v, "a comma-separated list of stack, exec (or none)", "stack"),
+                None => bad(
+                    EXCLUDE_VAR,
+                    v,
+                    "a comma-separated list of stack, exec (or none)",
+                    "stack",
+                ),
             }
         }
         if let Some(v) = lookup(STATS_VAR) {
@@ -132,7 +170,12 @@ impl Config {
                     cfg.stats = d;
                     cfg.stats_requested = true;
                 }
-                None => bad(STATS_VAR, v, "stderr, off, or a file path (%p becomes the pid) of at most 511 bytes", "stderr"),
+                None => bad(
+                    STATS_VAR,
+                    v,
+                    "stderr, off, or a file path (%p becomes the pid) of at most 511 bytes",
+                    "stderr",
+                ),
             }
         }
         if let Some(v) = lookup(STATS_FORMAT_VAR) {
@@ -140,6 +183,24 @@ impl Config {
                 b"text" => cfg.stats_format = StatsFormat::Text,
                 b"json" => cfg.stats_format = StatsFormat::Json,
                 _ => bad(STATS_FORMAT_VAR, v, "text or json", "text"),
+            }
+        }
+        if let Some(v) = lookup(SCAN_INTERVAL_VAR) {
+            match parse_duration_ms(v) {
+                Some(ms) => cfg.scan_interval_ms = ms,
+                None => bad(
+                    SCAN_INTERVAL_VAR,
+                    v,
+                    "a duration in ms or s (e.g. 100ms, 2s; 0 turns catch-up off)",
+                    "100ms",
+                ),
+            }
+        }
+        if let Some(v) = lookup(SCAN_THREAD_VAR) {
+            match v {
+                b"1" | b"on" | b"yes" | b"true" => cfg.scan_thread = true,
+                b"0" | b"off" | b"no" | b"false" => cfg.scan_thread = false,
+                _ => bad(SCAN_THREAD_VAR, v, "1 or 0 (on/off)", "0"),
             }
         }
         cfg
@@ -158,7 +219,10 @@ pub fn parse_mode(v: &[u8]) -> Option<Mode> {
 
 /// `4096`, `64K`, `2M`, `1G` (also `64k`, `64KB`, `64KiB`): binary multiples.
 pub fn parse_size(v: &[u8]) -> Option<usize> {
-    let digits_end = v.iter().position(|b| !b.is_ascii_digit()).unwrap_or(v.len());
+    let digits_end = v
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(v.len());
     if digits_end == 0 {
         return None;
     }
@@ -177,8 +241,30 @@ pub fn parse_size(v: &[u8]) -> Option<usize> {
     usize::try_from(bytes).ok()
 }
 
+/// `100`, `100ms`, `2s`: milliseconds (a bare number is milliseconds).
+pub fn parse_duration_ms(v: &[u8]) -> Option<u64> {
+    let digits_end = v
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(v.len());
+    if digits_end == 0 || digits_end > 12 {
+        return None;
+    }
+    let n: u64 = v[..digits_end]
+        .iter()
+        .fold(0, |n, &b| n * 10 + (b - b'0') as u64);
+    match &v[digits_end..] {
+        b"" | b"ms" => Some(n),
+        b"s" => Some(n * 1000),
+        _ => None,
+    }
+}
+
 pub fn parse_exclusions(v: &[u8]) -> Option<Exclusions> {
-    let mut e = Exclusions { stack: false, exec: false };
+    let mut e = Exclusions {
+        stack: false,
+        exec: false,
+    };
     if v.is_empty() || v == b"none" {
         return Some(e);
     }
@@ -243,8 +329,20 @@ mod tests {
     fn config_from(pairs: &[(&str, &'static str)]) -> (Config, Vec<String>) {
         let mut warnings = Vec::new();
         let cfg = Config::from_lookup(
-            |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_bytes()),
-            |b| warnings.push(format!("{}={} {}", b.variable, String::from_utf8_lossy(b.value), b.expected)),
+            |name| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.as_bytes())
+            },
+            |b| {
+                warnings.push(format!(
+                    "{}={} {}",
+                    b.variable,
+                    String::from_utf8_lossy(b.value),
+                    b.expected
+                ))
+            },
         );
         (cfg, warnings)
     }
@@ -256,7 +354,10 @@ mod tests {
         assert_eq!(cfg, Config::default());
         assert_eq!(cfg.mode, Mode::Auto);
         assert!(cfg.min_size <= 4096);
-        assert!(!cfg.exclude.exec, "the article maps PROT_EXEC pages; exec must not be excluded by default");
+        assert!(
+            !cfg.exclude.exec,
+            "the article maps PROT_EXEC pages; exec must not be excluded by default"
+        );
         assert!(!cfg.stats_requested);
     }
 
@@ -268,11 +369,21 @@ mod tests {
             ("KSMAUTO_EXCLUDE", "stack,exec"),
             ("KSMAUTO_STATS", "/tmp/ksm.%p.json"),
             ("KSMAUTO_STATS_FORMAT", "json"),
+            ("KSMAUTO_SCAN_INTERVAL", "2s"),
+            ("KSMAUTO_SCAN_THREAD", "1"),
         ]);
         assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(cfg.scan_interval_ms, 2000);
+        assert!(cfg.scan_thread);
         assert_eq!(cfg.mode, Mode::Process);
         assert_eq!(cfg.min_size, 65536);
-        assert_eq!(cfg.exclude, Exclusions { stack: true, exec: true });
+        assert_eq!(
+            cfg.exclude,
+            Exclusions {
+                stack: true,
+                exec: true
+            }
+        );
         assert!(cfg.stats_requested);
         assert_eq!(cfg.stats_format, StatsFormat::Json);
         match cfg.stats {
@@ -289,18 +400,31 @@ mod tests {
             ("KSMAUTO_EXCLUDE", "stack,secrets"),
             ("KSMAUTO_STATS", ""),
             ("KSMAUTO_STATS_FORMAT", "xml"),
+            ("KSMAUTO_SCAN_INTERVAL", "soon"),
+            ("KSMAUTO_SCAN_THREAD", "maybe"),
         ]);
-        assert_eq!(warnings.len(), 5, "{warnings:?}");
-        for (w, var) in warnings.iter().zip(["KSMAUTO_MODE", "KSMAUTO_MIN_SIZE", "KSMAUTO_EXCLUDE", "KSMAUTO_STATS=", "KSMAUTO_STATS_FORMAT"]) {
+        assert_eq!(warnings.len(), 7, "{warnings:?}");
+        for (w, var) in warnings.iter().zip([
+            "KSMAUTO_MODE",
+            "KSMAUTO_MIN_SIZE",
+            "KSMAUTO_EXCLUDE",
+            "KSMAUTO_STATS=",
+            "KSMAUTO_STATS_FORMAT",
+        ]) {
             assert!(w.starts_with(var), "{w}");
         }
         let mut defaults = Config::default();
         defaults.stats_requested = false;
         assert_eq!(cfg, defaults);
 
-        let (cfg, warnings) = config_from(&[("KSMAUTO_MODE", "advise"), ("KSMAUTO_MIN_SIZE", "12Q")]);
+        let (cfg, warnings) =
+            config_from(&[("KSMAUTO_MODE", "advise"), ("KSMAUTO_MIN_SIZE", "12Q")]);
         assert_eq!(warnings.len(), 1);
-        assert_eq!(cfg.mode, Mode::Advise, "a bad value elsewhere must not reset a good one");
+        assert_eq!(
+            cfg.mode,
+            Mode::Advise,
+            "a bad value elsewhere must not reset a good one"
+        );
     }
 
     #[test]
@@ -318,10 +442,38 @@ mod tests {
     }
 
     #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms(b"0"), Some(0));
+        assert_eq!(parse_duration_ms(b"250"), Some(250));
+        assert_eq!(parse_duration_ms(b"250ms"), Some(250));
+        assert_eq!(parse_duration_ms(b"3s"), Some(3000));
+        assert_eq!(parse_duration_ms(b"3m"), None);
+        assert_eq!(parse_duration_ms(b"ms"), None);
+    }
+
+    #[test]
     fn exclusions() {
-        assert_eq!(parse_exclusions(b"none"), Some(Exclusions { stack: false, exec: false }));
-        assert_eq!(parse_exclusions(b""), Some(Exclusions { stack: false, exec: false }));
-        assert_eq!(parse_exclusions(b"exec"), Some(Exclusions { stack: false, exec: true }));
+        assert_eq!(
+            parse_exclusions(b"none"),
+            Some(Exclusions {
+                stack: false,
+                exec: false
+            })
+        );
+        assert_eq!(
+            parse_exclusions(b""),
+            Some(Exclusions {
+                stack: false,
+                exec: false
+            })
+        );
+        assert_eq!(
+            parse_exclusions(b"exec"),
+            Some(Exclusions {
+                stack: false,
+                exec: true
+            })
+        );
         assert_eq!(parse_exclusions(b"exec,,stack"), None);
     }
 

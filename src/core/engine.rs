@@ -3,6 +3,7 @@
 //! * `advise`: every qualifying region the hooks see gets `MADV_MERGEABLE`,
 //!   always as a whole mapping (a glibc-mapped malloc block is advised as the
 //!   mapping glibc made, never per allocation, so no VMA is ever split).
+//!   What no hook sees is found by the catch-up scan (`core::catchup`).
 //! * `process`: `PR_SET_MEMORY_MERGE` makes the kernel treat every compatible
 //!   anonymous VMA as mergeable; exclusions are carved out with
 //!   `MADV_UNMERGEABLE`.
@@ -15,9 +16,10 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 
+use super::catchup;
 use super::config::{BadValue, Config, Mode};
 use super::exclusions::{ExclusionTable, CAPACITY};
-use super::policy::{self, GlibcChunkHeader, Range, SkipReason, Verdict};
+use super::policy::{self, GlibcChunkHeader, Range, SkipReason, Verdict, VmaVerdict};
 use crate::fmt::BufWriter;
 use crate::os::proc::{for_each_line, MapsLine, RegionClass};
 use crate::os::{self, sys};
@@ -41,14 +43,7 @@ struct SettingsCell(UnsafeCell<Settings>);
 unsafe impl Sync for SettingsCell {}
 
 static SETTINGS: SettingsCell = SettingsCell(UnsafeCell::new(Settings {
-    config: Config {
-        mode: Mode::Auto,
-        min_size: 4096,
-        exclude: super::config::Exclusions { stack: true, exec: false },
-        stats: super::config::StatsDestination::Stderr,
-        stats_requested: false,
-        stats_format: super::config::StatsFormat::Text,
-    },
+    config: Config::DEFAULT,
     active: Mode::Off,
     fallback_errno: None,
     page_size: sys::PAGE_SIZE_FALLBACK,
@@ -89,17 +84,62 @@ pub fn start(allocator_is_glibc: bool) {
     let page_size = os::page_size();
     let (active, fallback_errno) = choose_engine(config.mode);
     unsafe {
-        *SETTINGS.0.get() = Settings { config, active, fallback_errno, page_size, allocator_is_glibc };
+        *SETTINGS.0.get() = Settings {
+            config,
+            active,
+            fallback_errno,
+            page_size,
+            allocator_is_glibc,
+        };
     }
     crate::stats::counters::install();
     if active == Mode::Advise && allocator_is_glibc {
         // glibc never serves a block smaller than a page from its own mmap.
-        let floor = config.min_size.max(page_size).saturating_sub(2 * core::mem::size_of::<usize>());
+        let floor = config
+            .min_size
+            .max(page_size)
+            .saturating_sub(2 * core::mem::size_of::<usize>());
         MALLOC_BLOCK_FLOOR.store(floor, Relaxed);
         ADVISE_MALLOC_BLOCKS.store(true, Relaxed);
     }
     if active == Mode::Process && config.exclude.stack {
         unmerge_main_stack();
+    }
+    if active == Mode::Advise {
+        catchup::enable(config.scan_interval_ms);
+        catch_up_now();
+    }
+}
+
+fn judge_vma(vma: &MapsLine, below: Option<&MapsLine>) -> VmaVerdict {
+    policy::judge_vma(vma, below, config())
+}
+
+fn advise_vma(range: Range) -> bool {
+    advise(range, Source::CatchUp).is_ok()
+}
+
+/// Called by hooks every so many calls: runs a catch-up scan when due.
+#[inline]
+pub fn poll_catch_up() {
+    catchup::poll(&judge_vma, &advise_vma);
+}
+
+/// Runs a catch-up scan now (unless one is running or catch-up is off).
+pub fn catch_up_now() {
+    catchup::scan(&judge_vma, &advise_vma);
+}
+
+/// Whether the user asked for a background scanning thread.
+pub fn wants_scan_thread() -> bool {
+    catchup::enabled() && config().scan_thread
+}
+
+/// Body of the opt-in scanning thread: scan, sleep, forever.
+pub fn scan_thread_main() -> ! {
+    loop {
+        sys::sleep_ns(catchup::interval_ns());
+        catch_up_now();
     }
 }
 
@@ -128,15 +168,26 @@ fn choose_engine(requested: Mode) -> (Mode, Option<i32>) {
 fn warn(before: &[u8], errno: i32, after: &[u8]) {
     let mut buf = [0u8; 256];
     let mut w = BufWriter::new(&mut buf);
-    w.str("ksmauto: ").bytes(before).str(sys::errno_name(errno)).bytes(after).str("\n");
+    w.str("ksmauto: ")
+        .bytes(before)
+        .str(sys::errno_name(errno))
+        .bytes(after)
+        .str("\n");
     let _ = sys::write_all_no_sigpipe(2, w.as_bytes());
 }
 
 fn print_bad_value(bad: BadValue) {
     let mut buf = [0u8; 512];
     let mut w = BufWriter::new(&mut buf);
-    w.str("ksmauto: ignoring ").str(bad.variable).str("=").bytes(&bad.value[..bad.value.len().min(200)]);
-    w.str(": expected ").str(bad.expected).str("; using the default (").str(bad.default).str(")\n");
+    w.str("ksmauto: ignoring ")
+        .str(bad.variable)
+        .str("=")
+        .bytes(&bad.value[..bad.value.len().min(200)]);
+    w.str(": expected ")
+        .str(bad.expected)
+        .str("; using the default (")
+        .str(bad.default)
+        .str(")\n");
     let _ = sys::write_all_no_sigpipe(2, w.as_bytes());
 }
 
@@ -154,11 +205,13 @@ fn advise(range: Range, source: Source) -> Result<(), i32> {
         c.count_skipped(SkipReason::Excluded);
     }
     let mut result = Ok(());
-    policy::subtract(range, &holes[..n], |piece| match sys::madvise(piece.start, piece.len(), libc::MADV_MERGEABLE) {
-        Ok(()) => c.count_advised(source, piece.len()),
-        Err(e) => {
-            c.count_madvise_failure(e);
-            result = result.and(Err(e));
+    policy::subtract(range, &holes[..n], |piece| {
+        match sys::madvise(piece.start, piece.len(), libc::MADV_MERGEABLE) {
+            Ok(()) => c.count_advised(source, piece.len()),
+            Err(e) => {
+                c.count_madvise_failure(e);
+                result = result.and(Err(e));
+            }
         }
     });
     result
@@ -173,7 +226,9 @@ fn unmerge(range: Range) {
 
 /// A successful `mmap`/`mmap64` returned `addr`.
 pub fn after_mmap(addr: usize, len: usize, prot: i32, flags: i32) {
-    let Some(range) = page_range(addr, len) else { return };
+    let Some(range) = page_range(addr, len) else {
+        return;
+    };
     if flags & libc::MAP_FIXED != 0 {
         EXCLUDED.forget_within(range);
     }
@@ -212,7 +267,9 @@ pub unsafe fn after_malloc_block(ptr: *mut u8, previous_was_mapping: bool) {
     if ptr.is_null() || previous_was_mapping {
         return;
     }
-    let Some(mapping) = glibc_mapping_of(ptr) else { return };
+    let Some(mapping) = glibc_mapping_of(ptr) else {
+        return;
+    };
     match policy::judge_class(mapping.len(), false, false, config()) {
         Verdict::Merge => {
             let _ = advise(mapping, Source::Malloc);
@@ -230,7 +287,10 @@ pub unsafe fn glibc_mapping_of(ptr: *mut u8) -> Option<Range> {
         return None;
     }
     let words = ptr as *const usize;
-    let header = GlibcChunkHeader { prev_size: *words.sub(2), size: *words.sub(1) };
+    let header = GlibcChunkHeader {
+        prev_size: *words.sub(2),
+        size: *words.sub(1),
+    };
     policy::glibc_mmapped_block(ptr as usize, header, page_size())
 }
 
@@ -261,7 +321,10 @@ fn unmerge_main_stack() {
     let _ = for_each_line(b"/proc/self/maps\0", |line| {
         if let Some(vma) = MapsLine::parse(line) {
             if vma.class() == RegionClass::Stack && vma.name == b"[stack]" {
-                stack = Some(Range { start: vma.start, end: vma.end });
+                stack = Some(Range {
+                    start: vma.start,
+                    end: vma.end,
+                });
             }
         }
     });

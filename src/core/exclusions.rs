@@ -6,7 +6,10 @@
 //! unmapped or replaced, so a later mapping at the same address is not
 //! excluded by accident.
 
-use core::sync::atomic::{AtomicUsize, Ordering::{AcqRel, Acquire, Relaxed, Release}};
+use core::sync::atomic::{
+    AtomicUsize,
+    Ordering::{AcqRel, Acquire, Relaxed, Release},
+};
 
 use super::policy::Range;
 
@@ -24,18 +27,27 @@ pub struct ExclusionTable {
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
-const EMPTY_SLOT: Slot = Slot { start: AtomicUsize::new(0), end: AtomicUsize::new(FREE) };
+const EMPTY_SLOT: Slot = Slot {
+    start: AtomicUsize::new(0),
+    end: AtomicUsize::new(FREE),
+};
 
 impl ExclusionTable {
     pub const fn new() -> ExclusionTable {
-        ExclusionTable { slots: [EMPTY_SLOT; CAPACITY] }
+        ExclusionTable {
+            slots: [EMPTY_SLOT; CAPACITY],
+        }
     }
 
     /// Records `range`; `false` if the table is full (the caller still
     /// unmerges the range now, it just cannot promise the future).
     pub fn insert(&self, range: Range) -> bool {
         for slot in &self.slots {
-            if slot.end.compare_exchange(FREE, CLAIMED, AcqRel, Relaxed).is_ok() {
+            if slot
+                .end
+                .compare_exchange(FREE, CLAIMED, AcqRel, Relaxed)
+                .is_ok()
+            {
                 slot.start.store(range.start, Relaxed);
                 slot.end.store(range.end, Release);
                 return true;
@@ -67,7 +79,10 @@ impl ExclusionTable {
             if end == FREE || end == CLAIMED {
                 continue;
             }
-            let r = Range { start: slot.start.load(Relaxed), end };
+            let r = Range {
+                start: slot.start.load(Relaxed),
+                end,
+            };
             if r.overlaps(&window) {
                 out[n] = r;
                 n += 1;
@@ -95,22 +110,70 @@ mod tests {
     fn insert_query_forget() {
         let t = ExclusionTable::new();
         assert!(t.is_empty());
-        assert!(t.insert(Range { start: 0x1000, end: 0x3000 }));
-        assert!(t.insert(Range { start: 0x8000, end: 0x9000 }));
+        assert!(t.insert(Range {
+            start: 0x1000,
+            end: 0x3000
+        }));
+        assert!(t.insert(Range {
+            start: 0x8000,
+            end: 0x9000
+        }));
         let mut out = [Range { start: 0, end: 0 }; CAPACITY];
-        assert_eq!(t.overlapping(Range { start: 0x2000, end: 0x8800 }, &mut out), 2);
-        assert_eq!(t.overlapping(Range { start: 0x3000, end: 0x8000 }, &mut out), 0);
-        t.forget_within(Range { start: 0, end: 0x4000 });
-        assert_eq!(t.overlapping(Range { start: 0, end: 0x10000 }, &mut out), 1);
-        assert_eq!(out[0], Range { start: 0x8000, end: 0x9000 });
+        assert_eq!(
+            t.overlapping(
+                Range {
+                    start: 0x2000,
+                    end: 0x8800
+                },
+                &mut out
+            ),
+            2
+        );
+        assert_eq!(
+            t.overlapping(
+                Range {
+                    start: 0x3000,
+                    end: 0x8000
+                },
+                &mut out
+            ),
+            0
+        );
+        t.forget_within(Range {
+            start: 0,
+            end: 0x4000,
+        });
+        assert_eq!(
+            t.overlapping(
+                Range {
+                    start: 0,
+                    end: 0x10000
+                },
+                &mut out
+            ),
+            1
+        );
+        assert_eq!(
+            out[0],
+            Range {
+                start: 0x8000,
+                end: 0x9000
+            }
+        );
     }
 
     #[test]
     fn a_full_table_says_so() {
         let t = ExclusionTable::new();
         for i in 0..CAPACITY {
-            assert!(t.insert(Range { start: i * 0x1000, end: i * 0x1000 + 0x1000 }));
+            assert!(t.insert(Range {
+                start: i * 0x1000,
+                end: i * 0x1000 + 0x1000
+            }));
         }
-        assert!(!t.insert(Range { start: 0, end: 0x1000 }));
+        assert!(!t.insert(Range {
+            start: 0,
+            end: 0x1000
+        }));
     }
 }

@@ -5,12 +5,14 @@
 //!   geometry (pure);
 //! * [`engine`] — the `advise` / `process` / `off` engines acting on what the
 //!   hooks report;
+//! * [`catchup`] — the `advise` engine's scan for memory no hook saw;
 //! * [`exclusions`] — the lock-free table behind `ksmauto_exclude`;
 //! * [`once`] — start-up that survives re-entry from `dlsym`.
 //!
 //! Knows no symbol names (that is `crate::api`'s business) and never
 //! allocates, locks, or changes `errno`.
 
+pub mod catchup;
 pub mod config;
 pub mod engine;
 pub mod exclusions;

@@ -7,7 +7,10 @@
 //! threads wait by yielding. No mutex is involved, so `fork` cannot leave one
 //! held (start-up runs at the first allocation, before any program code).
 
-use core::sync::atomic::{AtomicI32, AtomicU8, Ordering::{Acquire, Relaxed, Release}};
+use core::sync::atomic::{
+    AtomicI32, AtomicU8,
+    Ordering::{Acquire, Relaxed, Release},
+};
 
 use crate::os::sys;
 
@@ -22,7 +25,10 @@ pub struct ReentrantOnce {
 
 impl ReentrantOnce {
     pub const fn new() -> ReentrantOnce {
-        ReentrantOnce { state: AtomicU8::new(NOT_STARTED), runner_tid: AtomicI32::new(0) }
+        ReentrantOnce {
+            state: AtomicU8::new(NOT_STARTED),
+            runner_tid: AtomicI32::new(0),
+        }
     }
 
     #[inline(always)]
@@ -43,7 +49,10 @@ impl ReentrantOnce {
     #[cold]
     fn run_slow(&self, init: impl FnOnce()) -> bool {
         let me = sys::gettid();
-        match self.state.compare_exchange(NOT_STARTED, RUNNING, Acquire, Acquire) {
+        match self
+            .state
+            .compare_exchange(NOT_STARTED, RUNNING, Acquire, Acquire)
+        {
             Ok(_) => {
                 self.runner_tid.store(me, Relaxed);
                 init();

@@ -68,12 +68,20 @@ pub fn judge_mapping(len: usize, prot: i32, flags: i32, cfg: &Config) -> Verdict
     if flags & libc::MAP_HUGETLB != 0 {
         return Verdict::Skip(SkipReason::Hugetlb);
     }
-    judge_class(len, prot & libc::PROT_EXEC != 0, flags & (libc::MAP_STACK | libc::MAP_GROWSDOWN) != 0, cfg)
+    judge_class(
+        len,
+        prot & libc::PROT_EXEC != 0,
+        flags & (libc::MAP_STACK | libc::MAP_GROWSDOWN) != 0,
+        cfg,
+    )
 }
 
 /// The rules every private anonymous region goes through, whoever found it.
 pub fn judge_class(len: usize, executable: bool, stack: bool, cfg: &Config) -> Verdict {
-    let Exclusions { stack: exclude_stack, exec: exclude_exec } = cfg.exclude;
+    let Exclusions {
+        stack: exclude_stack,
+        exec: exclude_exec,
+    } = cfg.exclude;
     if stack && exclude_stack {
         Verdict::Skip(SkipReason::Stack)
     } else if executable && exclude_exec {
@@ -82,6 +90,58 @@ pub fn judge_class(len: usize, executable: bool, stack: bool, cfg: &Config) -> V
         Verdict::Skip(SkipReason::Small)
     } else {
         Verdict::Merge
+    }
+}
+
+/// What the catch-up scan does with one line of `/proc/self/maps`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmaVerdict {
+    /// Not private anonymous memory (files, shared memory, the kernel's
+    /// special mappings, our own state): never touched, never counted.
+    NotOurs,
+    Merge,
+    Skip(SkipReason),
+}
+
+/// The most a thread stack's guard (glibc's `guardsize`, plus a runtime's own
+/// red zones) spans; a larger `PROT_NONE` region below is a reservation.
+const MAX_GUARD: usize = 64 * 1024;
+
+/// Decides about a VMA found by the catch-up scan. `below` is the VMA that
+/// ends where this one starts, if any: glibc puts a `PROT_NONE` guard right
+/// below every thread stack it maps, which is how thread stacks (unnamed in
+/// `maps`) are told apart from other anonymous memory.
+pub fn judge_vma(
+    vma: &crate::os::proc::MapsLine,
+    below: Option<&crate::os::proc::MapsLine>,
+    cfg: &Config,
+) -> VmaVerdict {
+    use crate::os::proc::RegionClass;
+    if !vma.is_private() || vma.inode != 0 {
+        return VmaVerdict::NotOurs;
+    }
+    let stack = match vma.class() {
+        RegionClass::Stack => true,
+        RegionClass::Heap | RegionClass::Anon => {
+            if vma.name == crate::os::sys::OWN_MAPPING_NAME {
+                return VmaVerdict::NotOurs;
+            }
+            below.is_some_and(|g| {
+                g.end == vma.start
+                    && g.inode == 0
+                    && g.is_private()
+                    && &g.perms[..3] == b"---"
+                    && g.end - g.start <= MAX_GUARD
+                    && vma.perms[0] == b'r'
+                    && vma.perms[1] == b'w'
+            })
+        }
+        // [vdso], [vvar], [vsyscall], [uprobes]…
+        RegionClass::Other => return VmaVerdict::NotOurs,
+    };
+    match judge_class(vma.end - vma.start, vma.is_executable(), stack, cfg) {
+        Verdict::Merge => VmaVerdict::Merge,
+        Verdict::Skip(r) => VmaVerdict::Skip(r),
     }
 }
 
@@ -106,7 +166,10 @@ impl Range {
     /// of a secret needs). `None` on address overflow.
     pub fn covering(addr: usize, len: usize, page: usize) -> Option<Range> {
         let end = addr.checked_add(len)?.checked_add(page - 1)? & !(page - 1);
-        Some(Range { start: addr & !(page - 1), end })
+        Some(Range {
+            start: addr & !(page - 1),
+            end,
+        })
     }
 
     pub fn overlaps(&self, other: &Range) -> bool {
@@ -120,14 +183,25 @@ pub fn subtract(range: Range, holes: &[Range], mut emit: impl FnMut(Range)) {
     let mut cursor = range.start;
     while cursor < range.end {
         // The hole that covers `cursor`, if any: skip past it.
-        if let Some(h) = holes.iter().filter(|h| h.start <= cursor && cursor < h.end).max_by_key(|h| h.end) {
+        if let Some(h) = holes
+            .iter()
+            .filter(|h| h.start <= cursor && cursor < h.end)
+            .max_by_key(|h| h.end)
+        {
             cursor = h.end;
             continue;
         }
         // Otherwise run up to the next hole start.
-        let next_hole = holes.iter().filter(|h| h.start > cursor && h.start < range.end).map(|h| h.start).min();
+        let next_hole = holes
+            .iter()
+            .filter(|h| h.start > cursor && h.start < range.end)
+            .map(|h| h.start)
+            .min();
         let stop = next_hole.unwrap_or(range.end);
-        emit(Range { start: cursor, end: stop });
+        emit(Range {
+            start: cursor,
+            end: stop,
+        });
         cursor = stop;
     }
 }
@@ -147,17 +221,26 @@ const GLIBC_FLAG_BITS: usize = 0x7;
 /// The whole private mapping glibc's malloc made for the block at `user_ptr`
 /// (as glibc's own `munmap_chunk` computes it), or `None` for a chunk that
 /// lives on a heap or arena, or a header that does not add up.
-pub fn glibc_mmapped_block(user_ptr: usize, header: GlibcChunkHeader, page: usize) -> Option<Range> {
+pub fn glibc_mmapped_block(
+    user_ptr: usize,
+    header: GlibcChunkHeader,
+    page: usize,
+) -> Option<Range> {
     if header.size & GLIBC_IS_MMAPPED == 0 {
         return None;
     }
     let chunk = user_ptr.checked_sub(2 * core::mem::size_of::<usize>())?;
     let start = chunk.checked_sub(header.prev_size)?;
-    let len = header.prev_size.checked_add(header.size & !GLIBC_FLAG_BITS)?;
+    let len = header
+        .prev_size
+        .checked_add(header.size & !GLIBC_FLAG_BITS)?;
     if (start | len) & (page - 1) != 0 || len == 0 {
         return None;
     }
-    Some(Range { start, end: start.checked_add(len)? })
+    Some(Range {
+        start,
+        end: start.checked_add(len)?,
+    })
 }
 
 #[cfg(test)]
@@ -170,43 +253,196 @@ mod tests {
 
     #[test]
     fn the_articles_single_rwx_page_qualifies_under_defaults() {
-        assert_eq!(judge_mapping(4096, RWX, PRIVATE_ANON, &Config::default()), Verdict::Merge);
+        assert_eq!(
+            judge_mapping(4096, RWX, PRIVATE_ANON, &Config::default()),
+            Verdict::Merge
+        );
     }
 
     #[test]
     fn shared_file_and_hugetlb_mappings_never_qualify() {
         let cfg = Config::default();
         let rw = libc::PROT_READ | libc::PROT_WRITE;
-        assert_eq!(judge_mapping(1 << 20, rw, libc::MAP_SHARED | libc::MAP_ANONYMOUS, &cfg), Verdict::Skip(SkipReason::Shared));
-        assert_eq!(judge_mapping(1 << 20, rw, libc::MAP_SHARED_VALIDATE, &cfg), Verdict::Skip(SkipReason::Shared));
-        assert_eq!(judge_mapping(1 << 20, rw, libc::MAP_PRIVATE, &cfg), Verdict::Skip(SkipReason::File));
-        assert_eq!(judge_mapping(1 << 21, rw, PRIVATE_ANON | libc::MAP_HUGETLB, &cfg), Verdict::Skip(SkipReason::Hugetlb));
+        assert_eq!(
+            judge_mapping(1 << 20, rw, libc::MAP_SHARED | libc::MAP_ANONYMOUS, &cfg),
+            Verdict::Skip(SkipReason::Shared)
+        );
+        assert_eq!(
+            judge_mapping(1 << 20, rw, libc::MAP_SHARED_VALIDATE, &cfg),
+            Verdict::Skip(SkipReason::Shared)
+        );
+        assert_eq!(
+            judge_mapping(1 << 20, rw, libc::MAP_PRIVATE, &cfg),
+            Verdict::Skip(SkipReason::File)
+        );
+        assert_eq!(
+            judge_mapping(1 << 21, rw, PRIVATE_ANON | libc::MAP_HUGETLB, &cfg),
+            Verdict::Skip(SkipReason::Hugetlb)
+        );
     }
 
     #[test]
     fn reservations_without_access_qualify_so_later_commits_are_covered() {
-        assert_eq!(judge_mapping(1 << 30, libc::PROT_NONE, PRIVATE_ANON | libc::MAP_NORESERVE, &Config::default()), Verdict::Merge);
+        assert_eq!(
+            judge_mapping(
+                1 << 30,
+                libc::PROT_NONE,
+                PRIVATE_ANON | libc::MAP_NORESERVE,
+                &Config::default()
+            ),
+            Verdict::Merge
+        );
     }
 
     #[test]
     fn classes_and_size_threshold() {
         let mut cfg = Config::default();
-        assert_eq!(judge_mapping(8192, 3, PRIVATE_ANON | libc::MAP_STACK, &cfg), Verdict::Skip(SkipReason::Stack));
-        assert_eq!(judge_mapping(8192, 3, PRIVATE_ANON | libc::MAP_GROWSDOWN, &cfg), Verdict::Skip(SkipReason::Stack));
+        assert_eq!(
+            judge_mapping(8192, 3, PRIVATE_ANON | libc::MAP_STACK, &cfg),
+            Verdict::Skip(SkipReason::Stack)
+        );
+        assert_eq!(
+            judge_mapping(8192, 3, PRIVATE_ANON | libc::MAP_GROWSDOWN, &cfg),
+            Verdict::Skip(SkipReason::Stack)
+        );
         cfg.exclude.stack = false;
-        assert_eq!(judge_mapping(8192, 3, PRIVATE_ANON | libc::MAP_STACK, &cfg), Verdict::Merge);
+        assert_eq!(
+            judge_mapping(8192, 3, PRIVATE_ANON | libc::MAP_STACK, &cfg),
+            Verdict::Merge
+        );
         cfg.exclude.exec = true;
-        assert_eq!(judge_mapping(8192, RWX, PRIVATE_ANON, &cfg), Verdict::Skip(SkipReason::Exec));
+        assert_eq!(
+            judge_mapping(8192, RWX, PRIVATE_ANON, &cfg),
+            Verdict::Skip(SkipReason::Exec)
+        );
         cfg.min_size = 65536;
-        assert_eq!(judge_mapping(8192, 3, PRIVATE_ANON, &cfg), Verdict::Skip(SkipReason::Small));
+        assert_eq!(
+            judge_mapping(8192, 3, PRIVATE_ANON, &cfg),
+            Verdict::Skip(SkipReason::Small)
+        );
         assert_eq!(judge_mapping(65536, 3, PRIVATE_ANON, &cfg), Verdict::Merge);
+    }
+
+    fn vma(line: &'static str) -> crate::os::proc::MapsLine<'static> {
+        crate::os::proc::MapsLine::parse(line.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn catch_up_takes_heap_arenas_and_reservations_but_not_files_or_own_state() {
+        let cfg = Config::default();
+        assert_eq!(
+            judge_vma(&vma("1000-9000 rw-p 00000000 00:00 0 [heap]"), None, &cfg),
+            VmaVerdict::Merge
+        );
+        // a glibc arena: committed part, then its PROT_NONE reservation
+        assert_eq!(
+            judge_vma(
+                &vma("7f0000000000-7f0000021000 rw-p 00000000 00:00 0"),
+                None,
+                &cfg
+            ),
+            VmaVerdict::Merge
+        );
+        assert_eq!(
+            judge_vma(
+                &vma("7f0000021000-7f0004000000 ---p 00000000 00:00 0"),
+                None,
+                &cfg
+            ),
+            VmaVerdict::Merge
+        );
+        assert_eq!(
+            judge_vma(
+                &vma("7f0000000000-7f0000021000 rw-p 00000000 fe:01 77 /usr/lib/x.so"),
+                None,
+                &cfg
+            ),
+            VmaVerdict::NotOurs
+        );
+        assert_eq!(
+            judge_vma(
+                &vma("7f0000000000-7f0000021000 rw-s 00000000 00:01 7 /dev/zero (deleted)"),
+                None,
+                &cfg
+            ),
+            VmaVerdict::NotOurs
+        );
+        assert_eq!(
+            judge_vma(
+                &vma("7f0000000000-7f0000002000 r--p 00000000 00:00 0 [vvar]"),
+                None,
+                &cfg
+            ),
+            VmaVerdict::NotOurs
+        );
+        assert_eq!(
+            judge_vma(
+                &vma("7f0000000000-7f0000001000 rw-p 00000000 00:00 0 [anon:ksmauto]"),
+                None,
+                &cfg
+            ),
+            VmaVerdict::NotOurs
+        );
+    }
+
+    #[test]
+    fn catch_up_recognises_stacks_by_name_or_guard_page() {
+        let mut cfg = Config::default();
+        let guard = vma("7f0000000000-7f0000001000 ---p 00000000 00:00 0");
+        let stack = vma("7f0000001000-7f0000801000 rw-p 00000000 00:00 0");
+        assert_eq!(
+            judge_vma(&stack, Some(&guard), &cfg),
+            VmaVerdict::Skip(SkipReason::Stack)
+        );
+        assert_eq!(
+            judge_vma(
+                &vma("7ffd0000-7ffe0000 rw-p 00000000 00:00 0 [stack]"),
+                None,
+                &cfg
+            ),
+            VmaVerdict::Skip(SkipReason::Stack)
+        );
+        // a big reservation below is not a guard
+        let reservation = vma("7e0000000000-7f0000001000 ---p 00000000 00:00 0");
+        assert_eq!(
+            judge_vma(&stack, Some(&reservation), &cfg),
+            VmaVerdict::Merge
+        );
+        // a guard that does not touch is not this stack's
+        let apart = vma("7effff000000-7effff001000 ---p 00000000 00:00 0");
+        assert_eq!(judge_vma(&stack, Some(&apart), &cfg), VmaVerdict::Merge);
+        cfg.exclude.stack = false;
+        assert_eq!(judge_vma(&stack, Some(&guard), &cfg), VmaVerdict::Merge);
+        cfg.exclude.exec = true;
+        assert_eq!(
+            judge_vma(&vma("1000-3000 rwxp 00000000 00:00 0"), None, &cfg),
+            VmaVerdict::Skip(SkipReason::Exec)
+        );
     }
 
     #[test]
     fn covering_rounds_outwards() {
-        assert_eq!(Range::covering(4097, 10, 4096), Some(Range { start: 4096, end: 8192 }));
-        assert_eq!(Range::covering(4096, 4096, 4096), Some(Range { start: 4096, end: 8192 }));
-        assert_eq!(Range::covering(4000, 200, 4096), Some(Range { start: 0, end: 8192 }));
+        assert_eq!(
+            Range::covering(4097, 10, 4096),
+            Some(Range {
+                start: 4096,
+                end: 8192
+            })
+        );
+        assert_eq!(
+            Range::covering(4096, 4096, 4096),
+            Some(Range {
+                start: 4096,
+                end: 8192
+            })
+        );
+        assert_eq!(
+            Range::covering(4000, 200, 4096),
+            Some(Range {
+                start: 0,
+                end: 8192
+            })
+        );
         assert_eq!(Range::covering(usize::MAX - 10, 100, 4096), None);
     }
 
@@ -221,7 +457,10 @@ mod tests {
         let r = |s, e| Range { start: s, end: e };
         assert_eq!(pieces(r(0, 100), &[]), vec![(0, 100)]);
         assert_eq!(pieces(r(0, 100), &[r(20, 30)]), vec![(0, 20), (30, 100)]);
-        assert_eq!(pieces(r(0, 100), &[r(60, 70), r(0, 10), r(65, 80)]), vec![(10, 60), (80, 100)]);
+        assert_eq!(
+            pieces(r(0, 100), &[r(60, 70), r(0, 10), r(65, 80)]),
+            vec![(10, 60), (80, 100)]
+        );
         assert_eq!(pieces(r(10, 20), &[r(0, 100)]), vec![]);
         assert_eq!(pieces(r(10, 20), &[r(200, 300)]), vec![(10, 20)]);
     }
@@ -230,14 +469,52 @@ mod tests {
     fn glibc_mmapped_chunks_are_found_whole() {
         let page = 4096;
         // malloc(200000): chunk at 0x7f0000000000, user pointer 16 bytes in.
-        let h = GlibcChunkHeader { prev_size: 0, size: 200704 | GLIBC_IS_MMAPPED };
-        assert_eq!(glibc_mmapped_block(0x7f0000000010, h, page), Some(Range { start: 0x7f0000000000, end: 0x7f0000000000 + 200704 }));
+        let h = GlibcChunkHeader {
+            prev_size: 0,
+            size: 200704 | GLIBC_IS_MMAPPED,
+        };
+        assert_eq!(
+            glibc_mmapped_block(0x7f0000000010, h, page),
+            Some(Range {
+                start: 0x7f0000000000,
+                end: 0x7f0000000000 + 200704
+            })
+        );
         // memalign'd: the chunk starts 0x30 bytes into the mapping.
-        let h = GlibcChunkHeader { prev_size: 0x30, size: (204800 - 0x30) | GLIBC_IS_MMAPPED };
-        assert_eq!(glibc_mmapped_block(0x7f0000000040, h, page), Some(Range { start: 0x7f0000000000, end: 0x7f0000000000 + 204800 }));
+        let h = GlibcChunkHeader {
+            prev_size: 0x30,
+            size: (204800 - 0x30) | GLIBC_IS_MMAPPED,
+        };
+        assert_eq!(
+            glibc_mmapped_block(0x7f0000000040, h, page),
+            Some(Range {
+                start: 0x7f0000000000,
+                end: 0x7f0000000000 + 204800
+            })
+        );
         // An arena chunk (PREV_INUSE | NON_MAIN_ARENA, no IS_MMAPPED).
-        assert_eq!(glibc_mmapped_block(0x7f0000000010, GlibcChunkHeader { prev_size: 0, size: 4096 | 0x5 }, page), None);
+        assert_eq!(
+            glibc_mmapped_block(
+                0x7f0000000010,
+                GlibcChunkHeader {
+                    prev_size: 0,
+                    size: 4096 | 0x5
+                },
+                page
+            ),
+            None
+        );
         // A header that does not add up is ignored rather than trusted.
-        assert_eq!(glibc_mmapped_block(0x7f0000000110, GlibcChunkHeader { prev_size: 0, size: 8192 | 2 }, page), None);
+        assert_eq!(
+            glibc_mmapped_block(
+                0x7f0000000110,
+                GlibcChunkHeader {
+                    prev_size: 0,
+                    size: 8192 | 2
+                },
+                page
+            ),
+            None
+        );
     }
 }

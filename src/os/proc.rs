@@ -115,7 +115,9 @@ impl KsmStat {
     pub fn parse(text: &[u8]) -> KsmStat {
         let mut stat = KsmStat::default();
         for line in text.split(|&b| b == b'\n') {
-            let Some(sep) = line.iter().position(|&b| b == b' ' || b == b':') else { continue };
+            let Some(sep) = line.iter().position(|&b| b == b' ' || b == b':') else {
+                continue;
+            };
             let (key, value) = (&line[..sep], trim(&line[sep + 1..]));
             let value = value.strip_prefix(b":").map(trim).unwrap_or(value);
             match key {
@@ -162,12 +164,24 @@ impl<'a> MapsLine<'a> {
         if perms_field.len() != 4 {
             return None;
         }
-        let perms = [perms_field[0], perms_field[1], perms_field[2], perms_field[3]];
+        let perms = [
+            perms_field[0],
+            perms_field[1],
+            perms_field[2],
+            perms_field[3],
+        ];
         let offset = parse_hex(fields.next()?)?;
         let _dev = fields.next()?;
         let inode = parse_dec(fields.next()?)?;
         let name = trim(fields.next().unwrap_or(b""));
-        Some(MapsLine { start, end, perms, offset, inode, name })
+        Some(MapsLine {
+            start,
+            end,
+            perms,
+            offset,
+            inode,
+            name,
+        })
     }
 
     pub fn is_private(&self) -> bool {
@@ -194,7 +208,12 @@ pub enum RegionClass {
 }
 
 impl RegionClass {
-    pub const ALL: [RegionClass; 4] = [RegionClass::Heap, RegionClass::Anon, RegionClass::Stack, RegionClass::Other];
+    pub const ALL: [RegionClass; 4] = [
+        RegionClass::Heap,
+        RegionClass::Anon,
+        RegionClass::Stack,
+        RegionClass::Other,
+    ];
 
     pub fn of(inode: u64, name: &[u8]) -> RegionClass {
         if inode != 0 {
@@ -249,7 +268,9 @@ impl SmapsTotals {
             self.current_anon_kb = 0;
             return;
         }
-        let Some((class, private)) = self.current else { return };
+        let Some((class, private)) = self.current else {
+            return;
+        };
         if let Some(v) = line.strip_prefix(b"KSM:") {
             self.has_ksm_field = true;
             self.ksm_kb[class.index()] += parse_kb(v);
@@ -303,14 +324,19 @@ mod tests {
 
     #[test]
     fn maps_line_with_and_without_name() {
-        let l = MapsLine::parse(b"55d0c2a4e000-55d0c2a6f000 rw-p 00000000 00:00 0                          [heap]").unwrap();
+        let l = MapsLine::parse(
+            b"55d0c2a4e000-55d0c2a6f000 rw-p 00000000 00:00 0                          [heap]",
+        )
+        .unwrap();
         assert_eq!((l.start, l.end), (0x55d0c2a4e000, 0x55d0c2a6f000));
         assert_eq!(l.class(), RegionClass::Heap);
         assert!(l.is_private() && !l.is_executable());
         let l = MapsLine::parse(b"7f00000000-7f00001000 rwxp 00000000 00:00 0 ").unwrap();
         assert_eq!(l.class(), RegionClass::Anon);
         assert!(l.is_executable());
-        let l = MapsLine::parse(b"7f00000000-7f00001000 r--p 00001000 fe:01 1234  /usr/lib/libc.so.6").unwrap();
+        let l =
+            MapsLine::parse(b"7f00000000-7f00001000 r--p 00001000 fe:01 1234  /usr/lib/libc.so.6")
+                .unwrap();
         assert_eq!(l.class(), RegionClass::Other);
         assert_eq!(l.offset, 0x1000);
         assert_eq!(MapsLine::parse(b"Rss:                 132 kB"), None);

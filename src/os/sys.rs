@@ -9,7 +9,15 @@ pub type Errno = i32;
 
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn raw6(n: usize, a1: usize, a2: usize, a3: usize, a4: usize, a5: usize, a6: usize) -> isize {
+unsafe fn raw6(
+    n: usize,
+    a1: usize,
+    a2: usize,
+    a3: usize,
+    a4: usize,
+    a5: usize,
+    a6: usize,
+) -> isize {
     let ret: isize;
     asm!("syscall",
         inlateout("rax") n as isize => ret,
@@ -21,7 +29,15 @@ unsafe fn raw6(n: usize, a1: usize, a2: usize, a3: usize, a4: usize, a5: usize, 
 
 #[cfg(target_arch = "aarch64")]
 #[inline(always)]
-unsafe fn raw6(n: usize, a1: usize, a2: usize, a3: usize, a4: usize, a5: usize, a6: usize) -> isize {
+unsafe fn raw6(
+    n: usize,
+    a1: usize,
+    a2: usize,
+    a3: usize,
+    a4: usize,
+    a5: usize,
+    a6: usize,
+) -> isize {
     let ret: isize;
     asm!("svc 0",
         in("x8") n,
@@ -85,12 +101,61 @@ pub fn map_anonymous(len: usize) -> Result<*mut u8, Errno> {
     }
 }
 
+const PR_SET_VMA: i32 = 0x53564d41;
+const PR_SET_VMA_ANON_NAME: usize = 0;
+
+/// The name our own mappings carry in `/proc/self/maps` (where the kernel
+/// supports naming anonymous memory), so the catch-up scan passes them by.
+pub const OWN_MAPPING_NAME: &[u8] = b"[anon:ksmauto]";
+
+/// Memory for the library's own per-process state: zeroed in a forked child
+/// (`MADV_WIPEONFORK`), never merged (it is written constantly), and named
+/// `[anon:ksmauto]`.
+pub fn map_private_state(len: usize) -> Result<*mut u8, Errno> {
+    let p = map_anonymous(len)?;
+    let _ = madvise(p as usize, len, libc::MADV_WIPEONFORK);
+    let _ = madvise(p as usize, len, libc::MADV_UNMERGEABLE);
+    let _ = prctl(
+        PR_SET_VMA,
+        PR_SET_VMA_ANON_NAME,
+        p as usize,
+        len,
+        b"ksmauto\0".as_ptr() as usize,
+    );
+    Ok(p)
+}
+
+/// Nanoseconds on the coarse monotonic clock (vDSO: no system call, and it
+/// leaves `errno` alone on success, which is the only outcome for this clock).
+pub fn monotonic_coarse_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+pub fn sleep_ns(ns: u64) {
+    let ts = libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    };
+    let _ = unsafe { syscall!(libc::SYS_nanosleep, &ts as *const libc::timespec, 0usize) };
+}
+
 /// `path` must end with a NUL byte.
 pub fn open(path: &[u8], flags: i32, mode: u32) -> Result<i32, Errno> {
     debug_assert_eq!(path.last(), Some(&0));
     unsafe {
-        syscall!(libc::SYS_openat, libc::AT_FDCWD as isize as usize, path.as_ptr(), flags | libc::O_CLOEXEC, mode)
-            .map(|fd| fd as i32)
+        syscall!(
+            libc::SYS_openat,
+            libc::AT_FDCWD as isize as usize,
+            path.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode
+        )
+        .map(|fd| fd as i32)
     }
 }
 
@@ -142,16 +207,41 @@ pub fn write_all_no_sigpipe(fd: i32, buf: &[u8]) -> Result<(), Errno> {
     let mut old: u64 = 0;
     let mut pending: u64 = 0;
     unsafe {
-        let _ = syscall!(libc::SYS_rt_sigpending, &mut pending as *mut u64, SIGSET_BYTES);
-        let _ = syscall!(libc::SYS_rt_sigprocmask, libc::SIG_BLOCK, &pipe_bit as *const u64, &mut old as *mut u64, SIGSET_BYTES);
+        let _ = syscall!(
+            libc::SYS_rt_sigpending,
+            &mut pending as *mut u64,
+            SIGSET_BYTES
+        );
+        let _ = syscall!(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_BLOCK,
+            &pipe_bit as *const u64,
+            &mut old as *mut u64,
+            SIGSET_BYTES
+        );
     }
     let result = write_all(fd, buf);
     unsafe {
         if result == Err(libc::EPIPE) && pending & pipe_bit == 0 {
-            let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-            let _ = syscall!(libc::SYS_rt_sigtimedwait, &pipe_bit as *const u64, 0usize, &zero as *const libc::timespec, SIGSET_BYTES);
+            let zero = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            let _ = syscall!(
+                libc::SYS_rt_sigtimedwait,
+                &pipe_bit as *const u64,
+                0usize,
+                &zero as *const libc::timespec,
+                SIGSET_BYTES
+            );
         }
-        let _ = syscall!(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &old as *const u64, 0usize, SIGSET_BYTES);
+        let _ = syscall!(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &old as *const u64,
+            0usize,
+            SIGSET_BYTES
+        );
     }
     result
 }

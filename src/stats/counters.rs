@@ -87,17 +87,22 @@ pub enum Source {
     Malloc,
     /// The program's own `ksmauto_advise` call.
     Api,
+    /// The catch-up scan of `/proc/self/maps` (memory no hook saw: the brk
+    /// heap, glibc's thread arenas, raw `syscall(SYS_mmap)`, …).
+    CatchUp,
 }
 
 impl Source {
-    pub const COUNT: usize = 3;
-    pub const ALL: [Source; Source::COUNT] = [Source::Mmap, Source::Malloc, Source::Api];
+    pub const COUNT: usize = 4;
+    pub const ALL: [Source; Source::COUNT] =
+        [Source::Mmap, Source::Malloc, Source::Api, Source::CatchUp];
 
     pub fn name(self) -> &'static str {
         match self {
             Source::Mmap => "mmap",
             Source::Malloc => "malloc",
             Source::Api => "api",
+            Source::CatchUp => "catchup",
         }
     }
 }
@@ -134,15 +139,11 @@ static LIVE: AtomicPtr<Counters> = AtomicPtr::new(core::ptr::null_mut());
 /// Moves the counters to their own wipe-on-fork page. Called once at start-up,
 /// before any counting that matters.
 pub fn install() {
-    let size = core::mem::size_of::<Counters>();
-    let Ok(page) = sys::map_anonymous(size) else { return };
-    if sys::madvise(page as usize, size, libc::MADV_WIPEONFORK).is_err() {
-        // Pre-4.14 kernel: counters would leak into children; keep them
-        // anyway (the report stays correct for processes that never fork).
+    // On a pre-4.14 kernel without MADV_WIPEONFORK the counters would leak
+    // into children; they are kept anyway (correct for non-forking programs).
+    if let Ok(page) = sys::map_private_state(core::mem::size_of::<Counters>()) {
+        LIVE.store(page as *mut Counters, Relaxed);
     }
-    // Never worth merging: a page of hot counters would be broken again at once.
-    let _ = sys::madvise(page as usize, size, libc::MADV_UNMERGEABLE);
-    LIVE.store(page as *mut Counters, Relaxed);
 }
 
 #[inline(always)]
@@ -164,9 +165,11 @@ fn shard_index() -> usize {
 }
 
 impl Counters {
+    /// Counts one call; returns this thread-shard's count before it, which
+    /// callers use to do periodic work every so many calls.
     #[inline(always)]
-    pub fn count_call(&self, hook: Hook) {
-        self.shards[shard_index()].calls[hook as usize].fetch_add(1, Relaxed);
+    pub fn count_call(&self, hook: Hook) -> u64 {
+        self.shards[shard_index()].calls[hook as usize].fetch_add(1, Relaxed)
     }
 
     pub fn count_advised(&self, source: Source, bytes: usize) {
@@ -179,7 +182,10 @@ impl Counters {
     }
 
     pub fn count_madvise_failure(&self, errno: i32) {
-        let kind = FAILURE_ERRNOS.iter().position(|&e| e == errno).unwrap_or(FAILURE_ERRNOS.len());
+        let kind = FAILURE_ERRNOS
+            .iter()
+            .position(|&e| e == errno)
+            .unwrap_or(FAILURE_ERRNOS.len());
         self.madvise_failures[kind].fetch_add(1, Relaxed);
     }
 
@@ -202,7 +208,11 @@ impl Counters {
                 *total += c.load(Relaxed);
             }
         }
-        let load = |from: &[AtomicU64], to: &mut [u64]| to.iter_mut().zip(from).for_each(|(t, f)| *t = f.load(Relaxed));
+        let load = |from: &[AtomicU64], to: &mut [u64]| {
+            to.iter_mut()
+                .zip(from)
+                .for_each(|(t, f)| *t = f.load(Relaxed))
+        };
         load(&self.advised_regions, &mut s.advised_regions);
         load(&self.advised_bytes, &mut s.advised_bytes);
         load(&self.skipped, &mut s.skipped);
@@ -259,7 +269,11 @@ mod tests {
         c.count_call(Hook::Malloc);
         std::thread::scope(|s| {
             for _ in 0..4 {
-                s.spawn(|| (0..1000).for_each(|_| c.count_call(Hook::Malloc)));
+                s.spawn(|| {
+                    (0..1000).for_each(|_| {
+                        c.count_call(Hook::Malloc);
+                    })
+                });
             }
         });
         c.count_advised(Source::Mmap, 4096);

@@ -34,6 +34,7 @@ pub fn current_report() -> Report {
         exclude_stack: cfg.exclude.stack,
         exclude_exec: cfg.exclude.exec,
         counters: counters().snapshot(),
+        catchup_scans: crate::core::catchup::scans(),
         ksm: KsmStat::read_self(),
         smaps: SmapsTotals::read_self(),
         page_size: engine::page_size(),
@@ -75,7 +76,9 @@ pub fn write_exit_report() {
             if let Err(e) = result {
                 let mut msg = [0u8; STATS_PATH_MAX + 160];
                 let mut m = BufWriter::new(&mut msg);
-                m.str("ksmauto: cannot write stats to ").bytes(&path[..len]).str(" (KSMAUTO_STATS): ");
+                m.str("ksmauto: cannot write stats to ")
+                    .bytes(&path[..len])
+                    .str(" (KSMAUTO_STATS): ");
                 m.str(sys::errno_name(e)).str("\n");
                 let _ = sys::write_all_no_sigpipe(2, m.as_bytes());
             }

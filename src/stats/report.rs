@@ -24,6 +24,8 @@ pub struct Report {
     pub exclude_stack: bool,
     pub exclude_exec: bool,
     pub counters: Snapshot,
+    /// Catch-up scans this process ran (`advise` engine).
+    pub catchup_scans: u64,
     /// `/proc/self/ksm_stat`; `None` where the kernel has no KSM.
     pub ksm: Option<KsmStat>,
     /// `/proc/self/smaps` totals; `None` if it could not be read.
@@ -35,8 +37,13 @@ impl Report {
     /// Whether this process has anything to say without being asked: it
     /// advised something or the kernel merged some of its pages.
     pub fn has_activity(&self) -> bool {
-        let merged = self.ksm.map(|k| k.merging_pages.unwrap_or(0) + k.zero_pages.unwrap_or(0)).unwrap_or(0);
-        self.counters.total_advised_regions() > 0 || self.counters.excluded_regions > 0 || merged > 0
+        let merged = self
+            .ksm
+            .map(|k| k.merging_pages.unwrap_or(0) + k.zero_pages.unwrap_or(0))
+            .unwrap_or(0);
+        self.counters.total_advised_regions() > 0
+            || self.counters.excluded_regions > 0
+            || merged > 0
     }
 
     pub fn render(&self, json: bool, w: &mut BufWriter) {
@@ -49,15 +56,38 @@ impl Report {
 
     pub fn render_text(&self, w: &mut BufWriter) {
         let c = &self.counters;
-        w.str("ksmauto[").u64(self.pid as u64).str("]: mode ").str(self.active_mode.name());
+        w.str("ksmauto[")
+            .u64(self.pid as u64)
+            .str("]: mode ")
+            .str(self.active_mode.name());
         if self.requested_mode != self.active_mode {
             w.str(" (requested ").str(self.requested_mode.name());
             if let Some(e) = self.fallback_errno {
-                w.str("; PR_SET_MEMORY_MERGE refused: ").str(sys::errno_name(e));
+                w.str("; PR_SET_MEMORY_MERGE refused: ")
+                    .str(sys::errno_name(e));
             }
             w.str(")");
         }
-        w.str("; advised ").u64(c.total_advised_regions()).str(" regions, ").human_bytes(c.total_advised_bytes());
+        w.str("; advised ")
+            .u64(c.total_advised_regions())
+            .str(" regions, ")
+            .human_bytes(c.total_advised_bytes());
+        if c.total_advised_regions() > 0 {
+            w.str(" (");
+            let mut first = true;
+            for s in Source::ALL {
+                let n = c.advised_bytes[s as usize];
+                if n > 0 {
+                    w.str(if first { "" } else { ", " })
+                        .str("by ")
+                        .str(s.name())
+                        .str(" ")
+                        .human_bytes(n);
+                    first = false;
+                }
+            }
+            w.str(")");
+        }
         w.str("; skipped ").u64(c.total_skipped());
         if c.total_skipped() > 0 {
             w.str(" (");
@@ -65,16 +95,25 @@ impl Report {
             for r in SkipReason::ALL {
                 let n = c.skipped[r as usize];
                 if n > 0 {
-                    w.str(if first { "" } else { ", " }).str(r.name()).str(" ").u64(n);
+                    w.str(if first { "" } else { ", " })
+                        .str(r.name())
+                        .str(" ")
+                        .u64(n);
                     first = false;
                 }
             }
             w.str(")");
         }
         if c.excluded_regions > 0 {
-            w.str("; excluded ").u64(c.excluded_regions).str(" (").human_bytes(c.excluded_bytes).str(")");
+            w.str("; excluded ")
+                .u64(c.excluded_regions)
+                .str(" (")
+                .human_bytes(c.excluded_bytes)
+                .str(")");
         }
-        w.str("; madvise failures ").u64(c.total_madvise_failures()).str("\n");
+        w.str("; madvise failures ")
+            .u64(c.total_madvise_failures())
+            .str("\n");
 
         w.str("ksmauto[").u64(self.pid as u64).str("]: kernel: ");
         match self.ksm {
@@ -82,7 +121,10 @@ impl Report {
                 w.str("no KSM (no /proc/self/ksm_stat)\n");
             }
             Some(k) => {
-                w.str("merging ").u64(k.merging_pages.unwrap_or(0)).str(" pages, zero pages ").u64(k.zero_pages.unwrap_or(0));
+                w.str("merging ")
+                    .u64(k.merging_pages.unwrap_or(0))
+                    .str(" pages, zero pages ")
+                    .u64(k.zero_pages.unwrap_or(0));
                 w.str(", profit ");
                 let profit = k.process_profit.unwrap_or(0);
                 if profit < 0 {
@@ -93,9 +135,15 @@ impl Report {
                 if let Some(s) = self.smaps {
                     w.str("; KSM by class:");
                     for class in RegionClass::ALL {
-                        w.str(" ").str(class.name()).str(" ").human_bytes(s.ksm_kb_of(class) * 1024);
+                        w.str(" ")
+                            .str(class.name())
+                            .str(" ")
+                            .human_bytes(s.ksm_kb_of(class) * 1024);
                     }
-                    w.str("; mergeable ").u64(percent(s.mergeable_anon_kb, s.anon_kb)).str("% of ").human_bytes(s.anon_kb * 1024);
+                    w.str("; mergeable ")
+                        .u64(percent(s.mergeable_anon_kb, s.anon_kb))
+                        .str("% of ")
+                        .human_bytes(s.anon_kb * 1024);
                     w.str(" anonymous");
                 }
                 w.str("\n");
@@ -105,8 +153,15 @@ impl Report {
 
     pub fn render_json(&self, w: &mut BufWriter) {
         let c = &self.counters;
-        w.str("{\"ksmauto\":\"").str(self.version).str("\",\"pid\":").u64(self.pid as u64);
-        w.str(",\"mode\":\"").str(self.active_mode.name()).str("\",\"requested_mode\":\"").str(self.requested_mode.name()).str("\"");
+        w.str("{\"ksmauto\":\"")
+            .str(self.version)
+            .str("\",\"pid\":")
+            .u64(self.pid as u64);
+        w.str(",\"mode\":\"")
+            .str(self.active_mode.name())
+            .str("\",\"requested_mode\":\"")
+            .str(self.requested_mode.name())
+            .str("\"");
         w.str(",\"fallback_reason\":");
         match self.fallback_errno {
             Some(e) => w.str("\"").str(sys::errno_name(e)).str("\""),
@@ -123,25 +178,51 @@ impl Report {
         }
         w.str("],\"calls\":{");
         for (i, h) in Hook::ALL.iter().enumerate() {
-            w.str(if i == 0 { "\"" } else { ",\"" }).str(h.name()).str("\":").u64(c.calls[*h as usize]);
+            w.str(if i == 0 { "\"" } else { ",\"" })
+                .str(h.name())
+                .str("\":")
+                .u64(c.calls[*h as usize]);
         }
-        w.str("},\"advised\":{\"regions\":").u64(c.total_advised_regions()).str(",\"bytes\":").u64(c.total_advised_bytes());
+        w.str("},\"advised\":{\"regions\":")
+            .u64(c.total_advised_regions())
+            .str(",\"bytes\":")
+            .u64(c.total_advised_bytes());
         w.str(",\"by_source\":{");
         for (i, s) in Source::ALL.iter().enumerate() {
-            w.str(if i == 0 { "\"" } else { ",\"" }).str(s.name()).str("\":{\"regions\":").u64(c.advised_regions[*s as usize]);
-            w.str(",\"bytes\":").u64(c.advised_bytes[*s as usize]).str("}");
+            w.str(if i == 0 { "\"" } else { ",\"" })
+                .str(s.name())
+                .str("\":{\"regions\":")
+                .u64(c.advised_regions[*s as usize]);
+            w.str(",\"bytes\":")
+                .u64(c.advised_bytes[*s as usize])
+                .str("}");
         }
-        w.str("}},\"skipped\":{");
+        w.str("}},\"catchup_scans\":").u64(self.catchup_scans);
+        w.str(",\"skipped\":{");
         for (i, r) in SkipReason::ALL.iter().enumerate() {
-            w.str(if i == 0 { "\"" } else { ",\"" }).str(r.name()).str("\":").u64(c.skipped[*r as usize]);
+            w.str(if i == 0 { "\"" } else { ",\"" })
+                .str(r.name())
+                .str("\":")
+                .u64(c.skipped[*r as usize]);
         }
-        w.str("},\"madvise_failures\":{\"total\":").u64(c.total_madvise_failures());
+        w.str("},\"madvise_failures\":{\"total\":")
+            .u64(c.total_madvise_failures());
         for (i, e) in FAILURE_ERRNOS.iter().enumerate() {
-            w.str(",\"").str(sys::errno_name(*e)).str("\":").u64(c.madvise_failures[i]);
+            w.str(",\"")
+                .str(sys::errno_name(*e))
+                .str("\":")
+                .u64(c.madvise_failures[i]);
         }
-        w.str(",\"other\":").u64(c.madvise_failures[FAILURE_ERRNOS.len()]);
-        w.str("},\"excluded\":{\"regions\":").u64(c.excluded_regions).str(",\"bytes\":").u64(c.excluded_bytes);
-        w.str("},\"unmerged\":{\"regions\":").u64(c.unmerged_regions).str(",\"bytes\":").u64(c.unmerged_bytes);
+        w.str(",\"other\":")
+            .u64(c.madvise_failures[FAILURE_ERRNOS.len()]);
+        w.str("},\"excluded\":{\"regions\":")
+            .u64(c.excluded_regions)
+            .str(",\"bytes\":")
+            .u64(c.excluded_bytes);
+        w.str("},\"unmerged\":{\"regions\":")
+            .u64(c.unmerged_regions)
+            .str(",\"bytes\":")
+            .u64(c.unmerged_bytes);
         w.str("},\"kernel\":");
         match self.ksm {
             None => {
@@ -149,10 +230,15 @@ impl Report {
             }
             Some(k) => {
                 w.str("{\"rmap_items\":").u64(k.rmap_items);
-                w.str(",\"merging_pages\":").u64(k.merging_pages.unwrap_or(0));
+                w.str(",\"merging_pages\":")
+                    .u64(k.merging_pages.unwrap_or(0));
                 w.str(",\"zero_pages\":").u64(k.zero_pages.unwrap_or(0));
                 w.str(",\"profit\":").i64(k.process_profit.unwrap_or(0));
-                w.str(",\"merge_any\":").str(if k.merge_any == Some(true) { "true" } else { "false" });
+                w.str(",\"merge_any\":").str(if k.merge_any == Some(true) {
+                    "true"
+                } else {
+                    "false"
+                });
                 w.str(",\"page_size\":").u64(self.page_size as u64).str("}");
             }
         }
@@ -164,10 +250,18 @@ impl Report {
             Some(s) => {
                 w.str("{\"ksm_kb\":{");
                 for (i, class) in RegionClass::ALL.iter().enumerate() {
-                    w.str(if i == 0 { "\"" } else { ",\"" }).str(class.name()).str("\":").u64(s.ksm_kb_of(*class));
+                    w.str(if i == 0 { "\"" } else { ",\"" })
+                        .str(class.name())
+                        .str("\":")
+                        .u64(s.ksm_kb_of(*class));
                 }
-                w.str("},\"anon_kb\":").u64(s.anon_kb).str(",\"mergeable_anon_kb\":").u64(s.mergeable_anon_kb);
-                w.str(",\"mergeable_percent\":").u64(percent(s.mergeable_anon_kb, s.anon_kb)).str("}");
+                w.str("},\"anon_kb\":")
+                    .u64(s.anon_kb)
+                    .str(",\"mergeable_anon_kb\":")
+                    .u64(s.mergeable_anon_kb);
+                w.str(",\"mergeable_percent\":")
+                    .u64(percent(s.mergeable_anon_kb, s.anon_kb))
+                    .str("}");
             }
         }
         w.str("}\n");
@@ -206,7 +300,15 @@ mod tests {
             exclude_stack: true,
             exclude_exec: false,
             counters,
-            ksm: Some(KsmStat { rmap_items: 3, zero_pages: Some(0), merging_pages: Some(3), process_profit: Some(8000), merge_any: Some(false), mergeable: Some(true) }),
+            catchup_scans: 2,
+            ksm: Some(KsmStat {
+                rmap_items: 3,
+                zero_pages: Some(0),
+                merging_pages: Some(3),
+                process_profit: Some(8000),
+                merge_any: Some(false),
+                mergeable: Some(true),
+            }),
             smaps: Some(smaps),
             page_size: 4096,
         }
@@ -235,6 +337,8 @@ mod tests {
         assert_eq!(v["advised"]["regions"], 3);
         assert_eq!(v["advised"]["bytes"], 12288);
         assert_eq!(v["advised"]["by_source"]["mmap"]["bytes"], 12288);
+        assert_eq!(v["advised"]["by_source"]["catchup"]["regions"], 0);
+        assert_eq!(v["catchup_scans"], 2);
         assert_eq!(v["skipped"]["file"], 2);
         assert_eq!(v["madvise_failures"]["total"], 0);
         assert_eq!(v["kernel"]["merging_pages"], 3);
@@ -257,8 +361,14 @@ mod tests {
     fn text_report_is_two_short_lines() {
         let text = render(&sample(), false);
         assert_eq!(text.lines().count(), 2, "{text}");
-        assert!(text.contains("mode advise (requested auto; PR_SET_MEMORY_MERGE refused: EINVAL)"), "{text}");
-        assert!(text.contains("advised 3 regions, 12.0 KiB"), "{text}");
+        assert!(
+            text.contains("mode advise (requested auto; PR_SET_MEMORY_MERGE refused: EINVAL)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("advised 3 regions, 12.0 KiB (by mmap 12.0 KiB)"),
+            "{text}"
+        );
         assert!(text.contains("merging 3 pages"), "{text}");
         for line in text.lines() {
             assert!(line.len() < 240, "{line}");

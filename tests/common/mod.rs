@@ -18,7 +18,9 @@ pub fn repo() -> PathBuf {
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target"))
 }
 
 /// `target/release/libksmauto.so`, built once per test binary.
@@ -44,8 +46,16 @@ pub fn compile_c(source: &str, extra: &[&str]) -> PathBuf {
     static LOCK: Mutex<()> = Mutex::new(());
     let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let src = repo().join(source);
-    let stem = Path::new(source).file_stem().unwrap().to_string_lossy().into_owned();
-    let suffix = if extra.is_empty() { String::new() } else { format!("-{}", extra.join("").replace(['-', '/', '.'], "")) };
+    let stem = Path::new(source)
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let suffix = if extra.is_empty() {
+        String::new()
+    } else {
+        format!("-{}", extra.join("").replace(['-', '/', '.'], ""))
+    };
     let dir = target_dir().join("ctests");
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join(format!("{stem}{suffix}-{}", std::process::id()));
@@ -74,11 +84,19 @@ pub struct Run {
 
 impl Run {
     pub fn without() -> Run {
-        Run { preload: false, env: vec![], timeout: Duration::from_secs(120) }
+        Run {
+            preload: false,
+            env: vec![],
+            timeout: Duration::from_secs(120),
+        }
     }
 
     pub fn with(mode: &str) -> Run {
-        let mut r = Run { preload: true, env: vec![], timeout: Duration::from_secs(120) };
+        let mut r = Run {
+            preload: true,
+            env: vec![],
+            timeout: Duration::from_secs(120),
+        };
         if mode != "default" {
             r.env.push(("KSMAUTO_MODE".into(), mode.into()));
         }
@@ -144,11 +162,18 @@ pub fn text(bytes: &[u8]) -> String {
 
 /// The value after `key ` on a `key value` line of `output`.
 pub fn field(output: &str, key: &str) -> Option<String> {
-    output.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')).map(|v| v.trim().to_string()))
+    output.lines().find_map(|l| {
+        l.strip_prefix(key)
+            .and_then(|r| r.strip_prefix(' '))
+            .map(|v| v.trim().to_string())
+    })
 }
 
 pub fn field_u64(output: &str, key: &str) -> u64 {
-    field(output, key).unwrap_or_else(|| panic!("no `{key}` in output:\n{output}")).parse().unwrap()
+    field(output, key)
+        .unwrap_or_else(|| panic!("no `{key}` in output:\n{output}"))
+        .parse()
+        .unwrap()
 }
 
 // ---------------------------------------------------------------------------
@@ -163,13 +188,18 @@ struct KsmdState {
     saved: Vec<(String, String)>,
 }
 
-static KSMD: Mutex<KsmdState> = Mutex::new(KsmdState { users: 0, saved: Vec::new() });
+static KSMD: Mutex<KsmdState> = Mutex::new(KsmdState {
+    users: 0,
+    saved: Vec::new(),
+});
 
 /// While held, ksmd runs with fast scanning and without smart_scan.
 pub struct KsmdGuard(());
 
 fn read_ksm(name: &str) -> Option<String> {
-    std::fs::read_to_string(format!("{KSM}/{name}")).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(format!("{KSM}/{name}"))
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 fn write_ksm(name: &str, value: &str) -> std::io::Result<()> {
@@ -177,7 +207,9 @@ fn write_ksm(name: &str, value: &str) -> std::io::Result<()> {
 }
 
 pub fn full_scans() -> u64 {
-    read_ksm("full_scans").and_then(|s| s.parse().ok()).unwrap_or(0)
+    read_ksm("full_scans")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Waits until ksmd completes `n` more full scans (panics after `timeout`).
@@ -185,7 +217,10 @@ pub fn wait_full_scans(n: u64, timeout: Duration) {
     let start = full_scans();
     let t0 = Instant::now();
     while full_scans() < start + n {
-        assert!(t0.elapsed() < timeout, "ksmd did not complete {n} full scans in {timeout:?}");
+        assert!(
+            t0.elapsed() < timeout,
+            "ksmd did not complete {n} full scans in {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -205,9 +240,16 @@ pub fn ksmd() -> Option<KsmdGuard> {
     }
     let mut st = KSMD.lock().unwrap_or_else(|e| e.into_inner());
     if st.users == 0 {
-        let saved: Vec<(String, String)> =
-            TUNABLES.iter().filter_map(|t| read_ksm(t).map(|v| (t.to_string(), v))).collect();
-        let wanted = [("pages_to_scan", "2000"), ("sleep_millisecs", "10"), ("smart_scan", "0"), ("run", "1")];
+        let saved: Vec<(String, String)> = TUNABLES
+            .iter()
+            .filter_map(|t| read_ksm(t).map(|v| (t.to_string(), v)))
+            .collect();
+        let wanted = [
+            ("pages_to_scan", "2000"),
+            ("sleep_millisecs", "10"),
+            ("smart_scan", "0"),
+            ("run", "1"),
+        ];
         for (name, value) in wanted {
             if !Path::new(KSM).join(name).exists() {
                 continue;
@@ -244,6 +286,11 @@ impl Drop for KsmdGuard {
 /// `ksm_merging_pages + ksm_zero_pages` of a live process.
 pub fn merged_pages_of(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/ksm_stat")).unwrap_or_default();
-    let get = |k: &str| s.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
+    let get = |k: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     get("ksm_merging_pages") + get("ksm_zero_pages")
 }

@@ -1,0 +1,189 @@
+/*
+ * Coverage program: builds PAGES identical pages through one allocation path,
+ * lets ksmd work, and prints how many of this process's pages KSM merged.
+ *
+ *   coverage PATH [PAGES]
+ *   PATH: mmap | reserve | malloc_large | brk | arena | syscall | fork | exec
+ *
+ * Like a real service it keeps running and calling into libc while it waits
+ * (it reads ksmd's counters with stdio every 10 ms), which is what drives the
+ * advise engine's catch-up scan (at most every 100 ms by default). It waits
+ * at least 2 s and 3 full ksmd scans, then until the merged count is stable
+ * over 2 more scans, then rewrites every page with distinct content and reads
+ * it back. Output: "merged N", "pages N" and "integrity ok|BAD".
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static size_t page;
+static long pages = 1024;
+static unsigned char **page_ptrs; /* every duplicate page, whatever the path */
+static long n_ptrs;
+
+static long read_long(const char *path, const char *key) {
+    char line[256];
+    long v = -1;
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    while (fgets(line, sizeof line, f)) {
+        size_t k = key ? strlen(key) : 0;
+        if (!key) { v = atol(line); break; }
+        if (strncmp(line, key, k) == 0 && line[k] == ' ') { v = atol(line + k + 1); break; }
+    }
+    fclose(f);
+    return v;
+}
+
+static long merged(void) {
+    long m = read_long("/proc/self/ksm_stat", "ksm_merging_pages");
+    long z = read_long("/proc/self/ksm_stat", "ksm_zero_pages");
+    return (m > 0 ? m : 0) + (z > 0 ? z : 0);
+}
+
+static long full_scans(void) { return read_long("/sys/kernel/mm/ksm/full_scans", NULL); }
+
+static void wait_scans(long n) {
+    long target = full_scans() + n;
+    time_t deadline = time(NULL) + 120;
+    while (full_scans() < target && time(NULL) < deadline) usleep(10000);
+}
+
+/* Same content on every page (not zero, so the zero-page path is not used). */
+static void fill_dup(unsigned char *p) {
+    for (size_t i = 0; i < page; i++) p[i] = (unsigned char)(i * 7 + 1);
+}
+
+static void add_page(unsigned char *p) { page_ptrs[n_ptrs++] = p; }
+
+/* Pages fully inside [start, start+len) become duplicate pages. */
+static void dup_pages_in(unsigned char *start, size_t len) {
+    uintptr_t a = ((uintptr_t)start + page - 1) & ~(uintptr_t)(page - 1);
+    uintptr_t end = ((uintptr_t)start + len) & ~(uintptr_t)(page - 1);
+    for (; a < end && n_ptrs < pages; a += page) { fill_dup((unsigned char *)a); add_page((unsigned char *)a); }
+}
+
+static void build_mmap(void) {
+    unsigned char *p = mmap(NULL, pages * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) exit(1);
+    dup_pages_in(p, pages * page);
+}
+
+static void build_reserve(void) {
+    /* JVM/V8 heap pattern: reserve without access, commit in pieces later. */
+    size_t len = pages * page * 4;
+    unsigned char *p = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) exit(1);
+    for (long i = 0; i < pages; i += 64) {
+        if (mprotect(p + i * page, 64 * page, PROT_READ | PROT_WRITE) != 0) exit(1);
+        dup_pages_in(p + i * page, 64 * page);
+    }
+}
+
+static void build_malloc_large(void) {
+    /* glibc serves these with its internal mmap */
+    while (n_ptrs < pages) {
+        unsigned char *b = malloc(65 * page);
+        if (!b) exit(1);
+        dup_pages_in(b, 65 * page);
+    }
+}
+
+/* Small objects: every page fully covered by objects gets the same bytes. */
+static void build_small_objects(void) {
+    size_t obj = 496; /* + 16 bytes header: 512-byte chunks */
+    long want = pages;
+    unsigned char *lo = NULL, *hi = NULL;
+    while (n_ptrs < want) {
+        unsigned char *b = malloc(obj);
+        if (!b) exit(1);
+        if (!lo || b < lo) lo = b;
+        if (!hi || b + obj > hi) hi = b + obj;
+        for (size_t i = 0; i < obj; i++) b[i] = (unsigned char)((((uintptr_t)(b + i)) & (page - 1)) * 7 + 1);
+        /* count pages once they are completely filled */
+        uintptr_t pg = ((uintptr_t)b) & ~(uintptr_t)(page - 1);
+        if (pg > (uintptr_t)lo + page && (n_ptrs == 0 || (uintptr_t)page_ptrs[n_ptrs - 1] < pg - page))
+            add_page((unsigned char *)(pg - page));
+    }
+    /* the chunk headers inside each page differ from the pattern: rewrite
+       every counted page whole (headers of free-list-less, never-freed chunks
+       are not read again by malloc except on free, which we never do) */
+    for (long i = 0; i < n_ptrs; i++) fill_dup(page_ptrs[i]);
+}
+
+static void *arena_thread(void *arg) {
+    (void)arg;
+    build_small_objects();
+    return NULL;
+}
+
+static void build_arena(void) {
+    pthread_t t;
+    if (pthread_create(&t, NULL, arena_thread, NULL) != 0) exit(1);
+    pthread_join(t, NULL);
+}
+
+static void build_syscall(void) {
+    unsigned char *p = (unsigned char *)syscall(SYS_mmap, NULL, pages * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) exit(1);
+    dup_pages_in(p, pages * page);
+}
+
+static int measure_and_check(void) {
+    time_t settle = time(NULL) + 2;
+    wait_scans(3);
+    while (time(NULL) < settle) { full_scans(); usleep(10000); }
+    long last = -1, now = merged();
+    for (int i = 0; i < 10 && now != last; i++) {
+        last = now;
+        wait_scans(2);
+        now = merged();
+    }
+    printf("merged %ld\n", now);
+    /* integrity: distinct content per page, read back */
+    for (long i = 0; i < n_ptrs; i++) memset(page_ptrs[i], (int)(i % 251) + 1, page);
+    int ok = 1;
+    for (long i = 0; i < n_ptrs; i++)
+        for (size_t j = 0; j < page; j += 512)
+            if (page_ptrs[i][j] != (unsigned char)((i % 251) + 1)) ok = 0;
+    printf("pages %ld\nintegrity %s\n", n_ptrs, ok ? "ok" : "BAD");
+    fflush(stdout);
+    return ok ? 0 : 2;
+}
+
+int main(int argc, char **argv) {
+    page = sysconf(_SC_PAGESIZE);
+    if (argc < 2) return 64;
+    if (argc > 2) pages = atol(argv[2]);
+    page_ptrs = calloc(pages + 1, sizeof *page_ptrs);
+    const char *path = argv[1];
+    if (!strcmp(path, "mmap")) build_mmap();
+    else if (!strcmp(path, "reserve")) build_reserve();
+    else if (!strcmp(path, "malloc_large")) build_malloc_large();
+    else if (!strcmp(path, "brk")) build_small_objects();
+    else if (!strcmp(path, "arena")) build_arena();
+    else if (!strcmp(path, "syscall")) build_syscall();
+    else if (!strcmp(path, "fork")) {
+        fflush(stdout);
+        pid_t c = fork();
+        if (c == 0) { build_mmap(); build_small_objects(); exit(measure_and_check()); }
+        int st;
+        waitpid(c, &st, 0);
+        return WIFEXITED(st) ? WEXITSTATUS(st) : 3;
+    } else if (!strcmp(path, "exec")) {
+        char n[32];
+        snprintf(n, sizeof n, "%ld", pages);
+        execl("/proc/self/exe", argv[0], "exec-child", n, (char *)NULL);
+        return 4;
+    } else if (!strcmp(path, "exec-child")) { build_mmap(); build_small_objects(); }
+    else return 64;
+    return measure_and_check();
+}
