@@ -555,9 +555,17 @@ pub extern "C" fn ksmauto_version() -> *const c_char {
 // Load and exit
 
 extern "C" fn on_load() {
-    if ready() && engine::wants_scan_thread() {
+    if !ready() {
+        return;
+    }
+    unsafe { libc::pthread_atfork(None, None, Some(in_forked_child)) };
+    if engine::wants_scan_thread() {
         start_scan_thread();
     }
+}
+
+extern "C" fn in_forked_child() {
+    engine::after_fork_in_child();
 }
 
 extern "C" fn scan_thread(_: *mut c_void) -> *mut c_void {

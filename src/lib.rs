@@ -18,6 +18,17 @@
 //! `errno`.
 
 #![allow(clippy::missing_safety_doc)]
+// No std in the shared object: nothing here may allocate, and std would also
+// drag libgcc_s (unwinding) into every process we are preloaded into.
+#![cfg_attr(not(test), no_std)]
+
+/// `panic = "abort"` makes this unreachable in practice; it exists because a
+/// `no_std` library must name one. It never unwinds into C.
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_: &::core::panic::PanicInfo) -> ! {
+    unsafe { libc::abort() }
+}
 
 #[cfg(not(test))]
 mod api;

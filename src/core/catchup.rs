@@ -22,11 +22,13 @@
 //! whose bounds changed is advised again (a no-op for the kernel if it already
 //! is mergeable).
 //!
-//! Never allocates (tables live in one wipe-on-fork mapping; a forked child
-//! starts over), never blocks (a thread that finds a scan running returns).
+//! Never allocates (the tables are a zero-initialised static, touched only in
+//! `advise` mode; a forked child starts over through [`reset`]), never blocks
+//! (a thread that finds a scan running returns).
 
+use core::cell::UnsafeCell;
 use core::sync::atomic::{
-    AtomicBool, AtomicPtr, AtomicU64,
+    AtomicBool, AtomicU64,
     Ordering::{Acquire, Relaxed, Release},
 };
 
@@ -82,11 +84,12 @@ impl VmaSet {
     }
 }
 
-/// Per-process scan state, in a wipe-on-fork mapping. The sets come first so
-/// that each starts on a page boundary and can be emptied with `madvise`.
-#[repr(C)]
+/// Per-process scan state. Page-aligned, sets first, so each set starts on a
+/// page boundary and can be emptied with `madvise`.
+#[repr(C, align(4096))]
 struct State {
-    sets: [VmaSet; 2],
+    sets: UnsafeCell<[VmaSet; 2]>,
+    enabled: AtomicBool,
     scanning: AtomicBool,
     next_scan_ns: AtomicU64,
     backoff_shift: AtomicU64,
@@ -95,36 +98,55 @@ struct State {
     current: AtomicU64,
 }
 
-static STATE: AtomicPtr<State> = AtomicPtr::new(core::ptr::null_mut());
+// The sets are only touched by the thread that set `scanning`.
+unsafe impl Sync for State {}
+
+static STATE: State = unsafe { core::mem::zeroed() };
 static INTERVAL_NS: AtomicU64 = AtomicU64::new(0);
 
-/// Prepares catch-up (mapping its state) with a base interval; `0` disables.
+/// Turns catch-up on with a base interval; `0` leaves it off.
 pub fn enable(interval_ms: u64) {
-    if interval_ms == 0 {
-        return;
-    }
-    if let Ok(p) = sys::map_private_state(core::mem::size_of::<State>()) {
+    if interval_ms > 0 {
         INTERVAL_NS.store(interval_ms * 1_000_000, Relaxed);
-        STATE.store(p as *mut State, Release);
+        STATE.enabled.store(true, Release);
     }
 }
 
 pub fn enabled() -> bool {
-    !STATE.load(Relaxed).is_null()
+    STATE.enabled.load(Relaxed)
 }
 
-/// Cheap check from a hook: scan if the interval has passed and no other
-/// thread is scanning.
-#[inline]
+/// In a forked child: forget the parent's scan (a scan running in another
+/// thread at fork time never finishes in the child) and start over.
+pub fn reset() {
+    let state = &STATE;
+    let sets = unsafe { &mut *state.sets.get() };
+    clear(&mut sets[0]);
+    clear(&mut sets[1]);
+    for a in [
+        &state.next_scan_ns,
+        &state.backoff_shift,
+        &state.scans,
+        &state.current,
+    ] {
+        a.store(0, Relaxed);
+    }
+    state.scanning.store(false, Release);
+}
+
+/// Check from a hook (every so many calls): scan if the interval has passed
+/// and no other thread is scanning. Out of line, so the hooks' fast path
+/// carries no clock call.
+#[inline(never)]
+#[cold]
 pub fn poll(
     judge: &impl Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict,
     advise: &impl Fn(Range) -> bool,
 ) {
-    let p = STATE.load(Acquire);
-    if p.is_null() {
+    let state = &STATE;
+    if !state.enabled.load(Relaxed) {
         return;
     }
-    let state = unsafe { &*p };
     let now = sys::monotonic_coarse_ns();
     if now < state.next_scan_ns.load(Relaxed) {
         return;
@@ -137,9 +159,8 @@ pub fn scan(
     judge: &impl Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict,
     advise: &impl Fn(Range) -> bool,
 ) {
-    let p = STATE.load(Acquire);
-    if !p.is_null() {
-        scan_now(unsafe { &*p }, sys::monotonic_coarse_ns(), judge, advise);
+    if enabled() {
+        scan_now(&STATE, sys::monotonic_coarse_ns(), judge, advise);
     }
 }
 
@@ -161,7 +182,7 @@ fn scan_now(
     let previous = state.current.load(Relaxed) as usize & 1;
     let next = previous ^ 1;
     // Only the scanning thread touches the sets (guarded by `scanning`).
-    let sets = unsafe { &mut *(core::ptr::addr_of!(state.sets) as *mut [VmaSet; 2]) };
+    let sets = unsafe { &mut *state.sets.get() };
     clear(&mut sets[next]);
     let mut advised_any = false;
     let mut below: Option<(usize, usize, [u8; 4], u64)> = None;
@@ -225,12 +246,7 @@ fn clear(set: &mut VmaSet) {
 
 /// Scans completed in this process (for the report).
 pub fn scans() -> u64 {
-    let p = STATE.load(Acquire);
-    if p.is_null() {
-        0
-    } else {
-        unsafe { (*p).scans.load(Relaxed) }
-    }
+    STATE.scans.load(Relaxed)
 }
 
 #[cfg(test)]

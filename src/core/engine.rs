@@ -92,7 +92,6 @@ pub fn start(allocator_is_glibc: bool) {
             allocator_is_glibc,
         };
     }
-    crate::stats::counters::install();
     if active == Mode::Advise && allocator_is_glibc {
         // glibc never serves a block smaller than a page from its own mmap.
         let floor = config
@@ -112,7 +111,19 @@ pub fn start(allocator_is_glibc: bool) {
 }
 
 fn judge_vma(vma: &MapsLine, below: Option<&MapsLine>) -> VmaVerdict {
+    // The library's own zero-fill mapping (counters, tables) is never ours
+    // to merge: it is written constantly.
+    let own = crate::stats::counters::own_bss_address();
+    if vma.start <= own && own < vma.end {
+        return VmaVerdict::NotOurs;
+    }
     policy::judge_vma(vma, below, config())
+}
+
+/// In a forked child (`pthread_atfork`): counters and catch-up start over.
+pub fn after_fork_in_child() {
+    crate::stats::counters::reset();
+    catchup::reset();
 }
 
 fn advise_vma(range: Range) -> bool {
@@ -191,6 +202,35 @@ fn print_bad_value(bad: BadValue) {
     let _ = sys::write_all_no_sigpipe(2, w.as_bytes());
 }
 
+/// The whole VMAs that `range` lies in, when they are all private anonymous
+/// memory; otherwise `range` itself. A new mapping (or a glibc-mapped block)
+/// often shares its VMA with an anonymous neighbour the kernel merged it
+/// with; advising only the new part would split that VMA in two.
+fn whole_vmas(range: Range) -> Range {
+    let Ok(first) = sys::vma_at(range.start) else {
+        return range;
+    };
+    let mut whole = Range {
+        start: first.start,
+        end: first.end,
+    };
+    let mut private_anon = !first.shared && !first.file_backed;
+    while private_anon && whole.end < range.end {
+        match sys::vma_at(whole.end) {
+            Ok(next) if next.start == whole.end => {
+                private_anon = !next.shared && !next.file_backed;
+                whole.end = next.end;
+            }
+            _ => private_anon = false,
+        }
+    }
+    if private_anon && whole.start <= range.start && whole.end >= range.end {
+        whole
+    } else {
+        range
+    }
+}
+
 fn page_range(addr: usize, len: usize) -> Option<Range> {
     Range::covering(addr, len, page_size())
 }
@@ -235,7 +275,7 @@ pub fn after_mmap(addr: usize, len: usize, prot: i32, flags: i32) {
     let s = settings();
     match (s.active, policy::judge_mapping(len, prot, flags, &s.config)) {
         (Mode::Advise, Verdict::Merge) => {
-            let _ = advise(range, Source::Mmap);
+            let _ = advise(whole_vmas(range), Source::Mmap);
         }
         (Mode::Advise, Verdict::Skip(reason)) => counters().count_skipped(reason),
         // merge-any made it mergeable already; take excluded classes back out.
@@ -272,7 +312,7 @@ pub unsafe fn after_malloc_block(ptr: *mut u8, previous_was_mapping: bool) {
     };
     match policy::judge_class(mapping.len(), false, false, config()) {
         Verdict::Merge => {
-            let _ = advise(mapping, Source::Malloc);
+            let _ = advise(whole_vmas(mapping), Source::Malloc);
         }
         Verdict::Skip(reason) => counters().count_skipped(reason),
     }
@@ -312,7 +352,9 @@ pub fn threads_unmerge_their_stacks() -> bool {
 pub fn thread_stack_started(stack_addr: usize, stack_len: usize) {
     if let Some(range) = page_range(stack_addr, stack_len) {
         counters().count_skipped(SkipReason::Stack);
-        unmerge(range);
+        // The VMA also holds the thread's TLS above the stack proper: take
+        // it all, so the VMA is not split.
+        unmerge(whole_vmas(range));
     }
 }
 

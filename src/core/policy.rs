@@ -97,7 +97,7 @@ pub fn judge_class(len: usize, executable: bool, stack: bool, cfg: &Config) -> V
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VmaVerdict {
     /// Not private anonymous memory (files, shared memory, the kernel's
-    /// special mappings, our own state): never touched, never counted.
+    /// special mappings): never touched, never counted.
     NotOurs,
     Merge,
     Skip(SkipReason),
@@ -122,20 +122,15 @@ pub fn judge_vma(
     }
     let stack = match vma.class() {
         RegionClass::Stack => true,
-        RegionClass::Heap | RegionClass::Anon => {
-            if vma.name == crate::os::sys::OWN_MAPPING_NAME {
-                return VmaVerdict::NotOurs;
-            }
-            below.is_some_and(|g| {
-                g.end == vma.start
-                    && g.inode == 0
-                    && g.is_private()
-                    && &g.perms[..3] == b"---"
-                    && g.end - g.start <= MAX_GUARD
-                    && vma.perms[0] == b'r'
-                    && vma.perms[1] == b'w'
-            })
-        }
+        RegionClass::Heap | RegionClass::Anon => below.is_some_and(|g| {
+            g.end == vma.start
+                && g.inode == 0
+                && g.is_private()
+                && &g.perms[..3] == b"---"
+                && g.end - g.start <= MAX_GUARD
+                && vma.perms[0] == b'r'
+                && vma.perms[1] == b'w'
+        }),
         // [vdso], [vvar], [vsyscall], [uprobes]…
         RegionClass::Other => return VmaVerdict::NotOurs,
     };
@@ -328,7 +323,7 @@ mod tests {
     }
 
     #[test]
-    fn catch_up_takes_heap_arenas_and_reservations_but_not_files_or_own_state() {
+    fn catch_up_takes_heap_arenas_and_reservations_but_not_files_or_special_mappings() {
         let cfg = Config::default();
         assert_eq!(
             judge_vma(&vma("1000-9000 rw-p 00000000 00:00 0 [heap]"), None, &cfg),
@@ -370,14 +365,6 @@ mod tests {
         assert_eq!(
             judge_vma(
                 &vma("7f0000000000-7f0000002000 r--p 00000000 00:00 0 [vvar]"),
-                None,
-                &cfg
-            ),
-            VmaVerdict::NotOurs
-        );
-        assert_eq!(
-            judge_vma(
-                &vma("7f0000000000-7f0000001000 rw-p 00000000 00:00 0 [anon:ksmauto]"),
                 None,
                 &cfg
             ),

@@ -101,30 +101,6 @@ pub fn map_anonymous(len: usize) -> Result<*mut u8, Errno> {
     }
 }
 
-const PR_SET_VMA: i32 = 0x53564d41;
-const PR_SET_VMA_ANON_NAME: usize = 0;
-
-/// The name our own mappings carry in `/proc/self/maps` (where the kernel
-/// supports naming anonymous memory), so the catch-up scan passes them by.
-pub const OWN_MAPPING_NAME: &[u8] = b"[anon:ksmauto]";
-
-/// Memory for the library's own per-process state: zeroed in a forked child
-/// (`MADV_WIPEONFORK`), never merged (it is written constantly), and named
-/// `[anon:ksmauto]`.
-pub fn map_private_state(len: usize) -> Result<*mut u8, Errno> {
-    let p = map_anonymous(len)?;
-    let _ = madvise(p as usize, len, libc::MADV_WIPEONFORK);
-    let _ = madvise(p as usize, len, libc::MADV_UNMERGEABLE);
-    let _ = prctl(
-        PR_SET_VMA,
-        PR_SET_VMA_ANON_NAME,
-        p as usize,
-        len,
-        b"ksmauto\0".as_ptr() as usize,
-    );
-    Ok(p)
-}
-
 /// Nanoseconds on the coarse monotonic clock (vDSO: no system call, and it
 /// leaves `errno` alone on success, which is the only outcome for this clock).
 pub fn monotonic_coarse_ns() -> u64 {
@@ -142,6 +118,82 @@ pub fn sleep_ns(ns: u64) {
         tv_nsec: (ns % 1_000_000_000) as libc::c_long,
     };
     let _ = unsafe { syscall!(libc::SYS_nanosleep, &ts as *const libc::timespec, 0usize) };
+}
+
+/// One VMA as the kernel's `PROCMAP_QUERY` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmaInfo {
+    pub start: usize,
+    pub end: usize,
+    pub shared: bool,
+    pub file_backed: bool,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ProcmapQuery {
+    size: u64,
+    query_flags: u64,
+    query_addr: u64,
+    vma_start: u64,
+    vma_end: u64,
+    vma_flags: u64,
+    vma_page_size: u64,
+    vma_offset: u64,
+    inode: u64,
+    dev_major: u32,
+    dev_minor: u32,
+    vma_name_size: u32,
+    build_id_size: u32,
+    vma_name_addr: u64,
+    build_id_addr: u64,
+}
+
+/// `_IOWR('f', 17, struct procmap_query)`.
+const PROCMAP_QUERY: usize =
+    (3 << 30) | (core::mem::size_of::<ProcmapQuery>() << 16) | ((b'f' as usize) << 8) | 17;
+const PROCMAP_QUERY_VMA_SHARED: u64 = 0x08;
+
+static PROCMAP_QUERY_UNSUPPORTED: core::sync::atomic::AtomicBool =
+    core::sync::atomic::AtomicBool::new(false);
+
+/// The VMA containing `addr` (Linux 6.11+ `PROCMAP_QUERY`, one `ioctl` on a
+/// freshly opened `/proc/self/maps` — never a cached descriptor, which the
+/// program could have closed and reused). `Err(ENOTTY)` on older kernels,
+/// `Err(ENOENT)` when nothing is mapped there.
+pub fn vma_at(addr: usize) -> Result<VmaInfo, Errno> {
+    use core::sync::atomic::Ordering::Relaxed;
+    if PROCMAP_QUERY_UNSUPPORTED.load(Relaxed) {
+        return Err(libc::ENOTTY);
+    }
+    let fd = open(b"/proc/self/maps\0", libc::O_RDONLY, 0)?;
+    let mut q = ProcmapQuery {
+        size: core::mem::size_of::<ProcmapQuery>() as u64,
+        query_addr: addr as u64,
+        ..Default::default()
+    };
+    let result = unsafe {
+        syscall!(
+            libc::SYS_ioctl,
+            fd,
+            PROCMAP_QUERY,
+            &mut q as *mut ProcmapQuery
+        )
+    };
+    close(fd);
+    match result {
+        Ok(_) => Ok(VmaInfo {
+            start: q.vma_start as usize,
+            end: q.vma_end as usize,
+            shared: q.vma_flags & PROCMAP_QUERY_VMA_SHARED != 0,
+            file_backed: q.inode != 0 || q.dev_major != 0 || q.dev_minor != 0,
+        }),
+        Err(e @ (libc::ENOTTY | libc::EINVAL | libc::EOPNOTSUPP)) => {
+            PROCMAP_QUERY_UNSUPPORTED.store(true, Relaxed);
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// `path` must end with a NUL byte.
