@@ -203,10 +203,12 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
 }
 
 /// The shared body of the functions that return a block aligned to `align`.
+/// `pick` chooses the next function only after start-up has resolved it: a
+/// first call that arrives before our constructor must not see "missing".
 #[inline(always)]
 unsafe fn aligned(
     hook: Hook,
-    f: Option<crate::next::AlignedFn>,
+    pick: fn(&next::NextFunctions) -> Option<crate::next::AlignedFn>,
     align: usize,
     size: usize,
 ) -> *mut c_void {
@@ -214,7 +216,7 @@ unsafe fn aligned(
         return next::bootstrap_alloc(size, align.max(16).next_power_of_two());
     }
     counted(hook);
-    match f {
+    match pick(next()) {
         Some(f) => after_block(f(align, size), size),
         None => enomem(),
     }
@@ -222,30 +224,12 @@ unsafe fn aligned(
 
 #[no_mangle]
 pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
-    aligned(
-        Hook::AlignedAlloc,
-        if START.is_done() {
-            next().aligned_alloc
-        } else {
-            None
-        },
-        align,
-        size,
-    )
+    aligned(Hook::AlignedAlloc, |n| n.aligned_alloc, align, size)
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
-    aligned(
-        Hook::Memalign,
-        if START.is_done() {
-            next().memalign
-        } else {
-            None
-        },
-        align,
-        size,
-    )
+    aligned(Hook::Memalign, |n| n.memalign, align, size)
 }
 
 fn page() -> usize {
@@ -320,7 +304,7 @@ unsafe fn mmap_syscall(
 #[inline(always)]
 unsafe fn mapped(
     hook: Hook,
-    f: Option<crate::next::MmapFn>,
+    pick: fn(&next::NextFunctions) -> Option<crate::next::MmapFn>,
     addr: *mut c_void,
     len: usize,
     prot: c_int,
@@ -332,7 +316,7 @@ unsafe fn mapped(
         return mmap_syscall(addr, len, prot, flags, fd, off);
     }
     counted(hook);
-    let p = match f {
+    let p = match pick(next()) {
         Some(f) => f(addr, len, prot, flags, fd, off),
         None => mmap_syscall(addr, len, prot, flags, fd, off),
     };
@@ -351,16 +335,7 @@ pub unsafe extern "C" fn mmap(
     fd: c_int,
     off: libc::off_t,
 ) -> *mut c_void {
-    mapped(
-        Hook::Mmap,
-        if START.is_done() { next().mmap } else { None },
-        addr,
-        len,
-        prot,
-        flags,
-        fd,
-        off,
-    )
+    mapped(Hook::Mmap, |n| n.mmap, addr, len, prot, flags, fd, off)
 }
 
 #[no_mangle]
@@ -372,19 +347,11 @@ pub unsafe extern "C" fn mmap64(
     fd: c_int,
     off: libc::off_t,
 ) -> *mut c_void {
-    mapped(
-        Hook::Mmap64,
-        if START.is_done() { next().mmap64 } else { None },
-        addr,
-        len,
-        prot,
-        flags,
-        fd,
-        off,
-    )
+    mapped(Hook::Mmap64, |n| n.mmap64, addr, len, prot, flags, fd, off)
 }
 
-/// `mremap` is variadic in C (`new_address` only with `MREMAP_FIXED`); on the
+/// `mremap` is variadic in C (`new_address`, read with `MREMAP_FIXED` or
+/// `MREMAP_DONTUNMAP`); on the
 /// Linux ABIs we build for, a variadic integer argument travels exactly like
 /// a fixed one, so it is declared fixed and forwarded as it came.
 #[no_mangle]

@@ -92,6 +92,21 @@ impl<'a> BufWriter<'a> {
             .str(UNITS[unit])
     }
 
+    /// `s` with anything but printable ASCII shown as `\xNN`, so a value
+    /// from the environment can never break a one-line message in two.
+    pub fn printable(&mut self, s: &[u8]) -> &mut Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for &b in s {
+            match b {
+                0x20..=0x7e => self.bytes(&[b]),
+                _ => self
+                    .str("\\x")
+                    .bytes(&[HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]),
+            };
+        }
+        self
+    }
+
     /// `s` as the body of a JSON string (quotes not included).
     pub fn json_escaped(&mut self, s: &[u8]) -> &mut Self {
         const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -152,6 +167,14 @@ mod tests {
         w.str("abcdef").u64(123);
         assert_eq!(w.as_bytes(), b"abcd");
         assert!(w.truncated());
+    }
+
+    #[test]
+    fn printable_escapes_control_bytes() {
+        let mut buf = [0u8; 64];
+        let mut w = BufWriter::new(&mut buf);
+        w.printable(b"bo\ngus\xff ok");
+        assert_eq!(w.as_bytes(), b"bo\\x0agus\\xff ok");
     }
 
     #[test]

@@ -104,10 +104,17 @@ unsafe impl Sync for State {}
 static STATE: State = unsafe { core::mem::zeroed() };
 static INTERVAL_NS: AtomicU64 = AtomicU64::new(0);
 
-/// Turns catch-up on with a base interval; `0` leaves it off.
+/// Turns catch-up on with a base interval; `0` leaves it off. The first scan
+/// is due one interval from now: a command that is over sooner (`ls`, `true`
+/// in a shell pipeline) costs no scan, stays silent at exit, and would not
+/// have lived long enough for ksmd to merge anything anyway.
 pub fn enable(interval_ms: u64) {
     if interval_ms > 0 {
-        INTERVAL_NS.store(interval_ms * 1_000_000, Relaxed);
+        let interval = interval_ms * 1_000_000;
+        INTERVAL_NS.store(interval, Relaxed);
+        STATE
+            .next_scan_ns
+            .store(sys::monotonic_coarse_ns() + interval, Relaxed);
         STATE.enabled.store(true, Release);
     }
 }

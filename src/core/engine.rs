@@ -106,7 +106,6 @@ pub fn start(allocator_is_glibc: bool) {
     }
     if active == Mode::Advise {
         catchup::enable(config.scan_interval_ms);
-        catch_up_now();
     }
 }
 
@@ -193,7 +192,7 @@ fn print_bad_value(bad: BadValue) {
     w.str("ksmauto: ignoring ")
         .str(bad.variable)
         .str("=")
-        .bytes(&bad.value[..bad.value.len().min(200)]);
+        .printable(&bad.value[..bad.value.len().min(200)]);
     w.str(": expected ")
         .str(bad.expected)
         .str("; using the default (")
