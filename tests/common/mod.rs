@@ -3,7 +3,12 @@
 //!
 //! KSM tests call [`ksmd`]: it turns ksmd on (as the kernel's own KSM
 //! selftests do) with fast scanning and `smart_scan` off, and restores every
-//! setting when the last test of this binary is done with it. Where KSM cannot
+//! setting when the last test of this binary is done with it. KSM tests of one
+//! binary run one at a time (the guard holds a lock): programs of parallel
+//! tests fill pages with the same patterns, and ksmd would merge them across
+//! processes, blurring every per-process count. While a guard is held a
+//! "keeper" process with mergeable memory runs, because ksmd does not scan
+//! (and `full_scans` stands still) while no process has any. Where KSM cannot
 //! be used (no CONFIG_KSM, not root) the test prints a loud SKIPPED line and
 //! returns — unless `KSMAUTO_REQUIRE_KSM=1`, which turns that into a failure.
 #![allow(dead_code)]
@@ -186,15 +191,30 @@ const TUNABLES: [&str; 4] = ["run", "pages_to_scan", "sleep_millisecs", "smart_s
 struct KsmdState {
     users: usize,
     saved: Vec<(String, String)>,
+    keeper: Option<std::process::Child>,
 }
 
 static KSMD: Mutex<KsmdState> = Mutex::new(KsmdState {
     users: 0,
     saved: Vec::new(),
+    keeper: None,
 });
+static ONE_KSM_TEST_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// While held, ksmd runs with fast scanning and without smart_scan.
-pub struct KsmdGuard(());
+/// While held, ksmd runs with fast scanning and without smart_scan, and no
+/// other KSM test of this binary runs.
+pub struct KsmdGuard {
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+/// A sleeping process whose memory is mergeable (the preload in process mode).
+fn spawn_keeper() -> Option<std::process::Child> {
+    let mut cmd = Run::with("process")
+        .env("KSMAUTO_STATS", "off")
+        .command("sleep");
+    cmd.arg("3600").stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.spawn().ok()
+}
 
 fn read_ksm(name: &str) -> Option<String> {
     std::fs::read_to_string(format!("{KSM}/{name}"))
@@ -238,6 +258,9 @@ pub fn ksmd() -> Option<KsmdGuard> {
     if !Path::new(KSM).join("run").exists() {
         return skip_or_fail("this kernel has no KSM (/sys/kernel/mm/ksm/run missing)");
     }
+    let serial = ONE_KSM_TEST_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let mut st = KSMD.lock().unwrap_or_else(|e| e.into_inner());
     if st.users == 0 {
         let saved: Vec<(String, String)> = TUNABLES
@@ -263,9 +286,10 @@ pub fn ksmd() -> Option<KsmdGuard> {
             }
         }
         st.saved = saved;
+        st.keeper = spawn_keeper();
     }
     st.users += 1;
-    Some(KsmdGuard(()))
+    Some(KsmdGuard { _serial: serial })
 }
 
 impl Drop for KsmdGuard {
@@ -273,6 +297,10 @@ impl Drop for KsmdGuard {
         let mut st = KSMD.lock().unwrap_or_else(|e| e.into_inner());
         st.users -= 1;
         if st.users == 0 {
+            if let Some(mut keeper) = st.keeper.take() {
+                let _ = keeper.kill();
+                let _ = keeper.wait();
+            }
             // run last, so ksmd stops before its pace is put back.
             let mut saved = std::mem::take(&mut st.saved);
             saved.sort_by_key(|(n, _)| n != "run");
