@@ -17,24 +17,7 @@ fn api() -> PathBuf {
 }
 
 fn run_ok(run: &Run, args: &[&str]) -> String {
-    let out = run.output(api(), args);
-    let stdout = text(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "api {args:?}: {:?}\n{stdout}\n{}",
-        out.status,
-        text(&out.stderr)
-    );
-    stdout
-}
-
-fn flag(stdout: &str, key: &str) -> bool {
-    match field(stdout, key).as_deref() {
-        Some("1") => true,
-        Some("0") => false,
-        other => panic!("`{key}` is {other:?} in:\n{stdout}"),
-    }
+    common::run_ok(&api(), run, args)
 }
 
 fn kb(stdout: &str, key: &str) -> i64 {

@@ -19,25 +19,7 @@ use std::sync::OnceLock;
 
 const MODES: [&str; 4] = ["default", "advise", "process", "off"];
 
-/// Every function src/api.rs interposes, by its name in the stats JSON.
-const HOOKS: [&str; 16] = [
-    "malloc",
-    "calloc",
-    "realloc",
-    "reallocarray",
-    "free",
-    "posix_memalign",
-    "aligned_alloc",
-    "memalign",
-    "valloc",
-    "pvalloc",
-    "malloc_usable_size",
-    "mmap",
-    "mmap64",
-    "mremap",
-    "munmap",
-    "pthread_create",
-];
+const HOOKS: [&str; 16] = HOOK_NAMES;
 
 fn hooks() -> std::path::PathBuf {
     compile_c("tests/c/hooks.c", &[])

@@ -14,24 +14,7 @@ fn modes() -> PathBuf {
 }
 
 fn run_ok(run: &Run, args: &[&str]) -> String {
-    let out = run.output(modes(), args);
-    let stdout = text(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "modes {args:?}: {:?}\n{stdout}\n{}",
-        out.status,
-        text(&out.stderr)
-    );
-    stdout
-}
-
-fn flag(stdout: &str, key: &str) -> bool {
-    match field(stdout, key).as_deref() {
-        Some("1") => true,
-        Some("0") => false,
-        other => panic!("`{key}` is {other:?} in:\n{stdout}"),
-    }
+    common::run_ok(&modes(), run, args)
 }
 
 /// Runs `modes <args>` with a JSON report to a file; returns stdout and the report.

@@ -24,38 +24,18 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ksm_probe.h"
+
 static size_t page;
 static long pages = 1024;
 static unsigned char **page_ptrs; /* every duplicate page, whatever the path */
 static long n_ptrs;
 
-static long read_long(const char *path, const char *key) {
-    char line[256];
-    long v = -1;
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    while (fgets(line, sizeof line, f)) {
-        size_t k = key ? strlen(key) : 0;
-        if (!key) { v = atol(line); break; }
-        if (strncmp(line, key, k) == 0 && line[k] == ' ') { v = atol(line + k + 1); break; }
-    }
-    fclose(f);
-    return v;
-}
+static long merged(void) { return probe_merged_pages(); }
 
-static long merged(void) {
-    long m = read_long("/proc/self/ksm_stat", "ksm_merging_pages");
-    long z = read_long("/proc/self/ksm_stat", "ksm_zero_pages");
-    return (m > 0 ? m : 0) + (z > 0 ? z : 0);
-}
+static long full_scans(void) { return probe_full_scans(); }
 
-static long full_scans(void) { return read_long("/sys/kernel/mm/ksm/full_scans", NULL); }
-
-static void wait_scans(long n) {
-    long target = full_scans() + n;
-    time_t deadline = time(NULL) + 120;
-    while (full_scans() < target && time(NULL) < deadline) usleep(10000);
-}
+static void wait_scans(int n) { probe_wait_full_scans(n, 120); }
 
 /* Same content on every page (not zero, so the zero-page path is not used). */
 static void fill_dup(unsigned char *p) {

@@ -174,6 +174,50 @@ pub fn field(output: &str, key: &str) -> Option<String> {
     })
 }
 
+/// A `key 0|1` line of `output` as a bool (panics if missing or other).
+pub fn flag(output: &str, key: &str) -> bool {
+    match field(output, key).as_deref() {
+        Some("1") => true,
+        Some("0") => false,
+        other => panic!("`{key}` is {other:?} in:\n{output}"),
+    }
+}
+
+/// Runs `program args` under `run`, asserts exit status 0, returns stdout.
+pub fn run_ok(program: &Path, run: &Run, args: &[&str]) -> String {
+    let out = run.output(program, args);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{} {args:?}: {:?}\n{stdout}\n{}",
+        program.display(),
+        out.status,
+        text(&out.stderr)
+    );
+    stdout
+}
+
+/// Every function src/api.rs interposes, by its name in the stats JSON.
+pub const HOOK_NAMES: [&str; 16] = [
+    "malloc",
+    "calloc",
+    "realloc",
+    "reallocarray",
+    "free",
+    "posix_memalign",
+    "aligned_alloc",
+    "memalign",
+    "valloc",
+    "pvalloc",
+    "malloc_usable_size",
+    "mmap",
+    "mmap64",
+    "mremap",
+    "munmap",
+    "pthread_create",
+];
+
 pub fn field_u64(output: &str, key: &str) -> u64 {
     field(output, key)
         .unwrap_or_else(|| panic!("no `{key}` in output:\n{output}"))
