@@ -68,6 +68,10 @@ impl Report {
             }
             w.str(")");
         }
+        if self.active_mode == Mode::Process {
+            // The kernel marks memory itself; only exclusions pass through us.
+            w.str("; all anonymous memory mergeable (PR_SET_MEMORY_MERGE)");
+        }
         w.str("; advised ")
             .u64(c.total_advised_regions())
             .str(" regions, ")
@@ -373,6 +377,15 @@ mod tests {
         for line in text.lines() {
             assert!(line.len() < 240, "{line}");
         }
+    }
+
+    #[test]
+    fn text_report_of_process_mode_says_the_kernel_marks_everything() {
+        let mut r = sample();
+        r.active_mode = Mode::Process;
+        r.fallback_errno = None;
+        let text = render(&r, false);
+        assert!(text.contains("mode process (requested auto); all anonymous memory mergeable (PR_SET_MEMORY_MERGE)"), "{text}");
     }
 
     #[test]
