@@ -18,8 +18,14 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+/// The repository (workspace root), also from a member's tests (`cli/`).
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    if here.join("include/ksmauto.h").exists() {
+        here
+    } else {
+        here.parent().unwrap().to_path_buf()
+    }
 }
 
 fn target_dir() -> PathBuf {

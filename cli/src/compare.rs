@@ -1,0 +1,303 @@
+//! `ksmauto compare`: N copies of a command without, then with the preload;
+//! memory sampled until it settles, set against the estimator's ideal.
+
+use crate::util::*;
+use crate::{estimate, ksm, run};
+use anyhow::Result;
+use serde::Serialize;
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Serialize, Debug, Clone, Copy, Default)]
+pub struct Sample {
+    pub t: f64,
+    pub processes: usize,
+    pub rss_bytes: u64,
+    pub pss_bytes: u64,
+    pub merging_pages: u64,
+    pub zero_pages: u64,
+    pub profit: i64,
+    pub full_scans: u64,
+}
+
+#[derive(Serialize, Debug)]
+pub struct Phase {
+    pub preload: bool,
+    pub pids: Vec<i32>,
+    /// `settled`, `exited` or `timeout`.
+    pub ended: String,
+    pub last: Sample,
+    pub samples: Vec<Sample>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct Comparison {
+    pub command: Vec<String>,
+    pub workers: usize,
+    pub mode: String,
+    pub without: Phase,
+    pub with: Phase,
+    pub saved_pss_bytes: i64,
+    pub ideal_savings_bytes: Option<u64>,
+    pub percent_of_ideal: Option<f64>,
+    pub estimate: Option<estimate::Estimate>,
+}
+
+fn sample(pgids: &[i32], t0: Instant) -> (Sample, Vec<i32>) {
+    let pids = pids_in_groups(pgids);
+    let mut s = Sample {
+        t: t0.elapsed().as_secs_f64(),
+        full_scans: ksm::read_u64("full_scans").unwrap_or(0),
+        ..Default::default()
+    };
+    for &pid in &pids {
+        if let Some((rss, pss)) = rss_pss(pid) {
+            s.processes += 1;
+            s.rss_bytes += rss;
+            s.pss_bytes += pss;
+        }
+        if let Some(k) = ksm_stat(pid) {
+            s.merging_pages += k.merging_pages;
+            s.zero_pages += k.zero_pages;
+            s.profit += k.profit;
+        }
+    }
+    (s, pids)
+}
+
+fn stop(children: &mut [Child]) {
+    for c in children.iter() {
+        unsafe { libc::kill(-(c.id() as i32), libc::SIGTERM) };
+    }
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(3) {
+        if children.iter_mut().all(|c| matches!(c.try_wait(), Ok(Some(_)))) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for c in children.iter_mut() {
+        unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
+        let _ = c.wait();
+    }
+}
+
+struct Settings<'a> {
+    cmd: &'a [OsString],
+    workers: usize,
+    timeout: Duration,
+    lib: Option<&'a Path>,
+    mode: &'a str,
+    quiet: bool,
+}
+
+fn phase(s: &Settings, preload: bool, want_estimate: bool) -> Result<(Phase, Option<estimate::Estimate>)> {
+    let mut children = vec![];
+    for _ in 0..s.workers {
+        let mut c = Command::new(&s.cmd[0]);
+        c.args(&s.cmd[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .process_group(0);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("KSMAUTO_") && k != "KSMAUTO_SYSFS_KSM" {
+                c.env_remove(k);
+            }
+        }
+        if preload {
+            c.env("LD_PRELOAD", run::preload_value(s.lib.unwrap()))
+                .env("KSMAUTO_MODE", s.mode)
+                .env("KSMAUTO_STATS", "off");
+        } else {
+            c.env_remove("LD_PRELOAD");
+        }
+        match c.spawn() {
+            Ok(ch) => children.push(ch),
+            Err(e) => {
+                stop(&mut children);
+                return Err(run::spawn_error(&s.cmd[0], e));
+            }
+        }
+    }
+    let pgids: Vec<i32> = children.iter().map(|c| c.id() as i32).collect();
+    let ksmd_on = ksm::read_u64("run") == Some(1);
+    let t0 = Instant::now();
+    let scans0 = ksm::read_u64("full_scans").unwrap_or(0);
+    let mut samples: Vec<Sample> = vec![];
+    let mut last_pids = vec![];
+    let ended;
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let (smp, pids) = sample(&pgids, t0);
+        if smp.processes == 0 {
+            ended = "exited";
+            break;
+        }
+        last_pids = pids;
+        samples.push(smp);
+        if !s.quiet && isatty(2) {
+            eprint!(
+                "\r{} t={:5.1}s procs {} PSS {} merged pages {}   ",
+                if preload { "with   " } else { "without" },
+                smp.t,
+                smp.processes,
+                human_bytes(smp.pss_bytes),
+                smp.merging_pages + smp.zero_pages
+            );
+        }
+        let n = samples.len();
+        let scanned = !ksmd_on || smp.full_scans >= scans0 + 3;
+        if scanned && n >= 3 {
+            let w = &samples[n - 3..];
+            let max = w.iter().map(|x| x.pss_bytes).max().unwrap_or(0) as f64;
+            let min = w.iter().map(|x| x.pss_bytes).min().unwrap_or(0) as f64;
+            if max > 0.0 && (max - min) / max < 0.01 {
+                ended = "settled";
+                break;
+            }
+        }
+        if t0.elapsed() >= s.timeout {
+            ended = "timeout";
+            break;
+        }
+    }
+    if !s.quiet && isatty(2) {
+        eprintln!();
+    }
+    let est = if want_estimate && ended != "exited" {
+        estimate::estimate(&last_pids, false).ok()
+    } else {
+        None
+    };
+    stop(&mut children);
+    Ok((
+        Phase {
+            preload,
+            pids: last_pids,
+            ended: ended.into(),
+            last: samples.last().copied().unwrap_or_default(),
+            samples,
+        },
+        est,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn compare(
+    cmd: &[OsString],
+    workers: usize,
+    mode: &str,
+    timeout: Duration,
+    lib: Option<&Path>,
+    svg: Option<&Path>,
+    json: bool,
+) -> Result<Comparison> {
+    ksm::require_ksm()?;
+    let lib = run::find_lib(lib)?;
+    if ksm::read_u64("run") != Some(1) && !json {
+        eprintln!("ksmauto: warning: ksmd is not running: nothing will merge (`ksmauto ksmd --on`)");
+    }
+    let st = Settings {
+        cmd,
+        workers,
+        timeout,
+        lib: Some(&lib),
+        mode,
+        quiet: json,
+    };
+    let (without, est) = phase(&st, false, true)?;
+    let (with, _) = phase(&st, true, false)?;
+    let saved = without.last.pss_bytes as i64 - with.last.pss_bytes as i64;
+    let ideal = est.as_ref().map(|e| e.ideal_savings_bytes);
+    let c = Comparison {
+        command: cmd.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
+        workers,
+        mode: mode.into(),
+        saved_pss_bytes: saved,
+        ideal_savings_bytes: ideal,
+        percent_of_ideal: ideal.filter(|&i| i > 0).map(|i| saved as f64 * 100.0 / i as f64),
+        estimate: est,
+        without,
+        with,
+    };
+    if let Some(path) = svg {
+        chart(&c, path)?;
+    }
+    Ok(c)
+}
+
+pub fn render_text(c: &Comparison) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let (a, b) = (&c.without.last, &c.with.last);
+    let _ = writeln!(
+        o,
+        "{} x {} (mode {}); without: {}, with: {}",
+        c.workers,
+        c.command.join(" "),
+        c.mode,
+        c.without.ended,
+        c.with.ended
+    );
+    let _ = writeln!(o, "{:<16} {:>14} {:>14} {:>14}", "", "WITHOUT", "WITH", "SAVED");
+    let row = |o: &mut String, name: &str, x: i64, y: i64, bytes: bool| {
+        let f = |v: i64| if bytes { human_bytes_i(v) } else { v.to_string() };
+        let _ = writeln!(o, "{name:<16} {:>14} {:>14} {:>14}", f(x), f(y), f(x - y));
+    };
+    row(&mut o, "processes", a.processes as i64, b.processes as i64, false);
+    row(&mut o, "RSS", a.rss_bytes as i64, b.rss_bytes as i64, true);
+    row(&mut o, "PSS", a.pss_bytes as i64, b.pss_bytes as i64, true);
+    let _ = writeln!(
+        o,
+        "{:<16} {:>14} {:>14}",
+        "merged pages",
+        a.merging_pages + a.zero_pages,
+        b.merging_pages + b.zero_pages
+    );
+    let _ = writeln!(o, "{:<16} {:>14} {:>14}", "KSM profit", human_bytes_i(a.profit), human_bytes_i(b.profit));
+    match (c.ideal_savings_bytes, c.percent_of_ideal) {
+        (Some(i), Some(p)) => {
+            let _ = writeln!(o, "estimator's ideal: {}; PSS saved = {p:.0}% of ideal", human_bytes(i));
+        }
+        (Some(i), None) => {
+            let _ = writeln!(o, "estimator's ideal: {}", human_bytes(i));
+        }
+        _ => {
+            let _ = writeln!(o, "estimator's ideal: n/a (processes exited before settling)");
+        }
+    }
+    o
+}
+
+fn chart(c: &Comparison, path: &Path) -> Result<()> {
+    use plotters::prelude::*;
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let series = |p: &Phase| p.samples.iter().map(|s| (s.t, mib(s.pss_bytes))).collect::<Vec<_>>();
+    let (a, b) = (series(&c.without), series(&c.with));
+    let xmax = a.iter().chain(&b).map(|p| p.0).fold(1.0, f64::max);
+    let ymax = a.iter().chain(&b).map(|p| p.1).fold(1.0, f64::max) * 1.1;
+    let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let root = SVGBackend::new(path, (800, 450)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut ch = ChartBuilder::on(&root)
+            .caption(format!("PSS of {} x {}", c.workers, c.command.join(" ")), ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..xmax, 0.0..ymax)?;
+        ch.configure_mesh().x_desc("seconds").y_desc("PSS (MiB)").draw()?;
+        ch.draw_series(LineSeries::new(a, &RED))?
+            .label("without ksmauto")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
+        ch.draw_series(LineSeries::new(b, &BLUE))?
+            .label(format!("with ksmauto ({})", c.mode))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE));
+        ch.configure_series_labels().background_style(WHITE).border_style(BLACK).draw()?;
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|e| fail(EXIT_RUNTIME, format!("cannot write {}: {e}", path.display())))
+}

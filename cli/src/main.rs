@@ -1,0 +1,234 @@
+//! `ksmauto`: run programs with libksmauto, see what KSM does, and estimate
+//! what it could do. Exit codes: 0 ok, 1 runtime error, 2 usage error,
+//! 3 no such process, 4 permission denied, 5 kernel without KSM; `run`
+//! exits with the command's status (128 + signal if killed).
+
+mod compare;
+mod estimate;
+mod ksm;
+mod run;
+mod util;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "ksmauto",
+    version,
+    about = "Make programs' memory mergeable by KSM, and see what it saves",
+    after_help = "Exit codes: 0 ok, 1 runtime error, 2 usage error, 3 no such process, \
+                  4 permission denied, 5 kernel without KSM; `run` exits with the command's status."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    Auto,
+    Advise,
+    Process,
+    Off,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Auto => "auto",
+            Mode::Advise => "advise",
+            Mode::Process => "process",
+            Mode::Off => "off",
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Scan {
+    Fast,
+    Default,
+    Advisor,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a command with libksmauto preloaded, then summarize every process of its tree
+    Run {
+        /// KSMAUTO_MODE for the command
+        #[arg(long, value_enum)]
+        mode: Option<Mode>,
+        /// The library (default: next to this binary, ../release, ../lib, /usr/local/lib)
+        #[arg(long)]
+        lib: Option<PathBuf>,
+        /// Print the summary as JSON on stdout instead of text on stderr
+        #[arg(long)]
+        json: bool,
+        /// The command and its arguments
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, num_args = 1..)]
+        command: Vec<OsString>,
+    },
+    /// Show the kernel's KSM state in plain words, and the processes using it
+    Status {
+        #[arg(long, conflicts_with = "prometheus")]
+        json: bool,
+        /// Prometheus text exposition format (node_exporter textfile collector)
+        #[arg(long)]
+        prometheus: bool,
+        /// Refresh every SECS seconds until interrupted
+        #[arg(long, value_name = "SECS")]
+        watch: Option<f64>,
+    },
+    /// Predict what KSM could save in running processes (read-only)
+    Estimate {
+        #[arg(required = true, num_args = 1..)]
+        pids: Vec<i32>,
+        #[arg(long)]
+        json: bool,
+        /// Per-process table and scan speed
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Run N copies of a command without, then with the preload, and compare memory
+    Compare {
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        #[arg(long, value_enum, default_value = "auto")]
+        mode: Mode,
+        /// Longest time to wait for memory to settle, per run
+        #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+        settle_timeout: f64,
+        #[arg(long)]
+        lib: Option<PathBuf>,
+        /// Write a chart of PSS over time (SVG)
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, num_args = 1..)]
+        command: Vec<OsString>,
+    },
+    /// Turn ksmd on or off and set its scan pace (root)
+    Ksmd {
+        #[arg(long, conflicts_with = "off")]
+        on: bool,
+        #[arg(long)]
+        off: bool,
+        #[arg(long, value_enum)]
+        scan: Option<Scan>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn print_status(json: bool, prometheus: bool) -> Result<()> {
+    let s = ksm::status()?;
+    if json {
+        println!("{}", serde_json::to_string(&s)?);
+    } else if prometheus {
+        print!("{}", ksm::render_prometheus(&s));
+    } else {
+        print!("{}", ksm::render_text(&s));
+    }
+    Ok(())
+}
+
+fn real_main() -> Result<i32> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Run { mode, lib, json, command } => {
+            run::run(mode.map(Mode::name), lib.as_deref(), json, &command)
+        }
+        Cmd::Status { json, prometheus, watch } => {
+            match watch {
+                None => print_status(json, prometheus)?,
+                Some(secs) => {
+                    if !(secs > 0.0) {
+                        return Err(util::fail(2, "--watch needs a positive number of seconds"));
+                    }
+                    loop {
+                        let s = ksm::status()?;
+                        let text = if json {
+                            serde_json::to_string(&s)? + "\n"
+                        } else if prometheus {
+                            ksm::render_prometheus(&s)
+                        } else {
+                            ksm::render_text(&s)
+                        };
+                        print!("\x1b[H\x1b[2J{text}");
+                        use std::io::Write;
+                        let _ = std::io::stdout().flush();
+                        std::thread::sleep(Duration::from_secs_f64(secs));
+                    }
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Estimate { pids, json, verbose } => {
+            let e = estimate::estimate(&pids, !json)?;
+            if json {
+                println!("{}", serde_json::to_string(&e)?);
+            } else {
+                print!("{}", estimate::render_text(&e, verbose));
+            }
+            Ok(0)
+        }
+        Cmd::Compare { workers, mode, settle_timeout, lib, svg, json, command } => {
+            if workers == 0 {
+                return Err(util::fail(2, "--workers must be at least 1"));
+            }
+            let c = compare::compare(
+                &command,
+                workers,
+                mode.name(),
+                Duration::from_secs_f64(settle_timeout.max(0.5)),
+                lib.as_deref(),
+                svg.as_deref(),
+                json,
+            )?;
+            if json {
+                println!("{}", serde_json::to_string(&c)?);
+            } else {
+                print!("{}", compare::render_text(&c));
+            }
+            Ok(0)
+        }
+        Cmd::Ksmd { on, off, scan, json } => {
+            let scan = scan.map(|s| match s {
+                Scan::Fast => "fast",
+                Scan::Default => "default",
+                Scan::Advisor => "advisor",
+            });
+            ksm::ksmd(on, off, scan)?;
+            print_status(json, false)?;
+            Ok(0)
+        }
+    }
+}
+
+fn main() {
+    // Die quietly on a closed pipe (`ksmauto status | head`), like other tools.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // Never show a panic message or a stack trace: one line, exit 1.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unexpected failure".into());
+        eprintln!("ksmauto: internal error: {}", msg.lines().next().unwrap_or(""));
+        std::process::exit(1);
+    }));
+    match real_main() {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("ksmauto: {}", msg.join(": ").replace('\n', " "));
+            std::process::exit(util::exit_code(&e));
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Errors with exit codes, /proc helpers and number formatting.
+
+use std::fmt;
+use std::io;
+
+/// Exit codes scripts can rely on (see README-section.md).
+pub const EXIT_RUNTIME: i32 = 1;
+pub const EXIT_NO_PID: i32 = 3;
+pub const EXIT_PERM: i32 = 4;
+pub const EXIT_NO_KSM: i32 = 5;
+
+/// An error that knows which exit code it maps to.
+#[derive(Debug)]
+pub struct Coded {
+    pub code: i32,
+    pub msg: String,
+}
+
+impl fmt::Display for Coded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+impl std::error::Error for Coded {}
+
+pub fn fail(code: i32, msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Coded {
+        code,
+        msg: msg.into(),
+    })
+}
+
+/// The exit code of an error chain: the first `Coded` in it, else a
+/// permission error anywhere in it, else 1.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    for cause in e.chain() {
+        if let Some(c) = cause.downcast_ref::<Coded>() {
+            return c.code;
+        }
+        if let Some(io) = cause.downcast_ref::<io::Error>() {
+            if io.kind() == io::ErrorKind::PermissionDenied {
+                return EXIT_PERM;
+            }
+        }
+    }
+    EXIT_RUNTIME
+}
+
+/// Maps an I/O error on `/proc/PID/...` to a coded error.
+pub fn proc_err(pid: i32, what: &str, e: io::Error) -> anyhow::Error {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ESRCH) => {
+            fail(EXIT_NO_PID, format!("no such process: {pid}"))
+        }
+        Some(libc::EACCES) | Some(libc::EPERM) => fail(
+            EXIT_PERM,
+            format!("permission denied: cannot read {what} of pid {pid} (run as root or as its owner)"),
+        ),
+        _ => fail(EXIT_RUNTIME, format!("cannot read {what} of pid {pid}: {e}")),
+    }
+}
+
+pub fn page_size() -> u64 {
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as u64 }
+}
+
+pub fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub fn isatty(fd: i32) -> bool {
+    unsafe { libc::isatty(fd) == 1 }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    human_bytes_i(n as i64)
+}
+
+pub fn human_bytes_i(n: i64) -> String {
+    let sign = if n < 0 { "-" } else { "" };
+    let a = n.unsigned_abs() as f64;
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = a;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{sign}{} B", a as u64)
+    } else {
+        format!("{sign}{v:.1} {}", UNITS[u])
+    }
+}
+
+pub fn comm(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// `/proc/PID/ksm_stat`, as far as the kernel has it.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct KsmStat {
+    pub rmap_items: u64,
+    pub merging_pages: u64,
+    pub zero_pages: u64,
+    pub profit: i64,
+    pub merge_any: bool,
+    pub mergeable: bool,
+}
+
+pub fn ksm_stat(pid: i32) -> Option<KsmStat> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/ksm_stat")).ok()?;
+    let mut k = KsmStat::default();
+    for line in s.lines() {
+        let (key, v) = match line.split_once(' ') {
+            Some(x) => x,
+            None => continue,
+        };
+        let v = v.trim();
+        match key.trim_end_matches(':') {
+            "ksm_rmap_items" => k.rmap_items = v.parse().unwrap_or(0),
+            "ksm_merging_pages" => k.merging_pages = v.parse().unwrap_or(0),
+            "ksm_zero_pages" => k.zero_pages = v.parse().unwrap_or(0),
+            "ksm_process_profit" => k.profit = v.parse().unwrap_or(0),
+            "ksm_merge_any" => k.merge_any = v == "yes",
+            "ksm_mergeable" => k.mergeable = v == "yes",
+            _ => {}
+        }
+    }
+    Some(k)
+}
+
+/// `Rss` and `Pss` of `/proc/PID/smaps_rollup`, in bytes.
+pub fn rss_pss(pid: i32) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let get = |k: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    };
+    Some((get("Rss:")? * 1024, get("Pss:")? * 1024))
+}
+
+/// All pids whose process group is one of `pgids`.
+pub fn pids_in_groups(pgids: &[i32]) -> Vec<i32> {
+    let mut out = vec![];
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the last ')' : state ppid pgrp ...
+        let Some(rest) = stat.rsplit_once(')').map(|x| x.1) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.len() > 2 && f[0] != "Z" {
+            if let Ok(pg) = f[2].parse::<i32>() {
+                if pgids.contains(&pg) {
+                    out.push(pid);
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}

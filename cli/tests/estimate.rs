@@ -1,0 +1,124 @@
+//! `ksmauto estimate` against programs with known page contents
+//! (cli/tests/c/dups.c: 1500 identical pages, 300 zero-filled, 200 unique).
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+/// 1499 from the identical pages + 299 from the zero-filled ones.
+const IDEAL: f64 = 1798.0;
+
+struct Dups {
+    child: Child,
+    /// The forked child's pid, with `fork`.
+    forked: Option<i32>,
+}
+
+impl Drop for Dups {
+    fn drop(&mut self) {
+        if let Some(p) = self.forked {
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn dups(args: &[&str]) -> Dups {
+    let prog = common::compile_c("cli/tests/c/dups.c", &[]);
+    let mut child = common::Run::without()
+        .command(&prog)
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.starts_with("ready"), "{line}");
+    let forked = line.split_whitespace().nth(1).map(|p| p.parse().unwrap());
+    Dups { child, forked }
+}
+
+fn estimate(pids: &[i32]) -> serde_json::Value {
+    let o = Command::new(env!("CARGO_BIN_EXE_ksmauto"))
+        .arg("estimate")
+        .args(pids.iter().map(|p| p.to_string()))
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", common::text(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn within(v: &serde_json::Value, want: f64) {
+    let got = v.as_f64().unwrap();
+    assert!((got - want).abs() <= want * 0.02, "got {got}, want {want} ± 2%");
+}
+
+fn root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn one_process_ideal_is_the_known_duplicate_count() {
+    let d = dups(&[]);
+    let v = estimate(&[d.child.id() as i32]);
+    within(&v["ideal_savings_pages"], IDEAL);
+    within(&v["zero_pages"], 300.0);
+    assert_eq!(
+        v["ideal_savings_pages_use_zero_pages"].as_u64().unwrap(),
+        v["ideal_savings_pages"].as_u64().unwrap() + 1
+    );
+    assert_eq!(v["ideal_savings_bytes"].as_u64().unwrap(), v["ideal_savings_pages"].as_u64().unwrap() * v["page_size"].as_u64().unwrap());
+    assert!(v["pages_scanned"].as_u64().unwrap() >= 2000);
+    assert!(v["mb_per_second"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["top_regions"][0]["region"], "anon");
+    within(&v["top_regions"][0]["duplicate_pages"], IDEAL);
+    if root() {
+        assert_eq!(v["already_merged_pages"], 0, "not mergeable, so nothing merged");
+        assert_eq!(v["pfn_available"], true);
+    }
+}
+
+#[test]
+fn frames_shared_by_fork_are_not_savings() {
+    if !root() {
+        eprintln!("SKIPPED: page frame numbers need root");
+        return;
+    }
+    let d = dups(&["fork"]);
+    let v = estimate(&[d.child.id() as i32, d.forked.unwrap()]);
+    // Twice the pages, the same frames: the same ideal as one process.
+    assert!(v["pages_scanned"].as_u64().unwrap() >= 4000);
+    within(&v["ideal_savings_pages"], IDEAL);
+    assert!(v["shared_frame_mappings"].as_u64().unwrap() >= 2000, "{v}");
+    within(&v["zero_pages"], 300.0);
+}
+
+#[test]
+fn two_processes_with_the_same_content_double_the_savings() {
+    let a = dups(&[]);
+    let b = dups(&[]);
+    let v = estimate(&[a.child.id() as i32, b.child.id() as i32]);
+    // 3000 identical pages → 2999 freed, 600 zero pages → 599, and the 200
+    // "unique" pages are unique within a process but the same in both → 200.
+    within(&v["ideal_savings_pages"], 3798.0);
+    within(&v["within_process_savings_pages"], 2.0 * IDEAL);
+    assert_eq!(v["processes"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn text_output_names_the_numbers() {
+    let d = dups(&[]);
+    let o = Command::new(env!("CARGO_BIN_EXE_ksmauto"))
+        .args(["estimate", "-v", &d.child.id().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let t = common::text(&o.stdout);
+    for s in ["ideal savings:", "zero pages:", "top duplicate sources:", "MB/s"] {
+        assert!(t.contains(s), "{t}");
+    }
+}
