@@ -10,10 +10,14 @@ use common::*;
 const PAGES: &str = "1024";
 
 fn merged(path: &str, mode: &str) -> u64 {
+    merged_with(path, Run::with(mode))
+}
+
+/// Runs the coverage program for `path`; returns the pages KSM merged.
+fn merged_with(path: &str, run: Run) -> u64 {
+    let mode = format!("{:?}", run.env);
     let prog = compile_c("tests/c/coverage.c", &[]);
-    let out = Run::with(mode)
-        .env("KSMAUTO_STATS", "off")
-        .output(&prog, &[path, PAGES]);
+    let out = run.env("KSMAUTO_STATS", "off").output(&prog, &[path, PAGES]);
     let stdout = text(&out.stdout);
     assert!(
         out.status.success(),
@@ -88,4 +92,25 @@ fn memory_of_a_forked_child() {
 #[test]
 fn memory_of_an_execd_child() {
     advise_reaches_process("exec");
+}
+
+/// Memory mapped with a raw system call by a program that then never calls
+/// the allocator again is out of reach of the activity-driven catch-up; the
+/// opt-in scan thread reaches it.
+#[test]
+fn quiet_program_needs_the_opt_in_scan_thread() {
+    let Some(_ksmd) = ksmd() else { return };
+    let dup: u64 = PAGES.parse().unwrap();
+    let without_thread = merged_with("quiet", Run::with("advise"));
+    let with_thread = merged_with("quiet", Run::with("advise").env("KSMAUTO_SCAN_THREAD", "1"));
+    let process = merged("quiet", "process");
+    eprintln!("quiet: advise {without_thread}, advise+thread {with_thread}, process {process}");
+    assert!(
+        without_thread < dup / 10,
+        "the quiet program's pages merged without a scan thread: {without_thread}"
+    );
+    assert!(
+        with_thread * 100 >= process * 95,
+        "advise with the scan thread merged {with_thread}, under 95% of process mode's {process}"
+    );
 }

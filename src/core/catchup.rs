@@ -20,7 +20,8 @@
 //! found advised in the previous scan (a fixed-size hash set, two
 //! generations); a VMA that reappears with the same bounds is skipped, one
 //! whose bounds changed is advised again (a no-op for the kernel if it already
-//! is mergeable).
+//! is mergeable). A VMA the kernel refused is not retried until its bounds
+//! change (the refusal is counted once, not every scan).
 //!
 //! Never allocates (the tables are a zero-initialised static, touched only in
 //! `advise` mode; a forked child starts over through [`reset`]), never blocks
@@ -126,6 +127,9 @@ pub fn enabled() -> bool {
 /// In a forked child: forget the parent's scan (a scan running in another
 /// thread at fork time never finishes in the child) and start over.
 pub fn reset() {
+    if !enabled() {
+        return;
+    }
     let state = &STATE;
     let sets = unsafe { &mut *state.sets.get() };
     clear(&mut sets[0]);
