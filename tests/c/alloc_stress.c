@@ -4,8 +4,10 @@
  * 4096 live blocks each and checking their contents. At the peak it counts
  * the process's VMAs (/proc/self/maps lines).
  *
- *   alloc_stress [THREADS] [OPS_PER_THREAD] [SEED] [mixed|small]
- * "small" keeps every block under 512 bytes (the malloc/free hot loop).
+ *   alloc_stress [THREADS] [OPS_PER_THREAD] [SEED] [mixed|small|large]
+ * "small" keeps every block under 512 bytes (the malloc/free hot loop);
+ * "large" uses 256 KiB - 4 MiB blocks only (each one a mapping glibc makes
+ * and unmaps) and writes every page of each.
  * Output: "failures N" (allocations that returned NULL), "corrupt N",
  *         "vmas_peak N", "checksum X" (deterministic for the arguments).
  */
@@ -24,11 +26,12 @@ static long vmas_peak;
 
 static uint64_t next_rand(uint64_t *s) { *s ^= *s << 13; *s ^= *s >> 7; *s ^= *s << 17; return *s; }
 
-static int small_only;
+static int small_only, large_only;
 
 static size_t pick_size(uint64_t r) {
     unsigned k = r % 1000;
     if (small_only) return 16 + (r >> 10) % 496;
+    if (large_only) return (256u << 10) + (r >> 10) % (4u << 20);
     if (k < 700) return 16 + (r >> 10) % 512;          /* small objects */
     if (k < 950) return 512 + (r >> 10) % 32768;       /* medium */
     if (k < 998) return 65536 + (r >> 10) % (1 << 20); /* large: glibc mmaps many */
@@ -64,7 +67,8 @@ static void *work(void *arg) {
             pthread_barrier_wait(w->peak);
         }
         uint64_t r = next_rand(&s);
-        unsigned k = r % SLOTS;
+        /* large blocks: few live at a time, so the loop maps and unmaps */
+        unsigned k = r % (large_only ? 16 : SLOTS);
         if (slot[k]) {
             unsigned char tag = (unsigned char)(k * 31 + len[k]);
             if (slot[k][0] != tag || slot[k][len[k] - 1] != tag) w->corrupt++;
@@ -85,6 +89,8 @@ static void *work(void *arg) {
             size_t n = pick_size(next_rand(&s));
             unsigned char *p = (r >> 40) % 3 == 0 ? calloc(1, n) : malloc(n);
             if (!p) { w->failures++; continue; }
+            if (large_only)
+                for (size_t o = 0; o < n; o += 4096) p[o] = (unsigned char)o;
             unsigned char tag = (unsigned char)(k * 31 + n);
             p[0] = p[n - 1] = tag;
             slot[k] = p;
@@ -102,6 +108,7 @@ int main(int argc, char **argv) {
     unsigned long ops = argc > 2 ? strtoul(argv[2], NULL, 10) : 1000000;
     uint64_t seed = argc > 3 ? strtoull(argv[3], NULL, 10) : 42;
     small_only = argc > 4 && strcmp(argv[4], "small") == 0;
+    large_only = argc > 4 && strcmp(argv[4], "large") == 0;
     pthread_barrier_t peak;
     pthread_barrier_init(&peak, NULL, n_threads);
     pthread_t t[64];
