@@ -87,9 +87,14 @@ pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
     }
 }
 
-/// `realloc` of a block from the bootstrap arena: move it to the real heap.
-unsafe fn realloc_from_bootstrap(p: *mut c_void, size: usize) -> *mut c_void {
-    let new = malloc(size);
+/// `realloc` of a block from the bootstrap arena: copy it into a block from
+/// `alloc` (the real heap once start-up is done, the arena before).
+unsafe fn move_bootstrap_block(
+    p: *mut c_void,
+    size: usize,
+    alloc: unsafe extern "C" fn(usize) -> *mut c_void,
+) -> *mut c_void {
+    let new = alloc(size);
     if !new.is_null() {
         core::ptr::copy_nonoverlapping(
             p as *const u8,
@@ -98,6 +103,10 @@ unsafe fn realloc_from_bootstrap(p: *mut c_void, size: usize) -> *mut c_void {
         );
     }
     new
+}
+
+unsafe extern "C" fn arena_alloc(size: usize) -> *mut c_void {
+    next::bootstrap_alloc(size, 16)
 }
 
 /// Runs a resizing call and advises the result if glibc gave it a mapping of
@@ -117,11 +126,7 @@ unsafe fn resize(p: *mut c_void, size: usize, call: impl FnOnce() -> *mut c_void
 #[no_mangle]
 pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     if next::is_bootstrap(p) {
-        return if ready() {
-            realloc_from_bootstrap(p, size)
-        } else {
-            bootstrap_realloc(p, size)
-        };
+        return move_bootstrap_block(p, size, if ready() { malloc } else { arena_alloc });
     }
     if !ready() {
         return next::bootstrap_alloc(size, 16);
@@ -131,18 +136,6 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         Some(f) => resize(p, size, || f(p, size)),
         None => enomem(),
     }
-}
-
-unsafe fn bootstrap_realloc(p: *mut c_void, size: usize) -> *mut c_void {
-    let new = next::bootstrap_alloc(size, 16);
-    if !new.is_null() {
-        core::ptr::copy_nonoverlapping(
-            p as *const u8,
-            new as *mut u8,
-            next::bootstrap_size(p).min(size),
-        );
-    }
-    new
 }
 
 #[no_mangle]

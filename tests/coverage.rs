@@ -17,7 +17,9 @@ fn merged(path: &str, mode: &str) -> u64 {
 fn merged_with(path: &str, run: Run) -> u64 {
     let mode = format!("{:?}", run.env);
     let prog = compile_c("tests/c/coverage.c", &[]);
-    let out = run.env("KSMAUTO_STATS", "off").output(&prog, &[path, PAGES]);
+    let out = run
+        .env("KSMAUTO_STATS", "off")
+        .output(&prog, &[path, PAGES]);
     let stdout = text(&out.stdout);
     assert!(
         out.status.success(),

@@ -74,7 +74,10 @@ fn stop(children: &mut [Child]) {
     }
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(3) {
-        if children.iter_mut().all(|c| matches!(c.try_wait(), Ok(Some(_)))) {
+        if children
+            .iter_mut()
+            .all(|c| matches!(c.try_wait(), Ok(Some(_))))
+        {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -94,7 +97,11 @@ struct Settings<'a> {
     quiet: bool,
 }
 
-fn phase(s: &Settings, preload: bool, want_estimate: bool) -> Result<(Phase, Option<estimate::Estimate>)> {
+fn phase(
+    s: &Settings,
+    preload: bool,
+    want_estimate: bool,
+) -> Result<(Phase, Option<estimate::Estimate>)> {
     let mut children = vec![];
     for _ in 0..s.workers {
         let mut c = Command::new(&s.cmd[0]);
@@ -198,7 +205,9 @@ pub fn compare(
     ksm::require_ksm()?;
     let lib = run::find_lib(lib)?;
     if ksm::read_u64("run") != Some(1) && !json {
-        eprintln!("ksmauto: warning: ksmd is not running: nothing will merge (`ksmauto ksmd --on`)");
+        eprintln!(
+            "ksmauto: warning: ksmd is not running: nothing will merge (`ksmauto ksmd --on`)"
+        );
     }
     let st = Settings {
         cmd,
@@ -213,12 +222,17 @@ pub fn compare(
     let saved = without.last.pss_bytes as i64 - with.last.pss_bytes as i64;
     let ideal = est.as_ref().map(|e| e.ideal_savings_bytes);
     let c = Comparison {
-        command: cmd.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
+        command: cmd
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
         workers,
         mode: mode.into(),
         saved_pss_bytes: saved,
         ideal_savings_bytes: ideal,
-        percent_of_ideal: ideal.filter(|&i| i > 0).map(|i| saved as f64 * 100.0 / i as f64),
+        percent_of_ideal: ideal
+            .filter(|&i| i > 0)
+            .map(|i| saved as f64 * 100.0 / i as f64),
         estimate: est,
         without,
         with,
@@ -242,12 +256,28 @@ pub fn render_text(c: &Comparison) -> String {
         c.without.ended,
         c.with.ended
     );
-    let _ = writeln!(o, "{:<16} {:>14} {:>14} {:>14}", "", "WITHOUT", "WITH", "SAVED");
+    let _ = writeln!(
+        o,
+        "{:<16} {:>14} {:>14} {:>14}",
+        "", "WITHOUT", "WITH", "SAVED"
+    );
     let row = |o: &mut String, name: &str, x: i64, y: i64, bytes: bool| {
-        let f = |v: i64| if bytes { human_bytes_i(v) } else { v.to_string() };
+        let f = |v: i64| {
+            if bytes {
+                human_bytes_i(v)
+            } else {
+                v.to_string()
+            }
+        };
         let _ = writeln!(o, "{name:<16} {:>14} {:>14} {:>14}", f(x), f(y), f(x - y));
     };
-    row(&mut o, "processes", a.processes as i64, b.processes as i64, false);
+    row(
+        &mut o,
+        "processes",
+        a.processes as i64,
+        b.processes as i64,
+        false,
+    );
     row(&mut o, "RSS", a.rss_bytes as i64, b.rss_bytes as i64, true);
     row(&mut o, "PSS", a.pss_bytes as i64, b.pss_bytes as i64, true);
     let _ = writeln!(
@@ -257,16 +287,29 @@ pub fn render_text(c: &Comparison) -> String {
         a.merging_pages + a.zero_pages,
         b.merging_pages + b.zero_pages
     );
-    let _ = writeln!(o, "{:<16} {:>14} {:>14}", "KSM profit", human_bytes_i(a.profit), human_bytes_i(b.profit));
+    let _ = writeln!(
+        o,
+        "{:<16} {:>14} {:>14}",
+        "KSM profit",
+        human_bytes_i(a.profit),
+        human_bytes_i(b.profit)
+    );
     match (c.ideal_savings_bytes, c.percent_of_ideal) {
         (Some(i), Some(p)) => {
-            let _ = writeln!(o, "estimator's ideal: {}; PSS saved = {p:.0}% of ideal", human_bytes(i));
+            let _ = writeln!(
+                o,
+                "estimator's ideal: {}; PSS saved = {p:.0}% of ideal",
+                human_bytes(i)
+            );
         }
         (Some(i), None) => {
             let _ = writeln!(o, "estimator's ideal: {}", human_bytes(i));
         }
         _ => {
-            let _ = writeln!(o, "estimator's ideal: n/a (processes exited before settling)");
+            let _ = writeln!(
+                o,
+                "estimator's ideal: n/a (processes exited before settling)"
+            );
         }
     }
     o
@@ -275,7 +318,12 @@ pub fn render_text(c: &Comparison) -> String {
 fn chart(c: &Comparison, path: &Path) -> Result<()> {
     use plotters::prelude::*;
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    let series = |p: &Phase| p.samples.iter().map(|s| (s.t, mib(s.pss_bytes))).collect::<Vec<_>>();
+    let series = |p: &Phase| {
+        p.samples
+            .iter()
+            .map(|s| (s.t, mib(s.pss_bytes)))
+            .collect::<Vec<_>>()
+    };
     let (a, b) = (series(&c.without), series(&c.with));
     let xmax = a.iter().chain(&b).map(|p| p.0).fold(1.0, f64::max);
     let ymax = a.iter().chain(&b).map(|p| p.1).fold(1.0, f64::max) * 1.1;
@@ -283,21 +331,35 @@ fn chart(c: &Comparison, path: &Path) -> Result<()> {
         let root = SVGBackend::new(path, (800, 450)).into_drawing_area();
         root.fill(&WHITE)?;
         let mut ch = ChartBuilder::on(&root)
-            .caption(format!("PSS of {} x {}", c.workers, c.command.join(" ")), ("sans-serif", 18))
+            .caption(
+                format!("PSS of {} x {}", c.workers, c.command.join(" ")),
+                ("sans-serif", 18),
+            )
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(56)
             .build_cartesian_2d(0.0..xmax, 0.0..ymax)?;
-        ch.configure_mesh().x_desc("seconds").y_desc("PSS (MiB)").draw()?;
+        ch.configure_mesh()
+            .x_desc("seconds")
+            .y_desc("PSS (MiB)")
+            .draw()?;
         ch.draw_series(LineSeries::new(a, &RED))?
             .label("without ksmauto")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
         ch.draw_series(LineSeries::new(b, &BLUE))?
             .label(format!("with ksmauto ({})", c.mode))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE));
-        ch.configure_series_labels().background_style(WHITE).border_style(BLACK).draw()?;
+        ch.configure_series_labels()
+            .background_style(WHITE)
+            .border_style(BLACK)
+            .draw()?;
         root.present()?;
         Ok(())
     };
-    draw().map_err(|e| fail(EXIT_RUNTIME, format!("cannot write {}: {e}", path.display())))
+    draw().map_err(|e| {
+        fail(
+            EXIT_RUNTIME,
+            format!("cannot write {}: {e}", path.display()),
+        )
+    })
 }

@@ -50,7 +50,9 @@ pub fn regions(pid: i32) -> Result<Vec<Region>> {
         } else {
             continue; // [vdso], [vvar], files, …
         };
-        let Some((a, b)) = range.split_once('-') else { continue };
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
         let (Ok(start), Ok(end)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
             continue;
         };
@@ -156,13 +158,24 @@ impl Scanner {
             .par_chunks(ps)
             .map(|p| {
                 let zero = p.iter().all(|&b| b == 0);
-                (if zero { 0 } else { xxhash_rust::xxh3::xxh3_128(p) | 1 }, zero)
+                (
+                    if zero {
+                        0
+                    } else {
+                        xxhash_rust::xxh3::xxh3_128(p) | 1
+                    },
+                    zero,
+                )
             })
             .collect();
         for (page, (hash, zero)) in pages.iter().zip(hashed) {
             self.est.pages_scanned += 1;
             pe.pages_scanned += 1;
-            let flags = if page.pfn != 0 { self.flags(page.pfn) } else { None };
+            let flags = if page.pfn != 0 {
+                self.flags(page.pfn)
+            } else {
+                None
+            };
             if let Some(fl) = flags {
                 if fl & KPF_KSM != 0 {
                     *self.est.already_merged_pages.get_or_insert(0) += 1;
@@ -224,8 +237,8 @@ pub fn estimate(pids: &[i32], progress: bool) -> Result<Estimate> {
             return Err(fail(EXIT_NO_PID, format!("no such process: {pid}")));
         }
         let regs = regions(pid)?;
-        let pagemap = File::open(format!("/proc/{pid}/pagemap"))
-            .map_err(|e| proc_err(pid, "pagemap", e))?;
+        let pagemap =
+            File::open(format!("/proc/{pid}/pagemap")).map_err(|e| proc_err(pid, "pagemap", e))?;
         let mem = File::open(format!("/proc/{pid}/mem")).map_err(|e| proc_err(pid, "mem", e))?;
         total_bytes += regs.iter().map(|r| r.end - r.start).sum::<u64>();
         targets.push((pid, regs, pagemap, mem));
@@ -277,7 +290,10 @@ pub fn estimate(pids: &[i32], progress: bool) -> Result<Estimate> {
                 let got = match pagemap.read_at(&mut pm[..want], (addr / ps) * 8) {
                     Ok(g) => g / 8,
                     Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
-                        return Err(fail(EXIT_NO_PID, format!("no such process: {pid} (exited)")))
+                        return Err(fail(
+                            EXIT_NO_PID,
+                            format!("no such process: {pid} (exited)"),
+                        ))
                     }
                     Err(e) => return Err(proc_err(pid, "pagemap", e)),
                 };
@@ -309,7 +325,10 @@ pub fn estimate(pids: &[i32], progress: bool) -> Result<Estimate> {
                                 if pfn != 0 {
                                     sc.pfn_seen = true;
                                 }
-                                pages.push(Page { pfn, region: ri as u32 });
+                                pages.push(Page {
+                                    pfn,
+                                    region: ri as u32,
+                                });
                             }
                         }
                         Ok(_) | Err(_) => {
@@ -318,7 +337,14 @@ pub fn estimate(pids: &[i32], progress: bool) -> Result<Estimate> {
                         }
                     }
                     if pages.len() >= BATCH {
-                        sc.flush(&mut buf, &mut pages, &labels, &mut pe, &mut pframes, &mut pcontents);
+                        sc.flush(
+                            &mut buf,
+                            &mut pages,
+                            &labels,
+                            &mut pe,
+                            &mut pframes,
+                            &mut pcontents,
+                        );
                     }
                     i = j;
                 }
@@ -328,7 +354,14 @@ pub fn estimate(pids: &[i32], progress: bool) -> Result<Estimate> {
                 }
             }
         }
-        sc.flush(&mut buf, &mut pages, &labels, &mut pe, &mut pframes, &mut pcontents);
+        sc.flush(
+            &mut buf,
+            &mut pages,
+            &labels,
+            &mut pe,
+            &mut pframes,
+            &mut pcontents,
+        );
         pe.ideal_savings_bytes = pe.ideal_savings_pages * ps;
         sc.est.bytes_scanned += pe.pages_scanned * ps;
         sc.est.within_process_savings_pages += pe.ideal_savings_pages;
@@ -353,19 +386,29 @@ pub fn estimate(pids: &[i32], progress: bool) -> Result<Estimate> {
     let mut top: Vec<RegionSavings> = sc
         .by_region
         .into_iter()
-        .map(|(region, n)| RegionSavings { region, duplicate_pages: n, bytes: n * ps })
+        .map(|(region, n)| RegionSavings {
+            region,
+            duplicate_pages: n,
+            bytes: n * ps,
+        })
         .collect();
-    top.sort_by(|a, b| b.duplicate_pages.cmp(&a.duplicate_pages).then(a.region.cmp(&b.region)));
+    top.sort_by(|a, b| {
+        b.duplicate_pages
+            .cmp(&a.duplicate_pages)
+            .then(a.region.cmp(&b.region))
+    });
     top.truncate(10);
     e.top_regions = top;
     if !e.pfn_available {
         e.notes.push(
-            "page frame numbers unavailable (not root): pages shared by fork count as duplicates".into(),
+            "page frame numbers unavailable (not root): pages shared by fork count as duplicates"
+                .into(),
         );
     }
     if !e.kpageflags_available {
         e.already_merged_pages = None;
-        e.notes.push("/proc/kpageflags unreadable: already-merged pages not counted".into());
+        e.notes
+            .push("/proc/kpageflags unreadable: already-merged pages not counted".into());
     } else if e.already_merged_pages.is_none() {
         e.already_merged_pages = Some(0);
     }
@@ -412,7 +455,13 @@ pub fn render_text(e: &Estimate, verbose: bool) -> String {
     if !e.top_regions.is_empty() {
         let _ = writeln!(o, "top duplicate sources:");
         for r in &e.top_regions {
-            let _ = writeln!(o, "  {:<24} {:>10} pages {:>12}", r.region, r.duplicate_pages, human_bytes(r.bytes));
+            let _ = writeln!(
+                o,
+                "  {:<24} {:>10} pages {:>12}",
+                r.region,
+                r.duplicate_pages,
+                human_bytes(r.bytes)
+            );
         }
     }
     if verbose || e.processes.len() > 1 {
@@ -439,7 +488,11 @@ pub fn render_text(e: &Estimate, verbose: bool) -> String {
         let _ = writeln!(o, "note: {n}");
     }
     if verbose {
-        let _ = writeln!(o, "speed: {:.0} MB/s ({:.3} s)", e.mb_per_second, e.elapsed_seconds);
+        let _ = writeln!(
+            o,
+            "speed: {:.0} MB/s ({:.3} s)",
+            e.mb_per_second, e.elapsed_seconds
+        );
     }
     o
 }

@@ -19,7 +19,10 @@ pub fn require_ksm() -> Result<PathBuf> {
     if !dir.join("run").exists() {
         return Err(fail(
             EXIT_NO_KSM,
-            format!("this kernel has no KSM (CONFIG_KSM): {} missing", dir.join("run").display()),
+            format!(
+                "this kernel has no KSM (CONFIG_KSM): {} missing",
+                dir.join("run").display()
+            ),
         ));
     }
     Ok(dir)
@@ -37,18 +40,39 @@ pub fn read_u64(name: &str) -> Option<u64> {
 
 /// The files shown, in order, with a plain-words explanation.
 const FILES: &[(&str, &str)] = &[
-    ("run", "ksmd state: 0 stopped, 1 running, 2 unmerging everything"),
+    (
+        "run",
+        "ksmd state: 0 stopped, 1 running, 2 unmerging everything",
+    ),
     ("pages_to_scan", "pages ksmd scans per batch"),
     ("sleep_millisecs", "pause between batches (ms)"),
     ("smart_scan", "skip pages that never merged (1 = on)"),
     ("advisor_mode", "automatic scan-rate tuning"),
-    ("full_scans", "complete passes over all mergeable memory so far"),
-    ("pages_shared", "KSM pages kept (one per distinct merged content)"),
-    ("pages_sharing", "extra mappings of those pages: memory saved"),
-    ("pages_unshared", "mergeable pages scanned but unique so far"),
+    (
+        "full_scans",
+        "complete passes over all mergeable memory so far",
+    ),
+    (
+        "pages_shared",
+        "KSM pages kept (one per distinct merged content)",
+    ),
+    (
+        "pages_sharing",
+        "extra mappings of those pages: memory saved",
+    ),
+    (
+        "pages_unshared",
+        "mergeable pages scanned but unique so far",
+    ),
     ("pages_volatile", "pages changing too fast to merge"),
-    ("ksm_zero_pages", "empty pages mapped to the kernel zero page (use_zero_pages)"),
-    ("use_zero_pages", "merge empty pages into the zero page (1 = on)"),
+    (
+        "ksm_zero_pages",
+        "empty pages mapped to the kernel zero page (use_zero_pages)",
+    ),
+    (
+        "use_zero_pages",
+        "merge empty pages into the zero page (1 = on)",
+    ),
     ("general_profit", "saved minus KSM's own metadata (bytes)"),
     ("max_page_sharing", "most mappings of one KSM page"),
     ("merge_across_nodes", "merge across NUMA nodes (1 = yes)"),
@@ -218,7 +242,9 @@ pub fn render_text(s: &Status) -> String {
 }
 
 fn label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 pub fn render_prometheus(s: &Status) -> String {
@@ -244,11 +270,25 @@ pub fn render_prometheus(s: &Status) -> String {
         "Memory saved by KSM: (pages_sharing + ksm_zero_pages if use_zero_pages) x page size",
         s.saved_bytes.to_string(),
     );
-    gauge(&mut o, "ksm_page_size_bytes", "Page size", s.page_size.to_string());
+    gauge(
+        &mut o,
+        "ksm_page_size_bytes",
+        "Page size",
+        s.page_size.to_string(),
+    );
     for (metric, help) in [
-        ("ksm_process_merging_pages", "Pages of the process merged by KSM"),
-        ("ksm_process_zero_pages", "Pages of the process mapped to the zero page by KSM"),
-        ("ksm_process_profit_bytes", "KSM profit of the process (bytes, may be negative)"),
+        (
+            "ksm_process_merging_pages",
+            "Pages of the process merged by KSM",
+        ),
+        (
+            "ksm_process_zero_pages",
+            "Pages of the process mapped to the zero page by KSM",
+        ),
+        (
+            "ksm_process_profit_bytes",
+            "KSM profit of the process (bytes, may be negative)",
+        ),
     ] {
         let _ = writeln!(o, "# HELP {metric} {help}");
         let _ = writeln!(o, "# TYPE {metric} gauge");
@@ -258,7 +298,12 @@ pub fn render_prometheus(s: &Status) -> String {
                 "ksm_process_zero_pages" => p.zero_pages as i64,
                 _ => p.profit,
             };
-            let _ = writeln!(o, "{metric}{{pid=\"{}\",comm=\"{}\"}} {v}", p.pid, label(&p.comm));
+            let _ = writeln!(
+                o,
+                "{metric}{{pid=\"{}\",comm=\"{}\"}} {v}",
+                p.pid,
+                label(&p.comm)
+            );
         }
     }
     o
@@ -268,7 +313,10 @@ fn write(name: &str, value: &str) -> Result<()> {
     let path = sysfs().join(name);
     std::fs::write(&path, value).map_err(|e| match e.raw_os_error() {
         Some(libc::EACCES) | Some(libc::EPERM) => fail(EXIT_PERM, "permission denied: run as root"),
-        _ => fail(EXIT_RUNTIME, format!("cannot write {value} to {}: {e}", path.display())),
+        _ => fail(
+            EXIT_RUNTIME,
+            format!("cannot write {value} to {}: {e}", path.display()),
+        ),
     })
 }
 

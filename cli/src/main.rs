@@ -139,10 +139,17 @@ fn print_status(json: bool, prometheus: bool) -> Result<()> {
 fn real_main() -> Result<i32> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Run { mode, lib, json, command } => {
-            run::run(mode.map(Mode::name), lib.as_deref(), json, &command)
-        }
-        Cmd::Status { json, prometheus, watch } => {
+        Cmd::Run {
+            mode,
+            lib,
+            json,
+            command,
+        } => run::run(mode.map(Mode::name), lib.as_deref(), json, &command),
+        Cmd::Status {
+            json,
+            prometheus,
+            watch,
+        } => {
             match watch {
                 None => print_status(json, prometheus)?,
                 Some(secs) => {
@@ -167,7 +174,11 @@ fn real_main() -> Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Estimate { pids, json, verbose } => {
+        Cmd::Estimate {
+            pids,
+            json,
+            verbose,
+        } => {
             let e = estimate::estimate(&pids, !json)?;
             if json {
                 println!("{}", serde_json::to_string(&e)?);
@@ -176,7 +187,15 @@ fn real_main() -> Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Compare { workers, mode, settle_timeout, lib, svg, json, command } => {
+        Cmd::Compare {
+            workers,
+            mode,
+            settle_timeout,
+            lib,
+            svg,
+            json,
+            command,
+        } => {
             if workers == 0 {
                 return Err(util::fail(2, "--workers must be at least 1"));
             }
@@ -196,7 +215,12 @@ fn real_main() -> Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Ksmd { on, off, scan, json } => {
+        Cmd::Ksmd {
+            on,
+            off,
+            scan,
+            json,
+        } => {
             let scan = scan.map(|s| match s {
                 Scan::Fast => "fast",
                 Scan::Default => "default",
@@ -220,7 +244,10 @@ fn main() {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unexpected failure".into());
-        eprintln!("ksmauto: internal error: {}", msg.lines().next().unwrap_or(""));
+        eprintln!(
+            "ksmauto: internal error: {}",
+            msg.lines().next().unwrap_or("")
+        );
         std::process::exit(1);
     }));
     match real_main() {

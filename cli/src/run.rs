@@ -48,7 +48,11 @@ pub fn find_lib(explicit: Option<&Path>) -> Result<PathBuf> {
         EXIT_RUNTIME,
         format!(
             "{LIB_NAME} not found (tried {}); build it with `cargo build --release` or pass --lib",
-            tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            tried
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     ))
 }
@@ -58,7 +62,11 @@ pub fn preload_value(lib: &Path) -> OsString {
     let ours = lib.as_os_str().to_owned();
     match std::env::var_os("LD_PRELOAD") {
         Some(old) if !old.is_empty() => {
-            if old.to_string_lossy().split([':', ' ']).any(|p| Path::new(p) == lib) {
+            if old
+                .to_string_lossy()
+                .split([':', ' '])
+                .any(|p| Path::new(p) == lib)
+            {
                 return old;
             }
             let mut v = old;
@@ -99,15 +107,25 @@ pub fn forward_signals_to(pid: i32) {
 
 /// Exit code of a finished child: its status, or 128 + signal.
 pub fn exit_code_of(st: std::process::ExitStatus) -> i32 {
-    st.code()
-        .unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
+    st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
 }
 
 pub fn spawn_error(cmd: &OsString, e: std::io::Error) -> anyhow::Error {
     match e.kind() {
-        std::io::ErrorKind::NotFound => fail(127, format!("command not found: {}", cmd.to_string_lossy())),
-        std::io::ErrorKind::PermissionDenied => fail(126, format!("cannot execute {}: permission denied", cmd.to_string_lossy())),
-        _ => fail(EXIT_RUNTIME, format!("cannot run {}: {e}", cmd.to_string_lossy())),
+        std::io::ErrorKind::NotFound => {
+            fail(127, format!("command not found: {}", cmd.to_string_lossy()))
+        }
+        std::io::ErrorKind::PermissionDenied => fail(
+            126,
+            format!(
+                "cannot execute {}: permission denied",
+                cmd.to_string_lossy()
+            ),
+        ),
+        _ => fail(
+            EXIT_RUNTIME,
+            format!("cannot run {}: {e}", cmd.to_string_lossy()),
+        ),
     }
 }
 
@@ -126,7 +144,10 @@ impl TempDir {
                 return Ok(TempDir(p));
             }
         }
-        Err(fail(EXIT_RUNTIME, format!("cannot create a temp dir in {}", base.display())))
+        Err(fail(
+            EXIT_RUNTIME,
+            format!("cannot create a temp dir in {}", base.display()),
+        ))
     }
 }
 
@@ -166,11 +187,17 @@ pub struct Summary {
 /// Every JSON line of every file in `dir`.
 pub fn read_reports(dir: &Path) -> Vec<ProcReport> {
     let mut out = vec![];
-    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
     for e in rd.flatten() {
-        let Ok(text) = std::fs::read_to_string(e.path()) else { continue };
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
         for line in text.lines() {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
             let k = &v["kernel"];
             out.push(ProcReport {
                 pid: v["pid"].as_i64().unwrap_or(0),
@@ -204,7 +231,10 @@ pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString])
     let code = exit_code_of(st);
     let per = read_reports(&dir.0);
     let s = Summary {
-        command: cmd.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
+        command: cmd
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
         library: lib.display().to_string(),
         exit_code: code,
         processes: per.len(),
@@ -241,7 +271,10 @@ pub fn render_summary(s: &Summary) -> String {
         s.exit_code
     );
     if s.processes == 0 {
-        let _ = writeln!(o, "ksmauto: no reports (did the command exec a static binary, or exit by a signal?)");
+        let _ = writeln!(
+            o,
+            "ksmauto: no reports (did the command exec a static binary, or exit by a signal?)"
+        );
         return o;
     }
     let _ = writeln!(

@@ -55,9 +55,14 @@ pub fn proc_err(pid: i32, what: &str, e: io::Error) -> anyhow::Error {
         }
         Some(libc::EACCES) | Some(libc::EPERM) => fail(
             EXIT_PERM,
-            format!("permission denied: cannot read {what} of pid {pid} (run as root or as its owner)"),
+            format!(
+                "permission denied: cannot read {what} of pid {pid} (run as root or as its owner)"
+            ),
         ),
-        _ => fail(EXIT_RUNTIME, format!("cannot read {what} of pid {pid}: {e}")),
+        _ => fail(
+            EXIT_RUNTIME,
+            format!("cannot read {what} of pid {pid}: {e}"),
+        ),
     }
 }
 

@@ -8,7 +8,9 @@ use std::process::{Command, Output};
 
 fn ksmauto(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ksmauto"));
-    c.args(args).env_remove("KSMAUTO_SYSFS_KSM").env_remove("LD_PRELOAD");
+    c.args(args)
+        .env_remove("KSMAUTO_SYSFS_KSM")
+        .env_remove("LD_PRELOAD");
     c
 }
 
@@ -20,7 +22,10 @@ fn out(mut c: Command) -> Output {
 fn failing(o: &Output, code: i32) -> String {
     let err = common::text(&o.stderr);
     assert_eq!(o.status.code(), Some(code), "stderr: {err}");
-    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
     err
 }
 
@@ -99,7 +104,12 @@ fn estimate_of_another_users_process_exits_4() {
 
 #[test]
 fn kernel_without_ksm_exits_5() {
-    for args in [&["status"][..], &["status", "--json"][..], &["ksmd", "--on"][..], &["compare", "--", "true"][..]] {
+    for args in [
+        &["status"][..],
+        &["status", "--json"][..],
+        &["ksmd", "--on"][..],
+        &["compare", "--", "true"][..],
+    ] {
         let mut c = ksmauto(args);
         c.env("KSMAUTO_SYSFS_KSM", "/nonexistent");
         let o = out(c);
@@ -122,31 +132,58 @@ fn advisor_scan_without_advisor_is_a_clear_error() {
     c.env("KSMAUTO_SYSFS_KSM", &dir);
     let o = out(c);
     let err = failing(&o, 1);
-    assert!(err.contains("this kernel has no scan-time advisor"), "{err}");
+    assert!(
+        err.contains("this kernel has no scan-time advisor"),
+        "{err}"
+    );
     // --scan fast writes the pace into the (fake) directory.
     let mut c = ksmauto(&["ksmd", "--on", "--scan", "fast"]);
     c.env("KSMAUTO_SYSFS_KSM", &dir);
     let o = out(c);
     assert_eq!(o.status.code(), Some(0), "{}", common::text(&o.stderr));
-    assert_eq!(std::fs::read_to_string(dir.join("pages_to_scan")).unwrap(), "1000");
-    assert_eq!(std::fs::read_to_string(dir.join("sleep_millisecs")).unwrap(), "20");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("pages_to_scan")).unwrap(),
+        "1000"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("sleep_millisecs")).unwrap(),
+        "20"
+    );
     assert_eq!(std::fs::read_to_string(dir.join("run")).unwrap(), "1");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn run_with_a_missing_lib_is_a_clear_error() {
-    let o = out(ksmauto(&["run", "--lib", "/nonexistent/libksmauto.so", "--", "true"]));
+    let o = out(ksmauto(&[
+        "run",
+        "--lib",
+        "/nonexistent/libksmauto.so",
+        "--",
+        "true",
+    ]));
     let err = failing(&o, 1);
-    assert_eq!(err.trim(), "ksmauto: library not found: /nonexistent/libksmauto.so (--lib)");
+    assert_eq!(
+        err.trim(),
+        "ksmauto: library not found: /nonexistent/libksmauto.so (--lib)"
+    );
 }
 
 #[test]
 fn run_of_a_missing_command_exits_127() {
     let lib = common::lib().to_str().unwrap();
-    let o = out(ksmauto(&["run", "--lib", lib, "--", "/nonexistent/program"]));
+    let o = out(ksmauto(&[
+        "run",
+        "--lib",
+        lib,
+        "--",
+        "/nonexistent/program",
+    ]));
     let err = failing(&o, 127);
-    assert!(err.contains("command not found: /nonexistent/program"), "{err}");
+    assert!(
+        err.contains("command not found: /nonexistent/program"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -154,14 +191,28 @@ fn run_passes_exit_status_and_signals_through() {
     let lib = common::lib().to_str().unwrap();
     let o = out(ksmauto(&["run", "--lib", lib, "--", "sh", "-c", "exit 7"]));
     assert_eq!(o.status.code(), Some(7));
-    let o = out(ksmauto(&["run", "--lib", lib, "--", "sh", "-c", "kill -TERM $$"]));
+    let o = out(ksmauto(&[
+        "run",
+        "--lib",
+        lib,
+        "--",
+        "sh",
+        "-c",
+        "kill -TERM $$",
+    ]));
     assert_eq!(o.status.code(), Some(128 + libc::SIGTERM));
     // stdout and stdin pass through.
     let mut c = ksmauto(&["run", "--lib", lib, "--", "cat"]);
-    c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+    c.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
     let mut child = c.spawn().unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"hello through\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello through\n")
+        .unwrap();
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(common::text(&o.stdout), "hello through\n");
@@ -171,12 +222,18 @@ fn run_passes_exit_status_and_signals_through() {
 fn run_forwards_sigterm_to_the_command() {
     let lib = common::lib().to_str().unwrap();
     let mut c = ksmauto(&["run", "--lib", lib, "--", "sleep", "30"]);
-    c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    c.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
     let child = c.spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let o = child.wait_with_output().unwrap();
-    assert_eq!(o.status.code(), Some(128 + libc::SIGTERM), "{}", common::text(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(128 + libc::SIGTERM),
+        "{}",
+        common::text(&o.stderr)
+    );
 }
 
 #[test]
@@ -204,17 +261,40 @@ fn status_json_has_the_documented_fields() {
     assert_eq!(o.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status --json is JSON");
     for k in [
-        "sysfs", "page_size", "state", "values", "pages_shared", "pages_sharing",
-        "ksm_zero_pages", "use_zero_pages", "saved_bytes", "general_profit", "processes",
+        "sysfs",
+        "page_size",
+        "state",
+        "values",
+        "pages_shared",
+        "pages_sharing",
+        "ksm_zero_pages",
+        "use_zero_pages",
+        "saved_bytes",
+        "general_profit",
+        "processes",
     ] {
         assert!(v.get(k).is_some(), "no {k} in {v}");
     }
     assert!(v["values"]["run"].is_i64());
     let ps = v["page_size"].as_u64().unwrap();
-    let zero = if v["use_zero_pages"].as_bool().unwrap() { v["ksm_zero_pages"].as_u64().unwrap() } else { 0 };
-    assert_eq!(v["saved_bytes"].as_u64().unwrap(), (v["pages_sharing"].as_u64().unwrap() + zero) * ps);
+    let zero = if v["use_zero_pages"].as_bool().unwrap() {
+        v["ksm_zero_pages"].as_u64().unwrap()
+    } else {
+        0
+    };
+    assert_eq!(
+        v["saved_bytes"].as_u64().unwrap(),
+        (v["pages_sharing"].as_u64().unwrap() + zero) * ps
+    );
     for p in v["processes"].as_array().unwrap() {
-        for k in ["pid", "comm", "merging_pages", "zero_pages", "profit", "mode"] {
+        for k in [
+            "pid",
+            "comm",
+            "merging_pages",
+            "zero_pages",
+            "profit",
+            "mode",
+        ] {
             assert!(p.get(k).is_some(), "no {k} in {p}");
         }
     }
@@ -229,14 +309,23 @@ fn status_prometheus_is_text_exposition_format() {
     let o = out(ksmauto(&["status", "--prometheus"]));
     assert_eq!(o.status.code(), Some(0));
     let t = common::text(&o.stdout);
-    let name_ok = |n: &str| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !n.starts_with(|c: char| c.is_ascii_digit());
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !n.starts_with(|c: char| c.is_ascii_digit())
+    };
     for line in t.lines() {
         if line.starts_with('#') {
-            assert!(line.starts_with("# HELP ") || line.starts_with("# TYPE "), "{line}");
+            assert!(
+                line.starts_with("# HELP ") || line.starts_with("# TYPE "),
+                "{line}"
+            );
             continue;
         }
         let (metric, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
-        value.parse::<f64>().unwrap_or_else(|_| panic!("value of {line}"));
+        value
+            .parse::<f64>()
+            .unwrap_or_else(|_| panic!("value of {line}"));
         let name = match metric.split_once('{') {
             Some((n, labels)) => {
                 assert!(labels.ends_with('}'), "{line}");
@@ -252,7 +341,11 @@ fn status_prometheus_is_text_exposition_format() {
         };
         assert!(name_ok(name), "{line}");
     }
-    for m in ["ksm_pages_sharing ", "ksm_saved_bytes ", "# TYPE ksm_process_profit_bytes gauge"] {
+    for m in [
+        "ksm_pages_sharing ",
+        "ksm_saved_bytes ",
+        "# TYPE ksm_process_profit_bytes gauge",
+    ] {
         assert!(t.contains(m), "no {m}:\n{t}");
     }
 }

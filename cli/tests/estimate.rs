@@ -35,7 +35,9 @@ fn dups(args: &[&str]) -> Dups {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert!(line.starts_with("ready"), "{line}");
     let forked = line.split_whitespace().nth(1).map(|p| p.parse().unwrap());
     Dups { child, forked }
@@ -54,7 +56,10 @@ fn estimate(pids: &[i32]) -> serde_json::Value {
 
 fn within(v: &serde_json::Value, want: f64) {
     let got = v.as_f64().unwrap();
-    assert!((got - want).abs() <= want * 0.02, "got {got}, want {want} ± 2%");
+    assert!(
+        (got - want).abs() <= want * 0.02,
+        "got {got}, want {want} ± 2%"
+    );
 }
 
 fn root() -> bool {
@@ -71,13 +76,19 @@ fn one_process_ideal_is_the_known_duplicate_count() {
         v["ideal_savings_pages_use_zero_pages"].as_u64().unwrap(),
         v["ideal_savings_pages"].as_u64().unwrap() + 1
     );
-    assert_eq!(v["ideal_savings_bytes"].as_u64().unwrap(), v["ideal_savings_pages"].as_u64().unwrap() * v["page_size"].as_u64().unwrap());
+    assert_eq!(
+        v["ideal_savings_bytes"].as_u64().unwrap(),
+        v["ideal_savings_pages"].as_u64().unwrap() * v["page_size"].as_u64().unwrap()
+    );
     assert!(v["pages_scanned"].as_u64().unwrap() >= 2000);
     assert!(v["mb_per_second"].as_f64().unwrap() > 0.0);
     assert_eq!(v["top_regions"][0]["region"], "anon");
     within(&v["top_regions"][0]["duplicate_pages"], IDEAL);
     if root() {
-        assert_eq!(v["already_merged_pages"], 0, "not mergeable, so nothing merged");
+        assert_eq!(
+            v["already_merged_pages"], 0,
+            "not mergeable, so nothing merged"
+        );
         assert_eq!(v["pfn_available"], true);
     }
 }
@@ -118,7 +129,12 @@ fn text_output_names_the_numbers() {
         .unwrap();
     assert_eq!(o.status.code(), Some(0));
     let t = common::text(&o.stdout);
-    for s in ["ideal savings:", "zero pages:", "top duplicate sources:", "MB/s"] {
+    for s in [
+        "ideal savings:",
+        "zero pages:",
+        "top duplicate sources:",
+        "MB/s",
+    ] {
         assert!(t.contains(s), "{t}");
     }
 }

@@ -23,6 +23,9 @@ fn installed_ksmauto_finds_the_installed_library() {
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", common::text(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["library"].as_str().unwrap(), prefix.join("lib/libksmauto.so").to_str().unwrap());
+    assert_eq!(
+        v["library"].as_str().unwrap(),
+        prefix.join("lib/libksmauto.so").to_str().unwrap()
+    );
     let _ = std::fs::remove_dir_all(&prefix);
 }

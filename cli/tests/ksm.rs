@@ -9,10 +9,13 @@ use std::time::Duration;
 
 fn ksmauto_json(args: &[&str]) -> (i32, String, serde_json::Value) {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ksmauto"));
-    c.args(args).env_remove("LD_PRELOAD").env_remove("KSMAUTO_SYSFS_KSM");
+    c.args(args)
+        .env_remove("LD_PRELOAD")
+        .env_remove("KSMAUTO_SYSFS_KSM");
     let o = common::run_with_timeout(
         {
-            c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+            c.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
             c
         },
         Duration::from_secs(240),
@@ -29,10 +32,22 @@ fn run_reports_merged_memory_of_the_article_program() {
     let Some(_ksm) = common::ksmd() else { return };
     let article = common::compile_c("examples/article.c", &[]);
     let lib = common::lib().to_str().unwrap();
-    let (code, stdout, v) = ksmauto_json(&["run", "--lib", lib, "--json", "--", article.to_str().unwrap(), "3", "60"]);
+    let (code, stdout, v) = ksmauto_json(&[
+        "run",
+        "--lib",
+        lib,
+        "--json",
+        "--",
+        article.to_str().unwrap(),
+        "3",
+        "60",
+    ]);
     assert_eq!(code, 0);
     assert_eq!(v["exit_code"], 0);
-    assert!(common::field_u64(&stdout, "merged_before_write") >= 3, "{stdout}");
+    assert!(
+        common::field_u64(&stdout, "merged_before_write") >= 3,
+        "{stdout}"
+    );
     assert_eq!(v["processes"], 1, "{v}");
     // The report comes at exit, after the writes broke the merges; what the
     // summary shows is the kernel's view at exit.
@@ -48,14 +63,19 @@ fn run_summarizes_every_process_of_a_tree() {
     let a = article.to_str().unwrap();
     let lib = common::lib().to_str().unwrap();
     let script = format!("{a} 3 60 & {a} 3 60 & wait; exit 3");
-    let (code, stdout, v) = ksmauto_json(&["run", "--lib", lib, "--json", "--", "sh", "-c", &script]);
+    let (code, stdout, v) =
+        ksmauto_json(&["run", "--lib", lib, "--json", "--", "sh", "-c", &script]);
     assert_eq!(code, 3, "exit status of the command");
     assert_eq!(v["exit_code"], 3);
     let per = v["per_process"].as_array().unwrap();
-    let pids: std::collections::HashSet<i64> = per.iter().map(|p| p["pid"].as_i64().unwrap()).collect();
+    let pids: std::collections::HashSet<i64> =
+        per.iter().map(|p| p["pid"].as_i64().unwrap()).collect();
     // Both children report (dash leaves with _exit, so sh itself may not).
     assert!(pids.len() >= 2, "two children: {v}");
-    let articles = per.iter().filter(|p| p["report"]["calls"]["mmap"].as_u64().unwrap_or(0) >= 3).count();
+    let articles = per
+        .iter()
+        .filter(|p| p["report"]["calls"]["mmap"].as_u64().unwrap_or(0) >= 3)
+        .count();
     assert!(articles >= 2, "{v}");
     // Both article processes merged their pages while they ran.
     let merged: Vec<u64> = stdout
@@ -73,7 +93,17 @@ fn run_summary_text_goes_to_stderr() {
     let article = common::compile_c("examples/article.c", &[]);
     let lib = common::lib().to_str().unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_ksmauto"))
-        .args(["run", "--mode", "advise", "--lib", lib, "--", article.to_str().unwrap(), "3", "60"])
+        .args([
+            "run",
+            "--mode",
+            "advise",
+            "--lib",
+            lib,
+            "--",
+            article.to_str().unwrap(),
+            "3",
+            "60",
+        ])
         .env_remove("LD_PRELOAD")
         .output()
         .unwrap();
@@ -92,14 +122,29 @@ fn compare_shows_savings_with_the_preload_and_writes_svg() {
     let lib = common::lib().to_str().unwrap();
     let svg = std::env::temp_dir().join(format!("ksmauto-compare-{}.svg", std::process::id()));
     let (code, _, v) = ksmauto_json(&[
-        "compare", "--workers", "2", "--mode", "process", "--settle-timeout", "60",
-        "--lib", lib, "--svg", svg.to_str().unwrap(), "--json", "--", dups.to_str().unwrap(),
+        "compare",
+        "--workers",
+        "2",
+        "--mode",
+        "process",
+        "--settle-timeout",
+        "60",
+        "--lib",
+        lib,
+        "--svg",
+        svg.to_str().unwrap(),
+        "--json",
+        "--",
+        dups.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{v}");
     let (a, b) = (&v["without"]["last"], &v["with"]["last"]);
     assert_eq!(a["processes"], 2, "{v}");
     assert_eq!(b["processes"], 2, "{v}");
-    assert_eq!(a["merging_pages"], 0, "nothing mergeable without the preload: {v}");
+    assert_eq!(
+        a["merging_pages"], 0,
+        "nothing mergeable without the preload: {v}"
+    );
     assert!(b["merging_pages"].as_u64().unwrap() >= 2 * 1400, "{v}");
     assert!(v["saved_pss_bytes"].as_i64().unwrap() > 0, "{v}");
     // ideal across both copies: 2 × 1500 identical + 600 zero + 200 shared-unique
@@ -107,7 +152,11 @@ fn compare_shows_savings_with_the_preload_and_writes_svg() {
     assert!((ideal - 3798.0).abs() < 3798.0 * 0.02, "{v}");
     assert!(v["percent_of_ideal"].as_f64().unwrap() > 50.0, "{v}");
     let text = std::fs::read_to_string(&svg).unwrap();
-    assert!(text.starts_with("<svg") || text.starts_with("<?xml"), "{}", &text[..80.min(text.len())]);
+    assert!(
+        text.starts_with("<svg") || text.starts_with("<?xml"),
+        "{}",
+        &text[..80.min(text.len())]
+    );
     assert!(text.contains("without ksmauto"));
     let _ = std::fs::remove_file(&svg);
 }
@@ -117,9 +166,22 @@ fn compare_of_a_command_that_exits_samples_until_exit() {
     let Some(_ksm) = common::ksmd() else { return };
     let lib = common::lib().to_str().unwrap();
     let (code, _, v) = ksmauto_json(&[
-        "compare", "--workers", "1", "--settle-timeout", "20", "--lib", lib, "--json", "--", "sleep", "1.2",
+        "compare",
+        "--workers",
+        "1",
+        "--settle-timeout",
+        "20",
+        "--lib",
+        lib,
+        "--json",
+        "--",
+        "sleep",
+        "1.2",
     ]);
     assert_eq!(code, 0, "{v}");
-    assert!(v["without"]["ended"] == "exited" || v["without"]["ended"] == "settled", "{v}");
+    assert!(
+        v["without"]["ended"] == "exited" || v["without"]["ended"] == "settled",
+        "{v}"
+    );
     assert!(!v["with"]["samples"].as_array().unwrap().is_empty(), "{v}");
 }
