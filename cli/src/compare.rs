@@ -132,7 +132,6 @@ fn phase(
     let pgids: Vec<i32> = children.iter().map(|c| c.id() as i32).collect();
     let ksmd_on = ksm::read_u64("run") == Some(1);
     let t0 = Instant::now();
-    let scans0 = ksm::read_u64("full_scans").unwrap_or(0);
     let mut samples: Vec<Sample> = vec![];
     let mut last_pids = vec![];
     let ended;
@@ -155,16 +154,9 @@ fn phase(
                 smp.merging_pages + smp.zero_pages
             );
         }
-        let n = samples.len();
-        let scanned = !ksmd_on || smp.full_scans >= scans0 + 3;
-        if scanned && n >= 3 {
-            let w = &samples[n - 3..];
-            let max = w.iter().map(|x| x.pss_bytes).max().unwrap_or(0) as f64;
-            let min = w.iter().map(|x| x.pss_bytes).min().unwrap_or(0) as f64;
-            if max > 0.0 && (max - min) / max < 0.01 {
-                ended = "settled";
-                break;
-            }
+        if settled(&samples, preload && ksmd_on) {
+            ended = "settled";
+            break;
         }
         if t0.elapsed() >= s.timeout {
             ended = "timeout";
@@ -362,4 +354,69 @@ fn chart(c: &Comparison, path: &Path) -> Result<()> {
             format!("cannot write {}: {e}", path.display()),
         )
     })
+}
+
+/// Samples (0.5 s apart) that must agree before a run counts as settled.
+const SETTLE_WINDOW: usize = 6;
+
+/// Settled: PSS stayed within 1% over the last [`SETTLE_WINDOW`] samples
+/// (3 s), and — where merging is expected — ksmd completed 3 full scans
+/// *within* that window, so a merge still to come would have shown. Counting
+/// scans from the start of the run instead ends runs during start-up: with
+/// few pages registered a full scan takes milliseconds, and a program that is
+/// still loading its data can pause for a second. Without the preload no
+/// scans are required (ksmd may not scan at all when nothing is mergeable).
+fn settled(samples: &[Sample], expect_merging: bool) -> bool {
+    let n = samples.len();
+    if n < SETTLE_WINDOW {
+        return false;
+    }
+    let w = &samples[n - SETTLE_WINDOW..];
+    let max = w.iter().map(|x| x.pss_bytes).max().unwrap_or(0) as f64;
+    let min = w.iter().map(|x| x.pss_bytes).min().unwrap_or(0) as f64;
+    let flat = max > 0.0 && (max - min) / max < 0.01;
+    let scanned = !expect_merging || w[SETTLE_WINDOW - 1].full_scans >= w[0].full_scans + 3;
+    flat && scanned
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(pss_mib: u64, full_scans: u64) -> Sample {
+        Sample {
+            t: 0.0,
+            processes: 2,
+            rss_bytes: 0,
+            pss_bytes: pss_mib << 20,
+            merging_pages: 0,
+            zero_pages: 0,
+            profit: 0,
+            full_scans,
+        }
+    }
+
+    #[test]
+    fn a_pause_during_start_up_is_not_settled_while_ksmd_has_not_scanned_it() {
+        // Flat for 3 s, but ksmd completed its scans before the window.
+        let early: Vec<Sample> = (0..8).map(|_| at(100, 50)).collect();
+        assert!(!settled(&early, true));
+        assert!(
+            settled(&early, false),
+            "without the preload no scans are needed"
+        );
+    }
+
+    #[test]
+    fn flat_pss_with_three_scans_inside_the_window_is_settled() {
+        let s: Vec<Sample> = (0..6).map(|i| at(100, 10 + i)).collect();
+        assert!(settled(&s, true));
+    }
+
+    #[test]
+    fn moving_pss_is_not_settled() {
+        let s: Vec<Sample> = (0..6).map(|i| at(100 - 2 * i, 10 + 2 * i)).collect();
+        assert!(!settled(&s, true));
+        assert!(!settled(&s[..3], true), "too few samples");
+    }
 }
