@@ -14,7 +14,7 @@
 //! never touches `errno` (all kernel calls go through `os::sys`).
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use super::catchup;
 use super::config::{BadValue, Config, Mode};
@@ -50,9 +50,9 @@ static SETTINGS: SettingsCell = SettingsCell(UnsafeCell::new(Settings {
     allocator_is_glibc: false,
 }));
 
-/// Copies of the two settings the malloc hot path reads, so it touches one
-/// cache line and no struct behind a cell.
-static ADVISE_MALLOC_BLOCKS: AtomicBool = AtomicBool::new(false);
+/// The smallest malloc block that may be a glibc mapping of its own and need
+/// advising; `usize::MAX` (nothing qualifies) unless the `advise` engine runs
+/// over glibc's malloc. The malloc hot path's only test is one compare with it.
 static MALLOC_BLOCK_FLOOR: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 static EXCLUDED: ExclusionTable = ExclusionTable::new();
@@ -99,7 +99,6 @@ pub fn start(allocator_is_glibc: bool) {
             .max(page_size)
             .saturating_sub(2 * core::mem::size_of::<usize>());
         MALLOC_BLOCK_FLOOR.store(floor, Relaxed);
-        ADVISE_MALLOC_BLOCKS.store(true, Relaxed);
     }
     if active == Mode::Process && config.exclude.stack {
         unmerge_main_stack();
@@ -291,7 +290,7 @@ pub fn after_mmap(addr: usize, len: usize, prot: i32, flags: i32) {
 /// mapping of its own that needs advising. The malloc hot path's only test.
 #[inline(always)]
 pub fn malloc_block_may_need_advice(size: usize) -> bool {
-    ADVISE_MALLOC_BLOCKS.load(Relaxed) && size >= MALLOC_BLOCK_FLOOR.load(Relaxed)
+    size >= MALLOC_BLOCK_FLOOR.load(Relaxed)
 }
 
 /// glibc's malloc handed out `ptr`; if glibc mapped it with its own (hidden)

@@ -151,8 +151,9 @@ pub fn own_bss_address() -> usize {
 
 #[inline(always)]
 fn shard_index() -> usize {
-    let tp = thread_pointer();
-    ((tp >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARDS.trailing_zeros())) as usize
+    // Each thread's TLS block sits at the top of its own stack, and stacks
+    // are a megabyte or more apart: the megabyte number tells threads apart.
+    ((thread_pointer() >> 20) as usize) % SHARDS
 }
 
 /// The thread pointer (TLS base): unique per live thread, one instruction.
