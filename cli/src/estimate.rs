@@ -100,6 +100,13 @@ pub struct Estimate {
     pub zero_page_mappings: u64,
     /// Mappings of frames KSM already merged (`/proc/kpageflags` KSM bit).
     pub already_merged_pages: Option<u64>,
+    /// What KSM has already freed within the scanned set: Σ over the KSM
+    /// frames it maps of (mappings − 1). With `ideal_savings_pages` (what is
+    /// still duplicate) it gives the whole ideal of the set as it is now, so
+    /// `merged_percent_of_ideal` says how far KSM got on these very processes.
+    pub already_saved_pages: u64,
+    pub already_saved_bytes: u64,
+    pub merged_percent_of_ideal: Option<f64>,
     /// Σ over distinct contents of (frames − 1): what KSM could free with
     /// use_zero_pages=0 (all empty pages merge into one KSM page).
     pub ideal_savings_pages: u64,
@@ -205,6 +212,9 @@ impl Scanner {
             }
             if !new_global {
                 self.est.shared_frame_mappings += 1;
+                if flags.is_some_and(|fl| fl & KPF_KSM != 0) {
+                    self.est.already_saved_pages += 1;
+                }
                 continue;
             }
             self.est.distinct_frames += 1;
@@ -380,6 +390,10 @@ pub fn estimate(pids: &[i32], progress: bool) -> Result<Estimate> {
     } else {
         0.0
     };
+    e.already_saved_bytes = e.already_saved_pages * ps;
+    let whole_ideal = e.already_saved_pages + e.ideal_savings_pages;
+    e.merged_percent_of_ideal = (e.kpageflags_available && whole_ideal > 0)
+        .then(|| e.already_saved_pages as f64 * 100.0 / whole_ideal as f64);
     // The empty pages: with use_zero_pages every one of them goes, not all but one.
     e.ideal_savings_pages_use_zero_pages = e.ideal_savings_pages + (e.zero_pages > 0) as u64;
     e.ideal_savings_bytes_use_zero_pages = e.ideal_savings_pages_use_zero_pages * ps;
@@ -443,6 +457,15 @@ pub fn render_text(e: &Estimate, verbose: bool) -> String {
         e.ideal_savings_pages_use_zero_pages,
         human_bytes(e.ideal_savings_bytes_use_zero_pages)
     );
+    if e.already_saved_pages > 0 {
+        let _ = writeln!(
+            o,
+            "already saved by KSM within these processes: {} pages = {} ({:.1}% of their whole ideal)",
+            e.already_saved_pages,
+            human_bytes(e.already_saved_bytes),
+            e.merged_percent_of_ideal.unwrap_or(0.0)
+        );
+    }
     let _ = writeln!(
         o,
         "zero pages: {} (plus {} mappings of the kernel zero page); already merged: {}",

@@ -27,8 +27,13 @@ impl Drop for Dups {
 }
 
 fn dups(args: &[&str]) -> Dups {
+    dups_with(common::Run::without(), args)
+}
+
+fn dups_with(run: common::Run, args: &[&str]) -> Dups {
     let prog = common::compile_c("cli/tests/c/dups.c", &[]);
-    let mut child = common::Run::without()
+    let mut child = run
+        .env("KSMAUTO_STATS", "off")
         .command(&prog)
         .args(args)
         .stdout(Stdio::piped())
@@ -137,4 +142,37 @@ fn text_output_names_the_numbers() {
     ] {
         assert!(t.contains(s), "{t}");
     }
+}
+
+/// After KSM merged two copies, what is already saved and what is still
+/// duplicate add up to the same whole ideal, and the report says KSM got
+/// (nearly) all of it.
+#[test]
+fn merged_pages_count_as_already_saved_and_complete_the_ideal() {
+    if !root() {
+        return;
+    }
+    let Some(_ksmd) = common::ksmd() else { return };
+    let a = dups_with(common::Run::with("process"), &[]);
+    let b = dups_with(common::Run::with("process"), &[]);
+    let pids = [a.child.id() as i32, b.child.id() as i32];
+    // Wait until merging has settled: 3 full scans, then until stable.
+    common::wait_full_scans(3, std::time::Duration::from_secs(120));
+    let mut e = estimate(&pids);
+    for _ in 0..20 {
+        common::wait_full_scans(2, std::time::Duration::from_secs(120));
+        let next = estimate(&pids);
+        let stable = next["already_saved_pages"] == e["already_saved_pages"];
+        e = next;
+        if stable {
+            break;
+        }
+    }
+    let saved = e["already_saved_pages"].as_f64().unwrap();
+    let left = e["ideal_savings_pages"].as_f64().unwrap();
+    // Two copies: 2 x 1500 identical + 2 x 300 zero + the 200 "unique" pages
+    // that are the same in both copies -> 3799 pages of savings in all.
+    within(&serde_json::json!(saved + left), 3798.0);
+    let pct = e["merged_percent_of_ideal"].as_f64().unwrap();
+    assert!(pct >= 95.0, "KSM got only {pct:.1}% of the ideal: {e}");
 }
