@@ -26,6 +26,7 @@ fn ready() -> bool {
         let saved = errno_get();
         next::resolve_all();
         engine::start(next().allocator_is_glibc);
+        next::publish_hot_path();
         errno_set(saved);
     })
 }
@@ -35,8 +36,16 @@ fn ready() -> bool {
 #[inline(always)]
 fn counted(hook: Hook) {
     if counters().count_call(hook) % POLL_EVERY_CALLS == 0 {
-        engine::poll_catch_up();
+        poll_catch_up();
     }
+}
+
+/// Out of line and cold, so the hot hooks keep no registers across it and
+/// forward with a tail call.
+#[cold]
+#[inline(never)]
+fn poll_catch_up() {
+    engine::poll_catch_up();
 }
 
 #[inline(always)]
@@ -60,8 +69,32 @@ unsafe fn after_block(p: *mut c_void, size: usize) -> *mut c_void {
     p
 }
 
+// malloc, calloc, realloc and free are what a small-object loop calls: each
+// first loads its hot-path target (null until start-up has finished, see
+// `next::publish_hot_path`), and a block below the advice floor is forwarded
+// with a tail call. Everything else lives in a cold `*_slow` twin.
+
 #[no_mangle]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
+    let Some(f) = next::hot_malloc() else {
+        return malloc_slow(size);
+    };
+    counted(Hook::Malloc);
+    if engine::malloc_block_may_need_advice(size) {
+        return malloc_and_advise(f, size);
+    }
+    f(size)
+}
+
+// Out of line so that the compiler cannot fold the two calls of `f` into one
+// followed by the check, which would cost the small-block path its tail call.
+#[inline(never)]
+unsafe fn malloc_and_advise(f: next::MallocFn, size: usize) -> *mut c_void {
+    after_block(f(size), size)
+}
+
+#[cold]
+unsafe fn malloc_slow(size: usize) -> *mut c_void {
     if !ready() {
         return next::bootstrap_alloc(size, 16);
     }
@@ -74,6 +107,23 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
 
 #[no_mangle]
 pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
+    let Some(f) = next::hot_calloc() else {
+        return calloc_slow(n, size);
+    };
+    counted(Hook::Calloc);
+    if engine::malloc_block_may_need_advice(n.saturating_mul(size)) {
+        return calloc_and_advise(f, n, size);
+    }
+    f(n, size)
+}
+
+#[inline(never)]
+unsafe fn calloc_and_advise(f: next::CallocFn, n: usize, size: usize) -> *mut c_void {
+    after_block(f(n, size), n.saturating_mul(size))
+}
+
+#[cold]
+unsafe fn calloc_slow(n: usize, size: usize) -> *mut c_void {
     if !ready() {
         return match n.checked_mul(size) {
             Some(total) => next::bootstrap_alloc(total, 16),
@@ -117,6 +167,11 @@ unsafe fn resize(p: *mut c_void, size: usize, call: impl FnOnce() -> *mut c_void
     if !engine::malloc_block_may_need_advice(size) {
         return call();
     }
+    resize_and_advise(p, call)
+}
+
+#[inline(never)]
+unsafe fn resize_and_advise(p: *mut c_void, call: impl FnOnce() -> *mut c_void) -> *mut c_void {
     let was_mapping = engine::glibc_mapping_of(p as *mut u8).is_some();
     let new = call();
     engine::after_malloc_block(new as *mut u8, was_mapping && new == p);
@@ -126,14 +181,37 @@ unsafe fn resize(p: *mut c_void, size: usize, call: impl FnOnce() -> *mut c_void
 #[no_mangle]
 pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     if next::is_bootstrap(p) {
-        return move_bootstrap_block(p, size, if ready() { malloc } else { arena_alloc });
+        return realloc_bootstrap_block(p, size);
     }
+    let Some(f) = next::hot_realloc() else {
+        return realloc_slow(p, size);
+    };
+    counted(Hook::Realloc);
+    if engine::malloc_block_may_need_advice(size) {
+        return realloc_and_advise(f, p, size);
+    }
+    f(p, size)
+}
+
+#[inline(never)]
+unsafe fn realloc_and_advise(f: next::ReallocFn, p: *mut c_void, size: usize) -> *mut c_void {
+    resize_and_advise(p, move || f(p, size))
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn realloc_bootstrap_block(p: *mut c_void, size: usize) -> *mut c_void {
+    move_bootstrap_block(p, size, if ready() { malloc } else { arena_alloc })
+}
+
+#[cold]
+unsafe fn realloc_slow(p: *mut c_void, size: usize) -> *mut c_void {
     if !ready() {
         return next::bootstrap_alloc(size, 16);
     }
     counted(Hook::Realloc);
     match next().realloc {
-        Some(f) => resize(p, size, || f(p, size)),
+        Some(f) => resize(p, size, move || f(p, size)),
         None => enomem(),
     }
 }
@@ -148,9 +226,9 @@ pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> 
     }
     counted(Hook::Reallocarray);
     match next().reallocarray {
-        Some(f) => resize(p, total, || f(p, n, size)),
+        Some(f) => resize(p, total, move || f(p, n, size)),
         None => match next().realloc {
-            Some(f) => resize(p, total, || f(p, total)),
+            Some(f) => resize(p, total, move || f(p, total)),
             None => enomem(),
         },
     }
@@ -161,6 +239,15 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
     if next::is_bootstrap(p) {
         return;
     }
+    let Some(f) = next::hot_free() else {
+        return free_slow(p);
+    };
+    counted(Hook::Free);
+    f(p)
+}
+
+#[cold]
+unsafe fn free_slow(p: *mut c_void) {
     if !ready() {
         // Only blocks from the arena exist before start-up finishes.
         return;

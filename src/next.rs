@@ -12,7 +12,10 @@
 
 use core::cell::UnsafeCell;
 use core::ffi::{c_int, c_void, CStr};
-use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use core::sync::atomic::{
+    AtomicPtr, AtomicUsize,
+    Ordering::{Acquire, Relaxed, Release},
+};
 
 pub type MallocFn = unsafe extern "C" fn(usize) -> *mut c_void;
 pub type CallocFn = unsafe extern "C" fn(usize, usize) -> *mut c_void;
@@ -136,6 +139,79 @@ pub fn resolve_all() {
 const RTLD_NEXT_HANDLE: *mut c_void = -1isize as *mut c_void;
 
 // ---------------------------------------------------------------------------
+// Hot path
+
+/// The targets of the four hooks a small-object loop calls, null until
+/// start-up has finished. One load both tells such a hook that start-up is
+/// done and gives it the function to forward to, so the hottest calls pay for
+/// no separate gate (the gate stays on their cold path, which start-up and
+/// its nested calls take).
+struct HotPath {
+    malloc: AtomicPtr<c_void>,
+    calloc: AtomicPtr<c_void>,
+    realloc: AtomicPtr<c_void>,
+    free: AtomicPtr<c_void>,
+}
+
+static HOT: HotPath = HotPath {
+    malloc: AtomicPtr::new(core::ptr::null_mut()),
+    calloc: AtomicPtr::new(core::ptr::null_mut()),
+    realloc: AtomicPtr::new(core::ptr::null_mut()),
+    free: AtomicPtr::new(core::ptr::null_mut()),
+};
+
+fn as_ptr<F: Copy>(f: Option<F>) -> *mut c_void {
+    match f {
+        Some(f) => unsafe { core::mem::transmute_copy::<F, *mut c_void>(&f) },
+        None => core::ptr::null_mut(),
+    }
+}
+
+/// Opens the hot path. Call once start-up has finished (everything a hook
+/// reads is in place: the release store publishes it along with the pointer).
+/// A function the next library lacks stays null, so its hook keeps taking the
+/// cold path, which handles "missing".
+pub fn publish_hot_path() {
+    let n = next();
+    HOT.malloc.store(as_ptr(n.malloc), Release);
+    HOT.calloc.store(as_ptr(n.calloc), Release);
+    HOT.realloc.store(as_ptr(n.realloc), Release);
+    HOT.free.store(as_ptr(n.free), Release);
+}
+
+/// `Option<fn>` has the layout of a nullable pointer: null reads as `None`.
+#[inline(always)]
+fn hot<F>(slot: &AtomicPtr<c_void>) -> Option<F> {
+    const { assert!(core::mem::size_of::<Option<F>>() == core::mem::size_of::<*mut c_void>()) };
+    let p = slot.load(Acquire);
+    unsafe { core::mem::transmute_copy::<*mut c_void, Option<F>>(&p) }
+}
+
+/// The next `malloc`, once start-up has finished.
+#[inline(always)]
+pub fn hot_malloc() -> Option<MallocFn> {
+    hot(&HOT.malloc)
+}
+
+/// The next `calloc`, once start-up has finished.
+#[inline(always)]
+pub fn hot_calloc() -> Option<CallocFn> {
+    hot(&HOT.calloc)
+}
+
+/// The next `realloc`, once start-up has finished.
+#[inline(always)]
+pub fn hot_realloc() -> Option<ReallocFn> {
+    hot(&HOT.realloc)
+}
+
+/// The next `free`, once start-up has finished.
+#[inline(always)]
+pub fn hot_free() -> Option<FreeFn> {
+    hot(&HOT.free)
+}
+
+// ---------------------------------------------------------------------------
 // Bootstrap arena
 
 const ARENA_SIZE: usize = 256 * 1024;
@@ -155,8 +231,8 @@ fn arena_base() -> usize {
 /// Whether `p` came from the bootstrap arena.
 #[inline(always)]
 pub fn is_bootstrap(p: *mut c_void) -> bool {
-    let a = p as usize;
-    a >= arena_base() && a < arena_base() + ARENA_SIZE
+    // One unsigned compare: an address below the arena wraps to a huge offset.
+    (p as usize).wrapping_sub(arena_base()) < ARENA_SIZE
 }
 
 /// Zeroed memory from the arena (it is never reused, so it is always zero),
