@@ -10,7 +10,6 @@
 
 use core::ffi::{c_char, c_int, c_void};
 
-use crate::core::catchup::POLL_EVERY_CALLS;
 use crate::core::engine;
 use crate::core::once::ReentrantOnce;
 use crate::next::{self, next};
@@ -35,7 +34,7 @@ fn ready() -> bool {
 /// to run (it leaves `errno` alone: raw system calls only).
 #[inline(always)]
 fn counted(hook: Hook) {
-    if counters().count_call(hook) % POLL_EVERY_CALLS == 0 {
+    if counters().count_call(hook) {
         poll_catch_up();
     }
 }

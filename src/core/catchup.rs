@@ -39,7 +39,7 @@ use crate::os::sys;
 use crate::stats::counters;
 
 /// Hooks poll every this many calls (per thread shard, per hook).
-pub const POLL_EVERY_CALLS: u64 = 64;
+pub const POLL_EVERY_CALLS: u64 = counters::CALLS_PER_ROUND;
 const MAX_BACKOFF_SHIFT: u32 = 5;
 /// VMAs remembered per generation; a process with more simply re-advises the
 /// surplus each scan (correct, just slower).

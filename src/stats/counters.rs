@@ -9,7 +9,7 @@
 //! `pthread_atfork` handler ([`reset`]) and reports only its own activity.
 //! Never allocates, never locks.
 
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 
 use crate::core::policy::SkipReason;
 
@@ -112,8 +112,19 @@ const FAILURE_KINDS: usize = FAILURE_ERRNOS.len() + 1;
 
 const SHARDS: usize = 128;
 
-#[repr(C, align(128))]
+/// A call count is kept in two parts: a one-byte tick that each call
+/// advances by [`TICK`], and, each time the byte wraps (every
+/// [`CALLS_PER_ROUND`] calls), the whole rounds in a 64-bit count. The byte
+/// wrapping is the carry of the add itself, so the hot path counts with one
+/// add to memory and one branch, and the branch doubles as "a round is
+/// complete" for periodic work.
+pub const CALLS_PER_ROUND: u64 = 64;
+const TICK: u8 = (256 / CALLS_PER_ROUND) as u8;
+
+#[repr(C, align(256))]
 struct Shard {
+    ticks: [AtomicU8; Hook::COUNT],
+    /// Calls in completed rounds.
     calls: [AtomicU64; Hook::COUNT],
 }
 
@@ -149,6 +160,35 @@ pub fn own_bss_address() -> usize {
     &COUNTERS as *const Counters as usize
 }
 
+/// Adds [`TICK`] to the byte `offset` bytes past `tick`; `true` when it
+/// wrapped. On x86-64 that is one `add` to memory and a jump on its carry
+/// (the compiler keeps an atomic byte's load, add and store apart, which
+/// costs three more instructions on every malloc); the add is not locked,
+/// like the portable version's store.
+#[inline(always)]
+fn advance_tick(tick: &AtomicU8, offset: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        core::arch::asm!(
+            "add byte ptr [{tick} + {offset}], {step}",
+            "jc {wrapped}",
+            tick = in(reg) tick.as_ptr(),
+            offset = in(reg) offset,
+            step = const TICK,
+            wrapped = label { return true; },
+            options(nostack),
+        );
+        false
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let tick = unsafe { &*(tick.as_ptr().add(offset) as *const AtomicU8) };
+        let (next, wrapped) = tick.load(Relaxed).overflowing_add(TICK);
+        tick.store(next, Relaxed);
+        wrapped
+    }
+}
+
 #[inline(always)]
 fn shard_index() -> usize {
     // Each thread's TLS block sits at the top of its own stack, and stacks
@@ -172,21 +212,34 @@ fn thread_pointer() -> u64 {
 }
 
 impl Counters {
-    /// Counts one call; returns this thread-shard's count before it, which
-    /// callers use to do periodic work every so many calls.
+    /// Counts one call; `true` on every [`CALLS_PER_ROUND`]th call of `hook`
+    /// in this thread's shard, which callers use to do periodic work.
     ///
-    /// A plain load and store rather than a locked add: this runs on every
-    /// malloc and free, and a locked add alone would cost more than the
-    /// whole forwarding (measured with `scripts/bench-overhead`). A shard is
+    /// Plain loads and stores rather than locked adds: this runs on every
+    /// malloc, and a locked add alone would cost more than the whole
+    /// forwarding (measured with `scripts/bench-overhead`). A shard is
     /// normally one thread's; two threads hashed to the same shard can lose
     /// a count when they hit it at the same instant, so call counts are exact
     /// for single-threaded programs and a close lower bound otherwise.
     #[inline(always)]
-    pub fn count_call(&self, hook: Hook) -> u64 {
-        let c = &self.shards[shard_index()].calls[hook as usize];
-        let n = c.load(Relaxed);
-        c.store(n + 1, Relaxed);
-        n
+    pub fn count_call(&self, hook: Hook) -> bool {
+        // shard 0's tick plus the byte offset of this thread's shard: the
+        // instruction that adds can then do the addressing itself
+        let offset = shard_index() * core::mem::size_of::<Shard>();
+        if advance_tick(&self.shards[0].ticks[hook as usize], offset) {
+            self.complete_round(hook);
+            return true;
+        }
+        false
+    }
+
+    /// The tick of `hook` wrapped: one more round of calls. Out of line, and
+    /// it finds the shard again, so the hot path keeps a single pointer.
+    #[cold]
+    #[inline(never)]
+    fn complete_round(&self, hook: Hook) {
+        let calls = &self.shards[shard_index()].calls[hook as usize];
+        calls.store(calls.load(Relaxed) + CALLS_PER_ROUND, Relaxed);
     }
 
     pub fn count_advised(&self, source: Source, bytes: usize) {
@@ -220,7 +273,10 @@ impl Counters {
 
     fn reset(&self) {
         let zero = |a: &[AtomicU64]| a.iter().for_each(|c| c.store(0, Relaxed));
-        self.shards.iter().for_each(|s| zero(&s.calls));
+        for shard in &self.shards {
+            zero(&shard.calls);
+            shard.ticks.iter().for_each(|t| t.store(0, Relaxed));
+        }
         zero(&self.advised_regions);
         zero(&self.advised_bytes);
         zero(&self.skipped);
@@ -238,8 +294,8 @@ impl Counters {
     pub fn snapshot(&self) -> Snapshot {
         let mut s = Snapshot::default();
         for shard in &self.shards {
-            for (total, c) in s.calls.iter_mut().zip(&shard.calls) {
-                *total += c.load(Relaxed);
+            for ((total, rounds), tick) in s.calls.iter_mut().zip(&shard.calls).zip(&shard.ticks) {
+                *total += rounds.load(Relaxed) + u64::from(tick.load(Relaxed) / TICK);
             }
         }
         let load = |from: &[AtomicU64], to: &mut [u64]| {
@@ -299,10 +355,9 @@ mod tests {
     #[test]
     fn counters_sum_across_shards() {
         let c: Counters = unsafe { core::mem::zeroed() };
-        for _ in 0..1000 {
-            c.count_call(Hook::Free);
-        }
+        let rounds = (0..1000).filter(|_| c.count_call(Hook::Free)).count();
         assert_eq!(c.snapshot().calls[Hook::Free as usize], 1000);
+        assert_eq!(rounds, 1000 / CALLS_PER_ROUND as usize);
         c.count_call(Hook::Malloc);
         std::thread::scope(|s| {
             for _ in 0..4 {
