@@ -1,8 +1,10 @@
 //! Every symbol the library exports, in one place: the interposed libc
 //! functions, the `ksmauto_*` C API, and the start/exit hooks.
 //!
-//! Each wrapper is thin: pass the start-up gate, count the call, forward to
-//! the next definition, and hand plain numbers to `core::engine`. Wrappers
+//! Each wrapper is thin: pass the start-up gate (malloc, calloc, realloc and
+//! free instead load their target from the table start-up publishes last),
+//! count the call, forward to the next definition, and hand plain numbers to
+//! `core::engine`. Wrappers
 //! never allocate through Rust, never panic across the C boundary
 //! (`panic = "abort"`), and leave `errno` exactly as the forwarded function
 //! set it (the engine uses raw system calls; only start-up, which may run

@@ -10,7 +10,8 @@
 //! it, and the kernel merges it with mergeable neighbours).
 //!
 //! **When it runs.** No background thread by default: the hooks call
-//! [`poll`] every [`POLL_EVERY_CALLS`]th call per thread shard, and a scan
+//! [`poll`] every `counters::CALLS_PER_ROUND`th call of a hook per thread
+//! shard (the call counter signals it), and a scan
 //! runs only if the interval has passed (`KSMAUTO_SCAN_INTERVAL`, doubling up
 //! to 32× while scans find nothing new, back to the base as soon as one
 //! does). `KSMAUTO_SCAN_THREAD=1` adds a timer thread for runtimes that never
@@ -38,8 +39,6 @@ use crate::os::proc::{for_each_line, MapsLine};
 use crate::os::sys;
 use crate::stats::counters;
 
-/// Hooks poll every this many calls (per thread shard, per hook).
-pub const POLL_EVERY_CALLS: u64 = counters::CALLS_PER_ROUND;
 const MAX_BACKOFF_SHIFT: u32 = 5;
 /// VMAs remembered per generation; a process with more simply re-advises the
 /// surplus each scan (correct, just slower).

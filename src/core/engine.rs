@@ -29,8 +29,10 @@ use crate::stats::{counters, Source};
 const PR_SET_MEMORY_MERGE: i32 = 67;
 const PR_GET_MEMORY_MERGE: i32 = 68;
 
-/// Written once by [`start`] before any hook does work (the interposition
-/// layer's start-up gate orders it), read-only afterwards.
+/// Written once by [`start`] before any hook does work, read-only afterwards.
+/// Hooks see it only after start-up: through the interposition layer's gate,
+/// or, on the hot paths, through the acquire load of the forwarding table
+/// that start-up publishes last (`next::publish_hot_path`).
 struct Settings {
     config: Config,
     active: Mode,

@@ -1,4 +1,5 @@
-//! The live counters, updated from hooks with relaxed atomics.
+//! The live counters, updated from hooks with relaxed atomics (and, for
+//! call counts on x86-64, an unlocked add to memory).
 //!
 //! Call counts are sharded by thread (a hash of the thread pointer), so
 //! threads mostly hit their own cache line and a malloc-heavy multithreaded
@@ -113,7 +114,7 @@ const FAILURE_KINDS: usize = FAILURE_ERRNOS.len() + 1;
 const SHARDS: usize = 128;
 
 /// A call count is kept in two parts: a one-byte tick that each call
-/// advances by [`TICK`], and, each time the byte wraps (every
+/// advances by `TICK`, and, each time the byte wraps (every
 /// [`CALLS_PER_ROUND`] calls), the whole rounds in a 64-bit count. The byte
 /// wrapping is the carry of the add itself, so the hot path counts with one
 /// add to memory and one branch, and the branch doubles as "a round is
@@ -123,6 +124,7 @@ const TICK: u8 = (256 / CALLS_PER_ROUND) as u8;
 
 #[repr(C, align(256))]
 struct Shard {
+    /// First, at offset 0: `count_call` addresses it from the array's start.
     ticks: [AtomicU8; Hook::COUNT],
     /// Calls in completed rounds.
     calls: [AtomicU64; Hook::COUNT],
@@ -166,13 +168,13 @@ pub fn own_bss_address() -> usize {
 /// costs three more instructions on every malloc); the add is not locked,
 /// like the portable version's store.
 #[inline(always)]
-fn advance_tick(tick: &AtomicU8, offset: usize) -> bool {
+fn advance_tick(tick: *const u8, offset: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     unsafe {
         core::arch::asm!(
             "add byte ptr [{tick} + {offset}], {step}",
             "jc {wrapped}",
-            tick = in(reg) tick.as_ptr(),
+            tick = in(reg) tick,
             offset = in(reg) offset,
             step = const TICK,
             wrapped = label { return true; },
@@ -182,7 +184,7 @@ fn advance_tick(tick: &AtomicU8, offset: usize) -> bool {
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let tick = unsafe { &*(tick.as_ptr().add(offset) as *const AtomicU8) };
+        let tick = unsafe { &*(tick.add(offset) as *const AtomicU8) };
         let (next, wrapped) = tick.load(Relaxed).overflowing_add(TICK);
         tick.store(next, Relaxed);
         wrapped
@@ -215,18 +217,22 @@ impl Counters {
     /// Counts one call; `true` on every [`CALLS_PER_ROUND`]th call of `hook`
     /// in this thread's shard, which callers use to do periodic work.
     ///
-    /// Plain loads and stores rather than locked adds: this runs on every
-    /// malloc, and a locked add alone would cost more than the whole
-    /// forwarding (measured with `scripts/bench-overhead`). A shard is
-    /// normally one thread's; two threads hashed to the same shard can lose
-    /// a count when they hit it at the same instant, so call counts are exact
-    /// for single-threaded programs and a close lower bound otherwise.
+    /// An unlocked add rather than a locked one: this runs on every malloc,
+    /// and a locked add alone would cost more than the whole forwarding
+    /// (measured with `scripts/bench-overhead`). A shard is normally one
+    /// thread's; two threads hashed to the same shard can collide, losing a
+    /// tick or completing the same round twice, so call counts are exact for
+    /// single-threaded programs and otherwise off by at most a round (64
+    /// calls) per collision.
     #[inline(always)]
     pub fn count_call(&self, hook: Hook) -> bool {
-        // shard 0's tick plus the byte offset of this thread's shard: the
-        // instruction that adds can then do the addressing itself
+        // The tick's place in shard 0 (ticks come first in a `Shard`) and the
+        // byte offset of this thread's shard: the instruction that adds can
+        // then do the addressing itself. The pointer comes from the whole
+        // array, so it may reach every shard.
+        let tick = (self.shards.as_ptr() as *const u8).wrapping_add(hook as usize);
         let offset = shard_index() * core::mem::size_of::<Shard>();
-        if advance_tick(&self.shards[0].ticks[hook as usize], offset) {
+        if advance_tick(tick, offset) {
             self.complete_round(hook);
             return true;
         }
