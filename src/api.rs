@@ -614,19 +614,33 @@ extern "C" fn on_load() {
 
 extern "C" fn in_forked_child() {
     engine::after_fork_in_child();
+    // `fork` copies only the calling thread: the child gets its own scanner.
+    if engine::wants_scan_thread() {
+        start_scan_thread();
+    }
 }
 
 extern "C" fn scan_thread(_: *mut c_void) -> *mut c_void {
     engine::scan_thread_main()
 }
 
-/// Started from the constructor (libc is initialised by then), with the next
-/// `pthread_create` so the thread is not counted as the program's.
+/// Started from the constructor (libc is initialised by then) and in forked
+/// children, with the next `pthread_create` so the thread is not counted as
+/// the program's. It is created with every signal blocked (a new thread
+/// inherits its creator's mask), so a signal the program blocks in its own
+/// threads to read it with `signalfd` or `sigwait` is never delivered to the
+/// scanner instead. libc's `pthread_sigmask` keeps the signals glibc needs
+/// for itself (`setuid` across threads, cancellation) deliverable.
 fn start_scan_thread() {
     let Some(create) = next().pthread_create else {
         return;
     };
     unsafe {
+        let saved_errno = errno_get();
+        let mut all: libc::sigset_t = core::mem::zeroed();
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut all);
+        let masked = libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) == 0;
         let mut thread: libc::pthread_t = 0;
         if create(
             &mut thread,
@@ -637,6 +651,10 @@ fn start_scan_thread() {
         {
             libc::pthread_detach(thread);
         }
+        if masked {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        }
+        errno_set(saved_errno);
     }
 }
 

@@ -30,6 +30,41 @@ fn panic(_: &::core::panic::PanicInfo) -> ! {
     unsafe { libc::abort() }
 }
 
+// The raw system calls (`os::sys`) and the call counter's carry test are
+// written for these two; anything else must fail loudly at build time rather
+// than build a library that issues wrong system calls.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!(
+    "libksmauto supports Linux on x86_64 and aarch64 only (raw system calls are written per architecture)"
+);
+
+// A debug build (no LTO) links `core`'s precompiled objects, whose unwind
+// tables name `rust_eh_personality`; with `panic = "abort"` nothing of ours
+// ever unwinds, but the dynamic loader would still refuse the library for the
+// missing symbol. A local, hidden definition satisfies the link and is never
+// exported (so it cannot interpose on another Rust library's own); reaching
+// it would mean an unwind through our code, which must never happen: trap.
+#[cfg(all(not(test), target_arch = "x86_64"))]
+::core::arch::global_asm!(
+    ".pushsection .text.rust_eh_personality,\"ax\",@progbits",
+    ".globl rust_eh_personality",
+    ".hidden rust_eh_personality",
+    ".type rust_eh_personality,@function",
+    "rust_eh_personality:",
+    "ud2",
+    ".popsection",
+);
+#[cfg(all(not(test), target_arch = "aarch64"))]
+::core::arch::global_asm!(
+    ".pushsection .text.rust_eh_personality,\"ax\",@progbits",
+    ".globl rust_eh_personality",
+    ".hidden rust_eh_personality",
+    ".type rust_eh_personality,%function",
+    "rust_eh_personality:",
+    "brk #1",
+    ".popsection",
+);
+
 #[cfg(not(test))]
 mod api;
 pub mod core;

@@ -103,6 +103,19 @@ impl Config {
     };
 }
 
+impl Config {
+    /// Secure execution (`AT_SECURE`): every `KSMAUTO_*` variable ignored,
+    /// nothing merged, nothing written.
+    pub const SECURE_EXECUTION: Config = Config {
+        mode: Mode::Off,
+        stats: StatsDestination::Off,
+        stats_requested: false,
+        scan_interval_ms: 0,
+        scan_thread: false,
+        ..Config::DEFAULT
+    };
+}
+
 /// A rejected setting, for the caller to print.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BadValue<'a> {

@@ -17,6 +17,7 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use super::catchup;
+use super::identity;
 use super::config::{BadValue, Config, Mode};
 use super::exclusions::{ExclusionTable, CAPACITY};
 use super::policy::{self, GlibcChunkHeader, Range, SkipReason, Verdict, VmaVerdict};
@@ -35,6 +36,13 @@ const PR_GET_MEMORY_MERGE: i32 = 68;
 /// that start-up publishes last (`next::publish_hot_path`).
 struct Settings {
     config: Config,
+    /// The kernel started this program with `AT_SECURE` (set-user-ID,
+    /// set-group-ID, file capabilities): no `KSMAUTO_*` variable was read and
+    /// the library behaves as `off`.
+    secure_execution: bool,
+    /// What file descriptor 2 was when the library started; the exit report
+    /// goes to stderr only if it still is that file.
+    stderr_at_start: Option<sys::FileStatus>,
     active: Mode,
     fallback_errno: Option<i32>,
     page_size: usize,
@@ -46,6 +54,8 @@ unsafe impl Sync for SettingsCell {}
 
 static SETTINGS: SettingsCell = SettingsCell(UnsafeCell::new(Settings {
     config: Config::DEFAULT,
+    secure_execution: false,
+    stderr_at_start: None,
     active: Mode::Off,
     fallback_errno: None,
     page_size: sys::PAGE_SIZE_FALLBACK,
@@ -79,15 +89,39 @@ pub fn page_size() -> usize {
     settings().page_size
 }
 
+pub fn secure_execution() -> bool {
+    settings().secure_execution
+}
+
+/// Whether file descriptor 2 is still the file it was at start-up (a
+/// program that closed stderr and opened a data file gets no report in it).
+pub fn stderr_is_unchanged() -> bool {
+    match (settings().stderr_at_start, sys::fstat(2)) {
+        (Some(then), Ok(now)) => then.same_file(&now),
+        _ => false,
+    }
+}
+
 /// Reads the configuration, picks the engine and applies it to the process.
 /// Must run exactly once, before any other function here does work.
 pub fn start(allocator_is_glibc: bool) {
-    let config = Config::from_lookup(os::getenv, print_bad_value);
+    identity::init();
+    // Under secure execution the environment belongs to whoever started a
+    // privileged program: no variable of it may steer us, no file is
+    // written, and the process's memory is left alone (`off`).
+    let secure_execution = os::secure_execution();
+    let config = if secure_execution {
+        Config::SECURE_EXECUTION
+    } else {
+        Config::from_lookup(os::getenv, print_bad_value)
+    };
     let page_size = os::page_size();
     let (active, fallback_errno) = choose_engine(config.mode);
     unsafe {
         *SETTINGS.0.get() = Settings {
             config,
+            secure_execution,
+            stderr_at_start: sys::fstat(2).ok(),
             active,
             fallback_errno,
             page_size,
@@ -114,7 +148,8 @@ fn judge_vma(vma: &MapsLine, below: Option<&MapsLine>) -> VmaVerdict {
     // The library's own zero-fill mapping (counters, tables) is never ours
     // to merge: it is written constantly.
     let own = crate::stats::counters::own_bss_address();
-    if vma.start <= own && own < vma.end {
+    let marker = identity::marker_address();
+    if (vma.start <= own && own < vma.end) || (vma.start <= marker && marker < vma.end) {
         return VmaVerdict::NotOurs;
     }
     policy::judge_vma(vma, below, config())
@@ -122,8 +157,23 @@ fn judge_vma(vma: &MapsLine, below: Option<&MapsLine>) -> VmaVerdict {
 
 /// In a forked child (`pthread_atfork`): counters and catch-up start over.
 pub fn after_fork_in_child() {
+    identity::adopt();
+    start_over();
+}
+
+fn start_over() {
     crate::stats::counters::reset();
     catchup::reset();
+}
+
+/// A child made by a raw `clone` (no `pthread_atfork` handler ran) owns a
+/// copy of the parent's counters: notice it and start over. Returns `false`
+/// in a `vfork`/`CLONE_VM` child, whose statics are its parent's.
+pub fn settle_identity() -> bool {
+    if identity::adopt_if_new_process() {
+        start_over();
+    }
+    !identity::shares_owners_memory()
 }
 
 fn advise_vma(range: Range) -> bool {
@@ -133,6 +183,9 @@ fn advise_vma(range: Range) -> bool {
 /// Called by hooks every so many calls: runs a catch-up scan when due.
 #[inline]
 pub fn poll_catch_up() {
+    if identity::adopt_if_new_process() {
+        start_over();
+    }
     catchup::poll(&judge_vma, &advise_vma);
 }
 
@@ -349,12 +402,46 @@ pub fn threads_unmerge_their_stacks() -> bool {
 
 /// Called on a new thread, first thing, when
 /// [`threads_unmerge_their_stacks`]: `stack` is that thread's stack.
+///
+/// Only a stack that is a mapping of its own (what `pthread_create`
+/// allocates, or a caller's `mmap`ed stack) is taken out of merging: a
+/// caller-supplied stack inside a larger mapping (`pthread_attr_setstack` on
+/// a malloc'd buffer in the heap) would take that whole mapping with it.
 pub fn thread_stack_started(stack_addr: usize, stack_len: usize) {
-    if let Some(range) = page_range(stack_addr, stack_len) {
-        counters().count_skipped(SkipReason::Stack);
-        // The VMA also holds the thread's TLS above the stack proper: take
-        // it all, so the VMA is not split.
-        unmerge(whole_vmas(range));
+    let Some(stack) = page_range(stack_addr, stack_len) else {
+        return;
+    };
+    counters().count_skipped(SkipReason::Stack);
+    if let Some(vma) = vma_containing(stack.start) {
+        if vma.start >= stack.start && vma.end <= stack.end {
+            unmerge(vma);
+        }
+    }
+}
+
+/// The bounds of the VMA containing `addr`: `PROCMAP_QUERY` where the kernel
+/// has it, else a read of `/proc/self/maps`.
+fn vma_containing(addr: usize) -> Option<Range> {
+    match sys::vma_at(addr) {
+        Ok(vma) => Some(Range {
+            start: vma.start,
+            end: vma.end,
+        }),
+        Err(libc::ENOENT) => None,
+        Err(_) => {
+            let mut found = None;
+            let _ = for_each_line(b"/proc/self/maps\0", |line| {
+                if let Some(vma) = MapsLine::parse(line) {
+                    if vma.start <= addr && addr < vma.end {
+                        found = Some(Range {
+                            start: vma.start,
+                            end: vma.end,
+                        });
+                    }
+                }
+            });
+            found
+        }
     }
 }
 

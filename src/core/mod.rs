@@ -7,6 +7,7 @@
 //!   hooks report;
 //! * [`catchup`] — the `advise` engine's scan for memory no hook saw;
 //! * [`exclusions`] — the lock-free table behind `ksmauto_exclude`;
+//! * [`identity`] — which process this is (owner, forked child, `vfork` child);
 //! * [`once`] — start-up that survives re-entry from `dlsym`.
 //!
 //! Knows no symbol names (that is `crate::api`'s business) and never
@@ -16,5 +17,6 @@ pub mod catchup;
 pub mod config;
 pub mod engine;
 pub mod exclusions;
+pub mod identity;
 pub mod once;
 pub mod policy;

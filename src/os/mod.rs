@@ -34,3 +34,10 @@ pub fn page_size() -> usize {
         n => n,
     }
 }
+
+/// Whether the kernel started this program in secure-execution mode
+/// (`AT_SECURE`: set-user-ID, set-group-ID or file capabilities, or an LSM
+/// asked for it).
+pub fn secure_execution() -> bool {
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}

@@ -101,6 +101,10 @@ pub fn map_anonymous(len: usize) -> Result<*mut u8, Errno> {
     }
 }
 
+pub fn unmap(addr: usize, len: usize) -> Result<(), Errno> {
+    unsafe { syscall!(libc::SYS_munmap, addr, len).map(|_| ()) }
+}
+
 /// Nanoseconds on the coarse monotonic clock (vDSO: no system call, and it
 /// leaves `errno` alone on success, which is the only outcome for this clock).
 pub fn monotonic_coarse_ns() -> u64 {
@@ -331,6 +335,85 @@ pub fn errno_name(errno: Errno) -> &'static str {
         libc::ENOTDIR => "ENOTDIR",
         libc::EBADF => "EBADF",
         libc::EPIPE => "EPIPE",
+        libc::ELOOP => "ELOOP",
+        libc::ENXIO => "ENXIO",
         _ => "error",
     }
+}
+
+/// What identifies an open file: the device and inode `fstat` reports, and
+/// the few properties the stats file's checks need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStatus {
+    pub dev: u64,
+    pub ino: u64,
+    pub mode: u32,
+    pub uid: u32,
+}
+
+impl FileStatus {
+    pub fn is_regular(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+
+    /// The same file as `other` (device and inode), whatever its name.
+    pub fn same_file(&self, other: &FileStatus) -> bool {
+        self.dev == other.dev && self.ino == other.ino
+    }
+
+    /// Set-user-ID or set-group-ID (executables that change privilege).
+    pub fn changes_privilege_on_exec(&self) -> bool {
+        self.mode & (libc::S_ISUID | libc::S_ISGID) != 0
+    }
+}
+
+fn status_of(st: &libc::stat) -> FileStatus {
+    FileStatus {
+        dev: st.st_dev as u64,
+        ino: st.st_ino as u64,
+        mode: st.st_mode,
+        uid: st.st_uid,
+    }
+}
+
+/// `fstatat(dirfd, path, flags)`; `path` NUL-terminated (empty with
+/// `AT_EMPTY_PATH` for the descriptor itself).
+pub fn stat_at(dirfd: i32, path: *const u8, flags: i32) -> Result<FileStatus, Errno> {
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    unsafe {
+        syscall!(
+            libc::SYS_newfstatat,
+            dirfd as isize as usize,
+            path,
+            &mut st as *mut libc::stat,
+            flags
+        )?
+    };
+    Ok(status_of(&st))
+}
+
+/// `fstat(fd)`.
+pub fn fstat(fd: i32) -> Result<FileStatus, Errno> {
+    stat_at(fd, b"\0".as_ptr(), libc::AT_EMPTY_PATH)
+}
+
+pub fn geteuid() -> u32 {
+    unsafe { syscall!(libc::SYS_geteuid).unwrap_or(u32::MAX as usize) as u32 }
+}
+
+/// Whether the file at `path` (NUL-terminated, symlinks followed) or open
+/// as `fd` (when `path` is null) has file capabilities
+/// (`security.capability`), which make an `exec` of it a privilege change
+/// like set-user-ID does. Fails closed: only "no such attribute" or "not
+/// supported here" count as none.
+pub fn has_file_capabilities(path: *const u8, fd: i32) -> bool {
+    let name = b"security.capability\0";
+    let r = unsafe {
+        if path.is_null() {
+            syscall!(libc::SYS_fgetxattr, fd, name.as_ptr(), 0usize, 0usize)
+        } else {
+            syscall!(libc::SYS_getxattr, path, name.as_ptr(), 0usize, 0usize)
+        }
+    };
+    !matches!(r, Err(libc::ENODATA) | Err(libc::EOPNOTSUPP) | Err(libc::ENOENT))
 }

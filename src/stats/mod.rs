@@ -23,6 +23,14 @@ use report::Report;
 
 /// The report for this process as of now, including the kernel's view.
 pub fn current_report() -> Report {
+    let mut report = report_without_smaps();
+    report.smaps = SmapsTotals::read_self();
+    report
+}
+
+/// The report without the `smaps` totals, whose read walks every mapping's
+/// page tables: enough to decide whether there is anything to say.
+fn report_without_smaps() -> Report {
     let cfg = engine::config();
     Report {
         version: env!("CARGO_PKG_VERSION"),
@@ -36,13 +44,14 @@ pub fn current_report() -> Report {
         counters: counters().snapshot(),
         catchup_scans: crate::core::catchup::scans(),
         ksm: KsmStat::read_self(),
-        smaps: SmapsTotals::read_self(),
+        smaps: None,
         page_size: engine::page_size(),
     }
 }
 
 /// Renders [`current_report`] into `out`; returns the length it needed.
 pub fn render_current(json: bool, out: &mut [u8]) -> usize {
+    engine::settle_identity();
     let mut w = BufWriter::new(out);
     current_report().render(json, &mut w);
     w.len()
@@ -51,14 +60,25 @@ pub fn render_current(json: bool, out: &mut [u8]) -> usize {
 /// At exit: write the report where `KSMAUTO_STATS` says, if this process has
 /// something to report or the user asked for it.
 pub fn write_exit_report() {
+    // A `vfork` child that calls `exit` runs in its parent's memory: the
+    // counters are the parent's, and so is the report.
+    if !engine::settle_identity() {
+        return;
+    }
     let cfg = engine::config();
     if cfg.stats == StatsDestination::Off {
         return;
     }
-    let report = current_report();
+    // Program stderr replaced (closed, then the number reused for a data
+    // file): say nothing rather than write into the program's file.
+    if cfg.stats == StatsDestination::Stderr && !engine::stderr_is_unchanged() {
+        return;
+    }
+    let mut report = report_without_smaps();
     if !cfg.stats_requested && !report.has_activity() {
         return;
     }
+    report.smaps = SmapsTotals::read_self();
     let mut buf = [0u8; REPORT_BUFFER];
     let mut w = BufWriter::new(&mut buf);
     report.render(cfg.stats_format == StatsFormat::Json, &mut w);
@@ -79,7 +99,13 @@ pub fn write_exit_report() {
                 m.str("ksmauto: cannot write stats to ")
                     .bytes(&path[..len])
                     .str(" (KSMAUTO_STATS): ");
-                m.str(sys::errno_name(e)).str("\n");
+                m.str(sys::errno_name(e));
+                match e {
+                    libc::ELOOP => m.str(" (a symbolic link: never followed)"),
+                    libc::EPERM => m.str(" (not a regular file owned by this user)"),
+                    _ => &mut m,
+                };
+                m.str("\n");
                 let _ = sys::write_all_no_sigpipe(2, m.as_bytes());
             }
         }
@@ -88,9 +114,25 @@ pub fn write_exit_report() {
 
 /// `path` is NUL-terminated. Appends, so a tree of processes sharing one path
 /// leaves one report per line.
+///
+/// The path comes from the environment, and the process may be more
+/// privileged than whoever set it: the last component is never followed as a
+/// symbolic link (`ELOOP`), a FIFO or device is never opened in a blocking
+/// way (`ENXIO` for a FIFO without reader), a new file is created `0600`,
+/// and only a regular file owned by the effective user is written
+/// (`EPERM` otherwise), so a planted link or someone else's file gets nothing.
 fn append_to_file(path: &[u8], bytes: &[u8]) -> Result<(), i32> {
-    let fd = sys::open(path, libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND, 0o644)?;
-    let result = sys::write_all(fd, bytes);
+    let fd = sys::open(
+        path,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+        0o600,
+    )?;
+    let result = match sys::fstat(fd) {
+        Ok(st) if !st.is_regular() => Err(libc::EPERM),
+        Ok(st) if st.uid != sys::geteuid() => Err(libc::EPERM),
+        Ok(_) => sys::write_all(fd, bytes),
+        Err(e) => Err(e),
+    };
     sys::close(fd);
     result
 }

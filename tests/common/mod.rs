@@ -34,10 +34,15 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| repo().join("target"))
 }
 
-/// `target/release/libksmauto.so`, built once per test binary.
+/// `target/release/libksmauto.so`, built once per test binary; or the
+/// library `KSMAUTO_TEST_LIB` names (to run the suite against another build,
+/// e.g. an older commit's, to see a regression test fail there).
 pub fn lib() -> &'static Path {
     static LIB: OnceLock<PathBuf> = OnceLock::new();
     LIB.get_or_init(|| {
+        if let Some(other) = std::env::var_os("KSMAUTO_TEST_LIB") {
+            return PathBuf::from(other);
+        }
         let status = Command::new(env!("CARGO"))
             .args(["build", "--release", "--lib", "--quiet"])
             .current_dir(repo())

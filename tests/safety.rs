@@ -1,0 +1,389 @@
+//! Safe in front of any program: what an operator who puts the library in a
+//! service unit or `/etc/ld.so.preload` must be able to rely on, tried the way
+//! a stranger's program or an attacker would.
+//!
+//! * secure execution (`AT_SECURE`): no `KSMAUTO_*` variable steers a
+//!   set-user-ID program, no file is written, its memory is left alone;
+//! * the stats file is never a symbolic link, a FIFO or someone else's file,
+//!   and is created private;
+//! * a program that closed stderr and reused descriptor 2 gets no report in
+//!   its data;
+//! * a child made by a raw `clone` reports only its own activity;
+//! * the opt-in scanning thread takes no signal meant for the program and
+//!   exists in forked children;
+//! * a caller-supplied thread stack inside the heap does not take the heap
+//!   out of merging;
+//! * a debug build is loadable; the exit path reads `smaps` only to print.
+
+mod common;
+use common::*;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn scratch_dir(name: &str) -> PathBuf {
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!(
+        "ksmauto-safety-{name}-{}-{seq}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+// ---------------------------------------------------------------------------
+// Secure execution
+
+/// Runs `secure_exec` as `nobody` inside a private mount namespace whose
+/// `/etc` has an `ld.so.preload` naming the library, with hostile
+/// `KSMAUTO_*` values; `setuid` makes the program set-user-ID root first.
+/// Returns (stdout, stderr, whether the stats file appeared).
+fn run_preloaded_as_nobody(setuid: bool) -> (String, String, bool) {
+    let dir = scratch_dir("secure");
+    let lib = dir.join("libksmauto.so");
+    std::fs::copy(common::lib(), &lib).unwrap();
+    std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let prog = dir.join("secure_exec");
+    std::fs::copy(compile_c("tests/c/secure_exec.c", &[]), &prog).unwrap();
+    let mode = if setuid { 0o4755 } else { 0o755 };
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(mode)).unwrap();
+    // A directory only root may write to: the attacker aims the report there.
+    let root_only = dir.join("root-only");
+    std::fs::create_dir(&root_only).unwrap();
+    std::fs::set_permissions(&root_only, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let report = root_only.join("report");
+    // The world-writable directory nobody can reach the program through.
+    let script = format!(
+        r#"set -e
+mkdir -p {d}/upper {d}/work
+mount -t overlay overlay -o lowerdir=/etc,upperdir={d}/upper,workdir={d}/work /etc
+echo {lib} > /etc/ld.so.preload
+exec setpriv --reuid=65534 --regid=65534 --clear-groups \
+  env KSMAUTO_MODE=process KSMAUTO_EXCLUDE=none KSMAUTO_MIN_SIZE=1 \
+      KSMAUTO_STATS={report} KSMAUTO_STATS_FORMAT=json {prog}
+"#,
+        d = dir.display(),
+        lib = lib.display(),
+        report = report.display(),
+        prog = prog.display()
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("KSMAUTO_") || k == "LD_PRELOAD" {
+            cmd.env_remove(k);
+        }
+    }
+    let out = run_with_timeout(cmd, std::time::Duration::from_secs(60));
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let written = report.exists();
+    let _ = std::fs::remove_dir_all(&dir);
+    (stdout, stderr, written)
+}
+
+#[test]
+fn a_setuid_program_run_by_an_unprivileged_user_ignores_every_ksmauto_variable() {
+    if !is_root() {
+        eprintln!("!!!!! SKIPPED: needs root (mount namespace, setuid binary) !!!!!");
+        assert_ne!(std::env::var("KSMAUTO_REQUIRE_KSM").as_deref(), Ok("1"));
+        return;
+    }
+    // Control: the same program without the set-user-ID bit, same hostile
+    // environment: the library is loaded from ld.so.preload and obeys it.
+    // (Its report cannot be written into the root-only directory by
+    // nobody, so only the memory tells.)
+    let (stdout, _, _) = run_preloaded_as_nobody(false);
+    assert_eq!(field(&stdout, "at_secure").as_deref(), Some("0"), "{stdout}");
+    assert_eq!(
+        field(&stdout, "merge_any").as_deref(),
+        Some("1"),
+        "control run: the library was not loaded from ld.so.preload or ignored KSMAUTO_MODE:\n{stdout}"
+    );
+
+    let (stdout, stderr, written) = run_preloaded_as_nobody(true);
+    assert_eq!(field(&stdout, "at_secure").as_deref(), Some("1"), "{stdout}");
+    assert_eq!(field(&stdout, "euid").as_deref(), Some("0"), "{stdout}");
+    assert!(
+        !written,
+        "KSMAUTO_STATS made a set-user-ID program write a root-owned file"
+    );
+    assert_eq!(
+        field(&stdout, "merge_any").as_deref(),
+        Some("0"),
+        "KSMAUTO_MODE steered a set-user-ID program:\n{stdout}"
+    );
+    assert_eq!(
+        field(&stdout, "mergeable_vmas").as_deref(),
+        Some("0"),
+        "memory of a set-user-ID program was made mergeable:\n{stdout}"
+    );
+    assert_eq!(stderr, "", "the library printed in a set-user-ID program");
+}
+
+// ---------------------------------------------------------------------------
+// The stats file
+
+fn config_prog() -> PathBuf {
+    compile_c("tests/c/config_prog.c", &[])
+}
+
+/// Runs config_prog (which always has something to report) with the report
+/// aimed at `path`; returns stderr.
+fn report_to(path: &Path) -> String {
+    let out = Run::with("advise")
+        .env("KSMAUTO_STATS", path.to_str().unwrap())
+        .output(config_prog(), &[]);
+    assert_eq!(
+        text(&out.stdout),
+        "hello from config_prog\n",
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(3));
+    text(&out.stderr)
+}
+
+#[test]
+fn a_new_stats_file_is_created_private_to_its_owner() {
+    let dir = scratch_dir("stats-new");
+    let path = dir.join("report");
+    let stderr = report_to(&path);
+    let meta = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    assert!(std::fs::read_to_string(&path).unwrap().contains("advised"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_stats_file_is_never_written_through_a_symbolic_link() {
+    let dir = scratch_dir("stats-link");
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let link = dir.join("report");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let stderr = report_to(&link);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert!(stderr.contains("ELOOP"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_fifo_as_stats_file_is_refused_without_blocking() {
+    let dir = scratch_dir("stats-fifo");
+    let fifo = dir.join("report");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // No reader: a blocking open would hang the program at exit (the run's
+    // timeout would kill it and the status check would fail).
+    let stderr = report_to(&fifo); // (the run is killed after 120 s if it blocks)
+    assert!(stderr.contains("cannot write stats"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_stats_file_owned_by_another_user_is_refused() {
+    if !is_root() {
+        eprintln!("!!!!! SKIPPED: needs root to chown !!!!!");
+        assert_ne!(std::env::var("KSMAUTO_REQUIRE_KSM").as_deref(), Ok("1"));
+        return;
+    }
+    let dir = scratch_dir("stats-owner");
+    let path = dir.join("report");
+    std::fs::write(&path, "").unwrap();
+    std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let stderr = report_to(&path);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+    assert!(stderr.contains("EPERM"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_directory_or_device_as_stats_file_is_refused() {
+    let dir = scratch_dir("stats-dir");
+    let stderr = report_to(&dir);
+    assert!(stderr.contains("cannot write stats"), "{stderr}");
+    let stderr = report_to(Path::new("/dev/null"));
+    assert!(stderr.contains("EPERM"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------
+// Descriptor 2 reused
+
+#[test]
+fn a_program_that_reuses_descriptor_2_for_data_gets_no_report_in_it() {
+    let prog = compile_c("tests/c/stderr_reuse.c", &[]);
+    let dir = scratch_dir("fd2");
+    let data = dir.join("data");
+    for mode in ["advise", "process"] {
+        let out = Run::with(mode).output(&prog, &[data.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{mode}: {:?}", out.status);
+        assert_eq!(
+            std::fs::read_to_string(&data).unwrap(),
+            "program data\n",
+            "{mode}: the exit report went into the program's data file"
+        );
+    }
+    // Control: with stderr left alone the same program does report.
+    let out = Run::with("advise").output(config_prog(), &[]);
+    assert!(text(&out.stderr).contains("advised"), "{:?}", out);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------
+// Raw clone children
+
+#[test]
+fn a_raw_clone_child_reports_only_its_own_activity() {
+    let prog = compile_c("tests/c/raw_clone.c", &[]);
+    let dir = scratch_dir("clone");
+    let template = dir.join("r.%p.json");
+    let out = Run::with("advise")
+        .env("KSMAUTO_STATS", template.to_str().unwrap())
+        .env("KSMAUTO_STATS_FORMAT", "json")
+        .output(&prog, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut reports: Vec<serde_json::Value> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| {
+            let body = std::fs::read_to_string(e.unwrap().path()).unwrap();
+            serde_json::from_str(body.trim()).unwrap()
+        })
+        .collect();
+    assert_eq!(reports.len(), 2, "one report per process: {reports:?}");
+    reports.sort_by_key(|r| r["advised"]["by_source"]["mmap"]["regions"].as_u64());
+    assert_eq!(
+        reports[0]["advised"]["by_source"]["mmap"]["regions"], 0,
+        "the clone child counted its parent's regions: {}",
+        reports[0]
+    );
+    assert_eq!(reports[1]["advised"]["by_source"]["mmap"]["regions"], 5);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------
+// The opt-in scanning thread
+
+#[test]
+fn the_scanning_thread_takes_no_signal_the_program_blocked() {
+    let prog = compile_c("tests/c/scan_thread_signals.c", &[]);
+    let run = Run::with("advise").env("KSMAUTO_SCAN_THREAD", "1");
+    let out = run.output(&prog, &["signal"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "killed by the signal it reads through signalfd: {:?}",
+        out.status
+    );
+    assert_eq!(text(&out.stdout), "clean shutdown on signal 15\n");
+}
+
+#[test]
+fn a_forked_child_has_its_own_scanning_thread() {
+    let prog = compile_c("tests/c/scan_thread_signals.c", &[]);
+    let run = Run::with("advise")
+        .env("KSMAUTO_SCAN_THREAD", "1")
+        .env("KSMAUTO_STATS", "off");
+    let stdout = run_ok(&prog, &run, &["fork"]);
+    assert_eq!(field_u64(&stdout, "parent threads"), 2, "{stdout}");
+    assert_eq!(field_u64(&stdout, "child threads"), 2, "{stdout}");
+    // Control: without the option there is no thread at all.
+    let stdout = run_ok(&prog, &Run::with("advise"), &["fork"]);
+    assert_eq!(field_u64(&stdout, "parent threads"), 1, "{stdout}");
+}
+
+// ---------------------------------------------------------------------------
+// Caller-supplied thread stacks
+
+#[test]
+fn a_thread_stack_inside_the_heap_leaves_the_heap_mergeable() {
+    let prog = compile_c("tests/c/user_stack.c", &[]);
+    let stdout = run_ok(&prog, &Run::with("process"), &[]);
+    assert_eq!(
+        field(&stdout, "heap mergeable before").as_deref(),
+        Some("1"),
+        "{stdout}"
+    );
+    assert_eq!(
+        field(&stdout, "heap mergeable after").as_deref(),
+        Some("1"),
+        "the thread's stack took the whole heap out of merging:\n{stdout}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Build and exit path
+
+#[test]
+fn a_debug_build_is_loadable() {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--lib", "--quiet"])
+        .current_dir(repo())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target"));
+    let debug_lib = target.join("debug/libksmauto.so");
+    for mode in ["advise", "process"] {
+        let out = Command::new(config_prog())
+            .env("LD_PRELOAD", &debug_lib)
+            .env("KSMAUTO_MODE", mode)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3), "{mode}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "hello from config_prog\n");
+        if mode == "advise" {
+            assert!(text(&out.stderr).contains("advised"), "{}", text(&out.stderr));
+        }
+    }
+}
+
+/// The files a run of `config_prog` under `run` opened, by strace.
+fn opened_files(run: Run) -> String {
+    let trace = scratch_dir("strace").join("trace");
+    let mut cmd = run.command("strace");
+    cmd.args(["-f", "-qq", "-e", "trace=openat", "-o"])
+        .arg(&trace)
+        .arg(config_prog())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let out = run_with_timeout(cmd, std::time::Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    std::fs::read_to_string(&trace).unwrap()
+}
+
+#[test]
+fn the_exit_path_reads_smaps_only_when_it_prints() {
+    if Command::new("strace").arg("-V").output().is_err() {
+        panic!("strace is missing (scripts/test installs it)");
+    }
+    // off: nothing to say, so no smaps walk at exit.
+    let trace = opened_files(Run::with("off"));
+    assert!(
+        trace.contains("/proc/self/ksm_stat"),
+        "the exit path did not run:\n{trace}"
+    );
+    assert!(
+        !trace.contains("/proc/self/smaps"),
+        "smaps read for a report that is not printed:\n{trace}"
+    );
+    // Control: a requested report does read it.
+    let trace = opened_files(Run::with("off").env("KSMAUTO_STATS", "stderr"));
+    assert!(trace.contains("/proc/self/smaps"), "{trace}");
+}
