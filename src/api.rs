@@ -15,6 +15,7 @@ use core::ffi::{c_char, c_int, c_void};
 use crate::core::engine;
 use crate::core::once::ReentrantOnce;
 use crate::next::{self, next};
+use crate::os::exec_target::{self, ExecTarget};
 use crate::stats::{self, counters, Hook};
 
 static START: ReentrantOnce = ReentrantOnce::new();
@@ -26,6 +27,9 @@ fn ready() -> bool {
     START.run(|| {
         let saved = errno_get();
         next::resolve_all();
+        // Resolved now, not at the first exec, which may run in a signal
+        // handler or a vfork child where dlsym must not.
+        next::exec_functions();
         engine::start(next().allocator_is_glibc);
         next::publish_hot_path();
         errno_set(saved);
@@ -537,6 +541,258 @@ pub unsafe extern "C" fn pthread_create(
     }
     rc
 }
+
+// ---------------------------------------------------------------------------
+// exec and spawn: under `process`, merge-any must not pass into a program the
+// library does not run in (`engine::before_exec` decides). Each wrapper
+// inspects the target, lets the engine switch merge-any off if needed,
+// forwards, and puts it back if the call returns (a failed `exec`; a spawn,
+// in the parent, after the child has `exec`ed).
+
+extern "C" {
+    static environ: *const *const c_char;
+}
+
+/// The entries of a NUL-terminated `envp` array.
+unsafe fn env_entries(envp: *const *const c_char) -> impl Iterator<Item = &'static [u8]> {
+    let mut at = envp;
+    core::iter::from_fn(move || {
+        if at.is_null() || (*at).is_null() {
+            return None;
+        }
+        let entry = core::ffi::CStr::from_ptr(*at).to_bytes();
+        at = at.add(1);
+        Some(entry)
+    })
+}
+
+unsafe fn prepare_exec(target: ExecTarget, envp: *const *const c_char) -> bool {
+    engine::before_exec(target, engine::env_preloads_us(env_entries(envp)))
+}
+
+unsafe fn target_at_path(path: *const c_char) -> ExecTarget {
+    exec_target::inspect_at(libc::AT_FDCWD, path as *const u8, 0)
+}
+
+/// Resolves `file` the way `execvp` does (in `PATH`, or `/bin:/usr/bin`)
+/// into a static buffer (a few KiB: kept off the stack, an `exec` may run
+/// on a small signal stack); a busy buffer means "unknown".
+unsafe fn target_in_path(file: *const c_char) -> ExecTarget {
+    static BUFFER: crate::core::scratch::Scratch<4096> = crate::core::scratch::Scratch::new();
+    if file.is_null() {
+        return ExecTarget::UNKNOWN;
+    }
+    let Some(mut buf) = BUFFER.try_take() else {
+        return ExecTarget::UNKNOWN;
+    };
+    let search = crate::os::getenv("PATH").unwrap_or(b"/bin:/usr/bin");
+    let name = core::ffi::CStr::from_ptr(file).to_bytes();
+    match exec_target::resolve_in_path(name, search, buf.bytes()) {
+        Some(path) => exec_target::inspect_at(libc::AT_FDCWD, path.as_ptr(), 0),
+        // Not found: the exec fails and nothing runs.
+        None => ExecTarget {
+            privileged: false,
+            static_program: false,
+        },
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn execve(
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    let switched_off = ready() && prepare_exec(target_at_path(path), envp);
+    let rc = match next::exec_functions().execve {
+        Some(f) => f(path, argv, envp),
+        None => libc::syscall(libc::SYS_execve, path, argv, envp) as c_int,
+    };
+    engine::after_exec_returned(switched_off);
+    rc
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) -> c_int {
+    execve(path, argv, environ)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn execvpe(
+    file: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    let switched_off = ready() && prepare_exec(target_in_path(file), envp);
+    let rc = match next::exec_functions().execvpe {
+        Some(f) => f(file, argv, envp),
+        None => enoent(),
+    };
+    engine::after_exec_returned(switched_off);
+    rc
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int {
+    execvpe(file, argv, environ)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn execveat(
+    dirfd: c_int,
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    flags: c_int,
+) -> c_int {
+    let switched_off =
+        ready() && prepare_exec(exec_target::inspect_at(dirfd, path as *const u8, flags), envp);
+    let rc = match next::exec_functions().execveat {
+        Some(f) => f(dirfd, path, argv, envp, flags),
+        None => libc::syscall(libc::SYS_execveat, dirfd, path, argv, envp, flags) as c_int,
+    };
+    engine::after_exec_returned(switched_off);
+    rc
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn fexecve(
+    fd: c_int,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    let switched_off = ready()
+        && prepare_exec(
+            exec_target::inspect_at(fd, c"".as_ptr() as *const u8, libc::AT_EMPTY_PATH),
+            envp,
+        );
+    let rc = match next::exec_functions().fexecve {
+        Some(f) => f(fd, argv, envp),
+        None => enoent(),
+    };
+    engine::after_exec_returned(switched_off);
+    rc
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawn(
+    pid: *mut libc::pid_t,
+    path: *const c_char,
+    actions: *const libc::posix_spawn_file_actions_t,
+    attr: *const libc::posix_spawnattr_t,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+) -> c_int {
+    let switched_off = ready() && prepare_exec(target_at_path(path), envp as _);
+    let rc = match next::exec_functions().posix_spawn {
+        Some(f) => f(pid, path, actions, attr, argv, envp),
+        None => libc::ENOSYS,
+    };
+    engine::after_exec_returned(switched_off);
+    rc
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawnp(
+    pid: *mut libc::pid_t,
+    file: *const c_char,
+    actions: *const libc::posix_spawn_file_actions_t,
+    attr: *const libc::posix_spawnattr_t,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+) -> c_int {
+    let switched_off = ready() && prepare_exec(target_in_path(file), envp as _);
+    let rc = match next::exec_functions().posix_spawnp {
+        Some(f) => f(pid, file, actions, attr, argv, envp),
+        None => libc::ENOSYS,
+    };
+    engine::after_exec_returned(switched_off);
+    rc
+}
+
+unsafe fn enoent() -> c_int {
+    errno_set(libc::ENOENT);
+    -1
+}
+
+/// The variadic `execl`, `execle` and `execlp` cannot be written in Rust: a
+/// small assembly entry saves the argument registers, asks
+/// [`prepare_variadic_exec`] (which may switch merge-any off, judging by the
+/// path and the current environment) for the next definition, restores the
+/// registers and jumps there, so the callee sees the caller's arguments,
+/// stack included, exactly. If that `exec` fails, the engine notices at its
+/// next poll that merge-any was lent and takes it back.
+extern "C" fn prepare_variadic_exec(path: *const c_char, which: usize) -> usize {
+    unsafe {
+        let saved = errno_get();
+        if ready() {
+            let target = match which {
+                VARIADIC_EXECLP => target_in_path(path),
+                _ => target_at_path(path),
+            };
+            // execle's environment is past the argument list: judged by the
+            // current one.
+            prepare_exec(target, environ);
+        }
+        errno_set(saved);
+        let table = next::exec_functions();
+        match which {
+            VARIADIC_EXECL => table.execl,
+            VARIADIC_EXECLE => table.execle,
+            _ => table.execlp,
+        }
+    }
+}
+
+const VARIADIC_EXECL: usize = 0;
+const VARIADIC_EXECLE: usize = 1;
+const VARIADIC_EXECLP: usize = 2;
+
+/// The entry of one variadic `exec`: declared without parameters, since the
+/// body never reads them as Rust values; it only keeps them in place.
+macro_rules! variadic_exec_entry {
+    ($name:ident, $which:expr) => {
+        #[unsafe(naked)]
+        #[no_mangle]
+        pub unsafe extern "C" fn $name() {
+            #[cfg(target_arch = "x86_64")]
+            ::core::arch::naked_asm!(
+                // Seven pushes leave the stack 16-byte aligned for the call.
+                "push rdi", "push rsi", "push rdx", "push rcx", "push r8", "push r9", "push rax",
+                "mov esi, {which}",
+                "call {prepare}",
+                "mov r11, rax",
+                "pop rax", "pop r9", "pop r8", "pop rcx", "pop rdx", "pop rsi", "pop rdi",
+                "jmp r11",
+                which = const $which,
+                prepare = sym prepare_variadic_exec,
+            );
+            #[cfg(target_arch = "aarch64")]
+            ::core::arch::naked_asm!(
+                "stp x29, x30, [sp, #-80]!",
+                "stp x0, x1, [sp, #16]",
+                "stp x2, x3, [sp, #32]",
+                "stp x4, x5, [sp, #48]",
+                "stp x6, x7, [sp, #64]",
+                "mov x1, #{which}",
+                "bl {prepare}",
+                "mov x16, x0",
+                "ldp x6, x7, [sp, #64]",
+                "ldp x4, x5, [sp, #48]",
+                "ldp x2, x3, [sp, #32]",
+                "ldp x0, x1, [sp, #16]",
+                "ldp x29, x30, [sp], #80",
+                "br x16",
+                which = const $which,
+                prepare = sym prepare_variadic_exec,
+            );
+        }
+    };
+}
+
+variadic_exec_entry!(execl, VARIADIC_EXECL);
+variadic_exec_entry!(execle, VARIADIC_EXECLE);
+variadic_exec_entry!(execlp, VARIADIC_EXECLP);
 
 // ---------------------------------------------------------------------------
 // The C API (include/ksmauto.h)

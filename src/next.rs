@@ -11,7 +11,7 @@
 //! allocates through the Rust allocator or takes a lock.
 
 use core::cell::UnsafeCell;
-use core::ffi::{c_int, c_void, CStr};
+use core::ffi::{c_char, c_int, c_void, CStr};
 use core::sync::atomic::{
     AtomicPtr, AtomicUsize,
     Ordering::{Acquire, Relaxed, Release},
@@ -264,4 +264,83 @@ pub fn bootstrap_alloc(size: usize, align: usize) -> *mut c_void {
 /// `p` must satisfy [`is_bootstrap`] and come from [`bootstrap_alloc`].
 pub unsafe fn bootstrap_size(p: *mut c_void) -> usize {
     *((p as usize - core::mem::size_of::<usize>()) as *const usize)
+}
+
+// ---------------------------------------------------------------------------
+// exec and spawn
+
+pub type ExecveFn =
+    unsafe extern "C" fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int;
+pub type ExecveatFn = unsafe extern "C" fn(
+    c_int,
+    *const c_char,
+    *const *const c_char,
+    *const *const c_char,
+    c_int,
+) -> c_int;
+pub type FexecveFn =
+    unsafe extern "C" fn(c_int, *const *const c_char, *const *const c_char) -> c_int;
+pub type PosixSpawnFn = unsafe extern "C" fn(
+    *mut libc::pid_t,
+    *const c_char,
+    *const libc::posix_spawn_file_actions_t,
+    *const libc::posix_spawnattr_t,
+    *const *mut c_char,
+    *const *mut c_char,
+) -> c_int;
+
+/// The next definitions of the `exec` family and `posix_spawn` (`execv` and
+/// `execvp` are served by our own `execve` and `execvpe`). The
+/// variadic `execl`, `execle` and `execlp` are kept as plain addresses: the
+/// interposition layer jumps to them with the caller's arguments untouched.
+pub struct ExecFunctions {
+    pub execve: Option<ExecveFn>,
+    pub execvpe: Option<ExecveFn>,
+    pub execveat: Option<ExecveatFn>,
+    pub fexecve: Option<FexecveFn>,
+    pub posix_spawn: Option<PosixSpawnFn>,
+    pub posix_spawnp: Option<PosixSpawnFn>,
+    pub execl: usize,
+    pub execle: usize,
+    pub execlp: usize,
+}
+
+struct ExecTable(UnsafeCell<ExecFunctions>);
+unsafe impl Sync for ExecTable {}
+
+static EXEC: ExecTable = ExecTable(UnsafeCell::new(ExecFunctions {
+    execve: None,
+    execvpe: None,
+    execveat: None,
+    fexecve: None,
+    posix_spawn: None,
+    posix_spawnp: None,
+    execl: 0,
+    execle: 0,
+    execlp: 0,
+}));
+static EXEC_RESOLVED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// The `exec` family's next definitions. Resolving twice from racing threads
+/// writes the same values, so no gate is needed beyond the flag.
+pub fn exec_functions() -> &'static ExecFunctions {
+    if !EXEC_RESOLVED.load(Acquire) {
+        unsafe {
+            let n = RTLD_NEXT_HANDLE;
+            let addr = |name: &CStr| libc::dlsym(n, name.as_ptr()) as usize;
+            *EXEC.0.get() = ExecFunctions {
+                execve: lookup(n, c"execve"),
+                execvpe: lookup(n, c"execvpe"),
+                execveat: lookup(n, c"execveat"),
+                fexecve: lookup(n, c"fexecve"),
+                posix_spawn: lookup(n, c"posix_spawn"),
+                posix_spawnp: lookup(n, c"posix_spawnp"),
+                execl: addr(c"execl"),
+                execle: addr(c"execle"),
+                execlp: addr(c"execlp"),
+            };
+        }
+        EXEC_RESOLVED.store(true, Release);
+    }
+    unsafe { &*EXEC.0.get() }
 }

@@ -387,3 +387,127 @@ fn the_exit_path_reads_smaps_only_when_it_prints() {
     let trace = opened_files(Run::with("off").env("KSMAUTO_STATS", "stderr"));
     assert!(trace.contains("/proc/self/smaps"), "{trace}");
 }
+
+// ---------------------------------------------------------------------------
+// Merge-any must not pass into a program the library does not run in
+
+struct ExecLab {
+    dir: PathBuf,
+    lib: PathBuf,
+    parent: PathBuf,
+}
+
+impl ExecLab {
+    /// A directory `nobody` can use: the library, the parent program, a
+    /// set-user-ID root probe, a static probe and a plain dynamic probe.
+    fn new() -> ExecLab {
+        let dir = scratch_dir("exec");
+        let lib = dir.join("libksmauto.so");
+        std::fs::copy(common::lib(), &lib).unwrap();
+        let parent = dir.join("exec_leak");
+        std::fs::copy(compile_c("tests/c/exec_leak.c", &[]), &parent).unwrap();
+        let probe = compile_c("tests/c/merge_any_probe.c", &[]);
+        let static_probe = compile_c("tests/c/merge_any_probe.c", &["-static"]);
+        for (name, from, mode) in [
+            ("setuid-probe", &probe, 0o4755),
+            ("static-probe", &static_probe, 0o755),
+            ("plain-probe", &probe, 0o755),
+        ] {
+            std::fs::copy(from, dir.join(name)).unwrap();
+            std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(mode))
+                .unwrap();
+        }
+        for f in [&lib, &parent] {
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        ExecLab { dir, lib, parent }
+    }
+
+    /// Runs the parent as `nobody` under the preload in `process` mode;
+    /// returns its stdout (the parent's and the probe's lines).
+    fn run(&self, how: &str, probe: &str) -> String {
+        let target = if how == "execlp" {
+            probe.to_string()
+        } else {
+            self.dir.join(probe).display().to_string()
+        };
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&self.parent)
+            .args([how, &target])
+            .env_clear()
+            .env("PATH", format!("{}:/usr/bin:/bin", self.dir.display()))
+            .env("LD_PRELOAD", &self.lib)
+            .env("KSMAUTO_MODE", "process")
+            .env("KSMAUTO_STATS", "off")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let out = run_with_timeout(cmd, std::time::Duration::from_secs(60));
+        let stdout = text(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{how} {probe}: {stdout}\n{}",
+            text(&out.stderr)
+        );
+        assert_eq!(
+            field(&stdout, "parent merge_any").as_deref(),
+            Some("1"),
+            "{how}: the parent is not in process mode:\n{stdout}"
+        );
+        stdout
+    }
+}
+
+impl Drop for ExecLab {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn merge_any_of(stdout: &str, who: &str) -> String {
+    field(stdout, &format!("{who} merge_any"))
+        .unwrap_or_else(|| panic!("no `{who} merge_any` line in:\n{stdout}"))
+}
+
+#[test]
+fn merge_any_never_passes_into_a_setuid_static_or_unpreloaded_program() {
+    if !is_root() {
+        eprintln!("!!!!! SKIPPED: needs root (setuid probe, setpriv) !!!!!");
+        assert_ne!(std::env::var("KSMAUTO_REQUIRE_KSM").as_deref(), Ok("1"));
+        return;
+    }
+    if std::fs::read_to_string("/sys/kernel/mm/ksm/run").is_err() {
+        panic!("no KSM in this kernel: merge-any cannot be tested");
+    }
+    let lab = ExecLab::new();
+    // Control: a dynamic program whose environment keeps the library runs
+    // it, and the library (in process mode there too) sets merge-any itself.
+    let out = lab.run("execv", "plain-probe");
+    assert_eq!(merge_any_of(&out, "execv"), "1", "{out}");
+
+    for how in ["execv", "execl", "execlp", "posix_spawn", "vfork"] {
+        let out = lab.run(how, "setuid-probe");
+        assert_eq!(
+            merge_any_of(&out, how),
+            "0",
+            "{how}: a set-user-ID program inherited merge-any:\n{out}"
+        );
+        if how == "posix_spawn" || how == "vfork" {
+            assert_eq!(
+                merge_any_of(&out, "parent after"),
+                "1",
+                "{how}: the parent did not get merge-any back:\n{out}"
+            );
+        }
+    }
+    let out = lab.run("execv", "static-probe");
+    assert_eq!(merge_any_of(&out, "execv"), "0", "static program:\n{out}");
+    let out = lab.run("execve-noenv", "plain-probe");
+    assert_eq!(
+        merge_any_of(&out, "execve-noenv"),
+        "0",
+        "a program started without the library:\n{out}"
+    );
+}

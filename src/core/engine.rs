@@ -14,7 +14,7 @@
 //! never touches `errno` (all kernel calls go through `os::sys`).
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 
 use super::catchup;
 use super::identity;
@@ -22,6 +22,7 @@ use super::config::{BadValue, Config, Mode};
 use super::exclusions::{ExclusionTable, CAPACITY};
 use super::policy::{self, GlibcChunkHeader, Range, SkipReason, Verdict, VmaVerdict};
 use crate::fmt::BufWriter;
+use crate::os::exec_target::ExecTarget;
 use crate::os::proc::{for_each_line, MapsLine, RegionClass};
 use crate::os::{self, sys};
 use crate::stats::{counters, Source};
@@ -116,6 +117,7 @@ pub fn start(allocator_is_glibc: bool) {
         Config::from_lookup(os::getenv, print_bad_value)
     };
     let page_size = os::page_size();
+    IN_LD_SO_PRELOAD.store(ld_so_preload_names_us(), Relaxed);
     let (active, fallback_errno) = choose_engine(config.mode);
     unsafe {
         *SETTINGS.0.get() = Settings {
@@ -186,6 +188,9 @@ pub fn poll_catch_up() {
     if identity::adopt_if_new_process() {
         start_over();
     }
+    if MERGE_ANY_LENT.load(Relaxed) {
+        take_back_merge_any();
+    }
     catchup::poll(&judge_vma, &advise_vma);
 }
 
@@ -207,6 +212,87 @@ pub fn scan_thread_main() -> ! {
     }
 }
 
+// ---------------------------------------------------------------------------
+// exec: merge-any must not pass into a program the library does not run in
+
+/// Set while merge-any is switched off for an `exec`: by this process (a
+/// variadic `execl*` that failed), or by a `vfork` child running in this
+/// memory, whose `exec` cleared the flag of the memory both share. The owner
+/// switches it back on at its next poll.
+static MERGE_ANY_LENT: AtomicBool = AtomicBool::new(false);
+
+/// The library is named by `/etc/ld.so.preload` (read at start-up): every
+/// dynamic program on this machine loads it, whatever its environment.
+static IN_LD_SO_PRELOAD: AtomicBool = AtomicBool::new(false);
+
+/// About to `exec` `target` with an environment that does (`env_preloads_us`)
+/// or does not name this library in `LD_PRELOAD`. Under `process`, the
+/// kernel (Linux 6.7+) passes merge-any to the new program, which is only
+/// right if the library will run there to decide for itself: not for a
+/// set-user-ID, set-group-ID or file-capability program (whose loader
+/// ignores `LD_PRELOAD`, and whose memory is another user's), a static
+/// program, or an environment without the library. For those, merge-any is
+/// switched off first (which unmerges this process's pages: the cost of
+/// keeping the flag out of a program that never asked for it). Returns
+/// whether it was; the caller puts it back if the `exec` fails.
+pub fn before_exec(target: ExecTarget, env_preloads_us: bool) -> bool {
+    if settings().active != Mode::Process {
+        return false;
+    }
+    let library_runs_there = !target.privileged
+        && !target.static_program
+        && (env_preloads_us || IN_LD_SO_PRELOAD.load(Relaxed));
+    if library_runs_there {
+        return false;
+    }
+    MERGE_ANY_LENT.store(true, Relaxed);
+    if sys::prctl(PR_SET_MEMORY_MERGE, 0, 0, 0, 0).is_ok() {
+        counters().count_exec_without_merge_any();
+        true
+    } else {
+        MERGE_ANY_LENT.store(false, Relaxed);
+        false
+    }
+}
+
+/// The `exec` (or the spawn, in the parent) is over and this process goes
+/// on: merge-any back on if [`before_exec`] switched it off.
+pub fn after_exec_returned(switched_off: bool) {
+    if switched_off {
+        let _ = sys::prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0);
+        MERGE_ANY_LENT.store(false, Relaxed);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn take_back_merge_any() {
+    // A vfork child still running in our memory must leave it to us.
+    if identity::shares_owners_memory() {
+        return;
+    }
+    if settings().active == Mode::Process {
+        let _ = sys::prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0);
+    }
+    MERGE_ANY_LENT.store(false, Relaxed);
+}
+
+/// Whether an environment (`NAME=value` entries) names this library in
+/// `LD_PRELOAD` (by path or file name, separated by spaces or colons).
+pub fn env_preloads_us(env: impl Iterator<Item = &'static [u8]>) -> bool {
+    let own = os::own_file_name();
+    if own.is_empty() {
+        return false;
+    }
+    env.filter_map(|entry| entry.strip_prefix(b"LD_PRELOAD="))
+        .any(|list| names_library(list, own))
+}
+
+fn names_library(list: &[u8], own_file_name: &[u8]) -> bool {
+    list.split(|&b| b == b' ' || b == b':' || b == b'\t')
+        .any(|entry| entry.rsplit(|&b| b == b'/').next() == Some(own_file_name))
+}
+
 fn choose_engine(requested: Mode) -> (Mode, Option<i32>) {
     match requested {
         Mode::Auto | Mode::Process => match sys::prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0) {
@@ -226,6 +312,17 @@ fn choose_engine(requested: Mode) -> (Mode, Option<i32>) {
             }
             (requested, None)
         }
+    }
+}
+
+fn ld_so_preload_names_us() -> bool {
+    let mut buf = [0u8; 256];
+    let own = os::own_file_name();
+    match sys::read_file(b"/etc/ld.so.preload\0", &mut buf) {
+        Ok(n) if !own.is_empty() => buf[..n]
+            .split(|&b| b == b'\n')
+            .any(|line| names_library(line, own)),
+        _ => false,
     }
 }
 

@@ -8,6 +8,7 @@
 //! * [`catchup`] — the `advise` engine's scan for memory no hook saw;
 //! * [`exclusions`] — the lock-free table behind `ksmauto_exclude`;
 //! * [`identity`] — which process this is (owner, forked child, `vfork` child);
+//! * [`scratch`] — static buffers behind a try-lock (kept off small stacks);
 //! * [`once`] — start-up that survives re-entry from `dlsym`.
 //!
 //! Knows no symbol names (that is `crate::api`'s business) and never
@@ -20,3 +21,4 @@ pub mod exclusions;
 pub mod identity;
 pub mod once;
 pub mod policy;
+pub mod scratch;

@@ -6,6 +6,7 @@
 //! so the host program's `errno` survives whatever we do on its behalf).
 //! It makes no decisions: policy lives in `crate::core`.
 
+pub mod exec_target;
 pub mod proc;
 pub mod sys;
 
@@ -40,4 +41,23 @@ pub fn page_size() -> usize {
 /// asked for it).
 pub fn secure_execution() -> bool {
     unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
+/// The file name (last path component) this library was loaded from, e.g.
+/// `libksmauto.so`; empty if the loader cannot say.
+pub fn own_file_name() -> &'static [u8] {
+    use core::sync::atomic::{AtomicPtr, Ordering::Relaxed};
+    static NAME: AtomicPtr<libc::c_char> = AtomicPtr::new(core::ptr::null_mut());
+    let mut p = NAME.load(Relaxed);
+    if p.is_null() {
+        let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
+        let here = own_file_name as *const libc::c_void;
+        if unsafe { libc::dladdr(here, &mut info) } == 0 || info.dli_fname.is_null() {
+            return b"";
+        }
+        p = info.dli_fname as *mut libc::c_char;
+        NAME.store(p, Relaxed);
+    }
+    let path = unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes();
+    path.rsplit(|&b| b == b'/').next().unwrap_or(path)
 }

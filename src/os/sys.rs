@@ -215,6 +215,42 @@ pub fn open(path: &[u8], flags: i32, mode: u32) -> Result<i32, Errno> {
     }
 }
 
+/// `openat(dirfd, path, flags | O_CLOEXEC, mode)`; `path` NUL-terminated.
+pub fn open_at(dirfd: i32, path: *const u8, flags: i32, mode: u32) -> Result<i32, Errno> {
+    unsafe {
+        syscall!(
+            libc::SYS_openat,
+            dirfd as isize as usize,
+            path,
+            flags | libc::O_CLOEXEC,
+            mode
+        )
+        .map(|fd| fd as i32)
+    }
+}
+
+pub fn pread(fd: i32, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
+    loop {
+        match unsafe { syscall!(libc::SYS_pread64, fd, buf.as_mut_ptr(), buf.len(), offset) } {
+            Err(libc::EINTR) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Whether `path` (NUL-terminated) is there and executable by us.
+pub fn access_executable(path: &[u8]) -> bool {
+    unsafe {
+        syscall!(
+            libc::SYS_faccessat,
+            libc::AT_FDCWD as isize as usize,
+            path.as_ptr(),
+            libc::X_OK
+        )
+        .is_ok()
+    }
+}
+
 pub fn read(fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
     loop {
         match unsafe { syscall!(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) } {

@@ -141,6 +141,7 @@ pub struct Counters {
     excluded_bytes: AtomicU64,
     unmerged_regions: AtomicU64,
     unmerged_bytes: AtomicU64,
+    execs_without_merge_any: AtomicU64,
 }
 
 /// All-zero is the valid empty state.
@@ -272,6 +273,12 @@ impl Counters {
 
     /// A region taken back out of merging (`MADV_UNMERGEABLE`), e.g. a stack
     /// under the process-wide engine.
+    /// Merge-any was switched off before an `exec` of a program the library
+    /// does not run in.
+    pub fn count_exec_without_merge_any(&self) {
+        self.execs_without_merge_any.fetch_add(1, Relaxed);
+    }
+
     pub fn count_unmerged(&self, bytes: usize) {
         self.unmerged_regions.fetch_add(1, Relaxed);
         self.unmerged_bytes.fetch_add(bytes as u64, Relaxed);
@@ -292,6 +299,7 @@ impl Counters {
             &self.excluded_bytes,
             &self.unmerged_regions,
             &self.unmerged_bytes,
+            &self.execs_without_merge_any,
         ] {
             c.store(0, Relaxed);
         }
@@ -317,6 +325,7 @@ impl Counters {
         s.excluded_bytes = self.excluded_bytes.load(Relaxed);
         s.unmerged_regions = self.unmerged_regions.load(Relaxed);
         s.unmerged_bytes = self.unmerged_bytes.load(Relaxed);
+        s.execs_without_merge_any = self.execs_without_merge_any.load(Relaxed);
         s
     }
 }
@@ -334,6 +343,9 @@ pub struct Snapshot {
     pub excluded_bytes: u64,
     pub unmerged_regions: u64,
     pub unmerged_bytes: u64,
+    /// `exec`s before which merge-any was switched off (see
+    /// `core::engine::before_exec`).
+    pub execs_without_merge_any: u64,
 }
 
 impl Snapshot {

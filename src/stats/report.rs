@@ -227,7 +227,9 @@ impl Report {
             .u64(c.unmerged_regions)
             .str(",\"bytes\":")
             .u64(c.unmerged_bytes);
-        w.str("},\"kernel\":");
+        w.str("},\"execs_without_merge_any\":")
+            .u64(c.execs_without_merge_any);
+        w.str(",\"kernel\":");
         match self.ksm {
             None => {
                 w.str("null");

@@ -20,7 +20,7 @@ int main(void) {
     long pid = syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
     if (pid < 0) return 3;
     if (pid == 0) {
-        for (int i = 0; i < 1000; i++) free(malloc(64 + i));
+        for (int i = 0; i < 1000; i++) { void *volatile p = malloc(64 + i); free(p); }
         exit(0);
     }
     int status;

@@ -1,0 +1,59 @@
+//! Static scratch buffers behind a try-lock, for the rare paths that need
+//! more than a few hundred bytes: a hook may run on an 8 KiB signal stack,
+//! so big buffers never live on the stack. A busy buffer is never waited
+//! for: the caller skips its work or falls back to a cautious answer.
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{
+    AtomicBool,
+    Ordering::{Acquire, Release},
+};
+
+pub struct Scratch<const N: usize> {
+    busy: AtomicBool,
+    bytes: UnsafeCell<[u8; N]>,
+}
+
+// Only the holder of `busy` touches `bytes`.
+unsafe impl<const N: usize> Sync for Scratch<N> {}
+
+impl<const N: usize> Scratch<N> {
+    pub const fn new() -> Self {
+        Scratch {
+            busy: AtomicBool::new(false),
+            bytes: UnsafeCell::new([0; N]),
+        }
+    }
+
+    /// The buffer, if no one else (another thread, or the code this signal
+    /// handler interrupted) holds it.
+    pub fn try_take(&self) -> Option<ScratchGuard<'_, N>> {
+        if self.busy.swap(true, Acquire) {
+            None
+        } else {
+            Some(ScratchGuard { owner: self })
+        }
+    }
+}
+
+impl<const N: usize> Default for Scratch<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub struct ScratchGuard<'a, const N: usize> {
+    owner: &'a Scratch<N>,
+}
+
+impl<const N: usize> ScratchGuard<'_, N> {
+    pub fn bytes(&mut self) -> &mut [u8; N] {
+        unsafe { &mut *self.owner.bytes.get() }
+    }
+}
+
+impl<const N: usize> Drop for ScratchGuard<'_, N> {
+    fn drop(&mut self) {
+        self.owner.busy.store(false, Release);
+    }
+}

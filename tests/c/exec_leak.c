@@ -1,0 +1,50 @@
+/* Runs under the library in `process` mode (merge-any on), then starts
+ * argv[2] in the way argv[1] names:
+ *   execv, execl, execlp (argv[2] is then a bare name found in PATH),
+ *   execve-noenv (an empty environment), posix_spawn, vfork (vfork+execv).
+ * For the two that come back, it then prints its own merge-any flag, which
+ * must be on again. */
+#define _GNU_SOURCE
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static void churn(void) {
+    /* volatile: a malloc freed at once is otherwise optimised away */
+    for (int i = 0; i < 2000; i++) { void *volatile p = malloc(32 + i % 64); free(p); }
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3) return 2;
+    const char *how = argv[1], *target = argv[2];
+    char *args[] = {(char *)target, (char *)how, NULL};
+    churn();
+    printf("parent merge_any %d\n", prctl(68, 0, 0, 0, 0));
+    fflush(stdout);
+    if (!strcmp(how, "execv")) execv(target, args);
+    else if (!strcmp(how, "execl")) execl(target, target, how, (char *)NULL);
+    else if (!strcmp(how, "execlp")) execlp(target, target, how, (char *)NULL);
+    else if (!strcmp(how, "execve-noenv")) { char *none[] = {NULL}; execve(target, args, none); }
+    else if (!strcmp(how, "posix_spawn") || !strcmp(how, "vfork")) {
+        pid_t pid;
+        if (!strcmp(how, "posix_spawn")) {
+            if (posix_spawn(&pid, target, NULL, NULL, args, environ)) return 3;
+        } else {
+            pid = vfork();
+            if (pid == 0) { execv(target, args); _exit(127); }
+        }
+        int status;
+        if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status)) return 4;
+        churn();
+        printf("parent after merge_any %d\n", prctl(68, 0, 0, 0, 0));
+        return 0;
+    } else return 5;
+    perror("exec");
+    return 6;
+}
