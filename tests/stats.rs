@@ -132,6 +132,7 @@ fn json_report_has_exactly_the_documented_keys() {
             "madvise_failures",
             "excluded",
             "unmerged",
+            "execs_without_merge_any",
             "kernel",
             "smaps"
         ])
