@@ -566,8 +566,13 @@ unsafe fn env_entries(envp: *const *const c_char) -> impl Iterator<Item = &'stat
     })
 }
 
-unsafe fn prepare_exec(target: ExecTarget, envp: *const *const c_char) -> bool {
-    engine::before_exec(target, engine::env_preloads_us(env_entries(envp)))
+/// Lets the engine decide about merge-any before an `exec` of the target
+/// `inspect` finds; the target is only inspected (a few system calls) when
+/// merge-any is in use at all.
+unsafe fn prepare_exec(inspect: impl FnOnce() -> ExecTarget, envp: *const *const c_char) -> bool {
+    ready()
+        && engine::merge_any_in_use()
+        && engine::before_exec(inspect(), engine::env_preloads_us(env_entries(envp)))
 }
 
 unsafe fn target_at_path(path: *const c_char) -> ExecTarget {
@@ -603,7 +608,7 @@ pub unsafe extern "C" fn execve(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    let switched_off = ready() && prepare_exec(target_at_path(path), envp);
+    let switched_off = prepare_exec(|| target_at_path(path), envp);
     let rc = match next::exec_functions().execve {
         Some(f) => f(path, argv, envp),
         None => libc::syscall(libc::SYS_execve, path, argv, envp) as c_int,
@@ -623,7 +628,7 @@ pub unsafe extern "C" fn execvpe(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    let switched_off = ready() && prepare_exec(target_in_path(file), envp);
+    let switched_off = prepare_exec(|| target_in_path(file), envp);
     let rc = match next::exec_functions().execvpe {
         Some(f) => f(file, argv, envp),
         None => enoent(),
@@ -645,8 +650,10 @@ pub unsafe extern "C" fn execveat(
     envp: *const *const c_char,
     flags: c_int,
 ) -> c_int {
-    let switched_off =
-        ready() && prepare_exec(exec_target::inspect_at(dirfd, path as *const u8, flags), envp);
+    let switched_off = prepare_exec(
+        || exec_target::inspect_at(dirfd, path as *const u8, flags),
+        envp,
+    );
     let rc = match next::exec_functions().execveat {
         Some(f) => f(dirfd, path, argv, envp, flags),
         None => libc::syscall(libc::SYS_execveat, dirfd, path, argv, envp, flags) as c_int,
@@ -661,11 +668,10 @@ pub unsafe extern "C" fn fexecve(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    let switched_off = ready()
-        && prepare_exec(
-            exec_target::inspect_at(fd, c"".as_ptr() as *const u8, libc::AT_EMPTY_PATH),
-            envp,
-        );
+    let switched_off = prepare_exec(
+        || exec_target::inspect_at(fd, c"".as_ptr() as *const u8, libc::AT_EMPTY_PATH),
+        envp,
+    );
     let rc = match next::exec_functions().fexecve {
         Some(f) => f(fd, argv, envp),
         None => enoent(),
@@ -683,7 +689,7 @@ pub unsafe extern "C" fn posix_spawn(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    let switched_off = ready() && prepare_exec(target_at_path(path), envp as _);
+    let switched_off = prepare_exec(|| target_at_path(path), envp as _);
     let rc = match next::exec_functions().posix_spawn {
         Some(f) => f(pid, path, actions, attr, argv, envp),
         None => libc::ENOSYS,
@@ -701,7 +707,7 @@ pub unsafe extern "C" fn posix_spawnp(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    let switched_off = ready() && prepare_exec(target_in_path(file), envp as _);
+    let switched_off = prepare_exec(|| target_in_path(file), envp as _);
     let rc = match next::exec_functions().posix_spawnp {
         Some(f) => f(pid, file, actions, attr, argv, envp),
         None => libc::ENOSYS,
@@ -725,15 +731,15 @@ unsafe fn enoent() -> c_int {
 extern "C" fn prepare_variadic_exec(path: *const c_char, which: usize) -> usize {
     unsafe {
         let saved = errno_get();
-        if ready() {
-            let target = match which {
+        // execle's environment is past the argument list: judged by the
+        // current one.
+        prepare_exec(
+            || match which {
                 VARIADIC_EXECLP => target_in_path(path),
                 _ => target_at_path(path),
-            };
-            // execle's environment is past the argument list: judged by the
-            // current one.
-            prepare_exec(target, environ);
-        }
+            },
+            environ,
+        );
         errno_set(saved);
         let table = next::exec_functions();
         match which {

@@ -106,7 +106,11 @@ fn a_setuid_program_run_by_an_unprivileged_user_ignores_every_ksmauto_variable()
     // (Its report cannot be written into the root-only directory by
     // nobody, so only the memory tells.)
     let (stdout, _, _) = run_preloaded_as_nobody(false);
-    assert_eq!(field(&stdout, "at_secure").as_deref(), Some("0"), "{stdout}");
+    assert_eq!(
+        field(&stdout, "at_secure").as_deref(),
+        Some("0"),
+        "{stdout}"
+    );
     assert_eq!(
         field(&stdout, "merge_any").as_deref(),
         Some("1"),
@@ -114,7 +118,11 @@ fn a_setuid_program_run_by_an_unprivileged_user_ignores_every_ksmauto_variable()
     );
 
     let (stdout, stderr, written) = run_preloaded_as_nobody(true);
-    assert_eq!(field(&stdout, "at_secure").as_deref(), Some("1"), "{stdout}");
+    assert_eq!(
+        field(&stdout, "at_secure").as_deref(),
+        Some("1"),
+        "{stdout}"
+    );
     assert_eq!(field(&stdout, "euid").as_deref(), Some("0"), "{stdout}");
     assert!(
         !written,
@@ -349,7 +357,11 @@ fn a_debug_build_is_loadable() {
         assert_eq!(out.status.code(), Some(3), "{mode}: {}", text(&out.stderr));
         assert_eq!(text(&out.stdout), "hello from config_prog\n");
         if mode == "advise" {
-            assert!(text(&out.stderr).contains("advised"), "{}", text(&out.stderr));
+            assert!(
+                text(&out.stderr).contains("advised"),
+                "{}",
+                text(&out.stderr)
+            );
         }
     }
 }

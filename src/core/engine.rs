@@ -17,9 +17,9 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 
 use super::catchup;
-use super::identity;
 use super::config::{BadValue, Config, Mode};
 use super::exclusions::{ExclusionTable, CAPACITY};
+use super::identity;
 use super::policy::{self, GlibcChunkHeader, Range, SkipReason, Verdict, VmaVerdict};
 use crate::fmt::BufWriter;
 use crate::os::exec_target::ExecTarget;
@@ -225,6 +225,11 @@ static MERGE_ANY_LENT: AtomicBool = AtomicBool::new(false);
 /// dynamic program on this machine loads it, whatever its environment.
 static IN_LD_SO_PRELOAD: AtomicBool = AtomicBool::new(false);
 
+/// Whether `exec`s need looking at: merge-any is this process's engine.
+pub fn merge_any_in_use() -> bool {
+    settings().active == Mode::Process
+}
+
 /// About to `exec` `target` with an environment that does (`env_preloads_us`)
 /// or does not name this library in `LD_PRELOAD`. Under `process`, the
 /// kernel (Linux 6.7+) passes merge-any to the new program, which is only
@@ -236,7 +241,7 @@ static IN_LD_SO_PRELOAD: AtomicBool = AtomicBool::new(false);
 /// keeping the flag out of a program that never asked for it). Returns
 /// whether it was; the caller puts it back if the `exec` fails.
 pub fn before_exec(target: ExecTarget, env_preloads_us: bool) -> bool {
-    if settings().active != Mode::Process {
+    if !merge_any_in_use() {
         return false;
     }
     let library_runs_there = !target.privileged

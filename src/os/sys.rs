@@ -451,5 +451,8 @@ pub fn has_file_capabilities(path: *const u8, fd: i32) -> bool {
             syscall!(libc::SYS_getxattr, path, name.as_ptr(), 0usize, 0usize)
         }
     };
-    !matches!(r, Err(libc::ENODATA) | Err(libc::EOPNOTSUPP) | Err(libc::ENOENT))
+    !matches!(
+        r,
+        Err(libc::ENODATA) | Err(libc::EOPNOTSUPP) | Err(libc::ENOENT)
+    )
 }
