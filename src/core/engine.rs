@@ -14,7 +14,7 @@
 //! never touches `errno` (all kernel calls go through `os::sys`).
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering::Relaxed};
 
 use super::catchup;
 use super::config::{BadValue, Config, Mode};
@@ -188,8 +188,9 @@ pub fn poll_catch_up() {
     if identity::adopt_if_new_process() {
         start_over();
     }
-    if MERGE_ANY_LENT.load(Relaxed) {
-        take_back_merge_any();
+    let lender = MERGE_ANY_LENT_BY.load(Relaxed);
+    if lender != 0 {
+        take_back_merge_any(lender);
     }
     catchup::poll(&judge_vma, &advise_vma);
 }
@@ -215,11 +216,14 @@ pub fn scan_thread_main() -> ! {
 // ---------------------------------------------------------------------------
 // exec: merge-any must not pass into a program the library does not run in
 
-/// Set while merge-any is switched off for an `exec`: by this process (a
-/// variadic `execl*` that failed), or by a `vfork` child running in this
-/// memory, whose `exec` cleared the flag of the memory both share. The owner
-/// switches it back on at its next poll.
-static MERGE_ANY_LENT: AtomicBool = AtomicBool::new(false);
+/// The thread that switched merge-any off for an `exec` (0: none): one of
+/// ours (a variadic `execl*` whose `exec` failed), or a `vfork` child running
+/// in this memory, whose `exec` cleared the flag of the memory both share.
+/// The owner switches it back on at a later poll, once that thread is no
+/// longer one of this process's (it was a child, or it has gone) or is the
+/// polling thread itself — never while another thread of ours may still be
+/// inside its `exec`, which would then pass the flag on after all.
+static MERGE_ANY_LENT_BY: AtomicI32 = AtomicI32::new(0);
 
 /// The library is named by `/etc/ld.so.preload` (read at start-up): every
 /// dynamic program on this machine loads it, whatever its environment.
@@ -250,12 +254,12 @@ pub fn before_exec(target: ExecTarget, env_preloads_us: bool) -> bool {
     if library_runs_there {
         return false;
     }
-    MERGE_ANY_LENT.store(true, Relaxed);
+    MERGE_ANY_LENT_BY.store(sys::gettid(), Relaxed);
     if sys::prctl(PR_SET_MEMORY_MERGE, 0, 0, 0, 0).is_ok() {
         counters().count_exec_without_merge_any();
         true
     } else {
-        MERGE_ANY_LENT.store(false, Relaxed);
+        MERGE_ANY_LENT_BY.store(0, Relaxed);
         false
     }
 }
@@ -265,21 +269,27 @@ pub fn before_exec(target: ExecTarget, env_preloads_us: bool) -> bool {
 pub fn after_exec_returned(switched_off: bool) {
     if switched_off {
         let _ = sys::prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0);
-        MERGE_ANY_LENT.store(false, Relaxed);
+        MERGE_ANY_LENT_BY.store(0, Relaxed);
     }
 }
 
 #[cold]
 #[inline(never)]
-fn take_back_merge_any() {
+fn take_back_merge_any(lender: i32) {
     // A vfork child still running in our memory must leave it to us.
     if identity::shares_owners_memory() {
         return;
     }
-    if settings().active == Mode::Process {
+    if lender != sys::gettid() && sys::thread_is_ours(lender) {
+        return;
+    }
+    if MERGE_ANY_LENT_BY
+        .compare_exchange(lender, 0, Relaxed, Relaxed)
+        .is_ok()
+        && merge_any_in_use()
+    {
         let _ = sys::prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0);
     }
-    MERGE_ANY_LENT.store(false, Relaxed);
 }
 
 /// Whether an environment (`NAME=value` entries) names this library in

@@ -285,6 +285,11 @@ pub fn gettid() -> i32 {
     unsafe { syscall!(libc::SYS_gettid).unwrap_or(0) as i32 }
 }
 
+/// Whether `tid` is a live thread of this process (`tgkill` with signal 0).
+pub fn thread_is_ours(tid: i32) -> bool {
+    unsafe { syscall!(libc::SYS_tgkill, getpid(), tid, 0).is_ok() }
+}
+
 pub fn sched_yield() {
     let _ = unsafe { syscall!(libc::SYS_sched_yield) };
 }
