@@ -81,6 +81,7 @@ pub fn judge_class(len: usize, executable: bool, stack: bool, cfg: &Config) -> V
     let Exclusions {
         stack: exclude_stack,
         exec: exclude_exec,
+        ..
     } = cfg.exclude;
     if stack && exclude_stack {
         Verdict::Skip(SkipReason::Stack)
