@@ -65,7 +65,10 @@ fn secret_memory_is_never_mergeable_in_process_mode() {
 #[test]
 fn without_the_secret_class_secrets_merge_like_other_memory() {
     for exclude in ["none", "stack"] {
-        let s = run(&Run::with("advise").env("KSMAUTO_EXCLUDE", exclude), &["marks"]);
+        let s = run(
+            &Run::with("advise").env("KSMAUTO_EXCLUDE", exclude),
+            &["marks"],
+        );
         for name in MARKED {
             assert!(
                 flag(&s, &format!("{name}_mg")),
@@ -99,7 +102,10 @@ fn ksmd_merges_plain_duplicates_but_not_secret_ones(mode: &str) {
     let Some(_ksmd) = ksmd() else { return };
     let s = run(&Run::with(mode), &["ksm"]);
     let kb = |key: &str| -> i64 { field(&s, key).unwrap().parse().unwrap() };
-    assert!(kb("plain_ksm_kb") > 0, "{mode}: control did not merge:\n{s}");
+    assert!(
+        kb("plain_ksm_kb") > 0,
+        "{mode}: control did not merge:\n{s}"
+    );
     assert_eq!(kb("secret_ksm_kb"), 0, "{mode}: the secret merged:\n{s}");
     assert!(!flag(&s, "secret_mg"), "{mode}:\n{s}");
     assert_eq!(

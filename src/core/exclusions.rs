@@ -408,7 +408,10 @@ mod tests {
     fn neighbours_and_overlaps_coalesce() {
         let t = ExclusionTable::new();
         for i in 0..(4 * CAPACITY) {
-            assert_eq!(t.insert(r(i * 0x1000, i * 0x1000 + 0x1000)), Inserted::Added);
+            assert_eq!(
+                t.insert(r(i * 0x1000, i * 0x1000 + 0x1000)),
+                Inserted::Added
+            );
         }
         assert_eq!(ranges(&t), vec![(0, 4 * CAPACITY * 0x1000)]);
         // A bridge between two slots leaves one slot covering both.
@@ -441,7 +444,10 @@ mod tests {
         let t = ExclusionTable::new();
         for i in 0..CAPACITY {
             // Gaps between them, so nothing coalesces.
-            assert_eq!(t.insert(r(i * 0x2000, i * 0x2000 + 0x1000)), Inserted::Added);
+            assert_eq!(
+                t.insert(r(i * 0x2000, i * 0x2000 + 0x1000)),
+                Inserted::Added
+            );
         }
         assert_eq!(t.insert(r(0x10_0000_0000, 0x10_0000_1000)), Inserted::Full);
         assert_eq!(t.drop_unmapped(|x| x.start < 0x2000 * 10), CAPACITY - 10);
@@ -453,10 +459,13 @@ mod tests {
         let t = ExclusionTable::new();
         let big = r(0x1000, 0x1000 + (10usize << 30));
         assert_eq!(t.insert(big), Inserted::Added);
-        assert_eq!(gaps(&t, r(0, 0x2000 + (10usize << 30))), vec![
-            (0, 0x1000),
-            (0x1000 + (10usize << 30), 0x2000 + (10usize << 30))
-        ]);
+        assert_eq!(
+            gaps(&t, r(0, 0x2000 + (10usize << 30))),
+            vec![
+                (0, 0x1000),
+                (0x1000 + (10usize << 30), 0x2000 + (10usize << 30))
+            ]
+        );
     }
 
     #[test]
