@@ -6,7 +6,8 @@
 //! * [`engine`] — the `advise` / `process` / `off` engines acting on what the
 //!   hooks report;
 //! * [`catchup`] — the `advise` engine's scan for memory no hook saw;
-//! * [`exclusions`] — the lock-free table behind `ksmauto_exclude`;
+//! * [`exclusions`] — the lock-free table of ranges never to merge
+//!   (`ksmauto_exclude`, secret memory);
 //! * [`once`] — start-up that survives re-entry from `dlsym`.
 //!
 //! Knows no symbol names (that is `crate::api`'s business) and never
