@@ -161,15 +161,21 @@ fn advise_vma(range: Range) -> bool {
     advise(range, Source::CatchUp).is_ok()
 }
 
-/// Called by hooks every so many calls: runs a catch-up scan when due.
+/// Called by hooks every so many calls: runs a catch-up scan when due
+/// (never after `mlockall`: there is nothing left to advise).
 #[inline]
 pub fn poll_catch_up() {
-    catchup::poll(&judge_vma, &advise_vma);
+    if !MERGING_STOPPED.load(Relaxed) {
+        catchup::poll(&judge_vma, &advise_vma);
+    }
 }
 
-/// Runs a catch-up scan now (unless one is running or catch-up is off).
+/// Runs a catch-up scan now (unless one is running, catch-up is off, or
+/// `mlockall` stopped merging).
 pub fn catch_up_now() {
-    catchup::scan(&judge_vma, &advise_vma);
+    if !MERGING_STOPPED.load(Relaxed) {
+        catchup::scan(&judge_vma, &advise_vma);
+    }
 }
 
 /// Whether the user asked for a background scanning thread.
@@ -643,7 +649,6 @@ pub fn after_mlockall() {
     }
     let whole_address_space = usize::MAX & !(page_size() - 1);
     let _ = sys::madvise(0, whole_address_space, libc::MADV_UNMERGEABLE);
-    counters().count_skipped(SkipReason::Excluded);
 }
 
 /// Whether `mlockall` stopped merging in this process.
