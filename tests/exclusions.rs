@@ -106,6 +106,10 @@ fn exclude_unmap_cycles(mode: &str) {
             "{mode}: the table filled up with unmapped ranges ({kind}):\n{s}"
         );
     }
+    assert!(
+        !flag(&s, "kept_mg"),
+        "{mode}: making room dropped the exclusion of a mapped region:\n{s}"
+    );
 }
 
 #[test]

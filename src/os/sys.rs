@@ -201,7 +201,7 @@ pub fn vma_at(addr: usize) -> Result<VmaInfo, Errno> {
 /// mapped at or above `addr`, `Err(ENOTTY)` on kernels before 6.11.
 pub fn first_vma_from(addr: usize) -> Result<VmaInfo, Errno> {
     use core::sync::atomic::Ordering::Relaxed;
-    const PROCMAP_QUERY_COVERING_OR_NEXT_VMA: u64 = 0x02;
+    const PROCMAP_QUERY_COVERING_OR_NEXT_VMA: u64 = 0x10;
     if PROCMAP_QUERY_UNSUPPORTED.load(Relaxed) {
         return Err(libc::ENOTTY);
     }

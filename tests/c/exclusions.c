@@ -16,7 +16,8 @@
  *            page is mergeable).
  *   cycles   1000 x (mmap 2 pages, exclude, munmap them one page at a time),
  *            1000 x (malloc 256 KB, exclude, free), 300 x the same with raw
- *            mmap/munmap system calls: "<kind>_failures N".
+ *            mmap/munmap system calls: "<kind>_failures N"; a read-only
+ *            region excluded before them stays excluded ("kept_mg").
  *   race     a thread calls ksmauto_advise over a 1024-page region in a loop
  *            while the main thread excludes every other page of its first
  *            400, 5 rounds: "excluded_ok N" exclusions that succeeded,
@@ -119,6 +120,11 @@ static int keys(void) {
 static int cycles(void) {
     size_t page = page_size();
     int failures = 0;
+    /* A mapped, read-only excluded region: making room must not drop it. */
+    char *kept = isolated_region(4, 0);
+    memset(kept, 0x41, 4 * page);
+    if (ksmauto_exclude(kept, 4 * page) != 0) return 1;
+    mprotect(kept, 4 * page, PROT_READ);
     for (int i = 0; i < 1000; i++) {
         char *p = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED) return 1;
@@ -146,6 +152,8 @@ static int cycles(void) {
         syscall(SYS_munmap, p, 2 * page);
     }
     printf("raw_munmap_failures %d\n", failures);
+    if (!wait_catch_up()) { printf("catch_up_stalled 1\n"); return 2; }
+    printf("kept_mg %d\n", range_mg(kept, 4 * page));
     return 0;
 }
 
