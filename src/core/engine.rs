@@ -315,11 +315,13 @@ fn advise(range: Range, source: Source) -> Result<(), i32> {
     result
 }
 
-fn unmerge(range: Range) {
-    match sys::madvise(range.start, range.len(), libc::MADV_UNMERGEABLE) {
+fn unmerge(range: Range) -> Result<(), i32> {
+    let result = sys::madvise(range.start, range.len(), libc::MADV_UNMERGEABLE);
+    match result {
         Ok(()) => counters().count_unmerged(range.len()),
         Err(e) => counters().count_madvise_failure(e),
     }
+    result
 }
 
 /// `realloc`'s careful path is needed only while something is excluded (or
@@ -362,12 +364,7 @@ fn record_exclusion(range: Range) -> Inserted {
 fn exclude(range: Range) -> Result<(), i32> {
     let recorded = record_exclusion(range);
     counters().count_excluded(range.len());
-    let result = sys::madvise(range.start, range.len(), libc::MADV_UNMERGEABLE);
-    match result {
-        Ok(()) => counters().count_unmerged(range.len()),
-        Err(e) => counters().count_madvise_failure(e),
-    }
-    match result {
+    match unmerge(range) {
         // EINVAL: this kernel has no KSM, so nothing can be merged anyway.
         Ok(()) | Err(libc::EINVAL) if recorded != Inserted::Full => Ok(()),
         Ok(()) | Err(libc::EINVAL) => Err(libc::ENOSPC),
@@ -399,7 +396,7 @@ pub fn after_mmap(addr: usize, len: usize, prot: i32, flags: i32) {
         // merge-any made it mergeable already; take excluded classes back out.
         (Mode::Process, Verdict::Skip(reason @ (SkipReason::Exec | SkipReason::Stack))) => {
             counters().count_skipped(reason);
-            unmerge(range);
+            let _ = unmerge(range);
         }
         (Mode::Process, Verdict::Skip(reason)) => counters().count_skipped(reason),
         _ => {}
@@ -472,7 +469,7 @@ pub fn thread_stack_started(stack_addr: usize, stack_len: usize) {
         counters().count_skipped(SkipReason::Stack);
         // The VMA also holds the thread's TLS above the stack proper: take
         // it all, so the VMA is not split.
-        unmerge(whole_vmas(range));
+        let _ = unmerge(whole_vmas(range));
     }
 }
 
@@ -490,7 +487,7 @@ fn unmerge_main_stack() {
     });
     if let Some(range) = stack {
         counters().count_skipped(SkipReason::Stack);
-        unmerge(range);
+        let _ = unmerge(range);
     }
 }
 

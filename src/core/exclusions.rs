@@ -484,6 +484,22 @@ mod tests {
     }
 
     #[test]
+    fn gaps_of_unsorted_overlapping_ranges() {
+        let p = |n: usize| n * 0x1000;
+        let t = ExclusionTable::new();
+        assert_eq!(gaps(&t, r(0, p(100))), vec![(0, p(100))]);
+        for (s, e) in [(60, 70), (0, 10), (65, 80)] {
+            t.insert(r(p(s), p(e)));
+        }
+        assert_eq!(
+            gaps(&t, r(0, p(100))),
+            vec![(p(10), p(60)), (p(80), p(100))]
+        );
+        assert_eq!(gaps(&t, r(p(62), p(68))), vec![]);
+        assert_eq!(gaps(&t, r(p(200), p(300))), vec![(p(200), p(300))]);
+    }
+
+    #[test]
     fn unrepresentable_addresses_are_refused() {
         let t = ExclusionTable::new();
         assert_eq!(t.insert(r(1 << 60, (1 << 60) + 0x1000)), Inserted::Full);

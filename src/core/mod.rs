@@ -1,7 +1,7 @@
 //! The core: decides what becomes mergeable and applies it.
 //!
 //! * [`config`] — `KSMAUTO_*` parsing (pure);
-//! * [`policy`] — which regions qualify, exclusion arithmetic, glibc chunk
+//! * [`policy`] — which regions qualify, page ranges, glibc chunk
 //!   geometry (pure);
 //! * [`engine`] — the `advise` / `process` / `off` engines acting on what the
 //!   hooks report;
