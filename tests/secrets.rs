@@ -125,3 +125,12 @@ fn ksm_secret_duplicates_are_not_merged_in_advise_mode() {
 fn ksm_secret_duplicates_are_not_merged_in_process_mode() {
     ksmd_merges_plain_duplicates_but_not_secret_ones("process");
 }
+
+#[test]
+fn the_secret_hooks_return_what_libc_returns() {
+    let without = run(&Run::without(), &["errors"]);
+    assert!(without.contains("mlock_ok 0 4242"), "{without}");
+    for mode in ["advise", "process", "off"] {
+        assert_eq!(run(&Run::with(mode), &["errors"]), without, "{mode}");
+    }
+}

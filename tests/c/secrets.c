@@ -19,6 +19,9 @@
  *            region ("new_mg"), of a new region given to ksmauto_advise
  *            ("advised_rc", "advised_mg"), and of a raw region after time
  *            for catch-up ("raw_mg").
+ *   errors   "<call> <return value> <errno>" for failing and succeeding
+ *            calls of madvise, mlock, mlock2, mlockall (errno set to 4242
+ *            before each: a success must leave it alone).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -155,12 +158,38 @@ static int lock_all(void) {
     return 0;
 }
 
+/* What the hooked functions return and leave in errno, to compare with a
+ * run without the library. */
+static int errors(void) {
+    size_t page = page_size();
+    char *p = isolated_region(2, 0);
+    char *gone = isolated_region(2, 0);
+    munmap(gone, 2 * page);
+    int rc;
+#define CALL(name, expr) \
+    do { errno = 4242; rc = (expr); printf("%s %d %d\n", name, rc, errno); } while (0)
+    CALL("madvise_bad_advice", madvise(p, page, 12345));
+    CALL("madvise_unmapped", madvise(gone, page, MADV_DONTDUMP));
+    CALL("madvise_ok", madvise(p, page, MADV_DONTDUMP));
+    CALL("madvise_wipe_ok", madvise(p, page, MADV_WIPEONFORK));
+    CALL("madvise_normal_ok", madvise(p, page, MADV_NORMAL));
+    CALL("mlock_unmapped", mlock(gone, page));
+    CALL("mlock_ok", mlock(p, page));
+    CALL("mlock2_bad_flags", mlock2(p, page, 0x100));
+    CALL("mlock2_ok", mlock2(p + page, page, MLOCK_ONFAULT));
+    CALL("mlockall_bad_flags", mlockall(0));
+    CALL("munlock_ok", munlock(p, 2 * page));
+#undef CALL
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *what = argc > 1 ? argv[1] : "";
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (strcmp(what, "marks") == 0) return marks();
     if (strcmp(what, "ksm") == 0) return ksm();
     if (strcmp(what, "mlockall") == 0) return lock_all();
-    fprintf(stderr, "usage: secrets marks|ksm|mlockall\n");
+    if (strcmp(what, "errors") == 0) return errors();
+    fprintf(stderr, "usage: secrets marks|ksm|mlockall|errors\n");
     return 64;
 }
