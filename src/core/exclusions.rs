@@ -233,6 +233,9 @@ impl ExclusionTable {
         }
         for slot in self.in_use() {
             let mut current = slot.load(Acquire);
+            // The upper part already put in a slot of its own, if a retry
+            // comes back to the same split.
+            let mut published: Option<Range> = None;
             while current != FREE {
                 let have = unpack(current);
                 if !have.overlaps(&gone) {
@@ -254,8 +257,11 @@ impl ExclusionTable {
                         // A hole in the middle: publish the upper part first;
                         // if there is no room, keep the whole (covering an
                         // unmapped hole is harmless).
-                        if !self.claim(above) {
-                            break;
+                        if published != Some(above) {
+                            if !self.claim(above) {
+                                break;
+                            }
+                            published = Some(above);
                         }
                         pack(below).unwrap_or(current)
                     }
