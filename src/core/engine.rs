@@ -299,20 +299,36 @@ fn advise(range: Range, source: Source) -> Result<(), i32> {
     if left_out {
         c.count_skipped(SkipReason::Excluded);
     }
-    if EXCLUDED.sequence() != before {
+    take_back_exclusions_added_since(before, range);
+    result
+}
+
+/// After advising `range`: if the exclusion table changed since `sequence`
+/// was read, unmerges the exclusions in `range`, again until a walk of the
+/// table saw it hold still (a walk is not a snapshot: a range moving between
+/// slots can be missed, never without the sequence changing). Past a few
+/// rounds of constant churn, all of `range` is unmerged: never mergeable
+/// wins over merged.
+fn take_back_exclusions_added_since(mut sequence: u64, range: Range) {
+    for _ in 0..8 {
+        let now = EXCLUDED.sequence();
+        if now == sequence {
+            return;
+        }
+        sequence = now;
         if MERGING_STOPPED.load(SeqCst) {
             let _ = sys::madvise(range.start, range.len(), libc::MADV_UNMERGEABLE);
-        } else {
-            EXCLUDED.for_each_overlapping(range, |excluded| {
-                let part = Range {
-                    start: excluded.start.max(range.start),
-                    end: excluded.end.min(range.end),
-                };
-                let _ = sys::madvise(part.start, part.len(), libc::MADV_UNMERGEABLE);
-            });
+            return;
         }
+        EXCLUDED.for_each_overlapping(range, |excluded| {
+            let part = Range {
+                start: excluded.start.max(range.start),
+                end: excluded.end.min(range.end),
+            };
+            let _ = sys::madvise(part.start, part.len(), libc::MADV_UNMERGEABLE);
+        });
     }
-    result
+    let _ = sys::madvise(range.start, range.len(), libc::MADV_UNMERGEABLE);
 }
 
 fn unmerge(range: Range) -> Result<(), i32> {

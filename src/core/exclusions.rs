@@ -15,13 +15,17 @@
 //!   split in two by a hole first publishes its upper part in a free slot,
 //!   then shrinks (again: no window without coverage of mapped memory).
 //! * readers walk the slots in place, without copying the table (hooks have
-//!   ~1 KiB of stack), up to a high-water mark.
-//! * every change that adds coverage bumps [`ExclusionTable::sequence`]
-//!   *after* it is visible. Whoever advises memory reads the sequence before
-//!   reading the table and again after its `madvise`; if it moved, an
-//!   exclusion may have landed in between, and the adviser takes the
-//!   exclusions in its range back out itself (`engine::advise`). An excluder
-//!   unmerges after bumping, so one of the two always unmerges last.
+//!   ~1 KiB of stack), up to a high-water mark. A walk is not a snapshot: a
+//!   range that moves from one slot to another while it runs (coalescing,
+//!   splitting) can be missed.
+//! * so every change that adds coverage bumps [`ExclusionTable::sequence`]
+//!   *after* it is visible and *before* any coverage it duplicates is
+//!   removed elsewhere. A walk during which the sequence did not change saw
+//!   everything. Whoever advises memory reads the sequence before reading
+//!   the table and again after its `madvise`; if it moved, the adviser takes
+//!   the exclusions in its range back out itself, until the sequence holds
+//!   still (`engine::advise`). An excluder unmerges after bumping, so one of
+//!   the two always unmerges last.
 //!
 //! Knows nothing about system calls: the engine decides when a range is
 //! still mapped ([`ExclusionTable::drop_unmapped`]).
@@ -218,6 +222,9 @@ impl ExclusionTable {
                     // Someone else changed it meanwhile: leave the rest.
                     return;
                 }
+                // Before `other` goes: a reader that saw `owner` before it
+                // grew and `other` after it was freed must notice.
+                self.bump_sequence();
                 grown = wider;
             }
             if slot.compare_exchange(v, FREE, SeqCst, Relaxed).is_ok() {
@@ -503,6 +510,48 @@ mod tests {
         );
         assert_eq!(gaps(&t, r(p(62), p(68))), vec![]);
         assert_eq!(gaps(&t, r(p(200), p(300))), vec![(p(200), p(300))]);
+    }
+
+    #[test]
+    fn a_walk_that_misses_a_moving_range_sees_the_sequence_change() {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        let t = Arc::new(ExclusionTable::new());
+        let page = |n: usize| 0x1000_0000 + n * 0x1000;
+        // Slot 0 holds page 0, slot 1 the protected page 2. A writer bridges
+        // them with page 1 (slot 0 grows over page 2, slot 1 is absorbed)
+        // and unmaps page 1 again (slot 0 splits, page 2 gets a slot of its
+        // own): page 2 keeps changing slots. A walk may miss it, but never
+        // without the sequence telling.
+        t.insert(r(page(0), page(1)));
+        t.insert(r(page(2), page(3)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (t, stop) = (t.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut rounds = 0u64;
+                while !stop.load(Relaxed) {
+                    t.insert(r(page(1), page(2)));
+                    t.forget(r(page(1), page(2)));
+                    rounds += 1;
+                }
+                rounds
+            })
+        };
+        let mut missed = 0;
+        for _ in 0..300_000 {
+            let before = t.sequence();
+            let mut gap = false;
+            t.for_each_gap(r(page(2), page(3)), |_| gap = true);
+            if gap {
+                missed += 1;
+                assert_ne!(t.sequence(), before, "page 2 missed silently");
+            }
+        }
+        stop.store(true, Relaxed);
+        assert!(writer.join().unwrap() > 0);
+        assert_eq!(gaps(&t, r(page(0), page(3))), vec![(page(1), page(2))]);
+        eprintln!("walks that missed the moving range (and knew): {missed}");
     }
 
     #[test]
