@@ -122,13 +122,17 @@ fn exclude_and_unmap_cycles_never_fill_the_table_in_process_mode() {
     exclude_unmap_cycles("process");
 }
 
-fn exclude_while_advising(mode: &str) {
-    let s = run(mode, "race");
-    assert_eq!(count(&s, "excluded_ok"), 1000, "{s}");
+fn exclude_while_advising(mode: &str, what: &str, exclusions: u64) {
+    let s = run(mode, what);
+    assert_eq!(count(&s, "excluded_ok"), exclusions, "{s}");
     assert_eq!(
         count(&s, "control_mg"),
         5,
-        "{mode}: the advising thread did not advise:\n{s}"
+        "{mode}: ksmauto_advise did not advise:\n{s}"
+    );
+    assert!(
+        count(&s, "overlapped") > 0,
+        "{mode}: advice never ran alongside the exclusions:\n{s}"
     );
     assert_eq!(
         count(&s, "excluded_mg"),
@@ -139,10 +143,20 @@ fn exclude_while_advising(mode: &str) {
 
 #[test]
 fn an_exclusion_racing_an_advice_sticks_in_advise_mode() {
-    exclude_while_advising("advise");
+    exclude_while_advising("advise", "race", 1000);
 }
 
 #[test]
 fn an_exclusion_racing_an_advice_sticks_in_process_mode() {
-    exclude_while_advising("process");
+    exclude_while_advising("process", "race", 1000);
+}
+
+#[test]
+fn coalescing_exclusions_racing_an_advice_stick_in_advise_mode() {
+    exclude_while_advising("advise", "race-coalescing", 5 * 399);
+}
+
+#[test]
+fn coalescing_exclusions_racing_an_advice_stick_in_process_mode() {
+    exclude_while_advising("process", "race-coalescing", 5 * 399);
 }

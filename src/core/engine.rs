@@ -308,9 +308,10 @@ fn advise(range: Range, source: Source) -> Result<(), i32> {
 /// table saw it hold still (a walk is not a snapshot: a range moving between
 /// slots can be missed, never without the sequence changing). Past a few
 /// rounds of constant churn, all of `range` is unmerged: never mergeable
-/// wins over merged.
+/// wins over merged (the next advice or catch-up makes the rest mergeable
+/// again). Bounded, so a hook never waits on another thread.
 fn take_back_exclusions_added_since(mut sequence: u64, range: Range) {
-    for _ in 0..8 {
+    for _ in 0..32 {
         let now = EXCLUDED.sequence();
         if now == sequence {
             return;

@@ -22,7 +22,10 @@
  *            while the main thread excludes every other page of its first
  *            400, 5 rounds: "excluded_ok N" exclusions that succeeded,
  *            "excluded_mg N" excluded pages left mergeable, "control_mg N"
- *            rounds where a page between them was mergeable.
+ *            rounds where a page after them was mergeable, "overlapped N"
+ *            rounds in which advice ran all along the exclusions.
+ *   race-coalescing  the same, then also every odd page in between (the
+ *            exclusions coalesce into one range while advice goes on).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -161,42 +164,55 @@ static int cycles(void) {
 #define EXCLUDED_PAGES 200
 
 static atomic_int stop;
+static atomic_long advices;
 static char *race_region;
 
 static void *advise_loop(void *arg) {
     (void)arg;
-    while (!atomic_load(&stop)) ksmauto_advise(race_region, RACE_PAGES * page_size());
+    while (!atomic_load(&stop)) {
+        ksmauto_advise(race_region, RACE_PAGES * page_size());
+        atomic_fetch_add(&advices, 1);
+    }
     return NULL;
 }
 
-static int race(void) {
+/* With `bridge`, a second pass excludes the odd pages between the even
+ * ones, so the exclusions coalesce (ranges move between table slots) while
+ * the other thread keeps advising. */
+static int race(int bridge) {
     size_t page = page_size();
-    int left_mergeable = 0, excluded_ok = 0, control_mg = 0;
-    static int excluded_rc[EXCLUDED_PAGES];
+    int left_mergeable = 0, excluded_ok = 0, control_mg = 0, overlapped = 0;
+    int span = bridge ? 2 * EXCLUDED_PAGES - 1 : 2 * EXCLUDED_PAGES;
     for (int round = 0; round < 5; round++) {
         race_region = isolated_region(RACE_PAGES, 0);
         for (size_t i = 0; i < RACE_PAGES; i++) race_region[i * page] = (char)i;
         atomic_store(&stop, 0);
         pthread_t t;
         pthread_create(&t, NULL, advise_loop, NULL);
-        usleep(1000);
-        for (int i = 0; i < EXCLUDED_PAGES; i++) {
-            excluded_rc[i] = ksmauto_exclude(race_region + 2 * i * page, page);
-            for (volatile int spin = 0; spin < 20000; spin++) {}
+        while (atomic_load(&advices) == 0) usleep(100);
+        long advices_before = atomic_load(&advices);
+        for (int pass = 0; pass <= bridge; pass++) {
+            for (int i = pass; i < 2 * EXCLUDED_PAGES - pass; i += 2) {
+                excluded_ok += ksmauto_exclude(race_region + i * page, page) == 0;
+                usleep(20); /* let the advising thread run in between */
+            }
         }
+        if (atomic_load(&advices) - advices_before >= 2) overlapped++;
         atomic_store(&stop, 1);
         pthread_join(t, NULL);
-        for (int i = 0; i < EXCLUDED_PAGES; i++) {
-            if (excluded_rc[i] == 0) excluded_ok++;
-            left_mergeable += range_mg(race_region + 2 * i * page, page) == 1;
-        }
-        control_mg += range_mg(race_region + page, page) == 1;
+        atomic_store(&advices, 0);
+        /* Once more, alone: the control page between advice and check. */
+        ksmauto_advise(race_region, RACE_PAGES * page);
+        for (int i = 0; i < span; i += bridge ? 1 : 2)
+            left_mergeable += range_mg(race_region + i * page, page) == 1;
+        control_mg += range_mg(race_region + (2 * EXCLUDED_PAGES + 1) * page, page) == 1;
         /* Unmapping drops this round's exclusions from the table. */
         munmap(race_region - page, (RACE_PAGES + 2) * page);
     }
     printf("excluded_ok %d\n", excluded_ok);
     printf("excluded_mg %d\n", left_mergeable);
     printf("control_mg %d\n", control_mg);
+    printf("overlapped %d\n", overlapped);
     return 0;
 }
 
@@ -208,7 +224,8 @@ int main(int argc, char **argv) {
     if (strcmp(what, "realloc") == 0) return follow_realloc();
     if (strcmp(what, "keys") == 0) return keys();
     if (strcmp(what, "cycles") == 0) return cycles();
-    if (strcmp(what, "race") == 0) return race();
-    fprintf(stderr, "usage: exclusions mremap|realloc|keys|cycles|race\n");
+    if (strcmp(what, "race") == 0) return race(0);
+    if (strcmp(what, "race-coalescing") == 0) return race(1);
+    fprintf(stderr, "usage: exclusions mremap|realloc|keys|cycles|race|race-coalescing\n");
     return 64;
 }
