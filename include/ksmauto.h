@@ -32,9 +32,14 @@ extern "C" {
 int ksmauto_advise(void *addr, size_t len) __attribute__((weak));
 
 /* Unmerges [addr, addr+len), widened to whole pages, now, and never makes it
- * mergeable again while it stays mapped — for buffers that hold secrets.
- * Returns 0, or -1 with errno set (ENOSPC: the exclusion table is full; the
- * range was still unmerged now). */
+ * mergeable again while it stays mapped — for buffers that hold secrets. The
+ * exclusion moves with the memory (mremap, and realloc of an excluded block
+ * excludes the new block); excluding the same or neighbouring pages again
+ * takes no extra room. Memory locked with mlock or marked MADV_DONTDUMP /
+ * MADV_WIPEONFORK is excluded by default without this call (the `secret`
+ * class of KSMAUTO_EXCLUDE). Returns 0, or -1 with errno set (ENOSPC: the
+ * exclusion table is full of mapped ranges; the range was still unmerged
+ * now). */
 int ksmauto_exclude(void *addr, size_t len) __attribute__((weak));
 
 /* Writes this process's current stats as one JSON object (the exit report's

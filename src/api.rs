@@ -167,19 +167,36 @@ unsafe extern "C" fn arena_alloc(size: usize) -> *mut c_void {
 /// Runs a resizing call and advises the result if glibc gave it a mapping of
 /// its own. A block that already was such a mapping and stayed in place was
 /// grown with `mremap`, which keeps it mergeable.
+///
+/// While anything is excluded, every resize takes this path: an excluded
+/// block that moves takes its exclusion along.
 #[inline(always)]
 unsafe fn resize(p: *mut c_void, size: usize, call: impl FnOnce() -> *mut c_void) -> *mut c_void {
-    if !engine::malloc_block_may_need_advice(size) {
+    if !engine::realloc_needs_care(size) {
         return call();
     }
-    resize_and_advise(p, call)
+    resize_and_advise(p, size, call)
 }
 
 #[inline(never)]
-unsafe fn resize_and_advise(p: *mut c_void, call: impl FnOnce() -> *mut c_void) -> *mut c_void {
-    let was_mapping = engine::glibc_mapping_of(p as *mut u8).is_some();
+unsafe fn resize_and_advise(
+    p: *mut c_void,
+    size: usize,
+    call: impl FnOnce() -> *mut c_void,
+) -> *mut c_void {
+    let advise = engine::malloc_block_may_need_advice(size);
+    let was_mapping = advise && engine::glibc_mapping_of(p as *mut u8).is_some();
+    let excluded = !p.is_null() && engine::exclusions_exist() && {
+        let old_len = next().malloc_usable_size.map_or(1, |f| f(p));
+        engine::block_is_excluded(p as usize, old_len)
+    };
     let new = call();
-    engine::after_malloc_block(new as *mut u8, was_mapping && new == p);
+    if excluded && !new.is_null() {
+        engine::exclusion_follows_block(new as usize, size);
+    }
+    if advise {
+        engine::after_malloc_block(new as *mut u8, was_mapping && new == p);
+    }
     new
 }
 
@@ -192,7 +209,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         return realloc_slow(p, size);
     };
     counted(Hook::Realloc);
-    if engine::malloc_block_may_need_advice(size) {
+    if engine::realloc_needs_care(size) {
         return realloc_and_advise(f, p, size);
     }
     f(p, size)
@@ -200,7 +217,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
 
 #[inline(never)]
 unsafe fn realloc_and_advise(f: next::ReallocFn, p: *mut c_void, size: usize) -> *mut c_void {
-    resize_and_advise(p, move || f(p, size))
+    resize_and_advise(p, size, move || f(p, size))
 }
 
 #[cold]
@@ -453,12 +470,17 @@ pub unsafe extern "C" fn mremap(
     }
     counted(Hook::Mremap);
     // The kernel moves the VMA with its flags: a mergeable region stays so.
-    match next().mremap {
+    let p = match next().mremap {
         Some(f) => f(old, old_len, new_len, flags, new_addr),
         None => {
             libc::syscall(libc::SYS_mremap, old, old_len, new_len, flags, new_addr) as *mut c_void
         }
+    };
+    if p != libc::MAP_FAILED {
+        // …but our exclusions are by address: they must move too.
+        engine::after_mremap(old as usize, old_len, new_len, flags, p as usize);
     }
+    p
 }
 
 #[no_mangle]
@@ -473,6 +495,80 @@ pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
     };
     if rc == 0 {
         engine::after_munmap(addr as usize, len);
+    }
+    rc
+}
+
+// ---------------------------------------------------------------------------
+// Secrets: memory the program locks or keeps out of core dumps is never
+// mergeable (the `secret` class of KSMAUTO_EXCLUDE; `core::engine` decides).
+// Not counted in the stats (they are not allocation activity); `madvise` is
+// also what allocators such as jemalloc call to return memory, so anything
+// but the two secret advices is forwarded untouched.
+
+/// The kernel's answer through libc's `syscall`, which sets `errno` the way
+/// the wrapper would: for calls before start-up, or a next library without
+/// the function.
+unsafe fn syscall_int(n: libc::c_long, a: usize, b: usize, c: usize) -> c_int {
+    libc::syscall(n, a, b, c) as c_int
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn madvise(addr: *mut c_void, len: usize, advice: c_int) -> c_int {
+    if !ready() {
+        return syscall_int(libc::SYS_madvise, addr as usize, len, advice as usize);
+    }
+    let rc = match next().madvise {
+        Some(f) => f(addr, len, advice),
+        None => syscall_int(libc::SYS_madvise, addr as usize, len, advice as usize),
+    };
+    if rc == 0 && (advice == libc::MADV_DONTDUMP || advice == libc::MADV_WIPEONFORK) {
+        engine::after_madvise(addr as usize, len, advice);
+    }
+    rc
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mlock(addr: *const c_void, len: usize) -> c_int {
+    if !ready() {
+        return syscall_int(libc::SYS_mlock, addr as usize, len, 0);
+    }
+    let rc = match next().mlock {
+        Some(f) => f(addr, len),
+        None => syscall_int(libc::SYS_mlock, addr as usize, len, 0),
+    };
+    if rc == 0 {
+        engine::after_mlock(addr as usize, len);
+    }
+    rc
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mlock2(addr: *const c_void, len: usize, flags: libc::c_uint) -> c_int {
+    if !ready() {
+        return syscall_int(libc::SYS_mlock2, addr as usize, len, flags as usize);
+    }
+    let rc = match next().mlock2 {
+        Some(f) => f(addr, len, flags),
+        None => syscall_int(libc::SYS_mlock2, addr as usize, len, flags as usize),
+    };
+    if rc == 0 {
+        engine::after_mlock(addr as usize, len);
+    }
+    rc
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mlockall(flags: c_int) -> c_int {
+    if !ready() {
+        return syscall_int(libc::SYS_mlockall, flags as usize, 0, 0);
+    }
+    let rc = match next().mlockall {
+        Some(f) => f(flags),
+        None => syscall_int(libc::SYS_mlockall, flags as usize, 0, 0),
+    };
+    if rc == 0 {
+        engine::after_mlockall();
     }
     rc
 }

@@ -30,6 +30,10 @@ pub type MmapFn =
 pub type MremapFn =
     unsafe extern "C" fn(*mut c_void, usize, usize, c_int, *mut c_void) -> *mut c_void;
 pub type MunmapFn = unsafe extern "C" fn(*mut c_void, usize) -> c_int;
+pub type MadviseFn = unsafe extern "C" fn(*mut c_void, usize, c_int) -> c_int;
+pub type MlockFn = unsafe extern "C" fn(*const c_void, usize) -> c_int;
+pub type Mlock2Fn = unsafe extern "C" fn(*const c_void, usize, libc::c_uint) -> c_int;
+pub type MlockallFn = unsafe extern "C" fn(c_int) -> c_int;
 pub type StartRoutine = extern "C" fn(*mut c_void) -> *mut c_void;
 pub type PthreadCreateFn = unsafe extern "C" fn(
     *mut libc::pthread_t,
@@ -56,6 +60,10 @@ pub struct NextFunctions {
     pub mmap64: Option<MmapFn>,
     pub mremap: Option<MremapFn>,
     pub munmap: Option<MunmapFn>,
+    pub madvise: Option<MadviseFn>,
+    pub mlock: Option<MlockFn>,
+    pub mlock2: Option<Mlock2Fn>,
+    pub mlockall: Option<MlockallFn>,
     pub pthread_create: Option<PthreadCreateFn>,
     /// The next `malloc` is glibc's own, so its chunk headers can be read.
     pub allocator_is_glibc: bool,
@@ -80,6 +88,10 @@ static NEXT: Table = Table(UnsafeCell::new(NextFunctions {
     mmap64: None,
     mremap: None,
     munmap: None,
+    madvise: None,
+    mlock: None,
+    mlock2: None,
+    mlockall: None,
     pthread_create: None,
     allocator_is_glibc: false,
 }));
@@ -119,6 +131,10 @@ pub fn resolve_all() {
             mmap64: lookup(n, c"mmap64"),
             mremap: lookup(n, c"mremap"),
             munmap: lookup(n, c"munmap"),
+            madvise: lookup(n, c"madvise"),
+            mlock: lookup(n, c"mlock"),
+            mlock2: lookup(n, c"mlock2"),
+            mlockall: lookup(n, c"mlockall"),
             pthread_create: lookup(n, c"pthread_create"),
             allocator_is_glibc: false,
         };

@@ -144,20 +144,20 @@ fn bad_min_size_12q_warns_once_and_falls_back_to_4k_keeping_mode() {
 }
 
 #[test]
-fn bad_exclude_warns_once_and_falls_back_to_stack_keeping_the_others() {
+fn bad_exclude_warns_once_and_falls_back_to_stack_and_secret_keeping_the_others() {
     let (out, r) = run_with_json_report(
         Run::with("advise")
-            .env("KSMAUTO_EXCLUDE", "secrets")
+            .env("KSMAUTO_EXCLUDE", "keys")
             .env("KSMAUTO_MIN_SIZE", "64K"),
     );
     assert_one_warning(
         &text(&out.stderr),
         "KSMAUTO_EXCLUDE",
-        "secrets",
-        &["stack", "exec", "none"],
-        "stack",
+        "keys",
+        &["stack", "exec", "secret", "none"],
+        "stack,secret",
     );
-    assert_eq!(r["exclude"], serde_json::json!(["stack"]), "{r}");
+    assert_eq!(r["exclude"], serde_json::json!(["stack", "secret"]), "{r}");
     assert_eq!(r["mode"], "advise");
     assert_eq!(u(&r, "/min_size"), 65536);
     assert_eq!(
@@ -243,7 +243,7 @@ fn bad_stats_format_warns_once_and_falls_back_to_text_keeping_the_path() {
 fn all_variables_bad_at_once_give_one_warning_each_in_order() {
     let run = Run::with("bogus")
         .env("KSMAUTO_MIN_SIZE", "lots")
-        .env("KSMAUTO_EXCLUDE", "secrets")
+        .env("KSMAUTO_EXCLUDE", "keys")
         .env("KSMAUTO_STATS", "")
         .env("KSMAUTO_STATS_FORMAT", "xml");
     let out = run.output(prog(), &[]);

@@ -143,7 +143,7 @@ fn process_mode_keeps_main_and_thread_stacks_out_by_default() {
         );
     }
     assert_eq!(r["kernel"]["merge_any"], true, "{r}");
-    assert_eq!(r["exclude"], serde_json::json!(["stack"]), "{r}");
+    assert_eq!(r["exclude"], serde_json::json!(["stack", "secret"]), "{r}");
     assert_eq!(
         r["skipped"]["stack"], 3,
         "main stack + 2 thread stacks: {r}"

@@ -200,7 +200,7 @@ fn json_report_counts_five_advised_regions_and_the_skipped_shared_and_file_mappi
     assert_eq!(r["requested_mode"], "advise");
     assert!(r["fallback_reason"].is_null(), "{r}");
     assert_eq!(u(&r, "/min_size"), 4096);
-    assert_eq!(r["exclude"], serde_json::json!(["stack"]));
+    assert_eq!(r["exclude"], serde_json::json!(["stack", "secret"]));
     assert_eq!(u(&r, "/advised/by_source/mmap/regions"), 5, "{r}");
     // The whole VMA each mapping landed in is advised, which can include an
     // anonymous neighbour the kernel merged it with: at least the regions.

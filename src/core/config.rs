@@ -38,6 +38,12 @@ pub struct Exclusions {
     pub stack: bool,
     /// Executable anonymous memory (JIT code).
     pub exec: bool,
+    /// Memory the program marks as secret: ranges it locks with `mlock` /
+    /// `mlock2` or marks `MADV_DONTDUMP` / `MADV_WIPEONFORK` (OpenSSL's
+    /// secure heap, libsodium's `sodium_malloc`), before or after the library
+    /// saw it; `mlockall` stops merging in the whole process. KSM is a side
+    /// channel, so such memory is never mergeable, in every engine.
+    pub secret: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +100,7 @@ impl Config {
         exclude: Exclusions {
             stack: true,
             exec: false,
+            secret: true,
         },
         stats: StatsDestination::Stderr,
         stats_requested: false,
@@ -172,8 +179,8 @@ impl Config {
                 None => bad(
                     EXCLUDE_VAR,
                     v,
-                    "a comma-separated list of stack, exec (or none)",
-                    "stack",
+                    "a comma-separated list of stack, exec, secret (or none)",
+                    "stack,secret",
                 ),
             }
         }
@@ -277,6 +284,7 @@ pub fn parse_exclusions(v: &[u8]) -> Option<Exclusions> {
     let mut e = Exclusions {
         stack: false,
         exec: false,
+        secret: false,
     };
     if v.is_empty() || v == b"none" {
         return Some(e);
@@ -285,6 +293,7 @@ pub fn parse_exclusions(v: &[u8]) -> Option<Exclusions> {
         match item {
             b"stack" | b"stacks" => e.stack = true,
             b"exec" => e.exec = true,
+            b"secret" | b"secrets" => e.secret = true,
             _ => return None,
         }
     }
@@ -379,7 +388,7 @@ mod tests {
         let (cfg, warnings) = config_from(&[
             ("KSMAUTO_MODE", "process"),
             ("KSMAUTO_MIN_SIZE", "64K"),
-            ("KSMAUTO_EXCLUDE", "stack,exec"),
+            ("KSMAUTO_EXCLUDE", "stack,exec,secret"),
             ("KSMAUTO_STATS", "/tmp/ksm.%p.json"),
             ("KSMAUTO_STATS_FORMAT", "json"),
             ("KSMAUTO_SCAN_INTERVAL", "2s"),
@@ -394,7 +403,8 @@ mod tests {
             cfg.exclude,
             Exclusions {
                 stack: true,
-                exec: true
+                exec: true,
+                secret: true
             }
         );
         assert!(cfg.stats_requested);
@@ -410,7 +420,7 @@ mod tests {
         let (cfg, warnings) = config_from(&[
             ("KSMAUTO_MODE", "bogus"),
             ("KSMAUTO_MIN_SIZE", "lots"),
-            ("KSMAUTO_EXCLUDE", "stack,secrets"),
+            ("KSMAUTO_EXCLUDE", "stack,keys"),
             ("KSMAUTO_STATS", ""),
             ("KSMAUTO_STATS_FORMAT", "xml"),
             ("KSMAUTO_SCAN_INTERVAL", "soon"),
@@ -470,22 +480,30 @@ mod tests {
             parse_exclusions(b"none"),
             Some(Exclusions {
                 stack: false,
-                exec: false
+                exec: false,
+                secret: false
             })
         );
         assert_eq!(
             parse_exclusions(b""),
             Some(Exclusions {
                 stack: false,
-                exec: false
+                exec: false,
+                secret: false
             })
         );
         assert_eq!(
             parse_exclusions(b"exec"),
             Some(Exclusions {
                 stack: false,
-                exec: true
+                exec: true,
+                secret: false
             })
+        );
+        assert_eq!(
+            parse_exclusions(b"stack,secret"),
+            Some(Config::DEFAULT.exclude),
+            "the default is spelled stack,secret"
         );
         assert_eq!(parse_exclusions(b"exec,,stack"), None);
     }

@@ -9,16 +9,36 @@
 //!   `MADV_UNMERGEABLE`.
 //! * `off`: nothing, and an inherited merge-any setting is cleared.
 //!
+//! **Never mergeable, in every engine**: ranges in the exclusion table
+//! (`core::exclusions`): what the program excluded with `ksmauto_exclude`,
+//! and, with the `secret` class of `KSMAUTO_EXCLUDE` (default), memory the
+//! program marks as secret — `mlock`/`mlock2` ranges and `MADV_DONTDUMP` /
+//! `MADV_WIPEONFORK` ranges (what OpenSSL's secure heap and libsodium's
+//! `sodium_malloc` do). KSM is a side channel: mergeable memory can be probed
+//! by any other process using KSM. Such a range is recorded and unmerged at
+//! once, whether it was advised before or not; every later advice (hooks,
+//! catch-up, `ksmauto_advise`) subtracts the table. `mlockall` locks the
+//! whole process, so it stops merging altogether (see [`after_mlockall`]).
+//! `/proc/self/maps` shows neither locks nor dump flags: only marks made
+//! through the hooked functions are seen (a raw `syscall(SYS_mlock)` is not).
+//!
+//! Exclusions follow their memory: `munmap` and `MAP_FIXED` drop the
+//! unmapped part, `mremap` moves it ([`after_mremap`]), `realloc` of an
+//! excluded block excludes the new block ([`exclusion_follows_block`]).
+//!
 //! Knows nothing about symbol names: the interposition layer calls the
 //! `after_*` functions with plain numbers. Never allocates, never locks,
 //! never touches `errno` (all kernel calls go through `os::sys`).
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering::Relaxed};
+use core::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicUsize,
+    Ordering::{Relaxed, SeqCst},
+};
 
 use super::catchup;
 use super::config::{BadValue, Config, Mode};
-use super::exclusions::{ExclusionTable, CAPACITY};
+use super::exclusions::{ExclusionTable, Inserted};
 use super::identity;
 use super::policy::{self, GlibcChunkHeader, Range, SkipReason, Verdict, VmaVerdict};
 use crate::fmt::BufWriter;
@@ -68,7 +88,17 @@ static SETTINGS: SettingsCell = SettingsCell(UnsafeCell::new(Settings {
 /// over glibc's malloc. The malloc hot path's only test is one compare with it.
 static MALLOC_BLOCK_FLOOR: AtomicUsize = AtomicUsize::new(usize::MAX);
 
+/// The smallest `realloc` size that takes the careful path: the advice
+/// floor while nothing is excluded, 0 while anything is (an excluded block
+/// that moves must take its exclusion along, whatever its size). Like
+/// [`MALLOC_BLOCK_FLOOR`], the hot path's only test.
+static REALLOC_FLOOR: AtomicUsize = AtomicUsize::new(usize::MAX);
+
 static EXCLUDED: ExclusionTable = ExclusionTable::new();
+
+/// Set by `mlockall`: the whole process holds secrets, nothing is advised
+/// any more (see [`after_mlockall`]).
+static MERGING_STOPPED: AtomicBool = AtomicBool::new(false);
 
 fn settings() -> &'static Settings {
     unsafe { &*SETTINGS.0.get() }
@@ -138,6 +168,7 @@ pub fn start(allocator_is_glibc: bool) {
             .saturating_sub(2 * core::mem::size_of::<usize>());
         MALLOC_BLOCK_FLOOR.store(floor, Relaxed);
     }
+    sync_realloc_floor();
     if active == Mode::Process && config.exclude.stack {
         unmerge_main_stack();
     }
@@ -182,7 +213,8 @@ fn advise_vma(range: Range) -> bool {
     advise(range, Source::CatchUp).is_ok()
 }
 
-/// Called by hooks every so many calls: runs a catch-up scan when due.
+/// Called by hooks every so many calls: runs a catch-up scan when due
+/// (never after `mlockall`: there is nothing left to advise).
 #[inline]
 pub fn poll_catch_up() {
     if identity::adopt_if_new_process() {
@@ -192,12 +224,17 @@ pub fn poll_catch_up() {
     if lender != 0 {
         take_back_merge_any(lender);
     }
-    catchup::poll(&judge_vma, &advise_vma);
+    if !MERGING_STOPPED.load(Relaxed) {
+        catchup::poll(&judge_vma, &advise_vma);
+    }
 }
 
-/// Runs a catch-up scan now (unless one is running or catch-up is off).
+/// Runs a catch-up scan now (unless one is running, catch-up is off, or
+/// `mlockall` stopped merging).
 pub fn catch_up_now() {
-    catchup::scan(&judge_vma, &advise_vma);
+    if !MERGING_STOPPED.load(Relaxed) {
+        catchup::scan(&judge_vma, &advise_vma);
+    }
 }
 
 /// Whether the user asked for a background scanning thread.
@@ -229,9 +266,10 @@ static MERGE_ANY_LENT_BY: AtomicI32 = AtomicI32::new(0);
 /// dynamic program on this machine loads it, whatever its environment.
 static IN_LD_SO_PRELOAD: AtomicBool = AtomicBool::new(false);
 
-/// Whether `exec`s need looking at: merge-any is this process's engine.
+/// Whether `exec`s need looking at: merge-any is this process's engine
+/// (and `mlockall` has not switched it off for good).
 pub fn merge_any_in_use() -> bool {
-    settings().active == Mode::Process
+    settings().active == Mode::Process && !MERGING_STOPPED.load(Relaxed)
 }
 
 /// About to `exec` `target` with an environment that does (`env_preloads_us`)
@@ -402,15 +440,20 @@ fn page_range(addr: usize, len: usize) -> Option<Range> {
 
 /// Marks `range` mergeable, minus any excluded parts. Failures are counted;
 /// the first one is also returned.
+///
+/// Reads the exclusion table in place (no copy: hooks have little stack).
+/// An exclusion added while this runs may have been missed by the read and
+/// then overwritten by the `madvise`: the table's sequence number tells, and
+/// the exclusions in `range` are then taken back out here (the excluder
+/// unmerges after bumping the sequence, so whichever runs last unmerges).
 fn advise(range: Range, source: Source) -> Result<(), i32> {
-    let c = counters();
-    let mut holes = [Range { start: 0, end: 0 }; CAPACITY];
-    let n = EXCLUDED.overlapping(range, &mut holes);
-    if n > 0 {
-        c.count_skipped(SkipReason::Excluded);
+    if MERGING_STOPPED.load(SeqCst) {
+        return Ok(());
     }
+    let c = counters();
+    let before = EXCLUDED.sequence();
     let mut result = Ok(());
-    policy::subtract(range, &holes[..n], |piece| {
+    let left_out = EXCLUDED.for_each_gap(range, |piece| {
         match sys::madvise(piece.start, piece.len(), libc::MADV_MERGEABLE) {
             Ok(()) => c.count_advised(source, piece.len()),
             Err(e) => {
@@ -419,13 +462,103 @@ fn advise(range: Range, source: Source) -> Result<(), i32> {
             }
         }
     });
+    if left_out {
+        c.count_skipped(SkipReason::Excluded);
+    }
+    take_back_exclusions_added_since(before, range);
     result
 }
 
-fn unmerge(range: Range) {
-    match sys::madvise(range.start, range.len(), libc::MADV_UNMERGEABLE) {
+/// After advising `range`: if the exclusion table changed since `sequence`
+/// was read, unmerges the exclusions in `range`, again until a walk of the
+/// table saw it hold still (a walk is not a snapshot: a range moving between
+/// slots can be missed, never without the sequence changing). Past a few
+/// rounds of constant churn, all of `range` is unmerged: never mergeable
+/// wins over merged (the next advice or catch-up makes the rest mergeable
+/// again). Bounded, so a hook never waits on another thread.
+fn take_back_exclusions_added_since(mut sequence: u64, range: Range) {
+    for _ in 0..32 {
+        let now = EXCLUDED.sequence();
+        if now == sequence {
+            return;
+        }
+        sequence = now;
+        if MERGING_STOPPED.load(SeqCst) {
+            let _ = sys::madvise(range.start, range.len(), libc::MADV_UNMERGEABLE);
+            return;
+        }
+        EXCLUDED.for_each_overlapping(range, |excluded| {
+            let part = Range {
+                start: excluded.start.max(range.start),
+                end: excluded.end.min(range.end),
+            };
+            let _ = sys::madvise(part.start, part.len(), libc::MADV_UNMERGEABLE);
+        });
+    }
+    let _ = sys::madvise(range.start, range.len(), libc::MADV_UNMERGEABLE);
+}
+
+fn unmerge(range: Range) -> Result<(), i32> {
+    let result = sys::madvise(range.start, range.len(), libc::MADV_UNMERGEABLE);
+    match result {
         Ok(()) => counters().count_unmerged(range.len()),
         Err(e) => counters().count_madvise_failure(e),
+    }
+    result
+}
+
+/// `realloc`'s careful path is needed only while something is excluded (or
+/// for blocks big enough to need advice). Called after every change to the
+/// table; an insert racing a forget converges because both re-check.
+fn sync_realloc_floor() {
+    if EXCLUDED.is_empty() {
+        REALLOC_FLOOR.store(MALLOC_BLOCK_FLOOR.load(Relaxed), SeqCst);
+        if EXCLUDED.is_empty() {
+            return;
+        }
+    }
+    REALLOC_FLOOR.store(0, SeqCst);
+}
+
+/// Whether a range is mapped at all (any page of it). Without
+/// `PROCMAP_QUERY` (Linux < 6.11) it answers "yes": nothing is dropped.
+fn is_mapped(range: Range) -> bool {
+    match sys::first_vma_from(range.start) {
+        Ok(vma) => vma.start < range.end,
+        Err(libc::ENOENT) => false,
+        Err(_) => true,
+    }
+}
+
+/// Records `range` as never mergeable; when the table is full, first drops
+/// the ranges that are no longer mapped. Returns whether it is recorded.
+fn record_exclusion(range: Range) -> Inserted {
+    let mut inserted = EXCLUDED.insert(range);
+    if inserted == Inserted::Full && EXCLUDED.drop_unmapped(is_mapped) > 0 {
+        inserted = EXCLUDED.insert(range);
+    }
+    sync_realloc_floor();
+    inserted
+}
+
+/// Records `range` and unmerges it (under every engine: a region advised
+/// earlier, or merge-any, made it mergeable). `Err(ENOSPC)` when the table
+/// had no room (it is still unmerged now).
+fn exclude(range: Range) -> Result<(), i32> {
+    let recorded = record_exclusion(range);
+    counters().count_excluded(range.len());
+    match unmerge(range) {
+        // EINVAL: this kernel has no KSM, so nothing can be merged anyway.
+        Ok(()) | Err(libc::EINVAL) if recorded != Inserted::Full => Ok(()),
+        Ok(()) | Err(libc::EINVAL) => Err(libc::ENOSPC),
+        Err(e) => Err(e),
+    }
+}
+
+fn forget_exclusions(range: Range) {
+    if !EXCLUDED.is_empty() {
+        EXCLUDED.forget(range);
+        sync_realloc_floor();
     }
 }
 
@@ -435,7 +568,7 @@ pub fn after_mmap(addr: usize, len: usize, prot: i32, flags: i32) {
         return;
     };
     if flags & libc::MAP_FIXED != 0 {
-        EXCLUDED.forget_within(range);
+        forget_exclusions(range);
     }
     let s = settings();
     match (s.active, policy::judge_mapping(len, prot, flags, &s.config)) {
@@ -446,7 +579,7 @@ pub fn after_mmap(addr: usize, len: usize, prot: i32, flags: i32) {
         // merge-any made it mergeable already; take excluded classes back out.
         (Mode::Process, Verdict::Skip(reason @ (SkipReason::Exec | SkipReason::Stack))) => {
             counters().count_skipped(reason);
-            unmerge(range);
+            let _ = unmerge(range);
         }
         (Mode::Process, Verdict::Skip(reason)) => counters().count_skipped(reason),
         _ => {}
@@ -502,7 +635,7 @@ pub unsafe fn glibc_mapping_of(ptr: *mut u8) -> Option<Range> {
 /// Memory in `[addr, addr + len)` was unmapped.
 pub fn after_munmap(addr: usize, len: usize) {
     if let Some(range) = page_range(addr, len) {
-        EXCLUDED.forget_within(range);
+        forget_exclusions(range);
     }
 }
 
@@ -526,7 +659,7 @@ pub fn thread_stack_started(stack_addr: usize, stack_len: usize) {
     counters().count_skipped(SkipReason::Stack);
     if let Some(vma) = vma_containing(stack.start) {
         if vma.start >= stack.start && vma.end <= stack.end {
-            unmerge(vma);
+            let _ = unmerge(vma);
         }
     }
 }
@@ -571,7 +704,7 @@ fn unmerge_main_stack() {
     });
     if let Some(range) = stack {
         counters().count_skipped(SkipReason::Stack);
-        unmerge(range);
+        let _ = unmerge(range);
     }
 }
 
@@ -581,19 +714,158 @@ pub fn api_advise(addr: usize, len: usize) -> Result<(), i32> {
     if settings().active == Mode::Off {
         return Ok(());
     }
+    // After `mlockall`, `advise` does nothing: the process holds secrets.
     advise(range, Source::Api)
 }
 
 /// `ksmauto_exclude`: unmerge now, and never advise this range again.
 pub fn api_exclude(addr: usize, len: usize) -> Result<(), i32> {
     let range = page_range(addr, len).ok_or(libc::EINVAL)?;
-    let recorded = EXCLUDED.insert(range);
-    counters().count_excluded(range.len());
-    let result = sys::madvise(range.start, range.len(), libc::MADV_UNMERGEABLE);
-    match result {
-        // EINVAL: this kernel has no KSM, so nothing can be merged anyway.
-        Ok(()) | Err(libc::EINVAL) if recorded => Ok(()),
-        Ok(()) | Err(libc::EINVAL) => Err(libc::ENOSPC),
-        Err(e) => Err(e),
+    exclude(range)
+}
+
+/// A successful `mremap(old, old_len, new_len, flags, new)`: exclusions in
+/// the old range move with the memory (the kernel moved the VMA's flags, but
+/// the catch-up scan would otherwise advise the new address as unknown
+/// memory). An exclusion that reached the old end also covers the growth.
+pub fn after_mremap(old: usize, old_len: usize, new_len: usize, flags: i32, new: usize) {
+    if EXCLUDED.is_empty() && flags & libc::MREMAP_FIXED == 0 {
+        return;
     }
+    let (Some(from), Some(to)) = (page_range(old, old_len), page_range(new, new_len)) else {
+        return;
+    };
+    let moved = from.start != to.start;
+    if flags & libc::MREMAP_FIXED != 0 {
+        // Whatever was mapped at the target is gone.
+        EXCLUDED.forget(to);
+    }
+    if old_len == 0 {
+        // A second mapping of shared memory: not ours to follow.
+        sync_realloc_floor();
+        return;
+    }
+    // Walk old exclusions one at a time: moving may change the table.
+    let mut cursor = from.start;
+    while cursor < from.end {
+        let mut next: Option<Range> = None;
+        EXCLUDED.for_each_overlapping(
+            Range {
+                start: cursor,
+                end: from.end,
+            },
+            |r| {
+                let part = Range {
+                    start: r.start.max(cursor),
+                    end: r.end.min(from.end),
+                };
+                if next.is_none_or(|n| part.start < n.start) {
+                    next = Some(part);
+                }
+            },
+        );
+        let Some(part) = next else { break };
+        cursor = part.end;
+        let mut target = Range {
+            start: part.start - from.start + to.start,
+            end: part.end - from.start + to.start,
+        };
+        if part.end == from.end {
+            target.end = to.end;
+        }
+        target.end = target.end.min(to.end);
+        if target.start < target.end && (moved || target.end > part.end) {
+            let _ = exclude(target);
+        }
+    }
+    if moved && flags & libc::MREMAP_DONTUNMAP == 0 {
+        EXCLUDED.forget(from);
+    } else if to.end < from.end && !moved {
+        EXCLUDED.forget(Range {
+            start: to.end,
+            end: from.end,
+        });
+    }
+    sync_realloc_floor();
+}
+
+/// Whether a `realloc` to `size` bytes must take the careful path.
+#[inline(always)]
+pub fn realloc_needs_care(size: usize) -> bool {
+    size >= REALLOC_FLOOR.load(Relaxed)
+}
+
+/// Whether anything is excluded (so `realloc` must look at its block).
+#[inline]
+pub fn exclusions_exist() -> bool {
+    !EXCLUDED.is_empty()
+}
+
+/// Whether the block `[addr, addr + len)` overlaps an exclusion.
+pub fn block_is_excluded(addr: usize, len: usize) -> bool {
+    match page_range(addr, len.max(1)) {
+        Some(range) => EXCLUDED.overlaps(range),
+        None => false,
+    }
+}
+
+/// An excluded block was reallocated to `[addr, addr + len)`: the new block
+/// is excluded too (it holds the same secret). The old block's pages stay
+/// excluded while mapped: the allocator does not clear freed memory.
+pub fn exclusion_follows_block(addr: usize, len: usize) {
+    if let Some(range) = page_range(addr, len.max(1)) {
+        let _ = exclude(range);
+    }
+}
+
+fn secrets_excluded() -> bool {
+    let s = settings();
+    s.config.exclude.secret && s.active != Mode::Off
+}
+
+/// A successful `mlock`/`mlock2` of `[addr, addr + len)`: locked memory
+/// holds secrets (keys kept out of swap), so it is never merged.
+pub fn after_mlock(addr: usize, len: usize) {
+    if secrets_excluded() {
+        if let Some(range) = page_range(addr, len) {
+            let _ = exclude(range);
+        }
+    }
+}
+
+/// A successful `madvise(addr, len, advice)` by the program: keeping memory
+/// out of core dumps or wiping it in forked children marks it secret.
+pub fn after_madvise(addr: usize, len: usize, advice: i32) {
+    if (advice == libc::MADV_DONTDUMP || advice == libc::MADV_WIPEONFORK) && secrets_excluded() {
+        if let Some(range) = page_range(addr, len) {
+            let _ = exclude(range);
+        }
+    }
+}
+
+/// A successful `mlockall`: every page of the process is locked, so every
+/// page may hold a secret. The process stops merging, for good (a later
+/// `munlockall` does not take back that the memory held secrets):
+/// * `process`: merge-any is cleared, which makes the kernel unmerge and
+///   unmark every mergeable VMA;
+/// * `advise` (and after the above, for regions the program advised itself):
+///   one `MADV_UNMERGEABLE` over the whole address space unmarks every
+///   mergeable VMA (the kernel skips the holes and reports `ENOMEM` for
+///   them); nothing is advised afterwards, `ksmauto_advise` included.
+pub fn after_mlockall() {
+    if !secrets_excluded() || MERGING_STOPPED.swap(true, SeqCst) {
+        return;
+    }
+    // An advice running now re-checks and undoes itself (see `advise`).
+    EXCLUDED.bump_sequence();
+    if settings().active == Mode::Process {
+        let _ = sys::prctl(PR_SET_MEMORY_MERGE, 0, 0, 0, 0);
+    }
+    let whole_address_space = usize::MAX & !(page_size() - 1);
+    let _ = sys::madvise(0, whole_address_space, libc::MADV_UNMERGEABLE);
+}
+
+/// Whether `mlockall` stopped merging in this process.
+pub fn merging_stopped() -> bool {
+    MERGING_STOPPED.load(Relaxed)
 }

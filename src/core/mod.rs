@@ -1,12 +1,13 @@
 //! The core: decides what becomes mergeable and applies it.
 //!
 //! * [`config`] — `KSMAUTO_*` parsing (pure);
-//! * [`policy`] — which regions qualify, exclusion arithmetic, glibc chunk
+//! * [`policy`] — which regions qualify, page ranges, glibc chunk
 //!   geometry (pure);
 //! * [`engine`] — the `advise` / `process` / `off` engines acting on what the
 //!   hooks report;
 //! * [`catchup`] — the `advise` engine's scan for memory no hook saw;
-//! * [`exclusions`] — the lock-free table behind `ksmauto_exclude`;
+//! * [`exclusions`] — the lock-free table of ranges never to merge
+//!   (`ksmauto_exclude`, secret memory);
 //! * [`identity`] — which process this is (owner, forked child, `vfork` child);
 //! * [`scratch`] — static buffers behind a try-lock (kept off small stacks);
 //! * [`once`] — start-up that survives re-entry from `dlsym`.

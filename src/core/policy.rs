@@ -81,6 +81,7 @@ pub fn judge_class(len: usize, executable: bool, stack: bool, cfg: &Config) -> V
     let Exclusions {
         stack: exclude_stack,
         exec: exclude_exec,
+        ..
     } = cfg.exclude;
     if stack && exclude_stack {
         Verdict::Skip(SkipReason::Stack)
@@ -169,35 +170,6 @@ impl Range {
 
     pub fn overlaps(&self, other: &Range) -> bool {
         self.start < other.end && other.start < self.end
-    }
-}
-
-/// Calls `emit` with the parts of `range` that no range in `holes` covers, in
-/// address order. `holes` may be unsorted and overlapping.
-pub fn subtract(range: Range, holes: &[Range], mut emit: impl FnMut(Range)) {
-    let mut cursor = range.start;
-    while cursor < range.end {
-        // The hole that covers `cursor`, if any: skip past it.
-        if let Some(h) = holes
-            .iter()
-            .filter(|h| h.start <= cursor && cursor < h.end)
-            .max_by_key(|h| h.end)
-        {
-            cursor = h.end;
-            continue;
-        }
-        // Otherwise run up to the next hole start.
-        let next_hole = holes
-            .iter()
-            .filter(|h| h.start > cursor && h.start < range.end)
-            .map(|h| h.start)
-            .min();
-        let stop = next_hole.unwrap_or(range.end);
-        emit(Range {
-            start: cursor,
-            end: stop,
-        });
-        cursor = stop;
     }
 }
 
@@ -431,25 +403,6 @@ mod tests {
             })
         );
         assert_eq!(Range::covering(usize::MAX - 10, 100, 4096), None);
-    }
-
-    fn pieces(range: Range, holes: &[Range]) -> Vec<(usize, usize)> {
-        let mut out = Vec::new();
-        subtract(range, holes, |r| out.push((r.start, r.end)));
-        out
-    }
-
-    #[test]
-    fn subtracting_exclusions() {
-        let r = |s, e| Range { start: s, end: e };
-        assert_eq!(pieces(r(0, 100), &[]), vec![(0, 100)]);
-        assert_eq!(pieces(r(0, 100), &[r(20, 30)]), vec![(0, 20), (30, 100)]);
-        assert_eq!(
-            pieces(r(0, 100), &[r(60, 70), r(0, 10), r(65, 80)]),
-            vec![(10, 60), (80, 100)]
-        );
-        assert_eq!(pieces(r(10, 20), &[r(0, 100)]), vec![]);
-        assert_eq!(pieces(r(10, 20), &[r(200, 300)]), vec![(10, 20)]);
     }
 
     #[test]

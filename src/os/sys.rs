@@ -200,6 +200,39 @@ pub fn vma_at(addr: usize) -> Result<VmaInfo, Errno> {
     }
 }
 
+/// The VMA containing `addr`, or else the first one above it
+/// (`PROCMAP_QUERY_COVERING_OR_NEXT_VMA`). `Err(ENOENT)` when nothing is
+/// mapped at or above `addr`, `Err(ENOTTY)` on kernels before 6.11.
+pub fn first_vma_from(addr: usize) -> Result<VmaInfo, Errno> {
+    use core::sync::atomic::Ordering::Relaxed;
+    const PROCMAP_QUERY_COVERING_OR_NEXT_VMA: u64 = 0x10;
+    if PROCMAP_QUERY_UNSUPPORTED.load(Relaxed) {
+        return Err(libc::ENOTTY);
+    }
+    let fd = open(b"/proc/self/maps\0", libc::O_RDONLY, 0)?;
+    let mut q = ProcmapQuery {
+        size: core::mem::size_of::<ProcmapQuery>() as u64,
+        query_flags: PROCMAP_QUERY_COVERING_OR_NEXT_VMA,
+        query_addr: addr as u64,
+        ..Default::default()
+    };
+    let result = unsafe {
+        syscall!(
+            libc::SYS_ioctl,
+            fd,
+            PROCMAP_QUERY,
+            &mut q as *mut ProcmapQuery
+        )
+    };
+    close(fd);
+    result.map(|_| VmaInfo {
+        start: q.vma_start as usize,
+        end: q.vma_end as usize,
+        shared: q.vma_flags & PROCMAP_QUERY_VMA_SHARED != 0,
+        file_backed: q.inode != 0 || q.dev_major != 0 || q.dev_minor != 0,
+    })
+}
+
 /// `path` must end with a NUL byte.
 pub fn open(path: &[u8], flags: i32, mode: u32) -> Result<i32, Errno> {
     debug_assert_eq!(path.last(), Some(&0));

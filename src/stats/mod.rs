@@ -41,6 +41,7 @@ fn report_without_smaps() -> Report {
         min_size: cfg.min_size,
         exclude_stack: cfg.exclude.stack,
         exclude_exec: cfg.exclude.exec,
+        exclude_secret: cfg.exclude.secret,
         counters: counters().snapshot(),
         catchup_scans: crate::core::catchup::scans(),
         ksm: KsmStat::read_self(),

@@ -23,6 +23,7 @@ pub struct Report {
     pub min_size: usize,
     pub exclude_stack: bool,
     pub exclude_exec: bool,
+    pub exclude_secret: bool,
     pub counters: Snapshot,
     /// Catch-up scans this process ran (`advise` engine).
     pub catchup_scans: u64,
@@ -174,7 +175,11 @@ impl Report {
         w.str(",\"min_size\":").u64(self.min_size as u64);
         w.str(",\"exclude\":[");
         let mut first = true;
-        for (on, name) in [(self.exclude_stack, "stack"), (self.exclude_exec, "exec")] {
+        for (on, name) in [
+            (self.exclude_stack, "stack"),
+            (self.exclude_exec, "exec"),
+            (self.exclude_secret, "secret"),
+        ] {
             if on {
                 w.str(if first { "\"" } else { ",\"" }).str(name).str("\"");
                 first = false;
@@ -305,6 +310,7 @@ mod tests {
             min_size: 4096,
             exclude_stack: true,
             exclude_exec: false,
+            exclude_secret: true,
             counters,
             catchup_scans: 2,
             ksm: Some(KsmStat {
@@ -337,7 +343,7 @@ mod tests {
         assert_eq!(v["mode"], "advise");
         assert_eq!(v["requested_mode"], "auto");
         assert_eq!(v["fallback_reason"], "EINVAL");
-        assert_eq!(v["exclude"], serde_json::json!(["stack"]));
+        assert_eq!(v["exclude"], serde_json::json!(["stack", "secret"]));
         assert_eq!(v["calls"]["mmap"], 3);
         assert_eq!(v["calls"].as_object().unwrap().len(), Hook::COUNT);
         assert_eq!(v["advised"]["regions"], 3);

@@ -1,0 +1,162 @@
+//! Exclusions stick: a range excluded with `ksmauto_exclude` stays out of
+//! merging when `mremap` or `realloc` moves its memory; the table coalesces
+//! repeated and neighbouring exclusions and forgets unmapped ones, so
+//! per-session keys and exclude/unmap cycles never run it out of room; and
+//! an exclusion made while another thread advises the same memory is never
+//! undone by that advice. Each under both engines.
+
+mod common;
+use common::*;
+
+use std::path::PathBuf;
+
+fn exclusions() -> PathBuf {
+    compile_c("tests/c/exclusions.c", &[])
+}
+
+fn run(mode: &str, what: &str) -> String {
+    run_ok(
+        &exclusions(),
+        &Run::with(mode).env("KSMAUTO_STATS", "off"),
+        &[what],
+    )
+}
+
+fn count(s: &str, key: &str) -> u64 {
+    field_u64(s, key)
+}
+
+fn moved_by_mremap(mode: &str) {
+    let s = run(mode, "mremap");
+    assert!(flag(&s, "grown_moved"), "the region must move:\n{s}");
+    assert!(flag(&s, "plain_mg"), "{mode}: control not mergeable:\n{s}");
+    assert!(
+        !flag(&s, "grown_mg"),
+        "{mode}: excluded region advised again after mremap:\n{s}"
+    );
+    assert!(
+        !flag(&s, "fixed_mg"),
+        "{mode}: excluded region advised again after MREMAP_FIXED:\n{s}"
+    );
+}
+
+#[test]
+fn an_exclusion_follows_mremap_in_advise_mode() {
+    moved_by_mremap("advise");
+}
+
+#[test]
+fn an_exclusion_follows_mremap_in_process_mode() {
+    moved_by_mremap("process");
+}
+
+fn moved_by_realloc(mode: &str) {
+    let s = run(mode, "realloc");
+    assert!(
+        flag(&s, "control_mg"),
+        "{mode}: control not mergeable:\n{s}"
+    );
+    assert!(
+        !flag(&s, "big_mg"),
+        "{mode}: a realloc'd excluded mapping is mergeable:\n{s}"
+    );
+    assert!(
+        !flag(&s, "small_mg"),
+        "{mode}: a realloc'd excluded key is mergeable:\n{s}"
+    );
+}
+
+#[test]
+fn an_exclusion_follows_realloc_in_advise_mode() {
+    moved_by_realloc("advise");
+}
+
+#[test]
+fn an_exclusion_follows_realloc_in_process_mode() {
+    moved_by_realloc("process");
+}
+
+fn many_keys(mode: &str) {
+    let s = run(mode, "keys");
+    assert_eq!(count(&s, "session_failures"), 0, "{mode}:\n{s}");
+    assert_eq!(count(&s, "live_failures"), 0, "{mode}:\n{s}");
+    assert_eq!(
+        count(&s, "live_mg"),
+        0,
+        "{mode}: excluded keys mergeable:\n{s}"
+    );
+}
+
+#[test]
+fn three_hundred_keys_fit_in_advise_mode() {
+    many_keys("advise");
+}
+
+#[test]
+fn three_hundred_keys_fit_in_process_mode() {
+    many_keys("process");
+}
+
+fn exclude_unmap_cycles(mode: &str) {
+    let s = run(mode, "cycles");
+    for kind in ["piecewise_munmap", "malloc_free", "raw_munmap"] {
+        assert_eq!(
+            count(&s, &format!("{kind}_failures")),
+            0,
+            "{mode}: the table filled up with unmapped ranges ({kind}):\n{s}"
+        );
+    }
+    assert!(
+        !flag(&s, "kept_mg"),
+        "{mode}: making room dropped the exclusion of a mapped region:\n{s}"
+    );
+}
+
+#[test]
+fn exclude_and_unmap_cycles_never_fill_the_table_in_advise_mode() {
+    exclude_unmap_cycles("advise");
+}
+
+#[test]
+fn exclude_and_unmap_cycles_never_fill_the_table_in_process_mode() {
+    exclude_unmap_cycles("process");
+}
+
+fn exclude_while_advising(mode: &str, what: &str, exclusions: u64) {
+    let s = run(mode, what);
+    assert_eq!(count(&s, "excluded_ok"), exclusions, "{s}");
+    assert_eq!(
+        count(&s, "control_mg"),
+        5,
+        "{mode}: ksmauto_advise did not advise:\n{s}"
+    );
+    assert!(
+        count(&s, "overlapped") > 0,
+        "{mode}: advice never ran alongside the exclusions:\n{s}"
+    );
+    assert_eq!(
+        count(&s, "excluded_mg"),
+        0,
+        "{mode}: a concurrent ksmauto_advise undid exclusions:\n{s}"
+    );
+}
+
+#[test]
+fn an_exclusion_racing_an_advice_sticks_in_advise_mode() {
+    exclude_while_advising("advise", "race", 1000);
+}
+
+#[test]
+fn an_exclusion_racing_an_advice_sticks_in_process_mode() {
+    exclude_while_advising("process", "race", 1000);
+}
+
+#[test]
+fn coalescing_exclusions_racing_an_advice_stick_in_advise_mode() {
+    exclude_while_advising("advise", "race-coalescing", 5 * 399);
+}
+
+#[test]
+fn coalescing_exclusions_racing_an_advice_stick_in_process_mode() {
+    exclude_while_advising("process", "race-coalescing", 5 * 399);
+}
