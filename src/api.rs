@@ -698,19 +698,34 @@ unsafe fn target_in_path(file: *const c_char) -> ExecTarget {
     }
 }
 
+/// Runs an `exec` or spawn `call` with merge-any switched off first if the
+/// engine says so, and back on if the call returns.
+#[inline(always)]
+unsafe fn around_exec<R>(
+    inspect: impl FnOnce() -> ExecTarget,
+    envp: *const *const c_char,
+    call: impl FnOnce() -> R,
+) -> R {
+    let switched_off = prepare_exec(inspect, envp);
+    let result = call();
+    engine::after_exec_returned(switched_off);
+    result
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn execve(
     path: *const c_char,
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    let switched_off = prepare_exec(|| target_at_path(path), envp);
-    let rc = match next::exec_functions().execve {
-        Some(f) => f(path, argv, envp),
-        None => libc::syscall(libc::SYS_execve, path, argv, envp) as c_int,
-    };
-    engine::after_exec_returned(switched_off);
-    rc
+    around_exec(
+        || target_at_path(path),
+        envp,
+        || match next::exec_functions().execve {
+            Some(f) => f(path, argv, envp),
+            None => libc::syscall(libc::SYS_execve, path, argv, envp) as c_int,
+        },
+    )
 }
 
 #[no_mangle]
@@ -724,13 +739,14 @@ pub unsafe extern "C" fn execvpe(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    let switched_off = prepare_exec(|| target_in_path(file), envp);
-    let rc = match next::exec_functions().execvpe {
-        Some(f) => f(file, argv, envp),
-        None => enoent(),
-    };
-    engine::after_exec_returned(switched_off);
-    rc
+    around_exec(
+        || target_in_path(file),
+        envp,
+        || match next::exec_functions().execvpe {
+            Some(f) => f(file, argv, envp),
+            None => enoent(),
+        },
+    )
 }
 
 #[no_mangle]
@@ -746,16 +762,11 @@ pub unsafe extern "C" fn execveat(
     envp: *const *const c_char,
     flags: c_int,
 ) -> c_int {
-    let switched_off = prepare_exec(
-        || exec_target::inspect_at(dirfd, path as *const u8, flags),
-        envp,
-    );
-    let rc = match next::exec_functions().execveat {
+    let inspect = || exec_target::inspect_at(dirfd, path as *const u8, flags);
+    around_exec(inspect, envp, || match next::exec_functions().execveat {
         Some(f) => f(dirfd, path, argv, envp, flags),
         None => libc::syscall(libc::SYS_execveat, dirfd, path, argv, envp, flags) as c_int,
-    };
-    engine::after_exec_returned(switched_off);
-    rc
+    })
 }
 
 #[no_mangle]
@@ -764,16 +775,11 @@ pub unsafe extern "C" fn fexecve(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    let switched_off = prepare_exec(
-        || exec_target::inspect_at(fd, c"".as_ptr() as *const u8, libc::AT_EMPTY_PATH),
-        envp,
-    );
-    let rc = match next::exec_functions().fexecve {
+    let inspect = || exec_target::inspect_at(fd, c"".as_ptr() as *const u8, libc::AT_EMPTY_PATH);
+    around_exec(inspect, envp, || match next::exec_functions().fexecve {
         Some(f) => f(fd, argv, envp),
         None => enoent(),
-    };
-    engine::after_exec_returned(switched_off);
-    rc
+    })
 }
 
 #[no_mangle]
@@ -785,13 +791,14 @@ pub unsafe extern "C" fn posix_spawn(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    let switched_off = prepare_exec(|| target_at_path(path), envp as _);
-    let rc = match next::exec_functions().posix_spawn {
-        Some(f) => f(pid, path, actions, attr, argv, envp),
-        None => libc::ENOSYS,
-    };
-    engine::after_exec_returned(switched_off);
-    rc
+    around_exec(
+        || target_at_path(path),
+        envp as _,
+        || match next::exec_functions().posix_spawn {
+            Some(f) => f(pid, path, actions, attr, argv, envp),
+            None => libc::ENOSYS,
+        },
+    )
 }
 
 #[no_mangle]
@@ -803,13 +810,14 @@ pub unsafe extern "C" fn posix_spawnp(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    let switched_off = prepare_exec(|| target_in_path(file), envp as _);
-    let rc = match next::exec_functions().posix_spawnp {
-        Some(f) => f(pid, file, actions, attr, argv, envp),
-        None => libc::ENOSYS,
-    };
-    engine::after_exec_returned(switched_off);
-    rc
+    around_exec(
+        || target_in_path(file),
+        envp as _,
+        || match next::exec_functions().posix_spawnp {
+            Some(f) => f(pid, file, actions, attr, argv, envp),
+            None => libc::ENOSYS,
+        },
+    )
 }
 
 unsafe fn enoent() -> c_int {
