@@ -21,7 +21,7 @@ use super::config::{BadValue, Config, Mode};
 use super::exclusions::{ExclusionTable, CAPACITY};
 use super::policy::{self, GlibcChunkHeader, Range, SkipReason, Verdict, VmaVerdict};
 use crate::fmt::BufWriter;
-use crate::os::proc::{for_each_line, MapsLine, RegionClass};
+use crate::os::proc::{read_lines, MapsLine, RegionClass, SHARED_LINES};
 use crate::os::{self, sys};
 use crate::stats::{counters, Source};
 
@@ -124,6 +124,7 @@ fn judge_vma(vma: &MapsLine, below: Option<&MapsLine>) -> VmaVerdict {
 pub fn after_fork_in_child() {
     crate::stats::counters::reset();
     catchup::reset();
+    SHARED_LINES.release_after_fork();
 }
 
 fn advise_vma(range: Range) -> bool {
@@ -136,21 +137,17 @@ pub fn poll_catch_up() {
     catchup::poll(&judge_vma, &advise_vma);
 }
 
-/// Runs a catch-up scan now (unless one is running or catch-up is off).
-pub fn catch_up_now() {
-    catchup::scan(&judge_vma, &advise_vma);
-}
-
 /// Whether the user asked for a background scanning thread.
 pub fn wants_scan_thread() -> bool {
     catchup::enabled() && config().scan_thread
 }
 
-/// Body of the opt-in scanning thread: scan, sleep, forever.
+/// Body of the opt-in scanning thread: sleep until a catch-up step is due,
+/// run it, forever.
 pub fn scan_thread_main() -> ! {
     loop {
-        sys::sleep_ns(catchup::interval_ns());
-        catch_up_now();
+        sys::sleep_ns(catchup::ns_until_due());
+        poll_catch_up();
     }
 }
 
@@ -360,7 +357,7 @@ pub fn thread_stack_started(stack_addr: usize, stack_len: usize) {
 
 fn unmerge_main_stack() {
     let mut stack = None;
-    let _ = for_each_line(b"/proc/self/maps\0", |line| {
+    let _ = read_lines(b"/proc/self/maps\0", &SHARED_LINES, |line| {
         if let Some(vma) = MapsLine::parse(line) {
             if vma.class() == RegionClass::Stack && vma.name == b"[stack]" {
                 stack = Some(Range {

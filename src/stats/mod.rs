@@ -35,6 +35,7 @@ pub fn current_report() -> Report {
         exclude_exec: cfg.exclude.exec,
         counters: counters().snapshot(),
         catchup_scans: crate::core::catchup::scans(),
+        catchup: crate::core::catchup::stats(),
         ksm: KsmStat::read_self(),
         smaps: SmapsTotals::read_self(),
         page_size: engine::page_size(),
