@@ -49,7 +49,9 @@
 //! Never allocates (the lists are a zero-initialised static whose pages are
 //! touched only as far as they are used, and only in `advise` mode; a forked
 //! child starts over through [`reset`]), never blocks (a thread that finds a
-//! step running returns), and stays within a small stack.
+//! step running returns), and stays within a small stack: a step needs under
+//! [`STEP_STACK_BYTES`], and is put off when a signal handler on an alternate
+//! stack has less than that left.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{
@@ -70,6 +72,11 @@ pub const STEP_BUDGET_NS: u64 = 2_000_000;
 /// After a step that took `t`, the next one waits `PACE * t`: stepping
 /// through a pass uses at most 1/`PACE` of the time.
 pub const PACE: u64 = 20;
+/// Stack a step may need below [`poll`] (measured: under 1 KiB, with room for
+/// the `madvise` path). On an alternate signal stack with less room left —
+/// a handler that allocates on a 4 KiB stack, most of which the kernel's
+/// signal frame takes — the step is left for a later call.
+pub const STEP_STACK_BYTES: usize = 2048;
 /// VMAs remembered from the previous pass (above `vm.max_map_count`'s
 /// default of 65530). 2 MiB per list, touched only as far as used.
 pub const REMEMBERED_VMAS: usize = 1 << 17;
@@ -257,6 +264,9 @@ pub fn poll(
         return;
     }
     if sys::monotonic_coarse_ns() < state.next_scan_ns.load(Relaxed) {
+        return;
+    }
+    if sys::alt_stack_room().is_some_and(|room| room < STEP_STACK_BYTES) {
         return;
     }
     step(state, judge, advise);

@@ -122,6 +122,24 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// When running on the thread's alternate signal stack, the bytes left on it
+/// below this function's frame; `None` on an ordinary stack (or when it
+/// cannot be told: an `SS_AUTODISARM` stack reads as disabled while in use).
+#[inline(never)]
+pub fn alt_stack_room() -> Option<usize> {
+    let mut ss = libc::stack_t {
+        ss_sp: core::ptr::null_mut(),
+        ss_flags: 0,
+        ss_size: 0,
+    };
+    unsafe { syscall!(libc::SYS_sigaltstack, 0usize, &mut ss as *mut libc::stack_t) }.ok()?;
+    if ss.ss_flags & libc::SS_ONSTACK == 0 {
+        return None;
+    }
+    let here = &ss as *const libc::stack_t as usize;
+    Some(here.saturating_sub(ss.ss_sp as usize))
+}
+
 pub fn sleep_ns(ns: u64) {
     let ts = libc::timespec {
         tv_sec: (ns / 1_000_000_000) as libc::time_t,
