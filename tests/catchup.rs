@@ -25,7 +25,10 @@ fn sixty_thousand_vmas_are_advised_once_in_bounded_steps() {
     let examined = field_u64(&out, "vmas_examined");
     let advised = field_u64(&out, "catchup_regions");
     assert!(vmas >= 60_000, "the program made only {vmas} VMAs");
-    assert!(passes >= 3, "only {passes} catch-up passes completed:\n{out}");
+    assert!(
+        passes >= 3,
+        "only {passes} catch-up passes completed:\n{out}"
+    );
     // The first pass advises each VMA once; later passes find nothing new
     // (the heap may grow a little).
     assert!(
@@ -90,7 +93,10 @@ fn signal_handlers_on_small_alternate_stacks_can_allocate() {
             out.status,
             text(&out.stderr)
         );
-        eprintln!("{size}: glibc alone {glibc_used} bytes; {}", stdout.replace('\n', " "));
+        eprintln!(
+            "{size}: glibc alone {glibc_used} bytes; {}",
+            stdout.replace('\n', " ")
+        );
         assert_eq!(field(&stdout, "handled").as_deref(), Some(raises));
         // Where the handler leaves a step its room, steps really ran inside
         // handlers (the main thread only raised signals meanwhile).

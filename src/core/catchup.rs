@@ -71,7 +71,7 @@ pub const STEP_VMAS: usize = 512;
 pub const STEP_BUDGET_NS: u64 = 2_000_000;
 /// After a step that took `t`, the next one waits `PACE * t`: stepping
 /// through a pass uses at most 1/`PACE` of the time.
-pub const PACE: u64 = 20;
+pub const PACE: u64 = 40;
 /// Stack a step may need below [`poll`] (measured: under 1 KiB, with room for
 /// the `madvise` path). On an alternate signal stack with less room left —
 /// a handler that allocates on a 4 KiB stack, most of which the kernel's
@@ -366,10 +366,9 @@ fn step(
             backed_off(INTERVAL_NS.load(Relaxed), shift).max(paced)
         }
     };
-    state.next_scan_ns.store(
-        sys::monotonic_coarse_ns().saturating_add(wait),
-        Relaxed,
-    );
+    state
+        .next_scan_ns
+        .store(sys::monotonic_coarse_ns().saturating_add(wait), Relaxed);
     state.scanning.store(false, Release);
 }
 
@@ -573,8 +572,7 @@ fn revoke_rejected(
 fn forget(list: &mut PassList) {
     let start = list as *mut PassList as usize;
     let len = core::mem::size_of::<PassList>();
-    if start % crate::os::page_size() == 0
-        && sys::madvise(start, len, libc::MADV_DONTNEED).is_ok()
+    if start % crate::os::page_size() == 0 && sys::madvise(start, len, libc::MADV_DONTNEED).is_ok()
     {
         return;
     }
