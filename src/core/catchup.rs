@@ -315,6 +315,9 @@ enum StepEnd {
     PassDone,
     /// VMAs are left for the next step.
     More,
+    /// The kernel refused (no descriptor left, …): the pass resumes from
+    /// where it stood after one base interval.
+    Failed,
 }
 
 #[cold]
@@ -336,11 +339,10 @@ fn step(
                 drop(maps);
                 pass_by_text(state, work, judge, advise)
             }
-            // Try again next time from where this step stopped.
-            Err(_) => StepEnd::More,
+            Err(_) => StepEnd::Failed,
         },
         Err(_) if sys::procmap_query_unsupported() => pass_by_text(state, work, judge, advise),
-        Err(_) => StepEnd::More,
+        Err(_) => StepEnd::Failed,
     };
     state.steps.fetch_add(1, Relaxed);
     let paced = sys::monotonic_ns()
@@ -348,6 +350,7 @@ fn step(
         .saturating_mul(PACE);
     let wait = match end {
         StepEnd::More => paced,
+        StepEnd::Failed => INTERVAL_NS.load(Relaxed).max(paced),
         StepEnd::PassDone => {
             let advised_new = work.cursor.advised_new;
             work.memory.finish_pass();
