@@ -36,17 +36,17 @@
 //! replaces the range after that check is a fresh VMA without the flag.
 //! (Needs `PROCMAP_QUERY`; on older kernels the window stays open.)
 //!
-//! **What it remembers.** The exact `(start, end)` of every VMA judged in the
+//! **What it remembers.** The exact bounds of every VMA judged in the
 //! previous pass, in address order (VMAs come in address order, so the list
-//! is built by appending and searched by bisection), up to
-//! [`REMEMBERED_VMAS`]; a VMA that reappears with the same bounds is skipped,
+//! is built by appending and looked up with a cursor that only moves up), up
+//! to [`REMEMBERED_VMAS`]; a VMA that reappears with the same bounds is skipped,
 //! one whose bounds changed is advised again (a no-op for the kernel if it
 //! already is mergeable). A VMA the kernel refused is not retried until its
 //! bounds change (the refusal is counted once, not every pass). Past the
 //! capacity, VMAs are advised every pass (correct, slower) without counting
 //! as news for the back-off.
 //!
-//! Never allocates (the lists are a zero-initialised static whose pages are
+//! Never allocates (the list is a zero-initialised static whose pages are
 //! touched only as far as they are used, and only in `advise` mode; a forked
 //! child starts over through [`reset`]), never blocks (a thread that finds a
 //! step running returns), and stays within a small stack: a step needs under
@@ -77,28 +77,53 @@ pub const PACE: u64 = 40;
 /// a handler that allocates on a 4 KiB stack, most of which the kernel's
 /// signal frame takes — the step is left for a later call.
 pub const STEP_STACK_BYTES: usize = 2048;
-/// VMAs remembered from the previous pass (above `vm.max_map_count`'s
-/// default of 65530). 2 MiB per list, touched only as far as used.
+/// VMAs remembered (above `vm.max_map_count`'s default of 65530), in one
+/// 1 MiB array touched only as far as used. It must stay small: a library
+/// whose mappings span 2 MiB or more is placed at a 2 MiB boundary, which
+/// changes the program's own VMA layout.
 pub const REMEMBERED_VMAS: usize = 1 << 17;
 /// Longest VMA name we need: `[anon:` + 80 bytes + `]` (the kernel's limit
 /// for names set with `PR_SET_VMA`); file paths are not needed (a longer
 /// one is looked up again without its name).
 const NAME_BYTES: usize = 128;
 
-/// One pass's VMA bounds in ascending order of start.
-#[repr(C, align(4096))]
-struct PassList {
-    bounds: [(usize, usize); REMEMBERED_VMAS],
+/// A VMA's bounds in one word: its first page number (4 KiB units) in the
+/// high 36 bits, its length in pages in the low 28 (saturated: VMAs of a
+/// TiB or more at the same start compare equal). Ordered by start.
+type Packed = u64;
+const LENGTH_BITS: u32 = 28;
+
+/// `None` for a VMA above 2^48 (5-level paging), which is not remembered.
+fn pack(start: usize, end: usize) -> Option<Packed> {
+    let page = (start >> 12) as u64;
+    if page >> (64 - LENGTH_BITS) != 0 {
+        return None;
+    }
+    let pages = (((end - start) >> 12) as u64).min((1 << LENGTH_BITS) - 1);
+    Some(page << LENGTH_BITS | pages)
 }
 
-/// What the previous pass saw, and what this one has seen so far.
+fn start_page(packed: Packed) -> u64 {
+    packed >> LENGTH_BITS
+}
+
+/// What the previous pass saw, and what this one has seen so far, in one
+/// array: this pass's VMAs fill it from the front, the previous pass's sit
+/// at the back, and the walk (in address order) uses up the previous ones
+/// as it goes, freeing room for its own. Zeroed memory is the empty state.
+#[repr(C, align(4096))]
 struct Memory {
-    lists: [PassList; 2],
-    lens: [usize; 2],
-    /// A list that ran out of room: VMAs above its last entry are unknown.
-    overflowed: [bool; 2],
-    /// Index of the previous pass's list; the other one is being filled.
-    previous: usize,
+    entries: [Packed; REMEMBERED_VMAS],
+    /// This pass's VMAs: `entries[..written]`.
+    written: usize,
+    /// The previous pass's VMAs the walk has not passed yet: the last
+    /// `previous_left` entries.
+    previous_left: usize,
+    /// This pass ran out of room and stopped remembering.
+    overflowed: bool,
+    /// The previous pass did: VMAs above `previous_last` are unknown.
+    previous_overflowed: bool,
+    previous_last: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,44 +131,91 @@ enum Seen {
     /// With these exact bounds, in the previous pass.
     Yes,
     No,
-    /// The previous pass ran out of room before this address.
+    /// Not known: the previous pass ran out of room before this address, or
+    /// the VMA cannot be remembered.
     Unknown,
 }
 
 impl Memory {
-    fn seen(&self, start: usize, end: usize) -> Seen {
-        let p = self.previous;
-        let list = &self.lists[p].bounds[..self.lens[p]];
-        match list.binary_search_by(|&(s, _)| s.cmp(&start)) {
-            Ok(i) if list[i].1 == end => Seen::Yes,
-            Err(i) if i == list.len() && self.overflowed[p] => Seen::Unknown,
-            _ => Seen::No,
+    /// Drops the previous pass's VMAs that start at or below `page`: the walk
+    /// only goes up from here.
+    fn pass_below(&mut self, page: u64, inclusive: bool) {
+        while self.previous_left > 0 {
+            let next = start_page(self.entries[REMEMBERED_VMAS - self.previous_left]);
+            if next > page || (next == page && !inclusive) {
+                break;
+            }
+            self.previous_left -= 1;
         }
     }
 
-    /// Appends to this pass's list. A VMA that comes out of order (the
+    /// Whether the previous pass saw this VMA. Calls must come in address
+    /// order within a pass (a VMA out of order reads as not seen).
+    fn seen(&mut self, start: usize, end: usize) -> Seen {
+        let Some(key) = pack(start, end) else {
+            return Seen::Unknown;
+        };
+        self.pass_below(start_page(key), false);
+        if self.previous_left > 0 && self.entries[REMEMBERED_VMAS - self.previous_left] == key {
+            Seen::Yes
+        } else if self.previous_overflowed && start_page(key) > self.previous_last {
+            Seen::Unknown
+        } else {
+            Seen::No
+        }
+    }
+
+    /// Remembers a VMA for the next pass. One that comes out of order (the
     /// layout changed between two steps) is not remembered: it is simply
     /// looked at again next pass.
     fn record(&mut self, start: usize, end: usize) {
-        let c = self.previous ^ 1;
-        let len = self.lens[c];
-        if len > 0 && self.lists[c].bounds[len - 1].0 >= start {
+        let Some(key) = pack(start, end) else {
+            return;
+        };
+        if self.overflowed
+            || (self.written > 0 && start_page(self.entries[self.written - 1]) >= start_page(key))
+        {
             return;
         }
-        if len == REMEMBERED_VMAS {
-            self.overflowed[c] = true;
+        self.pass_below(start_page(key), true);
+        if self.written + self.previous_left >= REMEMBERED_VMAS {
+            self.overflowed = true;
             return;
         }
-        self.lists[c].bounds[len] = (start, end);
-        self.lens[c] = len + 1;
+        self.entries[self.written] = key;
+        self.written += 1;
     }
 
-    /// The list being filled becomes the previous pass's; the other is emptied.
+    /// This pass's VMAs become the previous pass's, moved to the back.
     fn finish_pass(&mut self) {
-        self.previous ^= 1;
-        let c = self.previous ^ 1;
-        self.lens[c] = 0;
-        self.overflowed[c] = false;
+        let n = self.written;
+        self.entries.copy_within(..n, REMEMBERED_VMAS - n);
+        self.previous_left = n;
+        self.previous_overflowed = self.overflowed;
+        self.previous_last = if n > 0 {
+            start_page(self.entries[REMEMBERED_VMAS - 1])
+        } else {
+            0
+        };
+        self.written = 0;
+        self.overflowed = false;
+    }
+
+    /// Forgets everything, handing the array's pages back to the kernel (they
+    /// read as zero afterwards), which costs nothing for pages never touched.
+    fn clear(&mut self) {
+        let start = self.entries.as_mut_ptr() as usize;
+        let len = core::mem::size_of_val(&self.entries);
+        if start % crate::os::page_size() != 0
+            || sys::madvise(start, len, libc::MADV_DONTNEED).is_err()
+        {
+            self.entries.iter_mut().for_each(|e| *e = 0);
+        }
+        self.written = 0;
+        self.previous_left = 0;
+        self.overflowed = false;
+        self.previous_overflowed = false;
+        self.previous_last = 0;
     }
 }
 
@@ -166,8 +238,8 @@ struct Work {
     check_name: [u8; NAME_BYTES],
 }
 
-/// Per-process scan state. Page-aligned, lists first, so each list starts on
-/// a page boundary and can be handed back with `madvise`.
+/// Per-process scan state. Page-aligned, the remembered VMAs first, so they
+/// can be handed back with `madvise`.
 #[repr(C)]
 struct State {
     work: UnsafeCell<Work>,
@@ -226,11 +298,7 @@ pub fn reset() {
     }
     let state = &STATE;
     let work = unsafe { &mut *state.work.get() };
-    for list in &mut work.memory.lists {
-        forget(list);
-    }
-    work.memory.lens = [0, 0];
-    work.memory.overflowed = [false, false];
+    work.memory.clear();
     work.cursor = Cursor {
         resume: 0,
         below: None,
@@ -570,18 +638,6 @@ fn revoke_rejected(
     }
 }
 
-/// Hands a list's pages back to the kernel (they read as zero afterwards),
-/// which costs nothing for pages never touched.
-fn forget(list: &mut PassList) {
-    let start = list as *mut PassList as usize;
-    let len = core::mem::size_of::<PassList>();
-    if start % crate::os::page_size() == 0 && sys::madvise(start, len, libc::MADV_DONTNEED).is_ok()
-    {
-        return;
-    }
-    list.bounds.iter_mut().for_each(|b| *b = (0, 0));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -593,20 +649,25 @@ mod tests {
     #[test]
     fn a_pass_remembers_exact_bounds_for_the_next_one() {
         let mut m = memory();
+        assert_eq!(m.seen(0x1000, 0x2000), Seen::No);
         m.record(0x1000, 0x2000);
+        assert_eq!(m.seen(0x3000, 0x5000), Seen::No);
         m.record(0x3000, 0x5000);
-        assert_eq!(m.seen(0x1000, 0x2000), Seen::No, "not before the pass ends");
+        m.record(0x8000, 0x9000);
         m.finish_pass();
         assert_eq!(m.seen(0x1000, 0x2000), Seen::Yes);
-        assert_eq!(m.seen(0x3000, 0x5000), Seen::Yes);
-        assert_eq!(m.seen(0x3000, 0x6000), Seen::No, "bounds changed");
+        m.record(0x1000, 0x2000);
         assert_eq!(m.seen(0x2000, 0x3000), Seen::No);
+        assert_eq!(m.seen(0x3000, 0x6000), Seen::No, "bounds changed");
+        m.record(0x3000, 0x6000);
+        // 0x8000 is gone; a new VMA above it.
         assert_eq!(m.seen(0x9000, 0xa000), Seen::No);
-        // The next pass sees only the second VMA: the first is forgotten.
-        m.record(0x3000, 0x5000);
+        m.record(0x9000, 0xa000);
         m.finish_pass();
-        assert_eq!(m.seen(0x1000, 0x2000), Seen::No);
-        assert_eq!(m.seen(0x3000, 0x5000), Seen::Yes);
+        assert_eq!(m.seen(0x1000, 0x2000), Seen::Yes);
+        assert_eq!(m.seen(0x3000, 0x5000), Seen::No);
+        assert_eq!(m.seen(0x8000, 0x9000), Seen::No);
+        assert_eq!(m.seen(0x9000, 0xa000), Seen::Yes);
     }
 
     #[test]
@@ -615,29 +676,55 @@ mod tests {
         m.record(0x5000, 0x6000);
         m.record(0x1000, 0x2000);
         m.finish_pass();
-        assert_eq!(m.seen(0x5000, 0x6000), Seen::Yes);
         assert_eq!(m.seen(0x1000, 0x2000), Seen::No);
+        assert_eq!(m.seen(0x5000, 0x6000), Seen::Yes);
+    }
+
+    #[test]
+    fn huge_and_very_high_vmas() {
+        let mut m = memory();
+        let tib = 1usize << 40;
+        m.record(0x1000, 0x1000 + 3 * tib);
+        m.record(1 << 50, (1 << 50) + 0x1000);
+        m.finish_pass();
+        assert_eq!(
+            m.seen(0x1000, 0x1000 + 2 * tib),
+            Seen::Yes,
+            "lengths saturate at a TiB"
+        );
+        assert_eq!(m.seen(1 << 50, (1 << 50) + 0x1000), Seen::Unknown);
     }
 
     #[test]
     fn sixty_thousand_vmas_and_more_than_the_capacity() {
         let mut m = memory();
         let vma = |i: usize| ((i + 1) << 13, ((i + 1) << 13) + 0x1000);
-        for i in 0..60_000 {
-            let (s, e) = vma(i);
-            m.record(s, e);
-        }
-        m.finish_pass();
-        assert!((0..60_000).all(|i| m.seen(vma(i).0, vma(i).1) == Seen::Yes));
-        for i in 0..REMEMBERED_VMAS + 10 {
-            let (s, e) = vma(i);
-            m.record(s, e);
-        }
-        m.finish_pass();
-        let last = REMEMBERED_VMAS - 1;
-        assert_eq!(m.seen(vma(last).0, vma(last).1), Seen::Yes);
-        assert_eq!(m.seen(vma(last + 1).0, vma(last + 1).1), Seen::Unknown);
-        assert_eq!(m.seen(vma(0).0 + 0x1000, vma(0).1 + 0x1000), Seen::No);
+        let pass = |m: &mut Memory, n: usize| {
+            let mut seen = [0usize; 3];
+            for i in 0..n {
+                let (s, e) = vma(i);
+                seen[m.seen(s, e) as usize] += 1;
+                m.record(s, e);
+            }
+            m.finish_pass();
+            seen
+        };
+        assert_eq!(pass(&mut m, 60_000), [0, 60_000, 0]);
+        assert_eq!(pass(&mut m, 60_000), [60_000, 0, 0]);
+        // Twice as many: the first 60,000 were seen, the rest are new.
+        assert_eq!(pass(&mut m, 120_000), [60_000, 60_000, 0]);
+        assert_eq!(pass(&mut m, 120_000), [120_000, 0, 0]);
+        // More than fits: the surplus is not remembered, then unknown.
+        let over = REMEMBERED_VMAS + 10;
+        assert_eq!(pass(&mut m, over), [120_000, over - 120_000, 0]);
+        assert_eq!(
+            pass(&mut m, over),
+            [REMEMBERED_VMAS, 0, 10],
+            "all that fitted is remembered"
+        );
+        assert_eq!(pass(&mut m, 10), [10, 0, 0]);
+        m.clear();
+        assert_eq!(pass(&mut m, 10), [0, 10, 0]);
     }
 
     #[test]
