@@ -483,7 +483,8 @@ fn step_by_query(
 }
 
 /// The whole pass from the text of `/proc/self/maps`, for kernels without
-/// `PROCMAP_QUERY`.
+/// `PROCMAP_QUERY`. A read that fails midway ends the pass where it stopped
+/// (what was not seen is looked at again next pass).
 fn pass_by_text(
     state: &State,
     work: &mut Work,
@@ -492,13 +493,18 @@ fn pass_by_text(
 ) -> StepEnd {
     work.cursor.below = None;
     let (memory, cursor) = (&mut work.memory, &mut work.cursor);
-    let _ = read_lines(b"/proc/self/maps\0", &SCAN_LINES, |text| {
+    let mut examined = 0u64;
+    let result = read_lines(b"/proc/self/maps\0", &SCAN_LINES, |text| {
         if let Some(line) = MapsLine::parse(text) {
-            state.vmas.fetch_add(1, Relaxed);
+            examined += 1;
             consider(state, memory, cursor, &line, None, judge, advise);
         }
     });
-    StepEnd::PassDone
+    state.vmas.fetch_add(examined, Relaxed);
+    match result {
+        Err(_) if examined == 0 => StepEnd::Failed,
+        _ => StepEnd::PassDone,
+    }
 }
 
 /// Looks up a VMA with its name; a name too long for `name` (a deep file
@@ -755,6 +761,91 @@ mod tests {
             compared += 1;
         }
         assert!(compared > 10 && named >= 2, "{compared} {named}\n{text}");
+    }
+
+    /// Runs whole passes with both walks over this test process, with a judge
+    /// that takes every private anonymous VMA and an `advise` that only
+    /// records (nothing is really advised).
+    #[test]
+    fn both_walks_advise_each_vma_once_and_then_nothing() {
+        use std::cell::RefCell;
+        let state: Box<State> = unsafe { Box::new_zeroed().assume_init() };
+        let work = unsafe { &mut *state.work.get() };
+        let judge = |vma: &MapsLine, _: Option<&MapsLine>| {
+            if vma.is_private() && vma.inode == 0 && vma.name.is_empty() {
+                VmaVerdict::Merge
+            } else {
+                VmaVerdict::NotOurs
+            }
+        };
+        let advised = RefCell::new(Vec::new());
+        let advise = |range: Range| {
+            advised.borrow_mut().push((range.start, range.end));
+            true
+        };
+        let by_query = |work: &mut Work| -> usize {
+            let maps = MapsQuery::open().unwrap();
+            let mut steps = 1;
+            while let StepEnd::More =
+                step_by_query(&state, work, &maps, sys::monotonic_ns(), &judge, &advise).unwrap()
+            {
+                steps += 1;
+            }
+            work.memory.finish_pass();
+            work.cursor.resume = 0;
+            work.cursor.below = None;
+            steps
+        };
+        let by_text = |work: &mut Work| {
+            assert!(matches!(
+                pass_by_text(&state, work, &judge, &advise),
+                StepEnd::PassDone
+            ));
+            work.memory.finish_pass();
+        };
+        // A private anonymous region of 600 VMAs (alternating protections),
+        // more than one step takes, between inaccessible pages that keep it
+        // apart from its neighbours.
+        let page = 4096;
+        let outer = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                602 * page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        } as usize;
+        let region = outer + page;
+        unsafe {
+            libc::mprotect(outer as *mut _, page, libc::PROT_NONE);
+            libc::mprotect((region + 600 * page) as *mut _, page, libc::PROT_NONE);
+        }
+        for i in (1..600).step_by(2) {
+            unsafe { libc::mprotect((region + i * page) as *mut _, page, libc::PROT_READ) };
+        }
+        let in_region = |v: &Vec<(usize, usize)>| {
+            v.iter()
+                .filter(|&&(s, e)| s >= region && e <= region + 600 * page)
+                .count()
+        };
+        if MapsQuery::open().is_ok() {
+            assert!(by_query(work) >= 2, "600 VMAs take more than one step");
+            assert_eq!(in_region(&advised.borrow()), 600);
+            advised.borrow_mut().clear();
+            by_query(work);
+            assert_eq!(in_region(&advised.borrow()), 0, "nothing new");
+        }
+        // The text walk remembers the same bounds.
+        by_text(work);
+        assert_eq!(in_region(&advised.borrow()), 0, "{:x?}", advised.borrow());
+        // A VMA whose bounds changed is advised again.
+        unsafe { libc::mprotect(region as *mut _, page, libc::PROT_READ) };
+        advised.borrow_mut().clear();
+        by_text(work);
+        assert_eq!(in_region(&advised.borrow()), 1, "{:x?}", advised.borrow());
+        unsafe { libc::munmap(outer as *mut _, 602 * page) };
     }
 
     #[test]
