@@ -125,6 +125,7 @@ fn json_report_has_exactly_the_documented_keys() {
             "fallback_reason",
             "min_size",
             "catchup_scans",
+            "catchup",
             "exclude",
             "calls",
             "advised",
@@ -138,6 +139,10 @@ fn json_report_has_exactly_the_documented_keys() {
         ])
     );
     assert_eq!(sorted(keys(&r, "/calls")), names(&HOOK_NAMES));
+    assert_eq!(
+        sorted(keys(&r, "/catchup")),
+        names(&["steps", "vmas", "revoked"])
+    );
     assert_eq!(
         sorted(keys(&r, "/advised")),
         names(&["regions", "bytes", "by_source"])

@@ -4,29 +4,54 @@
 //! the mergeable flag), maps thread arenas and large blocks with an internal
 //! `mmap`, and runtimes map memory with raw `syscall(SYS_mmap)`. None of that
 //! passes through an interposed symbol, so the `advise` engine periodically
-//! reads `/proc/self/maps` and advises every qualifying VMA it has not
+//! walks the process's VMAs and advises every qualifying VMA it has not
 //! advised before — always the **whole VMA**, so the address space is never
 //! fragmented (a VMA has one set of flags; advising all of it never splits
 //! it, and the kernel merges it with mergeable neighbours).
 //!
 //! **When it runs.** No background thread by default: the hooks call
 //! [`poll`] every `counters::CALLS_PER_ROUND`th call of a hook per thread
-//! shard (the call counter signals it), and a scan
-//! runs only if the interval has passed (`KSMAUTO_SCAN_INTERVAL`, doubling up
-//! to 32× while scans find nothing new, back to the base as soon as one
-//! does). `KSMAUTO_SCAN_THREAD=1` adds a timer thread for runtimes that never
-//! call libc after mapping.
+//! shard (the call counter signals it), and work is done only when it is due.
+//! A **pass** over all VMAs is cut into **steps**: one step examines at most
+//! [`STEP_VMAS`] VMAs (and stops early after [`STEP_BUDGET_NS`]), then the
+//! next step waits [`PACE`] times as long as this one took, so the scan uses
+//! a bounded share of the time and no single hook call pays for a whole pass,
+//! however many VMAs the process has. A pass that is over waits the interval
+//! (`KSMAUTO_SCAN_INTERVAL`), doubled up to 32× while passes find nothing
+//! new, back to the base as soon as one does. `KSMAUTO_SCAN_THREAD=1` adds a
+//! timer thread for runtimes that never call libc after mapping.
 //!
-//! **What it remembers.** The exact `(start, end)` of every VMA it advised or
-//! found advised in the previous scan (a fixed-size hash set, two
-//! generations); a VMA that reappears with the same bounds is skipped, one
-//! whose bounds changed is advised again (a no-op for the kernel if it already
-//! is mergeable). A VMA the kernel refused is not retried until its bounds
-//! change (the refusal is counted once, not every scan).
+//! **How it walks.** With the kernel's `PROCMAP_QUERY` (Linux 6.11+) a step
+//! asks for the VMA at or above the address where the previous step stopped,
+//! on a freshly opened `/proc/self/maps` (never a kept descriptor: the
+//! program may close and reuse it). Older kernels get the whole text of
+//! `/proc/self/maps` in one step, read through a static buffer (never the
+//! stack: hooks may run on a small signal stack).
 //!
-//! Never allocates (the tables are a zero-initialised static, touched only in
-//! `advise` mode; a forked child starts over through [`reset`]), never blocks
-//! (a thread that finds a scan running returns).
+//! **Races with remapping.** A VMA is judged, then advised; another thread can
+//! replace it in between (`MAP_FIXED` with a private file mapping, which the
+//! kernel would happily mark mergeable). So after each catch-up `madvise` the
+//! advised range is looked up again and any part that is now something the
+//! policy rejects is taken back out (`MADV_UNMERGEABLE`). A mapping that
+//! replaces the range after that check is a fresh VMA without the flag.
+//! (Needs `PROCMAP_QUERY`; on older kernels the window stays open.)
+//!
+//! **What it remembers.** The exact bounds of every VMA judged in the
+//! previous pass, in address order (VMAs come in address order, so the list
+//! is built by appending and looked up with a cursor that only moves up), up
+//! to [`REMEMBERED_VMAS`]; a VMA that reappears with the same bounds is skipped,
+//! one whose bounds changed is advised again (a no-op for the kernel if it
+//! already is mergeable). A VMA the kernel refused is not retried until its
+//! bounds change (the refusal is counted once, not every pass). Past the
+//! capacity, VMAs are advised every pass (correct, slower) without counting
+//! as news for the back-off.
+//!
+//! Never allocates (the list is a zero-initialised static whose pages are
+//! touched only as far as they are used, and only in `advise` mode; a forked
+//! child starts over through [`reset`]), never blocks (a thread that finds a
+//! step running returns), and stays within a small stack: a step needs under
+//! [`STEP_STACK_BYTES`], and is put off when a signal handler on an alternate
+//! stack has less than that left.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{
@@ -34,75 +59,207 @@ use core::sync::atomic::{
     Ordering::{Acquire, Relaxed, Release},
 };
 
-use super::policy::{Range, VmaVerdict};
-use crate::os::proc::{for_each_line, MapsLine};
-use crate::os::sys;
+use super::policy::{Range, SkipReason, VmaVerdict};
+use crate::os::proc::{read_lines, LineBuffer, MapsLine};
+use crate::os::sys::{self, Errno, MapsQuery, VmaDetails};
 use crate::stats::counters;
 
 const MAX_BACKOFF_SHIFT: u32 = 5;
-/// VMAs remembered per generation; a process with more simply re-advises the
-/// surplus each scan (correct, just slower).
-const SET_CAPACITY: usize = 1 << 15;
+/// The most VMAs one step examines.
+pub const STEP_VMAS: usize = 512;
+/// A step stops once it has run this long, even with VMAs left to examine.
+pub const STEP_BUDGET_NS: u64 = 2_000_000;
+/// After a step that took `t`, the next one waits `PACE * t`: stepping
+/// through a pass uses at most 1/`PACE` of the time.
+pub const PACE: u64 = 40;
+/// Stack a step may need below [`poll`] (measured: under 1 KiB, with room for
+/// the `madvise` path). On an alternate signal stack with less room left —
+/// a handler that allocates on a 4 KiB stack, most of which the kernel's
+/// signal frame takes — the step is left for a later call.
+pub const STEP_STACK_BYTES: usize = 2048;
+/// VMAs remembered (above `vm.max_map_count`'s default of 65530), in one
+/// 1 MiB array touched only as far as used. It must stay small: a library
+/// whose mappings span 2 MiB or more is placed at a 2 MiB boundary, which
+/// changes the program's own VMA layout.
+pub const REMEMBERED_VMAS: usize = 1 << 17;
+/// Longest VMA name we need: `[anon:` + 80 bytes + `]` (the kernel's limit
+/// for names set with `PR_SET_VMA`); file paths are not needed (a longer
+/// one is looked up again without its name).
+const NAME_BYTES: usize = 128;
 
-/// Open-addressing set of VMA bounds. Zeroed memory is the empty set.
-pub struct VmaSet {
-    slots: [(usize, usize); SET_CAPACITY],
+/// A VMA's bounds in one word: its first page number (4 KiB units) in the
+/// high 36 bits, its length in pages in the low 28 (saturated: VMAs of a
+/// TiB or more at the same start compare equal). Ordered by start.
+type Packed = u64;
+const LENGTH_BITS: u32 = 28;
+
+/// `None` for a VMA above 2^48 (5-level paging), which is not remembered.
+fn pack(start: usize, end: usize) -> Option<Packed> {
+    let page = (start >> 12) as u64;
+    if page >> (64 - LENGTH_BITS) != 0 {
+        return None;
+    }
+    let pages = (((end - start) >> 12) as u64).min((1 << LENGTH_BITS) - 1);
+    Some(page << LENGTH_BITS | pages)
 }
 
-impl VmaSet {
-    fn slot_of(start: usize, end: usize) -> usize {
-        let h = (start as u64 ^ (end as u64).rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        (h >> 40) as usize % SET_CAPACITY
-    }
-
-    /// Adds `(start, end)`; `false` if the set is full.
-    pub fn insert(&mut self, start: usize, end: usize) -> bool {
-        let mut i = Self::slot_of(start, end);
-        for _ in 0..SET_CAPACITY / 4 {
-            match self.slots[i] {
-                (0, 0) => {
-                    self.slots[i] = (start, end);
-                    return true;
-                }
-                (s, e) if s == start && e == end => return true,
-                _ => i = (i + 1) % SET_CAPACITY,
-            }
-        }
-        false
-    }
-
-    pub fn contains(&self, start: usize, end: usize) -> bool {
-        let mut i = Self::slot_of(start, end);
-        for _ in 0..SET_CAPACITY / 4 {
-            match self.slots[i] {
-                (0, 0) => return false,
-                (s, e) if s == start && e == end => return true,
-                _ => i = (i + 1) % SET_CAPACITY,
-            }
-        }
-        false
-    }
+fn start_page(packed: Packed) -> u64 {
+    packed >> LENGTH_BITS
 }
 
-/// Per-process scan state. Page-aligned, sets first, so each set starts on a
-/// page boundary and can be emptied with `madvise`.
+/// What the previous pass saw, and what this one has seen so far, in one
+/// array: this pass's VMAs fill it from the front, the previous pass's sit
+/// at the back, and the walk (in address order) uses up the previous ones
+/// as it goes, freeing room for its own. Zeroed memory is the empty state.
 #[repr(C, align(4096))]
+struct Memory {
+    entries: [Packed; REMEMBERED_VMAS],
+    /// This pass's VMAs: `entries[..written]`.
+    written: usize,
+    /// The previous pass's VMAs the walk has not passed yet: the last
+    /// `previous_left` entries.
+    previous_left: usize,
+    /// This pass ran out of room and stopped remembering.
+    overflowed: bool,
+    /// The previous pass did: VMAs above `previous_last` are unknown.
+    previous_overflowed: bool,
+    previous_last: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Seen {
+    /// With these exact bounds, in the previous pass.
+    Yes,
+    No,
+    /// Not known: the previous pass ran out of room before this address, or
+    /// the VMA cannot be remembered.
+    Unknown,
+}
+
+impl Memory {
+    /// Drops the previous pass's VMAs that start at or below `page`: the walk
+    /// only goes up from here.
+    fn pass_below(&mut self, page: u64, inclusive: bool) {
+        while self.previous_left > 0 {
+            let next = start_page(self.entries[REMEMBERED_VMAS - self.previous_left]);
+            if next > page || (next == page && !inclusive) {
+                break;
+            }
+            self.previous_left -= 1;
+        }
+    }
+
+    /// Whether the previous pass saw this VMA. Calls must come in address
+    /// order within a pass (a VMA out of order reads as not seen).
+    fn seen(&mut self, start: usize, end: usize) -> Seen {
+        let Some(key) = pack(start, end) else {
+            return Seen::Unknown;
+        };
+        self.pass_below(start_page(key), false);
+        if self.previous_left > 0 && self.entries[REMEMBERED_VMAS - self.previous_left] == key {
+            Seen::Yes
+        } else if self.previous_overflowed && start_page(key) > self.previous_last {
+            Seen::Unknown
+        } else {
+            Seen::No
+        }
+    }
+
+    /// Remembers a VMA for the next pass. One that comes out of order (the
+    /// layout changed between two steps) is not remembered: it is simply
+    /// looked at again next pass.
+    fn record(&mut self, start: usize, end: usize) {
+        let Some(key) = pack(start, end) else {
+            return;
+        };
+        if self.overflowed
+            || (self.written > 0 && start_page(self.entries[self.written - 1]) >= start_page(key))
+        {
+            return;
+        }
+        self.pass_below(start_page(key), true);
+        if self.written + self.previous_left >= REMEMBERED_VMAS {
+            self.overflowed = true;
+            return;
+        }
+        self.entries[self.written] = key;
+        self.written += 1;
+    }
+
+    /// This pass's VMAs become the previous pass's, moved to the back.
+    fn finish_pass(&mut self) {
+        let n = self.written;
+        self.entries.copy_within(..n, REMEMBERED_VMAS - n);
+        self.previous_left = n;
+        self.previous_overflowed = self.overflowed;
+        self.previous_last = if n > 0 {
+            start_page(self.entries[REMEMBERED_VMAS - 1])
+        } else {
+            0
+        };
+        self.written = 0;
+        self.overflowed = false;
+    }
+
+    /// Forgets everything, handing the array's pages back to the kernel (they
+    /// read as zero afterwards), which costs nothing for pages never touched.
+    fn clear(&mut self) {
+        let start = self.entries.as_mut_ptr() as usize;
+        let len = core::mem::size_of_val(&self.entries);
+        if start % crate::os::page_size() != 0
+            || sys::madvise(start, len, libc::MADV_DONTNEED).is_err()
+        {
+            self.entries.iter_mut().for_each(|e| *e = 0);
+        }
+        self.written = 0;
+        self.previous_left = 0;
+        self.overflowed = false;
+        self.previous_overflowed = false;
+        self.previous_last = 0;
+    }
+}
+
+/// Where the pass in progress stands.
+struct Cursor {
+    /// The next step looks at the VMA at or above this address.
+    resume: usize,
+    /// The last VMA examined (`start`, `end`, `perms`, `inode`): the `below`
+    /// of the next one, to recognise thread stacks by their guard.
+    below: Option<(usize, usize, [u8; 4], u64)>,
+    /// This pass advised a VMA the previous one had not seen.
+    advised_new: bool,
+}
+
+/// Everything only the thread holding `scanning` touches.
+struct Work {
+    memory: Memory,
+    cursor: Cursor,
+    name: [u8; NAME_BYTES],
+    check_name: [u8; NAME_BYTES],
+}
+
+/// Per-process scan state. Page-aligned, the remembered VMAs first, so they
+/// can be handed back with `madvise`.
+#[repr(C)]
 struct State {
-    sets: UnsafeCell<[VmaSet; 2]>,
+    work: UnsafeCell<Work>,
     enabled: AtomicBool,
     scanning: AtomicBool,
     next_scan_ns: AtomicU64,
     backoff_shift: AtomicU64,
-    scans: AtomicU64,
-    /// Which of `sets` holds the previous scan's VMAs.
-    current: AtomicU64,
+    passes: AtomicU64,
+    steps: AtomicU64,
+    vmas: AtomicU64,
+    revoked: AtomicU64,
 }
 
-// The sets are only touched by the thread that set `scanning`.
+// `work` is only touched by the thread that set `scanning`.
 unsafe impl Sync for State {}
 
 static STATE: State = unsafe { core::mem::zeroed() };
 static INTERVAL_NS: AtomicU64 = AtomicU64::new(0);
+/// The text fallback's line buffer (only the step holding `scanning` uses it).
+static SCAN_LINES: LineBuffer = LineBuffer::new();
 
 /// Turns catch-up on with a base interval; `0` leaves it off. The first scan
 /// is due one interval from now: a command that is over sooner (`ls`, `true`
@@ -110,42 +267,59 @@ static INTERVAL_NS: AtomicU64 = AtomicU64::new(0);
 /// have lived long enough for ksmd to merge anything anyway.
 pub fn enable(interval_ms: u64) {
     if interval_ms > 0 {
-        let interval = interval_ms * 1_000_000;
+        let interval = interval_ms_to_ns(interval_ms);
         INTERVAL_NS.store(interval, Relaxed);
         STATE
             .next_scan_ns
-            .store(sys::monotonic_coarse_ns() + interval, Relaxed);
+            .store(sys::monotonic_coarse_ns().saturating_add(interval), Relaxed);
         STATE.enabled.store(true, Release);
     }
+}
+
+/// The configuration allows 12 digits of seconds: saturate rather than wrap.
+fn interval_ms_to_ns(ms: u64) -> u64 {
+    ms.saturating_mul(1_000_000)
+}
+
+/// The wait after a pass: the interval doubled `shift` times, saturating.
+fn backed_off(interval_ns: u64, shift: u64) -> u64 {
+    interval_ns.saturating_mul(1 << shift.min(MAX_BACKOFF_SHIFT as u64))
 }
 
 pub fn enabled() -> bool {
     STATE.enabled.load(Relaxed)
 }
 
-/// In a forked child: forget the parent's scan (a scan running in another
+/// In a forked child: forget the parent's scan (a step running in another
 /// thread at fork time never finishes in the child) and start over.
 pub fn reset() {
     if !enabled() {
         return;
     }
     let state = &STATE;
-    let sets = unsafe { &mut *state.sets.get() };
-    clear(&mut sets[0]);
-    clear(&mut sets[1]);
+    let work = unsafe { &mut *state.work.get() };
+    work.memory.clear();
+    work.cursor = Cursor {
+        resume: 0,
+        below: None,
+        advised_new: false,
+    };
     for a in [
         &state.next_scan_ns,
         &state.backoff_shift,
-        &state.scans,
-        &state.current,
+        &state.passes,
+        &state.steps,
+        &state.vmas,
+        &state.revoked,
     ] {
         a.store(0, Relaxed);
     }
+    SCAN_LINES.release_after_fork();
     state.scanning.store(false, Release);
 }
 
-/// Check from a hook (every so many calls): scan if the interval has passed
-/// and no other thread is scanning. Out of line, so the hooks' fast path
+/// Check from a hook (every so many calls): run a step if one is due and no
+/// other thread is running one. Out of line, so the hooks' fast path
 /// carries no clock call.
 #[inline(never)]
 #[cold]
@@ -157,124 +331,543 @@ pub fn poll(
     if !state.enabled.load(Relaxed) {
         return;
     }
-    let now = sys::monotonic_coarse_ns();
-    if now < state.next_scan_ns.load(Relaxed) {
+    if sys::monotonic_coarse_ns() < state.next_scan_ns.load(Relaxed) {
         return;
     }
-    scan_now(state, now, judge, advise);
+    if sys::alt_stack_room().is_some_and(|room| room < STEP_STACK_BYTES) {
+        return;
+    }
+    step(state, judge, advise);
 }
 
-/// Scans unconditionally (start-up, the timer thread), unless one is running.
-pub fn scan(
-    judge: &impl Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict,
-    advise: &impl Fn(Range) -> bool,
-) {
-    if enabled() {
-        scan_now(&STATE, sys::monotonic_coarse_ns(), judge, advise);
+/// How long the timer thread sleeps before its next [`poll`]: until the next
+/// step is due, at least a millisecond.
+pub fn ns_until_due() -> u64 {
+    STATE
+        .next_scan_ns
+        .load(Relaxed)
+        .saturating_sub(sys::monotonic_coarse_ns())
+        .max(1_000_000)
+}
+
+/// Catch-up counters for the report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Completed passes over all VMAs.
+    pub passes: u64,
+    /// Steps run (a pass takes one or more).
+    pub steps: u64,
+    /// VMAs examined, over all steps.
+    pub vmas: u64,
+    /// Advised ranges found replaced by memory the policy rejects right
+    /// after the `madvise`, and taken back out.
+    pub revoked: u64,
+}
+
+pub fn stats() -> Stats {
+    Stats {
+        passes: STATE.passes.load(Relaxed),
+        steps: STATE.steps.load(Relaxed),
+        vmas: STATE.vmas.load(Relaxed),
+        revoked: STATE.revoked.load(Relaxed),
     }
 }
 
-/// The interval the timer thread sleeps between scans.
-pub fn interval_ns() -> u64 {
-    INTERVAL_NS.load(Relaxed)
+/// Completed passes in this process (for the report).
+pub fn scans() -> u64 {
+    STATE.passes.load(Relaxed)
+}
+
+enum StepEnd {
+    /// The pass is over.
+    PassDone,
+    /// VMAs are left for the next step.
+    More,
+    /// The kernel refused (no descriptor left, …): the pass resumes from
+    /// where it stood after one base interval.
+    Failed,
 }
 
 #[cold]
-fn scan_now(
+fn step(
     state: &State,
-    now: u64,
     judge: &impl Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict,
     advise: &impl Fn(Range) -> bool,
 ) {
     if state.scanning.swap(true, Acquire) {
         return;
     }
-    let previous = state.current.load(Relaxed) as usize & 1;
-    let next = previous ^ 1;
-    // Only the scanning thread touches the sets (guarded by `scanning`).
-    let sets = unsafe { &mut *state.sets.get() };
-    clear(&mut sets[next]);
-    let mut advised_any = false;
-    let mut below: Option<(usize, usize, [u8; 4], u64)> = None;
-    let _ = for_each_line(b"/proc/self/maps\0", |line| {
-        let Some(vma) = MapsLine::parse(line) else {
-            return;
-        };
-        let below_vma = below.map(|(start, end, perms, inode)| MapsLine {
-            start,
-            end,
-            perms,
-            offset: 0,
-            inode,
-            name: b"",
-        });
-        below = Some((vma.start, vma.end, vma.perms, vma.inode));
-        match judge(&vma, below_vma.as_ref()) {
-            VmaVerdict::NotOurs => {}
-            VmaVerdict::Skip(reason) => {
-                if !sets[previous].contains(vma.start, vma.end) {
-                    counters().count_skipped(reason);
-                }
-                sets[next].insert(vma.start, vma.end);
+    // Only the scanning thread touches `work` (guarded by `scanning`).
+    let work = unsafe { &mut *state.work.get() };
+    let started = sys::monotonic_ns();
+    let end = match MapsQuery::open() {
+        Ok(maps) => match step_by_query(state, work, &maps, started, judge, advise) {
+            Ok(end) => end,
+            Err(_) if sys::procmap_query_unsupported() => {
+                drop(maps);
+                pass_by_text(state, work, judge, advise)
             }
-            VmaVerdict::Merge => {
-                if !sets[previous].contains(vma.start, vma.end) {
-                    advised_any |= advise(Range {
-                        start: vma.start,
-                        end: vma.end,
-                    });
-                }
-                sets[next].insert(vma.start, vma.end);
-            }
-        }
-    });
-    state.current.store(next as u64, Relaxed);
-    state.scans.fetch_add(1, Relaxed);
-    let shift = if advised_any {
-        0
-    } else {
-        (state.backoff_shift.load(Relaxed) + 1).min(MAX_BACKOFF_SHIFT as u64)
+            Err(_) => StepEnd::Failed,
+        },
+        Err(_) if sys::procmap_query_unsupported() => pass_by_text(state, work, judge, advise),
+        Err(_) => StepEnd::Failed,
     };
-    state.backoff_shift.store(shift, Relaxed);
+    state.steps.fetch_add(1, Relaxed);
+    let paced = sys::monotonic_ns()
+        .saturating_sub(started)
+        .saturating_mul(PACE);
+    let wait = match end {
+        StepEnd::More => paced,
+        StepEnd::Failed => INTERVAL_NS.load(Relaxed).max(paced),
+        StepEnd::PassDone => {
+            let advised_new = work.cursor.advised_new;
+            work.memory.finish_pass();
+            work.cursor = Cursor {
+                resume: 0,
+                below: None,
+                advised_new: false,
+            };
+            state.passes.fetch_add(1, Relaxed);
+            let shift = if advised_new {
+                0
+            } else {
+                (state.backoff_shift.load(Relaxed) + 1).min(MAX_BACKOFF_SHIFT as u64)
+            };
+            state.backoff_shift.store(shift, Relaxed);
+            backed_off(INTERVAL_NS.load(Relaxed), shift).max(paced)
+        }
+    };
     state
         .next_scan_ns
-        .store(now + (INTERVAL_NS.load(Relaxed) << shift), Relaxed);
+        .store(sys::monotonic_coarse_ns().saturating_add(wait), Relaxed);
     state.scanning.store(false, Release);
 }
 
-/// Empties a set by handing its pages back to the kernel (they read as
-/// zero afterwards), which costs nothing for pages never touched.
-fn clear(set: &mut VmaSet) {
-    let start = set as *mut VmaSet as usize;
-    let page = crate::os::page_size();
-    let len = core::mem::size_of::<VmaSet>();
-    if start % page == 0 && sys::madvise(start, len, libc::MADV_DONTNEED).is_ok() {
-        return;
+/// Up to [`STEP_VMAS`] VMAs from the cursor on, through `PROCMAP_QUERY`.
+fn step_by_query(
+    state: &State,
+    work: &mut Work,
+    maps: &MapsQuery,
+    started: u64,
+    judge: &impl Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict,
+    advise: &impl Fn(Range) -> bool,
+) -> Result<StepEnd, Errno> {
+    for examined in 0..STEP_VMAS {
+        if examined % 16 == 15 && sys::monotonic_ns().saturating_sub(started) > STEP_BUDGET_NS {
+            return Ok(StepEnd::More);
+        }
+        let vma = match query_named(maps, work.cursor.resume, true, &mut work.name) {
+            Ok(vma) => vma,
+            Err(libc::ENOENT) => return Ok(StepEnd::PassDone),
+            Err(e) => return Err(e),
+        };
+        state.vmas.fetch_add(1, Relaxed);
+        if vma.end <= work.cursor.resume {
+            // Cannot happen (the kernel answers at or above the address);
+            // never loop on it.
+            return Ok(StepEnd::PassDone);
+        }
+        work.cursor.resume = vma.end;
+        let line = line_of(&vma, &work.name);
+        consider(
+            state,
+            &mut work.memory,
+            &mut work.cursor,
+            &line,
+            Some((maps, &mut work.check_name)),
+            judge,
+            advise,
+        );
     }
-    set.slots.iter_mut().for_each(|s| *s = (0, 0));
+    Ok(StepEnd::More)
 }
 
-/// Scans completed in this process (for the report).
-pub fn scans() -> u64 {
-    STATE.scans.load(Relaxed)
+/// The whole pass from the text of `/proc/self/maps`, for kernels without
+/// `PROCMAP_QUERY`. A read that fails midway ends the pass where it stopped
+/// (what was not seen is looked at again next pass).
+fn pass_by_text(
+    state: &State,
+    work: &mut Work,
+    judge: &impl Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict,
+    advise: &impl Fn(Range) -> bool,
+) -> StepEnd {
+    work.cursor.below = None;
+    let (memory, cursor) = (&mut work.memory, &mut work.cursor);
+    let mut examined = 0u64;
+    let result = read_lines(b"/proc/self/maps\0", &SCAN_LINES, |text| {
+        if let Some(line) = MapsLine::parse(text) {
+            examined += 1;
+            consider(state, memory, cursor, &line, None, judge, advise);
+        }
+    });
+    state.vmas.fetch_add(examined, Relaxed);
+    match result {
+        Err(_) if examined == 0 => StepEnd::Failed,
+        _ => StepEnd::PassDone,
+    }
+}
+
+/// Looks up a VMA with its name; a name too long for `name` (a deep file
+/// path: we never need those) is dropped.
+fn query_named(
+    maps: &MapsQuery,
+    addr: usize,
+    or_next: bool,
+    name: &mut [u8],
+) -> Result<VmaDetails, Errno> {
+    match maps.vma(addr, or_next, name) {
+        Err(libc::ENAMETOOLONG) => maps.vma(addr, or_next, &mut []),
+        other => other,
+    }
+}
+
+fn line_of<'a>(vma: &VmaDetails, name: &'a [u8]) -> MapsLine<'a> {
+    MapsLine {
+        start: vma.start,
+        end: vma.end,
+        perms: vma.perms(),
+        offset: vma.offset,
+        inode: vma.inode,
+        name: &name[..vma.name_len],
+    }
+}
+
+fn below_line(below: (usize, usize, [u8; 4], u64)) -> MapsLine<'static> {
+    let (start, end, perms, inode) = below;
+    MapsLine {
+        start,
+        end,
+        perms,
+        offset: 0,
+        inode,
+        name: b"",
+    }
+}
+
+/// Judges one VMA and advises it if it qualifies and is news. `check` (the
+/// open maps and a name buffer) is how the advice is checked afterwards.
+fn consider(
+    state: &State,
+    memory: &mut Memory,
+    cursor: &mut Cursor,
+    vma: &MapsLine,
+    check: Option<(&MapsQuery, &mut [u8; NAME_BYTES])>,
+    judge: &impl Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict,
+    advise: &impl Fn(Range) -> bool,
+) {
+    let below = cursor
+        .below
+        .filter(|&(_, end, _, _)| end == vma.start)
+        .map(below_line);
+    cursor.below = Some((vma.start, vma.end, vma.perms, vma.inode));
+    match judge(vma, below.as_ref()) {
+        VmaVerdict::NotOurs => {}
+        VmaVerdict::Skip(reason) => {
+            if memory.seen(vma.start, vma.end) == Seen::No {
+                counters().count_skipped(reason);
+            }
+            memory.record(vma.start, vma.end);
+        }
+        VmaVerdict::Merge => {
+            let seen = memory.seen(vma.start, vma.end);
+            if seen != Seen::Yes {
+                let range = Range {
+                    start: vma.start,
+                    end: vma.end,
+                };
+                let advised = advise(range);
+                if let Some((maps, name)) = check {
+                    revoke_rejected(state, maps, name, range, judge);
+                }
+                cursor.advised_new |= advised && seen == Seen::No;
+            }
+            memory.record(vma.start, vma.end);
+        }
+    }
+}
+
+/// Whether a verdict means the memory must not be left mergeable. `Small`
+/// and `Excluded` are not: they can be pieces of a VMA that qualifies as a
+/// whole, split by an exclusion.
+fn rejects(verdict: VmaVerdict) -> bool {
+    match verdict {
+        VmaVerdict::NotOurs => true,
+        VmaVerdict::Merge => false,
+        VmaVerdict::Skip(reason) => match reason {
+            SkipReason::Shared
+            | SkipReason::File
+            | SkipReason::Hugetlb
+            | SkipReason::Exec
+            | SkipReason::Stack => true,
+            SkipReason::Small | SkipReason::Excluded => false,
+        },
+    }
+}
+
+/// Right after advising `range`: looks at what is mapped there now and takes
+/// every part the policy rejects back out of merging. Whatever replaces the
+/// range after this look is a fresh VMA, which is not mergeable.
+fn revoke_rejected(
+    state: &State,
+    maps: &MapsQuery,
+    name: &mut [u8; NAME_BYTES],
+    range: Range,
+    judge: &impl Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict,
+) {
+    let mut below = range
+        .start
+        .checked_sub(1)
+        .and_then(|addr| maps.vma(addr, false, &mut []).ok())
+        .filter(|b| b.end == range.start)
+        .map(|b| (b.start, b.end, b.perms(), b.inode));
+    let mut addr = range.start;
+    while addr < range.end {
+        let Ok(vma) = query_named(maps, addr, true, name) else {
+            return;
+        };
+        if vma.start >= range.end || vma.end <= addr {
+            return;
+        }
+        let line = line_of(&vma, name);
+        let below_vma = below.filter(|b| b.1 == vma.start).map(below_line);
+        if rejects(judge(&line, below_vma.as_ref())) {
+            let piece = Range {
+                start: vma.start.max(range.start),
+                end: vma.end.min(range.end),
+            };
+            if sys::madvise(piece.start, piece.len(), libc::MADV_UNMERGEABLE).is_ok() {
+                state.revoked.fetch_add(1, Relaxed);
+            }
+        }
+        below = Some((vma.start, vma.end, line.perms, vma.inode));
+        addr = vma.end;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn memory() -> Box<Memory> {
+        unsafe { Box::new_zeroed().assume_init() }
+    }
+
     #[test]
-    fn vma_set_remembers_exact_bounds_only() {
-        let mut set: Box<VmaSet> = unsafe { Box::new_zeroed().assume_init() };
-        assert!(set.insert(0x1000, 0x2000));
-        assert!(set.insert(0x1000, 0x3000));
-        assert!(set.contains(0x1000, 0x2000));
-        assert!(set.contains(0x1000, 0x3000));
-        assert!(!set.contains(0x1000, 0x4000));
-        assert!(!set.contains(0x2000, 0x3000));
-        for i in 1..10_000usize {
-            assert!(set.insert(i << 12, (i << 12) + 0x1000));
+    fn a_pass_remembers_exact_bounds_for_the_next_one() {
+        let mut m = memory();
+        assert_eq!(m.seen(0x1000, 0x2000), Seen::No);
+        m.record(0x1000, 0x2000);
+        assert_eq!(m.seen(0x3000, 0x5000), Seen::No);
+        m.record(0x3000, 0x5000);
+        m.record(0x8000, 0x9000);
+        m.finish_pass();
+        assert_eq!(m.seen(0x1000, 0x2000), Seen::Yes);
+        m.record(0x1000, 0x2000);
+        assert_eq!(m.seen(0x2000, 0x3000), Seen::No);
+        assert_eq!(m.seen(0x3000, 0x6000), Seen::No, "bounds changed");
+        m.record(0x3000, 0x6000);
+        // 0x8000 is gone; a new VMA above it.
+        assert_eq!(m.seen(0x9000, 0xa000), Seen::No);
+        m.record(0x9000, 0xa000);
+        m.finish_pass();
+        assert_eq!(m.seen(0x1000, 0x2000), Seen::Yes);
+        assert_eq!(m.seen(0x3000, 0x5000), Seen::No);
+        assert_eq!(m.seen(0x8000, 0x9000), Seen::No);
+        assert_eq!(m.seen(0x9000, 0xa000), Seen::Yes);
+    }
+
+    #[test]
+    fn out_of_order_vmas_are_not_remembered() {
+        let mut m = memory();
+        m.record(0x5000, 0x6000);
+        m.record(0x1000, 0x2000);
+        m.finish_pass();
+        assert_eq!(m.seen(0x1000, 0x2000), Seen::No);
+        assert_eq!(m.seen(0x5000, 0x6000), Seen::Yes);
+    }
+
+    #[test]
+    fn huge_and_very_high_vmas() {
+        let mut m = memory();
+        let tib = 1usize << 40;
+        m.record(0x1000, 0x1000 + 3 * tib);
+        m.record(1 << 50, (1 << 50) + 0x1000);
+        m.finish_pass();
+        assert_eq!(
+            m.seen(0x1000, 0x1000 + 2 * tib),
+            Seen::Yes,
+            "lengths saturate at a TiB"
+        );
+        assert_eq!(m.seen(1 << 50, (1 << 50) + 0x1000), Seen::Unknown);
+    }
+
+    #[test]
+    fn sixty_thousand_vmas_and_more_than_the_capacity() {
+        let mut m = memory();
+        let vma = |i: usize| ((i + 1) << 13, ((i + 1) << 13) + 0x1000);
+        let pass = |m: &mut Memory, n: usize| {
+            let mut seen = [0usize; 3];
+            for i in 0..n {
+                let (s, e) = vma(i);
+                seen[m.seen(s, e) as usize] += 1;
+                m.record(s, e);
+            }
+            m.finish_pass();
+            seen
+        };
+        assert_eq!(pass(&mut m, 60_000), [0, 60_000, 0]);
+        assert_eq!(pass(&mut m, 60_000), [60_000, 0, 0]);
+        // Twice as many: the first 60,000 were seen, the rest are new.
+        assert_eq!(pass(&mut m, 120_000), [60_000, 60_000, 0]);
+        assert_eq!(pass(&mut m, 120_000), [120_000, 0, 0]);
+        // More than fits: the surplus is not remembered, then unknown.
+        let over = REMEMBERED_VMAS + 10;
+        assert_eq!(pass(&mut m, over), [120_000, over - 120_000, 0]);
+        assert_eq!(
+            pass(&mut m, over),
+            [REMEMBERED_VMAS, 0, 10],
+            "all that fitted is remembered"
+        );
+        assert_eq!(pass(&mut m, 10), [10, 0, 0]);
+        m.clear();
+        assert_eq!(pass(&mut m, 10), [0, 10, 0]);
+    }
+
+    #[test]
+    fn query_lines_read_like_the_text_of_proc_self_maps() {
+        let text = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let maps = match MapsQuery::open() {
+            Ok(maps) => maps,
+            Err(_) => return, // a kernel without PROCMAP_QUERY
+        };
+        let mut name = [0u8; NAME_BYTES];
+        let (mut addr, mut compared, mut named) = (0, 0, 0);
+        while let Ok(vma) = query_named(&maps, addr, true, &mut name) {
+            addr = vma.end;
+            let from_query = line_of(&vma, &name);
+            let Some(from_text) = text
+                .lines()
+                .filter_map(|l| MapsLine::parse(l.as_bytes()))
+                .find(|l| l.start == vma.start && l.end == vma.end)
+            else {
+                continue; // changed in between (the test harness's threads)
+            };
+            assert_eq!(from_query.perms, from_text.perms, "{from_text:?}");
+            assert_eq!(from_query.inode, from_text.inode, "{from_text:?}");
+            if from_text.inode == 0 {
+                assert_eq!(from_query.name, from_text.name, "{from_text:?}");
+                named += usize::from(!from_text.name.is_empty());
+            }
+            compared += 1;
         }
-        assert!((1..10_000usize).all(|i| set.contains(i << 12, (i << 12) + 0x1000)));
+        assert!(compared > 10 && named >= 2, "{compared} {named}\n{text}");
+    }
+
+    /// Runs whole passes with both walks over this test process, with a judge
+    /// that takes every private anonymous VMA and an `advise` that only
+    /// records (nothing is really advised).
+    #[test]
+    fn both_walks_advise_each_vma_once_and_then_nothing() {
+        use std::cell::RefCell;
+        let state: Box<State> = unsafe { Box::new_zeroed().assume_init() };
+        let work = unsafe { &mut *state.work.get() };
+        let judge = |vma: &MapsLine, _: Option<&MapsLine>| {
+            if vma.is_private() && vma.inode == 0 && vma.name.is_empty() {
+                VmaVerdict::Merge
+            } else {
+                VmaVerdict::NotOurs
+            }
+        };
+        let advised = RefCell::new(Vec::new());
+        let advise = |range: Range| {
+            advised.borrow_mut().push((range.start, range.end));
+            true
+        };
+        let by_query = |work: &mut Work| -> usize {
+            let maps = MapsQuery::open().unwrap();
+            let mut steps = 1;
+            while let StepEnd::More =
+                step_by_query(&state, work, &maps, sys::monotonic_ns(), &judge, &advise).unwrap()
+            {
+                steps += 1;
+            }
+            work.memory.finish_pass();
+            work.cursor.resume = 0;
+            work.cursor.below = None;
+            steps
+        };
+        let by_text = |work: &mut Work| {
+            assert!(matches!(
+                pass_by_text(&state, work, &judge, &advise),
+                StepEnd::PassDone
+            ));
+            work.memory.finish_pass();
+        };
+        // A private anonymous region of 600 VMAs (alternating protections),
+        // more than one step takes, between inaccessible pages that keep it
+        // apart from its neighbours.
+        let page = 4096;
+        let outer = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                602 * page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        } as usize;
+        let region = outer + page;
+        unsafe {
+            libc::mprotect(outer as *mut _, page, libc::PROT_NONE);
+            libc::mprotect((region + 600 * page) as *mut _, page, libc::PROT_NONE);
+        }
+        for i in (1..600).step_by(2) {
+            unsafe { libc::mprotect((region + i * page) as *mut _, page, libc::PROT_READ) };
+        }
+        let in_region = |v: &Vec<(usize, usize)>| {
+            v.iter()
+                .filter(|&&(s, e)| s >= region && e <= region + 600 * page)
+                .count()
+        };
+        if MapsQuery::open().is_ok() {
+            assert!(by_query(work) >= 2, "600 VMAs take more than one step");
+            assert_eq!(in_region(&advised.borrow()), 600);
+            advised.borrow_mut().clear();
+            by_query(work);
+            assert_eq!(in_region(&advised.borrow()), 0, "nothing new");
+        }
+        // The text walk remembers the same bounds.
+        by_text(work);
+        assert_eq!(in_region(&advised.borrow()), 0, "{:x?}", advised.borrow());
+        // A VMA whose bounds changed is advised again.
+        unsafe { libc::mprotect(region as *mut _, page, libc::PROT_READ) };
+        advised.borrow_mut().clear();
+        by_text(work);
+        assert_eq!(in_region(&advised.borrow()), 1, "{:x?}", advised.borrow());
+        unsafe { libc::munmap(outer as *mut _, 602 * page) };
+    }
+
+    #[test]
+    fn huge_intervals_saturate_instead_of_wrapping() {
+        // KSMAUTO_SCAN_INTERVAL=999999999999s is accepted by the parser.
+        let ms = super::super::config::parse_duration_ms(b"999999999999s").unwrap();
+        let ns = interval_ms_to_ns(ms);
+        assert_eq!(ns, u64::MAX);
+        assert_eq!(backed_off(ns, 5), u64::MAX);
+        assert_eq!(backed_off(100_000_000, 5), 3_200_000_000);
+        assert_eq!(backed_off(100_000_000, 60), 3_200_000_000, "shift capped");
+        assert_eq!(interval_ms_to_ns(100), 100_000_000);
+    }
+
+    #[test]
+    fn only_kinds_of_memory_the_policy_rejects_are_revoked() {
+        assert!(rejects(VmaVerdict::NotOurs));
+        assert!(rejects(VmaVerdict::Skip(SkipReason::File)));
+        assert!(rejects(VmaVerdict::Skip(SkipReason::Shared)));
+        assert!(rejects(VmaVerdict::Skip(SkipReason::Stack)));
+        assert!(!rejects(VmaVerdict::Merge));
+        assert!(!rejects(VmaVerdict::Skip(SkipReason::Small)));
+        assert!(!rejects(VmaVerdict::Skip(SkipReason::Excluded)));
     }
 }

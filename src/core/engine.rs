@@ -43,7 +43,7 @@ use super::identity;
 use super::policy::{self, GlibcChunkHeader, Range, SkipReason, Verdict, VmaVerdict};
 use crate::fmt::BufWriter;
 use crate::os::exec_target::ExecTarget;
-use crate::os::proc::{for_each_line, MapsLine, RegionClass};
+use crate::os::proc::{read_lines, MapsLine, RegionClass, SHARED_LINES};
 use crate::os::{self, sys};
 use crate::stats::{counters, Source};
 
@@ -197,6 +197,7 @@ pub fn after_fork_in_child() {
 fn start_over() {
     crate::stats::counters::reset();
     catchup::reset();
+    SHARED_LINES.release_after_fork();
 }
 
 /// A child made by a raw `clone` (no `pthread_atfork` handler ran) owns a
@@ -229,24 +230,17 @@ pub fn poll_catch_up() {
     }
 }
 
-/// Runs a catch-up scan now (unless one is running, catch-up is off, or
-/// `mlockall` stopped merging).
-pub fn catch_up_now() {
-    if !MERGING_STOPPED.load(Relaxed) {
-        catchup::scan(&judge_vma, &advise_vma);
-    }
-}
-
 /// Whether the user asked for a background scanning thread.
 pub fn wants_scan_thread() -> bool {
     catchup::enabled() && config().scan_thread
 }
 
-/// Body of the opt-in scanning thread: scan, sleep, forever.
+/// Body of the opt-in scanning thread: sleep until a catch-up step is due,
+/// run it, forever.
 pub fn scan_thread_main() -> ! {
     loop {
-        sys::sleep_ns(catchup::interval_ns());
-        catch_up_now();
+        sys::sleep_ns(catchup::ns_until_due());
+        poll_catch_up();
     }
 }
 
@@ -675,7 +669,7 @@ fn vma_containing(addr: usize) -> Option<Range> {
         Err(libc::ENOENT) => None,
         Err(_) => {
             let mut found = None;
-            let _ = for_each_line(b"/proc/self/maps\0", |line| {
+            let _ = read_lines(b"/proc/self/maps\0", &SHARED_LINES, |line| {
                 if let Some(vma) = MapsLine::parse(line) {
                     if vma.start <= addr && addr < vma.end {
                         found = Some(Range {
@@ -692,7 +686,7 @@ fn vma_containing(addr: usize) -> Option<Range> {
 
 fn unmerge_main_stack() {
     let mut stack = None;
-    let _ = for_each_line(b"/proc/self/maps\0", |line| {
+    let _ = read_lines(b"/proc/self/maps\0", &SHARED_LINES, |line| {
         if let Some(vma) = MapsLine::parse(line) {
             if vma.class() == RegionClass::Stack && vma.name == b"[stack]" {
                 stack = Some(Range {

@@ -2,16 +2,75 @@
 //! `/proc/self/ksm_stat`, `/proc/self/maps` and `/proc/self/smaps`.
 //!
 //! Parsers are pure functions over byte slices (unit-tested without any
-//! preloading); the reader streams a file through a fixed stack buffer.
-//! Never allocates, never locks.
+//! preloading); the reader streams a file through a caller's buffer, which
+//! callers that hooks can reach take from a static [`LineBuffer`] (a hook may
+//! run on an 8 KiB signal stack: no big buffer ever goes on the stack).
+//! Never allocates, never locks (a busy buffer is a skipped read, never a
+//! wait).
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{
+    AtomicBool,
+    Ordering::{Acquire, Release},
+};
 
 use super::sys::{self, Errno};
 
+/// Bytes of one [`LineBuffer`]: the longest line passed whole (a maps line
+/// with a path of up to `PATH_MAX` fits).
+pub const LINE_BUFFER_BYTES: usize = 8192;
+
+/// A static line buffer behind a try-lock, for [`read_lines`].
+pub struct LineBuffer {
+    busy: AtomicBool,
+    bytes: UnsafeCell<[u8; LINE_BUFFER_BYTES]>,
+}
+
+// The bytes are only touched by the holder of `busy`.
+unsafe impl Sync for LineBuffer {}
+
+impl LineBuffer {
+    pub const fn new() -> LineBuffer {
+        LineBuffer {
+            busy: AtomicBool::new(false),
+            bytes: UnsafeCell::new([0; LINE_BUFFER_BYTES]),
+        }
+    }
+
+    /// In a forked child: the thread that held the buffer at fork time does
+    /// not exist there, so nothing will ever release it but this.
+    pub fn release_after_fork(&self) {
+        self.busy.store(false, Release);
+    }
+}
+
+impl Default for LineBuffer {
+    fn default() -> LineBuffer {
+        LineBuffer::new()
+    }
+}
+
+/// For readers outside the catch-up scan (the report's smaps totals, the main
+/// stack lookup); the scan has its own, so neither ever waits for the other.
+pub static SHARED_LINES: LineBuffer = LineBuffer::new();
+
+/// [`for_each_line`] through `buffer`; `Err(EBUSY)` without reading if another
+/// thread (or an interrupted caller on this one) is using it.
+pub fn read_lines(path: &[u8], buffer: &LineBuffer, f: impl FnMut(&[u8])) -> Result<(), Errno> {
+    if buffer.busy.swap(true, Acquire) {
+        return Err(libc::EBUSY);
+    }
+    // Exclusive: we hold `busy`.
+    let bytes = unsafe { &mut *buffer.bytes.get() };
+    let result = for_each_line(path, bytes, f);
+    buffer.busy.store(false, Release);
+    result
+}
+
 /// Calls `f` with each line of the file at `path` (NUL-terminated), without the
-/// newline. A line longer than the internal buffer is passed truncated.
-pub fn for_each_line(path: &[u8], mut f: impl FnMut(&[u8])) -> Result<(), Errno> {
+/// newline, reading through `buf`. A line longer than `buf` is passed truncated.
+pub fn for_each_line(path: &[u8], buf: &mut [u8], mut f: impl FnMut(&[u8])) -> Result<(), Errno> {
     let fd = sys::open(path, libc::O_RDONLY, 0)?;
-    let mut buf = [0u8; 8192];
     let mut filled = 0usize;
     let mut skipping_overlong = false;
     let result = loop {
@@ -288,7 +347,10 @@ impl SmapsTotals {
 
     pub fn read_self() -> Option<SmapsTotals> {
         let mut totals = SmapsTotals::default();
-        for_each_line(b"/proc/self/smaps\0", |line| totals.feed_line(line)).ok()?;
+        read_lines(b"/proc/self/smaps\0", &SHARED_LINES, |line| {
+            totals.feed_line(line)
+        })
+        .ok()?;
         Some(totals)
     }
 }
@@ -401,12 +463,27 @@ VmFlags: rd wr mr mw me gd ac mg
         let mut path = dir.to_str().unwrap().as_bytes().to_vec();
         path.push(0);
         let mut seen: Vec<Vec<u8>> = Vec::new();
-        for_each_line(&path, |l| seen.push(l.to_vec())).unwrap();
+        let buffer = Box::new(LineBuffer::new());
+        read_lines(&path, &buffer, |l| seen.push(l.to_vec())).unwrap();
         std::fs::remove_file(&dir).unwrap();
         assert_eq!(seen.len(), 4);
         assert_eq!(seen[0], b"a");
         assert_eq!(seen[1].len(), 8192);
         assert_eq!(seen[2], b"b");
         assert_eq!(seen[3], b"last");
+    }
+
+    #[test]
+    fn a_busy_line_buffer_is_skipped_not_waited_for() {
+        let buffer = Box::new(LineBuffer::new());
+        let mut inner = None;
+        let outer = read_lines(b"/proc/self/maps\0", &buffer, |_| {
+            if inner.is_none() {
+                inner = Some(read_lines(b"/proc/self/maps\0", &buffer, |_| {}));
+            }
+        });
+        assert_eq!(outer, Ok(()));
+        assert_eq!(inner, Some(Err(libc::EBUSY)));
+        assert_eq!(read_lines(b"/proc/self/maps\0", &buffer, |_| {}), Ok(()));
     }
 }

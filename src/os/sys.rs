@@ -116,6 +116,34 @@ pub fn monotonic_coarse_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Nanoseconds on the fine monotonic clock (vDSO), to time our own work.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// When running on the thread's alternate signal stack, the bytes left on it
+/// below this function's frame; `None` on an ordinary stack (or when it
+/// cannot be told: an `SS_AUTODISARM` stack reads as disabled while in use).
+#[inline(never)]
+pub fn alt_stack_room() -> Option<usize> {
+    let mut ss = libc::stack_t {
+        ss_sp: core::ptr::null_mut(),
+        ss_flags: 0,
+        ss_size: 0,
+    };
+    unsafe { syscall!(libc::SYS_sigaltstack, 0usize, &mut ss as *mut libc::stack_t) }.ok()?;
+    if ss.ss_flags & libc::SS_ONSTACK == 0 {
+        return None;
+    }
+    let here = &ss as *const libc::stack_t as usize;
+    Some(here.saturating_sub(ss.ss_sp as usize))
+}
+
 pub fn sleep_ns(ns: u64) {
     let ts = libc::timespec {
         tv_sec: (ns / 1_000_000_000) as libc::time_t,
@@ -131,6 +159,35 @@ pub struct VmaInfo {
     pub end: usize,
     pub shared: bool,
     pub file_backed: bool,
+}
+
+/// One VMA with everything a line of `/proc/self/maps` shows, from
+/// `PROCMAP_QUERY`. The name, if asked for, is in the caller's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmaDetails {
+    pub start: usize,
+    pub end: usize,
+    pub readable: bool,
+    pub writable: bool,
+    pub executable: bool,
+    pub shared: bool,
+    pub offset: u64,
+    pub inode: u64,
+    pub file_backed: bool,
+    /// Bytes of the name in the caller's buffer (0: no name, or none asked).
+    pub name_len: usize,
+}
+
+impl VmaDetails {
+    /// `rwxp` as `/proc/self/maps` prints it.
+    pub fn perms(&self) -> [u8; 4] {
+        [
+            if self.readable { b'r' } else { b'-' },
+            if self.writable { b'w' } else { b'-' },
+            if self.executable { b'x' } else { b'-' },
+            if self.shared { b's' } else { b'p' },
+        ]
+    }
 }
 
 #[repr(C)]
@@ -156,48 +213,116 @@ struct ProcmapQuery {
 /// `_IOWR('f', 17, struct procmap_query)`.
 const PROCMAP_QUERY: usize =
     (3 << 30) | (core::mem::size_of::<ProcmapQuery>() << 16) | ((b'f' as usize) << 8) | 17;
+const PROCMAP_QUERY_VMA_READABLE: u64 = 0x01;
+const PROCMAP_QUERY_VMA_WRITABLE: u64 = 0x02;
+const PROCMAP_QUERY_VMA_EXECUTABLE: u64 = 0x04;
 const PROCMAP_QUERY_VMA_SHARED: u64 = 0x08;
+/// Query flag: the VMA containing the address, or else the next one above.
+const PROCMAP_QUERY_COVERING_OR_NEXT_VMA: u64 = 0x10;
 
 static PROCMAP_QUERY_UNSUPPORTED: core::sync::atomic::AtomicBool =
     core::sync::atomic::AtomicBool::new(false);
 
-/// The VMA containing `addr` (Linux 6.11+ `PROCMAP_QUERY`, one `ioctl` on a
-/// freshly opened `/proc/self/maps` — never a cached descriptor, which the
-/// program could have closed and reused). `Err(ENOTTY)` on older kernels,
-/// `Err(ENOENT)` when nothing is mapped there.
-pub fn vma_at(addr: usize) -> Result<VmaInfo, Errno> {
-    use core::sync::atomic::Ordering::Relaxed;
-    if PROCMAP_QUERY_UNSUPPORTED.load(Relaxed) {
-        return Err(libc::ENOTTY);
-    }
-    let fd = open(b"/proc/self/maps\0", libc::O_RDONLY, 0)?;
-    let mut q = ProcmapQuery {
-        size: core::mem::size_of::<ProcmapQuery>() as u64,
-        query_addr: addr as u64,
-        ..Default::default()
-    };
-    let result = unsafe {
-        syscall!(
-            libc::SYS_ioctl,
-            fd,
-            PROCMAP_QUERY,
-            &mut q as *mut ProcmapQuery
-        )
-    };
-    close(fd);
-    match result {
-        Ok(_) => Ok(VmaInfo {
-            start: q.vma_start as usize,
-            end: q.vma_end as usize,
-            shared: q.vma_flags & PROCMAP_QUERY_VMA_SHARED != 0,
-            file_backed: q.inode != 0 || q.dev_major != 0 || q.dev_minor != 0,
-        }),
-        Err(e @ (libc::ENOTTY | libc::EINVAL | libc::EOPNOTSUPP)) => {
-            PROCMAP_QUERY_UNSUPPORTED.store(true, Relaxed);
-            Err(e)
+/// Whether this kernel is known to lack `PROCMAP_QUERY` (learnt from a
+/// refused query; `false` until one was tried).
+pub fn procmap_query_unsupported() -> bool {
+    PROCMAP_QUERY_UNSUPPORTED.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// A freshly opened `/proc/self/maps` for `PROCMAP_QUERY` (Linux 6.11+).
+/// Opened per use and closed on drop — never cached, because the program
+/// could close and reuse a descriptor we kept.
+pub struct MapsQuery {
+    fd: i32,
+}
+
+impl MapsQuery {
+    /// `Err(ENOTTY)` without opening anything once the kernel is known to
+    /// lack the query.
+    pub fn open() -> Result<MapsQuery, Errno> {
+        if procmap_query_unsupported() {
+            return Err(libc::ENOTTY);
         }
-        Err(e) => Err(e),
+        Ok(MapsQuery {
+            fd: open(b"/proc/self/maps\0", libc::O_RDONLY, 0)?,
+        })
     }
+
+    /// The VMA containing `addr`, or with `or_next` the first one above it.
+    /// Its name goes into `name` (pass an empty slice to skip the name, which
+    /// spares the kernel a path walk for file mappings); `Err(ENAMETOOLONG)`
+    /// if it does not fit. `Err(ENOENT)`: nothing there (or above).
+    /// `Err(ENOTTY)` on kernels without the query (remembered).
+    pub fn vma(&self, addr: usize, or_next: bool, name: &mut [u8]) -> Result<VmaDetails, Errno> {
+        let mut q = ProcmapQuery {
+            size: core::mem::size_of::<ProcmapQuery>() as u64,
+            query_flags: if or_next {
+                PROCMAP_QUERY_COVERING_OR_NEXT_VMA
+            } else {
+                0
+            },
+            query_addr: addr as u64,
+            vma_name_size: name.len().min(u32::MAX as usize) as u32,
+            vma_name_addr: if name.is_empty() {
+                0
+            } else {
+                name.as_mut_ptr() as u64
+            },
+            ..Default::default()
+        };
+        let result = unsafe {
+            syscall!(
+                libc::SYS_ioctl,
+                self.fd,
+                PROCMAP_QUERY,
+                &mut q as *mut ProcmapQuery
+            )
+        };
+        match result {
+            Ok(_) => Ok(VmaDetails {
+                start: q.vma_start as usize,
+                end: q.vma_end as usize,
+                readable: q.vma_flags & PROCMAP_QUERY_VMA_READABLE != 0,
+                writable: q.vma_flags & PROCMAP_QUERY_VMA_WRITABLE != 0,
+                executable: q.vma_flags & PROCMAP_QUERY_VMA_EXECUTABLE != 0,
+                shared: q.vma_flags & PROCMAP_QUERY_VMA_SHARED != 0,
+                offset: q.vma_offset,
+                inode: q.inode,
+                file_backed: q.inode != 0 || q.dev_major != 0 || q.dev_minor != 0,
+                // The size the kernel reports counts the terminating NUL.
+                name_len: if name.is_empty() {
+                    0
+                } else {
+                    (q.vma_name_size as usize).saturating_sub(1).min(name.len())
+                },
+            }),
+            Err(e @ (libc::ENOTTY | libc::EINVAL | libc::EOPNOTSUPP)) => {
+                PROCMAP_QUERY_UNSUPPORTED.store(true, core::sync::atomic::Ordering::Relaxed);
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for MapsQuery {
+    fn drop(&mut self) {
+        close(self.fd);
+    }
+}
+
+/// The VMA containing `addr` (one `PROCMAP_QUERY` on a freshly opened
+/// `/proc/self/maps`). `Err(ENOTTY)` on older kernels, `Err(ENOENT)` when
+/// nothing is mapped there.
+pub fn vma_at(addr: usize) -> Result<VmaInfo, Errno> {
+    let maps = MapsQuery::open()?;
+    let vma = maps.vma(addr, false, &mut [])?;
+    Ok(VmaInfo {
+        start: vma.start,
+        end: vma.end,
+        shared: vma.shared,
+        file_backed: vma.file_backed,
+    })
 }
 
 /// The VMA containing `addr`, or else the first one above it

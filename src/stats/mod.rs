@@ -44,6 +44,7 @@ fn report_without_smaps() -> Report {
         exclude_secret: cfg.exclude.secret,
         counters: counters().snapshot(),
         catchup_scans: crate::core::catchup::scans(),
+        catchup: crate::core::catchup::stats(),
         ksm: KsmStat::read_self(),
         smaps: None,
         page_size: engine::page_size(),

@@ -25,8 +25,10 @@ pub struct Report {
     pub exclude_exec: bool,
     pub exclude_secret: bool,
     pub counters: Snapshot,
-    /// Catch-up scans this process ran (`advise` engine).
+    /// Catch-up passes this process completed (`advise` engine).
     pub catchup_scans: u64,
+    /// Steps the catch-up passes took, VMAs they examined, advice revoked.
+    pub catchup: crate::core::catchup::Stats,
     /// `/proc/self/ksm_stat`; `None` where the kernel has no KSM.
     pub ksm: Option<KsmStat>,
     /// `/proc/self/smaps` totals; `None` if it could not be read.
@@ -207,6 +209,13 @@ impl Report {
                 .str("}");
         }
         w.str("}},\"catchup_scans\":").u64(self.catchup_scans);
+        w.str(",\"catchup\":{\"steps\":")
+            .u64(self.catchup.steps)
+            .str(",\"vmas\":")
+            .u64(self.catchup.vmas)
+            .str(",\"revoked\":")
+            .u64(self.catchup.revoked)
+            .str("}");
         w.str(",\"skipped\":{");
         for (i, r) in SkipReason::ALL.iter().enumerate() {
             w.str(if i == 0 { "\"" } else { ",\"" })
@@ -313,6 +322,12 @@ mod tests {
             exclude_secret: true,
             counters,
             catchup_scans: 2,
+            catchup: crate::core::catchup::Stats {
+                passes: 2,
+                steps: 3,
+                vmas: 70,
+                revoked: 1,
+            },
             ksm: Some(KsmStat {
                 rmap_items: 3,
                 zero_pages: Some(0),
@@ -351,6 +366,9 @@ mod tests {
         assert_eq!(v["advised"]["by_source"]["mmap"]["bytes"], 12288);
         assert_eq!(v["advised"]["by_source"]["catchup"]["regions"], 0);
         assert_eq!(v["catchup_scans"], 2);
+        assert_eq!(v["catchup"]["steps"], 3);
+        assert_eq!(v["catchup"]["vmas"], 70);
+        assert_eq!(v["catchup"]["revoked"], 1);
         assert_eq!(v["skipped"]["file"], 2);
         assert_eq!(v["madvise_failures"]["total"], 0);
         assert_eq!(v["kernel"]["merging_pages"], 3);
