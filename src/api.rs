@@ -679,7 +679,7 @@ unsafe fn target_at_path(path: *const c_char) -> ExecTarget {
 /// into a static buffer (a few KiB: kept off the stack, an `exec` may run
 /// on a small signal stack); a busy buffer means "unknown".
 unsafe fn target_in_path(file: *const c_char) -> ExecTarget {
-    static BUFFER: crate::core::scratch::Scratch<4096> = crate::core::scratch::Scratch::new();
+    static BUFFER: crate::scratch::Scratch<4096> = crate::scratch::Scratch::new();
     if file.is_null() {
         return ExecTarget::UNKNOWN;
     }

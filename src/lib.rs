@@ -11,7 +11,9 @@
 //!   what to do about it;
 //! * [`stats`] — counters and the exit report;
 //! * [`os`] — raw system calls and `/proc` readers;
-//! * [`fmt`] — allocation-free text building.
+//! * [`fmt`] — allocation-free text building;
+//! * [`scratch`] — static buffers behind a try-lock, for what must stay off
+//!   a small signal stack.
 //!
 //! Code reachable from a hook never allocates through Rust, never locks,
 //! never panics across `extern "C"` (`panic = "abort"`) and never changes
@@ -72,4 +74,5 @@ pub mod fmt;
 #[cfg(not(test))]
 mod next;
 pub mod os;
+pub mod scratch;
 pub mod stats;

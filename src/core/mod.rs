@@ -9,7 +9,6 @@
 //! * [`exclusions`] — the lock-free table of ranges never to merge
 //!   (`ksmauto_exclude`, secret memory);
 //! * [`identity`] — which process this is (owner, forked child, `vfork` child);
-//! * [`scratch`] — static buffers behind a try-lock (kept off small stacks);
 //! * [`once`] — start-up that survives re-entry from `dlsym`.
 //!
 //! Knows no symbol names (that is `crate::api`'s business) and never
@@ -22,4 +21,3 @@ pub mod exclusions;
 pub mod identity;
 pub mod once;
 pub mod policy;
-pub mod scratch;

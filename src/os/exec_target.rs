@@ -77,7 +77,10 @@ fn inspect_open(fd: i32, path_for_xattr: *const u8) -> ExecTarget {
 /// The target at `path` (NUL-terminated), relative to `dirfd`
 /// (`AT_FDCWD` for the working directory); `flags` as for `execveat`
 /// (`AT_EMPTY_PATH` with an empty path means `dirfd` itself).
-pub fn inspect_at(dirfd: i32, path: *const u8, flags: i32) -> ExecTarget {
+///
+/// # Safety
+/// `path` must be null or a NUL-terminated string.
+pub unsafe fn inspect_at(dirfd: i32, path: *const u8, flags: i32) -> ExecTarget {
     if path.is_null() {
         return ExecTarget::UNKNOWN;
     }

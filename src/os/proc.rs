@@ -8,12 +8,6 @@
 //! Never allocates, never locks (a busy buffer is a skipped read, never a
 //! wait).
 
-use core::cell::UnsafeCell;
-use core::sync::atomic::{
-    AtomicBool,
-    Ordering::{Acquire, Release},
-};
-
 use super::sys::{self, Errno};
 
 /// Bytes of one [`LineBuffer`]: the longest line passed whole (a maps line
@@ -21,34 +15,7 @@ use super::sys::{self, Errno};
 pub const LINE_BUFFER_BYTES: usize = 8192;
 
 /// A static line buffer behind a try-lock, for [`read_lines`].
-pub struct LineBuffer {
-    busy: AtomicBool,
-    bytes: UnsafeCell<[u8; LINE_BUFFER_BYTES]>,
-}
-
-// The bytes are only touched by the holder of `busy`.
-unsafe impl Sync for LineBuffer {}
-
-impl LineBuffer {
-    pub const fn new() -> LineBuffer {
-        LineBuffer {
-            busy: AtomicBool::new(false),
-            bytes: UnsafeCell::new([0; LINE_BUFFER_BYTES]),
-        }
-    }
-
-    /// In a forked child: the thread that held the buffer at fork time does
-    /// not exist there, so nothing will ever release it but this.
-    pub fn release_after_fork(&self) {
-        self.busy.store(false, Release);
-    }
-}
-
-impl Default for LineBuffer {
-    fn default() -> LineBuffer {
-        LineBuffer::new()
-    }
-}
+pub type LineBuffer = crate::scratch::Scratch<LINE_BUFFER_BYTES>;
 
 /// For readers outside the catch-up scan (the report's smaps totals, the main
 /// stack lookup); the scan has its own, so neither ever waits for the other.
@@ -57,14 +24,8 @@ pub static SHARED_LINES: LineBuffer = LineBuffer::new();
 /// [`for_each_line`] through `buffer`; `Err(EBUSY)` without reading if another
 /// thread (or an interrupted caller on this one) is using it.
 pub fn read_lines(path: &[u8], buffer: &LineBuffer, f: impl FnMut(&[u8])) -> Result<(), Errno> {
-    if buffer.busy.swap(true, Acquire) {
-        return Err(libc::EBUSY);
-    }
-    // Exclusive: we hold `busy`.
-    let bytes = unsafe { &mut *buffer.bytes.get() };
-    let result = for_each_line(path, bytes, f);
-    buffer.busy.store(false, Release);
-    result
+    let mut held = buffer.try_take().ok_or(libc::EBUSY)?;
+    for_each_line(path, held.bytes(), f)
 }
 
 /// Calls `f` with each line of the file at `path` (NUL-terminated), without the

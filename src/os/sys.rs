@@ -315,46 +315,23 @@ impl Drop for MapsQuery {
 /// `/proc/self/maps`). `Err(ENOTTY)` on older kernels, `Err(ENOENT)` when
 /// nothing is mapped there.
 pub fn vma_at(addr: usize) -> Result<VmaInfo, Errno> {
-    let maps = MapsQuery::open()?;
-    let vma = maps.vma(addr, false, &mut [])?;
-    Ok(VmaInfo {
-        start: vma.start,
-        end: vma.end,
-        shared: vma.shared,
-        file_backed: vma.file_backed,
-    })
+    one_vma(addr, false)
 }
 
 /// The VMA containing `addr`, or else the first one above it
 /// (`PROCMAP_QUERY_COVERING_OR_NEXT_VMA`). `Err(ENOENT)` when nothing is
 /// mapped at or above `addr`, `Err(ENOTTY)` on kernels before 6.11.
 pub fn first_vma_from(addr: usize) -> Result<VmaInfo, Errno> {
-    use core::sync::atomic::Ordering::Relaxed;
-    const PROCMAP_QUERY_COVERING_OR_NEXT_VMA: u64 = 0x10;
-    if PROCMAP_QUERY_UNSUPPORTED.load(Relaxed) {
-        return Err(libc::ENOTTY);
-    }
-    let fd = open(b"/proc/self/maps\0", libc::O_RDONLY, 0)?;
-    let mut q = ProcmapQuery {
-        size: core::mem::size_of::<ProcmapQuery>() as u64,
-        query_flags: PROCMAP_QUERY_COVERING_OR_NEXT_VMA,
-        query_addr: addr as u64,
-        ..Default::default()
-    };
-    let result = unsafe {
-        syscall!(
-            libc::SYS_ioctl,
-            fd,
-            PROCMAP_QUERY,
-            &mut q as *mut ProcmapQuery
-        )
-    };
-    close(fd);
-    result.map(|_| VmaInfo {
-        start: q.vma_start as usize,
-        end: q.vma_end as usize,
-        shared: q.vma_flags & PROCMAP_QUERY_VMA_SHARED != 0,
-        file_backed: q.inode != 0 || q.dev_major != 0 || q.dev_minor != 0,
+    one_vma(addr, true)
+}
+
+fn one_vma(addr: usize, or_next: bool) -> Result<VmaInfo, Errno> {
+    let vma = MapsQuery::open()?.vma(addr, or_next, &mut [])?;
+    Ok(VmaInfo {
+        start: vma.start,
+        end: vma.end,
+        shared: vma.shared,
+        file_backed: vma.file_backed,
     })
 }
 
@@ -568,8 +545,8 @@ impl FileStatus {
 
 fn status_of(st: &libc::stat) -> FileStatus {
     FileStatus {
-        dev: st.st_dev as u64,
-        ino: st.st_ino as u64,
+        dev: st.st_dev,
+        ino: st.st_ino,
         mode: st.st_mode,
         uid: st.st_uid,
     }
@@ -593,7 +570,7 @@ pub fn stat_at(dirfd: i32, path: *const u8, flags: i32) -> Result<FileStatus, Er
 
 /// `fstat(fd)`.
 pub fn fstat(fd: i32) -> Result<FileStatus, Errno> {
-    stat_at(fd, b"\0".as_ptr(), libc::AT_EMPTY_PATH)
+    stat_at(fd, c"".as_ptr() as *const u8, libc::AT_EMPTY_PATH)
 }
 
 pub fn geteuid() -> u32 {

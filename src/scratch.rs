@@ -1,4 +1,5 @@
-//! Static scratch buffers behind a try-lock, for the rare paths that need
+//! Static scratch buffers behind a try-lock (ground floor: any layer may
+//! use them; they use nothing of the crate), for the rare paths that need
 //! more than a few hundred bytes: a hook may run on an 8 KiB signal stack,
 //! so big buffers never live on the stack. A busy buffer is never waited
 //! for: the caller skips its work or falls back to a cautious answer.
@@ -23,6 +24,12 @@ impl<const N: usize> Scratch<N> {
             busy: AtomicBool::new(false),
             bytes: UnsafeCell::new([0; N]),
         }
+    }
+
+    /// In a forked child: the thread that held the buffer at fork time does
+    /// not exist there, so nothing will ever release it but this.
+    pub fn release_after_fork(&self) {
+        self.busy.store(false, Release);
     }
 
     /// The buffer, if no one else (another thread, or the code this signal
