@@ -665,10 +665,14 @@ unsafe fn env_entries(envp: *const *const c_char) -> impl Iterator<Item = &'stat
 /// Lets the engine decide about merge-any before an `exec` of the target
 /// `inspect` finds; the target is only inspected (a few system calls) when
 /// merge-any is in use at all.
-unsafe fn prepare_exec(inspect: impl FnOnce() -> ExecTarget, envp: *const *const c_char) -> bool {
-    ready()
-        && engine::merge_any_in_use()
-        && engine::before_exec(inspect(), engine::env_preloads_us(env_entries(envp)))
+unsafe fn prepare_exec(
+    inspect: impl FnOnce() -> ExecTarget,
+    envp: *const *const c_char,
+) -> Option<engine::ExecLent> {
+    if !ready() || !engine::merge_any_in_use() {
+        return None;
+    }
+    engine::before_exec(inspect(), engine::env_preloads_us(env_entries(envp)))
 }
 
 unsafe fn target_at_path(path: *const c_char) -> ExecTarget {
@@ -691,11 +695,22 @@ unsafe fn target_in_path(file: *const c_char) -> ExecTarget {
     match exec_target::resolve_in_path(name, search, buf.bytes()) {
         Some(path) => exec_target::inspect_at(libc::AT_FDCWD, path.as_ptr(), 0),
         // Not found: the exec fails and nothing runs.
-        None => ExecTarget {
-            privileged: false,
-            static_program: false,
-        },
+        None => ExecTarget::NOTHING_RUNS,
     }
+}
+
+/// A spawn's file actions may change the child's working directory before
+/// it runs a relative path (`posix_spawn_file_actions_addchdir_np`): the
+/// file the parent sees there is not necessarily the one that runs.
+unsafe fn relative_after_file_actions(
+    path: *const c_char,
+    actions: *const libc::posix_spawn_file_actions_t,
+) -> bool {
+    if actions.is_null() || path.is_null() {
+        return false;
+    }
+    let p = core::ffi::CStr::from_ptr(path).to_bytes();
+    p.contains(&b'/') && p.first() != Some(&b'/')
 }
 
 /// Runs an `exec` or spawn `call` with merge-any switched off first if the
@@ -706,9 +721,9 @@ unsafe fn around_exec<R>(
     envp: *const *const c_char,
     call: impl FnOnce() -> R,
 ) -> R {
-    let switched_off = prepare_exec(inspect, envp);
+    let lent = prepare_exec(inspect, envp);
     let result = call();
-    engine::after_exec_returned(switched_off);
+    engine::after_exec_returned(lent);
     result
 }
 
@@ -791,14 +806,16 @@ pub unsafe extern "C" fn posix_spawn(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    around_exec(
-        || target_at_path(path),
-        envp as _,
-        || match next::exec_functions().posix_spawn {
+    let inspect = || match relative_after_file_actions(path, actions) {
+        true => ExecTarget::UNKNOWN,
+        false => target_at_path(path),
+    };
+    around_exec(inspect, envp as _, || {
+        match next::exec_functions().posix_spawn {
             Some(f) => f(pid, path, actions, attr, argv, envp),
             None => libc::ENOSYS,
-        },
-    )
+        }
+    })
 }
 
 #[no_mangle]
@@ -810,14 +827,16 @@ pub unsafe extern "C" fn posix_spawnp(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    around_exec(
-        || target_in_path(file),
-        envp as _,
-        || match next::exec_functions().posix_spawnp {
+    let inspect = || match relative_after_file_actions(file, actions) {
+        true => ExecTarget::UNKNOWN,
+        false => target_in_path(file),
+    };
+    around_exec(inspect, envp as _, || {
+        match next::exec_functions().posix_spawnp {
             Some(f) => f(pid, file, actions, attr, argv, envp),
             None => libc::ENOSYS,
-        },
-    )
+        }
+    })
 }
 
 unsafe fn enoent() -> c_int {

@@ -432,13 +432,63 @@ impl ExecLab {
         for f in [&lib, &parent] {
             std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
+        // Scripts run by the kernel with their interpreter's credentials.
+        for (name, interpreter) in [
+            ("setuid-script", "setuid-probe"),
+            ("static-script", "static-probe"),
+            ("plain-script", "plain-probe"),
+        ] {
+            let script = dir.join(name);
+            std::fs::write(&script, format!("#!{}\n", dir.join(interpreter).display())).unwrap();
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        // A 32-bit program: a 64-bit library never runs in it.
+        let object = dir.join("probe32.o");
+        let assembled = Command::new("as")
+            .arg("--32")
+            .arg("-o")
+            .arg(&object)
+            .arg(repo().join("tests/c/merge_any_probe32.s"))
+            .status()
+            .expect("run as (binutils)");
+        assert!(assembled.success(), "as --32 failed");
+        let linked = Command::new("ld")
+            .args(["-m", "elf_i386", "-o"])
+            .arg(dir.join("probe32"))
+            .arg(&object)
+            .status()
+            .expect("run ld");
+        assert!(linked.success(), "ld -m elf_i386 failed");
+        // A static program that cannot run (no execute bit): exec fails.
+        std::fs::copy(&static_probe, dir.join("not-executable")).unwrap();
+        std::fs::set_permissions(
+            dir.join("not-executable"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let fifo = std::ffi::CString::new(dir.join("fifo").to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o777) }, 0);
+        std::fs::set_permissions(dir.join("fifo"), std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::create_dir(dir.join("sub")).unwrap();
+        std::fs::copy(&static_probe, dir.join("sub/prog")).unwrap();
+        std::fs::set_permissions(dir.join("sub"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(dir.join("sub/prog"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
         ExecLab { dir, lib, parent }
     }
 
     /// Runs the parent as `nobody` under the preload in `process` mode;
     /// returns its stdout (the parent's and the probe's lines).
     fn run(&self, how: &str, probe: &str) -> String {
-        let target = if how == "execlp" {
+        self.run_with(how, probe, &[])
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    fn run_with(&self, how: &str, probe: &str, extra: &[&str]) -> String {
+        let target = if how == "execlp" || how == "spawn-chdir" {
             probe.to_string()
         } else {
             self.dir.join(probe).display().to_string()
@@ -447,6 +497,7 @@ impl ExecLab {
         cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(&self.parent)
             .args([how, &target])
+            .args(extra)
             .env_clear()
             .env("PATH", format!("{}:/usr/bin:/bin", self.dir.display()))
             .env("LD_PRELOAD", &self.lib)
@@ -522,4 +573,91 @@ fn merge_any_never_passes_into_a_setuid_static_or_unpreloaded_program() {
         "0",
         "a program started without the library:\n{out}"
     );
+}
+
+/// The 32-bit probe reports its flag as its exit status.
+fn exit_status_of_32_bit_probe(lab: &ExecLab, env: &str) -> i32 {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&lab.parent)
+        .args(["execve-env", &lab.path("probe32"), env])
+        .env_clear()
+        .env("LD_PRELOAD", &lab.lib)
+        .env("KSMAUTO_MODE", "process")
+        .env("KSMAUTO_STATS", "off")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let out = run_with_timeout(cmd, std::time::Duration::from_secs(60));
+    assert!(text(&out.stdout).contains("parent merge_any 1"), "{out:?}");
+    out.status.code().expect("exit status")
+}
+
+#[test]
+fn merge_any_follows_the_kernel_through_scripts_foreign_elf_chdir_and_fake_preloads() {
+    if !is_root() {
+        eprintln!("!!!!! SKIPPED: needs root (setuid probe, setpriv) !!!!!");
+        assert_ne!(std::env::var("KSMAUTO_REQUIRE_KSM").as_deref(), Ok("1"));
+        return;
+    }
+    let lab = ExecLab::new();
+    // Control: a script whose interpreter loads the library.
+    let out = lab.run("execv", "plain-script");
+    assert_eq!(merge_any_of(&out, "execv"), "1", "{out}");
+    // The kernel runs a script with its interpreter's credentials and code.
+    for script in ["setuid-script", "static-script"] {
+        let out = lab.run("execv", script);
+        assert_eq!(merge_any_of(&out, "execv"), "0", "{script}:\n{out}");
+    }
+    // A 32-bit program, with the library named in its environment.
+    let preload = format!("LD_PRELOAD={}", lab.lib.display());
+    assert_eq!(
+        exit_status_of_32_bit_probe(&lab, &preload),
+        0,
+        "32-bit program"
+    );
+    // A relative path that a spawn's file action resolves elsewhere.
+    let out = lab.run_with("spawn-chdir", "./prog", &[&lab.path("sub")]);
+    assert_eq!(merge_any_of(&out, "spawn-chdir"), "0", "{out}");
+    // LD_PRELOAD naming a file that is not there loads nothing.
+    let out = lab.run_with(
+        "execve-env",
+        "plain-probe",
+        &["LD_PRELOAD=/nonexistent/libksmauto.so"],
+    );
+    assert_eq!(merge_any_of(&out, "execve-env"), "0", "{out}");
+    // Control: naming the library itself keeps it (and merge-any) there.
+    let out = lab.run_with("execve-env", "plain-probe", &[&preload]);
+    assert_eq!(merge_any_of(&out, "execve-env"), "1", "{out}");
+}
+
+#[test]
+fn exec_of_a_fifo_fails_at_once_as_without_the_library() {
+    if !is_root() {
+        eprintln!("!!!!! SKIPPED: needs root (setpriv) !!!!!");
+        assert_ne!(std::env::var("KSMAUTO_REQUIRE_KSM").as_deref(), Ok("1"));
+        return;
+    }
+    let lab = ExecLab::new();
+    // A blocking open of the FIFO would hang here until the run's timeout.
+    let out = lab.run("fifo", "fifo");
+    assert!(out.contains("fifo execve -1 EACCES"), "{out}");
+}
+
+#[test]
+fn a_failing_exec_in_one_thread_never_switches_merge_any_back_on_under_another() {
+    if !is_root() {
+        eprintln!("!!!!! SKIPPED: needs root (setpriv) !!!!!");
+        assert_ne!(std::env::var("KSMAUTO_REQUIRE_KSM").as_deref(), Ok("1"));
+        return;
+    }
+    let lab = ExecLab::new();
+    let out = lab.run_with("race", "static-probe", &[&lab.path("not-executable")]);
+    let leaked = out.lines().filter(|l| *l == "race merge_any 1").count();
+    let clean = out.lines().filter(|l| *l == "race merge_any 0").count();
+    assert!(
+        clean >= 390,
+        "the static probe ran only {clean} times:\n{out}"
+    );
+    assert_eq!(leaked, 0, "{leaked} static programs inherited merge-any");
 }

@@ -134,3 +134,29 @@ fn the_secret_hooks_return_what_libc_returns() {
         assert_eq!(run(&Run::with(mode), &["errors"]), without, "{mode}");
     }
 }
+
+/// More separate secrets than the exclusion table has slots (one
+/// `sodium_malloc` mapping per key): none may become mergeable, even when
+/// the table cannot remember them all.
+fn more_secrets_than_the_table_holds(mode: &str) {
+    let prog = compile_c("tests/c/many_secrets.c", &[]);
+    let stdout = run_ok(
+        &prog,
+        &Run::with(mode)
+            .env("KSMAUTO_STATS", "off")
+            .env("KSMAUTO_SCAN_INTERVAL", "10ms"),
+        &["600"],
+    );
+    assert!(field_u64(&stdout, "marked") >= 600, "{stdout}");
+    assert_eq!(field_u64(&stdout, "mergeable"), 0, "{mode}:\n{stdout}");
+}
+
+#[test]
+fn more_secrets_than_the_table_holds_stay_unmergeable_in_advise_mode() {
+    more_secrets_than_the_table_holds("advise");
+}
+
+#[test]
+fn more_secrets_than_the_table_holds_stay_unmergeable_in_process_mode() {
+    more_secrets_than_the_table_holds("process");
+}

@@ -32,13 +32,15 @@
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{
-    AtomicBool, AtomicI32, AtomicUsize,
+    AtomicBool, AtomicUsize,
     Ordering::{Relaxed, SeqCst},
 };
 
 use super::catchup;
 use super::config::{BadValue, Config, Mode};
 use super::exclusions::{ExclusionTable, Inserted};
+use super::exec_guard;
+pub use super::exec_guard::Lent as ExecLent;
 use super::identity;
 use super::policy::{self, GlibcChunkHeader, Range, SkipReason, Verdict, VmaVerdict};
 use crate::fmt::BufWriter;
@@ -147,7 +149,7 @@ pub fn start(allocator_is_glibc: bool) {
         Config::from_lookup(os::getenv, print_bad_value)
     };
     let page_size = os::page_size();
-    IN_LD_SO_PRELOAD.store(ld_so_preload_names_us(), Relaxed);
+    exec_guard::start();
     let (active, fallback_errno) = choose_engine(config.mode);
     unsafe {
         *SETTINGS.0.get() = Settings {
@@ -195,6 +197,7 @@ pub fn after_fork_in_child() {
 }
 
 fn start_over() {
+    exec_guard::forget_after_fork();
     crate::stats::counters::reset();
     catchup::reset();
     SHARED_LINES.release_after_fork();
@@ -221,9 +224,8 @@ pub fn poll_catch_up() {
     if identity::adopt_if_new_process() {
         start_over();
     }
-    let lender = MERGE_ANY_LENT_BY.load(Relaxed);
-    if lender != 0 {
-        take_back_merge_any(lender);
+    if exec_guard::any_lent() {
+        take_back_merge_any();
     }
     if !MERGING_STOPPED.load(Relaxed) {
         catchup::poll(&judge_vma, &advise_vma);
@@ -246,19 +248,7 @@ pub fn scan_thread_main() -> ! {
 
 // ---------------------------------------------------------------------------
 // exec: merge-any must not pass into a program the library does not run in
-
-/// The thread that switched merge-any off for an `exec` (0: none): one of
-/// ours (a variadic `execl*` whose `exec` failed), or a `vfork` child running
-/// in this memory, whose `exec` cleared the flag of the memory both share.
-/// The owner switches it back on at a later poll, once that thread is no
-/// longer one of this process's (it was a child, or it has gone) or is the
-/// polling thread itself — never while another thread of ours may still be
-/// inside its `exec`, which would then pass the flag on after all.
-static MERGE_ANY_LENT_BY: AtomicI32 = AtomicI32::new(0);
-
-/// The library is named by `/etc/ld.so.preload` (read at start-up): every
-/// dynamic program on this machine loads it, whatever its environment.
-static IN_LD_SO_PRELOAD: AtomicBool = AtomicBool::new(false);
+// (the mechanism is `exec_guard`'s)
 
 /// Whether `exec`s need looking at: merge-any is this process's engine
 /// (and `mlockall` has not switched it off for good).
@@ -267,77 +257,42 @@ pub fn merge_any_in_use() -> bool {
 }
 
 /// About to `exec` `target` with an environment that does (`env_preloads_us`)
-/// or does not name this library in `LD_PRELOAD`. Under `process`, the
-/// kernel (Linux 6.7+) passes merge-any to the new program, which is only
-/// right if the library will run there to decide for itself: not for a
-/// set-user-ID, set-group-ID or file-capability program (whose loader
-/// ignores `LD_PRELOAD`, and whose memory is another user's), a static
-/// program, or an environment without the library. For those, merge-any is
-/// switched off first (which unmerges this process's pages: the cost of
-/// keeping the flag out of a program that never asked for it). Returns
-/// whether it was; the caller puts it back if the `exec` fails.
-pub fn before_exec(target: ExecTarget, env_preloads_us: bool) -> bool {
+/// or does not load this library. Under `process`, the kernel (Linux 6.7+)
+/// passes merge-any to the new program, which is only right if the library
+/// will run there to decide for itself; otherwise merge-any is switched off
+/// first (which unmerges this process's pages: the cost of keeping the flag
+/// out of a program that never asked for it). The caller hands the result
+/// to [`after_exec_returned`] if the call comes back.
+pub fn before_exec(target: ExecTarget, env_preloads_us: bool) -> Option<ExecLent> {
     if !merge_any_in_use() {
-        return false;
+        return None;
     }
-    let library_runs_there = !target.privileged
-        && !target.static_program
-        && (env_preloads_us || IN_LD_SO_PRELOAD.load(Relaxed));
-    if library_runs_there {
-        return false;
-    }
-    MERGE_ANY_LENT_BY.store(sys::gettid(), Relaxed);
-    if sys::prctl(PR_SET_MEMORY_MERGE, 0, 0, 0, 0).is_ok() {
-        counters().count_exec_without_merge_any();
-        true
-    } else {
-        MERGE_ANY_LENT_BY.store(0, Relaxed);
-        false
-    }
+    let lent = exec_guard::before_exec(target, env_preloads_us)?;
+    counters().count_exec_without_merge_any();
+    Some(lent)
 }
 
 /// The `exec` (or the spawn, in the parent) is over and this process goes
-/// on: merge-any back on if [`before_exec`] switched it off.
-pub fn after_exec_returned(switched_off: bool) {
-    if switched_off {
-        let _ = sys::prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0);
-        MERGE_ANY_LENT_BY.store(0, Relaxed);
+/// on: merge-any back on if [`before_exec`] switched it off and no other
+/// `exec` is in flight.
+pub fn after_exec_returned(lent: Option<ExecLent>) {
+    if let Some(lent) = lent {
+        exec_guard::returned(lent, merge_any_in_use());
     }
+}
+
+/// Whether an environment (`NAME=value` entries) loads this library.
+pub fn env_preloads_us(env: impl Iterator<Item = &'static [u8]>) -> bool {
+    exec_guard::env_preloads_us(env)
 }
 
 #[cold]
 #[inline(never)]
-fn take_back_merge_any(lender: i32) {
+fn take_back_merge_any() {
     // A vfork child still running in our memory must leave it to us.
-    if identity::shares_owners_memory() {
-        return;
+    if !identity::shares_owners_memory() {
+        exec_guard::take_back(merge_any_in_use());
     }
-    if lender != sys::gettid() && sys::thread_is_ours(lender) {
-        return;
-    }
-    if MERGE_ANY_LENT_BY
-        .compare_exchange(lender, 0, Relaxed, Relaxed)
-        .is_ok()
-        && merge_any_in_use()
-    {
-        let _ = sys::prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0);
-    }
-}
-
-/// Whether an environment (`NAME=value` entries) names this library in
-/// `LD_PRELOAD` (by path or file name, separated by spaces or colons).
-pub fn env_preloads_us(env: impl Iterator<Item = &'static [u8]>) -> bool {
-    let own = os::own_file_name();
-    if own.is_empty() {
-        return false;
-    }
-    env.filter_map(|entry| entry.strip_prefix(b"LD_PRELOAD="))
-        .any(|list| names_library(list, own))
-}
-
-fn names_library(list: &[u8], own_file_name: &[u8]) -> bool {
-    list.split(|&b| b == b' ' || b == b':' || b == b'\t')
-        .any(|entry| entry.rsplit(|&b| b == b'/').next() == Some(own_file_name))
 }
 
 fn choose_engine(requested: Mode) -> (Mode, Option<i32>) {
@@ -359,17 +314,6 @@ fn choose_engine(requested: Mode) -> (Mode, Option<i32>) {
             }
             (requested, None)
         }
-    }
-}
-
-fn ld_so_preload_names_us() -> bool {
-    let mut buf = [0u8; 256];
-    let own = os::own_file_name();
-    match sys::read_file(b"/etc/ld.so.preload\0", &mut buf) {
-        Ok(n) if !own.is_empty() => buf[..n]
-            .split(|&b| b == b'\n')
-            .any(|line| names_library(line, own)),
-        _ => false,
     }
 }
 
@@ -822,7 +766,7 @@ fn secrets_excluded() -> bool {
 pub fn after_mlock(addr: usize, len: usize) {
     if secrets_excluded() {
         if let Some(range) = page_range(addr, len) {
-            let _ = exclude(range);
+            exclude_secret(range);
         }
     }
 }
@@ -832,8 +776,18 @@ pub fn after_mlock(addr: usize, len: usize) {
 pub fn after_madvise(addr: usize, len: usize, advice: i32) {
     if (advice == libc::MADV_DONTDUMP || advice == libc::MADV_WIPEONFORK) && secrets_excluded() {
         if let Some(range) = page_range(addr, len) {
-            let _ = exclude(range);
+            exclude_secret(range);
         }
+    }
+}
+
+/// Excludes a secret; one the table has no room to remember (hundreds of
+/// separate secret mappings, as one `sodium_malloc` per key makes) could be
+/// advised again by a later scan, so the process then stops merging, as
+/// after `mlockall`: a secret must never become mergeable.
+fn exclude_secret(range: Range) {
+    if exclude(range) == Err(libc::ENOSPC) {
+        stop_merging_for_good();
     }
 }
 
@@ -847,7 +801,13 @@ pub fn after_madvise(addr: usize, len: usize, advice: i32) {
 ///   mergeable VMA (the kernel skips the holes and reports `ENOMEM` for
 ///   them); nothing is advised afterwards, `ksmauto_advise` included.
 pub fn after_mlockall() {
-    if !secrets_excluded() || MERGING_STOPPED.swap(true, SeqCst) {
+    if secrets_excluded() {
+        stop_merging_for_good();
+    }
+}
+
+fn stop_merging_for_good() {
+    if MERGING_STOPPED.swap(true, SeqCst) {
         return;
     }
     // An advice running now re-checks and undoes itself (see `advise`).

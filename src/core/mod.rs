@@ -5,6 +5,8 @@
 //!   geometry (pure);
 //! * [`engine`] — the `advise` / `process` / `off` engines acting on what the
 //!   hooks report;
+//! * [`exec_guard`] — keeps merge-any out of programs the library does not
+//!   run in;
 //! * [`catchup`] — the `advise` engine's scan for memory no hook saw;
 //! * [`exclusions`] — the lock-free table of ranges never to merge
 //!   (`ksmauto_exclude`, secret memory);
@@ -18,6 +20,7 @@ pub mod catchup;
 pub mod config;
 pub mod engine;
 pub mod exclusions;
+pub mod exec_guard;
 pub mod identity;
 pub mod once;
 pub mod policy;

@@ -46,18 +46,43 @@ pub fn secure_execution() -> bool {
 /// The file name (last path component) this library was loaded from, e.g.
 /// `libksmauto.so`; empty if the loader cannot say.
 pub fn own_file_name() -> &'static [u8] {
+    let path = own_file_path();
+    path.rsplit(|&b| b == b'/').next().unwrap_or(path)
+}
+
+/// The path this library was loaded from, as the loader recorded it.
+fn own_file_path() -> &'static [u8] {
     use core::sync::atomic::{AtomicPtr, Ordering::Relaxed};
     static NAME: AtomicPtr<libc::c_char> = AtomicPtr::new(core::ptr::null_mut());
     let mut p = NAME.load(Relaxed);
     if p.is_null() {
         let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
-        let here = own_file_name as *const libc::c_void;
+        let here = own_file_path as *const libc::c_void;
         if unsafe { libc::dladdr(here, &mut info) } == 0 || info.dli_fname.is_null() {
             return b"";
         }
         p = info.dli_fname as *mut libc::c_char;
         NAME.store(p, Relaxed);
     }
-    let path = unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes();
-    path.rsplit(|&b| b == b'/').next().unwrap_or(path)
+    unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes()
+}
+
+/// Whether `path` (not NUL-terminated) names this very library file (same
+/// device and inode as the file it was loaded from).
+pub fn is_own_library_file(path: &[u8]) -> bool {
+    let mut buf = [0u8; 512];
+    if path.len() >= buf.len() {
+        return false;
+    }
+    buf[..path.len()].copy_from_slice(path);
+    let Ok(there) = sys::stat_at(libc::AT_FDCWD, buf.as_ptr(), 0) else {
+        return false;
+    };
+    let own = own_file_path();
+    if own.is_empty() || own.len() >= buf.len() {
+        return false;
+    }
+    buf[..own.len()].copy_from_slice(own);
+    buf[own.len()] = 0;
+    sys::stat_at(libc::AT_FDCWD, buf.as_ptr(), 0).is_ok_and(|ours| ours.same_file(&there))
 }

@@ -373,16 +373,25 @@ pub fn pread(fd: i32, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
     }
 }
 
-/// Whether `path` (NUL-terminated) is there and executable by us.
+/// Whether `path` (NUL-terminated) is there and executable with our
+/// effective IDs, as `exec` judges it (`faccessat2` with `AT_EACCESS`,
+/// Linux 5.8+; the real IDs before that).
 pub fn access_executable(path: &[u8]) -> bool {
-    unsafe {
+    let at = libc::AT_FDCWD as isize as usize;
+    let r = unsafe {
         syscall!(
-            libc::SYS_faccessat,
-            libc::AT_FDCWD as isize as usize,
+            libc::SYS_faccessat2,
+            at,
             path.as_ptr(),
-            libc::X_OK
+            libc::X_OK,
+            libc::AT_EACCESS
         )
-        .is_ok()
+    };
+    match r {
+        Err(libc::ENOSYS) => unsafe {
+            syscall!(libc::SYS_faccessat, at, path.as_ptr(), libc::X_OK).is_ok()
+        },
+        other => other.is_ok(),
     }
 }
 
@@ -418,6 +427,57 @@ pub fn getpid() -> i32 {
 
 pub fn gettid() -> i32 {
     unsafe { syscall!(libc::SYS_gettid).unwrap_or(0) as i32 }
+}
+
+/// Blocks every signal for this thread; returns the mask to restore.
+pub fn block_all_signals() -> u64 {
+    let all: u64 = !0;
+    let mut old: u64 = 0;
+    unsafe {
+        let _ = syscall!(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &all as *const u64,
+            &mut old as *mut u64,
+            8usize
+        );
+    }
+    old
+}
+
+pub fn restore_signals(mask: u64) {
+    unsafe {
+        let _ = syscall!(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &mask as *const u64,
+            0usize,
+            8usize
+        );
+    }
+}
+
+/// Whether a task (thread or process) with this id exists.
+pub fn task_exists(tid: i32) -> bool {
+    !matches!(
+        unsafe { syscall!(libc::SYS_kill, tid, 0) },
+        Err(libc::ESRCH)
+    )
+}
+
+/// Whether process `other` uses the same memory (mm) as `pid`: a `vfork`
+/// child that has not `exec`ed yet. `kcmp` (CONFIG_CHECKPOINT_RESTORE);
+/// without it, only a task that is gone counts as not sharing.
+pub fn shares_memory_with(pid: i32, other: i32) -> bool {
+    const KCMP_VM: usize = 1;
+    match unsafe { syscall!(libc::SYS_kcmp, pid, other, KCMP_VM, 0usize, 0usize) } {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(libc::ESRCH) => false,
+        Err(libc::ENOSYS) => task_exists(other),
+        // EPERM: another user's now (a set-user-ID program it exec'd).
+        Err(_) => false,
+    }
 }
 
 /// Whether `tid` is a live thread of this process (`tgkill` with signal 0).
@@ -530,6 +590,10 @@ pub struct FileStatus {
 impl FileStatus {
     pub fn is_regular(&self) -> bool {
         self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+
+    pub fn is_symlink(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFLNK
     }
 
     /// The same file as `other` (device and inode), whatever its name.

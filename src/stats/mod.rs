@@ -124,11 +124,24 @@ pub fn write_exit_report() {
 /// and only a regular file owned by the effective user is written
 /// (`EPERM` otherwise), so a planted link or someone else's file gets nothing.
 fn append_to_file(path: &[u8], bytes: &[u8]) -> Result<(), i32> {
+    // Something that exists and is not a regular file (a device, a FIFO) is
+    // refused before it is opened: opening one can block or act.
+    match sys::stat_at(libc::AT_FDCWD, path.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if st.is_symlink() => return Err(libc::ELOOP),
+        Ok(st) if !st.is_regular() => return Err(libc::EPERM),
+        _ => {}
+    }
     let fd = sys::open(
         path,
-        libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+        libc::O_WRONLY
+            | libc::O_CREAT
+            | libc::O_APPEND
+            | libc::O_NOFOLLOW
+            | libc::O_NONBLOCK
+            | libc::O_NOCTTY,
         0o600,
     )?;
+    // Checked again on what was opened: the name may have changed between.
     let result = match sys::fstat(fd) {
         Ok(st) if !st.is_regular() => Err(libc::EPERM),
         Ok(st) if st.uid != sys::geteuid() => Err(libc::EPERM),
