@@ -340,6 +340,11 @@ pub fn poll(
     step(state, judge, advise);
 }
 
+/// Whether a step is due (catch-up on and its time come): one clock read.
+pub fn due() -> bool {
+    STATE.enabled.load(Relaxed) && sys::monotonic_coarse_ns() >= STATE.next_scan_ns.load(Relaxed)
+}
+
 /// How long the timer thread sleeps before its next [`poll`]: until the next
 /// step is due, at least a millisecond.
 pub fn ns_until_due() -> u64 {

@@ -138,7 +138,7 @@ pub fn stderr_is_unchanged() -> bool {
 /// Reads the configuration, picks the engine and applies it to the process.
 /// Must run exactly once, before any other function here does work.
 pub fn start(allocator_is_glibc: bool) {
-    identity::init();
+    identity::adopt();
     // Under secure execution the environment belongs to whoever started a
     // privileged program: no variable of it may steer us, no file is
     // written, and the process's memory is left alone (`off`).
@@ -183,8 +183,7 @@ fn judge_vma(vma: &MapsLine, below: Option<&MapsLine>) -> VmaVerdict {
     // The library's own zero-fill mapping (counters, tables) is never ours
     // to merge: it is written constantly.
     let own = crate::stats::counters::own_bss_address();
-    let marker = identity::marker_address();
-    if (vma.start <= own && own < vma.end) || (vma.start <= marker && marker < vma.end) {
+    if vma.start <= own && own < vma.end {
         return VmaVerdict::NotOurs;
     }
     policy::judge_vma(vma, below, config())
@@ -221,13 +220,15 @@ fn advise_vma(range: Range) -> bool {
 /// (never after `mlockall`: there is nothing left to advise).
 #[inline]
 pub fn poll_catch_up() {
-    if identity::adopt_if_new_process() {
-        start_over();
-    }
     if exec_guard::any_lent() {
         take_back_merge_any();
     }
-    if !MERGING_STOPPED.load(Relaxed) {
+    if !MERGING_STOPPED.load(Relaxed) && catchup::due() {
+        // A raw clone child owns a copy of the parent's scan state and
+        // counters: start over before its first step (a getpid per step).
+        if identity::adopt_if_new_process() {
+            start_over();
+        }
         catchup::poll(&judge_vma, &advise_vma);
     }
 }

@@ -101,10 +101,6 @@ pub fn map_anonymous(len: usize) -> Result<*mut u8, Errno> {
     }
 }
 
-pub fn unmap(addr: usize, len: usize) -> Result<(), Errno> {
-    unsafe { syscall!(libc::SYS_munmap, addr, len).map(|_| ()) }
-}
-
 /// Nanoseconds on the coarse monotonic clock (vDSO: no system call, and it
 /// leaves `errno` alone on success, which is the only outcome for this clock).
 pub fn monotonic_coarse_ns() -> u64 {
