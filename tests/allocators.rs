@@ -1,0 +1,240 @@
+//! The library under other allocators: glibc, jemalloc, tcmalloc and
+//! mimalloc, each preloaded before and after the library (`ksmauto run`
+//! appends the library to an existing LD_PRELOAD, so "allocator first" is
+//! what a user of `LD_PRELOAD=libjemalloc.so.2 ksmauto run …` gets), with
+//! and without `TCMALLOC_SKIP_SBRK=1` (tcmalloc then maps every span, so
+//! nothing readable lies before its blocks), in advise and process modes.
+//!
+//! tests/c/allocators.c uses the whole malloc family and checks every
+//! block's contents. The library must forward each call to the allocator
+//! that really serves the program — never hand a block to another
+//! allocator's `realloc` (jemalloc and tcmalloc have no `reallocarray`, so
+//! the next `reallocarray` after them is glibc's) — and read glibc chunk
+//! headers only when glibc serves (tcmalloc and mimalloc export
+//! `__libc_malloc` as an alias of their own `malloc`).
+//!
+//! Needs Debian's libjemalloc2, libgoogle-perftools4 and libmimalloc2.0
+//! (scripts/test installs them); without them these tests fail, they are not
+//! skipped.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+
+const LIBS: &str = "/usr/lib/x86_64-linux-gnu";
+
+struct Allocator {
+    name: &'static str,
+    /// The shared object to preload; `None` for glibc (nothing to preload).
+    file: Option<&'static str>,
+    package: &'static str,
+    /// Whether it defines `reallocarray` itself.
+    has_reallocarray: bool,
+}
+
+const JEMALLOC: Allocator = Allocator {
+    name: "jemalloc",
+    file: Some("libjemalloc.so.2"),
+    package: "libjemalloc2",
+    has_reallocarray: false,
+};
+const TCMALLOC: Allocator = Allocator {
+    name: "tcmalloc",
+    file: Some("libtcmalloc_minimal.so.4"),
+    package: "libgoogle-perftools4",
+    has_reallocarray: false,
+};
+const MIMALLOC: Allocator = Allocator {
+    name: "mimalloc",
+    file: Some("libmimalloc.so.2"),
+    package: "libmimalloc2.0",
+    has_reallocarray: true,
+};
+const GLIBC: Allocator = Allocator {
+    name: "glibc",
+    file: None,
+    package: "libc6",
+    has_reallocarray: true,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Order {
+    LibraryFirst,
+    AllocatorFirst,
+}
+
+fn program() -> PathBuf {
+    compile_c("tests/c/allocators.c", &[])
+}
+
+fn allocator_path(a: &Allocator) -> Option<PathBuf> {
+    let file = a.file?;
+    let path = Path::new(LIBS).join(file);
+    assert!(
+        path.exists(),
+        "{} not found: run `apt-get install {}` (scripts/test does)",
+        path.display(),
+        a.package
+    );
+    Some(path)
+}
+
+fn ksm_available() -> bool {
+    if Path::new("/sys/kernel/mm/ksm/run").exists() {
+        return true;
+    }
+    assert_ne!(
+        std::env::var("KSMAUTO_REQUIRE_KSM").as_deref(),
+        Ok("1"),
+        "KSM is required (KSMAUTO_REQUIRE_KSM=1) but this kernel has none"
+    );
+    eprintln!("\n!!!!! SKIPPED: advised-region checks need a kernel with KSM !!!!!\n");
+    false
+}
+
+/// One run of the program; `Err` describes what went wrong.
+fn run_case(
+    a: &Allocator,
+    order: Order,
+    skip_sbrk: bool,
+    mode: &str,
+) -> Result<serde_json::Value, String> {
+    let preload = match (allocator_path(a), order) {
+        (None, _) => lib().display().to_string(),
+        (Some(al), Order::LibraryFirst) => format!("{} {}", lib().display(), al.display()),
+        (Some(al), Order::AllocatorFirst) => format!("{} {}", al.display(), lib().display()),
+    };
+    let stats = std::env::temp_dir().join(format!(
+        "ksmauto-allocators-{}-{}-{order:?}-{skip_sbrk}-{mode}.json",
+        std::process::id(),
+        a.name
+    ));
+    let _ = std::fs::remove_file(&stats);
+    let mut run = Run::without()
+        .env("LD_PRELOAD", &preload)
+        .env("KSMAUTO_MODE", mode)
+        .env("KSMAUTO_STATS", stats.to_str().unwrap())
+        .env("KSMAUTO_STATS_FORMAT", "json");
+    if skip_sbrk {
+        run = run.env("TCMALLOC_SKIP_SBRK", "1");
+    }
+    let out = run.output(program(), &[]);
+    let stdout = text(&out.stdout);
+    let report = std::fs::read_to_string(&stats).unwrap_or_default();
+    let _ = std::fs::remove_file(&stats);
+    if !out.status.success() || field(&stdout, "errors").as_deref() != Some("0") {
+        use std::os::unix::process::ExitStatusExt;
+        let how = match out.status.signal() {
+            Some(libc::SIGSEGV) => "crashed with SIGSEGV".to_string(),
+            Some(sig) => format!("killed by signal {sig}"),
+            None => format!("exit status {:?}", out.status.code()),
+        };
+        let tail: Vec<&str> = stdout.lines().rev().take(5).collect();
+        return Err(format!(
+            "{how}; last output {tail:?}; stderr {:?}",
+            text(&out.stderr)
+        ));
+    }
+    serde_json::from_str(report.trim()).map_err(|e| format!("bad stats JSON ({e}): {report:?}"))
+}
+
+fn n(v: &serde_json::Value, ptr: &str) -> u64 {
+    v.pointer(ptr)
+        .and_then(|x| x.as_u64())
+        .unwrap_or_else(|| panic!("no {ptr} in {v}"))
+}
+
+/// Runs every case of `a`, checks each one's report, and fails listing every
+/// case that went wrong (not just the first).
+fn matrix(a: &Allocator) {
+    let orders: &[Order] = if a.file.is_some() {
+        &[Order::LibraryFirst, Order::AllocatorFirst]
+    } else {
+        &[Order::LibraryFirst]
+    };
+    let ksm = ksm_available();
+    let mut failures = Vec::new();
+    for &order in orders {
+        for skip_sbrk in [false, true] {
+            for mode in ["advise", "process"] {
+                let case = format!(
+                    "{} {order:?} TCMALLOC_SKIP_SBRK={} {mode}",
+                    a.name, skip_sbrk as u8
+                );
+                let v = match run_case(a, order, skip_sbrk, mode) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        failures.push(format!("{case}: {e}"));
+                        continue;
+                    }
+                };
+                let mut check = |ok: bool, what: &str| {
+                    if !ok {
+                        failures.push(format!("{case}: {what}: {v}"));
+                    }
+                };
+                if ksm {
+                    check(v["mode"] == mode, "ran in another mode");
+                }
+                let malloc_advised = n(&v, "/advised/by_source/malloc/regions");
+                if a.file.is_none() {
+                    // glibc serves: its own mappings of the 64-72 MiB blocks
+                    // are found through their chunk headers and advised.
+                    if mode == "advise" && ksm {
+                        check(malloc_advised > 0, "no glibc-mapped malloc block advised");
+                    }
+                } else {
+                    // Another allocator serves: its blocks have no glibc
+                    // chunk headers, so none may be read or advised.
+                    check(
+                        malloc_advised == 0,
+                        "a foreign block was advised as glibc's",
+                    );
+                }
+                if order == Order::AllocatorFirst {
+                    // The program's malloc is the allocator's own; only what
+                    // it lacks reaches the library, which must keep it there.
+                    check(
+                        n(&v, "/calls/malloc") == 0,
+                        "malloc went through the library",
+                    );
+                    check(
+                        (n(&v, "/calls/reallocarray") > 0) == !a.has_reallocarray,
+                        "reallocarray did not reach the library exactly when the allocator lacks it",
+                    );
+                } else {
+                    check(n(&v, "/calls/reallocarray") > 0, "reallocarray not hooked");
+                    check(n(&v, "/calls/pvalloc") > 0, "pvalloc not hooked");
+                }
+                check(n(&v, "/madvise_failures/total") == 0, "madvise failed");
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of the {} cases failed:\n{}",
+        failures.len(),
+        a.name,
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn glibc_serves_and_its_mapped_blocks_are_still_advised() {
+    matrix(&GLIBC);
+}
+
+#[test]
+fn jemalloc_preloaded_before_or_after_the_library() {
+    matrix(&JEMALLOC);
+}
+
+#[test]
+fn tcmalloc_preloaded_before_or_after_the_library() {
+    matrix(&TCMALLOC);
+}
+
+#[test]
+fn mimalloc_preloaded_before_or_after_the_library() {
+    matrix(&MIMALLOC);
+}
