@@ -1,9 +1,24 @@
-//! The next definitions of the functions we interpose (`dlsym(RTLD_NEXT)`),
-//! and the bootstrap allocator that serves `dlsym`'s own allocations.
+//! The functions our hooks forward to, and the bootstrap allocator that
+//! serves `dlsym`'s own allocations.
 //!
-//! Forwarding goes to whatever comes after us in the lookup order — glibc,
-//! or jemalloc/tcmalloc in programs linked with them — never to glibc's
-//! `__libc_*` internals, so a program keeps its own allocator.
+//! The malloc family forwards to the *serving allocator*: the object whose
+//! `malloc` the program really calls. That is the first `malloc` in the
+//! global lookup order, or — when that one is ours — the next one after us
+//! (`dlsym(RTLD_NEXT)`). It is glibc, or jemalloc/tcmalloc/mimalloc either
+//! linked in or preloaded before or after us. Every family function is taken
+//! only from that same object (compared by `dladdr`'s object base): a name
+//! it lacks would otherwise resolve to glibc's, which would free, resize or
+//! read the headers of another allocator's blocks. Such a missing function
+//! is built from the serving allocator's own ones (`reallocarray` =
+//! overflow-checked `realloc`, `pvalloc` = `memalign`, …; see `stand_in`).
+//!
+//! "The serving allocator is glibc" (so its chunk headers may be read) is
+//! proven by its `malloc` living in the object that defines
+//! `gnu_get_libc_version`, never by comparing with `__libc_malloc`, which
+//! tcmalloc and mimalloc export as aliases of their own `malloc`.
+//!
+//! The mmap family and `pthread_create` forward to the next definition
+//! after us, whatever object has it.
 //!
 //! `dlsym` may call `calloc`/`malloc`/`free` while we are resolving; those
 //! nested calls are served from a static arena (never reused, never freed:
@@ -38,8 +53,10 @@ pub type PthreadCreateFn = unsafe extern "C" fn(
     *mut c_void,
 ) -> c_int;
 
-/// The resolved next definitions. `None` only for functions the next
-/// library does not have (e.g. an allocator without `pvalloc`).
+/// The resolved targets. The malloc family all belong to one allocator (the
+/// serving one), each either its own definition or a stand-in built from
+/// its other functions; `None` only where no stand-in can be built (no
+/// `malloc` at all, or `realloc` missing together with `malloc_usable_size`).
 pub struct NextFunctions {
     pub malloc: Option<MallocFn>,
     pub calloc: Option<CallocFn>,
@@ -57,14 +74,12 @@ pub struct NextFunctions {
     pub mremap: Option<MremapFn>,
     pub munmap: Option<MunmapFn>,
     pub pthread_create: Option<PthreadCreateFn>,
-    /// The next `malloc` is glibc's own, so its chunk headers can be read.
+    /// The serving allocator is glibc's own malloc (proven, see the module
+    /// doc), so its chunk headers can be read.
     pub allocator_is_glibc: bool,
 }
 
-struct Table(UnsafeCell<NextFunctions>);
-unsafe impl Sync for Table {}
-
-static NEXT: Table = Table(UnsafeCell::new(NextFunctions {
+const UNRESOLVED: NextFunctions = NextFunctions {
     malloc: None,
     calloc: None,
     realloc: None,
@@ -82,7 +97,12 @@ static NEXT: Table = Table(UnsafeCell::new(NextFunctions {
     munmap: None,
     pthread_create: None,
     allocator_is_glibc: false,
-}));
+};
+
+struct Table(UnsafeCell<NextFunctions>);
+unsafe impl Sync for Table {}
+
+static NEXT: Table = Table(UnsafeCell::new(UNRESOLVED));
 
 /// The table; filled by [`resolve_all`] before the start-up gate opens.
 #[inline(always)]
@@ -91,7 +111,11 @@ pub fn next() -> &'static NextFunctions {
 }
 
 unsafe fn lookup<T>(handle: *mut c_void, name: &CStr) -> Option<T> {
-    let p = libc::dlsym(handle, name.as_ptr());
+    as_fn(libc::dlsym(handle, name.as_ptr()))
+}
+
+unsafe fn as_fn<T>(p: *mut c_void) -> Option<T> {
+    const { assert!(core::mem::size_of::<T>() == core::mem::size_of::<*mut c_void>()) };
     if p.is_null() {
         None
     } else {
@@ -99,40 +123,87 @@ unsafe fn lookup<T>(handle: *mut c_void, name: &CStr) -> Option<T> {
     }
 }
 
-/// Resolves every next definition. Runs once, inside the start-up gate.
+/// The load address of the object that holds `addr`, null if none does.
+/// (`dladdr` takes the loader's recursive lock and never allocates.)
+fn object_of(addr: *const c_void) -> *mut c_void {
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        if addr.is_null() || libc::dladdr(addr, &mut info) == 0 {
+            core::ptr::null_mut()
+        } else {
+            info.dli_fbase
+        }
+    }
+}
+
+/// This library's own object.
+fn own_object() -> *mut c_void {
+    object_of(resolve_all as *const c_void)
+}
+
+/// The definition of `name` the program reaches, skipping ours: the first
+/// in the global lookup order, or the next after us when that one is ours.
+unsafe fn reached_past_us(name: &CStr, own: *mut c_void) -> *mut c_void {
+    let first = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
+    if first.is_null() || object_of(first) == own {
+        libc::dlsym(RTLD_NEXT_HANDLE, name.as_ptr())
+    } else {
+        first
+    }
+}
+
+/// `name` as the serving allocator (loaded at `allocator`) defines it, or
+/// `None` when the definition found belongs to some other object.
+unsafe fn of_allocator<T>(name: &CStr, own: *mut c_void, allocator: *mut c_void) -> Option<T> {
+    let p = reached_past_us(name, own);
+    if p.is_null() || object_of(p) != allocator {
+        None
+    } else {
+        as_fn(p)
+    }
+}
+
+/// The malloc family of the serving allocator: its own definitions, with
+/// stand-ins for the ones it lacks. Also whether it is glibc.
+fn resolve_allocator(table: &mut NextFunctions) {
+    unsafe {
+        let own = own_object();
+        let malloc = reached_past_us(c"malloc", own);
+        let allocator = object_of(malloc);
+        if malloc.is_null() || allocator.is_null() {
+            return;
+        }
+        let glibc = object_of(libc::gnu_get_libc_version as *const c_void);
+        table.allocator_is_glibc = !glibc.is_null() && allocator == glibc;
+        table.malloc = as_fn(malloc);
+        table.calloc = of_allocator(c"calloc", own, allocator);
+        table.realloc = of_allocator(c"realloc", own, allocator);
+        table.reallocarray = of_allocator(c"reallocarray", own, allocator);
+        table.free = of_allocator(c"free", own, allocator);
+        table.posix_memalign = of_allocator(c"posix_memalign", own, allocator);
+        table.aligned_alloc = of_allocator(c"aligned_alloc", own, allocator);
+        table.memalign = of_allocator(c"memalign", own, allocator);
+        table.valloc = of_allocator(c"valloc", own, allocator);
+        table.pvalloc = of_allocator(c"pvalloc", own, allocator);
+        table.malloc_usable_size = of_allocator(c"malloc_usable_size", own, allocator);
+    }
+    stand_in::fill_gaps(table);
+}
+
+/// Resolves every target. Runs once, inside the start-up gate.
 pub fn resolve_all() {
     unsafe {
         let n = RTLD_NEXT_HANDLE;
-        let table = NextFunctions {
-            malloc: lookup(n, c"malloc"),
-            calloc: lookup(n, c"calloc"),
-            realloc: lookup(n, c"realloc"),
-            reallocarray: lookup(n, c"reallocarray"),
-            free: lookup(n, c"free"),
-            posix_memalign: lookup(n, c"posix_memalign"),
-            aligned_alloc: lookup(n, c"aligned_alloc"),
-            memalign: lookup(n, c"memalign"),
-            valloc: lookup(n, c"valloc"),
-            pvalloc: lookup(n, c"pvalloc"),
-            malloc_usable_size: lookup(n, c"malloc_usable_size"),
+        let mut table = NextFunctions {
             mmap: lookup(n, c"mmap"),
             mmap64: lookup(n, c"mmap64"),
             mremap: lookup(n, c"mremap"),
             munmap: lookup(n, c"munmap"),
             pthread_create: lookup(n, c"pthread_create"),
-            allocator_is_glibc: false,
+            ..UNRESOLVED
         };
-        // glibc exports its malloc under both names; any other allocator
-        // that interposes `malloc` has a different address.
-        let glibc_malloc: Option<MallocFn> = lookup(libc::RTLD_DEFAULT, c"__libc_malloc");
-        let is_glibc = match (table.malloc, glibc_malloc) {
-            (Some(a), Some(b)) => a as usize == b as usize,
-            _ => false,
-        };
-        *NEXT.0.get() = NextFunctions {
-            allocator_is_glibc: is_glibc,
-            ..table
-        };
+        resolve_allocator(&mut table);
+        *NEXT.0.get() = table;
     }
 }
 
@@ -264,4 +335,165 @@ pub fn bootstrap_alloc(size: usize, align: usize) -> *mut c_void {
 /// `p` must satisfy [`is_bootstrap`] and come from [`bootstrap_alloc`].
 pub unsafe fn bootstrap_size(p: *mut c_void) -> usize {
     *((p as usize - core::mem::size_of::<usize>()) as *const usize)
+}
+
+// ---------------------------------------------------------------------------
+// Stand-ins
+
+/// Family functions the serving allocator lacks, built from the ones it has,
+/// so that every block stays with the allocator that made it (jemalloc has
+/// no `reallocarray` or `pvalloc`; tcmalloc no `reallocarray`). Each reads
+/// the table when called (after start-up, when it is complete) and sets
+/// `errno` the way glibc's function would.
+mod stand_in {
+    use super::{next, NextFunctions};
+    use core::ffi::{c_int, c_void};
+
+    const WORD: usize = core::mem::size_of::<usize>();
+
+    unsafe fn fail(errno: c_int) -> *mut c_void {
+        *libc::__errno_location() = errno;
+        core::ptr::null_mut()
+    }
+
+    /// An alignment every allocator accepts: a power of two, at least a word
+    /// (glibc's `memalign` rounds the same way). `None` when none exists.
+    fn usable_alignment(align: usize) -> Option<usize> {
+        align.max(WORD).checked_next_power_of_two()
+    }
+
+    /// Fills every `None` of the malloc family that can be built from what
+    /// the table has. Never builds a function from itself (no cycles).
+    pub fn fill_gaps(t: &mut NextFunctions) {
+        if t.malloc.is_none() {
+            return;
+        }
+        if t.memalign.is_none() {
+            if t.posix_memalign.is_some() {
+                t.memalign = Some(memalign_by_posix_memalign);
+            } else if t.aligned_alloc.is_some() {
+                t.memalign = Some(memalign_by_aligned_alloc);
+            }
+        }
+        if t.memalign.is_some() {
+            t.posix_memalign = t.posix_memalign.or(Some(posix_memalign_by_memalign));
+            t.aligned_alloc = t.aligned_alloc.or(Some(aligned_alloc_by_memalign));
+            t.valloc = t.valloc.or(Some(valloc_by_memalign));
+            t.pvalloc = t.pvalloc.or(Some(pvalloc_by_memalign));
+        }
+        t.calloc = t.calloc.or(Some(calloc_by_malloc));
+        if t.realloc.is_none() && t.malloc_usable_size.is_some() && t.free.is_some() {
+            t.realloc = Some(realloc_by_malloc);
+        }
+        if t.realloc.is_some() {
+            t.reallocarray = t.reallocarray.or(Some(reallocarray_by_realloc));
+        }
+    }
+
+    unsafe extern "C" fn memalign_by_posix_memalign(align: usize, size: usize) -> *mut c_void {
+        let (Some(align), Some(f)) = (usable_alignment(align), next().posix_memalign) else {
+            return fail(libc::EINVAL);
+        };
+        let mut p = core::ptr::null_mut();
+        match f(&mut p, align, size) {
+            0 => p,
+            rc => fail(rc),
+        }
+    }
+
+    unsafe extern "C" fn memalign_by_aligned_alloc(align: usize, size: usize) -> *mut c_void {
+        let (Some(align), Some(f)) = (usable_alignment(align), next().aligned_alloc) else {
+            return fail(libc::EINVAL);
+        };
+        // C11 asks for a size that is a multiple of the alignment.
+        match size.checked_add(align - 1) {
+            Some(s) => f(align, s & !(align - 1)),
+            None => fail(libc::ENOMEM),
+        }
+    }
+
+    unsafe extern "C" fn posix_memalign_by_memalign(
+        out: *mut *mut c_void,
+        align: usize,
+        size: usize,
+    ) -> c_int {
+        if !align.is_power_of_two() || align % WORD != 0 {
+            return libc::EINVAL;
+        }
+        let Some(f) = next().memalign else {
+            return libc::ENOMEM;
+        };
+        // posix_memalign reports through its result and leaves errno alone.
+        let errno = libc::__errno_location();
+        let saved = *errno;
+        let p = f(align, size);
+        *errno = saved;
+        if p.is_null() {
+            return libc::ENOMEM;
+        }
+        *out = p;
+        0
+    }
+
+    unsafe extern "C" fn aligned_alloc_by_memalign(align: usize, size: usize) -> *mut c_void {
+        match next().memalign {
+            Some(f) => f(align, size),
+            None => fail(libc::ENOMEM),
+        }
+    }
+
+    unsafe extern "C" fn valloc_by_memalign(size: usize) -> *mut c_void {
+        aligned_alloc_by_memalign(crate::os::page_size(), size)
+    }
+
+    unsafe extern "C" fn pvalloc_by_memalign(size: usize) -> *mut c_void {
+        let page = crate::os::page_size();
+        match size.checked_add(page - 1) {
+            Some(s) => aligned_alloc_by_memalign(page, (s & !(page - 1)).max(page)),
+            None => fail(libc::ENOMEM),
+        }
+    }
+
+    unsafe extern "C" fn calloc_by_malloc(n: usize, size: usize) -> *mut c_void {
+        let (Some(total), Some(f)) = (n.checked_mul(size), next().malloc) else {
+            return fail(libc::ENOMEM);
+        };
+        let p = f(total);
+        if !p.is_null() {
+            core::ptr::write_bytes(p as *mut u8, 0, total);
+        }
+        p
+    }
+
+    unsafe extern "C" fn realloc_by_malloc(p: *mut c_void, size: usize) -> *mut c_void {
+        let t = next();
+        let (Some(malloc), Some(usable), Some(free)) = (t.malloc, t.malloc_usable_size, t.free)
+        else {
+            return fail(libc::ENOMEM);
+        };
+        if p.is_null() {
+            return malloc(size);
+        }
+        if size == 0 {
+            free(p);
+            return core::ptr::null_mut();
+        }
+        let new = malloc(size);
+        if !new.is_null() {
+            core::ptr::copy_nonoverlapping(p as *const u8, new as *mut u8, usable(p).min(size));
+            free(p);
+        }
+        new
+    }
+
+    unsafe extern "C" fn reallocarray_by_realloc(
+        p: *mut c_void,
+        n: usize,
+        size: usize,
+    ) -> *mut c_void {
+        let (Some(total), Some(f)) = (n.checked_mul(size), next().realloc) else {
+            return fail(libc::ENOMEM);
+        };
+        f(p, total)
+    }
 }

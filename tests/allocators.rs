@@ -199,7 +199,7 @@ fn matrix(a: &Allocator) {
                         "malloc went through the library",
                     );
                     check(
-                        (n(&v, "/calls/reallocarray") > 0) == !a.has_reallocarray,
+                        (n(&v, "/calls/reallocarray") > 0) != a.has_reallocarray,
                         "reallocarray did not reach the library exactly when the allocator lacks it",
                     );
                 } else {
