@@ -13,6 +13,11 @@
 //! headers only when glibc serves (tcmalloc and mimalloc export
 //! `__libc_malloc` as an alias of their own `malloc`).
 //!
+//! tests/c/tiny_allocator.c, a malloc replacement with only malloc, free,
+//! malloc_usable_size and one aligned allocator, shows that every missing
+//! function is built from the serving allocator's own: it exits with status
+//! 99 when handed a block it did not make.
+//!
 //! Needs Debian's libjemalloc2, libgoogle-perftools4 and libmimalloc2.0
 //! (scripts/test installs them); without them these tests fail, they are not
 //! skipped.
@@ -27,34 +32,72 @@ struct Allocator {
     name: &'static str,
     /// The shared object to preload; `None` for glibc (nothing to preload).
     file: Option<&'static str>,
+    /// The Debian package with `file`, or for tests/c/tiny_allocator.c the
+    /// compiler flags it is built with.
     package: &'static str,
     /// Whether it defines `reallocarray` itself.
     has_reallocarray: bool,
+    /// Whether it defines `calloc` and `realloc` itself.
+    has_calloc_and_realloc: bool,
 }
+
+const TINY: &str = "tests/c/tiny_allocator.c";
 
 const JEMALLOC: Allocator = Allocator {
     name: "jemalloc",
     file: Some("libjemalloc.so.2"),
     package: "libjemalloc2",
     has_reallocarray: false,
+    has_calloc_and_realloc: true,
 };
 const TCMALLOC: Allocator = Allocator {
     name: "tcmalloc",
     file: Some("libtcmalloc_minimal.so.4"),
     package: "libgoogle-perftools4",
     has_reallocarray: false,
+    has_calloc_and_realloc: true,
 };
 const MIMALLOC: Allocator = Allocator {
     name: "mimalloc",
     file: Some("libmimalloc.so.2"),
     package: "libmimalloc2.0",
     has_reallocarray: true,
+    has_calloc_and_realloc: true,
+};
+/// Only malloc, free, malloc_usable_size and posix_memalign: the library
+/// builds calloc, realloc, reallocarray, memalign, aligned_alloc, valloc and
+/// pvalloc from them.
+const TINY_POSIX_MEMALIGN: Allocator = Allocator {
+    name: "tiny (posix_memalign)",
+    file: Some(TINY),
+    package: "",
+    has_reallocarray: false,
+    has_calloc_and_realloc: false,
+};
+/// Only malloc, free, malloc_usable_size and aligned_alloc.
+const TINY_ALIGNED_ALLOC: Allocator = Allocator {
+    name: "tiny (aligned_alloc)",
+    file: Some(TINY),
+    package: "-DTINY_ALIGNED_ALLOC",
+    has_reallocarray: false,
+    has_calloc_and_realloc: false,
+};
+/// The whole family, and `__libc_malloc` as an alias of its `malloc` (as
+/// tcmalloc and mimalloc have), with inaccessible pages right before its big
+/// blocks: reading "a glibc chunk header" there crashes.
+const TINY_COMPLETE: Allocator = Allocator {
+    name: "tiny (complete)",
+    file: Some(TINY),
+    package: "-DTINY_COMPLETE",
+    has_reallocarray: true,
+    has_calloc_and_realloc: true,
 };
 const GLIBC: Allocator = Allocator {
     name: "glibc",
     file: None,
     package: "libc6",
     has_reallocarray: true,
+    has_calloc_and_realloc: true,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -69,6 +112,13 @@ fn program() -> PathBuf {
 
 fn allocator_path(a: &Allocator) -> Option<PathBuf> {
     let file = a.file?;
+    if file == TINY {
+        let mut flags = vec!["-shared", "-fPIC"];
+        if !a.package.is_empty() {
+            flags.push(a.package);
+        }
+        return Some(compile_c(TINY, &flags));
+    }
     let path = Path::new(LIBS).join(file);
     assert!(
         path.exists(),
@@ -155,12 +205,20 @@ fn matrix(a: &Allocator) {
     let ksm = ksm_available();
     let mut failures = Vec::new();
     for &order in orders {
-        for skip_sbrk in [false, true] {
+        // TCMALLOC_SKIP_SBRK means nothing to tiny_allocator.c.
+        let skip_sbrk_cases: &[bool] = if a.file == Some(TINY) {
+            &[false]
+        } else {
+            &[false, true]
+        };
+        for &skip_sbrk in skip_sbrk_cases {
             for mode in ["advise", "process"] {
-                let case = format!(
-                    "{} {order:?} TCMALLOC_SKIP_SBRK={} {mode}",
-                    a.name, skip_sbrk as u8
-                );
+                let sbrk = if skip_sbrk_cases.len() > 1 {
+                    format!(" TCMALLOC_SKIP_SBRK={}", skip_sbrk as u8)
+                } else {
+                    String::new()
+                };
+                let case = format!("{} {order:?}{sbrk} {mode}", a.name);
                 let v = match run_case(a, order, skip_sbrk, mode) {
                     Ok(v) => v,
                     Err(e) => {
@@ -202,6 +260,12 @@ fn matrix(a: &Allocator) {
                         (n(&v, "/calls/reallocarray") > 0) != a.has_reallocarray,
                         "reallocarray did not reach the library exactly when the allocator lacks it",
                     );
+                    if !a.has_calloc_and_realloc {
+                        check(
+                            n(&v, "/calls/calloc") > 0 && n(&v, "/calls/realloc") > 0,
+                            "calloc and realloc, which tiny lacks, did not reach the library",
+                        );
+                    }
                 } else {
                     check(n(&v, "/calls/reallocarray") > 0, "reallocarray not hooked");
                     check(n(&v, "/calls/pvalloc") > 0, "pvalloc not hooked");
@@ -237,4 +301,23 @@ fn tcmalloc_preloaded_before_or_after_the_library() {
 #[test]
 fn mimalloc_preloaded_before_or_after_the_library() {
     matrix(&MIMALLOC);
+}
+
+/// tests/c/tiny_allocator.c exits with status 99 when handed a block it did
+/// not make: every function it lacks must be built from its own.
+#[test]
+fn an_allocator_with_only_malloc_free_and_posix_memalign() {
+    matrix(&TINY_POSIX_MEMALIGN);
+}
+
+#[test]
+fn an_allocator_with_only_malloc_free_and_aligned_alloc() {
+    matrix(&TINY_ALIGNED_ALLOC);
+}
+
+/// Its `__libc_malloc` is its own `malloc`: that must not make the library
+/// believe glibc serves and read chunk headers before its blocks.
+#[test]
+fn an_allocator_exporting_libc_malloc_is_not_taken_for_glibc() {
+    matrix(&TINY_COMPLETE);
 }
