@@ -106,8 +106,79 @@ enum Order {
     AllocatorFirst,
 }
 
-fn program() -> PathBuf {
-    compile_c("tests/c/allocators.c", &[])
+/// One run: preload order, `TCMALLOC_SKIP_SBRK=1` or not, mode, and whether
+/// the program is built without PIE: it then has a canonical PLT entry for
+/// each family function whose address it takes, which `dlsym(RTLD_DEFAULT)`
+/// returns instead of the allocator's definition.
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    order: Order,
+    skip_sbrk: bool,
+    mode: &'static str,
+    non_pie: bool,
+}
+
+impl Case {
+    fn describe(&self, a: &Allocator) -> String {
+        format!(
+            "{} {:?}{} {}{}",
+            a.name,
+            self.order,
+            if self.skip_sbrk {
+                " TCMALLOC_SKIP_SBRK=1"
+            } else {
+                ""
+            },
+            self.mode,
+            if self.non_pie { " non-PIE" } else { "" }
+        )
+    }
+}
+
+/// Both orders (one for glibc), with and without TCMALLOC_SKIP_SBRK=1
+/// (meaningless to tiny_allocator.c), advise and process modes, all with a
+/// PIE program; then the non-PIE program in advise mode, in both orders.
+fn cases(a: &Allocator) -> Vec<Case> {
+    let orders: &[Order] = if a.file.is_some() {
+        &[Order::LibraryFirst, Order::AllocatorFirst]
+    } else {
+        &[Order::LibraryFirst]
+    };
+    let skip_sbrk: &[bool] = if a.file == Some(TINY) {
+        &[false]
+    } else {
+        &[false, true]
+    };
+    let mut all = Vec::new();
+    for &order in orders {
+        for &skip_sbrk in skip_sbrk {
+            for mode in ["advise", "process"] {
+                all.push(Case {
+                    order,
+                    skip_sbrk,
+                    mode,
+                    non_pie: false,
+                });
+            }
+        }
+    }
+    for &order in orders {
+        all.push(Case {
+            order,
+            skip_sbrk: *skip_sbrk.last().unwrap(),
+            mode: "advise",
+            non_pie: true,
+        });
+    }
+    all
+}
+
+fn program(non_pie: bool) -> PathBuf {
+    if non_pie {
+        compile_c("tests/c/allocators.c", &["-no-pie", "-fno-pie"])
+    } else {
+        compile_c("tests/c/allocators.c", &[])
+    }
 }
 
 fn allocator_path(a: &Allocator) -> Option<PathBuf> {
@@ -143,32 +214,30 @@ fn ksm_available() -> bool {
 }
 
 /// One run of the program; `Err` describes what went wrong.
-fn run_case(
-    a: &Allocator,
-    order: Order,
-    skip_sbrk: bool,
-    mode: &str,
-) -> Result<serde_json::Value, String> {
-    let preload = match (allocator_path(a), order) {
+fn run_case(a: &Allocator, case: Case) -> Result<serde_json::Value, String> {
+    let preload = match (allocator_path(a), case.order) {
         (None, _) => lib().display().to_string(),
         (Some(al), Order::LibraryFirst) => format!("{} {}", lib().display(), al.display()),
         (Some(al), Order::AllocatorFirst) => format!("{} {}", al.display(), lib().display()),
     };
     let stats = std::env::temp_dir().join(format!(
-        "ksmauto-allocators-{}-{}-{order:?}-{skip_sbrk}-{mode}.json",
+        "ksmauto-allocators-{}-{:?}.json",
         std::process::id(),
-        a.name
+        std::thread::current().id()
     ));
     let _ = std::fs::remove_file(&stats);
     let mut run = Run::without()
         .env("LD_PRELOAD", &preload)
-        .env("KSMAUTO_MODE", mode)
+        .env("KSMAUTO_MODE", case.mode)
         .env("KSMAUTO_STATS", stats.to_str().unwrap())
         .env("KSMAUTO_STATS_FORMAT", "json");
-    if skip_sbrk {
+    if case.skip_sbrk {
         run = run.env("TCMALLOC_SKIP_SBRK", "1");
     }
-    let out = run.output(program(), &[]);
+    // The program takes about a second; a hang (a deadlock in start-up) is
+    // a failure, not a stuck test.
+    run.timeout = std::time::Duration::from_secs(60);
+    let out = run.output(program(case.non_pie), &[]);
     let stdout = text(&out.stdout);
     let report = std::fs::read_to_string(&stats).unwrap_or_default();
     let _ = std::fs::remove_file(&stats);
@@ -176,6 +245,7 @@ fn run_case(
         use std::os::unix::process::ExitStatusExt;
         let how = match out.status.signal() {
             Some(libc::SIGSEGV) => "crashed with SIGSEGV".to_string(),
+            Some(libc::SIGKILL) => "hung (killed after 60 s)".to_string(),
             Some(sig) => format!("killed by signal {sig}"),
             None => format!("exit status {:?}", out.status.code()),
         };
@@ -197,82 +267,62 @@ fn n(v: &serde_json::Value, ptr: &str) -> u64 {
 /// Runs every case of `a`, checks each one's report, and fails listing every
 /// case that went wrong (not just the first).
 fn matrix(a: &Allocator) {
-    let orders: &[Order] = if a.file.is_some() {
-        &[Order::LibraryFirst, Order::AllocatorFirst]
-    } else {
-        &[Order::LibraryFirst]
-    };
     let ksm = ksm_available();
     let mut failures = Vec::new();
-    for &order in orders {
-        // TCMALLOC_SKIP_SBRK means nothing to tiny_allocator.c.
-        let skip_sbrk_cases: &[bool] = if a.file == Some(TINY) {
-            &[false]
-        } else {
-            &[false, true]
-        };
-        for &skip_sbrk in skip_sbrk_cases {
-            for mode in ["advise", "process"] {
-                let sbrk = if skip_sbrk_cases.len() > 1 {
-                    format!(" TCMALLOC_SKIP_SBRK={}", skip_sbrk as u8)
-                } else {
-                    String::new()
-                };
-                let case = format!("{} {order:?}{sbrk} {mode}", a.name);
-                let v = match run_case(a, order, skip_sbrk, mode) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        failures.push(format!("{case}: {e}"));
-                        continue;
-                    }
-                };
-                let mut check = |ok: bool, what: &str| {
-                    if !ok {
-                        failures.push(format!("{case}: {what}: {v}"));
-                    }
-                };
-                if ksm {
-                    check(v["mode"] == mode, "ran in another mode");
-                }
-                let malloc_advised = n(&v, "/advised/by_source/malloc/regions");
-                if a.file.is_none() {
-                    // glibc serves: its own mappings of the 64-72 MiB blocks
-                    // are found through their chunk headers and advised.
-                    if mode == "advise" && ksm {
-                        check(malloc_advised > 0, "no glibc-mapped malloc block advised");
-                    }
-                } else {
-                    // Another allocator serves: its blocks have no glibc
-                    // chunk headers, so none may be read or advised.
-                    check(
-                        malloc_advised == 0,
-                        "a foreign block was advised as glibc's",
-                    );
-                }
-                if order == Order::AllocatorFirst {
-                    // The program's malloc is the allocator's own; only what
-                    // it lacks reaches the library, which must keep it there.
-                    check(
-                        n(&v, "/calls/malloc") == 0,
-                        "malloc went through the library",
-                    );
-                    check(
-                        (n(&v, "/calls/reallocarray") > 0) != a.has_reallocarray,
-                        "reallocarray did not reach the library exactly when the allocator lacks it",
-                    );
-                    if !a.has_calloc_and_realloc {
-                        check(
-                            n(&v, "/calls/calloc") > 0 && n(&v, "/calls/realloc") > 0,
-                            "calloc and realloc, which tiny lacks, did not reach the library",
-                        );
-                    }
-                } else {
-                    check(n(&v, "/calls/reallocarray") > 0, "reallocarray not hooked");
-                    check(n(&v, "/calls/pvalloc") > 0, "pvalloc not hooked");
-                }
-                check(n(&v, "/madvise_failures/total") == 0, "madvise failed");
+    for case in cases(a) {
+        let name = case.describe(a);
+        let v = match run_case(a, case) {
+            Ok(v) => v,
+            Err(e) => {
+                failures.push(format!("{name}: {e}"));
+                continue;
             }
+        };
+        let mut check = |ok: bool, what: &str| {
+            if !ok {
+                failures.push(format!("{name}: {what}: {v}"));
+            }
+        };
+        if ksm {
+            check(v["mode"] == case.mode, "ran in another mode");
         }
+        let malloc_advised = n(&v, "/advised/by_source/malloc/regions");
+        if a.file.is_none() {
+            // glibc serves: its own mappings of the 64-72 MiB blocks are
+            // found through their chunk headers and advised.
+            if case.mode == "advise" && ksm {
+                check(malloc_advised > 0, "no glibc-mapped malloc block advised");
+            }
+        } else {
+            // Another allocator serves: its blocks have no glibc chunk
+            // headers, so none may be read or advised.
+            check(
+                malloc_advised == 0,
+                "a foreign block was advised as glibc's",
+            );
+        }
+        if case.order == Order::AllocatorFirst {
+            // The program's malloc is the allocator's own; only what it
+            // lacks reaches the library, which must keep it there.
+            check(
+                n(&v, "/calls/malloc") == 0,
+                "malloc went through the library",
+            );
+            check(
+                (n(&v, "/calls/reallocarray") > 0) != a.has_reallocarray,
+                "reallocarray did not reach the library exactly when the allocator lacks it",
+            );
+            if !a.has_calloc_and_realloc {
+                check(
+                    n(&v, "/calls/calloc") > 0 && n(&v, "/calls/realloc") > 0,
+                    "calloc and realloc, which tiny lacks, did not reach the library",
+                );
+            }
+        } else {
+            check(n(&v, "/calls/reallocarray") > 0, "reallocarray not hooked");
+            check(n(&v, "/calls/pvalloc") > 0, "pvalloc not hooked");
+        }
+        check(n(&v, "/madvise_failures/total") == 0, "madvise failed");
     }
     assert!(
         failures.is_empty(),

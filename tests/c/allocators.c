@@ -212,8 +212,36 @@ static void small_and_edge_cases(void) {
     if (malloc_usable_size(NULL) != 0) fail("malloc_usable_size(NULL) is 0", 0);
 }
 
+/* The family's addresses, taken in code: built with -no-pie, the program
+ * then has a canonical PLT entry for each, which dlsym(RTLD_DEFAULT) returns
+ * instead of the allocator's definition (tests/allocators.rs builds both). */
+static void *(*volatile malloc_at)(size_t);
+static void *(*volatile calloc_at)(size_t, size_t);
+static void *(*volatile realloc_at)(void *, size_t);
+static void *(*volatile reallocarray_at)(void *, size_t, size_t);
+static void (*volatile free_at)(void *);
+
+static void through_addresses(void) {
+    malloc_at = malloc;
+    calloc_at = calloc;
+    realloc_at = realloc;
+    reallocarray_at = reallocarray;
+    free_at = free;
+    unsigned char *p = malloc_at(300);
+    usable("malloc through its address", p, 300, 21);
+    p = realloc_at(p, 600 * KiB);
+    if (!p || !intact(p, 300, 21)) fail("realloc through its address", 600 * KiB);
+    p = reallocarray_at(p, 100, 10);
+    if (!p || !intact(p, 300, 21)) fail("reallocarray through its address", 1000);
+    free_at(p);
+    unsigned char *z = calloc_at(1000, 100);
+    if (!z || !zeroed(z, 100000)) fail("calloc through its address", 100000);
+    free_at(z);
+}
+
 int main(void) {
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    through_addresses();
     for (int round = 0; round < 3; round++) {
         realloc_ladder(0);
         realloc_ladder(1);
