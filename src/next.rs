@@ -26,7 +26,7 @@
 //! allocates through the Rust allocator or takes a lock.
 
 use core::cell::UnsafeCell;
-use core::ffi::{c_int, c_void, CStr};
+use core::ffi::{c_char, c_int, c_void, CStr};
 use core::sync::atomic::{
     AtomicPtr, AtomicUsize,
     Ordering::{Acquire, Relaxed, Release},
@@ -123,38 +123,175 @@ unsafe fn as_fn<T>(p: *mut c_void) -> Option<T> {
     }
 }
 
-/// The load address of the object that holds `addr`, null if none does.
-/// (`dladdr` takes the loader's recursive lock and never allocates.)
-fn object_of(addr: *const c_void) -> *mut c_void {
+/// The public head of glibc's `struct link_map` (`<link.h>`, the stable
+/// debugger interface); a `dlopen` handle points to one.
+#[repr(C)]
+struct LinkMap {
+    l_addr: usize,
+    l_name: *const c_char,
+    l_ld: *mut c_void,
+    l_next: *mut LinkMap,
+    l_prev: *mut LinkMap,
+}
+
+const RTLD_DL_SYMENT: c_int = 1;
+const RTLD_DL_LINKMAP: c_int = 2;
+const SHN_UNDEF: u16 = 0;
+
+/// The object that holds `addr` (its link map), null if none does.
+/// (`dladdr1` takes the loader's recursive lock and never allocates.)
+fn object_of(addr: *const c_void) -> *mut LinkMap {
+    let mut map: *mut LinkMap = core::ptr::null_mut();
     unsafe {
         let mut info: libc::Dl_info = core::mem::zeroed();
-        if addr.is_null() || libc::dladdr(addr, &mut info) == 0 {
-            core::ptr::null_mut()
-        } else {
-            info.dli_fbase
+        if addr.is_null()
+            || libc::dladdr1(
+                addr,
+                &mut info,
+                &mut map as *mut _ as *mut *mut c_void,
+                RTLD_DL_LINKMAP,
+            ) == 0
+        {
+            return core::ptr::null_mut();
         }
     }
+    map
 }
 
-/// This library's own object.
-fn own_object() -> *mut c_void {
-    object_of(resolve_all as *const c_void)
-}
-
-/// The definition of `name` the program reaches, skipping ours: the first
-/// in the global lookup order, or the next after us when that one is ours.
-unsafe fn reached_past_us(name: &CStr, own: *mut c_void) -> *mut c_void {
-    let first = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
-    if first.is_null() || object_of(first) == own {
-        libc::dlsym(RTLD_NEXT_HANDLE, name.as_ptr())
-    } else {
-        first
+/// Whether `addr` is where its object's symbol table *defines* a function.
+/// Not so for the canonical PLT entry that a non-PIE executable has for a
+/// function whose address it takes (an undefined symbol with a value):
+/// `dlsym(RTLD_DEFAULT)` returns that entry, while calls through it go on to
+/// the first real definition.
+fn is_definition(addr: *const c_void) -> bool {
+    let mut sym: *const libc::Elf64_Sym = core::ptr::null();
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        !addr.is_null()
+            && libc::dladdr1(
+                addr,
+                &mut info,
+                &mut sym as *mut _ as *mut *mut c_void,
+                RTLD_DL_SYMENT,
+            ) != 0
+            && !sym.is_null()
+            && info.dli_saddr as *const c_void == addr
+            && (*sym).st_shndx != SHN_UNDEF
     }
 }
 
-/// `name` as the serving allocator (loaded at `allocator`) defines it, or
+/// The definition of `name` that the program's calls reach, skipping ours:
+/// the first in the global lookup order, or the next after us when that one
+/// is ours. Null when there is none.
+unsafe fn reached_past_us(name: &CStr, own: *mut LinkMap) -> *mut c_void {
+    let first = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
+    let object = object_of(first);
+    if first.is_null() || object.is_null() || object == own {
+        return libc::dlsym(RTLD_NEXT_HANDLE, name.as_ptr());
+    }
+    if is_definition(first) {
+        return first;
+    }
+    // A non-PIE executable's PLT entry: its calls reach the first object
+    // after it, in load order (the global lookup order), that defines `name`.
+    let mut map = (*object).l_next;
+    while !map.is_null() {
+        if map == own {
+            return libc::dlsym(RTLD_NEXT_HANDLE, name.as_ptr());
+        }
+        let p = defined_in(map, name);
+        if !p.is_null() {
+            return p;
+        }
+        map = (*map).l_next;
+    }
+    core::ptr::null_mut()
+}
+
+#[repr(C)]
+struct Dyn {
+    d_tag: i64,
+    d_val: usize,
+}
+
+const DT_NULL: i64 = 0;
+const DT_STRTAB: i64 = 5;
+const DT_SYMTAB: i64 = 6;
+const DT_GNU_HASH: i64 = 0x6fff_fef5;
+const STT_GNU_IFUNC: u8 = 10;
+
+/// `name` as object `map` itself defines it, found in its own dynamic
+/// symbol table through its GNU hash table; null if it defines none (or has
+/// no GNU hash table). Only on the rare path above. Not `dlsym` on a handle:
+/// an object loaded at start-up has no lookup scope until `dlopen` builds
+/// one, and both allocate (`dlsym` for its "not found" message), which
+/// deadlocks when an allocator preloaded before us is initialising and its
+/// first `mmap` brought us here. This reads only tables the loader mapped.
+unsafe fn defined_in(map: *mut LinkMap, name: &CStr) -> *mut c_void {
+    let none = core::ptr::null_mut();
+    let base = (*map).l_addr;
+    let mut entry = (*map).l_ld as *const Dyn;
+    if entry.is_null() {
+        return none;
+    }
+    let (mut symtab, mut strtab, mut hash) = (0, 0, 0);
+    while (*entry).d_tag != DT_NULL {
+        match (*entry).d_tag {
+            DT_SYMTAB => symtab = (*entry).d_val,
+            DT_STRTAB => strtab = (*entry).d_val,
+            DT_GNU_HASH => hash = (*entry).d_val,
+            _ => {}
+        }
+        entry = entry.add(1);
+    }
+    if symtab == 0 || strtab == 0 || hash == 0 {
+        return none;
+    }
+    // The loader rebases these entries in place, except in a read-only
+    // dynamic section (the vDSO's): an offset is below the load address.
+    let at = |p: usize| if p < base { p + base } else { p };
+    let (symtab, strtab, hash) = (
+        at(symtab) as *const libc::Elf64_Sym,
+        at(strtab) as *const u8,
+        at(hash) as *const u32,
+    );
+    let (nbuckets, symoffset, bloom_words) = (*hash, *hash.add(1), *hash.add(2));
+    if nbuckets == 0 {
+        return none;
+    }
+    let buckets = hash.add(4 + 2 * bloom_words as usize);
+    let chain = buckets.add(nbuckets as usize);
+    let wanted = name.to_bytes();
+    let h = wanted
+        .iter()
+        .fold(5381u32, |h, &c| h.wrapping_mul(33).wrapping_add(c as u32));
+    let mut i = *buckets.add((h % nbuckets) as usize);
+    if i < symoffset {
+        return none;
+    }
+    loop {
+        let link = *chain.add((i - symoffset) as usize);
+        if link | 1 == h | 1 {
+            let sym = &*symtab.add(i as usize);
+            if sym.st_shndx != SHN_UNDEF
+                && sym.st_value != 0
+                && sym.st_info & 0xf != STT_GNU_IFUNC
+                && CStr::from_ptr(strtab.add(sym.st_name as usize) as *const c_char).to_bytes()
+                    == wanted
+            {
+                return (base + sym.st_value as usize) as *mut c_void;
+            }
+        }
+        if link & 1 != 0 {
+            return none;
+        }
+        i += 1;
+    }
+}
+
+/// `name` as the serving allocator (object `allocator`) defines it, or
 /// `None` when the definition found belongs to some other object.
-unsafe fn of_allocator<T>(name: &CStr, own: *mut c_void, allocator: *mut c_void) -> Option<T> {
+unsafe fn of_allocator<T>(name: &CStr, own: *mut LinkMap, allocator: *mut LinkMap) -> Option<T> {
     let p = reached_past_us(name, own);
     if p.is_null() || object_of(p) != allocator {
         None
@@ -167,13 +304,13 @@ unsafe fn of_allocator<T>(name: &CStr, own: *mut c_void, allocator: *mut c_void)
 /// stand-ins for the ones it lacks. Also whether it is glibc.
 fn resolve_allocator(table: &mut NextFunctions) {
     unsafe {
-        let own = own_object();
+        let own = object_of(resolve_all as *const c_void);
         let malloc = reached_past_us(c"malloc", own);
         let allocator = object_of(malloc);
         if malloc.is_null() || allocator.is_null() {
             return;
         }
-        let glibc = object_of(libc::gnu_get_libc_version as *const c_void);
+        let glibc = object_of(reached_past_us(c"gnu_get_libc_version", own));
         table.allocator_is_glibc = !glibc.is_null() && allocator == glibc;
         table.malloc = as_fn(malloc);
         table.calloc = of_allocator(c"calloc", own, allocator);
