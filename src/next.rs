@@ -2,15 +2,18 @@
 //! serves `dlsym`'s own allocations.
 //!
 //! The malloc family forwards to the *serving allocator*: the object whose
-//! `malloc` the program really calls. That is the first `malloc` in the
-//! global lookup order, or — when that one is ours — the next one after us
-//! (`dlsym(RTLD_NEXT)`). It is glibc, or jemalloc/tcmalloc/mimalloc either
-//! linked in or preloaded before or after us. Every family function is taken
-//! only from that same object (compared by `dladdr`'s object base): a name
-//! it lacks would otherwise resolve to glibc's, which would free, resize or
-//! read the headers of another allocator's blocks. Such a missing function
-//! is built from the serving allocator's own ones (`reallocarray` =
-//! overflow-checked `realloc`, `pvalloc` = `memalign`, …; see `stand_in`).
+//! `malloc` the program really calls. That is the first definition of
+//! `malloc` in the global lookup order, or — when that one is ours — the
+//! next one after us (`dlsym(RTLD_NEXT)`). It is glibc, or
+//! jemalloc/tcmalloc/mimalloc either linked in or preloaded before or after
+//! us. (A non-PIE program that takes `malloc`'s address has a PLT entry that
+//! `dlsym(RTLD_DEFAULT)` returns; that is no definition, see
+//! `reached_past_us`.) Every family function is taken only from that same
+//! object (compared by link map, from `dladdr1`): a name it lacks would
+//! otherwise resolve to glibc's, which would free, resize or read the
+//! headers of another allocator's blocks. Such a missing function is built
+//! from the serving allocator's own ones (`reallocarray` = overflow-checked
+//! `realloc`, `pvalloc` = `memalign`, …; see `stand_in`).
 //!
 //! "The serving allocator is glibc" (so its chunk headers may be read) is
 //! proven by its `malloc` living in the object that defines
@@ -22,8 +25,12 @@
 //!
 //! `dlsym` may call `calloc`/`malloc`/`free` while we are resolving; those
 //! nested calls are served from a static arena (never reused, never freed:
-//! it holds a few small error-message buffers at most). Nothing here
-//! allocates through the Rust allocator or takes a lock.
+//! it holds a few small error-message buffers at most). An allocator
+//! preloaded before us may start us from inside its own first `mmap`, when
+//! its `malloc` cannot be re-entered, so start-up makes no lookup that can
+//! fail (a failed `dlsym` allocates its message): every name looked up
+//! exists in glibc 2.26+, and objects are searched by hand, not by `dlopen`.
+//! Nothing here allocates through the Rust allocator or takes a lock.
 
 use core::cell::UnsafeCell;
 use core::ffi::{c_char, c_int, c_void, CStr};
