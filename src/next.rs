@@ -182,7 +182,7 @@ fn is_definition(addr: *const c_void) -> bool {
                 RTLD_DL_SYMENT,
             ) != 0
             && !sym.is_null()
-            && info.dli_saddr as *const c_void == addr
+            && core::ptr::eq(info.dli_saddr, addr)
             && (*sym).st_shndx != SHN_UNDEF
     }
 }
@@ -639,5 +639,98 @@ mod stand_in {
             return fail(libc::ENOMEM);
         };
         f(p, total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn libc_handle() -> *mut c_void {
+        let h = unsafe { libc::dlopen(c"libc.so.6".as_ptr(), libc::RTLD_NOLOAD | libc::RTLD_LAZY) };
+        assert!(!h.is_null());
+        h
+    }
+
+    #[test]
+    fn a_symbol_table_lookup_finds_what_dlsym_finds_and_nothing_else() {
+        let h = libc_handle();
+        let malloc = unsafe { libc::dlsym(h, c"malloc".as_ptr()) };
+        let version = unsafe { libc::dlsym(h, c"gnu_get_libc_version".as_ptr()) };
+        let libc_map = object_of(malloc);
+        assert!(!libc_map.is_null());
+        assert_eq!(object_of(version), libc_map);
+        unsafe {
+            assert_eq!(defined_in(libc_map, c"malloc"), malloc);
+            assert_eq!(defined_in(libc_map, c"gnu_get_libc_version"), version);
+            assert!(defined_in(libc_map, c"no_such_function_anywhere").is_null());
+        }
+        assert!(is_definition(malloc));
+        assert!(is_definition(version));
+        assert!(!is_definition(core::ptr::null()));
+        unsafe { libc::dlclose(h) };
+    }
+
+    unsafe extern "C" fn fake_malloc(_: usize) -> *mut c_void {
+        core::ptr::null_mut()
+    }
+    unsafe extern "C" fn fake_free(_: *mut c_void) {}
+    unsafe extern "C" fn fake_realloc(_: *mut c_void, _: usize) -> *mut c_void {
+        core::ptr::null_mut()
+    }
+    unsafe extern "C" fn fake_memalign(_: usize, _: usize) -> *mut c_void {
+        core::ptr::null_mut()
+    }
+    unsafe extern "C" fn fake_usable(_: *mut c_void) -> usize {
+        0
+    }
+
+    fn addr<F: Copy>(f: Option<F>) -> usize {
+        as_ptr(f) as usize
+    }
+
+    #[test]
+    fn stand_ins_fill_what_a_jemalloc_like_allocator_lacks_and_keep_what_it_has() {
+        let mut t = NextFunctions {
+            malloc: Some(fake_malloc),
+            realloc: Some(fake_realloc),
+            free: Some(fake_free),
+            memalign: Some(fake_memalign),
+            malloc_usable_size: Some(fake_usable),
+            ..UNRESOLVED
+        };
+        stand_in::fill_gaps(&mut t);
+        assert_eq!(addr(t.malloc), addr(Some(fake_malloc as MallocFn)));
+        assert_eq!(addr(t.realloc), addr(Some(fake_realloc as ReallocFn)));
+        assert_eq!(addr(t.memalign), addr(Some(fake_memalign as AlignedFn)));
+        for (name, f) in [
+            ("calloc", addr(t.calloc)),
+            ("reallocarray", addr(t.reallocarray)),
+            ("posix_memalign", addr(t.posix_memalign)),
+            ("aligned_alloc", addr(t.aligned_alloc)),
+            ("valloc", addr(t.valloc)),
+            ("pvalloc", addr(t.pvalloc)),
+        ] {
+            assert_ne!(f, 0, "{name} not built");
+        }
+    }
+
+    #[test]
+    fn nothing_is_built_without_malloc_and_realloc_needs_usable_size_and_free() {
+        let mut none = UNRESOLVED;
+        stand_in::fill_gaps(&mut none);
+        assert!(none.calloc.is_none() && none.reallocarray.is_none() && none.valloc.is_none());
+
+        let mut t = NextFunctions {
+            malloc: Some(fake_malloc),
+            free: Some(fake_free),
+            ..UNRESOLVED
+        };
+        stand_in::fill_gaps(&mut t);
+        assert!(t.calloc.is_some());
+        // No realloc and no malloc_usable_size: nothing can resize, and no
+        // aligned allocator: nothing can align.
+        assert!(t.realloc.is_none() && t.reallocarray.is_none());
+        assert!(t.memalign.is_none() && t.posix_memalign.is_none() && t.pvalloc.is_none());
     }
 }
