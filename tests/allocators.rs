@@ -82,6 +82,16 @@ const TINY_ALIGNED_ALLOC: Allocator = Allocator {
     has_reallocarray: false,
     has_calloc_and_realloc: false,
 };
+/// Like [`TINY_POSIX_MEMALIGN`], with only a SysV hash table (no GNU one):
+/// found by hand through it when a non-PIE program's PLT entries hide it
+/// from `dlsym(RTLD_DEFAULT)`.
+const TINY_SYSV_HASH: Allocator = Allocator {
+    name: "tiny (SysV hash table)",
+    file: Some(TINY),
+    package: "-Wl,--hash-style=sysv",
+    has_reallocarray: false,
+    has_calloc_and_realloc: false,
+};
 /// The whole family, and `__libc_malloc` as an alias of its `malloc` (as
 /// tcmalloc and mimalloc have), with inaccessible pages right before its big
 /// blocks: reading "a glibc chunk header" there crashes.
@@ -370,4 +380,9 @@ fn an_allocator_with_only_malloc_free_and_aligned_alloc() {
 #[test]
 fn an_allocator_exporting_libc_malloc_is_not_taken_for_glibc() {
     matrix(&TINY_COMPLETE);
+}
+
+#[test]
+fn an_allocator_with_only_a_sysv_hash_table() {
+    matrix(&TINY_SYSV_HASH);
 }
