@@ -222,77 +222,131 @@ struct Dyn {
 }
 
 const DT_NULL: i64 = 0;
+const DT_HASH: i64 = 4;
 const DT_STRTAB: i64 = 5;
 const DT_SYMTAB: i64 = 6;
 const DT_GNU_HASH: i64 = 0x6fff_fef5;
 const STT_GNU_IFUNC: u8 = 10;
 
 /// `name` as object `map` itself defines it, found in its own dynamic
-/// symbol table through its GNU hash table; null if it defines none (or has
-/// no GNU hash table). Only on the rare path above. Not `dlsym` on a handle:
-/// an object loaded at start-up has no lookup scope until `dlopen` builds
-/// one, and both allocate (`dlsym` for its "not found" message), which
-/// deadlocks when an allocator preloaded before us is initialising and its
-/// first `mmap` brought us here. This reads only tables the loader mapped.
+/// symbol table through its GNU or SysV hash table; null if it defines none
+/// (or has neither table). Only on the rare path above. Not `dlsym` on a
+/// handle: an object loaded at start-up has no lookup scope until `dlopen`
+/// builds one, and both allocate (`dlsym` for its "not found" message),
+/// which deadlocks when an allocator preloaded before us is initialising and
+/// its first `mmap` brought us here. This reads only tables the loader
+/// mapped.
 unsafe fn defined_in(map: *mut LinkMap, name: &CStr) -> *mut c_void {
-    let none = core::ptr::null_mut();
     let base = (*map).l_addr;
     let mut entry = (*map).l_ld as *const Dyn;
     if entry.is_null() {
-        return none;
+        return core::ptr::null_mut();
     }
-    let (mut symtab, mut strtab, mut hash) = (0, 0, 0);
+    let (mut symtab, mut strtab, mut gnu_hash, mut sysv_hash) = (0, 0, 0, 0);
     while (*entry).d_tag != DT_NULL {
         match (*entry).d_tag {
             DT_SYMTAB => symtab = (*entry).d_val,
             DT_STRTAB => strtab = (*entry).d_val,
-            DT_GNU_HASH => hash = (*entry).d_val,
+            DT_GNU_HASH => gnu_hash = (*entry).d_val,
+            DT_HASH => sysv_hash = (*entry).d_val,
             _ => {}
         }
         entry = entry.add(1);
     }
-    if symtab == 0 || strtab == 0 || hash == 0 {
-        return none;
+    if symtab == 0 || strtab == 0 {
+        return core::ptr::null_mut();
     }
     // The loader rebases these entries in place, except in a read-only
     // dynamic section (the vDSO's): an offset is below the load address.
     let at = |p: usize| if p < base { p + base } else { p };
-    let (symtab, strtab, hash) = (
-        at(symtab) as *const libc::Elf64_Sym,
-        at(strtab) as *const u8,
-        at(hash) as *const u32,
-    );
-    let (nbuckets, symoffset, bloom_words) = (*hash, *hash.add(1), *hash.add(2));
-    if nbuckets == 0 {
-        return none;
-    }
-    let buckets = hash.add(4 + 2 * bloom_words as usize);
-    let chain = buckets.add(nbuckets as usize);
+    let table = SymbolTable {
+        base,
+        symbols: at(symtab) as *const libc::Elf64_Sym,
+        names: at(strtab) as *const c_char,
+    };
     let wanted = name.to_bytes();
-    let h = wanted
-        .iter()
-        .fold(5381u32, |h, &c| h.wrapping_mul(33).wrapping_add(c as u32));
-    let mut i = *buckets.add((h % nbuckets) as usize);
-    if i < symoffset {
-        return none;
+    if gnu_hash != 0 {
+        table.find_by_gnu_hash(at(gnu_hash) as *const u32, wanted)
+    } else if sysv_hash != 0 {
+        table.find_by_sysv_hash(at(sysv_hash) as *const u32, wanted)
+    } else {
+        core::ptr::null_mut()
     }
-    loop {
-        let link = *chain.add((i - symoffset) as usize);
-        if link | 1 == h | 1 {
-            let sym = &*symtab.add(i as usize);
-            if sym.st_shndx != SHN_UNDEF
-                && sym.st_value != 0
-                && sym.st_info & 0xf != STT_GNU_IFUNC
-                && CStr::from_ptr(strtab.add(sym.st_name as usize) as *const c_char).to_bytes()
-                    == wanted
-            {
-                return (base + sym.st_value as usize) as *mut c_void;
+}
+
+struct SymbolTable {
+    base: usize,
+    symbols: *const libc::Elf64_Sym,
+    names: *const c_char,
+}
+
+impl SymbolTable {
+    /// The address symbol `i` defines, if it is a definition of `wanted`.
+    unsafe fn defines(&self, i: u32, wanted: &[u8]) -> Option<*mut c_void> {
+        let sym = &*self.symbols.add(i as usize);
+        let ok = sym.st_shndx != SHN_UNDEF
+            && sym.st_value != 0
+            && sym.st_info & 0xf != STT_GNU_IFUNC
+            && CStr::from_ptr(self.names.add(sym.st_name as usize)).to_bytes() == wanted;
+        ok.then(|| (self.base + sym.st_value as usize) as *mut c_void)
+    }
+
+    /// DT_GNU_HASH: buckets of symbol indices whose chain words carry the
+    /// hash, the lowest bit marking a chain's end.
+    unsafe fn find_by_gnu_hash(&self, table: *const u32, wanted: &[u8]) -> *mut c_void {
+        let (nbuckets, symoffset, bloom_words) = (*table, *table.add(1), *table.add(2));
+        if nbuckets == 0 {
+            return core::ptr::null_mut();
+        }
+        // The bloom filter is made of 64-bit words on a 64-bit target.
+        let buckets = table.add(4 + 2 * bloom_words as usize);
+        let chain = buckets.add(nbuckets as usize);
+        let h = wanted
+            .iter()
+            .fold(5381u32, |h, &c| h.wrapping_mul(33).wrapping_add(c as u32));
+        let mut i = *buckets.add((h % nbuckets) as usize);
+        if i < symoffset {
+            return core::ptr::null_mut();
+        }
+        loop {
+            let link = *chain.add((i - symoffset) as usize);
+            if link | 1 == h | 1 {
+                if let Some(p) = self.defines(i, wanted) {
+                    return p;
+                }
             }
+            if link & 1 != 0 {
+                return core::ptr::null_mut();
+            }
+            i += 1;
         }
-        if link & 1 != 0 {
-            return none;
+    }
+
+    /// DT_HASH: buckets and chains of symbol indices, 0 ending a chain.
+    unsafe fn find_by_sysv_hash(&self, table: *const u32, wanted: &[u8]) -> *mut c_void {
+        let (nbuckets, nchain) = (*table, *table.add(1));
+        if nbuckets == 0 {
+            return core::ptr::null_mut();
         }
-        i += 1;
+        let buckets = table.add(2);
+        let chain = buckets.add(nbuckets as usize);
+        let h = wanted.iter().fold(0u32, |h, &c| {
+            let h = (h << 4).wrapping_add(c as u32);
+            let high = h & 0xf000_0000;
+            (h ^ (high >> 24)) & !high
+        });
+        let mut i = *buckets.add((h % nbuckets) as usize);
+        // At most one visit per symbol, whatever the table holds.
+        for _ in 0..nchain {
+            if i == 0 || i >= nchain {
+                break;
+            }
+            if let Some(p) = self.defines(i, wanted) {
+                return p;
+            }
+            i = *chain.add(i as usize);
+        }
+        core::ptr::null_mut()
     }
 }
 
