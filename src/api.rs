@@ -3,8 +3,9 @@
 //!
 //! Each wrapper is thin: pass the start-up gate (malloc, calloc, realloc and
 //! free instead load their target from the table start-up publishes last),
-//! count the call, forward to the next definition, and hand plain numbers to
-//! `core::engine`. Wrappers
+//! count the call, forward (the malloc family to the allocator that serves the
+//! program, everything else to the next definition: see `next`), and hand
+//! plain numbers to `core::engine`. Wrappers
 //! never allocate through Rust, never panic across the C boundary
 //! (`panic = "abort"`), and leave `errno` exactly as the forwarded function
 //! set it (the engine uses raw system calls; only start-up, which may run
@@ -247,12 +248,11 @@ pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> 
         return realloc(p, total);
     }
     counted(Hook::Reallocarray);
+    // The serving allocator's own, or its realloc behind an overflow check
+    // (`next::stand_in`): never another allocator's.
     match next().reallocarray {
         Some(f) => resize(p, total, move || f(p, n, size)),
-        None => match next().realloc {
-            Some(f) => resize(p, total, move || f(p, total)),
-            None => enomem(),
-        },
+        None => enomem(),
     }
 }
 
@@ -344,10 +344,9 @@ pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
         return next::bootstrap_alloc(size, page());
     }
     counted(Hook::Valloc);
-    match (next().valloc, next().memalign) {
-        (Some(f), _) => after_block(f(size), size),
-        (None, Some(m)) => after_block(m(page(), size), size),
-        _ => enomem(),
+    match next().valloc {
+        Some(f) => after_block(f(size), size),
+        None => enomem(),
     }
 }
 
@@ -360,10 +359,9 @@ pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
         return next::bootstrap_alloc(rounded.max(page()), page());
     }
     counted(Hook::Pvalloc);
-    match (next().pvalloc, next().memalign) {
-        (Some(f), _) => after_block(f(size), rounded),
-        (None, Some(m)) => after_block(m(page(), rounded.max(page())), rounded),
-        _ => enomem(),
+    match next().pvalloc {
+        Some(f) => after_block(f(size), rounded),
+        None => enomem(),
     }
 }
 

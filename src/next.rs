@@ -1,14 +1,36 @@
-//! The next definitions of the functions we interpose (`dlsym(RTLD_NEXT)`),
-//! and the bootstrap allocator that serves `dlsym`'s own allocations.
+//! The functions our hooks forward to, and the bootstrap allocator that
+//! serves `dlsym`'s own allocations.
 //!
-//! Forwarding goes to whatever comes after us in the lookup order — glibc,
-//! or jemalloc/tcmalloc in programs linked with them — never to glibc's
-//! `__libc_*` internals, so a program keeps its own allocator.
+//! The malloc family forwards to the *serving allocator*: the object whose
+//! `malloc` the program really calls. That is the first definition of
+//! `malloc` in the global lookup order, or — when that one is ours — the
+//! next one after us (`dlsym(RTLD_NEXT)`). It is glibc, or
+//! jemalloc/tcmalloc/mimalloc either linked in or preloaded before or after
+//! us. (A non-PIE program that takes `malloc`'s address has a PLT entry that
+//! `dlsym(RTLD_DEFAULT)` returns; that is no definition, see
+//! `reached_past_us`.) Every family function is taken only from that same
+//! object (compared by link map, from `dladdr1`): a name it lacks would
+//! otherwise resolve to glibc's, which would free, resize or read the
+//! headers of another allocator's blocks. Such a missing function is built
+//! from the serving allocator's own ones (`reallocarray` = overflow-checked
+//! `realloc`, `pvalloc` = `memalign`, …; see `stand_in`).
+//!
+//! "The serving allocator is glibc" (so its chunk headers may be read) is
+//! proven by its `malloc` living in the object that defines
+//! `gnu_get_libc_version`, never by comparing with `__libc_malloc`, which
+//! tcmalloc and mimalloc export as aliases of their own `malloc`.
+//!
+//! The mmap family and `pthread_create` forward to the next definition
+//! after us, whatever object has it.
 //!
 //! `dlsym` may call `calloc`/`malloc`/`free` while we are resolving; those
 //! nested calls are served from a static arena (never reused, never freed:
-//! it holds a few small error-message buffers at most). Nothing here
-//! allocates through the Rust allocator or takes a lock.
+//! it holds a few small error-message buffers at most). An allocator
+//! preloaded before us may start us from inside its own first `mmap`, when
+//! its `malloc` cannot be re-entered, so start-up makes no lookup that can
+//! fail (a failed `dlsym` allocates its message): every name looked up
+//! exists in glibc 2.26+, and objects are searched by hand, not by `dlopen`.
+//! Nothing here allocates through the Rust allocator or takes a lock.
 
 use core::cell::UnsafeCell;
 use core::ffi::{c_char, c_int, c_void, CStr};
@@ -42,8 +64,10 @@ pub type PthreadCreateFn = unsafe extern "C" fn(
     *mut c_void,
 ) -> c_int;
 
-/// The resolved next definitions. `None` only for functions the next
-/// library does not have (e.g. an allocator without `pvalloc`).
+/// The resolved targets. The malloc family all belong to one allocator (the
+/// serving one), each either its own definition or a stand-in built from
+/// its other functions; `None` only where no stand-in can be built (no
+/// `malloc` at all, or `realloc` missing together with `malloc_usable_size`).
 pub struct NextFunctions {
     pub malloc: Option<MallocFn>,
     pub calloc: Option<CallocFn>,
@@ -65,14 +89,12 @@ pub struct NextFunctions {
     pub mlock2: Option<Mlock2Fn>,
     pub mlockall: Option<MlockallFn>,
     pub pthread_create: Option<PthreadCreateFn>,
-    /// The next `malloc` is glibc's own, so its chunk headers can be read.
+    /// The serving allocator is glibc's own malloc (proven, see the module
+    /// doc), so its chunk headers can be read.
     pub allocator_is_glibc: bool,
 }
 
-struct Table(UnsafeCell<NextFunctions>);
-unsafe impl Sync for Table {}
-
-static NEXT: Table = Table(UnsafeCell::new(NextFunctions {
+const UNRESOLVED: NextFunctions = NextFunctions {
     malloc: None,
     calloc: None,
     realloc: None,
@@ -94,7 +116,12 @@ static NEXT: Table = Table(UnsafeCell::new(NextFunctions {
     mlockall: None,
     pthread_create: None,
     allocator_is_glibc: false,
-}));
+};
+
+struct Table(UnsafeCell<NextFunctions>);
+unsafe impl Sync for Table {}
+
+static NEXT: Table = Table(UnsafeCell::new(UNRESOLVED));
 
 /// The table; filled by [`resolve_all`] before the start-up gate opens.
 #[inline(always)]
@@ -103,7 +130,11 @@ pub fn next() -> &'static NextFunctions {
 }
 
 unsafe fn lookup<T>(handle: *mut c_void, name: &CStr) -> Option<T> {
-    let p = libc::dlsym(handle, name.as_ptr());
+    as_fn(libc::dlsym(handle, name.as_ptr()))
+}
+
+unsafe fn as_fn<T>(p: *mut c_void) -> Option<T> {
+    const { assert!(core::mem::size_of::<T>() == core::mem::size_of::<*mut c_void>()) };
     if p.is_null() {
         None
     } else {
@@ -111,22 +142,269 @@ unsafe fn lookup<T>(handle: *mut c_void, name: &CStr) -> Option<T> {
     }
 }
 
-/// Resolves every next definition. Runs once, inside the start-up gate.
+/// The public head of glibc's `struct link_map` (`<link.h>`, the stable
+/// debugger interface); a `dlopen` handle points to one.
+#[repr(C)]
+struct LinkMap {
+    l_addr: usize,
+    l_name: *const c_char,
+    l_ld: *mut c_void,
+    l_next: *mut LinkMap,
+    l_prev: *mut LinkMap,
+}
+
+const RTLD_DL_SYMENT: c_int = 1;
+const RTLD_DL_LINKMAP: c_int = 2;
+const SHN_UNDEF: u16 = 0;
+
+/// The object that holds `addr` (its link map), null if none does.
+/// (`dladdr1` takes the loader's recursive lock and never allocates.)
+fn object_of(addr: *const c_void) -> *mut LinkMap {
+    let mut map: *mut LinkMap = core::ptr::null_mut();
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        if addr.is_null()
+            || libc::dladdr1(
+                addr,
+                &mut info,
+                &mut map as *mut _ as *mut *mut c_void,
+                RTLD_DL_LINKMAP,
+            ) == 0
+        {
+            return core::ptr::null_mut();
+        }
+    }
+    map
+}
+
+/// Whether `addr` is where its object's symbol table *defines* a function.
+/// Not so for the canonical PLT entry that a non-PIE executable has for a
+/// function whose address it takes (an undefined symbol with a value):
+/// `dlsym(RTLD_DEFAULT)` returns that entry, while calls through it go on to
+/// the first real definition.
+fn is_definition(addr: *const c_void) -> bool {
+    let mut sym: *const libc::Elf64_Sym = core::ptr::null();
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        !addr.is_null()
+            && libc::dladdr1(
+                addr,
+                &mut info,
+                &mut sym as *mut _ as *mut *mut c_void,
+                RTLD_DL_SYMENT,
+            ) != 0
+            && !sym.is_null()
+            && core::ptr::eq(info.dli_saddr, addr)
+            && (*sym).st_shndx != SHN_UNDEF
+    }
+}
+
+/// The definition of `name` that the program's calls reach, skipping ours:
+/// the first in the global lookup order, or the next after us when that one
+/// is ours. Null when there is none.
+unsafe fn reached_past_us(name: &CStr, own: *mut LinkMap) -> *mut c_void {
+    let first = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
+    let object = object_of(first);
+    if first.is_null() || object.is_null() || object == own {
+        return libc::dlsym(RTLD_NEXT_HANDLE, name.as_ptr());
+    }
+    if is_definition(first) {
+        return first;
+    }
+    // A non-PIE executable's PLT entry: its calls reach the first object
+    // after it, in load order (the global lookup order), that defines `name`.
+    let mut map = (*object).l_next;
+    while !map.is_null() {
+        if map == own {
+            return libc::dlsym(RTLD_NEXT_HANDLE, name.as_ptr());
+        }
+        let p = defined_in(map, name);
+        if !p.is_null() {
+            return p;
+        }
+        map = (*map).l_next;
+    }
+    core::ptr::null_mut()
+}
+
+#[repr(C)]
+struct Dyn {
+    d_tag: i64,
+    d_val: usize,
+}
+
+const DT_NULL: i64 = 0;
+const DT_HASH: i64 = 4;
+const DT_STRTAB: i64 = 5;
+const DT_SYMTAB: i64 = 6;
+const DT_GNU_HASH: i64 = 0x6fff_fef5;
+const STT_GNU_IFUNC: u8 = 10;
+
+/// `name` as object `map` itself defines it, found in its own dynamic
+/// symbol table through its GNU or SysV hash table; null if it defines none
+/// (or has neither table). Only on the rare path above. Not `dlsym` on a
+/// handle: an object loaded at start-up has no lookup scope until `dlopen`
+/// builds one, and both allocate (`dlsym` for its "not found" message),
+/// which deadlocks when an allocator preloaded before us is initialising and
+/// its first `mmap` brought us here. This reads only tables the loader
+/// mapped.
+unsafe fn defined_in(map: *mut LinkMap, name: &CStr) -> *mut c_void {
+    let base = (*map).l_addr;
+    let mut entry = (*map).l_ld as *const Dyn;
+    if entry.is_null() {
+        return core::ptr::null_mut();
+    }
+    let (mut symtab, mut strtab, mut gnu_hash, mut sysv_hash) = (0, 0, 0, 0);
+    while (*entry).d_tag != DT_NULL {
+        match (*entry).d_tag {
+            DT_SYMTAB => symtab = (*entry).d_val,
+            DT_STRTAB => strtab = (*entry).d_val,
+            DT_GNU_HASH => gnu_hash = (*entry).d_val,
+            DT_HASH => sysv_hash = (*entry).d_val,
+            _ => {}
+        }
+        entry = entry.add(1);
+    }
+    if symtab == 0 || strtab == 0 {
+        return core::ptr::null_mut();
+    }
+    // The loader rebases these entries in place, except in a read-only
+    // dynamic section (the vDSO's): an offset is below the load address.
+    let at = |p: usize| if p < base { p + base } else { p };
+    let table = SymbolTable {
+        base,
+        symbols: at(symtab) as *const libc::Elf64_Sym,
+        names: at(strtab) as *const c_char,
+    };
+    let wanted = name.to_bytes();
+    if gnu_hash != 0 {
+        table.find_by_gnu_hash(at(gnu_hash) as *const u32, wanted)
+    } else if sysv_hash != 0 {
+        table.find_by_sysv_hash(at(sysv_hash) as *const u32, wanted)
+    } else {
+        core::ptr::null_mut()
+    }
+}
+
+struct SymbolTable {
+    base: usize,
+    symbols: *const libc::Elf64_Sym,
+    names: *const c_char,
+}
+
+impl SymbolTable {
+    /// The address symbol `i` defines, if it is a definition of `wanted`.
+    unsafe fn defines(&self, i: u32, wanted: &[u8]) -> Option<*mut c_void> {
+        let sym = &*self.symbols.add(i as usize);
+        let ok = sym.st_shndx != SHN_UNDEF
+            && sym.st_value != 0
+            && sym.st_info & 0xf != STT_GNU_IFUNC
+            && CStr::from_ptr(self.names.add(sym.st_name as usize)).to_bytes() == wanted;
+        ok.then(|| (self.base + sym.st_value as usize) as *mut c_void)
+    }
+
+    /// DT_GNU_HASH: buckets of symbol indices whose chain words carry the
+    /// hash, the lowest bit marking a chain's end.
+    unsafe fn find_by_gnu_hash(&self, table: *const u32, wanted: &[u8]) -> *mut c_void {
+        let (nbuckets, symoffset, bloom_words) = (*table, *table.add(1), *table.add(2));
+        if nbuckets == 0 {
+            return core::ptr::null_mut();
+        }
+        // The bloom filter is made of 64-bit words on a 64-bit target.
+        let buckets = table.add(4 + 2 * bloom_words as usize);
+        let chain = buckets.add(nbuckets as usize);
+        let h = wanted
+            .iter()
+            .fold(5381u32, |h, &c| h.wrapping_mul(33).wrapping_add(c as u32));
+        let mut i = *buckets.add((h % nbuckets) as usize);
+        if i < symoffset {
+            return core::ptr::null_mut();
+        }
+        loop {
+            let link = *chain.add((i - symoffset) as usize);
+            if link | 1 == h | 1 {
+                if let Some(p) = self.defines(i, wanted) {
+                    return p;
+                }
+            }
+            if link & 1 != 0 {
+                return core::ptr::null_mut();
+            }
+            i += 1;
+        }
+    }
+
+    /// DT_HASH: buckets and chains of symbol indices, 0 ending a chain.
+    unsafe fn find_by_sysv_hash(&self, table: *const u32, wanted: &[u8]) -> *mut c_void {
+        let (nbuckets, nchain) = (*table, *table.add(1));
+        if nbuckets == 0 {
+            return core::ptr::null_mut();
+        }
+        let buckets = table.add(2);
+        let chain = buckets.add(nbuckets as usize);
+        let h = wanted.iter().fold(0u32, |h, &c| {
+            let h = (h << 4).wrapping_add(c as u32);
+            let high = h & 0xf000_0000;
+            (h ^ (high >> 24)) & !high
+        });
+        let mut i = *buckets.add((h % nbuckets) as usize);
+        // At most one visit per symbol, whatever the table holds.
+        for _ in 0..nchain {
+            if i == 0 || i >= nchain {
+                break;
+            }
+            if let Some(p) = self.defines(i, wanted) {
+                return p;
+            }
+            i = *chain.add(i as usize);
+        }
+        core::ptr::null_mut()
+    }
+}
+
+/// `name` as the serving allocator (object `allocator`) defines it, or
+/// `None` when the definition found belongs to some other object.
+unsafe fn of_allocator<T>(name: &CStr, own: *mut LinkMap, allocator: *mut LinkMap) -> Option<T> {
+    let p = reached_past_us(name, own);
+    if p.is_null() || object_of(p) != allocator {
+        None
+    } else {
+        as_fn(p)
+    }
+}
+
+/// The malloc family of the serving allocator: its own definitions, with
+/// stand-ins for the ones it lacks. Also whether it is glibc.
+fn resolve_allocator(table: &mut NextFunctions) {
+    unsafe {
+        let own = object_of(resolve_all as *const c_void);
+        let malloc = reached_past_us(c"malloc", own);
+        let allocator = object_of(malloc);
+        if malloc.is_null() || allocator.is_null() {
+            return;
+        }
+        let glibc = object_of(reached_past_us(c"gnu_get_libc_version", own));
+        table.allocator_is_glibc = !glibc.is_null() && allocator == glibc;
+        table.malloc = as_fn(malloc);
+        table.calloc = of_allocator(c"calloc", own, allocator);
+        table.realloc = of_allocator(c"realloc", own, allocator);
+        table.reallocarray = of_allocator(c"reallocarray", own, allocator);
+        table.free = of_allocator(c"free", own, allocator);
+        table.posix_memalign = of_allocator(c"posix_memalign", own, allocator);
+        table.aligned_alloc = of_allocator(c"aligned_alloc", own, allocator);
+        table.memalign = of_allocator(c"memalign", own, allocator);
+        table.valloc = of_allocator(c"valloc", own, allocator);
+        table.pvalloc = of_allocator(c"pvalloc", own, allocator);
+        table.malloc_usable_size = of_allocator(c"malloc_usable_size", own, allocator);
+    }
+    stand_in::fill_gaps(table);
+}
+
+/// Resolves every target. Runs once, inside the start-up gate.
 pub fn resolve_all() {
     unsafe {
         let n = RTLD_NEXT_HANDLE;
-        let table = NextFunctions {
-            malloc: lookup(n, c"malloc"),
-            calloc: lookup(n, c"calloc"),
-            realloc: lookup(n, c"realloc"),
-            reallocarray: lookup(n, c"reallocarray"),
-            free: lookup(n, c"free"),
-            posix_memalign: lookup(n, c"posix_memalign"),
-            aligned_alloc: lookup(n, c"aligned_alloc"),
-            memalign: lookup(n, c"memalign"),
-            valloc: lookup(n, c"valloc"),
-            pvalloc: lookup(n, c"pvalloc"),
-            malloc_usable_size: lookup(n, c"malloc_usable_size"),
+        let mut table = NextFunctions {
             mmap: lookup(n, c"mmap"),
             mmap64: lookup(n, c"mmap64"),
             mremap: lookup(n, c"mremap"),
@@ -136,19 +414,10 @@ pub fn resolve_all() {
             mlock2: lookup(n, c"mlock2"),
             mlockall: lookup(n, c"mlockall"),
             pthread_create: lookup(n, c"pthread_create"),
-            allocator_is_glibc: false,
+            ..UNRESOLVED
         };
-        // glibc exports its malloc under both names; any other allocator
-        // that interposes `malloc` has a different address.
-        let glibc_malloc: Option<MallocFn> = lookup(libc::RTLD_DEFAULT, c"__libc_malloc");
-        let is_glibc = match (table.malloc, glibc_malloc) {
-            (Some(a), Some(b)) => a as usize == b as usize,
-            _ => false,
-        };
-        *NEXT.0.get() = NextFunctions {
-            allocator_is_glibc: is_glibc,
-            ..table
-        };
+        resolve_allocator(&mut table);
+        *NEXT.0.get() = table;
     }
 }
 
@@ -359,4 +628,258 @@ pub fn exec_functions() -> &'static ExecFunctions {
         EXEC_RESOLVED.store(true, Release);
     }
     unsafe { &*EXEC.0.get() }
+}
+
+// ---------------------------------------------------------------------------
+// Stand-ins
+
+/// Family functions the serving allocator lacks, built from the ones it has,
+/// so that every block stays with the allocator that made it (jemalloc has
+/// no `reallocarray` or `pvalloc`; tcmalloc no `reallocarray`). Each reads
+/// the table when called (after start-up, when it is complete) and sets
+/// `errno` the way glibc's function would.
+mod stand_in {
+    use super::{next, NextFunctions};
+    use core::ffi::{c_int, c_void};
+
+    const WORD: usize = core::mem::size_of::<usize>();
+
+    unsafe fn fail(errno: c_int) -> *mut c_void {
+        *libc::__errno_location() = errno;
+        core::ptr::null_mut()
+    }
+
+    /// An alignment every allocator accepts: a power of two, at least a word
+    /// (glibc's `memalign` rounds the same way). `None` when none exists.
+    fn usable_alignment(align: usize) -> Option<usize> {
+        align.max(WORD).checked_next_power_of_two()
+    }
+
+    /// Fills every `None` of the malloc family that can be built from what
+    /// the table has. Never builds a function from itself (no cycles).
+    pub fn fill_gaps(t: &mut NextFunctions) {
+        if t.malloc.is_none() {
+            return;
+        }
+        if t.memalign.is_none() {
+            if t.posix_memalign.is_some() {
+                t.memalign = Some(memalign_by_posix_memalign);
+            } else if t.aligned_alloc.is_some() {
+                t.memalign = Some(memalign_by_aligned_alloc);
+            }
+        }
+        if t.memalign.is_some() {
+            t.posix_memalign = t.posix_memalign.or(Some(posix_memalign_by_memalign));
+            t.aligned_alloc = t.aligned_alloc.or(Some(aligned_alloc_by_memalign));
+            t.valloc = t.valloc.or(Some(valloc_by_memalign));
+            t.pvalloc = t.pvalloc.or(Some(pvalloc_by_memalign));
+        }
+        t.calloc = t.calloc.or(Some(calloc_by_malloc));
+        if t.realloc.is_none() && t.malloc_usable_size.is_some() && t.free.is_some() {
+            t.realloc = Some(realloc_by_malloc);
+        }
+        if t.realloc.is_some() {
+            t.reallocarray = t.reallocarray.or(Some(reallocarray_by_realloc));
+        }
+    }
+
+    unsafe extern "C" fn memalign_by_posix_memalign(align: usize, size: usize) -> *mut c_void {
+        let (Some(align), Some(f)) = (usable_alignment(align), next().posix_memalign) else {
+            return fail(libc::EINVAL);
+        };
+        let mut p = core::ptr::null_mut();
+        match f(&mut p, align, size) {
+            0 => p,
+            rc => fail(rc),
+        }
+    }
+
+    unsafe extern "C" fn memalign_by_aligned_alloc(align: usize, size: usize) -> *mut c_void {
+        let (Some(align), Some(f)) = (usable_alignment(align), next().aligned_alloc) else {
+            return fail(libc::EINVAL);
+        };
+        // C11 asks for a size that is a multiple of the alignment.
+        match size.checked_add(align - 1) {
+            Some(s) => f(align, s & !(align - 1)),
+            None => fail(libc::ENOMEM),
+        }
+    }
+
+    unsafe extern "C" fn posix_memalign_by_memalign(
+        out: *mut *mut c_void,
+        align: usize,
+        size: usize,
+    ) -> c_int {
+        if !align.is_power_of_two() || align % WORD != 0 {
+            return libc::EINVAL;
+        }
+        let Some(f) = next().memalign else {
+            return libc::ENOMEM;
+        };
+        // posix_memalign reports through its result and leaves errno alone.
+        let errno = libc::__errno_location();
+        let saved = *errno;
+        let p = f(align, size);
+        *errno = saved;
+        if p.is_null() {
+            return libc::ENOMEM;
+        }
+        *out = p;
+        0
+    }
+
+    unsafe extern "C" fn aligned_alloc_by_memalign(align: usize, size: usize) -> *mut c_void {
+        match next().memalign {
+            Some(f) => f(align, size),
+            None => fail(libc::ENOMEM),
+        }
+    }
+
+    unsafe extern "C" fn valloc_by_memalign(size: usize) -> *mut c_void {
+        aligned_alloc_by_memalign(crate::os::page_size(), size)
+    }
+
+    unsafe extern "C" fn pvalloc_by_memalign(size: usize) -> *mut c_void {
+        let page = crate::os::page_size();
+        match size.checked_add(page - 1) {
+            Some(s) => aligned_alloc_by_memalign(page, (s & !(page - 1)).max(page)),
+            None => fail(libc::ENOMEM),
+        }
+    }
+
+    unsafe extern "C" fn calloc_by_malloc(n: usize, size: usize) -> *mut c_void {
+        let (Some(total), Some(f)) = (n.checked_mul(size), next().malloc) else {
+            return fail(libc::ENOMEM);
+        };
+        let p = f(total);
+        if !p.is_null() {
+            core::ptr::write_bytes(p as *mut u8, 0, total);
+        }
+        p
+    }
+
+    unsafe extern "C" fn realloc_by_malloc(p: *mut c_void, size: usize) -> *mut c_void {
+        let t = next();
+        let (Some(malloc), Some(usable), Some(free)) = (t.malloc, t.malloc_usable_size, t.free)
+        else {
+            return fail(libc::ENOMEM);
+        };
+        if p.is_null() {
+            return malloc(size);
+        }
+        if size == 0 {
+            free(p);
+            return core::ptr::null_mut();
+        }
+        let new = malloc(size);
+        if !new.is_null() {
+            core::ptr::copy_nonoverlapping(p as *const u8, new as *mut u8, usable(p).min(size));
+            free(p);
+        }
+        new
+    }
+
+    unsafe extern "C" fn reallocarray_by_realloc(
+        p: *mut c_void,
+        n: usize,
+        size: usize,
+    ) -> *mut c_void {
+        let (Some(total), Some(f)) = (n.checked_mul(size), next().realloc) else {
+            return fail(libc::ENOMEM);
+        };
+        f(p, total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn libc_handle() -> *mut c_void {
+        let h = unsafe { libc::dlopen(c"libc.so.6".as_ptr(), libc::RTLD_NOLOAD | libc::RTLD_LAZY) };
+        assert!(!h.is_null());
+        h
+    }
+
+    #[test]
+    fn a_symbol_table_lookup_finds_what_dlsym_finds_and_nothing_else() {
+        let h = libc_handle();
+        let malloc = unsafe { libc::dlsym(h, c"malloc".as_ptr()) };
+        let version = unsafe { libc::dlsym(h, c"gnu_get_libc_version".as_ptr()) };
+        let libc_map = object_of(malloc);
+        assert!(!libc_map.is_null());
+        assert_eq!(object_of(version), libc_map);
+        unsafe {
+            assert_eq!(defined_in(libc_map, c"malloc"), malloc);
+            assert_eq!(defined_in(libc_map, c"gnu_get_libc_version"), version);
+            assert!(defined_in(libc_map, c"no_such_function_anywhere").is_null());
+        }
+        assert!(is_definition(malloc));
+        assert!(is_definition(version));
+        assert!(!is_definition(core::ptr::null()));
+        unsafe { libc::dlclose(h) };
+    }
+
+    unsafe extern "C" fn fake_malloc(_: usize) -> *mut c_void {
+        core::ptr::null_mut()
+    }
+    unsafe extern "C" fn fake_free(_: *mut c_void) {}
+    unsafe extern "C" fn fake_realloc(_: *mut c_void, _: usize) -> *mut c_void {
+        core::ptr::null_mut()
+    }
+    unsafe extern "C" fn fake_memalign(_: usize, _: usize) -> *mut c_void {
+        core::ptr::null_mut()
+    }
+    unsafe extern "C" fn fake_usable(_: *mut c_void) -> usize {
+        0
+    }
+
+    fn addr<F: Copy>(f: Option<F>) -> usize {
+        as_ptr(f) as usize
+    }
+
+    #[test]
+    fn stand_ins_fill_what_a_jemalloc_like_allocator_lacks_and_keep_what_it_has() {
+        let mut t = NextFunctions {
+            malloc: Some(fake_malloc),
+            realloc: Some(fake_realloc),
+            free: Some(fake_free),
+            memalign: Some(fake_memalign),
+            malloc_usable_size: Some(fake_usable),
+            ..UNRESOLVED
+        };
+        stand_in::fill_gaps(&mut t);
+        assert_eq!(addr(t.malloc), addr(Some(fake_malloc as MallocFn)));
+        assert_eq!(addr(t.realloc), addr(Some(fake_realloc as ReallocFn)));
+        assert_eq!(addr(t.memalign), addr(Some(fake_memalign as AlignedFn)));
+        for (name, f) in [
+            ("calloc", addr(t.calloc)),
+            ("reallocarray", addr(t.reallocarray)),
+            ("posix_memalign", addr(t.posix_memalign)),
+            ("aligned_alloc", addr(t.aligned_alloc)),
+            ("valloc", addr(t.valloc)),
+            ("pvalloc", addr(t.pvalloc)),
+        ] {
+            assert_ne!(f, 0, "{name} not built");
+        }
+    }
+
+    #[test]
+    fn nothing_is_built_without_malloc_and_realloc_needs_usable_size_and_free() {
+        let mut none = UNRESOLVED;
+        stand_in::fill_gaps(&mut none);
+        assert!(none.calloc.is_none() && none.reallocarray.is_none() && none.valloc.is_none());
+
+        let mut t = NextFunctions {
+            malloc: Some(fake_malloc),
+            free: Some(fake_free),
+            ..UNRESOLVED
+        };
+        stand_in::fill_gaps(&mut t);
+        assert!(t.calloc.is_some());
+        // No realloc and no malloc_usable_size: nothing can resize, and no
+        // aligned allocator: nothing can align.
+        assert!(t.realloc.is_none() && t.reallocarray.is_none());
+        assert!(t.memalign.is_none() && t.posix_memalign.is_none() && t.pvalloc.is_none());
+    }
 }

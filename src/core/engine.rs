@@ -137,6 +137,8 @@ pub fn stderr_is_unchanged() -> bool {
 
 /// Reads the configuration, picks the engine and applies it to the process.
 /// Must run exactly once, before any other function here does work.
+/// `allocator_is_glibc`: the allocator serving the program is proven to be
+/// glibc's own (`next::resolve_all`); only then are chunk headers read.
 pub fn start(allocator_is_glibc: bool) {
     identity::adopt();
     // Under secure execution the environment belongs to whoever started a
@@ -555,10 +557,12 @@ pub unsafe fn after_malloc_block(ptr: *mut u8, previous_was_mapping: bool) {
     }
 }
 
-/// The mapping glibc made for block `ptr`, if it made one.
+/// The mapping glibc made for block `ptr`, if it made one. Reads nothing
+/// unless glibc is the serving allocator: any other allocator's block need
+/// not have 16 readable bytes before it.
 ///
 /// # Safety
-/// `ptr` must be a live block from glibc's malloc.
+/// `ptr` must be a live block from the serving allocator.
 pub unsafe fn glibc_mapping_of(ptr: *mut u8) -> Option<Range> {
     if ptr.is_null() || !settings().allocator_is_glibc {
         return None;
