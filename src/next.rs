@@ -158,23 +158,87 @@ const RTLD_DL_LINKMAP: c_int = 2;
 const SHN_UNDEF: u16 = 0;
 
 /// The object that holds `addr` (its link map), null if none does.
-/// (`dladdr1` takes the loader's recursive lock and never allocates.)
+///
+/// Not `dladdr1` for every address: besides the object it looks for the
+/// nearest symbol, a linear walk of the whole symbol table (about 80,000
+/// instructions for libc's), which made the family's dozen lookups most of a
+/// short program's start-up. `dl_iterate_phdr` finds the load segment that
+/// holds `addr`; the link map with that load address is then found by
+/// walking the list from our own, which one `dladdr1` on our own small
+/// table gives. Neither allocates; both take the loader's lock.
 fn object_of(addr: *const c_void) -> *mut LinkMap {
+    if addr.is_null() {
+        return core::ptr::null_mut();
+    }
+    let Some(base) = load_address_of(addr as usize) else {
+        return core::ptr::null_mut();
+    };
+    let mut map = own_link_map();
+    if map.is_null() {
+        return core::ptr::null_mut();
+    }
+    unsafe {
+        while !(*map).l_prev.is_null() {
+            map = (*map).l_prev;
+        }
+        while !map.is_null() {
+            if (*map).l_addr == base {
+                return map;
+            }
+            map = (*map).l_next;
+        }
+    }
+    core::ptr::null_mut()
+}
+
+/// This library's link map (its own lookup: a walk of its small table).
+fn own_link_map() -> *mut LinkMap {
     let mut map: *mut LinkMap = core::ptr::null_mut();
     unsafe {
         let mut info: libc::Dl_info = core::mem::zeroed();
-        if addr.is_null()
-            || libc::dladdr1(
-                addr,
-                &mut info,
-                &mut map as *mut _ as *mut *mut c_void,
-                RTLD_DL_LINKMAP,
-            ) == 0
+        if libc::dladdr1(
+            resolve_all as *const c_void,
+            &mut info,
+            &mut map as *mut _ as *mut *mut c_void,
+            RTLD_DL_LINKMAP,
+        ) == 0
         {
             return core::ptr::null_mut();
         }
     }
     map
+}
+
+/// The load address of the object one of whose load segments holds `addr`.
+fn load_address_of(addr: usize) -> Option<usize> {
+    struct Search {
+        addr: usize,
+        found: Option<usize>,
+    }
+    unsafe extern "C" fn visit(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut c_void,
+    ) -> c_int {
+        let search = &mut *(data as *mut Search);
+        let info = &*info;
+        let base = info.dlpi_addr as usize;
+        for i in 0..info.dlpi_phnum as usize {
+            let ph = &*info.dlpi_phdr.add(i);
+            let start = base.wrapping_add(ph.p_vaddr as usize);
+            if ph.p_type == libc::PT_LOAD
+                && search.addr >= start
+                && search.addr - start < ph.p_memsz as usize
+            {
+                search.found = Some(base);
+                return 1;
+            }
+        }
+        0
+    }
+    let mut search = Search { addr, found: None };
+    unsafe { libc::dl_iterate_phdr(Some(visit), &mut search as *mut Search as *mut c_void) };
+    search.found
 }
 
 /// Whether `addr` is where its object's symbol table *defines* a function.
@@ -377,7 +441,7 @@ unsafe fn of_allocator<T>(name: &CStr, own: *mut LinkMap, allocator: *mut LinkMa
 /// stand-ins for the ones it lacks. Also whether it is glibc.
 fn resolve_allocator(table: &mut NextFunctions) {
     unsafe {
-        let own = object_of(resolve_all as *const c_void);
+        let own = own_link_map();
         let malloc = reached_past_us(c"malloc", own);
         let allocator = object_of(malloc);
         if malloc.is_null() || allocator.is_null() {
