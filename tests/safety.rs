@@ -35,8 +35,16 @@ fn scratch_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
+/// Whether this test can run (it needs root: namespaces, set-user-ID files,
+/// `setpriv`, `chown`). Otherwise a loud SKIPPED line, and a failure under
+/// `KSMAUTO_REQUIRE_KSM=1` (CI runs as root).
+fn have_root(why: &str) -> bool {
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    eprintln!("!!!!! SKIPPED: needs root ({why}) !!!!!");
+    assert_ne!(std::env::var("KSMAUTO_REQUIRE_KSM").as_deref(), Ok("1"));
+    false
 }
 
 // ---------------------------------------------------------------------------
@@ -96,9 +104,7 @@ exec setpriv --reuid=65534 --regid=65534 --clear-groups \
 
 #[test]
 fn a_setuid_program_run_by_an_unprivileged_user_ignores_every_ksmauto_variable() {
-    if !is_root() {
-        eprintln!("!!!!! SKIPPED: needs root (mount namespace, setuid binary) !!!!!");
-        assert_ne!(std::env::var("KSMAUTO_REQUIRE_KSM").as_deref(), Ok("1"));
+    if !have_root("mount namespace, setuid binary") {
         return;
     }
     // Control: the same program without the set-user-ID bit, same hostile
@@ -203,9 +209,7 @@ fn a_fifo_as_stats_file_is_refused_without_blocking() {
 
 #[test]
 fn a_stats_file_owned_by_another_user_is_refused() {
-    if !is_root() {
-        eprintln!("!!!!! SKIPPED: needs root to chown !!!!!");
-        assert_ne!(std::env::var("KSMAUTO_REQUIRE_KSM").as_deref(), Ok("1"));
+    if !have_root("chown") {
         return;
     }
     let dir = scratch_dir("stats-owner");
@@ -536,9 +540,7 @@ fn merge_any_of(stdout: &str, who: &str) -> String {
 
 #[test]
 fn merge_any_never_passes_into_a_setuid_static_or_unpreloaded_program() {
-    if !is_root() {
-        eprintln!("!!!!! SKIPPED: needs root (setuid probe, setpriv) !!!!!");
-        assert_ne!(std::env::var("KSMAUTO_REQUIRE_KSM").as_deref(), Ok("1"));
+    if !have_root("setuid probe, setpriv") {
         return;
     }
     if std::fs::read_to_string("/sys/kernel/mm/ksm/run").is_err() {
@@ -595,9 +597,7 @@ fn exit_status_of_32_bit_probe(lab: &ExecLab, env: &str) -> i32 {
 
 #[test]
 fn merge_any_follows_the_kernel_through_scripts_foreign_elf_chdir_and_fake_preloads() {
-    if !is_root() {
-        eprintln!("!!!!! SKIPPED: needs root (setuid probe, setpriv) !!!!!");
-        assert_ne!(std::env::var("KSMAUTO_REQUIRE_KSM").as_deref(), Ok("1"));
+    if !have_root("setuid probe, setpriv") {
         return;
     }
     let lab = ExecLab::new();
@@ -633,9 +633,7 @@ fn merge_any_follows_the_kernel_through_scripts_foreign_elf_chdir_and_fake_prelo
 
 #[test]
 fn exec_of_a_fifo_fails_at_once_as_without_the_library() {
-    if !is_root() {
-        eprintln!("!!!!! SKIPPED: needs root (setpriv) !!!!!");
-        assert_ne!(std::env::var("KSMAUTO_REQUIRE_KSM").as_deref(), Ok("1"));
+    if !have_root("setpriv") {
         return;
     }
     let lab = ExecLab::new();
@@ -646,9 +644,7 @@ fn exec_of_a_fifo_fails_at_once_as_without_the_library() {
 
 #[test]
 fn a_failing_exec_in_one_thread_never_switches_merge_any_back_on_under_another() {
-    if !is_root() {
-        eprintln!("!!!!! SKIPPED: needs root (setpriv) !!!!!");
-        assert_ne!(std::env::var("KSMAUTO_REQUIRE_KSM").as_deref(), Ok("1"));
+    if !have_root("setpriv") {
         return;
     }
     let lab = ExecLab::new();
