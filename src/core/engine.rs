@@ -198,7 +198,7 @@ pub fn after_fork_in_child() {
 }
 
 fn start_over() {
-    exec_guard::forget_after_fork();
+    exec_guard::forget_after_fork(merge_any_in_use());
     crate::stats::counters::reset();
     catchup::reset();
     SHARED_LINES.release_after_fork();

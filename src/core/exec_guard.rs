@@ -176,14 +176,17 @@ pub fn take_back(still_wanted: bool) {
     })
 }
 
-/// In a forked child: the parent's lenders are not ours (the child's memory
-/// is its own; its merge-any flag is what fork copied).
-pub fn forget_after_fork() {
+/// In a forked child: the parent's lenders are not the child's, and no
+/// `exec` of the child's is in flight yet, so if the parent had merge-any
+/// switched off when it forked, the child (`still_wanted`) switches it on.
+pub fn forget_after_fork(still_wanted: bool) {
     for slot in &LENDER {
         slot.store(0, Relaxed);
     }
-    LENT.store(0, Relaxed);
     TOKEN.store(0, Relaxed);
+    if LENT.swap(0, Relaxed) != 0 && still_wanted {
+        let _ = sys::prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0);
+    }
 }
 
 /// Whether an environment (`NAME=value` entries) loads this library through
