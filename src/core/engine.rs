@@ -263,8 +263,9 @@ pub fn merge_any_in_use() -> bool {
 /// or does not load this library. Under `process`, the kernel (Linux 6.7+)
 /// passes merge-any to the new program, which is only right if the library
 /// will run there to decide for itself; otherwise merge-any is switched off
-/// first (which unmerges this process's pages: the cost of keeping the flag
-/// out of a program that never asked for it). The caller hands the result
+/// first (the kernel then walks and unmarks every mergeable VMA: the cost of
+/// keeping the flag out of a program that never asked for it, measured in
+/// BENCHMARKS.md). The caller hands the result
 /// to [`after_exec_returned`] if the call comes back.
 pub fn before_exec(target: ExecTarget, env_preloads_us: bool) -> Option<ExecLent> {
     if !merge_any_in_use() {
