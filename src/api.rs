@@ -670,6 +670,8 @@ unsafe fn prepare_exec(
     if !ready() || !engine::merge_any_in_use() {
         return None;
     }
+    // The target is inspected only now (a few system calls), not under
+    // `advise` or `off`.
     engine::before_exec(inspect(), engine::env_preloads_us(env_entries(envp)))
 }
 
@@ -677,38 +679,27 @@ unsafe fn target_at_path(path: *const c_char) -> ExecTarget {
     exec_target::inspect_at(libc::AT_FDCWD, path as *const u8, 0)
 }
 
-/// Resolves `file` the way `execvp` does (in `PATH`, or `/bin:/usr/bin`)
-/// into a static buffer (a few KiB: kept off the stack, an `exec` may run
-/// on a small signal stack); a busy buffer means "unknown".
+/// Resolves `file` the way `execvp` does (in `PATH`, or `/bin:/usr/bin`).
 unsafe fn target_in_path(file: *const c_char) -> ExecTarget {
-    static BUFFER: crate::scratch::Scratch<4096> = crate::scratch::Scratch::new();
-    if file.is_null() {
-        return ExecTarget::UNKNOWN;
-    }
-    let Some(mut buf) = BUFFER.try_take() else {
-        return ExecTarget::UNKNOWN;
-    };
     let search = crate::os::getenv("PATH").unwrap_or(b"/bin:/usr/bin");
-    let name = core::ffi::CStr::from_ptr(file).to_bytes();
-    match exec_target::resolve_in_path(name, search, buf.bytes()) {
-        Some(path) => exec_target::inspect_at(libc::AT_FDCWD, path.as_ptr(), 0),
-        // Not found: the exec fails and nothing runs.
-        None => ExecTarget::NOTHING_RUNS,
-    }
+    exec_target::inspect_in_path(file as *const u8, search)
 }
 
 /// A spawn's file actions may change the child's working directory before
 /// it runs a relative path (`posix_spawn_file_actions_addchdir_np`): the
 /// file the parent sees there is not necessarily the one that runs.
+/// `searched`: `posix_spawnp`, where a name without a slash is looked up in
+/// `PATH`, not in the working directory.
 unsafe fn relative_after_file_actions(
     path: *const c_char,
     actions: *const libc::posix_spawn_file_actions_t,
+    searched: bool,
 ) -> bool {
     if actions.is_null() || path.is_null() {
         return false;
     }
     let p = core::ffi::CStr::from_ptr(path).to_bytes();
-    p.contains(&b'/') && p.first() != Some(&b'/')
+    p.first() != Some(&b'/') && (!searched || p.contains(&b'/'))
 }
 
 /// Runs an `exec` or spawn `call` with merge-any switched off first if the
@@ -804,7 +795,7 @@ pub unsafe extern "C" fn posix_spawn(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    let inspect = || match relative_after_file_actions(path, actions) {
+    let inspect = || match relative_after_file_actions(path, actions, false) {
         true => ExecTarget::UNKNOWN,
         false => target_at_path(path),
     };
@@ -825,7 +816,7 @@ pub unsafe extern "C" fn posix_spawnp(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    let inspect = || match relative_after_file_actions(file, actions) {
+    let inspect = || match relative_after_file_actions(file, actions, true) {
         true => ExecTarget::UNKNOWN,
         false => target_in_path(file),
     };

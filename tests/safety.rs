@@ -424,9 +424,14 @@ impl ExecLab {
         std::fs::copy(compile_c("tests/c/exec_leak.c", &[]), &parent).unwrap();
         let probe = compile_c("tests/c/merge_any_probe.c", &[]);
         let static_probe = compile_c("tests/c/merge_any_probe.c", &["-static"]);
+        let static_pie_probe = compile_c("tests/c/merge_any_probe.c", &["-static-pie"]);
         for (name, from, mode) in [
             ("setuid-probe", &probe, 0o4755),
+            // Execute-only, as some distributions install set-user-ID
+            // programs: nobody cannot read it, yet can run it.
+            ("setuid-exec-only-probe", &probe, 0o4711),
             ("static-probe", &static_probe, 0o755),
+            ("static-pie-probe", &static_pie_probe, 0o755),
             ("plain-probe", &probe, 0o755),
         ] {
             std::fs::copy(from, dir.join(name)).unwrap();
@@ -492,14 +497,22 @@ impl ExecLab {
     }
 
     fn run_with(&self, how: &str, probe: &str, extra: &[&str]) -> String {
+        self.run_as(true, how, probe, extra)
+    }
+
+    /// `as_nobody`: as `nobody` (through `setpriv`), else as root (what
+    /// `mlockall` needs beyond the default locked-memory limit).
+    fn run_as(&self, as_nobody: bool, how: &str, probe: &str, extra: &[&str]) -> String {
         let target = if how == "execlp" || how == "spawn-chdir" {
             probe.to_string()
         } else {
             self.dir.join(probe).display().to_string()
         };
-        let mut cmd = Command::new("setpriv");
-        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(&self.parent)
+        let mut cmd = Command::new(if as_nobody { "setpriv" } else { "env" });
+        if as_nobody {
+            cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+        }
+        cmd.arg(&self.parent)
             .args([how, &target])
             .args(extra)
             .env_clear()
@@ -552,6 +565,18 @@ fn merge_any_never_passes_into_a_setuid_static_or_unpreloaded_program() {
     let out = lab.run("execv", "plain-probe");
     assert_eq!(merge_any_of(&out, "execv"), "1", "{out}");
 
+    let out = lab.run("execv", "setuid-exec-only-probe");
+    assert_eq!(
+        merge_any_of(&out, "execv"),
+        "0",
+        "an execute-only set-user-ID program inherited merge-any:\n{out}"
+    );
+    let out = lab.run("execv", "static-pie-probe");
+    assert_eq!(
+        merge_any_of(&out, "execv"),
+        "0",
+        "static-PIE program:\n{out}"
+    );
     for how in ["execv", "execl", "execlp", "posix_spawn", "vfork"] {
         let out = lab.run(how, "setuid-probe");
         assert_eq!(
@@ -616,9 +641,12 @@ fn merge_any_follows_the_kernel_through_scripts_foreign_elf_chdir_and_fake_prelo
         0,
         "32-bit program"
     );
-    // A relative path that a spawn's file action resolves elsewhere.
-    let out = lab.run_with("spawn-chdir", "./prog", &[&lab.path("sub")]);
-    assert_eq!(merge_any_of(&out, "spawn-chdir"), "0", "{out}");
+    // A relative path that a spawn's file action resolves elsewhere (with
+    // and without a slash: posix_spawn does not search PATH).
+    for relative in ["./prog", "prog"] {
+        let out = lab.run_with("spawn-chdir", relative, &[&lab.path("sub")]);
+        assert_eq!(merge_any_of(&out, "spawn-chdir"), "0", "{relative}: {out}");
+    }
     // LD_PRELOAD naming a file that is not there loads nothing.
     let out = lab.run_with(
         "execve-env",
@@ -656,4 +684,25 @@ fn a_failing_exec_in_one_thread_never_switches_merge_any_back_on_under_another()
         "the static probe ran only {clean} times:\n{out}"
     );
     assert_eq!(leaked, 0, "{leaked} static programs inherited merge-any");
+}
+
+#[test]
+fn after_mlockall_no_failing_exec_switches_merge_any_back_on() {
+    if !have_root("setpriv") {
+        return;
+    }
+    let lab = ExecLab::new();
+    for _ in 0..5 {
+        let out = lab.run_as(
+            false,
+            "mlockall-race",
+            "static-probe",
+            &[&lab.path("not-executable")],
+        );
+        assert_eq!(
+            merge_any_of(&out, "mlockall-race"),
+            "0",
+            "merge-any came back on after mlockall:\n{out}"
+        );
+    }
 }

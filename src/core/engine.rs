@@ -49,20 +49,12 @@ use crate::os::proc::{read_lines, MapsLine, RegionClass, SHARED_LINES};
 use crate::os::{self, sys};
 use crate::stats::{counters, Source};
 
-// prctl options (Linux 6.4); spelled out so older libc headers do not matter.
-const PR_SET_MEMORY_MERGE: i32 = 67;
-const PR_GET_MEMORY_MERGE: i32 = 68;
-
 /// Written once by [`start`] before any hook does work, read-only afterwards.
 /// Hooks see it only after start-up: through the interposition layer's gate,
 /// or, on the hot paths, through the acquire load of the forwarding table
 /// that start-up publishes last (`next::publish_hot_path`).
 struct Settings {
     config: Config,
-    /// The kernel started this program with `AT_SECURE` (set-user-ID,
-    /// set-group-ID, file capabilities): no `KSMAUTO_*` variable was read and
-    /// the library behaves as `off`.
-    secure_execution: bool,
     /// What file descriptor 2 was when the library started; the exit report
     /// goes to stderr only if it still is that file.
     stderr_at_start: Option<sys::FileStatus>,
@@ -77,7 +69,6 @@ unsafe impl Sync for SettingsCell {}
 
 static SETTINGS: SettingsCell = SettingsCell(UnsafeCell::new(Settings {
     config: Config::DEFAULT,
-    secure_execution: false,
     stderr_at_start: None,
     active: Mode::Off,
     fallback_errno: None,
@@ -122,10 +113,6 @@ pub fn page_size() -> usize {
     settings().page_size
 }
 
-pub fn secure_execution() -> bool {
-    settings().secure_execution
-}
-
 /// Whether file descriptor 2 is still the file it was at start-up (a
 /// program that closed stderr and opened a data file gets no report in it).
 pub fn stderr_is_unchanged() -> bool {
@@ -156,7 +143,6 @@ pub fn start(allocator_is_glibc: bool) {
     unsafe {
         *SETTINGS.0.get() = Settings {
             config,
-            secure_execution,
             stderr_at_start: sys::fstat(2).ok(),
             active,
             fallback_errno,
@@ -199,6 +185,7 @@ pub fn after_fork_in_child() {
 
 fn start_over() {
     exec_guard::forget_after_fork(merge_any_in_use());
+    crate::os::exec_target::release_after_fork();
     crate::stats::counters::reset();
     catchup::reset();
     SHARED_LINES.release_after_fork();
@@ -301,7 +288,7 @@ fn take_back_merge_any() {
 
 fn choose_engine(requested: Mode) -> (Mode, Option<i32>) {
     match requested {
-        Mode::Auto | Mode::Process => match sys::prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0) {
+        Mode::Auto | Mode::Process => match sys::merge_any(true) {
             Ok(_) => (Mode::Process, None),
             Err(e) => {
                 if requested == Mode::Process {
@@ -313,8 +300,8 @@ fn choose_engine(requested: Mode) -> (Mode, Option<i32>) {
         Mode::Advise | Mode::Off => {
             // A parent in `process` mode passes merge-any down through fork
             // and exec; this process asked for something else.
-            if sys::prctl(PR_GET_MEMORY_MERGE, 0, 0, 0, 0) == Ok(1) {
-                let _ = sys::prctl(PR_SET_MEMORY_MERGE, 0, 0, 0, 0);
+            if sys::merge_any_is_on() {
+                let _ = sys::merge_any(false);
             }
             (requested, None)
         }
@@ -489,11 +476,24 @@ fn record_exclusion(range: Range) -> Inserted {
 fn exclude(range: Range) -> Result<(), i32> {
     let recorded = record_exclusion(range);
     counters().count_excluded(range.len());
-    match unmerge(range) {
+    let unmerged = unmerge(range);
+    if recorded == Inserted::Full {
+        // Whatever the unmerge did, the future is not promised.
+        return Err(libc::ENOSPC);
+    }
+    match unmerged {
         // EINVAL: this kernel has no KSM, so nothing can be merged anyway.
-        Ok(()) | Err(libc::EINVAL) if recorded != Inserted::Full => Ok(()),
-        Ok(()) | Err(libc::EINVAL) => Err(libc::ENOSPC),
+        Ok(()) | Err(libc::EINVAL) => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+/// Excludes memory that already was excluded, at its new place: if the
+/// table cannot remember it, the process stops merging (an exclusion must
+/// stick, and may guard a secret).
+fn exclude_moved(range: Range) {
+    if exclude(range) == Err(libc::ENOSPC) {
+        stop_merging_for_good();
     }
 }
 
@@ -719,7 +719,7 @@ pub fn after_mremap(old: usize, old_len: usize, new_len: usize, flags: i32, new:
         }
         target.end = target.end.min(to.end);
         if target.start < target.end && (moved || target.end > part.end) {
-            let _ = exclude(target);
+            exclude_moved(target);
         }
     }
     if moved && flags & libc::MREMAP_DONTUNMAP == 0 {
@@ -758,7 +758,7 @@ pub fn block_is_excluded(addr: usize, len: usize) -> bool {
 /// excluded while mapped: the allocator does not clear freed memory.
 pub fn exclusion_follows_block(addr: usize, len: usize) {
     if let Some(range) = page_range(addr, len.max(1)) {
-        let _ = exclude(range);
+        exclude_moved(range);
     }
 }
 
@@ -819,13 +819,8 @@ fn stop_merging_for_good() {
     // An advice running now re-checks and undoes itself (see `advise`).
     EXCLUDED.bump_sequence();
     if settings().active == Mode::Process {
-        let _ = sys::prctl(PR_SET_MEMORY_MERGE, 0, 0, 0, 0);
+        exec_guard::stop_for_good();
     }
     let whole_address_space = usize::MAX & !(page_size() - 1);
     let _ = sys::madvise(0, whole_address_space, libc::MADV_UNMERGEABLE);
-}
-
-/// Whether `mlockall` stopped merging in this process.
-pub fn merging_stopped() -> bool {
-    MERGING_STOPPED.load(Relaxed)
 }

@@ -1,38 +1,44 @@
-//! Keeps merge-any out of programs the library does not run in.
+//! Keeps merge-any out of programs the library does not run in, and owns
+//! every switch of merge-any after start-up.
 //!
 //! Linux 6.7+ passes `PR_SET_MEMORY_MERGE` through `exec`. Under `process`,
 //! that is right only when the library runs in the new program and decides
 //! for itself; before any other `exec` (a set-user-ID, set-group-ID or
 //! file-capability program, whose loader ignores `LD_PRELOAD` and whose
-//! memory is another user's; a program we cannot run in; an environment
-//! without the library), merge-any is switched off, and switched back on
-//! once no such `exec` is in flight any more.
+//! memory is another user's; a program that cannot load us; an environment
+//! without the library; anything that cannot be inspected), merge-any is
+//! switched off, and switched back on once no such `exec` is in flight.
+//!
+//! This keeps the library from making such a program mergeable on the
+//! operator's behalf. It is not a boundary against the program itself: any
+//! process can set merge-any with `prctl` and `exec` a set-user-ID program,
+//! library or not; only the kernel can refuse to keep the flag there.
 //!
 //! **In flight.** Every switch-off is recorded in a small table of lenders
-//! (the thread that is about to `exec`), and merge-any goes back on only when
-//! the table is empty: so one thread's failed `exec` cannot switch it back on
-//! under another thread that is between its switch-off and its `exec`. A
-//! lender that never returns (its `exec` succeeded: a `vfork` child, whose
-//! `exec` cleared the flag of the memory it shares with us; or a variadic
-//! `execl*`, whose failure comes back to the program, not to us) is released
-//! by a later poll once it no longer shares our memory (`kcmp`) or is gone.
+//! (the thread about to `exec`), and merge-any goes back on only when the
+//! table is empty: one thread's failed `exec` cannot switch it back on under
+//! another thread that is between its switch-off and its `exec`. A lender
+//! that never returns (its `exec` succeeded: a `vfork` child, whose `exec`
+//! cleared the flag of the memory it shares with us; or a variadic `execl*`,
+//! whose failure returns to the program, not to us) is released by a later
+//! poll once it no longer shares our memory or is gone.
 //!
-//! **Atomic toggles.** Table and flag change together under a spin token
-//! held with every signal blocked (a handler that `exec`s cannot interrupt
-//! its own thread's holder); the token is held for one `prctl`, and a holder
-//! that died holding it is recognised and replaced.
+//! **Atomic switches.** Table, flag and "stopped for good" (`mlockall`, a
+//! secret that could not be recorded) change together under a token held
+//! with every signal blocked, for one `prctl`. The `exec` hooks wait for it
+//! (another thread's `prctl`); the polls from allocation hooks only try it
+//! and otherwise come back later. A holder that is not a live thread of this
+//! process (a raw `clone` child sees its parent's) is replaced.
 //!
 //! Never allocates; raw system calls only (`errno` untouched).
 
 use core::sync::atomic::{
-    AtomicI32, AtomicUsize,
+    AtomicBool, AtomicI32, AtomicUsize,
     Ordering::{AcqRel, Acquire, Relaxed, Release},
 };
 
-use crate::os::exec_target::ExecTarget;
+use crate::os::exec_target::{ExecTarget, Fact};
 use crate::os::{self, sys};
-
-const PR_SET_MEMORY_MERGE: i32 = 67;
 
 /// `exec`s that may be in flight at once with merge-any switched off.
 const LENDERS: usize = 64;
@@ -41,100 +47,132 @@ const LENDERS: usize = 64;
 const FREE: AtomicI32 = AtomicI32::new(0);
 /// The lending threads' ids (0: free slot).
 static LENDER: [AtomicI32; LENDERS] = [FREE; LENDERS];
-/// Slots in use, plus switch-offs no slot could hold (those are never
-/// released: merge-any then stays off, the cautious side).
+/// Switch-offs in flight: slots in use, plus those no slot could hold
+/// (never released: merge-any then stays off, the cautious side).
 static LENT: AtomicUsize = AtomicUsize::new(0);
-/// The tid holding the toggle token (0: free).
+/// The tid holding the token (0: free).
 static TOKEN: AtomicI32 = AtomicI32::new(0);
+/// Merge-any is off for good in this process (see [`stop_for_good`]).
+static STOPPED: AtomicBool = AtomicBool::new(false);
 
 /// The library is named by `/etc/ld.so.preload` (read at start-up): every
 /// dynamic program on this machine loads it, whatever its environment.
-static IN_LD_SO_PRELOAD: core::sync::atomic::AtomicBool =
-    core::sync::atomic::AtomicBool::new(false);
+static IN_LD_SO_PRELOAD: AtomicBool = AtomicBool::new(false);
 
 /// A switch-off to hand back: the slot it holds, if any.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lent(Option<usize>);
 
-/// Start-up: notes whether `/etc/ld.so.preload` loads this library.
+/// Start-up: notes whether `/etc/ld.so.preload` loads this library, and
+/// asks the loader for our own file now (a loader call, not for a hook).
 pub fn start() {
+    let _ = os::own_file_name();
     IN_LD_SO_PRELOAD.store(ld_so_preload_names_us(), Relaxed);
 }
 
-/// Runs `f` holding the toggle token, with every signal blocked.
-fn with_token<R>(f: impl FnOnce() -> R) -> R {
+struct Held(u64);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        TOKEN.store(0, Release);
+        sys::restore_signals(self.0);
+    }
+}
+
+/// The token, with every signal blocked; `wait`: until it is free (never
+/// from an allocation hook), else `None` if it is busy.
+fn take_token(wait: bool) -> Option<Held> {
     let mask = sys::block_all_signals();
     let me = sys::gettid();
     let mut spins = 0u32;
     loop {
         let holder = TOKEN.load(Relaxed);
-        if holder == 0 {
-            if TOKEN.compare_exchange(0, me, Acquire, Relaxed).is_ok() {
-                break;
-            }
+        if holder == 0 && TOKEN.compare_exchange(0, me, Acquire, Relaxed).is_ok() {
+            return Some(Held(mask));
+        }
+        if holder != 0 && !sys::thread_is_ours(holder) {
+            // A raw clone child sees its parent's holder; a vfork child
+            // that held it and was killed: either way no one will free it.
+            let _ = TOKEN.compare_exchange(holder, 0, AcqRel, Relaxed);
             continue;
         }
-        spins += 1;
-        // A holder is inside one prctl: long waits mean it died holding the
-        // token (killed, or a vfork child that exec'd is never in here).
-        if spins % 1024 == 0 && !sys::task_exists(holder) {
-            let _ = TOKEN.compare_exchange(holder, 0, AcqRel, Relaxed);
+        if !wait {
+            sys::restore_signals(mask);
+            return None;
         }
-        sys::sched_yield();
+        spins += 1;
+        if spins.is_multiple_of(64) {
+            sys::sched_yield();
+        }
     }
-    let result = f();
-    TOKEN.store(0, Release);
-    sys::restore_signals(mask);
-    result
 }
 
 /// Whether the library will run in `target` started with an environment
-/// that does (`env_preloads_us`) or does not name it.
+/// that does (`env_preloads_us`) or does not load it. Every unknown counts
+/// against it.
 fn library_runs_in(target: ExecTarget, env_preloads_us: bool) -> bool {
-    !target.privileged
-        && !target.static_program
+    target.privileged == Fact::No
+        && target.loads_our_preloads == Fact::Yes
         && (env_preloads_us || IN_LD_SO_PRELOAD.load(Relaxed))
 }
 
 /// About to `exec` `target` (merge-any is in use): switches merge-any off
-/// if the library will not run there. The caller hands the result to
-/// [`returned`] if the call comes back.
+/// unless the library will run there or nothing runs. The caller hands the
+/// result to [`returned`] if the call comes back.
 pub fn before_exec(target: ExecTarget, env_preloads_us: bool) -> Option<Lent> {
-    if library_runs_in(target, env_preloads_us) {
+    if target.nothing_runs || library_runs_in(target, env_preloads_us) {
         return None;
     }
     let me = sys::gettid();
-    with_token(|| {
-        let slot = LENDER
-            .iter()
-            .position(|s| s.compare_exchange(0, me, Relaxed, Relaxed).is_ok());
-        LENT.fetch_add(1, Relaxed);
-        if sys::prctl(PR_SET_MEMORY_MERGE, 0, 0, 0, 0).is_ok() {
-            Some(Lent(slot))
-        } else {
-            release(slot);
-            None
-        }
-    })
+    let _token = take_token(true)?;
+    if STOPPED.load(Relaxed) {
+        return None;
+    }
+    let slot = LENDER
+        .iter()
+        .position(|s| s.compare_exchange(0, me, Relaxed, Relaxed).is_ok());
+    LENT.fetch_add(1, Relaxed);
+    if sys::merge_any(false).is_ok() {
+        Some(Lent(slot))
+    } else {
+        release(slot, me);
+        None
+    }
 }
 
-fn release(slot: Option<usize>) {
-    if let Some(i) = slot {
-        LENDER[i].store(0, Relaxed);
-        LENT.fetch_sub(1, Relaxed);
+/// Frees `slot` if `tid` still holds it (a poll may have released it).
+fn release(slot: Option<usize>, tid: i32) {
+    match slot {
+        Some(i) => {
+            if LENDER[i].compare_exchange(tid, 0, Relaxed, Relaxed).is_ok() {
+                LENT.fetch_sub(1, Relaxed);
+            }
+        }
+        None => {
+            LENT.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+fn switch_back_on_if_idle(still_wanted: bool) {
+    if LENT.load(Relaxed) == 0 && still_wanted && !STOPPED.load(Relaxed) {
+        let _ = sys::merge_any(true);
     }
 }
 
 /// The `exec` (or a spawn, in the parent) came back: release the switch-off,
-/// and switch merge-any on again if it was the last one in flight and
-/// `still_wanted` (merge-any is still this process's engine).
+/// and switch merge-any on again if none is left in flight and it is still
+/// this process's engine.
 pub fn returned(lent: Lent, still_wanted: bool) {
-    with_token(|| {
-        release(lent.0);
-        if LENT.load(Relaxed) == 0 && still_wanted {
-            let _ = sys::prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0);
-        }
-    })
+    let me = sys::gettid();
+    let Some(_token) = take_token(true) else {
+        return;
+    };
+    // Without a slot (none was free) it stays counted: merge-any stays off.
+    if lent.0.is_some() {
+        release(lent.0, me);
+    }
+    switch_back_on_if_idle(still_wanted);
 }
 
 /// Whether a switch-off is outstanding (one load; for the hooks' poll).
@@ -146,46 +184,57 @@ pub fn any_lent() -> bool {
 /// From a poll: releases lenders that will never come back (a child that no
 /// longer shares our memory, a thread that is gone, or the polling thread
 /// itself, whose variadic `exec` failed), and switches merge-any back on
-/// when none is left. Not from a `vfork` child still in our memory.
+/// when none is left. Only tries the token. Not from a `vfork` child still
+/// in our memory (the caller checks).
 pub fn take_back(still_wanted: bool) {
     let me = sys::gettid();
     let pid = sys::getpid();
-    with_token(|| {
-        let mut released = false;
-        for slot in &LENDER {
-            let tid = slot.load(Relaxed);
-            if tid == 0 {
-                continue;
-            }
-            let gone = tid == me
-                || if sys::thread_is_ours(tid) {
-                    false
-                } else {
-                    // Not a thread of ours: a vfork child. Still in our
-                    // memory (not yet exec'd): keep it lent.
-                    !sys::shares_memory_with(pid, tid)
-                };
-            if gone && slot.compare_exchange(tid, 0, Relaxed, Relaxed).is_ok() {
-                LENT.fetch_sub(1, Relaxed);
-                released = true;
-            }
+    let Some(_token) = take_token(false) else {
+        return;
+    };
+    let mut released = false;
+    for slot in &LENDER {
+        let tid = slot.load(Relaxed);
+        if tid == 0 {
+            continue;
         }
-        if released && LENT.load(Relaxed) == 0 && still_wanted {
-            let _ = sys::prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0);
+        let gone = tid == me
+            || if sys::thread_is_ours(tid) {
+                false
+            } else {
+                // Not a thread of ours: a vfork child. Still in our
+                // memory (not yet exec'd): keep it lent.
+                !sys::shares_memory_with(pid, tid)
+            };
+        if gone && slot.compare_exchange(tid, 0, Relaxed, Relaxed).is_ok() {
+            LENT.fetch_sub(1, Relaxed);
+            released = true;
         }
-    })
+    }
+    if released {
+        switch_back_on_if_idle(still_wanted);
+    }
 }
 
-/// In a forked child: the parent's lenders are not the child's, and no
-/// `exec` of the child's is in flight yet, so if the parent had merge-any
-/// switched off when it forked, the child (`still_wanted`) switches it on.
+/// Merge-any off for good (`mlockall`; a secret that could not be
+/// recorded): no later switch turns it back on.
+pub fn stop_for_good() {
+    let _token = take_token(true);
+    STOPPED.store(true, Relaxed);
+    let _ = sys::merge_any(false);
+}
+
+/// In a forked child: the parent's lenders and token are not the child's,
+/// and no `exec` of the child's is in flight yet, so if the parent had
+/// merge-any switched off when it forked, the child (`still_wanted`)
+/// switches it back on.
 pub fn forget_after_fork(still_wanted: bool) {
     for slot in &LENDER {
         slot.store(0, Relaxed);
     }
     TOKEN.store(0, Relaxed);
-    if LENT.swap(0, Relaxed) != 0 && still_wanted {
-        let _ = sys::prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0);
+    if LENT.swap(0, Relaxed) != 0 {
+        switch_back_on_if_idle(still_wanted);
     }
 }
 

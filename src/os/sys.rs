@@ -1,6 +1,7 @@
 //! Raw Linux system calls that return `Err(errno)` instead of setting `errno`.
 //!
-//! Never allocates, never touches the thread's `errno`, never calls into libc.
+//! Never allocates, never touches the thread's `errno`; calls into libc only
+//! for the vDSO clock (which leaves `errno` alone).
 
 use core::arch::asm;
 
@@ -84,21 +85,20 @@ pub fn prctl(option: i32, a2: usize, a3: usize, a4: usize, a5: usize) -> Result<
     unsafe { syscall!(libc::SYS_prctl, option, a2, a3, a4, a5) }
 }
 
-/// Anonymous private read-write memory straight from the kernel, for our own
-/// bookkeeping (never through the host's allocator or our own hooks).
-pub fn map_anonymous(len: usize) -> Result<*mut u8, Errno> {
-    unsafe {
-        syscall!(
-            libc::SYS_mmap,
-            0usize,
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1isize as usize,
-            0usize
-        )
-        .map(|p| p as *mut u8)
-    }
+// prctl options (Linux 6.4); spelled out so older libc headers do not matter.
+const PR_SET_MEMORY_MERGE: i32 = 67;
+const PR_GET_MEMORY_MERGE: i32 = 68;
+
+/// Makes all of this process's compatible anonymous memory mergeable
+/// (`on`), or takes that back (`PR_SET_MEMORY_MERGE`, Linux 6.4+; the
+/// kernel keeps it across `fork` and, since 6.7, `exec`).
+pub fn merge_any(on: bool) -> Result<(), Errno> {
+    prctl(PR_SET_MEMORY_MERGE, on as usize, 0, 0, 0).map(|_| ())
+}
+
+/// Whether merge-any is on for this process.
+pub fn merge_any_is_on() -> bool {
+    prctl(PR_GET_MEMORY_MERGE, 0, 0, 0, 0) == Ok(1)
 }
 
 /// Nanoseconds on the coarse monotonic clock (vDSO: no system call, and it
@@ -462,17 +462,31 @@ pub fn task_exists(tid: i32) -> bool {
 }
 
 /// Whether process `other` uses the same memory (mm) as `pid`: a `vfork`
-/// child that has not `exec`ed yet. `kcmp` (CONFIG_CHECKPOINT_RESTORE);
-/// without it, only a task that is gone counts as not sharing.
+/// child that has not `exec`ed yet. `kcmp` (CONFIG_CHECKPOINT_RESTORE),
+/// where this process may use it at all (a seccomp profile may refuse it:
+/// probed once on ourselves); without it, every task that still exists
+/// counts as sharing (the cautious answer for both callers).
 pub fn shares_memory_with(pid: i32, other: i32) -> bool {
+    use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
     const KCMP_VM: usize = 1;
-    match unsafe { syscall!(libc::SYS_kcmp, pid, other, KCMP_VM, 0usize, 0usize) } {
+    const UNKNOWN: u8 = 0;
+    const USABLE: u8 = 1;
+    const REFUSED: u8 = 2;
+    static KCMP: AtomicU8 = AtomicU8::new(UNKNOWN);
+    let kcmp = |a: i32, b: i32| unsafe { syscall!(libc::SYS_kcmp, a, b, KCMP_VM, 0usize, 0usize) };
+    if KCMP.load(Relaxed) == UNKNOWN {
+        let usable = kcmp(pid, pid) == Ok(0);
+        KCMP.store(if usable { USABLE } else { REFUSED }, Relaxed);
+    }
+    if KCMP.load(Relaxed) == REFUSED {
+        return task_exists(other);
+    }
+    match kcmp(pid, other) {
         Ok(0) => true,
-        Ok(_) => false,
-        Err(libc::ESRCH) => false,
-        Err(libc::ENOSYS) => task_exists(other),
+        Ok(_) | Err(libc::ESRCH) => false,
         // EPERM: another user's now (a set-user-ID program it exec'd).
-        Err(_) => false,
+        Err(libc::EPERM) => false,
+        Err(_) => task_exists(other),
     }
 }
 
@@ -637,22 +651,21 @@ pub fn geteuid() -> u32 {
     unsafe { syscall!(libc::SYS_geteuid).unwrap_or(u32::MAX as usize) as u32 }
 }
 
-/// Whether the file at `path` (NUL-terminated, symlinks followed) or open
-/// as `fd` (when `path` is null) has file capabilities
-/// (`security.capability`), which make an `exec` of it a privilege change
-/// like set-user-ID does. Fails closed: only "no such attribute" or "not
-/// supported here" count as none.
-pub fn has_file_capabilities(path: *const u8, fd: i32) -> bool {
+/// Whether the file at `path` (NUL-terminated, symlinks followed) has file
+/// capabilities (`security.capability`), which make an `exec` of it a
+/// privilege change like set-user-ID does. Fails closed: only "no such
+/// attribute" or "not supported here" count as none.
+pub fn has_file_capabilities(path: &[u8]) -> bool {
+    debug_assert_eq!(path.last(), Some(&0));
     let name = b"security.capability\0";
     let r = unsafe {
-        if path.is_null() {
-            syscall!(libc::SYS_fgetxattr, fd, name.as_ptr(), 0usize, 0usize)
-        } else {
-            syscall!(libc::SYS_getxattr, path, name.as_ptr(), 0usize, 0usize)
-        }
+        syscall!(
+            libc::SYS_getxattr,
+            path.as_ptr(),
+            name.as_ptr(),
+            0usize,
+            0usize
+        )
     };
-    !matches!(
-        r,
-        Err(libc::ENODATA) | Err(libc::EOPNOTSUPP) | Err(libc::ENOENT)
-    )
+    !matches!(r, Err(libc::ENODATA) | Err(libc::EOPNOTSUPP))
 }

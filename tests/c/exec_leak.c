@@ -6,6 +6,8 @@
  *   spawn-chdir (posix_spawn of the relative path argv[2] after a file
  *     action that changes into directory argv[3]),
  *   fifo (execve of the FIFO argv[2]: must fail with EACCES at once),
+ *   mlockall-race (a thread loops on a failing execve of argv[3] while the
+ *     main thread calls mlockall: merge-any must stay off afterwards),
  *   race (400 children: a thread loops on a failing execve of argv[3] while
  *     the main thread execs argv[2]).
  * For those that come back, it then prints its own merge-any flag, which
@@ -17,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -61,6 +64,19 @@ int main(int argc, char **argv) {
         int status;
         if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status)) return 4;
         return 0;
+    } else if (!strcmp(how, "mlockall-race") && argc == 4) {
+        failing = argv[3];
+        pthread_t t;
+        pthread_create(&t, NULL, exec_failing_forever, NULL);
+        usleep(2000);
+        if (mlockall(MCL_CURRENT)) { perror("mlockall"); return 7; }
+        for (int i = 0; i < 50; i++) {
+            usleep(2000);
+            churn();
+        }
+        printf("mlockall-race merge_any %d\n", prctl(68, 0, 0, 0, 0));
+        fflush(stdout);
+        _exit(0);
     } else if (!strcmp(how, "race") && argc == 4) {
         failing = argv[3];
         for (int i = 0; i < 400; i++) {
