@@ -9,7 +9,7 @@
 //! us. (A non-PIE program that takes `malloc`'s address has a PLT entry that
 //! `dlsym(RTLD_DEFAULT)` returns; that is no definition, see
 //! `reached_past_us`.) Every family function is taken only from that same
-//! object (compared by link map, from `dladdr1`): a name it lacks would
+//! object (compared by link map, found with `dl_iterate_phdr`): a name it lacks would
 //! otherwise resolve to glibc's, which would free, resize or read the
 //! headers of another allocator's blocks. Such a missing function is built
 //! from the serving allocator's own ones (`reallocarray` = overflow-checked
@@ -28,8 +28,10 @@
 //! it holds a few small error-message buffers at most). An allocator
 //! preloaded before us may start us from inside its own first `mmap`, when
 //! its `malloc` cannot be re-entered, so start-up makes no lookup that can
-//! fail (a failed `dlsym` allocates its message): every name looked up
-//! exists in glibc 2.26+, and objects are searched by hand, not by `dlopen`.
+//! fail (a failed `dlsym` allocates its message): `dlsym` is asked only for
+//! names glibc 2.26+ has; newer ones (`mlock2`, `execveat`) are looked up
+//! by hand in the objects after us ([`next_if_defined`]), and objects are
+//! searched by hand, not by `dlopen`.
 //! Nothing here allocates through the Rust allocator or takes a lock.
 
 use core::cell::UnsafeCell;
@@ -437,6 +439,27 @@ unsafe fn of_allocator<T>(name: &CStr, own: *mut LinkMap, allocator: *mut LinkMa
     }
 }
 
+/// The first definition of `name` in the objects loaded after us (what
+/// `dlsym(RTLD_NEXT)` finds), without `dlsym`: for names an older glibc
+/// lacks, whose failed lookup would allocate. Null when none defines it.
+fn next_if_defined(name: &CStr) -> *mut c_void {
+    let mut map = own_link_map();
+    unsafe {
+        if map.is_null() {
+            return core::ptr::null_mut();
+        }
+        map = (*map).l_next;
+        while !map.is_null() {
+            let p = defined_in(map, name);
+            if !p.is_null() {
+                return p;
+            }
+            map = (*map).l_next;
+        }
+    }
+    core::ptr::null_mut()
+}
+
 /// The malloc family of the serving allocator: its own definitions, with
 /// stand-ins for the ones it lacks. Also whether it is glibc.
 fn resolve_allocator(table: &mut NextFunctions) {
@@ -475,7 +498,7 @@ pub fn resolve_all() {
             munmap: lookup(n, c"munmap"),
             madvise: lookup(n, c"madvise"),
             mlock: lookup(n, c"mlock"),
-            mlock2: lookup(n, c"mlock2"),
+            mlock2: as_fn(next_if_defined(c"mlock2")),
             mlockall: lookup(n, c"mlockall"),
             pthread_create: lookup(n, c"pthread_create"),
             ..UNRESOLVED
@@ -680,7 +703,7 @@ pub fn exec_functions() -> &'static ExecFunctions {
             *EXEC.0.get() = ExecFunctions {
                 execve: lookup(n, c"execve"),
                 execvpe: lookup(n, c"execvpe"),
-                execveat: lookup(n, c"execveat"),
+                execveat: as_fn(next_if_defined(c"execveat")),
                 fexecve: lookup(n, c"fexecve"),
                 posix_spawn: lookup(n, c"posix_spawn"),
                 posix_spawnp: lookup(n, c"posix_spawnp"),

@@ -271,14 +271,14 @@ impl Counters {
         self.excluded_bytes.fetch_add(bytes as u64, Relaxed);
     }
 
-    /// A region taken back out of merging (`MADV_UNMERGEABLE`), e.g. a stack
-    /// under the process-wide engine.
     /// Merge-any was switched off before an `exec` of a program the library
     /// does not run in.
     pub fn count_exec_without_merge_any(&self) {
         self.execs_without_merge_any.fetch_add(1, Relaxed);
     }
 
+    /// A region taken back out of merging (`MADV_UNMERGEABLE`), e.g. a stack
+    /// under the process-wide engine.
     pub fn count_unmerged(&self, bytes: usize) {
         self.unmerged_regions.fetch_add(1, Relaxed);
         self.unmerged_bytes.fetch_add(bytes as u64, Relaxed);
