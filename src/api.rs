@@ -352,15 +352,18 @@ pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
 
 #[no_mangle]
 pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
-    let Some(rounded) = size.checked_add(page() - 1).map(|s| s & !(page() - 1)) else {
-        return enomem();
-    };
+    // A size that cannot be rounded up is the allocator's to answer (each
+    // answers it its own way); only the advice needs the rounded size.
+    let rounded = size.checked_add(page() - 1).map(|s| s & !(page() - 1));
     if !ready() {
-        return next::bootstrap_alloc(rounded.max(page()), page());
+        return match rounded {
+            Some(r) => next::bootstrap_alloc(r.max(page()), page()),
+            None => enomem(),
+        };
     }
     counted(Hook::Pvalloc);
     match next().pvalloc {
-        Some(f) => after_block(f(size), rounded),
+        Some(f) => after_block(f(size), rounded.unwrap_or(usize::MAX)),
         None => enomem(),
     }
 }
@@ -836,21 +839,31 @@ unsafe fn enoent() -> c_int {
 /// The variadic `execl`, `execle` and `execlp` cannot be written in Rust: a
 /// small assembly entry saves the argument registers, asks
 /// [`prepare_variadic_exec`] (which may switch merge-any off, judging by the
-/// path and the current environment) for the next definition, restores the
-/// registers and jumps there, so the callee sees the caller's arguments,
-/// stack included, exactly. If that `exec` fails, the engine notices at its
-/// next poll that merge-any was lent and takes it back.
-extern "C" fn prepare_variadic_exec(path: *const c_char, which: usize) -> usize {
+/// path and the environment the new program gets) for the next definition,
+/// restores the registers and jumps there, so the callee sees the caller's
+/// arguments, stack included, exactly. If that `exec` fails, the engine
+/// notices at a later poll that merge-any was lent and takes it back.
+///
+/// `frame` is where the entry saved the argument registers; with the
+/// caller's stack arguments above it, it gives `execle`'s environment, the
+/// argument after the list's terminating null pointer.
+extern "C" fn prepare_variadic_exec(
+    path: *const c_char,
+    which: usize,
+    frame: *const usize,
+) -> usize {
     unsafe {
         let saved = errno_get();
-        // execle's environment is past the argument list: judged by the
-        // current one.
+        let envp = match which {
+            VARIADIC_EXECLE => execle_environment(frame),
+            _ => environ,
+        };
         prepare_exec(
             || match which {
                 VARIADIC_EXECLP => target_in_path(path),
                 _ => target_at_path(path),
             },
-            environ,
+            envp,
         );
         errno_set(saved);
         let table = next::exec_functions();
@@ -860,6 +873,44 @@ extern "C" fn prepare_variadic_exec(path: *const c_char, which: usize) -> usize 
             _ => table.execlp,
         }
     }
+}
+
+/// Integer argument `i` of the variadic call whose registers the entry saved
+/// at `frame` (see the entries' layout below); stack arguments follow.
+unsafe fn variadic_argument(frame: *const usize, i: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // Pushed rdi, rsi, rdx, rcx, r8, r9, rax: rax lowest; then the
+        // return address; then the caller's stack arguments.
+        const SAVED_AT: [usize; 6] = [6, 5, 4, 3, 2, 1];
+        if i < 6 {
+            *frame.add(SAVED_AT[i])
+        } else {
+            *frame.add(8 + (i - 6))
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        // x29, x30, then x0..x7; the caller's stack arguments above.
+        if i < 8 {
+            *frame.add(2 + i)
+        } else {
+            *frame.add(10 + (i - 8))
+        }
+    }
+}
+
+/// `execle(path, arg0, ..., NULL, envp)`: the pointer after the null one.
+unsafe fn execle_environment(frame: *const usize) -> *const *const c_char {
+    // The kernel refuses argument lists past a few million entries anyway;
+    // past this bound the environment is taken as unknown (none).
+    const MOST_ARGUMENTS: usize = 1 << 20;
+    for i in 1..MOST_ARGUMENTS {
+        if variadic_argument(frame, i) == 0 {
+            return variadic_argument(frame, i + 1) as *const *const c_char;
+        }
+    }
+    core::ptr::null()
 }
 
 const VARIADIC_EXECL: usize = 0;
@@ -878,6 +929,7 @@ macro_rules! variadic_exec_entry {
                 // Seven pushes leave the stack 16-byte aligned for the call.
                 "push rdi", "push rsi", "push rdx", "push rcx", "push r8", "push r9", "push rax",
                 "mov esi, {which}",
+                "mov rdx, rsp",
                 "call {prepare}",
                 "mov r11, rax",
                 "pop rax", "pop r9", "pop r8", "pop rcx", "pop rdx", "pop rsi", "pop rdi",
@@ -893,6 +945,7 @@ macro_rules! variadic_exec_entry {
                 "stp x4, x5, [sp, #48]",
                 "stp x6, x7, [sp, #64]",
                 "mov x1, #{which}",
+                "mov x2, sp",
                 "bl {prepare}",
                 "mov x16, x0",
                 "ldp x6, x7, [sp, #64]",
@@ -911,6 +964,71 @@ macro_rules! variadic_exec_entry {
 variadic_exec_entry!(execl, VARIADIC_EXECL);
 variadic_exec_entry!(execle, VARIADIC_EXECLE);
 variadic_exec_entry!(execlp, VARIADIC_EXECLP);
+
+// ---------------------------------------------------------------------------
+// Sandboxes: a program that installs a seccomp filter through libc gets a
+// silent library first (`engine::before_sandbox`). `prctl` and `syscall` are
+// variadic in C; on the Linux ABIs we build for, variadic integer arguments
+// travel exactly like fixed ones, so they are declared fixed and forwarded as
+// they came (extra registers the caller did not set are ignored by the
+// kernel).
+
+const PR_SET_SECCOMP: c_int = 22;
+
+#[no_mangle]
+pub unsafe extern "C" fn prctl(
+    option: c_int,
+    a2: libc::c_ulong,
+    a3: libc::c_ulong,
+    a4: libc::c_ulong,
+    a5: libc::c_ulong,
+) -> c_int {
+    if option == PR_SET_SECCOMP {
+        engine::before_sandbox();
+    }
+    match next::next_if_ready().and_then(|n| n.prctl) {
+        Some(f) => f(option, a2, a3, a4, a5),
+        None => raw_syscall(
+            libc::SYS_prctl,
+            [option as _, a2 as _, a3 as _, a4 as _, a5 as _, 0],
+        ) as c_int,
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn syscall(
+    number: libc::c_long,
+    a1: libc::c_long,
+    a2: libc::c_long,
+    a3: libc::c_long,
+    a4: libc::c_long,
+    a5: libc::c_long,
+    a6: libc::c_long,
+) -> libc::c_long {
+    if number == libc::SYS_seccomp
+        || (number == libc::SYS_prctl && a1 == PR_SET_SECCOMP as libc::c_long)
+    {
+        engine::before_sandbox();
+    }
+    match next::next_if_ready().and_then(|n| n.syscall) {
+        Some(f) => f(number, a1, a2, a3, a4, a5, a6),
+        None => raw_syscall(number, [a1, a2, a3, a4, a5, a6]),
+    }
+}
+
+/// A system call as libc's `syscall` makes it (`-1` and `errno` on error),
+/// for calls made before start-up has resolved the next definitions — our
+/// own start-up's included: the library's code calls `syscall` too, and the
+/// loader binds that to this very hook.
+unsafe fn raw_syscall(number: libc::c_long, args: [libc::c_long; 6]) -> libc::c_long {
+    match crate::os::sys::raw(number as usize, args.map(|a| a as usize)) {
+        Ok(v) => v as libc::c_long,
+        Err(e) => {
+            errno_set(e);
+            -1
+        }
+    }
+}
 
 // ---------------------------------------------------------------------------
 // The C API (include/ksmauto.h)
@@ -995,7 +1113,8 @@ extern "C" fn in_forked_child() {
 }
 
 extern "C" fn scan_thread(_: *mut c_void) -> *mut c_void {
-    engine::scan_thread_main()
+    engine::scan_thread_main();
+    core::ptr::null_mut()
 }
 
 /// Started from the constructor (libc is initialised by then) and in forked

@@ -58,6 +58,22 @@ pub type MadviseFn = unsafe extern "C" fn(*mut c_void, usize, c_int) -> c_int;
 pub type MlockFn = unsafe extern "C" fn(*const c_void, usize) -> c_int;
 pub type Mlock2Fn = unsafe extern "C" fn(*const c_void, usize, libc::c_uint) -> c_int;
 pub type MlockallFn = unsafe extern "C" fn(c_int) -> c_int;
+pub type PrctlFn = unsafe extern "C" fn(
+    c_int,
+    libc::c_ulong,
+    libc::c_ulong,
+    libc::c_ulong,
+    libc::c_ulong,
+) -> c_int;
+pub type SyscallFn = unsafe extern "C" fn(
+    libc::c_long,
+    libc::c_long,
+    libc::c_long,
+    libc::c_long,
+    libc::c_long,
+    libc::c_long,
+    libc::c_long,
+) -> libc::c_long;
 pub type StartRoutine = extern "C" fn(*mut c_void) -> *mut c_void;
 pub type PthreadCreateFn = unsafe extern "C" fn(
     *mut libc::pthread_t,
@@ -90,6 +106,8 @@ pub struct NextFunctions {
     pub mlock: Option<MlockFn>,
     pub mlock2: Option<Mlock2Fn>,
     pub mlockall: Option<MlockallFn>,
+    pub prctl: Option<PrctlFn>,
+    pub syscall: Option<SyscallFn>,
     pub pthread_create: Option<PthreadCreateFn>,
     /// The serving allocator is glibc's own malloc (proven, see the module
     /// doc), so its chunk headers can be read.
@@ -116,6 +134,8 @@ const UNRESOLVED: NextFunctions = NextFunctions {
     mlock: None,
     mlock2: None,
     mlockall: None,
+    prctl: None,
+    syscall: None,
     pthread_create: None,
     allocator_is_glibc: false,
 };
@@ -124,6 +144,19 @@ struct Table(UnsafeCell<NextFunctions>);
 unsafe impl Sync for Table {}
 
 static NEXT: Table = Table(UnsafeCell::new(UNRESOLVED));
+
+/// The table once start-up has filled it (for hooks that must not run the
+/// start-up themselves), else `None`.
+#[inline]
+pub fn next_if_ready() -> Option<&'static NextFunctions> {
+    if TABLE_READY.load(Acquire) {
+        Some(next())
+    } else {
+        None
+    }
+}
+
+static TABLE_READY: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// The table; filled by [`resolve_all`] before the start-up gate opens.
 #[inline(always)]
@@ -500,11 +533,14 @@ pub fn resolve_all() {
             mlock: lookup(n, c"mlock"),
             mlock2: as_fn(next_if_defined(c"mlock2")),
             mlockall: lookup(n, c"mlockall"),
+            prctl: lookup(n, c"prctl"),
+            syscall: lookup(n, c"syscall"),
             pthread_create: lookup(n, c"pthread_create"),
             ..UNRESOLVED
         };
         resolve_allocator(&mut table);
         *NEXT.0.get() = table;
+        TABLE_READY.store(true, Release);
     }
 }
 

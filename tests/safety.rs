@@ -657,6 +657,11 @@ fn merge_any_follows_the_kernel_through_scripts_foreign_elf_chdir_and_fake_prelo
     // Control: naming the library itself keeps it (and merge-any) there.
     let out = lab.run_with("execve-env", "plain-probe", &[&preload]);
     assert_eq!(merge_any_of(&out, "execve-env"), "1", "{out}");
+    // execle's own environment (on the stack, past ten arguments) decides.
+    let out = lab.run_with("execle-env", "plain-probe", &["PATH=/bin"]);
+    assert_eq!(merge_any_of(&out, "execle-env"), "0", "{out}");
+    let out = lab.run_with("execle-env", "plain-probe", &[&preload]);
+    assert_eq!(merge_any_of(&out, "execle-env"), "1", "{out}");
 }
 
 #[test]
@@ -704,5 +709,31 @@ fn after_mlockall_no_failing_exec_switches_merge_any_back_on() {
             "0",
             "merge-any came back on after mlockall:\n{out}"
         );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Programs that sandbox themselves with seccomp
+
+#[test]
+fn a_program_that_installs_a_seccomp_allow_list_is_not_killed() {
+    let prog = compile_c("tests/c/seccomp_sandbox.c", &[]);
+    let expected = run_ok(&prog, &Run::without(), &["prctl"]);
+    assert_eq!(expected, "sum=4950\n");
+    for how in ["prctl", "syscall"] {
+        for mode in ["default", "advise", "process"] {
+            for stats in ["stderr", "off"] {
+                let out = Run::with(mode)
+                    .env("KSMAUTO_STATS", stats)
+                    .env("KSMAUTO_SCAN_INTERVAL", "1ms")
+                    .output(&prog, &[how]);
+                assert_eq!(
+                    (out.status.code(), text(&out.stdout)),
+                    (Some(0), expected.clone()),
+                    "{how} {mode} stats={stats}: killed by its own sandbox? {:?}",
+                    out.status
+                );
+            }
+        }
     }
 }

@@ -286,6 +286,11 @@ fn backed_off(interval_ns: u64, shift: u64) -> u64 {
     interval_ns.saturating_mul(1 << shift.min(MAX_BACKOFF_SHIFT as u64))
 }
 
+/// Turns catch-up off for good (the program sandboxed itself).
+pub fn disable() {
+    STATE.enabled.store(false, Release);
+}
+
 pub fn enabled() -> bool {
     STATE.enabled.load(Relaxed)
 }

@@ -89,6 +89,11 @@ static REALLOC_FLOOR: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 static EXCLUDED: ExclusionTable = ExclusionTable::new();
 
+/// Set just before the program installs a seccomp filter (see
+/// [`before_sandbox`]): from then on the library makes no system call of
+/// its own.
+static SILENCED: AtomicBool = AtomicBool::new(false);
+
 /// Set by `mlockall`: the whole process holds secrets, nothing is advised
 /// any more (see [`after_mlockall`]).
 static MERGING_STOPPED: AtomicBool = AtomicBool::new(false);
@@ -209,6 +214,9 @@ fn advise_vma(range: Range) -> bool {
 /// (never after `mlockall`: there is nothing left to advise).
 #[inline]
 pub fn poll_catch_up() {
+    if silenced() {
+        return;
+    }
     if exec_guard::any_lent() {
         take_back_merge_any();
     }
@@ -229,8 +237,10 @@ pub fn wants_scan_thread() -> bool {
 
 /// Body of the opt-in scanning thread: sleep until a catch-up step is due,
 /// run it, forever.
-pub fn scan_thread_main() -> ! {
-    loop {
+/// Ends when the program sandboxes itself ([`before_sandbox`]): a sleep is
+/// a system call too.
+pub fn scan_thread_main() {
+    while !silenced() {
         sys::sleep_ns(catchup::ns_until_due());
         poll_catch_up();
     }
@@ -243,7 +253,28 @@ pub fn scan_thread_main() -> ! {
 /// Whether `exec`s need looking at: merge-any is this process's engine
 /// (and `mlockall` has not switched it off for good).
 pub fn merge_any_in_use() -> bool {
-    settings().active == Mode::Process && !MERGING_STOPPED.load(Relaxed)
+    settings().active == Mode::Process && !MERGING_STOPPED.load(Relaxed) && !silenced()
+}
+
+/// The program is about to install a seccomp filter (`prctl(PR_SET_SECCOMP)`
+/// or the `seccomp` system call, seen through libc): a sandbox that allows
+/// exactly the system calls the program makes kills it for any other. So
+/// the library falls silent for good first: nothing more is advised or
+/// scanned, `exec`s are not inspected, thread stacks are not looked up and
+/// no exit report is written; the hooks only forward. What is mergeable
+/// stays so (merge-any included: switching it off is a system call the
+/// sandbox may refuse).
+pub fn before_sandbox() {
+    SILENCED.store(true, SeqCst);
+    MALLOC_BLOCK_FLOOR.store(usize::MAX, SeqCst);
+    REALLOC_FLOOR.store(usize::MAX, SeqCst);
+    catchup::disable();
+}
+
+/// Whether the library has fallen silent ([`before_sandbox`]).
+#[inline]
+pub fn silenced() -> bool {
+    SILENCED.load(Relaxed)
 }
 
 /// About to `exec` `target` with an environment that does (`env_preloads_us`)
@@ -506,6 +537,9 @@ fn forget_exclusions(range: Range) {
 
 /// A successful `mmap`/`mmap64` returned `addr`.
 pub fn after_mmap(addr: usize, len: usize, prot: i32, flags: i32) {
+    if silenced() {
+        return;
+    }
     let Some(range) = page_range(addr, len) else {
         return;
     };
@@ -544,6 +578,9 @@ pub fn malloc_block_may_need_advice(size: usize) -> bool {
 /// `ptr` must be a live block from glibc's malloc (the caller checked
 /// [`malloc_block_may_need_advice`], which is only true with glibc).
 pub unsafe fn after_malloc_block(ptr: *mut u8, previous_was_mapping: bool) {
+    if silenced() {
+        return;
+    }
     if ptr.is_null() || previous_was_mapping {
         return;
     }
@@ -586,7 +623,7 @@ pub fn after_munmap(addr: usize, len: usize) {
 /// Whether new threads must take their stacks out of merging themselves.
 pub fn threads_unmerge_their_stacks() -> bool {
     let s = settings();
-    s.active == Mode::Process && s.config.exclude.stack
+    s.active == Mode::Process && s.config.exclude.stack && !silenced()
 }
 
 /// Called on a new thread, first thing, when
@@ -597,6 +634,9 @@ pub fn threads_unmerge_their_stacks() -> bool {
 /// caller-supplied stack inside a larger mapping (`pthread_attr_setstack` on
 /// a malloc'd buffer in the heap) would take that whole mapping with it.
 pub fn thread_stack_started(stack_addr: usize, stack_len: usize) {
+    if silenced() {
+        return;
+    }
     let Some(stack) = page_range(stack_addr, stack_len) else {
         return;
     };
@@ -654,6 +694,10 @@ fn unmerge_main_stack() {
 
 /// `ksmauto_advise`: the program asks for a range to be merged.
 pub fn api_advise(addr: usize, len: usize) -> Result<(), i32> {
+    if silenced() {
+        // No system call may be made any more: say so rather than pretend.
+        return Err(libc::EPERM);
+    }
     let range = page_range(addr, len).ok_or(libc::EINVAL)?;
     if settings().active == Mode::Off {
         return Ok(());
@@ -664,6 +708,10 @@ pub fn api_advise(addr: usize, len: usize) -> Result<(), i32> {
 
 /// `ksmauto_exclude`: unmerge now, and never advise this range again.
 pub fn api_exclude(addr: usize, len: usize) -> Result<(), i32> {
+    if silenced() {
+        // No system call may be made any more: say so rather than pretend.
+        return Err(libc::EPERM);
+    }
     let range = page_range(addr, len).ok_or(libc::EINVAL)?;
     exclude(range)
 }
@@ -673,6 +721,9 @@ pub fn api_exclude(addr: usize, len: usize) -> Result<(), i32> {
 /// the catch-up scan would otherwise advise the new address as unknown
 /// memory). An exclusion that reached the old end also covers the growth.
 pub fn after_mremap(old: usize, old_len: usize, new_len: usize, flags: i32, new: usize) {
+    if silenced() {
+        return;
+    }
     if EXCLUDED.is_empty() && flags & libc::MREMAP_FIXED == 0 {
         return;
     }
@@ -757,6 +808,9 @@ pub fn block_is_excluded(addr: usize, len: usize) -> bool {
 /// is excluded too (it holds the same secret). The old block's pages stay
 /// excluded while mapped: the allocator does not clear freed memory.
 pub fn exclusion_follows_block(addr: usize, len: usize) {
+    if silenced() {
+        return;
+    }
     if let Some(range) = page_range(addr, len.max(1)) {
         exclude_moved(range);
     }
@@ -770,6 +824,9 @@ fn secrets_excluded() -> bool {
 /// A successful `mlock`/`mlock2` of `[addr, addr + len)`: locked memory
 /// holds secrets (keys kept out of swap), so it is never merged.
 pub fn after_mlock(addr: usize, len: usize) {
+    if silenced() {
+        return;
+    }
     if secrets_excluded() {
         if let Some(range) = page_range(addr, len) {
             exclude_secret(range);
@@ -780,6 +837,9 @@ pub fn after_mlock(addr: usize, len: usize) {
 /// A successful `madvise(addr, len, advice)` by the program: keeping memory
 /// out of core dumps or wiping it in forked children marks it secret.
 pub fn after_madvise(addr: usize, len: usize, advice: i32) {
+    if silenced() {
+        return;
+    }
     if (advice == libc::MADV_DONTDUMP || advice == libc::MADV_WIPEONFORK) && secrets_excluded() {
         if let Some(range) = page_range(addr, len) {
             exclude_secret(range);
@@ -807,6 +867,9 @@ fn exclude_secret(range: Range) {
 ///   mergeable VMA (the kernel skips the holes and reports `ENOMEM` for
 ///   them); nothing is advised afterwards, `ksmauto_advise` included.
 pub fn after_mlockall() {
+    if silenced() {
+        return;
+    }
     if secrets_excluded() {
         stop_merging_for_good();
     }

@@ -77,6 +77,14 @@ macro_rules! syscall {
 
 pub const PAGE_SIZE_FALLBACK: usize = 4096;
 
+/// Any system call, by number (for forwarding a program's `syscall`).
+///
+/// # Safety
+/// The arguments must be what system call `number` expects.
+pub unsafe fn raw(number: usize, a: [usize; 6]) -> Result<usize, Errno> {
+    check(raw6(number, a[0], a[1], a[2], a[3], a[4], a[5]))
+}
+
 pub fn madvise(addr: usize, len: usize, advice: i32) -> Result<(), Errno> {
     unsafe { syscall!(libc::SYS_madvise, addr, len, advice).map(|_| ()) }
 }

@@ -62,6 +62,10 @@ pub fn render_current(json: bool, out: &mut [u8]) -> usize {
 /// At exit: write the report where `KSMAUTO_STATS` says, if this process has
 /// something to report or the user asked for it.
 pub fn write_exit_report() {
+    // A sandboxed program may allow none of the system calls a report makes.
+    if engine::silenced() {
+        return;
+    }
     // A `vfork` child that calls `exit` runs in its parent's memory: the
     // counters are the parent's, and so is the report.
     if !engine::settle_identity() {

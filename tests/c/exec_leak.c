@@ -3,6 +3,8 @@
  *   execv, execl, execlp (argv[2] is then a bare name found in PATH),
  *   execve-noenv (an empty environment), posix_spawn, vfork (vfork+execv),
  *   execve-env (environment: argv[3] only),
+ *   execle-env (execle with ten arguments, so that its environment, argv[3]
+ *     only, travels on the stack),
  *   spawn-chdir (posix_spawn of the relative path argv[2] after a file
  *     action that changes into directory argv[3]),
  *   fifo (execve of the FIFO argv[2]: must fail with EACCES at once),
@@ -51,6 +53,10 @@ int main(int argc, char **argv) {
     else if (!strcmp(how, "execlp")) execlp(target, target, how, (char *)NULL);
     else if (!strcmp(how, "execve-noenv")) { char *none[] = {NULL}; execve(target, args, none); }
     else if (!strcmp(how, "execve-env") && argc == 4) { char *env[] = {argv[3], NULL}; execve(target, args, env); }
+    else if (!strcmp(how, "execle-env") && argc == 4) {
+        char *env[] = {argv[3], NULL};
+        execle(target, target, "1", "2", "3", "4", "5", "6", "7", "8", how, (char *)NULL, env);
+    }
     else if (!strcmp(how, "fifo")) {
         int r = execve(target, args, environ);
         printf("fifo execve %d %s\n", r, r == -1 && errno == EACCES ? "EACCES" : "other");
