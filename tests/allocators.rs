@@ -386,3 +386,27 @@ fn an_allocator_exporting_libc_malloc_is_not_taken_for_glibc() {
 fn an_allocator_with_only_a_sysv_hash_table() {
     matrix(&TINY_SYSV_HASH);
 }
+
+/// `pvalloc(SIZE_MAX)` is the serving allocator's to answer (glibc: NULL
+/// and ENOMEM; tcmalloc and mimalloc each their own way): with the library
+/// in front, the program sees exactly what the allocator alone gives it.
+#[test]
+fn pvalloc_of_an_unroundable_size_is_answered_by_the_allocator() {
+    let prog = compile_c("tests/c/pvalloc_overflow.c", &[]);
+    for a in [&GLIBC, &TCMALLOC, &MIMALLOC, &JEMALLOC] {
+        let alloc = allocator_path(a);
+        let alone = match &alloc {
+            Some(path) => Run::without().env("LD_PRELOAD", path.to_str().unwrap()),
+            None => Run::without(),
+        };
+        let expected = run_ok(&prog, &alone, &[]);
+        let both = match &alloc {
+            Some(path) => format!("{} {}", lib().display(), path.display()),
+            None => lib().display().to_string(),
+        };
+        let with = Run::without()
+            .env("LD_PRELOAD", &both)
+            .env("KSMAUTO_STATS", "off");
+        assert_eq!(run_ok(&prog, &with, &[]), expected, "{both}");
+    }
+}
