@@ -246,6 +246,9 @@ struct State {
     enabled: AtomicBool,
     scanning: AtomicBool,
     next_scan_ns: AtomicU64,
+    /// The earliest time the next step may start at all (the pace alone,
+    /// without the back-off): what an edge of idleness waits for.
+    paced_until_ns: AtomicU64,
     backoff_shift: AtomicU64,
     passes: AtomicU64,
     steps: AtomicU64,
@@ -311,6 +314,7 @@ pub fn reset() {
     };
     for a in [
         &state.next_scan_ns,
+        &state.paced_until_ns,
         &state.backoff_shift,
         &state.passes,
         &state.steps,
@@ -342,8 +346,46 @@ pub fn poll(
     if sys::alt_stack_room().is_some_and(|room| room < STEP_STACK_BYTES) {
         return;
     }
-    step(state, judge, advise);
+    let _ = step(state, judge, advise);
 }
+
+/// At the edge of idleness (a thread is about to block, see
+/// `engine::at_idle_edge`): runs steps until the pass in progress is over,
+/// whatever the schedule says, so a program that never calls into the
+/// library again still has everything it built advised. Bounded: at most
+/// [`IDLE_STEPS`] steps (a pass over [`STEP_VMAS`] × [`IDLE_STEPS`] VMAs), and
+/// only the pace between steps is kept (a step never follows the previous
+/// one sooner than [`PACE`] times its length). Returns whether a pass was
+/// finished (the caller then knows the news it acted on was seen).
+#[cold]
+pub fn idle_pass(
+    judge: &impl Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict,
+    advise: &impl Fn(Range) -> bool,
+) -> bool {
+    let state = &STATE;
+    if !state.enabled.load(Relaxed) {
+        return false;
+    }
+    if sys::alt_stack_room().is_some_and(|room| room < STEP_STACK_BYTES) {
+        return false;
+    }
+    let passes = state.passes.load(Relaxed);
+    for _ in 0..IDLE_STEPS {
+        if sys::monotonic_coarse_ns() < state.paced_until_ns.load(Relaxed) {
+            return false;
+        }
+        if !step(state, judge, advise) {
+            return false;
+        }
+        if state.passes.load(Relaxed) != passes {
+            return true;
+        }
+    }
+    false
+}
+
+/// The most steps one edge of idleness runs (see [`idle_pass`]).
+pub const IDLE_STEPS: usize = 8;
 
 /// Whether a step is due (catch-up on and its time come): one clock read.
 pub fn due() -> bool {
@@ -398,14 +440,15 @@ enum StepEnd {
     Failed,
 }
 
+/// One step; `false` if another thread is running one.
 #[cold]
 fn step(
     state: &State,
     judge: &impl Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict,
     advise: &impl Fn(Range) -> bool,
-) {
+) -> bool {
     if state.scanning.swap(true, Acquire) {
-        return;
+        return false;
     }
     // Only the scanning thread touches `work` (guarded by `scanning`).
     let work = unsafe { &mut *state.work.get() };
@@ -447,10 +490,11 @@ fn step(
             backed_off(INTERVAL_NS.load(Relaxed), shift).max(paced)
         }
     };
-    state
-        .next_scan_ns
-        .store(sys::monotonic_coarse_ns().saturating_add(wait), Relaxed);
+    let now = sys::monotonic_coarse_ns();
+    state.next_scan_ns.store(now.saturating_add(wait), Relaxed);
+    state.paced_until_ns.store(now.saturating_add(paced), Relaxed);
     state.scanning.store(false, Release);
+    true
 }
 
 /// Up to [`STEP_VMAS`] VMAs from the cursor on, through `PROCMAP_QUERY`.

@@ -168,6 +168,7 @@ pub fn start(allocator_is_glibc: bool) {
         unmerge_main_stack();
     }
     if active == Mode::Advise {
+        BRK_AT_LAST_PASS.store(os::program_break(), Relaxed);
         catchup::enable(config.scan_interval_ms);
     }
 }
@@ -227,6 +228,85 @@ pub fn poll_catch_up() {
             start_over();
         }
         catchup::poll(&judge_vma, &advise_vma);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The edge of idleness: a thread about to block gives the catch-up its turn
+// (the only trigger an idle program leaves, without a thread of ours)
+
+/// Memory no hook advised may have appeared since the last finished pass: a
+/// glibc-mapped block ([`note_new_memory`] from the malloc family), a new
+/// thread (and with it, a malloc arena), a raw `syscall(SYS_mmap)`.
+static NEW_MEMORY: AtomicBool = AtomicBool::new(false);
+
+/// The program break when the last pass started; growth of the brk heap past
+/// it by [`BRK_NEWS_BYTES`] is news (glibc grows it with an internal `sbrk`
+/// no hook sees).
+static BRK_AT_LAST_PASS: AtomicUsize = AtomicUsize::new(0);
+
+/// How far the brk heap must grow to be worth a pass before blocking: a
+/// short-lived command's first small heap is not.
+pub const BRK_NEWS_BYTES: usize = 1 << 20;
+
+/// Something may have mapped memory no hook advises (cheap: a load, and a
+/// store only when the flag changes, so threads do not bounce its line).
+#[inline]
+pub fn note_new_memory() {
+    if !NEW_MEMORY.load(Relaxed) {
+        NEW_MEMORY.store(true, Relaxed);
+    }
+}
+
+/// Checked by every hook of a call that may block (`read`, `poll`,
+/// `pthread_cond_wait`, …) before it forwards: whether
+/// [`at_idle_edge`] has anything to do. A few loads while nothing is due,
+/// plus one clock read in `advise` mode.
+#[inline]
+pub fn idle_edge_due() -> bool {
+    if exec_guard::any_lent() {
+        return true;
+    }
+    catchup::enabled()
+        && (NEW_MEMORY.load(Relaxed)
+            || os::program_break() > BRK_AT_LAST_PASS.load(Relaxed).saturating_add(BRK_NEWS_BYTES)
+            || catchup::due())
+}
+
+/// A thread is about to make a call that may block, and [`idle_edge_due`]
+/// said there is work: merge-any lent to an `exec` is taken back, and in
+/// `advise` mode, if `would_block` (the hook's side-effect-free look at
+/// whether the call will wait: a descriptor with nothing to read, a child
+/// still running, …) says the thread is about to wait, the catch-up pass is
+/// run to its end now — the program may never call us again. A call that
+/// returns at once gets no scan, so no latency.
+#[cold]
+#[inline(never)]
+pub fn at_idle_edge(would_block: impl FnOnce() -> bool) {
+    if silenced() {
+        return;
+    }
+    if exec_guard::any_lent() {
+        take_back_merge_any();
+    }
+    if !catchup::enabled() || MERGING_STOPPED.load(Relaxed) {
+        return;
+    }
+    // A raw clone child owns a copy of the parent's scan state; a vfork
+    // child runs in its parent's memory and must leave it alone.
+    if identity::adopt_if_new_process() {
+        start_over();
+    }
+    if identity::shares_owners_memory() || !would_block() {
+        return;
+    }
+    let had_news = NEW_MEMORY.swap(false, Relaxed);
+    let brk = os::program_break();
+    if catchup::idle_pass(&judge_vma, &advise_vma) {
+        BRK_AT_LAST_PASS.store(brk, Relaxed);
+    } else if had_news {
+        // Not done (another thread scanning, the pace): still news.
+        note_new_memory();
     }
 }
 

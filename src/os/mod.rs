@@ -39,6 +39,13 @@ pub fn page_size() -> usize {
 /// Whether the kernel started this program in secure-execution mode
 /// (`AT_SECURE`: set-user-ID, set-group-ID or file capabilities, or an LSM
 /// asked for it).
+/// The program break (the top of the brk heap), from libc's own record of
+/// it: a call that makes no system call once the break is known.
+#[inline]
+pub fn program_break() -> usize {
+    unsafe { libc::sbrk(0) as usize }
+}
+
 pub fn secure_execution() -> bool {
     unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
 }
