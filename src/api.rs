@@ -32,7 +32,7 @@ fn ready() -> bool {
         // handler or a vfork child where dlsym must not.
         next::exec_functions();
         engine::start(next().allocator_is_glibc);
-        next::publish_hot_path();
+        publish_hot_path();
         errno_set(saved);
     })
 }
@@ -66,37 +66,121 @@ fn errno_set(v: c_int) {
 
 // ---------------------------------------------------------------------------
 // malloc family
+//
+// malloc, calloc, realloc and free are what a small-object loop calls. Each
+// loads the target start-up published for it (`next::publish_hot_path`:
+// null until start-up has finished, then the serving allocator's own
+// function, or one of the wrappers below when this process counts calls or
+// watches for glibc-mapped blocks) and jumps there. In `process` and `off`
+// mode a call costs that one load and jump: the kernel does the merging, so
+// there is nothing to decide per call.
 
+/// A block this large may be a mapping of its own that glibc made with its
+/// hidden `mmap`: the catch-up scan has news (it advises such blocks in
+/// batches, once neighbouring blocks have coalesced into one VMA).
 #[inline(always)]
-unsafe fn after_block(p: *mut c_void, size: usize) -> *mut c_void {
-    if engine::malloc_block_may_need_advice(size) {
-        engine::after_malloc_block(p as *mut u8, false);
+fn note_if_own_mapping(size: usize) {
+    if engine::block_may_be_own_mapping(size) {
+        note_new_memory();
     }
-    p
 }
 
-// malloc, calloc, realloc and free are what a small-object loop calls: each
-// first loads its hot-path target (null until start-up has finished, see
-// `next::publish_hot_path`), and a block below the advice floor is forwarded
-// with a tail call. Everything else lives in a cold `*_slow` twin.
+// The watching wrappers keep their common case to one compare and a jump:
+// the rare large block goes through a twin that notes it first (so the
+// common case saves no registers).
+
+#[cold]
+#[inline(never)]
+fn note_new_memory() {
+    engine::note_new_memory();
+}
+
+/// Counts a call of the malloc family when this process counts them (the
+/// user asked for the report, see `engine::counts_allocator_calls`).
+#[inline(always)]
+fn counted_alloc(hook: Hook) {
+    if engine::counts_allocator_calls() {
+        counted(hook);
+    }
+}
+
+/// A published target's function, which start-up publishes only when present.
+#[inline(always)]
+unsafe fn present<F>(f: Option<F>) -> F {
+    match f {
+        Some(f) => f,
+        // SAFETY: `publish_hot_path` publishes a wrapper only for a function
+        // the serving allocator has (the table never changes afterwards).
+        None => core::hint::unreachable_unchecked(),
+    }
+}
+
+/// Chooses what the four hot hooks jump to, once start-up is done.
+fn publish_hot_path() {
+    let n = next();
+    let counting = engine::counts_allocator_calls();
+    let watching = engine::watches_allocator();
+    let pick = |own: *mut c_void, counted: *mut c_void, watched: *mut c_void| {
+        if own.is_null() {
+            own
+        } else if counting {
+            counted
+        } else if watching {
+            watched
+        } else {
+            own
+        }
+    };
+    next::publish_hot_path(next::HotTargets {
+        malloc: pick(
+            next::as_ptr(n.malloc),
+            malloc_counted as *mut c_void,
+            malloc_watched as *mut c_void,
+        ),
+        calloc: pick(
+            next::as_ptr(n.calloc),
+            calloc_counted as *mut c_void,
+            calloc_watched as *mut c_void,
+        ),
+        // realloc's own check (exclusions, watching) is in its hook.
+        realloc: pick(
+            next::as_ptr(n.realloc),
+            realloc_counted as *mut c_void,
+            next::as_ptr(n.realloc),
+        ),
+        free: pick(
+            next::as_ptr(n.free),
+            free_counted as *mut c_void,
+            next::as_ptr(n.free),
+        ),
+    });
+}
 
 #[no_mangle]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
-    let Some(f) = next::hot_malloc() else {
-        return malloc_slow(size);
-    };
-    counted(Hook::Malloc);
-    if engine::malloc_block_may_need_advice(size) {
-        return malloc_and_advise(f, size);
+    match next::hot_malloc() {
+        Some(f) => f(size),
+        None => malloc_slow(size),
     }
-    f(size)
 }
 
-// Out of line so that the compiler cannot fold the two calls of `f` into one
-// followed by the check, which would cost the small-block path its tail call.
+unsafe extern "C" fn malloc_counted(size: usize) -> *mut c_void {
+    counted(Hook::Malloc);
+    malloc_watched(size)
+}
+
+unsafe extern "C" fn malloc_watched(size: usize) -> *mut c_void {
+    if engine::large_for_glibc(size) {
+        return malloc_noted(size);
+    }
+    present(next().malloc)(size)
+}
+
+#[cold]
 #[inline(never)]
-unsafe fn malloc_and_advise(f: next::MallocFn, size: usize) -> *mut c_void {
-    after_block(f(size), size)
+unsafe fn malloc_noted(size: usize) -> *mut c_void {
+    engine::note_new_memory();
+    present(next().malloc)(size)
 }
 
 #[cold]
@@ -104,28 +188,40 @@ unsafe fn malloc_slow(size: usize) -> *mut c_void {
     if !ready() {
         return next::bootstrap_alloc(size, 16);
     }
-    counted(Hook::Malloc);
+    counted_alloc(Hook::Malloc);
+    note_if_own_mapping(size);
     match next().malloc {
-        Some(f) => after_block(f(size), size),
+        Some(f) => f(size),
         None => enomem(),
     }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
-    let Some(f) = next::hot_calloc() else {
-        return calloc_slow(n, size);
-    };
-    counted(Hook::Calloc);
-    if engine::malloc_block_may_need_advice(n.saturating_mul(size)) {
-        return calloc_and_advise(f, n, size);
+    match next::hot_calloc() {
+        Some(f) => f(n, size),
+        None => calloc_slow(n, size),
     }
-    f(n, size)
 }
 
+unsafe extern "C" fn calloc_counted(n: usize, size: usize) -> *mut c_void {
+    counted(Hook::Calloc);
+    calloc_watched(n, size)
+}
+
+unsafe extern "C" fn calloc_watched(n: usize, size: usize) -> *mut c_void {
+    // A product that overflows fails in calloc itself: no block, no news.
+    if engine::large_for_glibc(n.wrapping_mul(size)) {
+        return calloc_noted(n, size);
+    }
+    present(next().calloc)(n, size)
+}
+
+#[cold]
 #[inline(never)]
-unsafe fn calloc_and_advise(f: next::CallocFn, n: usize, size: usize) -> *mut c_void {
-    after_block(f(n, size), n.saturating_mul(size))
+unsafe fn calloc_noted(n: usize, size: usize) -> *mut c_void {
+    engine::note_new_memory();
+    present(next().calloc)(n, size)
 }
 
 #[cold]
@@ -136,9 +232,10 @@ unsafe fn calloc_slow(n: usize, size: usize) -> *mut c_void {
             None => enomem(),
         };
     }
-    counted(Hook::Calloc);
+    counted_alloc(Hook::Calloc);
+    note_if_own_mapping(n.saturating_mul(size));
     match next().calloc {
-        Some(f) => after_block(f(n, size), n.saturating_mul(size)),
+        Some(f) => f(n, size),
         None => enomem(),
     }
 }
@@ -165,28 +262,25 @@ unsafe extern "C" fn arena_alloc(size: usize) -> *mut c_void {
     next::bootstrap_alloc(size, 16)
 }
 
-/// Runs a resizing call and advises the result if glibc gave it a mapping of
-/// its own. A block that already was such a mapping and stayed in place was
-/// grown with `mremap`, which keeps it mergeable.
-///
-/// While anything is excluded, every resize takes this path: an excluded
-/// block that moves takes its exclusion along.
+/// Runs a resizing call, taking care of what a block carries along: while
+/// anything is excluded, an excluded block that moves takes its exclusion
+/// along (whatever its size); a block that may now be a glibc mapping of its
+/// own is news for the catch-up scan.
 #[inline(always)]
 unsafe fn resize(p: *mut c_void, size: usize, call: impl FnOnce() -> *mut c_void) -> *mut c_void {
     if !engine::realloc_needs_care(size) {
         return call();
     }
-    resize_and_advise(p, size, call)
+    resize_carefully(p, size, call)
 }
 
 #[inline(never)]
-unsafe fn resize_and_advise(
+unsafe fn resize_carefully(
     p: *mut c_void,
     size: usize,
     call: impl FnOnce() -> *mut c_void,
 ) -> *mut c_void {
-    let advise = engine::malloc_block_may_need_advice(size);
-    let was_mapping = advise && engine::glibc_mapping_of(p as *mut u8).is_some();
+    note_if_own_mapping(size);
     let excluded = !p.is_null() && engine::exclusions_exist() && {
         let old_len = next().malloc_usable_size.map_or(1, |f| f(p));
         engine::block_is_excluded(p as usize, old_len)
@@ -194,9 +288,6 @@ unsafe fn resize_and_advise(
     let new = call();
     if excluded && !new.is_null() {
         engine::exclusion_follows_block(new as usize, size);
-    }
-    if advise {
-        engine::after_malloc_block(new as *mut u8, was_mapping && new == p);
     }
     new
 }
@@ -209,16 +300,20 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     let Some(f) = next::hot_realloc() else {
         return realloc_slow(p, size);
     };
-    counted(Hook::Realloc);
     if engine::realloc_needs_care(size) {
-        return realloc_and_advise(f, p, size);
+        return realloc_carefully(f, p, size);
     }
     f(p, size)
 }
 
+unsafe extern "C" fn realloc_counted(p: *mut c_void, size: usize) -> *mut c_void {
+    counted(Hook::Realloc);
+    present(next().realloc)(p, size)
+}
+
 #[inline(never)]
-unsafe fn realloc_and_advise(f: next::ReallocFn, p: *mut c_void, size: usize) -> *mut c_void {
-    resize_and_advise(p, size, move || f(p, size))
+unsafe fn realloc_carefully(f: next::ReallocFn, p: *mut c_void, size: usize) -> *mut c_void {
+    resize_carefully(p, size, move || f(p, size))
 }
 
 #[cold]
@@ -232,7 +327,7 @@ unsafe fn realloc_slow(p: *mut c_void, size: usize) -> *mut c_void {
     if !ready() {
         return next::bootstrap_alloc(size, 16);
     }
-    counted(Hook::Realloc);
+    counted_alloc(Hook::Realloc);
     match next().realloc {
         Some(f) => resize(p, size, move || f(p, size)),
         None => enomem(),
@@ -247,7 +342,7 @@ pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> 
     if next::is_bootstrap(p) || !ready() {
         return realloc(p, total);
     }
-    counted(Hook::Reallocarray);
+    counted_alloc(Hook::Reallocarray);
     // The serving allocator's own, or its realloc behind an overflow check
     // (`next::stand_in`): never another allocator's.
     match next().reallocarray {
@@ -261,11 +356,15 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
     if next::is_bootstrap(p) {
         return;
     }
-    let Some(f) = next::hot_free() else {
-        return free_slow(p);
-    };
+    match next::hot_free() {
+        Some(f) => f(p),
+        None => free_slow(p),
+    }
+}
+
+unsafe extern "C" fn free_counted(p: *mut c_void) {
     counted(Hook::Free);
-    f(p)
+    present(next().free)(p)
 }
 
 #[cold]
@@ -274,7 +373,7 @@ unsafe fn free_slow(p: *mut c_void) {
         // Only blocks from the arena exist before start-up finishes.
         return;
     }
-    counted(Hook::Free);
+    counted_alloc(Hook::Free);
     if let Some(f) = next().free {
         f(p)
     }
@@ -293,15 +392,12 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
         *out = p;
         return 0;
     }
-    counted(Hook::PosixMemalign);
+    counted_alloc(Hook::PosixMemalign);
+    note_if_own_mapping(size);
     let Some(f) = next().posix_memalign else {
         return libc::ENOMEM;
     };
-    let rc = f(out, align, size);
-    if rc == 0 {
-        after_block(*out, size);
-    }
-    rc
+    f(out, align, size)
 }
 
 /// The shared body of the functions that return a block aligned to `align`.
@@ -317,9 +413,10 @@ unsafe fn aligned(
     if !ready() {
         return next::bootstrap_alloc(size, align.max(16).next_power_of_two());
     }
-    counted(hook);
+    counted_alloc(hook);
+    note_if_own_mapping(size);
     match pick(next()) {
-        Some(f) => after_block(f(align, size), size),
+        Some(f) => f(align, size),
         None => enomem(),
     }
 }
@@ -343,9 +440,10 @@ pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
     if !ready() {
         return next::bootstrap_alloc(size, page());
     }
-    counted(Hook::Valloc);
+    counted_alloc(Hook::Valloc);
+    note_if_own_mapping(size);
     match next().valloc {
-        Some(f) => after_block(f(size), size),
+        Some(f) => f(size),
         None => enomem(),
     }
 }
@@ -353,7 +451,7 @@ pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
 #[no_mangle]
 pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
     // A size that cannot be rounded up is the allocator's to answer (each
-    // answers it its own way); only the advice needs the rounded size.
+    // answers it its own way); only the catch-up's hint needs the rounded size.
     let rounded = size.checked_add(page() - 1).map(|s| s & !(page() - 1));
     if !ready() {
         return match rounded {
@@ -361,9 +459,10 @@ pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
             None => enomem(),
         };
     }
-    counted(Hook::Pvalloc);
+    counted_alloc(Hook::Pvalloc);
+    note_if_own_mapping(rounded.unwrap_or(usize::MAX));
     match next().pvalloc {
-        Some(f) => after_block(f(size), rounded.unwrap_or(usize::MAX)),
+        Some(f) => f(size),
         None => enomem(),
     }
 }
@@ -376,7 +475,7 @@ pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
     if p.is_null() || !ready() {
         return 0;
     }
-    counted(Hook::MallocUsableSize);
+    counted_alloc(Hook::MallocUsableSize);
     match next().malloc_usable_size {
         Some(f) => f(p),
         None => 0,
@@ -616,6 +715,8 @@ pub unsafe extern "C" fn pthread_create(
         return libc::EAGAIN;
     }
     counted(Hook::PthreadCreate);
+    // The new thread's first allocations may make glibc map an arena for it.
+    engine::note_new_memory();
     let Some(create) = next().pthread_create else {
         return libc::EAGAIN;
     };

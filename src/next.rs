@@ -551,7 +551,7 @@ const RTLD_NEXT_HANDLE: *mut c_void = -1isize as *mut c_void;
 
 /// The targets of the four hooks a small-object loop calls, null until
 /// start-up has finished. One load both tells such a hook that start-up is
-/// done and gives it the function to forward to, so the hottest calls pay for
+/// done and gives it the function to jump to, so the hottest calls pay for
 /// no separate gate (the gate stays on their cold path, which start-up and
 /// its nested calls take).
 struct HotPath {
@@ -568,7 +568,18 @@ static HOT: HotPath = HotPath {
     free: AtomicPtr::new(core::ptr::null_mut()),
 };
 
-fn as_ptr<F: Copy>(f: Option<F>) -> *mut c_void {
+/// What the four hot hooks jump to: each a function with that hook's C
+/// signature (the serving allocator's own, or a wrapper of the interposition
+/// layer's), or null to keep the hook on its cold path.
+pub struct HotTargets {
+    pub malloc: *mut c_void,
+    pub calloc: *mut c_void,
+    pub realloc: *mut c_void,
+    pub free: *mut c_void,
+}
+
+/// A resolved function as the plain pointer [`HotTargets`] holds.
+pub fn as_ptr<F: Copy>(f: Option<F>) -> *mut c_void {
     match f {
         Some(f) => unsafe { core::mem::transmute_copy::<F, *mut c_void>(&f) },
         None => core::ptr::null_mut(),
@@ -577,14 +588,11 @@ fn as_ptr<F: Copy>(f: Option<F>) -> *mut c_void {
 
 /// Opens the hot path. Call once start-up has finished (everything a hook
 /// reads is in place: the release store publishes it along with the pointer).
-/// A function the next library lacks stays null, so its hook keeps taking the
-/// cold path, which handles "missing".
-pub fn publish_hot_path() {
-    let n = next();
-    HOT.malloc.store(as_ptr(n.malloc), Release);
-    HOT.calloc.store(as_ptr(n.calloc), Release);
-    HOT.realloc.store(as_ptr(n.realloc), Release);
-    HOT.free.store(as_ptr(n.free), Release);
+pub fn publish_hot_path(targets: HotTargets) {
+    HOT.malloc.store(targets.malloc, Release);
+    HOT.calloc.store(targets.calloc, Release);
+    HOT.realloc.store(targets.realloc, Release);
+    HOT.free.store(targets.free, Release);
 }
 
 /// `Option<fn>` has the layout of a nullable pointer: null reads as `None`.
@@ -595,25 +603,25 @@ fn hot<F>(slot: &AtomicPtr<c_void>) -> Option<F> {
     unsafe { core::mem::transmute_copy::<*mut c_void, Option<F>>(&p) }
 }
 
-/// The next `malloc`, once start-up has finished.
+/// What `malloc` jumps to, once start-up has finished.
 #[inline(always)]
 pub fn hot_malloc() -> Option<MallocFn> {
     hot(&HOT.malloc)
 }
 
-/// The next `calloc`, once start-up has finished.
+/// What `calloc` jumps to, once start-up has finished.
 #[inline(always)]
 pub fn hot_calloc() -> Option<CallocFn> {
     hot(&HOT.calloc)
 }
 
-/// The next `realloc`, once start-up has finished.
+/// What `realloc` jumps to, once start-up has finished.
 #[inline(always)]
 pub fn hot_realloc() -> Option<ReallocFn> {
     hot(&HOT.realloc)
 }
 
-/// The next `free`, once start-up has finished.
+/// What `free` jumps to, once start-up has finished.
 #[inline(always)]
 pub fn hot_free() -> Option<FreeFn> {
     hot(&HOT.free)

@@ -59,8 +59,8 @@ use core::sync::atomic::{
     Ordering::{Acquire, Relaxed, Release},
 };
 
-use super::policy::{Range, SkipReason, VmaVerdict};
-use crate::os::proc::{read_lines, LineBuffer, MapsLine};
+use super::policy::{self, Range, SkipReason, VmaVerdict};
+use crate::os::proc::{read_lines, LineBuffer, MapsLine, RegionClass};
 use crate::os::sys::{self, Errno, MapsQuery, VmaDetails};
 use crate::stats::counters;
 
@@ -223,12 +223,57 @@ impl Memory {
 struct Cursor {
     /// The next step looks at the VMA at or above this address.
     resume: usize,
-    /// The last VMA examined (`start`, `end`, `perms`, `inode`): the `below`
-    /// of the next one, to recognise thread stacks by their guard.
-    below: Option<(usize, usize, [u8; 4], u64)>,
+    /// The last VMA examined: the `below` of the next one, to recognise
+    /// thread stacks by their guard and the brk heap's growth.
+    below: Option<Below>,
+    /// The page-aligned program break when the step started.
+    heap_end: usize,
+    /// VMAs this pass has examined.
+    examined: u64,
     /// This pass advised a VMA the previous one had not seen.
     advised_new: bool,
 }
+
+/// What a VMA's upper neighbour needs to know of it.
+#[derive(Clone, Copy)]
+struct Below {
+    start: usize,
+    end: usize,
+    perms: [u8; 4],
+    inode: u64,
+    heap: bool,
+}
+
+impl Below {
+    fn of(vma: &MapsLine) -> Below {
+        Below {
+            start: vma.start,
+            end: vma.end,
+            perms: vma.perms,
+            inode: vma.inode,
+            heap: vma.class() == RegionClass::Heap,
+        }
+    }
+
+    fn line(self) -> MapsLine<'static> {
+        MapsLine {
+            start: self.start,
+            end: self.end,
+            perms: self.perms,
+            offset: 0,
+            inode: self.inode,
+            name: if self.heap { b"[heap]" } else { b"" },
+        }
+    }
+}
+
+const FRESH_CURSOR: Cursor = Cursor {
+    resume: 0,
+    below: None,
+    heap_end: 0,
+    examined: 0,
+    advised_new: false,
+};
 
 /// Everything only the thread holding `scanning` touches.
 struct Work {
@@ -254,6 +299,8 @@ struct State {
     steps: AtomicU64,
     vmas: AtomicU64,
     revoked: AtomicU64,
+    /// VMAs the last finished pass examined: the process's VMA count then.
+    last_pass_vmas: AtomicU64,
 }
 
 // `work` is only touched by the thread that set `scanning`.
@@ -261,6 +308,21 @@ unsafe impl Sync for State {}
 
 static STATE: State = unsafe { core::mem::zeroed() };
 static INTERVAL_NS: AtomicU64 = AtomicU64::new(0);
+/// `vm.max_map_count`, read at the first step (0: not yet).
+static MAX_MAP_COUNT: AtomicU64 = AtomicU64::new(0);
+
+/// Whether the process is close enough to `vm.max_map_count` (by its VMA
+/// count at the last finished pass) that no advice may split a VMA: within
+/// 1/32 of the limit, at least 64 VMAs. Every split is one VMA the program
+/// may need for its own mappings.
+pub fn map_count_headroom_low() -> bool {
+    let max = MAX_MAP_COUNT.load(Relaxed);
+    if max == 0 {
+        return false;
+    }
+    let reserve = (max / 32).max(64);
+    STATE.last_pass_vmas.load(Relaxed).saturating_add(reserve) >= max
+}
 /// The text fallback's line buffer (only the step holding `scanning` uses it).
 static SCAN_LINES: LineBuffer = LineBuffer::new();
 
@@ -307,14 +369,11 @@ pub fn reset() {
     let state = &STATE;
     let work = unsafe { &mut *state.work.get() };
     work.memory.clear();
-    work.cursor = Cursor {
-        resume: 0,
-        below: None,
-        advised_new: false,
-    };
+    work.cursor = FRESH_CURSOR;
     for a in [
         &state.next_scan_ns,
         &state.paced_until_ns,
+        &state.last_pass_vmas,
         &state.backoff_shift,
         &state.passes,
         &state.steps,
@@ -453,6 +512,11 @@ fn step(
     // Only the scanning thread touches `work` (guarded by `scanning`).
     let work = unsafe { &mut *state.work.get() };
     let started = sys::monotonic_ns();
+    let page = crate::os::page_size();
+    work.cursor.heap_end = crate::os::program_break().saturating_add(page - 1) & !(page - 1);
+    if MAX_MAP_COUNT.load(Relaxed) == 0 {
+        MAX_MAP_COUNT.store(crate::os::proc::max_map_count(), Relaxed);
+    }
     let end = match MapsQuery::open() {
         Ok(maps) => match step_by_query(state, work, &maps, started, judge, advise) {
             Ok(end) => end,
@@ -475,11 +539,8 @@ fn step(
         StepEnd::PassDone => {
             let advised_new = work.cursor.advised_new;
             work.memory.finish_pass();
-            work.cursor = Cursor {
-                resume: 0,
-                below: None,
-                advised_new: false,
-            };
+            state.last_pass_vmas.store(work.cursor.examined, Relaxed);
+            work.cursor = FRESH_CURSOR;
             state.passes.fetch_add(1, Relaxed);
             let shift = if advised_new {
                 0
@@ -586,17 +647,6 @@ fn line_of<'a>(vma: &VmaDetails, name: &'a [u8]) -> MapsLine<'a> {
     }
 }
 
-fn below_line(below: (usize, usize, [u8; 4], u64)) -> MapsLine<'static> {
-    let (start, end, perms, inode) = below;
-    MapsLine {
-        start,
-        end,
-        perms,
-        offset: 0,
-        inode,
-        name: b"",
-    }
-}
 
 /// Judges one VMA and advises it if it qualifies and is news. `check` (the
 /// open maps and a name buffer) is how the advice is checked afterwards.
@@ -611,9 +661,10 @@ fn consider(
 ) {
     let below = cursor
         .below
-        .filter(|&(_, end, _, _)| end == vma.start)
-        .map(below_line);
-    cursor.below = Some((vma.start, vma.end, vma.perms, vma.inode));
+        .filter(|b| b.end == vma.start)
+        .map(Below::line);
+    cursor.below = Some(Below::of(vma));
+    cursor.examined += 1;
     match judge(vma, below.as_ref()) {
         VmaVerdict::NotOurs => {}
         VmaVerdict::Skip(reason) => {
@@ -624,18 +675,35 @@ fn consider(
         }
         VmaVerdict::Merge => {
             let seen = memory.seen(vma.start, vma.end);
-            if seen != Seen::Yes {
-                let range = Range {
-                    start: vma.start,
-                    end: vma.end,
-                };
-                let advised = advise(range);
+            let part = policy::advisable_part(
+                vma,
+                below.as_ref(),
+                cursor.heap_end,
+                crate::os::page_size(),
+            );
+            let splits = part.end != vma.end;
+            if seen == Seen::Yes {
+                // Nothing new.
+            } else if part.is_empty() {
+                // All growth edge: next time.
+            } else if splits && map_count_headroom_low() {
+                if seen == Seen::No {
+                    counters().count_skipped(SkipReason::MapCount);
+                }
+            } else {
+                let advised = advise(part);
                 if let Some((maps, name)) = check {
-                    revoke_rejected(state, maps, name, range, judge);
+                    revoke_rejected(state, maps, name, part, judge);
                 }
                 cursor.advised_new |= advised && seen == Seen::No;
             }
-            memory.record(vma.start, vma.end);
+            // The advice split the VMA: next pass finds the two pieces.
+            if splits && !part.is_empty() {
+                memory.record(part.start, part.end);
+                memory.record(part.end, vma.end);
+            } else {
+                memory.record(vma.start, vma.end);
+            }
         }
     }
 }
@@ -653,7 +721,7 @@ fn rejects(verdict: VmaVerdict) -> bool {
             | SkipReason::Hugetlb
             | SkipReason::Exec
             | SkipReason::Stack => true,
-            SkipReason::Small | SkipReason::Excluded => false,
+            SkipReason::Small | SkipReason::Excluded | SkipReason::MapCount => false,
         },
     }
 }
@@ -673,7 +741,10 @@ fn revoke_rejected(
         .checked_sub(1)
         .and_then(|addr| maps.vma(addr, false, &mut []).ok())
         .filter(|b| b.end == range.start)
-        .map(|b| (b.start, b.end, b.perms(), b.inode));
+        .map(|b| {
+            let line = line_of(&b, &[]);
+            Below::of(&line)
+        });
     let mut addr = range.start;
     while addr < range.end {
         let Ok(vma) = query_named(maps, addr, true, name) else {
@@ -683,7 +754,7 @@ fn revoke_rejected(
             return;
         }
         let line = line_of(&vma, name);
-        let below_vma = below.filter(|b| b.1 == vma.start).map(below_line);
+        let below_vma = below.filter(|b| b.end == vma.start).map(Below::line);
         if rejects(judge(&line, below_vma.as_ref())) {
             let piece = Range {
                 start: vma.start.max(range.start),
@@ -693,7 +764,7 @@ fn revoke_rejected(
                 state.revoked.fetch_add(1, Relaxed);
             }
         }
-        below = Some((vma.start, vma.end, line.perms, vma.inode));
+        below = Some(Below::of(&line));
         addr = vma.end;
     }
 }

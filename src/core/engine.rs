@@ -37,12 +37,12 @@ use core::sync::atomic::{
 };
 
 use super::catchup;
-use super::config::{BadValue, Config, Mode};
+use super::config::{BadValue, Config, Mode, StatsDestination};
 use super::exclusions::{ExclusionTable, Inserted};
 use super::exec_guard;
 pub use super::exec_guard::Lent as ExecLent;
 use super::identity;
-use super::policy::{self, GlibcChunkHeader, Range, SkipReason, Verdict, VmaVerdict};
+use super::policy::{self, Range, SkipReason, Verdict, VmaVerdict};
 use crate::fmt::BufWriter;
 use crate::os::exec_target::ExecTarget;
 use crate::os::proc::{read_lines, MapsLine, RegionClass, SHARED_LINES};
@@ -61,7 +61,6 @@ struct Settings {
     active: Mode,
     fallback_errno: Option<i32>,
     page_size: usize,
-    allocator_is_glibc: bool,
 }
 
 struct SettingsCell(UnsafeCell<Settings>);
@@ -73,13 +72,18 @@ static SETTINGS: SettingsCell = SettingsCell(UnsafeCell::new(Settings {
     active: Mode::Off,
     fallback_errno: None,
     page_size: sys::PAGE_SIZE_FALLBACK,
-    allocator_is_glibc: false,
 }));
 
-/// The smallest malloc block that may be a glibc mapping of its own and need
-/// advising; `usize::MAX` (nothing qualifies) unless the `advise` engine runs
-/// over glibc's malloc. The malloc hot path's only test is one compare with it.
+/// The smallest malloc block that may be a glibc mapping of its own;
+/// `usize::MAX` (nothing qualifies) unless the `advise` engine runs over
+/// glibc's malloc. The watching hooks' only test is one compare with it.
 static MALLOC_BLOCK_FLOOR: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// glibc maps a block on its own from `M_MMAP_THRESHOLD` up: 128 KiB unless
+/// the program lowers it (then smaller mapped blocks are found by the
+/// catch-up's schedule instead of its hint); less the chunk header, with
+/// room for rounding.
+const GLIBC_SMALLEST_OWN_MAPPING: usize = (128 << 10) - 64;
 
 /// The smallest `realloc` size that takes the careful path: the advice
 /// floor while nothing is excluded, 0 while anything is (an excluded block
@@ -152,16 +156,10 @@ pub fn start(allocator_is_glibc: bool) {
             active,
             fallback_errno,
             page_size,
-            allocator_is_glibc,
         };
     }
-    if active == Mode::Advise && allocator_is_glibc {
-        // glibc never serves a block smaller than a page from its own mmap.
-        let floor = config
-            .min_size
-            .max(page_size)
-            .saturating_sub(2 * core::mem::size_of::<usize>());
-        MALLOC_BLOCK_FLOOR.store(floor, Relaxed);
+    if active == Mode::Advise && allocator_is_glibc && config.scan_interval_ms > 0 {
+        MALLOC_BLOCK_FLOOR.store(GLIBC_SMALLEST_OWN_MAPPING, Relaxed);
     }
     sync_realloc_floor();
     if active == Mode::Process && config.exclude.stack {
@@ -491,6 +489,11 @@ fn advise(range: Range, source: Source) -> Result<(), i32> {
         return Ok(());
     }
     let c = counters();
+    // Leaving excluded parts out splits VMAs: not near `vm.max_map_count`.
+    if source != Source::Api && EXCLUDED.overlaps(range) && catchup::map_count_headroom_low() {
+        c.count_skipped(SkipReason::MapCount);
+        return Ok(());
+    }
     let before = EXCLUDED.sequence();
     let mut result = Ok(());
     let left_out = EXCLUDED.for_each_gap(range, |piece| {
@@ -642,55 +645,39 @@ pub fn after_mmap(addr: usize, len: usize, prot: i32, flags: i32) {
     }
 }
 
-/// Whether a block of `size` bytes returned by the allocator might be a
-/// mapping of its own that needs advising. The malloc hot path's only test.
+/// Whether a block of `size` bytes might be one glibc's malloc maps on its
+/// own (with its hidden `mmap`, which no hook sees): only ever true in
+/// `advise` mode over glibc's malloc. Such blocks are not advised one by one
+/// (glibc has written the block's header before we could: the block's VMA
+/// then has a reverse-map root of its own and could never coalesce with its
+/// neighbours again, one VMA per live block); the catch-up scan advises them
+/// in batches, once neighbouring blocks have coalesced into one VMA. The
+/// hooks only tell it there is news ([`note_new_memory`]).
 #[inline(always)]
-pub fn malloc_block_may_need_advice(size: usize) -> bool {
+pub fn block_may_be_own_mapping(size: usize) -> bool {
     size >= MALLOC_BLOCK_FLOOR.load(Relaxed)
 }
 
-/// glibc's malloc handed out `ptr`; if glibc mapped it with its own (hidden)
-/// `mmap`, advise that whole mapping. `previous` is the block a `realloc`
-/// started from, when it was one such mapping already: glibc then grew it
-/// with `mremap`, which keeps the mergeable flag, so there is nothing to do.
-///
-/// # Safety
-/// `ptr` must be a live block from glibc's malloc (the caller checked
-/// [`malloc_block_may_need_advice`], which is only true with glibc).
-pub unsafe fn after_malloc_block(ptr: *mut u8, previous_was_mapping: bool) {
-    if silenced() {
-        return;
-    }
-    if ptr.is_null() || previous_was_mapping {
-        return;
-    }
-    let Some(mapping) = glibc_mapping_of(ptr) else {
-        return;
-    };
-    match policy::judge_class(mapping.len(), false, false, config()) {
-        Verdict::Merge => {
-            let _ = advise(whole_vmas(mapping), Source::Malloc);
-        }
-        Verdict::Skip(reason) => counters().count_skipped(reason),
-    }
+/// [`block_may_be_own_mapping`] for the wrappers that exist only while the
+/// allocator is watched: a compare with a constant.
+#[inline(always)]
+pub fn large_for_glibc(size: usize) -> bool {
+    size >= GLIBC_SMALLEST_OWN_MAPPING
 }
 
-/// The mapping glibc made for block `ptr`, if it made one. Reads nothing
-/// unless glibc is the serving allocator: any other allocator's block need
-/// not have 16 readable bytes before it.
-///
-/// # Safety
-/// `ptr` must be a live block from the serving allocator.
-pub unsafe fn glibc_mapping_of(ptr: *mut u8) -> Option<Range> {
-    if ptr.is_null() || !settings().allocator_is_glibc {
-        return None;
-    }
-    let words = ptr as *const usize;
-    let header = GlibcChunkHeader {
-        prev_size: *words.sub(2),
-        size: *words.sub(1),
-    };
-    policy::glibc_mmapped_block(ptr as usize, header, page_size())
+/// Whether the malloc family must look at block sizes at all
+/// ([`block_may_be_own_mapping`] can be true).
+pub fn watches_allocator() -> bool {
+    MALLOC_BLOCK_FLOOR.load(Relaxed) != usize::MAX
+}
+
+/// Whether the malloc family's calls are counted: only when the user asked
+/// for the report (`KSMAUTO_STATS` set and not `off`). Counting costs the
+/// hot path a few instructions per call; the other hooks are always
+/// counted (each is a system call anyway).
+pub fn counts_allocator_calls() -> bool {
+    let c = config();
+    c.stats_requested && c.stats != StatsDestination::Off
 }
 
 /// Memory in `[addr, addr + len)` was unmapped.

@@ -22,10 +22,14 @@ pub enum SkipReason {
     Stack,
     /// Inside a range the program excluded with `ksmauto_exclude`.
     Excluded,
+    /// The advice would split a VMA while the process is close to
+    /// `vm.max_map_count`: the library never brings a program nearer to
+    /// failing its own mappings.
+    MapCount,
 }
 
 impl SkipReason {
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
     pub const ALL: [SkipReason; SkipReason::COUNT] = [
         SkipReason::Shared,
         SkipReason::File,
@@ -34,6 +38,7 @@ impl SkipReason {
         SkipReason::Exec,
         SkipReason::Stack,
         SkipReason::Excluded,
+        SkipReason::MapCount,
     ];
 
     pub fn name(self) -> &'static str {
@@ -45,6 +50,7 @@ impl SkipReason {
             SkipReason::Exec => "exec",
             SkipReason::Stack => "stack",
             SkipReason::Excluded => "excluded",
+            SkipReason::MapCount => "map_count",
         }
     }
 }
@@ -141,6 +147,40 @@ pub fn judge_vma(
     }
 }
 
+/// The part of a qualifying VMA the catch-up advises: all of it, except the
+/// top page of a brk heap that is growing (a `[heap]` VMA that ends at the
+/// program break and sits right on another `[heap]` VMA, the part advised
+/// before).
+///
+/// Why: the kernel grows the heap by extending its top VMA only while the
+/// new part would have the same flags. Once the top is mergeable, each
+/// growth becomes a VMA of its own, which the allocator writes (giving it a
+/// reverse-map root of its own) before any scan can advise it; advised, it
+/// can never coalesce with its neighbour again: one VMA per growth, without
+/// bound over a long run. Left unadvised, the top page's VMA takes the
+/// growth, and advising all but its top page next time splits a VMA whose
+/// pieces share one root, so the advised piece coalesces with the one below:
+/// the heap stays at three VMAs however long it grows.
+pub fn advisable_part(
+    vma: &crate::os::proc::MapsLine,
+    below: Option<&crate::os::proc::MapsLine>,
+    heap_end: usize,
+    page: usize,
+) -> Range {
+    use crate::os::proc::RegionClass;
+    let growing_heap = vma.class() == RegionClass::Heap
+        && vma.end >= heap_end
+        && below.is_some_and(|b| b.end == vma.start && b.class() == RegionClass::Heap);
+    Range {
+        start: vma.start,
+        end: if growing_heap {
+            vma.end.saturating_sub(page).max(vma.start)
+        } else {
+            vma.end
+        },
+    }
+}
+
 /// A page-aligned address range `[start, end)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Range {
@@ -171,43 +211,6 @@ impl Range {
     pub fn overlaps(&self, other: &Range) -> bool {
         self.start < other.end && other.start < self.end
     }
-}
-
-/// glibc's header of a malloc chunk: the two words before the user pointer.
-/// `prev_size` is the padding in front of an mmapped chunk (set by memalign);
-/// `size` carries the flag bits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GlibcChunkHeader {
-    pub prev_size: usize,
-    pub size: usize,
-}
-
-const GLIBC_IS_MMAPPED: usize = 0x2;
-const GLIBC_FLAG_BITS: usize = 0x7;
-
-/// The whole private mapping glibc's malloc made for the block at `user_ptr`
-/// (as glibc's own `munmap_chunk` computes it), or `None` for a chunk that
-/// lives on a heap or arena, or a header that does not add up.
-pub fn glibc_mmapped_block(
-    user_ptr: usize,
-    header: GlibcChunkHeader,
-    page: usize,
-) -> Option<Range> {
-    if header.size & GLIBC_IS_MMAPPED == 0 {
-        return None;
-    }
-    let chunk = user_ptr.checked_sub(2 * core::mem::size_of::<usize>())?;
-    let start = chunk.checked_sub(header.prev_size)?;
-    let len = header
-        .prev_size
-        .checked_add(header.size & !GLIBC_FLAG_BITS)?;
-    if (start | len) & (page - 1) != 0 || len == 0 {
-        return None;
-    }
-    Some(Range {
-        start,
-        end: start.checked_add(len)?,
-    })
 }
 
 #[cfg(test)]
@@ -403,58 +406,5 @@ mod tests {
             })
         );
         assert_eq!(Range::covering(usize::MAX - 10, 100, 4096), None);
-    }
-
-    #[test]
-    fn glibc_mmapped_chunks_are_found_whole() {
-        let page = 4096;
-        // malloc(200000): chunk at 0x7f0000000000, user pointer 16 bytes in.
-        let h = GlibcChunkHeader {
-            prev_size: 0,
-            size: 200704 | GLIBC_IS_MMAPPED,
-        };
-        assert_eq!(
-            glibc_mmapped_block(0x7f0000000010, h, page),
-            Some(Range {
-                start: 0x7f0000000000,
-                end: 0x7f0000000000 + 200704
-            })
-        );
-        // memalign'd: the chunk starts 0x30 bytes into the mapping.
-        let h = GlibcChunkHeader {
-            prev_size: 0x30,
-            size: (204800 - 0x30) | GLIBC_IS_MMAPPED,
-        };
-        assert_eq!(
-            glibc_mmapped_block(0x7f0000000040, h, page),
-            Some(Range {
-                start: 0x7f0000000000,
-                end: 0x7f0000000000 + 204800
-            })
-        );
-        // An arena chunk (PREV_INUSE | NON_MAIN_ARENA, no IS_MMAPPED).
-        assert_eq!(
-            glibc_mmapped_block(
-                0x7f0000000010,
-                GlibcChunkHeader {
-                    prev_size: 0,
-                    size: 4096 | 0x5
-                },
-                page
-            ),
-            None
-        );
-        // A header that does not add up is ignored rather than trusted.
-        assert_eq!(
-            glibc_mmapped_block(
-                0x7f0000000110,
-                GlibcChunkHeader {
-                    prev_size: 0,
-                    size: 8192 | 2
-                },
-                page
-            ),
-            None
-        );
     }
 }

@@ -79,6 +79,20 @@ fn trim(mut s: &[u8]) -> &[u8] {
 }
 
 /// Parses an unsigned decimal number, ignoring surrounding blanks.
+/// `vm.max_map_count`: the most VMAs a process may have (the kernel's
+/// default, 65530, if it cannot be read).
+pub fn max_map_count() -> u64 {
+    let mut buf = [0u8; 24];
+    match crate::os::sys::read_file(b"/proc/sys/vm/max_map_count\0", &mut buf) {
+        Ok(n) => {
+            let text = &buf[..n];
+            let digits = text.iter().take_while(|c| c.is_ascii_digit()).count();
+            parse_dec(&text[..digits]).filter(|&v| v > 0).unwrap_or(65530)
+        }
+        Err(_) => 65530,
+    }
+}
+
 pub fn parse_dec(s: &[u8]) -> Option<u64> {
     let s = trim(s);
     if s.is_empty() {

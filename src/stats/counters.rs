@@ -83,24 +83,21 @@ impl Hook {
 pub enum Source {
     /// A private anonymous `mmap`/`mmap64` seen by the hook.
     Mmap,
-    /// A block glibc's malloc mapped internally, reached through the malloc hooks.
-    Malloc,
     /// The program's own `ksmauto_advise` call.
     Api,
     /// The catch-up scan of `/proc/self/maps` (memory no hook saw: the brk
-    /// heap, glibc's thread arenas, raw `syscall(SYS_mmap)`, …).
+    /// heap, glibc's thread arenas and its own mappings for large blocks,
+    /// raw `syscall(SYS_mmap)`, …).
     CatchUp,
 }
 
 impl Source {
-    pub const COUNT: usize = 4;
-    pub const ALL: [Source; Source::COUNT] =
-        [Source::Mmap, Source::Malloc, Source::Api, Source::CatchUp];
+    pub const COUNT: usize = 3;
+    pub const ALL: [Source; Source::COUNT] = [Source::Mmap, Source::Api, Source::CatchUp];
 
     pub fn name(self) -> &'static str {
         match self {
             Source::Mmap => "mmap",
-            Source::Malloc => "malloc",
             Source::Api => "api",
             Source::CatchUp => "catchup",
         }
