@@ -296,21 +296,9 @@ fn matrix(a: &Allocator) {
         if ksm {
             check(v["mode"] == case.mode, "ran in another mode");
         }
-        let malloc_advised = n(&v, "/advised/by_source/malloc/regions");
-        if a.file.is_none() {
-            // glibc serves: its own mappings of the 64-72 MiB blocks are
-            // found through their chunk headers and advised.
-            if case.mode == "advise" && ksm {
-                check(malloc_advised > 0, "no glibc-mapped malloc block advised");
-            }
-        } else {
-            // Another allocator serves: its blocks have no glibc chunk
-            // headers, so none may be read or advised.
-            check(
-                malloc_advised == 0,
-                "a foreign block was advised as glibc's",
-            );
-        }
+        // No block is ever looked into (the library reads no chunk
+        // header): glibc's own mappings are found by the catch-up scan, the
+        // tiny allocator exits 99 if handed a block it did not make.
         if case.order == Order::AllocatorFirst {
             // The program's malloc is the allocator's own; only what it
             // lacks reaches the library, which must keep it there.
@@ -344,7 +332,7 @@ fn matrix(a: &Allocator) {
 }
 
 #[test]
-fn glibc_serves_and_its_mapped_blocks_are_still_advised() {
+fn glibc_serves_every_case() {
     matrix(&GLIBC);
 }
 

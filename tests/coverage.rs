@@ -96,11 +96,12 @@ fn memory_of_an_execd_child() {
     advise_reaches_process("exec");
 }
 
-/// Memory mapped with a raw system call by a program that then never calls
-/// the allocator again is out of reach of the activity-driven catch-up; the
-/// opt-in scan thread reaches it.
+/// Memory mapped with a raw system call by a program that then waits only in
+/// raw system calls (no call the library sees ever blocks) is out of reach of
+/// the catch-up, which runs at the edges of idleness; the opt-in scan thread
+/// reaches it.
 #[test]
-fn quiet_program_needs_the_opt_in_scan_thread() {
+fn a_program_that_waits_only_in_raw_system_calls_needs_the_opt_in_scan_thread() {
     let Some(_ksmd) = ksmd() else { return };
     let dup: u64 = PAGES.parse().unwrap();
     let without_thread = merged_with("quiet", Run::with("advise"));

@@ -202,9 +202,10 @@ fn the_program_calls_every_interposed_hook_through_the_preload() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Advise mode's report matches what the program did: glibc's own mappings
-/// for big blocks and the program's anonymous mmaps were advised, the shared
-/// and file mappings skipped, and no madvise failed.
+/// Advise mode's report matches what the program did: the program's
+/// anonymous mmaps were advised, the shared and file mappings skipped, and no
+/// madvise failed. (glibc's own mappings for big blocks are the catch-up's,
+/// at the next edge of idleness: see `advise_mode_makes_each_big_block…`.)
 #[test]
 fn advise_mode_stats_show_advised_malloc_blocks_and_mappings_and_skipped_shared_and_file() {
     let Some(_ksmd) = ksmd() else { return };
@@ -227,10 +228,6 @@ fn advise_mode_stats_show_advised_malloc_blocks_and_mappings_and_skipped_shared_
             .unwrap_or_else(|| panic!("no {ptr} in {report}"))
     };
     assert_eq!(v["mode"], "advise", "{report}");
-    assert!(
-        n("/advised/by_source/malloc/regions") > 0,
-        "no glibc malloc mapping advised: {report}"
-    );
     assert!(
         n("/advised/by_source/mmap/regions") > 0,
         "no anonymous mmap advised: {report}"

@@ -412,9 +412,10 @@ pub fn poll(
 /// `engine::at_idle_edge`): runs steps until the pass in progress is over,
 /// whatever the schedule says, so a program that never calls into the
 /// library again still has everything it built advised. Bounded: at most
-/// [`IDLE_STEPS`] steps (a pass over [`STEP_VMAS`] × [`IDLE_STEPS`] VMAs), and
-/// only the pace between steps is kept (a step never follows the previous
-/// one sooner than [`PACE`] times its length). Returns whether a pass was
+/// [`IDLE_STEPS`] steps back to back (a pass over [`STEP_VMAS`] ×
+/// [`IDLE_STEPS`] VMAs, at most [`STEP_BUDGET_NS`] × [`IDLE_STEPS`] of time),
+/// and the pace holds between edges: one starts no sooner than [`PACE`]
+/// times the previous step's length after it. Returns whether a pass was
 /// finished (the caller then knows the news it acted on was seen).
 #[cold]
 pub fn idle_pass(
@@ -428,11 +429,11 @@ pub fn idle_pass(
     if sys::alt_stack_room().is_some_and(|room| room < STEP_STACK_BYTES) {
         return false;
     }
+    if sys::monotonic_coarse_ns() < state.paced_until_ns.load(Relaxed) {
+        return false;
+    }
     let passes = state.passes.load(Relaxed);
     for _ in 0..IDLE_STEPS {
-        if sys::monotonic_coarse_ns() < state.paced_until_ns.load(Relaxed) {
-            return false;
-        }
         if !step(state, judge, advise) {
             return false;
         }

@@ -4,12 +4,13 @@
  *
  *   coverage PATH [PAGES]
  *   PATH: mmap | reserve | malloc_large | brk | arena | syscall | fork | exec
- *         | quiet (raw syscall mmap, then no allocator call at all while it
- *           waits: only KSMAUTO_SCAN_THREAD=1 can reach that memory)
+ *         | quiet (raw syscall mmap, then it waits in raw system calls only:
+ *           no call the library sees ever blocks, so only
+ *           KSMAUTO_SCAN_THREAD=1 can reach that memory)
  *
  * Like a real service it keeps running and calling into libc while it waits
- * (it reads ksmd's counters with stdio every 10 ms), which is what drives the
- * advise engine's catch-up scan (at most every 100 ms by default). It waits
+ * (it reads ksmd's counters with stdio and sleeps 10 ms at a time: each sleep
+ * is an edge of idleness, where the advise engine's catch-up runs). It waits
  * at least 2 s and 3 full ksmd scans, then until the merged count is stable
  * over 2 more scans, then rewrites every page with distinct content and reads
  * it back. Output: "merged N", "pages N" and "integrity ok|BAD".
@@ -120,8 +121,8 @@ static void build_syscall(void) {
     dup_pages_in(p, pages * page);
 }
 
-/* A number from a /proc or /sys file with open/read only: no stdio, so no
-   malloc, so no hook ever runs while the quiet path waits. */
+/* A number from a /proc or /sys file with open/read only (a read of such a
+   file never blocks, so it is no edge of idleness), no stdio. */
 static long quiet_read(const char *path, const char *key) {
     static char buf[4096];
     int fd = open(path, O_RDONLY);
@@ -143,8 +144,9 @@ static long quiet_merged(void) {
 static void quiet_wait_scans(long n) {
     long target = quiet_read("/sys/kernel/mm/ksm/full_scans", NULL) + n;
     for (int i = 0; i < 12000 && quiet_read("/sys/kernel/mm/ksm/full_scans", NULL) < target; i++) {
+        /* A raw system call: a sleep no hook sees. */
         struct timespec ts = { 0, 10 * 1000 * 1000 };
-        nanosleep(&ts, NULL);
+        syscall(SYS_nanosleep, &ts, NULL);
     }
 }
 

@@ -7,9 +7,10 @@
  *
  * Usage:
  *   hooks            the glibc-equivalence facts
- *   hooks bigblocks  for large malloc blocks, what /proc/self/smaps says: the
- *                    VMA holding the block covers it, whether its VmFlags
- *                    have `mg`, and how much the VMA count grew (this part
+ *   hooks bigblocks  for large malloc blocks, what /proc/self/smaps says once
+ *                    the program went idle (slept) for a while: the VMA
+ *                    holding the block covers it, whether its VmFlags have
+ *                    `mg`, and how much the VMA count grew (this part
  *                    differs with the preload on purpose)
  * Exit status 0 unless the program itself could not run (a setup step failed).
  */
@@ -544,6 +545,13 @@ static void report(const char *name, const void *block, size_t size, int base, i
     printf("%s vma_growth %d live_blocks %d\n", name, f.vmas - base, live);
 }
 
+/* Goes idle (sleeps) until the block's VMA is mergeable, at most 1 s: in
+   advise mode the catch-up advises glibc's own mappings when a thread is
+   about to block. */
+static void settle(const void *block, size_t size) {
+    for (int i = 0; i < 100 && !inspect(block, size).mergeable; i++) usleep(10000);
+}
+
 static void bigblocks(void) {
     printf("bigblocks start\n");
     fflush(stdout); /* stdio's buffer exists before the baseline */
@@ -552,24 +560,29 @@ static void bigblocks(void) {
     unsigned char *m = malloc(1 * MiB);
     if (!m) die("malloc");
     memset(m, 1, 1 * MiB);
+    settle(m, 1 * MiB);
     report("malloc_1MiB", m, 1 * MiB, base, 1);
 
     unsigned char *c = calloc(3, 1 * MiB);
     if (!c) die("calloc");
+    settle(c, 3 * MiB);
     report("calloc_3MiB", c, 3 * MiB, base, 2);
 
     void *pm = NULL;
     if (posix_memalign(&pm, 64 * KiB, 1 * MiB)) die("posix_memalign");
     memset(pm, 2, 1 * MiB);
+    settle(pm, 1 * MiB);
     report("posix_memalign_64KiB_1MiB", pm, 1 * MiB, base, 3);
 
     unsigned char *r = malloc(1 * MiB);
     if (!r) die("malloc");
     fill(r, 1 * MiB, 8);
+    settle(r, 1 * MiB);
     report("realloc_before_1MiB", r, 1 * MiB, base, 4);
     r = realloc(r, 8 * MiB);
     if (!r) die("realloc");
     printf("realloc_8MiB kept %s\n", yesno(check(r, 1 * MiB, 8)));
+    settle(r, 8 * MiB);
     report("realloc_8MiB", r, 8 * MiB, base, 4);
 
     free(r);
