@@ -59,7 +59,12 @@ impl Loop {
     fn args(self, n: u64) -> Vec<String> {
         match self {
             Loop::Mixed => vec![n.to_string(), THREADS.to_string()],
-            Loop::Small => vec![THREADS.to_string(), n.to_string(), "5".into(), "small".into()],
+            Loop::Small => vec![
+                THREADS.to_string(),
+                n.to_string(),
+                "5".into(),
+                "small".into(),
+            ],
         }
     }
 
@@ -94,14 +99,26 @@ fn variants(forwarder: &Path) -> Vec<Variant> {
             .env("KSMAUTO_SCAN_INTERVAL", "3600s")
     };
     vec![
-        Variant { label: "without", run: Run::without() },
+        Variant {
+            label: "without",
+            run: Run::without(),
+        },
         Variant {
             label: "forwarder",
             run: Run::without().env("LD_PRELOAD", forwarder.to_str().unwrap()),
         },
-        Variant { label: "off", run: mode("off") },
-        Variant { label: "advise", run: mode("advise") },
-        Variant { label: "process", run: mode("process") },
+        Variant {
+            label: "off",
+            run: mode("off"),
+        },
+        Variant {
+            label: "advise",
+            run: mode("advise"),
+        },
+        Variant {
+            label: "process",
+            run: mode("process"),
+        },
     ]
 }
 
@@ -127,7 +144,10 @@ fn instructions(program: &Path, args: &[String], run: &Run) -> (u64, String) {
     );
     let refs = stderr
         .lines()
-        .filter_map(|l| l.split_once("I   refs:").or_else(|| l.split_once("I refs:")))
+        .filter_map(|l| {
+            l.split_once("I   refs:")
+                .or_else(|| l.split_once("I refs:"))
+        })
         .map(|(_, n)| n.trim().replace(',', "").parse::<u64>().unwrap())
         .last()
         .unwrap_or_else(|| panic!("no `I refs` in cachegrind's output:\n{stderr}"));
@@ -204,7 +224,11 @@ fn hooks_cost_at_most_their_target_above_a_bare_forwarder() {
             }
             if !matches!(v.label, "without" | "forwarder") {
                 table += &format!(" {over_fwd:+10.2}");
-                let target = if v.label == "advise" { TARGET_ADVISE } else { TARGET_OFF_PROCESS };
+                let target = if v.label == "advise" {
+                    TARGET_ADVISE
+                } else {
+                    TARGET_OFF_PROCESS
+                };
                 if over_fwd > target + SLACK {
                     failures.push(format!(
                         "{} loop, {}: {over_fwd:+.2} instructions per call above the forwarder \
