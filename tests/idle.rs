@@ -72,7 +72,9 @@ impl Prog {
                 if n == 0 {
                     break;
                 }
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
         let stdin = child.stdin.take().unwrap();
@@ -200,7 +202,10 @@ fn vmas_of(pid: u32) -> usize {
 }
 
 fn heap_vmas_of(pid: u32) -> usize {
-    maps_of(pid).lines().filter(|l| l.ends_with("[heap]")).count()
+    maps_of(pid)
+        .lines()
+        .filter(|l| l.ends_with("[heap]"))
+        .count()
 }
 
 fn threads_of(pid: u32) -> u64 {
@@ -273,7 +278,11 @@ struct Idle {
 fn measure(run: &Run, args: &[&str], merge: bool) -> Idle {
     let mut p = Prog::spawn(run, args);
     let (pid, idle_at) = p.wait_idle();
-    let merged = if merge { settled_merged(pid, idle_at) } else { 0 };
+    let merged = if merge {
+        settled_merged(pid, idle_at)
+    } else {
+        0
+    };
     let maps = maps_of(pid);
     let failures = field(&p.lines.join("\n"), "failures").map(|v| v.parse().unwrap());
     Idle {
@@ -309,8 +318,14 @@ fn advise_reaches_process_when_idle(args: &[&str]) {
         process.merged,
         process.pages
     );
-    assert_eq!(advise.threads, advise.own_threads, "{args:?}: a thread of ours in advise mode");
-    assert_eq!(without.threads, without.own_threads, "{args:?}: thread count of the program itself");
+    assert_eq!(
+        advise.threads, advise.own_threads,
+        "{args:?}: a thread of ours in advise mode"
+    );
+    assert_eq!(
+        without.threads, without.own_threads,
+        "{args:?}: thread count of the program itself"
+    );
     assert!(
         advise.merged * 100 >= process.merged * 95,
         "{args:?}: advise merged {} pages of an idle program, under 95% of process mode's {}",
@@ -439,7 +454,12 @@ fn every_blocking_call_is_an_edge_of_idleness() {
     // own `idle` line.
     let mut progs: Vec<(&str, Prog)> = BLOCKERS
         .iter()
-        .map(|b| (*b, Prog::spawn(&Run::with("advise"), &["syscall", b, PAGES])))
+        .map(|b| {
+            (
+                *b,
+                Prog::spawn(&Run::with("advise"), &["syscall", b, PAGES]),
+            )
+        })
         .collect();
     let mut late = vec![];
     let mut waiting = vec![];
@@ -497,14 +517,18 @@ fn brk_heap_growing_for_a_long_run_stays_a_few_vmas_and_merges() {
             }
             p.lines.push(line);
         }
-        if let Some(v) = p
-            .lines
-            .iter()
-            .find_map(|l| l.strip_prefix("idle pid=").and_then(|v| v.parse::<u32>().ok()))
-        {
+        if let Some(v) = p.lines.iter().find_map(|l| {
+            l.strip_prefix("idle pid=")
+                .and_then(|v| v.parse::<u32>().ok())
+        }) {
             break v;
         }
-        assert!(t0.elapsed() < Duration::from_secs(120), "{}: never idle\n{}", p.what, p.output());
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "{}: never idle\n{}",
+            p.what,
+            p.output()
+        );
         if let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) {
             max_heap = max_heap.max(maps.lines().filter(|l| l.ends_with("[heap]")).count());
             max_total = max_total.max(program_vmas(&maps));
@@ -592,7 +616,11 @@ fn many_live_blocks(n: usize, batch: usize, sleep_us: u64, merge: bool) {
     eprintln!(
         "{n} blocks (batch {batch}, sleep {sleep_us} us), max_map_count {limit}:\n  without {without:?}\n  process {process:?}\n  advise {advise:?}"
     );
-    assert_eq!(without.failures, Some(0), "without the preload: {without:?}");
+    assert_eq!(
+        without.failures,
+        Some(0),
+        "without the preload: {without:?}"
+    );
     assert_eq!(
         advise.failures,
         Some(0),
