@@ -173,12 +173,6 @@ fn advise_mode_sees_jemallocs_mmaps_and_advises_its_extents() {
         "{v}"
     );
     assert!(n("/calls/pthread_create") >= 4, "{v}");
-    // glibc's chunk headers are never read from jemalloc's blocks.
-    assert_eq!(
-        n("/advised/by_source/malloc/regions"),
-        0,
-        "malloc blocks advised as if glibc's: {v}"
-    );
     assert_eq!(n("/madvise_failures/total"), 0, "{v}");
 }
 

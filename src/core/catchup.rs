@@ -433,15 +433,24 @@ pub fn idle_pass(
         return false;
     }
     let passes = state.passes.load(Relaxed);
+    let started = sys::monotonic_ns();
+    let mut finished = false;
     for _ in 0..IDLE_STEPS {
         if !step(state, judge, advise) {
             return false;
         }
         if state.passes.load(Relaxed) != passes {
-            return true;
+            finished = true;
+            break;
         }
     }
-    false
+    // The pace covers the whole edge, not just its last step.
+    let spent = sys::monotonic_ns().saturating_sub(started);
+    state.paced_until_ns.store(
+        sys::monotonic_coarse_ns().saturating_add(spent.saturating_mul(PACE)),
+        Relaxed,
+    );
+    finished
 }
 
 /// The most steps one edge of idleness runs (see [`idle_pass`]).
@@ -554,7 +563,9 @@ fn step(
     };
     let now = sys::monotonic_coarse_ns();
     state.next_scan_ns.store(now.saturating_add(wait), Relaxed);
-    state.paced_until_ns.store(now.saturating_add(paced), Relaxed);
+    state
+        .paced_until_ns
+        .store(now.saturating_add(paced), Relaxed);
     state.scanning.store(false, Release);
     true
 }
@@ -648,7 +659,6 @@ fn line_of<'a>(vma: &VmaDetails, name: &'a [u8]) -> MapsLine<'a> {
     }
 }
 
-
 /// Judges one VMA and advises it if it qualifies and is news. `check` (the
 /// open maps and a name buffer) is how the advice is checked afterwards.
 fn consider(
@@ -660,10 +670,7 @@ fn consider(
     judge: &impl Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict,
     advise: &impl Fn(Range) -> bool,
 ) {
-    let below = cursor
-        .below
-        .filter(|b| b.end == vma.start)
-        .map(Below::line);
+    let below = cursor.below.filter(|b| b.end == vma.start).map(Below::line);
     cursor.below = Some(Below::of(vma));
     cursor.examined += 1;
     match judge(vma, below.as_ref()) {
@@ -676,13 +683,26 @@ fn consider(
         }
         VmaVerdict::Merge => {
             let seen = memory.seen(vma.start, vma.end);
+            let mut check = check;
+            // The VMA right above matters only for news with room below.
+            let mut above_name = [0u8; 16];
+            let above = match (&check, &below) {
+                (Some((maps, _)), None) if seen != Seen::Yes => maps
+                    .vma(vma.end, false, &mut above_name)
+                    .or_else(|_| maps.vma(vma.end, false, &mut []))
+                    .ok()
+                    .filter(|a| a.start == vma.end),
+                _ => None,
+            };
+            let above_line = above.as_ref().map(|a| line_of(a, &above_name));
             let part = policy::advisable_part(
                 vma,
                 below.as_ref(),
+                above_line.as_ref(),
                 cursor.heap_end,
                 crate::os::page_size(),
             );
-            let splits = part.end != vma.end;
+            let splits = part.start != vma.start || part.end != vma.end;
             if seen == Seen::Yes {
                 // Nothing new.
             } else if part.is_empty() {
@@ -693,15 +713,20 @@ fn consider(
                 }
             } else {
                 let advised = advise(part);
-                if let Some((maps, name)) = check {
+                if let Some((maps, name)) = check.as_mut() {
                     revoke_rejected(state, maps, name, part, judge);
                 }
                 cursor.advised_new |= advised && seen == Seen::No;
             }
-            // The advice split the VMA: next pass finds the two pieces.
+            // An advice that split the VMA: the next pass finds its pieces.
             if splits && !part.is_empty() {
+                if part.start > vma.start {
+                    memory.record(vma.start, part.start);
+                }
                 memory.record(part.start, part.end);
-                memory.record(part.end, vma.end);
+                if part.end < vma.end {
+                    memory.record(part.end, vma.end);
+                }
             } else {
                 memory.record(vma.start, vma.end);
             }

@@ -267,7 +267,10 @@ pub fn idle_edge_due() -> bool {
     }
     catchup::enabled()
         && (NEW_MEMORY.load(Relaxed)
-            || os::program_break() > BRK_AT_LAST_PASS.load(Relaxed).saturating_add(BRK_NEWS_BYTES)
+            || os::program_break()
+                > BRK_AT_LAST_PASS
+                    .load(Relaxed)
+                    .saturating_add(BRK_NEWS_BYTES)
             || catchup::due())
 }
 

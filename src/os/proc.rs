@@ -87,7 +87,9 @@ pub fn max_map_count() -> u64 {
         Ok(n) => {
             let text = &buf[..n];
             let digits = text.iter().take_while(|c| c.is_ascii_digit()).count();
-            parse_dec(&text[..digits]).filter(|&v| v > 0).unwrap_or(65530)
+            parse_dec(&text[..digits])
+                .filter(|&v| v > 0)
+                .unwrap_or(65530)
         }
         Err(_) => 65530,
     }

@@ -2,7 +2,8 @@
  * The C side of tests/catchup.rs `many_vmas`: a process with tens of
  * thousands of VMAs that no hook saw (one raw syscall(SYS_mmap) region, split
  * by mprotect into pages of alternating protection, each its own VMA), and an
- * allocation loop that keeps giving the catch-up scan its chances.
+ * allocation loop that naps 1 ms every 1000 allocations: each nap is an edge
+ * of idleness, where the catch-up scan gets its chance.
  *
  *   many_vmas VMAS PASSES [SECONDS]
  *
@@ -78,6 +79,7 @@ int main(int argc, char **argv) {
             keep[slot] = malloc(16 + (i & 255));
             allocations++;
         }
+        usleep(1000);
         double t = now() - start;
         if (t > seconds || (!ksmauto_available() && t > 2)) break;
         if (ksmauto_available() && t - last_check > 0.2) {

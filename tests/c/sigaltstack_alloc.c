@@ -1,6 +1,6 @@
 /*
  * The C side of tests/catchup.rs `signal_handlers_on_small_alternate_stacks`:
- * a signal handler that allocates, running on an alternate stack of a given
+ * a signal handler that allocates and naps, running on an alternate stack of a given
  * size with an inaccessible guard page right below it (an overflow faults at
  * once instead of corrupting memory). The main thread first allocates for a
  * while (so start-up and the catch-up scan's first passes happen outside the
@@ -12,7 +12,7 @@
  * Prints "handled N", "altstack_used N" (the most bytes of the alternate
  * stack ever used: it is painted first) and, under the library,
  * "steps_in_handlers N" (catch-up steps run while only the handler
- * allocated); exits 0. An overflow kills it with SIGSEGV.
+ * allocated and napped); exits 0. An overflow kills it with SIGSEGV.
  */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -34,6 +34,10 @@ static void handler(int sig) {
         for (int i = 0; i < 16; i++) blocks[i] = malloc(16 + 8 * i);
         for (int i = 0; i < 16; i++) free(blocks[i]);
     }
+    /* A short sleep (async-signal-safe): an edge of idleness, where the
+       catch-up runs its steps, inside the handler. */
+    struct timespec nap = {0, 1000};
+    nanosleep(&nap, NULL);
     handled++;
 }
 
