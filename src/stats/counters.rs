@@ -56,6 +56,11 @@ impl Hook {
         Hook::PthreadCreate,
     ];
 
+    /// One of the malloc family, whose calls are counted only on request.
+    pub fn is_allocator(self) -> bool {
+        (self as usize) <= Hook::MallocUsableSize as usize
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Hook::Malloc => "malloc",

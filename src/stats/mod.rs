@@ -42,6 +42,7 @@ fn report_without_smaps() -> Report {
         exclude_stack: cfg.exclude.stack,
         exclude_exec: cfg.exclude.exec,
         exclude_secret: cfg.exclude.secret,
+        allocator_calls_counted: engine::counts_allocator_calls(),
         counters: counters().snapshot(),
         catchup_scans: crate::core::catchup::scans(),
         catchup: crate::core::catchup::stats(),

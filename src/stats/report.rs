@@ -24,6 +24,9 @@ pub struct Report {
     pub exclude_stack: bool,
     pub exclude_exec: bool,
     pub exclude_secret: bool,
+    /// The malloc family's calls were counted (only when the report was
+    /// asked for); otherwise their counts are `null` in the JSON.
+    pub allocator_calls_counted: bool,
     pub counters: Snapshot,
     /// Catch-up passes this process completed (`advise` engine).
     pub catchup_scans: u64,
@@ -191,8 +194,12 @@ impl Report {
         for (i, h) in Hook::ALL.iter().enumerate() {
             w.str(if i == 0 { "\"" } else { ",\"" })
                 .str(h.name())
-                .str("\":")
-                .u64(c.calls[*h as usize]);
+                .str("\":");
+            if h.is_allocator() && !self.allocator_calls_counted {
+                w.str("null");
+            } else {
+                w.u64(c.calls[*h as usize]);
+            }
         }
         w.str("},\"advised\":{\"regions\":")
             .u64(c.total_advised_regions())
@@ -320,6 +327,7 @@ mod tests {
             exclude_stack: true,
             exclude_exec: false,
             exclude_secret: true,
+            allocator_calls_counted: true,
             counters,
             catchup_scans: 2,
             catchup: crate::core::catchup::Stats {
