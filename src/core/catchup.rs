@@ -301,6 +301,10 @@ struct State {
     revoked: AtomicU64,
     /// VMAs the last finished pass examined: the process's VMA count then.
     last_pass_vmas: AtomicU64,
+    /// Finished passes in a row that advised memory the previous pass had
+    /// not seen: the process is still building (0: the last pass found
+    /// nothing new).
+    growth_streak: AtomicU64,
 }
 
 // `work` is only touched by the thread that set `scanning`.
@@ -374,6 +378,7 @@ pub fn reset() {
         &state.next_scan_ns,
         &state.paced_until_ns,
         &state.last_pass_vmas,
+        &state.growth_streak,
         &state.backoff_shift,
         &state.passes,
         &state.steps,
@@ -429,7 +434,13 @@ pub fn idle_pass(
     if sys::alt_stack_room().is_some_and(|room| room < STEP_STACK_BYTES) {
         return false;
     }
-    if sys::monotonic_coarse_ns() < state.paced_until_ns.load(Relaxed) {
+    // While passes keep finding new memory, an edge does not wait for the
+    // pace: threads going idle one after the other while the others still
+    // build (each the last edge there may ever be) each get a pass, up to
+    // [`UNPACED_GROWTH_PASSES`] in a row.
+    let streak = state.growth_streak.load(Relaxed);
+    let growing = streak > 0 && streak < UNPACED_GROWTH_PASSES;
+    if !growing && sys::monotonic_coarse_ns() < state.paced_until_ns.load(Relaxed) {
         return false;
     }
     let passes = state.passes.load(Relaxed);
@@ -455,6 +466,16 @@ pub fn idle_pass(
 
 /// The most steps one edge of idleness runs (see [`idle_pass`]).
 pub const IDLE_STEPS: usize = 8;
+
+/// Passes in a row that edges of idleness run without waiting for the pace
+/// while each finds new memory (see [`idle_pass`]).
+pub const UNPACED_GROWTH_PASSES: u64 = 8;
+
+/// Whether the last finished pass advised memory the one before had not
+/// seen (the process may still be building: look again at the next edge).
+pub fn still_growing() -> bool {
+    STATE.growth_streak.load(Relaxed) > 0
+}
 
 /// Whether a step is due (catch-up on and its time come): one clock read.
 pub fn due() -> bool {
@@ -552,6 +573,11 @@ fn step(
             state.last_pass_vmas.store(work.cursor.examined, Relaxed);
             work.cursor = FRESH_CURSOR;
             state.passes.fetch_add(1, Relaxed);
+            if advised_new {
+                state.growth_streak.fetch_add(1, Relaxed);
+            } else {
+                state.growth_streak.store(0, Relaxed);
+            }
             let shift = if advised_new {
                 0
             } else {

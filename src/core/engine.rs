@@ -305,6 +305,10 @@ pub fn at_idle_edge(would_block: impl FnOnce() -> bool) {
     let brk = os::program_break();
     if catchup::idle_pass(&judge_vma, &advise_vma) {
         BRK_AT_LAST_PASS.store(brk, Relaxed);
+        if catchup::still_growing() {
+            // Other threads may still be building: the next edge looks again.
+            note_new_memory();
+        }
     } else if had_news {
         // Not done (another thread scanning, the pace): still news.
         note_new_memory();
