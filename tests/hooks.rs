@@ -376,7 +376,7 @@ fn advise_mode_makes_each_big_block_mergeable_as_one_whole_vma_without_splitting
     for (block, f) in bigblocks(Run::with("advise").env("KSMAUTO_STATS", "off")) {
         assert!(
             f.found && f.covers,
-            "{block}: no single VMA covers the whole block"
+            "{block}: no single VMA covers the block past its first page"
         );
         assert!(
             f.mergeable,
@@ -396,7 +396,7 @@ fn control_without_the_preload_big_blocks_are_not_mergeable() {
     for (block, f) in bigblocks(Run::without()) {
         assert!(
             f.found && f.covers,
-            "{block}: no single VMA covers the whole block"
+            "{block}: no single VMA covers the block past its first page"
         );
         assert!(
             !f.mergeable,

@@ -9,9 +9,10 @@
  *   hooks            the glibc-equivalence facts
  *   hooks bigblocks  for large malloc blocks, what /proc/self/smaps says once
  *                    the program went idle (slept) for a while: the VMA
- *                    holding the block covers it, whether its VmFlags have
- *                    `mg`, and how much the VMA count grew (this part
- *                    differs with the preload on purpose)
+ *                    holding the block past its first page covers it,
+ *                    whether its VmFlags have `mg`, and how much the VMA
+ *                    count grew (this part differs with the preload on
+ *                    purpose)
  * Exit status 0 unless the program itself could not run (a setup step failed).
  */
 #define _GNU_SOURCE
@@ -537,8 +538,18 @@ static struct vma_facts inspect(const void *block, size_t size) {
 
 static int vma_count(void) { return inspect(NULL, 0).vmas; }
 
+/* What smaps says of the block past its first page: glibc writes its header
+   there, and in advise mode a block that extends a run of mappings downwards
+   keeps that page unadvised as the run's growing edge (see README, How it
+   works). */
+static struct vma_facts inspect_past_header(const void *block, size_t size) {
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t past_header = ((uintptr_t)block + page) & ~(page - 1);
+    return inspect((const void *)past_header, (uintptr_t)block + size - past_header);
+}
+
 static void report(const char *name, const void *block, size_t size, int base, int live) {
-    struct vma_facts f = inspect(block, size);
+    struct vma_facts f = inspect_past_header(block, size);
     printf("%s found %s\n", name, yesno(f.found));
     printf("%s covers %s\n", name, yesno(f.covers));
     printf("%s mergeable %s\n", name, yesno(f.mergeable));
@@ -549,7 +560,7 @@ static void report(const char *name, const void *block, size_t size, int base, i
    advise mode the catch-up advises glibc's own mappings when a thread is
    about to block. */
 static void settle(const void *block, size_t size) {
-    for (int i = 0; i < 100 && !inspect(block, size).mergeable; i++) usleep(10000);
+    for (int i = 0; i < 100 && !inspect_past_header(block, size).mergeable; i++) usleep(10000);
 }
 
 static void bigblocks(void) {
