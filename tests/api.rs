@@ -63,6 +63,43 @@ fn stats_json_parses(mode: &str) {
     );
 }
 
+fn calls_in_report(run: Run) -> serde_json::Map<String, Value> {
+    let stdout = run_ok(&run, &["basic"]);
+    let json = field(&stdout, "json").expect("json line");
+    let v: Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("not JSON ({e}): {json}"));
+    v["calls"].as_object().cloned().unwrap_or_else(|| panic!("{v}"))
+}
+
+/// The malloc family's calls are counted only when the report is asked for
+/// (counting costs the hot path); uncounted, they read `null`, never 0.
+#[test]
+fn malloc_family_calls_are_counted_only_when_the_report_is_asked_for() {
+    let family = [
+        "malloc",
+        "calloc",
+        "realloc",
+        "reallocarray",
+        "free",
+        "posix_memalign",
+        "aligned_alloc",
+        "memalign",
+        "valloc",
+        "pvalloc",
+        "malloc_usable_size",
+    ];
+    for mode in ["advise", "process", "off"] {
+        let quiet = calls_in_report(Run::with(mode));
+        let asked = calls_in_report(Run::with(mode).env("KSMAUTO_STATS", "/dev/null"));
+        for name in family {
+            assert!(quiet[name].is_null(), "{mode}: {name} counted unasked: {quiet:?}");
+            assert!(asked[name].is_u64(), "{mode}: {name} not counted: {asked:?}");
+        }
+        assert!(asked["malloc"].as_u64().unwrap() > 0, "{mode}: {asked:?}");
+        // The other hooks are always counted.
+        assert!(quiet["mmap"].is_u64() && quiet["pthread_create"].is_u64(), "{quiet:?}");
+    }
+}
+
 #[test]
 fn stats_json_returns_its_length_and_parses_in_advise_mode() {
     stats_json_parses("advise");

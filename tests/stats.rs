@@ -149,9 +149,9 @@ fn json_report_has_exactly_the_documented_keys() {
     );
     assert_eq!(
         sorted(keys(&r, "/advised/by_source")),
-        names(&["mmap", "malloc", "api", "catchup"])
+        names(&["mmap", "api", "catchup"])
     );
-    for source in ["mmap", "malloc", "api", "catchup"] {
+    for source in ["mmap", "api", "catchup"] {
         assert_eq!(
             sorted(keys(&r, &format!("/advised/by_source/{source}"))),
             names(&["regions", "bytes"])
@@ -159,7 +159,16 @@ fn json_report_has_exactly_the_documented_keys() {
     }
     assert_eq!(
         sorted(keys(&r, "/skipped")),
-        names(&["shared", "file", "hugetlb", "small", "exec", "stack", "excluded"])
+        names(&[
+            "shared",
+            "file",
+            "hugetlb",
+            "small",
+            "exec",
+            "stack",
+            "excluded",
+            "map_count"
+        ])
     );
     assert_eq!(
         sorted(keys(&r, "/madvise_failures")),
