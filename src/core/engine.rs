@@ -257,30 +257,30 @@ pub fn note_new_memory() {
 }
 
 /// Checked by every hook of a call that may block (`read`, `poll`,
-/// `pthread_cond_wait`, …) before it forwards: whether
-/// [`at_idle_edge`] has anything to do. A few loads while nothing is due,
-/// plus one clock read in `advise` mode.
-#[inline]
+/// `pthread_cond_wait`, …) before it forwards: whether [`at_idle_edge`] may
+/// have anything to do. Two loads: in `process` and `off` mode (nothing
+/// lent to an `exec`) that is all a blocking call pays.
+#[inline(always)]
 pub fn idle_edge_due() -> bool {
-    if exec_guard::any_lent() {
-        return true;
-    }
-    catchup::enabled()
-        && (NEW_MEMORY.load(Relaxed)
-            || os::program_break()
-                > BRK_AT_LAST_PASS
-                    .load(Relaxed)
-                    .saturating_add(BRK_NEWS_BYTES)
-            || catchup::due())
+    catchup::enabled() || exec_guard::any_lent()
+}
+
+/// In `advise` mode, whether there is news for the catch-up (a flag, the
+/// program break, the timer: a load, a call of libc's `sbrk(0)`, a clock
+/// read).
+fn catch_up_has_news() -> bool {
+    NEW_MEMORY.load(Relaxed)
+        || os::program_break() > BRK_AT_LAST_PASS.load(Relaxed).saturating_add(BRK_NEWS_BYTES)
+        || catchup::due()
 }
 
 /// A thread is about to make a call that may block, and [`idle_edge_due`]
-/// said there is work: merge-any lent to an `exec` is taken back, and in
-/// `advise` mode, if `would_block` (the hook's side-effect-free look at
-/// whether the call will wait: a descriptor with nothing to read, a child
-/// still running, …) says the thread is about to wait, the catch-up pass is
-/// run to its end now — the program may never call us again. A call that
-/// returns at once gets no scan, so no latency.
+/// said there may be work: merge-any lent to an `exec` is taken back, and in
+/// `advise` mode, if the catch-up has news and `would_block` (the hook's
+/// side-effect-free look at whether the call will wait: a descriptor with
+/// nothing to read, a child still running, …) says the thread is about to
+/// wait, the catch-up pass is run to its end now — the program may never
+/// call us again. A call that returns at once gets no scan, so no latency.
 #[cold]
 #[inline(never)]
 pub fn at_idle_edge(would_block: impl FnOnce() -> bool) {
@@ -290,7 +290,7 @@ pub fn at_idle_edge(would_block: impl FnOnce() -> bool) {
     if exec_guard::any_lent() {
         take_back_merge_any();
     }
-    if !catchup::enabled() || MERGING_STOPPED.load(Relaxed) {
+    if !catchup::enabled() || MERGING_STOPPED.load(Relaxed) || !catch_up_has_news() {
         return;
     }
     // A raw clone child owns a copy of the parent's scan state; a vfork
