@@ -1093,6 +1093,21 @@ mod tests {
         unsafe { libc::dlclose(h) };
     }
 
+    /// glibc keeps `pthread_cond_wait@GLIBC_2.2.5` (the condition variable
+    /// of before 2.3.2) beside the default `@@GLIBC_2.3.2`: the hand lookup
+    /// must find the default one, as an unversioned `dlsym` does.
+    #[test]
+    fn a_symbol_table_lookup_finds_the_default_version() {
+        let h = libc_handle();
+        let libc_map = object_of(unsafe { libc::dlsym(h, c"malloc".as_ptr()) });
+        for name in [c"pthread_cond_wait", c"pthread_cond_timedwait", c"sem_wait", c"pthread_join"] {
+            let by_dlsym = unsafe { libc::dlsym(h, name.as_ptr()) };
+            assert!(!by_dlsym.is_null(), "{name:?}");
+            assert_eq!(unsafe { defined_in(libc_map, name) }, by_dlsym, "{name:?}");
+        }
+        unsafe { libc::dlclose(h) };
+    }
+
     unsafe extern "C" fn fake_malloc(_: usize) -> *mut c_void {
         core::ptr::null_mut()
     }
