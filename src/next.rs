@@ -226,8 +226,20 @@ fn object_of(addr: *const c_void) -> *mut LinkMap {
     core::ptr::null_mut()
 }
 
-/// This library's link map (its own lookup: a walk of its small table).
+/// This library's link map (its own lookup: a walk of its table, made once:
+/// every exported hook makes the table longer, and start-up asks often).
 fn own_link_map() -> *mut LinkMap {
+    static OWN: AtomicPtr<LinkMap> = AtomicPtr::new(core::ptr::null_mut());
+    let known = OWN.load(Relaxed);
+    if !known.is_null() {
+        return known;
+    }
+    let map = find_own_link_map();
+    OWN.store(map, Relaxed);
+    map
+}
+
+fn find_own_link_map() -> *mut LinkMap {
     let mut map: *mut LinkMap = core::ptr::null_mut();
     unsafe {
         let mut info: libc::Dl_info = core::mem::zeroed();
