@@ -292,12 +292,18 @@ pub fn at_idle_edge(would_block: impl FnOnce() -> bool) {
     if !catchup::enabled() || MERGING_STOPPED.load(Relaxed) {
         return;
     }
+    // The look first: while news is pending, every call that does not wait
+    // comes this far, and the look (side-effect free, so fine in a vfork
+    // child too) is one system call where the identity checks are two.
+    if !would_block() {
+        return;
+    }
     // A raw clone child owns a copy of the parent's scan state; a vfork
     // child runs in its parent's memory and must leave it alone.
     if identity::adopt_if_new_process() {
         start_over();
     }
-    if identity::shares_owners_memory() || !would_block() {
+    if identity::shares_owners_memory() {
         return;
     }
     let had_news = NEW_MEMORY.swap(false, Relaxed);

@@ -27,10 +27,9 @@ pub fn descriptor_read(fd: i32, dont_wait: bool) -> bool {
     if dont_wait {
         return false;
     }
-    match sys::fd_is_nonblocking(fd) {
-        Ok(false) => sys::readable_now(fd) == Ok(false),
-        Ok(true) | Err(_) => false,
-    }
+    // The poll first: a busy reader (data there, a regular file) is answered
+    // with one system call. A bad descriptor polls as ready (`POLLNVAL`).
+    sys::readable_now(fd) == Ok(false) && sys::fd_is_nonblocking(fd) == Ok(false)
 }
 
 /// How many `pollfd`s one probe copies (256 bytes of stack).
