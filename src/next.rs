@@ -659,38 +659,45 @@ pub fn hot_free() -> Option<FreeFn> {
 // ---------------------------------------------------------------------------
 // Calls that may block
 
-/// Declares the table of the functions `api::blocking` hooks: each field a
-/// next definition (`None` where no object after us defines the name).
+/// Declares the table of the functions `api::blocking` hooks: one slot per
+/// function, null until start-up has resolved it (or when no object after
+/// us defines the name), so that one load both says "resolved" and gives
+/// the target.
 macro_rules! blocking_functions {
     ($($field:ident: fn($($arg:ty),*) -> $ret:ty = $name:literal;)*) => {
         /// The next definitions of the calls that may block.
         pub struct BlockingFunctions {
-            $(pub $field: Option<unsafe extern "C" fn($($arg),*) -> $ret>,)*
+            $($field: AtomicPtr<c_void>,)*
         }
 
-        const NO_BLOCKING_FUNCTIONS: BlockingFunctions = BlockingFunctions {
-            $($field: None,)*
+        static BLOCKING: BlockingFunctions = BlockingFunctions {
+            $($field: AtomicPtr::new(core::ptr::null_mut()),)*
         };
+
+        impl BlockingFunctions {
+            $(
+                #[inline(always)]
+                pub fn $field(&self) -> Option<unsafe extern "C" fn($($arg),*) -> $ret> {
+                    hot(&self.$field)
+                }
+            )*
+        }
 
         /// Each name's default-version definition in the objects after us,
         /// found by hand: no `dlsym` (which would allocate for a name an
         /// older glibc lacks: `epoll_pwait2`, `sem_clockwait`, …), a hash
-        /// lookup each.
-        fn find_blocking_functions() -> BlockingFunctions {
+        /// lookup each. Part of [`resolve_all`].
+        fn resolve_blocking() {
             let own = own_link_map();
-            unsafe {
-                BlockingFunctions {
-                    $($field: as_fn(next_defined_after(own, $name)),)*
-                }
-            }
+            $(BLOCKING.$field.store(next_defined_after(own, $name), Release);)*
         }
     };
 }
 
 use libc::{
     c_long, c_uint, clockid_t, epoll_event, fd_set, idtype_t, msghdr, nfds_t, pid_t, pollfd,
-    pthread_barrier_t, pthread_cond_t, pthread_mutex_t, pthread_t, rusage, sem_t, sigset_t,
-    siginfo_t, sockaddr, socklen_t, timespec, timeval,
+    pthread_barrier_t, pthread_cond_t, pthread_mutex_t, pthread_t, rusage, sem_t, siginfo_t,
+    sigset_t, sockaddr, socklen_t, timespec, timeval,
 };
 
 blocking_functions! {
@@ -700,8 +707,6 @@ blocking_functions! {
     recv_chk: fn(c_int, *mut c_void, usize, usize, c_int) -> isize = c"__recv_chk";
     recvfrom: fn(c_int, *mut c_void, usize, c_int, *mut sockaddr, *mut socklen_t) -> isize
         = c"recvfrom";
-    recvfrom_chk: fn(c_int, *mut c_void, usize, usize, c_int, *mut sockaddr, *mut socklen_t)
-        -> isize = c"__recvfrom_chk";
     recvmsg: fn(c_int, *mut msghdr, c_int) -> isize = c"recvmsg";
     accept: fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int = c"accept";
     accept4: fn(c_int, *mut sockaddr, *mut socklen_t, c_int) -> c_int = c"accept4";
@@ -748,30 +753,13 @@ blocking_functions! {
     sem_clockwait: fn(*mut sem_t, clockid_t, *const timespec) -> c_int = c"sem_clockwait";
 }
 
-struct BlockingTable(UnsafeCell<BlockingFunctions>);
-unsafe impl Sync for BlockingTable {}
-
-static BLOCKING: BlockingTable = BlockingTable(UnsafeCell::new(NO_BLOCKING_FUNCTIONS));
-static BLOCKING_READY: core::sync::atomic::AtomicBool =
-    core::sync::atomic::AtomicBool::new(false);
-
-/// Fills the blocking calls' table; part of [`resolve_all`].
-fn resolve_blocking() {
-    unsafe { *BLOCKING.0.get() = find_blocking_functions() };
-    BLOCKING_READY.store(true, Release);
-}
-
-/// The next definitions of the calls that may block once start-up has
-/// resolved them, else `None` (the hook then forwards by other means: it
-/// must never run `dlsym` itself, being possibly in a signal handler or a
-/// `vfork` child).
+/// The next definitions of the calls that may block; each is `None` until
+/// start-up has resolved it (the hook then forwards by other means: it must
+/// never run `dlsym` itself, being possibly in a signal handler or a `vfork`
+/// child).
 #[inline(always)]
-pub fn blocking_if_ready() -> Option<&'static BlockingFunctions> {
-    if BLOCKING_READY.load(Acquire) {
-        Some(unsafe { &*BLOCKING.0.get() })
-    } else {
-        None
-    }
+pub fn blocking() -> &'static BlockingFunctions {
+    &BLOCKING
 }
 
 /// The next definition of `name` found now, for the rare call that needs a
@@ -1112,7 +1100,12 @@ mod tests {
     fn a_symbol_table_lookup_finds_the_default_version() {
         let h = libc_handle();
         let libc_map = object_of(unsafe { libc::dlsym(h, c"malloc".as_ptr()) });
-        for name in [c"pthread_cond_wait", c"pthread_cond_timedwait", c"sem_wait", c"pthread_join"] {
+        for name in [
+            c"pthread_cond_wait",
+            c"pthread_cond_timedwait",
+            c"sem_wait",
+            c"pthread_join",
+        ] {
             let by_dlsym = unsafe { libc::dlsym(h, name.as_ptr()) };
             assert!(!by_dlsym.is_null(), "{name:?}");
             assert_eq!(unsafe { defined_in(libc_map, name) }, by_dlsym, "{name:?}");

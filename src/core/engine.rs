@@ -258,6 +258,15 @@ pub fn note_new_memory() {
     }
 }
 
+/// Whether [`idle_edge_due`] can say yes at all: two loads and no call, so
+/// that a hook of a call that may block keeps its arguments in their
+/// registers and forwards with a tail jump when it cannot (`process` and
+/// `off` modes, with no merge-any lent to an `exec`).
+#[inline(always)]
+pub fn idle_edge_possible() -> bool {
+    exec_guard::any_lent() || catchup::enabled()
+}
+
 /// Checked by every hook of a call that may block (`read`, `poll`,
 /// `pthread_cond_wait`, …) before it forwards: whether
 /// [`at_idle_edge`] has anything to do. A few loads while nothing is due,

@@ -59,9 +59,8 @@ pub fn poll_set(fds: usize, nfds: usize, may_wait: bool) -> bool {
     let mut done = 0;
     while done < nfds {
         let n = (nfds - done).min(POLL_CHUNK);
-        let bytes = unsafe {
-            core::slice::from_raw_parts_mut(chunk.as_mut_ptr() as *mut u8, n * entry)
-        };
+        let bytes =
+            unsafe { core::slice::from_raw_parts_mut(chunk.as_mut_ptr() as *mut u8, n * entry) };
         if sys::copy_from_own_memory(fds + done * entry, bytes).is_err() {
             return false;
         }
@@ -121,7 +120,8 @@ pub fn select_sets(nfds: i32, read: usize, write: usize, except: usize, may_wait
     let mut sets: [libc::fd_set; 3] = unsafe { core::mem::zeroed() };
     let [r, w, e] = &mut sets;
     let copy = |from: usize, to: &mut libc::fd_set| -> Result<(), sys::Errno> {
-        let to = unsafe { core::slice::from_raw_parts_mut(to as *mut libc::fd_set as *mut u8, bytes) };
+        let to =
+            unsafe { core::slice::from_raw_parts_mut(to as *mut libc::fd_set as *mut u8, bytes) };
         sys::copy_from_own_memory(from, to)
     };
     for (from, to) in [(read, &mut *r), (write, &mut *w), (except, &mut *e)] {

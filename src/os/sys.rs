@@ -818,7 +818,13 @@ pub fn clock_now(clock: libc::clockid_t) -> Result<libc::timespec, Errno> {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    unsafe { syscall!(libc::SYS_clock_gettime, clock, &mut ts as *mut libc::timespec) }?;
+    unsafe {
+        syscall!(
+            libc::SYS_clock_gettime,
+            clock,
+            &mut ts as *mut libc::timespec
+        )
+    }?;
     Ok(ts)
 }
 
