@@ -2,13 +2,15 @@
 //! idleness, where a program that will never call us again still gets its
 //! new memory advised (`engine::at_idle_edge`; without a thread of ours).
 //!
-//! Each hook only wires its symbol to a probe and forwards: if
-//! `engine::idle_edge_due()` (a few loads), the engine asks
-//! `core::would_block` whether this call will really wait and, if so, runs
-//! the pass; then the next definition is called **as a tail call**, so that
-//! no frame of ours is on the stack while the call waits. These are
-//! cancellation points: glibc's forced unwinding of a cancelled thread must
-//! never walk through a Rust frame.
+//! Each hook only wires its symbol to a look and forwards (`blocking_hook!`):
+//! if an edge may be due at all (`engine::idle_edge_possible`, two loads:
+//! never in `process` or `off` mode), an out-of-line twin asks
+//! `engine::idle_edge_due` and lets the engine run `core::would_block`'s
+//! look at whether this call will really wait and, if so, the pass; then the
+//! next definition is reached **by a tail jump**, so that no frame of ours
+//! is on the stack while the call waits. These are cancellation points:
+//! glibc's forced unwinding of a cancelled thread must not walk through a
+//! Rust frame (`tests/blocking.rs` reads the library's code for the jumps).
 //!
 //! Forwarding: to the next definition start-up resolved (`next::blocking`).
 //! Before that, a call with a system call of its own makes it directly
