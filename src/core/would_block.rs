@@ -8,7 +8,8 @@
 //! nothing is read, consumed, reaped or changed that the program could see.
 //! The program's own arguments are read through the kernel
 //! (`sys::copy_from_own_memory`), never dereferenced here: a bad pointer is
-//! the call's `EFAULT`, not our fault. A probe that cannot tell, or sees an
+//! the call's `EFAULT`, not our fault (and where a sandbox refuses that
+//! read, the call is taken to wait). A probe that cannot tell, or sees an
 //! error the call will report at once, says "does not wait" (no pass; the
 //! next edge tries again); a wait no probe can see coming (a condition
 //! variable, a barrier, a join) counts as one.
@@ -61,8 +62,8 @@ pub fn poll_set(fds: usize, nfds: usize, may_wait: bool) -> bool {
         let n = (nfds - done).min(POLL_CHUNK);
         let bytes =
             unsafe { core::slice::from_raw_parts_mut(chunk.as_mut_ptr() as *mut u8, n * entry) };
-        if sys::copy_from_own_memory(fds + done * entry, bytes).is_err() {
-            return false;
+        if let Err(e) = sys::copy_from_own_memory(fds + done * entry, bytes) {
+            return !call_fails_on(e);
         }
         if sys::poll_ready_now(&mut chunk[..n]) != Ok(0) {
             return false;
@@ -81,8 +82,16 @@ pub fn timespec_may_wait(ts: usize) -> bool {
     }
     match sys::read_own_value::<libc::timespec>(ts) {
         Ok(t) => valid(&t) && (t.tv_sec > 0 || t.tv_nsec > 0),
-        Err(_) => false,
+        Err(e) => !call_fails_on(e),
     }
+}
+
+/// Whether the program's memory being unreadable to the kernel (`e`, from
+/// `sys::copy_from_own_memory`) means its call fails at once: `EFAULT`. Any
+/// other error (a sandbox refusing `process_vm_readv`) says nothing about
+/// the call, which is then taken to wait.
+fn call_fails_on(e: sys::Errno) -> bool {
+    e == libc::EFAULT
 }
 
 /// The same for a `timeval` (`select`).
@@ -92,7 +101,7 @@ pub fn timeval_may_wait(tv: usize) -> bool {
     }
     match sys::read_own_value::<libc::timeval>(tv) {
         Ok(t) => t.tv_sec >= 0 && t.tv_usec >= 0 && (t.tv_sec > 0 || t.tv_usec > 0),
-        Err(_) => false,
+        Err(e) => !call_fails_on(e),
     }
 }
 
@@ -125,8 +134,10 @@ pub fn select_sets(nfds: i32, read: usize, write: usize, except: usize, may_wait
         sys::copy_from_own_memory(from, to)
     };
     for (from, to) in [(read, &mut *r), (write, &mut *w), (except, &mut *e)] {
-        if from != 0 && copy(from, to).is_err() {
-            return false;
+        if from != 0 {
+            if let Err(e) = copy(from, to) {
+                return !call_fails_on(e);
+            }
         }
     }
     sys::select_ready_now(nfds, pick(read, r), pick(write, w), pick(except, e)) == Ok(0)
@@ -156,10 +167,11 @@ pub fn sleep_on_clock(clock: libc::clockid_t, flags: i32, ts: usize) -> bool {
     if flags & libc::TIMER_ABSTIME == 0 {
         return sleep_for(ts);
     }
-    let (Ok(until), Ok(now)) = (
-        sys::read_own_value::<libc::timespec>(ts),
-        sys::clock_now(clock),
-    ) else {
+    let until = match sys::read_own_value::<libc::timespec>(ts) {
+        Ok(until) => until,
+        Err(e) => return !call_fails_on(e),
+    };
+    let Ok(now) = sys::clock_now(clock) else {
         return false;
     };
     valid(&until) && (until.tv_sec, until.tv_nsec) > (now.tv_sec, now.tv_nsec)
