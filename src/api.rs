@@ -19,6 +19,8 @@ use crate::next::{self, next};
 use crate::os::exec_target::{self, ExecTarget};
 use crate::stats::{self, counters, Hook};
 
+mod blocking;
+
 static START: ReentrantOnce = ReentrantOnce::new();
 
 /// Opens the gate once: resolve symbols, read the configuration, start the
@@ -1110,6 +1112,17 @@ pub unsafe extern "C" fn syscall(
         || (number == libc::SYS_prctl && a1 == PR_SET_SECCOMP as libc::c_long)
     {
         engine::before_sandbox();
+    }
+    // A futex wait is a thread about to block (`blocking`); a mapping made
+    // here is memory no hook advises: the catch-up scan's to find.
+    blocking::before_syscall(number, a2);
+    if blocking::syscall_maps_memory(number) {
+        let result = match next::next_if_ready().and_then(|n| n.syscall) {
+            Some(f) => f(number, a1, a2, a3, a4, a5, a6),
+            None => raw_syscall(number, [a1, a2, a3, a4, a5, a6]),
+        };
+        engine::note_new_memory();
+        return result;
     }
     match next::next_if_ready().and_then(|n| n.syscall) {
         Some(f) => f(number, a1, a2, a3, a4, a5, a6),

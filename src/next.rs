@@ -226,8 +226,20 @@ fn object_of(addr: *const c_void) -> *mut LinkMap {
     core::ptr::null_mut()
 }
 
-/// This library's link map (its own lookup: a walk of its small table).
+/// This library's link map (its own lookup: a walk of its table, made once:
+/// every exported hook makes the table longer, and start-up asks often).
 fn own_link_map() -> *mut LinkMap {
+    static OWN: AtomicPtr<LinkMap> = AtomicPtr::new(core::ptr::null_mut());
+    let known = OWN.load(Relaxed);
+    if !known.is_null() {
+        return known;
+    }
+    let map = find_own_link_map();
+    OWN.store(map, Relaxed);
+    map
+}
+
+fn find_own_link_map() -> *mut LinkMap {
     let mut map: *mut LinkMap = core::ptr::null_mut();
     unsafe {
         let mut info: libc::Dl_info = core::mem::zeroed();
@@ -338,6 +350,9 @@ const DT_STRTAB: i64 = 5;
 const DT_SYMTAB: i64 = 6;
 const DT_GNU_HASH: i64 = 0x6fff_fef5;
 const STT_GNU_IFUNC: u8 = 10;
+const DT_VERSYM: i64 = 0x6fff_fff0;
+/// A version index with this bit is a non-default (`name@VERSION`) one.
+const VERSYM_HIDDEN: u16 = 0x8000;
 
 /// `name` as object `map` itself defines it, found in its own dynamic
 /// symbol table through its GNU or SysV hash table; null if it defines none
@@ -354,12 +369,14 @@ unsafe fn defined_in(map: *mut LinkMap, name: &CStr) -> *mut c_void {
         return core::ptr::null_mut();
     }
     let (mut symtab, mut strtab, mut gnu_hash, mut sysv_hash) = (0, 0, 0, 0);
+    let mut versym = 0;
     while (*entry).d_tag != DT_NULL {
         match (*entry).d_tag {
             DT_SYMTAB => symtab = (*entry).d_val,
             DT_STRTAB => strtab = (*entry).d_val,
             DT_GNU_HASH => gnu_hash = (*entry).d_val,
             DT_HASH => sysv_hash = (*entry).d_val,
+            DT_VERSYM => versym = (*entry).d_val,
             _ => {}
         }
         entry = entry.add(1);
@@ -374,6 +391,11 @@ unsafe fn defined_in(map: *mut LinkMap, name: &CStr) -> *mut c_void {
         base,
         symbols: at(symtab) as *const libc::Elf64_Sym,
         names: at(strtab) as *const c_char,
+        versions: if versym == 0 {
+            core::ptr::null()
+        } else {
+            at(versym) as *const u16
+        },
     };
     let wanted = name.to_bytes();
     if gnu_hash != 0 {
@@ -389,15 +411,23 @@ struct SymbolTable {
     base: usize,
     symbols: *const libc::Elf64_Sym,
     names: *const c_char,
+    /// DT_VERSYM: one version index per symbol; null when the object has
+    /// no symbol versions.
+    versions: *const u16,
 }
 
 impl SymbolTable {
-    /// The address symbol `i` defines, if it is a definition of `wanted`.
+    /// The address symbol `i` defines, if it is a definition of `wanted`
+    /// in its default version (what an unversioned `dlsym` finds): glibc
+    /// keeps old versions of some functions beside the current one
+    /// (`pthread_cond_wait@GLIBC_2.2.5`, the condition variable of before
+    /// 2.3.2), marked hidden, and those are only for old binaries.
     unsafe fn defines(&self, i: u32, wanted: &[u8]) -> Option<*mut c_void> {
         let sym = &*self.symbols.add(i as usize);
         let ok = sym.st_shndx != SHN_UNDEF
             && sym.st_value != 0
             && sym.st_info & 0xf != STT_GNU_IFUNC
+            && (self.versions.is_null() || *self.versions.add(i as usize) & VERSYM_HIDDEN == 0)
             && CStr::from_ptr(self.names.add(sym.st_name as usize)).to_bytes() == wanted;
         ok.then(|| (self.base + sym.st_value as usize) as *mut c_void)
     }
@@ -476,7 +506,13 @@ unsafe fn of_allocator<T>(name: &CStr, own: *mut LinkMap, allocator: *mut LinkMa
 /// `dlsym(RTLD_NEXT)` finds), without `dlsym`: for names an older glibc
 /// lacks, whose failed lookup would allocate. Null when none defines it.
 fn next_if_defined(name: &CStr) -> *mut c_void {
-    let mut map = own_link_map();
+    next_defined_after(own_link_map(), name)
+}
+
+/// [`next_if_defined`] with our link map already found (`own`), for a
+/// series of lookups.
+fn next_defined_after(own: *mut LinkMap, name: &CStr) -> *mut c_void {
+    let mut map = own;
     unsafe {
         if map.is_null() {
             return core::ptr::null_mut();
@@ -542,6 +578,7 @@ pub fn resolve_all() {
         *NEXT.0.get() = table;
         TABLE_READY.store(true, Release);
     }
+    resolve_blocking();
 }
 
 const RTLD_NEXT_HANDLE: *mut c_void = -1isize as *mut c_void;
@@ -625,6 +662,119 @@ pub fn hot_realloc() -> Option<ReallocFn> {
 #[inline(always)]
 pub fn hot_free() -> Option<FreeFn> {
     hot(&HOT.free)
+}
+
+// ---------------------------------------------------------------------------
+// Calls that may block
+
+/// Declares the table of the functions `api::blocking` hooks: one slot per
+/// function, null until start-up has resolved it (or when no object after
+/// us defines the name), so that one load both says "resolved" and gives
+/// the target.
+macro_rules! blocking_functions {
+    ($($field:ident: fn($($arg:ty),*) -> $ret:ty = $name:literal;)*) => {
+        /// The next definitions of the calls that may block.
+        pub struct BlockingFunctions {
+            $($field: AtomicPtr<c_void>,)*
+        }
+
+        static BLOCKING: BlockingFunctions = BlockingFunctions {
+            $($field: AtomicPtr::new(core::ptr::null_mut()),)*
+        };
+
+        impl BlockingFunctions {
+            $(
+                #[inline(always)]
+                pub fn $field(&self) -> Option<unsafe extern "C" fn($($arg),*) -> $ret> {
+                    hot(&self.$field)
+                }
+            )*
+        }
+
+        /// Each name's default-version definition in the objects after us,
+        /// found by hand: no `dlsym` (which would allocate for a name an
+        /// older glibc lacks: `epoll_pwait2`, `sem_clockwait`, …), a hash
+        /// lookup each. Part of [`resolve_all`].
+        fn resolve_blocking() {
+            let own = own_link_map();
+            $(BLOCKING.$field.store(next_defined_after(own, $name), Release);)*
+        }
+    };
+}
+
+use libc::{
+    c_long, c_uint, clockid_t, epoll_event, fd_set, idtype_t, msghdr, nfds_t, pid_t, pollfd,
+    pthread_barrier_t, pthread_cond_t, pthread_mutex_t, pthread_t, rusage, sem_t, siginfo_t,
+    sigset_t, sockaddr, socklen_t, timespec, timeval,
+};
+
+blocking_functions! {
+    read: fn(c_int, *mut c_void, usize) -> isize = c"read";
+    read_chk: fn(c_int, *mut c_void, usize, usize) -> isize = c"__read_chk";
+    recv: fn(c_int, *mut c_void, usize, c_int) -> isize = c"recv";
+    recv_chk: fn(c_int, *mut c_void, usize, usize, c_int) -> isize = c"__recv_chk";
+    recvfrom: fn(c_int, *mut c_void, usize, c_int, *mut sockaddr, *mut socklen_t) -> isize
+        = c"recvfrom";
+    recvmsg: fn(c_int, *mut msghdr, c_int) -> isize = c"recvmsg";
+    accept: fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int = c"accept";
+    accept4: fn(c_int, *mut sockaddr, *mut socklen_t, c_int) -> c_int = c"accept4";
+    poll: fn(*mut pollfd, nfds_t, c_int) -> c_int = c"poll";
+    poll_chk: fn(*mut pollfd, nfds_t, c_int, usize) -> c_int = c"__poll_chk";
+    ppoll: fn(*mut pollfd, nfds_t, *const timespec, *const sigset_t) -> c_int = c"ppoll";
+    ppoll_chk: fn(*mut pollfd, nfds_t, *const timespec, *const sigset_t, usize) -> c_int
+        = c"__ppoll_chk";
+    select: fn(c_int, *mut fd_set, *mut fd_set, *mut fd_set, *mut timeval) -> c_int = c"select";
+    pselect: fn(c_int, *mut fd_set, *mut fd_set, *mut fd_set, *const timespec, *const sigset_t)
+        -> c_int = c"pselect";
+    epoll_wait: fn(c_int, *mut epoll_event, c_int, c_int) -> c_int = c"epoll_wait";
+    epoll_pwait: fn(c_int, *mut epoll_event, c_int, c_int, *const sigset_t) -> c_int
+        = c"epoll_pwait";
+    epoll_pwait2: fn(c_int, *mut epoll_event, c_int, *const timespec, *const sigset_t) -> c_int
+        = c"epoll_pwait2";
+    nanosleep: fn(*const timespec, *mut timespec) -> c_int = c"nanosleep";
+    clock_nanosleep: fn(clockid_t, c_int, *const timespec, *mut timespec) -> c_int
+        = c"clock_nanosleep";
+    sleep: fn(c_uint) -> c_uint = c"sleep";
+    usleep: fn(libc::useconds_t) -> c_int = c"usleep";
+    pause: fn() -> c_int = c"pause";
+    sigsuspend: fn(*const sigset_t) -> c_int = c"sigsuspend";
+    sigwait: fn(*const sigset_t, *mut c_int) -> c_int = c"sigwait";
+    sigwaitinfo: fn(*const sigset_t, *mut siginfo_t) -> c_int = c"sigwaitinfo";
+    sigtimedwait: fn(*const sigset_t, *mut siginfo_t, *const timespec) -> c_int
+        = c"sigtimedwait";
+    wait: fn(*mut c_int) -> pid_t = c"wait";
+    waitpid: fn(pid_t, *mut c_int, c_int) -> pid_t = c"waitpid";
+    waitid: fn(idtype_t, libc::id_t, *mut siginfo_t, c_int) -> c_int = c"waitid";
+    wait3: fn(*mut c_int, c_int, *mut rusage) -> pid_t = c"wait3";
+    wait4: fn(pid_t, *mut c_int, c_int, *mut rusage) -> pid_t = c"wait4";
+    msgrcv: fn(c_int, *mut c_void, usize, c_long, c_int) -> isize = c"msgrcv";
+    pthread_cond_wait: fn(*mut pthread_cond_t, *mut pthread_mutex_t) -> c_int
+        = c"pthread_cond_wait";
+    pthread_cond_timedwait: fn(*mut pthread_cond_t, *mut pthread_mutex_t, *const timespec)
+        -> c_int = c"pthread_cond_timedwait";
+    pthread_cond_clockwait: fn(*mut pthread_cond_t, *mut pthread_mutex_t, clockid_t,
+        *const timespec) -> c_int = c"pthread_cond_clockwait";
+    pthread_barrier_wait: fn(*mut pthread_barrier_t) -> c_int = c"pthread_barrier_wait";
+    pthread_join: fn(pthread_t, *mut *mut c_void) -> c_int = c"pthread_join";
+    sem_wait: fn(*mut sem_t) -> c_int = c"sem_wait";
+    sem_timedwait: fn(*mut sem_t, *const timespec) -> c_int = c"sem_timedwait";
+    sem_clockwait: fn(*mut sem_t, clockid_t, *const timespec) -> c_int = c"sem_clockwait";
+}
+
+/// The next definitions of the calls that may block; each is `None` until
+/// start-up has resolved it (the hook then forwards by other means: it must
+/// never run `dlsym` itself, being possibly in a signal handler or a `vfork`
+/// child).
+#[inline(always)]
+pub fn blocking() -> &'static BlockingFunctions {
+    &BLOCKING
+}
+
+/// The next definition of `name` found now, for the rare call that needs a
+/// blocking function before start-up has resolved it and cannot run
+/// start-up (a call nested inside it). No `dlsym`, no allocation.
+pub fn blocking_function_now(name: &CStr) -> *mut c_void {
+    next_if_defined(name)
 }
 
 // ---------------------------------------------------------------------------
@@ -948,6 +1098,26 @@ mod tests {
         assert!(is_definition(malloc));
         assert!(is_definition(version));
         assert!(!is_definition(core::ptr::null()));
+        unsafe { libc::dlclose(h) };
+    }
+
+    /// glibc keeps `pthread_cond_wait@GLIBC_2.2.5` (the condition variable
+    /// of before 2.3.2) beside the default `@@GLIBC_2.3.2`: the hand lookup
+    /// must find the default one, as an unversioned `dlsym` does.
+    #[test]
+    fn a_symbol_table_lookup_finds_the_default_version() {
+        let h = libc_handle();
+        let libc_map = object_of(unsafe { libc::dlsym(h, c"malloc".as_ptr()) });
+        for name in [
+            c"pthread_cond_wait",
+            c"pthread_cond_timedwait",
+            c"sem_wait",
+            c"pthread_join",
+        ] {
+            let by_dlsym = unsafe { libc::dlsym(h, name.as_ptr()) };
+            assert!(!by_dlsym.is_null(), "{name:?}");
+            assert_eq!(unsafe { defined_in(libc_map, name) }, by_dlsym, "{name:?}");
+        }
         unsafe { libc::dlclose(h) };
     }
 

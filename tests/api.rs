@@ -67,7 +67,10 @@ fn calls_in_report(run: Run) -> serde_json::Map<String, Value> {
     let stdout = run_ok(&run, &["basic"]);
     let json = field(&stdout, "json").expect("json line");
     let v: Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("not JSON ({e}): {json}"));
-    v["calls"].as_object().cloned().unwrap_or_else(|| panic!("{v}"))
+    v["calls"]
+        .as_object()
+        .cloned()
+        .unwrap_or_else(|| panic!("{v}"))
 }
 
 /// The malloc family's calls are counted only when the report is asked for
@@ -91,12 +94,21 @@ fn malloc_family_calls_are_counted_only_when_the_report_is_asked_for() {
         let quiet = calls_in_report(Run::with(mode));
         let asked = calls_in_report(Run::with(mode).env("KSMAUTO_STATS", "/dev/null"));
         for name in family {
-            assert!(quiet[name].is_null(), "{mode}: {name} counted unasked: {quiet:?}");
-            assert!(asked[name].is_u64(), "{mode}: {name} not counted: {asked:?}");
+            assert!(
+                quiet[name].is_null(),
+                "{mode}: {name} counted unasked: {quiet:?}"
+            );
+            assert!(
+                asked[name].is_u64(),
+                "{mode}: {name} not counted: {asked:?}"
+            );
         }
         assert!(asked["malloc"].as_u64().unwrap() > 0, "{mode}: {asked:?}");
         // The other hooks are always counted.
-        assert!(quiet["mmap"].is_u64() && quiet["pthread_create"].is_u64(), "{quiet:?}");
+        assert!(
+            quiet["mmap"].is_u64() && quiet["pthread_create"].is_u64(),
+            "{quiet:?}"
+        );
     }
 }
 

@@ -258,8 +258,10 @@ pub fn note_new_memory() {
 
 /// Checked by every hook of a call that may block (`read`, `poll`,
 /// `pthread_cond_wait`, …) before it forwards: whether [`at_idle_edge`] may
-/// have anything to do. Two loads: in `process` and `off` mode (nothing
-/// lent to an `exec`) that is all a blocking call pays.
+/// have anything to do. Two loads and no call, so that a hook keeps its
+/// arguments in their registers and forwards with a tail jump when it has
+/// nothing to do: in `process` and `off` mode (nothing lent to an `exec`)
+/// that is all a blocking call pays.
 #[inline(always)]
 pub fn idle_edge_due() -> bool {
     catchup::enabled() || exec_guard::any_lent()
@@ -270,7 +272,10 @@ pub fn idle_edge_due() -> bool {
 /// read).
 fn catch_up_has_news() -> bool {
     NEW_MEMORY.load(Relaxed)
-        || os::program_break() > BRK_AT_LAST_PASS.load(Relaxed).saturating_add(BRK_NEWS_BYTES)
+        || os::program_break()
+            > BRK_AT_LAST_PASS
+                .load(Relaxed)
+                .saturating_add(BRK_NEWS_BYTES)
         || catchup::due()
 }
 
@@ -293,12 +298,18 @@ pub fn at_idle_edge(would_block: impl FnOnce() -> bool) {
     if !catchup::enabled() || MERGING_STOPPED.load(Relaxed) || !catch_up_has_news() {
         return;
     }
+    // The look first: while news is pending, every call that does not wait
+    // comes this far, and the look (side-effect free, so fine in a vfork
+    // child too) is one system call where the identity checks are two.
+    if !would_block() {
+        return;
+    }
     // A raw clone child owns a copy of the parent's scan state; a vfork
     // child runs in its parent's memory and must leave it alone.
     if identity::adopt_if_new_process() {
         start_over();
     }
-    if identity::shares_owners_memory() || !would_block() {
+    if identity::shares_owners_memory() {
         return;
     }
     let had_news = NEW_MEMORY.swap(false, Relaxed);

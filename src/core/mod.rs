@@ -11,7 +11,9 @@
 //! * [`exclusions`] — the lock-free table of ranges never to merge
 //!   (`ksmauto_exclude`, secret memory);
 //! * [`identity`] — which process this is (owner, forked child, `vfork` child);
-//! * [`once`] — start-up that survives re-entry from `dlsym`.
+//! * [`once`] — start-up that survives re-entry from `dlsym`;
+//! * [`would_block`] — whether a call a thread is about to make will wait
+//!   (the look before a pass at the edge of idleness).
 //!
 //! Knows no symbol names (that is `crate::api`'s business) and never
 //! allocates, locks, or changes `errno`.
@@ -24,3 +26,4 @@ pub mod exec_guard;
 pub mod identity;
 pub mod once;
 pub mod policy;
+pub mod would_block;

@@ -36,9 +36,6 @@ pub fn page_size() -> usize {
     }
 }
 
-/// Whether the kernel started this program in secure-execution mode
-/// (`AT_SECURE`: set-user-ID, set-group-ID or file capabilities, or an LSM
-/// asked for it).
 /// The program break (the top of the brk heap), from libc's own record of
 /// it: a call that makes no system call once the break is known.
 #[inline]
@@ -46,6 +43,20 @@ pub fn program_break() -> usize {
     unsafe { libc::sbrk(0) as usize }
 }
 
+/// The value of the program's semaphore `sem` (libc's `sem_getvalue`:
+/// a plain read of the count, no system call, no `errno`).
+///
+/// # Safety
+/// `sem` is a semaphore the program handed to one of its calls.
+pub unsafe fn semaphore_value(sem: *mut libc::sem_t) -> i32 {
+    let mut value = 0;
+    libc::sem_getvalue(sem, &mut value);
+    value
+}
+
+/// Whether the kernel started this program in secure-execution mode
+/// (`AT_SECURE`: set-user-ID, set-group-ID or file capabilities, or an LSM
+/// asked for it).
 pub fn secure_execution() -> bool {
     unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
 }

@@ -120,6 +120,10 @@ pub fn monotonic_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
 }
 
+// Out of line: its `timespec` would otherwise be a local of every caller
+// whose address escapes, and such a caller (a hook of a blocking call) can
+// no longer forward with a tail call.
+#[inline(never)]
 fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -675,4 +679,156 @@ pub fn has_file_capabilities(path: &[u8]) -> bool {
         )
     };
     !matches!(r, Err(libc::ENODATA) | Err(libc::EOPNOTSUPP))
+}
+
+// ---------------------------------------------------------------------------
+// Looks at whether a call would wait (for `core::would_block`): each answers
+// "now", never waits, consumes nothing and changes nothing the program sees.
+
+/// Whether descriptor `fd` has `O_NONBLOCK` set (its reads never wait).
+pub fn fd_is_nonblocking(fd: i32) -> Result<bool, Errno> {
+    unsafe { syscall!(libc::SYS_fcntl, fd, libc::F_GETFL) }
+        .map(|flags| flags as i32 & libc::O_NONBLOCK != 0)
+}
+
+/// How many of `fds` have one of their events now (a poll that never
+/// waits; `fds` is ours, so the `revents` it writes are ours too).
+pub fn poll_ready_now(fds: &mut [libc::pollfd]) -> Result<usize, Errno> {
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe {
+        syscall!(
+            libc::SYS_ppoll,
+            fds.as_mut_ptr(),
+            fds.len(),
+            &zero as *const libc::timespec,
+            0usize,
+            0usize
+        )
+    }
+}
+
+/// Whether `fd` has something to read (or a connection to accept, or an
+/// end of file or error to report) now.
+pub fn readable_now(fd: i32) -> Result<bool, Errno> {
+    let mut one = [libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    poll_ready_now(&mut one).map(|n| n > 0)
+}
+
+/// Copies `out.len()` bytes at `addr` of this process's memory into `out`,
+/// through the kernel: an address the program passed that is not readable
+/// gives `Err(EFAULT)` instead of a fault in our code (the call the program
+/// made would have answered `EFAULT` too).
+pub fn copy_from_own_memory(addr: usize, out: &mut [u8]) -> Result<(), Errno> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let local = libc::iovec {
+        iov_base: out.as_mut_ptr() as *mut libc::c_void,
+        iov_len: out.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: out.len(),
+    };
+    let copied = unsafe {
+        syscall!(
+            libc::SYS_process_vm_readv,
+            getpid(),
+            &local as *const libc::iovec,
+            1usize,
+            &remote as *const libc::iovec,
+            1usize,
+            0usize
+        )
+    }?;
+    if copied == out.len() {
+        Ok(())
+    } else {
+        Err(libc::EFAULT)
+    }
+}
+
+/// A value of type `T` (plain data) at `addr`, read as [`copy_from_own_memory`] does.
+pub fn read_own_value<T: Copy>(addr: usize) -> Result<T, Errno> {
+    let mut value = core::mem::MaybeUninit::<T>::zeroed();
+    let bytes = unsafe {
+        core::slice::from_raw_parts_mut(value.as_mut_ptr() as *mut u8, core::mem::size_of::<T>())
+    };
+    copy_from_own_memory(addr, bytes)?;
+    Ok(unsafe { value.assume_init() })
+}
+
+/// How many descriptors of the sets (ours, `nfds` bits each) are ready now
+/// (a select that never waits; it rewrites the sets, which is why they must
+/// be copies of the program's).
+pub fn select_ready_now(
+    nfds: i32,
+    read: Option<&mut libc::fd_set>,
+    write: Option<&mut libc::fd_set>,
+    except: Option<&mut libc::fd_set>,
+) -> Result<usize, Errno> {
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let ptr = |s: Option<&mut libc::fd_set>| s.map_or(0usize, |s| s as *mut libc::fd_set as usize);
+    unsafe {
+        syscall!(
+            libc::SYS_pselect6,
+            nfds,
+            ptr(read),
+            ptr(write),
+            ptr(except),
+            &zero as *const libc::timespec,
+            0usize
+        )
+    }
+}
+
+/// Whether a child matching `idtype`/`id` has a state change to report now
+/// for `options` (`WEXITED`, `WSTOPPED`, `WCONTINUED`, `__WALL`, …): a
+/// `waitid` with `WNOHANG | WNOWAIT`, so nothing is reaped or consumed.
+pub fn child_waitable_now(idtype: u32, id: u32, options: i32) -> Result<bool, Errno> {
+    let mut info: libc::siginfo_t = unsafe { core::mem::zeroed() };
+    unsafe {
+        syscall!(
+            libc::SYS_waitid,
+            idtype,
+            id,
+            &mut info as *mut libc::siginfo_t,
+            options | libc::WNOHANG | libc::WNOWAIT,
+            0usize
+        )
+    }?;
+    // With WNOHANG and nothing to report the kernel leaves si_pid 0.
+    Ok(unsafe { info.si_pid() } != 0)
+}
+
+/// The time on `clock` now, through the kernel (any clock id the program
+/// names; an invalid one is an error, not a changed `errno`).
+pub fn clock_now(clock: libc::clockid_t) -> Result<libc::timespec, Errno> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe {
+        syscall!(
+            libc::SYS_clock_gettime,
+            clock,
+            &mut ts as *mut libc::timespec
+        )
+    }?;
+    Ok(ts)
+}
+
+/// This process's group id.
+pub fn process_group() -> Result<i32, Errno> {
+    unsafe { syscall!(libc::SYS_getpgid, 0usize) }.map(|g| g as i32)
 }
