@@ -430,3 +430,41 @@ fn the_hooks_of_calls_that_may_block_forward_with_a_tail_call() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `tests/c/busy_reads.c`: once the catch-up's timer is due, a program whose
+/// calls never wait takes the scheduled pass in one of them, and the rest
+/// pay no look at whether they wait. Before the fix, a due timer stayed due
+/// (only a waiting call ran the pass), and each of the 20,000 reads made a
+/// zero-timeout `poll` first: counted here with strace.
+#[test]
+fn a_busy_program_pays_no_look_per_call() {
+    let prog = compile_c("tests/c/busy_reads.c", &[]);
+    let trace = std::env::temp_dir().join(format!("ksmauto-busy-{}.trace", std::process::id()));
+    let mut cmd = Run::with("advise")
+        .env("KSMAUTO_STATS", "off")
+        .command("strace");
+    cmd.arg("-f")
+        .arg("-e")
+        .arg("trace=poll,ppoll")
+        .arg("-o")
+        .arg(&trace)
+        .arg(&prog);
+    let out = cmd.output().expect("strace (scripts/test installs it)");
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{:?}\n{stdout}{}",
+        out.status,
+        text(&out.stderr)
+    );
+    assert_eq!(field_u64(&stdout, "reads"), 20_000, "{stdout}");
+    let polls = std::fs::read_to_string(&trace)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    let _ = std::fs::remove_file(&trace);
+    assert!(
+        polls < 100,
+        "{polls} poll calls for 20,000 reads that never wait: each paid a look"
+    );
+}

@@ -96,10 +96,10 @@ fn memory_of_an_execd_child() {
     advise_reaches_process("exec");
 }
 
-/// Memory mapped with a raw system call by a program that then waits only in
-/// raw system calls (no call the library sees ever blocks) is out of reach of
-/// the catch-up, which runs at the edges of idleness; the opt-in scan thread
-/// reaches it.
+/// Memory mapped with a raw system call by a program that then waits (and
+/// reads) only in raw system calls — it makes no call the library sees — is
+/// out of reach of the catch-up, which runs at the edges of idleness and in
+/// the hooks' calls; the opt-in scan thread reaches it.
 #[test]
 fn a_program_that_waits_only_in_raw_system_calls_needs_the_opt_in_scan_thread() {
     let Some(_ksmd) = ksmd() else { return };

@@ -88,10 +88,15 @@ pub const REMEMBERED_VMAS: usize = 1 << 17;
 const NAME_BYTES: usize = 128;
 
 /// A VMA's bounds in one word: its first page number (4 KiB units) in the
-/// high 36 bits, its length in pages in the low 28 (saturated: VMAs of a
-/// TiB or more at the same start compare equal). Ordered by start.
+/// high 36 bits, its length in pages in the low 27 (saturated: VMAs of
+/// 512 GiB or more at the same start compare equal), and between them the
+/// [`DEFERRED`] mark. Ordered by start.
 type Packed = u64;
 const LENGTH_BITS: u32 = 28;
+/// Set on a remembered VMA that qualified but was left for a later pass
+/// (it was new or still changing, and the pass did not run at an edge of
+/// idleness).
+const DEFERRED: u64 = 1 << (LENGTH_BITS - 1);
 
 /// `None` for a VMA above 2^48 (5-level paging), which is not remembered.
 fn pack(start: usize, end: usize) -> Option<Packed> {
@@ -99,7 +104,7 @@ fn pack(start: usize, end: usize) -> Option<Packed> {
     if page >> (64 - LENGTH_BITS) != 0 {
         return None;
     }
-    let pages = (((end - start) >> 12) as u64).min((1 << LENGTH_BITS) - 1);
+    let pages = (((end - start) >> 12) as u64).min(DEFERRED - 1);
     Some(page << LENGTH_BITS | pages)
 }
 
@@ -134,6 +139,8 @@ enum Seen {
     /// Not known: the previous pass ran out of room before this address, or
     /// the VMA cannot be remembered.
     Unknown,
+    /// With these exact bounds, in the previous pass, which deferred it.
+    Deferred,
 }
 
 impl Memory {
@@ -156,8 +163,16 @@ impl Memory {
             return Seen::Unknown;
         };
         self.pass_below(start_page(key), false);
-        if self.previous_left > 0 && self.entries[REMEMBERED_VMAS - self.previous_left] == key {
-            Seen::Yes
+        let previous = match self.previous_left {
+            0 => 0,
+            left => self.entries[REMEMBERED_VMAS - left],
+        };
+        if self.previous_left > 0 && previous & !DEFERRED == key {
+            if previous & DEFERRED != 0 {
+                Seen::Deferred
+            } else {
+                Seen::Yes
+            }
         } else if self.previous_overflowed && start_page(key) > self.previous_last {
             Seen::Unknown
         } else {
@@ -169,6 +184,11 @@ impl Memory {
     /// layout changed between two steps) is not remembered: it is simply
     /// looked at again next pass.
     fn record(&mut self, start: usize, end: usize) {
+        self.record_as(start, end, false);
+    }
+
+    /// [`Memory::record`], marked [`DEFERRED`] if `deferred`.
+    fn record_as(&mut self, start: usize, end: usize, deferred: bool) {
         let Some(key) = pack(start, end) else {
             return;
         };
@@ -182,7 +202,7 @@ impl Memory {
             self.overflowed = true;
             return;
         }
-        self.entries[self.written] = key;
+        self.entries[self.written] = if deferred { key | DEFERRED } else { key };
         self.written += 1;
     }
 
@@ -230,6 +250,11 @@ struct Cursor {
     heap_end: usize,
     /// VMAs this pass has examined.
     examined: u64,
+    /// The step runs at an edge of idleness: the thread is about to wait,
+    /// so whatever qualifies is advised now, changing or not.
+    at_edge: bool,
+    /// This pass deferred a VMA that was new or still changing.
+    deferred_any: bool,
     /// This pass advised a VMA the previous one had not seen.
     advised_new: bool,
 }
@@ -272,6 +297,8 @@ const FRESH_CURSOR: Cursor = Cursor {
     below: None,
     heap_end: 0,
     examined: 0,
+    at_edge: false,
+    deferred_any: false,
     advised_new: false,
 };
 
@@ -410,7 +437,7 @@ pub fn poll(
     if sys::alt_stack_room().is_some_and(|room| room < STEP_STACK_BYTES) {
         return;
     }
-    let _ = step(state, judge, advise);
+    let _ = step(state, false, judge, advise);
 }
 
 /// At the edge of idleness (a thread is about to block, see
@@ -447,7 +474,7 @@ pub fn idle_pass(
     let started = sys::monotonic_ns();
     let mut finished = false;
     for _ in 0..IDLE_STEPS {
-        if !step(state, judge, advise) {
+        if !step(state, true, judge, advise) {
             return false;
         }
         if state.passes.load(Relaxed) != passes {
@@ -475,6 +502,16 @@ pub const UNPACED_GROWTH_PASSES: u64 = 8;
 /// seen (the process may still be building: look again at the next edge).
 pub fn still_growing() -> bool {
     STATE.growth_streak.load(Relaxed) > 0
+}
+
+/// News arrived: the next pass is due one base interval from now at the
+/// latest (not after a backed-off wait).
+pub fn hurry() {
+    if !enabled() {
+        return;
+    }
+    let soon = sys::monotonic_coarse_ns().saturating_add(INTERVAL_NS.load(Relaxed));
+    STATE.next_scan_ns.fetch_min(soon, Relaxed);
 }
 
 /// Whether a step is due (catch-up on and its time come): one clock read.
@@ -530,10 +567,12 @@ enum StepEnd {
     Failed,
 }
 
-/// One step; `false` if another thread is running one.
+/// One step; `false` if another thread is running one. `at_edge`: the
+/// thread is about to wait (see [`Cursor::at_edge`]).
 #[cold]
 fn step(
     state: &State,
+    at_edge: bool,
     judge: &impl Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict,
     advise: &impl Fn(Range) -> bool,
 ) -> bool {
@@ -544,6 +583,7 @@ fn step(
     let work = unsafe { &mut *state.work.get() };
     let started = sys::monotonic_ns();
     let page = crate::os::page_size();
+    work.cursor.at_edge = at_edge;
     work.cursor.heap_end = crate::os::program_break().saturating_add(page - 1) & !(page - 1);
     if MAX_MAP_COUNT.load(Relaxed) == 0 {
         MAX_MAP_COUNT.store(crate::os::proc::max_map_count(), Relaxed);
@@ -569,6 +609,7 @@ fn step(
         StepEnd::Failed => INTERVAL_NS.load(Relaxed).max(paced),
         StepEnd::PassDone => {
             let advised_new = work.cursor.advised_new;
+            let deferred_any = work.cursor.deferred_any;
             work.memory.finish_pass();
             state.last_pass_vmas.store(work.cursor.examined, Relaxed);
             work.cursor = FRESH_CURSOR;
@@ -578,7 +619,8 @@ fn step(
             } else {
                 state.growth_streak.store(0, Relaxed);
             }
-            let shift = if advised_new {
+            // Something left for the next pass: come back at the base pace.
+            let shift = if advised_new || deferred_any {
                 0
             } else {
                 (state.backoff_shift.load(Relaxed) + 1).min(MAX_BACKOFF_SHIFT as u64)
@@ -709,6 +751,15 @@ fn consider(
         }
         VmaVerdict::Merge => {
             let seen = memory.seen(vma.start, vma.end);
+            // Away from an edge of idleness, memory that is new or still
+            // changing is left for a pass that finds it as it was: advised
+            // while it grows, a region would be cut into VMAs that never
+            // coalesce again (each piece written before it was advised).
+            if seen == Seen::No && !cursor.at_edge {
+                cursor.deferred_any = true;
+                memory.record_as(vma.start, vma.end, true);
+                return;
+            }
             let mut check = check;
             // The VMA right above matters only for news with room below.
             let mut above_name = [0u8; 16];
@@ -742,7 +793,7 @@ fn consider(
                 if let Some((maps, name)) = check.as_mut() {
                     revoke_rejected(state, maps, name, part, judge);
                 }
-                cursor.advised_new |= advised && seen == Seen::No;
+                cursor.advised_new |= advised && matches!(seen, Seen::No | Seen::Deferred);
             }
             // An advice that split the VMA: the next pass finds its pieces.
             if splits && !part.is_empty() {
@@ -873,7 +924,7 @@ mod tests {
         assert_eq!(
             m.seen(0x1000, 0x1000 + 2 * tib),
             Seen::Yes,
-            "lengths saturate at a TiB"
+            "lengths saturate at 512 GiB"
         );
         assert_eq!(m.seen(1 << 50, (1 << 50) + 0x1000), Seen::Unknown);
     }
@@ -961,6 +1012,7 @@ mod tests {
             true
         };
         let by_query = |work: &mut Work| -> usize {
+            work.cursor.at_edge = true;
             let maps = MapsQuery::open().unwrap();
             let mut steps = 1;
             while let StepEnd::More =
@@ -974,6 +1026,7 @@ mod tests {
             steps
         };
         let by_text = |work: &mut Work| {
+            work.cursor.at_edge = true;
             assert!(matches!(
                 pass_by_text(&state, work, &judge, &advise),
                 StepEnd::PassDone
@@ -1046,5 +1099,52 @@ mod tests {
         assert!(!rejects(VmaVerdict::Merge));
         assert!(!rejects(VmaVerdict::Skip(SkipReason::Small)));
         assert!(!rejects(VmaVerdict::Skip(SkipReason::Excluded)));
+    }
+
+    #[test]
+    fn away_from_an_edge_new_vmas_wait_for_a_pass_that_finds_them_unchanged() {
+        let mut m = memory();
+        let state: Box<State> = unsafe { Box::new_zeroed().assume_init() };
+        let advised = std::cell::RefCell::new(Vec::new());
+        let judge = |_: &MapsLine, _: Option<&MapsLine>| VmaVerdict::Merge;
+        let advise = |r: Range| {
+            advised.borrow_mut().push((r.start, r.end));
+            true
+        };
+        let walk = |m: &mut Memory, at_edge: bool, vmas: &[(usize, usize)]| {
+            let mut cursor = FRESH_CURSOR;
+            cursor.at_edge = at_edge;
+            for &(start, end) in vmas {
+                let line = MapsLine {
+                    start,
+                    end,
+                    perms: *b"rw-p",
+                    offset: 0,
+                    inode: 0,
+                    name: b"",
+                };
+                consider(&state, m, &mut cursor, &line, None, &judge, &advise);
+            }
+            m.finish_pass();
+            cursor.deferred_any
+        };
+        // Busy: a new VMA is remembered, not advised.
+        assert!(walk(&mut m, false, &[(0x10000, 0x20000)]));
+        assert!(advised.borrow().is_empty());
+        // It grew: still changing, still deferred.
+        assert!(walk(&mut m, false, &[(0x10000, 0x30000)]));
+        assert!(advised.borrow().is_empty());
+        // Unchanged since the last pass: advised now, and only once.
+        assert!(!walk(&mut m, false, &[(0x10000, 0x30000)]));
+        assert_eq!(*advised.borrow(), vec![(0x10000, 0x30000)]);
+        assert!(!walk(&mut m, false, &[(0x10000, 0x30000)]));
+        assert_eq!(advised.borrow().len(), 1);
+        // At an edge of idleness, new memory is advised at once.
+        assert!(!walk(
+            &mut m,
+            true,
+            &[(0x10000, 0x30000), (0x40000, 0x50000)]
+        ));
+        assert_eq!(advised.borrow().len(), 2);
     }
 }

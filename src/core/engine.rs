@@ -225,7 +225,32 @@ pub fn poll_catch_up() {
         if identity::adopt_if_new_process() {
             start_over();
         }
-        catchup::poll(&judge_vma, &advise_vma);
+        with_news_accounted(false, || {
+            let passes = catchup::scans();
+            catchup::poll(&judge_vma, &advise_vma);
+            catchup::scans() != passes
+        });
+    }
+}
+
+/// Runs `scan` (which says whether it finished a pass) and settles the news:
+/// what was noted before it started is taken as seen once a pass finishes,
+/// and noted again if not (another thread scanning, the pace, a pass left
+/// for later steps). With `at_edge`, a pass that found new memory leaves
+/// news behind: the process is going idle thread by thread while others may
+/// still be building, so the next edge looks again. (Not after a busy
+/// thread's pass: news makes every call that does not wait look whether it
+/// waits, one system call each, until the next pass.)
+fn with_news_accounted(at_edge: bool, scan: impl FnOnce() -> bool) {
+    let had_news = NEW_MEMORY.swap(false, Relaxed);
+    let brk = os::program_break();
+    if scan() {
+        BRK_AT_LAST_PASS.store(brk, Relaxed);
+        if at_edge && catchup::still_growing() {
+            note_new_memory();
+        }
+    } else if had_news {
+        note_new_memory();
     }
 }
 
@@ -249,10 +274,14 @@ pub const BRK_NEWS_BYTES: usize = 1 << 20;
 
 /// Something may have mapped memory no hook advises (cheap: a load, and a
 /// store only when the flag changes, so threads do not bounce its line).
+/// News also brings the timer's next pass to at most one base interval from
+/// now, so that a busy program (whose calls never wait) does not keep news
+/// pending, and every call looking at whether it waits, for long.
 #[inline]
 pub fn note_new_memory() {
     if !NEW_MEMORY.load(Relaxed) {
         NEW_MEMORY.store(true, Relaxed);
+        catchup::hurry();
     }
 }
 
@@ -267,25 +296,30 @@ pub fn idle_edge_due() -> bool {
     catchup::enabled() || exec_guard::any_lent()
 }
 
-/// In `advise` mode, whether there is news for the catch-up (a flag, the
-/// program break, the timer: a load, a call of libc's `sbrk(0)`, a clock
-/// read).
+/// In `advise` mode, whether there is news for the catch-up: the flag, or
+/// the program break (a call of libc's `sbrk(0)`).
 fn catch_up_has_news() -> bool {
     NEW_MEMORY.load(Relaxed)
         || os::program_break()
             > BRK_AT_LAST_PASS
                 .load(Relaxed)
                 .saturating_add(BRK_NEWS_BYTES)
-        || catchup::due()
 }
 
 /// A thread is about to make a call that may block, and [`idle_edge_due`]
 /// said there may be work: merge-any lent to an `exec` is taken back, and in
-/// `advise` mode, if the catch-up has news and `would_block` (the hook's
-/// side-effect-free look at whether the call will wait: a descriptor with
-/// nothing to read, a child still running, …) says the thread is about to
-/// wait, the catch-up pass is run to its end now — the program may never
-/// call us again. A call that returns at once gets no scan, so no latency.
+/// `advise` mode, when the catch-up has news or its timer is due:
+/// * if `would_block` (the hook's side-effect-free look at whether the call
+///   will wait: a descriptor with nothing to read, a child still running, …)
+///   says the thread is about to wait, the catch-up pass is run to its end
+///   now — the program may never call us again;
+/// * otherwise (a busy thread, a call that returns at once) the timer's
+///   paced step is taken if due, as an `mmap` hook's poll takes it, and the
+///   call gets no pass.
+///
+/// While news is pending, a call that does not wait pays its look (one
+/// system call); news brings the timer within one interval
+/// ([`note_new_memory`]), and the timer's pass settles it.
 #[cold]
 #[inline(never)]
 pub fn at_idle_edge(would_block: impl FnOnce() -> bool) {
@@ -295,13 +329,20 @@ pub fn at_idle_edge(would_block: impl FnOnce() -> bool) {
     if exec_guard::any_lent() {
         take_back_merge_any();
     }
-    if !catchup::enabled() || MERGING_STOPPED.load(Relaxed) || !catch_up_has_news() {
+    if !catchup::enabled() || MERGING_STOPPED.load(Relaxed) {
         return;
     }
-    // The look first: while news is pending, every call that does not wait
-    // comes this far, and the look (side-effect free, so fine in a vfork
-    // child too) is one system call where the identity checks are two.
+    let news = catch_up_has_news();
+    if !news && !catchup::due() {
+        return;
+    }
+    if news {
+        catchup::hurry();
+    }
+    // The look first: it is one system call where the identity checks are
+    // two, and side-effect free (fine in a vfork child too).
     if !would_block() {
+        poll_catch_up();
         return;
     }
     // A raw clone child owns a copy of the parent's scan state; a vfork
@@ -312,18 +353,7 @@ pub fn at_idle_edge(would_block: impl FnOnce() -> bool) {
     if identity::shares_owners_memory() {
         return;
     }
-    let had_news = NEW_MEMORY.swap(false, Relaxed);
-    let brk = os::program_break();
-    if catchup::idle_pass(&judge_vma, &advise_vma) {
-        BRK_AT_LAST_PASS.store(brk, Relaxed);
-        if catchup::still_growing() {
-            // Other threads may still be building: the next edge looks again.
-            note_new_memory();
-        }
-    } else if had_news {
-        // Not done (another thread scanning, the pace): still news.
-        note_new_memory();
-    }
+    with_news_accounted(true, || catchup::idle_pass(&judge_vma, &advise_vma));
 }
 
 /// Whether the user asked for a background scanning thread.

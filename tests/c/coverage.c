@@ -4,8 +4,8 @@
  *
  *   coverage PATH [PAGES]
  *   PATH: mmap | reserve | malloc_large | brk | arena | syscall | fork | exec
- *         | quiet (raw syscall mmap, then it waits in raw system calls only:
- *           no call the library sees ever blocks, so only
+ *         | quiet (raw syscall mmap, then it waits and reads in raw system
+ *           calls only: it makes no call the library sees, so only
  *           KSMAUTO_SCAN_THREAD=1 can reach that memory)
  *
  * Like a real service it keeps running and calling into libc while it waits
@@ -121,13 +121,14 @@ static void build_syscall(void) {
     dup_pages_in(p, pages * page);
 }
 
-/* A number from a /proc or /sys file with open/read only (a read of such a
-   file never blocks, so it is no edge of idleness), no stdio. */
+/* A number from a /proc or /sys file, read with a raw system call: no call
+   the library sees (any hooked call may take the catch-up's scheduled pass),
+   no stdio. */
 static long quiet_read(const char *path, const char *key) {
     static char buf[4096];
     int fd = open(path, O_RDONLY);
     if (fd < 0) return -1;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
+    ssize_t n = syscall(SYS_read, fd, buf, sizeof buf - 1);
     close(fd);
     if (n <= 0) return -1;
     buf[n] = 0;
