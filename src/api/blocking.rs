@@ -376,7 +376,7 @@ blocking_hook! {
         mask: *const sigset_t,
     ) -> c_int {
         waits: {
-            let may_wait = would_block::timespec_may_wait(timeout as usize);
+            let may_wait = would_block::timeout_may_wait(timeout as usize);
             would_block::poll_set(fds as usize, n as usize, may_wait)
         },
         next: ppoll,
@@ -393,7 +393,7 @@ blocking_hook! {
         fds_len: usize,
     ) -> c_int {
         waits: {
-            let may_wait = would_block::timespec_may_wait(timeout as usize);
+            let may_wait = would_block::timeout_may_wait(timeout as usize);
             would_block::poll_set(fds as usize, n as usize, may_wait)
         },
         next: ppoll_chk,
@@ -443,8 +443,8 @@ blocking_hook! {
         timeout: *mut timeval,
     ) -> c_int {
         waits: {
-            let may_wait = would_block::timeval_may_wait(timeout as usize);
-            would_block::select_sets(n, r as usize, w as usize, e as usize, may_wait)
+            let _ = (n, r, w, e, timeout);
+            would_block::select_sets()
         },
         next: select,
         otherwise: select_syscall(n, [r, w, e], timeout),
@@ -483,8 +483,8 @@ blocking_hook! {
         mask: *const sigset_t,
     ) -> c_int {
         waits: {
-            let may_wait = would_block::timespec_may_wait(timeout as usize);
-            would_block::select_sets(n, r as usize, w as usize, e as usize, may_wait)
+            let _ = (n, r, w, e, timeout);
+            would_block::select_sets()
         },
         next: pselect,
         otherwise: pselect_copying(n, [r, w, e], timeout, mask),
@@ -539,7 +539,7 @@ blocking_hook! {
         timeout: *const timespec,
         mask: *const sigset_t,
     ) -> c_int {
-        waits: would_block::epoll(epfd, would_block::timespec_may_wait(timeout as usize)),
+        waits: would_block::epoll(epfd, would_block::timeout_may_wait(timeout as usize)),
         next: epoll_pwait2,
         otherwise: sys(
                 libc::SYS_epoll_pwait2,
@@ -553,7 +553,7 @@ blocking_hook! {
 
 blocking_hook! {
     fn nanosleep(req: *const timespec, rem: *mut timespec) -> c_int {
-        waits: would_block::sleep_for(req as usize),
+        waits: { let _ = req; would_block::sleep() },
         next: nanosleep,
         otherwise: sys(libc::SYS_nanosleep, req as usize, rem as usize, 0, 0, 0, 0) as c_int,
     }
@@ -566,7 +566,7 @@ blocking_hook! {
         req: *const timespec,
         rem: *mut timespec,
     ) -> c_int {
-        waits: would_block::sleep_on_clock(clock, flags, req as usize),
+        waits: { let _ = (clock, flags, req); would_block::sleep() },
         next: clock_nanosleep,
         otherwise: clock_nanosleep_syscall(clock, flags, req, rem),
     }
@@ -703,7 +703,7 @@ blocking_hook! {
 
 blocking_hook! {
     fn sigtimedwait(set: *const sigset_t, info: *mut siginfo_t, timeout: *const timespec) -> c_int {
-        waits: would_block::signal_wait(timeout as usize),
+        waits: { let _ = timeout; would_block::signal_wait() },
         next: sigtimedwait,
         otherwise: sys(
                 libc::SYS_rt_sigtimedwait,

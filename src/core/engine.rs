@@ -341,8 +341,8 @@ pub fn at_idle_edge(would_block: impl FnOnce() -> bool) {
     }
     // The look first: it is one system call where the identity checks are
     // two, and side-effect free (fine in a vfork child too).
-    if !would_block() {
-        poll_catch_up();
+    let waits = would_block();
+    if !waits && !catchup::due() {
         return;
     }
     // A raw clone child owns a copy of the parent's scan state; a vfork
@@ -353,7 +353,17 @@ pub fn at_idle_edge(would_block: impl FnOnce() -> bool) {
     if identity::shares_owners_memory() {
         return;
     }
-    with_news_accounted(true, || catchup::idle_pass(&judge_vma, &advise_vma));
+    // These calls are async-signal-safe: a program may leave a handler that
+    // interrupted one with `siglongjmp`. Interrupted inside a pass, that
+    // would leave the maps descriptor open and the scan marked running for
+    // good; so the pass runs with signals blocked (they arrive right after).
+    let mask = sys::block_all_signals();
+    if waits {
+        with_news_accounted(true, || catchup::idle_pass(&judge_vma, &advise_vma));
+    } else {
+        poll_catch_up();
+    }
+    sys::restore_signals(mask);
 }
 
 /// Whether the user asked for a background scanning thread.

@@ -710,6 +710,27 @@ pub fn poll_ready_now(fds: &mut [libc::pollfd]) -> Result<usize, Errno> {
     }
 }
 
+/// How many of the `nfds` entries of the `pollfd` array at `fds` (the
+/// program's, as it passed them to its own poll) have one of their events
+/// now: a poll that never waits. It writes their `revents`, which the
+/// program's own call rewrites.
+pub fn poll_ready_now_in(fds: usize, nfds: usize) -> Result<usize, Errno> {
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe {
+        syscall!(
+            libc::SYS_ppoll,
+            fds,
+            nfds,
+            &zero as *const libc::timespec,
+            0usize,
+            0usize
+        )
+    }
+}
+
 /// Whether `fd` has something to read (or a connection to accept, or an
 /// end of file or error to report) now.
 pub fn readable_now(fd: i32) -> Result<bool, Errno> {
@@ -719,77 +740,6 @@ pub fn readable_now(fd: i32) -> Result<bool, Errno> {
         revents: 0,
     }];
     poll_ready_now(&mut one).map(|n| n > 0)
-}
-
-/// Copies `out.len()` bytes at `addr` of this process's memory into `out`,
-/// through the kernel: an address the program passed that is not readable
-/// gives `Err(EFAULT)` instead of a fault in our code (the call the program
-/// made would have answered `EFAULT` too).
-pub fn copy_from_own_memory(addr: usize, out: &mut [u8]) -> Result<(), Errno> {
-    if out.is_empty() {
-        return Ok(());
-    }
-    let local = libc::iovec {
-        iov_base: out.as_mut_ptr() as *mut libc::c_void,
-        iov_len: out.len(),
-    };
-    let remote = libc::iovec {
-        iov_base: addr as *mut libc::c_void,
-        iov_len: out.len(),
-    };
-    let copied = unsafe {
-        syscall!(
-            libc::SYS_process_vm_readv,
-            getpid(),
-            &local as *const libc::iovec,
-            1usize,
-            &remote as *const libc::iovec,
-            1usize,
-            0usize
-        )
-    }?;
-    if copied == out.len() {
-        Ok(())
-    } else {
-        Err(libc::EFAULT)
-    }
-}
-
-/// A value of type `T` (plain data) at `addr`, read as [`copy_from_own_memory`] does.
-pub fn read_own_value<T: Copy>(addr: usize) -> Result<T, Errno> {
-    let mut value = core::mem::MaybeUninit::<T>::zeroed();
-    let bytes = unsafe {
-        core::slice::from_raw_parts_mut(value.as_mut_ptr() as *mut u8, core::mem::size_of::<T>())
-    };
-    copy_from_own_memory(addr, bytes)?;
-    Ok(unsafe { value.assume_init() })
-}
-
-/// How many descriptors of the sets (ours, `nfds` bits each) are ready now
-/// (a select that never waits; it rewrites the sets, which is why they must
-/// be copies of the program's).
-pub fn select_ready_now(
-    nfds: i32,
-    read: Option<&mut libc::fd_set>,
-    write: Option<&mut libc::fd_set>,
-    except: Option<&mut libc::fd_set>,
-) -> Result<usize, Errno> {
-    let zero = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    let ptr = |s: Option<&mut libc::fd_set>| s.map_or(0usize, |s| s as *mut libc::fd_set as usize);
-    unsafe {
-        syscall!(
-            libc::SYS_pselect6,
-            nfds,
-            ptr(read),
-            ptr(write),
-            ptr(except),
-            &zero as *const libc::timespec,
-            0usize
-        )
-    }
 }
 
 /// Whether a child matching `idtype`/`id` has a state change to report now
@@ -809,23 +759,6 @@ pub fn child_waitable_now(idtype: u32, id: u32, options: i32) -> Result<bool, Er
     }?;
     // With WNOHANG and nothing to report the kernel leaves si_pid 0.
     Ok(unsafe { info.si_pid() } != 0)
-}
-
-/// The time on `clock` now, through the kernel (any clock id the program
-/// names; an invalid one is an error, not a changed `errno`).
-pub fn clock_now(clock: libc::clockid_t) -> Result<libc::timespec, Errno> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    unsafe {
-        syscall!(
-            libc::SYS_clock_gettime,
-            clock,
-            &mut ts as *mut libc::timespec
-        )
-    }?;
-    Ok(ts)
 }
 
 /// This process's group id.

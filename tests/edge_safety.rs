@@ -1,0 +1,93 @@
+//! The edge of idleness meets a stranger's program: the catch-up pass that
+//! runs inside a call that may block (`src/api/blocking.rs`) must not make
+//! a system call an inherited sandbox kills for, must survive the program
+//! leaving a signal handler with `siglongjmp`, and must leave a `vfork`
+//! child's shared memory alone. Found by an adversarial review; each test
+//! fails on the build before its fix. The programs are
+//! tests/c/edge_programs.c and tests/c/seccomp_kill_wrap.c.
+
+mod common;
+use common::*;
+
+/// A program that inherits a seccomp filter killing `process_vm_readv`
+/// (systemd's `SystemCallFilter=~@debug` does, without an errno) waits in
+/// `nanosleep`, `poll`, `ppoll`, `select`, `pselect` and `sigtimedwait`
+/// after making news. Before the fix, the look at whether `nanosleep` would
+/// wait read its timespec with `process_vm_readv`: killed by SIGSYS.
+#[test]
+fn a_sandbox_that_kills_for_process_vm_readv_never_kills_the_program() {
+    let wrap = compile_c("tests/c/seccomp_kill_wrap.c", &[]);
+    let prog = compile_c("tests/c/edge_programs.c", &[]);
+    for mode in ["advise", "process"] {
+        let run = Run::with(mode)
+            .env("KSMAUTO_SCAN_INTERVAL", "1")
+            .env("KSMAUTO_STATS", "off");
+        let out = run.output(&wrap, &[prog.to_str().unwrap(), "waits"]);
+        let stdout = text(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{mode}: {:?} (SIGSYS is 31)\n{stdout}{}",
+            out.status,
+            text(&out.stderr)
+        );
+        assert_eq!(field_u64(&stdout, "waited"), 6, "{mode}: {stdout}");
+    }
+}
+
+/// 20,000 polls, each interrupted by a timer whose handler leaves with
+/// `siglongjmp`, each after news. Before the fix a pass interrupted that
+/// way left its `/proc/self/maps` descriptor open and the scan marked as
+/// running for good: nothing built afterwards was ever advised.
+#[test]
+fn leaving_a_hooked_call_by_siglongjmp_leaks_nothing_and_stops_nothing() {
+    let prog = compile_c("tests/c/edge_programs.c", &[]);
+    let Some(_ksmd) = ksmd() else { return };
+    let run = Run::with("advise").env("KSMAUTO_STATS", "off");
+    let out = run_ok(&prog, &run, &["longjmp"]);
+    assert_eq!(
+        field_u64(&out, "maps_fds"),
+        0,
+        "a maps descriptor leaked:\n{out}"
+    );
+    assert_eq!(
+        field_u64(&out, "mergeable"),
+        1,
+        "memory built after the jumps was never advised:\n{out}"
+    );
+}
+
+/// A `vfork` child whose `read` returns at once while the catch-up's timer
+/// is due. Before the fix the child ran the timer's step in its parent's
+/// memory (it opened `/proc/self/maps` and walked the parent's VMAs):
+/// counted here with strace.
+#[test]
+fn a_vfork_child_never_runs_a_catch_up_step() {
+    let prog = compile_c("tests/c/edge_programs.c", &[]);
+    let trace = std::env::temp_dir().join(format!("ksmauto-vfork-{}.trace", std::process::id()));
+    let mut cmd = Run::with("advise")
+        .env("KSMAUTO_STATS", "off")
+        .command("strace");
+    cmd.arg("-f")
+        .arg("-e")
+        .arg("trace=openat")
+        .arg("-o")
+        .arg(&trace)
+        .arg(&prog)
+        .arg("vfork");
+    let out = cmd.output().expect("strace (scripts/test installs it)");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{:?}\n{stdout}", out.status);
+    assert_eq!(field_u64(&stdout, "child_status"), 0, "{stdout}");
+    let child = field_u64(&stdout, "child_pid");
+    let log = std::fs::read_to_string(&trace).unwrap_or_default();
+    let _ = std::fs::remove_file(&trace);
+    let by_child: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with(&format!("{child} ")) && l.contains("/maps"))
+        .collect();
+    assert!(
+        by_child.is_empty(),
+        "the vfork child walked its parent's VMAs:\n{}",
+        by_child.join("\n")
+    );
+}
