@@ -91,3 +91,27 @@ fn a_vfork_child_never_runs_a_catch_up_step() {
         by_child.join("\n")
     );
 }
+
+/// A program that grows its brk heap without ever blocking, under the
+/// opt-in scan thread (the remedy the README gives for programs that never
+/// block): the heap is mergeable at the end, whether it grew until the end
+/// or stopped early. Before the fix, away from an edge a VMA whose bounds
+/// changed since the last pass was deferred again and again: a heap that
+/// kept growing was never advised.
+#[test]
+fn the_scan_thread_advises_a_heap_that_keeps_growing() {
+    let prog = compile_c("tests/c/edge_programs.c", &[]);
+    for growing in ["1.0", "2.9"] {
+        let run = Run::with("advise")
+            .env("KSMAUTO_SCAN_THREAD", "1")
+            .env("KSMAUTO_STATS", "off");
+        let out = run_ok(&prog, &run, &["busygrow", growing]);
+        let heap = field_u64(&out, "heap_kb");
+        let mergeable = field_u64(&out, "mergeable_kb");
+        assert!(heap > 10_000, "{growing}: the heap did not grow:\n{out}");
+        assert!(
+            mergeable * 100 >= heap * 90,
+            "{growing} s of growth: {mergeable} of {heap} KiB of heap mergeable"
+        );
+    }
+}

@@ -141,6 +141,12 @@ enum Seen {
     Unknown,
     /// With these exact bounds, in the previous pass, which deferred it.
     Deferred,
+    /// Deferred by the previous pass with the same start and another end:
+    /// still growing (or shrinking) at its top.
+    GrewUp,
+    /// Deferred by the previous pass with the same end and a start that
+    /// moved down: a run of mappings growing downwards.
+    GrewDown,
 }
 
 impl Memory {
@@ -167,11 +173,28 @@ impl Memory {
             0 => 0,
             left => self.entries[REMEMBERED_VMAS - left],
         };
+        let pages = |p: Packed| p & (DEFERRED - 1);
+        let saturated = |p: Packed| pages(p) == DEFERRED - 1;
         if self.previous_left > 0 && previous & !DEFERRED == key {
             if previous & DEFERRED != 0 {
                 Seen::Deferred
             } else {
                 Seen::Yes
+            }
+        } else if self.previous_left > 0
+            && previous & DEFERRED != 0
+            && !saturated(previous)
+            && !saturated(key)
+        {
+            let (start, end) = (start_page(key), start_page(key) + pages(key));
+            let (was_start, was_end) =
+                (start_page(previous), start_page(previous) + pages(previous));
+            if was_start == start {
+                Seen::GrewUp
+            } else if was_end == end && was_start > start {
+                Seen::GrewDown
+            } else {
+                Seen::No
             }
         } else if self.previous_overflowed && start_page(key) > self.previous_last {
             Seen::Unknown
@@ -764,21 +787,38 @@ fn consider(
             // The VMA right above matters only for news with room below.
             let mut above_name = [0u8; 16];
             let above = match (&check, &below) {
-                (Some((maps, _)), None) if seen != Seen::Yes => maps
-                    .vma(vma.end, false, &mut above_name)
-                    .or_else(|_| maps.vma(vma.end, false, &mut []))
-                    .ok()
-                    .filter(|a| a.start == vma.end),
+                (Some((maps, _)), None)
+                    if matches!(seen, Seen::No | Seen::Deferred | Seen::Unknown) =>
+                {
+                    maps.vma(vma.end, false, &mut above_name)
+                        .or_else(|_| maps.vma(vma.end, false, &mut []))
+                        .ok()
+                        .filter(|a| a.start == vma.end)
+                }
                 _ => None,
             };
             let above_line = above.as_ref().map(|a| line_of(a, &above_name));
-            let part = policy::advisable_part(
-                vma,
-                below.as_ref(),
-                above_line.as_ref(),
-                cursor.heap_end,
-                crate::os::page_size(),
-            );
+            let page = crate::os::page_size();
+            let part = match seen {
+                // Away from an edge, memory found growing a second time is
+                // advised while it grows, with one page left unadvised at
+                // the growing side (see `policy::advisable_part` for why).
+                Seen::GrewUp if !cursor.at_edge => Range {
+                    start: vma.start,
+                    end: vma.end.saturating_sub(page).max(vma.start),
+                },
+                Seen::GrewDown if !cursor.at_edge => Range {
+                    start: vma.start.saturating_add(page).min(vma.end),
+                    end: vma.end,
+                },
+                _ => policy::advisable_part(
+                    vma,
+                    below.as_ref(),
+                    above_line.as_ref(),
+                    cursor.heap_end,
+                    page,
+                ),
+            };
             let splits = part.start != vma.start || part.end != vma.end;
             if seen == Seen::Yes {
                 // Nothing new.
@@ -793,7 +833,11 @@ fn consider(
                 if let Some((maps, name)) = check.as_mut() {
                     revoke_rejected(state, maps, name, part, judge);
                 }
-                cursor.advised_new |= advised && matches!(seen, Seen::No | Seen::Deferred);
+                cursor.advised_new |= advised
+                    && matches!(
+                        seen,
+                        Seen::No | Seen::Deferred | Seen::GrewUp | Seen::GrewDown
+                    );
             }
             // An advice that split the VMA: the next pass finds its pieces.
             if splits && !part.is_empty() {
@@ -1102,7 +1146,7 @@ mod tests {
     }
 
     #[test]
-    fn away_from_an_edge_new_vmas_wait_for_a_pass_that_finds_them_unchanged() {
+    fn away_from_an_edge_new_vmas_wait_a_pass_and_growing_ones_keep_an_edge() {
         let mut m = memory();
         let state: Box<State> = unsafe { Box::new_zeroed().assume_init() };
         let advised = std::cell::RefCell::new(Vec::new());
@@ -1128,23 +1172,52 @@ mod tests {
             m.finish_pass();
             cursor.deferred_any
         };
+        let last = || *advised.borrow().last().unwrap();
         // Busy: a new VMA is remembered, not advised.
         assert!(walk(&mut m, false, &[(0x10000, 0x20000)]));
         assert!(advised.borrow().is_empty());
-        // It grew: still changing, still deferred.
-        assert!(walk(&mut m, false, &[(0x10000, 0x30000)]));
-        assert!(advised.borrow().is_empty());
-        // Unchanged since the last pass: advised now, and only once.
+        // Found growing a second time (same start): advised while it grows,
+        // all but its top page.
         assert!(!walk(&mut m, false, &[(0x10000, 0x30000)]));
-        assert_eq!(*advised.borrow(), vec![(0x10000, 0x30000)]);
-        assert!(!walk(&mut m, false, &[(0x10000, 0x30000)]));
+        assert_eq!(last(), (0x10000, 0x2f000));
+        // The advice split it; the pieces are known.
+        assert!(!walk(
+            &mut m,
+            false,
+            &[(0x10000, 0x2f000), (0x2f000, 0x30000)]
+        ));
         assert_eq!(advised.borrow().len(), 1);
+        // The top page's VMA takes the growth: deferred once, then advised
+        // the same way (in the kernel the piece coalesces with the one below).
+        assert!(walk(
+            &mut m,
+            false,
+            &[(0x10000, 0x2f000), (0x2f000, 0x40000)]
+        ));
+        assert_eq!(advised.borrow().len(), 1);
+        assert!(!walk(
+            &mut m,
+            false,
+            &[(0x10000, 0x2f000), (0x2f000, 0x50000)]
+        ));
+        assert_eq!(last(), (0x2f000, 0x4f000));
+        // A run growing downwards (same end): all but its bottom page.
+        assert!(walk(&mut m, false, &[(0x90000, 0xa0000)]));
+        assert!(!walk(&mut m, false, &[(0x80000, 0xa0000)]));
+        assert_eq!(last(), (0x81000, 0xa0000));
+        // New and then unchanged: advised whole, once.
+        let before = advised.borrow().len();
+        assert!(walk(&mut m, false, &[(0xc0000, 0xd0000)]));
+        assert!(!walk(&mut m, false, &[(0xc0000, 0xd0000)]));
+        assert_eq!(last(), (0xc0000, 0xd0000));
+        assert!(!walk(&mut m, false, &[(0xc0000, 0xd0000)]));
+        assert_eq!(advised.borrow().len(), before + 1);
         // At an edge of idleness, new memory is advised at once.
         assert!(!walk(
             &mut m,
             true,
-            &[(0x10000, 0x30000), (0x40000, 0x50000)]
+            &[(0xc0000, 0xd0000), (0xe0000, 0xf0000)]
         ));
-        assert_eq!(advised.borrow().len(), 2);
+        assert_eq!(last(), (0xe0000, 0xf0000));
     }
 }

@@ -13,6 +13,11 @@
  *                            1.5 s in poll. Prints "maps_fds N" (descriptors
  *                            left open on /proc/self/maps) and "mergeable
  *                            0|1" (the 50 MiB after the wait).
+ *   edge_programs busygrow G grows the brk heap for G seconds without ever
+ *                            blocking, then computes until 3 s have passed;
+ *                            prints "heap_kb N" and "mergeable_kb N" (its
+ *                            [heap] VMAs with `mg`), read with stdio (whose
+ *                            reads no hook sees).
  *   edge_programs vfork      news, then a vfork child reads a pipe that has
  *                            data (a call that does not wait, with the
  *                            catch-up's timer due) and exits; prints
@@ -171,7 +176,49 @@ static int vforks(void) {
     return 0;
 }
 
+static double seconds_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+static int busygrow(double growing) {
+    double t0 = seconds_now();
+    while (seconds_now() - t0 < 3.0) {
+        volatile double x = 0;
+        if (seconds_now() - t0 > growing) {
+            for (int k = 0; k < 100000; k++) x += k;
+            continue;
+        }
+        for (int i = 0; i < 20; i++) {
+            char *p = malloc(1000);
+            memset(p, 'x', 1000);
+            sink = p;
+        }
+        for (int k = 0; k < 20000; k++) x += k;
+    }
+    FILE *f = fopen("/proc/self/smaps", "r");
+    char line[512];
+    int heap = 0;
+    unsigned long s = 0, e = 0, total = 0, mg = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long a, b;
+        if (sscanf(line, "%lx-%lx ", &a, &b) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+            s = a;
+            e = b;
+            heap = strstr(line, "[heap]") != NULL;
+            if (heap) total += e - s;
+            continue;
+        }
+        if (heap && !strncmp(line, "VmFlags:", 8) && strstr(line, " mg")) mg += e - s;
+    }
+    fclose(f);
+    printf("heap_kb %lu\nmergeable_kb %lu\n", total >> 10, mg >> 10);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc > 2 && !strcmp(argv[1], "busygrow")) return busygrow(atof(argv[2]));
     if (argc > 1 && !strcmp(argv[1], "waits")) return waits();
     if (argc > 1 && !strcmp(argv[1], "longjmp")) return longjmps();
     if (argc > 1 && !strcmp(argv[1], "vfork")) return vforks();
