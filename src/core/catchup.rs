@@ -692,6 +692,7 @@ fn step_by_query(
             &mut work.memory,
             &mut work.cursor,
             &line,
+            None,
             Some((maps, &mut work.check_name)),
             judge,
             advise,
@@ -710,14 +711,74 @@ fn pass_by_text(
     advise: &impl Fn(Range) -> bool,
 ) -> StepEnd {
     work.cursor.below = None;
-    let (memory, cursor) = (&mut work.memory, &mut work.cursor);
+    let Work {
+        memory,
+        cursor,
+        name: pending_name,
+        ..
+    } = work;
+    // Each line is considered once the next one is read: the VMA right
+    // above is what `PROCMAP_QUERY` would have looked up (a run of mappings
+    // growing downwards is recognised by it). The pending line's name is
+    // kept in `pending_name` (the scan's own static buffer, not the stack);
+    // a longer one is a file path, which no rule needs.
+    let mut pending: Option<(usize, usize, [u8; 4], u64, u64, usize)> = None;
     let mut examined = 0u64;
     let result = read_lines(b"/proc/self/maps\0", &SCAN_LINES, |text| {
         if let Some(line) = MapsLine::parse(text) {
             examined += 1;
-            consider(state, memory, cursor, &line, None, judge, advise);
+            if let Some((start, end, perms, offset, inode, len)) = pending.take() {
+                let held = MapsLine {
+                    start,
+                    end,
+                    perms,
+                    offset,
+                    inode,
+                    name: &pending_name[..len],
+                };
+                consider(
+                    state,
+                    memory,
+                    cursor,
+                    &held,
+                    Some(Some(&line)),
+                    None,
+                    judge,
+                    advise,
+                );
+            }
+            let len = line.name.len().min(NAME_BYTES);
+            pending_name[..len].copy_from_slice(&line.name[..len]);
+            pending = Some((
+                line.start,
+                line.end,
+                line.perms,
+                line.offset,
+                line.inode,
+                len,
+            ));
         }
     });
+    if let Some((start, end, perms, offset, inode, len)) = pending {
+        let held = MapsLine {
+            start,
+            end,
+            perms,
+            offset,
+            inode,
+            name: &pending_name[..len],
+        };
+        consider(
+            state,
+            memory,
+            cursor,
+            &held,
+            Some(None),
+            None,
+            judge,
+            advise,
+        );
+    }
     state.vmas.fetch_add(examined, Relaxed);
     match result {
         Err(_) if examined == 0 => StepEnd::Failed,
@@ -752,11 +813,15 @@ fn line_of<'a>(vma: &VmaDetails, name: &'a [u8]) -> MapsLine<'a> {
 
 /// Judges one VMA and advises it if it qualifies and is news. `check` (the
 /// open maps and a name buffer) is how the advice is checked afterwards.
+/// `above`: the VMA right above, when the caller knows it (`Some(None)`:
+/// none); otherwise it is looked up through `check` where needed.
+#[allow(clippy::too_many_arguments)]
 fn consider(
     state: &State,
     memory: &mut Memory,
     cursor: &mut Cursor,
     vma: &MapsLine,
+    above: Option<Option<&MapsLine>>,
     check: Option<(&MapsQuery, &mut [u8; NAME_BYTES])>,
     judge: &impl Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict,
     advise: &impl Fn(Range) -> bool,
@@ -786,8 +851,8 @@ fn consider(
             let mut check = check;
             // The VMA right above matters only for news with room below.
             let mut above_name = [0u8; 16];
-            let above = match (&check, &below) {
-                (Some((maps, _)), None)
+            let above_vma = match (&check, &below, above) {
+                (Some((maps, _)), None, None)
                     if matches!(seen, Seen::No | Seen::Deferred | Seen::Unknown) =>
                 {
                     maps.vma(vma.end, false, &mut above_name)
@@ -797,7 +862,11 @@ fn consider(
                 }
                 _ => None,
             };
-            let above_line = above.as_ref().map(|a| line_of(a, &above_name));
+            let looked_up = above_vma.as_ref().map(|a| line_of(a, &above_name));
+            let above_line = match above {
+                Some(known) => known.filter(|a| a.start == vma.end),
+                None => looked_up.as_ref(),
+            };
             let page = crate::os::page_size();
             let part = match seen {
                 // Away from an edge, memory found growing a second time is
@@ -811,13 +880,7 @@ fn consider(
                     start: vma.start.saturating_add(page).min(vma.end),
                     end: vma.end,
                 },
-                _ => policy::advisable_part(
-                    vma,
-                    below.as_ref(),
-                    above_line.as_ref(),
-                    cursor.heap_end,
-                    page,
-                ),
+                _ => policy::advisable_part(vma, below.as_ref(), above_line, cursor.heap_end, page),
             };
             let splits = part.start != vma.start || part.end != vma.end;
             if seen == Seen::Yes {
@@ -1167,7 +1230,7 @@ mod tests {
                     inode: 0,
                     name: b"",
                 };
-                consider(&state, m, &mut cursor, &line, None, &judge, &advise);
+                consider(&state, m, &mut cursor, &line, None, None, &judge, &advise);
             }
             m.finish_pass();
             cursor.deferred_any

@@ -18,6 +18,9 @@
  *                            prints "heap_kb N" and "mergeable_kb N" (its
  *                            [heap] VMAs with `mg`), read with stdio (whose
  *                            reads no hook sees).
+ *   edge_programs liveblocks N  a server-like loop: N times, a 200 KiB block
+ *                            that stays alive, then a 2 ms poll; prints
+ *                            "vmas N" (lines of /proc/self/maps).
  *   edge_programs vfork      news, then a vfork child reads a pipe that has
  *                            data (a call that does not wait, with the
  *                            catch-up's timer due) and exits; prints
@@ -217,8 +220,27 @@ static int busygrow(double growing) {
     return 0;
 }
 
+static int liveblocks(int n) {
+    int fd[2];
+    if (pipe(fd)) return 1;
+    for (int i = 0; i < n; i++) {
+        char *p = malloc(200 << 10);
+        memset(p, i & 0xff, 200 << 10);
+        sink = p;
+        struct pollfd f = {fd[0], POLLIN, 0};
+        poll(&f, 1, 2);
+    }
+    FILE *f = fopen("/proc/self/maps", "r");
+    int lines = 0, c;
+    while ((c = fgetc(f)) != EOF) lines += c == '\n';
+    fclose(f);
+    printf("vmas %d\n", lines);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc > 2 && !strcmp(argv[1], "busygrow")) return busygrow(atof(argv[2]));
+    if (argc > 2 && !strcmp(argv[1], "liveblocks")) return liveblocks(atoi(argv[2]));
     if (argc > 1 && !strcmp(argv[1], "waits")) return waits();
     if (argc > 1 && !strcmp(argv[1], "longjmp")) return longjmps();
     if (argc > 1 && !strcmp(argv[1], "vfork")) return vforks();
