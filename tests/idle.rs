@@ -168,30 +168,6 @@ impl Drop for Prog {
 // ---------------------------------------------------------------------------
 // What /proc says about a live process
 
-/// VMAs in a maps dump, leaving out libksmauto.so's own (its ELF segments and
-/// the zero-fill mapping right after them: a fixed cost of loading any shared
-/// library, not something done to the program). Same rule as vmas.rs.
-fn program_vmas(maps: &str) -> usize {
-    let mut own_end = None;
-    let mut count = 0;
-    for line in maps.lines() {
-        let range = line.split_whitespace().next().unwrap_or("");
-        let (start, end) = range.split_once('-').unwrap_or(("", ""));
-        if line.contains("libksmauto.so") {
-            own_end = Some(end.to_string());
-            continue;
-        }
-        let anon = line.split_whitespace().nth(4) == Some("0");
-        if anon && own_end.as_deref() == Some(start) {
-            own_end = None;
-            continue;
-        }
-        own_end = None;
-        count += 1;
-    }
-    count
-}
-
 fn maps_of(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/maps"))
         .unwrap_or_else(|e| panic!("/proc/{pid}/maps: {e}"))

@@ -11,28 +11,6 @@
 mod common;
 use common::*;
 
-/// VMAs in a maps dump, leaving out libksmauto.so's own.
-fn program_vmas(maps: &str) -> usize {
-    let mut own_end = None;
-    let mut count = 0;
-    for line in maps.lines() {
-        let range = line.split_whitespace().next().unwrap_or("");
-        let (start, end) = range.split_once('-').unwrap_or(("", ""));
-        if line.contains("libksmauto.so") {
-            own_end = Some(end.to_string());
-            continue;
-        }
-        let anon = line.split_whitespace().nth(4) == Some("0");
-        if anon && own_end.as_deref() == Some(start) {
-            own_end = None;
-            continue; // the library's zero-fill (bss) mapping
-        }
-        own_end = None;
-        count += 1;
-    }
-    count
-}
-
 fn stress_maps(run: Run, args: &[&str]) -> (usize, String) {
     let prog = compile_c("tests/c/alloc_stress.c", &[]);
     let dump = std::env::temp_dir().join(format!(

@@ -719,23 +719,15 @@ fn pass_by_text(
     } = work;
     // Each line is considered once the next one is read: the VMA right
     // above is what `PROCMAP_QUERY` would have looked up (a run of mappings
-    // growing downwards is recognised by it). The pending line's name is
-    // kept in `pending_name` (the scan's own static buffer, not the stack);
-    // a longer one is a file path, which no rule needs.
-    let mut pending: Option<(usize, usize, [u8; 4], u64, u64, usize)> = None;
+    // growing downwards is recognised by it). The held line's name is kept
+    // in the scan's own static buffer, not on the stack.
+    let mut pending: Option<Held> = None;
     let mut examined = 0u64;
     let result = read_lines(b"/proc/self/maps\0", &SCAN_LINES, |text| {
         if let Some(line) = MapsLine::parse(text) {
             examined += 1;
-            if let Some((start, end, perms, offset, inode, len)) = pending.take() {
-                let held = MapsLine {
-                    start,
-                    end,
-                    perms,
-                    offset,
-                    inode,
-                    name: &pending_name[..len],
-                };
+            if let Some(held) = pending.take() {
+                let held = held.line(pending_name);
                 consider(
                     state,
                     memory,
@@ -747,27 +739,11 @@ fn pass_by_text(
                     advise,
                 );
             }
-            let len = line.name.len().min(NAME_BYTES);
-            pending_name[..len].copy_from_slice(&line.name[..len]);
-            pending = Some((
-                line.start,
-                line.end,
-                line.perms,
-                line.offset,
-                line.inode,
-                len,
-            ));
+            pending = Some(Held::keep(&line, pending_name));
         }
     });
-    if let Some((start, end, perms, offset, inode, len)) = pending {
-        let held = MapsLine {
-            start,
-            end,
-            perms,
-            offset,
-            inode,
-            name: &pending_name[..len],
-        };
+    if let Some(held) = pending {
+        let held = held.line(pending_name);
         consider(
             state,
             memory,
@@ -783,6 +759,44 @@ fn pass_by_text(
     match result {
         Err(_) if examined == 0 => StepEnd::Failed,
         _ => StepEnd::PassDone,
+    }
+}
+
+/// A line of the text walk held until the next one is read, its name in the
+/// scan's name buffer (cut to [`NAME_BYTES`]: a longer one is a file path,
+/// which no rule needs).
+struct Held {
+    start: usize,
+    end: usize,
+    perms: [u8; 4],
+    offset: u64,
+    inode: u64,
+    name_len: usize,
+}
+
+impl Held {
+    fn keep(line: &MapsLine, name: &mut [u8; NAME_BYTES]) -> Held {
+        let name_len = line.name.len().min(NAME_BYTES);
+        name[..name_len].copy_from_slice(&line.name[..name_len]);
+        Held {
+            start: line.start,
+            end: line.end,
+            perms: line.perms,
+            offset: line.offset,
+            inode: line.inode,
+            name_len,
+        }
+    }
+
+    fn line<'a>(&self, name: &'a [u8]) -> MapsLine<'a> {
+        MapsLine {
+            start: self.start,
+            end: self.end,
+            perms: self.perms,
+            offset: self.offset,
+            inode: self.inode,
+            name: &name[..self.name_len],
+        }
     }
 }
 

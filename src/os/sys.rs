@@ -694,20 +694,7 @@ pub fn fd_is_nonblocking(fd: i32) -> Result<bool, Errno> {
 /// How many of `fds` have one of their events now (a poll that never
 /// waits; `fds` is ours, so the `revents` it writes are ours too).
 pub fn poll_ready_now(fds: &mut [libc::pollfd]) -> Result<usize, Errno> {
-    let zero = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    unsafe {
-        syscall!(
-            libc::SYS_ppoll,
-            fds.as_mut_ptr(),
-            fds.len(),
-            &zero as *const libc::timespec,
-            0usize,
-            0usize
-        )
-    }
+    poll_ready_now_in(fds.as_mut_ptr() as usize, fds.len())
 }
 
 /// How many of the `nfds` entries of the `pollfd` array at `fds` (the
