@@ -2,8 +2,9 @@
 //! functions, the `ksmauto_*` C API, and the start/exit hooks.
 //!
 //! Each wrapper is thin: pass the start-up gate (malloc, calloc, realloc and
-//! free instead load their target from the table start-up publishes last),
-//! count the call, forward (the malloc family to the allocator that serves the
+//! free instead jump to the target start-up publishes last), count the call
+//! (the malloc family only when the report is asked for), forward (the
+//! malloc family to the allocator that serves the
 //! program, everything else to the next definition: see `next`), and hand
 //! plain numbers to `core::engine`. Wrappers
 //! never allocate through Rust, never panic across the C boundary

@@ -15,7 +15,8 @@
 //! from the serving allocator's own ones (`reallocarray` = overflow-checked
 //! `realloc`, `pvalloc` = `memalign`, …; see `stand_in`).
 //!
-//! "The serving allocator is glibc" (so its chunk headers may be read) is
+//! "The serving allocator is glibc" (so its large blocks are its own
+//! mappings, news for the catch-up) is
 //! proven by its `malloc` living in the object that defines
 //! `gnu_get_libc_version`, never by comparing with `__libc_malloc`, which
 //! tcmalloc and mimalloc export as aliases of their own `malloc`.
@@ -110,7 +111,7 @@ pub struct NextFunctions {
     pub syscall: Option<SyscallFn>,
     pub pthread_create: Option<PthreadCreateFn>,
     /// The serving allocator is glibc's own malloc (proven, see the module
-    /// doc), so its chunk headers can be read.
+    /// doc).
     pub allocator_is_glibc: bool,
 }
 

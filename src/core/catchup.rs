@@ -9,9 +9,13 @@
 //! fragmented (a VMA has one set of flags; advising all of it never splits
 //! it, and the kernel merges it with mergeable neighbours).
 //!
-//! **When it runs.** No background thread by default: the hooks call
-//! [`poll`] every `counters::CALLS_PER_ROUND`th call of a hook per thread
-//! shard (the call counter signals it), and work is done only when it is due.
+//! **When it runs.** No background thread by default. At the edge of
+//! idleness ([`idle_pass`], from `engine::at_idle_edge`: a thread about to
+//! block), a pass is run to its end, and new or changing VMAs are advised at
+//! once; otherwise the `mmap` hooks (every `counters::CALLS_PER_ROUND`th
+//! call) and a busy thread's calls take [`poll`]'s paced step when the timer
+//! is due, where a VMA that is new waits for a pass that finds it unchanged
+//! (or growing a second time: then it is advised with an edge page left).
 //! A **pass** over all VMAs is cut into **steps**: one step examines at most
 //! [`STEP_VMAS`] VMAs (and stops early after [`STEP_BUDGET_NS`]), then the
 //! next step waits [`PACE`] times as long as this one took, so the scan uses

@@ -134,7 +134,8 @@ pub fn stderr_is_unchanged() -> bool {
 /// Reads the configuration, picks the engine and applies it to the process.
 /// Must run exactly once, before any other function here does work.
 /// `allocator_is_glibc`: the allocator serving the program is proven to be
-/// glibc's own (`next::resolve_all`); only then are chunk headers read.
+/// glibc's own (`next::resolve_all`); only then are its large blocks news
+/// for the catch-up (no block is ever looked into).
 pub fn start(allocator_is_glibc: bool) {
     identity::adopt();
     // Under secure execution the environment belongs to whoever started a
