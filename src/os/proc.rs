@@ -79,6 +79,28 @@ fn trim(mut s: &[u8]) -> &[u8] {
 }
 
 /// Parses an unsigned decimal number, ignoring surrounding blanks.
+/// Whether process `pid` has a file named `file_name` (a last path
+/// component) mapped: read from `/proc/PID/maps` through `buffer`. `false`
+/// when it cannot be read (gone, another user's) or the name is empty.
+pub fn process_maps_file(pid: i32, file_name: &[u8], buffer: &LineBuffer) -> bool {
+    if file_name.is_empty() || pid <= 0 {
+        return false;
+    }
+    let mut path = [0u8; 40];
+    let mut w = crate::fmt::BufWriter::new(&mut path);
+    w.str("/proc/").u64(pid as u64).str("/maps\0");
+    let len = w.len();
+    let mut found = false;
+    let _ = read_lines(&path[..len], buffer, |line| {
+        if let Some(vma) = MapsLine::parse(line) {
+            if vma.name.rsplit(|&b| b == b'/').next() == Some(file_name) {
+                found = true;
+            }
+        }
+    });
+    found
+}
+
 /// `vm.max_map_count`: the most VMAs a process may have (the kernel's
 /// default, 65530, if it cannot be read).
 pub fn max_map_count() -> u64 {

@@ -432,6 +432,10 @@ pub fn getpid() -> i32 {
     unsafe { syscall!(libc::SYS_getpid).unwrap_or(0) as i32 }
 }
 
+pub fn getppid() -> i32 {
+    unsafe { syscall!(libc::SYS_getppid).unwrap_or(0) as i32 }
+}
+
 pub fn gettid() -> i32 {
     unsafe { syscall!(libc::SYS_gettid).unwrap_or(0) as i32 }
 }

@@ -85,6 +85,15 @@ pub fn write_exit_report() {
     if !cfg.stats_requested && !report.has_activity() {
         return;
     }
+    // Unasked, only the process the user started speaks: one whose parent
+    // does not run the library. A service's workers (forked, or exec'd with
+    // the preload inherited) stay silent, so a server's log, or a parent
+    // that takes any output of its child on stderr for a failure, sees
+    // nothing of us; `KSMAUTO_STATS` set makes every process report, and
+    // `ksmauto run` accounts for a whole tree.
+    if !cfg.stats_requested && parent_runs_the_library() {
+        return;
+    }
     report.smaps = SmapsTotals::read_self();
     let mut buf = [0u8; REPORT_BUFFER];
     let mut w = BufWriter::new(&mut buf);
@@ -117,6 +126,16 @@ pub fn write_exit_report() {
             }
         }
     }
+}
+
+/// Whether this process's parent has this library loaded (a file of the
+/// same name mapped).
+fn parent_runs_the_library() -> bool {
+    crate::os::proc::process_maps_file(
+        sys::getppid(),
+        crate::os::own_file_name(),
+        &crate::os::proc::SHARED_LINES,
+    )
 }
 
 /// `path` is NUL-terminated. Appends, so a tree of processes sharing one path

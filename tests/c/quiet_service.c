@@ -1,0 +1,74 @@
+/*
+ * The C side of tests/stats.rs `quiet_inside_services`: what a service
+ * looks like to the library's exit report.
+ *
+ *   quiet_service pool N   a pre-forking server: maps 1 MiB (so it has
+ *                          something to report), forks N workers that each
+ *                          map and fill 1 MiB and exit normally, waits for
+ *                          them, exits 0. The test counts report lines on
+ *                          stderr.
+ *   quiet_service spawn    runs itself ("child") with stderr on a pipe, as
+ *                          a program that takes any output of its child on
+ *                          stderr for a failure does; prints
+ *                          "child_stderr_bytes N" and the child's status.
+ *   quiet_service child    maps and fills 1 MiB, exits 0.
+ */
+#define _GNU_SOURCE
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static void work(void) {
+    char *p = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) exit(3);
+    memset(p, 5, 1 << 20);
+}
+
+int main(int argc, char **argv) {
+    if (argc > 2 && !strcmp(argv[1], "pool")) {
+        work();
+        int n = atoi(argv[2]);
+        for (int i = 0; i < n; i++) {
+            pid_t c = fork();
+            if (c == 0) {
+                work();
+                exit(0);
+            }
+        }
+        for (int i = 0; i < n; i++) wait(NULL);
+        return 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "child")) {
+        work();
+        return 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "spawn")) {
+        work();
+        int p[2];
+        if (pipe(p)) return 2;
+        posix_spawn_file_actions_t fa;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_adddup2(&fa, p[1], 2);
+        posix_spawn_file_actions_addclose(&fa, p[0]);
+        char *args[] = {argv[0], "child", NULL};
+        pid_t c;
+        if (posix_spawn(&c, "/proc/self/exe", &fa, NULL, args, environ)) return 2;
+        close(p[1]);
+        char buf[4096];
+        long total = 0;
+        ssize_t r;
+        while ((r = read(p[0], buf, sizeof buf)) > 0) total += r;
+        int st;
+        waitpid(c, &st, 0);
+        printf("child_stderr_bytes %ld\nchild_status %d\n", total, WEXITSTATUS(st));
+        return 0;
+    }
+    fprintf(stderr, "usage: quiet_service pool N | spawn | child\n");
+    return 2;
+}
