@@ -78,6 +78,9 @@ enum Cmd {
         /// Prometheus text exposition format (node_exporter textfile collector)
         #[arg(long)]
         prometheus: bool,
+        /// Write the Prometheus output to PATH atomically (temp file + rename), not stdout
+        #[arg(long, value_name = "PATH", conflicts_with = "json")]
+        textfile: Option<PathBuf>,
         /// Refresh every SECS seconds until interrupted
         #[arg(long, value_name = "SECS")]
         watch: Option<f64>,
@@ -148,8 +151,18 @@ fn real_main() -> Result<i32> {
         Cmd::Status {
             json,
             prometheus,
+            textfile,
             watch,
         } => {
+            if let Some(path) = textfile {
+                loop {
+                    ksm::write_textfile(&path, &ksm::render_prometheus(&ksm::status()?))?;
+                    let Some(secs) = watch.filter(|s| *s > 0.0) else {
+                        return Ok(0);
+                    };
+                    std::thread::sleep(Duration::from_secs_f64(secs));
+                }
+            }
             match watch {
                 None => print_status(json, prometheus)?,
                 Some(secs) => {
