@@ -339,8 +339,12 @@ pub fn trust_domains(procs: &[Proc], page_size: u64) -> TrustDomains {
     if containers.len() > 1 {
         parts.push(format!("containers {}", containers.join(", ")));
     }
-    let warning = (!parts.is_empty())
-        .then(|| format!("KSM merges across these trust domains: {}", parts.join("; ")));
+    let warning = (!parts.is_empty()).then(|| {
+        format!(
+            "KSM merges across these trust domains: {}",
+            parts.join("; ")
+        )
+    });
     let by_mergeable = |a: &Domain, b: &Domain| {
         b.mergeable_bytes
             .cmp(&a.mergeable_bytes)
@@ -646,7 +650,11 @@ pub fn render_prometheus(s: &Status) -> String {
         ),
     ];
     for (who, list, labels) in [
-        ("user", &t.by_user, &user_labels as &dyn Fn(&Domain) -> String),
+        (
+            "user",
+            &t.by_user,
+            &user_labels as &dyn Fn(&Domain) -> String,
+        ),
         ("cgroup", &t.by_cgroup, &cgroup_labels),
     ] {
         for (suffix, help, pick) in per_domain {
@@ -689,7 +697,10 @@ pub fn write_textfile(path: &std::path::Path, text: &str) -> Result<()> {
         std::process::id()
     ));
     let err = |what: &str, e: std::io::Error| {
-        fail(EXIT_RUNTIME, format!("cannot {what} {}: {e}", tmp.display()))
+        fail(
+            EXIT_RUNTIME,
+            format!("cannot {what} {}: {e}", tmp.display()),
+        )
     };
     let result = (|| {
         let mut f = std::fs::File::create(&tmp).map_err(|e| err("create", e))?;

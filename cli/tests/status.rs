@@ -108,10 +108,18 @@ fn parse(text: &str) -> prometheus_parse::Scrape {
         .lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .count();
-    assert_eq!(scrape.samples.len(), sample_lines, "every sample parsed:\n{text}");
+    assert_eq!(
+        scrape.samples.len(),
+        sample_lines,
+        "every sample parsed:\n{text}"
+    );
     for s in &scrape.samples {
         assert!(s.metric.starts_with("ksm_"), "prefix: {}", s.metric);
-        assert!(scrape.docs.contains_key(&s.metric), "no HELP for {}", s.metric);
+        assert!(
+            scrape.docs.contains_key(&s.metric),
+            "no HELP for {}",
+            s.metric
+        );
         assert!(
             text.contains(&format!("# TYPE {} ", s.metric)),
             "no TYPE for {}",
@@ -171,14 +179,26 @@ fn prometheus_output_of_a_merging_process_parses_with_conventions() {
         ("comm", dups.comm()),
         ("cgroup", cgroup.as_str()),
     ];
-    assert!(value(&scrape, "ksm_process_merging_pages", &me) >= 1400.0, "{text}");
-    assert!(value(&scrape, "ksm_process_profit_bytes", &me) > 0.0, "{text}");
+    assert!(
+        value(&scrape, "ksm_process_merging_pages", &me) >= 1400.0,
+        "{text}"
+    );
+    assert!(
+        value(&scrape, "ksm_process_profit_bytes", &me) > 0.0,
+        "{text}"
+    );
     assert_eq!(value(&scrape, "ksm_process_mergeable", &me), 1.0);
     // 2000 pages written in one mergeable mapping.
     let page = value(&scrape, "ksm_page_size_bytes", &[]);
     assert!(value(&scrape, "ksm_process_mergeable_bytes", &me) >= 2000.0 * page);
     assert!(value(&scrape, "ksm_user_merged_bytes", &[("user", "root")]) >= 1400.0 * page);
-    assert!(value(&scrape, "ksm_cgroup_mergeable_bytes", &[("cgroup", &cgroup)]) >= 2000.0 * page);
+    assert!(
+        value(
+            &scrape,
+            "ksm_cgroup_mergeable_bytes",
+            &[("cgroup", &cgroup)]
+        ) >= 2000.0 * page
+    );
     for counter in [
         "ksm_full_scans_total",
         "ksm_scanned_pages_total",
@@ -213,7 +233,13 @@ fn textfile_is_written_whole_and_renamed_into_place() {
     assert_eq!(stdout, "", "the metrics go to the file only");
     let text = std::fs::read_to_string(&path).unwrap();
     let scrape = parse(&text);
-    assert!(value(&scrape, "ksm_process_mergeable", &[("pid", &dups.pid().to_string())]) == 1.0);
+    assert!(
+        value(
+            &scrape,
+            "ksm_process_mergeable",
+            &[("pid", &dups.pid().to_string())]
+        ) == 1.0
+    );
     let names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -259,7 +285,9 @@ fn two_users_with_mergeable_memory_get_the_trust_domain_warning() {
             .unwrap_or_else(|| panic!("no {pid}: {v}"));
         assert_eq!(p["user"], name);
     }
-    let warning = v["trust_domains"]["warning"].as_str().unwrap_or_else(|| panic!("{v}"));
+    let warning = v["trust_domains"]["warning"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"));
     assert!(
         warning.starts_with("KSM merges across these trust domains: users ")
             && warning.contains("root (")
@@ -273,14 +301,20 @@ fn two_users_with_mergeable_memory_get_the_trust_domain_warning() {
         .lines()
         .find(|l| l.starts_with("warning: KSM merges across these trust domains: users "))
         .unwrap_or_else(|| panic!("{text}"));
-    assert!(line.contains("root (") && line.contains("nobody ("), "{line}");
+    assert!(
+        line.contains("root (") && line.contains("nobody ("),
+        "{line}"
+    );
     assert!(text.contains("nobody (65534)"), "{text}");
     let (_, prom) = ksmauto(&["status", "--prometheus"]);
     let scrape = parse(&prom);
     assert_eq!(value(&scrape, "ksm_trust_domains_crossed", &[]), 1.0);
     assert!(
-        value(&scrape, "ksm_user_mergeable_bytes", &[("user", "nobody"), ("uid", "65534")])
-            >= 2000.0 * page as f64
+        value(
+            &scrape,
+            "ksm_user_mergeable_bytes",
+            &[("user", "nobody"), ("uid", "65534")]
+        ) >= 2000.0 * page as f64
     );
 }
 
@@ -303,4 +337,88 @@ fn one_user_with_mergeable_memory_gets_no_warning() {
     assert!(!text.contains("trust domains"), "{text}");
     let (_, prom) = ksmauto(&["status", "--prometheus"]);
     assert_eq!(value(&parse(&prom), "ksm_trust_domains_crossed", &[]), 0.0);
+}
+
+/// Two cgroup v2 directories named like docker's container scopes, removed
+/// again at the end (the processes in them are gone by then).
+struct Containers(std::path::PathBuf);
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        for n in ["docker-b.scope", "docker-a.scope", ""] {
+            let _ = std::fs::remove_dir(self.0.join("system.slice").join(n));
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Where cgroup2 is mounted and writable, if it is.
+fn cgroup2_root() -> Option<std::path::PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    let dir = mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.get(2) == Some(&"cgroup2")).then(|| std::path::PathBuf::from(f[1]))
+    })?;
+    let base = our_cgroup();
+    Some(dir.join(base.trim_start_matches('/')))
+}
+
+#[test]
+fn two_containers_with_mergeable_memory_get_the_trust_domain_warning() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = cgroup2_root();
+    if !have_ksm() || root.is_none() || unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: needs KSM, cgroup2 and root");
+        return;
+    }
+    let top = root
+        .unwrap()
+        .join(format!("ksmauto-test-{}", std::process::id()));
+    let cgroups = Containers(top.clone());
+    let a = Dups::start(None);
+    let b = Dups::start(None);
+    let mut paths = vec![];
+    for (dups, scope) in [(&a, "docker-a.scope"), (&b, "docker-b.scope")] {
+        let dir = top.join("system.slice").join(scope);
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            eprintln!("SKIPPED: cannot make a cgroup: {e}");
+            return;
+        }
+        std::fs::write(dir.join("cgroup.procs"), dups.pid().to_string()).unwrap();
+        paths.push(format!(
+            "{}/ksmauto-test-{}/system.slice/{scope}",
+            our_cgroup().trim_end_matches('/'),
+            std::process::id()
+        ));
+    }
+    let v = status_json();
+    let by_cgroup = v["trust_domains"]["by_cgroup"].as_array().unwrap();
+    let page = v["page_size"].as_u64().unwrap();
+    for p in &paths {
+        let d = by_cgroup
+            .iter()
+            .find(|d| d["name"] == p.as_str())
+            .unwrap_or_else(|| panic!("no {p}: {v}"));
+        assert!(d["mergeable_bytes"].as_u64().unwrap() >= 2000 * page, "{v}");
+    }
+    let warning = v["trust_domains"]["warning"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"));
+    assert!(warning.contains("containers "), "{warning}");
+    for p in &paths {
+        assert!(warning.contains(p.as_str()), "{warning}");
+    }
+    let (_, prom) = ksmauto(&["status", "--prometheus"]);
+    let scrape = parse(&prom);
+    assert!(
+        value(
+            &scrape,
+            "ksm_cgroup_mergeable_bytes",
+            &[("cgroup", &paths[0])]
+        ) >= 2000.0 * page as f64
+    );
+    assert_eq!(value(&scrape, "ksm_trust_domains_crossed", &[]), 1.0);
+    drop(a);
+    drop(b);
+    drop(cgroups);
 }
