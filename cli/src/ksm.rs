@@ -762,3 +762,34 @@ pub fn ksmd(on: bool, off: bool, scan: Option<&str>) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::container_of;
+
+    #[test]
+    fn containers_are_found_in_cgroup_paths() {
+        for (path, want) in [
+            ("/", None),
+            ("/user.slice/user-1000.slice/session-2.scope", None),
+            ("/system.slice/ssh.service", None),
+            (
+                "/system.slice/docker-0123abcd.scope",
+                Some("/system.slice/docker-0123abcd.scope"),
+            ),
+            ("/docker/0123abcd", Some("/docker/0123abcd")),
+            (
+                "/machine.slice/libpod-99.scope/container",
+                Some("/machine.slice/libpod-99.scope"),
+            ),
+            (
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1a2b.slice/cri-containerd-77.scope",
+                Some("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1a2b.slice"),
+            ),
+            ("/kubepods/besteffort/pod1a2b/77", Some("/kubepods/besteffort/pod1a2b")),
+            ("/lxc.payload.web/init.scope", Some("/lxc.payload.web")),
+        ] {
+            assert_eq!(container_of(path).as_deref(), want, "{path}");
+        }
+    }
+}
