@@ -90,6 +90,49 @@ pub struct Proc {
     pub zero_pages: u64,
     pub profit: i64,
     pub mode: String,
+    /// `ksm_rmap_items`: pages ksmd tracks for the process.
+    pub rmap_items: u64,
+    /// The process asked for merging (`ksm_merge_any` or `ksm_mergeable`).
+    pub mergeable: bool,
+    /// Resident bytes in the process's VMAs flagged `mg` (`/proc/PID/smaps`).
+    pub mergeable_bytes: u64,
+    /// Real uid (`/proc/PID/status`) and its name (`/etc/passwd`, else the number).
+    pub uid: u32,
+    pub user: String,
+    /// The cgroup v2 path (`0::` line of `/proc/PID/cgroup`).
+    pub cgroup: String,
+}
+
+/// Mergeable and merged memory of one trust domain (a user or a cgroup).
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct Domain {
+    /// The user name or the cgroup path.
+    pub name: String,
+    /// The uid (users only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    pub processes: u64,
+    pub mergeable_bytes: u64,
+    /// `ksm_merging_pages` × page size.
+    pub merged_bytes: u64,
+    /// Sum of `ksm_process_profit`.
+    pub profit_bytes: i64,
+}
+
+/// Who shares ksmd's merging: KSM merges identical pages whoever owns them,
+/// so one domain can learn another's memory contents through timing
+/// (copy-on-write after a merge is slow). More than one domain with mergeable
+/// memory is worth a warning.
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct TrustDomains {
+    pub by_user: Vec<Domain>,
+    pub by_cgroup: Vec<Domain>,
+    /// Distinct container cgroups (see `container_of`) with mergeable memory;
+    /// `host` for the processes in none, when there is at least one container.
+    pub containers: Vec<String>,
+    /// `KSM merges across these trust domains: …` when more than one user or
+    /// more than one container (host counted) has mergeable memory.
+    pub warning: Option<String>,
 }
 
 #[derive(Serialize, Debug)]
@@ -108,9 +151,99 @@ pub struct Status {
     pub saved_bytes: u64,
     pub general_profit: Option<i64>,
     pub processes: Vec<Proc>,
+    pub trust_domains: TrustDomains,
+}
+
+/// Real uid from `/proc/PID/status`.
+fn uid_of(pid: i32) -> Option<u32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// uid → name from `/etc/passwd` (no NSS: a uid without a line shows as its number).
+fn user_names() -> BTreeMap<u32, String> {
+    let mut names = BTreeMap::new();
+    if let Ok(s) = std::fs::read_to_string("/etc/passwd") {
+        for l in s.lines() {
+            let f: Vec<&str> = l.split(':').collect();
+            if let (Some(name), Some(Ok(uid))) = (f.first(), f.get(2).map(|u| u.parse::<u32>())) {
+                names.entry(uid).or_insert_with(|| name.to_string());
+            }
+        }
+    }
+    names
+}
+
+/// The unified (v2) cgroup path of a process; `?` when unreadable.
+fn cgroup_of(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .map(|p| p.to_string())
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Resident bytes of the VMAs whose `VmFlags` has `mg` (merging allowed).
+fn mergeable_bytes_of(pid: i32) -> u64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) else {
+        return 0;
+    };
+    let (mut total, mut rss) = (0u64, 0u64);
+    for l in s.lines() {
+        if let Some(v) = l.strip_prefix("Rss:") {
+            rss = v
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .unwrap_or(0)
+                * 1024;
+        } else if let Some(flags) = l.strip_prefix("VmFlags:") {
+            if flags.split_whitespace().any(|f| f == "mg") {
+                total += rss;
+            }
+            rss = 0;
+        }
+    }
+    total
+}
+
+/// The container a cgroup path belongs to: the path up to its container
+/// scope (`docker-*.scope`, `cri-containerd-*.scope`, `crio-*.scope`,
+/// `libpod-*.scope`, `/docker/ID`, `lxc.payload.*`, `machine-*.scope`), or up
+/// to the pod under `/kubepods` (the containers of one pod are one domain).
+pub fn container_of(cgroup: &str) -> Option<String> {
+    let segs: Vec<&str> = cgroup.split('/').filter(|s| !s.is_empty()).collect();
+    let upto = |i: usize| format!("/{}", segs[..=i].join("/"));
+    if segs.first().is_some_and(|s| s.starts_with("kubepods")) {
+        for (i, s) in segs.iter().enumerate() {
+            if s.starts_with("pod") || s.contains("-pod") {
+                return Some(upto(i));
+            }
+        }
+        return Some(upto(0));
+    }
+    for (i, s) in segs.iter().enumerate() {
+        let scope = s.ends_with(".scope")
+            && ["docker-", "cri-containerd-", "crio-", "libpod-", "machine-"]
+                .iter()
+                .any(|p| s.starts_with(p));
+        let docker_v1 = i > 0 && segs[i - 1] == "docker";
+        if scope || docker_v1 || s.starts_with("lxc.payload.") {
+            return Some(upto(i));
+        }
+    }
+    None
 }
 
 pub fn processes() -> Vec<Proc> {
+    let names = user_names();
     let mut out = vec![];
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for e in dir.flatten() {
@@ -118,9 +251,17 @@ pub fn processes() -> Vec<Proc> {
                 continue;
             };
             let Some(k) = ksm_stat(pid) else { continue };
-            if k.merging_pages == 0 && k.zero_pages == 0 && k.profit == 0 && !k.merge_any {
+            // Using KSM: ksmd tracks pages of it, some are merged, or it asked
+            // for its whole memory (also before ksmd got to it).
+            if k.rmap_items == 0
+                && k.merging_pages == 0
+                && k.zero_pages == 0
+                && k.profit == 0
+                && !k.merge_any
+            {
                 continue;
             }
+            let uid = uid_of(pid).unwrap_or(u32::MAX);
             out.push(Proc {
                 pid,
                 comm: comm(pid),
@@ -134,11 +275,91 @@ pub fn processes() -> Vec<Proc> {
                 } else {
                     "-".into()
                 },
+                rmap_items: k.rmap_items,
+                mergeable: k.merge_any || k.mergeable,
+                mergeable_bytes: mergeable_bytes_of(pid),
+                uid,
+                user: names.get(&uid).cloned().unwrap_or_else(|| uid.to_string()),
+                cgroup: cgroup_of(pid),
             });
         }
     }
     out.sort_by(|a, b| b.profit.cmp(&a.profit).then(a.pid.cmp(&b.pid)));
     out
+}
+
+/// Groups the processes by user and by cgroup, and says whether KSM merges
+/// across more than one of them.
+pub fn trust_domains(procs: &[Proc], page_size: u64) -> TrustDomains {
+    let mut users: BTreeMap<u32, Domain> = BTreeMap::new();
+    let mut cgroups: BTreeMap<String, Domain> = BTreeMap::new();
+    let add = |d: &mut Domain, p: &Proc| {
+        d.processes += 1;
+        d.mergeable_bytes += p.mergeable_bytes;
+        d.merged_bytes += p.merging_pages * page_size;
+        d.profit_bytes += p.profit;
+    };
+    let mut containers = std::collections::BTreeSet::new();
+    let mut host = false;
+    for p in procs {
+        let u = users.entry(p.uid).or_insert_with(|| Domain {
+            name: p.user.clone(),
+            uid: Some(p.uid),
+            ..Default::default()
+        });
+        add(u, p);
+        let c = cgroups.entry(p.cgroup.clone()).or_insert_with(|| Domain {
+            name: p.cgroup.clone(),
+            ..Default::default()
+        });
+        add(c, p);
+        if p.mergeable_bytes > 0 || p.merging_pages > 0 {
+            match container_of(&p.cgroup) {
+                Some(c) => {
+                    containers.insert(c);
+                }
+                None => host = true,
+            }
+        }
+    }
+    let has_memory = |d: &Domain| d.mergeable_bytes > 0 || d.merged_bytes > 0;
+    let active_users: Vec<&Domain> = users.values().filter(|d| has_memory(d)).collect();
+    let mut containers: Vec<String> = containers.into_iter().collect();
+    if host && !containers.is_empty() {
+        containers.push("host".into());
+    }
+    let mut parts = vec![];
+    if active_users.len() > 1 {
+        let list: Vec<String> = active_users
+            .iter()
+            .map(|d| format!("{} ({} mergeable)", d.name, human_bytes(d.mergeable_bytes)))
+            .collect();
+        parts.push(format!("users {}", list.join(", ")));
+    }
+    if containers.len() > 1 {
+        parts.push(format!("containers {}", containers.join(", ")));
+    }
+    let warning = (!parts.is_empty()).then(|| {
+        format!(
+            "KSM merges across these trust domains: {}",
+            parts.join("; ")
+        )
+    });
+    let by_mergeable = |a: &Domain, b: &Domain| {
+        b.mergeable_bytes
+            .cmp(&a.mergeable_bytes)
+            .then(a.name.cmp(&b.name))
+    };
+    let mut by_user: Vec<Domain> = users.into_values().collect();
+    by_user.sort_by(by_mergeable);
+    let mut by_cgroup: Vec<Domain> = cgroups.into_values().collect();
+    by_cgroup.sort_by(by_mergeable);
+    TrustDomains {
+        by_user,
+        by_cgroup,
+        containers,
+        warning,
+    }
 }
 
 pub fn status() -> Result<Status> {
@@ -167,6 +388,8 @@ pub fn status() -> Result<Status> {
     let zero = num("ksm_zero_pages").unwrap_or(0).max(0) as u64;
     let use_zero = num("use_zero_pages") == Some(1);
     let saved = (pages_sharing + if use_zero { zero } else { 0 }) * ps;
+    let processes = processes();
+    let trust_domains = trust_domains(&processes, ps);
     Ok(Status {
         sysfs: dir.display().to_string(),
         page_size: ps,
@@ -183,7 +406,8 @@ pub fn status() -> Result<Status> {
         saved_bytes: saved,
         general_profit: num("general_profit"),
         values,
-        processes: processes(),
+        processes,
+        trust_domains,
     })
 }
 
@@ -206,6 +430,9 @@ pub fn render_text(s: &Status) -> String {
     if let Some(p) = s.general_profit {
         let _ = writeln!(o, "profit after KSM metadata: {}", human_bytes_i(p));
     }
+    if let Some(w) = &s.trust_domains.warning {
+        let _ = writeln!(o, "warning: {w}");
+    }
     let _ = writeln!(o);
     for (name, what) in FILES {
         if let Some(v) = s.values.get(*name) {
@@ -219,22 +446,49 @@ pub fn render_text(s: &Status) -> String {
     let _ = writeln!(o);
     if s.processes.is_empty() {
         let _ = writeln!(o, "no process has KSM activity");
-    } else {
+        return o;
+    }
+    let _ = writeln!(
+        o,
+        "{:>8} {:<16} {:>10} {:>8} {:>12} {:<8} {:<10} CGROUP",
+        "PID", "COMMAND", "MERGING", "ZERO", "PROFIT", "MODE", "USER"
+    );
+    for p in &s.processes {
         let _ = writeln!(
             o,
-            "{:>8} {:<16} {:>10} {:>8} {:>12} {:<8}",
-            "PID", "COMMAND", "MERGING", "ZERO", "PROFIT", "MODE"
+            "{:>8} {:<16} {:>10} {:>8} {:>12} {:<8} {:<10} {}",
+            p.pid,
+            p.comm,
+            p.merging_pages,
+            p.zero_pages,
+            human_bytes_i(p.profit),
+            p.mode,
+            p.user,
+            p.cgroup
         );
-        for p in &s.processes {
+    }
+    for (title, list) in [
+        ("USER", &s.trust_domains.by_user),
+        ("CGROUP", &s.trust_domains.by_cgroup),
+    ] {
+        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "{:>12} {:>12} {:>12} {:>6}  BY {title}",
+            "MERGEABLE", "MERGED", "PROFIT", "PROCS"
+        );
+        for d in list {
+            let name = match d.uid {
+                Some(uid) => format!("{} ({uid})", d.name),
+                None => d.name.clone(),
+            };
             let _ = writeln!(
                 o,
-                "{:>8} {:<16} {:>10} {:>8} {:>12} {:<8}",
-                p.pid,
-                p.comm,
-                p.merging_pages,
-                p.zero_pages,
-                human_bytes_i(p.profit),
-                p.mode
+                "{:>12} {:>12} {:>12} {:>6}  {name}",
+                human_bytes(d.mergeable_bytes),
+                human_bytes(d.merged_bytes),
+                human_bytes_i(d.profit_bytes),
+                d.processes
             );
         }
     }
@@ -247,66 +501,224 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-pub fn render_prometheus(s: &Status) -> String {
-    let mut o = String::new();
-    let gauge = |o: &mut String, name: &str, help: &str, v: String| {
-        let _ = writeln!(o, "# HELP {name} {help}");
-        let _ = writeln!(o, "# TYPE {name} gauge");
-        let _ = writeln!(o, "{name} {v}");
-    };
-    for (name, what) in FILES {
-        if let Some(n) = s.values.get(*name).and_then(|v| v.as_i64()) {
-            let metric = if name.starts_with("ksm_") {
-                name.to_string()
-            } else {
-                format!("ksm_{name}")
-            };
-            gauge(&mut o, &metric, what, n.to_string());
+fn help_text(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// How a sysfs file is exported: metric name (prefix `ksm_`, unit last,
+/// `_total` for counters), type, and a divisor to base units.
+const METRICS: &[(&str, &str, &str, u64)] = &[
+    ("run", "ksm_run", "gauge", 1),
+    ("pages_to_scan", "ksm_scan_batch_pages", "gauge", 1),
+    ("sleep_millisecs", "ksm_sleep_seconds", "gauge", 1000),
+    ("smart_scan", "ksm_smart_scan", "gauge", 1),
+    ("full_scans", "ksm_full_scans_total", "counter", 1),
+    ("pages_shared", "ksm_shared_pages", "gauge", 1),
+    ("pages_sharing", "ksm_sharing_pages", "gauge", 1),
+    ("pages_unshared", "ksm_unshared_pages", "gauge", 1),
+    ("pages_volatile", "ksm_volatile_pages", "gauge", 1),
+    ("ksm_zero_pages", "ksm_zero_pages", "gauge", 1),
+    ("use_zero_pages", "ksm_use_zero_pages", "gauge", 1),
+    ("general_profit", "ksm_general_profit_bytes", "gauge", 1),
+    ("max_page_sharing", "ksm_max_page_sharing", "gauge", 1),
+    ("merge_across_nodes", "ksm_merge_across_nodes", "gauge", 1),
+    ("stable_node_chains", "ksm_stable_node_chains", "gauge", 1),
+    ("stable_node_dups", "ksm_stable_node_dups", "gauge", 1),
+    ("pages_scanned", "ksm_scanned_pages_total", "counter", 1),
+    ("pages_skipped", "ksm_skipped_pages_total", "counter", 1),
+];
+
+/// One metric family: HELP, TYPE, then its samples (labels already rendered).
+fn family(o: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, String)]) {
+    let _ = writeln!(o, "# HELP {name} {}", help_text(help));
+    let _ = writeln!(o, "# TYPE {name} {kind}");
+    for (labels, v) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(o, "{name} {v}");
+        } else {
+            let _ = writeln!(o, "{name}{{{labels}}} {v}");
         }
     }
-    gauge(
+}
+
+pub fn render_prometheus(s: &Status) -> String {
+    let mut o = String::new();
+    for (file, metric, kind, div) in METRICS {
+        let what = FILES
+            .iter()
+            .find(|(f, _)| f == file)
+            .map(|(_, w)| *w)
+            .unwrap_or(file);
+        if let Some(n) = s.values.get(*file).and_then(|v| v.as_i64()) {
+            let v = if *div == 1 {
+                n.to_string()
+            } else {
+                (n as f64 / *div as f64).to_string()
+            };
+            // Exported in seconds: the file's "(ms)" no longer applies.
+            let help = format!("{} (sysfs {file})", what.replace(" (ms)", ""));
+            family(&mut o, metric, kind, &help, &[(String::new(), v)]);
+        }
+    }
+    if let Some(mode) = s.values.get("advisor_mode").and_then(|v| v.as_str()) {
+        family(
+            &mut o,
+            "ksm_advisor_mode_info",
+            "gauge",
+            "automatic scan-rate tuning (sysfs advisor_mode), as a label",
+            &[(format!("mode=\"{}\"", label(mode)), "1".into())],
+        );
+    }
+    family(
         &mut o,
         "ksm_saved_bytes",
+        "gauge",
         "Memory saved by KSM: (pages_sharing + ksm_zero_pages if use_zero_pages) x page size",
-        s.saved_bytes.to_string(),
+        &[(String::new(), s.saved_bytes.to_string())],
     );
-    gauge(
+    family(
         &mut o,
         "ksm_page_size_bytes",
+        "gauge",
         "Page size",
-        s.page_size.to_string(),
+        &[(String::new(), s.page_size.to_string())],
     );
-    for (metric, help) in [
+    let proc_labels = |p: &Proc| {
+        format!(
+            "pid=\"{}\",comm=\"{}\",cgroup=\"{}\"",
+            p.pid,
+            label(&p.comm),
+            label(&p.cgroup)
+        )
+    };
+    type Pick = fn(&Proc) -> String;
+    let per_process: [(&str, &str, Pick); 5] = [
         (
             "ksm_process_merging_pages",
-            "Pages of the process merged by KSM",
+            "Pages of the process mapped to KSM pages (ksm_merging_pages)",
+            |p| p.merging_pages.to_string(),
         ),
         (
             "ksm_process_zero_pages",
-            "Pages of the process mapped to the zero page by KSM",
+            "Pages of the process mapped to the zero page by KSM (ksm_zero_pages)",
+            |p| p.zero_pages.to_string(),
         ),
         (
             "ksm_process_profit_bytes",
-            "KSM profit of the process (bytes, may be negative)",
+            "What KSM saves on the process after its metadata (ksm_process_profit, may be negative)",
+            |p| p.profit.to_string(),
         ),
+        (
+            "ksm_process_mergeable",
+            "1 if the process asked for merging (ksm_merge_any or ksm_mergeable)",
+            |p| u8::from(p.mergeable).to_string(),
+        ),
+        (
+            "ksm_process_mergeable_bytes",
+            "Resident memory of the process in VMAs KSM may merge (smaps VmFlags mg)",
+            |p| p.mergeable_bytes.to_string(),
+        ),
+    ];
+    for (metric, help, pick) in per_process {
+        let samples: Vec<(String, String)> = s
+            .processes
+            .iter()
+            .map(|p| (proc_labels(p), pick(p)))
+            .collect();
+        family(&mut o, metric, "gauge", help, &samples);
+    }
+    let t = &s.trust_domains;
+    let user_labels =
+        |d: &Domain| format!("uid=\"{}\",user=\"{}\"", d.uid.unwrap_or(0), label(&d.name));
+    let cgroup_labels = |d: &Domain| format!("cgroup=\"{}\"", label(&d.name));
+    type DomPick = fn(&Domain) -> String;
+    let per_domain: [(&str, &str, DomPick); 3] = [
+        (
+            "mergeable_bytes",
+            "Resident memory in VMAs KSM may merge",
+            |d| d.mergeable_bytes.to_string(),
+        ),
+        (
+            "merged_bytes",
+            "Memory mapped to KSM pages (ksm_merging_pages x page size)",
+            |d| d.merged_bytes.to_string(),
+        ),
+        (
+            "profit_bytes",
+            "What KSM saves after its metadata (sum of ksm_process_profit)",
+            |d| d.profit_bytes.to_string(),
+        ),
+    ];
+    for (who, list, labels) in [
+        (
+            "user",
+            &t.by_user,
+            &user_labels as &dyn Fn(&Domain) -> String,
+        ),
+        ("cgroup", &t.by_cgroup, &cgroup_labels),
     ] {
-        let _ = writeln!(o, "# HELP {metric} {help}");
-        let _ = writeln!(o, "# TYPE {metric} gauge");
-        for p in &s.processes {
-            let v = match metric {
-                "ksm_process_merging_pages" => p.merging_pages as i64,
-                "ksm_process_zero_pages" => p.zero_pages as i64,
-                _ => p.profit,
-            };
-            let _ = writeln!(
-                o,
-                "{metric}{{pid=\"{}\",comm=\"{}\"}} {v}",
-                p.pid,
-                label(&p.comm)
+        for (suffix, help, pick) in per_domain {
+            let samples: Vec<(String, String)> =
+                list.iter().map(|d| (labels(d), pick(d))).collect();
+            family(
+                &mut o,
+                &format!("ksm_{who}_{suffix}"),
+                "gauge",
+                &format!("{help}, by {who}"),
+                &samples,
             );
         }
     }
+    family(
+        &mut o,
+        "ksm_trust_domains_crossed",
+        "gauge",
+        "1 if more than one user or container has mergeable memory (KSM merges across trust domains)",
+        &[(String::new(), u8::from(t.warning.is_some()).to_string())],
+    );
     o
+}
+
+/// Writes `text` to `path` atomically for node_exporter's textfile
+/// collector: a temporary file in the same directory (not ending in `.prom`,
+/// so the collector never reads it half-written), synced, then renamed over.
+pub fn write_textfile(path: &std::path::Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| fail(2, format!("--textfile {}: not a file name", path.display())))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let err = |what: &str, e: std::io::Error| {
+        fail(
+            EXIT_RUNTIME,
+            format!("cannot {what} {}: {e}", tmp.display()),
+        )
+    };
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp).map_err(|e| err("create", e))?;
+        f.write_all(text.as_bytes()).map_err(|e| err("write", e))?;
+        f.sync_all().map_err(|e| err("sync", e))?;
+        use std::os::unix::fs::PermissionsExt;
+        let _ = f.set_permissions(std::fs::Permissions::from_mode(0o644));
+        std::fs::rename(&tmp, path).map_err(|e| {
+            fail(
+                EXIT_RUNTIME,
+                format!("cannot rename {} to {}: {e}", tmp.display(), path.display()),
+            )
+        })
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 fn write(name: &str, value: &str) -> Result<()> {
@@ -349,4 +761,35 @@ pub fn ksmd(on: bool, off: bool, scan: Option<&str>) -> Result<()> {
         write("run", "0")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::container_of;
+
+    #[test]
+    fn containers_are_found_in_cgroup_paths() {
+        for (path, want) in [
+            ("/", None),
+            ("/user.slice/user-1000.slice/session-2.scope", None),
+            ("/system.slice/ssh.service", None),
+            (
+                "/system.slice/docker-0123abcd.scope",
+                Some("/system.slice/docker-0123abcd.scope"),
+            ),
+            ("/docker/0123abcd", Some("/docker/0123abcd")),
+            (
+                "/machine.slice/libpod-99.scope/container",
+                Some("/machine.slice/libpod-99.scope"),
+            ),
+            (
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1a2b.slice/cri-containerd-77.scope",
+                Some("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1a2b.slice"),
+            ),
+            ("/kubepods/besteffort/pod1a2b/77", Some("/kubepods/besteffort/pod1a2b")),
+            ("/lxc.payload.web/init.scope", Some("/lxc.payload.web")),
+        ] {
+            assert_eq!(container_of(path).as_deref(), want, "{path}");
+        }
+    }
 }

@@ -78,6 +78,9 @@ enum Cmd {
         /// Prometheus text exposition format (node_exporter textfile collector)
         #[arg(long)]
         prometheus: bool,
+        /// Write the Prometheus output to PATH atomically (temp file + rename), not stdout
+        #[arg(long, value_name = "PATH", conflicts_with = "json")]
+        textfile: Option<PathBuf>,
         /// Refresh every SECS seconds until interrupted
         #[arg(long, value_name = "SECS")]
         watch: Option<f64>,
@@ -148,29 +151,35 @@ fn real_main() -> Result<i32> {
         Cmd::Status {
             json,
             prometheus,
+            textfile,
             watch,
         } => {
+            if watch.is_some_and(|secs| !secs.is_finite() || secs <= 0.0) {
+                return Err(util::fail(2, "--watch needs a positive number of seconds"));
+            }
+            if let Some(path) = textfile {
+                loop {
+                    ksm::write_textfile(&path, &ksm::render_prometheus(&ksm::status()?))?;
+                    let Some(secs) = watch else { return Ok(0) };
+                    std::thread::sleep(Duration::from_secs_f64(secs));
+                }
+            }
             match watch {
                 None => print_status(json, prometheus)?,
-                Some(secs) => {
-                    if !(secs > 0.0) {
-                        return Err(util::fail(2, "--watch needs a positive number of seconds"));
-                    }
-                    loop {
-                        let s = ksm::status()?;
-                        let text = if json {
-                            serde_json::to_string(&s)? + "\n"
-                        } else if prometheus {
-                            ksm::render_prometheus(&s)
-                        } else {
-                            ksm::render_text(&s)
-                        };
-                        print!("\x1b[H\x1b[2J{text}");
-                        use std::io::Write;
-                        let _ = std::io::stdout().flush();
-                        std::thread::sleep(Duration::from_secs_f64(secs));
-                    }
-                }
+                Some(secs) => loop {
+                    let s = ksm::status()?;
+                    let text = if json {
+                        serde_json::to_string(&s)? + "\n"
+                    } else if prometheus {
+                        ksm::render_prometheus(&s)
+                    } else {
+                        ksm::render_text(&s)
+                    };
+                    print!("\x1b[H\x1b[2J{text}");
+                    use std::io::Write;
+                    let _ = std::io::stdout().flush();
+                    std::thread::sleep(Duration::from_secs_f64(secs));
+                },
             }
             Ok(0)
         }

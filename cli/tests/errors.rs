@@ -342,7 +342,8 @@ fn status_prometheus_is_text_exposition_format() {
         assert!(name_ok(name), "{line}");
     }
     for m in [
-        "ksm_pages_sharing ",
+        "ksm_sharing_pages ",
+        "# TYPE ksm_full_scans_total counter",
         "ksm_saved_bytes ",
         "# TYPE ksm_process_profit_bytes gauge",
     ] {

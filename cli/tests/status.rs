@@ -1,0 +1,424 @@
+//! `ksmauto status` with real processes using KSM: the Prometheus output read
+//! by a real parser (`prometheus-parse`), `--textfile`, and the trust-domain
+//! figures and warning with processes of two users.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The tests start and look at machine-wide state (every KSM process): one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn have_ksm() -> bool {
+    std::path::Path::new("/sys/kernel/mm/ksm/run").exists()
+}
+
+fn ksmauto(args: &[&str]) -> (i32, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_ksmauto"))
+        .args(args)
+        .env_remove("LD_PRELOAD")
+        .env_remove("KSMAUTO_SYSFS_KSM")
+        .output()
+        .expect("run ksmauto");
+    let err = common::text(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    (o.status.code().unwrap_or(-1), common::text(&o.stdout))
+}
+
+/// `dups` (2000 pages, 1500 identical) with the library preloaded in process
+/// mode, as `user` (None: as we are), once it has written its memory.
+struct Dups(Child, String);
+
+impl Dups {
+    fn start(user: Option<&str>) -> Dups {
+        let dups = common::compile_c("cli/tests/c/dups.c", &[]);
+        let run = common::Run::with("process").env("KSMAUTO_STATS", "off");
+        let mut cmd = match user {
+            None => run.command(&dups),
+            Some(u) => {
+                let mut c = run.command("setpriv");
+                let (uid, gid) = ids_of(u);
+                c.args([
+                    format!("--reuid={uid}"),
+                    format!("--regid={gid}"),
+                    "--clear-groups".into(),
+                    "--".into(),
+                ])
+                .arg(&dups);
+                c
+            }
+        };
+        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn dups");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("ready"), "dups as {user:?} said {line:?}");
+        // compile_c names the executable per build; comm is its first 15 bytes.
+        let name = dups.file_name().unwrap().to_string_lossy();
+        Dups(child, name[..name.len().min(15)].to_string())
+    }
+
+    fn comm(&self) -> &str {
+        &self.1
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Dups {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn ids_of(user: &str) -> (u32, u32) {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f[0] == user)
+        .map(|f| (f[2].parse().unwrap(), f[3].parse().unwrap()))
+        .unwrap_or_else(|| panic!("no user {user} in /etc/passwd"))
+}
+
+fn our_cgroup() -> String {
+    std::fs::read_to_string("/proc/self/cgroup")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+        .unwrap()
+}
+
+/// Parses exposition text with `prometheus-parse`, checking that the parser
+/// took every sample line (it skips what it cannot read) and that every
+/// family has HELP and TYPE.
+fn parse(text: &str) -> prometheus_parse::Scrape {
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("exposition text parses");
+    let sample_lines = text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count();
+    assert_eq!(
+        scrape.samples.len(),
+        sample_lines,
+        "every sample parsed:\n{text}"
+    );
+    for s in &scrape.samples {
+        assert!(s.metric.starts_with("ksm_"), "prefix: {}", s.metric);
+        assert!(
+            scrape.docs.contains_key(&s.metric),
+            "no HELP for {}",
+            s.metric
+        );
+        assert!(
+            text.contains(&format!("# TYPE {} ", s.metric)),
+            "no TYPE for {}",
+            s.metric
+        );
+        match s.value {
+            prometheus_parse::Value::Counter(v) => {
+                assert!(s.metric.ends_with("_total"), "counter {}", s.metric);
+                assert!(v >= 0.0);
+            }
+            prometheus_parse::Value::Gauge(_) => {
+                assert!(!s.metric.ends_with("_total"), "gauge {}", s.metric)
+            }
+            ref other => panic!("{} is {other:?}", s.metric),
+        }
+    }
+    scrape
+}
+
+fn value(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    let s = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .unwrap_or_else(|| panic!("no {metric} {labels:?}"));
+    match s.value {
+        prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+        ref other => panic!("{other:?}"),
+    }
+}
+
+fn wait_merged(pid: u32, pages: u64) {
+    let t0 = Instant::now();
+    while common::merged_pages_of(pid) < pages {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "pid {pid} merged only {} pages",
+            common::merged_pages_of(pid)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn prometheus_output_of_a_merging_process_parses_with_conventions() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(_ksm) = common::ksmd() else { return };
+    let dups = Dups::start(None);
+    wait_merged(dups.pid(), 1400);
+    let (code, text) = ksmauto(&["status", "--prometheus"]);
+    assert_eq!(code, 0);
+    let scrape = parse(&text);
+    let pid = dups.pid().to_string();
+    let cgroup = our_cgroup();
+    let me = [
+        ("pid", pid.as_str()),
+        ("comm", dups.comm()),
+        ("cgroup", cgroup.as_str()),
+    ];
+    assert!(
+        value(&scrape, "ksm_process_merging_pages", &me) >= 1400.0,
+        "{text}"
+    );
+    assert!(
+        value(&scrape, "ksm_process_profit_bytes", &me) > 0.0,
+        "{text}"
+    );
+    assert_eq!(value(&scrape, "ksm_process_mergeable", &me), 1.0);
+    // 2000 pages written in one mergeable mapping.
+    let page = value(&scrape, "ksm_page_size_bytes", &[]);
+    assert!(value(&scrape, "ksm_process_mergeable_bytes", &me) >= 2000.0 * page);
+    assert!(value(&scrape, "ksm_user_merged_bytes", &[("user", "root")]) >= 1400.0 * page);
+    assert!(
+        value(
+            &scrape,
+            "ksm_cgroup_mergeable_bytes",
+            &[("cgroup", &cgroup)]
+        ) >= 2000.0 * page
+    );
+    for counter in [
+        "ksm_full_scans_total",
+        "ksm_scanned_pages_total",
+        "ksm_skipped_pages_total",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {counter} counter")),
+            "{counter}:\n{text}"
+        );
+    }
+    assert!(value(&scrape, "ksm_full_scans_total", &[]) >= 1.0);
+    assert!(value(&scrape, "ksm_sharing_pages", &[]) >= 1400.0);
+    // The guard sets sleep_millisecs 10.
+    assert_eq!(value(&scrape, "ksm_sleep_seconds", &[]), 0.01);
+}
+
+#[test]
+fn textfile_is_written_whole_and_renamed_into_place() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !have_ksm() {
+        eprintln!("SKIPPED: no KSM");
+        return;
+    }
+    let dups = Dups::start(None);
+    let dir = std::env::temp_dir().join(format!("ksmauto-textfile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ksm.prom");
+    std::fs::write(&path, "old\n").unwrap();
+    let (code, stdout) = ksmauto(&["status", "--textfile", path.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert_eq!(stdout, "", "the metrics go to the file only");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let scrape = parse(&text);
+    assert!(
+        value(
+            &scrape,
+            "ksm_process_mergeable",
+            &[("pid", &dups.pid().to_string())]
+        ) == 1.0
+    );
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["ksm.prom"], "no temporary file left");
+    let (code, _) = ksmauto(&["status", "--textfile", "/nonexistent-dir/ksm.prom"]);
+    assert_eq!(code, 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn status_json() -> serde_json::Value {
+    let (code, out) = ksmauto(&["status", "--json"]);
+    assert_eq!(code, 0);
+    serde_json::from_str(&out).expect("JSON")
+}
+
+#[test]
+fn two_users_with_mergeable_memory_get_the_trust_domain_warning() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !have_ksm() || unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: needs KSM and root (to start a process as nobody)");
+        return;
+    }
+    let root = Dups::start(None);
+    let nobody = Dups::start(Some("nobody"));
+    let v = status_json();
+    let users = v["trust_domains"]["by_user"].as_array().unwrap();
+    let user = |name: &str| {
+        users
+            .iter()
+            .find(|u| u["name"] == name)
+            .unwrap_or_else(|| panic!("no {name}: {v}"))
+    };
+    let page = v["page_size"].as_u64().unwrap();
+    assert!(user("root")["mergeable_bytes"].as_u64().unwrap() >= 2000 * page);
+    assert_eq!(user("nobody")["uid"], 65534);
+    assert!(user("nobody")["mergeable_bytes"].as_u64().unwrap() >= 2000 * page);
+    let procs = v["processes"].as_array().unwrap();
+    for (pid, name) in [(root.pid(), "root"), (nobody.pid(), "nobody")] {
+        let p = procs
+            .iter()
+            .find(|p| p["pid"] == pid)
+            .unwrap_or_else(|| panic!("no {pid}: {v}"));
+        assert_eq!(p["user"], name);
+    }
+    let warning = v["trust_domains"]["warning"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"));
+    assert!(
+        warning.starts_with("KSM merges across these trust domains: users ")
+            && warning.contains("root (")
+            && warning.contains("nobody ("),
+        "{warning}"
+    );
+    let (code, text) = ksmauto(&["status"]);
+    assert_eq!(code, 0);
+    // Other processes' figures move between two calls: the line's start only.
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("warning: KSM merges across these trust domains: users "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("root (") && line.contains("nobody ("),
+        "{line}"
+    );
+    assert!(text.contains("nobody (65534)"), "{text}");
+    let (_, prom) = ksmauto(&["status", "--prometheus"]);
+    let scrape = parse(&prom);
+    assert_eq!(value(&scrape, "ksm_trust_domains_crossed", &[]), 1.0);
+    assert!(
+        value(
+            &scrape,
+            "ksm_user_mergeable_bytes",
+            &[("user", "nobody"), ("uid", "65534")]
+        ) >= 2000.0 * page as f64
+    );
+}
+
+#[test]
+fn one_user_with_mergeable_memory_gets_no_warning() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !have_ksm() {
+        eprintln!("SKIPPED: no KSM");
+        return;
+    }
+    let _a = Dups::start(None);
+    let _b = Dups::start(None);
+    let v = status_json();
+    // The whole machine is shown: this holds while no other user's process
+    // has mergeable memory.
+    assert!(v["trust_domains"]["warning"].is_null(), "{v}");
+    let users = v["trust_domains"]["by_user"].as_array().unwrap();
+    assert!(users.iter().any(|u| u["name"] == "root"), "{v}");
+    let (_, text) = ksmauto(&["status"]);
+    assert!(!text.contains("trust domains"), "{text}");
+    let (_, prom) = ksmauto(&["status", "--prometheus"]);
+    assert_eq!(value(&parse(&prom), "ksm_trust_domains_crossed", &[]), 0.0);
+}
+
+/// Two cgroup v2 directories named like docker's container scopes, removed
+/// again at the end (the processes in them are gone by then).
+struct Containers(std::path::PathBuf);
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        for n in ["docker-b.scope", "docker-a.scope", ""] {
+            let _ = std::fs::remove_dir(self.0.join("system.slice").join(n));
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Where cgroup2 is mounted and writable, if it is.
+fn cgroup2_root() -> Option<std::path::PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    let dir = mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.get(2) == Some(&"cgroup2")).then(|| std::path::PathBuf::from(f[1]))
+    })?;
+    let base = our_cgroup();
+    Some(dir.join(base.trim_start_matches('/')))
+}
+
+#[test]
+fn two_containers_with_mergeable_memory_get_the_trust_domain_warning() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = cgroup2_root();
+    if !have_ksm() || root.is_none() || unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: needs KSM, cgroup2 and root");
+        return;
+    }
+    let top = root
+        .unwrap()
+        .join(format!("ksmauto-test-{}", std::process::id()));
+    let cgroups = Containers(top.clone());
+    let a = Dups::start(None);
+    let b = Dups::start(None);
+    let mut paths = vec![];
+    for (dups, scope) in [(&a, "docker-a.scope"), (&b, "docker-b.scope")] {
+        let dir = top.join("system.slice").join(scope);
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            eprintln!("SKIPPED: cannot make a cgroup: {e}");
+            return;
+        }
+        std::fs::write(dir.join("cgroup.procs"), dups.pid().to_string()).unwrap();
+        paths.push(format!(
+            "{}/ksmauto-test-{}/system.slice/{scope}",
+            our_cgroup().trim_end_matches('/'),
+            std::process::id()
+        ));
+    }
+    let v = status_json();
+    let by_cgroup = v["trust_domains"]["by_cgroup"].as_array().unwrap();
+    let page = v["page_size"].as_u64().unwrap();
+    for p in &paths {
+        let d = by_cgroup
+            .iter()
+            .find(|d| d["name"] == p.as_str())
+            .unwrap_or_else(|| panic!("no {p}: {v}"));
+        assert!(d["mergeable_bytes"].as_u64().unwrap() >= 2000 * page, "{v}");
+    }
+    let warning = v["trust_domains"]["warning"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"));
+    assert!(warning.contains("containers "), "{warning}");
+    for p in &paths {
+        assert!(warning.contains(p.as_str()), "{warning}");
+    }
+    let (_, prom) = ksmauto(&["status", "--prometheus"]);
+    let scrape = parse(&prom);
+    assert!(
+        value(
+            &scrape,
+            "ksm_cgroup_mergeable_bytes",
+            &[("cgroup", &paths[0])]
+        ) >= 2000.0 * page as f64
+    );
+    assert_eq!(value(&scrape, "ksm_trust_domains_crossed", &[]), 1.0);
+    drop(a);
+    drop(b);
+    drop(cgroups);
+}
