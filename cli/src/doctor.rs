@@ -110,7 +110,12 @@ pub struct Diagnosis {
 }
 
 fn kb(v: &str) -> u64 {
-    v.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap_or(0) * 1024
+    v.trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .unwrap_or(0)
+        * 1024
 }
 
 struct Smaps {
@@ -207,7 +212,8 @@ fn environ(pid: i32) -> Option<Vec<(String, String)>> {
         raw.split(|b| *b == 0)
             .filter_map(|kv| {
                 let kv = String::from_utf8_lossy(kv);
-                kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
             })
             .collect(),
     )
@@ -265,15 +271,27 @@ fn is_static(pid: i32) -> Option<bool> {
     let le = h[5] == 1;
     let u16_at = |b: &[u8], o: usize| {
         let x = [b[o], b[o + 1]];
-        if le { u16::from_le_bytes(x) } else { u16::from_be_bytes(x) }
+        if le {
+            u16::from_le_bytes(x)
+        } else {
+            u16::from_be_bytes(x)
+        }
     };
     let u32_at = |b: &[u8], o: usize| {
         let x = [b[o], b[o + 1], b[o + 2], b[o + 3]];
-        if le { u32::from_le_bytes(x) } else { u32::from_be_bytes(x) }
+        if le {
+            u32::from_le_bytes(x)
+        } else {
+            u32::from_be_bytes(x)
+        }
     };
     let u64_at = |b: &[u8], o: usize| {
         let x: [u8; 8] = b[o..o + 8].try_into().unwrap();
-        if le { u64::from_le_bytes(x) } else { u64::from_be_bytes(x) }
+        if le {
+            u64::from_le_bytes(x)
+        } else {
+            u64::from_be_bytes(x)
+        }
     };
     let phoff = u64_at(&h, 32);
     let phentsize = u16_at(&h, 54) as usize;
@@ -285,7 +303,10 @@ fn is_static(pid: i32) -> Option<bool> {
     f.seek(SeekFrom::Start(phoff)).ok()?;
     f.read_exact(&mut ph).ok()?;
     const PT_INTERP: u32 = 3;
-    Some(!ph.chunks_exact(phentsize).any(|p| u32_at(p, 0) == PT_INTERP))
+    Some(
+        !ph.chunks_exact(phentsize)
+            .any(|p| u32_at(p, 0) == PT_INTERP),
+    )
 }
 
 fn ksmd_info(mergeable_pages: u64) -> Ksmd {
@@ -354,7 +375,9 @@ pub fn diagnose(pid: i32) -> Result<Diagnosis> {
             .and_then(|e| e.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
     };
     let ld_preload = get("LD_PRELOAD");
-    let in_ld_preload = ld_preload.as_deref().is_some_and(|p| p.contains("libksmauto"));
+    let in_ld_preload = ld_preload
+        .as_deref()
+        .is_some_and(|p| p.contains("libksmauto"));
     let static_binary = is_static(pid).unwrap_or(false);
     let secure = at_secure(pid);
     let reasons = secure_reasons(pid);
@@ -364,7 +387,11 @@ pub fn diagnose(pid: i32) -> Result<Diagnosis> {
     } else if static_binary {
         Some("static binary: no dynamic loader (no PT_INTERP), so LD_PRELOAD is never read".into())
     } else if in_ld_preload && (secure == Some(true) || !reasons.is_empty()) {
-        let why = if reasons.is_empty() { "AT_SECURE".to_string() } else { reasons.join(", ") };
+        let why = if reasons.is_empty() {
+            "AT_SECURE".to_string()
+        } else {
+            reasons.join(", ")
+        };
         Some(format!(
             "secure execution ({why}): the loader ignores a preload given by path"
         ))
@@ -441,45 +468,82 @@ pub fn diagnose(pid: i32) -> Result<Diagnosis> {
             (sm.file_data, "file-backed data"),
             (n.special, "device (PFN/IO)"),
         ];
-        v.sort_by(|a, b| b.0.cmp(&a.0));
+        v.sort_by_key(|x| std::cmp::Reverse(x.0));
+        let total: u64 = v.iter().map(|x| x.0).sum();
+        // Only the kinds that matter: at least a tenth of it.
         v.into_iter()
-            .filter(|(b, _)| *b > 0)
+            .filter(|(b, _)| *b > 0 && *b * 10 >= total)
             .map(|(b, name)| format!("{} {name}", human_bytes(b)))
             .collect::<Vec<_>>()
             .join(", ")
     };
     // Memory the kernel could scan if marked: its compatible anonymous memory.
-    let scannable = if mem.mergeable > 0 { mem.mergeable } else { sm.compatible_anon };
+    let scannable = if mem.mergeable > 0 {
+        mem.mergeable
+    } else {
+        sm.compatible_anon
+    };
     // Code (executable file mappings) is in every program: what counts is
     // data the program keeps where the kernel cannot merge it.
     let never_data = mem.never.shared + mem.never.hugetlb + mem.never.special + sm.file_data;
     let nothing_mergeable = never_data >= 1 << 20 && never_data >= 4 * scannable;
     let mut notes = vec![];
+    let slow_scan = || {
+        format!(
+            "ksmd needs {:.0} s for one full scan of {} registered",
+            ksmd.full_scan_seconds.unwrap_or(0.0),
+            human_bytes(ksmd.registered_pages * ps)
+        )
+    };
     let verdict = if ksmd.state == "absent" {
         "not merging: this kernel has no KSM".to_string()
     } else if ksmd.state != "running" {
-        let what = if ksmd.state == "unmerging" { "ksmd is unmerging everything (run=2)" } else { "ksmd is off (run=0)" };
+        let what = if ksmd.state == "unmerging" {
+            "ksmd is unmerging everything (run=2)"
+        } else {
+            "ksmd is off (run=0)"
+        };
         if merged_total > 0 {
-            notes.push(format!("{} merged earlier stays merged until written", human_bytes(merged_total)));
+            notes.push(format!(
+                "{} merged earlier stays merged until written",
+                human_bytes(merged_total)
+            ));
         }
         format!("not merging: {what}")
+    } else if nothing_mergeable {
+        // Before "merging": a few merged pages of libc's data say nothing
+        // about the memory the user is asking about.
+        let merged = if merged_total > 0 {
+            format!(" ({} of it merged)", human_bytes(merged_total))
+        } else {
+            String::new()
+        };
+        format!(
+            "nothing to merge: memory is {}; only {} is private anonymous memory the kernel can merge{merged}",
+            never_kinds(),
+            human_bytes(scannable)
+        )
+    } else if merged_total > 0 && ksmd.too_slow {
+        // A few pages merged say little when most is not scanned yet.
+        format!(
+            "merging: {} saved; {}",
+            human_bytes(merged_total),
+            slow_scan()
+        )
     } else if merged_total > 0 {
         format!("merging: {} saved", human_bytes(merged_total))
-    } else if mem.mergeable == 0 && !loaded && !nothing_mergeable {
-        format!("not merging: the library is not loaded ({})", short_why.unwrap())
-    } else if nothing_mergeable {
-        format!("nothing to merge: memory is {}; only {} is private anonymous memory the kernel can merge", never_kinds(), human_bytes(scannable))
+    } else if mem.mergeable == 0 && !loaded {
+        format!(
+            "not merging: the library is not loaded ({})",
+            short_why.unwrap()
+        )
     } else if mem.mergeable == 0 {
         match ksmauto_mode.as_deref() {
             Some("off") => "not merging: KSMAUTO_MODE=off".to_string(),
             _ => "not merging: no memory is marked mergeable yet".to_string(),
         }
     } else if ksmd.too_slow {
-        format!(
-            "not merging yet: ksmd needs {:.0} s for one full scan of {} registered",
-            ksmd.full_scan_seconds.unwrap_or(0.0),
-            human_bytes(ksmd.registered_pages * ps)
-        )
+        format!("not merging yet: {}", slow_scan())
     } else {
         format!(
             "not merging: {} mergeable, but ksmd found no identical pages in it",
@@ -487,13 +551,21 @@ pub fn diagnose(pid: i32) -> Result<Diagnosis> {
         )
     };
     if !loaded && mem.mergeable > 0 {
-        notes.push("the library is not loaded: the program or a parent marked this memory itself".into());
+        notes.push(
+            "the library is not loaded: the program or a parent marked this memory itself".into(),
+        );
     }
     if mem.thp > 0 {
-        notes.push(format!("{} is in transparent huge pages: ksmd splits a huge page before merging its pages", human_bytes(mem.thp)));
+        notes.push(format!(
+            "{} is in transparent huge pages: ksmd splits a huge page before merging its pages",
+            human_bytes(mem.thp)
+        ));
     }
     if mem.locked > 0 {
-        notes.push(format!("{} is locked (mlock): KSM merges it, the library leaves secrets unmarked", human_bytes(mem.locked)));
+        notes.push(format!(
+            "{} is locked (mlock): KSM merges it, the library leaves secrets unmarked",
+            human_bytes(mem.locked)
+        ));
     }
     Ok(Diagnosis {
         pid,
@@ -528,7 +600,11 @@ pub fn all() -> Vec<Diagnosis> {
             continue;
         }
         let active = ksm_stat(pid).is_some_and(|k| {
-            k.merge_any || k.mergeable || k.merging_pages > 0 || k.rmap_items > 0 || k.zero_pages > 0
+            k.merge_any
+                || k.mergeable
+                || k.merging_pages > 0
+                || k.rmap_items > 0
+                || k.zero_pages > 0
         });
         let has_lib = std::fs::read_to_string(format!("/proc/{pid}/maps"))
             .is_ok_and(|m| m.contains("libksmauto"));
@@ -555,7 +631,11 @@ pub fn render_text(d: &Diagnosis) -> String {
             "; one full scan of {} pages registered ({}) takes {t:.1} s{}",
             k.registered_pages,
             b(k.registered_pages * page_size()),
-            if k.too_slow { " (too slow to see merges soon)" } else { "" }
+            if k.too_slow {
+                " (too slow to see merges soon)"
+            } else {
+                ""
+            }
         ),
         None => String::new(),
     };
