@@ -4,6 +4,7 @@
 //! exits with the command's status (128 + signal if killed).
 
 mod compare;
+mod doctor;
 mod estimate;
 mod ksm;
 mod run;
@@ -114,6 +115,16 @@ enum Cmd {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, num_args = 1..)]
         command: Vec<OsString>,
     },
+    /// Say why a running process does or does not merge, with figures
+    Doctor {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        pid: Option<i32>,
+        /// Every process with the library loaded or KSM activity
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Turn ksmd on or off and set its scan pace (root)
     Ksmd {
         #[arg(long, conflicts_with = "off")]
@@ -221,6 +232,23 @@ fn real_main() -> Result<i32> {
                 println!("{}", serde_json::to_string(&c)?);
             } else {
                 print!("{}", compare::render_text(&c));
+            }
+            Ok(0)
+        }
+        Cmd::Doctor { pid, all, json } => {
+            let found = match pid {
+                Some(pid) => vec![doctor::diagnose(pid)?],
+                None => doctor::all(),
+            };
+            if json && all {
+                println!("{}", serde_json::to_string(&found)?);
+            } else if json {
+                println!("{}", serde_json::to_string(&found[0])?);
+            } else if found.is_empty() {
+                println!("no process has the library loaded or KSM activity");
+            } else {
+                let texts: Vec<String> = found.iter().map(doctor::render_text).collect();
+                print!("{}", texts.join("\n"));
             }
             Ok(0)
         }

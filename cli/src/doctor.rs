@@ -1,0 +1,689 @@
+//! `ksmauto doctor [PID|--all] [--json]`: why a running process does or does
+//! not merge, in plain words and with figures. Read-only: it reads ksmd's
+//! sysfs files and the process's /proc files (maps, smaps, ksm_stat, environ,
+//! auxv, exe) and never writes anything.
+
+use crate::ksm;
+use crate::util::*;
+use anyhow::Result;
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// Above this, one full scan is too slow to call "merging soon".
+const SLOW_SCAN_SECS: f64 = 60.0;
+
+#[derive(Serialize, Debug)]
+pub struct Ksmd {
+    /// `running`, `stopped`, `unmerging`, or `absent` (no KSM in the kernel).
+    pub state: String,
+    pub pages_to_scan: Option<u64>,
+    pub sleep_millisecs: Option<u64>,
+    pub full_scans: Option<u64>,
+    /// Pages ksmd walks in one full scan: `ksm_rmap_items` summed over every
+    /// process (at least this process's mergeable pages).
+    pub registered_pages: u64,
+    /// registered_pages / (pages_to_scan per sleep_millisecs).
+    pub full_scan_seconds: Option<f64>,
+    pub too_slow: bool,
+}
+
+#[derive(Serialize, Debug)]
+pub struct Library {
+    pub loaded: bool,
+    /// The mapped file, when loaded.
+    pub path: Option<String>,
+    /// `LD_PRELOAD` from its environment; `None` when unreadable or unset.
+    pub ld_preload: Option<String>,
+    /// Whether its environment could be read at all.
+    pub environ_readable: bool,
+    pub in_ld_preload: bool,
+    /// AT_SECURE from its auxiliary vector (`None` when unreadable).
+    pub secure_execution: Option<bool>,
+    /// Why the dynamic loader runs it in secure mode: `setuid`, `setgid`, `file capabilities`.
+    pub secure_reasons: Vec<String>,
+    /// No PT_INTERP in the executable: no dynamic loader, so no preload.
+    pub static_binary: bool,
+    /// Why it is not loaded, in plain words (`None` when loaded).
+    pub why_not: Option<String>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct ModeInfo {
+    /// `process` (merge-any), `advise` (VMAs with `mg`), or `none`.
+    pub mode: String,
+    pub merge_any: bool,
+    pub mergeable_vmas: u64,
+    /// KSMAUTO_MODE from its environment, if set and readable.
+    pub ksmauto_mode: Option<String>,
+    pub why: String,
+}
+
+/// Memory of the process by what KSM can do with it (bytes).
+#[derive(Serialize, Debug, Default)]
+pub struct Memory {
+    /// Private anonymous memory (smaps `Anonymous`).
+    pub anonymous: u64,
+    /// The part KSM scans: `Anonymous` of VMAs with `mg`, all compatible anon under merge-any.
+    pub mergeable: u64,
+    /// ksm_merging_pages × page size.
+    pub merged: u64,
+    /// Sum of the smaps `KSM:` lines.
+    pub ksm_smaps: u64,
+    pub zero_pages: u64,
+    pub profit: i64,
+    pub rmap_items: u64,
+    /// Never mergeable by the kernel.
+    pub never: Never,
+    /// Private anonymous memory the library leaves unmarked on purpose (stacks).
+    pub excluded_stack: u64,
+    /// Anonymous memory in transparent huge pages: KSM must split them before it merges.
+    pub thp: u64,
+    /// Locked memory (`Locked:`): KSM merges it, but it is memory the program pinned.
+    pub locked: u64,
+}
+
+#[derive(Serialize, Debug, Default)]
+pub struct Never {
+    /// MAP_SHARED mappings, shmem, SysV shm (resident).
+    pub shared: u64,
+    /// Page cache of private file mappings (resident, not copied-on-write).
+    pub file_backed: u64,
+    pub hugetlb: u64,
+    /// VM_PFNMAP / VM_IO / VM_DONTEXPAND / VM_MIXEDMAP mappings (device memory).
+    pub special: u64,
+    pub total: u64,
+}
+
+#[derive(Serialize, Debug)]
+pub struct Diagnosis {
+    pub pid: i32,
+    pub comm: String,
+    pub exe: Option<String>,
+    /// One line: `merging: …`, `not merging: …`, `nothing to merge: …`.
+    pub verdict: String,
+    pub merging: bool,
+    pub ksmd: Ksmd,
+    pub library: Library,
+    pub mode: ModeInfo,
+    pub memory: Memory,
+    pub notes: Vec<String>,
+}
+
+fn kb(v: &str) -> u64 {
+    v.trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .unwrap_or(0)
+        * 1024
+}
+
+struct Smaps {
+    mem: Memory,
+    mg_vmas: u64,
+    /// Anonymous of compatible private VMAs (what merge-any would cover).
+    compatible_anon: u64,
+    library_path: Option<String>,
+    /// Page cache of non-executable private file mappings (data files, not code).
+    file_data: u64,
+}
+
+fn read_smaps(pid: i32) -> Result<Smaps> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps"))
+        .map_err(|e| proc_err(pid, "smaps", e))?;
+    let mut s = Smaps {
+        mem: Memory::default(),
+        mg_vmas: 0,
+        compatible_anon: 0,
+        library_path: None,
+        file_data: 0,
+    };
+    // One VMA's fields, flushed at its VmFlags line (the last one).
+    let mut path = String::new();
+    let mut executable = false;
+    let (mut rss, mut anon, mut thp, mut hug, mut locked, mut ksm) = (0, 0, 0, 0, 0, 0);
+    for line in text.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        let is_header = first.split_once('-').is_some_and(|(a, b)| {
+            !a.is_empty()
+                && a.bytes().all(|c| c.is_ascii_hexdigit())
+                && b.bytes().all(|c| c.is_ascii_hexdigit())
+        });
+        if is_header {
+            // Header: start-end perms offset dev inode [path]
+            let f: Vec<&str> = line.splitn(6, char::is_whitespace).collect();
+            path = f.get(5).map(|p| p.trim().to_string()).unwrap_or_default();
+            executable = f.get(1).is_some_and(|p| p.contains('x'));
+            (rss, anon, thp, hug, locked, ksm) = (0, 0, 0, 0, 0, 0);
+            if path.contains("libksmauto") && s.library_path.is_none() {
+                s.library_path = Some(path.clone());
+            }
+            continue;
+        }
+        let Some((key, val)) = line.split_once(':') else {
+            continue;
+        };
+        match key {
+            "Rss" => rss = kb(val),
+            "Anonymous" => anon = kb(val),
+            "AnonHugePages" => thp = kb(val),
+            "Shared_Hugetlb" | "Private_Hugetlb" => hug += kb(val),
+            "Locked" => locked = kb(val),
+            "KSM" => ksm = kb(val),
+            "VmFlags" => {
+                let flags: Vec<&str> = val.split_whitespace().collect();
+                let has = |f: &str| flags.contains(&f);
+                let m = &mut s.mem;
+                m.ksm_smaps += ksm;
+                if has("ht") {
+                    m.never.hugetlb += hug;
+                } else if has("sh") || has("ms") {
+                    m.never.shared += rss;
+                } else if has("pf") || has("io") || has("de") || has("mm") {
+                    m.never.special += rss;
+                } else {
+                    m.anonymous += anon;
+                    m.never.file_backed += rss.saturating_sub(anon);
+                    if !executable {
+                        s.file_data += rss.saturating_sub(anon);
+                    }
+                    s.compatible_anon += anon;
+                    m.thp += thp;
+                    m.locked += locked;
+                    if has("mg") {
+                        s.mg_vmas += 1;
+                        m.mergeable += anon;
+                    } else if path == "[stack]" || has("gd") {
+                        m.excluded_stack += anon;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let n = &mut s.mem.never;
+    n.total = n.shared + n.file_backed + n.hugetlb + n.special;
+    Ok(s)
+}
+
+fn environ(pid: i32) -> Option<Vec<(String, String)>> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    Some(
+        raw.split(|b| *b == 0)
+            .filter_map(|kv| {
+                let kv = String::from_utf8_lossy(kv);
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect(),
+    )
+}
+
+/// AT_SECURE (23) from /proc/PID/auxv.
+fn at_secure(pid: i32) -> Option<bool> {
+    let raw = std::fs::read(format!("/proc/{pid}/auxv")).ok()?;
+    let w = std::mem::size_of::<usize>();
+    for pair in raw.chunks_exact(2 * w) {
+        let key = usize::from_ne_bytes(pair[..w].try_into().ok()?);
+        let val = usize::from_ne_bytes(pair[w..].try_into().ok()?);
+        if key == 23 {
+            return Some(val != 0);
+        }
+        if key == 0 {
+            break;
+        }
+    }
+    None
+}
+
+/// Why an executable runs in secure mode: set-id bits and file capabilities.
+fn secure_reasons(pid: i32) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let exe = format!("/proc/{pid}/exe");
+    let mut out = vec![];
+    if let Ok(m) = std::fs::metadata(&exe) {
+        if m.mode() & libc::S_ISUID != 0 {
+            out.push("setuid".to_string());
+        }
+        if m.mode() & libc::S_ISGID != 0 && m.mode() & libc::S_IXGRP != 0 {
+            out.push("setgid".to_string());
+        }
+    }
+    let c_exe = std::ffi::CString::new(exe).unwrap();
+    let name = c"security.capability";
+    let n = unsafe { libc::getxattr(c_exe.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
+    if n > 0 {
+        out.push("file capabilities".to_string());
+    }
+    out
+}
+
+/// True when the ELF executable has no PT_INTERP: no dynamic loader runs, so
+/// LD_PRELOAD means nothing to it. `None` when it cannot be read or is no ELF.
+fn is_static(pid: i32) -> Option<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(format!("/proc/{pid}/exe")).ok()?;
+    let mut h = [0u8; 64];
+    f.read_exact(&mut h).ok()?;
+    if &h[..4] != b"\x7fELF" || h[4] != 2 {
+        return None; // only 64-bit ELF is read
+    }
+    let le = h[5] == 1;
+    let u16_at = |b: &[u8], o: usize| {
+        let x = [b[o], b[o + 1]];
+        if le {
+            u16::from_le_bytes(x)
+        } else {
+            u16::from_be_bytes(x)
+        }
+    };
+    let u32_at = |b: &[u8], o: usize| {
+        let x = [b[o], b[o + 1], b[o + 2], b[o + 3]];
+        if le {
+            u32::from_le_bytes(x)
+        } else {
+            u32::from_be_bytes(x)
+        }
+    };
+    let u64_at = |b: &[u8], o: usize| {
+        let x: [u8; 8] = b[o..o + 8].try_into().unwrap();
+        if le {
+            u64::from_le_bytes(x)
+        } else {
+            u64::from_be_bytes(x)
+        }
+    };
+    let phoff = u64_at(&h, 32);
+    let phentsize = u16_at(&h, 54) as usize;
+    let phnum = u16_at(&h, 56) as usize;
+    if phentsize < 4 || phnum == 0 || phnum > 4096 {
+        return None;
+    }
+    let mut ph = vec![0u8; phentsize * phnum];
+    f.seek(SeekFrom::Start(phoff)).ok()?;
+    f.read_exact(&mut ph).ok()?;
+    const PT_INTERP: u32 = 3;
+    Some(
+        !ph.chunks_exact(phentsize)
+            .any(|p| u32_at(p, 0) == PT_INTERP),
+    )
+}
+
+fn ksmd_info(mergeable_pages: u64) -> Ksmd {
+    let state = match ksm::read("run").as_deref() {
+        None => "absent",
+        Some("1") => "running",
+        Some("2") => "unmerging",
+        Some(_) => "stopped",
+    }
+    .to_string();
+    let pages_to_scan = ksm::read_u64("pages_to_scan");
+    let sleep_millisecs = ksm::read_u64("sleep_millisecs");
+    let mut registered: u64 = 0;
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
+                if let Some(k) = ksm_stat(pid) {
+                    registered += k.rmap_items;
+                }
+            }
+        }
+    }
+    let registered = registered.max(mergeable_pages);
+    let full_scan_seconds = match (pages_to_scan, sleep_millisecs) {
+        (Some(p), Some(ms)) if p > 0 => {
+            // At least one batch; a batch takes at least the sleep.
+            let batches = (registered as f64 / p as f64).ceil().max(1.0);
+            Some(batches * ms as f64 / 1000.0)
+        }
+        _ => None,
+    };
+    Ksmd {
+        too_slow: full_scan_seconds.is_some_and(|s| s > SLOW_SCAN_SECS),
+        state,
+        pages_to_scan,
+        sleep_millisecs,
+        full_scans: ksm::read_u64("full_scans"),
+        registered_pages: registered,
+        full_scan_seconds,
+    }
+}
+
+pub fn diagnose(pid: i32) -> Result<Diagnosis> {
+    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(fail(EXIT_NO_PID, format!("no such process: {pid}")));
+    }
+    let ps = page_size();
+    let sm = read_smaps(pid)?;
+    let k = ksm_stat(pid).unwrap_or_default();
+    let mut mem = sm.mem;
+    if k.merge_any && sm.mg_vmas == 0 {
+        // Kernels that do not show merge-any VMAs as `mg`.
+        mem.mergeable = sm.compatible_anon;
+    }
+    mem.merged = k.merging_pages * ps;
+    mem.zero_pages = k.zero_pages * ps;
+    mem.profit = k.profit;
+    mem.rmap_items = k.rmap_items;
+
+    let ksmd = ksmd_info(mem.mergeable / ps);
+
+    // The library.
+    let env = environ(pid);
+    let get = |name: &str| {
+        env.as_ref()
+            .and_then(|e| e.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    };
+    let ld_preload = get("LD_PRELOAD");
+    let in_ld_preload = ld_preload
+        .as_deref()
+        .is_some_and(|p| p.contains("libksmauto"));
+    let static_binary = is_static(pid).unwrap_or(false);
+    let secure = at_secure(pid);
+    let reasons = secure_reasons(pid);
+    let loaded = sm.library_path.is_some();
+    let why_not = if loaded {
+        None
+    } else if static_binary {
+        Some("static binary: no dynamic loader (no PT_INTERP), so LD_PRELOAD is never read".into())
+    } else if in_ld_preload && (secure == Some(true) || !reasons.is_empty()) {
+        let why = if reasons.is_empty() {
+            "AT_SECURE".to_string()
+        } else {
+            reasons.join(", ")
+        };
+        Some(format!(
+            "secure execution ({why}): the loader ignores a preload given by path"
+        ))
+    } else if env.is_none() {
+        Some("its environment cannot be read; the library is not in its memory map".into())
+    } else if !in_ld_preload {
+        Some("not in its LD_PRELOAD".into())
+    } else {
+        Some("in its LD_PRELOAD but not mapped (the loader refused it, or it was removed)".into())
+    };
+    let short_why = if loaded {
+        None
+    } else if static_binary {
+        Some("static binary")
+    } else if why_not.as_deref().is_some_and(|w| w.starts_with("secure")) {
+        Some("secure execution")
+    } else if !in_ld_preload {
+        Some("not in LD_PRELOAD")
+    } else {
+        Some("refused by the loader")
+    };
+    let library = Library {
+        loaded,
+        path: sm.library_path.clone(),
+        environ_readable: env.is_some(),
+        ld_preload: ld_preload.clone(),
+        in_ld_preload,
+        secure_execution: secure,
+        secure_reasons: reasons,
+        static_binary,
+        why_not,
+    };
+
+    // The mode.
+    let ksmauto_mode = get("KSMAUTO_MODE");
+    let mode_name = if k.merge_any {
+        "process"
+    } else if sm.mg_vmas > 0 {
+        "advise"
+    } else {
+        "none"
+    };
+    let env_part = match (&ksmauto_mode, env.is_some(), loaded) {
+        (Some(m), _, _) => format!("KSMAUTO_MODE={m} in its environment"),
+        (None, true, true) => "KSMAUTO_MODE not set: the library's default, auto (process where the kernel accepts the prctl, else advise)".into(),
+        (None, true, false) => "the library is not loaded".into(),
+        (None, false, _) => "its environment is unreadable".into(),
+    };
+    let why = match mode_name {
+        "process" => format!(
+            "merge-any (ksm_merge_any: yes, prctl PR_SET_MEMORY_MERGE): every compatible anonymous VMA is scanned; {env_part}"
+        ),
+        "advise" => format!(
+            "{} VMAs marked with madvise(MADV_MERGEABLE) (`mg` in smaps); {env_part}",
+            sm.mg_vmas
+        ),
+        _ => format!("nothing is marked mergeable; {env_part}"),
+    };
+    let mode = ModeInfo {
+        mode: mode_name.into(),
+        merge_any: k.merge_any,
+        mergeable_vmas: sm.mg_vmas,
+        ksmauto_mode: ksmauto_mode.clone(),
+        why,
+    };
+
+    // The verdict, most decisive reason first.
+    let merged_total = mem.merged + mem.zero_pages;
+    let never_kinds = || {
+        let n = &mem.never;
+        let mut v: Vec<(u64, &str)> = vec![
+            (n.shared, "shared"),
+            (n.hugetlb, "hugetlb"),
+            (sm.file_data, "file-backed data"),
+            (n.special, "device (PFN/IO)"),
+        ];
+        v.sort_by_key(|x| std::cmp::Reverse(x.0));
+        let total: u64 = v.iter().map(|x| x.0).sum();
+        // Only the kinds that matter: at least a tenth of it.
+        v.into_iter()
+            .filter(|(b, _)| *b > 0 && *b * 10 >= total)
+            .map(|(b, name)| format!("{} {name}", human_bytes(b)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    // Memory the kernel could scan if marked: its compatible anonymous memory.
+    let scannable = if mem.mergeable > 0 {
+        mem.mergeable
+    } else {
+        sm.compatible_anon
+    };
+    // Code (executable file mappings) is in every program: what counts is
+    // data the program keeps where the kernel cannot merge it.
+    let never_data = mem.never.shared + mem.never.hugetlb + mem.never.special + sm.file_data;
+    let nothing_mergeable = never_data >= 1 << 20 && never_data >= 4 * scannable;
+    let mut notes = vec![];
+    let slow_scan = || {
+        format!(
+            "ksmd needs {:.0} s for one full scan of {} registered",
+            ksmd.full_scan_seconds.unwrap_or(0.0),
+            human_bytes(ksmd.registered_pages * ps)
+        )
+    };
+    let verdict = if ksmd.state == "absent" {
+        "not merging: this kernel has no KSM".to_string()
+    } else if ksmd.state != "running" {
+        let what = if ksmd.state == "unmerging" {
+            "ksmd is unmerging everything (run=2)"
+        } else {
+            "ksmd is off (run=0)"
+        };
+        if merged_total > 0 {
+            notes.push(format!(
+                "{} merged earlier stays merged until written",
+                human_bytes(merged_total)
+            ));
+        }
+        format!("not merging: {what}")
+    } else if nothing_mergeable {
+        // Before "merging": a few merged pages of libc's data say nothing
+        // about the memory the user is asking about.
+        let merged = if merged_total > 0 {
+            format!(" ({} of it merged)", human_bytes(merged_total))
+        } else {
+            String::new()
+        };
+        format!(
+            "nothing to merge: memory is {}; only {} is private anonymous memory the kernel can merge{merged}",
+            never_kinds(),
+            human_bytes(scannable)
+        )
+    } else if merged_total > 0 && ksmd.too_slow {
+        // A few pages merged say little when most is not scanned yet.
+        format!(
+            "merging: {} saved; {}",
+            human_bytes(merged_total),
+            slow_scan()
+        )
+    } else if merged_total > 0 {
+        format!("merging: {} saved", human_bytes(merged_total))
+    } else if mem.mergeable == 0 && !loaded {
+        format!(
+            "not merging: the library is not loaded ({})",
+            short_why.unwrap()
+        )
+    } else if mem.mergeable == 0 {
+        match ksmauto_mode.as_deref() {
+            Some("off") => "not merging: KSMAUTO_MODE=off".to_string(),
+            _ => "not merging: no memory is marked mergeable yet".to_string(),
+        }
+    } else if ksmd.too_slow {
+        format!("not merging yet: {}", slow_scan())
+    } else {
+        format!(
+            "not merging: {} mergeable, but ksmd found no identical pages in it",
+            human_bytes(mem.mergeable)
+        )
+    };
+    if !loaded && mem.mergeable > 0 {
+        notes.push(
+            "the library is not loaded: the program or a parent marked this memory itself".into(),
+        );
+    }
+    if mem.thp > 0 {
+        notes.push(format!(
+            "{} is in transparent huge pages: ksmd splits a huge page before merging its pages",
+            human_bytes(mem.thp)
+        ));
+    }
+    if mem.locked > 0 {
+        notes.push(format!(
+            "{} is locked (mlock): KSM merges it, the library leaves secrets unmarked",
+            human_bytes(mem.locked)
+        ));
+    }
+    Ok(Diagnosis {
+        pid,
+        comm: comm(pid),
+        exe: std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned()),
+        merging: verdict.starts_with("merging"),
+        verdict,
+        ksmd,
+        library,
+        mode,
+        memory: mem,
+        notes,
+    })
+}
+
+/// Every process with the library mapped or KSM activity.
+pub fn all() -> Vec<Diagnosis> {
+    let mut out = vec![];
+    let me = std::process::id() as i32;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    let mut pids: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .collect();
+    pids.sort();
+    for pid in pids {
+        if pid == me {
+            continue;
+        }
+        let active = ksm_stat(pid).is_some_and(|k| {
+            k.merge_any
+                || k.mergeable
+                || k.merging_pages > 0
+                || k.rmap_items > 0
+                || k.zero_pages > 0
+        });
+        let has_lib = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+            .is_ok_and(|m| m.contains("libksmauto"));
+        if active || has_lib {
+            if let Ok(d) = diagnose(pid) {
+                out.push(d);
+            }
+        }
+    }
+    out
+}
+
+pub fn render_text(d: &Diagnosis) -> String {
+    let mut s = String::new();
+    let b = human_bytes;
+    let _ = writeln!(s, "pid {} ({}): {}", d.pid, d.comm, d.verdict);
+    let k = &d.ksmd;
+    let pace = match (k.pages_to_scan, k.sleep_millisecs) {
+        (Some(p), Some(ms)) => format!("{p} pages every {ms} ms"),
+        _ => "pace unknown".into(),
+    };
+    let scan = match k.full_scan_seconds {
+        Some(t) => format!(
+            "; one full scan of {} pages registered ({}) takes {t:.1} s{}",
+            k.registered_pages,
+            b(k.registered_pages * page_size()),
+            if k.too_slow {
+                " (too slow to see merges soon)"
+            } else {
+                ""
+            }
+        ),
+        None => String::new(),
+    };
+    let _ = writeln!(s, "  ksmd:    {}, {pace}{scan}", k.state);
+    let l = &d.library;
+    match (&l.path, &l.why_not) {
+        (Some(p), _) => {
+            let _ = writeln!(s, "  library: loaded ({p})");
+        }
+        (None, Some(w)) => {
+            let _ = writeln!(s, "  library: not loaded: {w}");
+        }
+        _ => {}
+    }
+    if let Some(p) = &l.ld_preload {
+        let _ = writeln!(s, "           LD_PRELOAD={p}");
+    }
+    let _ = writeln!(s, "  mode:    {}: {}", d.mode.mode, d.mode.why);
+    let m = &d.memory;
+    let _ = writeln!(
+        s,
+        "  memory:  {} private anonymous, {} of it mergeable; {} merged (smaps KSM: {}), {} zero pages, profit {}",
+        b(m.anonymous),
+        b(m.mergeable),
+        b(m.merged),
+        b(m.ksm_smaps),
+        b(m.zero_pages),
+        human_bytes_i(m.profit)
+    );
+    let n = &m.never;
+    let _ = writeln!(
+        s,
+        "  never mergeable: {} — shared {}, file-backed {}, hugetlb {}, device {}",
+        b(n.total),
+        b(n.shared),
+        b(n.file_backed),
+        b(n.hugetlb),
+        b(n.special)
+    );
+    let _ = writeln!(
+        s,
+        "  stack, not marked mergeable (the library excludes stacks): {}; THP {}, locked {}",
+        b(m.excluded_stack),
+        b(m.thp),
+        b(m.locked)
+    );
+    for note in &d.notes {
+        let _ = writeln!(s, "  note:    {note}");
+    }
+    s
+}
