@@ -4,10 +4,10 @@
 use crate::util::*;
 use anyhow::Result;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
@@ -168,6 +168,9 @@ pub struct StatLine {
     pub state: char,
     /// Clock ticks after boot; with the pid it names one process (pids are reused).
     pub start_time: u64,
+    /// Where its program's code, stack and arguments start: new with every
+    /// exec (address randomization, a new stack), even of the same program.
+    pub image: (u64, u64, u64),
 }
 
 pub fn stat_line(pid: i32) -> Option<StatLine> {
@@ -182,6 +185,11 @@ pub fn stat_line(pid: i32) -> Option<StatLine> {
         ppid: f.get(1)?.parse().ok()?,
         state: f.first()?.chars().next()?,
         start_time: f.get(19)?.parse().ok()?,
+        image: (
+            f.get(23).and_then(|v| v.parse().ok()).unwrap_or(0),
+            f.get(25).and_then(|v| v.parse().ok()).unwrap_or(0),
+            f.get(45).and_then(|v| v.parse().ok()).unwrap_or(0),
+        ),
     })
 }
 
@@ -285,6 +293,8 @@ pub struct ProcReport {
     #[serde(skip)]
     start_time: u64,
     #[serde(skip)]
+    image: (u64, u64, u64),
+    #[serde(skip)]
     library: bool,
     #[serde(skip)]
     stat: KsmStat,
@@ -350,10 +360,29 @@ impl TreeWatch {
                     if let Some(&old) = self.live.get(&l.pid) {
                         self.gone(old);
                     }
+                    // A forked child has its parent's very addresses; seen
+                    // first with others, it has exec'd since the fork.
+                    let parent_image = self
+                        .live
+                        .get(&l.ppid)
+                        .map(|&i| self.procs[i].image)
+                        .filter(|&im| l.ppid != self.me && im != (0, 0, 0));
+                    let exec_before_first_look =
+                        parent_image.is_some_and(|im| l.image != (0, 0, 0) && im != l.image);
                     self.procs.push(ProcReport {
                         pid: l.pid as i64,
                         ppid: l.ppid as i64,
                         start_time: l.start_time,
+                        image: if exec_before_first_look {
+                            (0, 0, 0)
+                        } else {
+                            l.image
+                        },
+                        exe: if exec_before_first_look {
+                            "(exec'd before the first look)".into()
+                        } else {
+                            String::new()
+                        },
                         mode: "?".into(),
                         figures_from: "sample".into(),
                         end: "running".into(),
@@ -370,14 +399,17 @@ impl TreeWatch {
             let pid = l.pid;
             let p = &mut self.procs[idx];
             if let Some(exe) = exe_of(pid) {
-                if exe != p.exe {
+                if exe != p.exe || l.image != p.image {
                     // The command itself, seen before its exec, runs our own
                     // binary: that is no exec of the user's.
                     let before_exec = p.exe.is_empty() || Some(&p.exe) == self.own_exe.as_ref();
+                    // (`image` stays zero for one exec'd before the first look,
+                    // which counts as an exec.)
                     if !before_exec {
                         p.execs.push(exe.clone());
                     }
                     p.exe = exe;
+                    p.image = l.image;
                     p.library = maps_library(pid);
                 }
             }
@@ -565,7 +597,9 @@ pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString])
     let mut w = TreeWatch {
         me: std::process::id() as i32,
         child: child_pid,
-        own_exe: std::env::current_exe().ok().map(|p| p.display().to_string()),
+        own_exe: std::env::current_exe()
+            .ok()
+            .map(|p| p.display().to_string()),
         procs: vec![],
         live: HashMap::new(),
         rounds: 0,
