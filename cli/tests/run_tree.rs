@@ -209,3 +209,78 @@ fn run_counts_every_worker_of_a_pool_however_it_ends() {
         "total {total} = workers {theirs} + parent and env: {v}"
     );
 }
+
+/// A copy whose worker leaves its process group: `compare` samples it
+/// (it follows parent links) and stops it at the end.
+const SETSID_WORKER: &str = r#"
+import mmap, os, signal, sys
+pid = os.fork()
+if pid == 0:
+    os.setsid()
+    buf = mmap.mmap(-1, 8 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    for i in range(2048):
+        buf[i * 4096:(i + 1) * 4096] = (i + 1).to_bytes(4, "little") * 1024
+    with open(sys.argv[1], "a") as f:
+        f.write("%d\n" % os.getpid())
+    while True:
+        signal.pause()
+while True:
+    signal.pause()
+"#;
+
+#[test]
+fn compare_counts_a_worker_that_calls_setsid_and_stops_it() {
+    let Some(_ksm) = common::ksmd() else { return };
+    let dir = std::env::temp_dir().join(format!("ksmauto-cmp-setsid-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("w.py");
+    let pids = dir.join("pids");
+    std::fs::write(&script, SETSID_WORKER).unwrap();
+    let lib = common::lib().to_str().unwrap();
+    let o = common::run_with_timeout(
+        {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_ksmauto"));
+            c.args([
+                "compare",
+                "--workers",
+                "1",
+                "--mode",
+                "process",
+                "--settle-timeout",
+                "30",
+            ])
+            .args(["--lib", lib, "--json", "--", "python3"])
+            .arg(&script)
+            .arg(&pids)
+            .env_remove("LD_PRELOAD")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+            c
+        },
+        Duration::from_secs(240),
+    );
+    let stdout = common::text(&o.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|_| panic!("no JSON: {stdout}{}", common::text(&o.stderr)));
+    let workers: Vec<i32> = std::fs::read_to_string(&pids)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(workers.len(), 2, "one setsid worker per phase");
+    for phase in ["without", "with"] {
+        assert_eq!(v[phase]["last"]["processes"], 2, "{phase}: {v}");
+        assert!(
+            v[phase]["last"]["rss_bytes"].as_u64().unwrap() > 8 << 20,
+            "{phase}: {v}"
+        );
+    }
+    for pid in workers {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(
+            state.is_empty(),
+            "setsid worker {pid} left running: {state}"
+        );
+    }
+}
