@@ -306,6 +306,9 @@ impl ProcReport {
             "exited" => format!("exited with status {}", self.exit_status.unwrap_or(0)),
             "killed" => format!("killed by signal {}", self.signal.unwrap_or(0)),
             "running" => "still running at the end".into(),
+            _ if self.samples == 0 && !self.report.is_null() => {
+                "exited before the first look (known by its exit report)".into()
+            }
             _ => "ended (not our child)".into(),
         };
         let mut words = String::new();
