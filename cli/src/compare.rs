@@ -46,8 +46,28 @@ pub struct Comparison {
     pub estimate: Option<estimate::Estimate>,
 }
 
-fn sample(pgids: &[i32], t0: Instant) -> (Sample, Vec<i32>) {
-    let pids = pids_in_groups(pgids);
+/// The live processes below us: the copies and everything they started,
+/// found by parent links (a worker that calls `setsid` leaves the process
+/// group, not the tree; one whose parent ended re-parents to us, the
+/// subreaper). Orphans that ended are reaped here.
+fn tree(children: &[i32]) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let mut live = vec![];
+    for l in run::descendants_of(&[me]) {
+        if l.state == 'Z' || l.state == 'X' {
+            if l.ppid == me && !children.contains(&l.pid) {
+                let mut st = 0;
+                unsafe { libc::waitpid(l.pid, &mut st, libc::WNOHANG) };
+            }
+            continue;
+        }
+        live.push(l.pid);
+    }
+    live
+}
+
+fn sample(children: &[i32], t0: Instant) -> (Sample, Vec<i32>) {
+    let pids = tree(children);
     let mut s = Sample {
         t: t0.elapsed().as_secs_f64(),
         full_scans: ksm::read_u64("full_scans").unwrap_or(0),
@@ -69,23 +89,33 @@ fn sample(pgids: &[i32], t0: Instant) -> (Sample, Vec<i32>) {
 }
 
 fn stop(children: &mut [Child]) {
-    for c in children.iter() {
-        unsafe { libc::kill(-(c.id() as i32), libc::SIGTERM) };
-    }
+    let ids: Vec<i32> = children.iter().map(|c| c.id() as i32).collect();
+    let signal_all = |sig| {
+        for &id in &ids {
+            unsafe { libc::kill(-id, sig) };
+        }
+        // Those that left the process group (setsid) are still in the tree.
+        for pid in tree(&ids) {
+            unsafe { libc::kill(pid, sig) };
+        }
+    };
+    signal_all(libc::SIGTERM);
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(3) {
         if children
             .iter_mut()
             .all(|c| matches!(c.try_wait(), Ok(Some(_))))
+            && tree(&ids).is_empty()
         {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    signal_all(libc::SIGKILL);
     for c in children.iter_mut() {
-        unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
         let _ = c.wait();
     }
+    tree(&ids);
 }
 
 struct Settings<'a> {
@@ -129,7 +159,7 @@ fn phase(
             }
         }
     }
-    let pgids: Vec<i32> = children.iter().map(|c| c.id() as i32).collect();
+    let ids: Vec<i32> = children.iter().map(|c| c.id() as i32).collect();
     let ksmd_on = ksm::read_u64("run") == Some(1);
     let t0 = Instant::now();
     let mut samples: Vec<Sample> = vec![];
@@ -137,7 +167,7 @@ fn phase(
     let ended;
     loop {
         std::thread::sleep(Duration::from_millis(500));
-        let (smp, pids) = sample(&pgids, t0);
+        let (smp, pids) = sample(&ids, t0);
         if smp.processes == 0 {
             ended = "exited";
             break;
@@ -196,6 +226,8 @@ pub fn compare(
 ) -> Result<Comparison> {
     ksm::require_ksm()?;
     let lib = run::find_lib(lib)?;
+    // Orphans of the copies re-parent to us and stay in the tree we sample.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     if ksm::read_u64("run") != Some(1) && !json {
         eprintln!(
             "ksmauto: warning: ksmd is not running: nothing will merge (`ksmauto ksmd --on`)"

@@ -2,13 +2,14 @@
 //! process of its tree (each writes its own JSON report into a temp dir).
 
 use crate::util::*;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::ffi::OsString;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::time::Duration;
 
 pub const LIB_NAME: &str = "libksmauto.so";
 
@@ -79,6 +80,9 @@ pub fn preload_value(lib: &Path) -> OsString {
 }
 
 static CHILD: AtomicI32 = AtomicI32::new(0);
+/// Set by a signal that arrives once the command itself has ended: stop
+/// waiting for the rest of its tree.
+static STOP_WAITING: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
     // A terminal's Ctrl-C already reaches the child (same process group);
@@ -88,10 +92,14 @@ extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
     if pid > 0 && code <= 0 {
         unsafe { libc::kill(pid, sig) };
     }
+    if pid <= 0 {
+        STOP_WAITING.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Forwards SIGINT/SIGTERM/SIGHUP to `pid` (and otherwise ignores them, so
-/// we live to collect the reports).
+/// we live to collect the reports). Once the command has ended, such a
+/// signal ends the wait for the rest of its tree instead.
 pub fn forward_signals_to(pid: i32) {
     CHILD.store(pid, Ordering::Relaxed);
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
@@ -103,11 +111,6 @@ pub fn forward_signals_to(pid: i32) {
             libc::sigaction(sig, &sa, std::ptr::null_mut());
         }
     }
-}
-
-/// Exit code of a finished child: its status, or 128 + signal.
-pub fn exit_code_of(st: std::process::ExitStatus) -> i32 {
-    st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
 }
 
 pub fn spawn_error(cmd: &OsString, e: std::io::Error) -> anyhow::Error {
@@ -157,16 +160,349 @@ impl Drop for TempDir {
     }
 }
 
-#[derive(Serialize, Debug, Clone)]
+/// One line of `/proc/PID/stat`, the fields the tree walk needs.
+#[derive(Clone, Debug)]
+pub struct StatLine {
+    pub pid: i32,
+    pub ppid: i32,
+    pub state: char,
+    /// Clock ticks after boot; with the pid it names one process (pids are reused).
+    pub start_time: u64,
+    /// Where its program's code, stack and arguments start: new with every
+    /// exec (address randomization, a new stack), even of the same program.
+    pub image: (u64, u64, u64),
+}
+
+pub fn stat_line(pid: i32) -> Option<StatLine> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the last ')' (comm may hold anything): state ppid pgrp
+    // session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+    // cutime cstime priority nice threads itrealvalue starttime ...
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(StatLine {
+        pid,
+        ppid: f.get(1)?.parse().ok()?,
+        state: f.first()?.chars().next()?,
+        start_time: f.get(19)?.parse().ok()?,
+        image: (
+            f.get(23).and_then(|v| v.parse().ok()).unwrap_or(0),
+            f.get(25).and_then(|v| v.parse().ok()).unwrap_or(0),
+            f.get(45).and_then(|v| v.parse().ok()).unwrap_or(0),
+        ),
+    })
+}
+
+/// Every process below `roots` (not the roots themselves), found by
+/// following parent links in `/proc/*/stat` — never by process group or
+/// session, so a worker that calls `setsid` is still found. Zombies
+/// included (their state says so).
+pub fn descendants_of(roots: &[i32]) -> Vec<StatLine> {
+    let mut all: Vec<StatLine> = vec![];
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
+                if let Some(l) = stat_line(pid) {
+                    all.push(l);
+                }
+            }
+        }
+    }
+    let mut children: HashMap<i32, Vec<usize>> = HashMap::new();
+    for (i, l) in all.iter().enumerate() {
+        children.entry(l.ppid).or_default().push(i);
+    }
+    let mut out = vec![];
+    let mut todo: Vec<i32> = roots.to_vec();
+    let mut seen: std::collections::HashSet<i32> = roots.iter().copied().collect();
+    while let Some(p) = todo.pop() {
+        for &i in children.get(&p).map(|v| v.as_slice()).unwrap_or(&[]) {
+            if seen.insert(all[i].pid) {
+                todo.push(all[i].pid);
+                out.push(all[i].clone());
+            }
+        }
+    }
+    out.sort_by_key(|l| l.pid);
+    out
+}
+
+/// `/proc/PID/ksm_stat` of a process that still has its memory: a process
+/// past `exit_mm` (exiting, zombie) shows an empty file, which must not
+/// overwrite its last figures with zeros.
+fn live_ksm_stat(pid: i32) -> Option<KsmStat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/ksm_stat")).ok()?;
+    if !text.contains("ksm_rmap_items") {
+        return None;
+    }
+    ksm_stat(pid)
+}
+
+fn exe_of(pid: i32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|p| p.display().to_string())
+}
+
+fn maps_library(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map(|m| m.contains(LIB_NAME))
+        .unwrap_or(false)
+}
+
+/// What `run` knows of one process of the tree: its last figures while it
+/// had memory, what it exec'd into, and how it ended.
+#[derive(Serialize, Debug, Clone, Default)]
 pub struct ProcReport {
     pub pid: i64,
+    /// Parent when first seen.
+    pub ppid: i64,
+    pub comm: String,
+    pub exe: String,
+    /// Programs it exec'd into while sampled, in order.
+    pub execs: Vec<String>,
+    /// `library` (libksmauto mapped), `merge-any` (PR_SET_MEMORY_MERGE
+    /// without the library, e.g. inherited over exec), `madvise` (mergeable
+    /// areas without the library), `none`.
+    pub covered: String,
+    /// The library's mode, from its exit report (`?` without one).
     pub mode: String,
     pub advised_bytes: u64,
     pub merging_pages: u64,
     pub zero_pages: u64,
+    pub merged_pages: u64,
     pub profit: i64,
-    /// The library's own JSON report, unchanged.
+    pub rss_bytes: u64,
+    pub pss_bytes: u64,
+    /// Samples that read its figures.
+    pub samples: u64,
+    /// `sample` (the last one taken while it ran) or `report` (the
+    /// library's exit report, read at its exit, later than any sample).
+    pub figures_from: String,
+    /// `exited`, `killed`, `gone` (ended, not our child: its parent reaped
+    /// it) or `running` (still running when `run` stopped waiting).
+    pub end: String,
+    pub exit_status: Option<i32>,
+    pub signal: Option<i32>,
+    /// Reaped by `run` as child subreaper (its parent had ended before it).
+    pub reaped_as_subreaper: bool,
+    /// How it ended, in words.
+    pub ended: String,
+    /// The library's own JSON report, unchanged (null without one).
     pub report: serde_json::Value,
+    #[serde(skip)]
+    start_time: u64,
+    #[serde(skip)]
+    image: (u64, u64, u64),
+    #[serde(skip)]
+    library: bool,
+    #[serde(skip)]
+    stat: KsmStat,
+}
+
+impl ProcReport {
+    fn describe_end(&mut self) {
+        let how = match self.end.as_str() {
+            "exited" => format!("exited with status {}", self.exit_status.unwrap_or(0)),
+            "killed" => format!("killed by signal {}", self.signal.unwrap_or(0)),
+            "running" => "still running at the end".into(),
+            _ if self.samples == 0 && !self.report.is_null() => {
+                "exited before the first look (known by its exit report)".into()
+            }
+            _ => "ended (not our child)".into(),
+        };
+        let mut words = String::new();
+        if let Some(last) = self.execs.last() {
+            words.push_str(&format!("exec'd into {last}, then "));
+        }
+        words.push_str(&how);
+        if self.reaped_as_subreaper {
+            words.push_str(", reaped by us as subreaper");
+        }
+        self.ended = words;
+        self.merged_pages = self.merging_pages + self.zero_pages;
+        self.covered = if self.library {
+            "library"
+        } else if self.stat.merge_any {
+            "merge-any"
+        } else if self.stat.mergeable {
+            "madvise"
+        } else {
+            "none"
+        }
+        .into();
+    }
+}
+
+/// Time between two looks at the tree.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Every process below us, sampled until the tree has ended.
+struct TreeWatch {
+    me: i32,
+    child: i32,
+    own_exe: Option<String>,
+    procs: Vec<ProcReport>,
+    /// pid -> index in `procs` of the process that holds that pid now.
+    live: HashMap<i32, usize>,
+    rounds: u64,
+}
+
+impl TreeWatch {
+    /// One look at the tree: new processes, execs, figures; processes that
+    /// left without us reaping them were reaped by their parent.
+    fn sample(&mut self) {
+        self.rounds += 1;
+        let now = descendants_of(&[self.me]);
+        let mut present = std::collections::HashSet::new();
+        for l in &now {
+            present.insert(l.pid);
+            let idx = match self.live.get(&l.pid) {
+                Some(&i) if self.procs[i].start_time == l.start_time => i,
+                _ => {
+                    if let Some(&old) = self.live.get(&l.pid) {
+                        self.gone(old);
+                    }
+                    // A forked child has its parent's very addresses; seen
+                    // first with others, it has exec'd since the fork.
+                    let parent_image = self
+                        .live
+                        .get(&l.ppid)
+                        .map(|&i| self.procs[i].image)
+                        .filter(|&im| l.ppid != self.me && im != (0, 0, 0));
+                    let exec_before_first_look =
+                        parent_image.is_some_and(|im| l.image != (0, 0, 0) && im != l.image);
+                    self.procs.push(ProcReport {
+                        pid: l.pid as i64,
+                        ppid: l.ppid as i64,
+                        start_time: l.start_time,
+                        image: if exec_before_first_look {
+                            (0, 0, 0)
+                        } else {
+                            l.image
+                        },
+                        exe: if exec_before_first_look {
+                            "(exec'd before the first look)".into()
+                        } else {
+                            String::new()
+                        },
+                        mode: "?".into(),
+                        figures_from: "sample".into(),
+                        end: "running".into(),
+                        report: serde_json::Value::Null,
+                        ..Default::default()
+                    });
+                    self.live.insert(l.pid, self.procs.len() - 1);
+                    self.procs.len() - 1
+                }
+            };
+            if l.state == 'Z' || l.state == 'X' {
+                continue;
+            }
+            let pid = l.pid;
+            let p = &mut self.procs[idx];
+            if let Some(exe) = exe_of(pid) {
+                if exe != p.exe || l.image != p.image {
+                    // The command itself, seen before its exec, runs our own
+                    // binary: that is no exec of the user's.
+                    let before_exec = p.exe.is_empty() || Some(&p.exe) == self.own_exe.as_ref();
+                    // (`image` stays zero for one exec'd before the first look,
+                    // which counts as an exec.)
+                    if !before_exec {
+                        p.execs.push(exe.clone());
+                    }
+                    p.exe = exe;
+                    p.image = l.image;
+                    p.library = maps_library(pid);
+                }
+            }
+            let c = comm(pid);
+            if c != "?" {
+                p.comm = c;
+            }
+            // smaps_rollup first: if ksm_stat is still whole after it,
+            // both are from the living process.
+            if let Some((rss, pss)) = rss_pss(pid) {
+                if let Some(k) = live_ksm_stat(pid) {
+                    p.rss_bytes = rss;
+                    p.pss_bytes = pss;
+                    p.merging_pages = k.merging_pages;
+                    p.zero_pages = k.zero_pages;
+                    p.profit = k.profit;
+                    p.stat = k;
+                    p.samples += 1;
+                }
+            }
+        }
+        let left: Vec<i32> = self
+            .live
+            .keys()
+            .copied()
+            .filter(|pid| !present.contains(pid))
+            .collect();
+        for pid in left {
+            let i = self.live[&pid];
+            self.gone(i);
+        }
+    }
+
+    fn gone(&mut self, i: usize) {
+        let p = &mut self.procs[i];
+        p.end = "gone".into();
+        self.live.remove(&(p.pid as i32));
+    }
+
+    /// Collects every zombie that is ours (the command, and orphans
+    /// re-parented to us as subreaper). Returns the command's status once
+    /// it is reaped.
+    fn reap(&mut self) -> Option<i32> {
+        let mut command_status = None;
+        loop {
+            let mut st: libc::c_int = 0;
+            let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+            if pid <= 0 {
+                break;
+            }
+            if pid == self.child {
+                CHILD.store(0, Ordering::Relaxed);
+                command_status = Some(if libc::WIFEXITED(st) {
+                    libc::WEXITSTATUS(st)
+                } else {
+                    128 + libc::WTERMSIG(st)
+                });
+            }
+            let idx = match self.live.get(&pid) {
+                Some(&i) => i,
+                None => {
+                    // Born and ended between two samples.
+                    self.procs.push(ProcReport {
+                        pid: pid as i64,
+                        ppid: if pid == self.child { self.me as i64 } else { 0 },
+                        mode: "?".into(),
+                        figures_from: "none".into(),
+                        report: serde_json::Value::Null,
+                        ..Default::default()
+                    });
+                    self.procs.len() - 1
+                }
+            };
+            self.live.remove(&pid);
+            let p = &mut self.procs[idx];
+            if libc::WIFEXITED(st) {
+                p.end = "exited".into();
+                p.exit_status = Some(libc::WEXITSTATUS(st));
+            } else {
+                p.end = "killed".into();
+                p.signal = Some(libc::WTERMSIG(st));
+            }
+            p.reaped_as_subreaper = pid != self.child;
+        }
+        command_status
+    }
+
+    fn any_alive(&self) -> bool {
+        !self.live.is_empty()
+    }
 }
 
 #[derive(Serialize, Debug)]
@@ -180,12 +516,18 @@ pub struct Summary {
     pub merging_pages: u64,
     pub zero_pages: u64,
     pub profit: i64,
+    /// Sums of each process's last RSS/PSS (taken at different times).
+    pub rss_bytes: u64,
+    pub pss_bytes: u64,
     pub page_size: u64,
+    pub sample_interval_ms: u64,
+    /// Looks at the tree taken while it ran.
+    pub samples: u64,
     pub per_process: Vec<ProcReport>,
 }
 
 /// Every JSON line of every file in `dir`.
-pub fn read_reports(dir: &Path) -> Vec<ProcReport> {
+pub fn read_reports(dir: &Path) -> Vec<serde_json::Value> {
     let mut out = vec![];
     let Ok(rd) = std::fs::read_dir(dir) else {
         return out;
@@ -195,28 +537,53 @@ pub fn read_reports(dir: &Path) -> Vec<ProcReport> {
             continue;
         };
         for line in text.lines() {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            let k = &v["kernel"];
-            out.push(ProcReport {
-                pid: v["pid"].as_i64().unwrap_or(0),
-                mode: v["mode"].as_str().unwrap_or("?").to_string(),
-                advised_bytes: v["advised"]["bytes"].as_u64().unwrap_or(0),
-                merging_pages: k["merging_pages"].as_u64().unwrap_or(0),
-                zero_pages: k["zero_pages"].as_u64().unwrap_or(0),
-                profit: k["profit"].as_i64().unwrap_or(0),
-                report: v,
-            });
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                out.push(v);
+            }
         }
     }
-    out.sort_by_key(|r| r.pid);
     out
+}
+
+/// The library's exit reports joined to the sampled processes: a report is
+/// read at exit, after the last sample, so its kernel figures win.
+fn attach_reports(procs: &mut Vec<ProcReport>, reports: Vec<serde_json::Value>) {
+    for v in reports {
+        let pid = v["pid"].as_i64().unwrap_or(0);
+        let i = match procs.iter().rposition(|p| p.pid == pid) {
+            Some(i) => i,
+            None => {
+                procs.push(ProcReport {
+                    pid,
+                    end: "gone".into(),
+                    figures_from: "none".into(),
+                    library: true,
+                    ..Default::default()
+                });
+                procs.len() - 1
+            }
+        };
+        let p = &mut procs[i];
+        p.mode = v["mode"].as_str().unwrap_or("?").to_string();
+        p.advised_bytes = v["advised"]["bytes"].as_u64().unwrap_or(0);
+        let k = &v["kernel"];
+        if k.is_object() {
+            p.merging_pages = k["merging_pages"].as_u64().unwrap_or(p.merging_pages);
+            p.zero_pages = k["zero_pages"].as_u64().unwrap_or(p.zero_pages);
+            p.profit = k["profit"].as_i64().unwrap_or(p.profit);
+            p.figures_from = "report".into();
+        }
+        p.library = true;
+        p.report = v;
+    }
 }
 
 pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString]) -> Result<i32> {
     let lib = find_lib(lib)?;
     let dir = TempDir::new("ksmauto-run")?;
+    // Orphans of the tree re-parent to us, so they stay below us in the
+    // walk and we learn how they ended.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let mut c = Command::new(&cmd[0]);
     c.args(&cmd[1..])
         .env("LD_PRELOAD", preload_value(&lib))
@@ -225,11 +592,44 @@ pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString])
     if let Some(m) = mode {
         c.env("KSMAUTO_MODE", m);
     }
-    let mut child = c.spawn().map_err(|e| spawn_error(&cmd[0], e))?;
-    forward_signals_to(child.id() as i32);
-    let st = child.wait().context("waiting for the command")?;
-    let code = exit_code_of(st);
-    let per = read_reports(&dir.0);
+    let child = c.spawn().map_err(|e| spawn_error(&cmd[0], e))?;
+    let child_pid = child.id() as i32;
+    // Reaped below with waitpid(-1), together with the orphans.
+    drop(child);
+    forward_signals_to(child_pid);
+    let mut w = TreeWatch {
+        me: std::process::id() as i32,
+        child: child_pid,
+        own_exe: std::env::current_exe()
+            .ok()
+            .map(|p| p.display().to_string()),
+        procs: vec![],
+        live: HashMap::new(),
+        rounds: 0,
+    };
+    let mut code = None;
+    loop {
+        w.sample();
+        if let Some(c) = w.reap() {
+            code = Some(c);
+        }
+        if code.is_some() && (!w.any_alive() || STOP_WAITING.load(Ordering::Relaxed)) {
+            // One more look: what is left is still running.
+            w.sample();
+            if let Some(c) = w.reap() {
+                code = Some(c);
+            }
+            break;
+        }
+        std::thread::sleep(SAMPLE_INTERVAL);
+    }
+    let code = code.unwrap_or(EXIT_RUNTIME);
+    let mut per = w.procs;
+    attach_reports(&mut per, read_reports(&dir.0));
+    for p in per.iter_mut() {
+        p.describe_end();
+    }
+    per.sort_by_key(|r| r.pid);
     let s = Summary {
         command: cmd
             .iter()
@@ -241,9 +641,13 @@ pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString])
         advised_bytes: per.iter().map(|r| r.advised_bytes).sum(),
         merging_pages: per.iter().map(|r| r.merging_pages).sum(),
         zero_pages: per.iter().map(|r| r.zero_pages).sum(),
-        merged_pages: per.iter().map(|r| r.merging_pages + r.zero_pages).sum(),
+        merged_pages: per.iter().map(|r| r.merged_pages).sum(),
         profit: per.iter().map(|r| r.profit).sum(),
+        rss_bytes: per.iter().map(|r| r.rss_bytes).sum(),
+        pss_bytes: per.iter().map(|r| r.pss_bytes).sum(),
         page_size: page_size(),
+        sample_interval_ms: SAMPLE_INTERVAL.as_millis() as u64,
+        samples: w.rounds,
         per_process: per,
     };
     if json {
@@ -271,27 +675,28 @@ pub fn render_summary(s: &Summary) -> String {
         s.exit_code
     );
     if s.processes == 0 {
-        let _ = writeln!(
-            o,
-            "ksmauto: no reports (did the command exec a static binary, or exit by a signal?)"
-        );
+        let _ = writeln!(o, "ksmauto: no process of the tree was seen");
         return o;
     }
     let _ = writeln!(
         o,
-        "{:>8} {:<8} {:>12} {:>10} {:>8} {:>12}",
-        "PID", "MODE", "ADVISED", "MERGING", "ZERO", "PROFIT"
+        "{:>8} {:<15} {:<9} {:<8} {:>10} {:>10} {:>8} {:>11} {:>11}  ENDED",
+        "PID", "COMM", "COVERED", "MODE", "ADVISED", "MERGING", "ZERO", "PROFIT", "PSS"
     );
     for r in &s.per_process {
         let _ = writeln!(
             o,
-            "{:>8} {:<8} {:>12} {:>10} {:>8} {:>12}",
+            "{:>8} {:<15} {:<9} {:<8} {:>10} {:>10} {:>8} {:>11} {:>11}  {}",
             r.pid,
+            r.comm,
+            r.covered,
             r.mode,
             human_bytes(r.advised_bytes),
             r.merging_pages,
             r.zero_pages,
-            human_bytes_i(r.profit)
+            human_bytes_i(r.profit),
+            human_bytes(r.pss_bytes),
+            r.ended
         );
     }
     o

@@ -148,33 +148,3 @@ pub fn rss_pss(pid: i32) -> Option<(u64, u64)> {
     };
     Some((get("Rss:")? * 1024, get("Pss:")? * 1024))
 }
-
-/// All pids whose process group is one of `pgids`.
-pub fn pids_in_groups(pgids: &[i32]) -> Vec<i32> {
-    let mut out = vec![];
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // Fields after the last ')' : state ppid pgrp ...
-        let Some(rest) = stat.rsplit_once(')').map(|x| x.1) else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if f.len() > 2 && f[0] != "Z" {
-            if let Ok(pg) = f[2].parse::<i32>() {
-                if pgids.contains(&pg) {
-                    out.push(pid);
-                }
-            }
-        }
-    }
-    out.sort();
-    out
-}

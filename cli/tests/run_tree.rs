@@ -1,0 +1,294 @@
+//! `ksmauto run` accounts for every process of a worker pool, however each
+//! ends: `_exit`, a signal, `setsid` then an exit reaped by its parent, an
+//! exec into a program without the library. None of them writes an exit
+//! report; the figures come from `run`'s own samples of the tree.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// The pool: a parent forks four workers, each filling its own 16 MiB with
+/// the same pages; each says `ready KIND PID` on stderr and waits for
+/// SIGUSR1. The parent waits for the setsid worker only, then exits 3, so
+/// the others are orphans when they end.
+const POOL: &str = r#"
+import mmap, os, signal, sys
+SIZE = 16 << 20
+def hold_and_wait(kind, status):
+    # Private: Python maps anonymous memory shared by default, which KSM never merges.
+    buf = mmap.mmap(-1, SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    for i in range(SIZE // 4096):
+        buf[i * 4096:(i + 1) * 4096] = (i + 1).to_bytes(4, "little") * 1024
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    sys.stderr.write("ready %s %d\n" % (kind, os.getpid()))
+    sys.stderr.flush()
+    signal.sigwait({signal.SIGUSR1})
+    os._exit(status)
+if len(sys.argv) > 1:
+    hold_and_wait(sys.argv[1], 7)
+kids = {}
+for kind in ["exit", "killed", "setsid", "exec"]:
+    pid = os.fork()
+    if pid == 0:
+        if kind == "setsid":
+            os.setsid()
+        if kind == "exec":
+            os.execvp("env", ["env", "-u", "LD_PRELOAD", sys.executable, sys.argv[0], "exec"])
+        hold_and_wait(kind, {"exit": 4, "killed": 0, "setsid": 5}[kind])
+    kids[kind] = pid
+sys.stderr.write("parent %d\n" % os.getpid())
+sys.stderr.flush()
+os.waitpid(kids["setsid"], 0)
+sys.exit(3)
+"#;
+
+fn wait_gone(pid: i32) {
+    for _ in 0..500 {
+        if std::fs::metadata(format!("/proc/{pid}/ksm_stat")).is_err() {
+            return;
+        }
+        // A zombie keeps its /proc entry but has no memory any more.
+        let s = std::fs::read_to_string(format!("/proc/{pid}/ksm_stat")).unwrap_or_default();
+        if !s.contains("ksm_rmap_items") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("pid {pid} did not end");
+}
+
+#[test]
+fn run_counts_every_worker_of_a_pool_however_it_ends() {
+    let Some(_ksm) = common::ksmd() else { return };
+    let dir = std::env::temp_dir().join(format!("ksmauto-run-tree-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("pool.py");
+    std::fs::write(&script, POOL).unwrap();
+    let lib = common::lib().to_str().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ksmauto"))
+        .args([
+            "run", "--mode", "process", "--lib", lib, "--json", "--", "python3",
+        ])
+        .arg(&script)
+        .env_remove("LD_PRELOAD")
+        .env_remove("KSMAUTO_SYSFS_KSM")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut workers: Vec<(String, i32)> = vec![];
+    let mut parent = 0;
+    while workers.len() < 4 || parent == 0 {
+        let line = lines
+            .next()
+            .expect("the pool ended before all workers were ready")
+            .unwrap();
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            ["ready", kind, pid] => workers.push((kind.to_string(), pid.parse().unwrap())),
+            ["parent", pid] => parent = pid.parse().unwrap(),
+            _ => {}
+        }
+    }
+    let pid_of = |k: &str| workers.iter().find(|w| w.0 == k).unwrap().1;
+    // Wait until ksmd has merged the library-covered workers' pages.
+    for _ in 0..200 {
+        if ["exit", "killed", "setsid"]
+            .iter()
+            .all(|k| common::merged_pages_of(pid_of(k) as u32) >= 3500)
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    common::wait_full_scans(2, Duration::from_secs(60));
+    let signal_and_sample = |kind: &str, sig: i32| -> u64 {
+        let pid = pid_of(kind);
+        let merged = common::merged_pages_of(pid as u32);
+        unsafe { libc::kill(pid, sig) };
+        wait_gone(pid);
+        merged
+    };
+    let mut sampled = std::collections::HashMap::new();
+    // The setsid worker first, while the parent (which reaps it) lives.
+    sampled.insert("setsid", signal_and_sample("setsid", libc::SIGUSR1));
+    // The parent exits 3 after reaping it; the rest are orphans now.
+    wait_gone(parent);
+    sampled.insert("exit", signal_and_sample("exit", libc::SIGUSR1));
+    sampled.insert("killed", signal_and_sample("killed", libc::SIGKILL));
+    sampled.insert("exec", signal_and_sample("exec", libc::SIGUSR1));
+    let o = common::run_with_timeout(
+        {
+            let mut c = Command::new("cat");
+            c.stdin(child.stdout.take().unwrap()).stdout(Stdio::piped());
+            c
+        },
+        Duration::from_secs(60),
+    );
+    let status = child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "run exits with the command's status"
+    );
+    let stdout = common::text(&o.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|_| panic!("no JSON: {stdout}"));
+    let per = v["per_process"].as_array().unwrap();
+    let entry = |pid: i32| {
+        per.iter()
+            .find(|p| p["pid"] == pid)
+            .unwrap_or_else(|| panic!("pid {pid} missing: {v}"))
+    };
+    // How each ended.
+    let p = entry(parent);
+    assert_eq!(p["end"], "exited", "{p}");
+    assert_eq!(p["exit_status"], 3, "{p}");
+    assert_eq!(p["reaped_as_subreaper"], false, "{p}");
+    let w = entry(pid_of("exit"));
+    assert_eq!(w["end"], "exited", "{w}");
+    assert_eq!(w["exit_status"], 4, "{w}");
+    assert_eq!(w["reaped_as_subreaper"], true, "{w}");
+    assert_eq!(
+        w["report"],
+        serde_json::Value::Null,
+        "_exit writes no report: {w}"
+    );
+    assert_eq!(w["figures_from"], "sample", "{w}");
+    assert_eq!(w["covered"], "library", "{w}");
+    let w = entry(pid_of("killed"));
+    assert_eq!(w["end"], "killed", "{w}");
+    assert_eq!(w["signal"], libc::SIGKILL, "{w}");
+    assert_eq!(
+        w["ended"], "killed by signal 9, reaped by us as subreaper",
+        "{w}"
+    );
+    let w = entry(pid_of("setsid"));
+    assert_eq!(w["end"], "gone", "its parent reaped it: {w}");
+    assert_eq!(w["ended"], "ended (not our child)", "{w}");
+    let w = entry(pid_of("exec"));
+    assert_eq!(w["end"], "exited", "{w}");
+    assert_eq!(w["exit_status"], 7, "{w}");
+    let execs = w["execs"].as_array().unwrap();
+    assert!(
+        execs.iter().any(|e| e.as_str().unwrap().contains("python")),
+        "exec'd into python, without the library: {w}"
+    );
+    assert!(
+        w["ended"].as_str().unwrap().starts_with("exec'd into "),
+        "{w}"
+    );
+    assert_ne!(w["covered"], "library", "{w}");
+    // Figures: each worker's last sample agrees with what we read just
+    // before it ended, and so does the total, within 2%.
+    let ours: u64 = sampled.values().sum();
+    assert!(
+        sampled["exit"] >= 3500 && sampled["killed"] >= 3500 && sampled["setsid"] >= 3500,
+        "the pool merged: {sampled:?}"
+    );
+    let theirs: u64 = sampled
+        .keys()
+        .map(|k| entry(pid_of(k))["merged_pages"].as_u64().unwrap())
+        .sum();
+    assert!(
+        (theirs as f64 - ours as f64).abs() <= ours as f64 * 0.02,
+        "run's merged pages of the workers {theirs} vs sampled {ours}: {v}"
+    );
+    let total = v["merged_pages"].as_u64().unwrap();
+    assert!(
+        total >= theirs
+            && total as f64
+                <= ours as f64 * 1.02
+                    + entry(parent)["merged_pages"].as_u64().unwrap() as f64
+                    + 64.0,
+        "total {total} = workers {theirs} + parent and env: {v}"
+    );
+}
+
+/// A copy whose worker leaves its process group: `compare` samples it
+/// (it follows parent links) and stops it at the end.
+const SETSID_WORKER: &str = r#"
+import mmap, os, signal, sys
+pid = os.fork()
+if pid == 0:
+    os.setsid()
+    buf = mmap.mmap(-1, 8 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    for i in range(2048):
+        buf[i * 4096:(i + 1) * 4096] = (i + 1).to_bytes(4, "little") * 1024
+    with open(sys.argv[1], "a") as f:
+        f.write("%d\n" % os.getpid())
+    while True:
+        signal.pause()
+while True:
+    signal.pause()
+"#;
+
+#[test]
+fn compare_counts_a_worker_that_calls_setsid_and_stops_it() {
+    let Some(_ksm) = common::ksmd() else { return };
+    let dir = std::env::temp_dir().join(format!("ksmauto-cmp-setsid-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("w.py");
+    let pids = dir.join("pids");
+    std::fs::write(&script, SETSID_WORKER).unwrap();
+    let lib = common::lib().to_str().unwrap();
+    // Output into files: a worker left running must not keep a pipe open.
+    let out = dir.join("out");
+    let err = dir.join("err");
+    let status = Command::new(env!("CARGO_BIN_EXE_ksmauto"))
+        .args([
+            "compare",
+            "--workers",
+            "1",
+            "--mode",
+            "process",
+            "--settle-timeout",
+            "30",
+        ])
+        .args(["--lib", lib, "--json", "--", "python3"])
+        .arg(&script)
+        .arg(&pids)
+        .env_remove("LD_PRELOAD")
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .status()
+        .unwrap();
+    let o = std::process::Output {
+        status,
+        stdout: std::fs::read(&out).unwrap(),
+        stderr: std::fs::read(&err).unwrap(),
+    };
+    let stdout = common::text(&o.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|_| panic!("no JSON: {stdout}{}", common::text(&o.stderr)));
+    let workers: Vec<i32> = std::fs::read_to_string(&pids)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    // Whatever compare left running goes now, before any assertion.
+    let left: Vec<i32> = workers
+        .iter()
+        .copied()
+        .filter(|pid| std::fs::metadata(format!("/proc/{pid}")).is_ok())
+        .collect();
+    for &pid in &left {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(o.status.code(), Some(0), "{}", common::text(&o.stderr));
+    assert_eq!(workers.len(), 2, "one setsid worker per phase");
+    for phase in ["without", "with"] {
+        assert_eq!(v[phase]["last"]["processes"], 2, "{phase}: {v}");
+        assert!(
+            v[phase]["last"]["rss_bytes"].as_u64().unwrap() > 8 << 20,
+            "{phase}: {v}"
+        );
+    }
+    assert!(left.is_empty(), "setsid workers left running: {left:?}");
+}
