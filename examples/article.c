@@ -10,6 +10,10 @@
  * Output (one "key value" per line, for people and for the tests):
  *   merged_before_write N      pages merged (ksm_merging_pages + ksm_zero_pages)
  *   merged_after_write N
+ *   rewritten_still_merged_kb N   KSM kB (smaps "KSM:") of the VMAs that hold
+ *                              the three pages, after their rewrite: other
+ *                              pages of the process may merge meanwhile, these
+ *                              must not
  *   readback ok|BAD
  * Exit status 0 unless the program itself failed (bad readback, no memory).
  * Usage: article [full-scans-to-wait (default 3)] [timeout-seconds (default 60)]
@@ -53,6 +57,32 @@ static void wait_full_scans(int scans, int timeout_s) {
         usleep(20000);
 }
 
+/* KSM kB of the VMAs holding `pages` (each VMA counted once), from
+   /proc/self/smaps' "KSM:" lines. */
+static long ksm_kb_of(void **pages, int n) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f) return -1;
+    char line[512];
+    unsigned long s = 0, e = 0;
+    int holds = 0;
+    long kb = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long a, b;
+        if (sscanf(line, "%lx-%lx ", &a, &b) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+            s = a;
+            e = b;
+            holds = 0;
+            for (int i = 0; i < n; i++)
+                if ((unsigned long)pages[i] >= s && (unsigned long)pages[i] < e) holds = 1;
+            continue;
+        }
+        long v;
+        if (holds && sscanf(line, "KSM: %ld kB", &v) == 1) kb += v;
+    }
+    fclose(f);
+    return kb;
+}
+
 int main(int argc, char **argv) {
     int scans = argc > 1 ? atoi(argv[1]) : 3;
     int timeout_s = argc > 2 ? atoi(argv[2]) : 60;
@@ -80,6 +110,7 @@ int main(int argc, char **argv) {
     }
     wait_full_scans(2, timeout_s);
     printf("merged_after_write %ld\n", merged_pages());
+    printf("rewritten_still_merged_kb %ld\n", ksm_kb_of(pages, N_PAGES));
     printf("readback %s\n", ok ? "ok" : "BAD");
     return ok ? 0 : 2;
 }
