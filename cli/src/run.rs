@@ -500,9 +500,21 @@ impl TreeWatch {
         command_status
     }
 
-    fn any_alive(&self) -> bool {
-        !self.live.is_empty()
-    }
+}
+
+/// Whether this process has a child (running, or ended and not yet
+/// collected), asked of the kernel without collecting anything.
+fn has_children() -> bool {
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WSTOPPED | libc::WCONTINUED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    !(rc == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
 }
 
 #[derive(Serialize, Debug)]
@@ -613,7 +625,11 @@ pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString])
         if let Some(c) = w.reap() {
             code = Some(c);
         }
-        if code.is_some() && (!w.any_alive() || STOP_WAITING.load(Ordering::Relaxed)) {
+        // The tree is over when we have no child left: as a subreaper we
+        // inherit every orphan, so a living descendant is a child of ours or
+        // below one. (A sample can miss a process forked just after it
+        // listed /proc, so "no process seen" is not enough.)
+        if code.is_some() && (!has_children() || STOP_WAITING.load(Ordering::Relaxed)) {
             // One more look: what is left is still running.
             w.sample();
             if let Some(c) = w.reap() {

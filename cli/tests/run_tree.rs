@@ -292,3 +292,31 @@ fn compare_counts_a_worker_that_calls_setsid_and_stops_it() {
     }
     assert!(left.is_empty(), "setsid workers left running: {left:?}");
 }
+
+/// A command that leaves a background process behind and exits at once
+/// (what a daemonizing service does): `run` waits for the whole tree and
+/// sees the orphan end. Before the fix `run` stopped as soon as one sample
+/// of /proc found nothing alive — a process forked just after the listing
+/// was missed — and in about a third of the runs returned at once with the
+/// orphan "running" (or not listed at all). Ten runs.
+#[test]
+fn run_waits_for_what_a_command_leaves_behind() {
+    for round in 0..10 {
+        let out = Command::new(env!("CARGO_BIN_EXE_ksmauto"))
+            .args(["run", "--json", "--", "sh", "-c", "sleep 0.3 & exit 7"])
+            .output()
+            .expect("ksmauto run");
+        assert_eq!(out.status.code(), Some(7), "round {round}: {:?}", out.status);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("round {round}: not JSON ({e})"));
+        let procs = v["per_process"].as_array().expect("per_process");
+        let ends: Vec<String> = procs
+            .iter()
+            .map(|p| p["ended"].as_str().unwrap_or("").to_string())
+            .collect();
+        assert!(
+            procs.len() == 2 && procs.iter().all(|p| p["end"] == "exited"),
+            "round {round}: the orphan was not waited for: {ends:?}"
+        );
+    }
+}
