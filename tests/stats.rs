@@ -647,13 +647,19 @@ fn report_lines(out: &Output) -> usize {
 #[test]
 fn a_forking_servers_workers_stay_silent_unless_asked() {
     let prog = compile_c("tests/c/quiet_service.c", &[]);
-    for mode in ["advise", "process"] {
-        let quiet = Run::with(mode).output(&prog, &["pool", "4"]);
-        assert!(quiet.status.success(), "{mode}: {:?}", quiet.status);
+    // Also workers that drop their privileges first (and can then no longer
+    // read their parent's maps: before the fix, those still reported).
+    for (mode, pool) in [
+        ("advise", "pool"),
+        ("process", "pool"),
+        ("advise", "droppool"),
+    ] {
+        let quiet = Run::with(mode).output(&prog, &[pool, "4"]);
+        assert!(quiet.status.success(), "{mode} {pool}: {:?}", quiet.status);
         let lines = report_lines(&quiet);
         let asked = Run::with(mode)
             .env("KSMAUTO_STATS", "stderr")
-            .output(&prog, &["pool", "4"]);
+            .output(&prog, &[pool, "4"]);
         let all = report_lines(&asked);
         // The text report is two lines a process; under `process` nothing
         // is advised (and ksmd may be off), so unasked even the parent may
@@ -661,7 +667,7 @@ fn a_forking_servers_workers_stay_silent_unless_asked() {
         let parent_alone = if mode == "advise" { 2 } else { lines.min(2) };
         assert!(
             lines == parent_alone && all == 10,
-            "{mode}: {lines} report lines unasked, {all} with KSMAUTO_STATS=stderr \
+            "{mode} {pool}: {lines} report lines unasked, {all} with KSMAUTO_STATS=stderr \
              (expected the parent's alone, then all five processes'):\n{}",
             text(&quiet.stderr)
         );

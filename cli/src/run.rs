@@ -499,7 +499,6 @@ impl TreeWatch {
         }
         command_status
     }
-
 }
 
 /// Whether this process has a child (running, or ended and not yet

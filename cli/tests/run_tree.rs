@@ -306,7 +306,12 @@ fn run_waits_for_what_a_command_leaves_behind() {
             .args(["run", "--json", "--", "sh", "-c", "sleep 0.3 & exit 7"])
             .output()
             .expect("ksmauto run");
-        assert_eq!(out.status.code(), Some(7), "round {round}: {:?}", out.status);
+        assert_eq!(
+            out.status.code(),
+            Some(7),
+            "round {round}: {:?}",
+            out.status
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("round {round}: not JSON ({e})"));
         let procs = v["per_process"].as_array().expect("per_process");

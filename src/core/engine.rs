@@ -184,7 +184,7 @@ fn judge_vma(vma: &MapsLine, below: Option<&MapsLine>) -> VmaVerdict {
 
 /// In a forked child (`pthread_atfork`): counters and catch-up start over.
 pub fn after_fork_in_child() {
-    identity::adopt();
+    identity::adopt_as_forked_child();
     start_over();
 }
 
@@ -194,6 +194,12 @@ fn start_over() {
     crate::stats::counters::reset();
     catchup::reset();
     SHARED_LINES.release_after_fork();
+}
+
+/// Whether this process was forked from one that runs the library (a
+/// service's worker): its report stays silent unless asked for.
+pub fn forked_from_a_library_process() -> bool {
+    identity::made_by_fork()
 }
 
 /// A child made by a raw `clone` (no `pthread_atfork` handler ran) owns a

@@ -11,12 +11,16 @@
 //! own (a wipe-on-fork page would cost every process a VMA). Never
 //! allocates, never locks, leaves `errno` alone.
 
-use core::sync::atomic::{AtomicI32, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicI32, Ordering::Relaxed};
 
 use crate::os::sys;
 
 /// The pid this copy of the library's statics belongs to.
 static OWNER: AtomicI32 = AtomicI32::new(0);
+
+/// This process was made by `fork`/`clone` from a process that runs the
+/// library (inherited by its own children; an `exec` starts over).
+static FORKED: AtomicBool = AtomicBool::new(false);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Lineage {
@@ -45,6 +49,19 @@ pub fn adopt() {
     OWNER.store(sys::getpid(), Relaxed);
 }
 
+/// [`adopt`], in a child made by `fork` (its `pthread_atfork` handler).
+pub fn adopt_as_forked_child() {
+    FORKED.store(true, Relaxed);
+    adopt();
+}
+
+/// Whether this process was made by `fork`/`clone` from one that runs the
+/// library (as far as seen: a raw `clone` child is seen at its first
+/// catch-up step or at exit).
+pub fn made_by_fork() -> bool {
+    FORKED.load(Relaxed)
+}
+
 /// `true` once in a process made by `fork`/`clone` without `CLONE_VM` that
 /// has not been adopted yet: the caller then starts this copy of the statics
 /// over. A system call; ask only where it matters.
@@ -52,6 +69,7 @@ pub fn adopt_if_new_process() -> bool {
     match lineage() {
         Lineage::NewProcess(pid) => {
             OWNER.store(pid, Relaxed);
+            FORKED.store(true, Relaxed);
             true
         }
         _ => false,

@@ -91,7 +91,11 @@ pub fn write_exit_report() {
     // that takes any output of its child on stderr for a failure, sees
     // nothing of us; `KSMAUTO_STATS` set makes every process report, and
     // `ksmauto run` accounts for a whole tree.
-    if !cfg.stats_requested && parent_runs_the_library() {
+    // Forked from a process that runs it (known even after the worker
+    // dropped the privileges to read its parent's maps), or exec'd by one.
+    if !cfg.stats_requested
+        && (engine::forked_from_a_library_process() || parent_runs_the_library())
+    {
         return;
     }
     report.smaps = SmapsTotals::read_self();

@@ -7,6 +7,10 @@
  *                          map and fill 1 MiB and exit normally, waits for
  *                          them, exits 0. The test counts report lines on
  *                          stderr.
+ *   quiet_service droppool N  the same, but each worker drops its
+ *                          privileges (setuid(65534)) before it works, as
+ *                          nginx's and apache's workers do (it can then no
+ *                          longer read its parent's /proc/PID/maps).
  *   quiet_service spawn    runs itself ("child") with stderr on a pipe, as
  *                          a program that takes any output of its child on
  *                          stderr for a failure does; prints
@@ -31,12 +35,14 @@ static void work(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc > 2 && !strcmp(argv[1], "pool")) {
+    int drop = argc > 2 && !strcmp(argv[1], "droppool");
+    if (argc > 2 && (!strcmp(argv[1], "pool") || drop)) {
         work();
         int n = atoi(argv[2]);
         for (int i = 0; i < n; i++) {
             pid_t c = fork();
             if (c == 0) {
+                if (drop && setuid(65534) != 0) exit(4);
                 work();
                 exit(0);
             }
