@@ -702,8 +702,28 @@ pub fn write_textfile(path: &std::path::Path, text: &str) -> Result<()> {
             format!("cannot {what} {}: {e}", tmp.display()),
         )
     };
+    // The name is predictable and the directory may be writable by others:
+    // the file is created new (O_EXCL: never through a planted link, never
+    // into someone else's file); whatever stands there is unlinked first
+    // (a link itself, not what it points to).
+    let create = || {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+    };
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| err("create", e))?;
+        let mut f = match create() {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                std::fs::remove_file(&tmp).map_err(|e| err("remove the stale", e))?;
+                create()
+            }
+            other => other,
+        }
+        .map_err(|e| err("create", e))?;
         f.write_all(text.as_bytes()).map_err(|e| err("write", e))?;
         f.sync_all().map_err(|e| err("sync", e))?;
         use std::os::unix::fs::PermissionsExt;
@@ -791,5 +811,32 @@ mod tests {
         ] {
             assert_eq!(container_of(path).as_deref(), want, "{path}");
         }
+    }
+}
+
+#[cfg(test)]
+mod textfile_tests {
+    use super::write_textfile;
+
+    /// A link planted at the temporary file's (predictable) name never
+    /// makes the write land in the link's target. Before the fix the
+    /// temporary file was opened with `File::create`, which follows links:
+    /// root's `status --textfile` in a world-writable directory overwrote
+    /// the victim.
+    #[test]
+    fn a_link_planted_at_the_temporary_name_is_never_followed() {
+        let dir = std::env::temp_dir().join(format!("ksmauto-textfile-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let out = dir.join("ksm.prom");
+        let tmp = dir.join(format!(".ksm.prom.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        write_textfile(&out, "ksm_run 1\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "ksm_run 1\n");
+        assert!(!tmp.exists() && std::fs::symlink_metadata(&tmp).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
