@@ -106,6 +106,21 @@ fn fake_sysfs(name: &str, values: &[(&str, &str)]) -> PathBuf {
     dir
 }
 
+/// A sysfs where ksmd runs at a brisk pace: for the verdicts about the
+/// library, which must not depend on the machine's ksmd (off by default:
+/// "ksmd is off" would come first).
+fn running_sysfs(name: &str) -> PathBuf {
+    fake_sysfs(
+        name,
+        &[
+            ("run", "1"),
+            ("pages_to_scan", "1000"),
+            ("sleep_millisecs", "20"),
+            ("full_scans", "10"),
+        ],
+    )
+}
+
 fn program() -> PathBuf {
     common::compile_c("cli/tests/c/doctor.c", &[])
 }
@@ -186,7 +201,7 @@ fn a_process_without_the_preload_is_not_loaded_not_in_ld_preload() {
     c.arg("60").env_remove("LD_PRELOAD");
     let sleep = std::fs::canonicalize(which("sleep")).unwrap();
     let p = start_quiet(c, &sleep);
-    let v = doctor(&[&p.pid().to_string()], None);
+    let v = doctor(&[&p.pid().to_string()], Some(&running_sysfs("nopreload")));
     assert_eq!(
         verdict(&v),
         "not merging: the library is not loaded (not in LD_PRELOAD)",
@@ -223,7 +238,7 @@ fn a_static_binary_is_not_loaded_because_it_is_static() {
     }
     let prog = common::compile_c("cli/tests/c/doctor.c", &["-static"]);
     let p = start_ready(preloaded("process", &prog, "plain"));
-    let v = doctor(&[&p.pid().to_string()], None);
+    let v = doctor(&[&p.pid().to_string()], Some(&running_sysfs("static")));
     assert_eq!(
         verdict(&v),
         "not merging: the library is not loaded (static binary)",
@@ -252,7 +267,7 @@ fn a_setgid_binary_is_not_loaded_because_of_secure_execution() {
         return;
     }
     let p = start_ready(preloaded("process", &copy, "plain"));
-    let v = doctor(&[&p.pid().to_string()], None);
+    let v = doctor(&[&p.pid().to_string()], Some(&running_sysfs("setgid")));
     let _ = std::fs::remove_file(&copy);
     if v["library"]["loaded"] == true {
         // The loader took the preload: the set-group-ID bit did not take
