@@ -340,7 +340,8 @@ pub fn at_idle_edge(would_block: impl FnOnce() -> bool) {
         return;
     }
     let news = catch_up_has_news();
-    if !news && !catchup::due() {
+    let due = catchup::due();
+    if !news && !due {
         return;
     }
     if news {
@@ -349,7 +350,7 @@ pub fn at_idle_edge(would_block: impl FnOnce() -> bool) {
     // The look first: it is one system call where the identity checks are
     // two, and side-effect free (fine in a vfork child too).
     let waits = would_block();
-    if !waits && !catchup::due() {
+    if !waits && !due {
         return;
     }
     // A raw clone child owns a copy of the parent's scan state; a vfork
