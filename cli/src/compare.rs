@@ -169,8 +169,22 @@ fn phase(
         std::thread::sleep(Duration::from_millis(500));
         let (smp, pids) = sample(&ids, t0);
         if smp.processes == 0 {
-            ended = "exited";
-            break;
+            // A look can miss a process forked just after it listed /proc
+            // while its parent ended: the copies are over only when the
+            // kernel says we have no child left (as subreaper we inherit
+            // every orphan of theirs).
+            let copies_ended = children
+                .iter_mut()
+                .all(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if copies_ended && !has_children() {
+                ended = "exited";
+                break;
+            }
+            if t0.elapsed() >= s.timeout {
+                ended = "timeout";
+                break;
+            }
+            continue;
         }
         last_pids = pids;
         samples.push(smp);

@@ -244,6 +244,54 @@ fn exe_of(pid: i32) -> Option<String> {
         .map(|p| p.display().to_string())
 }
 
+/// Samples after an exec that look for the library in the memory map.
+const LIBRARY_LOOKS: u32 = 20;
+
+/// What one look at a process says about its program.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+enum ExecSeen {
+    /// The program it had at the last look.
+    Same,
+    /// The first look at it (or the command before its own exec): its
+    /// program, not an exec of the user's.
+    First,
+    /// It exec'd since the last look.
+    Exec,
+    /// It exec'd during this look (the image changed between the listing
+    /// and the read of its program): the program read may belong to either
+    /// image, so nothing is decided until the next look.
+    InProgress,
+}
+
+/// Decides from one look whether a process exec'd: `known_exe`/`known_image`
+/// from the last look (empty/zero the first time), `image` from the tree's
+/// listing, `exe` read after it, `image_after` read after `exe`. An exec
+/// shows as a new program or a new image (same program: new addresses);
+/// one caught in the middle of the look waits for the next, so it is never
+/// counted twice (once for the program, once more for the image).
+fn exec_seen(
+    known_exe: &str,
+    known_image: (u64, u64, u64),
+    image: (u64, u64, u64),
+    exe: &str,
+    image_after: (u64, u64, u64),
+    own_exe: Option<&str>,
+) -> ExecSeen {
+    if image != image_after {
+        return ExecSeen::InProgress;
+    }
+    if exe == known_exe && image == known_image {
+        return ExecSeen::Same;
+    }
+    // The command itself, seen before its exec, runs our own binary: that
+    // is no exec of the user's. (`known_image` stays zero for one exec'd
+    // before the first look, which counts as an exec.)
+    if known_exe.is_empty() || Some(known_exe) == own_exe {
+        return ExecSeen::First;
+    }
+    ExecSeen::Exec
+}
+
 fn maps_library(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/maps"))
         .map(|m| m.contains(LIB_NAME))
@@ -296,6 +344,9 @@ pub struct ProcReport {
     image: (u64, u64, u64),
     #[serde(skip)]
     library: bool,
+    /// Looks for the library since the last exec.
+    #[serde(skip)]
+    samples_since_exec: u32,
     #[serde(skip)]
     stat: KsmStat,
 }
@@ -323,6 +374,10 @@ impl ProcReport {
         self.merged_pages = self.merging_pages + self.zero_pages;
         self.covered = if self.library {
             "library"
+        } else if self.samples == 0 {
+            // Never read alive (ended before a look, or a zombie when first
+            // seen): what covered it is not known.
+            "unknown"
         } else if self.stat.merge_any {
             "merge-any"
         } else if self.stat.mergeable {
@@ -346,6 +401,9 @@ struct TreeWatch {
     /// pid -> index in `procs` of the process that holds that pid now.
     live: HashMap<i32, usize>,
     rounds: u64,
+    /// Where the library writes its exit reports, and how far each file is read.
+    reports: PathBuf,
+    report_offsets: HashMap<PathBuf, usize>,
 }
 
 impl TreeWatch {
@@ -402,19 +460,29 @@ impl TreeWatch {
             let pid = l.pid;
             let p = &mut self.procs[idx];
             if let Some(exe) = exe_of(pid) {
-                if exe != p.exe || l.image != p.image {
-                    // The command itself, seen before its exec, runs our own
-                    // binary: that is no exec of the user's.
-                    let before_exec = p.exe.is_empty() || Some(&p.exe) == self.own_exe.as_ref();
-                    // (`image` stays zero for one exec'd before the first look,
-                    // which counts as an exec.)
-                    if !before_exec {
-                        p.execs.push(exe.clone());
+                // The image read again after the program: an exec between
+                // the listing and now shows as two different images.
+                let image_after = stat_line(pid).map(|a| a.image).unwrap_or(l.image);
+                let own = self.own_exe.as_deref();
+                match exec_seen(&p.exe, p.image, l.image, &exe, image_after, own) {
+                    ExecSeen::InProgress | ExecSeen::Same => {}
+                    seen => {
+                        if seen == ExecSeen::Exec {
+                            p.execs.push(exe.clone());
+                        }
+                        p.exe = exe;
+                        p.image = l.image;
+                        p.library = false;
+                        p.samples_since_exec = 0;
                     }
-                    p.exe = exe;
-                    p.image = l.image;
-                    p.library = maps_library(pid);
                 }
+            }
+            // The loader maps the preload after the exec: look again on
+            // the following samples until it is there (for a while: a
+            // program without it is not read in full ten times a second).
+            if !p.library && p.samples_since_exec < LIBRARY_LOOKS {
+                p.library = maps_library(pid);
+                p.samples_since_exec += 1;
             }
             let c = comm(pid);
             if c != "?" {
@@ -443,6 +511,56 @@ impl TreeWatch {
         for pid in left {
             let i = self.live[&pid];
             self.gone(i);
+        }
+    }
+
+    /// Reads the exit reports written since the last look and gives each
+    /// to the process that holds its pid now, or held it last: a report is
+    /// written as its process ends, so read every look it goes to that
+    /// process even when the pid is used again later in the tree (reports
+    /// name their process by pid alone).
+    fn collect_reports(&mut self) {
+        let Ok(rd) = std::fs::read_dir(&self.reports) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let path = e.path();
+            let Ok(text) = std::fs::read(&path) else {
+                continue;
+            };
+            let done = self.report_offsets.entry(path).or_insert(0);
+            // Only whole lines: one being written is read next time.
+            let Some(end) = text.iter().rposition(|&b| b == b'\n').map(|i| i + 1) else {
+                continue;
+            };
+            if end <= *done {
+                continue;
+            }
+            let new = String::from_utf8_lossy(&text[*done..end]).into_owned();
+            *done = end;
+            for line in new.lines() {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                    continue;
+                };
+                let pid = v["pid"].as_i64().unwrap_or(0);
+                let i = match self.live.get(&(pid as i32)) {
+                    Some(&i) => i,
+                    None => match self.procs.iter().rposition(|p| p.pid == pid) {
+                        Some(i) => i,
+                        None => {
+                            // Born and ended between two looks.
+                            self.procs.push(ProcReport {
+                                pid,
+                                end: "gone".into(),
+                                figures_from: "none".into(),
+                                ..Default::default()
+                            });
+                            self.procs.len() - 1
+                        }
+                    },
+                };
+                attach_report(&mut self.procs[i], v);
+            }
         }
     }
 
@@ -501,21 +619,6 @@ impl TreeWatch {
     }
 }
 
-/// Whether this process has a child (running, or ended and not yet
-/// collected), asked of the kernel without collecting anything.
-fn has_children() -> bool {
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    let rc = unsafe {
-        libc::waitid(
-            libc::P_ALL,
-            0,
-            &mut info,
-            libc::WEXITED | libc::WSTOPPED | libc::WCONTINUED | libc::WNOHANG | libc::WNOWAIT,
-        )
-    };
-    !(rc == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
-}
-
 #[derive(Serialize, Debug)]
 pub struct Summary {
     pub command: Vec<String>,
@@ -537,56 +640,20 @@ pub struct Summary {
     pub per_process: Vec<ProcReport>,
 }
 
-/// Every JSON line of every file in `dir`.
-pub fn read_reports(dir: &Path) -> Vec<serde_json::Value> {
-    let mut out = vec![];
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Ok(text) = std::fs::read_to_string(e.path()) else {
-            continue;
-        };
-        for line in text.lines() {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-                out.push(v);
-            }
-        }
+/// The library's exit report joined to a sampled process: a report is
+/// written at exit, after the last sample, so its kernel figures win.
+fn attach_report(p: &mut ProcReport, v: serde_json::Value) {
+    p.mode = v["mode"].as_str().unwrap_or("?").to_string();
+    p.advised_bytes = v["advised"]["bytes"].as_u64().unwrap_or(0);
+    let k = &v["kernel"];
+    if k.is_object() {
+        p.merging_pages = k["merging_pages"].as_u64().unwrap_or(p.merging_pages);
+        p.zero_pages = k["zero_pages"].as_u64().unwrap_or(p.zero_pages);
+        p.profit = k["profit"].as_i64().unwrap_or(p.profit);
+        p.figures_from = "report".into();
     }
-    out
-}
-
-/// The library's exit reports joined to the sampled processes: a report is
-/// read at exit, after the last sample, so its kernel figures win.
-fn attach_reports(procs: &mut Vec<ProcReport>, reports: Vec<serde_json::Value>) {
-    for v in reports {
-        let pid = v["pid"].as_i64().unwrap_or(0);
-        let i = match procs.iter().rposition(|p| p.pid == pid) {
-            Some(i) => i,
-            None => {
-                procs.push(ProcReport {
-                    pid,
-                    end: "gone".into(),
-                    figures_from: "none".into(),
-                    library: true,
-                    ..Default::default()
-                });
-                procs.len() - 1
-            }
-        };
-        let p = &mut procs[i];
-        p.mode = v["mode"].as_str().unwrap_or("?").to_string();
-        p.advised_bytes = v["advised"]["bytes"].as_u64().unwrap_or(0);
-        let k = &v["kernel"];
-        if k.is_object() {
-            p.merging_pages = k["merging_pages"].as_u64().unwrap_or(p.merging_pages);
-            p.zero_pages = k["zero_pages"].as_u64().unwrap_or(p.zero_pages);
-            p.profit = k["profit"].as_i64().unwrap_or(p.profit);
-            p.figures_from = "report".into();
-        }
-        p.library = true;
-        p.report = v;
-    }
+    p.library = true;
+    p.report = v;
 }
 
 pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString]) -> Result<i32> {
@@ -617,6 +684,8 @@ pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString])
         procs: vec![],
         live: HashMap::new(),
         rounds: 0,
+        reports: dir.0.clone(),
+        report_offsets: HashMap::new(),
     };
     let mut code = None;
     loop {
@@ -624,6 +693,8 @@ pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString])
         if let Some(c) = w.reap() {
             code = Some(c);
         }
+        // After the reaping: a pid can be used again only once it is reaped.
+        w.collect_reports();
         // The tree is over when we have no child left: as a subreaper we
         // inherit every orphan, so a living descendant is a child of ours or
         // below one. (A sample can miss a process forked just after it
@@ -634,13 +705,13 @@ pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString])
             if let Some(c) = w.reap() {
                 code = Some(c);
             }
+            w.collect_reports();
             break;
         }
         std::thread::sleep(SAMPLE_INTERVAL);
     }
     let code = code.unwrap_or(EXIT_RUNTIME);
     let mut per = w.procs;
-    attach_reports(&mut per, read_reports(&dir.0));
     for p in per.iter_mut() {
         p.describe_end();
     }
@@ -715,4 +786,54 @@ pub fn render_summary(s: &Summary) -> String {
         );
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OLD: (u64, u64, u64) = (0x5500_0000, 0x7ffd_0000, 0x7ffd_1000);
+    const NEW: (u64, u64, u64) = (0x5600_0000, 0x7ffe_0000, 0x7ffe_1000);
+
+    /// The exec happened between the listing (old image) and the read of
+    /// the program (new program). Before, the look recorded the exec for
+    /// the new program and the next look recorded it again for the new
+    /// image: one exec, counted twice.
+    #[test]
+    fn an_exec_caught_in_the_middle_of_a_look_is_counted_once() {
+        let during = exec_seen("/usr/bin/sh", OLD, OLD, "/usr/bin/sleep", NEW, None);
+        assert_eq!(during, ExecSeen::InProgress, "nothing decided mid-exec");
+        // The next look sees it whole: one exec.
+        let next = exec_seen("/usr/bin/sh", OLD, NEW, "/usr/bin/sleep", NEW, None);
+        assert_eq!(next, ExecSeen::Exec);
+        // And the look after that sees nothing new.
+        let after = exec_seen("/usr/bin/sleep", NEW, NEW, "/usr/bin/sleep", NEW, None);
+        assert_eq!(after, ExecSeen::Same);
+    }
+
+    #[test]
+    fn an_exec_of_the_same_program_shows_as_a_new_image() {
+        assert_eq!(
+            exec_seen("/usr/bin/python3", OLD, NEW, "/usr/bin/python3", NEW, None),
+            ExecSeen::Exec
+        );
+    }
+
+    #[test]
+    fn the_first_look_and_the_commands_own_exec_are_no_execs_of_the_users() {
+        assert_eq!(
+            exec_seen("", (0, 0, 0), OLD, "/usr/bin/sh", OLD, None),
+            ExecSeen::First
+        );
+        let own = Some("/usr/local/bin/ksmauto");
+        assert_eq!(
+            exec_seen("/usr/local/bin/ksmauto", OLD, NEW, "/usr/bin/sh", NEW, own),
+            ExecSeen::First
+        );
+        // One that exec'd before the first look (marked, image zero) did exec.
+        assert_eq!(
+            exec_seen("(exec'd before the first look)", (0, 0, 0), NEW, "/usr/bin/env", NEW, own),
+            ExecSeen::Exec
+        );
+    }
 }

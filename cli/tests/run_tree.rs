@@ -325,3 +325,134 @@ fn run_waits_for_what_a_command_leaves_behind() {
         );
     }
 }
+
+/// A pid used twice within the tree: the first holder exits normally and
+/// writes its exit report; the second (made to get the same pid through
+/// `ns_last_pid`) ends by `_exit` without one. The report belongs to the
+/// first. Before the fix reports were joined by pid at the end, to the last
+/// holder: the first had no report and the second had the first's.
+/// Also: a worker first seen as a zombie (it ended before any look and
+/// wrote no report) is not said to be covered by nothing ("none" before the
+/// fix): nobody knows.
+const PID_REUSE: &str = r#"
+import os, sys, time
+quick = os.fork()
+if quick == 0:
+    os._exit(0)
+time.sleep(0.3)
+os.waitpid(quick, 0)
+first = os.fork()
+if first == 0:
+    sys.exit(0)
+os.waitpid(first, 0)
+time.sleep(0.5)
+second = 0
+for _ in range(500):
+    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+        f.write(str(first - 1))
+    pid = os.fork()
+    if pid == 0:
+        if os.getpid() == first:
+            time.sleep(0.3)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    if pid == first:
+        second = pid
+        break
+sys.stderr.write("pids %d %d %d\n" % (quick, first, second))
+"#;
+
+#[test]
+fn an_exit_report_goes_to_the_process_that_wrote_it_when_its_pid_is_used_again() {
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("this test needs root (it writes /proc/sys/kernel/ns_last_pid)");
+    }
+    let dir = std::env::temp_dir().join(format!("ksmauto-pid-reuse-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("reuse.py");
+    std::fs::write(&script, PID_REUSE).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_ksmauto"))
+        .args(["run", "--mode", "process", "--lib", common::lib().to_str().unwrap()])
+        .args(["--json", "--", "python3"])
+        .arg(&script)
+        .env_remove("LD_PRELOAD")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = common::text(&o.stderr);
+    let pids: Vec<i64> = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("pids "))
+        .unwrap_or_else(|| panic!("no pids: {stderr}"))
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let (quick, first, second) = (pids[0], pids[1], pids[2]);
+    assert_eq!(second, first, "the pid could not be used again: {stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    let holders: Vec<&serde_json::Value> = v["per_process"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["pid"] == first)
+        .collect();
+    assert_eq!(holders.len(), 2, "two processes held pid {first}: {v}");
+    assert!(
+        holders[0]["report"].is_object() && holders[0]["figures_from"] == "report",
+        "the first holder wrote the report: {}",
+        holders[0]
+    );
+    assert!(
+        holders[1]["report"].is_null(),
+        "the second ended by _exit, without a report: {}",
+        holders[1]
+    );
+    let q = v["per_process"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == quick)
+        .unwrap_or_else(|| panic!("the quick worker is missing: {v}"));
+    assert!(
+        q["covered"] == "unknown",
+        "a worker never read alive is not known to be uncovered: {q}"
+    );
+}
+
+/// A copy that hands itself on from process to process (a loop of double
+/// forks) for 3 s: a look at /proc can find no process of it while one
+/// hands on. Before the fix `compare` took one such empty look for the end
+/// of the phase ("exited"); now a phase ends only when nothing of the tree
+/// is left (the kernel says we have no child), so both phases run until the
+/// last process of the relay settles.
+#[test]
+fn compare_does_not_end_a_phase_on_one_empty_look() {
+    let prog = common::compile_c("cli/tests/c/relay.c", &[]);
+    let lib = common::lib().to_str().unwrap();
+    let dir = std::env::temp_dir().join(format!("ksmauto-cmp-relay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("out");
+    let status = Command::new(env!("CARGO_BIN_EXE_ksmauto"))
+        .args(["compare", "--workers", "1", "--mode", "advise"])
+        .args(["--settle-timeout", "20", "--lib", lib, "--json", "--"])
+        .arg(&prog)
+        .arg("3")
+        .env_remove("LD_PRELOAD")
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    let stdout = std::fs::read_to_string(&out).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(status.code(), Some(0), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|_| panic!("no JSON: {stdout}"));
+    for phase in ["without", "with"] {
+        assert_ne!(
+            v[phase]["ended"], "exited",
+            "{phase}: one empty look ended the phase: {}",
+            v[phase]["samples"]
+        );
+        assert_eq!(v[phase]["last"]["processes"], 1, "{phase}: {v}");
+    }
+}
