@@ -495,7 +495,12 @@ pub fn diagnose(pid: i32) -> Result<Diagnosis> {
             human_bytes(ksmd.registered_pages * ps)
         )
     };
-    let verdict = if ksmd.state == "absent" {
+    let state = crate::run::stat_line(pid).map(|l| l.state);
+    let verdict = if is_kernel_thread(pid) {
+        "not merging: a kernel thread has no user memory for KSM to merge".to_string()
+    } else if matches!(state, Some('Z') | Some('X')) {
+        "not merging: the process has exited (a zombie its parent has not collected yet): its memory is gone".to_string()
+    } else if ksmd.state == "absent" {
         "not merging: this kernel has no KSM".to_string()
     } else if ksmd.state != "running" {
         let what = if ksmd.state == "unmerging" {
@@ -583,12 +588,14 @@ pub fn diagnose(pid: i32) -> Result<Diagnosis> {
     })
 }
 
-/// Every process with the library mapped or KSM activity.
-pub fn all() -> Vec<Diagnosis> {
+/// Every process with the library mapped or KSM activity, and how many
+/// processes this user may not read (other users', unless root).
+pub fn all() -> (Vec<Diagnosis>, usize) {
     let mut out = vec![];
+    let mut unreadable = 0;
     let me = std::process::id() as i32;
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
+        return (out, unreadable);
     };
     let mut pids: Vec<i32> = dir
         .flatten()
@@ -597,6 +604,10 @@ pub fn all() -> Vec<Diagnosis> {
     pids.sort();
     for pid in pids {
         if pid == me {
+            continue;
+        }
+        if ksm_stat_refused(pid) {
+            unreadable += 1;
             continue;
         }
         let active = ksm_stat(pid).is_some_and(|k| {
@@ -614,7 +625,7 @@ pub fn all() -> Vec<Diagnosis> {
             }
         }
     }
-    out
+    (out, unreadable)
 }
 
 pub fn render_text(d: &Diagnosis) -> String {

@@ -151,6 +151,9 @@ pub struct Status {
     pub saved_bytes: u64,
     pub general_profit: Option<i64>,
     pub processes: Vec<Proc>,
+    /// Processes whose `ksm_stat` this user may not read (not root): they
+    /// are missing from `processes` and from the trust domains.
+    pub unreadable_processes: usize,
     pub trust_domains: TrustDomains,
 }
 
@@ -242,15 +245,23 @@ pub fn container_of(cgroup: &str) -> Option<String> {
     None
 }
 
-pub fn processes() -> Vec<Proc> {
+/// The processes using KSM, and how many processes this user may not read
+/// (other users' processes, unless root).
+pub fn processes() -> (Vec<Proc>, usize) {
     let names = user_names();
     let mut out = vec![];
+    let mut unreadable = 0;
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for e in dir.flatten() {
             let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
                 continue;
             };
-            let Some(k) = ksm_stat(pid) else { continue };
+            let Some(k) = ksm_stat(pid) else {
+                if ksm_stat_refused(pid) {
+                    unreadable += 1;
+                }
+                continue;
+            };
             // Using KSM: ksmd tracks pages of it, some are merged, or it asked
             // for its whole memory (also before ksmd got to it).
             if k.rmap_items == 0
@@ -285,7 +296,7 @@ pub fn processes() -> Vec<Proc> {
         }
     }
     out.sort_by(|a, b| b.profit.cmp(&a.profit).then(a.pid.cmp(&b.pid)));
-    out
+    (out, unreadable)
 }
 
 /// Groups the processes by user and by cgroup, and says whether KSM merges
@@ -388,7 +399,7 @@ pub fn status() -> Result<Status> {
     let zero = num("ksm_zero_pages").unwrap_or(0).max(0) as u64;
     let use_zero = num("use_zero_pages") == Some(1);
     let saved = (pages_sharing + if use_zero { zero } else { 0 }) * ps;
-    let processes = processes();
+    let (processes, unreadable_processes) = processes();
     let trust_domains = trust_domains(&processes, ps);
     Ok(Status {
         sysfs: dir.display().to_string(),
@@ -407,6 +418,7 @@ pub fn status() -> Result<Status> {
         general_profit: num("general_profit"),
         values,
         processes,
+        unreadable_processes,
         trust_domains,
     })
 }
@@ -432,6 +444,9 @@ pub fn render_text(s: &Status) -> String {
     }
     if let Some(w) = &s.trust_domains.warning {
         let _ = writeln!(o, "warning: {w}");
+    }
+    if s.unreadable_processes > 0 {
+        let _ = writeln!(o, "note: {}", unreadable_note(s.unreadable_processes));
     }
     let _ = writeln!(o);
     for (name, what) in FILES {
@@ -578,6 +593,13 @@ pub fn render_prometheus(s: &Status) -> String {
     );
     family(
         &mut o,
+        "ksm_unreadable_processes",
+        "gauge",
+        "Processes this user may not read (not root): missing from the per-process series",
+        &[(String::new(), s.unreadable_processes.to_string())],
+    );
+    family(
+        &mut o,
         "ksm_page_size_bytes",
         "gauge",
         "Page size",
@@ -696,11 +718,17 @@ pub fn write_textfile(path: &std::path::Path, text: &str) -> Result<()> {
         name.to_string_lossy(),
         std::process::id()
     ));
+    // Refused (a directory this user may not write) exits 4, as every
+    // permission error does.
+    let code = |e: &std::io::Error| {
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            EXIT_PERM
+        } else {
+            EXIT_RUNTIME
+        }
+    };
     let err = |what: &str, e: std::io::Error| {
-        fail(
-            EXIT_RUNTIME,
-            format!("cannot {what} {}: {e}", tmp.display()),
-        )
+        fail(code(&e), format!("cannot {what} {}: {e}", tmp.display()))
     };
     // The name is predictable and the directory may be writable by others:
     // the file is created new (O_EXCL: never through a planted link, never
@@ -730,7 +758,7 @@ pub fn write_textfile(path: &std::path::Path, text: &str) -> Result<()> {
         let _ = f.set_permissions(std::fs::Permissions::from_mode(0o644));
         std::fs::rename(&tmp, path).map_err(|e| {
             fail(
-                EXIT_RUNTIME,
+                code(&e),
                 format!("cannot rename {} to {}: {e}", tmp.display(), path.display()),
             )
         })

@@ -165,8 +165,13 @@ fn real_main() -> Result<i32> {
             textfile,
             watch,
         } => {
-            if watch.is_some_and(|secs| !secs.is_finite() || secs <= 0.0) {
-                return Err(util::fail(2, "--watch needs a positive number of seconds"));
+            // At most a day: a longer pause is no watch (and past ~1e19 s
+            // no duration at all).
+            if watch.is_some_and(|secs| !secs.is_finite() || secs <= 0.0 || secs > 86400.0) {
+                return Err(util::fail(
+                    2,
+                    "--watch needs a number of seconds above 0, at most 86400",
+                ));
             }
             if let Some(path) = textfile {
                 loop {
@@ -236,10 +241,13 @@ fn real_main() -> Result<i32> {
             Ok(0)
         }
         Cmd::Doctor { pid, all, json } => {
-            let found = match pid {
-                Some(pid) => vec![doctor::diagnose(pid)?],
+            let (found, unreadable) = match pid {
+                Some(pid) => (vec![doctor::diagnose(pid)?], 0),
                 None => doctor::all(),
             };
+            if unreadable > 0 {
+                eprintln!("ksmauto: note: {}", util::unreadable_note(unreadable));
+            }
             if json && all {
                 println!("{}", serde_json::to_string(&found)?);
             } else if json {

@@ -832,7 +832,14 @@ mod tests {
         );
         // One that exec'd before the first look (marked, image zero) did exec.
         assert_eq!(
-            exec_seen("(exec'd before the first look)", (0, 0, 0), NEW, "/usr/bin/env", NEW, own),
+            exec_seen(
+                "(exec'd before the first look)",
+                (0, 0, 0),
+                NEW,
+                "/usr/bin/env",
+                NEW,
+                own
+            ),
             ExecSeen::Exec
         );
     }

@@ -153,6 +153,38 @@ pub fn ksm_stat(pid: i32) -> Option<KsmStat> {
     Some(k)
 }
 
+/// A kernel thread (PF_KTHREAD in `/proc/PID/stat`, readable by anyone):
+/// it has no user memory, so KSM has nothing of it to merge.
+pub fn is_kernel_thread(pid: i32) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1.to_string();
+            rest.split_whitespace().nth(6)?.parse::<u64>().ok()
+        })
+        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
+/// Whether this user is refused `/proc/PID/ksm_stat` (mode 0400: only root
+/// and the process's owner read it). Kernel threads are not counted: they
+/// have no memory to merge.
+pub fn ksm_stat_refused(pid: i32) -> bool {
+    matches!(
+        std::fs::File::open(format!("/proc/{pid}/ksm_stat")),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied
+    ) && !is_kernel_thread(pid)
+}
+
+/// What a user who is not root is told when some processes could not be read.
+pub fn unreadable_note(n: usize) -> String {
+    format!(
+        "{n} process{} of other users could not be read (run as root to see every process): \
+         the figures and trust domains cover only the processes that could",
+        if n == 1 { "" } else { "es" }
+    )
+}
+
 /// `Rss` and `Pss` of `/proc/PID/smaps_rollup`, in bytes.
 pub fn rss_pss(pid: i32) -> Option<(u64, u64)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;

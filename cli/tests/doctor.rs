@@ -350,3 +350,47 @@ fn no_such_process_exits_3() {
         .unwrap();
     assert_eq!(o.status.code(), Some(3));
 }
+
+/// A kernel thread has no user memory: doctor said "not merging: no memory
+/// is marked mergeable yet" (or that ksmd was off) as for any process.
+#[test]
+fn a_kernel_thread_is_said_to_have_no_user_memory() {
+    // kthreadd is pid 2 on every Linux.
+    let comm = std::fs::read_to_string("/proc/2/comm").unwrap_or_default();
+    assert_eq!(comm.trim(), "kthreadd", "pid 2 is not kthreadd here");
+    let v = doctor(&["2"], Some(&running_sysfs("kthread")));
+    assert_eq!(
+        verdict(&v),
+        "not merging: a kernel thread has no user memory for KSM to merge",
+        "{v}"
+    );
+}
+
+/// A process that has exited and waits for its parent (a zombie) has no
+/// memory left: doctor gave an ordinary verdict about it.
+#[test]
+fn a_zombie_is_said_to_have_exited() {
+    let child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    // Not waited for: it stays a zombie until the end of this test.
+    for _ in 0..200 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        if stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .trim_start()
+            .starts_with('Z')
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let v = doctor(&[&pid.to_string()], Some(&running_sysfs("zombie")));
+    let mut child = child;
+    let _ = child.wait();
+    assert!(
+        verdict(&v).starts_with("not merging: the process has exited (a zombie"),
+        "{v}"
+    );
+}

@@ -55,6 +55,10 @@ fn bad_usage_exits_2() {
         &["status", "--json", "--prometheus"][..],
         &["ksmd", "--on", "--off"][..],
         &["compare", "--workers", "0", "--", "true"][..],
+        // Too long to be a duration: it ended with an internal error (1).
+        &["status", "--watch", "1e30"][..],
+        &["status", "--watch", "-1"][..],
+        &["status", "--watch", "NaN"][..],
     ] {
         let o = out(ksmauto(args));
         failing(&o, 2);

@@ -372,7 +372,13 @@ fn an_exit_report_goes_to_the_process_that_wrote_it_when_its_pid_is_used_again()
     let script = dir.join("reuse.py");
     std::fs::write(&script, PID_REUSE).unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_ksmauto"))
-        .args(["run", "--mode", "process", "--lib", common::lib().to_str().unwrap()])
+        .args([
+            "run",
+            "--mode",
+            "process",
+            "--lib",
+            common::lib().to_str().unwrap(),
+        ])
         .args(["--json", "--", "python3"])
         .arg(&script)
         .env_remove("LD_PRELOAD")

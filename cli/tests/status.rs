@@ -422,3 +422,84 @@ fn two_containers_with_mergeable_memory_get_the_trust_domain_warning() {
     drop(b);
     drop(cgroups);
 }
+
+fn ksmauto_as_nobody(args: &[&str]) -> std::process::Output {
+    let (uid, gid) = ids_of("nobody");
+    Command::new("setpriv")
+        .args([
+            format!("--reuid={uid}"),
+            format!("--regid={gid}"),
+            "--clear-groups".into(),
+            "--".into(),
+        ])
+        .arg(env!("CARGO_BIN_EXE_ksmauto"))
+        .args(args)
+        .env_remove("LD_PRELOAD")
+        .env_remove("KSMAUTO_SYSFS_KSM")
+        .output()
+        .expect("run ksmauto as nobody")
+}
+
+/// A user who is not root may not read other users' `ksm_stat`: `status`
+/// and `doctor --all` said nothing of it, and a root process using KSM was
+/// silently missing, with it any trust-domain warning. Now they say how
+/// many processes could not be read.
+#[test]
+fn as_another_user_status_and_doctor_say_some_processes_could_not_be_read() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !have_ksm() || unsafe { libc::geteuid() } != 0 {
+        panic!("needs KSM and root (to run ksmauto as nobody)");
+    }
+    let root = Dups::start(None);
+    let o = ksmauto_as_nobody(&["status", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", common::text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert!(
+        v["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["pid"] != root.pid()),
+        "nobody cannot read root's process: {v}"
+    );
+    assert!(
+        v["unreadable_processes"].as_u64().unwrap_or(0) >= 1,
+        "root's process using KSM is counted as unreadable: {v}"
+    );
+    let o = ksmauto_as_nobody(&["status"]);
+    let text = common::text(&o.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("note: ") && l.contains("could not be read")),
+        "{text}"
+    );
+    let o = ksmauto_as_nobody(&["status", "--prometheus"]);
+    let scrape = parse(&common::text(&o.stdout));
+    assert!(value(&scrape, "ksm_unreadable_processes", &[]) >= 1.0);
+    let o = ksmauto_as_nobody(&["doctor", "--all"]);
+    assert_eq!(o.status.code(), Some(0), "{}", common::text(&o.stderr));
+    let err = common::text(&o.stderr);
+    assert!(err.contains("could not be read"), "doctor --all: {err}");
+    // As root nothing is unreadable.
+    let v = status_json();
+    assert_eq!(v["unreadable_processes"], 0, "{v}");
+}
+
+/// `--textfile` into a directory this user may not write exits 4 (the
+/// documented code for permission errors); it exited 1.
+#[test]
+fn textfile_into_a_directory_not_ours_exits_4() {
+    if !have_ksm() || unsafe { libc::geteuid() } != 0 {
+        panic!("needs KSM and root (to run ksmauto as nobody)");
+    }
+    let dir = std::env::temp_dir().join(format!("ksmauto-textfile-perm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let target = dir.join("ksm.prom");
+    let o = ksmauto_as_nobody(&["status", "--textfile", target.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = common::text(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(err.contains("Permission denied"), "{err}");
+}
