@@ -1,8 +1,9 @@
 //! `ksmauto compare`: N copies of a command without, then with the preload;
 //! memory sampled until it settles, set against the estimator's ideal.
 
+use crate::tree::has_children;
 use crate::util::*;
-use crate::{estimate, ksm, run};
+use crate::{estimate, ksm, launch, tree};
 use anyhow::Result;
 use serde::Serialize;
 use std::ffi::OsString;
@@ -53,7 +54,7 @@ pub struct Comparison {
 fn tree(children: &[i32]) -> Vec<i32> {
     let me = std::process::id() as i32;
     let mut live = vec![];
-    for l in run::descendants_of(&[me]) {
+    for l in tree::descendants_of(&[me]) {
         if l.state == 'Z' || l.state == 'X' {
             if l.ppid == me && !children.contains(&l.pid) {
                 let mut st = 0;
@@ -145,7 +146,7 @@ fn phase(
             }
         }
         if preload {
-            c.env("LD_PRELOAD", run::preload_value(s.lib.unwrap()))
+            c.env("LD_PRELOAD", launch::preload_value(s.lib.unwrap()))
                 .env("KSMAUTO_MODE", s.mode)
                 .env("KSMAUTO_STATS", "off");
         } else {
@@ -155,7 +156,7 @@ fn phase(
             Ok(ch) => children.push(ch),
             Err(e) => {
                 stop(&mut children);
-                return Err(run::spawn_error(&s.cmd[0], e));
+                return Err(launch::spawn_error(&s.cmd[0], e));
             }
         }
     }
@@ -239,7 +240,7 @@ pub fn compare(
     json: bool,
 ) -> Result<Comparison> {
     ksm::require_ksm()?;
-    let lib = run::find_lib(lib)?;
+    let lib = launch::find_lib(lib)?;
     // Orphans of the copies re-parent to us and stay in the tree we sample.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     if ksm::read_u64("run") != Some(1) && !json {

@@ -495,7 +495,7 @@ pub fn diagnose(pid: i32) -> Result<Diagnosis> {
             human_bytes(ksmd.registered_pages * ps)
         )
     };
-    let state = crate::run::stat_line(pid).map(|l| l.state);
+    let state = crate::tree::stat_line(pid).map(|l| l.state);
     let verdict = if is_kernel_thread(pid) {
         "not merging: a kernel thread has no user memory for KSM to merge".to_string()
     } else if matches!(state, Some('Z') | Some('X')) {

@@ -7,7 +7,9 @@ mod compare;
 mod doctor;
 mod estimate;
 mod ksm;
+mod launch;
 mod run;
+mod tree;
 mod util;
 
 use anyhow::Result;

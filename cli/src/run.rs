@@ -1,6 +1,8 @@
 //! `ksmauto run`: a command under the preload, and one summary of every
 //! process of its tree (each writes its own JSON report into a temp dir).
 
+use crate::launch::*;
+use crate::tree::*;
 use crate::util::*;
 use anyhow::Result;
 use serde::Serialize;
@@ -8,224 +10,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
-
-pub const LIB_NAME: &str = "libksmauto.so";
-
-/// Where the library is: `--lib`, next to this binary, `../release/` (a debug
-/// build of the tool in `target/debug`), `../lib/` (installed under a prefix).
-pub fn find_lib(explicit: Option<&Path>) -> Result<PathBuf> {
-    if let Some(p) = explicit {
-        if !p.is_file() {
-            return Err(fail(
-                EXIT_RUNTIME,
-                format!("library not found: {} (--lib)", p.display()),
-            ));
-        }
-        return Ok(std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()));
-    }
-    let mut tried = vec![];
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(dir) = exe.parent() {
-            for cand in [
-                dir.join(LIB_NAME),
-                dir.join("../release").join(LIB_NAME),
-                dir.join("../lib").join(LIB_NAME),
-            ] {
-                if cand.is_file() {
-                    return Ok(std::fs::canonicalize(&cand).unwrap_or(cand));
-                }
-                tried.push(cand);
-            }
-        }
-    }
-    let sys = PathBuf::from("/usr/local/lib").join(LIB_NAME);
-    if sys.is_file() {
-        return Ok(sys);
-    }
-    tried.push(sys);
-    Err(fail(
-        EXIT_RUNTIME,
-        format!(
-            "{LIB_NAME} not found (tried {}); build it with `cargo build --release` or pass --lib",
-            tried
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    ))
-}
-
-/// `LD_PRELOAD` with ours appended to what is already there.
-pub fn preload_value(lib: &Path) -> OsString {
-    let ours = lib.as_os_str().to_owned();
-    match std::env::var_os("LD_PRELOAD") {
-        Some(old) if !old.is_empty() => {
-            if old
-                .to_string_lossy()
-                .split([':', ' '])
-                .any(|p| Path::new(p) == lib)
-            {
-                return old;
-            }
-            let mut v = old;
-            v.push(":");
-            v.push(&ours);
-            v
-        }
-        _ => ours,
-    }
-}
-
-static CHILD: AtomicI32 = AtomicI32::new(0);
-/// Set by a signal that arrives once the command itself has ended: stop
-/// waiting for the rest of its tree.
-static STOP_WAITING: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    // A terminal's Ctrl-C already reaches the child (same process group);
-    // forward only signals sent to us alone (kill(2): si_code <= 0).
-    let code = unsafe { (*info).si_code };
-    let pid = CHILD.load(Ordering::Relaxed);
-    if pid > 0 && code <= 0 {
-        unsafe { libc::kill(pid, sig) };
-    }
-    if pid <= 0 {
-        STOP_WAITING.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Forwards SIGINT/SIGTERM/SIGHUP to `pid` (and otherwise ignores them, so
-/// we live to collect the reports). Once the command has ended, such a
-/// signal ends the wait for the rest of its tree instead.
-pub fn forward_signals_to(pid: i32) {
-    CHILD.store(pid, Ordering::Relaxed);
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = forward as *const () as usize;
-            sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
-    }
-}
-
-pub fn spawn_error(cmd: &OsString, e: std::io::Error) -> anyhow::Error {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => {
-            fail(127, format!("command not found: {}", cmd.to_string_lossy()))
-        }
-        std::io::ErrorKind::PermissionDenied => fail(
-            126,
-            format!(
-                "cannot execute {}: permission denied",
-                cmd.to_string_lossy()
-            ),
-        ),
-        _ => fail(
-            EXIT_RUNTIME,
-            format!("cannot run {}: {e}", cmd.to_string_lossy()),
-        ),
-    }
-}
-
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(prefix: &str) -> Result<TempDir> {
-        let base = std::env::temp_dir();
-        for i in 0..100u32 {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0);
-            let p = base.join(format!("{prefix}-{}-{nanos:x}{i}", std::process::id()));
-            if std::fs::create_dir(&p).is_ok() {
-                return Ok(TempDir(p));
-            }
-        }
-        Err(fail(
-            EXIT_RUNTIME,
-            format!("cannot create a temp dir in {}", base.display()),
-        ))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// One line of `/proc/PID/stat`, the fields the tree walk needs.
-#[derive(Clone, Debug)]
-pub struct StatLine {
-    pub pid: i32,
-    pub ppid: i32,
-    pub state: char,
-    /// Clock ticks after boot; with the pid it names one process (pids are reused).
-    pub start_time: u64,
-    /// Where its program's code, stack and arguments start: new with every
-    /// exec (address randomization, a new stack), even of the same program.
-    pub image: (u64, u64, u64),
-}
-
-pub fn stat_line(pid: i32) -> Option<StatLine> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the last ')' (comm may hold anything): state ppid pgrp
-    // session tty tpgid flags minflt cminflt majflt cmajflt utime stime
-    // cutime cstime priority nice threads itrealvalue starttime ...
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(StatLine {
-        pid,
-        ppid: f.get(1)?.parse().ok()?,
-        state: f.first()?.chars().next()?,
-        start_time: f.get(19)?.parse().ok()?,
-        image: (
-            f.get(23).and_then(|v| v.parse().ok()).unwrap_or(0),
-            f.get(25).and_then(|v| v.parse().ok()).unwrap_or(0),
-            f.get(45).and_then(|v| v.parse().ok()).unwrap_or(0),
-        ),
-    })
-}
-
-/// Every process below `roots` (not the roots themselves), found by
-/// following parent links in `/proc/*/stat` — never by process group or
-/// session, so a worker that calls `setsid` is still found. Zombies
-/// included (their state says so).
-pub fn descendants_of(roots: &[i32]) -> Vec<StatLine> {
-    let mut all: Vec<StatLine> = vec![];
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for e in dir.flatten() {
-            if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
-                if let Some(l) = stat_line(pid) {
-                    all.push(l);
-                }
-            }
-        }
-    }
-    let mut children: HashMap<i32, Vec<usize>> = HashMap::new();
-    for (i, l) in all.iter().enumerate() {
-        children.entry(l.ppid).or_default().push(i);
-    }
-    let mut out = vec![];
-    let mut todo: Vec<i32> = roots.to_vec();
-    let mut seen: std::collections::HashSet<i32> = roots.iter().copied().collect();
-    while let Some(p) = todo.pop() {
-        for &i in children.get(&p).map(|v| v.as_slice()).unwrap_or(&[]) {
-            if seen.insert(all[i].pid) {
-                todo.push(all[i].pid);
-                out.push(all[i].clone());
-            }
-        }
-    }
-    out.sort_by_key(|l| l.pid);
-    out
-}
 
 /// `/proc/PID/ksm_stat` of a process that still has its memory: a process
 /// past `exit_mm` (exiting, zombie) shows an empty file, which must not
@@ -582,7 +367,7 @@ impl TreeWatch {
                 break;
             }
             if pid == self.child {
-                CHILD.store(0, Ordering::Relaxed);
+                command_ended();
                 command_status = Some(if libc::WIFEXITED(st) {
                     libc::WEXITSTATUS(st)
                 } else {
@@ -699,7 +484,7 @@ pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString])
         // inherit every orphan, so a living descendant is a child of ours or
         // below one. (A sample can miss a process forked just after it
         // listed /proc, so "no process seen" is not enough.)
-        if code.is_some() && (!has_children() || STOP_WAITING.load(Ordering::Relaxed)) {
+        if code.is_some() && (!has_children() || stop_waiting_asked()) {
             // One more look: what is left is still running.
             w.sample();
             if let Some(c) = w.reap() {

@@ -66,21 +66,6 @@ pub fn proc_err(pid: i32, what: &str, e: io::Error) -> anyhow::Error {
     }
 }
 
-/// Whether this process has a child (running, or ended and not yet
-/// collected), asked of the kernel without collecting anything.
-pub fn has_children() -> bool {
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    let rc = unsafe {
-        libc::waitid(
-            libc::P_ALL,
-            0,
-            &mut info,
-            libc::WEXITED | libc::WSTOPPED | libc::WCONTINUED | libc::WNOHANG | libc::WNOWAIT,
-        )
-    };
-    !(rc == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
-}
-
 pub fn page_size() -> u64 {
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) as u64 }
 }

@@ -1,0 +1,170 @@
+//! Starting a command under the preload: where the library is, the
+//! `LD_PRELOAD` value, what a failed start means, signals forwarded to the
+//! command, a private temporary directory. Shared by `run` and `compare`;
+//! knows nothing of what they measure.
+
+use crate::util::*;
+use anyhow::Result;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+pub const LIB_NAME: &str = "libksmauto.so";
+
+/// Where the library is: `--lib`, next to this binary, `../release/` (a debug
+/// build of the tool in `target/debug`), `../lib/` (installed under a prefix).
+pub fn find_lib(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        if !p.is_file() {
+            return Err(fail(
+                EXIT_RUNTIME,
+                format!("library not found: {} (--lib)", p.display()),
+            ));
+        }
+        return Ok(std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()));
+    }
+    let mut tried = vec![];
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            for cand in [
+                dir.join(LIB_NAME),
+                dir.join("../release").join(LIB_NAME),
+                dir.join("../lib").join(LIB_NAME),
+            ] {
+                if cand.is_file() {
+                    return Ok(std::fs::canonicalize(&cand).unwrap_or(cand));
+                }
+                tried.push(cand);
+            }
+        }
+    }
+    let sys = PathBuf::from("/usr/local/lib").join(LIB_NAME);
+    if sys.is_file() {
+        return Ok(sys);
+    }
+    tried.push(sys);
+    Err(fail(
+        EXIT_RUNTIME,
+        format!(
+            "{LIB_NAME} not found (tried {}); build it with `cargo build --release` or pass --lib",
+            tried
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    ))
+}
+
+/// `LD_PRELOAD` with ours appended to what is already there.
+pub fn preload_value(lib: &Path) -> OsString {
+    let ours = lib.as_os_str().to_owned();
+    match std::env::var_os("LD_PRELOAD") {
+        Some(old) if !old.is_empty() => {
+            if old
+                .to_string_lossy()
+                .split([':', ' '])
+                .any(|p| Path::new(p) == lib)
+            {
+                return old;
+            }
+            let mut v = old;
+            v.push(":");
+            v.push(&ours);
+            v
+        }
+        _ => ours,
+    }
+}
+
+static CHILD: AtomicI32 = AtomicI32::new(0);
+/// Set by a signal that arrives once the command itself has ended: stop
+/// waiting for the rest of its tree.
+static STOP_WAITING: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // A terminal's Ctrl-C already reaches the child (same process group);
+    // forward only signals sent to us alone (kill(2): si_code <= 0).
+    let code = unsafe { (*info).si_code };
+    let pid = CHILD.load(Ordering::Relaxed);
+    if pid > 0 && code <= 0 {
+        unsafe { libc::kill(pid, sig) };
+    }
+    if pid <= 0 {
+        STOP_WAITING.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The command has ended (it was reaped): signals are no longer forwarded,
+/// they end the wait for the rest of its tree.
+pub fn command_ended() {
+    CHILD.store(0, Ordering::Relaxed);
+}
+
+/// Whether a signal after the command's end asked to stop waiting.
+pub fn stop_waiting_asked() -> bool {
+    STOP_WAITING.load(Ordering::Relaxed)
+}
+
+/// Forwards SIGINT/SIGTERM/SIGHUP to `pid` (and otherwise ignores them, so
+/// we live to collect the reports). Once the command has ended, such a
+/// signal ends the wait for the rest of its tree instead.
+pub fn forward_signals_to(pid: i32) {
+    CHILD.store(pid, Ordering::Relaxed);
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = forward as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+pub fn spawn_error(cmd: &OsString, e: std::io::Error) -> anyhow::Error {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            fail(127, format!("command not found: {}", cmd.to_string_lossy()))
+        }
+        std::io::ErrorKind::PermissionDenied => fail(
+            126,
+            format!(
+                "cannot execute {}: permission denied",
+                cmd.to_string_lossy()
+            ),
+        ),
+        _ => fail(
+            EXIT_RUNTIME,
+            format!("cannot run {}: {e}", cmd.to_string_lossy()),
+        ),
+    }
+}
+
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> Result<TempDir> {
+        let base = std::env::temp_dir();
+        for i in 0..100u32 {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            let p = base.join(format!("{prefix}-{}-{nanos:x}{i}", std::process::id()));
+            if std::fs::create_dir(&p).is_ok() {
+                return Ok(TempDir(p));
+            }
+        }
+        Err(fail(
+            EXIT_RUNTIME,
+            format!("cannot create a temp dir in {}", base.display()),
+        ))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,88 @@
+//! The process tree below us, from `/proc/*/stat`: parent links (never
+//! process groups or sessions, which a worker can leave), start times (a pid
+//! is reused, a pid and its start time are not) and the addresses that
+//! change with every exec. Read-only; shared by `run`, `compare` and `doctor`.
+
+use std::collections::HashMap;
+
+/// One line of `/proc/PID/stat`, the fields the tree walk needs.
+#[derive(Clone, Debug)]
+pub struct StatLine {
+    pub pid: i32,
+    pub ppid: i32,
+    pub state: char,
+    /// Clock ticks after boot; with the pid it names one process (pids are reused).
+    pub start_time: u64,
+    /// Where its program's code, stack and arguments start: new with every
+    /// exec (address randomization, a new stack), even of the same program.
+    pub image: (u64, u64, u64),
+}
+
+pub fn stat_line(pid: i32) -> Option<StatLine> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the last ')' (comm may hold anything): state ppid pgrp
+    // session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+    // cutime cstime priority nice threads itrealvalue starttime ...
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(StatLine {
+        pid,
+        ppid: f.get(1)?.parse().ok()?,
+        state: f.first()?.chars().next()?,
+        start_time: f.get(19)?.parse().ok()?,
+        image: (
+            f.get(23).and_then(|v| v.parse().ok()).unwrap_or(0),
+            f.get(25).and_then(|v| v.parse().ok()).unwrap_or(0),
+            f.get(45).and_then(|v| v.parse().ok()).unwrap_or(0),
+        ),
+    })
+}
+
+/// Every process below `roots` (not the roots themselves), found by
+/// following parent links in `/proc/*/stat` — never by process group or
+/// session, so a worker that calls `setsid` is still found. Zombies
+/// included (their state says so).
+pub fn descendants_of(roots: &[i32]) -> Vec<StatLine> {
+    let mut all: Vec<StatLine> = vec![];
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
+                if let Some(l) = stat_line(pid) {
+                    all.push(l);
+                }
+            }
+        }
+    }
+    let mut children: HashMap<i32, Vec<usize>> = HashMap::new();
+    for (i, l) in all.iter().enumerate() {
+        children.entry(l.ppid).or_default().push(i);
+    }
+    let mut out = vec![];
+    let mut todo: Vec<i32> = roots.to_vec();
+    let mut seen: std::collections::HashSet<i32> = roots.iter().copied().collect();
+    while let Some(p) = todo.pop() {
+        for &i in children.get(&p).map(|v| v.as_slice()).unwrap_or(&[]) {
+            if seen.insert(all[i].pid) {
+                todo.push(all[i].pid);
+                out.push(all[i].clone());
+            }
+        }
+    }
+    out.sort_by_key(|l| l.pid);
+    out
+}
+
+/// Whether this process has a child (running, or ended and not yet
+/// collected), asked of the kernel without collecting anything.
+pub fn has_children() -> bool {
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WSTOPPED | libc::WCONTINUED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    !(rc == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
+}
