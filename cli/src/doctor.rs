@@ -3,6 +3,7 @@
 //! sysfs files and the process's /proc files (maps, smaps, ksm_stat, environ,
 //! auxv, exe) and never writes anything.
 
+use crate::exe;
 use crate::ksm;
 use crate::util::*;
 use anyhow::Result;
@@ -219,96 +220,6 @@ fn environ(pid: i32) -> Option<Vec<(String, String)>> {
     )
 }
 
-/// AT_SECURE (23) from /proc/PID/auxv.
-fn at_secure(pid: i32) -> Option<bool> {
-    let raw = std::fs::read(format!("/proc/{pid}/auxv")).ok()?;
-    let w = std::mem::size_of::<usize>();
-    for pair in raw.chunks_exact(2 * w) {
-        let key = usize::from_ne_bytes(pair[..w].try_into().ok()?);
-        let val = usize::from_ne_bytes(pair[w..].try_into().ok()?);
-        if key == 23 {
-            return Some(val != 0);
-        }
-        if key == 0 {
-            break;
-        }
-    }
-    None
-}
-
-/// Why an executable runs in secure mode: set-id bits and file capabilities.
-fn secure_reasons(pid: i32) -> Vec<String> {
-    use std::os::unix::fs::MetadataExt;
-    let exe = format!("/proc/{pid}/exe");
-    let mut out = vec![];
-    if let Ok(m) = std::fs::metadata(&exe) {
-        if m.mode() & libc::S_ISUID != 0 {
-            out.push("setuid".to_string());
-        }
-        if m.mode() & libc::S_ISGID != 0 && m.mode() & libc::S_IXGRP != 0 {
-            out.push("setgid".to_string());
-        }
-    }
-    let c_exe = std::ffi::CString::new(exe).unwrap();
-    let name = c"security.capability";
-    let n = unsafe { libc::getxattr(c_exe.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
-    if n > 0 {
-        out.push("file capabilities".to_string());
-    }
-    out
-}
-
-/// True when the ELF executable has no PT_INTERP: no dynamic loader runs, so
-/// LD_PRELOAD means nothing to it. `None` when it cannot be read or is no ELF.
-fn is_static(pid: i32) -> Option<bool> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(format!("/proc/{pid}/exe")).ok()?;
-    let mut h = [0u8; 64];
-    f.read_exact(&mut h).ok()?;
-    if &h[..4] != b"\x7fELF" || h[4] != 2 {
-        return None; // only 64-bit ELF is read
-    }
-    let le = h[5] == 1;
-    let u16_at = |b: &[u8], o: usize| {
-        let x = [b[o], b[o + 1]];
-        if le {
-            u16::from_le_bytes(x)
-        } else {
-            u16::from_be_bytes(x)
-        }
-    };
-    let u32_at = |b: &[u8], o: usize| {
-        let x = [b[o], b[o + 1], b[o + 2], b[o + 3]];
-        if le {
-            u32::from_le_bytes(x)
-        } else {
-            u32::from_be_bytes(x)
-        }
-    };
-    let u64_at = |b: &[u8], o: usize| {
-        let x: [u8; 8] = b[o..o + 8].try_into().unwrap();
-        if le {
-            u64::from_le_bytes(x)
-        } else {
-            u64::from_be_bytes(x)
-        }
-    };
-    let phoff = u64_at(&h, 32);
-    let phentsize = u16_at(&h, 54) as usize;
-    let phnum = u16_at(&h, 56) as usize;
-    if phentsize < 4 || phnum == 0 || phnum > 4096 {
-        return None;
-    }
-    let mut ph = vec![0u8; phentsize * phnum];
-    f.seek(SeekFrom::Start(phoff)).ok()?;
-    f.read_exact(&mut ph).ok()?;
-    const PT_INTERP: u32 = 3;
-    Some(
-        !ph.chunks_exact(phentsize)
-            .any(|p| u32_at(p, 0) == PT_INTERP),
-    )
-}
-
 fn ksmd_info(mergeable_pages: u64) -> Ksmd {
     let state = match ksm::read("run").as_deref() {
         None => "absent",
@@ -378,9 +289,10 @@ pub fn diagnose(pid: i32) -> Result<Diagnosis> {
     let in_ld_preload = ld_preload
         .as_deref()
         .is_some_and(|p| p.contains("libksmauto"));
-    let static_binary = is_static(pid).unwrap_or(false);
-    let secure = at_secure(pid);
-    let reasons = secure_reasons(pid);
+    let exe_path = std::path::PathBuf::from(format!("/proc/{pid}/exe"));
+    let static_binary = exe::is_static(&exe_path).unwrap_or(false);
+    let secure = exe::at_secure(pid);
+    let reasons = exe::privileges(&exe_path);
     let loaded = sm.library_path.is_some();
     let why_not = if loaded {
         None

@@ -6,8 +6,10 @@
 mod compare;
 mod doctor;
 mod estimate;
+mod exe;
 mod ksm;
 mod launch;
+mod merge_any;
 mod run;
 mod tree;
 mod util;
@@ -138,6 +140,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// (internal) exits 40 when PR_GET_MEMORY_MERGE is set in it, 41 when not
+    #[command(name = "probe-merge-any", hide = true)]
+    ProbeMergeAny,
 }
 
 fn print_status(json: bool, prometheus: bool) -> Result<()> {
@@ -277,6 +282,7 @@ fn real_main() -> Result<i32> {
             print_status(json, false)?;
             Ok(0)
         }
+        Cmd::ProbeMergeAny => Ok(merge_any::probe_exit_status()),
     }
 }
 
