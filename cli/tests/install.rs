@@ -29,3 +29,92 @@ fn installed_ksmauto_finds_the_installed_library() {
     );
     let _ = std::fs::remove_dir_all(&prefix);
 }
+
+/// `--systemd-unit` writes a drop-in that covers dynamic programs with the
+/// installed library and static ones with `MemoryKSM=yes`; systemd reads
+/// it (`systemd-analyze verify`, where systemd is installed).
+#[test]
+fn the_systemd_drop_in_covers_both_kinds_of_program() {
+    common::lib();
+    let base = std::env::temp_dir().join(format!("ksmauto-dropin-{}", std::process::id()));
+    let (prefix, units) = (base.join("prefix"), base.join("units"));
+    let install = |args: &[&str]| {
+        std::process::Command::new(common::repo().join("scripts/install"))
+            .arg("--prefix")
+            .arg(&prefix)
+            .arg("--systemd-dir")
+            .arg(&units)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for bad in ["../etc", "a b", "x.socket"] {
+        let o = install(&["--systemd-unit", bad]);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", common::text(&o.stderr));
+    }
+    let o = install(&["--systemd-unit", "demo"]);
+    assert!(o.status.success(), "{}", common::text(&o.stderr));
+    let conf_path = units.join("demo.service.d/ksmauto.conf");
+    let conf = std::fs::read_to_string(&conf_path).unwrap();
+    let settings: Vec<String> = conf
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    let lib = std::fs::canonicalize(prefix.join("lib/libksmauto.so")).unwrap();
+    assert_eq!(
+        settings,
+        [
+            "[Service]".to_string(),
+            format!("Environment=LD_PRELOAD={}", lib.display()),
+            "MemoryKSM=yes".to_string()
+        ]
+    );
+    // The preload it names loads: a dynamic program reports under it.
+    let o = std::process::Command::new("true")
+        .env("LD_PRELOAD", &lib)
+        .env("KSMAUTO_STATS", "stderr")
+        .output()
+        .unwrap();
+    assert!(
+        common::text(&o.stderr).contains("ksmauto["),
+        "{}",
+        common::text(&o.stderr)
+    );
+    match std::process::Command::new("systemd-analyze").arg("--version").output() {
+        Err(_) => eprintln!("systemd-analyze missing: the drop-in's syntax is not checked by systemd"),
+        Ok(v) => {
+            let version: u32 = common::text(&v.stdout)
+                .split_whitespace()
+                .nth(1)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            std::fs::write(
+                units.join("demo.service"),
+                "[Service]\nExecStart=/bin/true\n",
+            )
+            .unwrap();
+            let o = std::process::Command::new("systemd-analyze")
+                .arg("verify")
+                .arg(units.join("demo.service"))
+                .env("SYSTEMD_UNIT_PATH", format!("{}:", units.display()))
+                .output()
+                .unwrap();
+            let err = common::text(&o.stderr);
+            // systemd read the drop-in: before 254 it names MemoryKSM as
+            // unknown (and ignores it); nothing else in it is refused.
+            let about_dropin: Vec<&str> =
+                err.lines().filter(|l| l.contains("ksmauto.conf")).collect();
+            if version < 254 {
+                assert!(
+                    about_dropin.len() == 1 && about_dropin[0].contains("Unknown key 'MemoryKSM'"),
+                    "systemd {version}: {err}"
+                );
+            } else {
+                assert!(about_dropin.is_empty(), "systemd {version}: {err}");
+            }
+            assert!(o.status.success(), "{err}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}
