@@ -1,0 +1,312 @@
+//! `ksmauto run` and `compare` cover static programs, which never read
+//! `LD_PRELOAD`: a `gcc -static` C program and a Go service (Debian's
+//! `golang-go`, `CGO_ENABLED=0`). Before exec, `run` sets
+//! `PR_SET_MEMORY_MERGE` in the child (this kernel keeps it across exec;
+//! `run` probes that), and they merge at least 95% of what the preload in
+//! process mode gets for the same C program built dynamically (the Go one:
+//! 95% of the duplicate data it holds). A set-user-ID static program is left
+//! alone with a warning; advise mode says it cannot cover a static program.
+//! Each process says which engine covers it.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Pages of duplicate data each test program holds: two identical 16 MiB
+/// tables, every page of one mapped to the same KSM page as its twin's.
+const TWIN_PAGES: u64 = 2 * (16 << 20) / 4096;
+
+fn c_program(static_link: bool) -> PathBuf {
+    let extra: &[&str] = if static_link { &["-static"] } else { &[] };
+    common::compile_c("cli/tests/c/twin_buffers.c", extra)
+}
+
+/// The Go service, built once per test binary with the `go` of Debian's
+/// `golang-go` (`scripts/test` installs it where missing).
+fn go_program() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let go = ["go", "/usr/lib/go/bin/go"]
+                .into_iter()
+                .find(|g| Command::new(g).arg("version").output().is_ok())
+                .expect("no `go`: install Debian's golang-go (scripts/test does)");
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| common::repo().join("target"));
+            let dir = target.join("gotests");
+            std::fs::create_dir_all(&dir).unwrap();
+            let out = dir.join(format!("twin_server-{}", std::process::id()));
+            let st = Command::new(go)
+                .arg("build")
+                .arg("-o")
+                .arg(&out)
+                .arg(common::repo().join("cli/tests/go/twin_server.go"))
+                // Without cgo, as Go services are usually built: static.
+                .env("CGO_ENABLED", "0")
+                .env("GOCACHE", dir.join("cache"))
+                .env("GOPATH", dir.join("path"))
+                .env("GOFLAGS", "")
+                .status()
+                .expect("run go build");
+            assert!(st.success(), "go build failed");
+            out
+        })
+        .clone()
+}
+
+/// `ksmauto run --json ARGS -- PROGRAM`, up to the program's "ready" line.
+struct Running {
+    run: Child,
+    pid: i32,
+    /// The rest of the ready line (the Go service's port).
+    ready_rest: Vec<String>,
+    /// What `run` said on stderr before the program was ready.
+    said: String,
+}
+
+fn start(args: &[&str], program: &Path) -> Running {
+    let mut run = Command::new(env!("CARGO_BIN_EXE_ksmauto"))
+        .arg("run")
+        .args(["--lib", common::lib().to_str().unwrap(), "--json"])
+        .args(args)
+        .arg("--")
+        .arg(program)
+        .env_remove("LD_PRELOAD")
+        .env_remove("KSMAUTO_MODE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(run.stderr.take().unwrap()).lines();
+    let mut said = String::new();
+    loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("ended before it was ready; it said: {said}"))
+            .unwrap();
+        if let Some(rest) = line.strip_prefix("ready ") {
+            let mut f = rest.split_whitespace().map(str::to_string);
+            let pid = f.next().unwrap().parse().unwrap();
+            // Keep reading stderr so that nothing blocks on a full pipe.
+            std::thread::spawn(move || for _ in lines.by_ref() {});
+            return Running {
+                run,
+                pid,
+                ready_rest: f.collect(),
+                said,
+            };
+        }
+        said.push_str(&line);
+        said.push('\n');
+    }
+}
+
+fn ksm_stat_field(pid: i32, key: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/ksm_stat"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
+        .unwrap_or_default()
+}
+
+/// Waits until the process's merged pages stop growing over two full scans.
+fn wait_merged(pid: i32) -> u64 {
+    let t0 = Instant::now();
+    let mut last = common::merged_pages_of(pid as u32);
+    loop {
+        common::wait_full_scans(2, Duration::from_secs(60));
+        let now = common::merged_pages_of(pid as u32);
+        if now == last && now > 0 {
+            return now;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "pid {pid} still merging after 90 s ({now} pages)"
+        );
+        last = now;
+    }
+}
+
+/// Ends the program with `sig` and returns `run`'s JSON and its record of
+/// the program.
+fn finish(mut r: Running, sig: i32) -> (serde_json::Value, serde_json::Value) {
+    // Two of run's looks after the last figures.
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe { libc::kill(r.pid, sig) };
+    let mut out = String::new();
+    r.run.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let st = r.run.wait().unwrap();
+    assert_eq!(st.code(), Some(0), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let me = v["per_process"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"].as_i64() == Some(r.pid as i64))
+        .unwrap_or_else(|| panic!("pid {} not in {v}", r.pid))
+        .clone();
+    (v, me)
+}
+
+#[test]
+fn the_probe_reads_the_flag_of_its_own_process() {
+    let o = Command::new(env!("CARGO_BIN_EXE_ksmauto"))
+        .arg("probe-merge-any")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(41), "not set in a plain child");
+}
+
+#[test]
+fn run_covers_a_static_c_program_as_well_as_the_preload_covers_it_dynamic() {
+    let Some(_ksm) = common::ksmd() else { return };
+    // The preload in process mode (merge-any) on the dynamic build.
+    let r = start(&["--mode", "process"], &c_program(false));
+    let dynamic_live = wait_merged(r.pid);
+    let (_, dynamic) = finish(r, libc::SIGUSR1);
+    assert_eq!(dynamic["coverage"], "preload (process)", "{dynamic}");
+    let dynamic_merged = dynamic["merged_pages"].as_u64().unwrap();
+    assert!(dynamic_merged >= dynamic_live.min(TWIN_PAGES) * 95 / 100);
+
+    // The static build, with no --mode (auto).
+    let r = start(&[], &c_program(true));
+    assert!(
+        r.said.contains("static executable") && r.said.contains("PR_SET_MEMORY_MERGE"),
+        "run says how it covers a static program: {}",
+        r.said
+    );
+    assert_eq!(ksm_stat_field(r.pid, "ksm_merge_any:"), "yes");
+    wait_merged(r.pid);
+    let (v, stat) = finish(r, libc::SIGUSR1);
+    assert_eq!(stat["covered"], "merge-any", "{stat}");
+    assert_eq!(stat["coverage"], "inherited merge-any", "{stat}");
+    let static_merged = stat["merged_pages"].as_u64().unwrap();
+    eprintln!("merged pages: static {static_merged}, dynamic (preload, process) {dynamic_merged}");
+    assert!(
+        static_merged * 100 >= dynamic_merged * 95,
+        "static {static_merged} < 95% of dynamic {dynamic_merged}"
+    );
+    assert!(static_merged >= TWIN_PAGES * 95 / 100, "{static_merged}");
+    assert_eq!(v["merged_pages"].as_u64(), Some(static_merged));
+}
+
+#[test]
+fn run_covers_a_go_service_and_it_still_serves() {
+    let Some(_ksm) = common::ksmd() else { return };
+    let r = start(&[], &go_program());
+    assert!(r.said.contains("static executable"), "{}", r.said);
+    // It serves on 127.0.0.1 while it merges.
+    let port: u16 = r.ready_rest[0].parse().unwrap();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
+    let sums: Vec<&str> = reply.lines().last().unwrap().split(' ').collect();
+    assert_eq!(sums[0], sums[1], "the two tables are the same");
+    wait_merged(r.pid);
+    let (_, stat) = finish(r, libc::SIGTERM);
+    assert_eq!(stat["coverage"], "inherited merge-any", "{stat}");
+    let merged = stat["merged_pages"].as_u64().unwrap();
+    eprintln!("Go service: merged pages {merged} of {TWIN_PAGES} duplicate");
+    assert!(merged >= TWIN_PAGES * 95 / 100, "{merged} < 95% of {TWIN_PAGES}");
+}
+
+#[test]
+fn a_setuid_static_program_is_left_alone_with_a_warning() {
+    let Some(_ksm) = common::ksmd() else { return };
+    let dir = std::env::temp_dir().join(format!("ksmauto-setuid-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let prog = dir.join("twin_setuid");
+    std::fs::copy(c_program(true), &prog).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let r = start(&[], &prog);
+    assert!(
+        r.said.contains("warning") && r.said.contains("setuid"),
+        "says why it is left alone: {}",
+        r.said
+    );
+    assert_eq!(ksm_stat_field(r.pid, "ksm_merge_any:"), "no");
+    let (_, stat) = finish(r, libc::SIGUSR1);
+    assert_eq!(stat["covered"], "none", "{stat}");
+    assert!(
+        stat["coverage"].as_str().unwrap().starts_with("none")
+            && stat["coverage_why"].as_str().unwrap().contains("setuid"),
+        "{stat}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn advise_mode_says_a_static_program_cannot_be_covered() {
+    let Some(_ksm) = common::ksmd() else { return };
+    let r = start(&["--mode", "advise"], &c_program(true));
+    assert!(
+        r.said.contains("advise mode cannot cover a static program"),
+        "{}",
+        r.said
+    );
+    assert_eq!(ksm_stat_field(r.pid, "ksm_merge_any:"), "no");
+    let (_, stat) = finish(r, libc::SIGUSR1);
+    assert_eq!(stat["covered"], "none", "{stat}");
+}
+
+fn compare(args: &[&str], program: &Path) -> serde_json::Value {
+    let o = Command::new(env!("CARGO_BIN_EXE_ksmauto"))
+        .args(["compare", "--workers", "2", "--json", "--settle-timeout", "90"])
+        .args(["--lib", common::lib().to_str().unwrap()])
+        .args(args)
+        .arg("--")
+        .arg(program)
+        .env_remove("LD_PRELOAD")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", common::text(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn merged_with(c: &serde_json::Value) -> u64 {
+    let last = &c["with"]["last"];
+    last["merging_pages"].as_u64().unwrap() + last["zero_pages"].as_u64().unwrap()
+}
+
+fn coverages(c: &serde_json::Value) -> Vec<String> {
+    c["with"]["per_process"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["coverage"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn compare_covers_static_programs_too() {
+    let Some(_ksm) = common::ksmd() else { return };
+    let dynamic = compare(&["--mode", "process"], &c_program(false));
+    let stat = compare(&[], &c_program(true));
+    assert_eq!(coverages(&dynamic), ["preload (process)"; 2], "{dynamic}");
+    assert_eq!(coverages(&stat), ["inherited merge-any"; 2], "{stat}");
+    assert_eq!(
+        coverages(&compare(&["--mode", "advise"], &c_program(true)))[0]
+            .split(':')
+            .next(),
+        Some("none")
+    );
+    let (d, s) = (merged_with(&dynamic), merged_with(&stat));
+    eprintln!("compare, merged pages with: static {s}, dynamic (preload, process) {d}");
+    assert!(s * 100 >= d * 95, "static {s} < 95% of dynamic {d}");
+    assert!(s >= 2 * TWIN_PAGES * 95 / 100, "{s}");
+
+    let go = compare(&[], &go_program());
+    assert_eq!(coverages(&go), ["inherited merge-any"; 2], "{go}");
+    let g = merged_with(&go);
+    eprintln!("compare, Go service x2: merged pages {g} of {}", 2 * TWIN_PAGES);
+    assert!(g >= 2 * TWIN_PAGES * 95 / 100, "{g}");
+    assert_eq!(go["without"]["last"]["merging_pages"], 0);
+}
