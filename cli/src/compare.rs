@@ -1,9 +1,10 @@
 //! `ksmauto compare`: N copies of a command without, then with the preload;
 //! memory sampled until it settles, set against the estimator's ideal.
 
+use crate::merge_any::{self, Plan};
 use crate::tree::has_children;
 use crate::util::*;
-use crate::{estimate, ksm, launch, tree};
+use crate::{coverage, estimate, ksm, launch, tree};
 use anyhow::Result;
 use serde::Serialize;
 use std::ffi::OsString;
@@ -32,6 +33,47 @@ pub struct Phase {
     pub ended: String,
     pub last: Sample,
     pub samples: Vec<Sample>,
+    /// Each process of the last look, and which engine covers it.
+    pub per_process: Vec<ProcCoverage>,
+}
+
+/// One process of a phase's last look.
+#[derive(Serialize, Debug)]
+pub struct ProcCoverage {
+    pub pid: i32,
+    pub comm: String,
+    pub exe: String,
+    /// Words as in `run`'s `coverage`: `preload (process)`, `inherited
+    /// merge-any`, `none (static)`, …
+    pub coverage: String,
+    pub coverage_why: Option<String>,
+    pub merged_pages: u64,
+}
+
+/// Which engine covers a live process; `decided`: why the launcher left
+/// the copies' program uncovered, for a process still running it.
+fn coverage_of(pid: i32, decided: Option<&str>) -> ProcCoverage {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let library = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .is_ok_and(|m| m.contains(launch::LIB_NAME));
+    let stat = ksm_stat(pid);
+    let c = coverage::judge(
+        library,
+        "?",
+        stat.as_ref(),
+        Some(&coverage::facts(pid)),
+        decided,
+    );
+    ProcCoverage {
+        pid,
+        comm: comm(pid),
+        exe,
+        coverage: c.words,
+        coverage_why: c.why,
+        merged_pages: stat.map(|k| k.merging_pages + k.zero_pages).unwrap_or(0),
+    }
 }
 
 #[derive(Serialize, Debug)]
@@ -126,6 +168,8 @@ struct Settings<'a> {
     lib: Option<&'a Path>,
     mode: &'a str,
     quiet: bool,
+    /// For the copies with the preload: a static program's merge-any.
+    plan: Plan,
 }
 
 fn phase(
@@ -149,6 +193,9 @@ fn phase(
             c.env("LD_PRELOAD", launch::preload_value(s.lib.unwrap()))
                 .env("KSMAUTO_MODE", s.mode)
                 .env("KSMAUTO_STATS", "off");
+            if s.plan == Plan::SetMergeAny {
+                merge_any::set_before_exec(&mut c);
+            }
         } else {
             c.env_remove("LD_PRELOAD");
         }
@@ -216,6 +263,23 @@ fn phase(
     } else {
         None
     };
+    let decided = match (&s.plan, preload) {
+        (Plan::Uncovered(why), true) => Some(why.as_str()),
+        _ => None,
+    };
+    let copies = std::fs::canonicalize(
+        crate::exe::resolve(&s.cmd[0], std::env::var_os("PATH").as_deref()).unwrap_or_default(),
+    )
+    .ok();
+    let per_process = last_pids
+        .iter()
+        .map(|&pid| {
+            // The decision was about the copies' own program.
+            let runs_it =
+                copies.is_some() && std::fs::read_link(format!("/proc/{pid}/exe")).ok() == copies;
+            coverage_of(pid, decided.filter(|_| runs_it))
+        })
+        .collect();
     stop(&mut children);
     Ok((
         Phase {
@@ -224,6 +288,7 @@ fn phase(
             ended: ended.into(),
             last: samples.last().copied().unwrap_or_default(),
             samples,
+            per_process,
         },
         est,
     ))
@@ -248,6 +313,24 @@ pub fn compare(
             "ksmauto: warning: ksmd is not running: nothing will merge (`ksmauto ksmd --on`)"
         );
     }
+    // A static program never reads LD_PRELOAD: merge-any set before the
+    // copies' exec covers it instead, where that is safe and the kernel
+    // keeps it.
+    let path_var = std::env::var_os("PATH");
+    let plan = merge_any::plan(
+        &cmd[0],
+        path_var.as_deref(),
+        Some(mode),
+        &mut merge_any::probe,
+    );
+    match &plan {
+        Plan::SetMergeAny => eprintln!(
+            "ksmauto: {}",
+            merge_any::COVERING_NOTE.replace("{}", &cmd[0].to_string_lossy())
+        ),
+        Plan::Uncovered(why) => eprintln!("ksmauto: warning: {why}"),
+        Plan::Preload => {}
+    }
     let st = Settings {
         cmd,
         workers,
@@ -255,6 +338,7 @@ pub fn compare(
         lib: Some(&lib),
         mode,
         quiet: json,
+        plan,
     };
     let (without, est) = phase(&st, false, true)?;
     let (with, _) = phase(&st, true, false)?;
@@ -349,6 +433,25 @@ pub fn render_text(c: &Comparison) -> String {
                 o,
                 "estimator's ideal: n/a (processes exited before settling)"
             );
+        }
+    }
+    if !c.with.per_process.is_empty() {
+        let _ = writeln!(
+            o,
+            "with ksmauto, per process:\n{:>8} {:<15} {:<26} {:>10}",
+            "PID", "COMM", "COVERED", "MERGED"
+        );
+        for p in &c.with.per_process {
+            let _ = writeln!(
+                o,
+                "{:>8} {:<15} {:<26} {:>10}",
+                p.pid, p.comm, p.coverage, p.merged_pages
+            );
+        }
+        for p in &c.with.per_process {
+            if let Some(why) = &p.coverage_why {
+                let _ = writeln!(o, "pid {} not covered: {why}", p.pid);
+            }
         }
     }
     o

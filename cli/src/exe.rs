@@ -77,8 +77,7 @@ pub fn privileges(path: &Path) -> Vec<String> {
     }
     if let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) {
         let name = c"security.capability";
-        let n =
-            unsafe { libc::getxattr(c_path.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
+        let n = unsafe { libc::getxattr(c_path.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
         if n > 0 {
             out.push("file capabilities".to_string());
         }
@@ -160,7 +159,10 @@ mod tests {
 
     #[test]
     fn resolve_follows_path_like_execvp() {
-        let sh = resolve(OsStr::new("sh"), Some(OsStr::new("/nonexistent:/bin:/usr/bin")));
+        let sh = resolve(
+            OsStr::new("sh"),
+            Some(OsStr::new("/nonexistent:/bin:/usr/bin")),
+        );
         assert_eq!(sh, Some(PathBuf::from("/bin/sh")));
         assert_eq!(
             resolve(OsStr::new("./x"), Some(OsStr::new("/bin"))),

@@ -4,6 +4,7 @@
 //! exits with the command's status (128 + signal if killed).
 
 mod compare;
+mod coverage;
 mod doctor;
 mod estimate;
 mod exe;

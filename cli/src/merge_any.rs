@@ -11,7 +11,6 @@
 use crate::exe;
 use std::ffi::OsStr;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 /// The hidden subcommand that reports the flag through its exit status.
@@ -102,12 +101,20 @@ pub fn probe() -> AcrossExec {
             other => AcrossExec::Unknown(format!("probe ended with {other:?}")),
         },
         // The error of the prctl in the child comes back from spawn.
-        Err(e) if e.raw_os_error().is_some_and(|n| n == libc::EINVAL || n == libc::EPERM) => {
+        Err(e)
+            if e.raw_os_error()
+                .is_some_and(|n| n == libc::EINVAL || n == libc::EPERM) =>
+        {
             AcrossExec::Refused(e.to_string())
         }
         Err(e) => AcrossExec::Unknown(e.to_string()),
     }
 }
+
+/// What `run` and `compare` say when they cover a static program (`{}`:
+/// the command).
+pub const COVERING_NOTE: &str = "{} is a static executable (no dynamic loader, so LD_PRELOAD never \
+     reaches it): covering it with PR_SET_MEMORY_MERGE set before its exec (this kernel keeps it across exec)";
 
 /// What to do for one command before it runs.
 #[derive(Clone, Debug, PartialEq)]
@@ -129,18 +136,18 @@ pub fn plan(
     path_var: Option<&OsStr>,
     mode: Option<&str>,
     probe: &mut dyn FnMut() -> AcrossExec,
-) -> (Plan, Option<PathBuf>) {
+) -> Plan {
     let Some(target) = exe::resolve(cmd, path_var) else {
-        return (Plan::Preload, None);
+        return Plan::Preload;
     };
     if exe::is_static(&target) != Some(true) {
-        return (Plan::Preload, Some(target));
+        return Plan::Preload;
     }
     let what = format!(
         "{} is a static executable (no dynamic loader, so LD_PRELOAD never reaches it)",
         target.display()
     );
-    let plan = match mode.unwrap_or("auto") {
+    match mode.unwrap_or("auto") {
         "auto" | "process" => {
             let privs = exe::privileges(&target);
             if !privs.is_empty() {
@@ -164,6 +171,5 @@ pub fn plan(
         )),
         // Mode off: nothing is covered, by either engine.
         _ => Plan::Preload,
-    };
-    (plan, Some(target))
+    }
 }

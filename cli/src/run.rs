@@ -1,7 +1,9 @@
 //! `ksmauto run`: a command under the preload, and one summary of every
 //! process of its tree (each writes its own JSON report into a temp dir).
 
+use crate::coverage;
 use crate::launch::*;
+use crate::merge_any::{self, Plan};
 use crate::tree::*;
 use crate::util::*;
 use anyhow::Result;
@@ -98,6 +100,12 @@ pub struct ProcReport {
     /// without the library, e.g. inherited over exec), `madvise` (mergeable
     /// areas without the library), `none`.
     pub covered: String,
+    /// Which engine covers it, in words: `preload (process|advise)`,
+    /// `inherited merge-any` (set before its exec, e.g. by `run` for a static
+    /// program), `madvise, not ours`, `none (WHY)`, `unknown (not sampled)`.
+    pub coverage: String,
+    /// Why it is not covered, in full (null when it is).
+    pub coverage_why: Option<String>,
     /// The library's mode, from its exit report (`?` without one).
     pub mode: String,
     pub advised_bytes: u64,
@@ -134,6 +142,13 @@ pub struct ProcReport {
     samples_since_exec: u32,
     #[serde(skip)]
     stat: KsmStat,
+    /// Its program's facts (static, secure execution, LD_PRELOAD), read
+    /// once after each exec.
+    #[serde(skip)]
+    facts: Option<coverage::Facts>,
+    /// Why `run` left this program uncovered (the command's static target).
+    #[serde(skip)]
+    decided: Option<String>,
 }
 
 impl ProcReport {
@@ -171,6 +186,15 @@ impl ProcReport {
             "none"
         }
         .into();
+        let c = coverage::judge(
+            self.library,
+            &self.mode,
+            (self.samples > 0).then_some(&self.stat),
+            self.facts.as_ref(),
+            self.decided.as_deref(),
+        );
+        self.coverage = c.words;
+        self.coverage_why = c.why;
     }
 }
 
@@ -259,8 +283,12 @@ impl TreeWatch {
                         p.image = l.image;
                         p.library = false;
                         p.samples_since_exec = 0;
+                        p.facts = None;
                     }
                 }
+            }
+            if p.facts.is_none() && !p.exe.is_empty() {
+                p.facts = Some(coverage::facts(pid));
             }
             // The loader maps the preload after the exec: look again on
             // the following samples until it is there (for a while: a
@@ -455,6 +483,25 @@ pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString])
     if let Some(m) = mode {
         c.env("KSMAUTO_MODE", m);
     }
+    // A static program never reads LD_PRELOAD: merge-any set before its
+    // exec covers it instead, where that is safe and the kernel keeps it.
+    let path_var = std::env::var_os("PATH");
+    let plan = merge_any::plan(&cmd[0], path_var.as_deref(), mode, &mut merge_any::probe);
+    let decided = match plan {
+        Plan::SetMergeAny => {
+            merge_any::set_before_exec(&mut c);
+            eprintln!(
+                "ksmauto: {}",
+                merge_any::COVERING_NOTE.replace("{}", &cmd[0].to_string_lossy())
+            );
+            None
+        }
+        Plan::Uncovered(why) => {
+            eprintln!("ksmauto: warning: {why}");
+            Some(why)
+        }
+        Plan::Preload => None,
+    };
     let child = c.spawn().map_err(|e| spawn_error(&cmd[0], e))?;
     let child_pid = child.id() as i32;
     // Reaped below with waitpid(-1), together with the orphans.
@@ -497,6 +544,12 @@ pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString])
     }
     let code = code.unwrap_or(EXIT_RUNTIME);
     let mut per = w.procs;
+    if let Some(p) = per
+        .iter_mut()
+        .find(|p| p.pid == child_pid as i64 && p.execs.is_empty())
+    {
+        p.decided = decided;
+    }
     for p in per.iter_mut() {
         p.describe_end();
     }
@@ -551,16 +604,16 @@ pub fn render_summary(s: &Summary) -> String {
     }
     let _ = writeln!(
         o,
-        "{:>8} {:<15} {:<9} {:<8} {:>10} {:>10} {:>8} {:>11} {:>11}  ENDED",
+        "{:>8} {:<15} {:<26} {:<8} {:>10} {:>10} {:>8} {:>11} {:>11}  ENDED",
         "PID", "COMM", "COVERED", "MODE", "ADVISED", "MERGING", "ZERO", "PROFIT", "PSS"
     );
     for r in &s.per_process {
         let _ = writeln!(
             o,
-            "{:>8} {:<15} {:<9} {:<8} {:>10} {:>10} {:>8} {:>11} {:>11}  {}",
+            "{:>8} {:<15} {:<26} {:<8} {:>10} {:>10} {:>8} {:>11} {:>11}  {}",
             r.pid,
             r.comm,
-            r.covered,
+            r.coverage,
             r.mode,
             human_bytes(r.advised_bytes),
             r.merging_pages,
@@ -569,6 +622,11 @@ pub fn render_summary(s: &Summary) -> String {
             human_bytes(r.pss_bytes),
             r.ended
         );
+    }
+    for r in &s.per_process {
+        if let Some(why) = &r.coverage_why {
+            let _ = writeln!(o, "ksmauto: pid {} not covered: {why}", r.pid);
+        }
     }
     o
 }

@@ -50,7 +50,12 @@ fn the_systemd_drop_in_covers_both_kinds_of_program() {
     };
     for bad in ["../etc", "a b", "x.socket"] {
         let o = install(&["--systemd-unit", bad]);
-        assert_eq!(o.status.code(), Some(2), "{bad}: {}", common::text(&o.stderr));
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{bad}: {}",
+            common::text(&o.stderr)
+        );
     }
     let o = install(&["--systemd-unit", "demo"]);
     assert!(o.status.success(), "{}", common::text(&o.stderr));
@@ -81,8 +86,13 @@ fn the_systemd_drop_in_covers_both_kinds_of_program() {
         "{}",
         common::text(&o.stderr)
     );
-    match std::process::Command::new("systemd-analyze").arg("--version").output() {
-        Err(_) => eprintln!("systemd-analyze missing: the drop-in's syntax is not checked by systemd"),
+    match std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+    {
+        Err(_) => {
+            eprintln!("systemd-analyze missing: the drop-in's syntax is not checked by systemd")
+        }
         Ok(v) => {
             let version: u32 = common::text(&v.stdout)
                 .split_whitespace()
