@@ -625,7 +625,7 @@ pub unsafe extern "C" fn madvise(addr: *mut c_void, len: usize, advice: c_int) -
         Some(f) => f(addr, len, advice),
         None => syscall_int(libc::SYS_madvise, addr as usize, len, advice as usize),
     };
-    if rc == 0 && (advice == libc::MADV_DONTDUMP || advice == libc::MADV_WIPEONFORK) {
+    if rc == 0 && crate::os::ksm::advice_marks_secret(advice) {
         engine::after_madvise(addr as usize, len, advice);
     }
     rc

@@ -7,6 +7,7 @@
 //! It makes no decisions: policy lives in `crate::core`.
 
 pub mod exec_target;
+pub mod ksm;
 pub mod proc;
 pub mod sys;
 
@@ -34,6 +35,13 @@ pub fn page_size() -> usize {
         0 => sys::PAGE_SIZE_FALLBACK,
         n => n,
     }
+}
+
+/// Hands the pages `[start, start + len)` back to the kernel
+/// (`MADV_DONTNEED`): private anonymous pages read as zero afterwards, and
+/// pages never touched cost nothing.
+pub fn release_pages(start: usize, len: usize) -> Result<(), sys::Errno> {
+    sys::madvise(start, len, libc::MADV_DONTNEED)
 }
 
 /// The program break (the top of the brk heap), from libc's own record of
