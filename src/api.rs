@@ -315,7 +315,11 @@ unsafe extern "C" fn realloc_counted(p: *mut c_void, size: usize) -> *mut c_void
 }
 
 #[inline(never)]
-unsafe fn realloc_carefully(f: next::ReallocFn, p: *mut c_void, size: usize) -> *mut c_void {
+unsafe fn realloc_carefully(
+    f: next::signature::realloc,
+    p: *mut c_void,
+    size: usize,
+) -> *mut c_void {
     resize_carefully(p, size, move || f(p, size))
 }
 
@@ -409,7 +413,7 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
 #[inline(always)]
 unsafe fn aligned(
     hook: Hook,
-    pick: fn(&next::NextFunctions) -> Option<crate::next::AlignedFn>,
+    pick: fn(&next::NextFunctions) -> Option<next::signature::memalign>,
     align: usize,
     size: usize,
 ) -> *mut c_void {
@@ -509,7 +513,7 @@ unsafe fn mmap_syscall(
 #[inline(always)]
 unsafe fn mapped(
     hook: Hook,
-    pick: fn(&next::NextFunctions) -> Option<crate::next::MmapFn>,
+    pick: fn(&next::NextFunctions) -> Option<next::signature::mmap>,
     addr: *mut c_void,
     len: usize,
     prot: c_int,

@@ -70,6 +70,11 @@ compile_error!(
     ".popsection",
 );
 
+// First: the list of hooks (`with_hook_list!`) that `next` and `stats`
+// expand.
+#[macro_use]
+mod hook_list;
+
 #[cfg(not(test))]
 mod api;
 pub mod core;
