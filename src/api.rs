@@ -1278,10 +1278,20 @@ extern "C" fn on_exit() {
     }
 }
 
-#[used]
-#[link_section = ".init_array"]
-static ON_LOAD: extern "C" fn() = on_load;
+// The loader runs `.init_array` entries after those of the objects we depend
+// on (libc) and, for a preloaded library, before the program's and its other
+// libraries' own; `.fini_array` entries at `exit` and unload. `ctor` and
+// `dtor` (`method = linker`) place exactly such one-pointer entries.
+ctor::declarative::ctor! {
+    #[ctor(unsafe)]
+    fn run_on_load() {
+        on_load();
+    }
+}
 
-#[used]
-#[link_section = ".fini_array"]
-static ON_EXIT: extern "C" fn() = on_exit;
+dtor::declarative::dtor! {
+    #[dtor(unsafe, method = linker)]
+    fn run_on_exit() {
+        on_exit();
+    }
+}

@@ -130,6 +130,11 @@ with_hook_list!(next_table);
 struct Table(UnsafeCell<NextFunctions>);
 unsafe impl Sync for Table {}
 
+// once_cell: not a lazily initialised cell on purpose. It is filled inside
+// the re-entrant start-up gate (`core::once`: `dlsym` calls back into our
+// hooks, which must be told "not ready", not wait, and once_cell's cells
+// have no answer for re-entry), and the hot path reads it with one plain
+// load, no "initialised?" check.
 static NEXT: Table = Table(UnsafeCell::new(UNRESOLVED));
 
 /// The table once start-up has filled it (for hooks that must not run the
@@ -215,6 +220,8 @@ fn object_of(addr: *const c_void) -> *mut LinkMap {
 
 /// This library's link map (its own lookup: a walk of its table, made once:
 /// every exported hook makes the table longer, and start-up asks often).
+/// once_cell: `race::OnceRef` would fit, but cannot be a dependency (see
+/// Cargo.toml).
 fn own_link_map() -> *mut LinkMap {
     static OWN: AtomicPtr<LinkMap> = AtomicPtr::new(core::ptr::null_mut());
     let known = OWN.load(Relaxed);
@@ -850,6 +857,8 @@ static EXEC: ExecTable = ExecTable(UnsafeCell::new(ExecFunctions {
     execle: 0,
     execlp: 0,
 }));
+// once_cell: `race::OnceBox` would fit but needs an allocator, which a hook
+// must not use (and once_cell cannot be a dependency, see Cargo.toml).
 static EXEC_RESOLVED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// The `exec` family's next definitions. Resolving twice from racing threads

@@ -365,7 +365,8 @@ unsafe impl Sync for State {}
 
 static STATE: State = unsafe { core::mem::zeroed() };
 static INTERVAL_NS: AtomicU64 = AtomicU64::new(0);
-/// `vm.max_map_count`, read at the first step (0: not yet).
+/// `vm.max_map_count`, read at the first step (0: not yet). once_cell:
+/// `race::OnceNonZeroUsize`, but it cannot be a dependency (Cargo.toml).
 static MAX_MAP_COUNT: AtomicU64 = AtomicU64::new(0);
 
 /// Whether the process is close enough to `vm.max_map_count` (by its VMA

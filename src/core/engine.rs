@@ -66,6 +66,9 @@ struct Settings {
 struct SettingsCell(UnsafeCell<Settings>);
 unsafe impl Sync for SettingsCell {}
 
+// once_cell: written once inside the re-entrant start-up gate
+// (`core::once`), read by every hook afterwards without an "initialised?"
+// check; see `next::NEXT`.
 static SETTINGS: SettingsCell = SettingsCell(UnsafeCell::new(Settings {
     config: Config::DEFAULT,
     stderr_at_start: None,

@@ -77,6 +77,9 @@ pub fn own_file_name() -> &'static [u8] {
 }
 
 /// The path this library was loaded from, as the loader recorded it.
+///
+/// once_cell: `race::OnceRef` is this very pattern, but cannot be a
+/// dependency (see Cargo.toml).
 fn own_file_path() -> &'static [u8] {
     use core::sync::atomic::{AtomicPtr, Ordering::Relaxed};
     static NAME: AtomicPtr<libc::c_char> = AtomicPtr::new(core::ptr::null_mut());

@@ -471,6 +471,7 @@ pub fn shares_memory_with(pid: i32, other: i32) -> bool {
     const UNKNOWN: u8 = 0;
     const USABLE: u8 = 1;
     const REFUSED: u8 = 2;
+    // once_cell: `race::OnceBool`, but it cannot be a dependency (Cargo.toml).
     static KCMP: AtomicU8 = AtomicU8::new(UNKNOWN);
     let kcmp = |a: i32, b: i32| unsafe { syscall!(libc::SYS_kcmp, a, b, KCMP_VM, 0usize, 0usize) };
     if KCMP.load(Relaxed) == UNKNOWN {
