@@ -1,7 +1,7 @@
 // The one list of the functions src/api.rs interposes on and forwards
-// through the table in src/next.rs (the calls that may block have their own
-// list, `blocking_functions!` in src/next.rs, and the `exec` family its own
-// lazily resolved table there).
+// through the tables in src/next.rs (the calls that may block have their
+// own list, `blocking_functions!` in src/next.rs, whose entries need a look
+// before the call rather than a counter).
 //
 // Plain `//` comments only: the integration tests `include!` this file to
 // take the hook names from here (an inner doc comment cannot be included).
@@ -20,6 +20,10 @@
 //   report's order; the malloc family comes first (its calls are counted
 //   only on request, see `Hook::is_allocator`);
 // * `forwarded` functions are hooked and forwarded but not counted;
+// * `exec` functions are resolved apart, at the first `exec` or spawn (the
+//   program may never make one); `exec_variadic` ones are kept as plain
+//   addresses, which the interposition layer jumps to with the caller's
+//   arguments untouched;
 // * resolution: `serving` — the first `malloc` the program's calls reach,
 //   which names the serving allocator; `allocator` — that same allocator's
 //   own definition (else a stand-in); `next` — `dlsym(RTLD_NEXT)` (only for
@@ -27,7 +31,7 @@
 //   `next_if_defined` — the next definition found by hand, for newer names.
 //
 // The types are resolved where a callback expands them (src/next.rs imports
-// `c_void`, `c_int` and `StartRoutine`).
+// `c_char`, `c_int`, `c_void` and `StartRoutine`).
 macro_rules! with_hook_list {
     ($then:ident) => {
         $then! {
@@ -65,6 +69,25 @@ macro_rules! with_hook_list {
                     libc::c_long, libc::c_long, libc::c_long, libc::c_long, libc::c_long,
                     libc::c_long, libc::c_long
                 ) -> libc::c_long;
+            }
+            exec {
+                execve = next fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int;
+                execvpe = next fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int;
+                execveat = next_if_defined fn(
+                    c_int, *const c_char, *const *const c_char, *const *const c_char, c_int
+                ) -> c_int;
+                fexecve = next fn(c_int, *const *const c_char, *const *const c_char) -> c_int;
+                posix_spawn = next fn(
+                    *mut libc::pid_t, *const c_char, *const libc::posix_spawn_file_actions_t,
+                    *const libc::posix_spawnattr_t, *const *mut c_char, *const *mut c_char
+                ) -> c_int;
+                posix_spawnp = next fn(
+                    *mut libc::pid_t, *const c_char, *const libc::posix_spawn_file_actions_t,
+                    *const libc::posix_spawnattr_t, *const *mut c_char, *const *mut c_char
+                ) -> c_int;
+            }
+            exec_variadic {
+                execl; execle; execlp;
             }
         }
     };

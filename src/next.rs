@@ -54,13 +54,20 @@ macro_rules! next_table {
         forwarded {
             $($fname:ident = $fkind:ident fn($($farg:ty),*) -> $fret:ty;)*
         }
+        exec {
+            $($ename:ident = $ekind:ident fn($($earg:ty),*) -> $eret:ty;)*
+        }
+        exec_variadic {
+            $($vname:ident;)*
+        }
     ) => {
         /// The C signature of each hooked function, by its name.
         #[allow(non_camel_case_types)]
         pub mod signature {
-            use super::{c_int, c_void, StartRoutine};
+            use super::{c_char, c_int, c_void, StartRoutine};
             $(pub type $name = unsafe extern "C" fn($($arg),*) -> $ret;)*
             $(pub type $fname = unsafe extern "C" fn($($farg),*) -> $fret;)*
+            $(pub type $ename = unsafe extern "C" fn($($earg),*) -> $eret;)*
         }
 
         /// The resolved targets. The malloc family all belong to one
@@ -87,6 +94,27 @@ macro_rules! next_table {
         unsafe fn resolve_forwarded(table: &mut NextFunctions) {
             $(resolve_one!(forwarded $kind, table, $name);)*
             $(resolve_one!(forwarded $fkind, table, $fname);)*
+        }
+
+        /// The next definitions of the `exec` family and `posix_spawn`
+        /// (`execv` and `execvp` are served by our own `execve` and
+        /// `execvpe`). The variadic `execl`, `execle` and `execlp` are kept
+        /// as plain addresses: the interposition layer jumps to them with
+        /// the caller's arguments untouched.
+        pub struct ExecFunctions {
+            $(pub $ename: Option<signature::$ename>,)*
+            $(pub $vname: usize,)*
+        }
+
+        const EXEC_UNRESOLVED: ExecFunctions = ExecFunctions {
+            $($ename: None,)*
+            $($vname: 0,)*
+        };
+
+        /// Looks up, in list order, the `exec` family.
+        unsafe fn resolve_exec(table: &mut ExecFunctions) {
+            $(resolve_one!(forwarded $ekind, table, $ename);)*
+            $(table.$vname = libc::dlsym(RTLD_NEXT_HANDLE, c_name!($vname).as_ptr()) as usize;)*
         }
 
         /// Looks up, in list order, the serving allocator's own definitions
@@ -805,58 +833,12 @@ pub unsafe fn bootstrap_size(p: *mut c_void) -> usize {
 }
 
 // ---------------------------------------------------------------------------
-// exec and spawn
-
-pub type ExecveFn =
-    unsafe extern "C" fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int;
-pub type ExecveatFn = unsafe extern "C" fn(
-    c_int,
-    *const c_char,
-    *const *const c_char,
-    *const *const c_char,
-    c_int,
-) -> c_int;
-pub type FexecveFn =
-    unsafe extern "C" fn(c_int, *const *const c_char, *const *const c_char) -> c_int;
-pub type PosixSpawnFn = unsafe extern "C" fn(
-    *mut libc::pid_t,
-    *const c_char,
-    *const libc::posix_spawn_file_actions_t,
-    *const libc::posix_spawnattr_t,
-    *const *mut c_char,
-    *const *mut c_char,
-) -> c_int;
-
-/// The next definitions of the `exec` family and `posix_spawn` (`execv` and
-/// `execvp` are served by our own `execve` and `execvpe`). The
-/// variadic `execl`, `execle` and `execlp` are kept as plain addresses: the
-/// interposition layer jumps to them with the caller's arguments untouched.
-pub struct ExecFunctions {
-    pub execve: Option<ExecveFn>,
-    pub execvpe: Option<ExecveFn>,
-    pub execveat: Option<ExecveatFn>,
-    pub fexecve: Option<FexecveFn>,
-    pub posix_spawn: Option<PosixSpawnFn>,
-    pub posix_spawnp: Option<PosixSpawnFn>,
-    pub execl: usize,
-    pub execle: usize,
-    pub execlp: usize,
-}
+// exec and spawn (`ExecFunctions` and its lookups come from the hook list)
 
 struct ExecTable(UnsafeCell<ExecFunctions>);
 unsafe impl Sync for ExecTable {}
 
-static EXEC: ExecTable = ExecTable(UnsafeCell::new(ExecFunctions {
-    execve: None,
-    execvpe: None,
-    execveat: None,
-    fexecve: None,
-    posix_spawn: None,
-    posix_spawnp: None,
-    execl: 0,
-    execle: 0,
-    execlp: 0,
-}));
+static EXEC: ExecTable = ExecTable(UnsafeCell::new(EXEC_UNRESOLVED));
 // once_cell: `race::OnceBox` would fit but needs an allocator, which a hook
 // must not use (and once_cell cannot be a dependency, see Cargo.toml).
 static EXEC_RESOLVED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
@@ -865,20 +847,10 @@ static EXEC_RESOLVED: core::sync::atomic::AtomicBool = core::sync::atomic::Atomi
 /// writes the same values, so no gate is needed beyond the flag.
 pub fn exec_functions() -> &'static ExecFunctions {
     if !EXEC_RESOLVED.load(Acquire) {
+        let mut table = EXEC_UNRESOLVED;
         unsafe {
-            let n = RTLD_NEXT_HANDLE;
-            let addr = |name: &CStr| libc::dlsym(n, name.as_ptr()) as usize;
-            *EXEC.0.get() = ExecFunctions {
-                execve: lookup(n, c"execve"),
-                execvpe: lookup(n, c"execvpe"),
-                execveat: as_fn(next_if_defined(c"execveat")),
-                fexecve: lookup(n, c"fexecve"),
-                posix_spawn: lookup(n, c"posix_spawn"),
-                posix_spawnp: lookup(n, c"posix_spawnp"),
-                execl: addr(c"execl"),
-                execle: addr(c"execle"),
-                execlp: addr(c"execlp"),
-            };
+            resolve_exec(&mut table);
+            *EXEC.0.get() = table;
         }
         EXEC_RESOLVED.store(true, Release);
     }

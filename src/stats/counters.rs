@@ -22,6 +22,8 @@ macro_rules! hook_enum {
             $($name:ident: $variant:ident = $kind:ident fn($($arg:ty),*) -> $ret:ty;)*
         }
         forwarded { $($forwarded:tt)* }
+        exec { $($exec:tt)* }
+        exec_variadic { $($exec_variadic:tt)* }
     ) => {
         /// Every entry point the library counts calls of.
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]

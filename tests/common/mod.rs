@@ -219,6 +219,8 @@ macro_rules! hook_names {
             $($name:ident: $variant:ident = $kind:ident fn($($arg:ty),*) -> $ret:ty;)*
         }
         forwarded { $($forwarded:tt)* }
+        exec { $($exec:tt)* }
+        exec_variadic { $($exec_variadic:tt)* }
     ) => {
         /// Every function src/api.rs interposes and counts, by its name in
         /// the stats JSON, in the report's order (the malloc family first).
