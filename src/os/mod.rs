@@ -5,6 +5,10 @@
 //! `errno`** (system calls are issued with inline assembly, not through libc,
 //! so the host program's `errno` survives whatever we do on its behalf).
 //! It makes no decisions: policy lives in `crate::core`.
+//!
+//! * [`ksm`] — what we ask of the kernel's same-page merging, by intent;
+//! * [`sys`] — raw system calls; [`proc`] — `/proc` and `/sys` readers;
+//! * [`exec_target`] — what an `exec` would run.
 
 pub mod exec_target;
 pub mod ksm;
