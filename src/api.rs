@@ -315,7 +315,11 @@ unsafe extern "C" fn realloc_counted(p: *mut c_void, size: usize) -> *mut c_void
 }
 
 #[inline(never)]
-unsafe fn realloc_carefully(f: next::ReallocFn, p: *mut c_void, size: usize) -> *mut c_void {
+unsafe fn realloc_carefully(
+    f: next::signature::realloc,
+    p: *mut c_void,
+    size: usize,
+) -> *mut c_void {
     resize_carefully(p, size, move || f(p, size))
 }
 
@@ -409,7 +413,7 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
 #[inline(always)]
 unsafe fn aligned(
     hook: Hook,
-    pick: fn(&next::NextFunctions) -> Option<crate::next::AlignedFn>,
+    pick: fn(&next::NextFunctions) -> Option<next::signature::memalign>,
     align: usize,
     size: usize,
 ) -> *mut c_void {
@@ -509,7 +513,7 @@ unsafe fn mmap_syscall(
 #[inline(always)]
 unsafe fn mapped(
     hook: Hook,
-    pick: fn(&next::NextFunctions) -> Option<crate::next::MmapFn>,
+    pick: fn(&next::NextFunctions) -> Option<next::signature::mmap>,
     addr: *mut c_void,
     len: usize,
     prot: c_int,
@@ -625,7 +629,7 @@ pub unsafe extern "C" fn madvise(addr: *mut c_void, len: usize, advice: c_int) -
         Some(f) => f(addr, len, advice),
         None => syscall_int(libc::SYS_madvise, addr as usize, len, advice as usize),
     };
-    if rc == 0 && (advice == libc::MADV_DONTDUMP || advice == libc::MADV_WIPEONFORK) {
+    if rc == 0 && crate::os::ksm::advice_marks_secret(advice) {
         engine::after_madvise(addr as usize, len, advice);
     }
     rc
@@ -1274,10 +1278,20 @@ extern "C" fn on_exit() {
     }
 }
 
-#[used]
-#[link_section = ".init_array"]
-static ON_LOAD: extern "C" fn() = on_load;
+// The loader runs `.init_array` entries after those of the objects we depend
+// on (libc) and, for a preloaded library, before the program's and its other
+// libraries' own; `.fini_array` entries at `exit` and unload. `ctor` and
+// `dtor` (`method = linker`) place exactly such one-pointer entries.
+ctor::declarative::ctor! {
+    #[ctor(unsafe)]
+    fn run_on_load() {
+        on_load();
+    }
+}
 
-#[used]
-#[link_section = ".fini_array"]
-static ON_EXIT: extern "C" fn() = on_exit;
+dtor::declarative::dtor! {
+    #[dtor(unsafe, method = linker)]
+    fn run_on_exit() {
+        on_exit();
+    }
+}

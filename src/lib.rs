@@ -2,6 +2,8 @@
 //! mergeable by the kernel's same-page merging (KSM), via `LD_PRELOAD`.
 //!
 //! Layers, from the outside in:
+//! * `hook_list` — the one list of the functions we interpose on
+//!   (`with_hook_list!`), which `next`, `stats` and the tests expand;
 //! * [`api`] — every exported symbol, as thin wrappers (only in the shared
 //!   object; unit tests build without it so the test harness keeps its own
 //!   malloc);
@@ -11,7 +13,8 @@
 //! * [`core`] — configuration, policy and the engines: what qualifies and
 //!   what to do about it;
 //! * [`stats`] — counters and the exit report;
-//! * [`os`] — raw system calls and `/proc` readers;
+//! * [`os`] — raw system calls, `/proc` readers, and KSM by intent
+//!   (`os::ksm`: mark mergeable, unmark, merge any);
 //! * [`fmt`] — allocation-free text building;
 //! * [`scratch`] — static buffers behind a try-lock, for what must stay off
 //!   a small signal stack.
@@ -69,6 +72,11 @@ compile_error!(
     "brk #1",
     ".popsection",
 );
+
+// First: the list of hooks (`with_hook_list!`) that `next` and `stats`
+// expand.
+#[macro_use]
+mod hook_list;
 
 #[cfg(not(test))]
 mod api;

@@ -42,108 +42,127 @@ use core::sync::atomic::{
     Ordering::{Acquire, Relaxed, Release},
 };
 
-pub type MallocFn = unsafe extern "C" fn(usize) -> *mut c_void;
-pub type CallocFn = unsafe extern "C" fn(usize, usize) -> *mut c_void;
-pub type ReallocFn = unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void;
-pub type ReallocarrayFn = unsafe extern "C" fn(*mut c_void, usize, usize) -> *mut c_void;
-pub type FreeFn = unsafe extern "C" fn(*mut c_void);
-pub type PosixMemalignFn = unsafe extern "C" fn(*mut *mut c_void, usize, usize) -> c_int;
-pub type AlignedFn = unsafe extern "C" fn(usize, usize) -> *mut c_void;
-pub type UsableSizeFn = unsafe extern "C" fn(*mut c_void) -> usize;
-pub type MmapFn =
-    unsafe extern "C" fn(*mut c_void, usize, c_int, c_int, c_int, libc::off_t) -> *mut c_void;
-pub type MremapFn =
-    unsafe extern "C" fn(*mut c_void, usize, usize, c_int, *mut c_void) -> *mut c_void;
-pub type MunmapFn = unsafe extern "C" fn(*mut c_void, usize) -> c_int;
-pub type MadviseFn = unsafe extern "C" fn(*mut c_void, usize, c_int) -> c_int;
-pub type MlockFn = unsafe extern "C" fn(*const c_void, usize) -> c_int;
-pub type Mlock2Fn = unsafe extern "C" fn(*const c_void, usize, libc::c_uint) -> c_int;
-pub type MlockallFn = unsafe extern "C" fn(c_int) -> c_int;
-pub type PrctlFn = unsafe extern "C" fn(
-    c_int,
-    libc::c_ulong,
-    libc::c_ulong,
-    libc::c_ulong,
-    libc::c_ulong,
-) -> c_int;
-pub type SyscallFn = unsafe extern "C" fn(
-    libc::c_long,
-    libc::c_long,
-    libc::c_long,
-    libc::c_long,
-    libc::c_long,
-    libc::c_long,
-    libc::c_long,
-) -> libc::c_long;
 pub type StartRoutine = extern "C" fn(*mut c_void) -> *mut c_void;
-pub type PthreadCreateFn = unsafe extern "C" fn(
-    *mut libc::pthread_t,
-    *const libc::pthread_attr_t,
-    StartRoutine,
-    *mut c_void,
-) -> c_int;
 
-/// The resolved targets. The malloc family all belong to one allocator (the
-/// serving one), each either its own definition or a stand-in built from
-/// its other functions; `None` only where no stand-in can be built (no
-/// `malloc` at all, or `realloc` missing together with `malloc_usable_size`).
-pub struct NextFunctions {
-    pub malloc: Option<MallocFn>,
-    pub calloc: Option<CallocFn>,
-    pub realloc: Option<ReallocFn>,
-    pub reallocarray: Option<ReallocarrayFn>,
-    pub free: Option<FreeFn>,
-    pub posix_memalign: Option<PosixMemalignFn>,
-    pub aligned_alloc: Option<AlignedFn>,
-    pub memalign: Option<AlignedFn>,
-    pub valloc: Option<MallocFn>,
-    pub pvalloc: Option<MallocFn>,
-    pub malloc_usable_size: Option<UsableSizeFn>,
-    pub mmap: Option<MmapFn>,
-    pub mmap64: Option<MmapFn>,
-    pub mremap: Option<MremapFn>,
-    pub munmap: Option<MunmapFn>,
-    pub madvise: Option<MadviseFn>,
-    pub mlock: Option<MlockFn>,
-    pub mlock2: Option<Mlock2Fn>,
-    pub mlockall: Option<MlockallFn>,
-    pub prctl: Option<PrctlFn>,
-    pub syscall: Option<SyscallFn>,
-    pub pthread_create: Option<PthreadCreateFn>,
-    /// The serving allocator is glibc's own malloc (proven, see the module
-    /// doc).
-    pub allocator_is_glibc: bool,
+/// Expands the hook list (`src/hook_list.rs`) into the signatures, the table
+/// and its lookups.
+macro_rules! next_table {
+    (
+        counted {
+            $($name:ident: $variant:ident = $kind:ident fn($($arg:ty),*) -> $ret:ty;)*
+        }
+        forwarded {
+            $($fname:ident = $fkind:ident fn($($farg:ty),*) -> $fret:ty;)*
+        }
+        exec {
+            $($ename:ident = $ekind:ident fn($($earg:ty),*) -> $eret:ty;)*
+        }
+        exec_variadic {
+            $($vname:ident;)*
+        }
+    ) => {
+        /// The C signature of each hooked function, by its name.
+        #[allow(non_camel_case_types)]
+        pub mod signature {
+            use super::{c_char, c_int, c_void, StartRoutine};
+            $(pub type $name = unsafe extern "C" fn($($arg),*) -> $ret;)*
+            $(pub type $fname = unsafe extern "C" fn($($farg),*) -> $fret;)*
+            $(pub type $ename = unsafe extern "C" fn($($earg),*) -> $eret;)*
+        }
+
+        /// The resolved targets. The malloc family all belong to one
+        /// allocator (the serving one), each either its own definition or a
+        /// stand-in built from its other functions; `None` only where no
+        /// stand-in can be built (no `malloc` at all, or `realloc` missing
+        /// together with `malloc_usable_size`).
+        pub struct NextFunctions {
+            $(pub $name: Option<signature::$name>,)*
+            $(pub $fname: Option<signature::$fname>,)*
+            /// The serving allocator is glibc's own malloc (proven, see the
+            /// module doc).
+            pub allocator_is_glibc: bool,
+        }
+
+        const UNRESOLVED: NextFunctions = NextFunctions {
+            $($name: None,)*
+            $($fname: None,)*
+            allocator_is_glibc: false,
+        };
+
+        /// Looks up, in list order, every function taken from the objects
+        /// after us (`next`, `next_if_defined`).
+        unsafe fn resolve_forwarded(table: &mut NextFunctions) {
+            $(resolve_one!(forwarded $kind, table, $name);)*
+            $(resolve_one!(forwarded $fkind, table, $fname);)*
+        }
+
+        /// The next definitions of the `exec` family and `posix_spawn`
+        /// (`execv` and `execvp` are served by our own `execve` and
+        /// `execvpe`). The variadic `execl`, `execle` and `execlp` are kept
+        /// as plain addresses: the interposition layer jumps to them with
+        /// the caller's arguments untouched.
+        pub struct ExecFunctions {
+            $(pub $ename: Option<signature::$ename>,)*
+            $(pub $vname: usize,)*
+        }
+
+        const EXEC_UNRESOLVED: ExecFunctions = ExecFunctions {
+            $($ename: None,)*
+            $($vname: 0,)*
+        };
+
+        /// Looks up, in list order, the `exec` family.
+        unsafe fn resolve_exec(table: &mut ExecFunctions) {
+            $(resolve_one!(forwarded $ekind, table, $ename);)*
+            $(table.$vname = libc::dlsym(RTLD_NEXT_HANDLE, c_name!($vname).as_ptr()) as usize;)*
+        }
+
+        /// Looks up, in list order, the serving allocator's own definitions
+        /// of the family (`allocator`; `malloc` itself found the allocator).
+        unsafe fn resolve_family(table: &mut NextFunctions, own: *mut LinkMap, allocator: *mut LinkMap) {
+            $(resolve_one!(family $kind, table, $name, own, allocator);)*
+        }
+    };
 }
 
-const UNRESOLVED: NextFunctions = NextFunctions {
-    malloc: None,
-    calloc: None,
-    realloc: None,
-    reallocarray: None,
-    free: None,
-    posix_memalign: None,
-    aligned_alloc: None,
-    memalign: None,
-    valloc: None,
-    pvalloc: None,
-    malloc_usable_size: None,
-    mmap: None,
-    mmap64: None,
-    mremap: None,
-    munmap: None,
-    madvise: None,
-    mlock: None,
-    mlock2: None,
-    mlockall: None,
-    prctl: None,
-    syscall: None,
-    pthread_create: None,
-    allocator_is_glibc: false,
-};
+/// One lookup of [`next_table!`], for one phase (`forwarded`, `family`)
+/// and one kind of resolution; nothing for the other phase's kinds.
+macro_rules! resolve_one {
+    (forwarded next, $table:ident, $name:ident) => {
+        $table.$name = lookup(RTLD_NEXT_HANDLE, c_name!($name));
+    };
+    (forwarded next_if_defined, $table:ident, $name:ident) => {
+        $table.$name = as_fn(next_if_defined(c_name!($name)));
+    };
+    (forwarded $other:ident, $table:ident, $name:ident) => {};
+    (family allocator, $table:ident, $name:ident, $own:ident, $allocator:ident) => {
+        $table.$name = of_allocator(c_name!($name), $own, $allocator);
+    };
+    (family $other:ident, $table:ident, $name:ident, $own:ident, $allocator:ident) => {};
+}
+
+/// The C string of a function's name.
+macro_rules! c_name {
+    ($name:ident) => {
+        const {
+            match CStr::from_bytes_with_nul(concat!(stringify!($name), "\0").as_bytes()) {
+                Ok(name) => name,
+                Err(_) => panic!("a hook's name is a C name"),
+            }
+        }
+    };
+}
+
+with_hook_list!(next_table);
 
 struct Table(UnsafeCell<NextFunctions>);
 unsafe impl Sync for Table {}
 
+// once_cell: not a lazily initialised cell on purpose. It is filled inside
+// the re-entrant start-up gate (`core::once`: `dlsym` calls back into our
+// hooks, which must be told "not ready", not wait, and once_cell's cells
+// have no answer for re-entry), and the hot path reads it with one plain
+// load, no "initialised?" check.
 static NEXT: Table = Table(UnsafeCell::new(UNRESOLVED));
 
 /// The table once start-up has filled it (for hooks that must not run the
@@ -229,6 +248,8 @@ fn object_of(addr: *const c_void) -> *mut LinkMap {
 
 /// This library's link map (its own lookup: a walk of its table, made once:
 /// every exported hook makes the table longer, and start-up asks often).
+/// once_cell: `race::OnceRef` would fit, but cannot be a dependency (see
+/// Cargo.toml).
 fn own_link_map() -> *mut LinkMap {
     static OWN: AtomicPtr<LinkMap> = AtomicPtr::new(core::ptr::null_mut());
     let known = OWN.load(Relaxed);
@@ -543,16 +564,7 @@ fn resolve_allocator(table: &mut NextFunctions) {
         let glibc = object_of(reached_past_us(c"gnu_get_libc_version", own));
         table.allocator_is_glibc = !glibc.is_null() && allocator == glibc;
         table.malloc = as_fn(malloc);
-        table.calloc = of_allocator(c"calloc", own, allocator);
-        table.realloc = of_allocator(c"realloc", own, allocator);
-        table.reallocarray = of_allocator(c"reallocarray", own, allocator);
-        table.free = of_allocator(c"free", own, allocator);
-        table.posix_memalign = of_allocator(c"posix_memalign", own, allocator);
-        table.aligned_alloc = of_allocator(c"aligned_alloc", own, allocator);
-        table.memalign = of_allocator(c"memalign", own, allocator);
-        table.valloc = of_allocator(c"valloc", own, allocator);
-        table.pvalloc = of_allocator(c"pvalloc", own, allocator);
-        table.malloc_usable_size = of_allocator(c"malloc_usable_size", own, allocator);
+        resolve_family(table, own, allocator);
     }
     stand_in::fill_gaps(table);
 }
@@ -560,21 +572,8 @@ fn resolve_allocator(table: &mut NextFunctions) {
 /// Resolves every target. Runs once, inside the start-up gate.
 pub fn resolve_all() {
     unsafe {
-        let n = RTLD_NEXT_HANDLE;
-        let mut table = NextFunctions {
-            mmap: lookup(n, c"mmap"),
-            mmap64: lookup(n, c"mmap64"),
-            mremap: lookup(n, c"mremap"),
-            munmap: lookup(n, c"munmap"),
-            madvise: lookup(n, c"madvise"),
-            mlock: lookup(n, c"mlock"),
-            mlock2: as_fn(next_if_defined(c"mlock2")),
-            mlockall: lookup(n, c"mlockall"),
-            prctl: lookup(n, c"prctl"),
-            syscall: lookup(n, c"syscall"),
-            pthread_create: lookup(n, c"pthread_create"),
-            ..UNRESOLVED
-        };
+        let mut table = UNRESOLVED;
+        resolve_forwarded(&mut table);
         resolve_allocator(&mut table);
         *NEXT.0.get() = table;
         TABLE_READY.store(true, Release);
@@ -643,25 +642,25 @@ fn hot<F>(slot: &AtomicPtr<c_void>) -> Option<F> {
 
 /// What `malloc` jumps to, once start-up has finished.
 #[inline(always)]
-pub fn hot_malloc() -> Option<MallocFn> {
+pub fn hot_malloc() -> Option<signature::malloc> {
     hot(&HOT.malloc)
 }
 
 /// What `calloc` jumps to, once start-up has finished.
 #[inline(always)]
-pub fn hot_calloc() -> Option<CallocFn> {
+pub fn hot_calloc() -> Option<signature::calloc> {
     hot(&HOT.calloc)
 }
 
 /// What `realloc` jumps to, once start-up has finished.
 #[inline(always)]
-pub fn hot_realloc() -> Option<ReallocFn> {
+pub fn hot_realloc() -> Option<signature::realloc> {
     hot(&HOT.realloc)
 }
 
 /// What `free` jumps to, once start-up has finished.
 #[inline(always)]
-pub fn hot_free() -> Option<FreeFn> {
+pub fn hot_free() -> Option<signature::free> {
     hot(&HOT.free)
 }
 
@@ -834,78 +833,24 @@ pub unsafe fn bootstrap_size(p: *mut c_void) -> usize {
 }
 
 // ---------------------------------------------------------------------------
-// exec and spawn
-
-pub type ExecveFn =
-    unsafe extern "C" fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int;
-pub type ExecveatFn = unsafe extern "C" fn(
-    c_int,
-    *const c_char,
-    *const *const c_char,
-    *const *const c_char,
-    c_int,
-) -> c_int;
-pub type FexecveFn =
-    unsafe extern "C" fn(c_int, *const *const c_char, *const *const c_char) -> c_int;
-pub type PosixSpawnFn = unsafe extern "C" fn(
-    *mut libc::pid_t,
-    *const c_char,
-    *const libc::posix_spawn_file_actions_t,
-    *const libc::posix_spawnattr_t,
-    *const *mut c_char,
-    *const *mut c_char,
-) -> c_int;
-
-/// The next definitions of the `exec` family and `posix_spawn` (`execv` and
-/// `execvp` are served by our own `execve` and `execvpe`). The
-/// variadic `execl`, `execle` and `execlp` are kept as plain addresses: the
-/// interposition layer jumps to them with the caller's arguments untouched.
-pub struct ExecFunctions {
-    pub execve: Option<ExecveFn>,
-    pub execvpe: Option<ExecveFn>,
-    pub execveat: Option<ExecveatFn>,
-    pub fexecve: Option<FexecveFn>,
-    pub posix_spawn: Option<PosixSpawnFn>,
-    pub posix_spawnp: Option<PosixSpawnFn>,
-    pub execl: usize,
-    pub execle: usize,
-    pub execlp: usize,
-}
+// exec and spawn (`ExecFunctions` and its lookups come from the hook list)
 
 struct ExecTable(UnsafeCell<ExecFunctions>);
 unsafe impl Sync for ExecTable {}
 
-static EXEC: ExecTable = ExecTable(UnsafeCell::new(ExecFunctions {
-    execve: None,
-    execvpe: None,
-    execveat: None,
-    fexecve: None,
-    posix_spawn: None,
-    posix_spawnp: None,
-    execl: 0,
-    execle: 0,
-    execlp: 0,
-}));
+static EXEC: ExecTable = ExecTable(UnsafeCell::new(EXEC_UNRESOLVED));
+// once_cell: `race::OnceBox` would fit but needs an allocator, which a hook
+// must not use (and once_cell cannot be a dependency, see Cargo.toml).
 static EXEC_RESOLVED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// The `exec` family's next definitions. Resolving twice from racing threads
 /// writes the same values, so no gate is needed beyond the flag.
 pub fn exec_functions() -> &'static ExecFunctions {
     if !EXEC_RESOLVED.load(Acquire) {
+        let mut table = EXEC_UNRESOLVED;
         unsafe {
-            let n = RTLD_NEXT_HANDLE;
-            let addr = |name: &CStr| libc::dlsym(n, name.as_ptr()) as usize;
-            *EXEC.0.get() = ExecFunctions {
-                execve: lookup(n, c"execve"),
-                execvpe: lookup(n, c"execvpe"),
-                execveat: as_fn(next_if_defined(c"execveat")),
-                fexecve: lookup(n, c"fexecve"),
-                posix_spawn: lookup(n, c"posix_spawn"),
-                posix_spawnp: lookup(n, c"posix_spawnp"),
-                execl: addr(c"execl"),
-                execle: addr(c"execle"),
-                execlp: addr(c"execlp"),
-            };
+            resolve_exec(&mut table);
+            *EXEC.0.get() = table;
         }
         EXEC_RESOLVED.store(true, Release);
     }
@@ -1151,9 +1096,15 @@ mod tests {
             ..UNRESOLVED
         };
         stand_in::fill_gaps(&mut t);
-        assert_eq!(addr(t.malloc), addr(Some(fake_malloc as MallocFn)));
-        assert_eq!(addr(t.realloc), addr(Some(fake_realloc as ReallocFn)));
-        assert_eq!(addr(t.memalign), addr(Some(fake_memalign as AlignedFn)));
+        assert_eq!(addr(t.malloc), addr(Some(fake_malloc as signature::malloc)));
+        assert_eq!(
+            addr(t.realloc),
+            addr(Some(fake_realloc as signature::realloc))
+        );
+        assert_eq!(
+            addr(t.memalign),
+            addr(Some(fake_memalign as signature::memalign))
+        );
         for (name, f) in [
             ("calloc", addr(t.calloc)),
             ("reallocarray", addr(t.reallocarray)),

@@ -64,6 +64,7 @@ use core::sync::atomic::{
 };
 
 use super::policy::{self, Range, SkipReason, VmaVerdict};
+use crate::os::ksm;
 use crate::os::proc::{read_lines, LineBuffer, MapsLine, RegionClass};
 use crate::os::sys::{self, Errno, MapsQuery, VmaDetails};
 use crate::stats::counters;
@@ -253,9 +254,7 @@ impl Memory {
     fn clear(&mut self) {
         let start = self.entries.as_mut_ptr() as usize;
         let len = core::mem::size_of_val(&self.entries);
-        if start % crate::os::page_size() != 0
-            || sys::madvise(start, len, libc::MADV_DONTNEED).is_err()
-        {
+        if start % crate::os::page_size() != 0 || crate::os::release_pages(start, len).is_err() {
             self.entries.iter_mut().for_each(|e| *e = 0);
         }
         self.written = 0;
@@ -366,7 +365,8 @@ unsafe impl Sync for State {}
 
 static STATE: State = unsafe { core::mem::zeroed() };
 static INTERVAL_NS: AtomicU64 = AtomicU64::new(0);
-/// `vm.max_map_count`, read at the first step (0: not yet).
+/// `vm.max_map_count`, read at the first step (0: not yet). once_cell:
+/// `race::OnceNonZeroUsize`, but it cannot be a dependency (Cargo.toml).
 static MAX_MAP_COUNT: AtomicU64 = AtomicU64::new(0);
 
 /// Whether the process is close enough to `vm.max_map_count` (by its VMA
@@ -988,7 +988,7 @@ fn revoke_rejected(
                 start: vma.start.max(range.start),
                 end: vma.end.min(range.end),
             };
-            if sys::madvise(piece.start, piece.len(), libc::MADV_UNMERGEABLE).is_ok() {
+            if ksm::unmark(piece.start, piece.len()).is_ok() {
                 state.revoked.fetch_add(1, Relaxed);
             }
         }

@@ -46,7 +46,7 @@ use super::policy::{self, Range, SkipReason, Verdict, VmaVerdict};
 use crate::fmt::BufWriter;
 use crate::os::exec_target::ExecTarget;
 use crate::os::proc::{read_lines, MapsLine, RegionClass, SHARED_LINES};
-use crate::os::{self, sys};
+use crate::os::{self, ksm, sys};
 use crate::stats::{counters, Source};
 
 /// Written once by [`start`] before any hook does work, read-only afterwards.
@@ -66,6 +66,9 @@ struct Settings {
 struct SettingsCell(UnsafeCell<Settings>);
 unsafe impl Sync for SettingsCell {}
 
+// once_cell: written once inside the re-entrant start-up gate
+// (`core::once`), read by every hook afterwards without an "initialised?"
+// check; see `next::NEXT`.
 static SETTINGS: SettingsCell = SettingsCell(UnsafeCell::new(Settings {
     config: Config::DEFAULT,
     stderr_at_start: None,
@@ -463,7 +466,7 @@ fn take_back_merge_any() {
 
 fn choose_engine(requested: Mode) -> (Mode, Option<i32>) {
     match requested {
-        Mode::Auto | Mode::Process => match sys::merge_any(true) {
+        Mode::Auto | Mode::Process => match ksm::merge_any(true) {
             Ok(_) => (Mode::Process, None),
             Err(e) => {
                 if requested == Mode::Process {
@@ -475,8 +478,8 @@ fn choose_engine(requested: Mode) -> (Mode, Option<i32>) {
         Mode::Advise | Mode::Off => {
             // A parent in `process` mode passes merge-any down through fork
             // and exec; this process asked for something else.
-            if sys::merge_any_is_on() {
-                let _ = sys::merge_any(false);
+            if ksm::merge_any_is_on() {
+                let _ = ksm::merge_any(false);
             }
             (requested, None)
         }
@@ -563,7 +566,7 @@ fn advise(range: Range, source: Source) -> Result<(), i32> {
     let before = EXCLUDED.sequence();
     let mut result = Ok(());
     let left_out = EXCLUDED.for_each_gap(range, |piece| {
-        match sys::madvise(piece.start, piece.len(), libc::MADV_MERGEABLE) {
+        match ksm::mark_mergeable(piece.start, piece.len()) {
             Ok(()) => c.count_advised(source, piece.len()),
             Err(e) => {
                 c.count_madvise_failure(e);
@@ -593,7 +596,7 @@ fn take_back_exclusions_added_since(mut sequence: u64, range: Range) {
         }
         sequence = now;
         if MERGING_STOPPED.load(SeqCst) {
-            let _ = sys::madvise(range.start, range.len(), libc::MADV_UNMERGEABLE);
+            let _ = ksm::unmark(range.start, range.len());
             return;
         }
         EXCLUDED.for_each_overlapping(range, |excluded| {
@@ -601,14 +604,14 @@ fn take_back_exclusions_added_since(mut sequence: u64, range: Range) {
                 start: excluded.start.max(range.start),
                 end: excluded.end.min(range.end),
             };
-            let _ = sys::madvise(part.start, part.len(), libc::MADV_UNMERGEABLE);
+            let _ = ksm::unmark(part.start, part.len());
         });
     }
-    let _ = sys::madvise(range.start, range.len(), libc::MADV_UNMERGEABLE);
+    let _ = ksm::unmark(range.start, range.len());
 }
 
 fn unmerge(range: Range) -> Result<(), i32> {
-    let result = sys::madvise(range.start, range.len(), libc::MADV_UNMERGEABLE);
+    let result = ksm::unmark(range.start, range.len());
     match result {
         Ok(()) => counters().count_unmerged(range.len()),
         Err(e) => counters().count_madvise_failure(e),
@@ -973,7 +976,7 @@ pub fn after_madvise(addr: usize, len: usize, advice: i32) {
     if silenced() {
         return;
     }
-    if (advice == libc::MADV_DONTDUMP || advice == libc::MADV_WIPEONFORK) && secrets_excluded() {
+    if ksm::advice_marks_secret(advice) && secrets_excluded() {
         if let Some(range) = page_range(addr, len) {
             exclude_secret(range);
         }
@@ -1018,5 +1021,5 @@ fn stop_merging_for_good() {
         exec_guard::stop_for_good();
     }
     let whole_address_space = usize::MAX & !(page_size() - 1);
-    let _ = sys::madvise(0, whole_address_space, libc::MADV_UNMERGEABLE);
+    let _ = ksm::unmark(0, whole_address_space);
 }

@@ -38,7 +38,7 @@ use core::sync::atomic::{
 };
 
 use crate::os::exec_target::{ExecTarget, Fact};
-use crate::os::{self, sys};
+use crate::os::{self, ksm, sys};
 
 /// `exec`s that may be in flight at once with merge-any switched off.
 const LENDERS: usize = 64;
@@ -132,7 +132,7 @@ pub fn before_exec(target: ExecTarget, env_preloads_us: bool) -> Option<Lent> {
         .iter()
         .position(|s| s.compare_exchange(0, me, Relaxed, Relaxed).is_ok());
     LENT.fetch_add(1, Relaxed);
-    if sys::merge_any(false).is_ok() {
+    if ksm::merge_any(false).is_ok() {
         Some(Lent(slot))
     } else {
         release(slot, me);
@@ -156,7 +156,7 @@ fn release(slot: Option<usize>, tid: i32) {
 
 fn switch_back_on_if_idle(still_wanted: bool) {
     if LENT.load(Relaxed) == 0 && still_wanted && !STOPPED.load(Relaxed) {
-        let _ = sys::merge_any(true);
+        let _ = ksm::merge_any(true);
     }
 }
 
@@ -221,7 +221,7 @@ pub fn take_back(still_wanted: bool) {
 pub fn stop_for_good() {
     let _token = take_token(true);
     STOPPED.store(true, Relaxed);
-    let _ = sys::merge_any(false);
+    let _ = ksm::merge_any(false);
 }
 
 /// In a forked child: the parent's lenders and token are not the child's,

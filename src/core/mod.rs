@@ -1,8 +1,8 @@
 //! The core: decides what becomes mergeable and applies it.
 //!
 //! * [`config`] — `KSMAUTO_*` parsing (pure);
-//! * [`policy`] — which regions qualify, page ranges, glibc chunk
-//!   geometry (pure);
+//! * [`policy`] — which regions qualify, the catch-up's growing edges, page
+//!   ranges (pure);
 //! * [`engine`] — the `advise` / `process` / `off` engines acting on what the
 //!   hooks report;
 //! * [`exec_guard`] — keeps merge-any out of programs the library does not
@@ -15,8 +15,9 @@
 //! * [`would_block`] — whether a call a thread is about to make will wait
 //!   (the look before a pass at the edge of idleness).
 //!
-//! Knows no symbol names (that is `crate::api`'s business) and never
-//! allocates, locks, or changes `errno`.
+//! Knows no symbol names (that is `crate::api`'s business) and no kernel
+//! constants (`crate::os::ksm` names what it asks the kernel by intent);
+//! never allocates, locks, or changes `errno`.
 
 pub mod catchup;
 pub mod config;

@@ -18,6 +18,9 @@ const NOT_STARTED: u8 = 0;
 const RUNNING: u8 = 1;
 const DONE: u8 = 2;
 
+/// once_cell: no once_cell cell tolerates re-entry from its own initialiser
+/// (its `race` cells would run `dlsym` again, nested, and its `sync` cells
+/// would wait for themselves, and need std).
 pub struct ReentrantOnce {
     state: AtomicU8,
     runner_tid: AtomicI32,

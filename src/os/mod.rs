@@ -5,8 +5,13 @@
 //! `errno`** (system calls are issued with inline assembly, not through libc,
 //! so the host program's `errno` survives whatever we do on its behalf).
 //! It makes no decisions: policy lives in `crate::core`.
+//!
+//! * [`ksm`] — what we ask of the kernel's same-page merging, by intent;
+//! * [`sys`] — raw system calls; [`proc`] — `/proc` and `/sys` readers;
+//! * [`exec_target`] — what an `exec` would run.
 
 pub mod exec_target;
+pub mod ksm;
 pub mod proc;
 pub mod sys;
 
@@ -34,6 +39,13 @@ pub fn page_size() -> usize {
         0 => sys::PAGE_SIZE_FALLBACK,
         n => n,
     }
+}
+
+/// Hands the pages `[start, start + len)` back to the kernel
+/// (`MADV_DONTNEED`): private anonymous pages read as zero afterwards, and
+/// pages never touched cost nothing.
+pub fn release_pages(start: usize, len: usize) -> Result<(), sys::Errno> {
+    sys::madvise(start, len, libc::MADV_DONTNEED)
 }
 
 /// The program break (the top of the brk heap), from libc's own record of
@@ -69,6 +81,9 @@ pub fn own_file_name() -> &'static [u8] {
 }
 
 /// The path this library was loaded from, as the loader recorded it.
+///
+/// once_cell: `race::OnceRef` is this very pattern, but cannot be a
+/// dependency (see Cargo.toml).
 fn own_file_path() -> &'static [u8] {
     use core::sync::atomic::{AtomicPtr, Ordering::Relaxed};
     static NAME: AtomicPtr<libc::c_char> = AtomicPtr::new(core::ptr::null_mut());

@@ -93,22 +93,6 @@ pub fn prctl(option: i32, a2: usize, a3: usize, a4: usize, a5: usize) -> Result<
     unsafe { syscall!(libc::SYS_prctl, option, a2, a3, a4, a5) }
 }
 
-// prctl options (Linux 6.4); spelled out so older libc headers do not matter.
-const PR_SET_MEMORY_MERGE: i32 = 67;
-const PR_GET_MEMORY_MERGE: i32 = 68;
-
-/// Makes all of this process's compatible anonymous memory mergeable
-/// (`on`), or takes that back (`PR_SET_MEMORY_MERGE`, Linux 6.4+; the
-/// kernel keeps it across `fork` and, since 6.7, `exec`).
-pub fn merge_any(on: bool) -> Result<(), Errno> {
-    prctl(PR_SET_MEMORY_MERGE, on as usize, 0, 0, 0).map(|_| ())
-}
-
-/// Whether merge-any is on for this process.
-pub fn merge_any_is_on() -> bool {
-    prctl(PR_GET_MEMORY_MERGE, 0, 0, 0, 0) == Ok(1)
-}
-
 /// Nanoseconds on the coarse monotonic clock (vDSO: no system call, and it
 /// leaves `errno` alone on success, which is the only outcome for this clock).
 pub fn monotonic_coarse_ns() -> u64 {
@@ -487,6 +471,7 @@ pub fn shares_memory_with(pid: i32, other: i32) -> bool {
     const UNKNOWN: u8 = 0;
     const USABLE: u8 = 1;
     const REFUSED: u8 = 2;
+    // once_cell: `race::OnceBool`, but it cannot be a dependency (Cargo.toml).
     static KCMP: AtomicU8 = AtomicU8::new(UNKNOWN);
     let kcmp = |a: i32, b: i32| unsafe { syscall!(libc::SYS_kcmp, a, b, KCMP_VM, 0usize, 0usize) };
     if KCMP.load(Relaxed) == UNKNOWN {

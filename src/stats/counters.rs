@@ -14,72 +14,67 @@ use core::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 
 use crate::core::policy::SkipReason;
 
-/// Every entry point the library counts calls of.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Hook {
-    Malloc,
-    Calloc,
-    Realloc,
-    Reallocarray,
-    Free,
-    PosixMemalign,
-    AlignedAlloc,
-    Memalign,
-    Valloc,
-    Pvalloc,
-    MallocUsableSize,
-    Mmap,
-    Mmap64,
-    Mremap,
-    Munmap,
-    PthreadCreate,
+/// Expands the hook list (`src/hook_list.rs`) into [`Hook`]: one call
+/// counter per `counted` function, in the list's order.
+macro_rules! hook_enum {
+    (
+        counted {
+            $($name:ident: $variant:ident = $kind:ident fn($($arg:ty),*) -> $ret:ty;)*
+        }
+        forwarded { $($forwarded:tt)* }
+        exec { $($exec:tt)* }
+        exec_variadic { $($exec_variadic:tt)* }
+    ) => {
+        /// Every entry point the library counts calls of.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Hook {
+            $($variant,)*
+        }
+
+        impl Hook {
+            pub const ALL: [Hook; Hook::COUNT] = [$(Hook::$variant),*];
+            pub const COUNT: usize = [$(Hook::$variant),*].len();
+            /// How many of the first hooks are the malloc family.
+            const FAMILY: usize = 0 $(+ in_family!($kind))*;
+
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Hook::$variant => stringify!($name),)*
+                }
+            }
+        }
+
+        // The family comes first, so that `is_allocator` is one comparison.
+        const _: () = {
+            let in_family = [$(in_family!($kind) == 1),*];
+            let mut i = 0;
+            while i < Hook::COUNT {
+                assert!(in_family[i] == (i < Hook::FAMILY), "the malloc family comes first in the hook list");
+                i += 1;
+            }
+        };
+    };
 }
 
-impl Hook {
-    pub const COUNT: usize = 16;
-    pub const ALL: [Hook; Hook::COUNT] = [
-        Hook::Malloc,
-        Hook::Calloc,
-        Hook::Realloc,
-        Hook::Reallocarray,
-        Hook::Free,
-        Hook::PosixMemalign,
-        Hook::AlignedAlloc,
-        Hook::Memalign,
-        Hook::Valloc,
-        Hook::Pvalloc,
-        Hook::MallocUsableSize,
-        Hook::Mmap,
-        Hook::Mmap64,
-        Hook::Mremap,
-        Hook::Munmap,
-        Hook::PthreadCreate,
-    ];
+/// 1 for a hook of the malloc family (by how it is resolved), else 0.
+macro_rules! in_family {
+    (serving) => {
+        1
+    };
+    (allocator) => {
+        1
+    };
+    ($other:ident) => {
+        0
+    };
+}
 
+with_hook_list!(hook_enum);
+
+impl Hook {
     /// One of the malloc family, whose calls are counted only on request.
     pub fn is_allocator(self) -> bool {
-        (self as usize) <= Hook::MallocUsableSize as usize
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Hook::Malloc => "malloc",
-            Hook::Calloc => "calloc",
-            Hook::Realloc => "realloc",
-            Hook::Reallocarray => "reallocarray",
-            Hook::Free => "free",
-            Hook::PosixMemalign => "posix_memalign",
-            Hook::AlignedAlloc => "aligned_alloc",
-            Hook::Memalign => "memalign",
-            Hook::Valloc => "valloc",
-            Hook::Pvalloc => "pvalloc",
-            Hook::MallocUsableSize => "malloc_usable_size",
-            Hook::Mmap => "mmap",
-            Hook::Mmap64 => "mmap64",
-            Hook::Mremap => "mremap",
-            Hook::Munmap => "munmap",
-            Hook::PthreadCreate => "pthread_create",
-        }
+        (self as usize) < Hook::FAMILY
     }
 }
 

@@ -209,25 +209,26 @@ pub fn run_ok(program: &Path, run: &Run, args: &[&str]) -> String {
     stdout
 }
 
-/// Every function src/api.rs interposes, by its name in the stats JSON.
-pub const HOOK_NAMES: [&str; 16] = [
-    "malloc",
-    "calloc",
-    "realloc",
-    "reallocarray",
-    "free",
-    "posix_memalign",
-    "aligned_alloc",
-    "memalign",
-    "valloc",
-    "pvalloc",
-    "malloc_usable_size",
-    "mmap",
-    "mmap64",
-    "mremap",
-    "munmap",
-    "pthread_create",
-];
+// The hook list the library itself expands (`with_hook_list!`).
+include!("../../src/hook_list.rs");
+
+/// Takes the names of the counted hooks from the library's hook list.
+macro_rules! hook_names {
+    (
+        counted {
+            $($name:ident: $variant:ident = $kind:ident fn($($arg:ty),*) -> $ret:ty;)*
+        }
+        forwarded { $($forwarded:tt)* }
+        exec { $($exec:tt)* }
+        exec_variadic { $($exec_variadic:tt)* }
+    ) => {
+        /// Every function src/api.rs interposes and counts, by its name in
+        /// the stats JSON, in the report's order (the malloc family first).
+        pub const HOOK_NAMES: [&str; [$(stringify!($name)),*].len()] = [$(stringify!($name)),*];
+    };
+}
+
+with_hook_list!(hook_names);
 
 pub fn field_u64(output: &str, key: &str) -> u64 {
     field(output, key)

@@ -1,0 +1,94 @@
+// The one list of the functions src/api.rs interposes on and forwards
+// through the tables in src/next.rs (the calls that may block have their
+// own list, `blocking_functions!` in src/next.rs, whose entries need a look
+// before the call rather than a counter).
+//
+// Plain `//` comments only: the integration tests `include!` this file to
+// take the hook names from here (an inner doc comment cannot be included).
+//
+// `with_hook_list!(then)` hands the list to macro `then`, which expands it
+// into what it needs (heaptrack's one `HOOK(name, kind)` line per hook, as
+// an X-macro):
+// * `next.rs`: the signatures (`next::signature::NAME`), the table's
+//   fields, and the lookups;
+// * `stats/counters.rs`: `Hook`, its names and the call-counter slots;
+// * `tests/common`: `HOOK_NAMES`.
+//
+// One line per function:
+//     name: Variant = resolution fn(argument types) -> return type;
+// * `counted` functions have a call counter (`Hook::Variant`), in the
+//   report's order; the malloc family comes first (its calls are counted
+//   only on request, see `Hook::is_allocator`);
+// * `forwarded` functions are hooked and forwarded but not counted;
+// * `exec` functions are resolved apart, at the first `exec` or spawn (the
+//   program may never make one); `exec_variadic` ones are kept as plain
+//   addresses, which the interposition layer jumps to with the caller's
+//   arguments untouched;
+// * resolution: `serving` — the first `malloc` the program's calls reach,
+//   which names the serving allocator; `allocator` — that same allocator's
+//   own definition (else a stand-in); `next` — `dlsym(RTLD_NEXT)` (only for
+//   names every supported glibc has: a failed `dlsym` allocates);
+//   `next_if_defined` — the next definition found by hand, for newer names.
+//
+// The types are resolved where a callback expands them (src/next.rs imports
+// `c_char`, `c_int`, `c_void` and `StartRoutine`).
+macro_rules! with_hook_list {
+    ($then:ident) => {
+        $then! {
+            counted {
+                malloc: Malloc = serving fn(usize) -> *mut c_void;
+                calloc: Calloc = allocator fn(usize, usize) -> *mut c_void;
+                realloc: Realloc = allocator fn(*mut c_void, usize) -> *mut c_void;
+                reallocarray: Reallocarray = allocator fn(*mut c_void, usize, usize) -> *mut c_void;
+                free: Free = allocator fn(*mut c_void) -> ();
+                posix_memalign: PosixMemalign = allocator fn(*mut *mut c_void, usize, usize) -> c_int;
+                aligned_alloc: AlignedAlloc = allocator fn(usize, usize) -> *mut c_void;
+                memalign: Memalign = allocator fn(usize, usize) -> *mut c_void;
+                valloc: Valloc = allocator fn(usize) -> *mut c_void;
+                pvalloc: Pvalloc = allocator fn(usize) -> *mut c_void;
+                malloc_usable_size: MallocUsableSize = allocator fn(*mut c_void) -> usize;
+                mmap: Mmap = next
+                    fn(*mut c_void, usize, c_int, c_int, c_int, libc::off_t) -> *mut c_void;
+                mmap64: Mmap64 = next
+                    fn(*mut c_void, usize, c_int, c_int, c_int, libc::off_t) -> *mut c_void;
+                mremap: Mremap = next fn(*mut c_void, usize, usize, c_int, *mut c_void) -> *mut c_void;
+                munmap: Munmap = next fn(*mut c_void, usize) -> c_int;
+                pthread_create: PthreadCreate = next fn(
+                    *mut libc::pthread_t, *const libc::pthread_attr_t, StartRoutine, *mut c_void
+                ) -> c_int;
+            }
+            forwarded {
+                madvise = next fn(*mut c_void, usize, c_int) -> c_int;
+                mlock = next fn(*const c_void, usize) -> c_int;
+                mlock2 = next_if_defined fn(*const c_void, usize, libc::c_uint) -> c_int;
+                mlockall = next fn(c_int) -> c_int;
+                prctl = next fn(
+                    c_int, libc::c_ulong, libc::c_ulong, libc::c_ulong, libc::c_ulong
+                ) -> c_int;
+                syscall = next fn(
+                    libc::c_long, libc::c_long, libc::c_long, libc::c_long, libc::c_long,
+                    libc::c_long, libc::c_long
+                ) -> libc::c_long;
+            }
+            exec {
+                execve = next fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int;
+                execvpe = next fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int;
+                execveat = next_if_defined fn(
+                    c_int, *const c_char, *const *const c_char, *const *const c_char, c_int
+                ) -> c_int;
+                fexecve = next fn(c_int, *const *const c_char, *const *const c_char) -> c_int;
+                posix_spawn = next fn(
+                    *mut libc::pid_t, *const c_char, *const libc::posix_spawn_file_actions_t,
+                    *const libc::posix_spawnattr_t, *const *mut c_char, *const *mut c_char
+                ) -> c_int;
+                posix_spawnp = next fn(
+                    *mut libc::pid_t, *const c_char, *const libc::posix_spawn_file_actions_t,
+                    *const libc::posix_spawnattr_t, *const *mut c_char, *const *mut c_char
+                ) -> c_int;
+            }
+            exec_variadic {
+                execl; execle; execlp;
+            }
+        }
+    };
+}

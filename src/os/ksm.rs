@@ -1,0 +1,44 @@
+//! The kernel's same-page merging, named by what we want from it.
+//!
+//! Owns every `madvise` advice and `prctl` option the library issues on its
+//! own behalf: `crate::core` says *mark mergeable*, *unmark*, *merge any*,
+//! never a `MADV_*` constant or a `prctl` number. Like the rest of
+//! `crate::os`: no allocation, no lock, `errno` untouched, no decisions.
+
+use super::sys::{self, Errno};
+
+// prctl options (Linux 6.4); spelled out so older libc headers do not matter.
+const PR_SET_MEMORY_MERGE: i32 = 67;
+const PR_GET_MEMORY_MERGE: i32 = 68;
+
+/// Makes all of this process's compatible anonymous memory mergeable
+/// (`on`), or takes that back, which unmerges and unmarks every mergeable
+/// VMA (`PR_SET_MEMORY_MERGE`, Linux 6.4+; the kernel keeps it across
+/// `fork` and, since 6.7, `exec`).
+pub fn merge_any(on: bool) -> Result<(), Errno> {
+    sys::prctl(PR_SET_MEMORY_MERGE, on as usize, 0, 0, 0).map(|_| ())
+}
+
+/// Whether merge-any is on for this process.
+pub fn merge_any_is_on() -> bool {
+    sys::prctl(PR_GET_MEMORY_MERGE, 0, 0, 0, 0) == Ok(1)
+}
+
+/// Marks the pages `[start, start + len)` mergeable (`MADV_MERGEABLE`).
+pub fn mark_mergeable(start: usize, len: usize) -> Result<(), Errno> {
+    sys::madvise(start, len, libc::MADV_MERGEABLE)
+}
+
+/// Takes the mark back from `[start, start + len)`, unmerging whatever was
+/// merged there (`MADV_UNMERGEABLE`). Over holes in the address space the
+/// kernel still unmarks the mapped parts and reports `ENOMEM`.
+pub fn unmark(start: usize, len: usize) -> Result<(), Errno> {
+    sys::madvise(start, len, libc::MADV_UNMERGEABLE)
+}
+
+/// Whether `advice`, given by the program to its own `madvise`, says the
+/// memory holds a secret: kept out of core dumps (`MADV_DONTDUMP`) or wiped
+/// in forked children (`MADV_WIPEONFORK`).
+pub fn advice_marks_secret(advice: i32) -> bool {
+    advice == libc::MADV_DONTDUMP || advice == libc::MADV_WIPEONFORK
+}
