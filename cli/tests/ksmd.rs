@@ -421,3 +421,56 @@ fn compare_holding_ksmd_reports_savings_against_the_pools_own_ideal() {
     drop(found);
     let _ = std::fs::remove_dir_all(&ready);
 }
+
+#[test]
+fn compare_puts_ksmd_back_when_it_gets_sigterm_while_holding_it() {
+    let Some(found) = as_found("compare-sigterm") else { return };
+    let ready = temp("ready-sigterm");
+    std::fs::create_dir_all(&ready).unwrap();
+    let pattern = format!("{}/%p", ready.display());
+    let mut c = ksmauto(&[
+        "compare",
+        "--workers",
+        "1",
+        "--mode",
+        "process",
+        "--settle-timeout",
+        "60",
+        "--lib",
+        common::lib().to_str().unwrap(),
+        "--hold-ksmd",
+        "--ready-file",
+        &pattern,
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        r#": > "$0/$$"; exec sleep 60"#,
+        ready.to_str().unwrap(),
+    ]);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    // Wait for the hold (ksmd stopped while the pool with the preload loads).
+    let t0 = std::time::Instant::now();
+    while value("run") != "0" {
+        assert!(t0.elapsed() < Duration::from_secs(60), "ksmd never held");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = child.wait_with_output().unwrap();
+    let err = common::text(&o.stderr);
+    assert_eq!(o.status.code(), Some(128 + libc::SIGTERM), "{err}");
+    assert!(err.contains("ksmauto: ksmd put back: "), "{err}");
+    if found.before["run"] == "1" {
+        assert!(err.contains("run=1"), "{err}");
+    }
+    assert_eq!(snapshot(), found.before);
+    // The copies were stopped.
+    for e in std::fs::read_dir(&ready).unwrap().flatten() {
+        let pid: i32 = e.file_name().to_string_lossy().parse().unwrap();
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(state.is_empty() || state.contains(") Z"), "copy {pid} still runs: {state}");
+    }
+    drop(found);
+    let _ = std::fs::remove_dir_all(&ready);
+}
