@@ -424,7 +424,9 @@ fn compare_holding_ksmd_reports_savings_against_the_pools_own_ideal() {
 
 #[test]
 fn compare_puts_ksmd_back_when_it_gets_sigterm_while_holding_it() {
-    let Some(found) = as_found("compare-sigterm") else { return };
+    let Some(found) = as_found("compare-sigterm") else {
+        return;
+    };
     let ready = temp("ready-sigterm");
     std::fs::create_dir_all(&ready).unwrap();
     let pattern = format!("{}/%p", ready.display());
@@ -469,7 +471,10 @@ fn compare_puts_ksmd_back_when_it_gets_sigterm_while_holding_it() {
     for e in std::fs::read_dir(&ready).unwrap().flatten() {
         let pid: i32 = e.file_name().to_string_lossy().parse().unwrap();
         let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        assert!(state.is_empty() || state.contains(") Z"), "copy {pid} still runs: {state}");
+        assert!(
+            state.is_empty() || state.contains(") Z"),
+            "copy {pid} still runs: {state}"
+        );
     }
     drop(found);
     let _ = std::fs::remove_dir_all(&ready);
