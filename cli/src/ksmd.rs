@@ -80,6 +80,8 @@ pub enum Action {
         on: bool,
         #[arg(long)]
         off: bool,
+        /// fast: 2000 pages every 10 ms, smart_scan 0 (for demos and tests);
+        /// default: the kernel's 100 pages every 20 ms, smart_scan 1
         #[arg(long, value_enum)]
         scan: Option<crate::Scan>,
         /// The command and its arguments
