@@ -4,7 +4,7 @@
 use crate::merge_any::{self, Plan};
 use crate::tree::has_children;
 use crate::util::*;
-use crate::{coverage, estimate, ksm, launch, tree};
+use crate::{coverage, estimate, ksm, ksmd, launch, tree};
 use anyhow::Result;
 use serde::Serialize;
 use std::ffi::OsString;
@@ -35,6 +35,34 @@ pub struct Phase {
     pub samples: Vec<Sample>,
     /// Each process of the last look, and which engine covers it.
     pub per_process: Vec<ProcCoverage>,
+    /// `--ready-file`: seconds into the phase when every copy had made it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_s: Option<f64>,
+    /// `--hold-ksmd`, the phase with the preload: the pool once loaded and
+    /// flat, before ksmd ran; and when ksmd was let go (seconds into the phase).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before_merge: Option<Sample>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merge_started_s: Option<f64>,
+    /// `--hold-ksmd`: CPU time of the ksmd thread during the phase (the
+    /// phase with the preload: since ksmd was let go).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ksmd_cpu_seconds: Option<f64>,
+}
+
+/// `--hold-ksmd`: the pool with the preload measured against itself.
+#[derive(Serialize, Debug)]
+pub struct HeldKsmd {
+    /// The pool's PSS once loaded, before ksmd ran.
+    pub pss_before_merge_bytes: Option<u64>,
+    /// PSS before ksmd ran − PSS at the end.
+    pub saved_pss_bytes: Option<i64>,
+    /// The estimator's ideal for exactly that pool, taken before ksmd ran.
+    pub ideal_savings_bytes: Option<u64>,
+    pub percent_of_ideal: Option<f64>,
+    pub estimate_before_merge: Option<estimate::Estimate>,
+    /// What the estimator still finds duplicate in the pool at the end.
+    pub estimate_at_end: Option<estimate::Estimate>,
 }
 
 /// One process of a phase's last look.
@@ -87,6 +115,8 @@ pub struct Comparison {
     pub ideal_savings_bytes: Option<u64>,
     pub percent_of_ideal: Option<f64>,
     pub estimate: Option<estimate::Estimate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_ksmd: Option<HeldKsmd>,
 }
 
 /// The live processes below us: the copies and everything they started,
@@ -170,13 +200,30 @@ struct Settings<'a> {
     quiet: bool,
     /// For the copies with the preload: a static program's merge-any.
     plan: Plan,
+    hold_ksmd: bool,
+    /// A file each copy makes once loaded (`%p`: its pid).
+    ready_file: Option<&'a str>,
 }
 
-fn phase(
-    s: &Settings,
-    preload: bool,
-    want_estimate: bool,
-) -> Result<(Phase, Option<estimate::Estimate>)> {
+/// Every copy has made its ready file.
+fn all_ready(pattern: &str, ids: &[i32]) -> bool {
+    ids.iter()
+        .all(|id| Path::new(&pattern.replace("%p", &id.to_string())).exists())
+}
+
+/// What one phase found.
+struct PhaseEnd {
+    phase: Phase,
+    estimate: Option<estimate::Estimate>,
+    estimate_before_merge: Option<estimate::Estimate>,
+}
+
+fn phase(s: &Settings, preload: bool, want_estimate: bool) -> Result<PhaseEnd> {
+    // --hold-ksmd: ksmd stays stopped while the pool with the preload loads.
+    let holding = preload && s.hold_ksmd;
+    if holding {
+        ksmd::ksmd(false, true, None)?;
+    }
     let mut children = vec![];
     for _ in 0..s.workers {
         let mut c = Command::new(&s.cmd[0]);
@@ -213,8 +260,27 @@ fn phase(
     let mut samples: Vec<Sample> = vec![];
     let mut last_pids = vec![];
     let ended;
+    // Indexes into `samples`: from where every copy was ready (all of them
+    // without --ready-file), and from where ksmd ran (all without a hold).
+    let mut ready_at = if s.ready_file.is_none() {
+        Some(0)
+    } else {
+        None
+    };
+    let mut ready_s = None;
+    let mut merge_from = if holding { None } else { Some(0) };
+    let (mut before_merge, mut merge_started_s, mut estimate_before_merge) = (None, None, None);
+    let mut cpu_at_start = if s.hold_ksmd {
+        ksmd::cpu_seconds()
+    } else {
+        None
+    };
     loop {
         std::thread::sleep(Duration::from_millis(500));
+        if let Some(sig) = ksmd::interrupted() {
+            stop(&mut children);
+            return Err(fail(128 + sig, format!("interrupted by signal {sig}")));
+        }
         let (smp, pids) = sample(&ids, t0);
         if smp.processes == 0 {
             // A look can miss a process forked just after it listed /proc
@@ -246,9 +312,31 @@ fn phase(
                 smp.merging_pages + smp.zero_pages
             );
         }
-        if settled(&samples, preload && ksmd_on) {
-            ended = "settled";
-            break;
+        if ready_at.is_none() && all_ready(s.ready_file.unwrap_or(""), &ids) {
+            ready_at = Some(samples.len() - 1);
+            ready_s = Some(smp.t);
+        }
+        if let Some(ready) = ready_at {
+            match merge_from {
+                // Loaded and flat: the pool before merging, and the ideal
+                // for exactly its contents; then ksmd is let go.
+                None if settled(&samples[ready..], false) => {
+                    before_merge = Some(smp);
+                    estimate_before_merge = estimate::estimate(&last_pids, false).ok();
+                    cpu_at_start = ksmd::cpu_seconds();
+                    ksmd::ksmd(true, false, None)?;
+                    merge_started_s = Some(t0.elapsed().as_secs_f64());
+                    merge_from = Some(samples.len());
+                }
+                None => {}
+                Some(from)
+                    if settled(&samples[from.max(ready)..], preload && (ksmd_on || holding)) =>
+                {
+                    ended = "settled";
+                    break;
+                }
+                Some(_) => {}
+            }
         }
         if t0.elapsed() >= s.timeout {
             ended = "timeout";
@@ -258,6 +346,10 @@ fn phase(
     if !s.quiet && isatty(2) {
         eprintln!();
     }
+    let ksmd_cpu_seconds = match (cpu_at_start, ksmd::cpu_seconds()) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
     let est = if want_estimate && ended != "exited" {
         estimate::estimate(&last_pids, false).ok()
     } else {
@@ -281,17 +373,27 @@ fn phase(
         })
         .collect();
     stop(&mut children);
-    Ok((
-        Phase {
+    let ended = if holding && ended == "timeout" && before_merge.is_none() {
+        "timeout, ksmd still held (the pool never finished loading)"
+    } else {
+        ended
+    };
+    Ok(PhaseEnd {
+        phase: Phase {
             preload,
             pids: last_pids,
             ended: ended.into(),
             last: samples.last().copied().unwrap_or_default(),
             samples,
             per_process,
+            ready_s,
+            before_merge,
+            merge_started_s,
+            ksmd_cpu_seconds,
         },
-        est,
-    ))
+        estimate: est,
+        estimate_before_merge,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -303,12 +405,17 @@ pub fn compare(
     lib: Option<&Path>,
     svg: Option<&Path>,
     json: bool,
+    hold_ksmd: bool,
+    ready_file: Option<&str>,
 ) -> Result<Comparison> {
     ksm::require_ksm()?;
+    if hold_ksmd && !is_root() {
+        return Err(fail(EXIT_PERM, "permission denied: --hold-ksmd needs root"));
+    }
     let lib = launch::find_lib(lib)?;
     // Orphans of the copies re-parent to us and stay in the tree we sample.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    if ksm::read_u64("run") != Some(1) && !json {
+    if ksm::read_u64("run") != Some(1) && !json && !hold_ksmd {
         eprintln!(
             "ksmauto: warning: ksmd is not running: nothing will merge (`ksmauto ksmd --on`)"
         );
@@ -339,9 +446,44 @@ pub fn compare(
         mode,
         quiet: json,
         plan,
+        hold_ksmd,
+        ready_file,
     };
-    let (without, est) = phase(&st, false, true)?;
-    let (with, _) = phase(&st, true, false)?;
+    // ksmd is put back however this ends (an error or a signal here, a
+    // panic through the panic hook).
+    let held = if hold_ksmd {
+        let held = ksmd::Held::save()?;
+        ksmd::catch_interrupts();
+        Some(held)
+    } else {
+        None
+    };
+    let without = phase(&st, false, true)?;
+    let with = phase(&st, true, hold_ksmd)?;
+    if let Some(held) = held {
+        held.release()?;
+    }
+    let (est, without) = (without.estimate, without.phase);
+    let held_ksmd = hold_ksmd.then(|| {
+        let before = with.phase.before_merge.map(|b| b.pss_bytes);
+        let saved = before.map(|b| b as i64 - with.phase.last.pss_bytes as i64);
+        let ideal = with
+            .estimate_before_merge
+            .as_ref()
+            .map(|e| e.ideal_savings_bytes);
+        HeldKsmd {
+            pss_before_merge_bytes: before,
+            saved_pss_bytes: saved,
+            ideal_savings_bytes: ideal,
+            percent_of_ideal: match (saved, ideal) {
+                (Some(s), Some(i)) if i > 0 => Some(s as f64 * 100.0 / i as f64),
+                _ => None,
+            },
+            estimate_before_merge: with.estimate_before_merge,
+            estimate_at_end: with.estimate,
+        }
+    });
+    let with = with.phase;
     let saved = without.last.pss_bytes as i64 - with.last.pss_bytes as i64;
     let ideal = est.as_ref().map(|e| e.ideal_savings_bytes);
     let c = Comparison {
@@ -357,6 +499,7 @@ pub fn compare(
             .filter(|&i| i > 0)
             .map(|i| saved as f64 * 100.0 / i as f64),
         estimate: est,
+        held_ksmd,
         without,
         with,
     };
@@ -417,11 +560,58 @@ pub fn render_text(c: &Comparison) -> String {
         human_bytes_i(a.profit),
         human_bytes_i(b.profit)
     );
+    if let Some(b) = c
+        .with
+        .before_merge
+        .filter(|b| b.merging_pages + b.zero_pages > 0)
+    {
+        let _ = writeln!(
+            o,
+            "warning: {} pages of the pool merged while ksmd was held (did something else start ksmd?): \
+             the figure before merging is too low",
+            b.merging_pages + b.zero_pages
+        );
+    }
+    if let Some(h) = &c.held_ksmd {
+        match (
+            h.pss_before_merge_bytes,
+            h.saved_pss_bytes,
+            h.ideal_savings_bytes,
+        ) {
+            (Some(b), Some(s), Some(i)) => {
+                let pct = h
+                    .percent_of_ideal
+                    .map(|p| format!("{p:.0}%"))
+                    .unwrap_or_else(|| "n/a".into());
+                let _ = writeln!(
+                    o,
+                    "ksmd held while the pool with the preload loaded: PSS {} before ksmd ran, {} at the end; \
+                     saved {} = {pct} of that pool's ideal ({})",
+                    human_bytes(b),
+                    human_bytes(c.with.last.pss_bytes),
+                    human_bytes_i(s),
+                    human_bytes(i)
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    o,
+                    "ksmd held while the pool with the preload loaded: {} (no figure before merging)",
+                    c.with.ended
+                );
+            }
+        }
+    }
+    let against = if c.held_ksmd.is_some() {
+        " (against the pool without the preload: separate starts, varies run to run)"
+    } else {
+        ""
+    };
     match (c.ideal_savings_bytes, c.percent_of_ideal) {
         (Some(i), Some(p)) => {
             let _ = writeln!(
                 o,
-                "estimator's ideal: {}; PSS saved = {p:.0}% of ideal",
+                "estimator's ideal: {}; PSS saved = {p:.0}% of ideal{against}",
                 human_bytes(i)
             );
         }

@@ -1,4 +1,5 @@
-//! `ksmauto status` and `ksmauto ksmd`: the kernel's KSM state in plain words.
+//! `ksmauto status`: the kernel's KSM state in plain words (`ksmd.rs`
+//! changes it).
 
 use crate::util::*;
 use anyhow::Result;
@@ -767,48 +768,6 @@ pub fn write_textfile(path: &std::path::Path, text: &str) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
-}
-
-fn write(name: &str, value: &str) -> Result<()> {
-    let path = sysfs().join(name);
-    std::fs::write(&path, value).map_err(|e| match e.raw_os_error() {
-        Some(libc::EACCES) | Some(libc::EPERM) => fail(EXIT_PERM, "permission denied: run as root"),
-        _ => fail(
-            EXIT_RUNTIME,
-            format!("cannot write {value} to {}: {e}", path.display()),
-        ),
-    })
-}
-
-pub fn ksmd(on: bool, off: bool, scan: Option<&str>) -> Result<()> {
-    let dir = require_ksm()?;
-    if (on || off || scan.is_some()) && !is_root() {
-        return Err(fail(EXIT_PERM, "permission denied: run as root"));
-    }
-    match scan {
-        Some("fast") | Some("default") => {
-            let pages = if scan == Some("fast") { "1000" } else { "100" };
-            if dir.join("advisor_mode").exists() {
-                write("advisor_mode", "none")?;
-            }
-            write("pages_to_scan", pages)?;
-            write("sleep_millisecs", "20")?;
-        }
-        Some("advisor") => {
-            if !dir.join("advisor_mode").exists() {
-                return Err(fail(EXIT_RUNTIME, "this kernel has no scan-time advisor"));
-            }
-            write("advisor_mode", "scan-time")?;
-        }
-        _ => {}
-    }
-    if on {
-        write("run", "1")?;
-    }
-    if off {
-        write("run", "0")?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod doctor;
 mod estimate;
 mod exe;
 mod ksm;
+mod ksmd;
 mod launch;
 mod merge_any;
 mod run;
@@ -54,7 +55,7 @@ impl Mode {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum Scan {
+pub enum Scan {
     Fast,
     Default,
     Advisor,
@@ -117,6 +118,16 @@ enum Cmd {
         svg: Option<PathBuf>,
         #[arg(long)]
         json: bool,
+        /// (root) Stop ksmd while the pool with the preload loads; once it is
+        /// loaded and its PSS flat, record that PSS and the estimator's ideal
+        /// for exactly that pool, then let ksmd go; every ksmd setting is put
+        /// back at the end
+        #[arg(long)]
+        hold_ksmd: bool,
+        /// A file each copy makes once it has loaded (`%p`: the copy's pid);
+        /// no phase counts as settled (nor is ksmd let go) before every copy made it
+        #[arg(long, value_name = "PATH")]
+        ready_file: Option<String>,
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, num_args = 1..)]
         command: Vec<OsString>,
     },
@@ -130,12 +141,18 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Turn ksmd on or off and set its scan pace (root)
+    /// Turn ksmd on or off and set its scan pace (root); save, restore, or
+    /// hold its settings while a command runs
+    #[command(args_conflicts_with_subcommands = true)]
     Ksmd {
+        #[command(subcommand)]
+        action: Option<ksmd::Action>,
         #[arg(long, conflicts_with = "off")]
         on: bool,
         #[arg(long)]
         off: bool,
+        /// fast: 2000 pages every 10 ms, smart_scan 0 (for demos and tests);
+        /// default: the kernel's 100 pages every 20 ms, smart_scan 1
         #[arg(long, value_enum)]
         scan: Option<Scan>,
         #[arg(long)]
@@ -227,6 +244,8 @@ fn real_main() -> Result<i32> {
             lib,
             svg,
             json,
+            hold_ksmd,
+            ready_file,
             command,
         } => {
             if workers == 0 {
@@ -240,6 +259,8 @@ fn real_main() -> Result<i32> {
                 lib.as_deref(),
                 svg.as_deref(),
                 json,
+                hold_ksmd,
+                ready_file.as_deref(),
             )?;
             if json {
                 println!("{}", serde_json::to_string(&c)?);
@@ -269,17 +290,17 @@ fn real_main() -> Result<i32> {
             Ok(0)
         }
         Cmd::Ksmd {
+            action: Some(action),
+            ..
+        } => ksmd::action(action),
+        Cmd::Ksmd {
+            action: None,
             on,
             off,
             scan,
             json,
         } => {
-            let scan = scan.map(|s| match s {
-                Scan::Fast => "fast",
-                Scan::Default => "default",
-                Scan::Advisor => "advisor",
-            });
-            ksm::ksmd(on, off, scan)?;
+            ksmd::ksmd(on, off, scan.map(ksmd::scan_name))?;
             print_status(json, false)?;
             Ok(0)
         }
@@ -292,6 +313,7 @@ fn main() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     // Never show a panic message or a stack trace: one line, exit 1.
     std::panic::set_hook(Box::new(|info| {
+        ksmd::put_back_if_held();
         let msg = info
             .payload()
             .downcast_ref::<&str>()

@@ -140,18 +140,19 @@ fn advisor_scan_without_advisor_is_a_clear_error() {
         err.contains("this kernel has no scan-time advisor"),
         "{err}"
     );
-    // --scan fast writes the pace into the (fake) directory.
+    // --scan fast writes the pace (for demos and tests: 2000 pages every
+    // 10 ms) into the (fake) directory.
     let mut c = ksmauto(&["ksmd", "--on", "--scan", "fast"]);
     c.env("KSMAUTO_SYSFS_KSM", &dir);
     let o = out(c);
     assert_eq!(o.status.code(), Some(0), "{}", common::text(&o.stderr));
     assert_eq!(
         std::fs::read_to_string(dir.join("pages_to_scan")).unwrap(),
-        "1000"
+        "2000"
     );
     assert_eq!(
         std::fs::read_to_string(dir.join("sleep_millisecs")).unwrap(),
-        "20"
+        "10"
     );
     assert_eq!(std::fs::read_to_string(dir.join("run")).unwrap(), "1");
     let _ = std::fs::remove_dir_all(&dir);

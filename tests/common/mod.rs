@@ -238,21 +238,20 @@ pub fn field_u64(output: &str, key: &str) -> u64 {
 }
 
 // ---------------------------------------------------------------------------
-// ksmd
+// ksmd: saved, set and put back through `ksmauto ksmd`, its one owner.
 
 const KSM: &str = "/sys/kernel/mm/ksm";
-/// Settings a test may change; each is restored when the last user is done.
-const TUNABLES: [&str; 4] = ["run", "pages_to_scan", "sleep_millisecs", "smart_scan"];
 
 struct KsmdState {
     users: usize,
-    saved: Vec<(String, String)>,
+    /// Where `ksmauto ksmd save` put the settings found.
+    saved: Option<PathBuf>,
     keeper: Option<std::process::Child>,
 }
 
 static KSMD: Mutex<KsmdState> = Mutex::new(KsmdState {
     users: 0,
-    saved: Vec::new(),
+    saved: None,
     keeper: None,
 });
 static ONE_KSM_TEST_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -261,6 +260,41 @@ static ONE_KSM_TEST_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// other KSM test of this binary runs.
 pub struct KsmdGuard {
     _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+/// `target/debug/ksmauto`, built once per test binary (like [`lib`]): the
+/// CLI owns ksmd's settings, so the harness saves, sets and restores them
+/// through it.
+pub fn cli() -> &'static Path {
+    static CLI: OnceLock<PathBuf> = OnceLock::new();
+    CLI.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "ksmauto-cli", "--bin", "ksmauto", "--quiet"])
+            .current_dir(repo())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build -p ksmauto-cli failed");
+        let cli = target_dir().join("debug/ksmauto");
+        assert!(cli.exists(), "{} missing", cli.display());
+        cli
+    })
+}
+
+/// `ksmauto ksmd ARGS…`: Ok, or its error line.
+fn ksmauto_ksmd(args: &[&std::ffi::OsStr]) -> Result<(), String> {
+    let out = Command::new(cli())
+        .arg("ksmd")
+        .args(args)
+        .env_remove("KSMAUTO_SYSFS_KSM")
+        .env_remove("LD_PRELOAD")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", cli().display()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(text(&out.stderr).trim().to_string())
+    }
 }
 
 /// A sleeping process whose memory is mergeable (the preload in process mode).
@@ -276,10 +310,6 @@ fn read_ksm(name: &str) -> Option<String> {
     std::fs::read_to_string(format!("{KSM}/{name}"))
         .ok()
         .map(|s| s.trim().to_string())
-}
-
-fn write_ksm(name: &str, value: &str) -> std::io::Result<()> {
-    std::fs::write(format!("{KSM}/{name}"), value)
 }
 
 pub fn full_scans() -> u64 {
@@ -309,7 +339,9 @@ fn skip_or_fail(why: &str) -> Option<KsmdGuard> {
     None
 }
 
-/// Turns ksmd on for the caller, or explains why it cannot (see module doc).
+/// Turns ksmd on for the caller, or explains why it cannot (see module doc):
+/// `ksmauto ksmd save`, then `ksmauto ksmd --on --scan fast` (2000 pages
+/// every 10 ms, smart_scan 0, advisor off).
 pub fn ksmd() -> Option<KsmdGuard> {
     if !Path::new(KSM).join("run").exists() {
         return skip_or_fail("this kernel has no KSM (/sys/kernel/mm/ksm/run missing)");
@@ -319,29 +351,18 @@ pub fn ksmd() -> Option<KsmdGuard> {
         .unwrap_or_else(|e| e.into_inner());
     let mut st = KSMD.lock().unwrap_or_else(|e| e.into_inner());
     if st.users == 0 {
-        let saved: Vec<(String, String)> = TUNABLES
-            .iter()
-            .filter_map(|t| read_ksm(t).map(|v| (t.to_string(), v)))
-            .collect();
-        let wanted = [
-            ("pages_to_scan", "2000"),
-            ("sleep_millisecs", "10"),
-            ("smart_scan", "0"),
-            ("run", "1"),
-        ];
-        for (name, value) in wanted {
-            if !Path::new(KSM).join(name).exists() {
-                continue;
-            }
-            if let Err(e) = write_ksm(name, value) {
-                for (n, v) in &saved {
-                    let _ = write_ksm(n, v);
-                }
-                drop(st);
-                return skip_or_fail(&format!("cannot write {KSM}/{name}: {e} (needs root)"));
-            }
+        let file = target_dir().join(format!("ksmd-saved-{}", std::process::id()));
+        if let Err(e) = ksmauto_ksmd(&["save".as_ref(), file.as_os_str()]) {
+            drop(st);
+            return skip_or_fail(&format!("ksmauto ksmd save: {e}"));
         }
-        st.saved = saved;
+        if let Err(e) = ksmauto_ksmd(&["--on", "--scan", "fast"].map(std::ffi::OsStr::new)) {
+            let _ = ksmauto_ksmd(&["restore".as_ref(), file.as_os_str()]);
+            let _ = std::fs::remove_file(&file);
+            drop(st);
+            return skip_or_fail(&format!("ksmauto ksmd --on --scan fast: {e} (needs root)"));
+        }
+        st.saved = Some(file);
         st.keeper = spawn_keeper();
     }
     st.users += 1;
@@ -357,11 +378,17 @@ impl Drop for KsmdGuard {
                 let _ = keeper.kill();
                 let _ = keeper.wait();
             }
-            // run last, so ksmd stops before its pace is put back.
-            let mut saved = std::mem::take(&mut st.saved);
-            saved.sort_by_key(|(n, _)| n != "run");
-            for (n, v) in saved {
-                let _ = write_ksm(&n, &v);
+            // `ksmauto ksmd restore` puts every setting back in its one
+            // order: ksmd stopped first when it must stop, started last.
+            if let Some(file) = st.saved.take() {
+                if let Err(e) = ksmauto_ksmd(&["restore".as_ref(), file.as_os_str()]) {
+                    eprintln!(
+                        "\n!!!!! ksmd not restored: {e} (saved in {}) !!!!!\n",
+                        file.display()
+                    );
+                } else {
+                    let _ = std::fs::remove_file(&file);
+                }
             }
         }
     }

@@ -1,0 +1,565 @@
+//! `ksmauto ksmd`: the one owner of ksmd's tunables (`/sys/kernel/mm/ksm`).
+//!
+//! It alone knows which tunables there are, the order they are put back in,
+//! what the "fast" and "default" paces are, and how to hold ksmd while a
+//! command runs. CI, the demo, the benchmarks and the test harness call
+//! `ksmauto ksmd save|restore|hold` instead of writing sysfs themselves.
+//! This module never reads processes' memory and never decides anything
+//! about merging; `ksm.rs` shows the state.
+
+use crate::ksm::{read, require_ksm, sysfs};
+use crate::util::*;
+use anyhow::Result;
+use clap::Subcommand;
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Mutex;
+
+/// Every tunable, in the order `restore` writes them:
+/// - the advisor's limits, then `advisor_mode`, before `pages_to_scan`: the
+///   kernel refuses `pages_to_scan` while the advisor is on, and switching
+///   the advisor resets `pages_to_scan`;
+/// - `max_page_sharing` and `merge_across_nodes` only change while no page is
+///   merged (EBUSY otherwise): equal values are skipped, others reported;
+/// - `run` last, so ksmd starts only once its pace is back (and when it must
+///   stop, [`restore`] stops it first, before its pace changes).
+pub const TUNABLES: &[&str] = &[
+    "advisor_max_cpu",
+    "advisor_min_pages_to_scan",
+    "advisor_max_pages_to_scan",
+    "advisor_target_scan_time",
+    "advisor_mode",
+    "pages_to_scan",
+    "sleep_millisecs",
+    "smart_scan",
+    "use_zero_pages",
+    "stable_node_chains_prune_millisecs",
+    "max_page_sharing",
+    "merge_across_nodes",
+    "run",
+];
+
+/// A scan pace: what `--scan fast|default` writes, in this order.
+pub struct Pace {
+    pub pages_to_scan: &'static str,
+    pub sleep_millisecs: &'static str,
+    pub smart_scan: &'static str,
+}
+
+/// The fast pace, for demos and tests (the test suite's KSM tests wait for
+/// full scans and depend on it): 2000 pages every 10 ms, every page on every
+/// pass (`smart_scan` 0), the advisor off where the kernel has one. Not for
+/// production: ksmd then uses a good part of a core.
+pub const FAST: Pace = Pace {
+    pages_to_scan: "2000",
+    sleep_millisecs: "10",
+    smart_scan: "0",
+};
+
+/// The kernel's own defaults (advisor off).
+pub const DEFAULT: Pace = Pace {
+    pages_to_scan: "100",
+    sleep_millisecs: "20",
+    smart_scan: "1",
+};
+
+/// `ksmauto ksmd` subcommands (without one: `--on/--off/--scan`).
+#[derive(Subcommand)]
+pub enum Action {
+    /// Write every ksmd tunable to FILE (name=value lines)
+    Save { file: PathBuf },
+    /// Put back the tunables saved in FILE; says what it put back (root)
+    Restore { file: PathBuf },
+    /// Save the tunables, apply the options, run CMD, put everything back
+    /// whatever happens; exits with CMD's status (root to change anything)
+    Hold {
+        #[arg(long, conflicts_with = "off")]
+        on: bool,
+        #[arg(long)]
+        off: bool,
+        /// fast: 2000 pages every 10 ms, smart_scan 0 (for demos and tests);
+        /// default: the kernel's 100 pages every 20 ms, smart_scan 1
+        #[arg(long, value_enum)]
+        scan: Option<crate::Scan>,
+        /// The command and its arguments
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, num_args = 1..)]
+        command: Vec<OsString>,
+    },
+}
+
+/// The value of a tunable as it can be written back: for a choice file
+/// (`advisor_mode`: "[none] scan-time") the chosen word.
+pub fn value(name: &str) -> Option<String> {
+    let v = read(name)?;
+    match (v.find('['), v.find(']')) {
+        (Some(a), Some(b)) if a < b => Some(v[a + 1..b].to_string()),
+        _ => Some(v),
+    }
+}
+
+fn write_raw(name: &str, value: &str) -> std::io::Result<()> {
+    std::fs::write(sysfs().join(name), value)
+}
+
+fn refused(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS)
+    )
+}
+
+fn permission_denied() -> anyhow::Error {
+    fail(EXIT_PERM, "permission denied: run as root")
+}
+
+fn write(name: &str, value: &str) -> Result<()> {
+    write_raw(name, value).map_err(|e| {
+        if refused(&e) {
+            permission_denied()
+        } else {
+            fail(
+                EXIT_RUNTIME,
+                format!(
+                    "cannot write {value} to {}: {e}",
+                    sysfs().join(name).display()
+                ),
+            )
+        }
+    })
+}
+
+/// Writes `value` unless the tunable has it already.
+fn set(name: &str, value: &str) -> Result<()> {
+    match self::value(name) {
+        Some(v) if v == value => Ok(()),
+        _ => write(name, value),
+    }
+}
+
+/// The same for a tunable older kernels lack (`advisor_mode` since 6.9,
+/// `smart_scan` since 6.7): nothing to do where it is missing.
+fn set_if_present(name: &str, value: &str) -> Result<()> {
+    match self::value(name) {
+        None => Ok(()),
+        Some(_) => set(name, value),
+    }
+}
+
+/// `ksmauto ksmd --on/--off/--scan`: sets the pace, then starts or stops
+/// ksmd (stopping comes first, so a stopped ksmd never runs at a new pace).
+pub fn ksmd(on: bool, off: bool, scan: Option<&str>) -> Result<()> {
+    let dir = require_ksm()?;
+    if (on || off || scan.is_some()) && !is_root() {
+        return Err(permission_denied());
+    }
+    if off {
+        set("run", "0")?;
+    }
+    match scan {
+        Some("fast") | Some("default") => {
+            let pace = if scan == Some("fast") {
+                &FAST
+            } else {
+                &DEFAULT
+            };
+            set_if_present("advisor_mode", "none")?;
+            set("pages_to_scan", pace.pages_to_scan)?;
+            set("sleep_millisecs", pace.sleep_millisecs)?;
+            set_if_present("smart_scan", pace.smart_scan)?;
+        }
+        Some("advisor") => {
+            if !dir.join("advisor_mode").exists() {
+                return Err(fail(EXIT_RUNTIME, "this kernel has no scan-time advisor"));
+            }
+            write("advisor_mode", "scan-time")?;
+        }
+        _ => {}
+    }
+    if on {
+        set("run", "1")?;
+    }
+    Ok(())
+}
+
+/// Tunables and their values, in [`TUNABLES`] order.
+pub type Saved = Vec<(String, String)>;
+
+/// Every tunable this kernel has, as it is now.
+pub fn save() -> Result<Saved> {
+    require_ksm()?;
+    Ok(TUNABLES
+        .iter()
+        .filter_map(|t| value(t).map(|v| (t.to_string(), v)))
+        .collect())
+}
+
+pub fn render_saved(saved: &Saved) -> String {
+    let mut o = String::from(
+        "# ksmd's tunables, saved by `ksmauto ksmd save`; put back with `ksmauto ksmd restore FILE`\n",
+    );
+    for (n, v) in saved {
+        let _ = writeln!(o, "{n}={v}");
+    }
+    o
+}
+
+/// Reads a file of `name=value` lines (blank lines and `#` comments
+/// allowed). Only names of [`TUNABLES`] are accepted: nothing else under
+/// sysfs is ever written from a file.
+pub fn parse_saved(file: &Path) -> Result<Saved> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        let code = if e.kind() == std::io::ErrorKind::PermissionDenied {
+            EXIT_PERM
+        } else {
+            EXIT_RUNTIME
+        };
+        fail(code, format!("cannot read {}: {e}", file.display()))
+    })?;
+    let mut saved = Saved::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = |why: &str| {
+            fail(
+                EXIT_RUNTIME,
+                format!("{} line {}: {why}: {line}", file.display(), i + 1),
+            )
+        };
+        let (n, v) = line.split_once('=').ok_or_else(|| bad("not name=value"))?;
+        let (n, v) = (n.trim(), v.trim());
+        if !TUNABLES.contains(&n) {
+            return Err(bad("not a ksmd tunable"));
+        }
+        if v.is_empty() {
+            return Err(bad("no value"));
+        }
+        saved.retain(|(name, _)| name != n);
+        saved.push((n.to_string(), v.to_string()));
+    }
+    // The file's order does not matter: restore goes by TUNABLES.
+    saved.sort_by_key(|(n, _)| TUNABLES.iter().position(|t| t == n));
+    Ok(saved)
+}
+
+/// What [`restore`] did.
+#[derive(Default, Debug)]
+pub struct Restored {
+    /// Written back, in the order written.
+    pub put_back: Vec<(String, String)>,
+    /// Could not be written back: name, saved value, value now, why.
+    pub failed: Vec<(String, String, String, String)>,
+    /// Not written: the advisor, saved on, sets `pages_to_scan` itself.
+    pub left_to_advisor: bool,
+}
+
+impl Restored {
+    /// "put back: a=1 b=2" or "all ksmd settings were already as saved".
+    pub fn summary(&self) -> String {
+        if self.put_back.is_empty() {
+            "all ksmd settings were already as saved".into()
+        } else {
+            let kv: Vec<String> = self
+                .put_back
+                .iter()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect();
+            format!("put back: {}", kv.join(" "))
+        }
+    }
+
+    pub fn failures(&self) -> String {
+        let f: Vec<String> = self
+            .failed
+            .iter()
+            .map(|(n, v, now, why)| format!("{n}={v} (now {now}): {why}"))
+            .collect();
+        format!("could not put back {}", f.join("; "))
+    }
+}
+
+/// Puts every saved tunable back (see [`TUNABLES`] for the order); a second
+/// pass retries what failed, since one value can depend on another. A
+/// refused write (not root, read-only sysfs) ends it with exit code 4.
+pub fn restore(saved: &Saved) -> Result<Restored> {
+    require_ksm()?;
+    let mut done = Restored::default();
+    let get = |n: &str| {
+        saved
+            .iter()
+            .find(|(name, _)| name == n)
+            .map(|(_, v)| v.as_str())
+    };
+    // ksmd must stop: stop it before its pace changes.
+    if let Some(run) = get("run") {
+        if run != "1" && value("run").as_deref() == Some("1") {
+            write_raw("run", run).map_err(|e| {
+                if refused(&e) {
+                    permission_denied()
+                } else {
+                    fail(EXIT_RUNTIME, format!("cannot stop ksmd (run={run}): {e}"))
+                }
+            })?;
+            done.put_back.push(("run".into(), run.into()));
+        }
+    }
+    let advisor_on = get("advisor_mode").is_some_and(|m| m != "none");
+    for pass in 0..2 {
+        let mut failed = vec![];
+        for (name, want) in saved {
+            if name == "pages_to_scan" && advisor_on {
+                done.left_to_advisor = true;
+                continue;
+            }
+            let now = value(name).unwrap_or_else(|| "missing".into());
+            if &now == want {
+                continue;
+            }
+            match write_raw(name, want) {
+                Ok(()) => {
+                    done.put_back.retain(|(n, _)| n != name);
+                    done.put_back.push((name.clone(), want.clone()));
+                }
+                Err(e) if refused(&e) => return Err(permission_denied()),
+                Err(e) => {
+                    let why = if e.raw_os_error() == Some(libc::EBUSY) {
+                        format!(
+                            "the kernel changes it only while no page is merged ({} pages shared now)",
+                            read("pages_shared").unwrap_or_else(|| "?".into())
+                        )
+                    } else {
+                        format!("the kernel refused it: {e}")
+                    };
+                    failed.push((name.clone(), want.clone(), now, why));
+                }
+            }
+        }
+        done.failed = failed;
+        if done.failed.is_empty() || pass == 1 {
+            break;
+        }
+    }
+    Ok(done)
+}
+
+/// The tunables a running `hold` (or `compare --hold-ksmd`) must put back;
+/// the panic hook puts them back too, as it ends the process without
+/// unwinding.
+static HELD: Mutex<Option<Saved>> = Mutex::new(None);
+
+/// ksmd's tunables as they were, put back by [`Held::release`] or, on any
+/// other way out (an error, a panic), by `Drop` / the panic hook.
+pub struct Held {
+    released: bool,
+}
+
+impl Held {
+    pub fn save() -> Result<Held> {
+        let saved = save()?;
+        *HELD.lock().unwrap_or_else(|e| e.into_inner()) = Some(saved);
+        Ok(Held { released: false })
+    }
+
+    /// Puts everything back and says so on stderr; an error if a value
+    /// could not be put back.
+    pub fn release(mut self) -> Result<()> {
+        self.released = true;
+        put_back_held(false)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if !self.released {
+            let _ = put_back_held(true);
+        }
+    }
+}
+
+fn put_back_held(quiet_errors: bool) -> Result<()> {
+    let Some(saved) = HELD.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        return Ok(());
+    };
+    let r = match restore(&saved) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ksmauto: warning: cannot put ksmd back: {e}");
+            return Err(e);
+        }
+    };
+    if r.put_back.is_empty() {
+        eprintln!("ksmauto: {}", r.summary());
+    } else {
+        eprintln!("ksmauto: ksmd {}", r.summary());
+    }
+    if r.failed.is_empty() {
+        return Ok(());
+    }
+    if quiet_errors {
+        eprintln!("ksmauto: warning: {}", r.failures());
+    }
+    Err(fail(EXIT_RUNTIME, r.failures()))
+}
+
+/// For the panic hook: put ksmd back if something holds it.
+pub fn put_back_if_held() {
+    if HELD.try_lock().is_ok_and(|h| h.is_some()) {
+        let _ = put_back_held(true);
+    }
+}
+
+/// The first SIGINT/SIGTERM/SIGHUP caught by [`catch_interrupts`] (0: none).
+static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn note_interrupt(sig: libc::c_int) {
+    let _ = INTERRUPTED.compare_exchange(0, sig, Ordering::Relaxed, Ordering::Relaxed);
+}
+
+/// SIGINT/SIGTERM/SIGHUP no longer end the process; [`interrupted`] says
+/// one came, so a loop can end cleanly and ksmd be put back.
+pub fn catch_interrupts() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        unsafe { libc::signal(sig, note_interrupt as *const () as libc::sighandler_t) };
+    }
+}
+
+pub fn interrupted() -> Option<i32> {
+    match INTERRUPTED.load(Ordering::Relaxed) {
+        0 => None,
+        sig => Some(sig),
+    }
+}
+
+fn block_interrupts(how: libc::c_int) {
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
+}
+
+/// CPU time (user + system) the ksmd kernel thread has used so far.
+pub fn cpu_seconds() -> Option<f64> {
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if !head.ends_with("(ksmd") {
+            continue;
+        }
+        // Fields after the name: state is the 1st, utime the 12th, stime the 13th.
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        return Some(ticks as f64 / tick);
+    }
+    None
+}
+
+/// `ksmauto ksmd hold`: saves every tunable, applies the options, runs the
+/// command (signals sent to us are forwarded to it, like `ksmauto run`),
+/// puts every tunable back whatever happened, and returns the command's
+/// status (128 + signal if killed); 1 if the command succeeded but a value
+/// could not be put back.
+pub fn hold(on: bool, off: bool, scan: Option<&str>, cmd: &[OsString]) -> Result<i32> {
+    require_ksm()?;
+    if (on || off || scan.is_some()) && !is_root() {
+        return Err(permission_denied());
+    }
+    // A signal before the command runs waits, and then goes to it.
+    block_interrupts(libc::SIG_BLOCK);
+    let held = Held::save()?;
+    ksmd(on, off, scan)?;
+    // std resets the signal mask in the child.
+    let child = Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .spawn()
+        .map_err(|e| crate::launch::spawn_error(&cmd[0], e));
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            block_interrupts(libc::SIG_UNBLOCK);
+            return Err(e);
+        }
+    };
+    crate::launch::forward_signals_to(child.id() as i32);
+    block_interrupts(libc::SIG_UNBLOCK);
+    let status = child.wait();
+    let code = match status {
+        Ok(st) => {
+            use std::os::unix::process::ExitStatusExt;
+            st.code()
+                .or_else(|| st.signal().map(|s| 128 + s))
+                .unwrap_or(EXIT_RUNTIME)
+        }
+        Err(_) => EXIT_RUNTIME,
+    };
+    match held.release() {
+        Ok(()) => Ok(code),
+        Err(e) => {
+            eprintln!("ksmauto: {e}");
+            Ok(if code == 0 { EXIT_RUNTIME } else { code })
+        }
+    }
+}
+
+pub fn scan_name(s: crate::Scan) -> &'static str {
+    match s {
+        crate::Scan::Fast => "fast",
+        crate::Scan::Default => "default",
+        crate::Scan::Advisor => "advisor",
+    }
+}
+
+/// `ksmauto ksmd save|restore|hold`.
+pub fn action(a: Action) -> Result<i32> {
+    match a {
+        Action::Save { file } => {
+            let text = render_saved(&save()?);
+            std::fs::write(&file, text).map_err(|e| {
+                let code = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    EXIT_PERM
+                } else {
+                    EXIT_RUNTIME
+                };
+                fail(code, format!("cannot write {}: {e}", file.display()))
+            })?;
+            Ok(0)
+        }
+        Action::Restore { file } => {
+            require_ksm()?;
+            let r = restore(&parse_saved(&file)?)?;
+            println!("{}", r.summary());
+            if r.left_to_advisor {
+                println!("pages_to_scan left to the advisor (advisor_mode is not none)");
+            }
+            if !r.failed.is_empty() {
+                return Err(fail(EXIT_RUNTIME, r.failures()));
+            }
+            Ok(0)
+        }
+        Action::Hold {
+            on,
+            off,
+            scan,
+            command,
+        } => hold(on, off, scan.map(scan_name), &command),
+    }
+}

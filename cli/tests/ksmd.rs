@@ -1,0 +1,481 @@
+//! `ksmauto ksmd save|restore|hold` and `compare --hold-ksmd` on the real
+//! `/sys/kernel/mm/ksm` (root). Every test ends with every tunable as it
+//! found it (checked against a snapshot read directly from sysfs: every
+//! writable file there), and puts it back itself if an assertion fails
+//! midway. The tests of this binary run one at a time.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+const KSM: &str = "/sys/kernel/mm/ksm";
+const KSMAUTO: &str = env!("CARGO_BIN_EXE_ksmauto");
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn ksmauto(args: &[&str]) -> Command {
+    let mut c = Command::new(KSMAUTO);
+    c.args(args)
+        .env_remove("KSMAUTO_SYSFS_KSM")
+        .env_remove("LD_PRELOAD")
+        .stdin(Stdio::null());
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    let mut c = ksmauto(args);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    common::run_with_timeout(c, Duration::from_secs(240))
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{args:?}: {}{}",
+        common::text(&o.stdout),
+        common::text(&o.stderr)
+    );
+    common::text(&o.stdout)
+}
+
+/// Every writable file of the KSM sysfs directory and its value (the
+/// chosen word of a "[none] scan-time" file): what "as found" means.
+fn snapshot() -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    for e in std::fs::read_dir(KSM).unwrap().flatten() {
+        if e.metadata().unwrap().permissions().mode() & 0o200 == 0 {
+            continue;
+        }
+        let v = std::fs::read_to_string(e.path())
+            .unwrap()
+            .trim()
+            .to_string();
+        let v = match (v.find('['), v.find(']')) {
+            (Some(a), Some(b)) => v[a + 1..b].to_string(),
+            _ => v,
+        };
+        m.insert(e.file_name().to_string_lossy().into_owned(), v);
+    }
+    m
+}
+
+fn value(name: &str) -> String {
+    snapshot().remove(name).unwrap_or_default()
+}
+
+fn temp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("ksmauto-ksmd-test-{}-{name}", std::process::id()))
+}
+
+/// Holds the test lock and a save of the state found; puts that state back
+/// on drop (also when an assertion failed) and checks it is back.
+struct AsFound {
+    before: BTreeMap<String, String>,
+    file: PathBuf,
+    _serial: MutexGuard<'static, ()>,
+}
+
+fn as_found(name: &str) -> Option<AsFound> {
+    if unsafe { libc::geteuid() } != 0 || !Path::new(KSM).join("run").exists() {
+        if std::env::var("KSMAUTO_REQUIRE_KSM").as_deref() == Ok("1") {
+            panic!("KSM is required (KSMAUTO_REQUIRE_KSM=1) but this is not root with KSM");
+        }
+        eprintln!("\n!!!!! SKIPPED: needs root and KSM !!!!!\n");
+        return None;
+    }
+    let serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let file = temp(&format!("{name}-as-found"));
+    let before = snapshot();
+    ok(&["ksmd", "save", file.to_str().unwrap()]);
+    Some(AsFound {
+        before,
+        file,
+        _serial: serial,
+    })
+}
+
+impl Drop for AsFound {
+    fn drop(&mut self) {
+        let o = run(&["ksmd", "restore", self.file.to_str().unwrap()]);
+        let _ = std::fs::remove_file(&self.file);
+        if !std::thread::panicking() {
+            assert_eq!(o.status.code(), Some(0), "{}", common::text(&o.stderr));
+            assert_eq!(snapshot(), self.before, "ksmd not left as found");
+        }
+    }
+}
+
+/// `--scan` that surely changes `pages_to_scan` from what it is now, and
+/// the value it writes.
+fn other_pace() -> (&'static str, &'static str) {
+    if value("pages_to_scan") == "2000" {
+        ("default", "100")
+    } else {
+        ("fast", "2000")
+    }
+}
+
+#[test]
+fn save_then_change_then_restore_puts_every_tunable_back() {
+    let Some(found) = as_found("restore") else {
+        return;
+    };
+    let file = temp("saved");
+    let f = file.to_str().unwrap();
+    ok(&["ksmd", "save", f]);
+    let text = std::fs::read_to_string(&file).unwrap();
+    for (name, v) in &found.before {
+        assert!(
+            text.contains(&format!("\n{name}={v}\n")),
+            "{name}={v} not saved:\n{text}"
+        );
+    }
+
+    // Everything changes: another pace, the advisor on (it then owns
+    // pages_to_scan, and the kernel refuses that file until it is off
+    // again), ksmd stopped.
+    let (scan, pages) = other_pace();
+    ok(&["ksmd", "--scan", scan]);
+    assert_eq!(value("pages_to_scan"), pages);
+    let advisor = found.before.contains_key("advisor_mode");
+    if advisor {
+        ok(&["ksmd", "--scan", "advisor"]);
+        assert_eq!(value("advisor_mode"), "scan-time");
+    }
+    ok(&["ksmd", "--off"]);
+    assert_eq!(value("run"), "0");
+    assert_ne!(snapshot(), found.before);
+
+    let out = ok(&["ksmd", "restore", f]);
+    assert!(out.starts_with("put back: "), "{out}");
+    let want = format!("pages_to_scan={}", found.before["pages_to_scan"]);
+    assert!(out.contains(&want), "{out}");
+    if advisor && found.before["advisor_mode"] == "none" {
+        assert!(out.contains("advisor_mode=none"), "{out}");
+    }
+    assert_eq!(snapshot(), found.before, "restore: {out}");
+    // A second restore has nothing left to do.
+    let again = ok(&["ksmd", "restore", f]);
+    assert_eq!(again.trim(), "all ksmd settings were already as saved");
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn fast_pace_goes_back_to_the_machines_values() {
+    let Some(_found) = as_found("fast") else {
+        return;
+    };
+    // The machine's values: the kernel's default pace, whatever this session had.
+    ok(&["ksmd", "--scan", "default"]);
+    let machine = snapshot();
+    assert_eq!(machine["pages_to_scan"], "100");
+    let file = temp("machine");
+    let f = file.to_str().unwrap();
+    ok(&["ksmd", "save", f]);
+    ok(&["ksmd", "--on", "--scan", "fast"]);
+    let fast = snapshot();
+    assert_eq!(
+        (
+            fast["run"].as_str(),
+            fast["pages_to_scan"].as_str(),
+            fast["sleep_millisecs"].as_str()
+        ),
+        ("1", "2000", "10")
+    );
+    if let Some(smart) = fast.get("smart_scan") {
+        assert_eq!(smart, "0");
+    }
+    if let Some(advisor) = fast.get("advisor_mode") {
+        assert_eq!(advisor, "none");
+    }
+    let out = ok(&["ksmd", "restore", f]);
+    assert!(out.contains("pages_to_scan=100"), "{out}");
+    assert_eq!(snapshot(), machine, "{out}");
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn restore_errors_have_the_documented_exit_codes() {
+    let Some(found) = as_found("errors") else {
+        return;
+    };
+    let failing = |args: &[&str], code: i32| -> String {
+        let o = run(args);
+        let err = common::text(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        err
+    };
+    // No such file: 1.
+    let missing = temp("missing");
+    let err = failing(&["ksmd", "restore", missing.to_str().unwrap()], 1);
+    assert!(err.contains("cannot read"), "{err}");
+    // A value the kernel refuses: 1, saying which.
+    let bad = temp("bad");
+    std::fs::write(&bad, "pages_to_scan=lots\n").unwrap();
+    let err = failing(&["ksmd", "restore", bad.to_str().unwrap()], 1);
+    assert!(
+        err.contains("could not put back pages_to_scan=lots"),
+        "{err}"
+    );
+    assert_eq!(snapshot(), found.before);
+    // Something that is no tunable is never written: 1.
+    std::fs::write(&bad, "full_scans=0\n").unwrap();
+    let err = failing(&["ksmd", "restore", bad.to_str().unwrap()], 1);
+    assert!(err.contains("not a ksmd tunable"), "{err}");
+    std::fs::write(&bad, "../../../../tmp/x=1\n").unwrap();
+    failing(&["ksmd", "restore", bad.to_str().unwrap()], 1);
+    // Not root, with something to change: 4.
+    let other = found.before["sleep_millisecs"].parse::<u64>().unwrap() + 1;
+    std::fs::write(&bad, format!("sleep_millisecs={other}\n")).unwrap();
+    std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", KSMAUTO])
+        .args(["ksmd", "restore", bad.to_str().unwrap()])
+        .env_remove("KSMAUTO_SYSFS_KSM")
+        .output()
+        .unwrap();
+    let err = common::text(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(err.contains("permission denied"), "{err}");
+    // Not root: hold with an option is refused before anything runs.
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", KSMAUTO])
+        .args(["ksmd", "hold", "--on", "--", "echo", "ran"])
+        .env_remove("KSMAUTO_SYSFS_KSM")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(4), "{}", common::text(&o.stderr));
+    assert!(!common::text(&o.stdout).contains("ran"));
+    // Options and a subcommand together: a usage error, 2.
+    let o = run(&["ksmd", "--on", "save", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", common::text(&o.stderr));
+    // No KSM: 5.
+    for args in [
+        &["ksmd", "save", bad.to_str().unwrap()][..],
+        &["ksmd", "restore", bad.to_str().unwrap()][..],
+        &["ksmd", "hold", "--", "true"][..],
+    ] {
+        let mut c = ksmauto(args);
+        c.env("KSMAUTO_SYSFS_KSM", "/nonexistent");
+        let o = c.output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(5),
+            "{args:?}: {}",
+            common::text(&o.stderr)
+        );
+    }
+    assert_eq!(snapshot(), found.before);
+    let _ = std::fs::remove_file(&bad);
+}
+
+const PAGES: &str = "/sys/kernel/mm/ksm/pages_to_scan";
+
+#[test]
+fn hold_sets_the_pace_for_the_command_and_puts_it_back() {
+    let Some(found) = as_found("hold") else {
+        return;
+    };
+    // Outside: the default pace (100); inside: fast (2000); then back to 100.
+    let inner = format!("{KSMAUTO} ksmd hold --scan fast -- cat {PAGES}; cat {PAGES}");
+    let out = ok(&[
+        "ksmd", "hold", "--scan", "default", "--", "sh", "-c", &inner,
+    ]);
+    assert_eq!(out, "2000\n100\n");
+    assert_eq!(snapshot(), found.before);
+
+    // The command's status is hold's; a command killed by a signal: 128 + it.
+    let inner = format!(
+        "{KSMAUTO} ksmd hold --scan fast -- sh -c 'cat {PAGES}; kill -9 $$'; echo status $?; cat {PAGES}"
+    );
+    let out = ok(&[
+        "ksmd", "hold", "--scan", "default", "--", "sh", "-c", &inner,
+    ]);
+    assert_eq!(out, "2000\nstatus 137\n100\n");
+    let o = run(&["ksmd", "hold", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(o.status.code(), Some(7));
+    assert_eq!(snapshot(), found.before);
+
+    // Without options hold only guarantees the restore.
+    let o = run(&[
+        "ksmd", "hold", "--", KSMAUTO, "ksmd", "--off", "--scan", "default",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", common::text(&o.stderr));
+    let err = common::text(&o.stderr);
+    assert!(err.contains("ksmauto: ksmd put back: "), "{err}");
+    assert_eq!(snapshot(), found.before);
+}
+
+#[test]
+fn hold_puts_ksmd_back_when_it_gets_sigterm() {
+    let Some(found) = as_found("sigterm") else {
+        return;
+    };
+    let (scan, pages) = other_pace();
+    let mut c = ksmauto(&["ksmd", "hold", "--scan", scan, "--", "sh", "-c"]);
+    c.arg(format!("cat {PAGES}; exec sleep 60"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), pages);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = child.wait_with_output().unwrap();
+    // The command got the signal (forwarded) and hold exits as it did.
+    assert_eq!(
+        o.status.code(),
+        Some(128 + libc::SIGTERM),
+        "{}",
+        common::text(&o.stderr)
+    );
+    assert!(common::text(&o.stderr).contains("put back: "));
+    assert_eq!(snapshot(), found.before);
+}
+
+#[test]
+fn compare_holding_ksmd_reports_savings_against_the_pools_own_ideal() {
+    let Some(found) = as_found("compare") else {
+        return;
+    };
+    let Some(_ksm) = common::ksmd() else { return };
+    let dups = common::compile_c("cli/tests/c/dups.c", &[]);
+    let ready = temp("ready");
+    std::fs::create_dir_all(&ready).unwrap();
+    // Each copy (a shell) makes its ready file once dups says "ready".
+    let copy = r#"f="$1/$$"; "$0" | while read -r l; do : > "$f"; done"#;
+    let pattern = format!("{}/%p", ready.display());
+    let o = run(&[
+        "compare",
+        "--workers",
+        "2",
+        "--mode",
+        "process",
+        "--settle-timeout",
+        "90",
+        "--lib",
+        common::lib().to_str().unwrap(),
+        "--hold-ksmd",
+        "--ready-file",
+        &pattern,
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        copy,
+        dups.to_str().unwrap(),
+        ready.to_str().unwrap(),
+    ]);
+    let stdout = common::text(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{stdout}{}",
+        common::text(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let with = &v["with"];
+    assert_eq!(with["ended"], "settled", "{v}");
+    assert!(with["ready_s"].as_f64().is_some(), "{v}");
+    // Held: nothing of the pool merged before ksmd was let go.
+    let before = &with["before_merge"];
+    assert_eq!(before["merging_pages"], 0, "{v}");
+    assert_eq!(before["zero_pages"], 0, "{v}");
+    assert!(with["merge_started_s"].as_f64().unwrap() >= with["ready_s"].as_f64().unwrap());
+    let h = &v["held_ksmd"];
+    // That pool's ideal: 2 × 1500 identical + 600 zero + 200 shared-unique
+    // pages of dups, and a little of the shells.
+    let ideal = h["estimate_before_merge"]["ideal_savings_pages"]
+        .as_f64()
+        .unwrap();
+    assert!(ideal >= 3798.0 * 0.98, "{v}");
+    assert_eq!(
+        h["saved_pss_bytes"].as_i64().unwrap(),
+        before["pss_bytes"].as_i64().unwrap() - with["last"]["pss_bytes"].as_i64().unwrap()
+    );
+    let pct = h["percent_of_ideal"].as_f64().unwrap();
+    assert!(pct > 50.0, "{v}");
+    // The cross-pool figure stays.
+    assert!(v["percent_of_ideal"].as_f64().is_some(), "{v}");
+    // Put back at the end: it said so.
+    let err = common::text(&o.stderr);
+    assert!(
+        err.contains("ksmauto: ksmd put back: ")
+            || err.contains("ksmauto: all ksmd settings were already as saved"),
+        "{err}"
+    );
+    drop(_ksm);
+    drop(found);
+    let _ = std::fs::remove_dir_all(&ready);
+}
+
+#[test]
+fn compare_puts_ksmd_back_when_it_gets_sigterm_while_holding_it() {
+    let Some(found) = as_found("compare-sigterm") else {
+        return;
+    };
+    let ready = temp("ready-sigterm");
+    std::fs::create_dir_all(&ready).unwrap();
+    let pattern = format!("{}/%p", ready.display());
+    let mut c = ksmauto(&[
+        "compare",
+        "--workers",
+        "1",
+        "--mode",
+        "process",
+        "--settle-timeout",
+        "60",
+        "--lib",
+        common::lib().to_str().unwrap(),
+        "--hold-ksmd",
+        "--ready-file",
+        &pattern,
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        r#": > "$0/$$"; exec sleep 60"#,
+        ready.to_str().unwrap(),
+    ]);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    // Wait for the hold (ksmd stopped while the pool with the preload loads).
+    let t0 = std::time::Instant::now();
+    while value("run") != "0" {
+        assert!(t0.elapsed() < Duration::from_secs(60), "ksmd never held");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = child.wait_with_output().unwrap();
+    let err = common::text(&o.stderr);
+    assert_eq!(o.status.code(), Some(128 + libc::SIGTERM), "{err}");
+    assert!(err.contains("ksmauto: ksmd put back: "), "{err}");
+    if found.before["run"] == "1" {
+        assert!(err.contains("run=1"), "{err}");
+    }
+    assert_eq!(snapshot(), found.before);
+    // The copies were stopped.
+    for e in std::fs::read_dir(&ready).unwrap().flatten() {
+        let pid: i32 = e.file_name().to_string_lossy().parse().unwrap();
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(
+            state.is_empty() || state.contains(") Z"),
+            "copy {pid} still runs: {state}"
+        );
+    }
+    drop(found);
+    let _ = std::fs::remove_dir_all(&ready);
+}
