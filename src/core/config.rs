@@ -6,29 +6,10 @@
 //! A bad value never fails anything: it yields one warning naming the variable
 //! and its accepted form, and that one setting keeps its default.
 
-/// Which engine makes memory mergeable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// `process` where the kernel accepts `PR_SET_MEMORY_MERGE`, else `advise`.
-    Auto,
-    /// `madvise(MADV_MERGEABLE)` on qualifying regions as the hooks see them.
-    Advise,
-    /// `prctl(PR_SET_MEMORY_MERGE, 1)`: all compatible anonymous memory.
-    Process,
-    /// Nothing is advised; an inherited merge-any setting is cleared.
-    Off,
-}
-
-impl Mode {
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Auto => "auto",
-            Mode::Advise => "advise",
-            Mode::Process => "process",
-            Mode::Off => "off",
-        }
-    }
-}
+use ksmauto_contract::env;
+/// Which engine makes memory mergeable (the shared vocabulary: its names are
+/// the CLI's and the report's too).
+pub use ksmauto_contract::Mode;
 
 /// Classes of memory that are never made mergeable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,14 +113,6 @@ pub struct BadValue<'a> {
     pub default: &'static str,
 }
 
-pub const MODE_VAR: &str = "KSMAUTO_MODE";
-pub const MIN_SIZE_VAR: &str = "KSMAUTO_MIN_SIZE";
-pub const EXCLUDE_VAR: &str = "KSMAUTO_EXCLUDE";
-pub const STATS_VAR: &str = "KSMAUTO_STATS";
-pub const STATS_FORMAT_VAR: &str = "KSMAUTO_STATS_FORMAT";
-pub const SCAN_INTERVAL_VAR: &str = "KSMAUTO_SCAN_INTERVAL";
-pub const SCAN_THREAD_VAR: &str = "KSMAUTO_SCAN_THREAD";
-
 impl Config {
     /// Builds the configuration from `lookup` (variable name → raw value).
     pub fn from_lookup<'a>(
@@ -156,84 +129,74 @@ impl Config {
             })
         };
 
-        if let Some(v) = lookup(MODE_VAR) {
-            match parse_mode(v) {
+        if let Some(v) = lookup(env::MODE) {
+            match Mode::from_name(v) {
                 Some(m) => cfg.mode = m,
-                None => bad(MODE_VAR, v, "one of auto, advise, process, off", "auto"),
+                None => bad(env::MODE, v, "one of auto, advise, process, off", "auto"),
             }
         }
-        if let Some(v) = lookup(MIN_SIZE_VAR) {
+        if let Some(v) = lookup(env::MIN_SIZE) {
             match parse_size(v) {
                 Some(n) => cfg.min_size = n,
                 None => bad(
-                    MIN_SIZE_VAR,
+                    env::MIN_SIZE,
                     v,
                     "a byte count, optionally with a K, M or G suffix (e.g. 4096, 64K, 2M)",
                     "4K",
                 ),
             }
         }
-        if let Some(v) = lookup(EXCLUDE_VAR) {
+        if let Some(v) = lookup(env::EXCLUDE) {
             match parse_exclusions(v) {
                 Some(e) => cfg.exclude = e,
                 None => bad(
-                    EXCLUDE_VAR,
+                    env::EXCLUDE,
                     v,
                     "a comma-separated list of stack, exec, secret (or none)",
                     "stack,secret",
                 ),
             }
         }
-        if let Some(v) = lookup(STATS_VAR) {
+        if let Some(v) = lookup(env::STATS) {
             match parse_stats_destination(v) {
                 Some(d) => {
                     cfg.stats = d;
                     cfg.stats_requested = true;
                 }
                 None => bad(
-                    STATS_VAR,
+                    env::STATS,
                     v,
                     "stderr, off, or a file path (%p becomes the pid) of at most 511 bytes",
                     "stderr",
                 ),
             }
         }
-        if let Some(v) = lookup(STATS_FORMAT_VAR) {
+        if let Some(v) = lookup(env::STATS_FORMAT) {
             match v {
                 b"text" => cfg.stats_format = StatsFormat::Text,
                 b"json" => cfg.stats_format = StatsFormat::Json,
-                _ => bad(STATS_FORMAT_VAR, v, "text or json", "text"),
+                _ => bad(env::STATS_FORMAT, v, "text or json", "text"),
             }
         }
-        if let Some(v) = lookup(SCAN_INTERVAL_VAR) {
+        if let Some(v) = lookup(env::SCAN_INTERVAL) {
             match parse_duration_ms(v) {
                 Some(ms) => cfg.scan_interval_ms = ms,
                 None => bad(
-                    SCAN_INTERVAL_VAR,
+                    env::SCAN_INTERVAL,
                     v,
                     "a duration in ms or s (e.g. 100ms, 2s; 0 turns catch-up off)",
                     "100ms",
                 ),
             }
         }
-        if let Some(v) = lookup(SCAN_THREAD_VAR) {
+        if let Some(v) = lookup(env::SCAN_THREAD) {
             match v {
                 b"1" | b"on" | b"yes" | b"true" => cfg.scan_thread = true,
                 b"0" | b"off" | b"no" | b"false" => cfg.scan_thread = false,
-                _ => bad(SCAN_THREAD_VAR, v, "1 or 0 (on/off)", "0"),
+                _ => bad(env::SCAN_THREAD, v, "1 or 0 (on/off)", "0"),
             }
         }
         cfg
-    }
-}
-
-pub fn parse_mode(v: &[u8]) -> Option<Mode> {
-    match v {
-        b"auto" => Some(Mode::Auto),
-        b"advise" => Some(Mode::Advise),
-        b"process" => Some(Mode::Process),
-        b"off" => Some(Mode::Off),
-        _ => None,
     }
 }
 

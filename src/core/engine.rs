@@ -47,7 +47,8 @@ use crate::fmt::BufWriter;
 use crate::os::exec_target::ExecTarget;
 use crate::os::proc::{read_lines, MapsLine, RegionClass, SHARED_LINES};
 use crate::os::{self, ksm, sys};
-use crate::stats::{counters, Source};
+use crate::stats::counters;
+use ksmauto_contract::Source;
 
 /// Written once by [`start`] before any hook does work, read-only afterwards.
 /// Hooks see it only after start-up: through the interposition layer's gate,

@@ -9,6 +9,10 @@
 //! wait).
 
 use super::sys::{self, Errno};
+// The pure parsers shared with the CLI and the tests live in the contract;
+// this module reads the files and parses what only the library needs.
+use ksmauto_contract::proc::trim;
+pub use ksmauto_contract::proc::{parse_dec, KsmStat};
 
 /// Bytes of one [`LineBuffer`]: the longest line passed whole (a maps line
 /// with a path of up to `PATH_MAX` fits).
@@ -68,17 +72,6 @@ pub fn for_each_line(path: &[u8], buf: &mut [u8], mut f: impl FnMut(&[u8])) -> R
     result
 }
 
-fn trim(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t' | b'\n'] = s {
-        s = rest;
-    }
-    s
-}
-
-/// Parses an unsigned decimal number, ignoring surrounding blanks.
 /// Whether process `pid` has a file named `file_name` (a last path
 /// component) mapped: read from `/proc/PID/maps` through `buffer`. `false`
 /// when it cannot be read (gone, another user's) or the name is empty.
@@ -117,29 +110,6 @@ pub fn max_map_count() -> u64 {
     }
 }
 
-pub fn parse_dec(s: &[u8]) -> Option<u64> {
-    let s = trim(s);
-    if s.is_empty() {
-        return None;
-    }
-    let mut v: u64 = 0;
-    for &b in s {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        v = v.checked_mul(10)?.checked_add((b - b'0') as u64)?;
-    }
-    Some(v)
-}
-
-fn parse_signed_dec(s: &[u8]) -> Option<i64> {
-    let s = trim(s);
-    match s.first() {
-        Some(b'-') => parse_dec(&s[1..]).map(|v| -(v as i64)),
-        _ => parse_dec(s).map(|v| v as i64),
-    }
-}
-
 pub fn parse_hex(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 16 {
         return None;
@@ -157,46 +127,11 @@ pub fn parse_hex(s: &[u8]) -> Option<u64> {
     Some(v)
 }
 
-/// `/proc/<pid>/ksm_stat` (Linux 6.1+; the later fields are `None` on kernels
-/// that lack them).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KsmStat {
-    pub rmap_items: u64,
-    pub zero_pages: Option<u64>,
-    pub merging_pages: Option<u64>,
-    pub process_profit: Option<i64>,
-    pub merge_any: Option<bool>,
-    pub mergeable: Option<bool>,
-}
-
-impl KsmStat {
-    pub fn parse(text: &[u8]) -> KsmStat {
-        let mut stat = KsmStat::default();
-        for line in text.split(|&b| b == b'\n') {
-            let Some(sep) = line.iter().position(|&b| b == b' ' || b == b':') else {
-                continue;
-            };
-            let (key, value) = (&line[..sep], trim(&line[sep + 1..]));
-            let value = value.strip_prefix(b":").map(trim).unwrap_or(value);
-            match key {
-                b"ksm_rmap_items" => stat.rmap_items = parse_dec(value).unwrap_or(0),
-                b"ksm_zero_pages" => stat.zero_pages = parse_dec(value),
-                b"ksm_merging_pages" => stat.merging_pages = parse_dec(value),
-                b"ksm_process_profit" => stat.process_profit = parse_signed_dec(value),
-                b"ksm_merge_any" => stat.merge_any = Some(value == b"yes"),
-                b"ksm_mergeable" => stat.mergeable = Some(value == b"yes"),
-                _ => {}
-            }
-        }
-        stat
-    }
-
-    /// Reads `/proc/self/ksm_stat`; `None` where the kernel has no KSM.
-    pub fn read_self() -> Option<KsmStat> {
-        let mut buf = [0u8; 512];
-        let n = sys::read_file(b"/proc/self/ksm_stat\0", &mut buf).ok()?;
-        Some(KsmStat::parse(&buf[..n]))
-    }
+/// Reads `/proc/self/ksm_stat`; `None` where the kernel has no KSM.
+pub fn read_self_ksm_stat() -> Option<KsmStat> {
+    let mut buf = [0u8; 512];
+    let n = sys::read_file(b"/proc/self/ksm_stat\0", &mut buf).ok()?;
+    Some(KsmStat::parse(&buf[..n]))
 }
 
 /// One line of `/proc/<pid>/maps` (also the header line of each `smaps` entry).
@@ -355,33 +290,12 @@ impl SmapsTotals {
 }
 
 fn parse_kb(v: &[u8]) -> u64 {
-    let v = trim(v);
-    parse_dec(v.strip_suffix(b"kB").unwrap_or(v)).unwrap_or(0)
+    ksmauto_contract::proc::parse_kb(v).unwrap_or(0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ksm_stat_parses_all_fields_of_a_6_x_kernel() {
-        let text = b"ksm_rmap_items 12\nksm_zero_pages 2\nksm_merging_pages 3\nksm_process_profit -4096\nksm_merge_any: yes\nksm_mergeable: yes\n";
-        let s = KsmStat::parse(text);
-        assert_eq!(s.rmap_items, 12);
-        assert_eq!(s.zero_pages, Some(2));
-        assert_eq!(s.merging_pages, Some(3));
-        assert_eq!(s.process_profit, Some(-4096));
-        assert_eq!(s.merge_any, Some(true));
-        assert_eq!(s.mergeable, Some(true));
-    }
-
-    #[test]
-    fn ksm_stat_of_an_old_kernel_leaves_missing_fields_empty() {
-        let s = KsmStat::parse(b"ksm_rmap_items 7\n");
-        assert_eq!(s.rmap_items, 7);
-        assert_eq!(s.merging_pages, None);
-        assert_eq!(s.merge_any, None);
-    }
 
     #[test]
     fn maps_line_with_and_without_name() {

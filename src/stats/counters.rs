@@ -12,7 +12,7 @@
 
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 
-use crate::core::policy::SkipReason;
+use ksmauto_contract::{SkipReason, Source};
 
 /// Expands the hook list (`src/hook_list.rs`) into [`Hook`]: one call
 /// counter per `counted` function, in the list's order.
@@ -75,32 +75,6 @@ impl Hook {
     /// One of the malloc family, whose calls are counted only on request.
     pub fn is_allocator(self) -> bool {
         (self as usize) < Hook::FAMILY
-    }
-}
-
-/// Who made a region mergeable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source {
-    /// A private anonymous `mmap`/`mmap64` seen by the hook.
-    Mmap,
-    /// The program's own `ksmauto_advise` call.
-    Api,
-    /// The catch-up scan of `/proc/self/maps` (memory no hook saw: the brk
-    /// heap, glibc's thread arenas and its own mappings for large blocks,
-    /// raw `syscall(SYS_mmap)`, …).
-    CatchUp,
-}
-
-impl Source {
-    pub const COUNT: usize = 3;
-    pub const ALL: [Source; Source::COUNT] = [Source::Mmap, Source::Api, Source::CatchUp];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Source::Mmap => "mmap",
-            Source::Api => "api",
-            Source::CatchUp => "catchup",
-        }
     }
 }
 

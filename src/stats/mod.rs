@@ -9,7 +9,7 @@
 pub mod counters;
 pub mod report;
 
-pub use counters::{counters, Hook, Source};
+pub use counters::{counters, Hook};
 
 /// Big enough for the JSON report with every counter at its maximum.
 pub const REPORT_BUFFER: usize = 4096;
@@ -17,7 +17,7 @@ pub const REPORT_BUFFER: usize = 4096;
 use crate::core::config::{expand_stats_path, StatsDestination, StatsFormat, STATS_PATH_MAX};
 use crate::core::engine;
 use crate::fmt::BufWriter;
-use crate::os::proc::{KsmStat, SmapsTotals};
+use crate::os::proc::SmapsTotals;
 use crate::os::sys;
 use report::Report;
 
@@ -46,7 +46,7 @@ fn report_without_smaps() -> Report {
         counters: counters().snapshot(),
         catchup_scans: crate::core::catchup::scans(),
         catchup: crate::core::catchup::stats(),
-        ksm: KsmStat::read_self(),
+        ksm: crate::os::proc::read_self_ksm_stat(),
         smaps: None,
         page_size: engine::page_size(),
     }
@@ -118,7 +118,9 @@ pub fn write_exit_report() {
                 let mut m = BufWriter::new(&mut msg);
                 m.str("ksmauto: cannot write stats to ")
                     .bytes(&path[..len])
-                    .str(" (KSMAUTO_STATS): ");
+                    .str(" (")
+                    .str(ksmauto_contract::env::STATS)
+                    .str("): ");
                 m.str(sys::errno_name(e));
                 match e {
                     libc::ELOOP => m.str(" (a symbolic link: never followed)"),

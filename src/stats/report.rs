@@ -3,12 +3,12 @@
 //! Pure rendering into a caller's fixed buffer; the field list of the JSON
 //! object is documented in the README ("Stats format"). Never allocates.
 
-use super::counters::{Hook, Snapshot, Source, FAILURE_ERRNOS};
-use crate::core::config::Mode;
-use crate::core::policy::SkipReason;
+use super::counters::{Hook, Snapshot, FAILURE_ERRNOS};
 use crate::fmt::BufWriter;
 use crate::os::proc::{KsmStat, RegionClass, SmapsTotals};
 use crate::os::sys;
+use ksmauto_contract::report as field;
+use ksmauto_contract::{Mode, SkipReason, Source};
 
 /// Everything one report shows.
 #[derive(Clone, Copy, Debug)]
@@ -43,10 +43,7 @@ impl Report {
     /// Whether this process has anything to say without being asked: it
     /// advised something or the kernel merged some of its pages.
     pub fn has_activity(&self) -> bool {
-        let merged = self
-            .ksm
-            .map(|k| k.merging_pages.unwrap_or(0) + k.zero_pages.unwrap_or(0))
-            .unwrap_or(0);
+        let merged = self.ksm.map(|k| k.merged_pages()).unwrap_or(0);
         self.counters.total_advised_regions() > 0
             || self.counters.excluded_regions > 0
             || merged > 0
@@ -163,22 +160,24 @@ impl Report {
 
     pub fn render_json(&self, w: &mut BufWriter) {
         let c = &self.counters;
-        w.str("{\"ksmauto\":\"")
-            .str(self.version)
-            .str("\",\"pid\":")
-            .u64(self.pid as u64);
-        w.str(",\"mode\":\"")
+        w.str("{");
+        key(w, field::VERSION).str("\"").str(self.version).str("\"");
+        next(w, field::PID).u64(self.pid as u64);
+        next(w, field::MODE)
+            .str("\"")
             .str(self.active_mode.name())
-            .str("\",\"requested_mode\":\"")
+            .str("\"");
+        next(w, field::REQUESTED_MODE)
+            .str("\"")
             .str(self.requested_mode.name())
             .str("\"");
-        w.str(",\"fallback_reason\":");
+        next(w, field::FALLBACK_REASON);
         match self.fallback_errno {
             Some(e) => w.str("\"").str(sys::errno_name(e)).str("\""),
             None => w.str("null"),
         };
-        w.str(",\"min_size\":").u64(self.min_size as u64);
-        w.str(",\"exclude\":[");
+        next(w, field::MIN_SIZE).u64(self.min_size as u64);
+        next(w, field::EXCLUDE).str("[");
         let mut first = true;
         for (on, name) in [
             (self.exclude_stack, "stack"),
@@ -190,109 +189,121 @@ impl Report {
                 first = false;
             }
         }
-        w.str("],\"calls\":{");
+        w.str("]");
+        next(w, field::CALLS).str("{");
         for (i, h) in Hook::ALL.iter().enumerate() {
-            w.str(if i == 0 { "\"" } else { ",\"" })
-                .str(h.name())
-                .str("\":");
+            member(w, i, h.name());
             if h.is_allocator() && !self.allocator_calls_counted {
                 w.str("null");
             } else {
                 w.u64(c.calls[*h as usize]);
             }
         }
-        w.str("},\"advised\":{\"regions\":")
-            .u64(c.total_advised_regions())
-            .str(",\"bytes\":")
-            .u64(c.total_advised_bytes());
-        w.str(",\"by_source\":{");
+        w.str("}");
+        next(w, field::ADVISED).str("{");
+        key(w, field::REGIONS).u64(c.total_advised_regions());
+        next(w, field::BYTES).u64(c.total_advised_bytes());
+        next(w, field::BY_SOURCE).str("{");
         for (i, s) in Source::ALL.iter().enumerate() {
-            w.str(if i == 0 { "\"" } else { ",\"" })
-                .str(s.name())
-                .str("\":{\"regions\":")
-                .u64(c.advised_regions[*s as usize]);
-            w.str(",\"bytes\":")
-                .u64(c.advised_bytes[*s as usize])
-                .str("}");
+            member(w, i, s.name());
+            regions_and_bytes(
+                w,
+                c.advised_regions[*s as usize],
+                c.advised_bytes[*s as usize],
+            );
         }
-        w.str("}},\"catchup_scans\":").u64(self.catchup_scans);
-        w.str(",\"catchup\":{\"steps\":")
-            .u64(self.catchup.steps)
-            .str(",\"vmas\":")
-            .u64(self.catchup.vmas)
-            .str(",\"revoked\":")
-            .u64(self.catchup.revoked)
-            .str("}");
-        w.str(",\"skipped\":{");
+        w.str("}}");
+        next(w, field::CATCHUP_SCANS).u64(self.catchup_scans);
+        next(w, field::CATCHUP).str("{");
+        key(w, field::STEPS).u64(self.catchup.steps);
+        next(w, field::VMAS).u64(self.catchup.vmas);
+        next(w, field::REVOKED).u64(self.catchup.revoked).str("}");
+        next(w, field::SKIPPED).str("{");
         for (i, r) in SkipReason::ALL.iter().enumerate() {
-            w.str(if i == 0 { "\"" } else { ",\"" })
-                .str(r.name())
-                .str("\":")
-                .u64(c.skipped[*r as usize]);
+            member(w, i, r.name()).u64(c.skipped[*r as usize]);
         }
-        w.str("},\"madvise_failures\":{\"total\":")
-            .u64(c.total_madvise_failures());
+        w.str("}");
+        next(w, field::MADVISE_FAILURES).str("{");
+        key(w, field::TOTAL).u64(c.total_madvise_failures());
         for (i, e) in FAILURE_ERRNOS.iter().enumerate() {
-            w.str(",\"")
-                .str(sys::errno_name(*e))
-                .str("\":")
-                .u64(c.madvise_failures[i]);
+            next(w, sys::errno_name(*e)).u64(c.madvise_failures[i]);
         }
-        w.str(",\"other\":")
-            .u64(c.madvise_failures[FAILURE_ERRNOS.len()]);
-        w.str("},\"excluded\":{\"regions\":")
-            .u64(c.excluded_regions)
-            .str(",\"bytes\":")
-            .u64(c.excluded_bytes);
-        w.str("},\"unmerged\":{\"regions\":")
-            .u64(c.unmerged_regions)
-            .str(",\"bytes\":")
-            .u64(c.unmerged_bytes);
-        w.str("},\"execs_without_merge_any\":")
-            .u64(c.execs_without_merge_any);
-        w.str(",\"kernel\":");
+        next(w, field::OTHER)
+            .u64(c.madvise_failures[FAILURE_ERRNOS.len()])
+            .str("}");
+        next(w, field::EXCLUDED);
+        regions_and_bytes(w, c.excluded_regions, c.excluded_bytes);
+        next(w, field::UNMERGED);
+        regions_and_bytes(w, c.unmerged_regions, c.unmerged_bytes);
+        next(w, field::EXECS_WITHOUT_MERGE_ANY).u64(c.execs_without_merge_any);
+        next(w, field::KERNEL);
         match self.ksm {
             None => {
                 w.str("null");
             }
             Some(k) => {
-                w.str("{\"rmap_items\":").u64(k.rmap_items);
-                w.str(",\"merging_pages\":")
-                    .u64(k.merging_pages.unwrap_or(0));
-                w.str(",\"zero_pages\":").u64(k.zero_pages.unwrap_or(0));
-                w.str(",\"profit\":").i64(k.process_profit.unwrap_or(0));
-                w.str(",\"merge_any\":").str(if k.merge_any == Some(true) {
+                w.str("{");
+                key(w, field::RMAP_ITEMS).u64(k.rmap_items);
+                next(w, field::MERGING_PAGES).u64(k.merging_pages.unwrap_or(0));
+                next(w, field::ZERO_PAGES).u64(k.zero_pages.unwrap_or(0));
+                next(w, field::PROFIT).i64(k.process_profit.unwrap_or(0));
+                next(w, field::MERGE_ANY).str(if k.merge_any == Some(true) {
                     "true"
                 } else {
                     "false"
                 });
-                w.str(",\"page_size\":").u64(self.page_size as u64).str("}");
+                next(w, field::PAGE_SIZE)
+                    .u64(self.page_size as u64)
+                    .str("}");
             }
         }
-        w.str(",\"smaps\":");
+        next(w, field::SMAPS);
         match self.smaps {
             None => {
                 w.str("null");
             }
             Some(s) => {
-                w.str("{\"ksm_kb\":{");
+                w.str("{");
+                key(w, field::KSM_KB).str("{");
                 for (i, class) in RegionClass::ALL.iter().enumerate() {
-                    w.str(if i == 0 { "\"" } else { ",\"" })
-                        .str(class.name())
-                        .str("\":")
-                        .u64(s.ksm_kb_of(*class));
+                    member(w, i, class.name()).u64(s.ksm_kb_of(*class));
                 }
-                w.str("},\"anon_kb\":")
-                    .u64(s.anon_kb)
-                    .str(",\"mergeable_anon_kb\":")
-                    .u64(s.mergeable_anon_kb);
-                w.str(",\"mergeable_percent\":")
+                w.str("}");
+                next(w, field::ANON_KB).u64(s.anon_kb);
+                next(w, field::MERGEABLE_ANON_KB).u64(s.mergeable_anon_kb);
+                next(w, field::MERGEABLE_PERCENT)
                     .u64(percent(s.mergeable_anon_kb, s.anon_kb))
                     .str("}");
             }
         }
         w.str("}\n");
     }
+}
+
+/// `"name":`, the first member of an object.
+fn key<'w, 'b>(w: &'w mut BufWriter<'b>, name: &str) -> &'w mut BufWriter<'b> {
+    w.str("\"").str(name).str("\":")
+}
+
+/// `,"name":`, a member after the first.
+fn next<'w, 'b>(w: &'w mut BufWriter<'b>, name: &str) -> &'w mut BufWriter<'b> {
+    w.str(",").str("\"").str(name).str("\":")
+}
+
+/// Member `index` of an object whose members are a list's names.
+fn member<'w, 'b>(w: &'w mut BufWriter<'b>, index: usize, name: &str) -> &'w mut BufWriter<'b> {
+    if index == 0 {
+        key(w, name)
+    } else {
+        next(w, name)
+    }
+}
+
+/// `{"regions":…,"bytes":…}`.
+fn regions_and_bytes(w: &mut BufWriter, regions: u64, bytes: u64) {
+    w.str("{");
+    key(w, field::REGIONS).u64(regions);
+    next(w, field::BYTES).u64(bytes).str("}");
 }
 
 fn percent(part: u64, whole: u64) -> u64 {

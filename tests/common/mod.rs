@@ -18,6 +18,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use ksmauto_contract::env;
+use ksmauto_contract::proc::KsmStat;
+
 /// The repository (workspace root), also from a member's tests (`cli/`).
 pub fn repo() -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -40,7 +43,7 @@ fn target_dir() -> PathBuf {
 pub fn lib() -> &'static Path {
     static LIB: OnceLock<PathBuf> = OnceLock::new();
     LIB.get_or_init(|| {
-        if let Some(other) = std::env::var_os("KSMAUTO_TEST_LIB") {
+        if let Some(other) = std::env::var_os(env::TEST_LIB) {
             return PathBuf::from(other);
         }
         let status = Command::new(env!("CARGO"))
@@ -114,7 +117,7 @@ impl Run {
             timeout: Duration::from_secs(120),
         };
         if mode != "default" {
-            r.env.push(("KSMAUTO_MODE".into(), mode.into()));
+            r.env.push((env::MODE.into(), mode.into()));
         }
         r
     }
@@ -128,7 +131,7 @@ impl Run {
         let mut cmd = Command::new(program);
         // Start from a clean slate: the test runner's own KSMAUTO_* must not leak in.
         for (k, _) in std::env::vars() {
-            if k.starts_with("KSMAUTO_") || k == "LD_PRELOAD" {
+            if k.starts_with(env::PREFIX) || k == "LD_PRELOAD" {
                 cmd.env_remove(k);
             }
         }
@@ -299,9 +302,7 @@ fn ksmauto_ksmd(args: &[&std::ffi::OsStr]) -> Result<(), String> {
 
 /// A sleeping process whose memory is mergeable (the preload in process mode).
 fn spawn_keeper() -> Option<std::process::Child> {
-    let mut cmd = Run::with("process")
-        .env("KSMAUTO_STATS", "off")
-        .command("sleep");
+    let mut cmd = Run::with("process").env(env::STATS, "off").command("sleep");
     cmd.arg("3600").stdout(Stdio::null()).stderr(Stdio::null());
     cmd.spawn().ok()
 }
@@ -332,7 +333,7 @@ pub fn wait_full_scans(n: u64, timeout: Duration) {
 }
 
 fn skip_or_fail(why: &str) -> Option<KsmdGuard> {
-    if std::env::var("KSMAUTO_REQUIRE_KSM").as_deref() == Ok("1") {
+    if std::env::var(env::REQUIRE_KSM).as_deref() == Ok("1") {
         panic!("KSM is required (KSMAUTO_REQUIRE_KSM=1) but unusable: {why}");
     }
     eprintln!("\n!!!!! SKIPPED: KSM test not run: {why} (set KSMAUTO_REQUIRE_KSM=1 to make this a failure) !!!!!\n");
@@ -396,14 +397,8 @@ impl Drop for KsmdGuard {
 
 /// `ksm_merging_pages + ksm_zero_pages` of a live process.
 pub fn merged_pages_of(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/ksm_stat")).unwrap_or_default();
-    let get = |k: &str| {
-        s.lines()
-            .find_map(|l| l.strip_prefix(k))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    get("ksm_merging_pages") + get("ksm_zero_pages")
+    let s = std::fs::read(format!("/proc/{pid}/ksm_stat")).unwrap_or_default();
+    KsmStat::parse(&s).merged_pages()
 }
 
 /// VMAs in a maps dump, leaving out libksmauto.so's own.

@@ -2,8 +2,6 @@
 //!
 //! Knows nothing about symbol names or system calls, so every rule here is
 //! unit-tested directly. Never allocates. One job per module:
-//! * [`skip`] — why a region was left alone ([`SkipReason`], the report's
-//!   vocabulary);
 //! * [`regions`] — the rules a region goes through: a fresh mapping
 //!   ([`judge_mapping`]), a line of `/proc/self/maps` ([`judge_vma`]);
 //! * [`growth`] — which part of a qualifying VMA the catch-up advises when
@@ -14,9 +12,10 @@
 pub mod growth;
 pub mod range;
 pub mod regions;
-pub mod skip;
 
 pub use growth::advisable_part;
 pub use range::Range;
 pub use regions::{judge_class, judge_mapping, judge_vma, Verdict, VmaVerdict};
-pub use skip::SkipReason;
+/// Why a region was left alone: the report's vocabulary, so it lives in the
+/// contract crate with the other words the report and the CLI share.
+pub use ksmauto_contract::SkipReason;

@@ -2,7 +2,7 @@
 //! the catch-up scan found in `/proc/self/maps`. Pure: the configuration
 //! and the region's numbers in, a verdict out.
 
-use super::skip::SkipReason;
+use super::SkipReason;
 use crate::core::config::{Config, Exclusions};
 
 /// Verdict on a fresh mapping.

@@ -1,5 +1,4 @@
-//! Why a region was left alone: the reasons the rules give and the report
-//! counts. Vocabulary only; no rule lives here.
+//! Why a region was left alone: the keys of the report's `skipped` object.
 
 /// Why a region was left alone. The order is the report's order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +46,21 @@ impl SkipReason {
             SkipReason::Stack => "stack",
             SkipReason::Excluded => "excluded",
             SkipReason::MapCount => "map_count",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_listed_in_declaration_order_with_unique_names() {
+        for (i, a) in SkipReason::ALL.iter().enumerate() {
+            assert_eq!(*a as usize, i);
+            assert!(SkipReason::ALL[i + 1..]
+                .iter()
+                .all(|b| a.name() != b.name()));
         }
     }
 }

@@ -1,0 +1,57 @@
+//! Every `KSMAUTO_*` environment variable, by who reads it.
+
+/// What every variable of ours starts with (a launcher that starts from a
+/// clean slate removes the inherited ones by this prefix).
+pub const PREFIX: &str = "KSMAUTO_";
+
+// Read by the preload library (documented in the README, "Configuration").
+
+/// `auto`, `advise`, `process` or `off` (see [`crate::Mode`]).
+pub const MODE: &str = "KSMAUTO_MODE";
+/// Smallest region made mergeable (`4096`, `64K`, `2M`).
+pub const MIN_SIZE: &str = "KSMAUTO_MIN_SIZE";
+/// Classes never made mergeable: `stack`, `exec`, `secret`, `none`.
+pub const EXCLUDE: &str = "KSMAUTO_EXCLUDE";
+/// Where the exit report goes: `stderr`, `off` or a path (`%p` = pid).
+pub const STATS: &str = "KSMAUTO_STATS";
+/// `text` or `json`.
+pub const STATS_FORMAT: &str = "KSMAUTO_STATS_FORMAT";
+/// Pause between catch-up scans (`100ms`, `2s`; `0` turns them off).
+pub const SCAN_INTERVAL: &str = "KSMAUTO_SCAN_INTERVAL";
+/// `1` runs catch-up scans in a thread of their own.
+pub const SCAN_THREAD: &str = "KSMAUTO_SCAN_THREAD";
+
+/// The variables the library reads, in the order it reads them.
+pub const LIBRARY: [&str; 7] = [
+    MODE,
+    MIN_SIZE,
+    EXCLUDE,
+    STATS,
+    STATS_FORMAT,
+    SCAN_INTERVAL,
+    SCAN_THREAD,
+];
+
+// Read by the CLI.
+
+/// The KSM sysfs directory to use instead of `/sys/kernel/mm/ksm` (tests).
+pub const SYSFS_KSM: &str = "KSMAUTO_SYSFS_KSM";
+
+// Read by the test harness.
+
+/// `1`: a KSM test that cannot use KSM fails instead of being skipped.
+pub const REQUIRE_KSM: &str = "KSMAUTO_REQUIRE_KSM";
+/// The library to test instead of building `target/release/libksmauto.so`.
+pub const TEST_LIB: &str = "KSMAUTO_TEST_LIB";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_carries_the_prefix() {
+        for name in LIBRARY.iter().chain(&[SYSFS_KSM, REQUIRE_KSM, TEST_LIB]) {
+            assert!(name.starts_with(PREFIX), "{name}");
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! The field names of the exit report's JSON object (one object per line,
+//! documented in the README, "Stats format"). The library writes them, the
+//! CLI's `run` reads them: both spell them from here.
+//!
+//! The keys inside `calls`, `skipped`, `advised.by_source` and
+//! `smaps.ksm_kb` are the names of the hooks, of [`crate::SkipReason`], of
+//! [`crate::Source`] and of the region classes; those inside
+//! `madvise_failures` are errno names.
+
+// Top level, in the order the object lists them.
+
+/// The library's version.
+pub const VERSION: &str = "ksmauto";
+pub const PID: &str = "pid";
+/// The engine that ran ([`crate::Mode`] name).
+pub const MODE: &str = "mode";
+/// The engine `KSMAUTO_MODE` asked for.
+pub const REQUESTED_MODE: &str = "requested_mode";
+/// Why `mode` differs from `requested_mode` (an errno name), or `null`.
+pub const FALLBACK_REASON: &str = "fallback_reason";
+pub const MIN_SIZE: &str = "min_size";
+/// The excluded classes, as an array of names.
+pub const EXCLUDE: &str = "exclude";
+/// Calls per hook (`null` for the malloc family when not counted).
+pub const CALLS: &str = "calls";
+/// `{regions, bytes, by_source: {<source>: {regions, bytes}}}`.
+pub const ADVISED: &str = "advised";
+pub const BY_SOURCE: &str = "by_source";
+pub const CATCHUP_SCANS: &str = "catchup_scans";
+/// `{steps, vmas, revoked}` of the catch-up passes.
+pub const CATCHUP: &str = "catchup";
+pub const STEPS: &str = "steps";
+pub const VMAS: &str = "vmas";
+pub const REVOKED: &str = "revoked";
+/// Regions left alone, per [`crate::SkipReason`].
+pub const SKIPPED: &str = "skipped";
+/// `{total, <errno name>…, other}`.
+pub const MADVISE_FAILURES: &str = "madvise_failures";
+pub const TOTAL: &str = "total";
+pub const OTHER: &str = "other";
+/// `{regions, bytes}` kept out of merging by `ksmauto_exclude` or secrets.
+pub const EXCLUDED: &str = "excluded";
+/// `{regions, bytes}` taken back out of merging.
+pub const UNMERGED: &str = "unmerged";
+pub const EXECS_WITHOUT_MERGE_ANY: &str = "execs_without_merge_any";
+/// The process's `ksm_stat` and the page size, or `null` without KSM.
+pub const KERNEL: &str = "kernel";
+/// `/proc/self/smaps` totals, or `null`.
+pub const SMAPS: &str = "smaps";
+
+// Shared by `advised`, its sources, `excluded` and `unmerged`.
+
+pub const REGIONS: &str = "regions";
+pub const BYTES: &str = "bytes";
+
+// Inside `kernel`.
+
+pub const RMAP_ITEMS: &str = "rmap_items";
+pub const MERGING_PAGES: &str = "merging_pages";
+pub const ZERO_PAGES: &str = "zero_pages";
+pub const PROFIT: &str = "profit";
+pub const MERGE_ANY: &str = "merge_any";
+pub const PAGE_SIZE: &str = "page_size";
+
+// Inside `smaps`.
+
+/// `KSM:` kB per region class.
+pub const KSM_KB: &str = "ksm_kb";
+pub const ANON_KB: &str = "anon_kb";
+pub const MERGEABLE_ANON_KB: &str = "mergeable_anon_kb";
+pub const MERGEABLE_PERCENT: &str = "mergeable_percent";
