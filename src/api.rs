@@ -16,9 +16,10 @@ use core::ffi::{c_char, c_int, c_void};
 
 use crate::core::engine;
 use crate::core::once::ReentrantOnce;
+use crate::counters::{counters, Hook};
 use crate::next::{self, next};
 use crate::os::exec_target::{self, ExecTarget};
-use crate::stats::{self, counters, Hook};
+use crate::report;
 
 mod blocking;
 
@@ -1194,8 +1195,8 @@ pub unsafe extern "C" fn ksmauto_stats_json(buf: *mut c_char, len: usize) -> usi
         return 0;
     }
     let saved = errno_get();
-    let mut full = [0u8; stats::REPORT_BUFFER];
-    let n = stats::render_current(true, &mut full);
+    let mut full = [0u8; report::REPORT_BUFFER];
+    let n = report::render_current(true, &mut full);
     if !buf.is_null() && len > 0 {
         let copy = n.min(len - 1);
         core::ptr::copy_nonoverlapping(full.as_ptr(), buf as *mut u8, copy);
@@ -1273,7 +1274,7 @@ fn start_scan_thread() {
 extern "C" fn on_exit() {
     if ready() {
         let saved = errno_get();
-        stats::write_exit_report();
+        report::write_exit_report();
         errno_set(saved);
     }
 }

@@ -11,7 +11,7 @@
 // an X-macro):
 // * `next.rs`: the signatures (`next::signature::NAME`), the table's
 //   fields, and the lookups;
-// * `stats/counters.rs`: `Hook`, its names and the call-counter slots;
+// * `counters.rs`: `Hook`, its names and the call-counter slots;
 // * `tests/common`: `HOOK_NAMES`.
 //
 // One line per function:

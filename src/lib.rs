@@ -1,23 +1,32 @@
 //! libksmauto: make the private anonymous memory of unmodified programs
 //! mergeable by the kernel's same-page merging (KSM), via `LD_PRELOAD`.
 //!
-//! Layers, from the outside in:
-//! * `hook_list` — the one list of the functions we interpose on
-//!   (`with_hook_list!`), which `next`, `stats` and the tests expand;
+//! Layers, from the outside in; a module uses only the layers below it
+//! (`docs/architecture.md` has the diagram; `tests/architecture.rs` checks
+//! the code against it):
 //! * [`api`] — every exported symbol, as thin wrappers (only in the shared
 //!   object; unit tests build without it so the test harness keeps its own
 //!   malloc);
 //! * [`next`] — what the hooks forward to (the malloc family of the
 //!   allocator that serves the program, the next definition of the rest)
 //!   and the bootstrap arena for `dlsym`'s allocations;
+//! * [`report`] — the exit report: gathers the core's settings, the
+//!   counters and the kernel's view, renders and writes them;
 //! * [`core`] — configuration, policy and the engines: what qualifies and
 //!   what to do about it;
-//! * [`stats`] — counters and the exit report;
+//! * [`counters`] — what the library did, counted (written by the core and
+//!   the hooks, read by the report);
 //! * [`os`] — raw system calls, `/proc` readers, and KSM by intent
 //!   (`os::ksm`: mark mergeable, unmark, merge any);
 //! * [`fmt`] — allocation-free text building;
 //! * [`scratch`] — static buffers behind a try-lock, for what must stay off
-//!   a small signal stack.
+//!   a small signal stack;
+//! * `hook_list` — the one list of the functions we interpose on
+//!   (`with_hook_list!`), which `next`, `counters` and the tests expand;
+//!
+//! Under all of them, the `ksmauto_contract` crate: the vocabulary shared
+//! with the CLI and the tests (modes, skip reasons, sources, `KSMAUTO_*`
+//! names, the report's field names, pure `/proc` parsers).
 //!
 //! Code reachable from a hook never allocates through Rust, never waits for
 //! a lock (shared buffers are try-locked: busy means skip), never panics
@@ -73,7 +82,7 @@ compile_error!(
     ".popsection",
 );
 
-// First: the list of hooks (`with_hook_list!`) that `next` and `stats`
+// First: the list of hooks (`with_hook_list!`) that `next` and `counters`
 // expand.
 #[macro_use]
 mod hook_list;
@@ -81,11 +90,12 @@ mod hook_list;
 #[cfg(not(test))]
 mod api;
 pub mod core;
+pub mod counters;
 pub mod fmt;
 // Unit tests build it too (its lookups and stand-ins have tests); only `api`
 // is left out of them.
 #[cfg_attr(test, allow(dead_code))]
 mod next;
 pub mod os;
+pub mod report;
 pub mod scratch;
-pub mod stats;

@@ -64,10 +64,10 @@ use core::sync::atomic::{
 };
 
 use super::policy::{self, Range, SkipReason, VmaVerdict};
+use crate::counters::counters;
 use crate::os::ksm;
 use crate::os::proc::{read_lines, LineBuffer, MapsLine, RegionClass};
 use crate::os::sys::{self, Errno, MapsQuery, VmaDetails};
-use crate::stats::counters;
 
 const MAX_BACKOFF_SHIFT: u32 = 5;
 /// The most VMAs one step examines.

@@ -43,11 +43,11 @@ use super::exec_guard;
 pub use super::exec_guard::Lent as ExecLent;
 use super::identity;
 use super::policy::{self, Range, SkipReason, Verdict, VmaVerdict};
+use crate::counters::counters;
 use crate::fmt::BufWriter;
 use crate::os::exec_target::ExecTarget;
 use crate::os::proc::{read_lines, MapsLine, RegionClass, SHARED_LINES};
 use crate::os::{self, ksm, sys};
-use crate::stats::counters;
 use ksmauto_contract::Source;
 
 /// Written once by [`start`] before any hook does work, read-only afterwards.
@@ -179,7 +179,7 @@ pub fn start(allocator_is_glibc: bool) {
 fn judge_vma(vma: &MapsLine, below: Option<&MapsLine>) -> VmaVerdict {
     // The library's own zero-fill mapping (counters, tables) is never ours
     // to merge: it is written constantly.
-    let own = crate::stats::counters::own_bss_address();
+    let own = crate::counters::own_bss_address();
     if vma.start <= own && own < vma.end {
         return VmaVerdict::NotOurs;
     }
@@ -195,7 +195,7 @@ pub fn after_fork_in_child() {
 fn start_over() {
     exec_guard::forget_after_fork(merge_any_in_use());
     crate::os::exec_target::release_after_fork();
-    crate::stats::counters::reset();
+    crate::counters::reset();
     catchup::reset();
     SHARED_LINES.release_after_fork();
 }

@@ -14,8 +14,8 @@ pub mod range;
 pub mod regions;
 
 pub use growth::advisable_part;
-pub use range::Range;
-pub use regions::{judge_class, judge_mapping, judge_vma, Verdict, VmaVerdict};
 /// Why a region was left alone: the report's vocabulary, so it lives in the
 /// contract crate with the other words the report and the CLI share.
 pub use ksmauto_contract::SkipReason;
+pub use range::Range;
+pub use regions::{judge_class, judge_mapping, judge_vma, Verdict, VmaVerdict};

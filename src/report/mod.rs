@@ -1,15 +1,15 @@
-//! Statistics: live counters ([`counters`]), the kernel's per-process view and
-//! the report rendered from both ([`report`]).
+//! The exit report: the core's settings, the counters ([`crate::counters`])
+//! and the kernel's per-process view, rendered ([`render`]) and written where
+//! `KSMAUTO_STATS` says.
 //!
-//! Owns what is counted and how it is shown; decides nothing about merging.
-//! Never allocates: reports are rendered into fixed buffers and written with
-//! raw `write(2)`, so they work during `exit`, with stdio closed, and from
-//! whichever thread calls `exit`.
+//! Sits above the core: it reads the core's settings and state, and the core
+//! never calls it (the exported `exit` path in `crate::api` does). Owns how
+//! things are shown; decides nothing about merging. Never allocates: reports
+//! are rendered into fixed buffers and written with raw `write(2)`, so they
+//! work during `exit`, with stdio closed, and from whichever thread calls
+//! `exit`.
 
-pub mod counters;
-pub mod report;
-
-pub use counters::{counters, Hook};
+pub mod render;
 
 /// Big enough for the JSON report with every counter at its maximum.
 pub const REPORT_BUFFER: usize = 4096;
@@ -19,7 +19,7 @@ use crate::core::engine;
 use crate::fmt::BufWriter;
 use crate::os::proc::SmapsTotals;
 use crate::os::sys;
-use report::Report;
+use render::Report;
 
 /// The report for this process as of now, including the kernel's view.
 pub fn current_report() -> Report {
@@ -43,7 +43,7 @@ fn report_without_smaps() -> Report {
         exclude_exec: cfg.exclude.exec,
         exclude_secret: cfg.exclude.secret,
         allocator_calls_counted: engine::counts_allocator_calls(),
-        counters: counters().snapshot(),
+        counters: crate::counters::counters().snapshot(),
         catchup_scans: crate::core::catchup::scans(),
         catchup: crate::core::catchup::stats(),
         ksm: crate::os::proc::read_self_ksm_stat(),

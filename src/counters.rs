@@ -9,6 +9,10 @@
 //! the library adds no VMA for them); a forked child zeroes them in its
 //! `pthread_atfork` handler ([`reset`]) and reports only its own activity.
 //! Never allocates, never locks.
+//!
+//! A low layer: the hooks and the core write here, the report reads here,
+//! and this module knows neither (its vocabulary, `SkipReason` and `Source`,
+//! comes from the contract crate).
 
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 

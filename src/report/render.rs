@@ -3,7 +3,7 @@
 //! Pure rendering into a caller's fixed buffer; the field list of the JSON
 //! object is documented in the README ("Stats format"). Never allocates.
 
-use super::counters::{Hook, Snapshot, FAILURE_ERRNOS};
+use crate::counters::{Hook, Snapshot, FAILURE_ERRNOS};
 use crate::fmt::BufWriter;
 use crate::os::proc::{KsmStat, RegionClass, SmapsTotals};
 use crate::os::sys;

@@ -1,0 +1,200 @@
+//! The layer diagram of `docs/architecture.md` matches the code: no module of
+//! the library uses one above it, every module has its place in the diagram,
+//! the diagram's arrows all point down, and the contract crate stays the
+//! ground floor.
+//!
+//! Reads source text only; builds and runs nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Module → modules it may use, from the `layers` block of the document.
+fn allowed_imports() -> BTreeMap<String, BTreeSet<String>> {
+    let doc = std::fs::read_to_string(repo().join("docs/architecture.md")).unwrap();
+    let block = doc
+        .split("```layers\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/architecture.md has a ```layers block");
+    let mut table = BTreeMap::new();
+    for line in block.lines().filter(|l| !l.trim().is_empty()) {
+        let (module, uses) = line
+            .split_once("->")
+            .unwrap_or_else(|| panic!("`{line}`: expected `module -> used modules`"));
+        let uses = uses.split_whitespace().map(String::from).collect();
+        let previous = table.insert(module.trim().to_string(), uses);
+        assert!(previous.is_none(), "`{}` listed twice", module.trim());
+    }
+    table
+}
+
+/// Every `.rs` file under `dir`.
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The top-level module a file of `src/` belongs to (`src/core/engine.rs` →
+/// `core`, `src/api.rs` → `api`); `None` for the crate root.
+fn module_of(file: &Path) -> Option<String> {
+    let relative = file.strip_prefix(repo().join("src")).unwrap();
+    let first = relative.components().next()?.as_os_str().to_str()?;
+    match first.strip_suffix(".rs") {
+        Some("lib") => None,
+        Some(name) => Some(name.to_string()),
+        None => Some(first.to_string()),
+    }
+}
+
+/// The names of the `macro_rules!` macros defined in `text`.
+fn macros_defined(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.trim_start().strip_prefix("macro_rules!"))
+        .map(|rest| {
+            rest.trim_start()
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
+
+/// The top-level modules the code of `text` (comments left out) uses: named
+/// by `crate::NAME` paths, or owning a macro it invokes (`macros`: macro
+/// name → the module defining it), with the line each was first seen on.
+fn crate_paths(text: &str, macros: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut found = BTreeMap::new();
+    for line in text.lines() {
+        let code = line.split("//").next().unwrap_or("");
+        for (name, module) in macros {
+            if code.contains(&format!("{name}!")) {
+                found
+                    .entry(module.clone())
+                    .or_insert_with(|| line.trim().to_string());
+            }
+        }
+        for (i, _) in code.match_indices("crate::") {
+            // `$crate::` and `ksmauto_contract::` are not this crate's modules.
+            let before = code[..i].chars().last();
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$') {
+                continue;
+            }
+            let name: String = code[i + "crate::".len()..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() {
+                found.entry(name).or_insert_with(|| line.trim().to_string());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn no_module_of_the_library_uses_a_layer_above_it() {
+    let allowed = allowed_imports();
+    let mut files = Vec::new();
+    rust_files(&repo().join("src"), &mut files);
+    files.sort();
+    let mut macros = BTreeMap::new();
+    for file in &files {
+        if let Some(module) = module_of(file) {
+            for name in macros_defined(&std::fs::read_to_string(file).unwrap()) {
+                macros.insert(name, module.clone());
+            }
+        }
+    }
+    let mut wrong = Vec::new();
+    let mut modules = BTreeSet::new();
+    for file in &files {
+        let Some(module) = module_of(file) else {
+            continue;
+        };
+        modules.insert(module.clone());
+        let Some(may_use) = allowed.get(&module) else {
+            wrong.push(format!(
+                "{}: module `{module}` has no place in docs/architecture.md",
+                file.display()
+            ));
+            continue;
+        };
+        let text = std::fs::read_to_string(file).unwrap();
+        for (used, line) in crate_paths(&text, &macros) {
+            if used != module && !may_use.contains(&used) {
+                wrong.push(format!(
+                    "{}: `{module}` uses `{used}`, which is not below it: {line}",
+                    file.display()
+                ));
+            }
+        }
+    }
+    for listed in allowed.keys() {
+        if !modules.contains(listed) {
+            wrong.push(format!(
+                "docs/architecture.md lists `{listed}`, which src/ does not have"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn every_arrow_of_the_diagram_points_down() {
+    let allowed = allowed_imports();
+    for (module, uses) in &allowed {
+        for used in uses {
+            assert!(
+                allowed.contains_key(used),
+                "`{module} -> {used}`: `{used}` has no line of its own"
+            );
+        }
+    }
+    // Peel off modules that use nothing left; what remains is a cycle.
+    let mut left = allowed.clone();
+    while !left.is_empty() {
+        let floor: Vec<String> = left
+            .iter()
+            .filter(|(_, uses)| uses.iter().all(|u| !left.contains_key(u)))
+            .map(|(m, _)| m.clone())
+            .collect();
+        assert!(
+            !floor.is_empty(),
+            "the layers of docs/architecture.md loop: {:?}",
+            left.keys().collect::<Vec<_>>()
+        );
+        for m in floor {
+            left.remove(&m);
+        }
+    }
+}
+
+#[test]
+fn the_contract_crate_is_the_ground_floor() {
+    let manifest = std::fs::read_to_string(repo().join("contract/Cargo.toml")).unwrap();
+    let mut section = String::new();
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line.to_string();
+            continue;
+        }
+        if section.contains("dependencies") && !line.is_empty() && !line.starts_with('#') {
+            assert!(
+                line.starts_with("libc"),
+                "contract/Cargo.toml {section}: `{line}`: the contract depends on nothing but libc"
+            );
+        }
+    }
+    let lib = std::fs::read_to_string(repo().join("contract/src/lib.rs")).unwrap();
+    assert!(lib.contains("#![no_std]"), "the contract is no_std");
+}
