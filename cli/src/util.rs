@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 
-/// Exit codes scripts can rely on (see README-section.md).
+/// Exit codes scripts can rely on (the README's "Exit codes" section).
 pub const EXIT_RUNTIME: i32 = 1;
 pub const EXIT_NO_PID: i32 = 3;
 pub const EXIT_PERM: i32 = 4;
