@@ -6,6 +6,7 @@ use crate::tree::has_children;
 use crate::util::*;
 use crate::{coverage, estimate, ksm, ksmd, launch, tree};
 use anyhow::Result;
+use ksmauto_contract::env;
 use serde::Serialize;
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -232,14 +233,14 @@ fn phase(s: &Settings, preload: bool, want_estimate: bool) -> Result<PhaseEnd> {
             .stdout(Stdio::null())
             .process_group(0);
         for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("KSMAUTO_") && k != "KSMAUTO_SYSFS_KSM" {
+            if k.to_string_lossy().starts_with(env::PREFIX) && k != env::SYSFS_KSM {
                 c.env_remove(k);
             }
         }
         if preload {
             c.env("LD_PRELOAD", launch::preload_value(s.lib.unwrap()))
-                .env("KSMAUTO_MODE", s.mode)
-                .env("KSMAUTO_STATS", "off");
+                .env(env::MODE, s.mode)
+                .env(env::STATS, "off");
             if s.plan == Plan::SetMergeAny {
                 merge_any::set_before_exec(&mut c);
             }

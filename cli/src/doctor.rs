@@ -7,6 +7,7 @@ use crate::exe;
 use crate::ksm;
 use crate::util::*;
 use anyhow::Result;
+use ksmauto_contract::env;
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -110,15 +111,6 @@ pub struct Diagnosis {
     pub notes: Vec<String>,
 }
 
-fn kb(v: &str) -> u64 {
-    v.trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse::<u64>()
-        .unwrap_or(0)
-        * 1024
-}
-
 struct Smaps {
     mem: Memory,
     mg_vmas: u64,
@@ -165,12 +157,12 @@ fn read_smaps(pid: i32) -> Result<Smaps> {
             continue;
         };
         match key {
-            "Rss" => rss = kb(val),
-            "Anonymous" => anon = kb(val),
-            "AnonHugePages" => thp = kb(val),
-            "Shared_Hugetlb" | "Private_Hugetlb" => hug += kb(val),
-            "Locked" => locked = kb(val),
-            "KSM" => ksm = kb(val),
+            "Rss" => rss = kb_bytes(val),
+            "Anonymous" => anon = kb_bytes(val),
+            "AnonHugePages" => thp = kb_bytes(val),
+            "Shared_Hugetlb" | "Private_Hugetlb" => hug += kb_bytes(val),
+            "Locked" => locked = kb_bytes(val),
+            "KSM" => ksm = kb_bytes(val),
             "VmFlags" => {
                 let flags: Vec<&str> = val.split_whitespace().collect();
                 let has = |f: &str| flags.contains(&f);
@@ -338,7 +330,7 @@ pub fn diagnose(pid: i32) -> Result<Diagnosis> {
     };
 
     // The mode.
-    let ksmauto_mode = get("KSMAUTO_MODE");
+    let ksmauto_mode = get(env::MODE);
     let mode_name = if k.merge_any {
         "process"
     } else if sm.mg_vmas > 0 {

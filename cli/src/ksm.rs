@@ -3,6 +3,7 @@
 
 use crate::util::*;
 use anyhow::Result;
+use ksmauto_contract::{env, Mode};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -10,7 +11,7 @@ use std::path::PathBuf;
 
 /// The KSM sysfs directory; `KSMAUTO_SYSFS_KSM` overrides it (for tests).
 pub fn sysfs() -> PathBuf {
-    std::env::var_os("KSMAUTO_SYSFS_KSM")
+    std::env::var_os(env::SYSFS_KSM)
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/sys/kernel/mm/ksm"))
 }
@@ -201,13 +202,7 @@ fn mergeable_bytes_of(pid: i32) -> u64 {
     let (mut total, mut rss) = (0u64, 0u64);
     for l in s.lines() {
         if let Some(v) = l.strip_prefix("Rss:") {
-            rss = v
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .unwrap_or(0)
-                * 1024;
+            rss = kb_bytes(v);
         } else if let Some(flags) = l.strip_prefix("VmFlags:") {
             if flags.split_whitespace().any(|f| f == "mg") {
                 total += rss;
@@ -281,9 +276,9 @@ pub fn processes() -> (Vec<Proc>, usize) {
                 zero_pages: k.zero_pages,
                 profit: k.profit,
                 mode: if k.merge_any {
-                    "process".into()
+                    Mode::Process.name().into()
                 } else if k.mergeable {
-                    "advise".into()
+                    Mode::Advise.name().into()
                 } else {
                     "-".into()
                 },

@@ -44,13 +44,15 @@ enum Mode {
 }
 
 impl Mode {
+    /// The name the library reads in `KSMAUTO_MODE` (the contract spells it).
     fn name(self) -> &'static str {
-        match self {
-            Mode::Auto => "auto",
-            Mode::Advise => "advise",
-            Mode::Process => "process",
-            Mode::Off => "off",
-        }
+        let mode = match self {
+            Mode::Auto => ksmauto_contract::Mode::Auto,
+            Mode::Advise => ksmauto_contract::Mode::Advise,
+            Mode::Process => ksmauto_contract::Mode::Process,
+            Mode::Off => ksmauto_contract::Mode::Off,
+        };
+        mode.name()
     }
 }
 
@@ -333,5 +335,23 @@ fn main() {
             eprintln!("ksmauto: {}", msg.join(": ").replace('\n', " "));
             std::process::exit(util::exit_code(&e));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mode_names_on_the_command_line_are_the_ones_the_library_reads() {
+        for m in Mode::value_variants() {
+            let on_the_command_line = m.to_possible_value().unwrap();
+            assert_eq!(on_the_command_line.get_name(), m.name());
+            assert!(ksmauto_contract::Mode::from_name(m.name().as_bytes()).is_some());
+        }
+        assert_eq!(
+            Mode::value_variants().len(),
+            ksmauto_contract::Mode::ALL.len()
+        );
     }
 }

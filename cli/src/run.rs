@@ -7,6 +7,8 @@ use crate::merge_any::{self, Plan};
 use crate::tree::*;
 use crate::util::*;
 use anyhow::Result;
+use ksmauto_contract::env;
+use ksmauto_contract::report as field;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -355,7 +357,7 @@ impl TreeWatch {
                 let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
                     continue;
                 };
-                let pid = v["pid"].as_i64().unwrap_or(0);
+                let pid = v[field::PID].as_i64().unwrap_or(0);
                 let i = match self.live.get(&(pid as i32)) {
                     Some(&i) => i,
                     None => match self.procs.iter().rposition(|p| p.pid == pid) {
@@ -456,13 +458,13 @@ pub struct Summary {
 /// The library's exit report joined to a sampled process: a report is
 /// written at exit, after the last sample, so its kernel figures win.
 fn attach_report(p: &mut ProcReport, v: serde_json::Value) {
-    p.mode = v["mode"].as_str().unwrap_or("?").to_string();
-    p.advised_bytes = v["advised"]["bytes"].as_u64().unwrap_or(0);
-    let k = &v["kernel"];
+    p.mode = v[field::MODE].as_str().unwrap_or("?").to_string();
+    p.advised_bytes = v[field::ADVISED][field::BYTES].as_u64().unwrap_or(0);
+    let k = &v[field::KERNEL];
     if k.is_object() {
-        p.merging_pages = k["merging_pages"].as_u64().unwrap_or(p.merging_pages);
-        p.zero_pages = k["zero_pages"].as_u64().unwrap_or(p.zero_pages);
-        p.profit = k["profit"].as_i64().unwrap_or(p.profit);
+        p.merging_pages = k[field::MERGING_PAGES].as_u64().unwrap_or(p.merging_pages);
+        p.zero_pages = k[field::ZERO_PAGES].as_u64().unwrap_or(p.zero_pages);
+        p.profit = k[field::PROFIT].as_i64().unwrap_or(p.profit);
         p.figures_from = "report".into();
     }
     p.library = true;
@@ -478,10 +480,10 @@ pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString])
     let mut c = Command::new(&cmd[0]);
     c.args(&cmd[1..])
         .env("LD_PRELOAD", preload_value(&lib))
-        .env("KSMAUTO_STATS", dir.0.join("%p.json"))
-        .env("KSMAUTO_STATS_FORMAT", "json");
+        .env(env::STATS, dir.0.join("%p.json"))
+        .env(env::STATS_FORMAT, "json");
     if let Some(m) = mode {
-        c.env("KSMAUTO_MODE", m);
+        c.env(env::MODE, m);
     }
     // A static program never reads LD_PRELOAD: merge-any set before its
     // exec covers it instead, where that is safe and the kernel keeps it.

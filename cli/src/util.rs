@@ -1,5 +1,6 @@
 //! Errors with exit codes, /proc helpers and number formatting.
 
+use ksmauto_contract::proc;
 use std::fmt;
 use std::io;
 
@@ -105,7 +106,8 @@ pub fn comm(pid: i32) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-/// `/proc/PID/ksm_stat`, as far as the kernel has it.
+/// `/proc/PID/ksm_stat`, as far as the kernel has it (a field it lacks
+/// reads as zero or no).
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct KsmStat {
     pub rmap_items: u64,
@@ -116,26 +118,23 @@ pub struct KsmStat {
     pub mergeable: bool,
 }
 
-pub fn ksm_stat(pid: i32) -> Option<KsmStat> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/ksm_stat")).ok()?;
-    let mut k = KsmStat::default();
-    for line in s.lines() {
-        let (key, v) = match line.split_once(' ') {
-            Some(x) => x,
-            None => continue,
-        };
-        let v = v.trim();
-        match key.trim_end_matches(':') {
-            "ksm_rmap_items" => k.rmap_items = v.parse().unwrap_or(0),
-            "ksm_merging_pages" => k.merging_pages = v.parse().unwrap_or(0),
-            "ksm_zero_pages" => k.zero_pages = v.parse().unwrap_or(0),
-            "ksm_process_profit" => k.profit = v.parse().unwrap_or(0),
-            "ksm_merge_any" => k.merge_any = v == "yes",
-            "ksm_mergeable" => k.mergeable = v == "yes",
-            _ => {}
+impl From<proc::KsmStat> for KsmStat {
+    fn from(k: proc::KsmStat) -> KsmStat {
+        KsmStat {
+            rmap_items: k.rmap_items,
+            merging_pages: k.merging_pages.unwrap_or(0),
+            zero_pages: k.zero_pages.unwrap_or(0),
+            profit: k.process_profit.unwrap_or(0),
+            merge_any: k.merge_any.unwrap_or(false),
+            mergeable: k.mergeable.unwrap_or(false),
         }
     }
-    Some(k)
+}
+
+/// Read here, parsed by the parser the library and the tests use.
+pub fn ksm_stat(pid: i32) -> Option<KsmStat> {
+    let text = std::fs::read(format!("/proc/{pid}/ksm_stat")).ok()?;
+    Some(proc::KsmStat::parse(&text).into())
 }
 
 /// A kernel thread (PF_KTHREAD in `/proc/PID/stat`, readable by anyone):
@@ -172,11 +171,45 @@ pub fn unreadable_note(n: usize) -> String {
 
 /// `Rss` and `Pss` of `/proc/PID/smaps_rollup`, in bytes.
 pub fn rss_pss(pid: i32) -> Option<(u64, u64)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    let get = |k: &str| {
-        s.lines()
-            .find_map(|l| l.strip_prefix(k))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-    };
-    Some((get("Rss:")? * 1024, get("Pss:")? * 1024))
+    let text = std::fs::read(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let rollup = proc::SmapsRollup::parse(&text);
+    Some((rollup.rss_kb? * 1024, rollup.pss_kb? * 1024))
+}
+
+/// The bytes of a `smaps` value such as `   132 kB` (0 if it is not one).
+pub fn kb_bytes(value: &str) -> u64 {
+    proc::parse_kb(value.as_bytes()).unwrap_or(0) * 1024
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ksm_stat_field_the_kernel_lacks_reads_as_zero_or_no() {
+        let full: KsmStat = proc::KsmStat::parse(
+            b"ksm_rmap_items 12\nksm_zero_pages 2\nksm_merging_pages 3\nksm_process_profit -4096\nksm_merge_any: yes\nksm_mergeable: yes\n",
+        )
+        .into();
+        assert_eq!(
+            (
+                full.rmap_items,
+                full.zero_pages,
+                full.merging_pages,
+                full.profit
+            ),
+            (12, 2, 3, -4096)
+        );
+        assert!(full.merge_any && full.mergeable);
+        let old: KsmStat = proc::KsmStat::parse(b"ksm_rmap_items 7\n").into();
+        assert_eq!((old.rmap_items, old.merging_pages, old.profit), (7, 0, 0));
+        assert!(!old.merge_any && !old.mergeable);
+    }
+
+    #[test]
+    fn smaps_values_in_kb_become_bytes() {
+        assert_eq!(kb_bytes("      132 kB"), 132 * 1024);
+        assert_eq!(kb_bytes(" 0 kB"), 0);
+        assert_eq!(kb_bytes("lots"), 0);
+    }
 }
