@@ -288,7 +288,7 @@ fn ksmauto_ksmd(args: &[&std::ffi::OsStr]) -> Result<(), String> {
     let out = Command::new(cli())
         .arg("ksmd")
         .args(args)
-        .env_remove("KSMAUTO_SYSFS_KSM")
+        .env_remove(env::SYSFS_KSM)
         .env_remove("LD_PRELOAD")
         .stdin(Stdio::null())
         .output()
