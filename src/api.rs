@@ -390,7 +390,7 @@ unsafe fn free_slow(p: *mut c_void) {
 #[no_mangle]
 pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
     if !ready() {
-        if !align.is_power_of_two() || align % core::mem::size_of::<usize>() != 0 {
+        if !align.is_power_of_two() || !align.is_multiple_of(core::mem::size_of::<usize>()) {
             return libc::EINVAL;
         }
         let p = next::bootstrap_alloc(size, align);
@@ -511,6 +511,9 @@ unsafe fn mmap_syscall(
     libc::syscall(libc::SYS_mmap, addr, len, prot, flags, fd, off) as *mut c_void
 }
 
+// The mmap arguments pass through whole, plus what picks the next function:
+// grouping them in a struct would cost the hot path a copy.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn mapped(
     hook: Hook,

@@ -937,7 +937,7 @@ mod stand_in {
         align: usize,
         size: usize,
     ) -> c_int {
-        if !align.is_power_of_two() || align % WORD != 0 {
+        if !align.is_power_of_two() || !align.is_multiple_of(WORD) {
             return libc::EINVAL;
         }
         let Some(f) = next().memalign else {

@@ -144,12 +144,13 @@ fn instructions(program: &Path, args: &[String], run: &Run) -> (u64, String) {
     );
     let refs = stderr
         .lines()
+        .rev()
         .filter_map(|l| {
             l.split_once("I   refs:")
                 .or_else(|| l.split_once("I refs:"))
         })
         .map(|(_, n)| n.trim().replace(',', "").parse::<u64>().unwrap())
-        .last()
+        .next()
         .unwrap_or_else(|| panic!("no `I refs` in cachegrind's output:\n{stderr}"));
     (refs, stdout)
 }

@@ -254,7 +254,9 @@ impl Memory {
     fn clear(&mut self) {
         let start = self.entries.as_mut_ptr() as usize;
         let len = core::mem::size_of_val(&self.entries);
-        if start % crate::os::page_size() != 0 || crate::os::release_pages(start, len).is_err() {
+        if !start.is_multiple_of(crate::os::page_size())
+            || crate::os::release_pages(start, len).is_err()
+        {
             self.entries.iter_mut().for_each(|e| *e = 0);
         }
         self.written = 0;

@@ -35,6 +35,9 @@ pub enum StatsFormat {
 
 pub const STATS_PATH_MAX: usize = 512;
 
+// The path is kept inline on purpose: the settings are parsed before any
+// allocator can be used, and the whole value is copied once at start-up.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StatsDestination {
     Stderr,
@@ -399,8 +402,10 @@ mod tests {
         ]) {
             assert!(w.starts_with(var), "{w}");
         }
-        let mut defaults = Config::default();
-        defaults.stats_requested = false;
+        let defaults = Config {
+            stats_requested: false,
+            ..Config::default()
+        };
         assert_eq!(cfg, defaults);
 
         let (cfg, warnings) =

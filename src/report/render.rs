@@ -307,11 +307,7 @@ fn regions_and_bytes(w: &mut BufWriter, regions: u64, bytes: u64) {
 }
 
 fn percent(part: u64, whole: u64) -> u64 {
-    if whole == 0 {
-        0
-    } else {
-        part.saturating_mul(100) / whole
-    }
+    part.saturating_mul(100).checked_div(whole).unwrap_or(0)
 }
 
 #[cfg(test)]
