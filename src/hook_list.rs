@@ -12,7 +12,7 @@
 // * `next.rs`: the signatures (`next::signature::NAME`), the table's
 //   fields, and the lookups;
 // * `counters.rs`: `Hook`, its names and the call-counter slots;
-// * `tests/common`: `HOOK_NAMES`.
+// * `testsupport` (the tests' dev crate): `HOOK_NAMES`.
 //
 // One line per function:
 //     name: Variant = resolution fn(argument types) -> return type;

@@ -22,8 +22,8 @@
 //! (scripts/test installs them); without them these tests fail, they are not
 //! skipped.
 
-mod common;
 use common::*;
+use ksmauto_testsupport as common;
 use std::path::{Path, PathBuf};
 
 const LIBS: &str = "/usr/lib/x86_64-linux-gnu";

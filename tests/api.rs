@@ -6,8 +6,8 @@
 //! `ksmauto_advise` does nothing in mode off and makes a region the mmap hook
 //! skipped mergeable in advise mode.
 
-mod common;
 use common::*;
+use ksmauto_testsupport as common;
 
 use serde_json::Value;
 use std::path::PathBuf;

@@ -2,8 +2,8 @@
 //! madvise() removed: under the preload the three zero-filled pages merge and
 //! unmerge again after their rewrite; without it nothing merges.
 
-mod common;
 use common::*;
+use ksmauto_testsupport as common;
 
 fn article() -> std::path::PathBuf {
     compile_c("examples/article.c", &[])

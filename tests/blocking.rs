@@ -4,8 +4,8 @@
 //! libc's results, and a thread cancelled while it waits in one unwinds
 //! through no frame of ours.
 
-mod common;
 use common::*;
+use ksmauto_testsupport as common;
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;

@@ -4,8 +4,8 @@
 //! is left mergeable), and hooks inside signal handlers on small alternate
 //! stacks (no big buffer on the stack).
 
-mod common;
 use common::*;
+use ksmauto_testsupport as common;
 
 /// `tests/c/many_vmas.c`: 60,000 VMAs no hook saw (one raw mmap split by
 /// mprotect). Before the fix the remembered set (32k entries) overflowed,

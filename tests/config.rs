@@ -4,8 +4,8 @@
 //! default while the other settings keep their good values; each good value
 //! takes effect (checked through the exit report and the program's mappings).
 
-mod common;
 use common::*;
+use ksmauto_testsupport as common;
 
 use serde_json::Value;
 use std::path::PathBuf;

@@ -4,8 +4,8 @@
 //! the same program, and every page reads back what was written after the
 //! merge was broken. The program is tests/c/coverage.c.
 
-mod common;
 use common::*;
+use ksmauto_testsupport as common;
 
 const PAGES: &str = "1024";
 

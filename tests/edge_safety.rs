@@ -6,8 +6,8 @@
 //! fails on the build before its fix. The programs are
 //! tests/c/edge_programs.c and tests/c/seccomp_kill_wrap.c.
 
-mod common;
 use common::*;
+use ksmauto_testsupport as common;
 
 /// A program that inherits a seccomp filter killing `process_vm_readv`
 /// (systemd's `SystemCallFilter=~@debug` does, without an errno) waits in

@@ -5,8 +5,8 @@
 //! an exclusion made while another thread advises the same memory is never
 //! undone by that advice. Each under both engines.
 
-mod common;
 use common::*;
+use ksmauto_testsupport as common;
 
 use std::path::PathBuf;
 

@@ -13,8 +13,8 @@
 //! VMAs are not split per allocation; without the preload (and in `off`)
 //! nothing is mergeable.
 
-mod common;
 use common::*;
+use ksmauto_testsupport as common;
 use std::sync::OnceLock;
 
 const MODES: [&str; 4] = ["default", "advise", "process", "off"];

@@ -14,8 +14,8 @@
 //! references are the same program without the preload (VMAs) and under
 //! `process` mode, where the kernel merges every page (merged pages).
 
-mod common;
 use common::*;
+use ksmauto_testsupport as common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

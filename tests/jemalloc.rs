@@ -7,8 +7,8 @@
 //! Needs Debian's `libjemalloc-dev` (.ci/run installs it); without it these
 //! tests fail, they are not skipped.
 
-mod common;
 use common::*;
+use ksmauto_testsupport as common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;

@@ -4,8 +4,8 @@
 //! far below what advising per allocation would create) and restores it.
 //! Kept in its own test binary so nothing else runs while the limit is low.
 
-mod common;
 use common::*;
+use ksmauto_testsupport as common;
 
 const LIMIT: &str = "/proc/sys/vm/max_map_count";
 

@@ -3,8 +3,8 @@
 //! default exclusions, keeps the main stack and thread stacks out (with
 //! `KSMAUTO_EXCLUDE=none` they stay in); `auto` picks `process` on this kernel.
 
-mod common;
 use common::*;
+use ksmauto_testsupport as common;
 
 use serde_json::Value;
 use std::path::PathBuf;

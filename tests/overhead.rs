@@ -17,8 +17,8 @@
 //! says so loudly and returns, or fails under `KSMAUTO_REQUIRE_KSM=1` (CI);
 //! scripts/test installs valgrind.
 
-mod common;
 use common::*;
+use ksmauto_testsupport as common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -6,8 +6,8 @@
 //! report does not add to stderr); stdout and exit status must be identical
 //! and the exit status 0.
 
-mod common;
 use common::*;
+use ksmauto_testsupport as common;
 use std::path::Path;
 use std::process::Output;
 

@@ -15,8 +15,8 @@
 //!   out of merging;
 //! * a debug build is loadable; the exit path reads `smaps` only to print.
 
-mod common;
 use common::*;
+use ksmauto_testsupport as common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

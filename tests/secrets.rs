@@ -7,8 +7,8 @@
 //! `mlockall` stops merging in the whole process; `KSMAUTO_EXCLUDE=none`
 //! (or a list without `secret`) lets secrets merge like other memory.
 
-mod common;
 use common::*;
+use ksmauto_testsupport as common;
 
 use std::path::PathBuf;
 

@@ -4,8 +4,8 @@
 //! is written however the process ends, that a forked child reports only its
 //! own work, and (with KSM) that the kernel section shows real merging.
 
-mod common;
 use common::*;
+use ksmauto_testsupport as common;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -8,8 +8,8 @@
 //! right after them, a fixed cost of loading any shared library) are not
 //! counted against the program.
 
-mod common;
 use common::*;
+use ksmauto_testsupport as common;
 
 fn stress_maps(run: Run, args: &[&str]) -> (usize, String) {
     let prog = compile_c("tests/c/alloc_stress.c", &[]);

@@ -3,8 +3,7 @@
 //! the verdict is about ksmd itself, and from the real ksmd (the harness's
 //! guard) where merging must really happen.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use ksmauto_testsupport as common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,8 +1,7 @@
 //! Exit codes and one-line errors of every failure path, and the read-only
 //! `status` output formats.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use ksmauto_testsupport as common;
 
 use std::process::{Command, Output};
 

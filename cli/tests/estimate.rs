@@ -1,8 +1,7 @@
 //! `ksmauto estimate` against programs with known page contents
 //! (cli/tests/c/dups.c: 1500 identical pages, 300 zero-filled, 200 unique).
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use ksmauto_testsupport as common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

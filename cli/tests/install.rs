@@ -1,7 +1,6 @@
 //! scripts/install puts the library where `ksmauto run` finds it.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use ksmauto_testsupport as common;
 
 #[test]
 fn installed_ksmauto_finds_the_installed_library() {

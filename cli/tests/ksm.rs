@@ -1,8 +1,7 @@
 //! `run` and `compare` with ksmd on (through the harness's guard, which
 //! restores ksmd's settings). Asserts on per-process counters only.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use ksmauto_testsupport as common;
 
 use std::process::Command;
 use std::time::Duration;

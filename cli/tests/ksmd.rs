@@ -4,8 +4,7 @@
 //! writable file there), and puts it back itself if an assertion fails
 //! midway. The tests of this binary run one at a time.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use ksmauto_testsupport as common;
 
 use std::collections::BTreeMap;
 use std::io::BufRead;

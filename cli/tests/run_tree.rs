@@ -3,8 +3,7 @@
 //! exec into a program without the library. None of them writes an exit
 //! report; the figures come from `run`'s own samples of the tree.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use ksmauto_testsupport as common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -8,8 +8,7 @@
 //! alone with a warning; advise mode says it cannot cover a static program.
 //! Each process says which engine covers it.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use ksmauto_testsupport as common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};

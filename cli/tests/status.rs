@@ -2,8 +2,7 @@
 //! by a real parser (`prometheus-parse`), `--textfile`, and the trust-domain
 //! figures and warning with processes of two users.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use ksmauto_testsupport as common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
