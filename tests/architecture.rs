@@ -12,14 +12,15 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Module → modules it may use, from the `layers` block of the document.
-fn allowed_imports() -> BTreeMap<String, BTreeSet<String>> {
+/// Module → modules it may use, from the document's block `kind`
+/// (`layers` for the library's src/, `cli-layers` for cli/src/).
+fn allowed_imports(kind: &str) -> BTreeMap<String, BTreeSet<String>> {
     let doc = std::fs::read_to_string(repo().join("docs/architecture.md")).unwrap();
     let block = doc
-        .split("```layers\n")
+        .split(&format!("```{kind}\n"))
         .nth(1)
         .and_then(|rest| rest.split("```").next())
-        .expect("docs/architecture.md has a ```layers block");
+        .unwrap_or_else(|| panic!("docs/architecture.md has a ```{kind} block"));
     let mut table = BTreeMap::new();
     for line in block.lines().filter(|l| !l.trim().is_empty()) {
         let (module, uses) = line
@@ -44,13 +45,13 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The top-level module a file of `src/` belongs to (`src/core/engine.rs` →
+/// The top-level module a file of `root` belongs to (`src/core/engine.rs` →
 /// `core`, `src/api.rs` → `api`); `None` for the crate root.
-fn module_of(file: &Path) -> Option<String> {
-    let relative = file.strip_prefix(repo().join("src")).unwrap();
+fn module_of(root: &Path, file: &Path) -> Option<String> {
+    let relative = file.strip_prefix(root).unwrap();
     let first = relative.components().next()?.as_os_str().to_str()?;
     match first.strip_suffix(".rs") {
-        Some("lib") => None,
+        Some("lib") | Some("main") => None,
         Some(name) => Some(name.to_string()),
         None => Some(first.to_string()),
     }
@@ -103,13 +104,24 @@ fn crate_paths(text: &str, macros: &BTreeMap<String, String>) -> BTreeMap<String
 
 #[test]
 fn no_module_of_the_library_uses_a_layer_above_it() {
-    let allowed = allowed_imports();
+    check_layers("layers", "src");
+}
+
+#[test]
+fn no_module_of_the_cli_uses_a_layer_above_it() {
+    check_layers("cli-layers", "cli/src");
+}
+
+/// Every module of `dir` uses only what the document's block `kind` allows it.
+fn check_layers(kind: &str, dir: &str) {
+    let allowed = allowed_imports(kind);
+    let root = repo().join(dir);
     let mut files = Vec::new();
-    rust_files(&repo().join("src"), &mut files);
+    rust_files(&root, &mut files);
     files.sort();
     let mut macros = BTreeMap::new();
     for file in &files {
-        if let Some(module) = module_of(file) {
+        if let Some(module) = module_of(&root, file) {
             for name in macros_defined(&std::fs::read_to_string(file).unwrap()) {
                 macros.insert(name, module.clone());
             }
@@ -118,7 +130,7 @@ fn no_module_of_the_library_uses_a_layer_above_it() {
     let mut wrong = Vec::new();
     let mut modules = BTreeSet::new();
     for file in &files {
-        let Some(module) = module_of(file) else {
+        let Some(module) = module_of(&root, file) else {
             continue;
         };
         modules.insert(module.clone());
@@ -142,7 +154,7 @@ fn no_module_of_the_library_uses_a_layer_above_it() {
     for listed in allowed.keys() {
         if !modules.contains(listed) {
             wrong.push(format!(
-                "docs/architecture.md lists `{listed}`, which src/ does not have"
+                "docs/architecture.md lists `{listed}`, which {dir}/ does not have"
             ));
         }
     }
@@ -151,8 +163,13 @@ fn no_module_of_the_library_uses_a_layer_above_it() {
 
 #[test]
 fn every_arrow_of_the_diagram_points_down() {
-    let allowed = allowed_imports();
-    for (module, uses) in &allowed {
+    for kind in ["layers", "cli-layers"] {
+        arrows_point_down(&allowed_imports(kind));
+    }
+}
+
+fn arrows_point_down(allowed: &BTreeMap<String, BTreeSet<String>>) {
+    for (module, uses) in allowed {
         for used in uses {
             assert!(
                 allowed.contains_key(used),

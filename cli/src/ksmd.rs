@@ -83,7 +83,7 @@ pub enum Action {
         /// fast: 2000 pages every 10 ms, smart_scan 0 (for demos and tests);
         /// default: the kernel's 100 pages every 20 ms, smart_scan 1
         #[arg(long, value_enum)]
-        scan: Option<crate::Scan>,
+        scan: Option<Scan>,
         /// The command and its arguments
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, num_args = 1..)]
         command: Vec<OsString>,
@@ -520,11 +520,19 @@ pub fn hold(on: bool, off: bool, scan: Option<&str>, cmd: &[OsString]) -> Result
     }
 }
 
-pub fn scan_name(s: crate::Scan) -> &'static str {
+/// A scanning pace, as the command line names it.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Scan {
+    Fast,
+    Default,
+    Advisor,
+}
+
+pub fn scan_name(s: Scan) -> &'static str {
     match s {
-        crate::Scan::Fast => "fast",
-        crate::Scan::Default => "default",
-        crate::Scan::Advisor => "advisor",
+        Scan::Fast => "fast",
+        Scan::Default => "default",
+        Scan::Advisor => "advisor",
     }
 }
 

@@ -56,13 +56,6 @@ impl Mode {
     }
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-pub enum Scan {
-    Fast,
-    Default,
-    Advisor,
-}
-
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a command with libksmauto preloaded, then summarize every process of its tree
@@ -156,7 +149,7 @@ enum Cmd {
         /// fast: 2000 pages every 10 ms, smart_scan 0 (for demos and tests);
         /// default: the kernel's 100 pages every 20 ms, smart_scan 1
         #[arg(long, value_enum)]
-        scan: Option<Scan>,
+        scan: Option<ksmd::Scan>,
         #[arg(long)]
         json: bool,
     },
