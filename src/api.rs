@@ -35,7 +35,7 @@ fn ready() -> bool {
         // Resolved now, not at the first exec, which may run in a signal
         // handler or a vfork child where dlsym must not.
         next::exec_functions();
-        engine::start(next().allocator_is_glibc);
+        engine::start(next().allocator_is_glibc, next::another_copy_comes_first());
         publish_hot_path();
         errno_set(saved);
     })

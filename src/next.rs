@@ -38,7 +38,7 @@
 use core::cell::UnsafeCell;
 use core::ffi::{c_char, c_int, c_void, CStr};
 use core::sync::atomic::{
-    AtomicPtr, AtomicUsize,
+    AtomicBool, AtomicPtr, AtomicUsize,
     Ordering::{Acquire, Relaxed, Release},
 };
 
@@ -114,7 +114,10 @@ macro_rules! next_table {
         /// Looks up, in list order, the `exec` family.
         unsafe fn resolve_exec(table: &mut ExecFunctions) {
             $(resolve_one!(forwarded $ekind, table, $ename);)*
-            $(table.$vname = libc::dlsym(RTLD_NEXT_HANDLE, c_name!($vname).as_ptr()) as usize;)*
+            $(table.$vname = past_copies(
+                libc::dlsym(RTLD_NEXT_HANDLE, c_name!($vname).as_ptr()),
+                c_name!($vname),
+            ) as usize;)*
         }
 
         /// Looks up, in list order, the serving allocator's own definitions
@@ -129,7 +132,10 @@ macro_rules! next_table {
 /// and one kind of resolution; nothing for the other phase's kinds.
 macro_rules! resolve_one {
     (forwarded next, $table:ident, $name:ident) => {
-        $table.$name = lookup(RTLD_NEXT_HANDLE, c_name!($name));
+        $table.$name = as_fn(past_copies(
+            libc::dlsym(RTLD_NEXT_HANDLE, c_name!($name).as_ptr()),
+            c_name!($name),
+        ));
     };
     (forwarded next_if_defined, $table:ident, $name:ident) => {
         $table.$name = as_fn(next_if_defined(c_name!($name)));
@@ -182,10 +188,6 @@ static TABLE_READY: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicB
 #[inline(always)]
 pub fn next() -> &'static NextFunctions {
     unsafe { &*NEXT.0.get() }
-}
-
-unsafe fn lookup<T>(handle: *mut c_void, name: &CStr) -> Option<T> {
-    as_fn(libc::dlsym(handle, name.as_ptr()))
 }
 
 unsafe fn as_fn<T>(p: *mut c_void) -> Option<T> {
@@ -338,8 +340,8 @@ fn is_definition(addr: *const c_void) -> bool {
 unsafe fn reached_past_us(name: &CStr, own: *mut LinkMap) -> *mut c_void {
     let first = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
     let object = object_of(first);
-    if first.is_null() || object.is_null() || object == own {
-        return libc::dlsym(RTLD_NEXT_HANDLE, name.as_ptr());
+    if first.is_null() || object.is_null() || object == own || is_a_copy(object) {
+        return past_copies(libc::dlsym(RTLD_NEXT_HANDLE, name.as_ptr()), name);
     }
     if is_definition(first) {
         return first;
@@ -349,7 +351,11 @@ unsafe fn reached_past_us(name: &CStr, own: *mut LinkMap) -> *mut c_void {
     let mut map = (*object).l_next;
     while !map.is_null() {
         if map == own {
-            return libc::dlsym(RTLD_NEXT_HANDLE, name.as_ptr());
+            return past_copies(libc::dlsym(RTLD_NEXT_HANDLE, name.as_ptr()), name);
+        }
+        if is_a_copy(map) {
+            map = (*map).l_next;
+            continue;
         }
         let p = defined_in(map, name);
         if !p.is_null() {
@@ -541,12 +547,91 @@ fn next_defined_after(own: *mut LinkMap, name: &CStr) -> *mut c_void {
         }
         map = (*map).l_next;
         while !map.is_null() {
-            let p = defined_in(map, name);
-            if !p.is_null() {
-                return p;
+            if !is_a_copy(map) {
+                let p = defined_in(map, name);
+                if !p.is_null() {
+                    return p;
+                }
             }
             map = (*map).l_next;
         }
+    }
+    core::ptr::null_mut()
+}
+
+// ---------------------------------------------------------------------------
+// Other copies of this library
+
+/// Another copy of this library is loaded (nearly never: `/etc/ld.so.preload`
+/// naming one path and `LD_PRELOAD` another, or `ksmauto run` under a shell
+/// that preloads one). Each copy would take the other's `malloc` for the
+/// allocator's, and the first call would go back and forth between them
+/// forever; so every lookup skips the copies, as it skips us.
+static OTHER_COPIES: AtomicBool = AtomicBool::new(false);
+/// A copy comes before us in load order: its hooks are the ones the program
+/// reaches, so it does the work and this copy stands aside.
+static A_COPY_COMES_FIRST: AtomicBool = AtomicBool::new(false);
+
+/// Whether `map` is another copy of this library: it defines our C API's
+/// `ksmauto_version` (every version of the library exports it; a program
+/// using the API only declares it, weak and undefined).
+unsafe fn is_a_copy(map: *mut LinkMap) -> bool {
+    OTHER_COPIES.load(Relaxed)
+        && map != own_link_map()
+        && !defined_in(map, c"ksmauto_version").is_null()
+}
+
+/// Looks for other copies once, before any lookup.
+fn find_other_copies() {
+    let own = own_link_map();
+    if own.is_null() {
+        return;
+    }
+    unsafe {
+        let mut map = own;
+        while !(*map).l_prev.is_null() {
+            map = (*map).l_prev;
+        }
+        let mut before_us = true;
+        while !map.is_null() {
+            if map == own {
+                before_us = false;
+            } else if !defined_in(map, c"ksmauto_version").is_null() {
+                OTHER_COPIES.store(true, Relaxed);
+                if before_us {
+                    A_COPY_COMES_FIRST.store(true, Relaxed);
+                }
+            }
+            map = (*map).l_next;
+        }
+    }
+}
+
+/// Whether another copy of this library comes before this one: this one
+/// then stands aside (no engine, no report). Known once [`resolve_all`] ran.
+pub fn another_copy_comes_first() -> bool {
+    A_COPY_COMES_FIRST.load(Relaxed)
+}
+
+/// `p`, or when a copy of this library defines it, the first definition of
+/// `name` after that copy, in load order, that is in none of them.
+unsafe fn past_copies(p: *mut c_void, name: &CStr) -> *mut c_void {
+    if p.is_null() || !OTHER_COPIES.load(Relaxed) {
+        return p;
+    }
+    let object = object_of(p);
+    if object.is_null() || !is_a_copy(object) {
+        return p;
+    }
+    let mut map = (*object).l_next;
+    while !map.is_null() {
+        if map != own_link_map() && !is_a_copy(map) {
+            let q = defined_in(map, name);
+            if !q.is_null() {
+                return q;
+            }
+        }
+        map = (*map).l_next;
     }
     core::ptr::null_mut()
 }
@@ -572,6 +657,7 @@ fn resolve_allocator(table: &mut NextFunctions) {
 /// Resolves every target. Runs once, inside the start-up gate.
 pub fn resolve_all() {
     unsafe {
+        find_other_copies();
         let mut table = UNRESOLVED;
         resolve_forwarded(&mut table);
         resolve_allocator(&mut table);

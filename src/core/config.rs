@@ -97,6 +97,10 @@ impl Config {
 impl Config {
     /// Secure execution (`AT_SECURE`): every `KSMAUTO_*` variable ignored,
     /// nothing merged, nothing written.
+    /// Another copy of the library does the work in this process: this one
+    /// forwards every call and says nothing.
+    pub const STANDING_ASIDE: Config = Config::SECURE_EXECUTION;
+
     pub const SECURE_EXECUTION: Config = Config {
         mode: Mode::Off,
         stats: StatsDestination::Off,

@@ -139,8 +139,12 @@ pub fn stderr_is_unchanged() -> bool {
 /// Must run exactly once, before any other function here does work.
 /// `allocator_is_glibc`: the allocator serving the program is proven to be
 /// glibc's own (`next::resolve_all`); only then are its large blocks news
-/// for the catch-up (no block is ever looked into).
-pub fn start(allocator_is_glibc: bool) {
+/// for the catch-up (no block is ever looked into). `another_copy_works`:
+/// another copy of this library comes first in load order; its hooks are
+/// the ones the program reaches, so it does the work and this one stands
+/// aside (`off`, no report), or the process would be advised and reported
+/// on twice.
+pub fn start(allocator_is_glibc: bool, another_copy_works: bool) {
     identity::adopt();
     // Under secure execution the environment belongs to whoever started a
     // privileged program: no variable of it may steer us, no file is
@@ -148,6 +152,8 @@ pub fn start(allocator_is_glibc: bool) {
     let secure_execution = os::secure_execution();
     let config = if secure_execution {
         Config::SECURE_EXECUTION
+    } else if another_copy_works {
+        Config::STANDING_ASIDE
     } else {
         Config::from_lookup(os::getenv, print_bad_value)
     };
