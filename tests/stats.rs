@@ -120,6 +120,7 @@ fn json_report_has_exactly_the_documented_keys() {
         names(&[
             "ksmauto",
             "pid",
+            "start_time",
             "mode",
             "requested_mode",
             "fallback_reason",
@@ -617,6 +618,57 @@ fn kernel_section_shows_merging(mode: &str) {
     assert!(
         u(&r, "/smaps/ksm_kb/anon") > 0,
         "the mmap region is anonymous memory: {r}"
+    );
+}
+
+/// The main thread ended with `pthread_exit` and another thread ended the
+/// process: the report read `/proc/self/ksm_stat`, the main thread's, which
+/// shows nothing once it has ended — 0 merged pages while the thread's own
+/// entry showed them all.
+#[test]
+fn the_report_of_a_process_whose_main_thread_ended_first_shows_its_merged_pages() {
+    let Some(_ksmd) = ksmd() else { return };
+    let program = compile_c("tests/c/leader_exits.c", &["-pthread"]);
+    for mode in ["process", "advise"] {
+        let dir = scratch(&format!("leader-{mode}"));
+        let path = dir.join("r.json");
+        let run = Run::with(mode)
+            .env("KSMAUTO_STATS", path.to_str().unwrap())
+            .env("KSMAUTO_STATS_FORMAT", "json");
+        let out = run.output(&program, &[]);
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{mode}: {:?} {stdout}", out.status);
+        let seen = field_u64(&stdout, "merged");
+        assert!(seen >= 60, "{mode}: ksmd merged only {seen} of 64 pages");
+        let r = one_json_report(&path);
+        let _ = std::fs::remove_dir_all(&dir);
+        let merged = u(&r, "/kernel/merging_pages") + u(&r, "/kernel/zero_pages");
+        assert!(
+            merged >= 60,
+            "{mode}: the thread saw {seen} merged pages, the report {merged}: {r}"
+        );
+    }
+}
+
+/// `start_time` names the process with its pid: it is the one of
+/// `/proc/PID/stat` (ticks after boot), so no earlier than this test's own.
+#[test]
+fn the_report_names_its_process_by_pid_and_start_time() {
+    let (pid, _, _, r) = maps_report(Run::with("advise"));
+    let mine = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let mine: u64 = mine
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let theirs = u(&r, "/start_time");
+    assert!(
+        theirs >= mine,
+        "pid {pid} started at {theirs}, before this test ({mine})"
     );
 }
 

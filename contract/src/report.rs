@@ -12,6 +12,10 @@
 /// The library's version.
 pub const VERSION: &str = "ksmauto";
 pub const PID: &str = "pid";
+/// When the process started, in clock ticks after boot (field 22 of
+/// `/proc/PID/stat`): with `pid` it names one process, in any pid namespace
+/// (a pid is reused, and inside a namespace it is not the host's).
+pub const START_TIME: &str = "start_time";
 /// The engine that ran ([`crate::Mode`] name).
 pub const MODE: &str = "mode";
 /// The engine `KSMAUTO_MODE` asked for.

@@ -729,7 +729,7 @@ fn pass_by_text(
     // in the scan's own static buffer, not on the stack.
     let mut pending: Option<Held> = None;
     let mut examined = 0u64;
-    let result = read_lines(b"/proc/self/maps\0", &SCAN_LINES, |text| {
+    let result = read_lines(b"/proc/thread-self/maps\0", &SCAN_LINES, |text| {
         if let Some(line) = MapsLine::parse(text) {
             examined += 1;
             if let Some(held) = pending.take() {

@@ -802,7 +802,7 @@ fn vma_containing(addr: usize) -> Option<Range> {
         Err(libc::ENOENT) => None,
         Err(_) => {
             let mut found = None;
-            let _ = read_lines(b"/proc/self/maps\0", &SHARED_LINES, |line| {
+            let _ = read_lines(b"/proc/thread-self/maps\0", &SHARED_LINES, |line| {
                 if let Some(vma) = MapsLine::parse(line) {
                     if vma.start <= addr && addr < vma.end {
                         found = Some(Range {
@@ -819,7 +819,7 @@ fn vma_containing(addr: usize) -> Option<Range> {
 
 fn unmerge_main_stack() {
     let mut stack = None;
-    let _ = read_lines(b"/proc/self/maps\0", &SHARED_LINES, |line| {
+    let _ = read_lines(b"/proc/thread-self/maps\0", &SHARED_LINES, |line| {
         if let Some(vma) = MapsLine::parse(line) {
             if vma.class() == RegionClass::Stack && vma.name == b"[stack]" {
                 stack = Some(Range {

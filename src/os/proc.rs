@@ -127,11 +127,33 @@ pub fn parse_hex(s: &[u8]) -> Option<u64> {
     Some(v)
 }
 
-/// Reads `/proc/self/ksm_stat`; `None` where the kernel has no KSM.
+/// Reads `/proc/thread-self/ksm_stat`; `None` where the kernel has no KSM.
+/// The calling thread's entry, not `/proc/self`'s: that is the main
+/// thread's, which shows nothing once the main thread has ended
+/// (`pthread_exit`) while others run on in the same memory.
 pub fn read_self_ksm_stat() -> Option<KsmStat> {
     let mut buf = [0u8; 512];
-    let n = sys::read_file(b"/proc/self/ksm_stat\0", &mut buf).ok()?;
+    let n = sys::read_file(b"/proc/thread-self/ksm_stat\0", &mut buf).ok()?;
     Some(KsmStat::parse(&buf[..n]))
+}
+
+/// When this process started, in clock ticks after boot: field 22 of
+/// `/proc/self/stat` (the process's, kept while any of its threads runs).
+pub fn process_start_time() -> Option<u64> {
+    let mut buf = [0u8; 512];
+    let n = sys::read_file(b"/proc/self/stat\0", &mut buf).ok()?;
+    start_time_of_stat(&buf[..n])
+}
+
+/// Field 22 of a `stat` line; `comm` (field 2, in parentheses) may hold
+/// anything, so fields are counted after its last `)`.
+fn start_time_of_stat(stat: &[u8]) -> Option<u64> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let field = stat[close + 1..]
+        .split(|&b| b == b' ')
+        .filter(|f| !f.is_empty())
+        .nth(19)?;
+    ksmauto_contract::proc::parse_dec(field)
 }
 
 /// One line of `/proc/<pid>/maps` (also the header line of each `smaps` entry).
@@ -281,7 +303,7 @@ impl SmapsTotals {
 
     pub fn read_self() -> Option<SmapsTotals> {
         let mut totals = SmapsTotals::default();
-        read_lines(b"/proc/self/smaps\0", &SHARED_LINES, |line| {
+        read_lines(b"/proc/thread-self/smaps\0", &SHARED_LINES, |line| {
             totals.feed_line(line)
         })
         .ok()?;
@@ -390,13 +412,16 @@ VmFlags: rd wr mr mw me gd ac mg
     fn a_busy_line_buffer_is_skipped_not_waited_for() {
         let buffer = Box::new(LineBuffer::new());
         let mut inner = None;
-        let outer = read_lines(b"/proc/self/maps\0", &buffer, |_| {
+        let outer = read_lines(b"/proc/thread-self/maps\0", &buffer, |_| {
             if inner.is_none() {
-                inner = Some(read_lines(b"/proc/self/maps\0", &buffer, |_| {}));
+                inner = Some(read_lines(b"/proc/thread-self/maps\0", &buffer, |_| {}));
             }
         });
         assert_eq!(outer, Ok(()));
         assert_eq!(inner, Some(Err(libc::EBUSY)));
-        assert_eq!(read_lines(b"/proc/self/maps\0", &buffer, |_| {}), Ok(()));
+        assert_eq!(
+            read_lines(b"/proc/thread-self/maps\0", &buffer, |_| {}),
+            Ok(())
+        );
     }
 }

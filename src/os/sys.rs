@@ -235,7 +235,7 @@ impl MapsQuery {
             return Err(libc::ENOTTY);
         }
         Ok(MapsQuery {
-            fd: open(b"/proc/self/maps\0", libc::O_RDONLY, 0)?,
+            fd: open(b"/proc/thread-self/maps\0", libc::O_RDONLY, 0)?,
         })
     }
 

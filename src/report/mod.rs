@@ -35,6 +35,7 @@ fn report_without_smaps() -> Report {
     Report {
         version: env!("CARGO_PKG_VERSION"),
         pid: sys::getpid(),
+        start_time: crate::os::proc::process_start_time(),
         requested_mode: cfg.mode,
         active_mode: engine::active_mode(),
         fallback_errno: engine::fallback_errno(),

@@ -15,6 +15,8 @@ use ksmauto_contract::{Mode, SkipReason, Source};
 pub struct Report {
     pub version: &'static str,
     pub pid: i32,
+    /// When the process started (ticks after boot), as `/proc/PID/stat` says.
+    pub start_time: Option<u64>,
     pub requested_mode: Mode,
     pub active_mode: Mode,
     /// Why `auto`/`process` fell back to `advise` (the errno of the refused
@@ -163,6 +165,11 @@ impl Report {
         w.str("{");
         key(w, field::VERSION).str("\"").str(self.version).str("\"");
         next(w, field::PID).u64(self.pid as u64);
+        next(w, field::START_TIME);
+        match self.start_time {
+            Some(t) => w.u64(t),
+            None => w.str("null"),
+        };
         next(w, field::MODE)
             .str("\"")
             .str(self.active_mode.name())
@@ -327,6 +334,7 @@ mod tests {
         Report {
             version: "0.1.0",
             pid: 42,
+            start_time: Some(12345),
             requested_mode: Mode::Auto,
             active_mode: Mode::Advise,
             fallback_errno: Some(libc::EINVAL),
