@@ -159,6 +159,7 @@ pub fn start(allocator_is_glibc: bool, another_copy_works: bool) {
     };
     let page_size = os::page_size();
     exec_guard::start();
+    MERGE_ANY_INHERITED.store(ksm::merge_any_is_on(), Relaxed);
     let (active, fallback_errno) = choose_engine(config.mode);
     unsafe {
         *SETTINGS.0.get() = Settings {
@@ -210,6 +211,15 @@ fn start_over() {
 /// service's worker): its report stays silent unless asked for.
 pub fn forked_from_a_library_process() -> bool {
     identity::made_by_fork()
+}
+
+/// Merge-any was on before this program's library set anything: it came
+/// through the `exec` from the program before (the library in `process`
+/// mode keeps it only for programs that load the library).
+static MERGE_ANY_INHERITED: AtomicBool = AtomicBool::new(false);
+
+pub fn merge_any_was_inherited() -> bool {
+    MERGE_ANY_INHERITED.load(Relaxed)
 }
 
 /// A child made by a raw `clone` (no `pthread_atfork` handler ran) owns a

@@ -73,25 +73,29 @@ pub fn for_each_line(path: &[u8], buf: &mut [u8], mut f: impl FnMut(&[u8])) -> R
 }
 
 /// Whether process `pid` has a file named `file_name` (a last path
-/// component) mapped: read from `/proc/PID/maps` through `buffer`. `false`
+/// component) mapped: read from `/proc/PID/maps` through `buffer`. `None`
 /// when it cannot be read (gone, another user's) or the name is empty.
-pub fn process_maps_file(pid: i32, file_name: &[u8], buffer: &LineBuffer) -> bool {
+pub fn process_maps_file(pid: i32, file_name: &[u8], buffer: &LineBuffer) -> Option<bool> {
     if file_name.is_empty() || pid <= 0 {
-        return false;
+        return None;
     }
     let mut path = [0u8; 40];
     let mut w = crate::fmt::BufWriter::new(&mut path);
     w.str("/proc/").u64(pid as u64).str("/maps\0");
     let len = w.len();
     let mut found = false;
-    let _ = read_lines(&path[..len], buffer, |line| {
+    let mut lines = 0;
+    read_lines(&path[..len], buffer, |line| {
+        lines += 1;
         if let Some(vma) = MapsLine::parse(line) {
             if vma.name.rsplit(|&b| b == b'/').next() == Some(file_name) {
                 found = true;
             }
         }
-    });
-    found
+    })
+    .ok()?;
+    // A process without memory (exiting, a zombie) shows no lines.
+    (lines > 0).then_some(found)
 }
 
 /// `vm.max_map_count`: the most VMAs a process may have (the kernel's

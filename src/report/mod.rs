@@ -94,9 +94,7 @@ pub fn write_exit_report() {
     // `ksmauto run` accounts for a whole tree.
     // Forked from a process that runs it (known even after the worker
     // dropped the privileges to read its parent's maps), or exec'd by one.
-    if !cfg.stats_requested
-        && (engine::forked_from_a_library_process() || parent_runs_the_library())
-    {
+    if !cfg.stats_requested && started_by_a_library_process() {
         return;
     }
     report.smaps = SmapsTotals::read_self();
@@ -137,12 +135,29 @@ pub fn write_exit_report() {
 
 /// Whether this process's parent has this library loaded (a file of the
 /// same name mapped).
-fn parent_runs_the_library() -> bool {
-    crate::os::proc::process_maps_file(
-        sys::getppid(),
+/// Whether a process that runs the library made this one: forked from it
+/// (known even after the worker dropped the privileges to read its parent's
+/// maps), exec'd by a child of it (its parent runs the library), or exec'd
+/// by a process in `process` mode (merge-any came through the `exec`, which
+/// the library passes on only to programs that load it) whose maps cannot
+/// say: the parent is another user's (a worker that dropped privileges
+/// before its `exec`) or gone (an orphan, now init's). A program the user
+/// started through a launcher that runs the library and `exec`s in place
+/// (`env`, `nice`, `sh -c`) keeps its parent, the user's shell, readable
+/// and without the library: it speaks.
+fn started_by_a_library_process() -> bool {
+    if engine::forked_from_a_library_process() {
+        return true;
+    }
+    let parent = sys::getppid();
+    match crate::os::proc::process_maps_file(
+        parent,
         crate::os::own_file_name(),
         &crate::os::proc::SHARED_LINES,
-    )
+    ) {
+        Some(runs_it) => runs_it || (parent == 1 && engine::merge_any_was_inherited()),
+        None => engine::merge_any_was_inherited(),
+    }
 }
 
 /// `path` is NUL-terminated. Appends, so a tree of processes sharing one path

@@ -11,6 +11,13 @@
  *                          privileges (setuid(65534)) before it works, as
  *                          nginx's and apache's workers do (it can then no
  *                          longer read its parent's /proc/PID/maps).
+ *   quiet_service dropexec N  workers that drop their privileges and then
+ *                          exec this program ("child"), as cron,
+ *                          supervisord or a CGI server does.
+ *   quiet_service orphanexec  forks a worker and exits at once; the worker,
+ *                          once its parent is gone, execs this program
+ *                          ("child"): an exec'd worker whose parent is no
+ *                          longer there to be asked.
  *   quiet_service spawn    runs itself ("child") with stderr on a pipe, as
  *                          a program that takes any output of its child on
  *                          stderr for a failure does; prints
@@ -28,10 +35,14 @@
 
 extern char **environ;
 
+/* Maps and fills 1 MiB, and marks its first page secret (MADV_DONTDUMP):
+ * the library excludes it, so every process has something to report in
+ * either mode, whether ksmd runs or not. */
 static void work(void) {
     char *p = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) exit(3);
     memset(p, 5, 1 << 20);
+    madvise(p, 4096, MADV_DONTDUMP);
 }
 
 int main(int argc, char **argv) {
@@ -48,6 +59,35 @@ int main(int argc, char **argv) {
             }
         }
         for (int i = 0; i < n; i++) wait(NULL);
+        return 0;
+    }
+    if (argc > 2 && !strcmp(argv[1], "dropexec")) {
+        work();
+        int n = atoi(argv[2]);
+        for (int i = 0; i < n; i++) {
+            pid_t c = fork();
+            if (c == 0) {
+                if (setgid(65534) != 0 || setuid(65534) != 0) exit(4);
+                execl("/proc/self/exe", argv[0], "child", (char *)NULL);
+                exit(5);
+            }
+        }
+        int failed = 0;
+        for (int i = 0; i < n; i++) {
+            int st;
+            wait(&st);
+            failed |= !WIFEXITED(st) || WEXITSTATUS(st) != 0;
+        }
+        return failed;
+    }
+    if (argc > 1 && !strcmp(argv[1], "orphanexec")) {
+        work();
+        pid_t parent = getpid();
+        if (fork() == 0) {
+            while (getppid() == parent) usleep(1000);
+            execl("/proc/self/exe", argv[0], "child", (char *)NULL);
+            exit(5);
+        }
         return 0;
     }
     if (argc > 1 && !strcmp(argv[1], "child")) {
