@@ -450,12 +450,13 @@ pub fn compare(
         hold_ksmd,
         ready_file,
     };
+    // A signal stops the copies before compare ends (they run in process
+    // groups of their own, which a terminal's Ctrl-C does not reach).
+    ksmd::catch_interrupts();
     // ksmd is put back however this ends (an error or a signal here, a
     // panic through the panic hook).
     let held = if hold_ksmd {
-        let held = ksmd::Held::save()?;
-        ksmd::catch_interrupts();
-        Some(held)
+        Some(ksmd::Held::save()?)
     } else {
         None
     };

@@ -412,17 +412,18 @@ pub fn put_back_if_held() {
     }
 }
 
-/// The first SIGINT/SIGTERM/SIGHUP caught by [`catch_interrupts`] (0: none).
+/// The first signal caught by [`catch_interrupts`] (0: none).
 static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn note_interrupt(sig: libc::c_int) {
     let _ = INTERRUPTED.compare_exchange(0, sig, Ordering::Relaxed, Ordering::Relaxed);
 }
 
-/// SIGINT/SIGTERM/SIGHUP no longer end the process; [`interrupted`] says
-/// one came, so a loop can end cleanly and ksmd be put back.
+/// The signals that would end the process (those `launch` forwards to a
+/// command) no longer do; [`interrupted`] says one came, so a loop can end
+/// cleanly, stop what it started and put ksmd back.
 pub fn catch_interrupts() {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+    for sig in crate::launch::FORWARDED {
         unsafe { libc::signal(sig, note_interrupt as *const () as libc::sighandler_t) };
     }
 }
@@ -431,17 +432,6 @@ pub fn interrupted() -> Option<i32> {
     match INTERRUPTED.load(Ordering::Relaxed) {
         0 => None,
         sig => Some(sig),
-    }
-}
-
-fn block_interrupts(how: libc::c_int) {
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&mut set, sig);
-        }
-        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
     }
 }
 
@@ -483,11 +473,10 @@ pub fn hold(on: bool, off: bool, scan: Option<&str>, cmd: &[OsString]) -> Result
     if (on || off || scan.is_some()) && !is_root() {
         return Err(permission_denied());
     }
-    // A signal before the command runs waits, and then goes to it.
-    block_interrupts(libc::SIG_BLOCK);
+    // A signal before the command runs is kept, and then goes to it.
+    crate::launch::catch_signals_until_started();
     let held = Held::save()?;
     ksmd(on, off, scan)?;
-    // std resets the signal mask in the child.
     let child = Command::new(&cmd[0])
         .args(&cmd[1..])
         .spawn()
@@ -495,13 +484,14 @@ pub fn hold(on: bool, off: bool, scan: Option<&str>, cmd: &[OsString]) -> Result
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
-            block_interrupts(libc::SIG_UNBLOCK);
+            crate::launch::command_ended();
             return Err(e);
         }
     };
     crate::launch::forward_signals_to(child.id() as i32);
-    block_interrupts(libc::SIG_UNBLOCK);
     let status = child.wait();
+    // Its pid may be used again: no signal goes there any more.
+    crate::launch::command_ended();
     let code = match status {
         Ok(st) => {
             use std::os::unix::process::ExitStatusExt;

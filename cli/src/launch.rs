@@ -77,7 +77,25 @@ pub fn preload_value(lib: &Path) -> OsString {
     }
 }
 
+/// The signals passed on to the command: sent to ksmauto alone they are
+/// meant for it, and ksmauto must live on to collect the reports or put
+/// ksmd back (left to their default, any of them would end ksmauto first).
+pub const FORWARDED: [libc::c_int; 7] = [
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTERM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+];
+
+/// The command's pid; [`NOT_STARTED`] before it runs, 0 once it has ended.
 static CHILD: AtomicI32 = AtomicI32::new(0);
+const NOT_STARTED: i32 = -1;
+/// A signal that came before the command ran: it goes to the command as
+/// soon as it runs.
+static PENDING: AtomicI32 = AtomicI32::new(0);
 /// Set by a signal that arrives once the command itself has ended: stop
 /// waiting for the rest of its tree.
 static STOP_WAITING: AtomicBool = AtomicBool::new(false);
@@ -86,13 +104,35 @@ extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
     // A terminal's Ctrl-C already reaches the child (same process group);
     // forward only signals sent to us alone (kill(2): si_code <= 0).
     let code = unsafe { (*info).si_code };
-    let pid = CHILD.load(Ordering::Relaxed);
-    if pid > 0 && code <= 0 {
-        unsafe { libc::kill(pid, sig) };
+    match CHILD.load(Ordering::Relaxed) {
+        NOT_STARTED => PENDING.store(sig, Ordering::Relaxed),
+        0 => STOP_WAITING.store(true, Ordering::Relaxed),
+        pid if code <= 0 => unsafe {
+            libc::kill(pid, sig);
+        },
+        _ => {}
     }
-    if pid <= 0 {
-        STOP_WAITING.store(true, Ordering::Relaxed);
+}
+
+fn install_forwarding() {
+    for sig in FORWARDED {
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = forward as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
     }
+}
+
+/// From now until [`forward_signals_to`], a forwarded signal is kept for
+/// the command rather than ending ksmauto. Not by blocking the signals: a
+/// child inherits its parent's signal mask, and the command (and all it
+/// starts) would run with them blocked.
+pub fn catch_signals_until_started() {
+    CHILD.store(NOT_STARTED, Ordering::Relaxed);
+    install_forwarding();
 }
 
 /// The command has ended (it was reaped): signals are no longer forwarded,
@@ -106,19 +146,16 @@ pub fn stop_waiting_asked() -> bool {
     STOP_WAITING.load(Ordering::Relaxed)
 }
 
-/// Forwards SIGINT/SIGTERM/SIGHUP to `pid` (and otherwise ignores them, so
-/// we live to collect the reports). Once the command has ended, such a
-/// signal ends the wait for the rest of its tree instead.
+/// Forwards the [`FORWARDED`] signals to `pid` (and otherwise ignores
+/// them, so we live to collect the reports), the one that came before it
+/// ran first. Once the command has ended, such a signal ends the wait for
+/// the rest of its tree instead.
 pub fn forward_signals_to(pid: i32) {
     CHILD.store(pid, Ordering::Relaxed);
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = forward as *const () as usize;
-            sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
+    install_forwarding();
+    let early = PENDING.swap(0, Ordering::Relaxed);
+    if early != 0 {
+        unsafe { libc::kill(pid, early) };
     }
 }
 

@@ -504,6 +504,8 @@ pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString])
         }
         Plan::Preload => None,
     };
+    // A signal while it starts is kept for it, not our end.
+    catch_signals_until_started();
     let child = c.spawn().map_err(|e| spawn_error(&cmd[0], e))?;
     let child_pid = child.id() as i32;
     // Reaped below with waitpid(-1), together with the orphans.

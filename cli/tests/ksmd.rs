@@ -478,3 +478,38 @@ fn compare_puts_ksmd_back_when_it_gets_sigterm_while_holding_it() {
     drop(found);
     let _ = std::fs::remove_dir_all(&ready);
 }
+
+/// `hold` ran its command with SIGHUP, SIGINT and SIGTERM blocked (it
+/// blocked them around the spawn, and a child inherits the mask): the
+/// command and everything it started could not be interrupted — CI's test
+/// run under `hold` among them. Now the command's mask is its own, and a
+/// signal sent to `hold` reaches a command that is no shell.
+#[test]
+fn hold_runs_its_command_with_no_signal_blocked_and_forwards_to_it() {
+    let Some(found) = as_found("mask") else {
+        return;
+    };
+    let out = ok(&["ksmd", "hold", "--", "grep", "SigBlk", "/proc/self/status"]);
+    assert_eq!(out.trim(), "SigBlk:\t0000000000000000", "{out}");
+    for sig in [libc::SIGTERM, libc::SIGUSR1, libc::SIGQUIT] {
+        let (scan, _) = other_pace();
+        let mut c = ksmauto(&["ksmd", "hold", "--scan", scan, "--", "sleep", "30"]);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let started = std::time::Instant::now();
+        let child = c.spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(128 + sig),
+            "signal {sig}: {}",
+            common::text(&o.stderr)
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "signal {sig} did not reach sleep"
+        );
+        assert_eq!(snapshot(), found.before, "signal {sig}: ksmd not put back");
+    }
+}

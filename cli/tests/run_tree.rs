@@ -461,3 +461,65 @@ fn compare_does_not_end_a_phase_on_one_empty_look() {
         assert_eq!(v[phase]["last"]["processes"], 1, "{phase}: {v}");
     }
 }
+
+/// Ctrl-C (SIGINT) or SIGTERM to `compare` without `--hold-ksmd` ended it
+/// and left the copies running: they are in process groups of their own.
+/// Now it stops them and exits 128 + the signal.
+#[test]
+fn compare_stops_its_copies_when_it_is_interrupted() {
+    let dir = std::env::temp_dir().join(format!("ksmauto-cmp-int-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pids = dir.join("pids");
+    let script = format!("echo $$ >> {}; exec sleep 60", pids.display());
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ksmauto"));
+    c.args([
+        "compare",
+        "--workers",
+        "2",
+        "--settle-timeout",
+        "60",
+        "--json",
+    ])
+    .args(["--lib", common::lib().to_str().unwrap(), "--", "sh", "-c"])
+    .arg(&script)
+    .env_remove("LD_PRELOAD")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    for _ in 0..100 {
+        let n = std::fs::read_to_string(&pids)
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
+        if n >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    let copies: Vec<i32> = std::fs::read_to_string(&pids)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let left: Vec<i32> = copies
+        .iter()
+        .copied()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| !s.rsplit_once(')').unwrap().1.trim_start().starts_with('Z'))
+        })
+        .collect();
+    for &pid in &left {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(copies.len(), 2, "two copies started");
+    assert!(left.is_empty(), "copies left running: {left:?}");
+    assert_eq!(
+        o.status.code(),
+        Some(128 + libc::SIGINT),
+        "{}",
+        common::text(&o.stderr)
+    );
+}
