@@ -8,9 +8,9 @@
  *
  * PATTERN (the memory built before going idle):
  *   small           many small objects (56..2040 bytes) on the brk heap, 16 MiB
- *   arenas          4 threads each build 4 MiB of small objects in their own
- *                   glibc arena, then wait on a condition variable; main
- *                   blocks in pthread_join (BLOCKER is ignored)
+ *   arenas [N]      N threads (default 4) each build 4 MiB of small objects in
+ *                   their own glibc arena, then wait on a condition variable;
+ *                   main blocks in pthread_join (no BLOCKER)
  *   syscall [PAGES] a region mapped with syscall(SYS_mmap) (default 4096 pages)
  *   cov-mmap | cov-reserve | cov-malloc_large | cov-brk | cov-arena
  *   | cov-syscall | cov-fork | cov-exec
@@ -155,14 +155,15 @@ static void *arena_worker(void *arg) {
     return NULL;
 }
 
-static void run_arenas(void) {
-    pthread_t t[4];
-    for (int i = 0; i < 4; i++)
+static void run_arenas(int threads) {
+    pthread_t t[64];
+    if (threads < 1 || threads > 64) die("arenas: 1 to 64 threads");
+    for (int i = 0; i < threads; i++)
         if (pthread_create(&t[i], NULL, arena_worker, NULL) != 0) die("pthread_create");
     pthread_mutex_lock(&arena_lock);
-    while (arenas_done < 4) pthread_cond_wait(&arena_built, &arena_lock);
+    while (arenas_done < threads) pthread_cond_wait(&arena_built, &arena_lock);
     pthread_mutex_unlock(&arena_lock);
-    own_threads = 5;
+    own_threads = threads + 1;
     say("pages %ld\nthreads %d\nidle pid=%d\n", dup_pages, own_threads, (int)getpid());
     pthread_join(t[0], NULL);
     die("joined a thread that never ends");
@@ -414,10 +415,11 @@ int main(int argc, char **argv) {
     page = (size_t)sysconf(_SC_PAGESIZE);
     if (argc < 2) return 64;
     const char *pattern = argv[1];
-    if (argc > 2 && strcmp(pattern, "grow") != 0 && strcmp(pattern, "blocks") != 0) blocker = argv[2];
+    if (argc > 2 && strcmp(pattern, "grow") != 0 && strcmp(pattern, "blocks") != 0 && strcmp(pattern, "arenas") != 0)
+        blocker = argv[2];
     long a1 = argc > 2 ? atol(argv[2]) : 0, a2 = argc > 3 ? atol(argv[3]) : 0, a3 = argc > 4 ? atol(argv[4]) : 0;
 
-    if (!strcmp(pattern, "arenas")) run_arenas();
+    if (!strcmp(pattern, "arenas")) run_arenas(argc > 2 ? atoi(argv[2]) : 4);
     if (!strcmp(pattern, "cov-fork")) {
         pid_t c = fork();
         if (c < 0) die("fork");
