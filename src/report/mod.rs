@@ -25,6 +25,7 @@ use render::Report;
 pub fn current_report() -> Report {
     let mut report = report_without_smaps();
     report.smaps = SmapsTotals::read_self();
+    report.start_time = crate::os::proc::process_start_time();
     report
 }
 
@@ -35,7 +36,8 @@ fn report_without_smaps() -> Report {
     Report {
         version: env!("CARGO_PKG_VERSION"),
         pid: sys::getpid(),
-        start_time: crate::os::proc::process_start_time(),
+        // Read with the smaps totals, once the report is to be written.
+        start_time: None,
         requested_mode: cfg.mode,
         active_mode: engine::active_mode(),
         fallback_errno: engine::fallback_errno(),
@@ -98,6 +100,7 @@ pub fn write_exit_report() {
         return;
     }
     report.smaps = SmapsTotals::read_self();
+    report.start_time = crate::os::proc::process_start_time();
     let mut buf = [0u8; REPORT_BUFFER];
     let mut w = BufWriter::new(&mut buf);
     report.render(cfg.stats_format == StatsFormat::Json, &mut w);
