@@ -392,16 +392,16 @@ fn the_exit_path_reads_smaps_only_when_it_prints() {
     // off: nothing to say, so no smaps walk at exit.
     let trace = opened_files(Run::with("off"));
     assert!(
-        trace.contains("/proc/self/ksm_stat"),
+        trace.contains("/proc/thread-self/ksm_stat"),
         "the exit path did not run:\n{trace}"
     );
     assert!(
-        !trace.contains("/proc/self/smaps"),
+        !trace.contains("/proc/thread-self/smaps"),
         "smaps read for a report that is not printed:\n{trace}"
     );
     // Control: a requested report does read it.
     let trace = opened_files(Run::with("off").env("KSMAUTO_STATS", "stderr"));
-    assert!(trace.contains("/proc/self/smaps"), "{trace}");
+    assert!(trace.contains("/proc/thread-self/smaps"), "{trace}");
 }
 
 // ---------------------------------------------------------------------------
