@@ -134,6 +134,12 @@ pub fn spawn_error(cmd: &OsString, e: std::io::Error) -> anyhow::Error {
                 cmd.to_string_lossy()
             ),
         ),
+        // Found but no program the kernel can run (no `#!`, not ELF, or
+        // not for this machine): "cannot be executed", as a shell says.
+        _ if matches!(e.raw_os_error(), Some(libc::ENOEXEC) | Some(libc::EACCES)) => fail(
+            126,
+            format!("cannot execute {}: {e}", cmd.to_string_lossy()),
+        ),
         _ => fail(
             EXIT_RUNTIME,
             format!("cannot run {}: {e}", cmd.to_string_lossy()),

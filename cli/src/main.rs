@@ -246,6 +246,13 @@ fn real_main() -> Result<i32> {
             if workers == 0 {
                 return Err(util::fail(2, "--workers must be at least 1"));
             }
+            // A day at most, as --watch: past ~1e19 s no duration exists.
+            if !settle_timeout.is_finite() || settle_timeout <= 0.0 || settle_timeout > 86400.0 {
+                return Err(util::fail(
+                    2,
+                    "--settle-timeout needs a number of seconds above 0, at most 86400",
+                ));
+            }
             let c = compare::compare(
                 &command,
                 workers,

@@ -58,6 +58,11 @@ fn bad_usage_exits_2() {
         &["status", "--watch", "1e30"][..],
         &["status", "--watch", "-1"][..],
         &["status", "--watch", "NaN"][..],
+        // Not a duration either: an internal error (1) before.
+        &["compare", "--settle-timeout", "inf", "--", "true"][..],
+        &["compare", "--settle-timeout", "1e300", "--", "true"][..],
+        &["compare", "--settle-timeout", "NaN", "--", "true"][..],
+        &["compare", "--settle-timeout", "-5", "--", "true"][..],
     ] {
         let o = out(ksmauto(args));
         failing(&o, 2);
@@ -188,6 +193,30 @@ fn run_of_a_missing_command_exits_127() {
         err.contains("command not found: /nonexistent/program"),
         "{err}"
     );
+}
+
+/// A file with the exec bit that is no program (ENOEXEC: no `#!`, no ELF)
+/// cannot be executed: 126, as the README says and as a shell says. Before,
+/// `run` exited 1 ("cannot run …: Exec format error").
+#[test]
+fn run_of_a_file_that_is_no_program_exits_126() {
+    use std::os::unix::fs::PermissionsExt;
+    let lib = common::lib().to_str().unwrap();
+    let dir = std::env::temp_dir().join(format!("ksmauto-enoexec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("not-a-program");
+    std::fs::write(&file, [0u8, 1, 2, 3, 0xff, 0xfe, 0, 0]).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = out(ksmauto(&[
+        "run",
+        "--lib",
+        lib,
+        "--",
+        file.to_str().unwrap(),
+    ]));
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = failing(&o, 126);
+    assert!(err.contains("cannot execute"), "{err}");
 }
 
 #[test]
