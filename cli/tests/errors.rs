@@ -395,3 +395,52 @@ fn status_text_explains_saved_memory() {
     let t = common::text(&o.stdout);
     assert!(t.contains("saved: ") && t.contains("pages_sharing"), "{t}");
 }
+
+/// `status --watch` into a pipe or a file: one snapshot after another,
+/// nothing but the format (no screen-clearing escapes, which only a terminal
+/// reads). Before, every snapshot began with `ESC[H ESC[2J`: a JSON stream
+/// no reader could parse, a Prometheus text no parser took.
+#[test]
+fn status_watch_into_a_pipe_writes_the_format_alone() {
+    use std::io::Read;
+    if !have_ksm() {
+        eprintln!("SKIPPED: no KSM");
+        return;
+    }
+    for format in ["--json", "--prometheus", "--"] {
+        let mut args = vec!["status", "--watch", "0.2"];
+        if format != "--" {
+            args.push(format);
+        }
+        let mut c = ksmauto(&args);
+        c.stdout(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(900));
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        let _ = child.wait();
+        assert!(!out.contains('\x1b'), "{format}: escapes in {out:?}");
+        match format {
+            "--json" => {
+                // One object a line; the last may be cut by the kill.
+                let lines: Vec<&str> = out.lines().collect();
+                assert!(lines.len() >= 2, "{out}");
+                for l in &lines[..lines.len() - 1] {
+                    let v: serde_json::Value = serde_json::from_str(l).expect(l);
+                    assert!(v["state"].is_string(), "{l}");
+                }
+            }
+            "--prometheus" => {
+                let snapshots = out.matches("# TYPE ksm_run gauge").count();
+                assert!(snapshots >= 2, "{out}");
+            }
+            _ => assert!(out.matches("ksmd: ").count() >= 2, "{out}"),
+        }
+    }
+}
