@@ -148,7 +148,7 @@ fn read_smaps(pid: i32) -> Result<Smaps> {
             path = f.get(5).map(|p| p.trim().to_string()).unwrap_or_default();
             executable = f.get(1).is_some_and(|p| p.contains('x'));
             (rss, anon, thp, hug, locked, ksm) = (0, 0, 0, 0, 0, 0);
-            if path.contains("libksmauto") && s.library_path.is_none() {
+            if is_library_path(&path) && s.library_path.is_none() {
                 s.library_path = Some(path.clone());
             }
             continue;
@@ -278,9 +278,7 @@ pub fn diagnose(pid: i32) -> Result<Diagnosis> {
             .and_then(|e| e.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
     };
     let ld_preload = get("LD_PRELOAD");
-    let in_ld_preload = ld_preload
-        .as_deref()
-        .is_some_and(|p| p.contains("libksmauto"));
+    let in_ld_preload = ld_preload.as_deref().is_some_and(preload_names_the_library);
     let exe_path = std::path::PathBuf::from(format!("/proc/{pid}/exe"));
     let static_binary = exe::is_static(&exe_path).unwrap_or(false);
     let secure = exe::at_secure(pid);
@@ -522,7 +520,7 @@ pub fn all() -> (Vec<Diagnosis>, usize) {
                 || k.zero_pages > 0
         });
         let has_lib = std::fs::read_to_string(format!("/proc/{pid}/maps"))
-            .is_ok_and(|m| m.contains("libksmauto"));
+            .is_ok_and(|m| maps_the_library(&m));
         if active || has_lib {
             if let Ok(d) = diagnose(pid) {
                 out.push(d);

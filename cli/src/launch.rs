@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
-pub const LIB_NAME: &str = "libksmauto.so";
+pub use crate::util::LIB_NAME;
 
 /// Where the library is: `--lib`, next to this binary, `../release/` (a debug
 /// build of the tool in `target/debug`), `../lib/` (installed under a prefix).

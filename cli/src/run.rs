@@ -83,7 +83,7 @@ fn exec_seen(
 
 fn maps_library(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .map(|m| m.contains(LIB_NAME))
+        .map(|m| maps_the_library(&m))
         .unwrap_or(false)
 }
 

@@ -4,6 +4,33 @@ use ksmauto_contract::proc;
 use std::fmt;
 use std::io;
 
+/// The library's file name: a mapping, or an `LD_PRELOAD` entry, is the
+/// library when its last path component is exactly this.
+pub const LIB_NAME: &str = "libksmauto.so";
+
+/// Whether `path` (a mapped file, an `LD_PRELOAD` entry) names the library:
+/// by its last component, never by a substring (a program in a directory
+/// `libksmauto/` is not the library).
+pub fn is_library_path(path: &str) -> bool {
+    let path = path.trim_end();
+    let path = path.strip_suffix(" (deleted)").unwrap_or(path);
+    path.rsplit('/').next() == Some(LIB_NAME)
+}
+
+/// Whether a memory map (`/proc/PID/maps` or `smaps` text) maps the library.
+pub fn maps_the_library(maps: &str) -> bool {
+    maps.lines().any(|l| {
+        l.splitn(6, char::is_whitespace)
+            .nth(5)
+            .is_some_and(|p| is_library_path(p.trim()))
+    })
+}
+
+/// Whether an `LD_PRELOAD` value (entries split by `:` or spaces) names the library.
+pub fn preload_names_the_library(value: &str) -> bool {
+    value.split([':', ' ']).any(is_library_path)
+}
+
 /// Exit codes scripts can rely on (the README's "Exit codes" section).
 pub const EXIT_RUNTIME: i32 = 1;
 pub const EXIT_NO_PID: i32 = 3;
@@ -204,6 +231,24 @@ mod tests {
         let old: KsmStat = proc::KsmStat::parse(b"ksm_rmap_items 7\n").into();
         assert_eq!((old.rmap_items, old.merging_pages, old.profit), (7, 0, 0));
         assert!(!old.merge_any && !old.mergeable);
+    }
+
+    #[test]
+    fn the_library_is_named_by_its_file_name_alone() {
+        assert!(is_library_path("/usr/local/lib/libksmauto.so"));
+        assert!(is_library_path("libksmauto.so"));
+        assert!(is_library_path("/opt/libksmauto.so (deleted)"));
+        assert!(!is_library_path("/tmp/libksmauto/prog"));
+        assert!(!is_library_path("/tmp/libksmauto.so.d/prog"));
+        assert!(!is_library_path("/lib/libksmauto.so.old"));
+        assert!(preload_names_the_library(
+            "/a/libjemalloc.so /b/libksmauto.so"
+        ));
+        assert!(!preload_names_the_library("/tmp/libksmauto/x.so"));
+        let maps = "7f00-7f01 r-xp 00000000 08:01 12 /tmp/libksmauto/prog\n";
+        assert!(!maps_the_library(maps));
+        let maps = "7f00-7f01 r-xp 00000000 08:01 12    /usr/lib/libksmauto.so\n";
+        assert!(maps_the_library(maps));
     }
 
     #[test]
