@@ -259,16 +259,22 @@ pub fn processes() -> (Vec<Proc>, usize) {
                 continue;
             };
             // Using KSM: ksmd tracks pages of it, some are merged, or it asked
-            // for its whole memory (also before ksmd got to it).
+            // for merging — its whole memory (merge-any) or areas by madvise —
+            // also before ksmd got to it (as `doctor --all` counts it).
             if k.rmap_items == 0
                 && k.merging_pages == 0
                 && k.zero_pages == 0
                 && k.profit == 0
                 && !k.merge_any
+                && !k.mergeable
             {
                 continue;
             }
-            let uid = uid_of(pid).unwrap_or(u32::MAX);
+            // Ended between the two reads: no uid to count it under (a
+            // made-up one would be a trust domain of its own).
+            let Some(uid) = uid_of(pid) else {
+                continue;
+            };
             out.push(Proc {
                 pid,
                 comm: comm(pid),

@@ -338,6 +338,86 @@ fn one_user_with_mergeable_memory_gets_no_warning() {
     assert_eq!(value(&parse(&prom), "ksm_trust_domains_crossed", &[]), 0.0);
 }
 
+/// `madvise_only` (see its source: asked for merging, `ksm_rmap_items` 0,
+/// resident mergeable memory), as `user` (None: as we are).
+fn start_madvise_only(user: Option<&str>) -> Dups {
+    let prog = common::compile_c("cli/tests/c/madvise_only.c", &[]);
+    let mut cmd = match user {
+        None => Command::new(&prog),
+        Some(u) => {
+            let (uid, gid) = ids_of(u);
+            let mut c = Command::new("setpriv");
+            c.args([
+                format!("--reuid={uid}"),
+                format!("--regid={gid}"),
+                "--clear-groups".into(),
+                "--".into(),
+            ])
+            .arg(&prog);
+            c
+        }
+    };
+    cmd.env_remove("LD_PRELOAD")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = cmd.spawn().expect("spawn madvise_only");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("ready"), "madvise_only said {line:?}");
+    let name = prog.file_name().unwrap().to_string_lossy();
+    Dups(child, name[..name.len().min(15)].to_string())
+}
+
+/// A process that only called madvise(MADV_MERGEABLE), before ksmd
+/// registered any page of it (`ksm_mergeable: yes`, `ksm_rmap_items 0`),
+/// is listed, and counts for the trust domains: two users with such
+/// processes get the warning. Before, status skipped it (no rmap items, no
+/// merge-any), while `doctor --all` listed it.
+#[test]
+fn a_process_that_only_asked_with_madvise_is_listed_and_counts_for_trust_domains() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !have_ksm() || unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: needs KSM and root (to start a process as nobody)");
+        return;
+    }
+    let root = start_madvise_only(None);
+    let nobody = start_madvise_only(Some("nobody"));
+    for p in [&root, &nobody] {
+        let k = std::fs::read_to_string(format!("/proc/{}/ksm_stat", p.pid())).unwrap();
+        assert!(
+            k.contains("ksm_rmap_items 0") && k.contains("ksm_mergeable: yes"),
+            "{k}"
+        );
+    }
+    let v = status_json();
+    let procs = v["processes"].as_array().unwrap();
+    for (p, user) in [(&root, "root"), (&nobody, "nobody")] {
+        let entry = procs
+            .iter()
+            .find(|e| e["pid"] == p.pid())
+            .unwrap_or_else(|| panic!("{} ({user}) not listed: {v}", p.pid()));
+        assert_eq!(entry["user"], user);
+        assert_eq!(entry["mode"], "advise", "{entry}");
+        assert_eq!(entry["mergeable"], true, "{entry}");
+        assert!(entry["mergeable_bytes"].as_u64().unwrap() > 0, "{entry}");
+    }
+    let warning = v["trust_domains"]["warning"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no warning: {v}"));
+    assert!(
+        warning.contains("root (") && warning.contains("nobody ("),
+        "{warning}"
+    );
+    let (_, text) = ksmauto(&["status"]);
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with(&format!("{} ", nobody.pid()))),
+        "{text}"
+    );
+}
+
 /// Two cgroup v2 directories named like docker's container scopes, removed
 /// again at the end (the processes in them are gone by then).
 struct Containers(std::path::PathBuf);
