@@ -518,10 +518,10 @@ pub fn render_text(c: &Comparison) -> String {
         o,
         "{} x {} (mode {}); without: {}, with: {}",
         c.workers,
-        c.command.join(" "),
+        shown(&c.command.join(" ")),
         c.mode,
-        c.without.ended,
-        c.with.ended
+        shown(&c.without.ended),
+        shown(&c.with.ended)
     );
     let _ = writeln!(
         o,
@@ -636,12 +636,15 @@ pub fn render_text(c: &Comparison) -> String {
             let _ = writeln!(
                 o,
                 "{:>8} {:<15} {:<26} {:>10}",
-                p.pid, p.comm, p.coverage, p.merged_pages
+                p.pid,
+                shown(&p.comm),
+                shown(&p.coverage),
+                p.merged_pages
             );
         }
         for p in &c.with.per_process {
             if let Some(why) = &p.coverage_why {
-                let _ = writeln!(o, "pid {} not covered: {why}", p.pid);
+                let _ = writeln!(o, "pid {} not covered: {}", p.pid, shown(why));
             }
         }
     }

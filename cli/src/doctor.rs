@@ -533,7 +533,13 @@ pub fn all() -> (Vec<Diagnosis>, usize) {
 pub fn render_text(d: &Diagnosis) -> String {
     let mut s = String::new();
     let b = human_bytes;
-    let _ = writeln!(s, "pid {} ({}): {}", d.pid, d.comm, d.verdict);
+    let _ = writeln!(
+        s,
+        "pid {} ({}): {}",
+        d.pid,
+        shown(&d.comm),
+        shown(&d.verdict)
+    );
     let k = &d.ksmd;
     let pace = match (k.pages_to_scan, k.sleep_millisecs) {
         (Some(p), Some(ms)) => format!("{p} pages every {ms} ms"),
@@ -556,17 +562,17 @@ pub fn render_text(d: &Diagnosis) -> String {
     let l = &d.library;
     match (&l.path, &l.why_not) {
         (Some(p), _) => {
-            let _ = writeln!(s, "  library: loaded ({p})");
+            let _ = writeln!(s, "  library: loaded ({})", shown(p));
         }
         (None, Some(w)) => {
-            let _ = writeln!(s, "  library: not loaded: {w}");
+            let _ = writeln!(s, "  library: not loaded: {}", shown(w));
         }
         _ => {}
     }
     if let Some(p) = &l.ld_preload {
-        let _ = writeln!(s, "           LD_PRELOAD={p}");
+        let _ = writeln!(s, "           LD_PRELOAD={}", shown(p));
     }
-    let _ = writeln!(s, "  mode:    {}: {}", d.mode.mode, d.mode.why);
+    let _ = writeln!(s, "  mode:    {}: {}", d.mode.mode, shown(&d.mode.why));
     let m = &d.memory;
     let _ = writeln!(
         s,
@@ -596,7 +602,7 @@ pub fn render_text(d: &Diagnosis) -> String {
         b(m.locked)
     );
     for note in &d.notes {
-        let _ = writeln!(s, "  note:    {note}");
+        let _ = writeln!(s, "  note:    {}", shown(note));
     }
     s
 }

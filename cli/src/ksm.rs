@@ -445,7 +445,7 @@ pub fn render_text(s: &Status) -> String {
         let _ = writeln!(o, "profit after KSM metadata: {}", human_bytes_i(p));
     }
     if let Some(w) = &s.trust_domains.warning {
-        let _ = writeln!(o, "warning: {w}");
+        let _ = writeln!(o, "warning: {}", shown(w));
     }
     if s.unreadable_processes > 0 {
         let _ = writeln!(o, "note: {}", unreadable_note(s.unreadable_processes));
@@ -475,13 +475,13 @@ pub fn render_text(s: &Status) -> String {
             o,
             "{:>8} {:<16} {:>10} {:>8} {:>12} {:<8} {:<10} {}",
             p.pid,
-            p.comm,
+            shown(&p.comm),
             p.merging_pages,
             p.zero_pages,
             human_bytes_i(p.profit),
             p.mode,
-            p.user,
-            p.cgroup
+            shown(&p.user),
+            shown(&p.cgroup)
         );
     }
     for (title, list) in [
@@ -496,8 +496,8 @@ pub fn render_text(s: &Status) -> String {
         );
         for d in list {
             let name = match d.uid {
-                Some(uid) => format!("{} ({uid})", d.name),
-                None => d.name.clone(),
+                Some(uid) => format!("{} ({uid})", shown(&d.name)),
+                None => shown(&d.name),
             };
             let _ = writeln!(
                 o,

@@ -614,20 +614,20 @@ pub fn render_summary(s: &Summary) -> String {
             o,
             "{:>8} {:<15} {:<26} {:<8} {:>10} {:>10} {:>8} {:>11} {:>11}  {}",
             r.pid,
-            r.comm,
-            r.coverage,
-            r.mode,
+            shown(&r.comm),
+            shown(&r.coverage),
+            shown(&r.mode),
             human_bytes(r.advised_bytes),
             r.merging_pages,
             r.zero_pages,
             human_bytes_i(r.profit),
             human_bytes(r.pss_bytes),
-            r.ended
+            shown(&r.ended)
         );
     }
     for r in &s.per_process {
         if let Some(why) = &r.coverage_why {
-            let _ = writeln!(o, "ksmauto: pid {} not covered: {why}", r.pid);
+            let _ = writeln!(o, "ksmauto: pid {} not covered: {}", r.pid, shown(why));
         }
     }
     o

@@ -127,6 +127,41 @@ pub fn human_bytes_i(n: i64) -> String {
     }
 }
 
+/// A string from outside (a process's comm, a cgroup path, a program or
+/// user name, an environment value) as text output shows it: control
+/// characters and other characters that print nothing visible (bidi
+/// overrides, zero-width marks) are escaped (`\n`, `\t`, `\r`, `\e`,
+/// `\xNN`, `\u{NNNN}`), so such a name can neither move the terminal's
+/// cursor, recolour it or set its title, nor add a line of its own to a
+/// table. Every text rendering passes outside strings through here; JSON
+/// and Prometheus escape by their own rules.
+pub fn shown(s: &str) -> String {
+    let invisible = |c: char| {
+        matches!(c,
+            '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}')
+    };
+    if !s.chars().any(|c| c.is_control() || invisible(c)) {
+        return s.to_string();
+    }
+    let mut o = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => o.push_str("\\n"),
+            '\t' => o.push_str("\\t"),
+            '\r' => o.push_str("\\r"),
+            '\x1b' => o.push_str("\\e"),
+            c if (c as u32) < 0x100 && (c.is_control() || invisible(c)) => {
+                o.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if c.is_control() || invisible(c) => o.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
 pub fn comm(pid: i32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|s| s.trim_end().to_string())
@@ -249,6 +284,20 @@ mod tests {
         assert!(!maps_the_library(maps));
         let maps = "7f00-7f01 r-xp 00000000 08:01 12    /usr/lib/libksmauto.so\n";
         assert!(maps_the_library(maps));
+    }
+
+    #[test]
+    fn outside_strings_are_shown_without_control_characters() {
+        assert_eq!(shown("python3"), "python3");
+        assert_eq!(
+            shown("/system.slice/a\\x2db.service"),
+            "/system.slice/a\\x2db.service"
+        );
+        assert_eq!(shown("\x1b[3A\x1b[2K"), "\\e[3A\\e[2K");
+        assert_eq!(shown("x\n  666 fake"), "x\\n  666 fake");
+        assert_eq!(shown("a\u{7f}b\u{9b}c"), "a\\x7fb\\x9bc");
+        assert_eq!(shown("abc\u{202e}gpj"), "abc\\u{202e}gpj");
+        assert_eq!(shown("née"), "née");
     }
 
     #[test]

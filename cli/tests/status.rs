@@ -582,3 +582,71 @@ fn textfile_into_a_directory_not_ours_exits_4() {
     assert_eq!(o.status.code(), Some(4), "{err}");
     assert!(err.contains("Permission denied"), "{err}");
 }
+
+/// A comm with terminal escapes or a newline (any bytes but NUL are
+/// allowed) is escaped in every text output: no ESC byte reaches the
+/// terminal, and a newline in a name adds no line of its own. Before,
+/// `status`, `doctor`, `estimate` and `run` printed it raw.
+#[test]
+fn control_characters_in_a_comm_are_escaped_in_text_output() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !have_ksm() {
+        eprintln!("SKIPPED: no KSM");
+        return;
+    }
+    let prog = common::compile_c("cli/tests/c/evilcomm.c", &[]);
+    let start = |mode: &str| {
+        let mut c = Command::new(&prog);
+        c.args([mode, "30"])
+            .env_remove("LD_PRELOAD")
+            .stdout(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        Dups(child, String::new())
+    };
+    let esc = start("esc");
+    let nl = start("nl");
+    let clean = |what: &str, text: &str| {
+        assert!(!text.contains('\x1b'), "{what}: ESC in {text:?}");
+        assert!(
+            !text.lines().any(|l| l.starts_with("  666 fake")),
+            "{what}: a line of the comm's own: {text}"
+        );
+        assert!(
+            text.contains("x\\n  666 fake"),
+            "{what}: the newline shown as \\n: {text}"
+        );
+    };
+    let (_, status) = ksmauto(&["status"]);
+    clean("status", &status);
+    assert!(status.contains("\\e[3A\\e[2K"), "{status}");
+    let (_, doctor) = ksmauto(&["doctor", "--all"]);
+    clean("doctor --all", &doctor);
+    let (_, doctor) = ksmauto(&["doctor", &esc.pid().to_string()]);
+    assert!(
+        !doctor.contains('\x1b') && doctor.contains("\\e[3A"),
+        "{doctor}"
+    );
+    let (_, estimate) = ksmauto(&[
+        "estimate",
+        "-v",
+        &esc.pid().to_string(),
+        &nl.pid().to_string(),
+    ]);
+    clean("estimate", &estimate);
+    // run: the summary on stderr names the command's process by its comm.
+    let o = Command::new(env!("CARGO_BIN_EXE_ksmauto"))
+        .args(["run", "--lib", common::lib().to_str().unwrap(), "--"])
+        .arg(&prog)
+        .args(["nl", "1"])
+        .env_remove("LD_PRELOAD")
+        .output()
+        .unwrap();
+    clean("run", &common::text(&o.stderr));
+    drop(esc);
+    drop(nl);
+}
