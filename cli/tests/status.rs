@@ -650,3 +650,108 @@ fn control_characters_in_a_comm_are_escaped_in_text_output() {
     drop(esc);
     drop(nl);
 }
+
+/// Directories made in cgroup v1 hierarchies, removed at the end (after the
+/// processes in them are gone); `docker/` only if it was made here.
+struct V1Cgroups(Vec<std::path::PathBuf>);
+
+impl Drop for V1Cgroups {
+    fn drop(&mut self) {
+        for d in self.0.iter().rev() {
+            for _ in 0..100 {
+                if std::fs::remove_dir(d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// Where the cgroup v1 hierarchy with this controller (or `name=`) is mounted.
+fn cgroup_v1_mount(controller: &str) -> Option<std::path::PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.get(2) == Some(&"cgroup") && f.get(3)?.split(',').any(|o| o == controller))
+            .then(|| std::path::PathBuf::from(f[1]))
+    })
+}
+
+/// On a cgroup v1 (or hybrid) host the unified line says `0::/` for every
+/// process: the containers are in the v1 hierarchies (`/docker/ID` under
+/// name=systemd, pids, memory…). Two processes in two docker-style v1
+/// cgroups are two cgroups and two containers, with the warning. Before,
+/// status read the `0::` line only, so every process was in `/` and no
+/// container was ever found on such a host.
+#[test]
+fn on_cgroup_v1_the_containers_are_found_in_the_v1_hierarchies() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let hierarchies: Vec<std::path::PathBuf> = ["name=systemd", "pids"]
+        .iter()
+        .filter_map(|c| cgroup_v1_mount(c))
+        .collect();
+    if !have_ksm() || hierarchies.is_empty() || unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: needs KSM, a cgroup v1 hierarchy and root");
+        return;
+    }
+    let unified = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    if unified.lines().any(|l| l.starts_with("0::") && l != "0::/") {
+        eprintln!("SKIPPED: this host puts processes in cgroup v2 paths");
+        return;
+    }
+    // Made first, so dropped last (also on a failed assertion): a cgroup
+    // can be removed only once its processes are gone.
+    let mut made = V1Cgroups(vec![]);
+    let a = Dups::start(None);
+    let b = Dups::start(None);
+    let ids: Vec<String> = ["a", "b"]
+        .iter()
+        .map(|s| format!("ksmautotest{}{s}", std::process::id()))
+        .collect();
+    for h in &hierarchies {
+        let docker = h.join("docker");
+        if !docker.exists() {
+            std::fs::create_dir(&docker).unwrap();
+            made.0.push(docker.clone());
+        }
+        for (dups, id) in [(&a, &ids[0]), (&b, &ids[1])] {
+            let dir = docker.join(id);
+            std::fs::create_dir(&dir).unwrap();
+            made.0.push(dir.clone());
+            std::fs::write(dir.join("cgroup.procs"), dups.pid().to_string()).unwrap();
+        }
+    }
+    let paths: Vec<String> = ids.iter().map(|id| format!("/docker/{id}")).collect();
+    let v = status_json();
+    for (dups, path) in [(&a, &paths[0]), (&b, &paths[1])] {
+        let p = v["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["pid"] == dups.pid())
+            .unwrap_or_else(|| panic!("{} not listed: {v}", dups.pid()));
+        assert_eq!(p["cgroup"], path.as_str(), "{p}");
+    }
+    let containers = &v["trust_domains"]["containers"];
+    for path in &paths {
+        assert!(
+            containers
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c == path.as_str()),
+            "{path} not a container: {containers}"
+        );
+    }
+    let warning = v["trust_domains"]["warning"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no warning: {v}"));
+    assert!(
+        warning.contains(&paths[0]) && warning.contains(&paths[1]),
+        "{warning}"
+    );
+    drop(a);
+    drop(b);
+    drop(made);
+}
