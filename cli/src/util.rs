@@ -195,7 +195,13 @@ impl From<proc::KsmStat> for KsmStat {
 
 /// Read here, parsed by the parser the library and the tests use.
 pub fn ksm_stat(pid: i32) -> Option<KsmStat> {
-    let text = std::fs::read(format!("/proc/{pid}/ksm_stat")).ok()?;
+    ksm_stat_in(&format!("/proc/{pid}"))
+}
+
+/// `ksm_stat` of a `/proc` directory: a process's, or one of its threads'
+/// (`/proc/PID/task/TID`, the same figures: they are the memory's).
+pub fn ksm_stat_in(dir: &str) -> Option<KsmStat> {
+    let text = std::fs::read(format!("{dir}/ksm_stat")).ok()?;
     Some(proc::KsmStat::parse(&text).into())
 }
 
@@ -233,7 +239,12 @@ pub fn unreadable_note(n: usize) -> String {
 
 /// `Rss` and `Pss` of `/proc/PID/smaps_rollup`, in bytes.
 pub fn rss_pss(pid: i32) -> Option<(u64, u64)> {
-    let text = std::fs::read(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    rss_pss_in(&format!("/proc/{pid}"))
+}
+
+/// [`rss_pss`] of a `/proc` directory (a process's or one of its threads').
+pub fn rss_pss_in(dir: &str) -> Option<(u64, u64)> {
+    let text = std::fs::read(format!("{dir}/smaps_rollup")).ok()?;
     let rollup = proc::SmapsRollup::parse(&text);
     Some((rollup.rss_kb? * 1024, rollup.pss_kb? * 1024))
 }
