@@ -97,6 +97,28 @@ fn our_cgroup() -> String {
         .unwrap()
 }
 
+/// The cgroup status shows for this process: the unified path, or on a
+/// v1/hybrid host where that is `/`, the first v1 path that is not `/` of
+/// name=systemd, pids, memory, cpu (in that order).
+fn our_shown_cgroup() -> String {
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let unified = our_cgroup();
+    if unified != "/" {
+        return unified;
+    }
+    for want in ["name=systemd", "pids", "memory", "cpu"] {
+        for l in text.lines() {
+            let mut f = l.splitn(3, ':');
+            let (_, controllers, path) =
+                (f.next(), f.next().unwrap_or(""), f.next().unwrap_or("/"));
+            if path != "/" && controllers.split(',').any(|c| c == want) {
+                return path.to_string();
+            }
+        }
+    }
+    unified
+}
+
 /// Parses exposition text with `prometheus-parse`, checking that the parser
 /// took every sample line (it skips what it cannot read) and that every
 /// family has HELP and TYPE.
@@ -172,7 +194,7 @@ fn prometheus_output_of_a_merging_process_parses_with_conventions() {
     assert_eq!(code, 0);
     let scrape = parse(&text);
     let pid = dups.pid().to_string();
-    let cgroup = our_cgroup();
+    let cgroup = our_shown_cgroup();
     let me = [
         ("pid", pid.as_str()),
         ("comm", dups.comm()),
