@@ -85,8 +85,8 @@ fn coverage_of(pid: i32, decided: Option<&str>) -> ProcCoverage {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    let library = std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .is_ok_and(|m| m.contains(launch::LIB_NAME));
+    let library =
+        std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| maps_the_library(&m));
     let stat = ksm_stat(pid);
     let c = coverage::judge(
         library,
@@ -519,10 +519,10 @@ pub fn render_text(c: &Comparison) -> String {
         o,
         "{} x {} (mode {}); without: {}, with: {}",
         c.workers,
-        c.command.join(" "),
+        shown(&c.command.join(" ")),
         c.mode,
-        c.without.ended,
-        c.with.ended
+        shown(&c.without.ended),
+        shown(&c.with.ended)
     );
     let _ = writeln!(
         o,
@@ -637,12 +637,15 @@ pub fn render_text(c: &Comparison) -> String {
             let _ = writeln!(
                 o,
                 "{:>8} {:<15} {:<26} {:>10}",
-                p.pid, p.comm, p.coverage, p.merged_pages
+                p.pid,
+                shown(&p.comm),
+                shown(&p.coverage),
+                p.merged_pages
             );
         }
         for p in &c.with.per_process {
             if let Some(why) = &p.coverage_why {
-                let _ = writeln!(o, "pid {} not covered: {why}", p.pid);
+                let _ = writeln!(o, "pid {} not covered: {}", p.pid, shown(why));
             }
         }
     }

@@ -6,7 +6,7 @@
 //! sampled). Reads `/proc/PID/{exe,auxv,environ}`; decides nothing.
 
 use crate::exe;
-use crate::util::KsmStat;
+use crate::util::{preload_names_the_library, KsmStat};
 use std::path::PathBuf;
 
 /// What a running process's program says about the preload, read once per
@@ -28,7 +28,8 @@ pub fn facts(pid: i32) -> Facts {
         .ok()
         .map(|env| {
             env.split(|b| *b == 0).any(|kv| {
-                kv.starts_with(b"LD_PRELOAD=") && kv.windows(10).any(|w| w == b"libksmauto")
+                kv.strip_prefix(b"LD_PRELOAD=")
+                    .is_some_and(|v| preload_names_the_library(&String::from_utf8_lossy(v)))
             })
         });
     Facts {

@@ -148,7 +148,7 @@ fn read_smaps(pid: i32) -> Result<Smaps> {
             path = f.get(5).map(|p| p.trim().to_string()).unwrap_or_default();
             executable = f.get(1).is_some_and(|p| p.contains('x'));
             (rss, anon, thp, hug, locked, ksm) = (0, 0, 0, 0, 0, 0);
-            if path.contains("libksmauto") && s.library_path.is_none() {
+            if is_library_path(&path) && s.library_path.is_none() {
                 s.library_path = Some(path.clone());
             }
             continue;
@@ -278,9 +278,7 @@ pub fn diagnose(pid: i32) -> Result<Diagnosis> {
             .and_then(|e| e.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
     };
     let ld_preload = get("LD_PRELOAD");
-    let in_ld_preload = ld_preload
-        .as_deref()
-        .is_some_and(|p| p.contains("libksmauto"));
+    let in_ld_preload = ld_preload.as_deref().is_some_and(preload_names_the_library);
     let exe_path = std::path::PathBuf::from(format!("/proc/{pid}/exe"));
     let static_binary = exe::is_static(&exe_path).unwrap_or(false);
     let secure = exe::at_secure(pid);
@@ -522,7 +520,7 @@ pub fn all() -> (Vec<Diagnosis>, usize) {
                 || k.zero_pages > 0
         });
         let has_lib = std::fs::read_to_string(format!("/proc/{pid}/maps"))
-            .is_ok_and(|m| m.contains("libksmauto"));
+            .is_ok_and(|m| maps_the_library(&m));
         if active || has_lib {
             if let Ok(d) = diagnose(pid) {
                 out.push(d);
@@ -535,7 +533,13 @@ pub fn all() -> (Vec<Diagnosis>, usize) {
 pub fn render_text(d: &Diagnosis) -> String {
     let mut s = String::new();
     let b = human_bytes;
-    let _ = writeln!(s, "pid {} ({}): {}", d.pid, d.comm, d.verdict);
+    let _ = writeln!(
+        s,
+        "pid {} ({}): {}",
+        d.pid,
+        shown(&d.comm),
+        shown(&d.verdict)
+    );
     let k = &d.ksmd;
     let pace = match (k.pages_to_scan, k.sleep_millisecs) {
         (Some(p), Some(ms)) => format!("{p} pages every {ms} ms"),
@@ -558,17 +562,17 @@ pub fn render_text(d: &Diagnosis) -> String {
     let l = &d.library;
     match (&l.path, &l.why_not) {
         (Some(p), _) => {
-            let _ = writeln!(s, "  library: loaded ({p})");
+            let _ = writeln!(s, "  library: loaded ({})", shown(p));
         }
         (None, Some(w)) => {
-            let _ = writeln!(s, "  library: not loaded: {w}");
+            let _ = writeln!(s, "  library: not loaded: {}", shown(w));
         }
         _ => {}
     }
     if let Some(p) = &l.ld_preload {
-        let _ = writeln!(s, "           LD_PRELOAD={p}");
+        let _ = writeln!(s, "           LD_PRELOAD={}", shown(p));
     }
-    let _ = writeln!(s, "  mode:    {}: {}", d.mode.mode, d.mode.why);
+    let _ = writeln!(s, "  mode:    {}: {}", d.mode.mode, shown(&d.mode.why));
     let m = &d.memory;
     let _ = writeln!(
         s,
@@ -598,7 +602,7 @@ pub fn render_text(d: &Diagnosis) -> String {
         b(m.locked)
     );
     for note in &d.notes {
-        let _ = writeln!(s, "  note:    {note}");
+        let _ = writeln!(s, "  note:    {}", shown(note));
     }
     s
 }

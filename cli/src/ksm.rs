@@ -101,7 +101,9 @@ pub struct Proc {
     /// Real uid (`/proc/PID/status`) and its name (`/etc/passwd`, else the number).
     pub uid: u32,
     pub user: String,
-    /// The cgroup v2 path (`0::` line of `/proc/PID/cgroup`).
+    /// The cgroup path: the v2 one (`0::` line of `/proc/PID/cgroup`), or
+    /// on a v1/hybrid host where that is `/`, the first v1 path that is not
+    /// `/` of name=systemd, pids, memory, cpu.
     pub cgroup: String,
 }
 
@@ -182,16 +184,46 @@ fn user_names() -> BTreeMap<u32, String> {
     names
 }
 
-/// The unified (v2) cgroup path of a process; `?` when unreadable.
+/// The cgroup path of a process; `?` when unreadable.
 fn cgroup_of(pid: i32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("0::"))
-                .map(|p| p.to_string())
+        .map(|s| cgroup_in(&s))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// The v1 hierarchies that place a process by what it is (a service, a
+/// container), most telling first: systemd's own, then the controllers a
+/// container runtime always sets.
+const V1_PREFERRED: [&str; 4] = ["name=systemd", "pids", "memory", "cpu"];
+
+/// The path of `/proc/PID/cgroup` text: the unified (v2) path, unless it
+/// is `/` or missing — a cgroup v1 or hybrid host, where every process is
+/// in the unified root and the real placement (`/docker/ID`,
+/// `/system.slice/…`) is in the v1 hierarchies: then the first of
+/// [`V1_PREFERRED`] that is not `/`.
+fn cgroup_in(text: &str) -> String {
+    let unified = text.lines().find_map(|l| l.strip_prefix("0::"));
+    if let Some(p) = unified.filter(|p| *p != "/") {
+        return p.to_string();
+    }
+    // `ID:controller[,controller…]:path`
+    let v1: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once(':')?;
+            rest.split_once(':')
         })
-        .unwrap_or_else(|| "?".into())
+        .filter(|(controllers, _)| !controllers.is_empty())
+        .collect();
+    for want in V1_PREFERRED {
+        if let Some((_, path)) = v1
+            .iter()
+            .find(|(controllers, path)| *path != "/" && controllers.split(',').any(|c| c == want))
+        {
+            return path.to_string();
+        }
+    }
+    unified.unwrap_or("/").to_string()
 }
 
 /// Resident bytes of the VMAs whose `VmFlags` has `mg` (merging allowed).
@@ -259,16 +291,22 @@ pub fn processes() -> (Vec<Proc>, usize) {
                 continue;
             };
             // Using KSM: ksmd tracks pages of it, some are merged, or it asked
-            // for its whole memory (also before ksmd got to it).
+            // for merging — its whole memory (merge-any) or areas by madvise —
+            // also before ksmd got to it (as `doctor --all` counts it).
             if k.rmap_items == 0
                 && k.merging_pages == 0
                 && k.zero_pages == 0
                 && k.profit == 0
                 && !k.merge_any
+                && !k.mergeable
             {
                 continue;
             }
-            let uid = uid_of(pid).unwrap_or(u32::MAX);
+            // Ended between the two reads: no uid to count it under (a
+            // made-up one would be a trust domain of its own).
+            let Some(uid) = uid_of(pid) else {
+                continue;
+            };
             out.push(Proc {
                 pid,
                 comm: comm(pid),
@@ -439,7 +477,7 @@ pub fn render_text(s: &Status) -> String {
         let _ = writeln!(o, "profit after KSM metadata: {}", human_bytes_i(p));
     }
     if let Some(w) = &s.trust_domains.warning {
-        let _ = writeln!(o, "warning: {w}");
+        let _ = writeln!(o, "warning: {}", shown(w));
     }
     if s.unreadable_processes > 0 {
         let _ = writeln!(o, "note: {}", unreadable_note(s.unreadable_processes));
@@ -469,13 +507,13 @@ pub fn render_text(s: &Status) -> String {
             o,
             "{:>8} {:<16} {:>10} {:>8} {:>12} {:<8} {:<10} {}",
             p.pid,
-            p.comm,
+            shown(&p.comm),
             p.merging_pages,
             p.zero_pages,
             human_bytes_i(p.profit),
             p.mode,
-            p.user,
-            p.cgroup
+            shown(&p.user),
+            shown(&p.cgroup)
         );
     }
     for (title, list) in [
@@ -490,8 +528,8 @@ pub fn render_text(s: &Status) -> String {
         );
         for d in list {
             let name = match d.uid {
-                Some(uid) => format!("{} ({uid})", d.name),
-                None => d.name.clone(),
+                Some(uid) => format!("{} ({uid})", shown(&d.name)),
+                None => shown(&d.name),
             };
             let _ = writeln!(
                 o,
@@ -767,7 +805,22 @@ pub fn write_textfile(path: &std::path::Path, text: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::container_of;
+    use super::{cgroup_in, container_of};
+
+    #[test]
+    fn the_cgroup_is_the_unified_path_else_the_telling_v1_one() {
+        let v2 = "0::/system.slice/docker-ab.scope\n";
+        assert_eq!(cgroup_in(v2), "/system.slice/docker-ab.scope");
+        let hybrid = "9:name=systemd:/docker/ab\n8:pids:/docker/ab\n4:memory:/docker/ab\n0::/\n";
+        assert_eq!(cgroup_in(hybrid), "/docker/ab");
+        // name=systemd at the root: the next preferred controller.
+        let v1 = "12:name=systemd:/\n3:cpu,cpuacct:/kubepods/pod1/c\n2:memory:/mem\n";
+        assert_eq!(cgroup_in(v1), "/mem");
+        let v1 = "12:name=systemd:/\n3:cpu,cpuacct:/kubepods/pod1/c\n1:blkio:/b\n";
+        assert_eq!(cgroup_in(v1), "/kubepods/pod1/c");
+        assert_eq!(cgroup_in("9:name=systemd:/\n8:pids:/\n0::/\n"), "/");
+        assert_eq!(cgroup_in(""), "/");
+    }
 
     #[test]
     fn containers_are_found_in_cgroup_paths() {

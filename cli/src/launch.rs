@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
-pub const LIB_NAME: &str = "libksmauto.so";
+pub use crate::util::LIB_NAME;
 
 /// Where the library is: `--lib`, next to this binary, `../release/` (a debug
 /// build of the tool in `target/debug`), `../lib/` (installed under a prefix).
@@ -170,6 +170,12 @@ pub fn spawn_error(cmd: &OsString, e: std::io::Error) -> anyhow::Error {
                 "cannot execute {}: permission denied",
                 cmd.to_string_lossy()
             ),
+        ),
+        // Found but no program the kernel can run (no `#!`, not ELF, or
+        // not for this machine): "cannot be executed", as a shell says.
+        _ if matches!(e.raw_os_error(), Some(libc::ENOEXEC) | Some(libc::EACCES)) => fail(
+            126,
+            format!("cannot execute {}: {e}", cmd.to_string_lossy()),
         ),
         _ => fail(
             EXIT_RUNTIME,

@@ -203,6 +203,16 @@ fn real_main() -> Result<i32> {
             match watch {
                 None => print_status(json, prometheus)?,
                 Some(secs) => loop {
+                    // A terminal is redrawn; a pipe or a file gets one
+                    // snapshot after another (JSON: one object a line;
+                    // text and Prometheus: a blank line between).
+                    let (before, after) = if util::isatty(1) {
+                        ("\x1b[H\x1b[2J", "")
+                    } else if json {
+                        ("", "")
+                    } else {
+                        ("", "\n")
+                    };
                     let s = ksm::status()?;
                     let text = if json {
                         serde_json::to_string(&s)? + "\n"
@@ -211,7 +221,7 @@ fn real_main() -> Result<i32> {
                     } else {
                         ksm::render_text(&s)
                     };
-                    print!("\x1b[H\x1b[2J{text}");
+                    print!("{before}{text}{after}");
                     use std::io::Write;
                     let _ = std::io::stdout().flush();
                     std::thread::sleep(Duration::from_secs_f64(secs));
@@ -245,6 +255,13 @@ fn real_main() -> Result<i32> {
         } => {
             if workers == 0 {
                 return Err(util::fail(2, "--workers must be at least 1"));
+            }
+            // A day at most, as --watch: past ~1e19 s no duration exists.
+            if !settle_timeout.is_finite() || settle_timeout <= 0.0 || settle_timeout > 86400.0 {
+                return Err(util::fail(
+                    2,
+                    "--settle-timeout needs a number of seconds above 0, at most 86400",
+                ));
             }
             let c = compare::compare(
                 &command,

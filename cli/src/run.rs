@@ -16,19 +16,19 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// `/proc/PID/ksm_stat` of a process that still has its memory: a process
-/// past `exit_mm` (exiting, zombie) shows an empty file, which must not
-/// overwrite its last figures with zeros.
-fn live_ksm_stat(pid: i32) -> Option<KsmStat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/ksm_stat")).ok()?;
+/// `ksm_stat` of a process (its `/proc` directory, or a living thread's)
+/// that still has its memory: a process past `exit_mm` (exiting, zombie)
+/// shows an empty file, which must not overwrite its last figures with zeros.
+fn live_ksm_stat(dir: &str) -> Option<KsmStat> {
+    let text = std::fs::read_to_string(format!("{dir}/ksm_stat")).ok()?;
     if !text.contains("ksm_rmap_items") {
         return None;
     }
-    ksm_stat(pid)
+    ksm_stat_in(dir)
 }
 
-fn exe_of(pid: i32) -> Option<String> {
-    std::fs::read_link(format!("/proc/{pid}/exe"))
+fn exe_of(dir: &str) -> Option<String> {
+    std::fs::read_link(format!("{dir}/exe"))
         .ok()
         .map(|p| p.display().to_string())
 }
@@ -81,9 +81,9 @@ fn exec_seen(
     ExecSeen::Exec
 }
 
-fn maps_library(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .map(|m| m.contains(LIB_NAME))
+fn maps_library(dir: &str) -> bool {
+    std::fs::read_to_string(format!("{dir}/maps"))
+        .map(|m| maps_the_library(&m))
         .unwrap_or(false)
 }
 
@@ -133,10 +133,19 @@ pub struct ProcReport {
     pub ended: String,
     /// The library's own JSON report, unchanged (null without one).
     pub report: serde_json::Value,
+    /// With `nspids`, names the process: what an exit report is matched by.
     #[serde(skip)]
     start_time: u64,
+    /// Its pid in each pid namespace it is in, outermost first (`NSpid`):
+    /// a report carries the innermost.
+    #[serde(skip)]
+    nspids: Vec<i64>,
     #[serde(skip)]
     image: (u64, u64, u64),
+    /// Its image before its last exec: a child forked just before that
+    /// exec still has it.
+    #[serde(skip)]
+    prev_image: (u64, u64, u64),
     #[serde(skip)]
     library: bool,
     /// Looks for the library since the last exec.
@@ -212,9 +221,21 @@ struct TreeWatch {
     /// pid -> index in `procs` of the process that holds that pid now.
     live: HashMap<i32, usize>,
     rounds: u64,
-    /// Where the library writes its exit reports, and how far each file is read.
+    /// Where the library writes its exit reports, and what is known of each file.
     reports: PathBuf,
-    report_offsets: HashMap<PathBuf, usize>,
+    report_files: HashMap<PathBuf, ReportFile>,
+}
+
+/// One report file (`%p.json`: every process that held that pid and
+/// reported appends its line).
+#[derive(Default)]
+struct ReportFile {
+    /// Bytes read and parsed (whole lines only).
+    read: usize,
+    /// Its size at the last read: a file whose size is the same is not read again.
+    size: u64,
+    /// The processes (indexes in `procs`) its reports went to.
+    owners: Vec<usize>,
 }
 
 impl TreeWatch {
@@ -226,6 +247,18 @@ impl TreeWatch {
         let mut present = std::collections::HashSet::new();
         for l in &now {
             present.insert(l.pid);
+            // Where its memory and program are read: its own directory, or
+            // when its main thread has ended (pthread_exit: the leader is a
+            // zombie) while others run, a living thread's, whose addresses
+            // are the process's (the zombie leader's read as zero).
+            let (dir, image) = if l.state == 'Z' || l.state == 'X' {
+                match living_thread(l.pid) {
+                    Some(t) => (Some(format!("/proc/{}/task/{}", l.pid, t.pid)), t.image),
+                    None => (None, l.image),
+                }
+            } else {
+                (Some(format!("/proc/{}", l.pid)), l.image)
+            };
             let idx = match self.live.get(&l.pid) {
                 Some(&i) if self.procs[i].start_time == l.start_time => i,
                 _ => {
@@ -233,22 +266,26 @@ impl TreeWatch {
                         self.gone(old);
                     }
                     // A forked child has its parent's very addresses; seen
-                    // first with others, it has exec'd since the fork.
-                    let parent_image = self
+                    // first with others, it has exec'd since the fork. The
+                    // parent may have exec'd itself since the fork (in this
+                    // very look): its image before that counts too.
+                    let parent = self
                         .live
                         .get(&l.ppid)
-                        .map(|&i| self.procs[i].image)
-                        .filter(|&im| l.ppid != self.me && im != (0, 0, 0));
-                    let exec_before_first_look =
-                        parent_image.is_some_and(|im| l.image != (0, 0, 0) && im != l.image);
+                        .map(|&i| &self.procs[i])
+                        .filter(|p| l.ppid != self.me && p.image != (0, 0, 0));
+                    let exec_before_first_look = parent.is_some_and(|p| {
+                        image != (0, 0, 0) && image != p.image && image != p.prev_image
+                    });
                     self.procs.push(ProcReport {
                         pid: l.pid as i64,
                         ppid: l.ppid as i64,
                         start_time: l.start_time,
+                        nspids: nspids(l.pid),
                         image: if exec_before_first_look {
                             (0, 0, 0)
                         } else {
-                            l.image
+                            image
                         },
                         exe: if exec_before_first_look {
                             "(exec'd before the first look)".into()
@@ -265,24 +302,25 @@ impl TreeWatch {
                     self.procs.len() - 1
                 }
             };
-            if l.state == 'Z' || l.state == 'X' {
+            let Some(dir) = dir else {
                 continue;
-            }
+            };
             let pid = l.pid;
             let p = &mut self.procs[idx];
-            if let Some(exe) = exe_of(pid) {
+            if let Some(exe) = exe_of(&dir) {
                 // The image read again after the program: an exec between
                 // the listing and now shows as two different images.
-                let image_after = stat_line(pid).map(|a| a.image).unwrap_or(l.image);
+                let image_after = stat_line_in(pid, &dir).map(|a| a.image).unwrap_or(image);
                 let own = self.own_exe.as_deref();
-                match exec_seen(&p.exe, p.image, l.image, &exe, image_after, own) {
+                match exec_seen(&p.exe, p.image, image, &exe, image_after, own) {
                     ExecSeen::InProgress | ExecSeen::Same => {}
                     seen => {
                         if seen == ExecSeen::Exec {
                             p.execs.push(exe.clone());
                         }
                         p.exe = exe;
-                        p.image = l.image;
+                        p.prev_image = p.image;
+                        p.image = image;
                         p.library = false;
                         p.samples_since_exec = 0;
                         p.facts = None;
@@ -296,7 +334,7 @@ impl TreeWatch {
             // the following samples until it is there (for a while: a
             // program without it is not read in full ten times a second).
             if !p.library && p.samples_since_exec < LIBRARY_LOOKS {
-                p.library = maps_library(pid);
+                p.library = maps_library(&dir);
                 p.samples_since_exec += 1;
             }
             let c = comm(pid);
@@ -305,8 +343,8 @@ impl TreeWatch {
             }
             // smaps_rollup first: if ksm_stat is still whole after it,
             // both are from the living process.
-            if let Some((rss, pss)) = rss_pss(pid) {
-                if let Some(k) = live_ksm_stat(pid) {
+            if let Some((rss, pss)) = rss_pss_in(&dir) {
+                if let Some(k) = live_ksm_stat(&dir) {
                     p.rss_bytes = rss;
                     p.pss_bytes = pss;
                     p.merging_pages = k.merging_pages;
@@ -330,53 +368,89 @@ impl TreeWatch {
     }
 
     /// Reads the exit reports written since the last look and gives each
-    /// to the process that holds its pid now, or held it last: a report is
-    /// written as its process ends, so read every look it goes to that
-    /// process even when the pid is used again later in the tree (reports
-    /// name their process by pid alone).
+    /// to the process that wrote it (see [`TreeWatch::owner_of_report`]).
+    /// A file whose size did not change is not read again; one read whole
+    /// whose processes have all ended is removed, so each look reads only
+    /// what is new, however many processes the tree ran.
     fn collect_reports(&mut self) {
         let Ok(rd) = std::fs::read_dir(&self.reports) else {
             return;
         };
         for e in rd.flatten() {
             let path = e.path();
-            let Ok(text) = std::fs::read(&path) else {
+            let Ok(size) = e.metadata().map(|m| m.len()) else {
                 continue;
             };
-            let done = self.report_offsets.entry(path).or_insert(0);
-            // Only whole lines: one being written is read next time.
-            let Some(end) = text.iter().rposition(|&b| b == b'\n').map(|i| i + 1) else {
-                continue;
-            };
-            if end <= *done {
-                continue;
-            }
-            let new = String::from_utf8_lossy(&text[*done..end]).into_owned();
-            *done = end;
-            for line in new.lines() {
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            let known = self.report_files.entry(path.clone()).or_default();
+            let mut lines = vec![];
+            if size != known.size {
+                let Ok(text) = std::fs::read(&path) else {
                     continue;
                 };
-                let pid = v[field::PID].as_i64().unwrap_or(0);
-                let i = match self.live.get(&(pid as i32)) {
-                    Some(&i) => i,
-                    None => match self.procs.iter().rposition(|p| p.pid == pid) {
-                        Some(i) => i,
-                        None => {
-                            // Born and ended between two looks.
-                            self.procs.push(ProcReport {
-                                pid,
-                                end: "gone".into(),
-                                figures_from: "none".into(),
-                                ..Default::default()
-                            });
-                            self.procs.len() - 1
-                        }
-                    },
+                known.size = text.len() as u64;
+                // Only whole lines: one being written is read next time.
+                let end = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                if end > known.read {
+                    let new = String::from_utf8_lossy(&text[known.read..end]).into_owned();
+                    known.read = end;
+                    lines.extend(new.lines().map(str::to_string));
+                }
+            }
+            for line in lines {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
                 };
+                let i = self.owner_of_report(&v);
                 attach_report(&mut self.procs[i], v);
+                if let Some(f) = self.report_files.get_mut(&path) {
+                    f.owners.push(i);
+                }
+            }
+            let f = &self.report_files[&path];
+            let ended = |i: &usize| self.procs[*i].end != "running";
+            if f.read as u64 == size
+                && f.size == size
+                && !f.owners.is_empty()
+                && f.owners.iter().all(ended)
+                && std::fs::remove_file(&path).is_ok()
+            {
+                self.report_files.remove(&path);
             }
         }
+    }
+
+    /// The process an exit report belongs to: the one sampled (or reaped)
+    /// with its start time and its pid among its pids in every namespace
+    /// (a report in a pid namespace names the namespace's pid). One that
+    /// matches none ended before any look: it is kept as a process of its
+    /// own, never given to another holder of the same pid. (A report
+    /// without `start_time`, from an older library, goes by pid alone.)
+    fn owner_of_report(&mut self, v: &serde_json::Value) -> usize {
+        let pid = v[field::PID].as_i64().unwrap_or(0);
+        let start_time = v[field::START_TIME].as_u64();
+        let found = match start_time {
+            Some(st) => self
+                .procs
+                .iter()
+                .rposition(|p| p.start_time == st && p.nspids.contains(&pid)),
+            None => self
+                .live
+                .get(&(pid as i32))
+                .copied()
+                .or_else(|| self.procs.iter().rposition(|p| p.pid == pid)),
+        };
+        found.unwrap_or_else(|| {
+            // Born and ended between two looks.
+            self.procs.push(ProcReport {
+                pid,
+                start_time: start_time.unwrap_or(0),
+                nspids: vec![pid],
+                end: "gone".into(),
+                figures_from: "none".into(),
+                ..Default::default()
+            });
+            self.procs.len() - 1
+        })
     }
 
     fn gone(&mut self, i: usize) {
@@ -391,8 +465,26 @@ impl TreeWatch {
     fn reap(&mut self) -> Option<i32> {
         let mut command_status = None;
         loop {
+            // Which child ended, left unreaped for now: while it is a
+            // zombie its start time and pids can still be read, to know it
+            // if it was never sampled (and to match its report later).
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            let rc = unsafe {
+                libc::waitid(
+                    libc::P_ALL,
+                    0,
+                    &mut info,
+                    libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+                )
+            };
+            let ended = unsafe { info.si_pid() };
+            if rc != 0 || ended <= 0 {
+                break;
+            }
+            let start_time = stat_line(ended).map(|l| l.start_time);
+            let ids = nspids(ended);
             let mut st: libc::c_int = 0;
-            let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+            let pid = unsafe { libc::waitpid(ended, &mut st, libc::WNOHANG) };
             if pid <= 0 {
                 break;
             }
@@ -404,12 +496,27 @@ impl TreeWatch {
                     128 + libc::WTERMSIG(st)
                 });
             }
-            let idx = match self.live.get(&pid) {
-                Some(&i) => i,
+            let same = |p: &ProcReport| start_time.is_none_or(|st| p.start_time == st);
+            let sampled = self
+                .live
+                .get(&pid)
+                .copied()
+                .filter(|&i| same(&self.procs[i]));
+            // Or known by its report only (read before it was reaped).
+            let reported = || {
+                let st = start_time?;
+                self.procs
+                    .iter()
+                    .rposition(|p| p.start_time == st && p.nspids.iter().any(|n| ids.contains(n)))
+            };
+            let idx = match sampled.or_else(reported) {
+                Some(i) => i,
                 None => {
                     // Born and ended between two samples.
                     self.procs.push(ProcReport {
                         pid: pid as i64,
+                        start_time: start_time.unwrap_or(0),
+                        nspids: ids,
                         ppid: if pid == self.child { self.me as i64 } else { 0 },
                         mode: "?".into(),
                         figures_from: "none".into(),
@@ -521,7 +628,7 @@ pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString])
         live: HashMap::new(),
         rounds: 0,
         reports: dir.0.clone(),
-        report_offsets: HashMap::new(),
+        report_files: HashMap::new(),
     };
     let mut code = None;
     loop {
@@ -616,20 +723,20 @@ pub fn render_summary(s: &Summary) -> String {
             o,
             "{:>8} {:<15} {:<26} {:<8} {:>10} {:>10} {:>8} {:>11} {:>11}  {}",
             r.pid,
-            r.comm,
-            r.coverage,
-            r.mode,
+            shown(&r.comm),
+            shown(&r.coverage),
+            shown(&r.mode),
             human_bytes(r.advised_bytes),
             r.merging_pages,
             r.zero_pages,
             human_bytes_i(r.profit),
             human_bytes(r.pss_bytes),
-            r.ended
+            shown(&r.ended)
         );
     }
     for r in &s.per_process {
         if let Some(why) = &r.coverage_why {
-            let _ = writeln!(o, "ksmauto: pid {} not covered: {why}", r.pid);
+            let _ = writeln!(o, "ksmauto: pid {} not covered: {}", r.pid, shown(why));
         }
     }
     o

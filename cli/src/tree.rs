@@ -19,7 +19,14 @@ pub struct StatLine {
 }
 
 pub fn stat_line(pid: i32) -> Option<StatLine> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_line_in(pid, &format!("/proc/{pid}"))
+}
+
+/// [`stat_line`] of a `/proc` directory: a process's, or one of its
+/// threads' (`/proc/PID/task/TID`: its own state and start time, the
+/// process's addresses).
+pub fn stat_line_in(pid: i32, dir: &str) -> Option<StatLine> {
+    let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
     // Fields after the last ')' (comm may hold anything): state ppid pgrp
     // session tty tpgid flags minflt cminflt majflt cmajflt utime stime
     // cutime cstime priority nice threads itrealvalue starttime ...
@@ -36,6 +43,49 @@ pub fn stat_line(pid: i32) -> Option<StatLine> {
             f.get(45).and_then(|v| v.parse().ok()).unwrap_or(0),
         ),
     })
+}
+
+/// Where to read a process whose main thread has ended (`pthread_exit`)
+/// while others run: its leader lists as a zombie and `/proc/PID/` shows no
+/// memory, but a living thread's `/proc/PID/task/TID/` shows the process's
+/// memory, program and figures. `None` when no thread of it is alive.
+pub fn living_thread(pid: i32) -> Option<StatLine> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    for e in dir.flatten() {
+        let Some(tid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if tid == pid {
+            continue;
+        }
+        if let Some(l) = stat_line_in(tid, &format!("/proc/{pid}/task/{tid}")) {
+            if l.state != 'Z' && l.state != 'X' {
+                return Some(l);
+            }
+        }
+    }
+    None
+}
+
+/// A process's pid in every pid namespace it is in, outermost first
+/// (`NSpid:` of `/proc/PID/status`; the last is the one it sees itself,
+/// and reports). Just `[pid]` on a kernel without the line.
+pub fn nspids(pid: i32) -> Vec<i64> {
+    let ids: Vec<i64> = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("NSpid:")).map(|v| {
+                v.split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    if ids.is_empty() {
+        vec![pid as i64]
+    } else {
+        ids
+    }
 }
 
 /// Every process below `roots` (not the roots themselves), found by

@@ -4,6 +4,33 @@ use ksmauto_contract::proc;
 use std::fmt;
 use std::io;
 
+/// The library's file name: a mapping, or an `LD_PRELOAD` entry, is the
+/// library when its last path component is exactly this.
+pub const LIB_NAME: &str = "libksmauto.so";
+
+/// Whether `path` (a mapped file, an `LD_PRELOAD` entry) names the library:
+/// by its last component, never by a substring (a program in a directory
+/// `libksmauto/` is not the library).
+pub fn is_library_path(path: &str) -> bool {
+    let path = path.trim_end();
+    let path = path.strip_suffix(" (deleted)").unwrap_or(path);
+    path.rsplit('/').next() == Some(LIB_NAME)
+}
+
+/// Whether a memory map (`/proc/PID/maps` or `smaps` text) maps the library.
+pub fn maps_the_library(maps: &str) -> bool {
+    maps.lines().any(|l| {
+        l.splitn(6, char::is_whitespace)
+            .nth(5)
+            .is_some_and(|p| is_library_path(p.trim()))
+    })
+}
+
+/// Whether an `LD_PRELOAD` value (entries split by `:` or spaces) names the library.
+pub fn preload_names_the_library(value: &str) -> bool {
+    value.split([':', ' ']).any(is_library_path)
+}
+
 /// Exit codes scripts can rely on (the README's "Exit codes" section).
 pub const EXIT_RUNTIME: i32 = 1;
 pub const EXIT_NO_PID: i32 = 3;
@@ -100,6 +127,41 @@ pub fn human_bytes_i(n: i64) -> String {
     }
 }
 
+/// A string from outside (a process's comm, a cgroup path, a program or
+/// user name, an environment value) as text output shows it: control
+/// characters and other characters that print nothing visible (bidi
+/// overrides, zero-width marks) are escaped (`\n`, `\t`, `\r`, `\e`,
+/// `\xNN`, `\u{NNNN}`), so such a name can neither move the terminal's
+/// cursor, recolour it or set its title, nor add a line of its own to a
+/// table. Every text rendering passes outside strings through here; JSON
+/// and Prometheus escape by their own rules.
+pub fn shown(s: &str) -> String {
+    let invisible = |c: char| {
+        matches!(c,
+            '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}')
+    };
+    if !s.chars().any(|c| c.is_control() || invisible(c)) {
+        return s.to_string();
+    }
+    let mut o = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => o.push_str("\\n"),
+            '\t' => o.push_str("\\t"),
+            '\r' => o.push_str("\\r"),
+            '\x1b' => o.push_str("\\e"),
+            c if (c as u32) < 0x100 && (c.is_control() || invisible(c)) => {
+                o.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if c.is_control() || invisible(c) => o.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
 pub fn comm(pid: i32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|s| s.trim_end().to_string())
@@ -133,7 +195,13 @@ impl From<proc::KsmStat> for KsmStat {
 
 /// Read here, parsed by the parser the library and the tests use.
 pub fn ksm_stat(pid: i32) -> Option<KsmStat> {
-    let text = std::fs::read(format!("/proc/{pid}/ksm_stat")).ok()?;
+    ksm_stat_in(&format!("/proc/{pid}"))
+}
+
+/// `ksm_stat` of a `/proc` directory: a process's, or one of its threads'
+/// (`/proc/PID/task/TID`, the same figures: they are the memory's).
+pub fn ksm_stat_in(dir: &str) -> Option<KsmStat> {
+    let text = std::fs::read(format!("{dir}/ksm_stat")).ok()?;
     Some(proc::KsmStat::parse(&text).into())
 }
 
@@ -171,7 +239,12 @@ pub fn unreadable_note(n: usize) -> String {
 
 /// `Rss` and `Pss` of `/proc/PID/smaps_rollup`, in bytes.
 pub fn rss_pss(pid: i32) -> Option<(u64, u64)> {
-    let text = std::fs::read(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    rss_pss_in(&format!("/proc/{pid}"))
+}
+
+/// [`rss_pss`] of a `/proc` directory (a process's or one of its threads').
+pub fn rss_pss_in(dir: &str) -> Option<(u64, u64)> {
+    let text = std::fs::read(format!("{dir}/smaps_rollup")).ok()?;
     let rollup = proc::SmapsRollup::parse(&text);
     Some((rollup.rss_kb? * 1024, rollup.pss_kb? * 1024))
 }
@@ -204,6 +277,38 @@ mod tests {
         let old: KsmStat = proc::KsmStat::parse(b"ksm_rmap_items 7\n").into();
         assert_eq!((old.rmap_items, old.merging_pages, old.profit), (7, 0, 0));
         assert!(!old.merge_any && !old.mergeable);
+    }
+
+    #[test]
+    fn the_library_is_named_by_its_file_name_alone() {
+        assert!(is_library_path("/usr/local/lib/libksmauto.so"));
+        assert!(is_library_path("libksmauto.so"));
+        assert!(is_library_path("/opt/libksmauto.so (deleted)"));
+        assert!(!is_library_path("/tmp/libksmauto/prog"));
+        assert!(!is_library_path("/tmp/libksmauto.so.d/prog"));
+        assert!(!is_library_path("/lib/libksmauto.so.old"));
+        assert!(preload_names_the_library(
+            "/a/libjemalloc.so /b/libksmauto.so"
+        ));
+        assert!(!preload_names_the_library("/tmp/libksmauto/x.so"));
+        let maps = "7f00-7f01 r-xp 00000000 08:01 12 /tmp/libksmauto/prog\n";
+        assert!(!maps_the_library(maps));
+        let maps = "7f00-7f01 r-xp 00000000 08:01 12    /usr/lib/libksmauto.so\n";
+        assert!(maps_the_library(maps));
+    }
+
+    #[test]
+    fn outside_strings_are_shown_without_control_characters() {
+        assert_eq!(shown("python3"), "python3");
+        assert_eq!(
+            shown("/system.slice/a\\x2db.service"),
+            "/system.slice/a\\x2db.service"
+        );
+        assert_eq!(shown("\x1b[3A\x1b[2K"), "\\e[3A\\e[2K");
+        assert_eq!(shown("x\n  666 fake"), "x\\n  666 fake");
+        assert_eq!(shown("a\u{7f}b\u{9b}c"), "a\\x7fb\\x9bc");
+        assert_eq!(shown("abc\u{202e}gpj"), "abc\\u{202e}gpj");
+        assert_eq!(shown("née"), "née");
     }
 
     #[test]

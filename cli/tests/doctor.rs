@@ -393,3 +393,33 @@ fn a_zombie_is_said_to_have_exited() {
         "{v}"
     );
 }
+
+/// A program that merely lives in a directory named `libksmauto`, with an
+/// `LD_PRELOAD` entry under such a directory, has not loaded the library:
+/// doctor goes by the mapped file's name (`libksmauto.so`), not by a
+/// substring of its path. Before: "library: loaded (…/libksmauto/sleep)",
+/// in LD_PRELOAD, and listed by `--all`.
+#[test]
+fn a_program_in_a_directory_named_libksmauto_has_not_loaded_the_library() {
+    let dir = std::env::temp_dir()
+        .join(format!("ksmauto-doctor-libname-{}", std::process::id()))
+        .join("libksmauto");
+    std::fs::create_dir_all(&dir).unwrap();
+    let prog = dir.join("sleep");
+    std::fs::copy(which("sleep"), &prog).unwrap();
+    let mut c = Command::new(&prog);
+    c.arg("60")
+        .env("LD_PRELOAD", dir.join("libother.so"))
+        .stderr(Stdio::null());
+    let p = start_quiet(c, &prog);
+    let v = doctor(&[&p.pid().to_string()], Some(&running_sysfs("libname")));
+    assert_eq!(v["library"]["loaded"], false, "{v}");
+    assert_eq!(v["library"]["in_ld_preload"], false, "{v}");
+    let all = doctor(&["--all"], Some(&running_sysfs("libname-all")));
+    assert!(
+        !all.as_array().unwrap().iter().any(|d| d["pid"] == p.pid()),
+        "--all lists it: {all}"
+    );
+    drop(p);
+    let _ = std::fs::remove_dir_all(dir.parent().unwrap());
+}

@@ -58,6 +58,11 @@ fn bad_usage_exits_2() {
         &["status", "--watch", "1e30"][..],
         &["status", "--watch", "-1"][..],
         &["status", "--watch", "NaN"][..],
+        // Not a duration either: an internal error (1) before.
+        &["compare", "--settle-timeout", "inf", "--", "true"][..],
+        &["compare", "--settle-timeout", "1e300", "--", "true"][..],
+        &["compare", "--settle-timeout", "NaN", "--", "true"][..],
+        &["compare", "--settle-timeout", "-5", "--", "true"][..],
     ] {
         let o = out(ksmauto(args));
         failing(&o, 2);
@@ -188,6 +193,30 @@ fn run_of_a_missing_command_exits_127() {
         err.contains("command not found: /nonexistent/program"),
         "{err}"
     );
+}
+
+/// A file with the exec bit that is no program (ENOEXEC: no `#!`, no ELF)
+/// cannot be executed: 126, as the README says and as a shell says. Before,
+/// `run` exited 1 ("cannot run …: Exec format error").
+#[test]
+fn run_of_a_file_that_is_no_program_exits_126() {
+    use std::os::unix::fs::PermissionsExt;
+    let lib = common::lib().to_str().unwrap();
+    let dir = std::env::temp_dir().join(format!("ksmauto-enoexec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("not-a-program");
+    std::fs::write(&file, [0u8, 1, 2, 3, 0xff, 0xfe, 0, 0]).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = out(ksmauto(&[
+        "run",
+        "--lib",
+        lib,
+        "--",
+        file.to_str().unwrap(),
+    ]));
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = failing(&o, 126);
+    assert!(err.contains("cannot execute"), "{err}");
 }
 
 #[test]
@@ -365,4 +394,53 @@ fn status_text_explains_saved_memory() {
     assert_eq!(o.status.code(), Some(0));
     let t = common::text(&o.stdout);
     assert!(t.contains("saved: ") && t.contains("pages_sharing"), "{t}");
+}
+
+/// `status --watch` into a pipe or a file: one snapshot after another,
+/// nothing but the format (no screen-clearing escapes, which only a terminal
+/// reads). Before, every snapshot began with `ESC[H ESC[2J`: a JSON stream
+/// no reader could parse, a Prometheus text no parser took.
+#[test]
+fn status_watch_into_a_pipe_writes_the_format_alone() {
+    use std::io::Read;
+    if !have_ksm() {
+        eprintln!("SKIPPED: no KSM");
+        return;
+    }
+    for format in ["--json", "--prometheus", "--"] {
+        let mut args = vec!["status", "--watch", "0.2"];
+        if format != "--" {
+            args.push(format);
+        }
+        let mut c = ksmauto(&args);
+        c.stdout(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(900));
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        let _ = child.wait();
+        assert!(!out.contains('\x1b'), "{format}: escapes in {out:?}");
+        match format {
+            "--json" => {
+                // One object a line; the last may be cut by the kill.
+                let lines: Vec<&str> = out.lines().collect();
+                assert!(lines.len() >= 2, "{out}");
+                for l in &lines[..lines.len() - 1] {
+                    let v: serde_json::Value = serde_json::from_str(l).expect(l);
+                    assert!(v["state"].is_string(), "{l}");
+                }
+            }
+            "--prometheus" => {
+                let snapshots = out.matches("# TYPE ksm_run gauge").count();
+                assert!(snapshots >= 2, "{out}");
+            }
+            _ => assert!(out.matches("ksmd: ").count() >= 2, "{out}"),
+        }
+    }
 }

@@ -97,6 +97,28 @@ fn our_cgroup() -> String {
         .unwrap()
 }
 
+/// The cgroup status shows for this process: the unified path, or on a
+/// v1/hybrid host where that is `/`, the first v1 path that is not `/` of
+/// name=systemd, pids, memory, cpu (in that order).
+fn our_shown_cgroup() -> String {
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let unified = our_cgroup();
+    if unified != "/" {
+        return unified;
+    }
+    for want in ["name=systemd", "pids", "memory", "cpu"] {
+        for l in text.lines() {
+            let mut f = l.splitn(3, ':');
+            let (_, controllers, path) =
+                (f.next(), f.next().unwrap_or(""), f.next().unwrap_or("/"));
+            if path != "/" && controllers.split(',').any(|c| c == want) {
+                return path.to_string();
+            }
+        }
+    }
+    unified
+}
+
 /// Parses exposition text with `prometheus-parse`, checking that the parser
 /// took every sample line (it skips what it cannot read) and that every
 /// family has HELP and TYPE.
@@ -172,7 +194,7 @@ fn prometheus_output_of_a_merging_process_parses_with_conventions() {
     assert_eq!(code, 0);
     let scrape = parse(&text);
     let pid = dups.pid().to_string();
-    let cgroup = our_cgroup();
+    let cgroup = our_shown_cgroup();
     let me = [
         ("pid", pid.as_str()),
         ("comm", dups.comm()),
@@ -338,6 +360,86 @@ fn one_user_with_mergeable_memory_gets_no_warning() {
     assert_eq!(value(&parse(&prom), "ksm_trust_domains_crossed", &[]), 0.0);
 }
 
+/// `madvise_only` (see its source: asked for merging, `ksm_rmap_items` 0,
+/// resident mergeable memory), as `user` (None: as we are).
+fn start_madvise_only(user: Option<&str>) -> Dups {
+    let prog = common::compile_c("cli/tests/c/madvise_only.c", &[]);
+    let mut cmd = match user {
+        None => Command::new(&prog),
+        Some(u) => {
+            let (uid, gid) = ids_of(u);
+            let mut c = Command::new("setpriv");
+            c.args([
+                format!("--reuid={uid}"),
+                format!("--regid={gid}"),
+                "--clear-groups".into(),
+                "--".into(),
+            ])
+            .arg(&prog);
+            c
+        }
+    };
+    cmd.env_remove("LD_PRELOAD")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = cmd.spawn().expect("spawn madvise_only");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("ready"), "madvise_only said {line:?}");
+    let name = prog.file_name().unwrap().to_string_lossy();
+    Dups(child, name[..name.len().min(15)].to_string())
+}
+
+/// A process that only called madvise(MADV_MERGEABLE), before ksmd
+/// registered any page of it (`ksm_mergeable: yes`, `ksm_rmap_items 0`),
+/// is listed, and counts for the trust domains: two users with such
+/// processes get the warning. Before, status skipped it (no rmap items, no
+/// merge-any), while `doctor --all` listed it.
+#[test]
+fn a_process_that_only_asked_with_madvise_is_listed_and_counts_for_trust_domains() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !have_ksm() || unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: needs KSM and root (to start a process as nobody)");
+        return;
+    }
+    let root = start_madvise_only(None);
+    let nobody = start_madvise_only(Some("nobody"));
+    for p in [&root, &nobody] {
+        let k = std::fs::read_to_string(format!("/proc/{}/ksm_stat", p.pid())).unwrap();
+        assert!(
+            k.contains("ksm_rmap_items 0") && k.contains("ksm_mergeable: yes"),
+            "{k}"
+        );
+    }
+    let v = status_json();
+    let procs = v["processes"].as_array().unwrap();
+    for (p, user) in [(&root, "root"), (&nobody, "nobody")] {
+        let entry = procs
+            .iter()
+            .find(|e| e["pid"] == p.pid())
+            .unwrap_or_else(|| panic!("{} ({user}) not listed: {v}", p.pid()));
+        assert_eq!(entry["user"], user);
+        assert_eq!(entry["mode"], "advise", "{entry}");
+        assert_eq!(entry["mergeable"], true, "{entry}");
+        assert!(entry["mergeable_bytes"].as_u64().unwrap() > 0, "{entry}");
+    }
+    let warning = v["trust_domains"]["warning"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no warning: {v}"));
+    assert!(
+        warning.contains("root (") && warning.contains("nobody ("),
+        "{warning}"
+    );
+    let (_, text) = ksmauto(&["status"]);
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with(&format!("{} ", nobody.pid()))),
+        "{text}"
+    );
+}
+
 /// Two cgroup v2 directories named like docker's container scopes, removed
 /// again at the end (the processes in them are gone by then).
 struct Containers(std::path::PathBuf);
@@ -501,4 +603,177 @@ fn textfile_into_a_directory_not_ours_exits_4() {
     let err = common::text(&o.stderr);
     assert_eq!(o.status.code(), Some(4), "{err}");
     assert!(err.contains("Permission denied"), "{err}");
+}
+
+/// A comm with terminal escapes or a newline (any bytes but NUL are
+/// allowed) is escaped in every text output: no ESC byte reaches the
+/// terminal, and a newline in a name adds no line of its own. Before,
+/// `status`, `doctor`, `estimate` and `run` printed it raw.
+#[test]
+fn control_characters_in_a_comm_are_escaped_in_text_output() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !have_ksm() {
+        eprintln!("SKIPPED: no KSM");
+        return;
+    }
+    let prog = common::compile_c("cli/tests/c/evilcomm.c", &[]);
+    let start = |mode: &str| {
+        let mut c = Command::new(&prog);
+        c.args([mode, "30"])
+            .env_remove("LD_PRELOAD")
+            .stdout(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        Dups(child, String::new())
+    };
+    let esc = start("esc");
+    let nl = start("nl");
+    let clean = |what: &str, text: &str| {
+        assert!(!text.contains('\x1b'), "{what}: ESC in {text:?}");
+        assert!(
+            !text.lines().any(|l| l.starts_with("  666 fake")),
+            "{what}: a line of the comm's own: {text}"
+        );
+        assert!(
+            text.contains("x\\n  666 fake"),
+            "{what}: the newline shown as \\n: {text}"
+        );
+    };
+    let (_, status) = ksmauto(&["status"]);
+    clean("status", &status);
+    assert!(status.contains("\\e[3A\\e[2K"), "{status}");
+    let (_, doctor) = ksmauto(&["doctor", "--all"]);
+    clean("doctor --all", &doctor);
+    let (_, doctor) = ksmauto(&["doctor", &esc.pid().to_string()]);
+    assert!(
+        !doctor.contains('\x1b') && doctor.contains("\\e[3A"),
+        "{doctor}"
+    );
+    let (_, estimate) = ksmauto(&[
+        "estimate",
+        "-v",
+        &esc.pid().to_string(),
+        &nl.pid().to_string(),
+    ]);
+    clean("estimate", &estimate);
+    // run: the summary on stderr names the command's process by its comm.
+    let o = Command::new(env!("CARGO_BIN_EXE_ksmauto"))
+        .args(["run", "--lib", common::lib().to_str().unwrap(), "--"])
+        .arg(&prog)
+        .args(["nl", "1"])
+        .env_remove("LD_PRELOAD")
+        .output()
+        .unwrap();
+    clean("run", &common::text(&o.stderr));
+    drop(esc);
+    drop(nl);
+}
+
+/// Directories made in cgroup v1 hierarchies, removed at the end (after the
+/// processes in them are gone); `docker/` only if it was made here.
+struct V1Cgroups(Vec<std::path::PathBuf>);
+
+impl Drop for V1Cgroups {
+    fn drop(&mut self) {
+        for d in self.0.iter().rev() {
+            for _ in 0..100 {
+                if std::fs::remove_dir(d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// Where the cgroup v1 hierarchy with this controller (or `name=`) is mounted.
+fn cgroup_v1_mount(controller: &str) -> Option<std::path::PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.get(2) == Some(&"cgroup") && f.get(3)?.split(',').any(|o| o == controller))
+            .then(|| std::path::PathBuf::from(f[1]))
+    })
+}
+
+/// On a cgroup v1 (or hybrid) host the unified line says `0::/` for every
+/// process: the containers are in the v1 hierarchies (`/docker/ID` under
+/// name=systemd, pids, memory…). Two processes in two docker-style v1
+/// cgroups are two cgroups and two containers, with the warning. Before,
+/// status read the `0::` line only, so every process was in `/` and no
+/// container was ever found on such a host.
+#[test]
+fn on_cgroup_v1_the_containers_are_found_in_the_v1_hierarchies() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let hierarchies: Vec<std::path::PathBuf> = ["name=systemd", "pids"]
+        .iter()
+        .filter_map(|c| cgroup_v1_mount(c))
+        .collect();
+    if !have_ksm() || hierarchies.is_empty() || unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: needs KSM, a cgroup v1 hierarchy and root");
+        return;
+    }
+    let unified = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    if unified.lines().any(|l| l.starts_with("0::") && l != "0::/") {
+        eprintln!("SKIPPED: this host puts processes in cgroup v2 paths");
+        return;
+    }
+    // Made first, so dropped last (also on a failed assertion): a cgroup
+    // can be removed only once its processes are gone.
+    let mut made = V1Cgroups(vec![]);
+    let a = Dups::start(None);
+    let b = Dups::start(None);
+    let ids: Vec<String> = ["a", "b"]
+        .iter()
+        .map(|s| format!("ksmautotest{}{s}", std::process::id()))
+        .collect();
+    for h in &hierarchies {
+        let docker = h.join("docker");
+        if !docker.exists() {
+            std::fs::create_dir(&docker).unwrap();
+            made.0.push(docker.clone());
+        }
+        for (dups, id) in [(&a, &ids[0]), (&b, &ids[1])] {
+            let dir = docker.join(id);
+            std::fs::create_dir(&dir).unwrap();
+            made.0.push(dir.clone());
+            std::fs::write(dir.join("cgroup.procs"), dups.pid().to_string()).unwrap();
+        }
+    }
+    let paths: Vec<String> = ids.iter().map(|id| format!("/docker/{id}")).collect();
+    let v = status_json();
+    for (dups, path) in [(&a, &paths[0]), (&b, &paths[1])] {
+        let p = v["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["pid"] == dups.pid())
+            .unwrap_or_else(|| panic!("{} not listed: {v}", dups.pid()));
+        assert_eq!(p["cgroup"], path.as_str(), "{p}");
+    }
+    let containers = &v["trust_domains"]["containers"];
+    for path in &paths {
+        assert!(
+            containers
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c == path.as_str()),
+            "{path} not a container: {containers}"
+        );
+    }
+    let warning = v["trust_domains"]["warning"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no warning: {v}"));
+    assert!(
+        warning.contains(&paths[0]) && warning.contains(&paths[1]),
+        "{warning}"
+    );
+    drop(a);
+    drop(b);
+    drop(made);
 }

@@ -50,7 +50,7 @@ pub fn render_text(e: &Estimate, verbose: bool) -> String {
             let _ = writeln!(
                 o,
                 "  {:<24} {:>10} pages {:>12}",
-                r.region,
+                shown(&r.region),
                 r.duplicate_pages,
                 human_bytes(r.bytes)
             );
@@ -67,7 +67,7 @@ pub fn render_text(e: &Estimate, verbose: bool) -> String {
                 o,
                 "{:>8} {:<16} {:>10} {:>10} {:>8} {:>8} {:>12}",
                 p.pid,
-                p.comm,
+                shown(&p.comm),
                 p.pages_scanned,
                 p.distinct_frames,
                 p.zero_pages,
@@ -77,7 +77,7 @@ pub fn render_text(e: &Estimate, verbose: bool) -> String {
         }
     }
     for n in &e.notes {
-        let _ = writeln!(o, "note: {n}");
+        let _ = writeln!(o, "note: {}", shown(n));
     }
     if verbose {
         let _ = writeln!(
