@@ -247,6 +247,9 @@ struct Idle {
     own_threads: u64,
     pages: u64,
     failures: Option<u64>,
+    /// Anonymous VMAs with resident memory and no `mg` flag, as
+    /// `start-end rss_kb`: what a failed comparison shows.
+    unmarked: Vec<String>,
 }
 
 /// Runs `args` under `run` until idle and measures it (merged pages only if
@@ -261,6 +264,7 @@ fn measure(run: &Run, args: &[&str], merge: bool) -> Idle {
     };
     let maps = maps_of(pid);
     let failures = field(&p.lines.join("\n"), "failures").map(|v| v.parse().unwrap());
+    let unmarked = unmarked_anonymous(pid);
     Idle {
         merged,
         vmas: program_vmas(&maps),
@@ -269,7 +273,28 @@ fn measure(run: &Run, args: &[&str], merge: bool) -> Idle {
         own_threads: p.value("threads"),
         pages: p.value("pages"),
         failures,
+        unmarked,
     }
+}
+
+/// Private anonymous VMAs of `pid` holding memory that are not marked
+/// mergeable (`mg`), from its smaps.
+fn unmarked_anonymous(pid: u32) -> Vec<String> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let (mut out, mut head, mut anon) = (vec![], String::new(), 0u64);
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            head = line.to_string();
+        } else if let Some(v) = line.strip_prefix("Anonymous:") {
+            anon = v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0);
+        } else if let Some(flags) = line.strip_prefix("VmFlags:") {
+            if anon > 0 && !flags.split_whitespace().any(|f| f == "mg") {
+                out.push(format!("{head} anon {anon} kB"));
+            }
+        }
+    }
+    out
 }
 
 fn ksm_present() -> bool {
@@ -304,9 +329,11 @@ fn advise_reaches_process_when_idle(args: &[&str]) {
     );
     assert!(
         advise.merged * 100 >= process.merged * 95,
-        "{args:?}: advise merged {} pages of an idle program, under 95% of process mode's {}",
+        "{args:?}: advise merged {} pages of an idle program, under 95% of process mode's {}; \
+         anonymous memory not marked:\n{}",
         advise.merged,
-        process.merged
+        process.merged,
+        advise.unmarked.join("\n")
     );
     // No constant needed: the library's own mappings are not counted
     // (program_vmas), and advising whole VMAs only ever merges VMAs.
