@@ -224,6 +224,8 @@ struct TreeWatch {
     /// Where the library writes its exit reports, and what is known of each file.
     reports: PathBuf,
     report_files: HashMap<PathBuf, ReportFile>,
+    /// Users the tree's processes ran as (and ours): whose report files count.
+    users: std::collections::HashSet<u32>,
 }
 
 /// One report file (`%p.json`: every process that held that pid and
@@ -247,6 +249,12 @@ impl TreeWatch {
         let mut present = std::collections::HashSet::new();
         for l in &now {
             present.insert(l.pid);
+            // The users the tree runs as (the owner of /proc/PID is the
+            // process's effective user): whose report files are read.
+            if let Ok(m) = std::fs::metadata(format!("/proc/{}", l.pid)) {
+                use std::os::unix::fs::MetadataExt;
+                self.users.insert(m.uid());
+            }
             // Where its memory and program are read: its own directory, or
             // when its main thread has ended (pthread_exit: the leader is a
             // zombie) while others run, a living thread's, whose addresses
@@ -378,9 +386,15 @@ impl TreeWatch {
         };
         for e in rd.flatten() {
             let path = e.path();
-            let Ok(size) = e.metadata().map(|m| m.len()) else {
+            let Ok(meta) = e.metadata() else {
                 continue;
             };
+            // Someone else's file planted under a guessed name is no report.
+            use std::os::unix::fs::MetadataExt;
+            if meta.uid() != 0 && !self.users.contains(&meta.uid()) {
+                continue;
+            }
+            let size = meta.len();
             let known = self.report_files.entry(path.clone()).or_default();
             let mut lines = vec![];
             if size != known.size {
@@ -581,6 +595,14 @@ fn attach_report(p: &mut ProcReport, v: serde_json::Value) {
 pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString]) -> Result<i32> {
     let lib = find_lib(lib)?;
     let dir = TempDir::new("ksmauto-run")?;
+    // A command that drops its privileges must still be able to add its
+    // report (the library creates it new, 0600, and never follows a link):
+    // as root the directory is writable by anyone, sticky, and not
+    // listable; only files owned by root or by a user of the tree are read.
+    if is_root() {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o1733));
+    }
     // Orphans of the tree re-parent to us, so they stay below us in the
     // walk and we learn how they ended.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
@@ -629,6 +651,7 @@ pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString])
         rounds: 0,
         reports: dir.0.clone(),
         report_files: HashMap::new(),
+        users: [unsafe { libc::geteuid() }].into_iter().collect(),
     };
     let mut code = None;
     loop {

@@ -274,3 +274,41 @@ fn a_process_whose_main_thread_ended_is_read_through_a_living_thread() {
     assert!(p["merged_pages"].as_u64().unwrap() >= 2048, "{p}");
     assert_eq!(p["covered"], "madvise", "{p}");
 }
+
+/// A command that drops its privileges (`setpriv` to nobody) under a `run`
+/// started by root: the library could not create its report in `run`'s
+/// directory (root's, 0755) and said so on the program's stderr, and the
+/// table showed no mode. The directory now lets any user add a report file
+/// (sticky, not listable); `run` reads only files owned by root or by a
+/// user its tree ran as.
+#[test]
+fn a_command_that_drops_its_privileges_writes_its_report_where_run_reads_it() {
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("needs root (setpriv)");
+    }
+    let (o, v) = run_json(
+        &[
+            "--mode",
+            "process",
+            "--",
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            "/bin/true",
+        ],
+        None,
+        &[],
+    );
+    let err = common::text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("cannot write stats"), "{err}");
+    // One process: setpriv, which becomes /bin/true (often too quick for a
+    // look); the report is /bin/true's, written as nobody.
+    let procs = per_process(&v);
+    assert_eq!(procs.len(), 1, "{v}");
+    let p = &procs[0];
+    assert_eq!(p["mode"], "process", "{p}");
+    assert!(p["report"].is_object(), "{p}");
+}
