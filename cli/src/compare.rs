@@ -425,12 +425,7 @@ pub fn compare(
     // copies' exec covers it instead, where that is safe and the kernel
     // keeps it.
     let path_var = std::env::var_os("PATH");
-    let plan = merge_any::plan(
-        &cmd[0],
-        path_var.as_deref(),
-        Some(mode),
-        &mut merge_any::probe,
-    );
+    let plan = merge_any::plan(&cmd[0], path_var.as_deref(), mode, &mut merge_any::probe);
     match &plan {
         Plan::SetMergeAny => eprintln!(
             "ksmauto: {}",

@@ -101,8 +101,9 @@ enum Cmd {
     Compare {
         #[arg(long, default_value_t = 2)]
         workers: usize,
-        #[arg(long, value_enum, default_value = "auto")]
-        mode: Mode,
+        /// Default: KSMAUTO_MODE from the environment, else auto
+        #[arg(long, value_enum)]
+        mode: Option<Mode>,
         /// Longest time to wait for memory to settle, per run
         #[arg(long, value_name = "SECS", default_value_t = 60.0)]
         settle_timeout: f64,
@@ -249,7 +250,7 @@ fn real_main() -> Result<i32> {
             let c = compare::compare(
                 &command,
                 workers,
-                mode.name(),
+                merge_any::effective_mode(mode.map(Mode::name)),
                 Duration::from_secs_f64(settle_timeout.max(0.5)),
                 lib.as_deref(),
                 svg.as_deref(),

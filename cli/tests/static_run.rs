@@ -336,3 +336,59 @@ fn compare_covers_static_programs_too() {
         "{advise}"
     );
 }
+
+/// `ksmauto run ARGS -- PROGRAM` with `env` set: what `run` said on stderr
+/// and the program's own `merge_any=` line.
+fn run_flag(args: &[&str], env: &[(&str, &str)], program: &Path) -> (String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_ksmauto"))
+        .arg("run")
+        .args(["--lib", common::lib().to_str().unwrap()])
+        .args(args)
+        .arg("--")
+        .arg(program)
+        .env_remove("LD_PRELOAD")
+        .env_remove("KSMAUTO_MODE")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let said = common::text(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{said}");
+    let out = common::text(&o.stdout);
+    let flag = out
+        .lines()
+        .find_map(|l| l.strip_prefix("merge_any="))
+        .unwrap_or_else(|| panic!("no merge_any line: {out}; {said}"))
+        .to_string();
+    (said, flag)
+}
+
+fn show_merge_any(static_link: bool) -> PathBuf {
+    let extra: &[&str] = if static_link { &["-static"] } else { &[] };
+    common::compile_c("cli/tests/c/show_merge_any.c", extra)
+}
+
+/// The mode is `--mode`, else `KSMAUTO_MODE` as the library reads it, else
+/// auto: a static program under KSMAUTO_MODE=off gets no merge-any, under
+/// advise the warning that it cannot be covered.
+#[test]
+fn run_takes_the_mode_from_ksmauto_mode_for_a_static_program() {
+    let prog = show_merge_any(true);
+    let (said, flag) = run_flag(&[], &[("KSMAUTO_MODE", "off")], &prog);
+    assert_eq!(flag, "0", "KSMAUTO_MODE=off: {said}");
+    assert!(!said.contains("covering it"), "{said}");
+    let (said, flag) = run_flag(&[], &[("KSMAUTO_MODE", "advise")], &prog);
+    assert_eq!(flag, "0", "KSMAUTO_MODE=advise: {said}");
+    assert!(
+        said.contains("advise mode cannot cover a static program"),
+        "{said}"
+    );
+    // --mode wins over the environment.
+    let (said, flag) = run_flag(&["--mode", "process"], &[("KSMAUTO_MODE", "off")], &prog);
+    assert_eq!(flag, "1", "{said}");
+    // No mode at all, or one the library does not know (it warns and takes
+    // auto): auto, which covers it.
+    let (said, flag) = run_flag(&[], &[], &prog);
+    assert_eq!(flag, "1", "{said}");
+    let (said, flag) = run_flag(&[], &[("KSMAUTO_MODE", "Off")], &prog);
+    assert_eq!(flag, "1", "{said}");
+}
