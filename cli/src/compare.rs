@@ -431,7 +431,7 @@ pub fn compare(
             "ksmauto: {}",
             merge_any::COVERING_NOTE.replace("{}", &cmd[0].to_string_lossy())
         ),
-        Plan::Uncovered(why) => eprintln!("ksmauto: warning: {why}"),
+        Plan::Uncovered(why) | Plan::NotInspected(why) => eprintln!("ksmauto: warning: {why}"),
         Plan::Preload => {}
     }
     let st = Settings {

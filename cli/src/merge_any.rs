@@ -142,6 +142,9 @@ pub enum Plan {
     SetMergeAny,
     /// Static and left uncovered: why, in words.
     Uncovered(String),
+    /// The file cannot be read (execute-only): whether it is static is
+    /// unknown, so it is left to the preload, with this warning.
+    NotInspected(String),
 }
 
 /// Decides for `cmd` as `execvp` would find it with `path_var`, in `mode`
@@ -156,8 +159,22 @@ pub fn plan(
     let Some(target) = exe::resolve(cmd, path_var) else {
         return Plan::Preload;
     };
-    if exe::is_static(&target) != Some(true) {
+    if mode == "off" {
         return Plan::Preload;
+    }
+    // Only an ELF program this machine runs can be static: another
+    // architecture's (which execvp's ENOEXEC fallback would hand to
+    // /bin/sh after a pre_exec hook) or a script runs as it would anyway.
+    match exe::kind(&target) {
+        exe::Kind::Static => {}
+        exe::Kind::Unreadable(e) => {
+            return Plan::NotInspected(format!(
+                "{} could not be inspected ({e}): if it is a static executable, LD_PRELOAD never \
+                 reaches it and it runs uncovered",
+                target.display()
+            ))
+        }
+        exe::Kind::Dynamic | exe::Kind::Other => return Plan::Preload,
     }
     let what = format!(
         "{} is a static executable (no dynamic loader, so LD_PRELOAD never reaches it)",

@@ -509,6 +509,10 @@ pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString])
             eprintln!("ksmauto: warning: {why}");
             Some(why)
         }
+        Plan::NotInspected(why) => {
+            eprintln!("ksmauto: warning: {why}");
+            None
+        }
         Plan::Preload => None,
     };
     // A signal while it starts is kept for it, not our end.
