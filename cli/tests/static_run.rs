@@ -558,3 +558,46 @@ fn an_execute_only_program_gets_a_warning_that_it_was_not_inspected() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `compare` started with merge-any already set (a MemoryKSM=yes unit, a
+/// prctl launcher): its copies inherited it, and the run without the
+/// preload merged as much as the one with it. compare clears it in itself
+/// first, and says so.
+#[test]
+fn compare_started_with_merge_any_clears_it_for_its_copies() {
+    let Some(_ksm) = common::ksmd() else { return };
+    let launcher = common::compile_c("cli/tests/c/prctl_exec.c", &[]);
+    let o = Command::new(launcher)
+        .arg(env!("CARGO_BIN_EXE_ksmauto"))
+        .args([
+            "compare",
+            "--workers",
+            "2",
+            "--json",
+            "--settle-timeout",
+            "90",
+            "--mode",
+            "process",
+        ])
+        .args(["--lib", common::lib().to_str().unwrap(), "--"])
+        .arg(c_program(false))
+        .env_remove("LD_PRELOAD")
+        .output()
+        .unwrap();
+    let said = common::text(&o.stderr);
+    assert!(o.status.success(), "{said}");
+    let c: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let without: Vec<&str> = c["without"]["per_process"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["coverage"].as_str().unwrap())
+        .collect();
+    assert!(
+        without.iter().all(|w| *w != "inherited merge-any"),
+        "{without:?}"
+    );
+    assert_eq!(c["without"]["last"]["merging_pages"], 0, "{c}");
+    assert!(merged_with(&c) >= 2 * TWIN_PAGES * 95 / 100, "{c}");
+    assert!(said.contains("started with merge-any"), "{said}");
+}
