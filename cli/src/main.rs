@@ -154,9 +154,14 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// (internal) exits 40 when PR_GET_MEMORY_MERGE is set in it, 41 when not
+    /// (internal) exits 40 when PR_GET_MEMORY_MERGE is set in it, 41 when not;
+    /// with --across-exec, runs the whole probe: 0 when this kernel keeps the
+    /// flag across exec, else 1 and why on stderr (scripts/install)
     #[command(name = "probe-merge-any", hide = true)]
-    ProbeMergeAny,
+    ProbeMergeAny {
+        #[arg(long)]
+        across_exec: bool,
+    },
 }
 
 fn print_status(json: bool, prometheus: bool) -> Result<()> {
@@ -300,7 +305,14 @@ fn real_main() -> Result<i32> {
             print_status(json, false)?;
             Ok(0)
         }
-        Cmd::ProbeMergeAny => Ok(merge_any::probe_exit_status()),
+        Cmd::ProbeMergeAny { across_exec: false } => Ok(merge_any::probe_exit_status()),
+        Cmd::ProbeMergeAny { across_exec: true } => match merge_any::probe().why_not() {
+            None => Ok(0),
+            Some(why) => {
+                eprintln!("{why}");
+                Ok(1)
+            }
+        },
     }
 }
 
