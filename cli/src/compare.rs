@@ -414,6 +414,26 @@ pub fn compare(
         return Err(fail(EXIT_PERM, "permission denied: --hold-ksmd needs root"));
     }
     let lib = launch::find_lib(lib)?;
+    // Started with merge-any (a MemoryKSM=yes unit, a prctl launcher), the
+    // copies would inherit it through fork and exec: the run without the
+    // preload would merge too and compare nothing. Cleared here, for both
+    // runs; each copy with the preload gets what its mode gives it.
+    if unsafe { libc::prctl(libc::PR_GET_MEMORY_MERGE, 0, 0, 0, 0) } == 1 {
+        let cleared = unsafe { libc::prctl(libc::PR_SET_MEMORY_MERGE, 0, 0, 0, 0) } == 0;
+        if cleared {
+            eprintln!(
+                "ksmauto: compare was started with merge-any (PR_SET_MEMORY_MERGE) set, which its copies would inherit: cleared it, so the run without the preload merges nothing of its own"
+            );
+        } else {
+            return Err(fail(
+                EXIT_RUNTIME,
+                format!(
+                    "compare was started with merge-any (PR_SET_MEMORY_MERGE) set and cannot clear it ({}): the copies would inherit it and the run without the preload would merge too",
+                    std::io::Error::last_os_error()
+                ),
+            ));
+        }
+    }
     // Orphans of the copies re-parent to us and stay in the tree we sample.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     if ksm::read_u64("run") != Some(1) && !json && !hold_ksmd {
@@ -425,18 +445,13 @@ pub fn compare(
     // copies' exec covers it instead, where that is safe and the kernel
     // keeps it.
     let path_var = std::env::var_os("PATH");
-    let plan = merge_any::plan(
-        &cmd[0],
-        path_var.as_deref(),
-        Some(mode),
-        &mut merge_any::probe,
-    );
+    let plan = merge_any::plan(&cmd[0], path_var.as_deref(), mode, &mut merge_any::probe);
     match &plan {
         Plan::SetMergeAny => eprintln!(
             "ksmauto: {}",
             merge_any::COVERING_NOTE.replace("{}", &cmd[0].to_string_lossy())
         ),
-        Plan::Uncovered(why) => eprintln!("ksmauto: warning: {why}"),
+        Plan::Uncovered(why) | Plan::NotInspected(why) => eprintln!("ksmauto: warning: {why}"),
         Plan::Preload => {}
     }
     let st = Settings {

@@ -3,7 +3,9 @@
 //! `LD_PRELOAD`), whether `exec` grants it privileges (set-id bits, file
 //! capabilities), and where `execvp` would find a command. Used before a
 //! program runs (`run`, `compare`) and for a running one through
-//! `/proc/PID/exe` (`doctor`). Reads only: never executes, never writes.
+//! `/proc/PID/exe` (`doctor`). Only programs this machine runs count (our
+//! own architecture, and i386 on x86_64): another architecture's ELF is no
+//! program here. Reads only: never executes, never writes.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io::{Read, Seek, SeekFrom};
@@ -11,17 +13,59 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// True when the ELF executable at `path` has no `PT_INTERP`: no dynamic
-/// loader runs, so `LD_PRELOAD` means nothing to it. `None` when it cannot
-/// be read or is no 64-bit ELF (a script, for one).
-pub fn is_static(path: &Path) -> Option<bool> {
-    let mut f = std::fs::File::open(path).ok()?;
+/// What an executable file is to the preload.
+#[derive(Debug)]
+pub enum Kind {
+    /// An ELF program this machine runs, with no `PT_INTERP`: no dynamic
+    /// loader runs, so `LD_PRELOAD` means nothing to it.
+    Static,
+    /// Its loader reads `LD_PRELOAD`: an ELF with `PT_INTERP`, or the
+    /// system's dynamic loader itself run as a command (`ld.so PROG`).
+    Dynamic,
+    /// Not an ELF program this machine runs: a script, another
+    /// architecture's program, a shared library, a core file.
+    Other,
+    /// Cannot be read (an execute-only file of another user, say).
+    Unreadable(std::io::Error),
+}
+
+/// The ELF identity of a file: class (1 = 32-bit, 2 = 64-bit), data
+/// (1 = little endian), `e_type`, `e_machine`, and whether it has a
+/// `PT_INTERP` program header, with the loader it names.
+#[derive(Debug, Clone, PartialEq)]
+struct Elf {
+    class: u8,
+    data: u8,
+    e_type: u16,
+    machine: u16,
+    interp: bool,
+    interp_path: Option<PathBuf>,
+}
+
+const ET_EXEC: u16 = 2;
+const ET_DYN: u16 = 3;
+const EM_386: u16 = 3;
+const EM_X86_64: u16 = 62;
+
+/// `Ok(None)`: readable, but no ELF this reader understands.
+fn read_elf(path: &Path) -> std::io::Result<Option<Elf>> {
+    let mut f = std::fs::File::open(path)?;
     let mut h = [0u8; 64];
-    f.read_exact(&mut h).ok()?;
-    if &h[..4] != b"\x7fELF" || h[4] != 2 {
-        return None; // only 64-bit ELF is read
+    let mut got = 0;
+    while got < h.len() {
+        match f.read(&mut h[got..])? {
+            0 => break,
+            n => got += n,
+        }
     }
-    let le = h[5] == 1;
+    if got < 52 || &h[..4] != b"\x7fELF" || !matches!(h[4], 1 | 2) || !matches!(h[5], 1 | 2) {
+        return Ok(None);
+    }
+    let (class, data) = (h[4], h[5]);
+    if class == 2 && got < 64 {
+        return Ok(None);
+    }
+    let le = data == 1;
     let u16_at = |b: &[u8], o: usize| {
         let x = [b[o], b[o + 1]];
         if le {
@@ -46,20 +90,116 @@ pub fn is_static(path: &Path) -> Option<bool> {
             u64::from_be_bytes(x)
         }
     };
-    let phoff = u64_at(&h, 32);
-    let phentsize = u16_at(&h, 54) as usize;
-    let phnum = u16_at(&h, 56) as usize;
+    let e_type = u16_at(&h, 16);
+    let machine = u16_at(&h, 18);
+    // Elf32_Ehdr and Elf64_Ehdr differ in the width of the three addresses.
+    let (phoff, phentsize, phnum) = if class == 2 {
+        (
+            u64_at(&h, 32),
+            u16_at(&h, 54) as usize,
+            u16_at(&h, 56) as usize,
+        )
+    } else {
+        (
+            u32_at(&h, 28) as u64,
+            u16_at(&h, 42) as usize,
+            u16_at(&h, 44) as usize,
+        )
+    };
     if phentsize < 4 || phnum == 0 || phnum > 4096 {
-        return None;
+        return Ok(None);
     }
     let mut ph = vec![0u8; phentsize * phnum];
-    f.seek(SeekFrom::Start(phoff)).ok()?;
-    f.read_exact(&mut ph).ok()?;
+    if f.seek(SeekFrom::Start(phoff)).is_err() || f.read_exact(&mut ph).is_err() {
+        return Ok(None);
+    }
     const PT_INTERP: u32 = 3;
-    Some(
-        !ph.chunks_exact(phentsize)
-            .any(|p| u32_at(p, 0) == PT_INTERP),
-    )
+    // p_type is the first word of a program header in both classes.
+    let interp_ph = ph
+        .chunks_exact(phentsize)
+        .find(|p| u32_at(p, 0) == PT_INTERP);
+    let interp_path = interp_ph.and_then(|p| {
+        let (off, len) = if class == 2 && p.len() >= 40 {
+            (u64_at(p, 8), u64_at(p, 32))
+        } else if class == 1 && p.len() >= 20 {
+            (u32_at(p, 4) as u64, u32_at(p, 16) as u64)
+        } else {
+            return None;
+        };
+        if len == 0 || len > 4096 {
+            return None;
+        }
+        let mut name = vec![0u8; len as usize];
+        f.seek(SeekFrom::Start(off)).ok()?;
+        f.read_exact(&mut name).ok()?;
+        let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+        Some(PathBuf::from(OsStr::from_bytes(&name[..end])))
+    });
+    Ok(Some(Elf {
+        class,
+        data,
+        e_type,
+        machine,
+        interp: interp_ph.is_some(),
+        interp_path,
+    }))
+}
+
+/// This very program's ELF identity: the architecture this machine runs.
+fn own_elf() -> Option<Elf> {
+    static OWN: std::sync::OnceLock<Option<Elf>> = std::sync::OnceLock::new();
+    OWN.get_or_init(|| read_elf(Path::new("/proc/self/exe")).ok().flatten())
+        .clone()
+}
+
+/// Whether the kernel here runs `e` natively: our own class, byte order and
+/// machine, or on x86_64 a 32-bit i386 program too.
+fn runs_here(e: &Elf) -> bool {
+    let Some(own) = own_elf() else {
+        return false;
+    };
+    (e.class == own.class && e.data == own.data && e.machine == own.machine)
+        || (own.machine == EM_X86_64 && e.machine == EM_386 && e.class == 1 && e.data == 1)
+}
+
+/// The dynamic loader this system's dynamic programs name (ours: this
+/// program is dynamic), resolved.
+fn system_interp() -> Option<PathBuf> {
+    let p = own_elf()?.interp_path?;
+    std::fs::canonicalize(p).ok()
+}
+
+/// What the file at `path` is to the preload (see [`Kind`]).
+pub fn kind(path: &Path) -> Kind {
+    let e = match read_elf(path) {
+        Err(e) => return Kind::Unreadable(e),
+        Ok(None) => return Kind::Other,
+        Ok(Some(e)) => e,
+    };
+    if !matches!(e.e_type, ET_EXEC | ET_DYN) || !runs_here(&e) {
+        return Kind::Other;
+    }
+    if e.interp {
+        return Kind::Dynamic;
+    }
+    // The loader itself (ET_DYN, no PT_INTERP) runs a dynamic program and
+    // reads LD_PRELOAD for it.
+    if e.e_type == ET_DYN
+        && system_interp().is_some_and(|i| std::fs::canonicalize(path).ok() == Some(i))
+    {
+        return Kind::Dynamic;
+    }
+    Kind::Static
+}
+
+/// True when `path` is a static ELF program this machine runs; `None` when
+/// it cannot be read or is no ELF program this machine runs.
+pub fn is_static(path: &Path) -> Option<bool> {
+    match kind(path) {
+        Kind::Static => Some(true),
+        Kind::Dynamic => Some(false),
+        Kind::Other | Kind::Unreadable(_) => None,
+    }
 }
 
 /// Why `exec` of `path` would grant privileges: `setuid`, `setgid`, `file
@@ -125,16 +265,34 @@ fn is_executable_file(p: &Path) -> bool {
 }
 
 /// AT_SECURE (23) from `/proc/PID/auxv`: the loader ran it in secure mode.
+/// The entries have the width of the process's class (a 32-bit program on
+/// a 64-bit kernel has 32-bit ones), read from `/proc/PID/exe`.
 pub fn at_secure(pid: i32) -> Option<bool> {
     let raw = std::fs::read(format!("/proc/{pid}/auxv")).ok()?;
-    let w = std::mem::size_of::<usize>();
-    for pair in raw.chunks_exact(2 * w) {
-        let key = usize::from_ne_bytes(pair[..w].try_into().ok()?);
-        let val = usize::from_ne_bytes(pair[w..].try_into().ok()?);
-        if key == 23 {
-            return Some(val != 0);
+    let class32 = read_elf(Path::new(&format!("/proc/{pid}/exe")))
+        .ok()
+        .flatten()
+        .map(|e| e.class == 1)
+        .unwrap_or(std::mem::size_of::<usize>() == 4);
+    auxv_value(&raw, class32, 23).map(|v| v != 0)
+}
+
+/// The value of `key` in a raw auxv of 32-bit or 64-bit entries.
+fn auxv_value(raw: &[u8], class32: bool, key: u64) -> Option<u64> {
+    let w = if class32 { 4 } else { 8 };
+    let word = |b: &[u8]| -> u64 {
+        if class32 {
+            u32::from_ne_bytes(b.try_into().unwrap()) as u64
+        } else {
+            u64::from_ne_bytes(b.try_into().unwrap())
         }
-        if key == 0 {
+    };
+    for pair in raw.chunks_exact(2 * w) {
+        let (k, v) = (word(&pair[..w]), word(&pair[w..]));
+        if k == key {
+            return Some(v);
+        }
+        if k == 0 {
             break;
         }
     }
@@ -155,6 +313,18 @@ mod tests {
         std::fs::write(&script, "#!/bin/sh\n").unwrap();
         assert_eq!(is_static(&script), None);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_32_bit_auxv_is_read_as_32_bit_pairs() {
+        // AT_PHDR=0x1000, AT_SECURE=0, AT_NULL as 32-bit words: read as
+        // 64-bit pairs, (3, 0x1000 | 23 << 32) and (0, 0) would hide it.
+        let words: [u32; 6] = [3, 0x1000, 23, 0, 0, 0];
+        let raw: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        assert_eq!(auxv_value(&raw, true, 23), Some(0));
+        let words: [u64; 4] = [23, 1, 0, 0];
+        let raw: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        assert_eq!(auxv_value(&raw, false, 23), Some(1));
     }
 
     #[test]

@@ -115,10 +115,26 @@ fn permission_denied() -> anyhow::Error {
     fail(EXIT_PERM, "permission denied: run as root")
 }
 
+/// The error for a refused write: a read-only sysfs (a container's) is no
+/// matter of being root, and says so.
+fn refusal(e: &std::io::Error) -> anyhow::Error {
+    if e.raw_os_error() == Some(libc::EROFS) {
+        fail(
+            EXIT_PERM,
+            format!(
+                "{} is read-only here (mounted read-only, as in a container): ksmd can only be changed from the host",
+                sysfs().display()
+            ),
+        )
+    } else {
+        permission_denied()
+    }
+}
+
 fn write(name: &str, value: &str) -> Result<()> {
     write_raw(name, value).map_err(|e| {
         if refused(&e) {
-            permission_denied()
+            refusal(&e)
         } else {
             fail(
                 EXIT_RUNTIME,
@@ -241,6 +257,13 @@ pub fn parse_saved(file: &Path) -> Result<Saved> {
         saved.retain(|(name, _)| name != n);
         saved.push((n.to_string(), v.to_string()));
     }
+    // Restoring nothing is no success: the file is not what it should be.
+    if saved.is_empty() {
+        return Err(fail(
+            EXIT_RUNTIME,
+            format!("no ksmd setting in {}", file.display()),
+        ));
+    }
     // The file's order does not matter: restore goes by TUNABLES.
     saved.sort_by_key(|(n, _)| TUNABLES.iter().position(|t| t == n));
     Ok(saved)
@@ -255,12 +278,18 @@ pub struct Restored {
     pub failed: Vec<(String, String, String, String)>,
     /// Not written: the advisor, saved on, sets `pages_to_scan` itself.
     pub left_to_advisor: bool,
+    /// Saved, but this kernel has no such tunable (a file saved on a newer
+    /// kernel): skipped.
+    pub missing: Vec<String>,
 }
 
 impl Restored {
-    /// "put back: a=1 b=2" or "all ksmd settings were already as saved".
+    /// "put back: a=1 b=2", "all ksmd settings were already as saved" or,
+    /// when some could not be put back and none was, "nothing put back".
     pub fn summary(&self) -> String {
-        if self.put_back.is_empty() {
+        if self.put_back.is_empty() && !self.failed.is_empty() {
+            "nothing put back".into()
+        } else if self.put_back.is_empty() {
             "all ksmd settings were already as saved".into()
         } else {
             let kv: Vec<String> = self
@@ -284,7 +313,9 @@ impl Restored {
 
 /// Puts every saved tunable back (see [`TUNABLES`] for the order); a second
 /// pass retries what failed, since one value can depend on another. A
-/// refused write (not root, read-only sysfs) ends it with exit code 4.
+/// tunable this kernel lacks is skipped (sysfs would refuse to create it
+/// with EACCES, which is no matter of permission). A refused write (not
+/// root, read-only sysfs) ends it with exit code 4.
 pub fn restore(saved: &Saved) -> Result<Restored> {
     require_ksm()?;
     let mut done = Restored::default();
@@ -299,7 +330,7 @@ pub fn restore(saved: &Saved) -> Result<Restored> {
         if run != "1" && value("run").as_deref() == Some("1") {
             write_raw("run", run).map_err(|e| {
                 if refused(&e) {
-                    permission_denied()
+                    refusal(&e)
                 } else {
                     fail(EXIT_RUNTIME, format!("cannot stop ksmd (run={run}): {e}"))
                 }
@@ -315,6 +346,12 @@ pub fn restore(saved: &Saved) -> Result<Restored> {
                 done.left_to_advisor = true;
                 continue;
             }
+            if !sysfs().join(name).exists() {
+                if pass == 0 {
+                    done.missing.push(name.clone());
+                }
+                continue;
+            }
             let now = value(name).unwrap_or_else(|| "missing".into());
             if &now == want {
                 continue;
@@ -324,7 +361,7 @@ pub fn restore(saved: &Saved) -> Result<Restored> {
                     done.put_back.retain(|(n, _)| n != name);
                     done.put_back.push((name.clone(), want.clone()));
                 }
-                Err(e) if refused(&e) => return Err(permission_denied()),
+                Err(e) if refused(&e) => return Err(refusal(&e)),
                 Err(e) => {
                     let why = if e.raw_os_error() == Some(libc::EBUSY) {
                         format!(
@@ -544,6 +581,12 @@ pub fn action(a: Action) -> Result<i32> {
         Action::Restore { file } => {
             require_ksm()?;
             let r = restore(&parse_saved(&file)?)?;
+            if !r.missing.is_empty() {
+                eprintln!(
+                    "ksmauto: skipped {}: this kernel has no such tunable (saved on another kernel)",
+                    r.missing.join(" ")
+                );
+            }
             println!("{}", r.summary());
             if r.left_to_advisor {
                 println!("pages_to_scan left to the advisor (advisor_mode is not none)");

@@ -101,8 +101,9 @@ enum Cmd {
     Compare {
         #[arg(long, default_value_t = 2)]
         workers: usize,
-        #[arg(long, value_enum, default_value = "auto")]
-        mode: Mode,
+        /// Default: KSMAUTO_MODE from the environment, else auto
+        #[arg(long, value_enum)]
+        mode: Option<Mode>,
         /// Longest time to wait for memory to settle, per run
         #[arg(long, value_name = "SECS", default_value_t = 60.0)]
         settle_timeout: f64,
@@ -153,9 +154,14 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// (internal) exits 40 when PR_GET_MEMORY_MERGE is set in it, 41 when not
+    /// (internal) exits 40 when PR_GET_MEMORY_MERGE is set in it, 41 when not;
+    /// with --across-exec, runs the whole probe: 0 when this kernel keeps the
+    /// flag across exec, else 1 and why on stderr (scripts/install)
     #[command(name = "probe-merge-any", hide = true)]
-    ProbeMergeAny,
+    ProbeMergeAny {
+        #[arg(long)]
+        across_exec: bool,
+    },
 }
 
 fn print_status(json: bool, prometheus: bool) -> Result<()> {
@@ -266,7 +272,7 @@ fn real_main() -> Result<i32> {
             let c = compare::compare(
                 &command,
                 workers,
-                mode.name(),
+                merge_any::effective_mode(mode.map(Mode::name)),
                 Duration::from_secs_f64(settle_timeout.max(0.5)),
                 lib.as_deref(),
                 svg.as_deref(),
@@ -316,7 +322,14 @@ fn real_main() -> Result<i32> {
             print_status(json, false)?;
             Ok(0)
         }
-        Cmd::ProbeMergeAny => Ok(merge_any::probe_exit_status()),
+        Cmd::ProbeMergeAny { across_exec: false } => Ok(merge_any::probe_exit_status()),
+        Cmd::ProbeMergeAny { across_exec: true } => match merge_any::probe().why_not() {
+            None => Ok(0),
+            Some(why) => {
+                eprintln!("{why}");
+                Ok(1)
+            }
+        },
     }
 }
 

@@ -116,6 +116,22 @@ pub fn probe() -> AcrossExec {
 pub const COVERING_NOTE: &str = "{} is a static executable (no dynamic loader, so LD_PRELOAD never \
      reaches it): covering it with PR_SET_MEMORY_MERGE set before its exec (this kernel keeps it across exec)";
 
+/// The mode the preload will run the command in, which decides the plan
+/// too: `flag` (`--mode`), else `KSMAUTO_MODE` from our environment as the
+/// library reads it (a name it does not know: it warns and takes auto),
+/// else auto.
+pub fn effective_mode(flag: Option<&str>) -> &'static str {
+    use ksmauto_contract::{env, Mode};
+    use std::os::unix::ffi::OsStrExt;
+    if let Some(m) = flag.and_then(|f| Mode::from_name(f.as_bytes())) {
+        return m.name();
+    }
+    std::env::var_os(env::MODE)
+        .and_then(|v| Mode::from_name(v.as_bytes()))
+        .unwrap_or(Mode::Auto)
+        .name()
+}
+
 /// What to do for one command before it runs.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Plan {
@@ -126,28 +142,45 @@ pub enum Plan {
     SetMergeAny,
     /// Static and left uncovered: why, in words.
     Uncovered(String),
+    /// The file cannot be read (execute-only): whether it is static is
+    /// unknown, so it is left to the preload, with this warning.
+    NotInspected(String),
 }
 
 /// Decides for `cmd` as `execvp` would find it with `path_var`, in `mode`
-/// (`None` = the library's default, auto). `probe` runs at most once, only
+/// (from [`effective_mode`]). `probe` runs at most once, only
 /// for a static target that the flag may cover.
 pub fn plan(
     cmd: &OsStr,
     path_var: Option<&OsStr>,
-    mode: Option<&str>,
+    mode: &str,
     probe: &mut dyn FnMut() -> AcrossExec,
 ) -> Plan {
     let Some(target) = exe::resolve(cmd, path_var) else {
         return Plan::Preload;
     };
-    if exe::is_static(&target) != Some(true) {
+    if mode == "off" {
         return Plan::Preload;
+    }
+    // Only an ELF program this machine runs can be static: another
+    // architecture's (which execvp's ENOEXEC fallback would hand to
+    // /bin/sh after a pre_exec hook) or a script runs as it would anyway.
+    match exe::kind(&target) {
+        exe::Kind::Static => {}
+        exe::Kind::Unreadable(e) => {
+            return Plan::NotInspected(format!(
+                "{} could not be inspected ({e}): if it is a static executable, LD_PRELOAD never \
+                 reaches it and it runs uncovered",
+                target.display()
+            ))
+        }
+        exe::Kind::Dynamic | exe::Kind::Other => return Plan::Preload,
     }
     let what = format!(
         "{} is a static executable (no dynamic loader, so LD_PRELOAD never reaches it)",
         target.display()
     );
-    match mode.unwrap_or("auto") {
+    match mode {
         "auto" | "process" => {
             let privs = exe::privileges(&target);
             if !privs.is_empty() {

@@ -617,7 +617,14 @@ pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString])
     // A static program never reads LD_PRELOAD: merge-any set before its
     // exec covers it instead, where that is safe and the kernel keeps it.
     let path_var = std::env::var_os("PATH");
-    let plan = merge_any::plan(&cmd[0], path_var.as_deref(), mode, &mut merge_any::probe);
+    // The mode the library will take (--mode, else our KSMAUTO_MODE, which
+    // the command inherits), not auto whenever --mode is absent.
+    let plan = merge_any::plan(
+        &cmd[0],
+        path_var.as_deref(),
+        merge_any::effective_mode(mode),
+        &mut merge_any::probe,
+    );
     let decided = match plan {
         Plan::SetMergeAny => {
             merge_any::set_before_exec(&mut c);
@@ -630,6 +637,10 @@ pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString])
         Plan::Uncovered(why) => {
             eprintln!("ksmauto: warning: {why}");
             Some(why)
+        }
+        Plan::NotInspected(why) => {
+            eprintln!("ksmauto: warning: {why}");
+            None
         }
         Plan::Preload => None,
     };

@@ -37,6 +37,9 @@ fn the_systemd_drop_in_covers_both_kinds_of_program() {
     common::lib();
     let base = std::env::temp_dir().join(format!("ksmauto-dropin-{}", std::process::id()));
     let (prefix, units) = (base.join("prefix"), base.join("units"));
+    // A systemd with a working MemoryKSM= (256+), on this kernel (6.7+):
+    // the drop-in has it. The systemd-analyze below is the real one.
+    let fake = fake_systemctl(&base, 257);
     let install = |args: &[&str]| {
         std::process::Command::new(common::repo().join("scripts/install"))
             .arg("--prefix")
@@ -44,6 +47,8 @@ fn the_systemd_drop_in_covers_both_kinds_of_program() {
             .arg("--systemd-dir")
             .arg(&units)
             .args(args)
+            .env("PATH", with_first(&fake))
+            .env_remove("KSMAUTO_INSTALL_MERGE_PROBE")
             .output()
             .unwrap()
     };
@@ -125,5 +130,84 @@ fn the_systemd_drop_in_covers_both_kinds_of_program() {
             assert!(o.status.success(), "{err}");
         }
     }
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// A directory whose `systemctl --version` says `systemd VERSION`.
+fn fake_systemctl(base: &std::path::Path, version: u32) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = base.join(format!("systemd-{version}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sc = dir.join("systemctl");
+    std::fs::write(
+        &sc,
+        format!("#!/bin/sh\necho 'systemd {version} ({version}.1-1)'\necho '+PAM +AUDIT'\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&sc, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// `PATH` with `dir` first.
+fn with_first(dir: &std::path::Path) -> std::ffi::OsString {
+    let mut p = dir.as_os_str().to_owned();
+    p.push(":");
+    p.push(std::env::var_os("PATH").unwrap_or_default());
+    p
+}
+
+/// systemd fails every process of a unit with MemoryKSM=yes (EXIT_KSM)
+/// when the prctl fails: on a kernel that refuses it, and on any kernel
+/// under systemd 254/255 (extra arguments; fixed in 256). The drop-in has
+/// the line only where neither holds, else commented out with the reason,
+/// which install also says on stderr.
+#[test]
+fn memory_ksm_is_written_only_where_systemd_and_the_kernel_take_it() {
+    common::lib();
+    let base = std::env::temp_dir().join(format!("ksmauto-memoryksm-{}", std::process::id()));
+    let (prefix, units) = (base.join("prefix"), base.join("units"));
+    let install = |systemd: u32, probe: Option<&str>| {
+        let fake = fake_systemctl(&base, systemd);
+        let mut c = std::process::Command::new(common::repo().join("scripts/install"));
+        c.arg("--prefix")
+            .arg(&prefix)
+            .arg("--systemd-dir")
+            .arg(&units)
+            .args(["--systemd-unit", "demo"])
+            .env("PATH", with_first(&fake))
+            .env_remove("KSMAUTO_INSTALL_MERGE_PROBE");
+        if let Some(p) = probe {
+            c.env("KSMAUTO_INSTALL_MERGE_PROBE", p);
+        }
+        let o = c.output().unwrap();
+        let err = common::text(&o.stderr);
+        assert!(o.status.success(), "{err}");
+        let conf = std::fs::read_to_string(units.join("demo.service.d/ksmauto.conf")).unwrap();
+        let line = conf
+            .lines()
+            .find(|l| l.contains("MemoryKSM=yes") && !l.starts_with("# Static"))
+            .unwrap_or_else(|| panic!("{conf}"))
+            .to_string();
+        (line, err)
+    };
+    // systemd 256+ and this kernel (6.18 keeps the flag): written.
+    let (line, err) = install(257, None);
+    assert_eq!(line, "MemoryKSM=yes", "{err}");
+    assert!(!err.contains("commented out"), "{err}");
+    // Too old to know it, or with the bug: commented out, and said.
+    for (systemd, why) in [(252, "does not know MemoryKSM="), (255, "PR #31683")] {
+        let (line, err) = install(systemd, None);
+        assert!(
+            line.starts_with("# MemoryKSM=yes  (left out: systemd") && line.contains(why),
+            "{line}"
+        );
+        assert!(err.contains("MemoryKSM=yes written commented out"), "{err}");
+    }
+    // A kernel that refuses the prctl (the probe's answer stands in).
+    let refused =
+        "this kernel refuses PR_SET_MEMORY_MERGE (Invalid argument; it needs Linux 6.4 and KSM)";
+    let (line, err) = install(257, Some(refused));
+    assert_eq!(line, format!("# MemoryKSM=yes  (left out: {refused})"));
+    assert!(err.contains(refused), "{err}");
     let _ = std::fs::remove_dir_all(&base);
 }

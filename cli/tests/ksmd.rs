@@ -227,6 +227,9 @@ fn restore_errors_have_the_documented_exit_codes() {
         err.contains("could not put back pages_to_scan=lots"),
         "{err}"
     );
+    // Nothing was put back: it does not say all was already as saved.
+    let out = common::text(&run(&["ksmd", "restore", bad.to_str().unwrap()]).stdout);
+    assert!(!out.contains("already as saved"), "{out}");
     assert_eq!(snapshot(), found.before);
     // Something that is no tunable is never written: 1.
     std::fs::write(&bad, "full_scans=0\n").unwrap();
@@ -512,4 +515,147 @@ fn hold_runs_its_command_with_no_signal_blocked_and_forwards_to_it() {
         );
         assert_eq!(snapshot(), found.before, "signal {sig}: ksmd not put back");
     }
+}
+
+/// A fake `/sys/kernel/mm/ksm` (regular files) with this session's kind of
+/// values, minus `absent`: a kernel older than the one a file was saved on.
+fn fake_sysfs(name: &str, absent: &[&str]) -> PathBuf {
+    let dir = temp(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (n, v) in [
+        ("advisor_max_cpu", "70"),
+        ("advisor_min_pages_to_scan", "500"),
+        ("advisor_max_pages_to_scan", "30000"),
+        ("advisor_target_scan_time", "200"),
+        ("advisor_mode", "[none] scan-time"),
+        ("pages_to_scan", "100"),
+        ("sleep_millisecs", "20"),
+        ("smart_scan", "1"),
+        ("use_zero_pages", "0"),
+        ("stable_node_chains_prune_millisecs", "2000"),
+        ("max_page_sharing", "256"),
+        ("merge_across_nodes", "1"),
+        ("run", "0"),
+        ("full_scans", "5"),
+        ("pages_shared", "0"),
+    ] {
+        if !absent.contains(&n) {
+            std::fs::write(dir.join(n), format!("{v}\n")).unwrap();
+        }
+    }
+    dir
+}
+
+fn fake_value(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name))
+        .unwrap_or_else(|e| format!("({e})"))
+        .trim()
+        .to_string()
+}
+
+/// A file saved on a kernel with the advisor and smart_scan, restored
+/// where they do not exist: sysfs refuses to create them (EACCES, as if
+/// not root: the restore stopped there with exit 4, run and the pace left
+/// as they were). They are skipped, named, and the rest is put back.
+#[test]
+fn restore_skips_tunables_this_kernel_lacks_and_puts_back_the_rest() {
+    let absent = [
+        "advisor_max_cpu",
+        "advisor_min_pages_to_scan",
+        "advisor_max_pages_to_scan",
+        "advisor_target_scan_time",
+        "advisor_mode",
+        "smart_scan",
+    ];
+    let dir = fake_sysfs("old-kernel", &absent);
+    let saved = temp("saved-on-newer");
+    std::fs::write(
+        &saved,
+        "advisor_max_cpu=70\nadvisor_min_pages_to_scan=500\nadvisor_max_pages_to_scan=30000\n\
+         advisor_target_scan_time=200\nadvisor_mode=none\npages_to_scan=2000\nsleep_millisecs=10\n\
+         smart_scan=0\nuse_zero_pages=0\nstable_node_chains_prune_millisecs=2000\n\
+         max_page_sharing=256\nmerge_across_nodes=1\nrun=1\n",
+    )
+    .unwrap();
+    let o = ksmauto(&["ksmd", "restore", saved.to_str().unwrap()])
+        .env("KSMAUTO_SYSFS_KSM", &dir)
+        .output()
+        .unwrap();
+    let (out, err) = (common::text(&o.stdout), common::text(&o.stderr));
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert!(
+        err.contains("skipped advisor_max_cpu")
+            && err.contains("smart_scan: this kernel has no such tunable"),
+        "{err}"
+    );
+    for (n, v) in [
+        ("run", "1"),
+        ("pages_to_scan", "2000"),
+        ("sleep_millisecs", "10"),
+    ] {
+        assert_eq!(fake_value(&dir, n), v, "{n}: {out}{err}");
+    }
+    // Nothing was made up in sysfs.
+    for n in absent {
+        assert!(!dir.join(n).exists(), "{n} created");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&saved);
+}
+
+/// A file with no tunable in it restores nothing: that is an error, not
+/// "all ksmd settings were already as saved".
+#[test]
+fn restore_of_a_file_without_settings_fails() {
+    let dir = fake_sysfs("empty-file", &[]);
+    let comments = temp("only-comments");
+    std::fs::write(&comments, "# ksmd's tunables\n\n").unwrap();
+    for file in [Path::new("/dev/null"), &comments] {
+        let o = ksmauto(&["ksmd", "restore", file.to_str().unwrap()])
+            .env("KSMAUTO_SYSFS_KSM", &dir)
+            .output()
+            .unwrap();
+        let (out, err) = (common::text(&o.stdout), common::text(&o.stderr));
+        assert_eq!(o.status.code(), Some(1), "{out}{err}");
+        assert!(
+            err.contains(&format!("no ksmd setting in {}", file.display())),
+            "{err}"
+        );
+        assert!(!out.contains("already as saved"), "{out}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&comments);
+}
+
+/// A read-only sysfs (a container's) is no matter of being root: the
+/// error says it is read-only. Needs a mount namespace (`unshare -m`).
+#[test]
+fn restore_on_a_read_only_sysfs_says_so() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("\n!!!!! SKIPPED: needs root !!!!!\n");
+        return;
+    }
+    let dir = fake_sysfs("read-only", &[]);
+    let saved = temp("ro-saved");
+    std::fs::write(&saved, "sleep_millisecs=10\n").unwrap();
+    let script = format!(
+        "mount --bind {d} {d} && mount -o remount,bind,ro {d} && exec {k} ksmd restore {f}",
+        d = dir.display(),
+        k = KSMAUTO,
+        f = saved.display()
+    );
+    let o = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .env("KSMAUTO_SYSFS_KSM", &dir)
+        .env_remove("LD_PRELOAD")
+        .output()
+        .unwrap();
+    let err = common::text(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(err.contains("is read-only here"), "{err}");
+    assert!(!err.contains("run as root"), "{err}");
+    assert_eq!(fake_value(&dir, "sleep_millisecs"), "20");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&saved);
 }

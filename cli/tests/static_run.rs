@@ -336,3 +336,268 @@ fn compare_covers_static_programs_too() {
         "{advise}"
     );
 }
+
+/// `ksmauto run ARGS -- PROGRAM` with `env` set: what `run` said on stderr
+/// and the program's own `merge_any=` line.
+fn run_flag(args: &[&str], env: &[(&str, &str)], program: &Path) -> (String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_ksmauto"))
+        .arg("run")
+        .args(["--lib", common::lib().to_str().unwrap()])
+        .args(args)
+        .arg("--")
+        .arg(program)
+        .env_remove("LD_PRELOAD")
+        .env_remove("KSMAUTO_MODE")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let said = common::text(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{said}");
+    let out = common::text(&o.stdout);
+    let flag = out
+        .lines()
+        .find_map(|l| l.strip_prefix("merge_any="))
+        .unwrap_or_else(|| panic!("no merge_any line: {out}; {said}"))
+        .to_string();
+    (said, flag)
+}
+
+fn show_merge_any(static_link: bool) -> PathBuf {
+    let extra: &[&str] = if static_link { &["-static"] } else { &[] };
+    common::compile_c("cli/tests/c/show_merge_any.c", extra)
+}
+
+/// The mode is `--mode`, else `KSMAUTO_MODE` as the library reads it, else
+/// auto: a static program under KSMAUTO_MODE=off gets no merge-any, under
+/// advise the warning that it cannot be covered.
+#[test]
+fn run_takes_the_mode_from_ksmauto_mode_for_a_static_program() {
+    let prog = show_merge_any(true);
+    let (said, flag) = run_flag(&[], &[("KSMAUTO_MODE", "off")], &prog);
+    assert_eq!(flag, "0", "KSMAUTO_MODE=off: {said}");
+    assert!(!said.contains("covering it"), "{said}");
+    let (said, flag) = run_flag(&[], &[("KSMAUTO_MODE", "advise")], &prog);
+    assert_eq!(flag, "0", "KSMAUTO_MODE=advise: {said}");
+    assert!(
+        said.contains("advise mode cannot cover a static program"),
+        "{said}"
+    );
+    // --mode wins over the environment.
+    let (said, flag) = run_flag(&["--mode", "process"], &[("KSMAUTO_MODE", "off")], &prog);
+    assert_eq!(flag, "1", "{said}");
+    // No mode at all, or one the library does not know (it warns and takes
+    // auto): auto, which covers it.
+    let (said, flag) = run_flag(&[], &[], &prog);
+    assert_eq!(flag, "1", "{said}");
+    let (said, flag) = run_flag(&[], &[("KSMAUTO_MODE", "Off")], &prog);
+    assert_eq!(flag, "1", "{said}");
+}
+
+/// `cli/tests/c/tiny32.S` as a 32-bit static i386 program (x86_64 only).
+fn tiny32() -> Option<PathBuf> {
+    if !cfg!(target_arch = "x86_64") {
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("ksmauto-tiny32-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (obj, exe) = (dir.join("tiny32.o"), dir.join("tiny32"));
+    let st = Command::new("as")
+        .arg("--32")
+        .arg("-o")
+        .arg(&obj)
+        .arg(common::repo().join("cli/tests/c/tiny32.S"))
+        .status()
+        .expect("run as (binutils)");
+    assert!(st.success());
+    let st = Command::new("ld")
+        .args(["-m", "elf_i386", "-o"])
+        .arg(&exe)
+        .arg(&obj)
+        .status()
+        .expect("run ld (binutils)");
+    assert!(st.success());
+    Some(exe)
+}
+
+/// A 32-bit static program on x86_64 is static too: run covers it with
+/// merge-any (the kernel keeps it across that exec as well), and its
+/// 32-bit auxv is not misread as "secure execution".
+#[test]
+fn run_covers_a_32_bit_static_program() {
+    let Some(prog) = tiny32() else { return };
+    let o = Command::new(env!("CARGO_BIN_EXE_ksmauto"))
+        .arg("run")
+        .args(["--lib", common::lib().to_str().unwrap(), "--json", "--"])
+        .arg(&prog)
+        .env_remove("LD_PRELOAD")
+        .env_remove("KSMAUTO_MODE")
+        .output()
+        .unwrap();
+    let said = common::text(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("covering it with PR_SET_MEMORY_MERGE"),
+        "{said}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let p = &v["per_process"][0];
+    assert_eq!(p["coverage"], "inherited merge-any", "{v}");
+    // Left uncovered (advise mode), it is called static, not secure.
+    let o = Command::new(env!("CARGO_BIN_EXE_ksmauto"))
+        .arg("run")
+        .args(["--lib", common::lib().to_str().unwrap(), "--json"])
+        .args(["--mode", "advise", "--"])
+        .arg(&prog)
+        .env_remove("LD_PRELOAD")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["per_process"][0]["coverage"], "none (static, advise mode)",
+        "{v}"
+    );
+    let _ = std::fs::remove_dir_all(prog.parent().unwrap());
+}
+
+/// A static ELF of another architecture is no program here: no plan (a
+/// pre_exec hook made std fork+execvp, whose ENOEXEC fallback ran it with
+/// /bin/sh as a script), so it fails to execute as it would without run.
+#[test]
+fn a_static_program_of_another_architecture_gets_no_plan() {
+    let native = show_merge_any(true);
+    let dir = std::env::temp_dir().join(format!("ksmauto-foreign-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let foreign = dir.join("foreign-arch");
+    let mut elf = std::fs::read(&native).unwrap();
+    // e_machine: AArch64 on x86_64, x86_64 elsewhere.
+    let other: u16 = if cfg!(target_arch = "x86_64") {
+        183
+    } else {
+        62
+    };
+    elf[18..20].copy_from_slice(&other.to_le_bytes());
+    std::fs::write(&foreign, &elf).unwrap();
+    std::fs::set_permissions(
+        &foreign,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_ksmauto"))
+        .arg("run")
+        .args(["--lib", common::lib().to_str().unwrap(), "--"])
+        .arg(&foreign)
+        .env_remove("LD_PRELOAD")
+        .env_remove("KSMAUTO_MODE")
+        .output()
+        .unwrap();
+    let said = common::text(&o.stderr);
+    assert!(!said.contains("covering it"), "{said}");
+    assert!(!said.contains("static"), "{said}");
+    // Not run by a shell: no shell's words, and no exit status of one.
+    assert!(!said.contains("sh:"), "{said}");
+    assert_ne!(o.status.code(), Some(0), "{said}");
+    assert_ne!(o.status.code(), Some(2), "{said}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The dynamic loader run as a command runs a dynamic program, which reads
+/// LD_PRELOAD: no "cannot cover a static program" for it.
+#[test]
+fn the_dynamic_loader_as_a_command_is_not_a_static_program() {
+    let interp = ["/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    let Some(interp) = interp else { return };
+    let prog = show_merge_any(false);
+    let o = Command::new(env!("CARGO_BIN_EXE_ksmauto"))
+        .arg("run")
+        .args(["--lib", common::lib().to_str().unwrap(), "--json"])
+        .args(["--mode", "advise", "--", interp])
+        .arg(&prog)
+        .env_remove("LD_PRELOAD")
+        .output()
+        .unwrap();
+    let said = common::text(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{said}");
+    assert!(!said.contains("static"), "{said}");
+    // The program's own line, then run's JSON.
+    let out = common::text(&o.stdout);
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(v["per_process"][0]["coverage"], "preload (advise)", "{v}");
+}
+
+/// An execute-only program this user cannot read cannot be inspected: run
+/// says so (it may be static, then nothing covers it).
+#[test]
+fn an_execute_only_program_gets_a_warning_that_it_was_not_inspected() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("\n!!!!! SKIPPED: needs root (setpriv to another user) !!!!!\n");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("ksmauto-xonly-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let xonly = dir.join("xonly-static");
+    std::fs::copy(show_merge_any(true), &xonly).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&xonly, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_ksmauto"))
+        .args(["run", "--lib", common::lib().to_str().unwrap(), "--"])
+        .arg(&xonly)
+        .env_remove("LD_PRELOAD")
+        .env_remove("KSMAUTO_MODE")
+        .current_dir("/")
+        .output()
+        .unwrap();
+    let said = common::text(&o.stderr);
+    assert!(
+        said.contains("could not be inspected (Permission denied"),
+        "{said}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `compare` started with merge-any already set (a MemoryKSM=yes unit, a
+/// prctl launcher): its copies inherited it, and the run without the
+/// preload merged as much as the one with it. compare clears it in itself
+/// first, and says so.
+#[test]
+fn compare_started_with_merge_any_clears_it_for_its_copies() {
+    let Some(_ksm) = common::ksmd() else { return };
+    let launcher = common::compile_c("cli/tests/c/prctl_exec.c", &[]);
+    let o = Command::new(launcher)
+        .arg(env!("CARGO_BIN_EXE_ksmauto"))
+        .args([
+            "compare",
+            "--workers",
+            "2",
+            "--json",
+            "--settle-timeout",
+            "90",
+            "--mode",
+            "process",
+        ])
+        .args(["--lib", common::lib().to_str().unwrap(), "--"])
+        .arg(c_program(false))
+        .env_remove("LD_PRELOAD")
+        .output()
+        .unwrap();
+    let said = common::text(&o.stderr);
+    assert!(o.status.success(), "{said}");
+    let c: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let without: Vec<&str> = c["without"]["per_process"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["coverage"].as_str().unwrap())
+        .collect();
+    assert!(
+        without.iter().all(|w| *w != "inherited merge-any"),
+        "{without:?}"
+    );
+    assert_eq!(c["without"]["last"]["merging_pages"], 0, "{c}");
+    assert!(merged_with(&c) >= 2 * TWIN_PAGES * 95 / 100, "{c}");
+    assert!(said.contains("started with merge-any"), "{said}");
+}
