@@ -46,6 +46,8 @@ enum ExecSeen {
     First,
     /// It exec'd since the last look.
     Exec,
+    /// The program it had, whose addresses were not known at the last look.
+    Settled,
     /// It exec'd during this look (the image changed between the listing
     /// and the read of its program): the program read may belong to either
     /// image, so nothing is decided until the next look.
@@ -69,8 +71,19 @@ fn exec_seen(
     if image != image_after {
         return ExecSeen::InProgress;
     }
-    if exe == known_exe && image == known_image {
-        return ExecSeen::Same;
+    if exe == known_exe {
+        // A zero address: the kernel's loader had not set up the program's
+        // memory yet when it was read (the new program shows at once, its
+        // addresses a moment later: a look can fall in between), or the
+        // process cannot be read. The same program with its addresses
+        // known now is no new exec.
+        let unsettled = |im: (u64, u64, u64)| im.0 == 0 || im.1 == 0 || im.2 == 0;
+        if image == known_image {
+            return ExecSeen::Same;
+        }
+        if unsettled(known_image) || unsettled(image) {
+            return ExecSeen::Settled;
+        }
     }
     // The command itself, seen before its exec, runs our own binary: that
     // is no exec of the user's. (`known_image` stays zero for one exec'd
@@ -322,6 +335,7 @@ impl TreeWatch {
                 let own = self.own_exe.as_deref();
                 match exec_seen(&p.exe, p.image, image, &exe, image_after, own) {
                     ExecSeen::InProgress | ExecSeen::Same => {}
+                    ExecSeen::Settled => p.image = image,
                     seen => {
                         if seen == ExecSeen::Exec {
                             p.execs.push(exe.clone());
@@ -797,6 +811,23 @@ mod tests {
         // And the look after that sees nothing new.
         let after = exec_seen("/usr/bin/sleep", NEW, NEW, "/usr/bin/sleep", NEW, None);
         assert_eq!(after, ExecSeen::Same);
+    }
+
+    /// The first look fell between the exec and the loader's setting up of
+    /// the program's memory (the program shows, its addresses read zero):
+    /// the next look, with the addresses, is no exec. Before, half the runs
+    /// of a 32-bit static program under `run` said it exec'd into itself.
+    #[test]
+    fn a_first_look_before_the_loader_set_up_memory_is_no_exec() {
+        let partial = (0x0804_8000, 0, 0);
+        assert_eq!(
+            exec_seen("", (0, 0, 0), partial, "/tmp/t32", partial, None),
+            ExecSeen::First
+        );
+        assert_eq!(
+            exec_seen("/tmp/t32", partial, NEW, "/tmp/t32", NEW, None),
+            ExecSeen::Settled
+        );
     }
 
     #[test]

@@ -398,7 +398,11 @@ fn tiny32() -> Option<PathBuf> {
     if !cfg!(target_arch = "x86_64") {
         return None;
     }
-    let dir = std::env::temp_dir().join(format!("ksmauto-tiny32-{}", std::process::id()));
+    // One directory per call: the tests run in parallel, and each removes
+    // its own when done.
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("ksmauto-tiny32-{}-{seq}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (obj, exe) = (dir.join("tiny32.o"), dir.join("tiny32"));
     let st = Command::new("as")
