@@ -576,9 +576,17 @@ static A_COPY_COMES_FIRST: AtomicBool = AtomicBool::new(false);
 /// `ksmauto_version` (every version of the library exports it; a program
 /// using the API only declares it, weak and undefined).
 unsafe fn is_a_copy(map: *mut LinkMap) -> bool {
-    OTHER_COPIES.load(Relaxed)
-        && map != own_link_map()
+    OTHER_COPIES.load(Relaxed) && map != own_link_map() && looks_like_a_copy(map)
+}
+
+/// A shared object (never the program itself, the head of the list, which
+/// may define a stub of the API for its own use) that defines both
+/// `ksmauto_version` and `ksmauto_stats_json`, as every version of the
+/// library does.
+unsafe fn looks_like_a_copy(map: *mut LinkMap) -> bool {
+    !(*map).l_prev.is_null()
         && !defined_in(map, c"ksmauto_version").is_null()
+        && !defined_in(map, c"ksmauto_stats_json").is_null()
 }
 
 /// Looks for other copies once, before any lookup.
@@ -596,7 +604,7 @@ fn find_other_copies() {
         while !map.is_null() {
             if map == own {
                 before_us = false;
-            } else if !defined_in(map, c"ksmauto_version").is_null() {
+            } else if looks_like_a_copy(map) {
                 OTHER_COPIES.store(true, Relaxed);
                 if before_us {
                     A_COPY_COMES_FIRST.store(true, Relaxed);

@@ -68,3 +68,40 @@ fn a_program_with_two_copies_preloaded_runs_once_covered_and_reports_once() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A copy loaded later (`dlopen`) stands aside without touching the
+/// process: it used to start in `off`, which switches merge-any off (and
+/// unmerges everything) under the working copy. The same happened with two
+/// preloaded copies in any program whose libraries allocate in their
+/// constructors (every C++ program), where the working copy starts first.
+#[test]
+fn a_copy_that_stands_aside_leaves_merge_any_on() {
+    let prog = common::compile_c("tests/c/two_copies.c", &["-pthread"]);
+    let dir = std::env::temp_dir().join(format!("ksmauto-copy-dlopen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("libksmauto.so");
+    std::fs::copy(common::lib(), &copy).unwrap();
+    let out = common::run_ok(
+        &prog,
+        &common::Run::with("process"),
+        &["dlopen", copy.to_str().unwrap()],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.contains("before yes") && out.contains("after yes"),
+        "{out}"
+    );
+}
+
+/// A program that defines (and exports) a stub of the C API for its own
+/// use is no copy of the library: the library works in it. Before, the
+/// library took the program for a copy loaded first and stood aside.
+#[test]
+fn a_program_with_its_own_api_stub_is_no_copy_of_the_library() {
+    let prog = common::compile_c(
+        "tests/c/two_copies.c",
+        &["-pthread", "-rdynamic", "-DDEFINES_THE_API"],
+    );
+    let out = common::run_ok(&prog, &common::Run::with("process"), &[]);
+    assert!(out.contains("done merge_any=yes"), "{out}");
+}

@@ -150,17 +150,26 @@ pub fn start(allocator_is_glibc: bool, another_copy_works: bool) {
     // privileged program: no variable of it may steer us, no file is
     // written, and the process's memory is left alone (`off`).
     let secure_execution = os::secure_execution();
+    // Standing aside, this copy touches nothing of the process: `off`
+    // elsewhere switches merge-any off, which here would undo (and unmerge)
+    // what the working copy set — it may have started first, from a
+    // constructor's malloc, or this copy may be a later dlopen.
+    let standing_aside = another_copy_works && !secure_execution;
     let config = if secure_execution {
         Config::SECURE_EXECUTION
-    } else if another_copy_works {
+    } else if standing_aside {
         Config::STANDING_ASIDE
     } else {
         Config::from_lookup(os::getenv, print_bad_value)
     };
     let page_size = os::page_size();
-    exec_guard::start();
-    MERGE_ANY_INHERITED.store(ksm::merge_any_is_on(), Relaxed);
-    let (active, fallback_errno) = choose_engine(config.mode);
+    let (active, fallback_errno) = if standing_aside {
+        (Mode::Off, None)
+    } else {
+        exec_guard::start();
+        MERGE_ANY_INHERITED.store(ksm::merge_any_is_on(), Relaxed);
+        choose_engine(config.mode)
+    };
     unsafe {
         *SETTINGS.0.get() = Settings {
             config,

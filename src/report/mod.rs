@@ -94,8 +94,6 @@ pub fn write_exit_report() {
     // that takes any output of its child on stderr for a failure, sees
     // nothing of us; `KSMAUTO_STATS` set makes every process report, and
     // `ksmauto run` accounts for a whole tree.
-    // Forked from a process that runs it (known even after the worker
-    // dropped the privileges to read its parent's maps), or exec'd by one.
     if !cfg.stats_requested && started_by_a_library_process() {
         return;
     }
@@ -136,8 +134,6 @@ pub fn write_exit_report() {
     }
 }
 
-/// Whether this process's parent has this library loaded (a file of the
-/// same name mapped).
 /// Whether a process that runs the library made this one: forked from it
 /// (known even after the worker dropped the privileges to read its parent's
 /// maps), exec'd by a child of it (its parent runs the library), or exec'd
@@ -147,7 +143,9 @@ pub fn write_exit_report() {
 /// before its `exec`) or gone (an orphan, now init's). A program the user
 /// started through a launcher that runs the library and `exec`s in place
 /// (`env`, `nice`, `sh -c`) keeps its parent, the user's shell, readable
-/// and without the library: it speaks.
+/// and without the library: it speaks. One started through a launcher that
+/// also drops privileges (`setpriv`, `gosu`, `su -c`) cannot be told from
+/// such a worker and stays silent: the quiet side, as for a service.
 fn started_by_a_library_process() -> bool {
     if engine::forked_from_a_library_process() {
         return true;

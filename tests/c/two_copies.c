@@ -3,6 +3,7 @@
  * shell that already preloads another copy): the malloc family, mmap, a
  * thread, a blocking call that returns at once, fork and exec. Prints
  * `done` and whether merge-any is on, from /proc/self/ksm_stat. */
+#include <dlfcn.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -19,7 +20,38 @@ static void *worker(void *arg) {
     return arg;
 }
 
-int main(void) {
+/* Whether merge-any is on, from /proc/self/ksm_stat. */
+static const char *merge_any_state(void) {
+    char line[256];
+    const char *state = "?";
+    FILE *f = fopen("/proc/self/ksm_stat", "r");
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "ksm_merge_any: ", 15) == 0)
+            state = strstr(line, "yes") ? "yes" : "no";
+    if (f)
+        fclose(f);
+    return state;
+}
+
+/* These two, exported (-rdynamic), make the program look like the C API:
+ * only a shared object that defines them is a copy of the library. */
+#ifdef DEFINES_THE_API
+const char *ksmauto_version(void) { return "a stub of the program's own"; }
+size_t ksmauto_stats_json(char *buf, size_t len) { (void)buf; (void)len; return 0; }
+#endif
+
+int main(int argc, char **argv) {
+    if (argc > 2 && !strcmp(argv[1], "dlopen")) {
+        /* Another copy loaded while the program runs stands aside. */
+        printf("before %s\n", merge_any_state());
+        if (!dlopen(argv[2], RTLD_NOW)) {
+            printf("dlopen failed: %s\n", dlerror());
+            return 5;
+        }
+        free(malloc(100));
+        printf("after %s\n", merge_any_state());
+        return 0;
+    }
     for (int i = 0; i < 1000; i++) {
         char *p = malloc(64 + i);
         p = realloc(p, 4096 + i);
@@ -48,14 +80,6 @@ int main(void) {
     waitpid(pid, &status, 0);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
         return 4;
-    char line[256];
-    const char *merge_any = "?";
-    FILE *f = fopen("/proc/self/ksm_stat", "r");
-    while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, "ksm_merge_any: ", 15) == 0)
-            merge_any = strstr(line, "yes") ? "yes" : "no";
-    if (f)
-        fclose(f);
-    printf("done merge_any=%s\n", merge_any);
+    printf("done merge_any=%s\n", merge_any_state());
     return 0;
 }
