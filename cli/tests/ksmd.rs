@@ -154,10 +154,11 @@ fn save_then_change_then_restore_puts_every_tunable_back() {
     assert_eq!(value("run"), "0");
     assert_ne!(snapshot(), found.before);
 
+    // (Which values it names depends on where ksmd was found: switching
+    // the advisor off sets pages_to_scan back to the kernel's default by
+    // itself. The snapshot below is the check.)
     let out = ok(&["ksmd", "restore", f]);
     assert!(out.starts_with("put back: "), "{out}");
-    let want = format!("pages_to_scan={}", found.before["pages_to_scan"]);
-    assert!(out.contains(&want), "{out}");
     if advisor && found.before["advisor_mode"] == "none" {
         assert!(out.contains("advisor_mode=none"), "{out}");
     }
@@ -309,10 +310,10 @@ fn hold_sets_the_pace_for_the_command_and_puts_it_back() {
     assert_eq!(o.status.code(), Some(7));
     assert_eq!(snapshot(), found.before);
 
-    // Without options hold only guarantees the restore.
-    let o = run(&[
-        "ksmd", "hold", "--", KSMAUTO, "ksmd", "--off", "--scan", "default",
-    ]);
+    // Without options hold only guarantees the restore (of a change the
+    // command makes, whatever ksmd was found at).
+    let (scan, _) = other_pace();
+    let o = run(&["ksmd", "hold", "--", KSMAUTO, "ksmd", "--scan", scan]);
     assert_eq!(o.status.code(), Some(0), "{}", common::text(&o.stderr));
     let err = common::text(&o.stderr);
     assert!(err.contains("ksmauto: ksmd put back: "), "{err}");
@@ -454,9 +455,11 @@ fn compare_puts_ksmd_back_when_it_gets_sigterm_while_holding_it() {
     ]);
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = c.spawn().unwrap();
-    // Wait for the hold (ksmd stopped while the pool with the preload loads).
+    // Wait for the hold: the copy with the preload has made its ready file
+    // (the one without it made the first), so ksmd is stopped while it
+    // loads. (Found stopped, ksmd's `run` cannot show the hold.)
     let t0 = std::time::Instant::now();
-    while value("run") != "0" {
+    while std::fs::read_dir(&ready).map(|d| d.count()).unwrap_or(0) < 2 || value("run") != "0" {
         assert!(t0.elapsed() < Duration::from_secs(60), "ksmd never held");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -464,7 +467,11 @@ fn compare_puts_ksmd_back_when_it_gets_sigterm_while_holding_it() {
     let o = child.wait_with_output().unwrap();
     let err = common::text(&o.stderr);
     assert_eq!(o.status.code(), Some(128 + libc::SIGTERM), "{err}");
-    assert!(err.contains("ksmauto: ksmd put back: "), "{err}");
+    // Found stopped and at its pace, a hold changes nothing to put back.
+    assert!(
+        err.contains("ksmauto: ksmd put back: ") || err.contains("already as saved"),
+        "{err}"
+    );
     if found.before["run"] == "1" {
         assert!(err.contains("run=1"), "{err}");
     }
