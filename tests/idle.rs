@@ -358,15 +358,6 @@ fn objects_in_per_thread_arenas_then_idle() {
     advise_reaches_process_when_idle(&["arenas"]);
 }
 
-/// (b') Twelve threads going idle one after the other, with the main
-/// thread's waits between them: more edges in a row that find new memory
-/// than the passes that run without the pace. (The four-thread case once
-/// merged half in a loaded CI run; not reproduced since, alone or loaded.)
-#[test]
-fn objects_in_twelve_threads_arenas_then_idle() {
-    advise_reaches_process_when_idle(&["arenas", "12"]);
-}
-
 /// (c) A region mapped with the raw mmap system call (as Go does), then read.
 #[test]
 fn raw_syscall_mmap_then_idle() {

@@ -526,12 +526,10 @@ pub const IDLE_STEPS: usize = 8;
 /// Passes in a row that edges of idleness run without waiting for the pace
 /// while each finds new memory (see [`idle_pass`]). Threads that finish
 /// building one after another make two edges each (the thread's own wait,
-/// and the waiter it wakes waiting again), so four threads finishing spread
-/// out (a loaded machine) can reach 8; the pace then held back the last
-/// edge, and the last thread's arena stayed unadvised — the likely cause of
-/// one failed run of `objects_in_per_thread_arenas_then_idle`. A program
-/// that keeps growing pays for these passes once per growth spurt: the
-/// count starts over when a pass finds nothing new.
+/// and the waiter it wakes waiting again), so a few threads finishing spread
+/// out (a loaded machine) reached 8, and the pace could then hold back the
+/// last edge. A program that keeps growing pays for these passes once per
+/// growth spurt: the count starts over when a pass finds nothing new.
 pub const UNPACED_GROWTH_PASSES: u64 = 32;
 
 /// Whether the last finished pass advised memory the one before had not
