@@ -132,13 +132,7 @@ fn a_report_never_goes_to_the_process_that_took_its_pid_within_one_look() {
         &[],
     );
     let stderr = common::text(&o.stderr);
-    let pids: Vec<i64> = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("pids "))
-        .unwrap_or_else(|| panic!("no pids: {stderr}"))
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
+    let pids = common::numbers_after(&stderr, "pids");
     assert_eq!(pids[0], pids[1], "the pid was not used again: {stderr}");
     let holders: Vec<&serde_json::Value> = per_process(&v)
         .iter()

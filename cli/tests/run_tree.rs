@@ -385,13 +385,7 @@ fn an_exit_report_goes_to_the_process_that_wrote_it_when_its_pid_is_used_again()
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     let stderr = common::text(&o.stderr);
-    let pids: Vec<i64> = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("pids "))
-        .unwrap_or_else(|| panic!("no pids: {stderr}"))
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
+    let pids = common::numbers_after(&stderr, "pids");
     let (quick, first, second) = (pids[0], pids[1], pids[2]);
     assert_eq!(second, first, "the pid could not be used again: {stderr}");
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");

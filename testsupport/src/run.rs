@@ -126,6 +126,18 @@ pub fn run_ok(program: &Path, run: &Run, args: &[&str]) -> String {
     stdout
 }
 
+/// The numbers of the first line of `output` that starts with `key ` (a
+/// program's `pids 12 34` line); panics if there is none.
+pub fn numbers_after(output: &str, key: &str) -> Vec<i64> {
+    output
+        .lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no `{key}` line in:\n{output}"))
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect()
+}
+
 pub fn field_u64(output: &str, key: &str) -> u64 {
     field(output, key)
         .unwrap_or_else(|| panic!("no `{key}` in output:\n{output}"))
