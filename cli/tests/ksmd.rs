@@ -513,6 +513,34 @@ fn a_hold_after_a_killed_one_puts_back_what_the_killed_one_found() {
     assert_eq!(snapshot(), found.before, "{err}");
 }
 
+/// The test harness's guard holds ksmd through `ksmauto ksmd hold`, so it
+/// takes part in the same record: a guard that ends while a hold of
+/// another checkout's tests still runs changes nothing under it. It saved
+/// and restored by hand, and put its settings back under the running hold.
+#[test]
+fn the_harness_guard_takes_part_in_overlapping_holds() {
+    let Some(found) = as_found() else {
+        return;
+    };
+    let ms: u64 = found.before["sleep_millisecs"].parse().unwrap();
+    // The machine as the guard finds it: another pace than the guard's.
+    let machine = RunningHold::start(&["--scan", "default"], Some(ms + 11));
+    let as_machine = snapshot();
+    let guard = common::ksmd().expect("root with KSM");
+    assert_eq!(value("pages_to_scan"), "2000");
+    let other = RunningHold::start(&[], Some(ms + 23));
+    drop(guard);
+    assert_eq!(
+        (value("pages_to_scan"), sleep_now()),
+        ("2000".into(), ms + 23),
+        "the guard's end changed ksmd under a running hold"
+    );
+    other.end();
+    assert_eq!(snapshot(), as_machine);
+    machine.end();
+    assert_eq!(snapshot(), found.before);
+}
+
 #[test]
 fn compare_holding_ksmd_reports_savings_against_the_pools_own_ideal() {
     let Some(found) = as_found() else {
