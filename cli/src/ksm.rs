@@ -747,11 +747,7 @@ pub fn write_textfile(path: &std::path::Path, text: &str) -> Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| fail(2, format!("--textfile {}: not a file name", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp = dir.join(temporary_name(name, std::process::id()));
     // Refused (a directory this user may not write) exits 4, as every
     // permission error does.
     let code = |e: &std::io::Error| {
@@ -801,6 +797,22 @@ pub fn write_textfile(path: &std::path::Path, text: &str) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// `.NAME.PID.tmp`, with NAME cut short where the whole would pass the
+/// longest name a directory entry may have (NAME_MAX, 255 bytes): a file
+/// name of 255 bytes is valid, its temporary name must be too. One process
+/// writes one file, so the pid keeps it apart from another writer's.
+fn temporary_name(name: &std::ffi::OsStr, pid: u32) -> std::ffi::OsString {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    const NAME_MAX: usize = 255;
+    let tail = format!(".{pid}.tmp");
+    let keep = name.len().min(NAME_MAX - 1 - tail.len());
+    let mut out = Vec::with_capacity(NAME_MAX);
+    out.push(b'.');
+    out.extend_from_slice(&name.as_bytes()[..keep]);
+    out.extend_from_slice(tail.as_bytes());
+    std::ffi::OsString::from_vec(out)
 }
 
 #[cfg(test)]

@@ -2,10 +2,14 @@
 //!
 //! It alone knows which tunables there are, the order they are put back in,
 //! what the "fast" and "default" paces are, and how to hold ksmd while a
-//! command runs. CI, the demo, the benchmarks and the test harness call
+//! command runs (holds that overlap share one record, `holds`, so the
+//! settings found before the first come back when the last ends). CI, the
+//! demo, the benchmarks and the test harness call
 //! `ksmauto ksmd save|restore|hold` instead of writing sysfs themselves.
 //! This module never reads processes' memory and never decides anything
 //! about merging; `ksm.rs` shows the state.
+
+mod holds;
 
 use crate::ksm::{read, require_ksm, sysfs};
 use crate::util::*;
@@ -383,21 +387,27 @@ pub fn restore(saved: &Saved) -> Result<Restored> {
     Ok(done)
 }
 
-/// The tunables a running `hold` (or `compare --hold-ksmd`) must put back;
-/// the panic hook puts them back too, as it ends the process without
-/// unwinding.
-static HELD: Mutex<Option<Saved>> = Mutex::new(None);
+/// The hold of a running `hold` (or `compare --hold-ksmd`), to be ended;
+/// the panic hook ends it too, as it ends the process without unwinding.
+static HELD: Mutex<Option<holds::Joined>> = Mutex::new(None);
 
 /// ksmd's tunables as they were, put back by [`Held::release`] or, on any
-/// other way out (an error, a panic), by `Drop` / the panic hook.
+/// other way out (an error, a panic), by `Drop` / the panic hook — unless
+/// a later hold still runs, which then puts them back (see `holds`).
 pub struct Held {
     released: bool,
 }
 
 impl Held {
     pub fn save() -> Result<Held> {
-        let saved = save()?;
-        *HELD.lock().unwrap_or_else(|e| e.into_inner()) = Some(saved);
+        Held::save_then(|| Ok(()))
+    }
+
+    /// Saves, then applies the hold's own settings with `apply` before any
+    /// other hold may save ksmd.
+    pub fn save_then(apply: impl FnOnce() -> Result<()>) -> Result<Held> {
+        let joined = holds::join(apply)?;
+        *HELD.lock().unwrap_or_else(|e| e.into_inner()) = Some(joined);
         Ok(Held { released: false })
     }
 
@@ -418,11 +428,20 @@ impl Drop for Held {
 }
 
 fn put_back_held(quiet_errors: bool) -> Result<()> {
-    let Some(saved) = HELD.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+    let Some(joined) = HELD.lock().unwrap_or_else(|e| e.into_inner()).take() else {
         return Ok(());
     };
-    let r = match restore(&saved) {
-        Ok(r) => r,
+    let r = match holds::leave(&joined) {
+        Ok(holds::Left::PutBack(r)) => r,
+        Ok(holds::Left::StillHeld(pids)) => {
+            let pids: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
+            eprintln!(
+                "ksmauto: ksmd left as it is: a later hold still runs (pid {}); \
+                 the last to end puts back what the first found",
+                pids.join(" ")
+            );
+            return Ok(());
+        }
         Err(e) => {
             eprintln!("ksmauto: warning: cannot put ksmd back: {e}");
             return Err(e);
@@ -512,8 +531,7 @@ pub fn hold(on: bool, off: bool, scan: Option<&str>, cmd: &[OsString]) -> Result
     }
     // A signal before the command runs is kept, and then goes to it.
     crate::launch::catch_signals_until_started();
-    let held = Held::save()?;
-    ksmd(on, off, scan)?;
+    let held = Held::save_then(|| ksmd(on, off, scan))?;
     let child = Command::new(&cmd[0])
         .args(&cmd[1..])
         .spawn()
@@ -547,6 +565,19 @@ pub fn hold(on: bool, off: bool, scan: Option<&str>, cmd: &[OsString]) -> Result
     }
 }
 
+/// `save` and `restore` are snapshots of the moment and take no part in the
+/// holds' record: with holds running, they say so on stderr.
+fn note_running_holds(what: &str) {
+    let pids = holds::others_running();
+    if !pids.is_empty() {
+        let pids: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
+        eprintln!(
+            "ksmauto: note: ksmd is held (`ksmauto ksmd hold`, pid {}): {what}",
+            pids.join(" ")
+        );
+    }
+}
+
 /// A scanning pace, as the command line names it.
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum Scan {
@@ -568,6 +599,7 @@ pub fn action(a: Action) -> Result<i32> {
     match a {
         Action::Save { file } => {
             let text = render_saved(&save()?);
+            note_running_holds("these are the values they set");
             std::fs::write(&file, text).map_err(|e| {
                 let code = if e.kind() == std::io::ErrorKind::PermissionDenied {
                     EXIT_PERM
@@ -594,6 +626,9 @@ pub fn action(a: Action) -> Result<i32> {
             if !r.failed.is_empty() {
                 return Err(fail(EXIT_RUNTIME, r.failures()));
             }
+            note_running_holds(
+                "the last to end puts back what the first found, whatever this restored",
+            );
             Ok(0)
         }
         Action::Hold {

@@ -175,3 +175,42 @@ fn merged_pages_count_as_already_saved_and_complete_the_ideal() {
     let pct = e["merged_percent_of_ideal"].as_f64().unwrap();
     assert!(pct >= 95.0, "KSM got only {pct:.1}% of the ideal: {e}");
 }
+
+/// A kernel thread has no user memory: `estimate` said "no such process"
+/// (exit 3) of it, since its `pagemap` and `mem` cannot be opened, and
+/// failed a whole list that named one. It is now counted as a process with
+/// nothing to scan, with a note saying why (exit 0, as `doctor` gives its
+/// own verdict), and the others of the list are estimated as ever.
+#[test]
+fn a_kernel_thread_has_no_user_memory_to_estimate() {
+    // kthreadd is pid 2 on every Linux.
+    let comm = std::fs::read_to_string("/proc/2/comm").unwrap_or_default();
+    assert_eq!(comm.trim(), "kthreadd", "pid 2 is not kthreadd here");
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_ksmauto"))
+            .arg("estimate")
+            .args(args)
+            .output()
+            .unwrap();
+        let err = common::text(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
+        common::text(&o.stdout)
+    };
+    let note = "pid 2 (kthreadd) is a kernel thread: it has no user memory for KSM to merge";
+    let text = run(&["2"]);
+    assert!(text.contains(&format!("note: {note}")), "{text}");
+    let v: serde_json::Value = serde_json::from_str(&run(&["2", "--json"])).unwrap();
+    assert_eq!(v["pages_scanned"], 0, "{v}");
+    assert_eq!(v["processes"][0]["pid"], 2, "{v}");
+    assert_eq!(v["processes"][0]["comm"], "kthreadd", "{v}");
+    assert_eq!(v["processes"][0]["regions"], 0, "{v}");
+    assert!(
+        v["notes"].as_array().unwrap().iter().any(|n| n == note),
+        "{v}"
+    );
+    // In a list, with a process that has memory.
+    let d = dups(&[]);
+    let v = estimate(&[2, d.child.id() as i32]);
+    within(&v["ideal_savings_pages"], IDEAL);
+    assert_eq!(v["processes"].as_array().unwrap().len(), 2, "{v}");
+}

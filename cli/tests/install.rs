@@ -211,3 +211,170 @@ fn memory_ksm_is_written_only_where_systemd_and_the_kernel_take_it() {
     assert!(err.contains(refused), "{err}");
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// scripts/install with `args`, its `--prefix` and `--systemd-dir` under
+/// `base`, a systemd 257 first on PATH, and the umask `umask`.
+fn install_under_umask(
+    base: &std::path::Path,
+    umask: &str,
+    args: &[&std::ffi::OsStr],
+) -> std::process::Output {
+    let fake = fake_systemctl(base, 257);
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+        .arg(common::repo().join("scripts/install"))
+        .args(args)
+        .env("PATH", with_first(&fake))
+        .env("KSMAUTO_INSTALL_MERGE_PROBE", "kept")
+        .output()
+        .unwrap()
+}
+
+/// Under umask 000 the drop-in was written 0666: any user could add an
+/// `ExecStartPre=` to it, a command systemd runs as root. Every file and
+/// directory install makes has its own mode, whatever the umask.
+#[test]
+fn every_installed_file_has_its_mode_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    common::lib();
+    let base = std::env::temp_dir().join(format!("ksmauto-umask-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let (prefix, units) = (base.join("prefix"), base.join("units"));
+    let o = install_under_umask(
+        &base,
+        "000",
+        &[
+            "--prefix".as_ref(),
+            prefix.as_os_str(),
+            "--systemd-dir".as_ref(),
+            units.as_os_str(),
+            "--systemd-unit".as_ref(),
+            "demo".as_ref(),
+        ],
+    );
+    assert!(o.status.success(), "{}", common::text(&o.stderr));
+    let mode = |p: &std::path::Path| {
+        std::fs::symlink_metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    for (path, want) in [
+        (prefix.clone(), 0o755),
+        (prefix.join("lib"), 0o755),
+        (prefix.join("bin"), 0o755),
+        (prefix.join("include"), 0o755),
+        (prefix.join("lib/libksmauto.so"), 0o755),
+        (prefix.join("bin/ksmauto"), 0o755),
+        (prefix.join("include/ksmauto.h"), 0o644),
+        (units.clone(), 0o755),
+        (units.join("demo.service.d"), 0o755),
+        (units.join("demo.service.d/ksmauto.conf"), 0o644),
+    ] {
+        assert_eq!(
+            format!("{:o}", mode(&path)),
+            format!("{want:o}"),
+            "{}",
+            path.display()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// A prefix a unit file would need quoted (a space) was refused only after
+/// the library, the tool and the header were installed there. Every
+/// argument is checked before anything is written.
+#[test]
+fn a_prefix_with_a_space_is_refused_before_anything_is_written() {
+    common::lib();
+    let base = std::env::temp_dir().join(format!("ksmauto-space-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let (prefix, units) = (base.join("pre fix"), base.join("units"));
+    let o = install_under_umask(
+        &base,
+        "022",
+        &[
+            "--prefix".as_ref(),
+            prefix.as_os_str(),
+            "--systemd-dir".as_ref(),
+            units.as_os_str(),
+            "--systemd-unit".as_ref(),
+            "demo".as_ref(),
+        ],
+    );
+    let err = common::text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("quoted"), "{err}");
+    assert!(!prefix.exists(), "{} was made: {err}", prefix.display());
+    assert!(!units.exists(), "{} was made: {err}", units.display());
+    assert!(!common::text(&o.stdout).contains("installed"));
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// A unit name is what `systemd-escape` makes of a name (`foo-bar` →
+/// `foo\x2dbar`): the backslash is one of systemd's unit-name characters,
+/// and was refused. Templates and instances are names too; what systemd
+/// refuses (an empty prefix before `@`, another unit type, a path) is
+/// still refused, before anything is written.
+#[test]
+fn escaped_template_and_instance_unit_names_are_taken() {
+    common::lib();
+    let base = std::env::temp_dir().join(format!("ksmauto-escaped-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let (prefix, units) = (base.join("prefix"), base.join("units"));
+    let install = |unit: &str| {
+        install_under_umask(
+            &base,
+            "022",
+            &[
+                "--prefix".as_ref(),
+                prefix.as_os_str(),
+                "--systemd-dir".as_ref(),
+                units.as_os_str(),
+                "--systemd-unit".as_ref(),
+                unit.as_ref(),
+            ],
+        )
+    };
+    for (unit, dropin) in [
+        (r"foo\x2dbar.service", r"foo\x2dbar.service.d"),
+        (r"foo\x2dbar", r"foo\x2dbar.service.d"),
+        (r"web@.service", r"web@.service.d"),
+        (r"web@a\x20b.service", r"web@a\x20b.service.d"),
+        ("my.app", "my.app.service.d"),
+    ] {
+        let o = install(unit);
+        let err = common::text(&o.stderr);
+        assert!(o.status.success(), "{unit}: {err}");
+        let conf = units.join(dropin).join("ksmauto.conf");
+        assert!(conf.exists(), "{unit}: no {}", conf.display());
+        assert!(
+            common::text(&o.stdout).contains(&format!("{}", conf.display())),
+            "{unit}: {}",
+            common::text(&o.stdout)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&base);
+    for bad in [
+        "@web.service",
+        "x.socket",
+        "a b",
+        "../etc",
+        "",
+        "x/y.service",
+    ] {
+        let o = install(bad);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{bad:?}: {}",
+            common::text(&o.stderr)
+        );
+        assert!(!base.join("prefix").exists(), "{bad:?}: installed");
+    }
+    let long = "a".repeat(300);
+    assert_eq!(install(&long).status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&base);
+}

@@ -75,15 +75,102 @@ fn temp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("ksmauto-ksmd-test-{}-{name}", std::process::id()))
 }
 
-/// Holds the test lock and a save of the state found; puts that state back
-/// on drop (also when an assertion failed) and checks it is back.
+/// A `ksmauto ksmd hold OPTIONS` that runs until ended: its command first
+/// sets `sleep_millisecs` if asked (through `ksmauto ksmd restore`, so
+/// each hold's settings surely differ from those before it), says "held",
+/// then waits for its stdin to close.
+struct RunningHold {
+    child: Option<std::process::Child>,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+impl RunningHold {
+    fn start(options: &[&str], sleep_millisecs: Option<u64>) -> RunningHold {
+        let file = sleep_millisecs.map(|ms| {
+            let f = temp(&format!("sleep-{ms}"));
+            std::fs::write(&f, format!("sleep_millisecs={ms}\n")).unwrap();
+            f
+        });
+        let mut c = ksmauto(&["ksmd", "hold"]);
+        c.args(options)
+            .args(["--", "sh", "-c"])
+            .arg(r#"if [ -n "$1" ]; then "$0" ksmd restore "$1" >/dev/null || exit; fi; echo held; exec cat"#)
+            .arg(KSMAUTO)
+            .arg(file.as_deref().unwrap_or(Path::new("")))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let stdin = child.stdin.take();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let mut hold = RunningHold {
+            child: Some(child),
+            stdin,
+        };
+        if line.trim() != "held" {
+            let (code, err) = hold.finish();
+            panic!("hold {options:?} ended before its command ran ({code:?}): {err}");
+        }
+        hold
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// Closes its command's stdin, waits for the hold to end: its exit
+    /// code and stderr.
+    fn finish(&mut self) -> (Option<i32>, String) {
+        drop(self.stdin.take());
+        let Some(mut child) = self.child.take() else {
+            return (None, String::new());
+        };
+        let t0 = std::time::Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if t0.elapsed() > Duration::from_secs(120) {
+                let _ = child.kill();
+                break child.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = Vec::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = std::io::Read::read_to_end(&mut e, &mut err);
+        }
+        (status.code(), common::text(&err))
+    }
+
+    /// Ends it; it must end well: its stderr.
+    fn end(mut self) -> String {
+        let (code, err) = self.finish();
+        assert_eq!(code, Some(0), "{err}");
+        err
+    }
+}
+
+impl Drop for RunningHold {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Holds the test lock and ksmd through a hold of its own (which takes
+/// part in the record of holds, as every hold does): it puts the state
+/// found back on drop (also when an assertion failed) and checks it is
+/// back.
 struct AsFound {
     before: BTreeMap<String, String>,
-    file: PathBuf,
+    hold: Option<RunningHold>,
     _serial: MutexGuard<'static, ()>,
 }
 
-fn as_found(name: &str) -> Option<AsFound> {
+fn as_found() -> Option<AsFound> {
     if unsafe { libc::geteuid() } != 0 || !Path::new(KSM).join("run").exists() {
         if std::env::var("KSMAUTO_REQUIRE_KSM").as_deref() == Ok("1") {
             panic!("KSM is required (KSMAUTO_REQUIRE_KSM=1) but this is not root with KSM");
@@ -92,23 +179,20 @@ fn as_found(name: &str) -> Option<AsFound> {
         return None;
     }
     let serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let file = temp(&format!("{name}-as-found"));
     let before = snapshot();
-    ok(&["ksmd", "save", file.to_str().unwrap()]);
     Some(AsFound {
         before,
-        file,
+        hold: Some(RunningHold::start(&[], None)),
         _serial: serial,
     })
 }
 
 impl Drop for AsFound {
     fn drop(&mut self) {
-        let o = run(&["ksmd", "restore", self.file.to_str().unwrap()]);
-        let _ = std::fs::remove_file(&self.file);
+        let (code, err) = self.hold.take().unwrap().finish();
         if !std::thread::panicking() {
-            assert_eq!(o.status.code(), Some(0), "{}", common::text(&o.stderr));
-            assert_eq!(snapshot(), self.before, "ksmd not left as found");
+            assert_eq!(code, Some(0), "{err}");
+            assert_eq!(snapshot(), self.before, "ksmd not left as found: {err}");
         }
     }
 }
@@ -125,7 +209,7 @@ fn other_pace() -> (&'static str, &'static str) {
 
 #[test]
 fn save_then_change_then_restore_puts_every_tunable_back() {
-    let Some(found) = as_found("restore") else {
+    let Some(found) = as_found() else {
         return;
     };
     let file = temp("saved");
@@ -171,7 +255,7 @@ fn save_then_change_then_restore_puts_every_tunable_back() {
 
 #[test]
 fn fast_pace_goes_back_to_the_machines_values() {
-    let Some(_found) = as_found("fast") else {
+    let Some(_found) = as_found() else {
         return;
     };
     // The machine's values: the kernel's default pace, whatever this session had.
@@ -205,7 +289,7 @@ fn fast_pace_goes_back_to_the_machines_values() {
 
 #[test]
 fn restore_errors_have_the_documented_exit_codes() {
-    let Some(found) = as_found("errors") else {
+    let Some(found) = as_found() else {
         return;
     };
     let failing = |args: &[&str], code: i32| -> String {
@@ -287,7 +371,7 @@ const PAGES: &str = "/sys/kernel/mm/ksm/pages_to_scan";
 
 #[test]
 fn hold_sets_the_pace_for_the_command_and_puts_it_back() {
-    let Some(found) = as_found("hold") else {
+    let Some(found) = as_found() else {
         return;
     };
     // Outside: the default pace (100); inside: fast (2000); then back to 100.
@@ -322,7 +406,7 @@ fn hold_sets_the_pace_for_the_command_and_puts_it_back() {
 
 #[test]
 fn hold_puts_ksmd_back_when_it_gets_sigterm() {
-    let Some(found) = as_found("sigterm") else {
+    let Some(found) = as_found() else {
         return;
     };
     let (scan, pages) = other_pace();
@@ -349,9 +433,117 @@ fn hold_puts_ksmd_back_when_it_gets_sigterm() {
     assert_eq!(snapshot(), found.before);
 }
 
+/// `sleep_millisecs` now, as a number.
+fn sleep_now() -> u64 {
+    value("sleep_millisecs").parse().unwrap()
+}
+
+/// Two holds that overlap, whichever ends first, leave ksmd as found.
+/// Each hold saved what it found and put it back when it ended: when the
+/// earlier one ended first, it put the machine's settings back under the
+/// later one (which still ran), and the later one then put back the
+/// earlier one's settings, which stayed. Nested holds (the later ends
+/// first) worked before and are the control.
+#[test]
+fn overlapping_holds_leave_ksmd_as_found_whichever_ends_first() {
+    let Some(found) = as_found() else {
+        return;
+    };
+    let ms: u64 = found.before["sleep_millisecs"].parse().unwrap();
+    let (scan, pages) = other_pace();
+    for earlier_ends_first in [false, true] {
+        let earlier = RunningHold::start(&["--scan", scan], Some(ms + 11));
+        assert_eq!(
+            (value("pages_to_scan"), sleep_now()),
+            (pages.into(), ms + 11)
+        );
+        let later = RunningHold::start(&[], Some(ms + 23));
+        assert_eq!(sleep_now(), ms + 23);
+        if earlier_ends_first {
+            let err = earlier.end();
+            // The later hold still runs: its settings stay.
+            assert_eq!(
+                (value("pages_to_scan"), sleep_now()),
+                (pages.into(), ms + 23),
+                "the earlier hold's end changed ksmd under the later one: {err}"
+            );
+            assert!(err.contains("ksmd left as it is"), "{err}");
+            let err = later.end();
+            assert!(err.contains("ksmauto: ksmd put back: "), "{err}");
+        } else {
+            later.end();
+            // Back to the earlier hold's settings, while it runs.
+            assert_eq!(
+                (value("pages_to_scan"), sleep_now()),
+                (pages.into(), ms + 11)
+            );
+            earlier.end();
+        }
+        assert_eq!(
+            snapshot(),
+            found.before,
+            "earlier ends first: {earlier_ends_first}"
+        );
+    }
+}
+
+/// A hold killed with SIGKILL puts nothing back; the next hold took the
+/// killed one's settings for the machine's own and put those back. Now it
+/// finds the dead holder in the record (its pid gone) and puts back what
+/// that one found.
+#[test]
+fn a_hold_after_a_killed_one_puts_back_what_the_killed_one_found() {
+    let Some(found) = as_found() else {
+        return;
+    };
+    let ms: u64 = found.before["sleep_millisecs"].parse().unwrap();
+    let (scan, pages) = other_pace();
+    let mut killed = RunningHold::start(&["--scan", scan], Some(ms + 11));
+    unsafe { libc::kill(killed.pid(), libc::SIGKILL) };
+    let (code, err) = killed.finish();
+    assert_eq!(code, None, "killed: {err}");
+    // Nothing was put back.
+    assert_eq!(
+        (value("pages_to_scan"), sleep_now()),
+        (pages.into(), ms + 11)
+    );
+    let next = RunningHold::start(&[], Some(ms + 23));
+    assert_eq!(sleep_now(), ms + 23);
+    let err = next.end();
+    assert_eq!(snapshot(), found.before, "{err}");
+}
+
+/// The test harness's guard holds ksmd through `ksmauto ksmd hold`, so it
+/// takes part in the same record: a guard that ends while a hold of
+/// another checkout's tests still runs changes nothing under it. It saved
+/// and restored by hand, and put its settings back under the running hold.
+#[test]
+fn the_harness_guard_takes_part_in_overlapping_holds() {
+    let Some(found) = as_found() else {
+        return;
+    };
+    let ms: u64 = found.before["sleep_millisecs"].parse().unwrap();
+    // The machine as the guard finds it: another pace than the guard's.
+    let machine = RunningHold::start(&["--scan", "default"], Some(ms + 11));
+    let as_machine = snapshot();
+    let guard = common::ksmd().expect("root with KSM");
+    assert_eq!(value("pages_to_scan"), "2000");
+    let other = RunningHold::start(&[], Some(ms + 23));
+    drop(guard);
+    assert_eq!(
+        (value("pages_to_scan"), sleep_now()),
+        ("2000".into(), ms + 23),
+        "the guard's end changed ksmd under a running hold"
+    );
+    other.end();
+    assert_eq!(snapshot(), as_machine);
+    machine.end();
+    assert_eq!(snapshot(), found.before);
+}
+
 #[test]
 fn compare_holding_ksmd_reports_savings_against_the_pools_own_ideal() {
-    let Some(found) = as_found("compare") else {
+    let Some(found) = as_found() else {
         return;
     };
     let Some(_ksm) = common::ksmd() else { return };
@@ -427,7 +619,7 @@ fn compare_holding_ksmd_reports_savings_against_the_pools_own_ideal() {
 
 #[test]
 fn compare_puts_ksmd_back_when_it_gets_sigterm_while_holding_it() {
-    let Some(found) = as_found("compare-sigterm") else {
+    let Some(found) = as_found() else {
         return;
     };
     let ready = temp("ready-sigterm");
@@ -496,7 +688,7 @@ fn compare_puts_ksmd_back_when_it_gets_sigterm_while_holding_it() {
 /// signal sent to `hold` reaches a command that is no shell.
 #[test]
 fn hold_runs_its_command_with_no_signal_blocked_and_forwards_to_it() {
-    let Some(found) = as_found("mask") else {
+    let Some(found) = as_found() else {
         return;
     };
     let out = ok(&["ksmd", "hold", "--", "grep", "SigBlk", "/proc/self/status"]);

@@ -777,3 +777,39 @@ fn on_cgroup_v1_the_containers_are_found_in_the_v1_hierarchies() {
     drop(b);
     drop(made);
 }
+
+/// `--textfile` takes any file name the filesystem takes: with a 255-byte
+/// name (NAME_MAX) its temporary name, `.NAME.PID.tmp`, was longer than the
+/// limit and the write failed ("File name too long"). The temporary name
+/// now shortens NAME to fit; it still ends in `.tmp`, never `.prom`.
+#[test]
+fn textfile_takes_a_name_of_the_longest_length_allowed() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !have_ksm() {
+        eprintln!("SKIPPED: no KSM");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("ksmauto-textfile-long-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let name = format!("{}.prom", "k".repeat(255 - ".prom".len()));
+    assert_eq!(name.len(), 255);
+    let path = dir.join(&name);
+    std::fs::write(&path, "old\n").expect("the filesystem takes a 255-byte name");
+    let o = Command::new(env!("CARGO_BIN_EXE_ksmauto"))
+        .args(["status", "--textfile"])
+        .arg(&path)
+        .env_remove("LD_PRELOAD")
+        .env_remove("KSMAUTO_SYSFS_KSM")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", common::text(&o.stderr));
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("# TYPE ksm_run gauge"), "{text}");
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, [name], "no temporary file left");
+    let _ = std::fs::remove_dir_all(&dir);
+}

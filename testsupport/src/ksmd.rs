@@ -1,30 +1,39 @@
 //! The ksmd guard: fast scanning for KSM tests, one KSM test at a time,
-//! every setting put back afterwards (through `ksmauto ksmd`).
+//! every setting put back afterwards — through `ksmauto ksmd hold`, so a
+//! guard takes part in the record of holds that overlap (test binaries of
+//! two checkouts, a `scripts/demo`, CI's hold): the settings found before
+//! the first hold come back when the last one ends.
 
-use crate::build::{cli, target_dir};
-use crate::run::{text, Run};
+use crate::build::{cli, lib};
+use crate::run::text;
 use ksmauto_contract::env;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------
-// ksmd: saved, set and put back through `ksmauto ksmd`, its one owner.
+// ksmd: held through `ksmauto ksmd hold`, its one owner.
 
 const KSM: &str = "/sys/kernel/mm/ksm";
 
+/// The running `ksmauto ksmd hold --on --scan fast`: it ends (and puts
+/// ksmd back) when its command, a preloaded `cat` reading this pipe, sees
+/// the pipe close — also when this test binary dies however it dies.
+struct Hold {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
 struct KsmdState {
     users: usize,
-    /// Where `ksmauto ksmd save` put the settings found.
-    saved: Option<PathBuf>,
-    keeper: Option<std::process::Child>,
+    hold: Option<Hold>,
 }
 
 static KSMD: Mutex<KsmdState> = Mutex::new(KsmdState {
     users: 0,
-    saved: None,
-    keeper: None,
+    hold: None,
 });
 static ONE_KSM_TEST_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -34,28 +43,66 @@ pub struct KsmdGuard {
     _serial: std::sync::MutexGuard<'static, ()>,
 }
 
-/// `ksmauto ksmd ARGS…`: Ok, or its error line.
-fn ksmauto_ksmd(args: &[&std::ffi::OsStr]) -> Result<(), String> {
-    let out = Command::new(cli())
-        .arg("ksmd")
-        .args(args)
-        .env_remove(env::SYSFS_KSM)
-        .env_remove("LD_PRELOAD")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", cli().display()))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(text(&out.stderr).trim().to_string())
+/// Starts the hold; once its command says "held", ksmd runs at the fast
+/// pace. Its command is the keeper: a process whose memory is mergeable
+/// (the preload in process mode), as ksmd does not scan (and `full_scans`
+/// stands still) while no process has any.
+fn start_hold() -> Result<Hold, String> {
+    let mut cmd = Command::new(cli());
+    for (k, _) in std::env::vars() {
+        if k.starts_with(env::PREFIX) || k == "LD_PRELOAD" {
+            cmd.env_remove(k);
+        }
     }
+    cmd.args(["ksmd", "hold", "--on", "--scan", "fast", "--", "env"])
+        .arg(format!("LD_PRELOAD={}", lib().display()))
+        .arg(format!("{}=process", env::MODE))
+        .arg(format!("{}=off", env::STATS))
+        .args(["sh", "-c", "echo held; exec cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", cli().display()))?;
+    let stdin = child.stdin.take();
+    let mut line = String::new();
+    let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+    if line.trim() == "held" {
+        return Ok(Hold { child, stdin });
+    }
+    // It ended before its command ran (not root, no KSM): its error.
+    let mut err = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    let _ = child.wait();
+    Err(err.trim().to_string())
 }
 
-/// A sleeping process whose memory is mergeable (the preload in process mode).
-fn spawn_keeper() -> Option<std::process::Child> {
-    let mut cmd = Run::with("process").env(env::STATS, "off").command("sleep");
-    cmd.arg("3600").stdout(Stdio::null()).stderr(Stdio::null());
-    cmd.spawn().ok()
+impl Hold {
+    /// Closes the keeper's stdin and waits for the hold to put ksmd back.
+    fn end(mut self) {
+        drop(self.stdin.take());
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(120) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let mut err = Vec::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = e.read_to_end(&mut err);
+                }
+                if !status.success() {
+                    eprintln!(
+                        "\n!!!!! ksmd not put back: ksmauto ksmd hold ended with {status}: {} !!!!!\n",
+                        text(&err).trim()
+                    );
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!(
+            "\n!!!!! ksmauto ksmd hold did not end in 120 s: ksmd may not be put back !!!!!\n"
+        );
+    }
 }
 
 fn read_ksm(name: &str) -> Option<String> {
@@ -92,8 +139,8 @@ fn skip_or_fail(why: &str) -> Option<KsmdGuard> {
 }
 
 /// Turns ksmd on for the caller, or explains why it cannot (see module doc):
-/// `ksmauto ksmd save`, then `ksmauto ksmd --on --scan fast` (2000 pages
-/// every 10 ms, smart_scan 0, advisor off).
+/// `ksmauto ksmd hold --on --scan fast` (2000 pages every 10 ms,
+/// smart_scan 0, advisor off) while the caller keeps the guard.
 pub fn ksmd() -> Option<KsmdGuard> {
     if !Path::new(KSM).join("run").exists() {
         return skip_or_fail("this kernel has no KSM (/sys/kernel/mm/ksm/run missing)");
@@ -103,19 +150,15 @@ pub fn ksmd() -> Option<KsmdGuard> {
         .unwrap_or_else(|e| e.into_inner());
     let mut st = KSMD.lock().unwrap_or_else(|e| e.into_inner());
     if st.users == 0 {
-        let file = target_dir().join(format!("ksmd-saved-{}", std::process::id()));
-        if let Err(e) = ksmauto_ksmd(&["save".as_ref(), file.as_os_str()]) {
-            drop(st);
-            return skip_or_fail(&format!("ksmauto ksmd save: {e}"));
+        match start_hold() {
+            Ok(hold) => st.hold = Some(hold),
+            Err(e) => {
+                drop(st);
+                return skip_or_fail(&format!(
+                    "ksmauto ksmd hold --on --scan fast: {e} (needs root)"
+                ));
+            }
         }
-        if let Err(e) = ksmauto_ksmd(&["--on", "--scan", "fast"].map(std::ffi::OsStr::new)) {
-            let _ = ksmauto_ksmd(&["restore".as_ref(), file.as_os_str()]);
-            let _ = std::fs::remove_file(&file);
-            drop(st);
-            return skip_or_fail(&format!("ksmauto ksmd --on --scan fast: {e} (needs root)"));
-        }
-        st.saved = Some(file);
-        st.keeper = spawn_keeper();
     }
     st.users += 1;
     Some(KsmdGuard { _serial: serial })
@@ -126,21 +169,8 @@ impl Drop for KsmdGuard {
         let mut st = KSMD.lock().unwrap_or_else(|e| e.into_inner());
         st.users -= 1;
         if st.users == 0 {
-            if let Some(mut keeper) = st.keeper.take() {
-                let _ = keeper.kill();
-                let _ = keeper.wait();
-            }
-            // `ksmauto ksmd restore` puts every setting back in its one
-            // order: ksmd stopped first when it must stop, started last.
-            if let Some(file) = st.saved.take() {
-                if let Err(e) = ksmauto_ksmd(&["restore".as_ref(), file.as_os_str()]) {
-                    eprintln!(
-                        "\n!!!!! ksmd not restored: {e} (saved in {}) !!!!!\n",
-                        file.display()
-                    );
-                } else {
-                    let _ = std::fs::remove_file(&file);
-                }
+            if let Some(hold) = st.hold.take() {
+                hold.end();
             }
         }
     }

@@ -3,7 +3,8 @@
 //!
 //! KSM tests call [`ksmd`]: it turns ksmd on (as the kernel's own KSM
 //! selftests do) with fast scanning and `smart_scan` off, and restores every
-//! setting when the last test of this binary is done with it. KSM tests of one
+//! setting when the last test of this binary is done with it (through
+//! `ksmauto ksmd hold`, which coordinates with holds that overlap). KSM tests of one
 //! binary run one at a time (the guard holds a lock): programs of parallel
 //! tests fill pages with the same patterns, and ksmd would merge them across
 //! processes, blurring every per-process count. While a guard is held a

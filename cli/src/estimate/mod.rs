@@ -84,16 +84,30 @@ pub struct Estimate {
 pub fn estimate(pids: &[i32], progress: bool) -> Result<Estimate> {
     let ps = page_size();
     let t0 = Instant::now();
-    // Open everything first, so a bad pid fails before any work.
+    // Open everything first, so a bad pid fails before any work. A kernel
+    // thread has no memory to open (its pagemap and mem refuse with ESRCH,
+    // which is no "no such process"): it is counted with nothing to scan.
     let targets = pids
         .iter()
-        .map(|&pid| walk::Target::open(pid))
+        .map(|&pid| match is_kernel_thread(pid) {
+            true => Ok(None),
+            false => walk::Target::open(pid).map(Some),
+        })
         .collect::<Result<Vec<_>>>()?;
-    let bar = progress_bar(progress, targets.iter().map(|t| t.bytes()).sum());
+    let bar = progress_bar(progress, targets.iter().flatten().map(|t| t.bytes()).sum());
     let mut tally = Tally::new(ps);
     let mut buf: Vec<u8> = Vec::with_capacity(BATCH * ps as usize);
     let mut pages: Vec<Page> = Vec::with_capacity(BATCH);
-    for t in &targets {
+    let mut kernel_threads = vec![];
+    for (t, &pid) in targets.iter().zip(pids) {
+        let Some(t) = t else {
+            let name = comm(pid);
+            kernel_threads.push(format!(
+                "pid {pid} ({name}) is a kernel thread: it has no user memory for KSM to merge"
+            ));
+            tally.end_process(tally.process(pid, name, 0), 0);
+            continue;
+        };
         let labels: Vec<String> = t.regions.iter().map(|r| r.label.clone()).collect();
         let mut one = tally.process(t.pid, comm(t.pid), t.regions.len());
         let unreadable = t.read_present(
@@ -117,7 +131,9 @@ pub fn estimate(pids: &[i32], progress: bool) -> Result<Estimate> {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    Ok(tally.finish(pids, t0))
+    let mut e = tally.finish(pids, t0);
+    e.notes.extend(kernel_threads);
+    Ok(e)
 }
 
 /// A progress bar on a terminal (the walk can take seconds per GiB).
