@@ -15,19 +15,31 @@
 //! which `libksmauto*` files it maps; every case must show merge-any on
 //! exactly when the library is mapped, and the library mapped exactly when
 //! the loader is expected to load it.
+//!
+//! Beyond the table, from the launcher's exit report (`execs_without_merge_any`):
+//! merge-any is left alone where the `exec` surely fails (a `#!` chain past
+//! the kernel's six files, a directory, a file we may not execute, a
+//! missing interpreter, a `PATH` search that finds nothing it may run) and
+//! where the library runs (a chain of six files). As root: a program
+//! started with real and effective IDs apart (secure execution, where ld.so
+//! ignores a preload path) gets no merge-any; in a private mount namespace,
+//! `/etc/ld.so.preload` is read as ld.so reads it (tabs separate, `#`
+//! comments, a bare name it does not find), and a bare name in `LD_PRELOAD`
+//! counts only where the loader finds this very file (through
+//! `/etc/ld.so.cache`; not past `LD_LIBRARY_PATH` or the program's
+//! `DT_RUNPATH`).
 
-use common::*;
+#[path = "exec_guard/lab.rs"]
+mod lab;
+
+use common::field;
 use ksmauto_testsupport as common;
-
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use lab::*;
 
 #[cfg(target_arch = "x86_64")]
-const LD_SO: &str = "/lib64/ld-linux-x86-64.so.2";
+pub const LD_SO: &str = "/lib64/ld-linux-x86-64.so.2";
 #[cfg(target_arch = "aarch64")]
-const LD_SO: &str = "/lib/ld-linux-aarch64.so.1";
+pub const LD_SO: &str = "/lib/ld-linux-aarch64.so.1";
 
 /// What is started, by path (every way) or by name in `PATH` (the ways that
 /// search it).
@@ -116,56 +128,7 @@ fn library_runs(target: Target, env: Env) -> bool {
     }
 }
 
-struct Lab {
-    dir: PathBuf,
-    /// The library as the loader maps it (canonical path).
-    lib: PathBuf,
-    launcher: PathBuf,
-}
-
-fn install(from: &Path, to: &Path, mode: u32) {
-    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-    std::fs::copy(from, to).unwrap();
-    std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-fn script(path: &Path, interpreter: &Path) {
-    std::fs::write(path, format!("#!{}\n", interpreter.display())).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
 impl Lab {
-    fn new(name: &str) -> Lab {
-        let dir = std::env::temp_dir().join(format!(
-            "ksmauto-exec-guard-{name}-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let lib = std::fs::canonicalize(common::lib()).unwrap();
-        let launcher = compile_c("tests/c/exec_ways.c", &[]);
-        let probe = compile_c("tests/c/exec_probe.c", &[]);
-        let static_probe = compile_c("tests/c/exec_probe.c", &["-static"]);
-        let missing_interpreter = format!("-Wl,--dynamic-linker=/nonexistent{LD_SO}");
-        let no_interpreter = compile_c("tests/c/exec_probe.c", &[&missing_interpreter]);
-        let decoy = compile_c("tests/c/decoy_lib.c", &["-shared", "-fPIC"]);
-        install(&probe, &dir.join("probe"), 0o755);
-        install(&static_probe, &dir.join("static-probe"), 0o755);
-        script(&dir.join("chain-mid"), &dir.join("probe"));
-        script(&dir.join("chain-top"), &dir.join("chain-mid"));
-        install(&static_probe, &dir.join("bin-static/prog"), 0o755);
-        install(&probe, &dir.join("bin-dynamic/prog"), 0o755);
-        std::fs::create_dir_all(dir.join("shadow/prog")).unwrap();
-        install(&no_interpreter, &dir.join("bad-interpreter/prog"), 0o755);
-        install(&probe, &dir.join("not-executable/prog"), 0o644);
-        install(&decoy, &dir.join("decoy/libksmauto.so"), 0o755);
-        Lab { dir, lib, launcher }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.join(name).display().to_string()
-    }
-
     /// The launcher's arguments before `--`: the target and its arguments.
     fn target_args(&self, target: Target) -> Vec<String> {
         let probe = self.path("probe");
@@ -218,62 +181,21 @@ impl Lab {
         entries
     }
 
-    /// Runs one case; `Some(what went wrong)` unless merge-any in the
-    /// started program is on exactly when the library runs there.
+    /// Runs one case of the table; `Some(what went wrong)` unless merge-any
+    /// in the started program is on exactly when the library runs there.
     fn case(&self, way: &str, target: Target, env: Env) -> Option<String> {
-        let mut cmd = Command::new(&self.launcher);
-        cmd.arg(way)
-            .args(self.target_args(target))
-            .arg("--")
-            .args(self.environment(target, env))
-            .env_clear()
-            .env("LD_PRELOAD", common::lib())
-            .env("KSMAUTO_MODE", "process")
-            .env("KSMAUTO_STATS", "off")
-            .env("PATH", "/usr/bin:/bin")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let out = run_with_timeout(cmd, Duration::from_secs(60));
-        let stdout = text(&out.stdout);
-        let case = format!("{way} {target:?} {env:?}");
-        assert_eq!(
-            field(&stdout, "launcher merge_any").as_deref(),
-            Some("1"),
-            "{case}: the launcher is not in process mode (no PR_SET_MEMORY_MERGE?):\n\
-             {stdout}\n{}",
-            text(&out.stderr)
+        let args = self.target_args(target);
+        let stdout = self.launch(
+            way,
+            &args,
+            &self.environment(target, env),
+            common::lib(),
+            None,
         );
-        let Some(probe) = stdout.lines().find_map(|l| l.strip_prefix("probe merge_any ")) else {
-            return Some(format!("{case}: nothing ran: {stdout:?} {:?}", out.status));
-        };
-        let (flag, libraries) = probe.split_once(" libraries").unwrap();
-        let mapped = libraries
-            .split_whitespace()
-            .any(|p| Path::new(p) == self.lib);
-        let expected = library_runs(target, env);
-        if mapped != expected {
-            return Some(format!(
-                "{case}: the library is {}mapped, expected {}: {probe}",
-                if mapped { "" } else { "not " },
-                if expected { "mapped" } else { "not" }
-            ));
-        }
-        if flag != if mapped { "1" } else { "0" } {
-            return Some(format!("{case}: merge_any {flag} with library mapped={mapped}"));
-        }
-        if matches!(way, "posix_spawn" | "posix_spawnp" | "vfork")
-            && field(&stdout, "parent-after merge_any").as_deref() != Some("1")
-        {
-            return Some(format!("{case}: the parent lost merge-any: {stdout:?}"));
-        }
-        None
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let case = format!("{way} {target:?} {env:?}");
+        verdict(&stdout, &self.lib, library_runs(target, env))
+            .err()
+            .map(|wrong| format!("{case}: {wrong}"))
     }
 }
 
@@ -378,4 +300,184 @@ fn posix_spawnp() {
 #[test]
 fn vfork_then_execve() {
     table("vfork");
+}
+
+// ---------------------------------------------------------------------------
+// Beyond the table: what only a report, root or a private /etc shows
+
+#[test]
+fn merge_any_is_left_alone_where_nothing_runs_and_where_the_library_runs() {
+    let lab = Lab::new("left-alone");
+    let with_library = strings(&[
+        &format!("LD_PRELOAD={}", lab.lib.display()),
+        "KSMAUTO_MODE=process",
+        "KSMAUTO_STATS=off",
+    ]);
+    let without = strings(&["KSMAUTO_MODE=process", "KSMAUTO_STATS=off"]);
+    // Six files, the most the kernel runs: the library runs at the end.
+    let (out, offs) = spawn_counting(&lab, "posix_spawn", &[lab.path("deep-5")], &with_library);
+    verdict(&out, &lab.lib, true).unwrap();
+    assert_eq!(
+        offs, 0,
+        "deep-5: merge-any switched off for nothing:\n{out}"
+    );
+    // Seven: ELOOP, as surely as a missing file or a directory (EACCES), a
+    // file we may not execute, a program whose interpreter is missing.
+    for (what, args, env) in [
+        (
+            "seven files of #! chain",
+            vec![lab.path("deep-6")],
+            &with_library,
+        ),
+        ("a directory", vec![lab.path("shadow/prog")], &without),
+        (
+            "a file without execute permission",
+            vec![lab.path("not-executable/prog")],
+            &without,
+        ),
+        (
+            "a missing interpreter",
+            vec![lab.path("bad-interpreter/prog")],
+            &without,
+        ),
+    ] {
+        let (out, offs) = spawn_counting(&lab, "posix_spawn", &args, env);
+        assert!(out.contains("failed "), "{what}: something ran:\n{out}");
+        assert_eq!(
+            offs, 0,
+            "{what}: merge-any switched off though nothing runs:\n{out}"
+        );
+        assert!(
+            field(&out, "launcher merge_any").as_deref() == Some("1"),
+            "{out}"
+        );
+    }
+    // A PATH search that finds nothing it may run.
+    let env = [
+        without.clone(),
+        vec![format!(
+            "PATH={}:{}",
+            lab.path("shadow"),
+            lab.path("bad-interpreter")
+        )],
+    ]
+    .concat();
+    let (out, offs) = spawn_counting(&lab, "posix_spawnp", &strings(&["prog"]), &env);
+    assert!(out.contains("failed "), "{out}");
+    assert_eq!(
+        offs, 0,
+        "PATH search: merge-any switched off though nothing runs:\n{out}"
+    );
+}
+
+#[test]
+fn a_program_started_with_real_and_effective_ids_apart_gets_no_merge_any() {
+    if !have_root("seteuid") {
+        return;
+    }
+    // The kernel starts it in secure mode: ld.so ignores a preload path.
+    let lab = Lab::new("ids-apart");
+    for target in [Target::Dynamic, Target::ScriptChain, Target::Static] {
+        let args = lab.target_args(target);
+        let env = lab.environment(target, Env::Library);
+        let out = lab.launch("execve-seteuid", &args, &env, common::lib(), None);
+        if let Err(wrong) = verdict(&out, &lab.lib, false) {
+            panic!("{target:?}: {wrong}");
+        }
+    }
+}
+
+#[test]
+fn etc_ld_so_preload_is_read_as_ld_so_reads_it() {
+    if !have_root("mount namespace") {
+        return;
+    }
+    let lab = Lab::new("preload-file");
+    let lib = lab.lib.display().to_string();
+    let env = strings(&["KSMAUTO_MODE=process", "KSMAUTO_STATS=off"]);
+    for (content, target, runs) in [
+        (format!("{lib}\n"), Target::Dynamic, true),
+        (format!("{lib}\n"), Target::Static, false),
+        // ld.so splits the file on tabs too (not LD_PRELOAD).
+        (format!("/nonexistent/x.so\t{lib}"), Target::Dynamic, true),
+        // A comment runs to the end of its line.
+        (format!("# {lib}\n"), Target::Dynamic, false),
+        // A bare name the loader does not find (not in the cache).
+        ("libksmauto.so\n".to_string(), Target::Dynamic, false),
+    ] {
+        let run = Inside {
+            way: "execve",
+            args: lab.target_args(target),
+            env: env.clone(),
+            count: false,
+        };
+        let (out, _) = &in_private_etc(&lab, &preload_file(&content), common::lib(), &[run])[0];
+        if let Err(wrong) = verdict(out, &lab.lib, runs) {
+            panic!("ld.so.preload {content:?}, {target:?}: {wrong}");
+        }
+    }
+}
+
+#[test]
+fn a_bare_name_counts_only_where_the_loader_finds_this_very_file() {
+    if !have_root("mount namespace, ldconfig") {
+        return;
+    }
+    let lab = Lab::new("bare-name");
+    // The copy of the library in a directory the cache is rebuilt with.
+    let cached = lab.dir.join("cached/libksmauto.so");
+    let setup = format!(
+        "echo {} > /etc/ld.so.conf.d/zz-ksmauto-test.conf\nldconfig",
+        quoted(&lab.path("cached"))
+    );
+    let bare = "LD_PRELOAD=libksmauto.so";
+    let env = |extra: &[&str]| {
+        let mut env = strings(&["KSMAUTO_MODE=process", "KSMAUTO_STATS=off"]);
+        env.extend(strings(extra));
+        env
+    };
+    let decoy = format!("LD_LIBRARY_PATH={}", lab.path("decoy"));
+    let probe = vec![lab.path("probe")];
+    let runs = [
+        // Found through the cache: the library runs, nothing switched off.
+        (probe.clone(), env(&[bare]), true),
+        // LD_LIBRARY_PATH comes first and finds the decoy.
+        (probe.clone(), env(&[bare, &decoy]), false),
+        // So does the program's own DT_RUNPATH.
+        (vec![lab.path("runpath-probe")], env(&[bare]), false),
+    ];
+    let inside: Vec<Inside> = runs
+        .iter()
+        .map(|(args, env, _)| Inside {
+            way: "posix_spawn",
+            args: args.clone(),
+            env: env.clone(),
+            count: true,
+        })
+        .collect();
+    let results = in_private_etc(&lab, &setup, &cached, &inside);
+    for ((args, env, runs), (out, offs)) in runs.iter().zip(&results) {
+        if let Err(wrong) = verdict(out, &cached, *runs) {
+            panic!("{args:?} {env:?}: {wrong}");
+        }
+        assert_eq!(
+            *offs,
+            u64::from(!runs),
+            "{args:?} {env:?}: switch-offs\n{out}"
+        );
+    }
+    // The same bare name in /etc/ld.so.preload, found through the cache.
+    let setup = format!("{setup}\n{}", preload_file("libksmauto.so\n"));
+    let run = Inside {
+        way: "posix_spawn",
+        args: probe,
+        env: env(&[]),
+        count: true,
+    };
+    let (out, offs) = &in_private_etc(&lab, &setup, &cached, &[run])[0];
+    verdict(out, &cached, true).unwrap_or_else(|wrong| panic!("ld.so.preload: {wrong}"));
+    assert_eq!(
+        *offs, 0,
+        "ld.so.preload: merge-any switched off for nothing\n{out}"
+    );
 }

@@ -17,6 +17,9 @@
  *   fexecve fexecve-opath   fexecve of such descriptors
  *   posix_spawn posix_spawnp vfork   (the parent waits, then prints its
  *                                     own flag: it must be on again)
+ *   execve-seteuid    execve after seteuid(65534): real and effective IDs
+ *                     apart, so the kernel starts the program in secure
+ *                     mode (run as root)
  *
  * Prints "launcher merge_any N" first; if an exec returns, "failed ERRNO". */
 #define _GNU_SOURCE
@@ -67,6 +70,10 @@ static void exec_list_env(const char *target, int argc, char **a, char **env) {
 
 static int run_way(const char *way, const char *target, int argc, char **args, char **env) {
     if (!strcmp(way, "execve")) execve(target, args, env);
+    else if (!strcmp(way, "execve-seteuid")) {
+        if (seteuid(65534)) return 7;
+        execve(target, args, env);
+    }
     else if (!strcmp(way, "execv")) { environ = env; execv(target, args); }
     else if (!strcmp(way, "execvp")) { environ = env; execvp(target, args); }
     else if (!strcmp(way, "execvpe")) { environ = env; execvpe(target, args, env); }
