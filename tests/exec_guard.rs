@@ -19,8 +19,10 @@
 //! Beyond the table, from the launcher's exit report (`execs_without_merge_any`):
 //! merge-any is left alone where the `exec` surely fails (a `#!` chain past
 //! the kernel's six files, a directory, a file we may not execute, a
-//! missing interpreter, a `PATH` search that finds nothing it may run) and
-//! where the library runs (a chain of six files). As root: a program
+//! missing interpreter, a symbolic link under `AT_SYMLINK_NOFOLLOW`, a
+//! `PATH` search that finds nothing it may run) and where the library runs
+//! (a chain of six files, an interpreter named relative to the working
+//! directory, a symbolic link). As root: a program
 //! started with real and effective IDs apart (secure execution, where ld.so
 //! ignores a preload path) gets no merge-any; in a private mount namespace,
 //! `/etc/ld.so.preload` is read as ld.so reads it (tabs separate, `#`
@@ -314,12 +316,32 @@ fn merge_any_is_left_alone_where_nothing_runs_and_where_the_library_runs() {
         "KSMAUTO_STATS=off",
     ]);
     let without = strings(&["KSMAUTO_MODE=process", "KSMAUTO_STATS=off"]);
-    // Six files, the most the kernel runs: the library runs at the end.
-    let (out, offs) = spawn_counting(&lab, "posix_spawn", &[lab.path("deep-5")], &with_library);
-    verdict(&out, &lab.lib, true).unwrap();
+    // Six files, the most the kernel runs: the library runs at the end;
+    // so it does behind an interpreter named relative to the working
+    // directory, and behind a symbolic link.
+    for (way, target) in [
+        ("posix_spawn", "deep-5"),
+        ("posix_spawn", "relative-script"),
+        ("posix_spawn", "link-to-probe"),
+    ] {
+        let (out, offs) = spawn_counting(&lab, way, &[lab.path(target)], &with_library);
+        verdict(&out, &lab.lib, true).unwrap_or_else(|wrong| panic!("{target}: {wrong}"));
+        assert_eq!(
+            offs, 0,
+            "{target}: merge-any switched off for nothing:\n{out}"
+        );
+    }
+    // A symbolic link execveat may not follow: ELOOP.
+    let (out, offs) = spawn_counting(
+        &lab,
+        "execveat-nofollow",
+        &[lab.path("link-to-probe")],
+        &without,
+    );
+    assert!(out.contains("failed 40"), "AT_SYMLINK_NOFOLLOW: {out}");
     assert_eq!(
         offs, 0,
-        "deep-5: merge-any switched off for nothing:\n{out}"
+        "AT_SYMLINK_NOFOLLOW: merge-any switched off:\n{out}"
     );
     // Seven: ELOOP, as surely as a missing file or a directory (EACCES), a
     // file we may not execute, a program whose interpreter is missing.

@@ -12,6 +12,7 @@
  *
  *   execve execv execvp execvpe execl execle execlp
  *   execveat          execveat(AT_FDCWD, TARGET, ..., 0)
+ *   execveat-nofollow execveat(AT_FDCWD, TARGET, ..., AT_SYMLINK_NOFOLLOW)
  *   execveat-fd       execveat(open(TARGET, O_RDONLY), "", ..., AT_EMPTY_PATH)
  *   execveat-opath    the same with an O_PATH descriptor
  *   fexecve fexecve-opath   fexecve of such descriptors
@@ -80,6 +81,7 @@ static int run_way(const char *way, const char *target, int argc, char **args, c
     else if (!strcmp(way, "execl") || !strcmp(way, "execlp")) { environ = env; exec_list(way, target, args); }
     else if (!strcmp(way, "execle")) exec_list_env(target, argc, args, env);
     else if (!strcmp(way, "execveat")) execveat(AT_FDCWD, target, args, env, 0);
+    else if (!strcmp(way, "execveat-nofollow")) execveat(AT_FDCWD, target, args, env, AT_SYMLINK_NOFOLLOW);
     else if (!strcmp(way, "execveat-fd") || !strcmp(way, "execveat-opath")) {
         int fd = open(target, strcmp(way, "execveat-fd") ? O_PATH : O_RDONLY);
         if (fd < 0) return 6;

@@ -61,6 +61,15 @@ impl Lab {
                 &dir.join(format!("deep-{}", n - 1)),
             );
         }
+        // An interpreter named relative to the working directory (the
+        // launcher runs in the lab), and a symbolic link to the program.
+        std::fs::write(dir.join("relative-script"), "#!probe\n").unwrap();
+        std::fs::set_permissions(
+            dir.join("relative-script"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(dir.join("probe"), dir.join("link-to-probe")).unwrap();
         // A program whose own library path (DT_RUNPATH) holds the decoy.
         let runpath = compile_c("tests/c/exec_probe.c", &["-Wl,-rpath,$ORIGIN/decoy"]);
         install(&runpath, &dir.join("runpath-probe"), 0o755);
