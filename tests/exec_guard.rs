@@ -22,7 +22,8 @@
 //! missing interpreter, a symbolic link under `AT_SYMLINK_NOFOLLOW`, a
 //! `PATH` search that finds nothing it may run) and where the library runs
 //! (a chain of six files, an interpreter named relative to the working
-//! directory, a symbolic link). As root: a program
+//! directory, a symbolic link, a parent itself started by an explicit
+//! `ld.so`). As root: a program
 //! started with real and effective IDs apart (secure execution, where ld.so
 //! ignores a preload path) gets no merge-any; in a private mount namespace,
 //! `/etc/ld.so.preload` is read as ld.so reads it (tabs separate, `#`
@@ -331,6 +332,25 @@ fn merge_any_is_left_alone_where_nothing_runs_and_where_the_library_runs() {
             "{target}: merge-any switched off for nothing:\n{out}"
         );
     }
+    // The launcher itself started by an explicit ld.so: its loader is
+    // still the probe's.
+    let report = lab.dir.join("report-via-ld-so.json");
+    let mut command = lab.command(
+        "posix_spawn",
+        &[lab.path("probe")],
+        &with_library,
+        common::lib(),
+        Some(&report),
+    );
+    let launcher_at = command.iter().position(|w| w.starts_with("PATH=")).unwrap() + 1;
+    command.insert(launcher_at, LD_SO.into());
+    let out = lab.run(&command);
+    verdict(&out, &lab.lib, true).unwrap_or_else(|wrong| panic!("under ld.so: {wrong}"));
+    assert_eq!(
+        switch_offs(&report),
+        0,
+        "under ld.so: merge-any switched off for nothing:\n{out}"
+    );
     // A symbolic link execveat may not follow: ELOOP.
     let (out, offs) = spawn_counting(
         &lab,

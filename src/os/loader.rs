@@ -36,22 +36,20 @@ pub fn remember_own_loader() {
 
 /// The loader's path, NUL-terminated into `out`: the object mapped at
 /// `AT_BASE` (the program interpreter the kernel loaded), or, when the
-/// loader was run as a command (`AT_BASE` 0), the file the kernel ran.
+/// loader was run as a command (`AT_BASE` 0; it then gives the auxiliary
+/// vector the program's values), the object defining its `_r_debug`.
 fn own_loader_path(out: &mut [u8; 512]) -> bool {
-    let base = unsafe { libc::getauxval(libc::AT_BASE) } as usize;
-    let name = if base != 0 {
-        let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
-        if unsafe { libc::dladdr(base as *const libc::c_void, &mut info) } == 0 {
-            return false;
-        }
-        info.dli_fname
+    let base = unsafe { libc::getauxval(libc::AT_BASE) } as *const libc::c_void;
+    let inside = if base.is_null() {
+        unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_r_debug".as_ptr()) as *const libc::c_void }
     } else {
-        unsafe { libc::getauxval(libc::AT_EXECFN) as *const libc::c_char }
+        base
     };
-    if name.is_null() {
+    let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
+    if inside.is_null() || unsafe { libc::dladdr(inside, &mut info) } == 0 || info.dli_fname.is_null() {
         return false;
     }
-    let name = unsafe { core::ffi::CStr::from_ptr(name) }.to_bytes();
+    let name = unsafe { core::ffi::CStr::from_ptr(info.dli_fname) }.to_bytes();
     if name.is_empty() || name.len() >= out.len() {
         return false;
     }

@@ -121,7 +121,11 @@ impl Lab {
         preload: &Path,
         report: Option<&Path>,
     ) -> String {
-        let command = self.command(way, args, env, preload, report);
+        self.run(&self.command(way, args, env, preload, report))
+    }
+
+    /// Runs a command (from [`Lab::command`]) in the lab; its stdout.
+    pub fn run(&self, command: &[String]) -> String {
         let mut cmd = Command::new(&command[0]);
         cmd.args(&command[1..])
             .current_dir(&self.dir)
