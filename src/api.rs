@@ -875,9 +875,11 @@ pub unsafe extern "C" fn execveat(
     flags: c_int,
 ) -> c_int {
     let inspect = || exec_target::inspect_at(dirfd, path as *const u8, flags, true);
-    around_exec(inspect, envp, true, || match next::exec_functions().execveat {
-        Some(f) => f(dirfd, path, argv, envp, flags),
-        None => libc::syscall(libc::SYS_execveat, dirfd, path, argv, envp, flags) as c_int,
+    around_exec(inspect, envp, true, || {
+        match next::exec_functions().execveat {
+            Some(f) => f(dirfd, path, argv, envp, flags),
+            None => libc::syscall(libc::SYS_execveat, dirfd, path, argv, envp, flags) as c_int,
+        }
     })
 }
 
@@ -889,9 +891,11 @@ pub unsafe extern "C" fn fexecve(
 ) -> c_int {
     let inspect =
         || exec_target::inspect_at(fd, c"".as_ptr() as *const u8, libc::AT_EMPTY_PATH, true);
-    around_exec(inspect, envp, true, || match next::exec_functions().fexecve {
-        Some(f) => f(fd, argv, envp),
-        None => enoent(),
+    around_exec(inspect, envp, true, || {
+        match next::exec_functions().fexecve {
+            Some(f) => f(fd, argv, envp),
+            None => enoent(),
+        }
     })
 }
 
@@ -906,12 +910,15 @@ pub unsafe extern "C" fn posix_spawn(
 ) -> c_int {
     let cwd_known = actions.is_null();
     let inspect = || target_at_path(path, cwd_known);
-    around_exec(inspect, envp as _, cwd_known, || {
-        match next::exec_functions().posix_spawn {
+    around_exec(
+        inspect,
+        envp as _,
+        cwd_known,
+        || match next::exec_functions().posix_spawn {
             Some(f) => f(pid, path, actions, attr, argv, envp),
             None => libc::ENOSYS,
-        }
-    })
+        },
+    )
 }
 
 #[no_mangle]
@@ -925,12 +932,15 @@ pub unsafe extern "C" fn posix_spawnp(
 ) -> c_int {
     let cwd_known = actions.is_null();
     let inspect = || target_in_path(file, cwd_known);
-    around_exec(inspect, envp as _, cwd_known, || {
-        match next::exec_functions().posix_spawnp {
+    around_exec(
+        inspect,
+        envp as _,
+        cwd_known,
+        || match next::exec_functions().posix_spawnp {
             Some(f) => f(pid, file, actions, attr, argv, envp),
             None => libc::ENOSYS,
-        }
-    })
+        },
+    )
 }
 
 unsafe fn enoent() -> c_int {

@@ -40,7 +40,7 @@ use super::catchup;
 use super::config::{BadValue, Config, Mode, StatsDestination};
 use super::exclusions::{ExclusionTable, Inserted};
 use super::exec_guard;
-pub use super::exec_guard::{LoaderEnv, Lent as ExecLent};
+pub use super::exec_guard::{Lent as ExecLent, LoaderEnv};
 use super::identity;
 use super::policy::{self, Range, SkipReason, Verdict, VmaVerdict};
 use crate::counters::counters;

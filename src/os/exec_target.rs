@@ -149,7 +149,12 @@ pub unsafe fn inspect_at(dirfd: i32, path: *const u8, flags: i32, cwd_known: boo
 ///
 /// # Safety
 /// `path` must be a NUL-terminated string.
-pub(super) unsafe fn outcome_at(dirfd: i32, path: *const u8, flags: i32, cwd_known: bool) -> Outcome {
+pub(super) unsafe fn outcome_at(
+    dirfd: i32,
+    path: *const u8,
+    flags: i32,
+    cwd_known: bool,
+) -> Outcome {
     // Other flags: EINVAL, or newer ones (AT_EXECVE_CHECK runs nothing).
     if flags & !(libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW) != 0 {
         return Outcome::Unknown;
@@ -324,7 +329,13 @@ fn interpreter_of(head: &mut [u8; HEAD_BYTES], n: usize) -> Option<usize> {
 
 /// An ELF file whose head is in `head` (`n` bytes), open for reading as
 /// `fd`: what `binfmt_elf` runs.
-fn elf_program(fd: i32, head: &[u8; HEAD_BYTES], n: usize, privileged: bool, cwd_known: bool) -> Outcome {
+fn elf_program(
+    fd: i32,
+    head: &[u8; HEAD_BYTES],
+    n: usize,
+    privileged: bool,
+    cwd_known: bool,
+) -> Outcome {
     let runs = |loads_our_preloads, default_library_search| {
         Outcome::Runs(ExecTarget {
             nothing_runs: false,
@@ -467,7 +478,10 @@ mod tests {
             Some(b"/usr/bin/env".to_vec())
         );
         assert_eq!(interp(b"#!\t/x -e\n"), Some(b"/x".to_vec()));
-        assert_eq!(interp(b"#!relative/interp\n"), Some(b"relative/interp".to_vec()));
+        assert_eq!(
+            interp(b"#!relative/interp\n"),
+            Some(b"relative/interp".to_vec())
+        );
         assert_eq!(interp(b"#!\n"), None);
         assert_eq!(interp(b"#!   \n"), None);
         assert_eq!(interp(b"#!"), None);

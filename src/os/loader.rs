@@ -46,7 +46,10 @@ fn own_loader_path(out: &mut [u8; 512]) -> bool {
         base
     };
     let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
-    if inside.is_null() || unsafe { libc::dladdr(inside, &mut info) } == 0 || info.dli_fname.is_null() {
+    if inside.is_null()
+        || unsafe { libc::dladdr(inside, &mut info) } == 0
+        || info.dli_fname.is_null()
+    {
         return false;
     }
     let name = unsafe { core::ffi::CStr::from_ptr(info.dli_fname) }.to_bytes();

@@ -14,8 +14,8 @@
 
 pub mod exec_search;
 pub mod exec_target;
-pub mod loader;
 pub mod ksm;
+pub mod loader;
 pub mod proc;
 pub mod sys;
 

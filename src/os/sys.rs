@@ -387,8 +387,13 @@ pub fn exec_permitted(fd: i32) -> Result<(), Errno> {
 pub fn ids_differ() -> bool {
     let (mut real, mut effective, mut saved) = (0u32, 0u32, 0u32);
     let mut differ = |number| unsafe {
-        syscall!(number, &mut real as *mut u32, &mut effective as *mut u32, &mut saved as *mut u32)
-            .map_or(true, |_| real != effective)
+        syscall!(
+            number,
+            &mut real as *mut u32,
+            &mut effective as *mut u32,
+            &mut saved as *mut u32
+        )
+        .map_or(true, |_| real != effective)
     };
     differ(libc::SYS_getresuid) || differ(libc::SYS_getresgid)
 }
