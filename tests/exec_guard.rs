@@ -16,16 +16,16 @@
 //! exactly when the library is mapped, and the library mapped exactly when
 //! the loader is expected to load it.
 //!
-//! Beyond the table, from the launcher's exit report (`execs_without_merge_any`):
-//! merge-any is left alone where the `exec` surely fails (a `#!` chain past
-//! the kernel's six files, a directory, a file we may not execute, a
-//! missing interpreter, a symbolic link under `AT_SYMLINK_NOFOLLOW`, a
-//! `PATH` search that finds nothing it may run) and where the library runs
-//! (a chain of six files, an interpreter named relative to the working
-//! directory, a symbolic link, a parent itself started by an explicit
-//! `ld.so`). As root: a program
-//! started with real and effective IDs apart (secure execution, where ld.so
-//! ignores a preload path) gets no merge-any; in a private mount namespace,
+//! Beyond the table, from the launcher's exit report
+//! (`execs_without_merge_any`): merge-any is left alone where the `exec`
+//! surely fails (a `#!` chain past the kernel's six files, a directory, a
+//! file we may not execute, a missing interpreter, a symbolic link under
+//! `AT_SYMLINK_NOFOLLOW`, a `PATH` search that finds nothing it may run)
+//! and where the library runs (a chain of six files, an interpreter named
+//! relative to the working directory, a symbolic link, a parent itself
+//! started by an explicit `ld.so`). As root: a program started with real
+//! and effective IDs apart (secure execution, where ld.so ignores a preload
+//! path) gets no merge-any; in a private mount namespace,
 //! `/etc/ld.so.preload` is read as ld.so reads it (tabs separate, `#`
 //! comments, a bare name it does not find), and a bare name in `LD_PRELOAD`
 //! counts only where the loader finds this very file (through
