@@ -18,6 +18,7 @@ use crate::core::engine;
 use crate::core::once::ReentrantOnce;
 use crate::counters::{counters, Hook};
 use crate::next::{self, next};
+use crate::os::exec_search;
 use crate::os::exec_target::{self, ExecTarget};
 use crate::report;
 
@@ -776,45 +777,34 @@ unsafe fn env_entries(envp: *const *const c_char) -> impl Iterator<Item = &'stat
 }
 
 /// Lets the engine decide about merge-any before an `exec` of the target
-/// `inspect` finds; the target is only inspected (a few system calls) when
-/// merge-any is in use at all.
+/// `inspect` finds with environment `envp`; the target is only inspected (a
+/// few system calls) when merge-any is in use at all. `cwd_known`: relative
+/// paths resolve in our working directory — not so for a spawn with file
+/// actions, which may change it first (`posix_spawn_file_actions_addchdir_np`).
 unsafe fn prepare_exec(
     inspect: impl FnOnce() -> ExecTarget,
     envp: *const *const c_char,
+    cwd_known: bool,
 ) -> Option<engine::ExecLent> {
     if !ready() || !engine::merge_any_in_use() {
         return None;
     }
     // The target is inspected only now (a few system calls), not under
     // `advise` or `off`.
-    engine::before_exec(inspect(), engine::env_preloads_us(env_entries(envp)))
+    let target = inspect();
+    let env = engine::LoaderEnv::read(env_entries(envp));
+    engine::before_exec(target, &env, cwd_known)
 }
 
-unsafe fn target_at_path(path: *const c_char) -> ExecTarget {
-    exec_target::inspect_at(libc::AT_FDCWD, path as *const u8, 0)
+unsafe fn target_at_path(path: *const c_char, cwd_known: bool) -> ExecTarget {
+    exec_target::inspect_at(libc::AT_FDCWD, path as *const u8, 0, cwd_known)
 }
 
-/// Resolves `file` the way `execvp` does (in `PATH`, or `/bin:/usr/bin`).
-unsafe fn target_in_path(file: *const c_char) -> ExecTarget {
+/// Resolves `file` the way `execvp` does: in `PATH` of the current
+/// environment (not the new one, as glibc reads it), or glibc's default.
+unsafe fn target_in_path(file: *const c_char, cwd_known: bool) -> ExecTarget {
     let search = crate::os::getenv("PATH").unwrap_or(b"/bin:/usr/bin");
-    exec_target::inspect_in_path(file as *const u8, search)
-}
-
-/// A spawn's file actions may change the child's working directory before
-/// it runs a relative path (`posix_spawn_file_actions_addchdir_np`): the
-/// file the parent sees there is not necessarily the one that runs.
-/// `searched`: `posix_spawnp`, where a name without a slash is looked up in
-/// `PATH`, not in the working directory.
-unsafe fn relative_after_file_actions(
-    path: *const c_char,
-    actions: *const libc::posix_spawn_file_actions_t,
-    searched: bool,
-) -> bool {
-    if actions.is_null() || path.is_null() {
-        return false;
-    }
-    let p = core::ffi::CStr::from_ptr(path).to_bytes();
-    p.first() != Some(&b'/') && (!searched || p.contains(&b'/'))
+    exec_search::inspect_in_path(file as *const u8, search, cwd_known)
 }
 
 /// Runs an `exec` or spawn `call` with merge-any switched off first if the
@@ -823,9 +813,10 @@ unsafe fn relative_after_file_actions(
 unsafe fn around_exec<R>(
     inspect: impl FnOnce() -> ExecTarget,
     envp: *const *const c_char,
+    cwd_known: bool,
     call: impl FnOnce() -> R,
 ) -> R {
-    let lent = prepare_exec(inspect, envp);
+    let lent = prepare_exec(inspect, envp, cwd_known);
     let result = call();
     engine::after_exec_returned(lent);
     result
@@ -838,8 +829,9 @@ pub unsafe extern "C" fn execve(
     envp: *const *const c_char,
 ) -> c_int {
     around_exec(
-        || target_at_path(path),
+        || target_at_path(path, true),
         envp,
+        true,
         || match next::exec_functions().execve {
             Some(f) => f(path, argv, envp),
             None => libc::syscall(libc::SYS_execve, path, argv, envp) as c_int,
@@ -859,8 +851,9 @@ pub unsafe extern "C" fn execvpe(
     envp: *const *const c_char,
 ) -> c_int {
     around_exec(
-        || target_in_path(file),
+        || target_in_path(file, true),
         envp,
+        true,
         || match next::exec_functions().execvpe {
             Some(f) => f(file, argv, envp),
             None => enoent(),
@@ -881,10 +874,12 @@ pub unsafe extern "C" fn execveat(
     envp: *const *const c_char,
     flags: c_int,
 ) -> c_int {
-    let inspect = || exec_target::inspect_at(dirfd, path as *const u8, flags);
-    around_exec(inspect, envp, || match next::exec_functions().execveat {
-        Some(f) => f(dirfd, path, argv, envp, flags),
-        None => libc::syscall(libc::SYS_execveat, dirfd, path, argv, envp, flags) as c_int,
+    let inspect = || exec_target::inspect_at(dirfd, path as *const u8, flags, true);
+    around_exec(inspect, envp, true, || {
+        match next::exec_functions().execveat {
+            Some(f) => f(dirfd, path, argv, envp, flags),
+            None => libc::syscall(libc::SYS_execveat, dirfd, path, argv, envp, flags) as c_int,
+        }
     })
 }
 
@@ -894,10 +889,13 @@ pub unsafe extern "C" fn fexecve(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    let inspect = || exec_target::inspect_at(fd, c"".as_ptr() as *const u8, libc::AT_EMPTY_PATH);
-    around_exec(inspect, envp, || match next::exec_functions().fexecve {
-        Some(f) => f(fd, argv, envp),
-        None => enoent(),
+    let inspect =
+        || exec_target::inspect_at(fd, c"".as_ptr() as *const u8, libc::AT_EMPTY_PATH, true);
+    around_exec(inspect, envp, true, || {
+        match next::exec_functions().fexecve {
+            Some(f) => f(fd, argv, envp),
+            None => enoent(),
+        }
     })
 }
 
@@ -910,16 +908,17 @@ pub unsafe extern "C" fn posix_spawn(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    let inspect = || match relative_after_file_actions(path, actions, false) {
-        true => ExecTarget::UNKNOWN,
-        false => target_at_path(path),
-    };
-    around_exec(inspect, envp as _, || {
-        match next::exec_functions().posix_spawn {
+    let cwd_known = actions.is_null();
+    let inspect = || target_at_path(path, cwd_known);
+    around_exec(
+        inspect,
+        envp as _,
+        cwd_known,
+        || match next::exec_functions().posix_spawn {
             Some(f) => f(pid, path, actions, attr, argv, envp),
             None => libc::ENOSYS,
-        }
-    })
+        },
+    )
 }
 
 #[no_mangle]
@@ -931,16 +930,17 @@ pub unsafe extern "C" fn posix_spawnp(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    let inspect = || match relative_after_file_actions(file, actions, true) {
-        true => ExecTarget::UNKNOWN,
-        false => target_in_path(file),
-    };
-    around_exec(inspect, envp as _, || {
-        match next::exec_functions().posix_spawnp {
+    let cwd_known = actions.is_null();
+    let inspect = || target_in_path(file, cwd_known);
+    around_exec(
+        inspect,
+        envp as _,
+        cwd_known,
+        || match next::exec_functions().posix_spawnp {
             Some(f) => f(pid, file, actions, attr, argv, envp),
             None => libc::ENOSYS,
-        }
-    })
+        },
+    )
 }
 
 unsafe fn enoent() -> c_int {
@@ -972,10 +972,11 @@ extern "C" fn prepare_variadic_exec(
         };
         prepare_exec(
             || match which {
-                VARIADIC_EXECLP => target_in_path(path),
-                _ => target_at_path(path),
+                VARIADIC_EXECLP => target_in_path(path, true),
+                _ => target_at_path(path, true),
             },
             envp,
+            true,
         );
         errno_set(saved);
         let table = next::exec_functions();

@@ -468,11 +468,14 @@ impl ExecLab {
             .status()
             .expect("run ld");
         assert!(linked.success(), "ld -m elf_i386 failed");
-        // A static program that cannot run (no execute bit): exec fails.
-        std::fs::copy(&static_probe, dir.join("not-executable")).unwrap();
+        // An executable file of no format the kernel knows: its exec fails
+        // (ENOEXEC), yet the guard cannot know that (a binfmt_misc handler
+        // might claim it), so it switches merge-any off for it: a failing
+        // exec that lends merge-any, for the races below.
+        std::fs::write(dir.join("unknown-format"), "not a program\n").unwrap();
         std::fs::set_permissions(
-            dir.join("not-executable"),
-            std::fs::Permissions::from_mode(0o644),
+            dir.join("unknown-format"),
+            std::fs::Permissions::from_mode(0o755),
         )
         .unwrap();
         let fifo = std::ffi::CString::new(dir.join("fifo").to_str().unwrap()).unwrap();
@@ -681,7 +684,7 @@ fn a_failing_exec_in_one_thread_never_switches_merge_any_back_on_under_another()
         return;
     }
     let lab = ExecLab::new();
-    let out = lab.run_with("race", "static-probe", &[&lab.path("not-executable")]);
+    let out = lab.run_with("race", "static-probe", &[&lab.path("unknown-format")]);
     let leaked = out.lines().filter(|l| *l == "race merge_any 1").count();
     let clean = out.lines().filter(|l| *l == "race merge_any 0").count();
     assert!(
@@ -702,7 +705,7 @@ fn after_mlockall_no_failing_exec_switches_merge_any_back_on() {
             false,
             "mlockall-race",
             "static-probe",
-            &[&lab.path("not-executable")],
+            &[&lab.path("unknown-format")],
         );
         assert_eq!(
             merge_any_of(&out, "mlockall-race"),

@@ -40,7 +40,7 @@ use super::catchup;
 use super::config::{BadValue, Config, Mode, StatsDestination};
 use super::exclusions::{ExclusionTable, Inserted};
 use super::exec_guard;
-pub use super::exec_guard::Lent as ExecLent;
+pub use super::exec_guard::{Lent as ExecLent, LoaderEnv};
 use super::identity;
 use super::policy::{self, Range, SkipReason, Verdict, VmaVerdict};
 use crate::counters::counters;
@@ -210,7 +210,8 @@ pub fn after_fork_in_child() {
 
 fn start_over() {
     exec_guard::forget_after_fork(merge_any_in_use());
-    crate::os::exec_target::release_after_fork();
+    crate::os::exec_search::release_after_fork();
+    crate::os::loader::release_after_fork();
     crate::counters::reset();
     catchup::reset();
     SHARED_LINES.release_after_fork();
@@ -450,19 +451,19 @@ pub fn silenced() -> bool {
     SILENCED.load(Relaxed)
 }
 
-/// About to `exec` `target` with an environment that does (`env_preloads_us`)
-/// or does not load this library. Under `process`, the kernel (Linux 6.7+)
-/// passes merge-any to the new program, which is only right if the library
-/// will run there to decide for itself; otherwise merge-any is switched off
-/// first (the kernel then walks and unmarks every mergeable VMA: the cost of
-/// keeping the flag out of a program that never asked for it, measured in
-/// BENCHMARKS.md). The caller hands the result
-/// to [`after_exec_returned`] if the call comes back.
-pub fn before_exec(target: ExecTarget, env_preloads_us: bool) -> Option<ExecLent> {
+/// About to `exec` `target` with environment `env` (`cwd_known`: relative
+/// paths resolve in our working directory). Under `process`, the kernel
+/// (Linux 6.7+) passes merge-any to the new program, which is only right if
+/// the library will run there to decide for itself; otherwise merge-any is
+/// switched off first (the kernel then walks and unmarks every mergeable
+/// VMA: the cost of keeping the flag out of a program that never asked for
+/// it, measured in BENCHMARKS.md). The caller hands the result to
+/// [`after_exec_returned`] if the call comes back.
+pub fn before_exec(target: ExecTarget, env: &LoaderEnv, cwd_known: bool) -> Option<ExecLent> {
     if !merge_any_in_use() {
         return None;
     }
-    let lent = exec_guard::before_exec(target, env_preloads_us)?;
+    let lent = exec_guard::before_exec(target, env, cwd_known)?;
     counters().count_exec_without_merge_any();
     Some(lent)
 }
@@ -474,11 +475,6 @@ pub fn after_exec_returned(lent: Option<ExecLent>) {
     if let Some(lent) = lent {
         exec_guard::returned(lent, merge_any_in_use());
     }
-}
-
-/// Whether an environment (`NAME=value` entries) loads this library.
-pub fn env_preloads_us(env: impl Iterator<Item = &'static [u8]>) -> bool {
-    exec_guard::env_preloads_us(env)
 }
 
 #[cold]

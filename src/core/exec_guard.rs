@@ -9,6 +9,15 @@
 //! without the library; anything that cannot be inspected), merge-any is
 //! switched off, and switched back on once no such `exec` is in flight.
 //!
+//! **What runs there** is read as the kernel and glibc's loader will read
+//! it: the target as `os::exec_target` and `os::exec_search` find it, the
+//! new environment as ld.so's `process_envvars` walks it (the last
+//! `LD_PRELOAD` wins, its list split on spaces and colons only), and
+//! `/etc/ld.so.preload` as ld.so splits it. "Nothing runs" (the `exec`
+//! surely fails: merge-any is left alone) and "the library runs" are
+//! answered only when sure; everything else counts as "the library does
+//! not run there".
+//!
 //! This keeps the library from making such a program mergeable on the
 //! operator's behalf. It is not a boundary against the program itself: any
 //! process can set merge-any with `prctl` and `exec` a set-user-ID program,
@@ -38,7 +47,7 @@ use core::sync::atomic::{
 };
 
 use crate::os::exec_target::{ExecTarget, Fact};
-use crate::os::{self, ksm, sys};
+use crate::os::{self, ksm, loader, sys};
 
 /// `exec`s that may be in flight at once with merge-any switched off.
 const LENDERS: usize = 64;
@@ -55,19 +64,15 @@ static TOKEN: AtomicI32 = AtomicI32::new(0);
 /// Merge-any is off for good in this process (see [`stop_for_good`]).
 static STOPPED: AtomicBool = AtomicBool::new(false);
 
-/// The library is named by `/etc/ld.so.preload` (read at start-up): every
-/// dynamic program on this machine loads it, whatever its environment.
-static IN_LD_SO_PRELOAD: AtomicBool = AtomicBool::new(false);
-
 /// A switch-off to hand back: the slot it holds, if any.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lent(Option<usize>);
 
-/// Start-up: notes whether `/etc/ld.so.preload` loads this library, and
-/// asks the loader for our own file now (a loader call, not for a hook).
+/// Start-up: asks the loader for our own file and its own now (loader
+/// calls, not for a hook).
 pub fn start() {
     let _ = os::own_file_name();
-    IN_LD_SO_PRELOAD.store(ld_so_preload_names_us(), Relaxed);
+    loader::remember_own_loader();
 }
 
 struct Held(u64);
@@ -107,20 +112,87 @@ fn take_token(wait: bool) -> Option<Held> {
     }
 }
 
-/// Whether the library will run in `target` started with an environment
-/// that does (`env_preloads_us`) or does not load it. Every unknown counts
-/// against it.
-fn library_runs_in(target: ExecTarget, env_preloads_us: bool) -> bool {
-    target.privileged == Fact::No
-        && target.loads_our_preloads == Fact::Yes
-        && (env_preloads_us || IN_LD_SO_PRELOAD.load(Relaxed))
+/// The part of a new program's environment its loader acts on, read as
+/// ld.so reads it (`process_envvars`): every `LD_` entry in turn, so the
+/// last `LD_PRELOAD=` and the last `LD_LIBRARY_PATH=` win.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoaderEnv {
+    preload: Option<&'static [u8]>,
+    library_path: Option<&'static [u8]>,
+    /// `LD_AUDIT`: auditors may redirect any library search.
+    audit: bool,
+    /// `LD_TRACE_LOADED_OBJECTS`: ld.so lists the libraries, runs nothing.
+    trace: bool,
 }
 
-/// About to `exec` `target` (merge-any is in use): switches merge-any off
-/// unless the library will run there or nothing runs. The caller hands the
-/// result to [`returned`] if the call comes back.
-pub fn before_exec(target: ExecTarget, env_preloads_us: bool) -> Option<Lent> {
-    if target.nothing_runs || library_runs_in(target, env_preloads_us) {
+impl LoaderEnv {
+    /// From the `NAME=value` entries of an environment.
+    pub fn read(env: impl Iterator<Item = &'static [u8]>) -> LoaderEnv {
+        let mut seen = LoaderEnv::default();
+        for entry in env {
+            let Some(rest) = entry.strip_prefix(b"LD_") else {
+                continue;
+            };
+            let Some(eq) = rest.iter().position(|&b| b == b'=') else {
+                continue;
+            };
+            let value = &rest[eq + 1..];
+            match &rest[..eq] {
+                b"PRELOAD" => seen.preload = Some(value),
+                b"LIBRARY_PATH" => seen.library_path = Some(value),
+                b"AUDIT" => seen.audit |= !value.is_empty(),
+                b"TRACE_LOADED_OBJECTS" => seen.trace = true,
+                _ => {}
+            }
+        }
+        seen
+    }
+}
+
+/// Whether the library will run in `target` started with `env`; every
+/// unknown counts against it. `cwd_known`: relative paths resolve in our
+/// working directory (not so for a spawn whose file actions may change it).
+fn library_runs_in(target: ExecTarget, env: &LoaderEnv, cwd_known: bool) -> bool {
+    if target.privileged != Fact::No
+        || target.loads_our_preloads != Fact::Yes
+        || env.audit
+        || env.trace
+    {
+        return false;
+    }
+    let default_search = target.default_library_search == Fact::Yes
+        && env.library_path.is_none_or(|path| path.is_empty());
+    let loads_us = |name: &[u8]| names_us(name, default_search, cwd_known);
+    // LD_PRELOAD is split on spaces and colons only: a tab or a newline
+    // is part of a name.
+    env.preload.is_some_and(|list| {
+        list.split(|&b| b == b' ' || b == b':')
+            .filter(|name| !name.is_empty())
+            .any(loads_us)
+    }) || loader::preload_file_names(loads_us)
+}
+
+/// Whether the loader, asked for preload `name`, loads this library: a path
+/// must be this very file (same device and inode — a path that does not
+/// exist loads nothing); a bare name must be this library's file name, and
+/// the loader must surely find this file by it: the program searches the
+/// default way (`default_search`: no library path of its own or in the
+/// environment), and `/etc/ld.so.cache` sends the name only here.
+fn names_us(name: &[u8], default_search: bool, cwd_known: bool) -> bool {
+    if name.contains(&b'/') {
+        (cwd_known || name.first() == Some(&b'/')) && os::is_own_library_file(name)
+    } else {
+        name == os::own_file_name()
+            && default_search
+            && loader::cache_sends(name, os::is_own_library_file)
+    }
+}
+
+/// About to `exec` `target` with environment `env` (merge-any is in use):
+/// switches merge-any off unless the library will run there or nothing
+/// runs. The caller hands the result to [`returned`] if the call comes back.
+pub fn before_exec(target: ExecTarget, env: &LoaderEnv, cwd_known: bool) -> Option<Lent> {
+    if target.nothing_runs || library_runs_in(target, env, cwd_known) {
         return None;
     }
     let me = sys::gettid();
@@ -238,34 +310,30 @@ pub fn forget_after_fork(still_wanted: bool) {
     }
 }
 
-/// Whether an environment (`NAME=value` entries) loads this library through
-/// `LD_PRELOAD`.
-pub fn env_preloads_us(env: impl Iterator<Item = &'static [u8]>) -> bool {
-    env.filter_map(|entry| entry.strip_prefix(b"LD_PRELOAD="))
-        .any(names_us)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Whether a preload list (separated by spaces or colons, as `ld.so` reads
-/// it) names this library: a path must be this very file (same device and
-/// inode — a path that does not exist loads nothing); a bare name must be
-/// this library's file name (found through the loader's search path, which
-/// is trusted to find it as it did for this process).
-fn names_us(list: &[u8]) -> bool {
-    list.split(|&b| b == b' ' || b == b':' || b == b'\t' || b == b'\n')
-        .filter(|entry| !entry.is_empty())
-        .any(|entry| {
-            if entry.contains(&b'/') {
-                os::is_own_library_file(entry)
-            } else {
-                entry == os::own_file_name()
-            }
-        })
-}
+    fn read(env: &[&'static [u8]]) -> LoaderEnv {
+        LoaderEnv::read(env.iter().copied())
+    }
 
-fn ld_so_preload_names_us() -> bool {
-    let mut buf = [0u8; 512];
-    match sys::read_file(b"/etc/ld.so.preload\0", &mut buf) {
-        Ok(n) => names_us(&buf[..n]),
-        Err(_) => false,
+    #[test]
+    fn the_last_entry_of_each_loader_variable_wins() {
+        let env = read(&[b"LD_PRELOAD=/a.so", b"PATH=/bin", b"LD_PRELOAD="]);
+        assert_eq!(env.preload, Some(&b""[..]));
+        let env = read(&[b"LD_PRELOAD=", b"LD_PRELOAD=/a.so"]);
+        assert_eq!(env.preload, Some(&b"/a.so"[..]));
+        let env = read(&[b"LD_LIBRARY_PATH=/x", b"LD_LIBRARY_PATH="]);
+        assert_eq!(env.library_path, Some(&b""[..]));
+    }
+
+    #[test]
+    fn entries_without_a_value_or_of_other_names_are_not_loader_variables() {
+        let env = read(&[b"LD_PRELOAD", b"XLD_PRELOAD=/a.so", b"LD_PRELOADX=/b.so"]);
+        assert_eq!(env, LoaderEnv::default());
+        assert!(read(&[b"LD_AUDIT=/audit.so"]).audit);
+        assert!(!read(&[b"LD_AUDIT="]).audit);
+        assert!(read(&[b"LD_TRACE_LOADED_OBJECTS="]).trace);
     }
 }

@@ -1,20 +1,27 @@
-//! What an `exec` is about to run, as the kernel will run it: whether it
-//! changes privilege (set-user-ID, set-group-ID, file capabilities) and
-//! whether it is a program that loads preload libraries built like this one
-//! (a 64-bit ELF program of our machine with glibc's program interpreter),
-//! a `#!` script being judged by its interpreter, up to the kernel's depth.
+//! What an `exec` will run, as the kernel will run it (`fs/exec.c`,
+//! `binfmt_script`, `binfmt_elf`): whether it fails, and if not, whether
+//! the program changes privilege (set-user-ID, set-group-ID, file
+//! capabilities, or our own real and effective IDs differing) and whether
+//! the dynamic loader that runs it is the one running this process — so
+//! one that loads preload libraries built like this one — and searches
+//! library names the default way. A `#!` script is judged by its
+//! interpreter, up to the kernel's depth.
 //!
 //! Reports facts, including "could not tell": what to do about an unknown is
-//! the caller's decision. Looks only at inodes and headers: a file is opened
-//! through `O_PATH` and `fstat`ed first, and read (non-blocking) only if it
-//! is a regular file — a FIFO or device is never opened for reading, which
-//! could block or act. Small reads into stack buffers of a few hundred
-//! bytes (an `exec` may be called from a signal handler); the `PATH` search
-//! uses a static buffer behind a try-lock. Never allocates, never touches
-//! `errno`.
+//! the caller's decision. "It fails" is reported only for failures the
+//! kernel surely returns (the file or an interpreter missing, not a regular
+//! file, not executable for us, a symbolic link where none is followed),
+//! since the caller then leaves merge-any alone. A failure the kernel might
+//! turn into something else (`ENOEXEC`, which a `binfmt_misc` handler may
+//! claim, or after which `execvp` runs `/bin/sh`) is "could not tell".
+//!
+//! Looks only at inodes and headers: a file is opened through `O_PATH` and
+//! `fstat`ed first, and read (non-blocking) only if it is a regular file —
+//! a FIFO or device is never opened for reading, which could block or act.
+//! Small reads into stack buffers of a few hundred bytes (an `exec` may be
+//! called from a signal handler). Never allocates, never touches `errno`.
 
-use super::sys;
-use crate::scratch::Scratch;
+use super::{loader, sys};
 
 /// A fact about the target, or that it could not be found out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,13 +44,17 @@ impl Fact {
 /// What the kernel will run for an `exec`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExecTarget {
-    /// Nothing runs: there is no (regular) file there, so the `exec` fails.
+    /// Nothing runs: the `exec` surely fails.
     pub nothing_runs: bool,
     /// Running it changes privilege (`AT_SECURE` in the new program).
     pub privileged: Fact,
     /// It loads preload libraries like this one: a dynamic ELF program of
-    /// our class and machine whose program interpreter is glibc's.
+    /// our class and machine whose program interpreter is the very loader
+    /// running this process.
     pub loads_our_preloads: Fact,
+    /// Its loader looks a bare library name up the default way: the program
+    /// has no `DT_RPATH` or `DT_RUNPATH` of its own and no `DF_1_NODEFLIB`.
+    pub default_library_search: Fact,
 }
 
 impl ExecTarget {
@@ -52,42 +63,61 @@ impl ExecTarget {
         nothing_runs: false,
         privileged: Fact::Unknown,
         loads_our_preloads: Fact::Unknown,
+        default_library_search: Fact::Unknown,
     };
 
     pub const NOTHING_RUNS: ExecTarget = ExecTarget {
         nothing_runs: true,
         privileged: Fact::No,
         loads_our_preloads: Fact::No,
+        default_library_search: Fact::No,
     };
 }
 
+/// Why an `exec` surely fails, in the classes `execvp` tells apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Failure {
+    /// `ENOENT`, `ENOTDIR`: the search goes on.
+    Missing,
+    /// `EACCES`: the search goes on.
+    Denied,
+    /// Anything else (`ELOOP`, `ENAMETOOLONG`): the search stops there.
+    Other,
+}
+
+/// What one `exec` does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Outcome {
+    Runs(ExecTarget),
+    Fails(Failure),
+    Unknown,
+}
+
+const PT_DYNAMIC: u32 = 2;
 const PT_INTERP: u32 = 3;
 const ELFCLASS64: u8 = 2;
+const ET_EXEC: u16 = 2;
+const ET_DYN: u16 = 3;
+const PHDR_BYTES: u16 = 56;
 #[cfg(target_arch = "x86_64")]
 const OUR_MACHINE: u16 = 62; // EM_X86_64
 #[cfg(target_arch = "aarch64")]
 const OUR_MACHINE: u16 = 183; // EM_AARCH64
-/// glibc's program interpreters are named `ld-linux-….so.N`; musl's
-/// `ld-musl-…` cannot load a library linked against glibc.
-const GLIBC_INTERPRETER: &[u8] = b"/ld-linux";
-/// The kernel follows at most this many `#!` interpreters.
-const MAX_INTERPRETERS: usize = 4;
-/// The part of a file read to tell its format (BINPRM_BUF_SIZE).
+/// `exec_binprm` runs the handlers of at most six files: a program and
+/// five `#!` interpreters; a sixth interpreter is `ELOOP`.
+const MAX_REWRITES: usize = 5;
+/// The part of a file the kernel reads to tell its format (BINPRM_BUF_SIZE).
 const HEAD_BYTES: usize = 256;
-
-/// What a regular file is to `exec`.
-enum Format {
-    Elf {
-        loads_our_preloads: bool,
-    },
-    /// `#!`: the interpreter's path is at the buffer's start, NUL-terminated.
-    Script,
-    /// Anything else: `ENOEXEC`, or a `binfmt_misc` handler we cannot see.
-    Other,
-}
+/// The longest program interpreter path followed here (the kernel takes up
+/// to PATH_MAX; a longer one counts as "could not tell").
+const INTERPRETER_BYTES: usize = 256;
 
 fn u16_at(b: &[u8], o: usize) -> u16 {
     u16::from_le_bytes([b[o], b[o + 1]])
+}
+
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
 }
 
 fn u64_at(b: &[u8], o: usize) -> u64 {
@@ -96,67 +126,127 @@ fn u64_at(b: &[u8], o: usize) -> u64 {
     u64::from_le_bytes(w)
 }
 
-/// Reads the file's head once and tells its format.
-fn format_of(fd: i32, head: &mut [u8; HEAD_BYTES]) -> Option<Format> {
-    let n = sys::pread(fd, head, 0).ok()?;
-    if n >= 2 && head[..2] == *b"#!" {
-        return Some(interpreter_of(&mut head[..n]).map_or(Format::Other, |_| Format::Script));
+/// The target at `path` (NUL-terminated), relative to `dirfd`
+/// (`AT_FDCWD` for the working directory); `flags` as for `execveat`
+/// (`AT_EMPTY_PATH` with an empty path means `dirfd` itself).
+/// `cwd_known`: relative paths resolve in our working directory (not so
+/// for a spawn whose file actions may change it first).
+///
+/// # Safety
+/// `path` must be null or a NUL-terminated string.
+pub unsafe fn inspect_at(dirfd: i32, path: *const u8, flags: i32, cwd_known: bool) -> ExecTarget {
+    if path.is_null() {
+        return ExecTarget::UNKNOWN;
     }
-    if n < 64 || head[..4] != *b"\x7fELF" {
-        return Some(Format::Other);
+    match outcome_at(dirfd, path, flags, cwd_known) {
+        Outcome::Runs(target) => target,
+        Outcome::Fails(_) => ExecTarget::NOTHING_RUNS,
+        Outcome::Unknown => ExecTarget::UNKNOWN,
     }
-    if head[4] != ELFCLASS64 || u16_at(&head[..], 18) != OUR_MACHINE {
-        return Some(Format::Elf {
-            loads_our_preloads: false,
-        });
-    }
-    let phoff = u64_at(&head[..], 32);
-    let phentsize = u16_at(&head[..], 54) as u64;
-    let phnum = u16_at(&head[..], 56).min(256) as u64;
-    if phentsize < 56 {
-        return Some(Format::Other);
-    }
-    let mut entry = [0u8; 56];
-    for i in 0..phnum {
-        if sys::pread(fd, &mut entry, phoff.saturating_add(i * phentsize)).ok()? < 56 {
-            break;
-        }
-        // Only a program interpreter loads preloads: a static-PIE program
-        // has a dynamic section and no interpreter.
-        if u32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]]) == PT_INTERP {
-            let mut name = [0u8; 64];
-            let len = (u64_at(&entry, 32) as usize).min(name.len());
-            let n = sys::pread(fd, &mut name[..len], u64_at(&entry, 8)).ok()?;
-            let name = &name[..n];
-            return Some(Format::Elf {
-                loads_our_preloads: name
-                    .windows(GLIBC_INTERPRETER.len())
-                    .any(|w| w == GLIBC_INTERPRETER),
-            });
-        }
-    }
-    Some(Format::Elf {
-        loads_our_preloads: false,
-    })
 }
 
-/// The interpreter path of a `#!` line (`line` starts with `#!`), moved to
-/// the buffer's start and NUL-terminated; its length. `None` for a line the
-/// kernel would refuse.
-fn interpreter_of(line: &mut [u8]) -> Option<usize> {
-    let end = line.iter().position(|&b| b == b'\n').unwrap_or(line.len());
-    let rest = line.get(2..end)?;
-    let start = rest.iter().position(|&b| b != b' ' && b != b'\t')?;
-    let len = rest[start..]
-        .iter()
-        .position(|&b| b == b' ' || b == b'\t' || b == 0)
-        .unwrap_or(rest.len() - start);
-    if len == 0 || len + 1 > line.len() {
-        return None;
+/// What `execveat(dirfd, path, …, flags)` does; see [`inspect_at`].
+///
+/// # Safety
+/// `path` must be a NUL-terminated string.
+pub(super) unsafe fn outcome_at(
+    dirfd: i32,
+    path: *const u8,
+    flags: i32,
+    cwd_known: bool,
+) -> Outcome {
+    // Other flags: EINVAL, or newer ones (AT_EXECVE_CHECK runs nothing).
+    if flags & !(libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW) != 0 {
+        return Outcome::Unknown;
     }
-    line.copy_within(2 + start..2 + start + len, 0);
-    line[len] = 0;
-    Some(len)
+    if !cwd_known && dirfd == libc::AT_FDCWD && *path != b'/' {
+        return Outcome::Unknown;
+    }
+    let mut head = [0u8; HEAD_BYTES];
+    let mut privileged = sys::ids_differ();
+    let (mut at, mut name, mut lookup) = (dirfd, path, flags);
+    for depth in 0..=MAX_REWRITES {
+        let opened = if depth == 0 && *name == 0 && lookup & libc::AT_EMPTY_PATH != 0 {
+            check_executable(at).map(|()| None)
+        } else {
+            open_for_exec(at, name, lookup).map(Some)
+        };
+        let file = match opened {
+            Ok(file) => file,
+            Err(outcome) => return outcome,
+        };
+        let next = read_file(file.unwrap_or(at), &mut head, &mut privileged, cwd_known);
+        if let Some(fd) = file {
+            sys::close(fd);
+        }
+        match next {
+            Next::Done(outcome) => return outcome,
+            Next::Interpreter if !cwd_known && head[0] != b'/' => return Outcome::Unknown,
+            // The last handler opens the interpreter (its errors first),
+            // then the kernel gives up: ELOOP.
+            Next::Interpreter if depth == MAX_REWRITES => {
+                return match open_for_exec(libc::AT_FDCWD, head.as_ptr(), 0) {
+                    Ok(fd) => {
+                        sys::close(fd);
+                        Outcome::Fails(Failure::Other)
+                    }
+                    Err(outcome) => outcome,
+                }
+            }
+            Next::Interpreter => (at, name, lookup) = (libc::AT_FDCWD, head.as_ptr(), 0),
+        }
+    }
+    Outcome::Unknown
+}
+
+/// The kernel's open of a file to run (`do_open_execat`): the path found,
+/// a regular file, executable for us. The `O_PATH` descriptor, or what the
+/// `exec` does instead.
+fn open_for_exec(at: i32, name: *const u8, flags: i32) -> Result<i32, Outcome> {
+    let nofollow = if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
+        libc::O_NOFOLLOW
+    } else {
+        0
+    };
+    let fd = match sys::open_at(at, name, libc::O_PATH | nofollow, 0) {
+        Ok(fd) => fd,
+        Err(libc::ENOENT | libc::ENOTDIR) => return Err(Outcome::Fails(Failure::Missing)),
+        Err(libc::EACCES) => return Err(Outcome::Fails(Failure::Denied)),
+        Err(libc::ELOOP | libc::ENAMETOOLONG) => return Err(Outcome::Fails(Failure::Other)),
+        Err(_) => return Err(Outcome::Unknown),
+    };
+    match check_executable(fd) {
+        Ok(()) => Ok(fd),
+        Err(outcome) => {
+            sys::close(fd);
+            Err(outcome)
+        }
+    }
+}
+
+/// The checks `exec` makes of the file open as `fd`.
+fn check_executable(fd: i32) -> Result<(), Outcome> {
+    let Ok(st) = sys::fstat(fd) else {
+        return Err(Outcome::Unknown);
+    };
+    if st.is_symlink() {
+        // Reached only with O_NOFOLLOW: the exec's lookup says ELOOP.
+        return Err(Outcome::Fails(Failure::Other));
+    }
+    if !st.is_regular() {
+        return Err(Outcome::Fails(Failure::Denied));
+    }
+    match sys::exec_permitted(fd) {
+        Ok(()) => Ok(()),
+        Err(libc::EACCES) => Err(Outcome::Fails(Failure::Denied)),
+        Err(_) => Err(Outcome::Unknown),
+    }
+}
+
+enum Next {
+    Done(Outcome),
+    /// A script: its interpreter's path is at the start of the head buffer.
+    Interpreter,
 }
 
 /// `/proc/self/fd/N`, NUL-terminated: the file behind descriptor `fd`.
@@ -166,167 +256,206 @@ fn proc_fd_path(fd: i32, out: &mut [u8; 32]) -> bool {
     !w.truncated()
 }
 
-/// The target at `path` (NUL-terminated), relative to `dirfd`
-/// (`AT_FDCWD` for the working directory); `flags` as for `execveat`
-/// (`AT_EMPTY_PATH` with an empty path means `dirfd` itself).
-///
-/// # Safety
-/// `path` must be null or a NUL-terminated string.
-pub unsafe fn inspect_at(dirfd: i32, path: *const u8, flags: i32) -> ExecTarget {
-    if path.is_null() {
-        return ExecTarget::UNKNOWN;
-    }
-    let mut head = [0u8; HEAD_BYTES];
-    let mut privileged = Fact::No;
-    let (mut dirfd, mut path, mut flags) = (dirfd, path, flags);
-    for depth in 0..=MAX_INTERPRETERS {
-        let nofollow = if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
-            libc::O_NOFOLLOW
-        } else {
-            0
-        };
-        let handle = if *path == 0 && flags & libc::AT_EMPTY_PATH != 0 {
-            None
-        } else {
-            match sys::open_at(dirfd, path, libc::O_PATH | nofollow, 0) {
-                Ok(fd) => Some(fd),
-                // Nothing there: the exec fails. A missing interpreter too.
-                Err(libc::ENOENT | libc::ENOTDIR | libc::ELOOP) if depth == 0 => {
-                    return ExecTarget::NOTHING_RUNS
-                }
-                Err(_) => return ExecTarget::UNKNOWN,
-            }
-        };
-        let inode = handle.unwrap_or(dirfd);
-        let result = inspect_inode(inode, &mut head, &mut privileged);
-        if let Some(h) = handle {
-            sys::close(h);
-        }
-        match result {
-            Inspected::Done(target) => return target,
-            Inspected::NotRegular if depth == 0 => return ExecTarget::NOTHING_RUNS,
-            Inspected::NotRegular => {
-                return ExecTarget {
-                    privileged,
-                    ..ExecTarget::UNKNOWN
-                }
-            }
-            Inspected::Script => (dirfd, path, flags) = (libc::AT_FDCWD, head.as_ptr(), 0),
-        }
-    }
-    ExecTarget {
-        privileged,
-        ..ExecTarget::UNKNOWN
-    }
-}
-
-enum Inspected {
-    Done(ExecTarget),
-    NotRegular,
-    /// A script: its interpreter's path is at the start of the head buffer.
-    Script,
-}
-
-/// One file of the chain, open as `inode` (`O_PATH` or any descriptor).
-fn inspect_inode(inode: i32, head: &mut [u8; HEAD_BYTES], privileged: &mut Fact) -> Inspected {
-    let Ok(st) = sys::fstat(inode) else {
-        return Inspected::Done(ExecTarget::UNKNOWN);
+/// One file of the chain, open as `fd` (`O_PATH` or any descriptor; a
+/// regular file `exec` may run): notes whether it changes privilege, reads
+/// its head and tells what runs.
+fn read_file(fd: i32, head: &mut [u8; HEAD_BYTES], privileged: &mut bool, cwd_known: bool) -> Next {
+    let Ok(st) = sys::fstat(fd) else {
+        return Next::Done(Outcome::Unknown);
     };
-    if !st.is_regular() {
-        return Inspected::NotRegular;
-    }
     let mut proc_path = [0u8; 32];
-    if !proc_fd_path(inode, &mut proc_path) {
-        return Inspected::Done(ExecTarget::UNKNOWN);
+    if !proc_fd_path(fd, &mut proc_path) {
+        return Next::Done(Outcome::Unknown);
     }
     // Privilege needs no read permission (exec needs none either: a
     // set-user-ID program may be execute-only).
     if st.changes_privilege_on_exec() || sys::has_file_capabilities(&proc_path) {
-        *privileged = Fact::Yes;
+        *privileged = true;
     }
-    let format = match sys::open(
-        &proc_path,
-        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY,
-        0,
-    ) {
-        Ok(fd) => {
-            let format = format_of(fd, head);
-            sys::close(fd);
-            format
+    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY;
+    let Ok(readable) = sys::open(&proc_path, flags, 0) else {
+        return Next::Done(Outcome::Unknown);
+    };
+    let next = match sys::pread(readable, head, 0) {
+        Ok(n) if n >= 2 && head[..2] == *b"#!" => match interpreter_of(head, n) {
+            Some(_) => Next::Interpreter,
+            None => Next::Done(Outcome::Unknown),
+        },
+        Ok(n) if n >= 4 && head[..4] == *b"\x7fELF" => {
+            Next::Done(elf_program(readable, head, n, *privileged, cwd_known))
         }
-        Err(_) => None,
+        // ENOEXEC, or a binfmt_misc handler we cannot see.
+        _ => Next::Done(Outcome::Unknown),
     };
-    match format {
-        Some(Format::Script) => Inspected::Script,
-        Some(Format::Elf { loads_our_preloads }) => Inspected::Done(ExecTarget {
-            nothing_runs: false,
-            privileged: *privileged,
-            loads_our_preloads: Fact::from(loads_our_preloads),
-        }),
-        Some(Format::Other) | None => Inspected::Done(ExecTarget {
-            nothing_runs: false,
-            privileged: *privileged,
-            loads_our_preloads: Fact::Unknown,
-        }),
-    }
+    sys::close(readable);
+    next
 }
 
-/// The buffer [`inspect_in_path`] builds candidate paths in.
-static PATH_BUFFER: Scratch<4096> = Scratch::new();
-
-/// In a forked child: a buffer another thread held at fork time is free.
-pub fn release_after_fork() {
-    PATH_BUFFER.release_after_fork();
-}
-
-/// The target `execvp` would run for `file`: searched in `search_path` (a
-/// `PATH` value) when `file` has no slash.
-///
-/// # Safety
-/// `file` must be null or a NUL-terminated string.
-pub unsafe fn inspect_in_path(file: *const u8, search_path: &[u8]) -> ExecTarget {
-    if file.is_null() {
-        return ExecTarget::UNKNOWN;
-    }
-    let Some(mut held) = PATH_BUFFER.try_take() else {
-        return ExecTarget::UNKNOWN;
+/// The interpreter path of a `#!` file whose first `n` bytes are in `head`,
+/// parsed as the kernel does (`load_script`), moved to the buffer's start
+/// and NUL-terminated; its length. `None` where the kernel refuses the line
+/// (`ENOEXEC`): no interpreter name, or one that may be cut off.
+fn interpreter_of(head: &mut [u8; HEAD_BYTES], n: usize) -> Option<usize> {
+    // The kernel's buffer holds zeros past the end of a short file.
+    head[n.min(HEAD_BYTES)..].fill(0);
+    let blank = |b: u8| b == b' ' || b == b'\t';
+    let last = HEAD_BYTES - 1;
+    let mut end = match head.iter().position(|&b| b == b'\n') {
+        Some(newline) => newline,
+        None => {
+            // No newline: the name must end (blank or NUL) before the last
+            // byte, or it may be cut off.
+            let first = (2..last).find(|&i| !blank(head[i]))?;
+            (first..last).find(|&i| blank(head[i]) || head[i] == 0)?;
+            last
+        }
     };
-    let name = core::ffi::CStr::from_ptr(file as *const core::ffi::c_char).to_bytes();
-    match resolve_in_path(name, search_path, held.bytes()) {
-        Some(path) => inspect_at(libc::AT_FDCWD, path.as_ptr(), 0),
-        None => ExecTarget::NOTHING_RUNS,
+    while blank(head[end - 1]) {
+        end -= 1;
     }
-}
-
-/// The file `execvp` would run for `file`, written NUL-terminated into
-/// `out`; `None` when nothing executable is found or it does not fit.
-fn resolve_in_path<'a>(file: &[u8], search_path: &[u8], out: &'a mut [u8]) -> Option<&'a [u8]> {
-    if file.is_empty() {
+    let start = (2..end).find(|&i| !blank(head[i]))?;
+    let stop = (start..end)
+        .find(|&i| blank(head[i]) || head[i] == 0)
+        .unwrap_or(end);
+    let len = stop - start;
+    // An empty name ("#!" then NUL): left to the kernel's own judgement.
+    if len == 0 {
         return None;
     }
-    if file.contains(&b'/') {
-        if file.len() + 1 > out.len() {
-            return None;
-        }
-        out[..file.len()].copy_from_slice(file);
-        out[file.len()] = 0;
-        return Some(&out[..file.len() + 1]);
+    head.copy_within(start..stop, 0);
+    head[len] = 0;
+    Some(len)
+}
+
+/// An ELF file whose head is in `head` (`n` bytes), open for reading as
+/// `fd`: what `binfmt_elf` runs.
+fn elf_program(
+    fd: i32,
+    head: &[u8; HEAD_BYTES],
+    n: usize,
+    privileged: bool,
+    cwd_known: bool,
+) -> Outcome {
+    let runs = |loads_our_preloads, default_library_search| {
+        Outcome::Runs(ExecTarget {
+            nothing_runs: false,
+            privileged: Fact::from(privileged),
+            loads_our_preloads,
+            default_library_search,
+        })
+    };
+    if n < 64 {
+        return Outcome::Unknown;
     }
-    for dir in search_path.split(|&b| b == b':') {
-        let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
-        let len = dir.len() + 1 + file.len();
-        if len + 1 > out.len() {
-            continue;
+    // Another class or machine: run by another handler (a 32-bit program)
+    // or not at all; this library never runs in it.
+    if head[4] != ELFCLASS64 || u16_at(head, 18) != OUR_MACHINE {
+        return runs(Fact::No, Fact::No);
+    }
+    let phnum = u16_at(head, 56);
+    if !matches!(u16_at(head, 16), ET_EXEC | ET_DYN)
+        || u16_at(head, 54) != PHDR_BYTES
+        || phnum == 0
+        || phnum as u32 > 65536 / PHDR_BYTES as u32
+    {
+        return Outcome::Unknown; // ENOEXEC
+    }
+    let Some(headers) = ProgramHeaders::read(fd, u64_at(head, 32), phnum) else {
+        return Outcome::Unknown;
+    };
+    // No program interpreter (static, static-PIE, ld.so itself): nothing
+    // reads LD_PRELOAD.
+    let Some((offset, size)) = headers.interpreter else {
+        return runs(Fact::No, Fact::No);
+    };
+    let mut name = [0u8; INTERPRETER_BYTES];
+    let size = size as usize;
+    if !(2..=name.len()).contains(&size)
+        || sys::pread(fd, &mut name[..size], offset).ok() != Some(size)
+        || name[size - 1] != 0
+        || (!cwd_known && name[0] != b'/')
+    {
+        return Outcome::Unknown;
+    }
+    let interpreter = match open_for_exec(libc::AT_FDCWD, name.as_ptr(), 0) {
+        Ok(fd) => fd,
+        Err(outcome) => return outcome,
+    };
+    let ours = sys::fstat(interpreter).is_ok_and(|st| loader::is_our_loader(&st));
+    sys::close(interpreter);
+    if !ours {
+        return runs(Fact::No, Fact::No);
+    }
+    let default_search = match headers.dynamic {
+        Some((offset, size)) => library_search_is_default(fd, offset, size),
+        None => Fact::Unknown,
+    };
+    runs(Fact::Yes, default_search)
+}
+
+/// The program headers `exec` acts on: the first `PT_INTERP` and the first
+/// `PT_DYNAMIC` (file offset and size of each).
+struct ProgramHeaders {
+    interpreter: Option<(u64, u64)>,
+    dynamic: Option<(u64, u64)>,
+}
+
+impl ProgramHeaders {
+    fn read(fd: i32, table: u64, count: u16) -> Option<ProgramHeaders> {
+        let mut found = ProgramHeaders {
+            interpreter: None,
+            dynamic: None,
+        };
+        let mut entry = [0u8; PHDR_BYTES as usize];
+        for i in 0..count as u64 {
+            let at = table.checked_add(i * PHDR_BYTES as u64)?;
+            if sys::pread(fd, &mut entry, at).ok()? < entry.len() {
+                return None;
+            }
+            let place = Some((u64_at(&entry, 8), u64_at(&entry, 32)));
+            match u32_at(&entry, 0) {
+                PT_INTERP if found.interpreter.is_none() => found.interpreter = place,
+                PT_DYNAMIC if found.dynamic.is_none() => found.dynamic = place,
+                _ => {}
+            }
         }
-        out[..dir.len()].copy_from_slice(dir);
-        out[dir.len()] = b'/';
-        out[dir.len() + 1..len].copy_from_slice(file);
-        out[len] = 0;
-        if sys::access_executable(&out[..len + 1]) {
-            return Some(&out[..len + 1]);
+        Some(found)
+    }
+}
+
+const DT_NULL: u64 = 0;
+const DT_RPATH: u64 = 15;
+const DT_RUNPATH: u64 = 29;
+const DT_FLAGS_1: u64 = 0x6fff_fffb;
+const DF_1_NODEFLIB: u64 = 0x800;
+/// Dynamic sections are a few dozen entries; past this many, "could not tell".
+const MOST_DYNAMIC_ENTRIES: u64 = 1024;
+
+/// Whether the dynamic section at `offset` (`size` bytes) leaves the
+/// loader's search for a bare library name the default one: no
+/// `DT_RPATH`, no `DT_RUNPATH`, no `DF_1_NODEFLIB`.
+fn library_search_is_default(fd: i32, offset: u64, size: u64) -> Fact {
+    let mut chunk = [0u8; 128];
+    let entries = (size / 16).min(MOST_DYNAMIC_ENTRIES);
+    let mut i = 0;
+    while i < entries {
+        let want = ((entries - i) * 16).min(chunk.len() as u64) as usize;
+        match sys::pread(fd, &mut chunk[..want], offset + i * 16) {
+            Ok(got) if got >= 16 => {
+                for entry in chunk[..got - got % 16].chunks_exact(16) {
+                    match (u64_at(entry, 0), u64_at(entry, 8)) {
+                        (DT_NULL, _) => return Fact::Yes,
+                        (DT_RPATH | DT_RUNPATH, _) => return Fact::No,
+                        (DT_FLAGS_1, flags) if flags & DF_1_NODEFLIB != 0 => return Fact::No,
+                        _ => {}
+                    }
+                }
+                i += (got / 16) as u64;
+            }
+            _ => return Fact::Unknown,
         }
     }
-    None
+    Fact::Unknown
 }
 
 #[cfg(test)]
@@ -334,22 +463,44 @@ mod tests {
     use super::*;
 
     fn interp(line: &[u8]) -> Option<Vec<u8>> {
-        let mut buf = line.to_vec();
-        interpreter_of(&mut buf).map(|n| buf[..n].to_vec())
+        let mut head = [0u8; HEAD_BYTES];
+        let n = line.len().min(HEAD_BYTES);
+        head[..n].copy_from_slice(&line[..n]);
+        interpreter_of(&mut head, n).map(|len| head[..len].to_vec())
     }
 
     #[test]
-    fn shebang_lines_give_the_interpreter_path() {
+    fn shebang_lines_give_the_interpreter_path_as_the_kernel_reads_it() {
         assert_eq!(interp(b"#!/bin/sh\necho"), Some(b"/bin/sh".to_vec()));
+        assert_eq!(interp(b"#!/bin/sh"), Some(b"/bin/sh".to_vec()));
         assert_eq!(
             interp(b"#! /usr/bin/env python3\n"),
             Some(b"/usr/bin/env".to_vec())
         );
         assert_eq!(interp(b"#!\t/x -e\n"), Some(b"/x".to_vec()));
+        assert_eq!(
+            interp(b"#!relative/interp\n"),
+            Some(b"relative/interp".to_vec())
+        );
         assert_eq!(interp(b"#!\n"), None);
         assert_eq!(interp(b"#!   \n"), None);
-        // A file cut short between reads: never a panic.
-        assert_eq!(interp(b"#"), None);
-        assert_eq!(interp(b"\n#"), None);
+        assert_eq!(interp(b"#!"), None);
+    }
+
+    #[test]
+    fn a_shebang_line_without_newline_that_fills_the_head_is_refused() {
+        // The kernel cannot tell whether the name goes on past its buffer.
+        let mut line = b"#!/".to_vec();
+        line.resize(HEAD_BYTES + 10, b'a');
+        assert_eq!(interp(&line), None);
+        // A name that ends (a blank) before the last byte is taken.
+        let mut line = b"#!/bin/sh ".to_vec();
+        line.resize(HEAD_BYTES + 10, b'a');
+        assert_eq!(interp(&line), Some(b"/bin/sh".to_vec()));
+        // A blank only in the very last byte does not count.
+        let mut line = b"#!/".to_vec();
+        line.resize(HEAD_BYTES - 1, b'a');
+        line.push(b' ');
+        assert_eq!(interp(&line), None);
     }
 }

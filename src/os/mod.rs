@@ -8,10 +8,14 @@
 //!
 //! * [`ksm`] — what we ask of the kernel's same-page merging, by intent;
 //! * [`sys`] — raw system calls; [`proc`] — `/proc` and `/sys` readers;
-//! * [`exec_target`] — what an `exec` would run.
+//! * [`exec_target`] — what an `exec` would run; [`exec_search`] — what
+//!   `execvp` finds in `PATH`; [`loader`] — what the dynamic loader finds
+//!   (`/etc/ld.so.preload`, `/etc/ld.so.cache`, its own file).
 
+pub mod exec_search;
 pub mod exec_target;
 pub mod ksm;
+pub mod loader;
 pub mod proc;
 pub mod sys;
 

@@ -364,26 +364,38 @@ pub fn pread(fd: i32, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
     }
 }
 
-/// Whether `path` (NUL-terminated) is there and executable with our
-/// effective IDs, as `exec` judges it (`faccessat2` with `AT_EACCESS`,
-/// Linux 5.8+; the real IDs before that).
-pub fn access_executable(path: &[u8]) -> bool {
-    let at = libc::AT_FDCWD as isize as usize;
-    let r = unsafe {
+/// Whether the file open as `fd` (any descriptor, `O_PATH` too) may be
+/// executed with our effective IDs, as `exec` judges it (execute permission,
+/// not on a `noexec` mount): `faccessat2(fd, "", X_OK, AT_EACCESS |
+/// AT_EMPTY_PATH)`, Linux 5.8+ (`ENOSYS` before).
+pub fn exec_permitted(fd: i32) -> Result<(), Errno> {
+    unsafe {
         syscall!(
             libc::SYS_faccessat2,
-            at,
-            path.as_ptr(),
+            fd as isize as usize,
+            c"".as_ptr(),
             libc::X_OK,
-            libc::AT_EACCESS
+            libc::AT_EACCESS | libc::AT_EMPTY_PATH
         )
-    };
-    match r {
-        Err(libc::ENOSYS) => unsafe {
-            syscall!(libc::SYS_faccessat, at, path.as_ptr(), libc::X_OK).is_ok()
-        },
-        other => other.is_ok(),
+        .map(|_| ())
     }
+}
+
+/// Whether our real and effective user or group IDs differ: the kernel
+/// then starts any program we `exec` in secure-execution mode (`AT_SECURE`),
+/// set-user-ID bits or not.
+pub fn ids_differ() -> bool {
+    let (mut real, mut effective, mut saved) = (0u32, 0u32, 0u32);
+    let mut differ = |number| unsafe {
+        syscall!(
+            number,
+            &mut real as *mut u32,
+            &mut effective as *mut u32,
+            &mut saved as *mut u32
+        )
+        .map_or(true, |_| real != effective)
+    };
+    differ(libc::SYS_getresuid) || differ(libc::SYS_getresgid)
 }
 
 pub fn read(fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
@@ -595,6 +607,7 @@ pub struct FileStatus {
     pub ino: u64,
     pub mode: u32,
     pub uid: u32,
+    pub size: u64,
 }
 
 impl FileStatus {
@@ -623,6 +636,7 @@ fn status_of(st: &libc::stat) -> FileStatus {
         ino: st.st_ino,
         mode: st.st_mode,
         uid: st.st_uid,
+        size: st.st_size as u64,
     }
 }
 
