@@ -1221,6 +1221,10 @@ extern "C" fn on_load() {
     if !ready() {
         return;
     }
+    // Registered through libc's exported `pthread_atfork`, which glibc keeps
+    // for the life of the process, and never dropped: the library is linked
+    // `-z nodelete` (build.rs), so a `dlclose` never unmaps this handler,
+    // the scanning thread or anything else another object may still call.
     unsafe { libc::pthread_atfork(None, None, Some(in_forked_child)) };
     if engine::wants_scan_thread() {
         start_scan_thread();
