@@ -145,7 +145,7 @@ pub fn stderr_is_unchanged() -> bool {
 /// aside (`off`, no report), or the process would be advised and reported
 /// on twice.
 pub fn start(allocator_is_glibc: bool, another_copy_works: bool) {
-    identity::adopt();
+    identity::adopt_at_start();
     // Under secure execution the environment belongs to whoever started a
     // privileged program: no variable of it may steer us, no file is
     // written, and the process's memory is left alone (`off`).
@@ -167,7 +167,6 @@ pub fn start(allocator_is_glibc: bool, another_copy_works: bool) {
         (Mode::Off, None)
     } else {
         exec_guard::start();
-        MERGE_ANY_INHERITED.store(ksm::merge_any_is_on(), Relaxed);
         choose_engine(config.mode)
     };
     unsafe {
@@ -216,19 +215,10 @@ fn start_over() {
     SHARED_LINES.release_after_fork();
 }
 
-/// Whether this process was forked from one that runs the library (a
-/// service's worker): its report stays silent unless asked for.
-pub fn forked_from_a_library_process() -> bool {
-    identity::made_by_fork()
-}
-
-/// Merge-any was on before this program's library set anything: it came
-/// through the `exec` from the program before (the library in `process`
-/// mode keeps it only for programs that load the library).
-static MERGE_ANY_INHERITED: AtomicBool = AtomicBool::new(false);
-
-pub fn merge_any_was_inherited() -> bool {
-    MERGE_ANY_INHERITED.load(Relaxed)
+/// Who started this process (see [`identity::starter`]): the exit report
+/// speaks unasked only for the process the user started.
+pub fn starter() -> identity::Starter {
+    identity::starter()
 }
 
 /// A child made by a raw `clone` (no `pthread_atfork` handler ran) owns a
