@@ -115,7 +115,12 @@ fn orphans_of_a_subreaper_stay_silent_the_starter_reports() {
             let out = Run::without()
                 .env("KSMAUTO_MODE", mode)
                 .output(orphans(), &["reaper", library, scenario]);
-            check(&out, &format!("{mode} {scenario} under a subreaper"), silent, true);
+            check(
+                &out,
+                &format!("{mode} {scenario} under a subreaper"),
+                silent,
+                true,
+            );
         }
     }
 }
@@ -137,7 +142,12 @@ fn a_background_job_of_a_shell_that_exited_stays_silent() {
             let out = common::run_with_timeout(cmd, std::time::Duration::from_secs(60));
             // bash itself is the process the user started: it may report
             // (role "?"), or have nothing to say.
-            check(&out, &format!("{mode} bash -c 'child & exit 0'"), "orphan", false);
+            check(
+                &out,
+                &format!("{mode} bash -c 'child & exit 0'"),
+                "orphan",
+                false,
+            );
         }
     }
 }
