@@ -686,8 +686,12 @@ pub unsafe extern "C" fn mlockall(flags: c_int) -> c_int {
 }
 
 // ---------------------------------------------------------------------------
-// Threads: under the process-wide engine, a new thread takes its own stack
-// out of merging before running the program's code.
+// Threads: a thread's stack is never mergeable (the `stack` class). A stack
+// the program supplies is taken out before the thread starts; one glibc maps
+// is taken out by the new thread itself before it runs the program's code
+// (under `process`, where merge-any made it mergeable at once), or, under
+// `advise`, right after creation if the catch-up could not tell it by its
+// guard page (nothing advised it yet: glibc maps it with no hook seeing).
 
 struct ThreadStart {
     routine: next::StartRoutine,
@@ -716,6 +720,22 @@ extern "C" fn thread_trampoline(p: *mut c_void) -> *mut c_void {
     }
 }
 
+/// The stack `attr` gives the thread (`pthread_attr_setstack`), if any.
+/// glibc keeps its top and size, and answers `top - size`: without a stack
+/// set, the top is null.
+unsafe fn supplied_stack(attr: *const libc::pthread_attr_t) -> Option<(usize, usize)> {
+    if attr.is_null() {
+        return None;
+    }
+    let mut addr: *mut c_void = core::ptr::null_mut();
+    let mut len: usize = 0;
+    if libc::pthread_attr_getstack(attr, &mut addr, &mut len) != 0 {
+        return None;
+    }
+    let top = (addr as usize).wrapping_add(len);
+    (top != 0 && len != 0).then_some((addr as usize, len))
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn pthread_create(
     thread: *mut libc::pthread_t,
@@ -732,8 +752,17 @@ pub unsafe extern "C" fn pthread_create(
     let Some(create) = next().pthread_create else {
         return libc::EAGAIN;
     };
-    if !engine::threads_unmerge_their_stacks() {
+    if let Some((addr, len)) = supplied_stack(attr) {
+        engine::thread_stack_supplied(addr, len);
         return create(thread, attr, routine, arg);
+    }
+    if !engine::threads_unmerge_their_stacks() {
+        let rc = create(thread, attr, routine, arg);
+        if rc == 0 {
+            // The thread's descriptor: an address, never read.
+            engine::thread_created(*thread as usize);
+        }
+        return rc;
     }
     let Some(alloc) = next().malloc else {
         return create(thread, attr, routine, arg);
@@ -1222,6 +1251,10 @@ extern "C" fn on_load() {
     if !ready() {
         return;
     }
+    // Registered through libc's exported `pthread_atfork`, which glibc keeps
+    // for the life of the process, and never dropped: the library is linked
+    // `-z nodelete` (build.rs), so a `dlclose` never unmaps this handler,
+    // the scanning thread or anything else another object may still call.
     unsafe { libc::pthread_atfork(None, None, Some(in_forked_child)) };
     if engine::wants_scan_thread() {
         start_scan_thread();

@@ -3,7 +3,8 @@
 //! repeated and neighbouring exclusions and forgets unmapped ones, so
 //! per-session keys and exclude/unmap cycles never run it out of room; and
 //! an exclusion made while another thread advises the same memory is never
-//! undone by that advice. Each under both engines.
+//! undone by that advice. Thread stacks stay out of merging whatever glibc
+//! or the program made them of. Each under both engines.
 
 use common::*;
 use ksmauto_testsupport as common;
@@ -159,4 +160,78 @@ fn coalescing_exclusions_racing_an_advice_stick_in_advise_mode() {
 #[test]
 fn coalescing_exclusions_racing_an_advice_stick_in_process_mode() {
     exclude_while_advising("process", "race-coalescing", 5 * 399);
+}
+
+// ---------------------------------------------------------------------------
+// Thread stacks
+
+const STACK_KINDS: [&str; 8] = [
+    "default",
+    "guard0",
+    "guard1",
+    "big_guard",
+    "default_guard0",
+    "mmap",
+    "malloc",
+    "malloc_big",
+];
+
+/// tests/c/thread_stacks.c under `mode` with `exclude` (`KSMAUTO_EXCLUDE`).
+fn thread_stacks(mode: &str, exclude: Option<&str>) -> String {
+    let prog = compile_c("tests/c/thread_stacks.c", &[]);
+    let mut run = Run::with(mode).env("KSMAUTO_STATS", "off");
+    if let Some(e) = exclude {
+        run = run.env("KSMAUTO_EXCLUDE", e);
+    }
+    let s = run_ok(&prog, &run, &[]);
+    assert!(flag(&s, "catch_up"), "{mode}: no catch-up pass ran:\n{s}");
+    s
+}
+
+/// Issue 18: the advise engine's catch-up told thread stacks only by the
+/// guard page below them, so a thread created with guard size 0 (also as
+/// the process's default), with a guard larger than 64 KiB, or on a stack
+/// the program supplied (its own mapping, or a malloc'd buffer) had its
+/// stack advised; under `process`, glibc's guardless stacks coalesced with
+/// their neighbours and the thread found no VMA of its own to unmerge, and
+/// supplied stacks stayed mergeable. Now every one is out, in both engines;
+/// the heap around a malloc'd stack stays mergeable.
+fn every_kind_of_thread_stack_stays_out(mode: &str) {
+    let s = thread_stacks(mode, None);
+    for kind in STACK_KINDS {
+        assert!(
+            !flag(&s, &format!("{kind}_stack_mg")),
+            "{mode}: the {kind} thread's stack is mergeable:\n{s}"
+        );
+    }
+    assert!(
+        flag(&s, "heap_mg"),
+        "{mode}: the heap is no longer mergeable:\n{s}"
+    );
+}
+
+#[test]
+fn every_kind_of_thread_stack_stays_out_in_advise_mode() {
+    every_kind_of_thread_stack_stays_out("advise");
+}
+
+#[test]
+fn every_kind_of_thread_stack_stays_out_in_process_mode() {
+    every_kind_of_thread_stack_stays_out("process");
+}
+
+/// The control: without the `stack` exclusion the same stacks are found
+/// mergeable (the probe can see them), the guardless one through the
+/// catch-up under `advise`.
+#[test]
+fn without_the_stack_exclusion_the_same_stacks_are_mergeable() {
+    for mode in ["advise", "process"] {
+        let s = thread_stacks(mode, Some("none"));
+        for kind in ["guard0", "default_guard0", "mmap", "malloc", "malloc_big"] {
+            assert!(
+                flag(&s, &format!("{kind}_stack_mg")),
+                "{mode}, KSMAUTO_EXCLUDE=none: the {kind} stack should be mergeable:\n{s}"
+            );
+        }
+    }
 }

@@ -729,45 +729,58 @@ fn a_forking_servers_workers_stay_silent_unless_asked() {
 /// Workers that are exec'd rather than only forked, where the parent
 /// cannot be asked whether it runs the library: one that dropped its
 /// privileges before its exec (its parent's maps are root's), one whose
-/// parent had already exited (an orphan). Under `process` the library
-/// passes merge-any through an exec only to a program that loads it, so an
-/// exec'd worker that finds it on knows a library process made it. Before,
-/// both reported. A program the user starts through a launcher that execs
-/// in place (`env`) still reports.
+/// parent had already exited (an orphan). Before, both reported (under
+/// `process`, until the library took merge-any coming through the exec as
+/// the sign of a library parent; under `advise`, until issue 18, which made
+/// a parent that cannot be asked, or that is init, mean silence in both
+/// engines). A program the user starts through a launcher that execs in
+/// place (`env`) still reports.
 #[test]
 fn exec_d_workers_stay_silent_when_their_parent_cannot_be_asked() {
     let prog = compile_c("tests/c/quiet_service.c", &[]);
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let quiet = Run::with("process").output(&prog, &["dropexec", "3"]);
-    assert!(
-        quiet.status.success(),
-        "{:?} {}",
-        quiet.status,
-        text(&quiet.stderr)
-    );
-    let lines = report_lines(&quiet);
-    assert!(
-        lines <= 2,
-        "dropexec: {lines} report lines unasked (the parent's alone at most):\n{}",
-        text(&quiet.stderr)
-    );
-    let asked = Run::with("process")
-        .env("KSMAUTO_STATS", "stderr")
-        .output(&prog, &["dropexec", "3"]);
-    assert_eq!(report_lines(&asked), 8, "asked: {}", text(&asked.stderr));
-    let orphan = Run::with("process").output(&prog, &["orphanexec"]);
-    assert!(orphan.status.success());
-    let lines = report_lines(&orphan);
-    assert!(
-        lines <= 2,
-        "orphanexec: {lines} report lines unasked:\n{}",
-        text(&orphan.stderr)
-    );
-    // By hand, through `env`: the program the user started speaks.
-    let by_hand = Run::with("process").output("env", &[prog.to_str().unwrap(), "child"]);
-    assert!(by_hand.status.success());
-    assert_eq!(report_lines(&by_hand), 2, "{}", text(&by_hand.stderr));
+    for mode in ["process", "advise"] {
+        let quiet = Run::with(mode).output(&prog, &["dropexec", "3"]);
+        assert!(
+            quiet.status.success(),
+            "{mode}: {:?} {}",
+            quiet.status,
+            text(&quiet.stderr)
+        );
+        let lines = report_lines(&quiet);
+        assert!(
+            lines <= 2,
+            "{mode} dropexec: {lines} report lines unasked (the parent's alone at most):\n{}",
+            text(&quiet.stderr)
+        );
+        let asked = Run::with(mode)
+            .env("KSMAUTO_STATS", "stderr")
+            .output(&prog, &["dropexec", "3"]);
+        assert_eq!(
+            report_lines(&asked),
+            8,
+            "{mode} asked: {}",
+            text(&asked.stderr)
+        );
+        let orphan = Run::with(mode).output(&prog, &["orphanexec"]);
+        assert!(orphan.status.success());
+        let lines = report_lines(&orphan);
+        assert!(
+            lines <= 2,
+            "{mode} orphanexec: {lines} report lines unasked:\n{}",
+            text(&orphan.stderr)
+        );
+        // By hand, through `env`: the program the user started speaks.
+        let by_hand = Run::with(mode).output("env", &[prog.to_str().unwrap(), "child"]);
+        assert!(by_hand.status.success());
+        assert_eq!(
+            report_lines(&by_hand),
+            2,
+            "{mode}: {}",
+            text(&by_hand.stderr)
+        );
+    }
 }
 
 /// Issue 11: a program that takes any output of its child on stderr for a

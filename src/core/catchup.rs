@@ -773,6 +773,66 @@ fn pass_by_text(
     }
 }
 
+/// The VMA holding `addr` and the verdict a pass would give it, with the
+/// VMA right below it as the pass sees it (a new thread's stack: whether the
+/// scan takes it for a stack by its guard page). `None` when nothing is
+/// mapped there, or the maps cannot be read now (the shared line buffer is
+/// busy, on kernels without `PROCMAP_QUERY`).
+pub fn judged_at(
+    addr: usize,
+    judge: &impl Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict,
+) -> Option<(Range, VmaVerdict)> {
+    // Enough for the names a rule reads (`[heap]`, `[stack]`); a longer one
+    // is dropped, as the scan's own walk would not need it either.
+    let mut name = [0u8; 16];
+    match MapsQuery::open() {
+        Ok(maps) => match query_named(&maps, addr, false, &mut name) {
+            Ok(vma) => {
+                let below = vma
+                    .start
+                    .checked_sub(1)
+                    .and_then(|b| maps.vma(b, false, &mut []).ok())
+                    .filter(|b| b.end == vma.start);
+                let below = below.as_ref().map(|b| line_of(b, &[]));
+                let range = Range {
+                    start: vma.start,
+                    end: vma.end,
+                };
+                Some((range, judge(&line_of(&vma, &name), below.as_ref())))
+            }
+            Err(_) if sys::procmap_query_unsupported() => judged_in_text(addr, judge),
+            Err(_) => None,
+        },
+        Err(_) if sys::procmap_query_unsupported() => judged_in_text(addr, judge),
+        Err(_) => None,
+    }
+}
+
+/// [`judged_at`] from the text of `/proc/self/maps`.
+fn judged_in_text(
+    addr: usize,
+    judge: &impl Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict,
+) -> Option<(Range, VmaVerdict)> {
+    let mut below: Option<Below> = None;
+    let mut found = None;
+    let buffer = &crate::os::proc::SHARED_LINES;
+    let _ = read_lines(b"/proc/thread-self/maps\0", buffer, |text| {
+        let Some(line) = MapsLine::parse(text) else {
+            return;
+        };
+        if found.is_none() && line.start <= addr && addr < line.end {
+            let under = below.filter(|b| b.end == line.start).map(Below::line);
+            let range = Range {
+                start: line.start,
+                end: line.end,
+            };
+            found = Some((range, judge(&line, under.as_ref())));
+        }
+        below = Some(Below::of(&line));
+    });
+    found
+}
+
 /// A line of the text walk held until the next one is read, its name in the
 /// scan's name buffer (cut to [`NAME_BYTES`]: a longer one is a file path,
 /// which no rule needs).

@@ -145,7 +145,7 @@ pub fn stderr_is_unchanged() -> bool {
 /// aside (`off`, no report), or the process would be advised and reported
 /// on twice.
 pub fn start(allocator_is_glibc: bool, another_copy_works: bool) {
-    identity::adopt();
+    identity::adopt_at_start();
     // Under secure execution the environment belongs to whoever started a
     // privileged program: no variable of it may steer us, no file is
     // written, and the process's memory is left alone (`off`).
@@ -167,7 +167,6 @@ pub fn start(allocator_is_glibc: bool, another_copy_works: bool) {
         (Mode::Off, None)
     } else {
         exec_guard::start();
-        MERGE_ANY_INHERITED.store(ksm::merge_any_is_on(), Relaxed);
         choose_engine(config.mode)
     };
     unsafe {
@@ -217,19 +216,10 @@ fn start_over() {
     SHARED_LINES.release_after_fork();
 }
 
-/// Whether this process was forked from one that runs the library (a
-/// service's worker): its report stays silent unless asked for.
-pub fn forked_from_a_library_process() -> bool {
-    identity::made_by_fork()
-}
-
-/// Merge-any was on before this program's library set anything: it came
-/// through the `exec` from the program before (the library in `process`
-/// mode keeps it only for programs that load the library).
-static MERGE_ANY_INHERITED: AtomicBool = AtomicBool::new(false);
-
-pub fn merge_any_was_inherited() -> bool {
-    MERGE_ANY_INHERITED.load(Relaxed)
+/// Who started this process (see [`identity::starter`]): the exit report
+/// speaks unasked only for the process the user started.
+pub fn starter() -> identity::Starter {
+    identity::starter()
 }
 
 /// A child made by a raw `clone` (no `pthread_atfork` handler ran) owns a
@@ -785,12 +775,10 @@ pub fn threads_unmerge_their_stacks() -> bool {
 }
 
 /// Called on a new thread, first thing, when
-/// [`threads_unmerge_their_stacks`]: `stack` is that thread's stack.
-///
-/// Only a stack that is a mapping of its own (what `pthread_create`
-/// allocates, or a caller's `mmap`ed stack) is taken out of merging: a
-/// caller-supplied stack inside a larger mapping (`pthread_attr_setstack` on
-/// a malloc'd buffer in the heap) would take that whole mapping with it.
+/// [`threads_unmerge_their_stacks`]: `stack` is that thread's stack (what
+/// glibc mapped for it, without the guard). Exactly its pages are taken out
+/// of merging: the VMA holding them may be larger (glibc's stacks without a
+/// guard page coalesce with their neighbours, stacks included).
 pub fn thread_stack_started(stack_addr: usize, stack_len: usize) {
     if silenced() {
         return;
@@ -799,37 +787,65 @@ pub fn thread_stack_started(stack_addr: usize, stack_len: usize) {
         return;
     };
     counters().count_skipped(SkipReason::Stack);
-    if let Some(vma) = vma_containing(stack.start) {
-        if vma.start >= stack.start && vma.end <= stack.end {
-            let _ = unmerge(vma);
-        }
+    let _ = unmerge(stack);
+}
+
+fn stacks_excluded() -> bool {
+    let s = settings();
+    s.config.exclude.stack && s.active != Mode::Off && !silenced()
+}
+
+/// Before `pthread_create` starts a thread on a stack the program supplied
+/// (`pthread_attr_setstack`): a mapping of its own, or a buffer inside a
+/// larger one (the malloc heap). Its pages are taken out of merging before
+/// the thread runs, in both engines (whoever advised them: the `mmap` hook,
+/// the catch-up's heap, merge-any), and under `advise` recorded, so that no
+/// later advice covers them ([`exclude_stack`]). A buffer inside the heap
+/// splits the heap's VMA around it; the rest of the heap stays mergeable.
+pub fn thread_stack_supplied(stack_addr: usize, stack_len: usize) {
+    if !stacks_excluded() || stack_len == 0 {
+        return;
+    }
+    if let Some(stack) = page_range(stack_addr, stack_len) {
+        exclude_stack(stack);
     }
 }
 
-/// The bounds of the VMA containing `addr`: `PROCMAP_QUERY` where the kernel
-/// has it, else a read of `/proc/self/maps`.
-fn vma_containing(addr: usize) -> Option<Range> {
-    match sys::vma_at(addr) {
-        Ok(vma) => Some(Range {
-            start: vma.start,
-            end: vma.end,
-        }),
-        Err(libc::ENOENT) => None,
-        Err(_) => {
-            let mut found = None;
-            let _ = read_lines(b"/proc/thread-self/maps\0", &SHARED_LINES, |line| {
-                if let Some(vma) = MapsLine::parse(line) {
-                    if vma.start <= addr && addr < vma.end {
-                        found = Some(Range {
-                            start: vma.start,
-                            end: vma.end,
-                        });
-                    }
-                }
-            });
-            found
-        }
+/// After `pthread_create` started a thread on a stack glibc mapped for it,
+/// under `advise`: `inside` is an address in that mapping (glibc's thread
+/// descriptor, the `pthread_t`, lies at the top of its stack). The
+/// catch-up tells a thread stack by the guard page glibc puts below it;
+/// one it would not take for a stack (guard size 0, or larger than a guard,
+/// also as the process's default) is excluded as the whole VMA holding it
+/// (any neighbours it coalesced with are stacks too, or lose only their
+/// merging). Under `process` the thread does this itself
+/// ([`thread_stack_started`]).
+pub fn thread_created(inside: usize) {
+    if !stacks_excluded() || settings().active != Mode::Advise {
+        return;
     }
+    match catchup::judged_at(inside, &judge_vma) {
+        Some((_, VmaVerdict::Skip(SkipReason::Stack) | VmaVerdict::NotOurs)) | None => {}
+        Some((vma, _)) => exclude_stack(vma),
+    }
+}
+
+/// Thread stacks are recorded only while fewer slots of the exclusion
+/// table than this are in use: the rest stays for secrets, whose lack of
+/// room stops all merging.
+const STACK_SLOTS: usize = super::exclusions::CAPACITY / 2;
+
+/// Takes a thread stack out of merging now; under `advise` also records it
+/// in the exclusion table, which every advice (the catch-up's included)
+/// leaves out, while the table is less than half full ([`STACK_SLOTS`];
+/// past that, a later pass may advise the stack again). Recorded first, then unmerged:
+/// an advice racing it sees the table change and takes it back out.
+fn exclude_stack(stack: Range) {
+    counters().count_skipped(SkipReason::Stack);
+    if settings().active == Mode::Advise && EXCLUDED.slots_in_use() < STACK_SLOTS {
+        let _ = record_exclusion(stack);
+    }
+    let _ = unmerge(stack);
 }
 
 fn unmerge_main_stack() {

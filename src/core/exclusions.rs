@@ -364,6 +364,11 @@ impl ExclusionTable {
     pub fn is_empty(&self) -> bool {
         self.live.load(SeqCst) == 0
     }
+
+    /// Slots in use now (a moment's figure: others may be changing it).
+    pub fn slots_in_use(&self) -> usize {
+        self.live.load(Relaxed)
+    }
 }
 
 impl Default for ExclusionTable {

@@ -10,6 +10,12 @@
 //! shares the owner's memory (`kcmp`) is a `vfork` child. No mapping of its
 //! own (a wipe-on-fork page would cost every process a VMA). Never
 //! allocates, never locks, leaves `errno` alone.
+//!
+//! Also who started this program ([`starter`]), for the exit report's rule
+//! that only the process the user started speaks unasked: the parent and
+//! the session are recorded when the library starts, because a parent that
+//! exits hands its children to init or a subreaper, and the parent at exit
+//! may be one that never started us.
 
 use core::sync::atomic::{AtomicBool, AtomicI32, Ordering::Relaxed};
 
@@ -43,10 +49,69 @@ fn lineage() -> Lineage {
     }
 }
 
+/// The parent this program had when the library started in it (0: none
+/// in this pid namespace).
+static PARENT_AT_START: AtomicI32 = AtomicI32::new(0);
+
+/// The session this program started in (0: its leader is outside this pid
+/// namespace; -1: unknown).
+static SESSION_AT_START: AtomicI32 = AtomicI32::new(-1);
+
 /// Records this process as the owner: at start-up, and in a child made by
 /// `fork` (its `pthread_atfork` handler).
 pub fn adopt() {
     OWNER.store(sys::getpid(), Relaxed);
+}
+
+/// [`adopt`], when the library starts in a program: also records the
+/// parent and the session, the facts [`starter`] judges by (two system
+/// calls, no file read: start-up runs in every program).
+pub fn adopt_at_start() {
+    adopt();
+    PARENT_AT_START.store(sys::getppid(), Relaxed);
+    SESSION_AT_START.store(sys::getsid(0).unwrap_or(-1), Relaxed);
+}
+
+/// Who started this process, as far as can still be known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Starter {
+    /// Forked (or cloned) from a process that runs the library.
+    LibraryProcess,
+    /// Cannot be asked any more, or cannot be told from a process that
+    /// adopted this one: see [`starter`].
+    Unknown,
+    /// The parent that started this program, still its parent: whether it
+    /// runs the library is the caller's to ask.
+    Parent(i32),
+}
+
+/// Who started this program. [`Starter::Unknown`] when
+/// * the parent is no longer the one at start-up: it exited, and this
+///   process was handed to init or a subreaper;
+/// * the parent is init (pid 1 of this pid namespace), or outside the
+///   namespace: init also adopts every orphan, and a program whose parent
+///   exited before the library started in it (`bash -c 'prog & exit 0'`)
+///   has init as its parent from the start;
+/// * this program started in a session that is neither its own nor its
+///   parent's: a parent's fork keeps the parent's session and an own
+///   `setsid` makes the child its leader, so a parent in another session
+///   adopted it (a subreaper such as systemd's user manager).
+///
+/// What it cannot tell: a program adopted before its start-up by a
+/// subreaper of its own session looks as if that subreaper started it.
+pub fn starter() -> Starter {
+    if made_by_fork() {
+        return Starter::LibraryProcess;
+    }
+    let parent = sys::getppid();
+    if parent <= 1 || parent != PARENT_AT_START.load(Relaxed) {
+        return Starter::Unknown;
+    }
+    let session = SESSION_AT_START.load(Relaxed);
+    if session != OWNER.load(Relaxed) && sys::getsid(parent) != Ok(session) {
+        return Starter::Unknown;
+    }
+    Starter::Parent(parent)
 }
 
 /// [`adopt`], in a child made by `fork` (its `pthread_atfork` handler).
@@ -80,4 +145,30 @@ pub fn adopt_if_new_process() -> bool {
 /// process that owns the statics.
 pub fn shares_owners_memory() -> bool {
     lineage() == Lineage::SharesOwnersMemory
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_started_by_its_living_parent_names_that_parent() {
+        adopt_at_start();
+        let parent = sys::getppid();
+        let expected = if parent <= 1 {
+            Starter::Unknown
+        } else {
+            Starter::Parent(parent)
+        };
+        assert_eq!(starter(), expected);
+        // Another parent than the one at start: handed over, not asked.
+        PARENT_AT_START.store(parent + 1, Relaxed);
+        assert_eq!(starter(), Starter::Unknown);
+        // A session neither its own nor the parent's: adopted.
+        adopt_at_start();
+        SESSION_AT_START.store(-7, Relaxed);
+        if parent > 1 {
+            assert_eq!(starter(), Starter::Unknown);
+        }
+    }
 }

@@ -432,6 +432,12 @@ pub fn getppid() -> i32 {
     unsafe { syscall!(libc::SYS_getppid).unwrap_or(0) as i32 }
 }
 
+/// The session of process `pid` (0: this process), as seen from this pid
+/// namespace (0 when the session leader is outside it).
+pub fn getsid(pid: i32) -> Result<i32, Errno> {
+    unsafe { syscall!(libc::SYS_getsid, pid).map(|s| s as i32) }
+}
+
 pub fn gettid() -> i32 {
     unsafe { syscall!(libc::SYS_gettid).unwrap_or(0) as i32 }
 }

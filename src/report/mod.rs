@@ -16,6 +16,7 @@ pub const REPORT_BUFFER: usize = 4096;
 
 use crate::core::config::{expand_stats_path, StatsDestination, StatsFormat, STATS_PATH_MAX};
 use crate::core::engine;
+use crate::core::identity::Starter;
 use crate::fmt::BufWriter;
 use crate::os::proc::SmapsTotals;
 use crate::os::sys;
@@ -88,13 +89,13 @@ pub fn write_exit_report() {
     if !cfg.stats_requested && !report.has_activity() {
         return;
     }
-    // Unasked, only the process the user started speaks: one whose parent
-    // does not run the library. A service's workers (forked, or exec'd with
-    // the preload inherited) stay silent, so a server's log, or a parent
-    // that takes any output of its child on stderr for a failure, sees
-    // nothing of us; `KSMAUTO_STATS` set makes every process report, and
+    // Unasked, only the process the user started speaks: one whose parent,
+    // still the one it started with, does not run the library. A service's
+    // workers (forked, or exec'd with the preload inherited) and orphans
+    // stay silent, so a server's log, or a parent that takes any output of
+    // its child on stderr for a failure, sees nothing of us; `KSMAUTO_STATS` set makes every process report, and
     // `ksmauto run` accounts for a whole tree.
-    if !cfg.stats_requested && started_by_a_library_process() {
+    if !cfg.stats_requested && not_the_process_the_user_started() {
         return;
     }
     report.smaps = SmapsTotals::read_self();
@@ -134,30 +135,31 @@ pub fn write_exit_report() {
     }
 }
 
-/// Whether a process that runs the library made this one: forked from it
-/// (known even after the worker dropped the privileges to read its parent's
-/// maps), exec'd by a child of it (its parent runs the library), or exec'd
-/// by a process in `process` mode (merge-any came through the `exec`, which
-/// the library passes on only to programs that load it) whose maps cannot
-/// say: the parent is another user's (a worker that dropped privileges
-/// before its `exec`) or gone (an orphan, now init's). A program the user
-/// started through a launcher that runs the library and `exec`s in place
-/// (`env`, `nice`, `sh -c`) keeps its parent, the user's shell, readable
-/// and without the library: it speaks. One started through a launcher that
-/// also drops privileges (`setpriv`, `gosu`, `su -c`) cannot be told from
-/// such a worker and stays silent: the quiet side, as for a service.
-fn started_by_a_library_process() -> bool {
-    if engine::forked_from_a_library_process() {
-        return true;
-    }
-    let parent = sys::getppid();
-    match crate::os::proc::process_maps_file(
-        parent,
-        crate::os::own_file_name(),
-        &crate::os::proc::SHARED_LINES,
-    ) {
-        Some(runs_it) => runs_it || (parent == 1 && engine::merge_any_was_inherited()),
-        None => engine::merge_any_was_inherited(),
+/// Whether this process is not the one the user started: forked from a
+/// process that runs the library (known even after the worker dropped the
+/// privileges to read its parent's maps), exec'd by a parent that runs it
+/// (a child of it, or the parent's own `exec`), or started by a process that
+/// can no longer be asked ([`engine::starter`]: it exited and this process
+/// is init's or a subreaper's now, or has been since before the library
+/// started in it) or may not be (another user's: a worker that dropped
+/// privileges before its `exec`). A program the user started through a
+/// launcher that runs the library and `exec`s in place (`env`, `nice`,
+/// `sh -c`) keeps its parent, the user's shell, readable and without the
+/// library: it speaks. One started through a launcher that also drops
+/// privileges (`setpriv`, `gosu`, `su -c`), one whose parent is init (a
+/// system service, a container's first process) and one whose parent
+/// exited first cannot be told from such workers and stay silent: the quiet
+/// side, as for a service.
+fn not_the_process_the_user_started() -> bool {
+    match engine::starter() {
+        Starter::Parent(parent) => {
+            crate::os::proc::process_maps_file(
+                parent,
+                crate::os::own_file_name(),
+                &crate::os::proc::SHARED_LINES,
+            ) != Some(false)
+        }
+        Starter::LibraryProcess | Starter::Unknown => true,
     }
 }
 
