@@ -12,6 +12,7 @@ mod ksm;
 mod ksmd;
 mod launch;
 mod merge_any;
+mod report_dir;
 mod run;
 mod tree;
 mod util;
