@@ -235,6 +235,15 @@ struct TreeWatch {
     /// pid -> index in `procs` of the process that holds that pid now.
     live: HashMap<i32, usize>,
     rounds: u64,
+    /// (pid in a pid namespace, start time) -> the last process in `procs`
+    /// with them, and pid -> the last with that pid: how a report finds
+    /// its process in constant time, however many there are (kept up to
+    /// date by [`TreeWatch::index_new`]; a process's pids and start time
+    /// never change once it is in `procs`).
+    by_nspid: HashMap<(i64, u64), usize>,
+    by_pid: HashMap<i64, usize>,
+    /// Processes in `procs` already in the indexes.
+    indexed: usize,
     /// Users the tree's processes ran as (and ours): whose report files count.
     users: std::collections::HashSet<u32>,
 }
@@ -391,6 +400,17 @@ impl TreeWatch {
         dir.remove_finished(|i| self.procs[i].end != "running");
     }
 
+    /// Adds the processes pushed since the last call to the indexes.
+    fn index_new(&mut self) {
+        for (i, p) in self.procs.iter().enumerate().skip(self.indexed) {
+            for &n in &p.nspids {
+                self.by_nspid.insert((n, p.start_time), i);
+            }
+            self.by_pid.insert(p.pid, i);
+        }
+        self.indexed = self.procs.len();
+    }
+
     /// The process an exit report belongs to: the one sampled (or reaped)
     /// with its start time and its pid among its pids in every namespace
     /// (a report in a pid namespace names the namespace's pid). One that
@@ -400,16 +420,14 @@ impl TreeWatch {
     fn owner_of_report(&mut self, v: &serde_json::Value) -> usize {
         let pid = v[field::PID].as_i64().unwrap_or(0);
         let start_time = v[field::START_TIME].as_u64();
+        self.index_new();
         let found = match start_time {
-            Some(st) => self
-                .procs
-                .iter()
-                .rposition(|p| p.start_time == st && p.nspids.contains(&pid)),
+            Some(st) => self.by_nspid.get(&(pid, st)).copied(),
             None => self
                 .live
                 .get(&(pid as i32))
                 .copied()
-                .or_else(|| self.procs.iter().rposition(|p| p.pid == pid)),
+                .or_else(|| self.by_pid.get(&pid).copied()),
         };
         found.unwrap_or_else(|| {
             // Born and ended between two looks.
@@ -468,6 +486,7 @@ impl TreeWatch {
                     128 + libc::WTERMSIG(st)
                 });
             }
+            self.index_new();
             let same = |p: &ProcReport| start_time.is_none_or(|st| p.start_time == st);
             let sampled = self
                 .live
@@ -477,9 +496,9 @@ impl TreeWatch {
             // Or known by its report only (read before it was reaped).
             let reported = || {
                 let st = start_time?;
-                self.procs
-                    .iter()
-                    .rposition(|p| p.start_time == st && p.nspids.iter().any(|n| ids.contains(n)))
+                ids.iter()
+                    .filter_map(|&n| self.by_nspid.get(&(n, st)).copied())
+                    .max()
             };
             let idx = match sampled.or_else(reported) {
                 Some(i) => i,
@@ -614,6 +633,9 @@ pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString])
         procs: vec![],
         live: HashMap::new(),
         rounds: 0,
+        by_nspid: HashMap::new(),
+        by_pid: HashMap::new(),
+        indexed: 0,
         users: [unsafe { libc::geteuid() }].into_iter().collect(),
     };
     let mut code = None;
