@@ -16,6 +16,7 @@ mod report_dir;
 mod run;
 mod tree;
 mod util;
+mod watchdog;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};

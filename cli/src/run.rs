@@ -7,6 +7,7 @@ use crate::merge_any::{self, Plan};
 use crate::report_dir::ReportDir;
 use crate::tree::*;
 use crate::util::*;
+use crate::watchdog::{self, Step};
 use anyhow::Result;
 use ksmauto_contract::env;
 use ksmauto_contract::report as field;
@@ -624,6 +625,8 @@ pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString])
     // Reaped below with waitpid(-1), together with the orphans.
     drop(child);
     forward_signals_to(child_pid);
+    // From here on, SIGHUP, SIGINT or SIGTERM end a `run` stuck in a step.
+    watchdog::start(reports.path().to_path_buf());
     let mut w = TreeWatch {
         me: std::process::id() as i32,
         child: child_pid,
@@ -640,6 +643,7 @@ pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString])
     };
     let mut code = None;
     loop {
+        let step = Step::begin();
         w.sample();
         if let Some(c) = w.reap() {
             code = Some(c);
@@ -659,8 +663,11 @@ pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString])
             w.collect_reports(&mut reports);
             break;
         }
+        drop(step);
         std::thread::sleep(SAMPLE_INTERVAL);
     }
+    // The summary, to its last byte written, is one more step.
+    let _summary = Step::begin();
     let code = code.unwrap_or(EXIT_RUNTIME);
     let mut per = w.procs;
     if let Some(p) = per

@@ -423,3 +423,43 @@ fn sigterm_ends_run_while_a_planted_fifo_waits() {
     let v = e.json();
     assert_eq!(v["exit_code"], 128 + libc::SIGTERM, "{v}");
 }
+
+/// Whether `pid` is blocked writing into a full pipe.
+fn writing_to_a_full_pipe(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/wchan")).is_ok_and(|w| w.contains("pipe_write"))
+}
+
+/// `run` blocked writing its summary into a pipe nobody reads (a stuck
+/// step: its tree has ended, nothing is left to forward to): SIGTERM ends
+/// it, its directory removed, as the signal would end any program. Before,
+/// the signal was caught and only asked to stop waiting for the tree, and
+/// `run` stayed blocked for good.
+#[test]
+fn sigterm_ends_run_stuck_in_a_step() {
+    needs_root();
+    // Some thousand processes (the fake reports): a summary well over a
+    // pipe's 64 KiB.
+    let r = start(
+        &["lines", "4000010.json", "20000", "ready", "sleep", "1000"],
+        false,
+    );
+    let mut seen = String::new();
+    let planted = r.wait_for_line("planted ", &mut seen, Duration::from_secs(60));
+    let until = Instant::now() + Duration::from_secs(120);
+    while !writing_to_a_full_pipe(r.pid) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(writing_to_a_full_pipe(r.pid), "run never blocked: {seen}");
+    unsafe { libc::kill(r.pid, libc::SIGTERM) };
+    let e = r.wait(seen, Duration::from_secs(60));
+    let reports = PathBuf::from(planted.expect("planted").strip_prefix("planted ").unwrap());
+    let status = e
+        .status
+        .unwrap_or_else(|| panic!("SIGTERM did not end run: {}", e.stderr));
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGTERM,
+        "status {status:#x}: {}",
+        e.stderr
+    );
+    assert!(!reports.exists(), "{} left behind", reports.display());
+}
