@@ -99,11 +99,17 @@ static PENDING: AtomicI32 = AtomicI32::new(0);
 /// Set by a signal that arrives once the command itself has ended: stop
 /// waiting for the rest of its tree.
 static STOP_WAITING: AtomicBool = AtomicBool::new(false);
+/// The last SIGHUP, SIGINT or SIGTERM that came (0: none): asked to end,
+/// which the watchdog of `run` enforces if `run` is stuck.
+static ENDING: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
     // A terminal's Ctrl-C already reaches the child (same process group);
     // forward only signals sent to us alone (kill(2): si_code <= 0).
     let code = unsafe { (*info).si_code };
+    if matches!(sig, libc::SIGHUP | libc::SIGINT | libc::SIGTERM) {
+        ENDING.store(sig, Ordering::Relaxed);
+    }
     match CHILD.load(Ordering::Relaxed) {
         NOT_STARTED => PENDING.store(sig, Ordering::Relaxed),
         0 => STOP_WAITING.store(true, Ordering::Relaxed),
@@ -144,6 +150,12 @@ pub fn command_ended() {
 /// Whether a signal after the command's end asked to stop waiting.
 pub fn stop_waiting_asked() -> bool {
     STOP_WAITING.load(Ordering::Relaxed)
+}
+
+/// The last SIGHUP, SIGINT or SIGTERM that came, from a terminal too
+/// (which is not forwarded): a request to end, whatever is forwarded.
+pub fn ending_signal() -> Option<libc::c_int> {
+    Some(ENDING.load(Ordering::Relaxed)).filter(|&s| s != 0)
 }
 
 /// Forwards the [`FORWARDED`] signals to `pid` (and otherwise ignores

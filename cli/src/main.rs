@@ -12,9 +12,11 @@ mod ksm;
 mod ksmd;
 mod launch;
 mod merge_any;
+mod report_dir;
 mod run;
 mod tree;
 mod util;
+mod watchdog;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};

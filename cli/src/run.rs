@@ -4,15 +4,17 @@
 use crate::coverage;
 use crate::launch::*;
 use crate::merge_any::{self, Plan};
+use crate::report_dir::ReportDir;
 use crate::tree::*;
 use crate::util::*;
+use crate::watchdog::{self, Step};
 use anyhow::Result;
 use ksmauto_contract::env;
 use ksmauto_contract::report as field;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -234,23 +236,17 @@ struct TreeWatch {
     /// pid -> index in `procs` of the process that holds that pid now.
     live: HashMap<i32, usize>,
     rounds: u64,
-    /// Where the library writes its exit reports, and what is known of each file.
-    reports: PathBuf,
-    report_files: HashMap<PathBuf, ReportFile>,
+    /// (pid in a pid namespace, start time) -> the last process in `procs`
+    /// with them, and pid -> the last with that pid: how a report finds
+    /// its process in constant time, however many there are (kept up to
+    /// date by [`TreeWatch::index_new`]; a process's pids and start time
+    /// never change once it is in `procs`).
+    by_nspid: HashMap<(i64, u64), usize>,
+    by_pid: HashMap<i64, usize>,
+    /// Processes in `procs` already in the indexes.
+    indexed: usize,
     /// Users the tree's processes ran as (and ours): whose report files count.
     users: std::collections::HashSet<u32>,
-}
-
-/// One report file (`%p.json`: every process that held that pid and
-/// reported appends its line).
-#[derive(Default)]
-struct ReportFile {
-    /// Bytes read and parsed (whole lines only).
-    read: usize,
-    /// Its size at the last read: a file whose size is the same is not read again.
-    size: u64,
-    /// The processes (indexes in `procs`) its reports went to.
-    owners: Vec<usize>,
 }
 
 impl TreeWatch {
@@ -389,62 +385,31 @@ impl TreeWatch {
         }
     }
 
-    /// Reads the exit reports written since the last look and gives each
-    /// to the process that wrote it (see [`TreeWatch::owner_of_report`]).
-    /// A file whose size did not change is not read again; one read whole
-    /// whose processes have all ended is removed, so each look reads only
-    /// what is new, however many processes the tree ran.
-    fn collect_reports(&mut self) {
-        let Ok(rd) = std::fs::read_dir(&self.reports) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let path = e.path();
-            let Ok(meta) = e.metadata() else {
-                continue;
-            };
-            // Someone else's file planted under a guessed name is no report.
-            use std::os::unix::fs::MetadataExt;
-            if meta.uid() != 0 && !self.users.contains(&meta.uid()) {
-                continue;
+    /// Reads the exit reports written since the last look (what
+    /// [`ReportDir`] lets through) and gives each to the process that
+    /// wrote it (see [`TreeWatch::owner_of_report`]); removes the files
+    /// whose processes have all ended, so each look reads only what is
+    /// new, however many processes the tree ran.
+    fn collect_reports(&mut self, dir: &mut ReportDir) {
+        let users = self.users.clone();
+        dir.read_new(&users, |line| {
+            let v = serde_json::from_str::<serde_json::Value>(line).ok()?;
+            let i = self.owner_of_report(&v);
+            attach_report(&mut self.procs[i], v);
+            Some(i)
+        });
+        dir.remove_finished(|i| self.procs[i].end != "running");
+    }
+
+    /// Adds the processes pushed since the last call to the indexes.
+    fn index_new(&mut self) {
+        for (i, p) in self.procs.iter().enumerate().skip(self.indexed) {
+            for &n in &p.nspids {
+                self.by_nspid.insert((n, p.start_time), i);
             }
-            let size = meta.len();
-            let known = self.report_files.entry(path.clone()).or_default();
-            let mut lines = vec![];
-            if size != known.size {
-                let Ok(text) = std::fs::read(&path) else {
-                    continue;
-                };
-                known.size = text.len() as u64;
-                // Only whole lines: one being written is read next time.
-                let end = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-                if end > known.read {
-                    let new = String::from_utf8_lossy(&text[known.read..end]).into_owned();
-                    known.read = end;
-                    lines.extend(new.lines().map(str::to_string));
-                }
-            }
-            for line in lines {
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-                    continue;
-                };
-                let i = self.owner_of_report(&v);
-                attach_report(&mut self.procs[i], v);
-                if let Some(f) = self.report_files.get_mut(&path) {
-                    f.owners.push(i);
-                }
-            }
-            let f = &self.report_files[&path];
-            let ended = |i: &usize| self.procs[*i].end != "running";
-            if f.read as u64 == size
-                && f.size == size
-                && !f.owners.is_empty()
-                && f.owners.iter().all(ended)
-                && std::fs::remove_file(&path).is_ok()
-            {
-                self.report_files.remove(&path);
-            }
+            self.by_pid.insert(p.pid, i);
         }
+        self.indexed = self.procs.len();
     }
 
     /// The process an exit report belongs to: the one sampled (or reaped)
@@ -456,16 +421,14 @@ impl TreeWatch {
     fn owner_of_report(&mut self, v: &serde_json::Value) -> usize {
         let pid = v[field::PID].as_i64().unwrap_or(0);
         let start_time = v[field::START_TIME].as_u64();
+        self.index_new();
         let found = match start_time {
-            Some(st) => self
-                .procs
-                .iter()
-                .rposition(|p| p.start_time == st && p.nspids.contains(&pid)),
+            Some(st) => self.by_nspid.get(&(pid, st)).copied(),
             None => self
                 .live
                 .get(&(pid as i32))
                 .copied()
-                .or_else(|| self.procs.iter().rposition(|p| p.pid == pid)),
+                .or_else(|| self.by_pid.get(&pid).copied()),
         };
         found.unwrap_or_else(|| {
             // Born and ended between two looks.
@@ -524,6 +487,7 @@ impl TreeWatch {
                     128 + libc::WTERMSIG(st)
                 });
             }
+            self.index_new();
             let same = |p: &ProcReport| start_time.is_none_or(|st| p.start_time == st);
             let sampled = self
                 .live
@@ -533,9 +497,9 @@ impl TreeWatch {
             // Or known by its report only (read before it was reaped).
             let reported = || {
                 let st = start_time?;
-                self.procs
-                    .iter()
-                    .rposition(|p| p.start_time == st && p.nspids.iter().any(|n| ids.contains(n)))
+                ids.iter()
+                    .filter_map(|&n| self.by_nspid.get(&(n, st)).copied())
+                    .max()
             };
             let idx = match sampled.or_else(reported) {
                 Some(i) => i,
@@ -588,6 +552,8 @@ pub struct Summary {
     /// Looks at the tree taken while it ran.
     pub samples: u64,
     pub per_process: Vec<ProcReport>,
+    /// What `run` left unread in its report directory, and why.
+    pub notes: Vec<String>,
 }
 
 /// The library's exit report joined to a sampled process: a report is
@@ -608,22 +574,16 @@ fn attach_report(p: &mut ProcReport, v: serde_json::Value) {
 
 pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString]) -> Result<i32> {
     let lib = find_lib(lib)?;
-    let dir = TempDir::new("ksmauto-run")?;
     // A command that drops its privileges must still be able to add its
-    // report (the library creates it new, 0600, and never follows a link):
-    // as root the directory is writable by anyone, sticky, and not
-    // listable; only files owned by root or by a user of the tree are read.
-    if is_root() {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o1733));
-    }
+    // report: as root, anyone may add a file (see `report_dir`).
+    let mut reports = ReportDir::create()?;
     // Orphans of the tree re-parent to us, so they stay below us in the
     // walk and we learn how they ended.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let mut c = Command::new(&cmd[0]);
     c.args(&cmd[1..])
         .env("LD_PRELOAD", preload_value(&lib))
-        .env(env::STATS, dir.0.join("%p.json"))
+        .env(env::STATS, reports.stats_pattern())
         .env(env::STATS_FORMAT, "json");
     if let Some(m) = mode {
         c.env(env::MODE, m);
@@ -665,6 +625,8 @@ pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString])
     // Reaped below with waitpid(-1), together with the orphans.
     drop(child);
     forward_signals_to(child_pid);
+    // From here on, SIGHUP, SIGINT or SIGTERM end a `run` stuck in a step.
+    watchdog::start(reports.path().to_path_buf());
     let mut w = TreeWatch {
         me: std::process::id() as i32,
         child: child_pid,
@@ -674,18 +636,20 @@ pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString])
         procs: vec![],
         live: HashMap::new(),
         rounds: 0,
-        reports: dir.0.clone(),
-        report_files: HashMap::new(),
+        by_nspid: HashMap::new(),
+        by_pid: HashMap::new(),
+        indexed: 0,
         users: [unsafe { libc::geteuid() }].into_iter().collect(),
     };
     let mut code = None;
     loop {
+        let step = Step::begin();
         w.sample();
         if let Some(c) = w.reap() {
             code = Some(c);
         }
         // After the reaping: a pid can be used again only once it is reaped.
-        w.collect_reports();
+        w.collect_reports(&mut reports);
         // The tree is over when we have no child left: as a subreaper we
         // inherit every orphan, so a living descendant is a child of ours or
         // below one. (A sample can miss a process forked just after it
@@ -696,11 +660,14 @@ pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString])
             if let Some(c) = w.reap() {
                 code = Some(c);
             }
-            w.collect_reports();
+            w.collect_reports(&mut reports);
             break;
         }
+        drop(step);
         std::thread::sleep(SAMPLE_INTERVAL);
     }
+    // The summary, to its last byte written, is one more step.
+    let _summary = Step::begin();
     let code = code.unwrap_or(EXIT_RUNTIME);
     let mut per = w.procs;
     if let Some(p) = per
@@ -732,8 +699,12 @@ pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString])
         sample_interval_ms: SAMPLE_INTERVAL.as_millis() as u64,
         samples: w.rounds,
         per_process: per,
+        notes: reports.notes(),
     };
     if json {
+        for n in &s.notes {
+            eprintln!("ksmauto: note: {n}");
+        }
         println!("{}", serde_json::to_string(&s)?);
     } else {
         eprint!("{}", render_summary(&s));
@@ -757,6 +728,9 @@ pub fn render_summary(s: &Summary) -> String {
         human_bytes_i(s.profit),
         s.exit_code
     );
+    for n in &s.notes {
+        let _ = writeln!(o, "ksmauto: note: {n}");
+    }
     if s.processes == 0 {
         let _ = writeln!(o, "ksmauto: no process of the tree was seen");
         return o;
