@@ -194,6 +194,30 @@ fn the_stats_file_is_never_written_through_a_symbolic_link() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A hard link is another name of a file that may be anyone's, root's
+/// included: under `ksmauto run`, a process of the tree that dropped its
+/// privileges can plant `<pid>.json` in the world-writable report directory
+/// as a hard link to a file of the user a later process runs as (where
+/// `fs.protected_hardlinks` is 0, any file it can see), and that process
+/// would append its report to it. The owner check alone passes: the victim
+/// is the writer's own file.
+#[test]
+fn the_stats_file_is_never_written_through_a_hard_link() {
+    let dir = scratch_dir("stats-hardlink");
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let link = dir.join("report");
+    std::fs::hard_link(&victim, &link).unwrap();
+    let stderr = report_to(&link);
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "precious\n",
+        "the report was appended through a hard link: {stderr}"
+    );
+    assert!(stderr.contains("EMLINK"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_fifo_as_stats_file_is_refused_without_blocking() {
     let dir = scratch_dir("stats-fifo");

@@ -601,6 +601,7 @@ pub fn errno_name(errno: Errno) -> &'static str {
         libc::EPIPE => "EPIPE",
         libc::ELOOP => "ELOOP",
         libc::ENXIO => "ENXIO",
+        libc::EMLINK => "EMLINK",
         _ => "error",
     }
 }
@@ -614,6 +615,8 @@ pub struct FileStatus {
     pub mode: u32,
     pub uid: u32,
     pub size: u64,
+    /// Names the file has (hard links).
+    pub nlink: u64,
 }
 
 impl FileStatus {
@@ -643,6 +646,7 @@ fn status_of(st: &libc::stat) -> FileStatus {
         mode: st.st_mode,
         uid: st.st_uid,
         size: st.st_size as u64,
+        nlink: st.st_nlink as u64,
     }
 }
 

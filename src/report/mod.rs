@@ -194,6 +194,10 @@ fn append_to_file(path: &[u8], bytes: &[u8]) -> Result<(), i32> {
     let result = match sys::fstat(fd) {
         Ok(st) if !st.is_regular() => Err(libc::EPERM),
         Ok(st) if st.uid != sys::geteuid() => Err(libc::EPERM),
+        // Another name of a file that may be anyone's: planted in a shared
+        // directory (`ksmauto run`'s is world-writable), it would make us
+        // append to a file we were never pointed at.
+        Ok(st) if st.nlink != 1 => Err(libc::EMLINK),
         Ok(_) => sys::write_all(fd, bytes),
         Err(e) => Err(e),
     };
