@@ -415,16 +415,44 @@ fn status_watch_into_a_pipe_writes_the_format_alone() {
         let mut c = ksmauto(&args);
         c.stdout(std::process::Stdio::piped());
         let mut child = c.spawn().unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(900));
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let mut out = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
+        // Read until three snapshots have come (however long a snapshot
+        // takes on a loaded machine: a fixed wait of 900 ms failed when one
+        // took 1.35 s), then stop it; a watchdog kills it after 120 s.
+        let pid = child.id() as i32;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watchdog = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                for _ in 0..1200 {
+                    if done.load(std::sync::atomic::Ordering::SeqCst) {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            })
+        };
+        let marker = match format {
+            "--json" => "\n",
+            "--prometheus" => "# TYPE ksm_run gauge",
+            _ => "ksmd: ",
+        };
+        let mut stdout = child.stdout.take().unwrap();
+        let mut bytes = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while String::from_utf8_lossy(&bytes).matches(marker).count() < 3 {
+            match stdout.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            }
+        }
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let _ = stdout.read_to_end(&mut bytes);
+        // Reaped only after the watchdog is done: its pid cannot be reused.
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = watchdog.join();
         let _ = child.wait();
+        let out = String::from_utf8_lossy(&bytes).into_owned();
         assert!(!out.contains('\x1b'), "{format}: escapes in {out:?}");
         match format {
             "--json" => {
