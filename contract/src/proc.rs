@@ -118,9 +118,16 @@ impl<'a> Stat<'a> {
         self.number(4)
     }
 
-    /// Field 9, the kernel's `PF_*` flags (`PF_KTHREAD` 0x0020_0000).
+    /// Field 9, the kernel's `PF_*` flags.
     pub fn flags(&self) -> Option<u64> {
         self.number(9)
+    }
+
+    /// A kernel thread (`PF_KTHREAD`): it has no user memory, and no
+    /// process can make itself one (a name it can take).
+    pub fn is_kernel_thread(&self) -> bool {
+        const PF_KTHREAD: u64 = 0x0020_0000;
+        self.flags().is_some_and(|f| f & PF_KTHREAD != 0)
     }
 
     /// Fields 14 and 15: clock ticks in user and in kernel mode.
@@ -267,6 +274,9 @@ Pss_File:           1024 kB\n";
         assert_eq!(s.state(), Some(b'S'));
         assert_eq!(s.ppid(), Some(17));
         assert_eq!(s.flags(), Some(4194560));
+        assert!(!s.is_kernel_thread());
+        let ksmd = b"42 (ksmd) S 2 0 0 0 -1 2097216 0 0 0 0 0 17 0 0 25 5 1 0 10";
+        assert!(Stat::parse(ksmd).unwrap().is_kernel_thread());
         assert_eq!(s.cpu_ticks(), Some(12));
         assert_eq!(s.start_time(), Some(90176));
         assert_eq!(
