@@ -1,7 +1,7 @@
 //! The layer diagram of `docs/architecture.md` matches the code: no module of
 //! the library uses one above it, every module has its place in the diagram,
 //! the diagram's arrows all point down, and the contract crate stays the
-//! ground floor.
+//! ground floor; and the CLI reads /proc one way, as bytes.
 //!
 //! Reads source text only; builds and runs nothing.
 
@@ -214,4 +214,34 @@ fn the_contract_crate_is_the_ground_floor() {
     }
     let lib = std::fs::read_to_string(repo().join("contract/src/lib.rs")).unwrap();
     assert!(lib.contains("#![no_std]"), "the contract is no_std");
+}
+
+/// The CLI reads `/proc` as bytes, through `util::read_proc`: a process
+/// names itself and the files it maps with any bytes, and a file read as
+/// UTF-8 text fails on them, so the process was taken for gone (issue 18).
+/// Any read of a path that names `/proc` (or a `/proc` directory, `{dir}`)
+/// with `std::fs::read`/`read_to_string` is a second reader.
+#[test]
+fn the_cli_reads_proc_as_bytes_through_one_reader() {
+    let mut files = vec![];
+    rust_files(&repo().join("cli/src"), &mut files);
+    let mut found = vec![];
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for call in ["read_to_string(", "fs::read("] {
+            for (at, _) in text.match_indices(call) {
+                // The path is the call's argument, on its line or the next.
+                let argument: String = text[at..].chars().take(120).collect();
+                let argument = argument.split(';').next().unwrap_or("");
+                if argument.contains("/proc") || argument.contains("{dir}") {
+                    let line = text[..at].lines().count();
+                    found.push(format!("{}:{line}", file.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "/proc read other than by util::read_proc at {found:?}"
+    );
 }

@@ -83,10 +83,9 @@ pub struct ProcCoverage {
 /// the copies' program uncovered, for a process still running it.
 fn coverage_of(pid: i32, decided: Option<&str>) -> ProcCoverage {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
-        .map(|p| p.display().to_string())
+        .map(|p| path_text(&p))
         .unwrap_or_default();
-    let library =
-        std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| maps_the_library(&m));
+    let library = read_proc(format!("/proc/{pid}/maps")).is_ok_and(|m| maps_the_library(&m));
     let stat = ksm_stat(pid);
     let c = coverage::judge(
         library,

@@ -6,7 +6,7 @@
 //! sampled). Reads `/proc/PID/{exe,auxv,environ}`; decides nothing.
 
 use crate::exe;
-use crate::util::{preload_names_the_library, KsmStat};
+use crate::util::{preload_names_the_library, read_proc, KsmStat};
 use std::path::PathBuf;
 
 /// What a running process's program says about the preload, read once per
@@ -24,14 +24,12 @@ pub struct Facts {
 
 pub fn facts(pid: i32) -> Facts {
     let exe_path = PathBuf::from(format!("/proc/{pid}/exe"));
-    let preload_in_env = std::fs::read(format!("/proc/{pid}/environ"))
-        .ok()
-        .map(|env| {
-            env.split(|b| *b == 0).any(|kv| {
-                kv.strip_prefix(b"LD_PRELOAD=")
-                    .is_some_and(|v| preload_names_the_library(&String::from_utf8_lossy(v)))
-            })
-        });
+    let preload_in_env = read_proc(format!("/proc/{pid}/environ")).ok().map(|env| {
+        env.split(|b| *b == 0).any(|kv| {
+            kv.strip_prefix(b"LD_PRELOAD=")
+                .is_some_and(preload_names_the_library)
+        })
+    });
     Facts {
         static_binary: exe::is_static(&exe_path),
         privileges: exe::privileges(&exe_path),

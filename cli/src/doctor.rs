@@ -7,7 +7,7 @@ use crate::exe;
 use crate::ksm;
 use crate::util::*;
 use anyhow::Result;
-use ksmauto_contract::env;
+use ksmauto_contract::{env, proc};
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -122,8 +122,7 @@ struct Smaps {
 }
 
 fn read_smaps(pid: i32) -> Result<Smaps> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps"))
-        .map_err(|e| proc_err(pid, "smaps", e))?;
+    let text = read_proc(format!("/proc/{pid}/smaps")).map_err(|e| proc_err(pid, "smaps", e))?;
     let mut s = Smaps {
         mem: Memory::default(),
         mg_vmas: 0,
@@ -132,40 +131,34 @@ fn read_smaps(pid: i32) -> Result<Smaps> {
         file_data: 0,
     };
     // One VMA's fields, flushed at its VmFlags line (the last one).
-    let mut path = String::new();
+    // (Bytes: a mapped file's path is whatever its name is.)
+    let mut path: &[u8] = b"";
     let mut executable = false;
     let (mut rss, mut anon, mut thp, mut hug, mut locked, mut ksm) = (0, 0, 0, 0, 0, 0);
-    for line in text.lines() {
-        let first = line.split_whitespace().next().unwrap_or("");
-        let is_header = first.split_once('-').is_some_and(|(a, b)| {
-            !a.is_empty()
-                && a.bytes().all(|c| c.is_ascii_hexdigit())
-                && b.bytes().all(|c| c.is_ascii_hexdigit())
-        });
-        if is_header {
-            // Header: start-end perms offset dev inode [path]
-            let f: Vec<&str> = line.splitn(6, char::is_whitespace).collect();
-            path = f.get(5).map(|p| p.trim().to_string()).unwrap_or_default();
-            executable = f.get(1).is_some_and(|p| p.contains('x'));
+    for line in text.split(|&b| b == b'\n') {
+        if let Some(header) = MapsLine::parse(line) {
+            path = header.path;
+            executable = header.perms.contains(&b'x');
             (rss, anon, thp, hug, locked, ksm) = (0, 0, 0, 0, 0, 0);
-            if is_library_path(&path) && s.library_path.is_none() {
-                s.library_path = Some(path.clone());
+            if is_library_path(path) && s.library_path.is_none() {
+                s.library_path = Some(as_text(path));
             }
             continue;
         }
-        let Some((key, val)) = line.split_once(':') else {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
             continue;
         };
+        let (key, val) = (&line[..colon], &line[colon + 1..]);
         match key {
-            "Rss" => rss = kb_bytes(val),
-            "Anonymous" => anon = kb_bytes(val),
-            "AnonHugePages" => thp = kb_bytes(val),
-            "Shared_Hugetlb" | "Private_Hugetlb" => hug += kb_bytes(val),
-            "Locked" => locked = kb_bytes(val),
-            "KSM" => ksm = kb_bytes(val),
-            "VmFlags" => {
-                let flags: Vec<&str> = val.split_whitespace().collect();
-                let has = |f: &str| flags.contains(&f);
+            b"Rss" => rss = kb_bytes(val),
+            b"Anonymous" => anon = kb_bytes(val),
+            b"AnonHugePages" => thp = kb_bytes(val),
+            b"Shared_Hugetlb" | b"Private_Hugetlb" => hug += kb_bytes(val),
+            b"Locked" => locked = kb_bytes(val),
+            b"KSM" => ksm = kb_bytes(val),
+            b"VmFlags" => {
+                let flags: Vec<&[u8]> = proc::words(val).collect();
+                let has = |f: &str| flags.contains(&f.as_bytes());
                 let m = &mut s.mem;
                 m.ksm_smaps += ksm;
                 if has("ht") {
@@ -186,7 +179,7 @@ fn read_smaps(pid: i32) -> Result<Smaps> {
                     if has("mg") {
                         s.mg_vmas += 1;
                         m.mergeable += anon;
-                    } else if path == "[stack]" || has("gd") {
+                    } else if path == b"[stack]" || has("gd") {
                         m.excluded_stack += anon;
                     }
                 }
@@ -200,13 +193,12 @@ fn read_smaps(pid: i32) -> Result<Smaps> {
 }
 
 fn environ(pid: i32) -> Option<Vec<(String, String)>> {
-    let raw = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let raw = read_proc(format!("/proc/{pid}/environ")).ok()?;
     Some(
         raw.split(|b| *b == 0)
             .filter_map(|kv| {
-                let kv = String::from_utf8_lossy(kv);
-                kv.split_once('=')
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                let eq = kv.iter().position(|&b| b == b'=')?;
+                Some((as_text(&kv[..eq]), as_text(&kv[eq + 1..])))
             })
             .collect(),
     )
@@ -278,7 +270,9 @@ pub fn diagnose(pid: i32) -> Result<Diagnosis> {
             .and_then(|e| e.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
     };
     let ld_preload = get("LD_PRELOAD");
-    let in_ld_preload = ld_preload.as_deref().is_some_and(preload_names_the_library);
+    let in_ld_preload = ld_preload
+        .as_deref()
+        .is_some_and(|v| preload_names_the_library(v.as_bytes()));
     let exe_path = std::path::PathBuf::from(format!("/proc/{pid}/exe"));
     let static_binary = exe::is_static(&exe_path).unwrap_or(false);
     let secure = exe::at_secure(pid);
@@ -479,7 +473,7 @@ pub fn diagnose(pid: i32) -> Result<Diagnosis> {
         comm: comm(pid),
         exe: std::fs::read_link(format!("/proc/{pid}/exe"))
             .ok()
-            .map(|p| p.to_string_lossy().into_owned()),
+            .map(|p| path_text(&p)),
         merging: verdict.starts_with("merging"),
         verdict,
         ksmd,
@@ -519,8 +513,7 @@ pub fn all() -> (Vec<Diagnosis>, usize) {
                 || k.rmap_items > 0
                 || k.zero_pages > 0
         });
-        let has_lib = std::fs::read_to_string(format!("/proc/{pid}/maps"))
-            .is_ok_and(|m| maps_the_library(&m));
+        let has_lib = read_proc(format!("/proc/{pid}/maps")).is_ok_and(|m| maps_the_library(&m));
         if active || has_lib {
             if let Ok(d) = diagnose(pid) {
                 out.push(d);

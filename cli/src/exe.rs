@@ -268,7 +268,7 @@ fn is_executable_file(p: &Path) -> bool {
 /// The entries have the width of the process's class (a 32-bit program on
 /// a 64-bit kernel has 32-bit ones), read from `/proc/PID/exe`.
 pub fn at_secure(pid: i32) -> Option<bool> {
-    let raw = std::fs::read(format!("/proc/{pid}/auxv")).ok()?;
+    let raw = crate::util::read_proc(format!("/proc/{pid}/auxv")).ok()?;
     let class32 = read_elf(Path::new(&format!("/proc/{pid}/exe")))
         .ok()
         .flatten()

@@ -3,7 +3,7 @@
 
 use crate::util::*;
 use anyhow::Result;
-use ksmauto_contract::{env, Mode};
+use ksmauto_contract::{env, proc, Mode};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -161,24 +161,28 @@ pub struct Status {
     pub trust_domains: TrustDomains,
 }
 
-/// Real uid from `/proc/PID/status`.
+/// Real uid from `/proc/PID/status` (whose `Name:` line is the process's
+/// own bytes).
 fn uid_of(pid: i32) -> Option<u32> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
+    let s = read_proc(format!("/proc/{pid}/status")).ok()?;
+    let real = proc::words(proc::status_value(&s, b"Uid")?).next()?;
+    u32::try_from(proc::parse_dec(real)?).ok()
 }
 
-/// uid → name from `/etc/passwd` (no NSS: a uid without a line shows as its number).
+/// uid → name from `/etc/passwd` (no NSS: a uid without a line shows as its
+/// number). Read as bytes: one name that is not UTF-8 must not lose the others.
 fn user_names() -> BTreeMap<u32, String> {
     let mut names = BTreeMap::new();
-    if let Ok(s) = std::fs::read_to_string("/etc/passwd") {
-        for l in s.lines() {
-            let f: Vec<&str> = l.split(':').collect();
-            if let (Some(name), Some(Ok(uid))) = (f.first(), f.get(2).map(|u| u.parse::<u32>())) {
-                names.entry(uid).or_insert_with(|| name.to_string());
-            }
+    for l in std::fs::read("/etc/passwd")
+        .unwrap_or_default()
+        .split(|&b| b == b'\n')
+    {
+        let mut f = l.split(|&b| b == b':');
+        let (Some(name), Some(uid)) = (f.next(), f.nth(1).and_then(proc::parse_dec)) else {
+            continue;
+        };
+        if let Ok(uid) = u32::try_from(uid) {
+            names.entry(uid).or_insert_with(|| as_text(name));
         }
     }
     names
@@ -186,7 +190,7 @@ fn user_names() -> BTreeMap<u32, String> {
 
 /// The cgroup path of a process; `?` when unreadable.
 fn cgroup_of(pid: i32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+    read_proc(format!("/proc/{pid}/cgroup"))
         .map(|s| cgroup_in(&s))
         .unwrap_or_else(|_| "?".into())
 }
@@ -201,42 +205,47 @@ const V1_PREFERRED: [&str; 4] = ["name=systemd", "pids", "memory", "cpu"];
 /// in the unified root and the real placement (`/docker/ID`,
 /// `/system.slice/…`) is in the v1 hierarchies: then the first of
 /// [`V1_PREFERRED`] that is not `/`.
-fn cgroup_in(text: &str) -> String {
-    let unified = text.lines().find_map(|l| l.strip_prefix("0::"));
-    if let Some(p) = unified.filter(|p| *p != "/") {
-        return p.to_string();
+/// The path's bytes (a cgroup is a directory, named as its maker likes)
+/// become text by [`as_text`].
+fn cgroup_in(text: &[u8]) -> String {
+    let lines = || text.split(|&b| b == b'\n');
+    let unified = lines().find_map(|l| l.strip_prefix(b"0::"));
+    if let Some(p) = unified.filter(|p| *p != b"/") {
+        return as_text(p);
     }
-    // `ID:controller[,controller…]:path`
-    let v1: Vec<(&str, &str)> = text
-        .lines()
+    // `ID:controller[,controller…]:path` (the path may hold `:` too)
+    let v1: Vec<(&[u8], &[u8])> = lines()
         .filter_map(|l| {
-            let (_, rest) = l.split_once(':')?;
-            rest.split_once(':')
+            let mut f = l.splitn(3, |&b| b == b':');
+            let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+            Some((controllers, path))
         })
         .filter(|(controllers, _)| !controllers.is_empty())
         .collect();
     for want in V1_PREFERRED {
-        if let Some((_, path)) = v1
-            .iter()
-            .find(|(controllers, path)| *path != "/" && controllers.split(',').any(|c| c == want))
-        {
-            return path.to_string();
+        if let Some((_, path)) = v1.iter().find(|(controllers, path)| {
+            *path != b"/"
+                && controllers
+                    .split(|&b| b == b',')
+                    .any(|c| c == want.as_bytes())
+        }) {
+            return as_text(path);
         }
     }
-    unified.unwrap_or("/").to_string()
+    as_text(unified.unwrap_or(b"/"))
 }
 
 /// Resident bytes of the VMAs whose `VmFlags` has `mg` (merging allowed).
 fn mergeable_bytes_of(pid: i32) -> u64 {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) else {
+    let Ok(s) = read_proc(format!("/proc/{pid}/smaps")) else {
         return 0;
     };
     let (mut total, mut rss) = (0u64, 0u64);
-    for l in s.lines() {
-        if let Some(v) = l.strip_prefix("Rss:") {
+    for l in s.split(|&b| b == b'\n') {
+        if let Some(v) = l.strip_prefix(b"Rss:") {
             rss = kb_bytes(v);
-        } else if let Some(flags) = l.strip_prefix("VmFlags:") {
-            if flags.split_whitespace().any(|f| f == "mg") {
+        } else if let Some(flags) = l.strip_prefix(b"VmFlags:") {
+            if proc::words(flags).any(|f| f == b"mg") {
                 total += rss;
             }
             rss = 0;
@@ -821,17 +830,27 @@ mod tests {
 
     #[test]
     fn the_cgroup_is_the_unified_path_else_the_telling_v1_one() {
-        let v2 = "0::/system.slice/docker-ab.scope\n";
+        let v2 = b"0::/system.slice/docker-ab.scope\n";
         assert_eq!(cgroup_in(v2), "/system.slice/docker-ab.scope");
-        let hybrid = "9:name=systemd:/docker/ab\n8:pids:/docker/ab\n4:memory:/docker/ab\n0::/\n";
+        let hybrid = b"9:name=systemd:/docker/ab\n8:pids:/docker/ab\n4:memory:/docker/ab\n0::/\n";
         assert_eq!(cgroup_in(hybrid), "/docker/ab");
         // name=systemd at the root: the next preferred controller.
-        let v1 = "12:name=systemd:/\n3:cpu,cpuacct:/kubepods/pod1/c\n2:memory:/mem\n";
+        let v1 = b"12:name=systemd:/\n3:cpu,cpuacct:/kubepods/pod1/c\n2:memory:/mem\n";
         assert_eq!(cgroup_in(v1), "/mem");
-        let v1 = "12:name=systemd:/\n3:cpu,cpuacct:/kubepods/pod1/c\n1:blkio:/b\n";
+        let v1 = b"12:name=systemd:/\n3:cpu,cpuacct:/kubepods/pod1/c\n1:blkio:/b\n";
         assert_eq!(cgroup_in(v1), "/kubepods/pod1/c");
-        assert_eq!(cgroup_in("9:name=systemd:/\n8:pids:/\n0::/\n"), "/");
-        assert_eq!(cgroup_in(""), "/");
+        assert_eq!(cgroup_in(b"9:name=systemd:/\n8:pids:/\n0::/\n"), "/");
+        assert_eq!(cgroup_in(b""), "/");
+        // A cgroup named in bytes that are not UTF-8 is still a path (and
+        // still a container's).
+        let named = b"0::/system.slice/docker-\xff.scope/x:y\n";
+        assert_eq!(cgroup_in(named), r"/system.slice/docker-\xff.scope/x:y");
+        assert_eq!(
+            container_of(&cgroup_in(named)).as_deref(),
+            Some(r"/system.slice/docker-\xff.scope")
+        );
+        let v1 = b"9:name=systemd:/docker/\xfe\n0::/\n";
+        assert_eq!(cgroup_in(v1), r"/docker/\xfe");
     }
 
     #[test]

@@ -502,19 +502,17 @@ pub fn cpu_seconds() -> Option<f64> {
         else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        let Ok(text) = read_proc(format!("/proc/{pid}/stat")) else {
             continue;
         };
-        let Some((head, rest)) = stat.rsplit_once(')') else {
+        let Some(stat) = ksmauto_contract::proc::Stat::parse(&text) else {
             continue;
         };
-        if !head.ends_with("(ksmd") {
+        // The kernel's thread, not a process that named itself so.
+        if stat.comm != b"ksmd" || !stat.is_kernel_thread() {
             continue;
         }
-        // Fields after the name: state is the 1st, utime the 12th, stime the 13th.
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-        return Some(ticks as f64 / tick);
+        return Some(stat.cpu_ticks()? as f64 / tick);
     }
     None
 }

@@ -22,17 +22,15 @@ use std::time::Duration;
 /// that still has its memory: a process past `exit_mm` (exiting, zombie)
 /// shows an empty file, which must not overwrite its last figures with zeros.
 fn live_ksm_stat(dir: &str) -> Option<KsmStat> {
-    let text = std::fs::read_to_string(format!("{dir}/ksm_stat")).ok()?;
-    if !text.contains("ksm_rmap_items") {
-        return None;
-    }
-    ksm_stat_in(dir)
+    let text = read_proc(format!("{dir}/ksm_stat")).ok()?;
+    let has_memory = text.windows(14).any(|w| w == b"ksm_rmap_items");
+    has_memory.then(|| ksmauto_contract::proc::KsmStat::parse(&text).into())
 }
 
 fn exe_of(dir: &str) -> Option<String> {
     std::fs::read_link(format!("{dir}/exe"))
         .ok()
-        .map(|p| p.display().to_string())
+        .map(|p| path_text(&p))
 }
 
 /// Samples after an exec that look for the library in the memory map.
@@ -97,9 +95,7 @@ fn exec_seen(
 }
 
 fn maps_library(dir: &str) -> bool {
-    std::fs::read_to_string(format!("{dir}/maps"))
-        .map(|m| maps_the_library(&m))
-        .unwrap_or(false)
+    read_proc(format!("{dir}/maps")).is_ok_and(|m| maps_the_library(&m))
 }
 
 /// What `run` knows of one process of the tree: its last figures while it
@@ -630,9 +626,7 @@ pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString])
     let mut w = TreeWatch {
         me: std::process::id() as i32,
         child: child_pid,
-        own_exe: std::env::current_exe()
-            .ok()
-            .map(|p| p.display().to_string()),
+        own_exe: std::env::current_exe().ok().map(|p| path_text(&p)),
         procs: vec![],
         live: HashMap::new(),
         rounds: 0,

@@ -3,6 +3,8 @@
 //! is reused, a pid and its start time are not) and the addresses that
 //! change with every exec. Read-only; shared by `run`, `compare` and `doctor`.
 
+use crate::util::read_proc;
+use ksmauto_contract::proc::{self, Stat};
 use std::collections::HashMap;
 
 /// One line of `/proc/PID/stat`, the fields the tree walk needs.
@@ -26,22 +28,15 @@ pub fn stat_line(pid: i32) -> Option<StatLine> {
 /// threads' (`/proc/PID/task/TID`: its own state and start time, the
 /// process's addresses).
 pub fn stat_line_in(pid: i32, dir: &str) -> Option<StatLine> {
-    let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
-    // Fields after the last ')' (comm may hold anything): state ppid pgrp
-    // session tty tpgid flags minflt cminflt majflt cmajflt utime stime
-    // cutime cstime priority nice threads itrealvalue starttime ...
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Bytes: the name in it is the process's own (any bytes but NUL).
+    let text = read_proc(format!("{dir}/stat")).ok()?;
+    let stat = Stat::parse(&text)?;
     Some(StatLine {
         pid,
-        ppid: f.get(1)?.parse().ok()?,
-        state: f.first()?.chars().next()?,
-        start_time: f.get(19)?.parse().ok()?,
-        image: (
-            f.get(23).and_then(|v| v.parse().ok()).unwrap_or(0),
-            f.get(25).and_then(|v| v.parse().ok()).unwrap_or(0),
-            f.get(45).and_then(|v| v.parse().ok()).unwrap_or(0),
-        ),
+        ppid: i32::try_from(stat.ppid()?).ok()?,
+        state: char::from(stat.state()?),
+        start_time: stat.start_time()?,
+        image: stat.image(),
     })
 }
 
@@ -71,14 +66,12 @@ pub fn living_thread(pid: i32) -> Option<StatLine> {
 /// (`NSpid:` of `/proc/PID/status`; the last is the one it sees itself,
 /// and reports). Just `[pid]` on a kernel without the line.
 pub fn nspids(pid: i32) -> Vec<i64> {
-    let ids: Vec<i64> = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("NSpid:")).map(|v| {
-                v.split_whitespace()
-                    .filter_map(|n| n.parse().ok())
-                    .collect()
-            })
+    let status = read_proc(format!("/proc/{pid}/status")).unwrap_or_default();
+    let ids: Vec<i64> = proc::status_value(&status, b"NSpid")
+        .map(|v| {
+            proc::words(v)
+                .filter_map(|n| Some(proc::parse_dec(n)? as i64))
+                .collect()
         })
         .unwrap_or_default();
     if ids.is_empty() {

@@ -1,8 +1,14 @@
 //! Errors with exit codes, /proc helpers and number formatting.
+//!
+//! `/proc` is read here as bytes ([`read_proc`]), never as UTF-8 text: a
+//! process names itself (`prctl(PR_SET_NAME)`), its files and its cgroups
+//! with any bytes, and a reading that fails on them would take it for gone.
+//! Such names become text through [`as_text`] only to be shown.
 
 use ksmauto_contract::proc;
 use std::fmt;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 
 /// The library's file name: a mapping, or an `LD_PRELOAD` entry, is the
 /// library when its last path component is exactly this.
@@ -11,24 +17,85 @@ pub const LIB_NAME: &str = "libksmauto.so";
 /// Whether `path` (a mapped file, an `LD_PRELOAD` entry) names the library:
 /// by its last component, never by a substring (a program in a directory
 /// `libksmauto/` is not the library).
-pub fn is_library_path(path: &str) -> bool {
-    let path = path.trim_end();
-    let path = path.strip_suffix(" (deleted)").unwrap_or(path);
-    path.rsplit('/').next() == Some(LIB_NAME)
+pub fn is_library_path(path: &[u8]) -> bool {
+    let path = path.trim_ascii_end();
+    let path = path.strip_suffix(b" (deleted)").unwrap_or(path);
+    path.rsplit(|&b| b == b'/').next() == Some(LIB_NAME.as_bytes())
 }
 
 /// Whether a memory map (`/proc/PID/maps` or `smaps` text) maps the library.
-pub fn maps_the_library(maps: &str) -> bool {
-    maps.lines().any(|l| {
-        l.splitn(6, char::is_whitespace)
-            .nth(5)
-            .is_some_and(|p| is_library_path(p.trim()))
-    })
+pub fn maps_the_library(maps: &[u8]) -> bool {
+    maps.split(|&b| b == b'\n')
+        .filter_map(MapsLine::parse)
+        .any(|m| is_library_path(m.path))
 }
 
 /// Whether an `LD_PRELOAD` value (entries split by `:` or spaces) names the library.
-pub fn preload_names_the_library(value: &str) -> bool {
-    value.split([':', ' ']).any(is_library_path)
+pub fn preload_names_the_library(value: &[u8]) -> bool {
+    value
+        .split(|&b| b == b':' || b == b' ')
+        .any(is_library_path)
+}
+
+/// One line of `/proc/PID/maps`, or the header line of a VMA in `smaps`:
+/// `start-end perms offset dev inode [path]`. The path is the file's name
+/// as it is (the kernel escapes only a newline), so any bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapsLine<'a> {
+    pub start: u64,
+    pub end: u64,
+    pub perms: &'a [u8],
+    pub inode: &'a [u8],
+    /// Blanks around it trimmed; empty for anonymous memory.
+    pub path: &'a [u8],
+}
+
+impl<'a> MapsLine<'a> {
+    /// `None` for any other line (an `smaps` field such as `Rss:`).
+    pub fn parse(line: &'a [u8]) -> Option<MapsLine<'a>> {
+        let mut f = line.splitn(6, |&b| b == b' ');
+        let (range, perms, _offset, _dev, inode) =
+            (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
+        let hex = |s: &[u8]| {
+            let s = std::str::from_utf8(s).ok()?;
+            u64::from_str_radix(s, 16).ok()
+        };
+        let dash = range.iter().position(|&b| b == b'-')?;
+        Some(MapsLine {
+            start: hex(&range[..dash])?,
+            end: hex(&range[dash + 1..])?,
+            perms,
+            inode,
+            path: proc::trim(f.next().unwrap_or(b"")),
+        })
+    }
+}
+
+/// Reads a `/proc` file whole: the one way the CLI reads `/proc` (see the
+/// module doc), as the bytes the kernel gives.
+pub fn read_proc(path: impl AsRef<std::path::Path>) -> io::Result<Vec<u8>> {
+    std::fs::read(path)
+}
+
+/// Bytes from outside (a comm, a path, a user or cgroup name) as text:
+/// UTF-8 as it is, each byte that is not part of UTF-8 as `\xNN`. The same
+/// in every output — text, JSON (whose strings must be UTF-8) and
+/// Prometheus — so one process has one name; text output then passes it
+/// through [`shown`] for the control characters.
+pub fn as_text(bytes: &[u8]) -> String {
+    let mut o = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        o.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            o.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    o
+}
+
+/// A path (a program's, a link's target) as text, as [`as_text`] makes it.
+pub fn path_text(path: &std::path::Path) -> String {
+    as_text(path.as_os_str().as_bytes())
 }
 
 /// Exit codes scripts can rely on (the README's "Exit codes" section).
@@ -134,7 +201,8 @@ pub fn human_bytes_i(n: i64) -> String {
 /// `\xNN`, `\u{NNNN}`), so such a name can neither move the terminal's
 /// cursor, recolour it or set its title, nor add a line of its own to a
 /// table. Every text rendering passes outside strings through here; JSON
-/// and Prometheus escape by their own rules.
+/// and Prometheus escape by their own rules. (Bytes that are not UTF-8
+/// were made `\xNN` already, by [`as_text`].)
 pub fn shown(s: &str) -> String {
     let invisible = |c: char| {
         matches!(c,
@@ -162,10 +230,13 @@ pub fn shown(s: &str) -> String {
     o
 }
 
+/// A process's name (`/proc/PID/comm`, any bytes but NUL) as [`as_text`]
+/// makes it; `?` when it cannot be read.
 pub fn comm(pid: i32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|s| s.trim_end().to_string())
-        .unwrap_or_else(|_| "?".into())
+    match read_proc(format!("/proc/{pid}/comm")) {
+        Ok(name) => as_text(name.strip_suffix(b"\n").unwrap_or(&name)),
+        Err(_) => "?".into(),
+    }
 }
 
 /// `/proc/PID/ksm_stat`, as far as the kernel has it (a field it lacks
@@ -201,21 +272,16 @@ pub fn ksm_stat(pid: i32) -> Option<KsmStat> {
 /// `ksm_stat` of a `/proc` directory: a process's, or one of its threads'
 /// (`/proc/PID/task/TID`, the same figures: they are the memory's).
 pub fn ksm_stat_in(dir: &str) -> Option<KsmStat> {
-    let text = std::fs::read(format!("{dir}/ksm_stat")).ok()?;
+    let text = read_proc(format!("{dir}/ksm_stat")).ok()?;
     Some(proc::KsmStat::parse(&text).into())
 }
 
 /// A kernel thread (PF_KTHREAD in `/proc/PID/stat`, readable by anyone):
 /// it has no user memory, so KSM has nothing of it to merge.
 pub fn is_kernel_thread(pid: i32) -> bool {
-    const PF_KTHREAD: u64 = 0x0020_0000;
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+    read_proc(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| {
-            let rest = s.rsplit_once(')')?.1.to_string();
-            rest.split_whitespace().nth(6)?.parse::<u64>().ok()
-        })
-        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+        .is_some_and(|s| proc::Stat::parse(&s).is_some_and(|s| s.is_kernel_thread()))
 }
 
 /// Whether this user is refused `/proc/PID/ksm_stat` (mode 0400: only root
@@ -244,14 +310,14 @@ pub fn rss_pss(pid: i32) -> Option<(u64, u64)> {
 
 /// [`rss_pss`] of a `/proc` directory (a process's or one of its threads').
 pub fn rss_pss_in(dir: &str) -> Option<(u64, u64)> {
-    let text = std::fs::read(format!("{dir}/smaps_rollup")).ok()?;
+    let text = read_proc(format!("{dir}/smaps_rollup")).ok()?;
     let rollup = proc::SmapsRollup::parse(&text);
     Some((rollup.rss_kb? * 1024, rollup.pss_kb? * 1024))
 }
 
 /// The bytes of a `smaps` value such as `   132 kB` (0 if it is not one).
-pub fn kb_bytes(value: &str) -> u64 {
-    proc::parse_kb(value.as_bytes()).unwrap_or(0) * 1024
+pub fn kb_bytes(value: &[u8]) -> u64 {
+    proc::parse_kb(value).unwrap_or(0) * 1024
 }
 
 #[cfg(test)]
@@ -281,19 +347,21 @@ mod tests {
 
     #[test]
     fn the_library_is_named_by_its_file_name_alone() {
-        assert!(is_library_path("/usr/local/lib/libksmauto.so"));
-        assert!(is_library_path("libksmauto.so"));
-        assert!(is_library_path("/opt/libksmauto.so (deleted)"));
-        assert!(!is_library_path("/tmp/libksmauto/prog"));
-        assert!(!is_library_path("/tmp/libksmauto.so.d/prog"));
-        assert!(!is_library_path("/lib/libksmauto.so.old"));
+        assert!(is_library_path(b"/usr/local/lib/libksmauto.so"));
+        assert!(is_library_path(b"libksmauto.so"));
+        assert!(is_library_path(b"/opt/libksmauto.so (deleted)"));
+        assert!(is_library_path(b"/opt/\xff\xfe/libksmauto.so"));
+        assert!(!is_library_path(b"/tmp/libksmauto/prog"));
+        assert!(!is_library_path(b"/tmp/libksmauto.so.d/prog"));
+        assert!(!is_library_path(b"/lib/libksmauto.so.old"));
         assert!(preload_names_the_library(
-            "/a/libjemalloc.so /b/libksmauto.so"
+            b"/a/libjemalloc.so /b/libksmauto.so"
         ));
-        assert!(!preload_names_the_library("/tmp/libksmauto/x.so"));
-        let maps = "7f00-7f01 r-xp 00000000 08:01 12 /tmp/libksmauto/prog\n";
+        assert!(!preload_names_the_library(b"/tmp/libksmauto/x.so"));
+        let maps = b"7f00-7f01 r-xp 00000000 08:01 12 /tmp/libksmauto/prog\n";
         assert!(!maps_the_library(maps));
-        let maps = "7f00-7f01 r-xp 00000000 08:01 12    /usr/lib/libksmauto.so\n";
+        let maps = b"7f00-7f01 r--p 00000000 08:01 9 /tmp/\xff\xfedata\n\
+7f00-7f01 r-xp 00000000 08:01 12    /usr/lib/libksmauto.so\n";
         assert!(maps_the_library(maps));
     }
 
@@ -312,9 +380,34 @@ mod tests {
     }
 
     #[test]
+    fn bytes_that_are_not_utf8_become_escapes_and_the_rest_stays() {
+        assert_eq!(as_text(b"\xff\xfeworker"), r"\xff\xfeworker");
+        assert_eq!(as_text("née".as_bytes()), "née");
+        // A sequence cut short is as foreign as a stray byte.
+        assert_eq!(as_text(b"n\xc3"), r"n\xc3");
+        assert_eq!(as_text(b"a\xe2\x82b"), r"a\xe2\x82b");
+        // Control characters stay for `shown` (and JSON) to escape.
+        assert_eq!(shown(&as_text(b"\x1b[2K\xff")), r"\e[2K\xff");
+    }
+
+    #[test]
+    fn maps_lines_are_read_whatever_bytes_the_path_holds() {
+        let m =
+            MapsLine::parse(b"7f12-7f34 r--p 00001000 fe:00 1234    /tmp/\xff\xfedata (deleted)")
+                .unwrap();
+        assert_eq!((m.start, m.end), (0x7f12, 0x7f34));
+        assert_eq!((m.perms, m.inode), (&b"r--p"[..], &b"1234"[..]));
+        assert_eq!(m.path, b"/tmp/\xff\xfedata (deleted)");
+        let anon = MapsLine::parse(b"7f12-7f34 rw-p 00000000 00:00 0 ").unwrap();
+        assert_eq!(anon.path, b"");
+        assert_eq!(MapsLine::parse(b"Rss:                 132 kB"), None);
+        assert_eq!(MapsLine::parse(b"VmFlags: rd wr mr mw me ac sd"), None);
+    }
+
+    #[test]
     fn smaps_values_in_kb_become_bytes() {
-        assert_eq!(kb_bytes("      132 kB"), 132 * 1024);
-        assert_eq!(kb_bytes(" 0 kB"), 0);
-        assert_eq!(kb_bytes("lots"), 0);
+        assert_eq!(kb_bytes(b"      132 kB"), 132 * 1024);
+        assert_eq!(kb_bytes(b" 0 kB"), 0);
+        assert_eq!(kb_bytes(b"lots"), 0);
     }
 }

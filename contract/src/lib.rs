@@ -7,7 +7,7 @@
 //! * [`env`] — every `KSMAUTO_*` environment variable;
 //! * [`report`] — the field names of the exit report's JSON object;
 //! * [`proc`] — pure parsers of the kernel's `/proc` text (`ksm_stat`,
-//!   `smaps_rollup`, `kB` values).
+//!   `smaps_rollup`, `stat`, `status` lines, `kB` values), read as bytes.
 //!
 //! This is the ground floor: it depends on nothing, not even `libc`, and
 //! reads no file. Everything here is `no_std`, allocation-free and

@@ -1,8 +1,11 @@
-//! Pure parsers of the kernel's `/proc` text: `ksm_stat`, `smaps_rollup`
-//! and the numbers in them.
+//! Pure parsers of the kernel's `/proc` text: `ksm_stat`, `smaps_rollup`,
+//! `stat`, the lines of `status`, and the numbers in them.
 //!
 //! Each takes the text a caller read (the whole file, or one line) and
 //! returns plain values; nothing here opens a file, allocates or panics.
+//! The text is bytes, never assumed to be UTF-8: a process names itself
+//! (`prctl(PR_SET_NAME)`) and the files it maps with any bytes but NUL, and
+//! those names are in `stat`, `status`, `maps` and `smaps`.
 
 /// Trims blanks around `s` (and a trailing newline).
 pub fn trim(mut s: &[u8]) -> &[u8] {
@@ -45,6 +48,106 @@ pub fn parse_signed_dec(s: &[u8]) -> Option<i64> {
 pub fn parse_kb(v: &[u8]) -> Option<u64> {
     let v = trim(v);
     parse_dec(v.strip_suffix(b"kB").unwrap_or(v))
+}
+
+/// The blank-separated words of `s` (spaces, tabs, newlines).
+pub fn words(s: &[u8]) -> impl Iterator<Item = &[u8]> {
+    s.split(|b| b.is_ascii_whitespace())
+        .filter(|w| !w.is_empty())
+}
+
+/// The value of the first `key:` line of `/proc/<pid>/status` text, blanks
+/// trimmed (`status_value(text, b"Uid")` → `0\t0\t0\t0`); `None` without one.
+pub fn status_value<'a>(text: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    text.split(|&b| b == b'\n').find_map(|line| {
+        let rest = line.strip_prefix(key)?.strip_prefix(b":")?;
+        Some(trim(rest))
+    })
+}
+
+/// `/proc/<pid>/stat` (or `/proc/<pid>/task/<tid>/stat`): one line of
+/// fields, the second of which is the name in parentheses. The name is the
+/// process's own choice — it may hold `)`, spaces, bytes that are not
+/// UTF-8 — so the fields after it are counted from the last `)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat<'a> {
+    pub pid: u64,
+    /// Field 2 (`comm`), the bytes between the parentheses.
+    pub comm: &'a [u8],
+    /// Field 3 onwards.
+    rest: &'a [u8],
+}
+
+impl<'a> Stat<'a> {
+    /// `None` for text that is no stat line.
+    pub fn parse(text: &'a [u8]) -> Option<Stat<'a>> {
+        let open = text.iter().position(|&b| b == b'(')?;
+        let close = text.iter().rposition(|&b| b == b')')?;
+        if close < open {
+            return None;
+        }
+        Some(Stat {
+            pid: parse_dec(&text[..open])?,
+            comm: &text[open + 1..close],
+            rest: &text[close + 1..],
+        })
+    }
+
+    /// Field `n` as proc(5) numbers them from 1 (3 is the state, 4 the
+    /// parent, 22 the start time); `None` for 1 and 2 (see `pid`, `comm`)
+    /// and past the end.
+    pub fn field(&self, n: usize) -> Option<&'a [u8]> {
+        words(self.rest).nth(n.checked_sub(3)?)
+    }
+
+    /// Field `n` as an unsigned number.
+    pub fn number(&self, n: usize) -> Option<u64> {
+        parse_dec(self.field(n)?)
+    }
+
+    /// Field 3: `R`, `S`, `D`, `Z`, `X`, …
+    pub fn state(&self) -> Option<u8> {
+        match self.field(3)? {
+            [s] => Some(*s),
+            _ => None,
+        }
+    }
+
+    /// Field 4.
+    pub fn ppid(&self) -> Option<u64> {
+        self.number(4)
+    }
+
+    /// Field 9, the kernel's `PF_*` flags.
+    pub fn flags(&self) -> Option<u64> {
+        self.number(9)
+    }
+
+    /// A kernel thread (`PF_KTHREAD`): it has no user memory, and no
+    /// process can make itself one (a name it can take).
+    pub fn is_kernel_thread(&self) -> bool {
+        const PF_KTHREAD: u64 = 0x0020_0000;
+        self.flags().is_some_and(|f| f & PF_KTHREAD != 0)
+    }
+
+    /// Fields 14 and 15: clock ticks in user and in kernel mode.
+    pub fn cpu_ticks(&self) -> Option<u64> {
+        self.number(14)?.checked_add(self.number(15)?)
+    }
+
+    /// Field 22: clock ticks after boot. With the pid it names one process
+    /// (pids are reused, a pid and its start time are not).
+    pub fn start_time(&self) -> Option<u64> {
+        self.number(22)
+    }
+
+    /// Fields 26, 28 and 48: where the program's code, stack and arguments
+    /// start. New with every exec; zero where the kernel hides them (a
+    /// process this reader may not trace) or has not set them up yet.
+    pub fn image(&self) -> (u64, u64, u64) {
+        let at = |n| self.number(n).unwrap_or(0);
+        (at(26), at(28), at(48))
+    }
 }
 
 /// `/proc/<pid>/ksm_stat` (Linux 6.1+; the later fields are `None` on kernels
@@ -160,6 +263,53 @@ Pss_File:           1024 kB\n";
         assert_eq!(r.pss_kb, Some(5120));
         assert_eq!(SmapsRollup::parse(b"Rss: lots\n").rss_kb, None);
         assert_eq!(SmapsRollup::parse(b"").pss_kb, None);
+    }
+
+    #[test]
+    fn stat_fields_are_counted_after_the_last_parenthesis_of_any_name() {
+        let line = b"4242 (\xff\xfe) x (y) 1\n2) S 17 4242 4242 0 -1 4194560 98 0 0 0 5 7 0 0 20 0 1 0 90176 5251072 627 18446744073709551615 93854778085376 93854778874781 140726939512224 0 0 0 0 3670016 1132560123 0 0 0 17 1 0 0 0 0 0 93854779108080 93854779156324 93855099928576 140726939515773 140726939515788 140726939515788 140726939516906 0\n";
+        let s = Stat::parse(line).unwrap();
+        assert_eq!(s.pid, 4242);
+        assert_eq!(s.comm, b"\xff\xfe) x (y) 1\n2");
+        assert_eq!(s.state(), Some(b'S'));
+        assert_eq!(s.ppid(), Some(17));
+        assert_eq!(s.flags(), Some(4194560));
+        assert!(!s.is_kernel_thread());
+        let ksmd = b"42 (ksmd) S 2 0 0 0 -1 2097216 0 0 0 0 0 17 0 0 25 5 1 0 10";
+        assert!(Stat::parse(ksmd).unwrap().is_kernel_thread());
+        assert_eq!(s.cpu_ticks(), Some(12));
+        assert_eq!(s.start_time(), Some(90176));
+        assert_eq!(
+            s.image(),
+            (93854778085376, 140726939512224, 140726939515773)
+        );
+        assert_eq!(s.field(2), None);
+        assert_eq!(s.field(52), Some(&b"0"[..]));
+        assert_eq!(s.field(53), None);
+        // Cut short, as a reader that is refused some fields is not: the
+        // fields there are read, the rest are None or zero.
+        let short = Stat::parse(b"1 (init) S 0").unwrap();
+        assert_eq!((short.ppid(), short.start_time()), (Some(0), None));
+        assert_eq!(short.image(), (0, 0, 0));
+        assert_eq!(Stat::parse(b"no stat"), None);
+        assert_eq!(Stat::parse(b"1 )x( S"), None);
+    }
+
+    #[test]
+    fn status_values_are_found_by_their_whole_key() {
+        let text = b"Name:\t\xff\xfeworker\nUmask:\t0022\nUid:\t65534\t65534\t65534\t65534\nNSpid:\t812\t3\n";
+        assert_eq!(
+            status_value(text, b"Uid"),
+            Some(&b"65534\t65534\t65534\t65534"[..])
+        );
+        assert_eq!(status_value(text, b"Name"), Some(&b"\xff\xfeworker"[..]));
+        let mut ns = words(status_value(text, b"NSpid").unwrap()).map(parse_dec);
+        assert_eq!(
+            (ns.next(), ns.next(), ns.next()),
+            (Some(Some(812)), Some(Some(3)), None)
+        );
+        assert_eq!(status_value(text, b"Ui"), None);
+        assert_eq!(status_value(text, b"Gid"), None);
     }
 
     #[test]

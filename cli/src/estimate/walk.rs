@@ -24,34 +24,26 @@ pub struct Region {
 
 /// Private anonymous VMAs of `pid` (no path, `[heap]`, `[stack]`, `[anon:…]`).
 pub fn regions(pid: i32) -> Result<Vec<Region>> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .map_err(|e| proc_err(pid, "maps", e))?;
+    // Bytes: the path of a mapped file is whatever its name is.
+    let maps = read_proc(format!("/proc/{pid}/maps")).map_err(|e| proc_err(pid, "maps", e))?;
     let mut out = vec![];
-    for line in maps.lines() {
-        let mut f = line.splitn(6, ' ');
-        let (Some(range), Some(perms), Some(_off), Some(_dev), Some(inode)) =
-            (f.next(), f.next(), f.next(), f.next(), f.next())
-        else {
-            continue;
-        };
-        let path = f.next().unwrap_or("").trim();
-        if !perms.contains('p') || inode != "0" {
+    for m in maps.split(|&b| b == b'\n').filter_map(MapsLine::parse) {
+        if !m.perms.contains(&b'p') || m.inode != b"0" {
             continue;
         }
+        let path = m.path;
         let label = if path.is_empty() {
             "anon".to_string()
-        } else if path == "[heap]" || path.starts_with("[stack") || path.starts_with("[anon:") {
-            path.to_string()
+        } else if path == b"[heap]" || path.starts_with(b"[stack") || path.starts_with(b"[anon:") {
+            as_text(path)
         } else {
             continue; // [vdso], [vvar], files, …
         };
-        let Some((a, b)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(start), Ok(end)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
-            continue;
-        };
-        out.push(Region { start, end, label });
+        out.push(Region {
+            start: m.start,
+            end: m.end,
+            label,
+        });
     }
     Ok(out)
 }
