@@ -646,6 +646,8 @@ fn status_of(st: &libc::stat) -> FileStatus {
         mode: st.st_mode,
         uid: st.st_uid,
         size: st.st_size as u64,
+        // u64 on x86_64, u32 on aarch64.
+        #[allow(clippy::unnecessary_cast)]
         nlink: st.st_nlink as u64,
     }
 }

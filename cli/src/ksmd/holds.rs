@@ -95,15 +95,12 @@ fn bury(holders: &mut Vec<Holder>, alive: impl Fn(&Holder) -> bool) -> Option<Sa
 /// The start time of a running process (field 22 of `/proc/PID/stat`, in
 /// clock ticks since boot); None if it is gone or a zombie.
 fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
-    let mut fields = rest.split_ascii_whitespace();
-    if matches!(fields.next(), Some("Z") | Some("X") | None) {
+    let text = read_proc(format!("/proc/{pid}/stat")).ok()?;
+    let stat = ksmauto_contract::proc::Stat::parse(&text)?;
+    if matches!(stat.state(), Some(b'Z') | Some(b'X') | None) {
         return None;
     }
-    // After the state: ppid … starttime is the 19th.
-    fields.nth(18)?.parse().ok()
+    stat.start_time()
 }
 
 fn alive(h: &Holder) -> bool {
