@@ -171,7 +171,7 @@ fn uid_of(pid: i32) -> Option<u32> {
 
 /// uid → name from `/etc/passwd` (no NSS: a uid without a line shows as its
 /// number). Read as bytes: one name that is not UTF-8 must not lose the others.
-fn user_names() -> BTreeMap<u32, String> {
+pub fn user_names() -> BTreeMap<u32, String> {
     let mut names = BTreeMap::new();
     for l in std::fs::read("/etc/passwd")
         .unwrap_or_default()
@@ -189,7 +189,7 @@ fn user_names() -> BTreeMap<u32, String> {
 }
 
 /// The cgroup path of a process; `?` when unreadable.
-fn cgroup_of(pid: i32) -> String {
+pub fn cgroup_of(pid: i32) -> String {
     read_proc(format!("/proc/{pid}/cgroup"))
         .map(|s| cgroup_in(&s))
         .unwrap_or_else(|_| "?".into())
