@@ -132,7 +132,7 @@ fn trust_domains(o: &mut String, e: &Estimate) {
     }
     let _ = writeln!(
         o,
-        "  across the host     {:>10} pages {:>12}  (what KSM merges: any page with any other)",
+        "  across the host      {:>10} pages {:>12}  (what KSM merges: any page with any other)",
         t.across_host_pages,
         human_bytes(t.across_host_bytes)
     );

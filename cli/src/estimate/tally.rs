@@ -236,7 +236,10 @@ mod tests {
         let expected = (n as f64).powi(2) / 2f64.powi(25);
         eprintln!("{n} pages, 24-bit cut: {pairs} colliding pairs, {expected:.0} expected");
         // Poisson(128): below 80 or above 180 is beyond 4 standard deviations.
-        assert!((80..=180).contains(&pairs), "{pairs} pairs, {expected} expected");
+        assert!(
+            (80..=180).contains(&pairs),
+            "{pairs} pairs, {expected} expected"
+        );
     }
 
     #[test]
