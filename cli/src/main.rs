@@ -5,6 +5,7 @@
 
 mod compare;
 mod coverage;
+mod debt;
 mod doctor;
 mod estimate;
 mod exe;
