@@ -550,11 +550,14 @@ fn unreadable_processes_are_counted_and_named_by_reason() {
         .lines()
         .find(|l| l.starts_with("could not read "))
         .unwrap_or_else(|| panic!("{t}"));
-    assert!(
-        line.contains("permission denied: ")
-            && line.contains(&format!("{} dups", theirs.child.id())),
-        "{line}"
-    );
+    // The text counts them by reason and names a few of each (another
+    // run: the host's processes come and go, so no count is compared).
+    let counted = line
+        .split("permission denied: ")
+        .nth(1)
+        .and_then(|rest| rest.split(" (").next())
+        .and_then(|n| n.parse::<usize>().ok());
+    assert!(counted.is_some_and(|n| n >= 1), "{line}");
     assert!(t.contains("run as root to see every process"), "{t}");
 }
 

@@ -78,17 +78,27 @@ pub fn regions_in(maps: &[u8]) -> Vec<Region> {
     out
 }
 
-/// One process opened for reading: a bad pid or a refusal shows here,
-/// before any work.
+/// One process checked for reading: a bad pid or a refusal shows here,
+/// before any work. Its files are opened again by each thread that reads
+/// it (`Files`), so a host of thousands of processes never holds thousands
+/// of descriptors.
 pub struct Target {
     pub pid: i32,
+    /// Clock ticks after boot: with the pid, it names one process (pids are
+    /// reused).
+    start_time: Option<u64>,
     pub regions: Vec<Region>,
     /// The tally's source (this process, this region's label) of each region.
     pub sources: Vec<u32>,
-    pagemap: File,
-    /// Opened for the permission check (the same as `process_vm_readv`'s),
-    /// and read where that call is refused (seccomp, old kernels).
-    mem: File,
+}
+
+/// `starttime` of `/proc/PID/stat` (the 22nd field; the name before it may
+/// hold anything, so counted from its closing parenthesis).
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = String::from_utf8_lossy(&stat[close + 1..]);
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 impl Target {
@@ -96,16 +106,52 @@ impl Target {
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() || pid <= 0 {
             return Err(fail(EXIT_NO_PID, format!("no such process: {pid}")));
         }
+        let start_time = start_time(pid);
         let maps =
             std::fs::read(format!("/proc/{pid}/maps")).map_err(|e| proc_err(pid, "maps", e))?;
+        // The permission checks of the reads to come (mem's is the same as
+        // process_vm_readv's).
+        File::open(format!("/proc/{pid}/pagemap")).map_err(|e| proc_err(pid, "pagemap", e))?;
+        File::open(format!("/proc/{pid}/mem")).map_err(|e| proc_err(pid, "mem", e))?;
         Ok(Target {
             pid,
+            start_time,
             regions: regions_in(&maps),
             sources: vec![],
-            pagemap: File::open(format!("/proc/{pid}/pagemap"))
-                .map_err(|e| proc_err(pid, "pagemap", e))?,
-            mem: File::open(format!("/proc/{pid}/mem")).map_err(|e| proc_err(pid, "mem", e))?,
         })
+    }
+
+    /// Its pagemap, opened for reading; `None` once it has ended (or its
+    /// pid names another process).
+    fn files(&self, index: u32) -> Option<Files> {
+        let pagemap = File::open(format!("/proc/{}/pagemap", self.pid)).ok()?;
+        if start_time(self.pid) != self.start_time {
+            return None;
+        }
+        Some(Files {
+            target: index,
+            pid: self.pid,
+            pagemap,
+            mem: None,
+        })
+    }
+}
+
+/// One thread's open files of the process it reads.
+struct Files {
+    target: u32,
+    pid: i32,
+    pagemap: File,
+    /// Opened at the first page that needs it.
+    mem: Option<File>,
+}
+
+impl Files {
+    fn mem(&mut self) -> Option<&File> {
+        if self.mem.is_none() {
+            self.mem = File::open(format!("/proc/{}/mem", self.pid)).ok();
+        }
+        self.mem.as_ref()
     }
 }
 
@@ -165,6 +211,9 @@ pub struct Scratch {
     local: Vec<libc::iovec>,
     remote: Vec<libc::iovec>,
     records: Vec<Record>,
+    /// The files of the process of the last chunk (the next is most often
+    /// of the same process).
+    files: Option<Files>,
 }
 
 /// The process ended while it was read.
@@ -178,29 +227,38 @@ impl Walk<'_> {
         if counts.has_exited() {
             return;
         }
+        let files = match s.files.take() {
+            Some(f) if f.target == c.target => Some(f),
+            _ => t.files(c.target),
+        };
+        let Some(mut files) = files else {
+            counts.set_exited();
+            return;
+        };
         let source = t.sources[c.region as usize];
         // This chunk's counts, added to the process's at its end.
         let mut n = Counted::default();
-        let done = self.entries(t, c, s).and_then(|entries| {
+        let done = self.entries(&files, c, s).and_then(|entries| {
             self.classify(entries, c.start, source, s, &mut n)?;
-            self.read_wanted(t, source, Via::Readv, s, &mut n)?;
-            self.read_wanted(t, source, Via::Mem, s, &mut n)
+            self.read_wanted(&mut files, source, Via::Readv, s, &mut n)?;
+            self.read_wanted(&mut files, source, Via::Mem, s, &mut n)
         });
         if done.is_err() {
             counts.set_exited();
         }
         counts.add(&n);
         self.sink.push(&mut s.records);
+        s.files = Some(files);
         if let Some(p) = self.progress {
             p.inc(n.pages * self.ps);
         }
     }
 
     /// The chunk's pagemap entries, into `s.pagemap`; how many.
-    fn entries(&self, t: &Target, c: Chunk, s: &mut Scratch) -> Result<usize, Exited> {
+    fn entries(&self, f: &Files, c: Chunk, s: &mut Scratch) -> Result<usize, Exited> {
         let want = ((c.end - c.start) / self.ps * 8) as usize;
         s.pagemap.resize(want, 0);
-        match t
+        match f
             .pagemap
             .read_at(&mut s.pagemap[..want], c.start / self.ps * 8)
         {
@@ -292,7 +350,7 @@ impl Walk<'_> {
     /// at a time.
     fn read_wanted(
         &self,
-        t: &Target,
+        f: &mut Files,
         source: u32,
         via: Via,
         s: &mut Scratch,
@@ -309,8 +367,8 @@ impl Walk<'_> {
                 let rest = &batch[done..];
                 s.contents.resize(rest.len() * ps, 0);
                 let got = match via {
-                    Via::Readv => read_pages(t, rest, ps, s)?,
-                    Via::Mem => read_pages_from_mem(t, rest, ps, &mut s.contents),
+                    Via::Readv => read_pages(f, rest, ps, s)?,
+                    Via::Mem => read_pages_from_mem(f, rest, ps, &mut s.contents),
                 };
                 for (k, &(_, pfn)) in rest[..got].iter().enumerate() {
                     let hash = content_hash(&s.contents[k * ps..(k + 1) * ps]);
@@ -342,7 +400,7 @@ enum Via {
 /// piece, all in one `process_vm_readv`; how many pages from the first
 /// arrived whole (fewer when one of them is gone or unreadable).
 fn read_pages(
-    t: &Target,
+    f: &mut Files,
     want: &[(u64, u64)],
     ps: usize,
     s: &mut Scratch,
@@ -374,7 +432,7 @@ fn read_pages(
     // read by the kernel on the other process's behalf.
     let got = unsafe {
         libc::process_vm_readv(
-            t.pid,
+            f.pid,
             s.local.as_ptr(),
             s.local.len() as libc::c_ulong,
             s.remote.as_ptr(),
@@ -390,11 +448,19 @@ fn read_pages(
         Some(libc::EFAULT) | Some(libc::ENOMEM) => Ok(0),
         // Refused (a seccomp filter, a kernel without the call): the same
         // pages through /proc/PID/mem, a run at a time.
-        _ => Ok(read_pages_from_mem(t, want, ps, &mut s.contents)),
+        _ => Ok(read_pages_from_mem(f, want, ps, &mut s.contents)),
     }
 }
 
-fn read_pages_from_mem(t: &Target, want: &[(u64, u64)], ps: usize, contents: &mut [u8]) -> usize {
+fn read_pages_from_mem(
+    f: &mut Files,
+    want: &[(u64, u64)],
+    ps: usize,
+    contents: &mut [u8],
+) -> usize {
+    let Some(mem) = f.mem() else {
+        return 0;
+    };
     let mut k = 0;
     while k < want.len() {
         let mut j = k + 1;
@@ -402,7 +468,7 @@ fn read_pages_from_mem(t: &Target, want: &[(u64, u64)], ps: usize, contents: &mu
             j += 1;
         }
         let piece = &mut contents[k * ps..j * ps];
-        match t.mem.read_at(piece, want[k].0) {
+        match mem.read_at(piece, want[k].0) {
             Ok(got) if got == piece.len() => k = j,
             Ok(got) => return k + got / ps,
             Err(_) => return k,
