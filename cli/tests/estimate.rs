@@ -380,7 +380,8 @@ fn domain<'a>(list: &'a serde_json::Value, name: &str) -> &'a serde_json::Value 
 }
 
 /// Three copies of cli/tests/c/domains.c (10 pages all share, 20 pages of
-/// a tag, 5 of zeroes, 3 of their own, nothing else that repeats): two as
+/// a tag, 5 of zeroes, 3 of their own, nothing else that repeats — given
+/// a nonce each, see the program): two as
 /// nobody with tag 1, one as daemon with tag 2; the first in cgroup X, the
 /// other two in cgroup Y. Exactly:
 /// - within each process: (10−1) + (20−1) + (5−1) = 32, three times: 96;
@@ -399,9 +400,11 @@ fn trust_domains_are_counted_exactly_within_users_cgroups_and_the_host() {
     }
     let prog = domains_program();
     let cgroups = Cgroups::make(&["x", "y"]).expect("cannot make two cgroups on this host");
-    let n1 = As::start("nobody", &prog, &["1"], true);
-    let n2 = As::start("nobody", &prog, &["1"], true);
-    let d1 = As::start("daemon", &prog, &["2"], true);
+    // A nonce each: the arguments' page of the stack is then each one's own.
+    let nonce = |i: u32| format!("{}-{i}", std::process::id());
+    let n1 = As::start("nobody", &prog, &["1", &nonce(1)], true);
+    let n2 = As::start("nobody", &prog, &["1", &nonce(2)], true);
+    let d1 = As::start("daemon", &prog, &["2", &nonce(3)], true);
     cgroups.put(0, n1.pid());
     cgroups.put(1, n2.pid());
     cgroups.put(1, d1.pid());

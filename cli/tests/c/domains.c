@@ -2,10 +2,12 @@
  * Pages of known contents for the estimator's trust-domain test, and no
  * other memory that could repeat another process's: built freestanding
  * (-nostdlib -static: no libc, no heap, no data), run with an empty
- * environment, so besides the pages below it has only its stack, whose
- * top page holds the 16 random bytes the kernel gives every program.
+ * environment, so besides the pages below it has only its stack: the
+ * 16 random bytes the kernel gives every program, and above them (a random
+ * gap apart, often on a page of their own) the argument strings — so each
+ * copy is given a NONCE of its own.
  *
- * Usage: domains TAG (a digit). Maps and writes
+ * Usage: domains TAG NONCE (TAG a digit). Maps and writes
  *   10 pages of one content every copy shares (whatever its TAG),
  *   20 pages of a content of its TAG (shared by the copies of that TAG),
  *    5 pages of zeroes (written: each its own frame),
@@ -81,7 +83,7 @@ static void sleep_forever(void) {
 
 void start_c(long *sp) {
     char **argv = (char **)(sp + 1);
-    if (sp[0] < 2) sys6(SYS_exit, 2, 0, 0, 0, 0, 0);
+    if (sp[0] < 3) sys6(SYS_exit, 2, 0, 0, 0, 0, 0);
     unsigned char tag = (unsigned char)(argv[1][0] - '0');
     long pid = sys6(SYS_getpid, 0, 0, 0, 0, 0, 0);
     int shared = 10, own_tag = 20, zeroes = 5, unique = 3;
