@@ -31,9 +31,11 @@ const PM_PFN: u64 = (1 << 55) - 1;
 /// Pages per chunk of the walk (32 MiB of address space with 4 KiB pages):
 /// a unit of parallel work, and one `pread` of pagemap.
 const CHUNK_PAGES: u64 = 8192;
-/// Pages per read (64 KiB with 4 KiB pages): measured the fastest, as
-/// the copy is still in cache when it is hashed (256 KiB and more were
-/// about 3 times slower per GiB; see BENCHMARKS.md).
+/// Pages per read (64 KiB with 4 KiB pages): the kernel's on-stack array
+/// of pages for one `process_vm_readv` holds 16 (it allocates one for
+/// more), and the copy is still in cache when it is hashed. Measured the
+/// fastest here: 128 KiB and more were about 3 times slower per GiB, 32 KiB
+/// a sixth slower (see BENCHMARKS.md).
 const READ_PAGES: usize = 16;
 
 #[derive(Clone, Debug)]
