@@ -258,7 +258,7 @@ pub fn assemble(p: Parts) -> Estimate {
         ..Default::default()
     };
     let mut notes = vec![];
-    if !p.pfn_available {
+    if !p.pfn_available && pages_scanned > 0 {
         notes.push(
             "page frame numbers unavailable (not root): pages shared by fork count as duplicates"
                 .into(),
