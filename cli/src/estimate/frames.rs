@@ -46,7 +46,7 @@ fn zeroed_words(words: usize) -> Box<[AtomicU64]> {
 /// One past the highest frame number of any memory zone, from
 /// `/proc/zoneinfo` (`start_pfn` + `spanned` of each zone).
 fn frame_limit() -> u64 {
-    let Ok(text) = std::fs::read("/proc/zoneinfo") else {
+    let Ok(text) = crate::util::read_proc("/proc/zoneinfo") else {
         return 0;
     };
     let text = String::from_utf8_lossy(&text);

@@ -238,12 +238,9 @@ fn cpu_seconds() -> f64 {
 
 /// `VmHWM` of this process, in bytes.
 fn peak_rss() -> u64 {
-    let status = std::fs::read("/proc/self/status").unwrap_or_default();
-    let status = String::from_utf8_lossy(&status);
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .map(|v| kb_bytes(v.as_bytes()))
+    let status = read_proc("/proc/self/status").unwrap_or_default();
+    ksmauto_contract::proc::status_value(&status, b"VmHWM")
+        .map(kb_bytes)
         .unwrap_or(0)
 }
 

@@ -34,7 +34,12 @@ pub fn open(processes: Vec<Identity>) -> Result<Opened> {
     let results: Vec<(Identity, Result<Target>)> = processes
         .into_par_iter()
         .map(|id| {
-            let t = Target::open(id.pid);
+            // A kernel thread has no memory to open (its pagemap and mem
+            // refuse with ESRCH, which is no "no such process").
+            let t = match id.kernel_thread && id.named {
+                true => Ok(Target::kernel_thread(id.pid)),
+                false => Target::open(id.pid),
+            };
             (id, t)
         })
         .collect();
@@ -266,6 +271,12 @@ pub fn assemble(p: Parts) -> Estimate {
     }
     if !p.kpageflags_available {
         notes.push("/proc/kpageflags unreadable: already-merged pages not counted".into());
+    }
+    for id in p.identities.iter().filter(|id| id.kernel_thread) {
+        notes.push(format!(
+            "pid {} ({}) is a kernel thread: it has no user memory for KSM to merge",
+            id.pid, id.comm
+        ));
     }
     Estimate {
         pids: p.targets.iter().map(|t| t.pid).collect(),

@@ -7,6 +7,7 @@
 use crate::ksm;
 use crate::util::*;
 use anyhow::Result;
+use ksmauto_contract::proc;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -48,6 +49,8 @@ pub struct Identity {
     pub rss_anon_bytes: u64,
     /// Named on the command line: an error reading it fails the command.
     pub named: bool,
+    /// No user memory: a named one is counted with nothing to read.
+    pub kernel_thread: bool,
 }
 
 /// A process found but not read, and why.
@@ -59,41 +62,17 @@ pub struct Unreadable {
 }
 
 /// The `/proc/PID/NAME` file, as bytes.
-pub fn proc_file(pid: i32, name: &str) -> std::io::Result<Vec<u8>> {
-    std::fs::read(format!("/proc/{pid}/{name}"))
-}
-
-/// The value after `key` on its line of `/proc/PID/status` text.
-fn status_field<'a>(status: &'a [u8], key: &str) -> Option<&'a [u8]> {
-    status
-        .split(|&b| b == b'\n')
-        .find_map(|l| l.strip_prefix(key.as_bytes()))
-}
-
-fn first_number(v: &[u8]) -> Option<u64> {
-    let v = String::from_utf8_lossy(v);
-    v.split_whitespace().next()?.parse().ok()
-}
-
-pub fn comm_of(pid: i32) -> String {
-    proc_file(pid, "comm")
-        .map(|b| String::from_utf8_lossy(b.strip_suffix(b"\n").unwrap_or(&b)).into_owned())
-        .unwrap_or_else(|_| "?".into())
+fn proc_file(pid: i32, name: &str) -> std::io::Result<Vec<u8>> {
+    read_proc(format!("/proc/{pid}/{name}"))
 }
 
 /// A kernel thread or a zombie: no user memory to read.
 fn has_no_memory(pid: i32) -> bool {
-    const PF_KTHREAD: u64 = 0x0020_0000;
     let Ok(stat) = proc_file(pid, "stat") else {
         return false;
     };
-    let Some(close) = stat.iter().rposition(|&b| b == b')') else {
-        return false;
-    };
-    let rest = String::from_utf8_lossy(&stat[close + 1..]);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let flags: u64 = f.get(6).and_then(|v| v.parse().ok()).unwrap_or(0);
-    flags & PF_KTHREAD != 0 || matches!(f.first(), Some(&"Z") | Some(&"X"))
+    proc::Stat::parse(&stat)
+        .is_some_and(|s| s.is_kernel_thread() || matches!(s.state(), Some(b'Z') | Some(b'X')))
 }
 
 /// Every line's path of `/proc/PID/cgroup` (each hierarchy's placement).
@@ -105,7 +84,7 @@ fn cgroup_paths(pid: i32) -> Vec<String> {
         .filter_map(|l| {
             let mut f = l.splitn(3, |&b| b == b':');
             let (_, _, path) = (f.next()?, f.next()?, f.next()?);
-            Some(String::from_utf8_lossy(path).into_owned())
+            Some(as_text(path))
         })
         .collect()
 }
@@ -113,8 +92,7 @@ fn cgroup_paths(pid: i32) -> Vec<String> {
 /// `PATH` as a cgroup path: a path under a cgroup mount (`/sys/fs/cgroup/
 /// memory/docker/ID`) loses the mount point; a trailing `/` goes.
 fn cgroup_wanted(path: &str) -> String {
-    let mounts = std::fs::read("/proc/self/mounts").unwrap_or_default();
-    let mounts = String::from_utf8_lossy(&mounts);
+    let mounts = as_text(&read_proc("/proc/self/mounts").unwrap_or_default());
     let mut best = "";
     for l in mounts.lines() {
         let f: Vec<&str> = l.split(' ').collect();
@@ -159,18 +137,18 @@ fn wanted_uids(users: &[String], names: &BTreeMap<u32, String>) -> Result<Vec<u3
 /// under).
 fn identity(pid: i32, names: &BTreeMap<u32, String>, named: bool) -> Option<Identity> {
     let status = proc_file(pid, "status").ok()?;
-    let uid = status_field(&status, "Uid:").and_then(first_number)? as u32;
-    let rss_anon_kb = status_field(&status, "RssAnon:")
-        .and_then(first_number)
-        .unwrap_or(0);
+    let number =
+        |key: &[u8]| proc::parse_dec(proc::words(proc::status_value(&status, key)?).next()?);
+    let uid = u32::try_from(number(b"Uid")?).ok()?;
     Some(Identity {
         pid,
-        comm: comm_of(pid),
+        comm: comm(pid),
         uid,
         user: names.get(&uid).cloned().unwrap_or_else(|| uid.to_string()),
         cgroup: ksm::cgroup_of(pid),
-        rss_anon_bytes: rss_anon_kb * 1024,
+        rss_anon_bytes: number(b"RssAnon").unwrap_or(0) * 1024,
         named,
+        kernel_thread: is_kernel_thread(pid),
     })
 }
 
@@ -246,8 +224,7 @@ mod tests {
     fn a_cgroup_path_under_a_mount_loses_the_mount_point() {
         // Whatever this host mounts, a path under none stays as given.
         assert_eq!(cgroup_wanted("/docker/ab/"), "/docker/ab");
-        let mounts =
-            String::from_utf8_lossy(&std::fs::read("/proc/self/mounts").unwrap()).into_owned();
+        let mounts = as_text(&read_proc("/proc/self/mounts").unwrap());
         if let Some(m) = mounts.lines().find_map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
             matches!(f.get(2), Some(&"cgroup") | Some(&"cgroup2")).then(|| f[1].to_string())

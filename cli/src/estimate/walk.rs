@@ -19,6 +19,7 @@ use super::frames::{FrameSet, PageFlags, KPF_KSM, KPF_ZERO_PAGE};
 use super::tally::{content_hash, Counted, Record, Sink, UNRESOLVED};
 use crate::util::*;
 use anyhow::Result;
+use ksmauto_contract::proc;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
@@ -50,32 +51,23 @@ pub struct Region {
 /// another mapping's and never hides the rest.
 pub fn regions_in(maps: &[u8]) -> Vec<Region> {
     let mut out = vec![];
-    for line in maps.split(|&b| b == b'\n') {
-        let mut f = line.splitn(6, |&b| b == b' ');
-        let (Some(range), Some(perms), Some(_off), Some(_dev), Some(inode)) =
-            (f.next(), f.next(), f.next(), f.next(), f.next())
-        else {
-            continue;
-        };
-        let path = f.next().unwrap_or(b"").trim_ascii();
-        if !perms.contains(&b'p') || inode != b"0" {
+    for m in maps.split(|&b| b == b'\n').filter_map(MapsLine::parse) {
+        if !m.perms.contains(&b'p') || m.inode != b"0" {
             continue;
         }
+        let path = m.path;
         let label = if path.is_empty() {
             "anon".to_string()
         } else if path == b"[heap]" || path.starts_with(b"[stack") || path.starts_with(b"[anon:") {
-            String::from_utf8_lossy(path).into_owned()
+            as_text(path)
         } else {
             continue; // [vdso], [vvar], files, …
         };
-        let range = String::from_utf8_lossy(range);
-        let Some((a, b)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(start), Ok(end)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
-            continue;
-        };
-        out.push(Region { start, end, label });
+        out.push(Region {
+            start: m.start,
+            end: m.end,
+            label,
+        });
     }
     out
 }
@@ -94,13 +86,10 @@ pub struct Target {
     pub sources: Vec<u32>,
 }
 
-/// `starttime` of `/proc/PID/stat` (the 22nd field; the name before it may
-/// hold anything, so counted from its closing parenthesis).
+/// `starttime` of `/proc/PID/stat`.
 fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    let rest = String::from_utf8_lossy(&stat[close + 1..]);
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let stat = read_proc(format!("/proc/{pid}/stat")).ok()?;
+    proc::Stat::parse(&stat)?.start_time()
 }
 
 impl Target {
@@ -109,8 +98,7 @@ impl Target {
             return Err(fail(EXIT_NO_PID, format!("no such process: {pid}")));
         }
         let start_time = start_time(pid);
-        let maps =
-            std::fs::read(format!("/proc/{pid}/maps")).map_err(|e| proc_err(pid, "maps", e))?;
+        let maps = read_proc(format!("/proc/{pid}/maps")).map_err(|e| proc_err(pid, "maps", e))?;
         // The permission checks of the reads to come (mem's is the same as
         // process_vm_readv's).
         File::open(format!("/proc/{pid}/pagemap")).map_err(|e| proc_err(pid, "pagemap", e))?;
@@ -121,6 +109,16 @@ impl Target {
             regions: regions_in(&maps),
             sources: vec![],
         })
+    }
+
+    /// A kernel thread named on the command line: nothing to read.
+    pub fn kernel_thread(pid: i32) -> Target {
+        Target {
+            pid,
+            start_time: None,
+            regions: vec![],
+            sources: vec![],
+        }
     }
 
     /// Its pagemap, opened for reading; `None` once it has ended (or its
@@ -492,7 +490,7 @@ mod tests {
             7f06-7f07 rw-s 00000000 00:01 9 /dev/zero (deleted)\n";
         let r = regions_in(maps);
         let labels: Vec<&str> = r.iter().map(|r| r.label.as_str()).collect();
-        assert_eq!(labels, ["anon", "[anon:caf\u{fffd}]", "[heap]"]);
+        assert_eq!(labels, ["anon", "[anon:caf\\xe9]", "[heap]"]);
         assert_eq!((r[0].start, r[0].end), (0x7f00, 0x7f02));
     }
 }
