@@ -218,6 +218,28 @@ fn a_kernel_thread_has_no_user_memory_to_estimate() {
     assert_eq!(v["processes"].as_array().unwrap().len(), 2, "{v}");
 }
 
+/// Pages here and there in a large address space (cli/tests/c/sparse.c):
+/// the walk asks the kernel where pages are present (PAGEMAP_SCAN) and
+/// reads the pagemap only there, also where a range holds more runs of
+/// present pages than one answer gives; every page is still found.
+#[test]
+fn pages_here_and_there_in_a_large_address_space_are_all_found() {
+    let prog = common::compile_c("cli/tests/c/sparse.c", &[]);
+    let mut child = Command::new(&prog).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("ready"), "{line}");
+    let v = estimate(&[child.id() as i32]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(v["pages_scanned"].as_u64().unwrap() >= 768, "{v}");
+    within(&v["ideal_savings_pages"], 766.0);
+    assert_eq!(v["top_regions"][0]["region"], "anon", "{v}");
+    within(&v["top_regions"][0]["duplicate_pages"], 766.0);
+}
+
 // ---- A whole host, by trust domain ----------------------------------------
 
 fn ksmauto_estimate(args: &[&str]) -> serde_json::Value {

@@ -8,6 +8,7 @@
 
 mod frames;
 mod groups;
+mod present;
 mod render;
 mod report;
 mod select;

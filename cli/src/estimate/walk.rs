@@ -16,6 +16,7 @@
 //! parallel. Knows nothing of how the pages are counted (that is `tally`).
 
 use super::frames::{FrameSet, PageFlags, KPF_KSM, KPF_ZERO_PAGE};
+use super::present::{self, PageRegion};
 use super::tally::{content_hash, Counted, Record, Sink, UNRESOLVED};
 use crate::util::*;
 use anyhow::Result;
@@ -214,6 +215,9 @@ pub struct Scratch {
     /// The files of the process of the last chunk (the next is most often
     /// of the same process).
     files: Option<Files>,
+    /// The chunk's spans of present pages, and the kernel's answer.
+    spans: Vec<(u64, u64)>,
+    regions: Vec<PageRegion>,
 }
 
 /// The process ended while it was read.
@@ -238,11 +242,25 @@ impl Walk<'_> {
         let source = t.sources[c.region as usize];
         // This chunk's counts, added to the process's at its end.
         let mut n = Counted::default();
-        let done = self.entries(&files, c, s).and_then(|entries| {
-            self.classify(entries, c.start, source, s, &mut n)?;
+        let mut spans = std::mem::take(&mut s.spans);
+        let mut regions = std::mem::take(&mut s.regions);
+        if !present::spans(
+            &files.pagemap,
+            c.start,
+            c.end,
+            self.ps,
+            &mut spans,
+            &mut regions,
+        ) {
+            spans.push((c.start, c.end));
+        }
+        let done = spans.iter().try_for_each(|&(start, end)| {
+            let entries = self.entries(&files, start, end, s)?;
+            self.classify(entries, start, source, s, &mut n)?;
             self.read_wanted(&mut files, source, Via::Readv, s, &mut n)?;
             self.read_wanted(&mut files, source, Via::Mem, s, &mut n)
         });
+        (s.spans, s.regions) = (spans, regions);
         if done.is_err() {
             counts.set_exited();
         }
@@ -254,13 +272,13 @@ impl Walk<'_> {
         }
     }
 
-    /// The chunk's pagemap entries, into `s.pagemap`; how many.
-    fn entries(&self, f: &Files, c: Chunk, s: &mut Scratch) -> Result<usize, Exited> {
-        let want = ((c.end - c.start) / self.ps * 8) as usize;
+    /// The pagemap entries of `[start, end)`, into `s.pagemap`; how many.
+    fn entries(&self, f: &Files, start: u64, end: u64, s: &mut Scratch) -> Result<usize, Exited> {
+        let want = ((end - start) / self.ps * 8) as usize;
         s.pagemap.resize(want, 0);
         match f
             .pagemap
-            .read_at(&mut s.pagemap[..want], c.start / self.ps * 8)
+            .read_at(&mut s.pagemap[..want], start / self.ps * 8)
         {
             // An ended process's pagemap reads nothing.
             Ok(0) if want > 0 => Err(Exited),
