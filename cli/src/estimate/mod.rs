@@ -1,10 +1,12 @@
 //! `ksmauto estimate`: what KSM could save in running processes, from their
 //! page contents (read-only: only present pages are read, nothing faults in),
 //! within each trust domain (process, user, cgroup) and across the host.
-//! `select` picks the processes, `walk` reads their pages in parallel,
-//! `tally` keeps one 16-byte record per page, `groups` counts them,
-//! `render` puts the result in words; this file holds the result's types
-//! and runs them.
+//! `select` picks the processes; `walk` reads their pages in parallel
+//! (asking `present` where pages are, and `frames` which frames were read
+//! already); `tally` keeps one 16-byte record per page; `groups` counts
+//! them for every domain; `report` opens the processes and puts the counts
+//! together; `render` puts the result in words. This file holds the
+//! result's types and runs them.
 
 mod frames;
 mod groups;
