@@ -463,9 +463,10 @@ fn read_pages(
     }
     match std::io::Error::last_os_error().raw_os_error() {
         Some(libc::ESRCH) => Err(Exited),
-        Some(libc::EFAULT) | Some(libc::ENOMEM) => Ok(0),
-        // Refused (a seccomp filter, a kernel without the call): the same
-        // pages through /proc/PID/mem, a run at a time.
+        // Refused (a seccomp filter, a kernel without the call), or the
+        // first page unreadable to it (a region made PROT_NONE after it was
+        // written, which /proc/PID/mem still reads, as a debugger does):
+        // the same pages through /proc/PID/mem, a run at a time.
         _ => Ok(read_pages_from_mem(f, want, ps, &mut s.contents)),
     }
 }
