@@ -1,6 +1,7 @@
 //! `ksmauto status`: the kernel's KSM state in plain words (`ksmd.rs`
 //! changes it).
 
+use crate::debt;
 use crate::util::*;
 use anyhow::Result;
 use ksmauto_contract::{env, proc, Mode};
@@ -105,6 +106,8 @@ pub struct Proc {
     /// on a v1/hybrid host where that is `/`, the first v1 path that is not
     /// `/` of name=systemd, pids, memory, cpu.
     pub cgroup: String,
+    /// What writing every page it has merged would take back (`debt`).
+    pub unmerge_debt_bytes: u64,
 }
 
 /// Mergeable and merged memory of one trust domain (a user or a cgroup).
@@ -159,6 +162,7 @@ pub struct Status {
     /// are missing from `processes` and from the trust domains.
     pub unreadable_processes: usize,
     pub trust_domains: TrustDomains,
+    pub unmerge_debt: debt::Debt,
 }
 
 /// Real uid from `/proc/PID/status` (whose `Name:` line is the process's
@@ -171,7 +175,7 @@ fn uid_of(pid: i32) -> Option<u32> {
 
 /// uid → name from `/etc/passwd` (no NSS: a uid without a line shows as its
 /// number). Read as bytes: one name that is not UTF-8 must not lose the others.
-fn user_names() -> BTreeMap<u32, String> {
+pub fn user_names() -> BTreeMap<u32, String> {
     let mut names = BTreeMap::new();
     for l in std::fs::read("/etc/passwd")
         .unwrap_or_default()
@@ -189,7 +193,7 @@ fn user_names() -> BTreeMap<u32, String> {
 }
 
 /// The cgroup path of a process; `?` when unreadable.
-fn cgroup_of(pid: i32) -> String {
+pub fn cgroup_of(pid: i32) -> String {
     read_proc(format!("/proc/{pid}/cgroup"))
         .map(|s| cgroup_in(&s))
         .unwrap_or_else(|_| "?".into())
@@ -335,6 +339,7 @@ pub fn processes() -> (Vec<Proc>, usize) {
                 uid,
                 user: names.get(&uid).cloned().unwrap_or_else(|| uid.to_string()),
                 cgroup: cgroup_of(pid),
+                unmerge_debt_bytes: debt::of_process(k.merging_pages, k.zero_pages),
             });
         }
     }
@@ -463,6 +468,7 @@ pub fn status() -> Result<Status> {
         processes,
         unreadable_processes,
         trust_domains,
+        unmerge_debt: debt::of_host(pages_sharing, zero),
     })
 }
 
@@ -485,6 +491,7 @@ pub fn render_text(s: &Status) -> String {
     if let Some(p) = s.general_profit {
         let _ = writeln!(o, "profit after KSM metadata: {}", human_bytes_i(p));
     }
+    o.push_str(&debt::render_text(&s.unmerge_debt));
     if let Some(w) = &s.trust_domains.warning {
         let _ = writeln!(o, "warning: {}", shown(w));
     }
@@ -508,18 +515,19 @@ pub fn render_text(s: &Status) -> String {
     }
     let _ = writeln!(
         o,
-        "{:>8} {:<16} {:>10} {:>8} {:>12} {:<8} {:<10} CGROUP",
-        "PID", "COMMAND", "MERGING", "ZERO", "PROFIT", "MODE", "USER"
+        "{:>8} {:<16} {:>10} {:>8} {:>12} {:>12} {:<8} {:<10} CGROUP",
+        "PID", "COMMAND", "MERGING", "ZERO", "PROFIT", "DEBT", "MODE", "USER"
     );
     for p in &s.processes {
         let _ = writeln!(
             o,
-            "{:>8} {:<16} {:>10} {:>8} {:>12} {:<8} {:<10} {}",
+            "{:>8} {:<16} {:>10} {:>8} {:>12} {:>12} {:<8} {:<10} {}",
             p.pid,
             shown(&p.comm),
             p.merging_pages,
             p.zero_pages,
             human_bytes_i(p.profit),
+            human_bytes(p.unmerge_debt_bytes),
             p.mode,
             shown(&p.user),
             shown(&p.cgroup)
@@ -634,6 +642,7 @@ pub fn render_prometheus(s: &Status) -> String {
         "Memory saved by KSM: (pages_sharing + ksm_zero_pages if use_zero_pages) x page size",
         &[(String::new(), s.saved_bytes.to_string())],
     );
+    o.push_str(&debt::render_prometheus(&s.unmerge_debt));
     family(
         &mut o,
         "ksm_unreadable_processes",
@@ -657,7 +666,7 @@ pub fn render_prometheus(s: &Status) -> String {
         )
     };
     type Pick = fn(&Proc) -> String;
-    let per_process: [(&str, &str, Pick); 5] = [
+    let per_process: [(&str, &str, Pick); 6] = [
         (
             "ksm_process_merging_pages",
             "Pages of the process mapped to KSM pages (ksm_merging_pages)",
@@ -682,6 +691,11 @@ pub fn render_prometheus(s: &Status) -> String {
             "ksm_process_mergeable_bytes",
             "Resident memory of the process in VMAs KSM may merge (smaps VmFlags mg)",
             |p| p.mergeable_bytes.to_string(),
+        ),
+        (
+            "ksm_process_unmerge_debt_bytes",
+            "Memory writing every page the process has merged would take back ((ksm_merging_pages + ksm_zero_pages) x page size)",
+            |p| p.unmerge_debt_bytes.to_string(),
         ),
     ];
     for (metric, help, pick) in per_process {

@@ -5,6 +5,7 @@
 
 mod compare;
 mod coverage;
+mod debt;
 mod doctor;
 mod estimate;
 mod exe;
@@ -89,10 +90,22 @@ enum Cmd {
         #[arg(long, value_name = "SECS")]
         watch: Option<f64>,
     },
-    /// Predict what KSM could save in running processes (read-only)
+    /// Predict what KSM could save in running processes (read-only), within
+    /// each user and cgroup and across the host
     Estimate {
-        #[arg(required = true, num_args = 1..)]
+        #[arg(required_unless_present_any = ["all", "user", "cgroup"], num_args = 1..)]
         pids: Vec<i32>,
+        /// Every process of the host this user may read (the rest are named)
+        #[arg(long, conflicts_with_all = ["pids", "user", "cgroup"])]
+        all: bool,
+        /// The processes of USER (a name or a uid; repeatable)
+        #[arg(long, value_name = "USER")]
+        user: Vec<String>,
+        /// The processes in cgroup PATH or below it, in any hierarchy (as
+        /// `status` shows it, or as mounted: /sys/fs/cgroup/…; repeatable).
+        /// With --user: the processes of those users in those cgroups
+        #[arg(long, value_name = "PATH")]
+        cgroup: Vec<String>,
         #[arg(long)]
         json: bool,
         /// Per-process table and scan speed
@@ -239,10 +252,19 @@ fn real_main() -> Result<i32> {
         }
         Cmd::Estimate {
             pids,
+            all,
+            user,
+            cgroup,
             json,
             verbose,
         } => {
-            let e = estimate::estimate(&pids, !json)?;
+            let selection = estimate::Selection {
+                pids,
+                all,
+                users: user,
+                cgroups: cgroup,
+            };
+            let e = estimate::estimate_selection(&selection, !json)?;
             if json {
                 println!("{}", serde_json::to_string(&e)?);
             } else {

@@ -813,3 +813,152 @@ fn textfile_takes_a_name_of_the_longest_length_allowed() {
     assert_eq!(names, [name], "no temporary file left");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---- Unmerge debt ---------------------------------------------------------
+
+/// A merging process owes a page for each page it has merged
+/// (`ksm_merging_pages` + `ksm_zero_pages`, read here from its ksm_stat):
+/// the same figure in the JSON, the text's DEBT column and Prometheus; the
+/// host owes `pages_sharing` + `ksm_zero_pages`, set against MemAvailable.
+#[test]
+fn unmerge_debt_is_what_writing_the_merged_pages_would_take_back() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(_ksm) = common::ksmd() else { return };
+    let dups = Dups::start(None);
+    wait_merged(dups.pid(), 1400);
+    // ksmd may still be at it: take a status between two equal readings.
+    let (v, merged) = (0..50)
+        .find_map(|_| {
+            let before = common::merged_pages_of(dups.pid());
+            let v = status_json();
+            (common::merged_pages_of(dups.pid()) == before).then_some((v, before))
+        })
+        .expect("ksm_stat never held still across a status");
+    let page = v["page_size"].as_u64().unwrap();
+    let me = v["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == dups.pid())
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(
+        me["unmerge_debt_bytes"].as_u64().unwrap(),
+        merged * page,
+        "{me}"
+    );
+    let debt = &v["unmerge_debt"];
+    let sharing = v["values"]["pages_sharing"].as_u64().unwrap();
+    let zero = v["values"]["ksm_zero_pages"].as_u64().unwrap_or(0);
+    assert_eq!(debt["pages"].as_u64().unwrap(), sharing + zero, "{debt}");
+    assert_eq!(debt["bytes"].as_u64().unwrap(), (sharing + zero) * page);
+    assert!(sharing >= 1400, "{v}");
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let available: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap();
+    let shown = debt["mem_available_bytes"].as_u64().unwrap();
+    assert!(
+        shown.abs_diff(available * 1024) < available * 1024 / 5,
+        "{shown} vs MemAvailable {available} kB"
+    );
+    assert_eq!(debt["exceeds_available"], false);
+    let (_, text) = ksmauto(&["status"]);
+    assert!(text.contains("unmerge debt: "), "{text}");
+    assert!(text.contains(" DEBT "), "{text}");
+    let (_, prom) = ksmauto(&["status", "--prometheus"]);
+    let scrape = parse(&prom);
+    let pid = dups.pid().to_string();
+    let cgroup = our_shown_cgroup();
+    let labels = [
+        ("pid", pid.as_str()),
+        ("comm", dups.comm()),
+        ("cgroup", cgroup.as_str()),
+    ];
+    let debt_now = value(&scrape, "ksm_process_unmerge_debt_bytes", &labels);
+    assert_eq!(
+        debt_now,
+        (common::merged_pages_of(dups.pid()) * page) as f64
+    );
+    assert!(value(&scrape, "ksm_unmerge_debt_bytes", &[]) >= 1400.0 * page as f64);
+    assert!(value(&scrape, "ksm_mem_available_bytes", &[]) > 0.0);
+}
+
+/// `status` with a made-up sysfs (`pages_sharing` 1000, `ksm_zero_pages`
+/// 24: a debt of 1024 pages) and a made-up /proc/meminfo: a debt beyond
+/// MemAvailable + SwapFree is a warning (and `exceeds_available`, and the
+/// Prometheus gauge 1); beyond MemAvailable alone, a note that it would
+/// swap; within MemAvailable, nothing.
+#[test]
+fn a_debt_beyond_the_memory_available_is_warned() {
+    let dir = std::env::temp_dir().join(format!("ksmauto-debt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("ksm")).unwrap();
+    for (f, v) in [
+        ("run", "1"),
+        ("pages_shared", "10"),
+        ("pages_sharing", "1000"),
+        ("ksm_zero_pages", "24"),
+        ("use_zero_pages", "1"),
+    ] {
+        std::fs::write(dir.join("ksm").join(f), format!("{v}\n")).unwrap();
+    }
+    let debt_kb = 1024 * common_page_kb();
+    let status = |available_kb: u64, swap_kb: u64, args: &[&str]| {
+        let meminfo = dir.join(format!("meminfo-{available_kb}-{swap_kb}"));
+        std::fs::write(
+            &meminfo,
+            format!(
+                "MemTotal:  16000000 kB\nMemAvailable: {available_kb} kB\nSwapFree: {swap_kb} kB\n"
+            ),
+        )
+        .unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_ksmauto"))
+            .arg("status")
+            .args(args)
+            .env("KSMAUTO_SYSFS_KSM", dir.join("ksm"))
+            .env("KSMAUTO_PROC_MEMINFO", &meminfo)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", common::text(&o.stderr));
+        common::text(&o.stdout)
+    };
+    let json =
+        |a, s| serde_json::from_str::<serde_json::Value>(&status(a, s, &["--json"])).unwrap();
+    let v = json(debt_kb / 4, debt_kb / 4);
+    assert_eq!(v["unmerge_debt"]["exceeds_available"], true, "{v}");
+    assert_eq!(v["unmerge_debt"]["bytes"], 1024 * 1024 * common_page_kb());
+    let text = status(debt_kb / 4, debt_kb / 4, &[]);
+    assert!(
+        text.contains("warning: unmerge debt ") && text.contains(" exceeds the memory available"),
+        "{text}"
+    );
+    assert!(text.contains("OOM killer"), "{text}");
+    let prom = status(debt_kb / 4, debt_kb / 4, &["--prometheus"]);
+    assert_eq!(
+        value(&parse(&prom), "ksm_unmerge_debt_exceeds_available", &[]),
+        1.0
+    );
+    let v = json(debt_kb / 4, debt_kb * 2);
+    assert_eq!(v["unmerge_debt"]["exceeds_available"], false, "{v}");
+    assert_eq!(v["unmerge_debt"]["exceeds_memory"], true, "{v}");
+    let text = status(debt_kb / 4, debt_kb * 2, &[]);
+    assert!(
+        text.contains("note: unmerge debt ") && text.contains("into swap"),
+        "{text}"
+    );
+    let v = json(debt_kb * 2, 0);
+    assert_eq!(v["unmerge_debt"]["warning"], serde_json::Value::Null, "{v}");
+    let prom = status(debt_kb * 2, 0, &["--prometheus"]);
+    assert_eq!(
+        value(&parse(&prom), "ksm_unmerge_debt_exceeds_available", &[]),
+        0.0
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The page size in kB.
+fn common_page_kb() -> u64 {
+    (unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64) / 1024
+}

@@ -36,6 +36,8 @@ pub const LIBRARY: [&str; 7] = [
 
 /// The KSM sysfs directory to use instead of `/sys/kernel/mm/ksm` (tests).
 pub const SYSFS_KSM: &str = "KSMAUTO_SYSFS_KSM";
+/// The file to read instead of `/proc/meminfo` for the unmerge debt (tests).
+pub const PROC_MEMINFO: &str = "KSMAUTO_PROC_MEMINFO";
 
 // Read by the test harness.
 
@@ -50,7 +52,7 @@ mod tests {
 
     #[test]
     fn every_name_carries_the_prefix() {
-        for name in LIBRARY.iter().chain(&[SYSFS_KSM, REQUIRE_KSM, TEST_LIB]) {
+        for name in LIBRARY.iter().chain(&[SYSFS_KSM, PROC_MEMINFO, REQUIRE_KSM, TEST_LIB]) {
             assert!(name.starts_with(PREFIX), "{name}");
         }
     }

@@ -1,24 +1,38 @@
 //! `ksmauto estimate`: what KSM could save in running processes, from their
-//! page contents (read-only: only present pages are read, nothing faults in).
-//! `walk` reads the pages, `tally` counts them, `render` puts the result
-//! in words; this file holds the result's types and runs the three.
+//! page contents (read-only: only present pages are read, nothing faults in),
+//! within each trust domain (process, user, cgroup) and across the host.
+//! `select` picks the processes; `walk` reads their pages in parallel
+//! (asking `present` where pages are, and `frames` which frames were read
+//! already); `tally` keeps one 16-byte record per page; `groups` counts
+//! them for every domain; `report` opens the processes and puts the counts
+//! together; `render` puts the result in words. This file holds the
+//! result's types and runs them.
 
+mod frames;
+mod groups;
+mod present;
 mod render;
+mod report;
+mod select;
 mod tally;
 mod walk;
 
 pub use render::render_text;
+pub use select::Selection;
 
 use crate::util::*;
 use anyhow::Result;
+use rayon::prelude::*;
 use serde::Serialize;
 use std::time::Instant;
-use tally::{Page, Tally, BATCH};
 
 #[derive(Serialize, Debug, Default, Clone)]
 pub struct ProcEstimate {
     pub pid: i32,
     pub comm: String,
+    pub uid: u32,
+    pub user: String,
+    pub cgroup: String,
     pub regions: usize,
     pub pages_scanned: u64,
     pub distinct_frames: u64,
@@ -28,6 +42,8 @@ pub struct ProcEstimate {
     pub ideal_savings_pages: u64,
     pub ideal_savings_bytes: u64,
     pub unreadable_pages: u64,
+    /// It ended while it was read: what was read of it counts.
+    pub exited_during_scan: bool,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -36,6 +52,38 @@ pub struct RegionSavings {
     pub duplicate_pages: u64,
     pub bytes: u64,
 }
+
+/// One user's or one cgroup's processes, merged only with each other.
+#[derive(Serialize, Debug, Clone, Default)]
+pub struct DomainEstimate {
+    /// The user name or the cgroup path.
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    pub processes: u64,
+    pub pages_scanned: u64,
+    pub distinct_frames: u64,
+    pub ideal_savings_pages: u64,
+    pub ideal_savings_bytes: u64,
+}
+
+/// The ideal savings if KSM merged only within each domain, side by side
+/// with merging across the whole host (what KSM does).
+#[derive(Serialize, Debug, Clone, Default)]
+pub struct TrustDomainSavings {
+    pub within_process_pages: u64,
+    pub within_user_pages: u64,
+    pub within_cgroup_pages: u64,
+    pub across_host_pages: u64,
+    pub within_process_bytes: u64,
+    pub within_user_bytes: u64,
+    pub within_cgroup_bytes: u64,
+    pub across_host_bytes: u64,
+    pub by_user: Vec<DomainEstimate>,
+    pub by_cgroup: Vec<DomainEstimate>,
+}
+
+pub use select::Unreadable;
 
 #[derive(Serialize, Debug, Default)]
 pub struct Estimate {
@@ -46,7 +94,7 @@ pub struct Estimate {
     /// Physical frames behind the scanned pages (a frame shared by fork or
     /// already merged counts once).
     pub distinct_frames: u64,
-    /// Mappings of a frame already counted (fork sharing, KSM, zero page).
+    /// Mappings of a frame already counted (fork sharing, KSM).
     pub shared_frame_mappings: u64,
     /// Frames whose content is all zeroes (not counting the kernel zero page).
     pub zero_pages: u64,
@@ -72,68 +120,131 @@ pub struct Estimate {
     /// Σ of each process's own ideal, as if each were merged alone (a frame
     /// shared by fork counts in each process that maps it).
     pub within_process_savings_pages: u64,
+    pub trust_domains: TrustDomainSavings,
     pub top_regions: Vec<RegionSavings>,
     pub processes: Vec<ProcEstimate>,
+    /// Processes found but not read, with the reason.
+    pub unreadable_processes: Vec<Unreadable>,
+    /// Kernel threads and zombies a search passed over (no user memory).
+    pub processes_without_memory: u64,
     pub pfn_available: bool,
     pub kpageflags_available: bool,
+    /// Pairs of distinct contents expected to share a 63-bit hash:
+    /// frames² / 2^64 (each such pair would count as one duplicate).
+    pub expected_hash_collisions: f64,
     pub notes: Vec<String>,
     pub elapsed_seconds: f64,
     pub mb_per_second: f64,
+    /// The estimator's own CPU time (user + system, every thread).
+    pub cpu_seconds: f64,
+    /// Resident memory scanned per CPU-second.
+    pub gib_per_cpu_second: f64,
+    /// The estimator's own peak resident memory (`VmHWM`).
+    pub peak_rss_bytes: u64,
 }
 
+/// Estimates the named processes (an error for any that cannot be read).
 pub fn estimate(pids: &[i32], progress: bool) -> Result<Estimate> {
+    estimate_selection(&Selection::of_pids(pids), progress)
+}
+
+/// Estimates the processes of `sel`: the named ones must be readable, those
+/// a search finds are named in `unreadable_processes` when they are not.
+pub fn estimate_selection(sel: &Selection, progress: bool) -> Result<Estimate> {
     let ps = page_size();
     let t0 = Instant::now();
-    // Open everything first, so a bad pid fails before any work. A kernel
-    // thread has no memory to open (its pagemap and mem refuse with ESRCH,
-    // which is no "no such process"): it is counted with nothing to scan.
-    let targets = pids
+    let cpu0 = cpu_seconds();
+    let chosen = select::choose(sel)?;
+    let opened = report::open(chosen.processes)?;
+    let mut targets = opened.targets;
+    let layout = report::Layout::new(&mut targets, &opened.identities)?;
+    let frames = is_root().then(frames::FrameSet::new);
+    let flags = frames::PageFlags::open();
+    let expected: u64 = opened
+        .identities
         .iter()
-        .map(|&pid| match is_kernel_thread(pid) {
-            true => Ok(None),
-            false => walk::Target::open(pid).map(Some),
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let bar = progress_bar(progress, targets.iter().flatten().map(|t| t.bytes()).sum());
-    let mut tally = Tally::new(ps);
-    let mut buf: Vec<u8> = Vec::with_capacity(BATCH * ps as usize);
-    let mut pages: Vec<Page> = Vec::with_capacity(BATCH);
-    let mut kernel_threads = vec![];
-    for (t, &pid) in targets.iter().zip(pids) {
-        let Some(t) = t else {
-            let name = comm(pid);
-            kernel_threads.push(format!(
-                "pid {pid} ({name}) is a kernel thread: it has no user memory for KSM to merge"
-            ));
-            tally.end_process(tally.process(pid, name, 0), 0);
-            continue;
-        };
-        let labels: Vec<String> = t.regions.iter().map(|r| r.label.clone()).collect();
-        let mut one = tally.process(t.pid, comm(t.pid), t.regions.len());
-        let unreadable = t.read_present(
-            ps,
-            &mut buf,
-            |buf, region, frames| {
-                pages.extend(frames.iter().map(|&pfn| Page { pfn, region }));
-                if pages.len() >= BATCH {
-                    tally.flush(buf, &mut pages, &labels, &mut one);
-                }
-            },
-            |bytes| {
-                if let Some(b) = &bar {
-                    b.inc(bytes);
-                }
-            },
-        )?;
-        tally.flush(&mut buf, &mut pages, &labels, &mut one);
-        tally.end_process(one, unreadable);
-    }
+        .map(|i| i.rss_anon_bytes / ps)
+        .sum();
+    let sink = tally::Sink::new(targets.len(), expected as usize + 1024);
+    let bar = progress_bar(progress, expected * ps);
+    let walk = walk::Walk {
+        ps,
+        targets: &targets,
+        frames: frames.as_ref(),
+        flags: flags.as_ref(),
+        sink: &sink,
+        progress: bar.as_ref(),
+    };
+    walk::chunks(&targets, ps)
+        .par_iter()
+        .for_each_init(walk::Scratch::default, |s, c| walk.chunk(*c, s));
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let mut e = tally.finish(pids, t0);
-    e.notes.extend(kernel_threads);
+    let counted: Vec<tally::Counted> = sink.counts.iter().map(|c| c.get()).collect();
+    let exited: Vec<bool> = sink.counts.iter().map(|c| c.has_exited()).collect();
+    if let Some(i) = (0..targets.len()).find(|&i| exited[i] && opened.identities[i].named) {
+        let pid = targets[i].pid;
+        return Err(fail(
+            EXIT_NO_PID,
+            format!("no such process: {pid} (exited)"),
+        ));
+    }
+    let mut records = sink.take_records();
+    if let (Some(f), true) = (&frames, counted.iter().any(|c| c.repeats > 0)) {
+        tally::resolve(&mut records, |pfn| f.seen_again(pfn));
+    }
+    let sums = groups::count(&mut records, &layout.keys);
+    drop(records);
+    let mut e = report::assemble(report::Parts {
+        ps,
+        identities: &opened.identities,
+        targets: &targets,
+        layout: &layout,
+        counted: &counted,
+        exited: &exited,
+        sums: &sums,
+        pfn_available: sink.frame_numbers_seen(),
+        kpageflags_available: flags.is_some(),
+    });
+    e.unreadable_processes = opened.unreadable;
+    e.processes_without_memory = chosen.without_memory;
+    if sel.searches_host() && e.processes.is_empty() && e.unreadable_processes.is_empty() {
+        e.notes.push("no process matched".into());
+    }
+    e.elapsed_seconds = t0.elapsed().as_secs_f64();
+    e.mb_per_second = per(e.bytes_scanned as f64 / 1e6, e.elapsed_seconds);
+    e.cpu_seconds = cpu_seconds() - cpu0;
+    e.gib_per_cpu_second = per(e.bytes_scanned as f64 / (1u64 << 30) as f64, e.cpu_seconds);
+    e.peak_rss_bytes = peak_rss();
     Ok(e)
+}
+
+fn per(amount: f64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        amount / seconds
+    } else {
+        0.0
+    }
+}
+
+/// This process's CPU time so far, every thread, user and system.
+fn cpu_seconds() -> f64 {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is a valid rusage to fill.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return 0.0;
+    }
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+/// `VmHWM` of this process, in bytes.
+fn peak_rss() -> u64 {
+    let status = read_proc("/proc/self/status").unwrap_or_default();
+    ksmauto_contract::proc::status_value(&status, b"VmHWM")
+        .map(kb_bytes)
+        .unwrap_or(0)
 }
 
 /// A progress bar on a terminal (the walk can take seconds per GiB).
@@ -144,7 +255,7 @@ fn progress_bar(wanted: bool, total_bytes: u64) -> Option<indicatif::ProgressBar
     let b = indicatif::ProgressBar::new(total_bytes);
     b.set_style(
         indicatif::ProgressStyle::with_template(
-            "{spinner} estimating [{bar:40}] {bytes}/{total_bytes} of address space ({bytes_per_sec})",
+            "{spinner} estimating [{bar:40}] {bytes}/{total_bytes} resident ({bytes_per_sec})",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> "),

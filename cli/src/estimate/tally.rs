@@ -1,237 +1,263 @@
-//! Counting for the estimator: hashes page contents (in parallel batches)
-//! and tallies frames, contents and duplicates, for the whole set and for
-//! each process alone. Knows nothing of /proc files but `/proc/kpageflags`
-//! (the KSM and zero-page bits of a frame).
+//! Counting for the estimator, in bounded memory: each page read (or
+//! mapping of a frame read elsewhere) leaves one 16-byte [`Record`] — a
+//! 64-bit hash of its contents, its frame and its source (process and
+//! region kind). Once the walk is over the records are sorted by hash, and
+//! each run of equal hashes is one content: its distinct frames, within the
+//! host and within each process, user and cgroup, give every ideal in one
+//! pass (`groups`). No hash map grows with the pages. Knows nothing of
+//! /proc.
 
-use super::{Estimate, ProcEstimate, RegionSavings};
 use rayon::prelude::*;
-use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
-const KPF_KSM: u64 = 1 << 21;
-const KPF_ZERO_PAGE: u64 = 1 << 24;
-/// Pages hashed per parallel batch (32 MiB).
-pub const BATCH: usize = 8192;
+/// The hash of a page of zeroes (no other page hashes to an even number).
+pub const ZERO_HASH: u64 = 0;
+/// A mapping of a frame read through another mapping: its hash is that
+/// record's, filled in by [`resolve`].
+pub const UNRESOLVED: u64 = 2;
 
-/// A present page of the batch: its frame (0 where hidden) and region.
-pub struct Page {
-    pub pfn: u64,
-    pub region: u32,
+/// One page: 16 bytes. `frame_source` holds the frame number (0: not
+/// known, each such page a frame of its own) above the source index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub hash: u64,
+    frame_source: u64,
 }
 
-/// One process's own counts: its frames and contents, as if it were merged alone.
-pub struct ProcessTally {
-    est: ProcEstimate,
-    frames: HashSet<u64>,
-    contents: HashMap<u128, u32>,
-}
+impl Record {
+    /// Bits of a source index (16M process/region-kind pairs).
+    pub const SOURCE_BITS: u32 = 24;
+    /// Bits of a frame number: 2^40 frames of 4 KiB are 4 PiB, the most
+    /// any 52-bit physical address reaches.
+    pub const PFN_BITS: u32 = 64 - Self::SOURCE_BITS;
 
-/// The counts of the whole set of processes.
-pub struct Tally {
-    ps: u64,
-    kpageflags: Option<File>,
-    pfn_seen: bool,
-    frames: HashSet<u64>,
-    contents: HashMap<u128, u32>,
-    by_region: HashMap<String, u64>,
-    est: Estimate,
-}
-
-impl Tally {
-    pub fn new(ps: u64) -> Tally {
-        let kpageflags = File::open("/proc/kpageflags").ok();
-        let est = Estimate {
-            kpageflags_available: kpageflags.is_some(),
-            ..Default::default()
-        };
-        Tally {
-            ps,
-            kpageflags,
-            pfn_seen: false,
-            frames: HashSet::new(),
-            contents: HashMap::new(),
-            by_region: HashMap::new(),
-            est,
+    pub fn new(hash: u64, pfn: u64, source: u32) -> Record {
+        debug_assert!(pfn < 1 << Self::PFN_BITS && source < 1 << Self::SOURCE_BITS);
+        Record {
+            hash,
+            frame_source: pfn << Self::SOURCE_BITS | source as u64,
         }
     }
 
-    /// Starts counting one process.
-    pub fn process(&self, pid: i32, comm: String, regions: usize) -> ProcessTally {
-        ProcessTally {
-            est: ProcEstimate {
-                pid,
-                comm,
-                regions,
-                ..Default::default()
-            },
-            frames: HashSet::new(),
-            contents: HashMap::new(),
+    pub fn pfn(&self) -> u64 {
+        self.frame_source >> Self::SOURCE_BITS
+    }
+
+    pub fn source(&self) -> u32 {
+        (self.frame_source & ((1 << Self::SOURCE_BITS) - 1)) as u32
+    }
+}
+
+/// A page's hash: 0 for a page of zeroes, else the page's xxh3-64 with the
+/// lowest bit set (odd). 63 bits: among n distinct contents about
+/// n²/2^64 pairs collide (see BENCHMARKS.md, measured).
+pub fn content_hash(page: &[u8]) -> u64 {
+    let zero = page
+        .chunks_exact(8)
+        .all(|w| u64::from_ne_bytes(w.try_into().unwrap()) == 0);
+    if zero {
+        ZERO_HASH
+    } else {
+        xxhash_rust::xxh3::xxh3_64(page) | 1
+    }
+}
+
+/// What a walk counted of one process, besides its records.
+#[derive(Default, Clone, Copy, Debug)]
+pub struct Counted {
+    /// Present pages (the zero page's mappings included).
+    pub pages: u64,
+    pub zero_page_mappings: u64,
+    /// Mappings of KSM frames (`/proc/kpageflags`).
+    pub already_merged: u64,
+    /// Mappings of a frame read through another mapping.
+    pub repeats: u64,
+    /// The repeats that are KSM frames: what KSM already saves.
+    pub already_saved: u64,
+    /// Present but unreadable.
+    pub unreadable: u64,
+}
+
+/// [`Counted`], added to by many threads.
+#[derive(Default)]
+pub struct ProcCounts {
+    fields: [AtomicU64; 6],
+    exited: AtomicBool,
+}
+
+impl ProcCounts {
+    pub fn add(&self, c: &Counted) {
+        let values = [
+            c.pages,
+            c.zero_page_mappings,
+            c.already_merged,
+            c.repeats,
+            c.already_saved,
+            c.unreadable,
+        ];
+        for (f, v) in self.fields.iter().zip(values) {
+            if v > 0 {
+                f.fetch_add(v, Ordering::Relaxed);
+            }
         }
     }
 
-    /// Ends counting one process (`unreadable`: pages present but not read).
-    pub fn end_process(&mut self, one: ProcessTally, unreadable: u64) {
-        let mut pe = one.est;
-        pe.unreadable_pages = unreadable;
-        pe.ideal_savings_bytes = pe.ideal_savings_pages * self.ps;
-        self.est.bytes_scanned += pe.pages_scanned * self.ps;
-        self.est.within_process_savings_pages += pe.ideal_savings_pages;
-        self.est.processes.push(pe);
+    pub fn has_exited(&self) -> bool {
+        self.exited.load(Ordering::Relaxed)
     }
 
-    fn flags(&self, pfn: u64) -> Option<u64> {
-        let f = self.kpageflags.as_ref()?;
-        let mut b = [0u8; 8];
-        f.read_exact_at(&mut b, pfn * 8).ok()?;
-        Some(u64::from_le_bytes(b))
+    pub fn set_exited(&self) {
+        self.exited.store(true, Ordering::Relaxed);
     }
 
-    /// Hashes a batch in parallel, then counts it.
-    pub fn flush(
-        &mut self,
-        buf: &mut Vec<u8>,
-        pages: &mut Vec<Page>,
-        labels: &[String],
-        one: &mut ProcessTally,
-    ) {
-        let ProcessTally {
-            est: pe,
-            frames: pframes,
-            contents: pcontents,
-        } = one;
-        let ps = self.ps as usize;
-        let hashed: Vec<(u128, bool)> = buf
-            .par_chunks(ps)
-            .map(|p| {
-                let zero = p.iter().all(|&b| b == 0);
-                (
-                    if zero {
-                        0
-                    } else {
-                        xxhash_rust::xxh3::xxh3_128(p) | 1
-                    },
-                    zero,
-                )
+    pub fn get(&self) -> Counted {
+        let v = |i: usize| self.fields[i].load(Ordering::Relaxed);
+        Counted {
+            pages: v(0),
+            zero_page_mappings: v(1),
+            already_merged: v(2),
+            repeats: v(3),
+            already_saved: v(4),
+            unreadable: v(5),
+        }
+    }
+}
+
+/// Where the walk's threads leave their records and counts.
+pub struct Sink {
+    records: Mutex<Vec<Record>>,
+    pub counts: Vec<ProcCounts>,
+    frame_numbers: AtomicBool,
+}
+
+impl Sink {
+    /// `expected` pages: reserved up front (never touched, so never
+    /// resident, until used), so the array rarely moves while it grows.
+    pub fn new(processes: usize, expected: usize) -> Sink {
+        Sink {
+            records: Mutex::new(Vec::with_capacity(expected)),
+            counts: (0..processes).map(|_| ProcCounts::default()).collect(),
+            frame_numbers: AtomicBool::new(false),
+        }
+    }
+
+    /// Moves a thread's records into the array.
+    pub fn push(&self, local: &mut Vec<Record>) {
+        if local.is_empty() {
+            return;
+        }
+        let mut all = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        all.extend_from_slice(local);
+        local.clear();
+    }
+
+    pub fn saw_frame_numbers(&self) {
+        self.frame_numbers.store(true, Ordering::Relaxed);
+    }
+
+    pub fn frame_numbers_seen(&self) -> bool {
+        self.frame_numbers.load(Ordering::Relaxed)
+    }
+
+    pub fn take_records(&self) -> Vec<Record> {
+        std::mem::take(&mut *self.records.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Gives each mapping of a frame read elsewhere the hash of that reading:
+/// the records of frames seen more than once (`again`) are moved to the
+/// end and sorted by frame there, first the one that was read. In place.
+pub fn resolve(records: &mut [Record], again: impl Fn(u64) -> bool + Sync) {
+    let shared = |r: &Record| r.pfn() != 0 && again(r.pfn());
+    // Partition: records of frames seen once stay in front.
+    let mut front = 0;
+    for i in 0..records.len() {
+        if !shared(&records[i]) {
+            records.swap(front, i);
+            front += 1;
+        }
+    }
+    let tail = &mut records[front..];
+    tail.par_sort_unstable_by_key(|r| (r.pfn(), r.hash == UNRESOLVED));
+    for frame in tail.chunk_by_mut(|a, b| a.pfn() == b.pfn()) {
+        let hash = frame[0].hash;
+        if hash != UNRESOLVED {
+            for r in frame.iter_mut() {
+                r.hash = hash;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_keeps_its_frame_and_source() {
+        let r = Record::new(7, (1 << 40) - 1, (1 << 24) - 1);
+        assert_eq!(
+            (r.hash, r.pfn(), r.source()),
+            (7, (1 << 40) - 1, (1 << 24) - 1)
+        );
+        assert_eq!(std::mem::size_of::<Record>(), 16);
+    }
+
+    #[test]
+    fn zero_pages_hash_to_zero_and_no_other_page_does() {
+        let mut page = vec![0u8; 4096];
+        assert_eq!(content_hash(&page), ZERO_HASH);
+        page[4095] = 1;
+        let h = content_hash(&page);
+        assert!(h & 1 == 1 && h != UNRESOLVED);
+    }
+
+    /// The page hash collides at the rate of an ideal hash: 2^16 distinct
+    /// pages (each differing from the next in one or two bytes, the hard
+    /// case), their hashes cut to 24 bits, collide in about n²/2^25 = 128
+    /// pairs, as random numbers would; so at the 63 bits kept, about n²/2^64
+    /// (BENCHMARKS.md states the figure).
+    #[test]
+    fn the_page_hash_collides_as_often_as_random_numbers_do() {
+        let n = 1usize << 16;
+        let mut page = vec![0x5au8; 4096];
+        let mut cut: Vec<u32> = (0..n)
+            .map(|i| {
+                page[..4].copy_from_slice(&(i as u32).to_le_bytes());
+                ((content_hash(&page) >> 1) & 0xff_ffff) as u32
             })
             .collect();
-        for (page, (hash, zero)) in pages.iter().zip(hashed) {
-            self.est.pages_scanned += 1;
-            pe.pages_scanned += 1;
-            let flags = if page.pfn != 0 {
-                self.pfn_seen = true;
-                self.flags(page.pfn)
-            } else {
-                None
-            };
-            if let Some(fl) = flags {
-                if fl & KPF_KSM != 0 {
-                    *self.est.already_merged_pages.get_or_insert(0) += 1;
-                    pe.already_merged_pages += 1;
-                }
-                if fl & KPF_ZERO_PAGE != 0 {
-                    self.est.zero_page_mappings += 1;
-                    continue;
-                }
-            }
-            // A frame seen before (fork, KSM) is no saving.
-            let (new_global, new_local) = if page.pfn != 0 {
-                (self.frames.insert(page.pfn), pframes.insert(page.pfn))
-            } else {
-                (true, true)
-            };
-            if new_local {
-                pe.distinct_frames += 1;
-                if zero {
-                    pe.zero_pages += 1;
-                }
-                let c = pcontents.entry(hash).or_insert(0);
-                if *c > 0 {
-                    pe.ideal_savings_pages += 1;
-                }
-                *c += 1;
-            }
-            if !new_global {
-                self.est.shared_frame_mappings += 1;
-                if flags.is_some_and(|fl| fl & KPF_KSM != 0) {
-                    self.est.already_saved_pages += 1;
-                }
-                continue;
-            }
-            self.est.distinct_frames += 1;
-            if zero {
-                self.est.zero_pages += 1;
-            }
-            let c = self.contents.entry(hash).or_insert(0);
-            if *c > 0 {
-                self.est.ideal_savings_pages += 1;
-                *self
-                    .by_region
-                    .entry(labels[page.region as usize].clone())
-                    .or_insert(0) += 1;
-            }
-            *c += 1;
-        }
-        buf.clear();
-        pages.clear();
+        cut.sort_unstable();
+        let pairs: u64 = cut
+            .chunk_by(|a, b| a == b)
+            .map(|run| (run.len() * (run.len() - 1) / 2) as u64)
+            .sum();
+        let expected = (n as f64).powi(2) / 2f64.powi(25);
+        eprintln!("{n} pages, 24-bit cut: {pairs} colliding pairs, {expected:.0} expected");
+        // Poisson(128): below 80 or above 180 is beyond 4 standard deviations.
+        assert!(
+            (80..=180).contains(&pairs),
+            "{pairs} pairs, {expected} expected"
+        );
     }
 
-    /// The totals of the set, once every process is counted.
-    pub fn finish(self, pids: &[i32], t0: Instant) -> Estimate {
-        let ps = self.ps;
-        let mut e = self.est;
-        e.pids = pids.to_vec();
-        e.page_size = ps;
-        e.pfn_available = self.pfn_seen;
-        e.ideal_savings_bytes = e.ideal_savings_pages * ps;
-        e.ideal_savings_percent = if e.pages_scanned > 0 {
-            e.ideal_savings_pages as f64 * 100.0 / e.pages_scanned as f64
-        } else {
-            0.0
-        };
-        e.already_saved_bytes = e.already_saved_pages * ps;
-        let whole_ideal = e.already_saved_pages + e.ideal_savings_pages;
-        e.merged_percent_of_ideal = (e.kpageflags_available && whole_ideal > 0)
-            .then(|| e.already_saved_pages as f64 * 100.0 / whole_ideal as f64);
-        // The empty pages: with use_zero_pages every one of them goes, not all but one.
-        e.ideal_savings_pages_use_zero_pages = e.ideal_savings_pages + (e.zero_pages > 0) as u64;
-        e.ideal_savings_bytes_use_zero_pages = e.ideal_savings_pages_use_zero_pages * ps;
-        let mut top: Vec<RegionSavings> = self
-            .by_region
-            .into_iter()
-            .map(|(region, n)| RegionSavings {
-                region,
-                duplicate_pages: n,
-                bytes: n * ps,
-            })
-            .collect();
-        top.sort_by(|a, b| {
-            b.duplicate_pages
-                .cmp(&a.duplicate_pages)
-                .then(a.region.cmp(&b.region))
-        });
-        top.truncate(10);
-        e.top_regions = top;
-        if !e.pfn_available {
-            e.notes.push(
-                "page frame numbers unavailable (not root): pages shared by fork count as duplicates"
-                    .into(),
-            );
-        }
-        if !e.kpageflags_available {
-            e.already_merged_pages = None;
-            e.notes
-                .push("/proc/kpageflags unreadable: already-merged pages not counted".into());
-        } else if e.already_merged_pages.is_none() {
-            e.already_merged_pages = Some(0);
-        }
-        e.elapsed_seconds = t0.elapsed().as_secs_f64();
-        e.mb_per_second = if e.elapsed_seconds > 0.0 {
-            e.bytes_scanned as f64 / 1e6 / e.elapsed_seconds
-        } else {
-            0.0
-        };
-        e
+    #[test]
+    fn mappings_of_a_frame_read_elsewhere_take_its_hash() {
+        let mut r = vec![
+            Record::new(UNRESOLVED, 9, 1),
+            Record::new(11, 3, 0),
+            Record::new(13, 9, 0),
+            Record::new(UNRESOLVED, 9, 2),
+            Record::new(15, 0, 0),
+        ];
+        resolve(&mut r, |pfn| pfn == 9);
+        let mut got: Vec<(u64, u64, u32)> =
+            r.iter().map(|r| (r.hash, r.pfn(), r.source())).collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [(11, 3, 0), (13, 9, 0), (13, 9, 1), (13, 9, 2), (15, 0, 0)]
+        );
     }
 }
