@@ -36,7 +36,7 @@ fn ready() -> bool {
         // Resolved now, not at the first exec, which may run in a signal
         // handler or a vfork child where dlsym must not.
         next::exec_functions();
-        engine::start(next().allocator_is_glibc, next::another_copy_comes_first());
+        engine::start(next().allocator_is_glibc, next::stands_aside());
         publish_hot_path();
         errno_set(saved);
     })
