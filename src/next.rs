@@ -21,8 +21,8 @@
 //! `gnu_get_libc_version`, never by comparing with `__libc_malloc`, which
 //! tcmalloc and mimalloc export as aliases of their own `malloc`.
 //!
-//! The mmap family and `pthread_create` forward to the next definition
-//! after us, whatever object has it.
+//! The mmap family, `pthread_create` and `thrd_create` forward to the next
+//! definition after us, whatever object has it.
 //!
 //! `dlsym` may call `calloc`/`malloc`/`free` while we are resolving; those
 //! nested calls are served from a static arena (never reused, never freed:
@@ -43,6 +43,8 @@ use core::sync::atomic::{
 };
 
 pub type StartRoutine = extern "C" fn(*mut c_void) -> *mut c_void;
+/// A C11 thread's start routine (`thrd_start_t`): it returns an `int`.
+pub type C11StartRoutine = extern "C" fn(*mut c_void) -> c_int;
 
 /// Expands the hook list (`src/hook_list.rs`) into the signatures, the table
 /// and its lookups.
@@ -64,7 +66,7 @@ macro_rules! next_table {
         /// The C signature of each hooked function, by its name.
         #[allow(non_camel_case_types)]
         pub mod signature {
-            use super::{c_char, c_int, c_void, StartRoutine};
+            use super::{c_char, c_int, c_void, C11StartRoutine, StartRoutine};
             $(pub type $name = unsafe extern "C" fn($($arg),*) -> $ret;)*
             $(pub type $fname = unsafe extern "C" fn($($farg),*) -> $fret;)*
             $(pub type $ename = unsafe extern "C" fn($($earg),*) -> $eret;)*
