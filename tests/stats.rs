@@ -783,6 +783,70 @@ fn exec_d_workers_stay_silent_when_their_parent_cannot_be_asked() {
     }
 }
 
+/// Review of issue 18, finding 6: a background job whose parent then
+/// `exec`s its main program (a container entrypoint's `helper & exec
+/// server`) was started by a process that ran the library, yet at its exit
+/// the parent's maps are the new program's. Before, with a new program
+/// without the library (a static server) the job reported unasked. The
+/// parent's program file is now recorded at start-up and compared at exit.
+/// Controls: the same with a server that runs the library, and `& wait`,
+/// stay silent; the job started by hand, and through `env`, reports.
+#[test]
+fn a_background_job_stays_silent_once_its_parent_execd_another_program() {
+    let prog = compile_c("tests/c/quiet_service.c", &[]);
+    let server_static = compile_c("tests/c/quiet_service.c", &["-static"]);
+    let dir = scratch("background-job");
+    let (prog, server_static) = (prog.to_str().unwrap(), server_static.to_str().unwrap());
+    let ready = dir.join("ready");
+    let ready = ready.to_str().unwrap();
+    // The parent `exec`s once the library has started in the job (READY).
+    let then_exec = |server: &str| {
+        format!(
+            "'{prog}' job '{ready}' exec & while [ ! -e '{ready}' ]; do sleep 0.01; done; \
+             exec '{server}' reap"
+        )
+    };
+    for mode in ["advise", "process"] {
+        for (what, script, silent) in [
+            ("& exec a static server", then_exec(server_static), true),
+            ("& exec a server with the library", then_exec(prog), true),
+            ("& wait", format!("'{prog}' job '{ready}' now & wait"), true),
+        ] {
+            let _ = std::fs::remove_file(ready);
+            let out = Run::with(mode).output("sh", &["-c", &script]);
+            assert!(
+                out.status.success(),
+                "{mode}, {what}: {:?}\n{}",
+                out.status,
+                text(&out.stderr)
+            );
+            assert_eq!(
+                report_lines(&out),
+                if silent { 0 } else { 2 },
+                "{mode}, {what}: the job reported unasked:\n{}",
+                text(&out.stderr)
+            );
+        }
+        for launcher in [&[][..], &["env"][..]] {
+            let _ = std::fs::remove_file(ready);
+            let (program, args) = match launcher {
+                [] => (prog, vec!["job", ready, "now"]),
+                [l] => (*l, vec![prog, "job", ready, "now"]),
+                _ => unreachable!(),
+            };
+            let out = Run::with(mode).output(program, &args);
+            assert!(out.status.success(), "{mode}: {:?}", out.status);
+            assert_eq!(
+                report_lines(&out),
+                2,
+                "{mode}, started {launcher:?}: the process the user started must report:\n{}",
+                text(&out.stderr)
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Issue 11: a program that takes any output of its child on stderr for a
 /// failure spawns a child that inherits the preload: the child's stderr
 /// stays empty by default. Before: the child's report went there.

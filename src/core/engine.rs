@@ -164,6 +164,12 @@ pub fn start(allocator_is_glibc: bool, stand_aside: bool) {
     } else {
         Config::from_lookup(os::getenv, print_bad_value)
     };
+    // Only the process the user started reports unasked: whether its parent
+    // still runs the program it ran now is asked at exit (see
+    // `identity::starter`).
+    if !config.stats_requested && config.stats != StatsDestination::Off {
+        identity::note_parent_image();
+    }
     let page_size = os::page_size();
     let (active, fallback_errno) = if standing_aside {
         (Mode::Off, None)

@@ -98,6 +98,20 @@ pub fn process_maps_file(pid: i32, file_name: &[u8], buffer: &LineBuffer) -> Opt
     (lines > 0).then_some(found)
 }
 
+/// The program file process `pid` runs (`/proc/PID/exe`, followed: one
+/// `stat`, no read). An `exec` changes it (unless the process runs the same
+/// file again). `None` when it cannot be asked: the process is gone or
+/// exiting (no memory), or another user's.
+pub fn process_image(pid: i32) -> Option<sys::FileStatus> {
+    if pid <= 0 {
+        return None;
+    }
+    let mut path = [0u8; 40];
+    let mut w = crate::fmt::BufWriter::new(&mut path);
+    w.str("/proc/").u64(pid as u64).str("/exe\0");
+    sys::stat_at(libc::AT_FDCWD, path.as_ptr(), 0).ok()
+}
+
 /// `vm.max_map_count`: the most VMAs a process may have (the kernel's
 /// default, 65530, if it cannot be read).
 pub fn max_map_count() -> u64 {

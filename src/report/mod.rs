@@ -141,15 +141,16 @@ pub fn write_exit_report() {
 /// (a child of it, or the parent's own `exec`), or started by a process that
 /// can no longer be asked ([`engine::starter`]: it exited and this process
 /// is init's or a subreaper's now, or has been since before the library
-/// started in it) or may not be (another user's: a worker that dropped
-/// privileges before its `exec`). A program the user started through a
-/// launcher that runs the library and `exec`s in place (`env`, `nice`,
-/// `sh -c`) keeps its parent, the user's shell, readable and without the
-/// library: it speaks. One started through a launcher that also drops
-/// privileges (`setpriv`, `gosu`, `su -c`), one whose parent is init (a
-/// system service, a container's first process) and one whose parent
-/// exited first cannot be told from such workers and stay silent: the quiet
-/// side, as for a service.
+/// started in it; or it `exec`ed another program since, `job & exec
+/// server`, and its maps now are that program's) or may not be (another
+/// user's: a worker that dropped privileges before its `exec`). A program
+/// the user started through a launcher that runs the library and `exec`s
+/// in place (`env`, `nice`, `sh -c`) keeps its parent, the user's shell,
+/// readable and without the library: it speaks. One started through a
+/// launcher that also drops privileges (`setpriv`, `gosu`, `su -c`), one
+/// whose parent is init (a system service, a container's first process)
+/// and one whose parent exited first cannot be told from such workers and
+/// stay silent: the quiet side, as for a service.
 fn not_the_process_the_user_started() -> bool {
     match engine::starter() {
         Starter::Parent(parent) => {

@@ -23,14 +23,25 @@
  *                          stderr for a failure does; prints
  *                          "child_stderr_bytes N" and the child's status.
  *   quiet_service child    maps and fills 1 MiB, exits 0.
+ *   quiet_service job READY exec|now  a background job (`sh -c 'job &
+ *                          exec server'`): works as `child`, creates the
+ *                          file READY (the library has started in it by
+ *                          then), and with "exec" waits (at most 60 s) until
+ *                          its parent runs another program file than at its
+ *                          start, then exits 0.
+ *   quiet_service reap     waits for every child it has (those its process
+ *                          had before an exec too), exits 0: the server.
  */
 #define _GNU_SOURCE
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -45,7 +56,38 @@ static void work(void) {
     madvise(p, 4096, MADV_DONTDUMP);
 }
 
+/* The device and inode of the program file the parent runs (0 if unknown). */
+static unsigned long long parent_image(void) {
+    char path[64];
+    struct stat st;
+    snprintf(path, sizeof path, "/proc/%d/exe", (int)getppid());
+    if (stat(path, &st) != 0) return 0;
+    return (unsigned long long)st.st_dev << 40 ^ (unsigned long long)st.st_ino;
+}
+
+static int job(const char *ready, int until_exec) {
+    work();
+    unsigned long long image = parent_image();
+    int fd = open(ready, O_WRONLY | O_CREAT, 0600);
+    if (fd < 0) return 6;
+    close(fd);
+    time_t deadline = time(NULL) + 60;
+    while (until_exec && parent_image() == image) {
+        if (time(NULL) > deadline) return 7;
+        usleep(2000);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc > 3 && !strcmp(argv[1], "job"))
+        return job(argv[2], !strcmp(argv[3], "exec"));
+    if (argc > 1 && !strcmp(argv[1], "reap")) {
+        int failed = 0, st;
+        while (wait(&st) > 0)
+            failed |= !WIFEXITED(st) || WEXITSTATUS(st) != 0;
+        return failed;
+    }
     int drop = argc > 2 && !strcmp(argv[1], "droppool");
     if (argc > 2 && (!strcmp(argv[1], "pool") || drop)) {
         work();
