@@ -847,6 +847,48 @@ fn a_background_job_stays_silent_once_its_parent_execd_another_program() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Review of issue 18, finding 15: the README's launchers. One that
+/// `exec`s in place keeps the caller (here the test, which runs no
+/// library) as the program's parent, and the program reports: `env`,
+/// `nice`, `bash -c CMD` (bash `exec`s a lone command), `sh -c 'exec
+/// CMD'`. A shell that forks for the command leaves itself, running the
+/// library, as the parent, and the program stays silent: Debian's `/bin/sh`
+/// (dash) for `sh -c CMD`, any shell for `CMD; other`. Before, the README
+/// said `sh -c CMD` reports.
+#[test]
+fn the_documented_launchers_decide_whether_the_program_reports() {
+    let prog = compile_c("tests/c/quiet_service.c", &[]);
+    let prog = prog.to_str().unwrap();
+    let lone = format!("'{prog}' child");
+    let execd = format!("exec '{prog}' child");
+    let then_more = format!("'{prog}' child; true");
+    let dash = std::fs::canonicalize("/bin/sh").is_ok_and(|p| p.ends_with("dash"));
+    let mut cases: Vec<(&str, Vec<&str>, bool)> = vec![
+        ("env", vec![prog, "child"], true),
+        ("nice", vec![prog, "child"], true),
+        ("bash", vec!["-c", &lone], true),
+        ("sh", vec!["-c", &execd], true),
+        ("bash", vec!["-c", &then_more], false),
+        ("sh", vec!["-c", &then_more], false),
+        ("dash", vec!["-c", &lone], false),
+    ];
+    if dash {
+        cases.push(("sh", vec!["-c", &lone], false));
+    }
+    for mode in ["advise", "process"] {
+        for (launcher, args, reports) in &cases {
+            let out = Run::with(mode).output(launcher, args);
+            assert!(out.status.success(), "{mode} {launcher} {args:?}: {:?}", out.status);
+            assert_eq!(
+                report_lines(&out),
+                if *reports { 2 } else { 0 },
+                "{mode}: {launcher} {args:?} (reports: {reports}):\n{}",
+                text(&out.stderr)
+            );
+        }
+    }
+}
+
 /// Issue 11: a program that takes any output of its child on stderr for a
 /// failure spawns a child that inherits the preload: the child's stderr
 /// stays empty by default. Before: the child's report went there.

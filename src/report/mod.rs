@@ -145,8 +145,10 @@ pub fn write_exit_report() {
 /// server`, and its maps now are that program's) or may not be (another
 /// user's: a worker that dropped privileges before its `exec`). A program
 /// the user started through a launcher that runs the library and `exec`s
-/// in place (`env`, `nice`, `sh -c`) keeps its parent, the user's shell,
+/// in place (`env`, `nice`, `bash -c`) keeps its parent, the user's shell,
 /// readable and without the library: it speaks. One started through a
+/// launcher that forks instead (dash's `sh -c CMD`) has the launcher, which
+/// runs the library, for its parent, and is silent. One started through a
 /// launcher that also drops privileges (`setpriv`, `gosu`, `su -c`), one
 /// whose parent is init (a system service, a container's first process)
 /// and one whose parent exited first cannot be told from such workers and
