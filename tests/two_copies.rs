@@ -4,7 +4,9 @@
 //! one copy. The first copy in the lookup order does the work; the other
 //! stands aside (no report, no engine). Before, each copy took the other's
 //! `malloc` for the allocator's and the first call looped between the two
-//! forever, at 100% CPU.
+//! forever, at 100% CPU. A copy a program loads with `dlopen` comes after
+//! libc, where none of its hooks is reached, and stands aside as well; one
+//! the loader preloads from `/etc/ld.so.preload` works.
 
 use ksmauto_testsupport as common;
 
