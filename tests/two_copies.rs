@@ -128,12 +128,19 @@ fn a_dlopened_copy_stands_aside_and_touches_nothing() {
             for set in ["0", "1"] {
                 let what = format!("{mode}, {how}, the program's merge-any {set}");
                 let run = common::Run::without()
-                    .env("KSMAUTO_MODE", if mode == "default" { "auto" } else { mode })
+                    .env(
+                        "KSMAUTO_MODE",
+                        if mode == "default" { "auto" } else { mode },
+                    )
                     .env("KSMAUTO_STATS", "stderr");
                 let out = run.output(&prog, &[lib, how, set, probe]);
                 let stdout = common::text(&out.stdout);
                 let stderr = common::text(&out.stderr);
-                assert!(out.status.success(), "{what}: {:?}\n{stdout}\n{stderr}", out.status);
+                assert!(
+                    out.status.success(),
+                    "{what}: {:?}\n{stdout}\n{stderr}",
+                    out.status
+                );
                 assert_eq!(
                     common::field(&stdout, "merge_any").as_deref(),
                     Some(set),
@@ -172,10 +179,9 @@ fn a_copy_python_loads_with_ctypes_stands_aside() {
         std::path::Path::new(python).exists(),
         "{python} is missing: this test needs it installed"
     );
-    let out = common::Run::without().env("KSMAUTO_STATS", "stderr").output(
-        python,
-        &["-c", script, common::lib().to_str().unwrap()],
-    );
+    let out = common::Run::without()
+        .env("KSMAUTO_STATS", "stderr")
+        .output(python, &["-c", script, common::lib().to_str().unwrap()]);
     let stdout = common::text(&out.stdout);
     let stderr = common::text(&out.stderr);
     assert!(out.status.success(), "{:?}\n{stdout}\n{stderr}", out.status);

@@ -31,6 +31,11 @@
  *                          start, then exits 0.
  *   quiet_service reap     waits for every child it has (those its process
  *                          had before an exec too), exits 0: the server.
+ *   quiet_service after-parent-execs READY PROG ARGS...  (built static: no
+ *                          library) creates READY, waits (at most 60 s)
+ *                          until its parent runs another program file,
+ *                          then execs PROG: a job whose library starts
+ *                          only after its parent's exec.
  */
 #define _GNU_SOURCE
 #include <spawn.h>
@@ -65,8 +70,9 @@ static unsigned long long parent_image(void) {
     return (unsigned long long)st.st_dev << 40 ^ (unsigned long long)st.st_ino;
 }
 
-static int job(const char *ready, int until_exec) {
-    work();
+/* Creates `ready`, then with `until_exec` waits until the parent runs
+ * another program file than before; 0, or 6/7 on failure or time-out. */
+static int signal_then_wait(const char *ready, int until_exec) {
     unsigned long long image = parent_image();
     int fd = open(ready, O_WRONLY | O_CREAT, 0600);
     if (fd < 0) return 6;
@@ -79,9 +85,20 @@ static int job(const char *ready, int until_exec) {
     return 0;
 }
 
+static int job(const char *ready, int until_exec) {
+    work();
+    return signal_then_wait(ready, until_exec);
+}
+
 int main(int argc, char **argv) {
     if (argc > 3 && !strcmp(argv[1], "job"))
         return job(argv[2], !strcmp(argv[3], "exec"));
+    if (argc > 3 && !strcmp(argv[1], "after-parent-execs")) {
+        int rc = signal_then_wait(argv[2], 1);
+        if (rc) return rc;
+        execv(argv[3], argv + 3);
+        return 8;
+    }
     if (argc > 1 && !strcmp(argv[1], "reap")) {
         int failed = 0, st;
         while (wait(&st) > 0)
