@@ -36,7 +36,7 @@ fn ready() -> bool {
         // Resolved now, not at the first exec, which may run in a signal
         // handler or a vfork child where dlsym must not.
         next::exec_functions();
-        engine::start(next().allocator_is_glibc, next::another_copy_comes_first());
+        engine::start(next().allocator_is_glibc, next::stands_aside());
         publish_hot_path();
         errno_set(saved);
     })
@@ -692,32 +692,48 @@ pub unsafe extern "C" fn mlockall(flags: c_int) -> c_int {
 // (under `process`, where merge-any made it mergeable at once), or, under
 // `advise`, right after creation if the catch-up could not tell it by its
 // guard page (nothing advised it yet: glibc maps it with no hook seeing).
+// `pthread_create` and C11's `thrd_create` (which glibc serves with an
+// internal call no hook sees) share this handling ([`start_thread`]).
 
-struct ThreadStart {
-    routine: next::StartRoutine,
+/// What a thread started through a trampoline runs: the program's start
+/// routine (a `pthread_create` one or a C11 one) and its argument.
+struct ThreadStart<R> {
+    routine: R,
     arg: *mut c_void,
 }
 
-extern "C" fn thread_trampoline(p: *mut c_void) -> *mut c_void {
-    unsafe {
-        let start = p as *mut ThreadStart;
-        let ThreadStart { routine, arg } = start.read();
-        if let Some(free) = next().free {
-            free(p);
-        }
-        let saved = errno_get();
-        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
-        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) == 0 {
-            let mut addr: *mut c_void = core::ptr::null_mut();
-            let mut size: usize = 0;
-            if libc::pthread_attr_getstack(&attr, &mut addr, &mut size) == 0 {
-                engine::thread_stack_started(addr as usize, size);
-            }
-            libc::pthread_attr_destroy(&mut attr);
-        }
-        errno_set(saved);
-        routine(arg)
+/// First thing on a new thread started through a trampoline: takes back
+/// the routine and argument, frees their block and takes the thread's
+/// stack out of merging.
+unsafe fn begin_thread<R>(p: *mut c_void) -> (R, *mut c_void) {
+    let ThreadStart { routine, arg } = (p as *mut ThreadStart<R>).read();
+    if let Some(free) = next().free {
+        free(p);
     }
+    let saved = errno_get();
+    let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+    if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) == 0 {
+        let mut addr: *mut c_void = core::ptr::null_mut();
+        let mut size: usize = 0;
+        if libc::pthread_attr_getstack(&attr, &mut addr, &mut size) == 0 {
+            engine::thread_stack_started(addr as usize, size);
+        }
+        libc::pthread_attr_destroy(&mut attr);
+    }
+    errno_set(saved);
+    (routine, arg)
+}
+
+extern "C" fn thread_trampoline(p: *mut c_void) -> *mut c_void {
+    let (routine, arg) = unsafe { begin_thread::<next::StartRoutine>(p) };
+    routine(arg)
+}
+
+/// A C11 thread's: glibc calls it as a `thrd_start_t` (its `int` is the
+/// thread's result).
+extern "C" fn c11_thread_trampoline(p: *mut c_void) -> c_int {
+    let (routine, arg) = unsafe { begin_thread::<next::C11StartRoutine>(p) };
+    routine(arg)
 }
 
 /// The stack `attr` gives the thread (`pthread_attr_setstack`), if any.
@@ -736,6 +752,50 @@ unsafe fn supplied_stack(attr: *const libc::pthread_attr_t) -> Option<(usize, us
     (top != 0 && len != 0).then_some((addr as usize, len))
 }
 
+/// Starts a thread through `create` (the next `pthread_create` or
+/// `thrd_create`, called with a routine and its argument; 0 is success for
+/// both) with its stack kept out of merging: a supplied stack (`attr`) at
+/// once; one glibc maps, by the thread itself (`trampoline` runs `routine`
+/// after [`begin_thread`]) or, under `advise`, right after creation.
+unsafe fn start_thread<R: Copy>(
+    thread: *mut libc::pthread_t,
+    attr: *const libc::pthread_attr_t,
+    routine: R,
+    arg: *mut c_void,
+    trampoline: R,
+    create: impl Fn(R, *mut c_void) -> c_int,
+) -> c_int {
+    // The new thread's first allocations may make glibc map an arena for it.
+    engine::note_new_memory();
+    if let Some((addr, len)) = supplied_stack(attr) {
+        engine::thread_stack_supplied(addr, len);
+        return create(routine, arg);
+    }
+    if !engine::threads_unmerge_their_stacks() {
+        let rc = create(routine, arg);
+        if rc == 0 {
+            // The thread's descriptor: an address, never read.
+            engine::thread_created(*thread as usize);
+        }
+        return rc;
+    }
+    let Some(alloc) = next().malloc else {
+        return create(routine, arg);
+    };
+    let start = alloc(core::mem::size_of::<ThreadStart<R>>()) as *mut ThreadStart<R>;
+    if start.is_null() {
+        return create(routine, arg);
+    }
+    start.write(ThreadStart { routine, arg });
+    let rc = create(trampoline, start as *mut c_void);
+    if rc != 0 {
+        if let Some(free) = next().free {
+            free(start as *mut c_void);
+        }
+    }
+    rc
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn pthread_create(
     thread: *mut libc::pthread_t,
@@ -747,38 +807,38 @@ pub unsafe extern "C" fn pthread_create(
         return libc::EAGAIN;
     }
     counted(Hook::PthreadCreate);
-    // The new thread's first allocations may make glibc map an arena for it.
-    engine::note_new_memory();
     let Some(create) = next().pthread_create else {
         return libc::EAGAIN;
     };
-    if let Some((addr, len)) = supplied_stack(attr) {
-        engine::thread_stack_supplied(addr, len);
-        return create(thread, attr, routine, arg);
+    start_thread(thread, attr, routine, arg, thread_trampoline, |r, a| {
+        create(thread, attr, r, a)
+    })
+}
+
+/// C11's `thrd_error`.
+const THRD_ERROR: c_int = 2;
+
+#[no_mangle]
+pub unsafe extern "C" fn thrd_create(
+    thread: *mut libc::pthread_t,
+    routine: next::C11StartRoutine,
+    arg: *mut c_void,
+) -> c_int {
+    if !ready() {
+        return THRD_ERROR;
     }
-    if !engine::threads_unmerge_their_stacks() {
-        let rc = create(thread, attr, routine, arg);
-        if rc == 0 {
-            // The thread's descriptor: an address, never read.
-            engine::thread_created(*thread as usize);
-        }
-        return rc;
-    }
-    let Some(alloc) = next().malloc else {
-        return create(thread, attr, routine, arg);
+    let Some(create) = next().thrd_create else {
+        return THRD_ERROR;
     };
-    let start = alloc(core::mem::size_of::<ThreadStart>()) as *mut ThreadStart;
-    if start.is_null() {
-        return create(thread, attr, routine, arg);
-    }
-    start.write(ThreadStart { routine, arg });
-    let rc = create(thread, attr, thread_trampoline, start as *mut c_void);
-    if rc != 0 {
-        if let Some(free) = next().free {
-            free(start as *mut c_void);
-        }
-    }
-    rc
+    // A C11 thread has the process's default attributes: no supplied stack.
+    start_thread(
+        thread,
+        core::ptr::null(),
+        routine,
+        arg,
+        c11_thread_trampoline,
+        |r, a| create(thread, r, a),
+    )
 }
 
 // ---------------------------------------------------------------------------

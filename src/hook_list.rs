@@ -31,7 +31,7 @@
 //   `next_if_defined` — the next definition found by hand, for newer names.
 //
 // The types are resolved where a callback expands them (src/next.rs imports
-// `c_char`, `c_int`, `c_void` and `StartRoutine`).
+// `c_char`, `c_int`, `c_void`, `StartRoutine` and `C11StartRoutine`).
 macro_rules! with_hook_list {
     ($then:ident) => {
         $then! {
@@ -62,6 +62,11 @@ macro_rules! with_hook_list {
                 mlock = next fn(*const c_void, usize) -> c_int;
                 mlock2 = next_if_defined fn(*const c_void, usize, libc::c_uint) -> c_int;
                 mlockall = next fn(c_int) -> c_int;
+                // C11 threads (glibc 2.28+): glibc's `thrd_create` calls its
+                // internal `__pthread_create_2_1`, never our `pthread_create`.
+                thrd_create = next_if_defined fn(
+                    *mut libc::pthread_t, C11StartRoutine, *mut c_void
+                ) -> c_int;
                 prctl = next fn(
                     c_int, libc::c_ulong, libc::c_ulong, libc::c_ulong, libc::c_ulong
                 ) -> c_int;

@@ -21,8 +21,8 @@
 //! `gnu_get_libc_version`, never by comparing with `__libc_malloc`, which
 //! tcmalloc and mimalloc export as aliases of their own `malloc`.
 //!
-//! The mmap family and `pthread_create` forward to the next definition
-//! after us, whatever object has it.
+//! The mmap family, `pthread_create` and `thrd_create` forward to the next
+//! definition after us, whatever object has it.
 //!
 //! `dlsym` may call `calloc`/`malloc`/`free` while we are resolving; those
 //! nested calls are served from a static arena (never reused, never freed:
@@ -43,6 +43,8 @@ use core::sync::atomic::{
 };
 
 pub type StartRoutine = extern "C" fn(*mut c_void) -> *mut c_void;
+/// A C11 thread's start routine (`thrd_start_t`): it returns an `int`.
+pub type C11StartRoutine = extern "C" fn(*mut c_void) -> c_int;
 
 /// Expands the hook list (`src/hook_list.rs`) into the signatures, the table
 /// and its lookups.
@@ -64,7 +66,7 @@ macro_rules! next_table {
         /// The C signature of each hooked function, by its name.
         #[allow(non_camel_case_types)]
         pub mod signature {
-            use super::{c_char, c_int, c_void, StartRoutine};
+            use super::{c_char, c_int, c_void, C11StartRoutine, StartRoutine};
             $(pub type $name = unsafe extern "C" fn($($arg),*) -> $ret;)*
             $(pub type $fname = unsafe extern "C" fn($($farg),*) -> $fret;)*
             $(pub type $ename = unsafe extern "C" fn($($earg),*) -> $eret;)*
@@ -560,7 +562,7 @@ fn next_defined_after(own: *mut LinkMap, name: &CStr) -> *mut c_void {
 }
 
 // ---------------------------------------------------------------------------
-// Other copies of this library
+// Copies that stand aside: another copy, or one whose hooks nothing reaches
 
 /// Another copy of this library is loaded (nearly never: `/etc/ld.so.preload`
 /// naming one path and `LD_PRELOAD` another, or `ksmauto run` under a shell
@@ -571,6 +573,11 @@ static OTHER_COPIES: AtomicBool = AtomicBool::new(false);
 /// A copy comes before us in load order: its hooks are the ones the program
 /// reaches, so it does the work and this copy stands aside.
 static A_COPY_COMES_FIRST: AtomicBool = AtomicBool::new(false);
+/// libc comes before us in load order, or we head a namespace of our own:
+/// this copy was `dlopen`ed (or `dlmopen`ed), not preloaded, and the
+/// program's calls resolve to libc, never to our hooks (see
+/// [`find_other_copies`]).
+static LOADED_AFTER_LIBC: AtomicBool = AtomicBool::new(false);
 
 /// Whether `map` is another copy of this library: it defines our C API's
 /// `ksmauto_version` (every version of the library exports it; a program
@@ -589,17 +596,40 @@ unsafe fn looks_like_a_copy(map: *mut LinkMap) -> bool {
         && !defined_in(map, c"ksmauto_stats_json").is_null()
 }
 
-/// Looks for other copies once, before any lookup.
+/// glibc's own object: the one that defines `gnu_get_libc_version`.
+unsafe fn is_libc(map: *mut LinkMap) -> bool {
+    !defined_in(map, c"gnu_get_libc_version").is_null()
+}
+
+/// Looks once, before any lookup, for other copies, and for libc before us.
+///
+/// The global lookup order, in which the program's calls find their
+/// definitions, is the load order of what the loader loaded at start (the
+/// program, the preloaded objects, then the libraries they need, libc
+/// among them), followed by what `dlopen` added with `RTLD_GLOBAL`. A
+/// preloaded copy (`LD_PRELOAD`, `/etc/ld.so.preload`, `ld.so --preload`)
+/// comes before libc, and its `mlock`, `execve`, `pthread_create` are the
+/// ones the program calls. A copy that `dlopen` loaded (a plugin host,
+/// `ctypes.CDLL`) is appended after libc, with `RTLD_GLOBAL` too: nothing
+/// the program calls reaches its hooks, so it could neither exclude a
+/// secret nor guard an `exec`, and must change nothing (before, it switched
+/// merge-any on, unguarded). A `dlmopen`ed copy heads a namespace of its
+/// own, which the program never looks in. A walk of the list, a hash
+/// lookup per object before us; nothing allocated.
 fn find_other_copies() {
     let own = own_link_map();
     if own.is_null() {
         return;
     }
     unsafe {
+        if (*own).l_prev.is_null() {
+            LOADED_AFTER_LIBC.store(true, Relaxed);
+        }
         let mut map = own;
         while !(*map).l_prev.is_null() {
             map = (*map).l_prev;
         }
+        let program = map;
         let mut before_us = true;
         while !map.is_null() {
             if map == own {
@@ -609,16 +639,20 @@ fn find_other_copies() {
                 if before_us {
                     A_COPY_COMES_FIRST.store(true, Relaxed);
                 }
+            } else if before_us && map != program && is_libc(map) {
+                LOADED_AFTER_LIBC.store(true, Relaxed);
             }
             map = (*map).l_next;
         }
     }
 }
 
-/// Whether another copy of this library comes before this one: this one
-/// then stands aside (no engine, no report). Known once [`resolve_all`] ran.
-pub fn another_copy_comes_first() -> bool {
-    A_COPY_COMES_FIRST.load(Relaxed)
+/// Whether this copy stands aside (no engine, no report): another copy of
+/// this library comes before it, whose hooks the program reaches, or it
+/// was loaded after libc and no hook of its own is reached. Known once
+/// [`resolve_all`] ran.
+pub fn stands_aside() -> bool {
+    A_COPY_COMES_FIRST.load(Relaxed) || LOADED_AFTER_LIBC.load(Relaxed)
 }
 
 /// `p`, or when a copy of this library defines it, the first definition of

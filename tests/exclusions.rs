@@ -165,12 +165,15 @@ fn coalescing_exclusions_racing_an_advice_stick_in_process_mode() {
 // ---------------------------------------------------------------------------
 // Thread stacks
 
-const STACK_KINDS: [&str; 8] = [
+/// The stacks of threads the program starts, every one kept out.
+const STACK_KINDS: [&str; 10] = [
     "default",
     "guard0",
     "guard1",
     "big_guard",
+    "c11",
     "default_guard0",
+    "c11_default_guard0",
     "mmap",
     "malloc",
     "malloc_big",
@@ -196,6 +199,16 @@ fn thread_stacks(mode: &str, exclude: Option<&str>) -> String {
 /// their neighbours and the thread found no VMA of its own to unmerge, and
 /// supplied stacks stayed mergeable. Now every one is out, in both engines;
 /// the heap around a malloc'd stack stays mergeable.
+///
+/// Review of issue 18, finding 7: C11 `thrd_create` threads (glibc starts
+/// them with an internal call, not through the `pthread_create` hook) kept
+/// a mergeable stack under `process`, and under `advise` with guard size 0
+/// as the default; `thrd_create` is hooked now.
+///
+/// A thread glibc starts for itself (a `SIGEV_THREAD` timer's, here) runs
+/// no code of ours: under `advise` the catch-up tells its stack by the
+/// guard page glibc gives it; under `process` it stays mergeable, as the
+/// README says (Limits).
 fn every_kind_of_thread_stack_stays_out(mode: &str) {
     let s = thread_stacks(mode, None);
     for kind in STACK_KINDS {
@@ -207,6 +220,11 @@ fn every_kind_of_thread_stack_stays_out(mode: &str) {
     assert!(
         flag(&s, "heap_mg"),
         "{mode}: the heap is no longer mergeable:\n{s}"
+    );
+    assert_eq!(
+        flag(&s, "timer_stack_mg"),
+        mode == "process",
+        "{mode}: the timer thread's stack (glibc's own thread):\n{s}"
     );
 }
 
@@ -227,7 +245,14 @@ fn every_kind_of_thread_stack_stays_out_in_process_mode() {
 fn without_the_stack_exclusion_the_same_stacks_are_mergeable() {
     for mode in ["advise", "process"] {
         let s = thread_stacks(mode, Some("none"));
-        for kind in ["guard0", "default_guard0", "mmap", "malloc", "malloc_big"] {
+        for kind in [
+            "guard0",
+            "default_guard0",
+            "c11_default_guard0",
+            "mmap",
+            "malloc",
+            "malloc_big",
+        ] {
             assert!(
                 flag(&s, &format!("{kind}_stack_mg")),
                 "{mode}, KSMAUTO_EXCLUDE=none: the {kind} stack should be mergeable:\n{s}"

@@ -1,6 +1,6 @@
 //! Every interposed function keeps glibc's results: tests/c/hooks.c calls
-//! each hook (the malloc family, mmap/mmap64/mremap/munmap, pthread_create)
-//! with valid and invalid arguments and prints what happened — return values,
+//! each hook (the malloc family, mmap/mmap64/mremap/munmap, pthread_create,
+//! thrd_create) with valid and invalid arguments and prints what happened — return values,
 //! errno, alignment, contents — never an address. Its output must be the same
 //! without the preload and with it in each mode.
 //!

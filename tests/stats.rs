@@ -783,6 +783,132 @@ fn exec_d_workers_stay_silent_when_their_parent_cannot_be_asked() {
     }
 }
 
+/// Review of issue 18, finding 6: a background job whose parent then
+/// `exec`s its main program (a container entrypoint's `helper & exec
+/// server`) was started by a process that ran the library, yet at its exit
+/// the parent's maps are the new program's. Before, with a new program
+/// without the library (a static server) the job reported unasked, whether
+/// the library started in the job before the parent's `exec` or after
+/// (the usual order: the shell's `exec` is quicker). Now the parent's
+/// program file, recorded at start-up, must be the same at exit, and its
+/// program must not have been started with an `LD_PRELOAD` naming the
+/// library. Controls: a server that runs the library, and `& wait`, stay
+/// silent; the job started by hand, and through `env`, reports.
+#[test]
+fn a_background_job_stays_silent_once_its_parent_execd_another_program() {
+    let prog = compile_c("tests/c/quiet_service.c", &[]);
+    let static_prog = compile_c("tests/c/quiet_service.c", &["-static"]);
+    let dir = scratch("background-job");
+    let (prog, static_prog) = (prog.to_str().unwrap(), static_prog.to_str().unwrap());
+    let ready = dir.join("ready");
+    let ready = ready.to_str().unwrap();
+    let job_ready = dir.join("job-ready");
+    let job_ready = job_ready.to_str().unwrap();
+    // The parent `exec`s the server once READY exists: made by the job
+    // itself (its library has started), or by a static waiter that then
+    // waits for the `exec` and only then `exec`s the job.
+    let then_exec = |job_starts_after_exec: bool, server: &str| {
+        let job = if job_starts_after_exec {
+            format!("'{static_prog}' after-parent-execs '{ready}' '{prog}' job '{job_ready}' now")
+        } else {
+            format!("'{prog}' job '{ready}' exec")
+        };
+        format!("{job} & while [ ! -e '{ready}' ]; do sleep 0.01; done; exec '{server}' reap")
+    };
+    for mode in ["advise", "process"] {
+        let mut cases = vec![(
+            "& wait".to_string(),
+            format!("'{prog}' job '{ready}' now & wait"),
+        )];
+        for (when, after) in [("before", false), ("after", true)] {
+            for (server, path) in [("static", static_prog), ("with the library", prog)] {
+                let what = format!("the job started {when} the exec of a server {server}");
+                cases.push((what, then_exec(after, path)));
+            }
+        }
+        for (what, script) in &cases {
+            let _ = std::fs::remove_file(ready);
+            let _ = std::fs::remove_file(job_ready);
+            let out = Run::with(mode).output("sh", &["-c", script]);
+            assert!(
+                out.status.success(),
+                "{mode}, {what}: {script}: {:?}\n{}",
+                out.status,
+                text(&out.stderr)
+            );
+            assert_eq!(
+                report_lines(&out),
+                0,
+                "{mode}, {what}: {script}: the job reported unasked:\n{}",
+                text(&out.stderr)
+            );
+        }
+        for launcher in [&[][..], &["env"][..]] {
+            let _ = std::fs::remove_file(ready);
+            let (program, args) = match launcher {
+                [] => (prog, vec!["job", ready, "now"]),
+                [l] => (*l, vec![prog, "job", ready, "now"]),
+                _ => unreachable!(),
+            };
+            let out = Run::with(mode).output(program, &args);
+            assert!(out.status.success(), "{mode}: {:?}", out.status);
+            assert_eq!(
+                report_lines(&out),
+                2,
+                "{mode}, started {launcher:?}: the process the user started must report:\n{}",
+                text(&out.stderr)
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Review of issue 18, finding 15: the README's launchers. One that
+/// `exec`s in place keeps the caller (here the test, which runs no
+/// library) as the program's parent, and the program reports: `env`,
+/// `nice`, `bash -c CMD` (bash `exec`s a lone command), `sh -c 'exec
+/// CMD'`. A shell that forks for the command leaves itself, running the
+/// library, as the parent, and the program stays silent: Debian's `/bin/sh`
+/// (dash) for `sh -c CMD`, any shell for `CMD; other`. Before, the README
+/// said `sh -c CMD` reports.
+#[test]
+fn the_documented_launchers_decide_whether_the_program_reports() {
+    let prog = compile_c("tests/c/quiet_service.c", &[]);
+    let prog = prog.to_str().unwrap();
+    let lone = format!("'{prog}' child");
+    let execd = format!("exec '{prog}' child");
+    let then_more = format!("'{prog}' child; true");
+    let dash = std::fs::canonicalize("/bin/sh").is_ok_and(|p| p.ends_with("dash"));
+    let mut cases: Vec<(&str, Vec<&str>, bool)> = vec![
+        ("env", vec![prog, "child"], true),
+        ("nice", vec![prog, "child"], true),
+        ("bash", vec!["-c", &lone], true),
+        ("sh", vec!["-c", &execd], true),
+        ("bash", vec!["-c", &then_more], false),
+        ("sh", vec!["-c", &then_more], false),
+        ("dash", vec!["-c", &lone], false),
+    ];
+    if dash {
+        cases.push(("sh", vec!["-c", &lone], false));
+    }
+    for mode in ["advise", "process"] {
+        for (launcher, args, reports) in &cases {
+            let out = Run::with(mode).output(launcher, args);
+            assert!(
+                out.status.success(),
+                "{mode} {launcher} {args:?}: {:?}",
+                out.status
+            );
+            assert_eq!(
+                report_lines(&out),
+                if *reports { 2 } else { 0 },
+                "{mode}: {launcher} {args:?} (reports: {reports}):\n{}",
+                text(&out.stderr)
+            );
+        }
+    }
+}
+
 /// Issue 11: a program that takes any output of its child on stderr for a
 /// failure spawns a child that inherits the preload: the child's stderr
 /// stays empty by default. Before: the child's report went there.

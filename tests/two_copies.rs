@@ -4,7 +4,9 @@
 //! one copy. The first copy in the lookup order does the work; the other
 //! stands aside (no report, no engine). Before, each copy took the other's
 //! `malloc` for the allocator's and the first call looped between the two
-//! forever, at 100% CPU.
+//! forever, at 100% CPU. A copy a program loads with `dlopen` comes after
+//! libc, where none of its hooks is reached, and stands aside as well; one
+//! the loader preloads from `/etc/ld.so.preload` works.
 
 use ksmauto_testsupport as common;
 
@@ -104,4 +106,133 @@ fn a_program_with_its_own_api_stub_is_no_copy_of_the_library() {
     );
     let out = common::run_ok(&prog, &common::Run::with("process"), &[]);
     assert!(out.contains("done merge_any=yes"), "{out}");
+}
+
+/// Review of issue 18, finding 3: a copy that a program `dlopen`s (a
+/// plugin host, `ctypes.CDLL`) is appended after libc in the lookup order,
+/// with `RTLD_GLOBAL` too, so none of its hooks is reached: it cannot see
+/// the program's `mlock` nor guard its `exec`. It must stand aside like a
+/// second copy. Before, it started the engine of `KSMAUTO_MODE` (merge-any
+/// on by default): the key the program mlocked after the `dlopen` was
+/// mergeable, a static program it exec'd inherited merge-any, `advise`
+/// switched off the merge-any the program had set itself, and it wrote a
+/// report.
+#[test]
+fn a_dlopened_copy_stands_aside_and_touches_nothing() {
+    let prog = common::compile_c("tests/c/dlopened.c", &[]);
+    let probe = common::compile_c("tests/c/merge_any_probe.c", &["-static"]);
+    let lib = common::lib().to_str().unwrap();
+    let probe = probe.to_str().unwrap();
+    for mode in ["default", "process", "advise"] {
+        for how in ["local", "global", "lazy"] {
+            for set in ["0", "1"] {
+                let what = format!("{mode}, {how}, the program's merge-any {set}");
+                let run = common::Run::without()
+                    .env(
+                        "KSMAUTO_MODE",
+                        if mode == "default" { "auto" } else { mode },
+                    )
+                    .env("KSMAUTO_STATS", "stderr");
+                let out = run.output(&prog, &[lib, how, set, probe]);
+                let stdout = common::text(&out.stdout);
+                let stderr = common::text(&out.stderr);
+                assert!(
+                    out.status.success(),
+                    "{what}: {:?}\n{stdout}\n{stderr}",
+                    out.status
+                );
+                assert_eq!(
+                    common::field(&stdout, "merge_any").as_deref(),
+                    Some(set),
+                    "{what}: merge-any is not as the program set it:\n{stdout}"
+                );
+                assert_eq!(
+                    common::field(&stdout, "execd merge_any").as_deref(),
+                    Some(set),
+                    "{what}: the exec'd static program:\n{stdout}"
+                );
+                if set == "0" {
+                    assert_eq!(
+                        common::field(&stdout, "key_mg").as_deref(),
+                        Some("0"),
+                        "{what}: the mlocked key is mergeable:\n{stdout}"
+                    );
+                }
+                assert!(
+                    !stderr.contains("ksmauto["),
+                    "{what}: a copy that stands aside reports:\n{stderr}"
+                );
+            }
+        }
+    }
+}
+
+/// `ctypes.CDLL` from Python: `dlopen(RTLD_NOW | RTLD_LOCAL)` by a program
+/// whose own calls all go to libc.
+#[test]
+fn a_copy_python_loads_with_ctypes_stands_aside() {
+    let script = "import ctypes, sys\n\
+                  ctypes.CDLL(sys.argv[1])\n\
+                  print('merge_any', ctypes.CDLL(None).prctl(68, 0, 0, 0, 0))\n";
+    let python = "/usr/bin/python3";
+    assert!(
+        std::path::Path::new(python).exists(),
+        "{python} is missing: this test needs it installed"
+    );
+    let out = common::Run::without()
+        .env("KSMAUTO_STATS", "stderr")
+        .output(python, &["-c", script, common::lib().to_str().unwrap()]);
+    let stdout = common::text(&out.stdout);
+    let stderr = common::text(&out.stderr);
+    assert!(out.status.success(), "{:?}\n{stdout}\n{stderr}", out.status);
+    assert_eq!(
+        common::field(&stdout, "merge_any").as_deref(),
+        Some("0"),
+        "{stdout}"
+    );
+    assert!(!stderr.contains("ksmauto["), "{stderr}");
+}
+
+/// The other side: a copy the loader preloads from `/etc/ld.so.preload` (in
+/// a private mount namespace, over a private `/etc`) comes before libc as
+/// an `LD_PRELOAD` one does, and works: merge-any on under `process`, the
+/// report asked for written.
+#[test]
+fn a_copy_preloaded_from_etc_ld_so_preload_works() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("!!!!! SKIPPED: needs root (mount namespace) !!!!!");
+        assert_ne!(std::env::var("KSMAUTO_REQUIRE_KSM").as_deref(), Ok("1"));
+        return;
+    }
+    let probe = common::compile_c("tests/c/merge_any_probe.c", &[]);
+    let dir = std::env::temp_dir().join(format!("ksmauto-etc-preload-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("upper")).unwrap();
+    std::fs::create_dir_all(dir.join("work")).unwrap();
+    let script = format!(
+        "set -e\n\
+         mount -t overlay overlay -o lowerdir=/etc,upperdir={d}/upper,workdir={d}/work /etc\n\
+         printf '%s\\n' '{lib}' > /etc/ld.so.preload\n\
+         KSMAUTO_MODE=process KSMAUTO_STATS=stderr '{probe}' preloaded\n",
+        d = dir.display(),
+        lib = common::lib().display(),
+        probe = probe.display(),
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .env_remove("LD_PRELOAD")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let o = common::run_with_timeout(cmd, Duration::from_secs(60));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = common::text(&o.stdout);
+    let err = common::text(&o.stderr);
+    assert!(o.status.success(), "{:?}\n{out}\n{err}", o.status);
+    assert_eq!(
+        common::field(&out, "preloaded merge_any").as_deref(),
+        Some("1"),
+        "{out}\n{err}"
+    );
+    assert!(err.contains("ksmauto["), "no report:\n{err}");
 }

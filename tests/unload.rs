@@ -48,6 +48,9 @@ fn dlopen_then_dlclose_then_fork_and_exit_in_every_mode() {
     }
 }
 
+/// A `dlopen`ed copy now stands aside (its hooks are never reached; see
+/// tests/two_copies.rs) and starts no scanning thread: asked for one, it
+/// must still unload cleanly.
 #[test]
 fn an_unloaded_copy_with_a_scanning_thread() {
     let library = lib().to_str().unwrap();

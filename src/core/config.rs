@@ -95,12 +95,13 @@ impl Config {
 }
 
 impl Config {
-    /// Secure execution (`AT_SECURE`): every `KSMAUTO_*` variable ignored,
-    /// nothing merged, nothing written.
-    /// Another copy of the library does the work in this process: this one
-    /// forwards every call and says nothing.
+    /// The program's calls do not reach this copy's hooks (another copy
+    /// does the work, or this one was `dlopen`ed after libc): it forwards
+    /// every call, changes nothing and says nothing.
     pub const STANDING_ASIDE: Config = Config::SECURE_EXECUTION;
 
+    /// Secure execution (`AT_SECURE`): every `KSMAUTO_*` variable ignored,
+    /// nothing merged, nothing written.
     pub const SECURE_EXECUTION: Config = Config {
         mode: Mode::Off,
         stats: StatsDestination::Off,

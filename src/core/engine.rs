@@ -139,12 +139,13 @@ pub fn stderr_is_unchanged() -> bool {
 /// Must run exactly once, before any other function here does work.
 /// `allocator_is_glibc`: the allocator serving the program is proven to be
 /// glibc's own (`next::resolve_all`); only then are its large blocks news
-/// for the catch-up (no block is ever looked into). `another_copy_works`:
-/// another copy of this library comes first in load order; its hooks are
-/// the ones the program reaches, so it does the work and this one stands
-/// aside (`off`, no report), or the process would be advised and reported
-/// on twice.
-pub fn start(allocator_is_glibc: bool, another_copy_works: bool) {
+/// for the catch-up (no block is ever looked into). `stand_aside`: the
+/// program's calls do not reach this copy's hooks (`next::stands_aside`):
+/// another copy of this library comes first in load order, which does the
+/// work (or the process would be advised and reported on twice), or this
+/// copy was `dlopen`ed after libc, where it could neither see a secret nor
+/// guard an `exec`. It stays `off` and says nothing.
+pub fn start(allocator_is_glibc: bool, stand_aside: bool) {
     identity::adopt_at_start();
     // Under secure execution the environment belongs to whoever started a
     // privileged program: no variable of it may steer us, no file is
@@ -152,9 +153,10 @@ pub fn start(allocator_is_glibc: bool, another_copy_works: bool) {
     let secure_execution = os::secure_execution();
     // Standing aside, this copy touches nothing of the process: `off`
     // elsewhere switches merge-any off, which here would undo (and unmerge)
-    // what the working copy set — it may have started first, from a
-    // constructor's malloc, or this copy may be a later dlopen.
-    let standing_aside = another_copy_works && !secure_execution;
+    // what the working copy, or the program itself, set — the working copy
+    // may have started first, from a constructor's malloc, or this copy may
+    // be a later dlopen.
+    let standing_aside = stand_aside && !secure_execution;
     let config = if secure_execution {
         Config::SECURE_EXECUTION
     } else if standing_aside {
@@ -162,6 +164,12 @@ pub fn start(allocator_is_glibc: bool, another_copy_works: bool) {
     } else {
         Config::from_lookup(os::getenv, print_bad_value)
     };
+    // Only the process the user started reports unasked: whether its parent
+    // still runs the program it ran now is asked at exit (see
+    // `identity::starter`).
+    if !config.stats_requested && config.stats != StatsDestination::Off {
+        identity::note_parent_image();
+    }
     let page_size = os::page_size();
     let (active, fallback_errno) = if standing_aside {
         (Mode::Off, None)

@@ -12,12 +12,13 @@
 //! allocates, never locks, leaves `errno` alone.
 //!
 //! Also who started this program ([`starter`]), for the exit report's rule
-//! that only the process the user started speaks unasked: the parent and
-//! the session are recorded when the library starts, because a parent that
-//! exits hands its children to init or a subreaper, and the parent at exit
-//! may be one that never started us.
+//! that only the process the user started speaks unasked: the parent, the
+//! program file it ran and the session are recorded when the library
+//! starts, because a parent that exits hands its children to init or a
+//! subreaper, and the parent at exit may be one that never started us, or
+//! the same process running another program since an `exec`.
 
-use core::sync::atomic::{AtomicBool, AtomicI32, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::Relaxed};
 
 use crate::os::sys;
 
@@ -57,6 +58,11 @@ static PARENT_AT_START: AtomicI32 = AtomicI32::new(0);
 /// namespace; -1: unknown).
 static SESSION_AT_START: AtomicI32 = AtomicI32::new(-1);
 
+/// The device and inode of the program file the parent ran when the library
+/// started here (inode 0: unknown, no parent to ask, or not recorded).
+static PARENT_IMAGE_DEV: AtomicU64 = AtomicU64::new(0);
+static PARENT_IMAGE_INO: AtomicU64 = AtomicU64::new(0);
+
 /// Records this process as the owner: at start-up, and in a child made by
 /// `fork` (its `pthread_atfork` handler).
 pub fn adopt() {
@@ -70,6 +76,28 @@ pub fn adopt_at_start() {
     adopt();
     PARENT_AT_START.store(sys::getppid(), Relaxed);
     SESSION_AT_START.store(sys::getsid(0).unwrap_or(-1), Relaxed);
+}
+
+/// Records the program file the parent runs now, for [`starter`] to tell
+/// whether it still runs it at exit (one `stat`; only where a report may
+/// be written unasked). Without it, the parent counts as changed.
+pub fn note_parent_image() {
+    let parent = PARENT_AT_START.load(Relaxed);
+    if parent <= 1 {
+        return;
+    }
+    if let Some(image) = crate::os::proc::process_image(parent) {
+        PARENT_IMAGE_DEV.store(image.dev, Relaxed);
+        PARENT_IMAGE_INO.store(image.ino, Relaxed);
+    }
+}
+
+/// Whether `parent` still runs the program file recorded at start-up.
+fn parent_runs_what_it_ran_at_start(parent: i32) -> bool {
+    let ino = PARENT_IMAGE_INO.load(Relaxed);
+    ino != 0
+        && crate::os::proc::process_image(parent)
+            .is_some_and(|now| now.ino == ino && now.dev == PARENT_IMAGE_DEV.load(Relaxed))
 }
 
 /// Who started this process, as far as can still be known.
@@ -95,10 +123,15 @@ pub enum Starter {
 /// * this program started in a session that is neither its own nor its
 ///   parent's: a parent's fork keeps the parent's session and an own
 ///   `setsid` makes the child its leader, so a parent in another session
-///   adopted it (a subreaper such as systemd's user manager).
+///   adopted it (a subreaper such as systemd's user manager);
+/// * the parent runs another program file than at start-up, or could not
+///   be asked then ([`note_parent_image`]): it has `exec`ed since (`job &
+///   exec server`), and what ran at start-up, maybe the library, is gone.
 ///
 /// What it cannot tell: a program adopted before its start-up by a
-/// subreaper of its own session looks as if that subreaper started it.
+/// subreaper of its own session looks as if that subreaper started it; a
+/// parent that `exec`ed before the library started here, or `exec`ed the
+/// same file again, looks as if it had always run what it runs at exit.
 pub fn starter() -> Starter {
     if made_by_fork() {
         return Starter::LibraryProcess;
@@ -109,6 +142,9 @@ pub fn starter() -> Starter {
     }
     let session = SESSION_AT_START.load(Relaxed);
     if session != OWNER.load(Relaxed) && sys::getsid(parent) != Ok(session) {
+        return Starter::Unknown;
+    }
+    if !parent_runs_what_it_ran_at_start(parent) {
         return Starter::Unknown;
     }
     Starter::Parent(parent)
@@ -154,6 +190,7 @@ mod tests {
     #[test]
     fn a_process_started_by_its_living_parent_names_that_parent() {
         adopt_at_start();
+        note_parent_image();
         let parent = sys::getppid();
         let expected = if parent <= 1 {
             Starter::Unknown
@@ -168,6 +205,17 @@ mod tests {
         adopt_at_start();
         SESSION_AT_START.store(-7, Relaxed);
         if parent > 1 {
+            assert_eq!(starter(), Starter::Unknown);
+        }
+        // The parent runs another program file than at start: it exec'd.
+        adopt_at_start();
+        note_parent_image();
+        if parent > 1 {
+            assert_eq!(starter(), Starter::Parent(parent));
+            PARENT_IMAGE_INO.fetch_add(1, Relaxed);
+            assert_eq!(starter(), Starter::Unknown);
+            // Never recorded (or the parent could not be asked then).
+            PARENT_IMAGE_INO.store(0, Relaxed);
             assert_eq!(starter(), Starter::Unknown);
         }
     }

@@ -1,5 +1,7 @@
 //! Readers and parsers for the kernel's per-process KSM truth:
-//! `/proc/self/ksm_stat`, `/proc/self/maps` and `/proc/self/smaps`.
+//! `/proc/self/ksm_stat`, `/proc/self/maps` and `/proc/self/smaps`; and
+//! what the exit report asks of the parent (`/proc/PID/maps`, `environ`,
+//! `exe`).
 //!
 //! Parsers are pure functions over byte slices (unit-tested without any
 //! preloading); the reader streams a file through a caller's buffer, which
@@ -34,7 +36,17 @@ pub fn read_lines(path: &[u8], buffer: &LineBuffer, f: impl FnMut(&[u8])) -> Res
 
 /// Calls `f` with each line of the file at `path` (NUL-terminated), without the
 /// newline, reading through `buf`. A line longer than `buf` is passed truncated.
-pub fn for_each_line(path: &[u8], buf: &mut [u8], mut f: impl FnMut(&[u8])) -> Result<(), Errno> {
+pub fn for_each_line(path: &[u8], buf: &mut [u8], f: impl FnMut(&[u8])) -> Result<(), Errno> {
+    for_each_record(path, b'\n', buf, f)
+}
+
+/// [`for_each_line`] with records ended by `end` instead of a newline.
+fn for_each_record(
+    path: &[u8],
+    end: u8,
+    buf: &mut [u8],
+    mut f: impl FnMut(&[u8]),
+) -> Result<(), Errno> {
     let fd = sys::open(path, libc::O_RDONLY, 0)?;
     let mut filled = 0usize;
     let mut skipping_overlong = false;
@@ -45,7 +57,7 @@ pub fn for_each_line(path: &[u8], buf: &mut [u8], mut f: impl FnMut(&[u8])) -> R
         };
         filled += n;
         let mut start = 0;
-        while let Some(pos) = buf[start..filled].iter().position(|&b| b == b'\n') {
+        while let Some(pos) = buf[start..filled].iter().position(|&b| b == end) {
             if !skipping_overlong {
                 f(&buf[start..start + pos]);
             }
@@ -96,6 +108,55 @@ pub fn process_maps_file(pid: i32, file_name: &[u8], buffer: &LineBuffer) -> Opt
     .ok()?;
     // A process without memory (exiting, a zombie) shows no lines.
     (lines > 0).then_some(found)
+}
+
+/// Whether process `pid` was started to run a file named `file_name` (a
+/// last path component) as a preload: an `LD_PRELOAD` entry of the
+/// environment its program was started with (`/proc/PID/environ`: what
+/// its last `exec` was given; later changes do not show) names one, split
+/// as the loader splits it (colons and spaces). Read through `buffer`;
+/// `None` when it cannot be read (gone, another user's) or the name is
+/// empty.
+pub fn process_preloads(pid: i32, file_name: &[u8], buffer: &LineBuffer) -> Option<bool> {
+    if file_name.is_empty() || pid <= 0 {
+        return None;
+    }
+    let mut path = [0u8; 40];
+    let mut w = crate::fmt::BufWriter::new(&mut path);
+    w.str("/proc/").u64(pid as u64).str("/environ\0");
+    let len = w.len();
+    let mut held = buffer.try_take()?;
+    let mut found = false;
+    let read = for_each_record(&path[..len], 0, held.bytes(), |entry| {
+        if let Some(list) = entry.strip_prefix(b"LD_PRELOAD=") {
+            found |= names_file(list, file_name);
+        }
+    });
+    // An environment may hold secrets: none stays behind in the buffer.
+    held.bytes().fill(0);
+    read.ok()?;
+    Some(found)
+}
+
+/// Whether a preload list (entries split on colons and spaces) has an entry
+/// whose last path component is `file_name`.
+fn names_file(list: &[u8], file_name: &[u8]) -> bool {
+    list.split(|&b| b == b':' || b == b' ')
+        .any(|entry| entry.rsplit(|&b| b == b'/').next() == Some(file_name))
+}
+
+/// The program file process `pid` runs (`/proc/PID/exe`, followed: one
+/// `stat`, no read). An `exec` changes it (unless the process runs the same
+/// file again). `None` when it cannot be asked: the process is gone or
+/// exiting (no memory), or another user's.
+pub fn process_image(pid: i32) -> Option<sys::FileStatus> {
+    if pid <= 0 {
+        return None;
+    }
+    let mut path = [0u8; 40];
+    let mut w = crate::fmt::BufWriter::new(&mut path);
+    w.str("/proc/").u64(pid as u64).str("/exe\0");
+    sys::stat_at(libc::AT_FDCWD, path.as_ptr(), 0).ok()
 }
 
 /// `vm.max_map_count`: the most VMAs a process may have (the kernel's
@@ -392,6 +453,49 @@ VmFlags: rd wr mr mw me gd ac mg
         assert_eq!(parse_dec(b"99999999999999999999999"), None);
         assert_eq!(parse_hex(b"7fFF"), Some(0x7fff));
         assert_eq!(parse_hex(b""), None);
+    }
+
+    #[test]
+    fn a_preload_list_names_a_file_by_its_last_component() {
+        assert!(names_file(b"/usr/lib/libksmauto.so", b"libksmauto.so"));
+        assert!(names_file(b"/a/x.so:/b/libksmauto.so", b"libksmauto.so"));
+        assert!(names_file(b"x.so libksmauto.so", b"libksmauto.so"));
+        assert!(!names_file(b"/a/libksmauto.so.1", b"libksmauto.so"));
+        assert!(!names_file(b"", b"libksmauto.so"));
+    }
+
+    /// The environment a program was started with, read from another
+    /// process: the child's `LD_PRELOAD` (a missing file: the loader only
+    /// warns) names the file, no other.
+    #[test]
+    fn a_process_started_with_a_preload_is_seen_from_outside() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env(
+                "LD_PRELOAD",
+                "/nonexistent/a.so:/nonexistent/libksmauto-unit.so",
+            )
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let buffer = Box::new(LineBuffer::new());
+        // The environment is the new program's once its exec is done.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut seen = None;
+        while std::time::Instant::now() < deadline {
+            seen = process_preloads(pid, b"libksmauto-unit.so", &buffer);
+            if seen == Some(true) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let other = process_preloads(pid, b"libksmauto.so", &buffer);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(seen, Some(true));
+        assert_eq!(other, Some(false));
+        assert_eq!(process_preloads(pid, b"", &buffer), None);
     }
 
     #[test]

@@ -141,23 +141,29 @@ pub fn write_exit_report() {
 /// (a child of it, or the parent's own `exec`), or started by a process that
 /// can no longer be asked ([`engine::starter`]: it exited and this process
 /// is init's or a subreaper's now, or has been since before the library
-/// started in it) or may not be (another user's: a worker that dropped
-/// privileges before its `exec`). A program the user started through a
-/// launcher that runs the library and `exec`s in place (`env`, `nice`,
-/// `sh -c`) keeps its parent, the user's shell, readable and without the
-/// library: it speaks. One started through a launcher that also drops
-/// privileges (`setpriv`, `gosu`, `su -c`), one whose parent is init (a
-/// system service, a container's first process) and one whose parent
-/// exited first cannot be told from such workers and stay silent: the quiet
-/// side, as for a service.
+/// started in it; or it `exec`ed another program since, `job & exec
+/// server`, and its maps now are that program's) or may not be (another
+/// user's: a worker that dropped privileges before its `exec`), or whose
+/// parent was started to run the library and now does not: its program
+/// was given an `LD_PRELOAD` naming it (a shell that ran the library and
+/// then `exec`ed a static server, before or after this process started;
+/// or a parent the library could not run in, the quiet side). A program
+/// the user started through a launcher that runs the library and `exec`s
+/// in place (`env`, `nice`, `bash -c`) keeps its parent, the user's shell,
+/// readable and without the library: it speaks. One started through a
+/// launcher that forks instead (dash's `sh -c CMD`) has the launcher, which
+/// runs the library, for its parent, and is silent. One started through a
+/// launcher that also drops privileges (`setpriv`, `gosu`, `su -c`), one
+/// whose parent is init (a system service, a container's first process)
+/// and one whose parent exited first cannot be told from such workers and
+/// stay silent: the quiet side, as for a service.
 fn not_the_process_the_user_started() -> bool {
+    use crate::os::proc::{process_maps_file, process_preloads, SHARED_LINES};
     match engine::starter() {
         Starter::Parent(parent) => {
-            crate::os::proc::process_maps_file(
-                parent,
-                crate::os::own_file_name(),
-                &crate::os::proc::SHARED_LINES,
-            ) != Some(false)
+            let own = crate::os::own_file_name();
+            process_maps_file(parent, own, &SHARED_LINES) != Some(false)
+                || process_preloads(parent, own, &SHARED_LINES) != Some(false)
         }
         Starter::LibraryProcess | Starter::Unknown => true,
     }

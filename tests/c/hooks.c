@@ -1,6 +1,6 @@
 /*
  * Exercises every function libksmauto interposes (the malloc family, the
- * mmap family, pthread_create) and prints what each call did as deterministic
+ * mmap family, pthread_create, thrd_create) and prints what each call did as deterministic
  * "key value" lines: results, errno values, alignment and content checks —
  * never an address. Run with and without the preload, the output must match
  * (tests/hooks.rs).
@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <threads.h>
 #include <unistd.h>
 
 #define KiB ((size_t)1024)
@@ -468,6 +469,31 @@ static void threads(void) {
     }
 }
 
+/* C11 threads: results through return and through thrd_exit, errno apart. */
+static int c11_worker(void *arg) {
+    struct job *j = arg;
+    int r = (int)(uintptr_t)worker(arg);
+    if (j->seed == 6) thrd_exit(r + 1);
+    return r;
+}
+
+static void c11_threads(void) {
+    struct job jobs[2] = {{5, 2000, 0, -1}, {6, 200 * 1024, 0, -1}};
+    thrd_t t[2];
+    for (int i = 0; i < 2; i++) {
+        set_errno(4343);
+        int rc = thrd_create(&t[i], c11_worker, &jobs[i]);
+        printf("thrd_create %d success %s errno %d\n", i, yesno(rc == thrd_success), get_errno());
+        if (rc != thrd_success) exit(2);
+    }
+    for (int i = 0; i < 2; i++) {
+        int res = -1;
+        int rc = thrd_join(t[i], &res);
+        printf("thrd_join %d success %s res %d sum %lu errno_at_start %d\n", i, yesno(rc == thrd_success), res,
+               jobs[i].sum, jobs[i].errno_at_start);
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 /* bigblocks: large glibc blocks seen through /proc/self/smaps. Parsed with
  * read() into a static buffer, so measuring allocates nothing. */
@@ -612,5 +638,6 @@ int main(int argc, char **argv) {
     errno_preservation();
     mappings();
     threads();
+    c11_threads();
     return 0;
 }

@@ -23,14 +23,30 @@
  *                          stderr for a failure does; prints
  *                          "child_stderr_bytes N" and the child's status.
  *   quiet_service child    maps and fills 1 MiB, exits 0.
+ *   quiet_service job READY exec|now  a background job (`sh -c 'job &
+ *                          exec server'`): works as `child`, creates the
+ *                          file READY (the library has started in it by
+ *                          then), and with "exec" waits (at most 60 s) until
+ *                          its parent runs another program file than at its
+ *                          start, then exits 0.
+ *   quiet_service reap     waits for every child it has (those its process
+ *                          had before an exec too), exits 0: the server.
+ *   quiet_service after-parent-execs READY PROG ARGS...  (built static: no
+ *                          library) creates READY, waits (at most 60 s)
+ *                          until its parent runs another program file,
+ *                          then execs PROG: a job whose library starts
+ *                          only after its parent's exec.
  */
 #define _GNU_SOURCE
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -45,7 +61,50 @@ static void work(void) {
     madvise(p, 4096, MADV_DONTDUMP);
 }
 
+/* The device and inode of the program file the parent runs (0 if unknown). */
+static unsigned long long parent_image(void) {
+    char path[64];
+    struct stat st;
+    snprintf(path, sizeof path, "/proc/%d/exe", (int)getppid());
+    if (stat(path, &st) != 0) return 0;
+    return (unsigned long long)st.st_dev << 40 ^ (unsigned long long)st.st_ino;
+}
+
+/* Creates `ready`, then with `until_exec` waits until the parent runs
+ * another program file than before; 0, or 6/7 on failure or time-out. */
+static int signal_then_wait(const char *ready, int until_exec) {
+    unsigned long long image = parent_image();
+    int fd = open(ready, O_WRONLY | O_CREAT, 0600);
+    if (fd < 0) return 6;
+    close(fd);
+    time_t deadline = time(NULL) + 60;
+    while (until_exec && parent_image() == image) {
+        if (time(NULL) > deadline) return 7;
+        usleep(2000);
+    }
+    return 0;
+}
+
+static int job(const char *ready, int until_exec) {
+    work();
+    return signal_then_wait(ready, until_exec);
+}
+
 int main(int argc, char **argv) {
+    if (argc > 3 && !strcmp(argv[1], "job"))
+        return job(argv[2], !strcmp(argv[3], "exec"));
+    if (argc > 3 && !strcmp(argv[1], "after-parent-execs")) {
+        int rc = signal_then_wait(argv[2], 1);
+        if (rc) return rc;
+        execv(argv[3], argv + 3);
+        return 8;
+    }
+    if (argc > 1 && !strcmp(argv[1], "reap")) {
+        int failed = 0, st;
+        while (wait(&st) > 0)
+            failed |= !WIFEXITED(st) || WEXITSTATUS(st) != 0;
+        return failed;
+    }
     int drop = argc > 2 && !strcmp(argv[1], "droppool");
     if (argc > 2 && (!strcmp(argv[1], "pool") || drop)) {
         work();

@@ -1,15 +1,21 @@
 /*
- * Threads on every kind of stack glibc's pthread_create gives them, alive at
- * the same time, and whether any memory of each stack is mergeable (smaps
- * VmFlags `mg` on a VMA overlapping the stack) once the advise engine's
- * catch-up scan has run (tests/exclusions.rs). One thread per kind:
+ * Threads on every kind of stack glibc's pthread_create gives them (and
+ * C11's thrd_create, and glibc's own threads), alive at the same time, and
+ * whether any memory of each stack is mergeable (smaps VmFlags `mg` on a
+ * VMA overlapping the stack) once the advise engine's catch-up scan has run
+ * (tests/exclusions.rs). One thread per kind:
  *
  *   default       no attributes (glibc maps the stack, a guard page below)
  *   guard0        pthread_attr_setguardsize(attr, 0): no guard at all
  *   guard1        a guard of one page, set explicitly
  *   big_guard     a 256 KiB guard
+ *   c11           thrd_create (the process's default attributes)
  *   default_guard0  no attributes, after pthread_setattr_default_np made
  *                 guard size 0 the default
+ *   c11_default_guard0  thrd_create with that default
+ *   timer         the thread glibc itself starts to run a SIGEV_THREAD
+ *                 timer's function (no pthread_create the program calls;
+ *                 glibc gives it fresh attributes: a guard page)
  *   mmap          pthread_attr_setstack on a 256 KiB private mapping of the
  *                 program's own (the mmap hook sees it first)
  *   malloc        pthread_attr_setstack on a 64 KiB malloc'd buffer, inside
@@ -26,14 +32,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <threads.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "range_probe.h"
 
-enum { DEFAULT, GUARD0, GUARD1, BIG_GUARD, DEFAULT_GUARD0, MMAP, MALLOC, MALLOC_BIG, KINDS };
-static const char *names[KINDS] = {"default", "guard0", "guard1", "big_guard",
-                                   "default_guard0", "mmap", "malloc", "malloc_big"};
+enum {
+    DEFAULT, GUARD0, GUARD1, BIG_GUARD, C11, DEFAULT_GUARD0, C11_DEFAULT_GUARD0, TIMER,
+    MMAP, MALLOC, MALLOC_BIG, KINDS
+};
+static const char *names[KINDS] = {"default", "guard0", "guard1", "big_guard", "c11",
+                                   "default_guard0", "c11_default_guard0", "timer",
+                                   "mmap", "malloc", "malloc_big"};
 
 static pthread_barrier_t started, checked;
 static struct {
@@ -59,9 +72,32 @@ static void *body(void *arg) {
     return NULL;
 }
 
+static int c11_body(void *arg) {
+    body(arg);
+    return 0;
+}
+
+static void timer_fired(union sigval v) {
+    body(v.sival_ptr);
+}
+
+/* A one-shot SIGEV_THREAD timer: glibc starts a thread to run its function. */
+static int start_timer(long kind) {
+    struct sigevent ev = {.sigev_notify = SIGEV_THREAD};
+    ev.sigev_notify_function = timer_fired;
+    ev.sigev_value.sival_ptr = (void *)kind;
+    timer_t timer;
+    struct itimerspec when = {.it_value = {0, 1000 * 1000}};
+    return timer_create(CLOCK_MONOTONIC, &ev, &timer) || timer_settime(timer, 0, &when, NULL);
+}
+
 /* Starts the thread of `kind`; 0 on success. */
 static int start(pthread_t *t, long kind) {
     size_t page = page_size();
+    if (kind == C11 || kind == C11_DEFAULT_GUARD0)
+        return thrd_create((thrd_t *)t, c11_body, (void *)kind) != thrd_success;
+    if (kind == TIMER)
+        return start_timer(kind);
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     switch (kind) {
@@ -128,6 +164,7 @@ int main(void) {
     fflush(stdout);
     pthread_barrier_wait(&checked);
     for (int kind = 0; kind < KINDS; kind++)
-        pthread_join(threads[kind], NULL);
+        if (kind != TIMER)
+            pthread_join(threads[kind], NULL);
     return 0;
 }
