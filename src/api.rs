@@ -977,82 +977,82 @@ unsafe fn enoent() -> c_int {
     -1
 }
 
-/// The variadic `execl`, `execle` and `execlp` cannot be written in Rust: a
-/// small assembly entry saves the argument registers, asks
-/// [`prepare_variadic_exec`] (which may switch merge-any off, judging by the
-/// path and the environment the new program gets) for the next definition,
-/// restores the registers and jumps there, so the callee sees the caller's
-/// arguments, stack included, exactly. If that `exec` fails, the engine
-/// notices at a later poll that merge-any was lent and takes it back.
+/// The variadic `execl`, `execle` and `execlp` cannot be written in Rust.
+/// A small assembly entry does what glibc's own do (2.36, `posix/execl.c`):
+/// counts the list ([`variadic_exec_count`]), makes room on its stack for
+/// that many pointers and the null one (glibc's variable-length array,
+/// reserved page by page so that it cannot jump over a stack guard page),
+/// and calls [`variadic_exec_run`], which fills the array and makes the
+/// non-variadic call — [`execve`] with `environ` (`execl`) or `execle`'s
+/// environment, [`execvpe`] with `environ` (`execlp`) — then returns what
+/// that returned. So these are calls that come back through us when the
+/// `exec` fails, like every other `exec` hook: only the call that switched
+/// merge-any off switches it back on (a poll never takes a lender of a
+/// live thread, its own thread's included: a signal handler that runs
+/// between the switch-off and the `exec` must not undo it).
 ///
-/// `frame` is where the entry saved the argument registers; with the
-/// caller's stack arguments above it, it gives `execle`'s environment, the
-/// argument after the list's terminating null pointer.
-extern "C" fn prepare_variadic_exec(
-    path: *const c_char,
-    which: usize,
-    frame: *const usize,
-) -> usize {
-    unsafe {
-        let saved = errno_get();
-        let envp = match which {
-            VARIADIC_EXECLE => execle_environment(frame),
-            _ => environ,
-        };
-        prepare_exec(
-            || match which {
-                VARIADIC_EXECLP => target_in_path(path, true),
-                _ => target_at_path(path, true),
-            },
-            envp,
-            true,
-        );
-        errno_set(saved);
-        let table = next::exec_functions();
-        match which {
-            VARIADIC_EXECL => table.execl,
-            VARIADIC_EXECLE => table.execle,
-            _ => table.execlp,
-        }
-    }
-}
-
-/// Integer argument `i` of the variadic call whose registers the entry saved
-/// at `frame` (see the entries' layout below); stack arguments follow.
+/// `frame` is where the entry saved the argument registers; integer
+/// argument `i` (0: the path, 1: `arg0`, …) is read by
+/// [`variadic_argument`], the caller's stack arguments included.
 unsafe fn variadic_argument(frame: *const usize, i: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
     {
-        // Pushed rdi, rsi, rdx, rcx, r8, r9, rax: rax lowest; then the
-        // return address; then the caller's stack arguments.
-        const SAVED_AT: [usize; 6] = [6, 5, 4, 3, 2, 1];
+        // rdi, rsi, rdx, rcx, r8, r9 from the lowest; then the saved rbp
+        // and the return address; then the caller's stack arguments.
         if i < 6 {
-            *frame.add(SAVED_AT[i])
+            *frame.add(i)
         } else {
             *frame.add(8 + (i - 6))
         }
     }
     #[cfg(target_arch = "aarch64")]
     {
-        // x29, x30, then x0..x7; the caller's stack arguments above.
-        if i < 8 {
-            *frame.add(2 + i)
-        } else {
-            *frame.add(10 + (i - 8))
-        }
+        // x0..x7, right below the caller's stack arguments: one array.
+        *frame.add(i)
     }
 }
 
-/// `execle(path, arg0, ..., NULL, envp)`: the pointer after the null one.
-unsafe fn execle_environment(frame: *const usize) -> *const *const c_char {
-    // The kernel refuses argument lists past a few million entries anyway;
-    // past this bound the environment is taken as unknown (none).
-    const MOST_ARGUMENTS: usize = 1 << 20;
-    for i in 1..MOST_ARGUMENTS {
-        if variadic_argument(frame, i) == 0 {
-            return variadic_argument(frame, i + 1) as *const *const c_char;
+/// How many pointers the list holds before its null one, counted as
+/// glibc's `execl` counts them: `arg0` always, then up to the first null;
+/// 0 past `INT_MAX` (glibc's `E2BIG`).
+extern "C" fn variadic_exec_count(frame: *const usize) -> usize {
+    let mut argc = 1;
+    while unsafe { variadic_argument(frame, 1 + argc) } != 0 {
+        if argc == i32::MAX as usize {
+            return 0;
+        }
+        argc += 1;
+    }
+    argc
+}
+
+/// Fills `argv` (room for `argc` + 1 pointers, on the entry's stack) from
+/// the variadic list and makes the non-variadic `exec` the entry `which`
+/// stands for; what it returns (only on failure).
+extern "C" fn variadic_exec_run(
+    which: usize,
+    frame: *const usize,
+    argv: *mut usize,
+    argc: usize,
+) -> c_int {
+    unsafe {
+        if argc == 0 {
+            errno_set(libc::E2BIG);
+            return -1;
+        }
+        for i in 0..argc {
+            *argv.add(i) = variadic_argument(frame, 1 + i);
+        }
+        *argv.add(argc) = 0;
+        let path = variadic_argument(frame, 0) as *const c_char;
+        let args = argv as *const *const c_char;
+        match which {
+            // execle(path, arg0, ..., NULL, envp): the pointer after the null.
+            VARIADIC_EXECLE => execve(path, args, variadic_argument(frame, argc + 2) as _),
+            VARIADIC_EXECLP => execvpe(path, args, environ),
+            _ => execve(path, args, environ),
         }
     }
-    core::ptr::null()
 }
 
 const VARIADIC_EXECL: usize = 0;
@@ -1060,44 +1060,83 @@ const VARIADIC_EXECLE: usize = 1;
 const VARIADIC_EXECLP: usize = 2;
 
 /// The entry of one variadic `exec`: declared without parameters, since the
-/// body never reads them as Rust values; it only keeps them in place.
+/// body never reads them as Rust values.
 macro_rules! variadic_exec_entry {
     ($name:ident, $which:expr) => {
         #[unsafe(naked)]
         #[no_mangle]
-        pub unsafe extern "C" fn $name() {
+        pub unsafe extern "C" fn $name() -> c_int {
             #[cfg(target_arch = "x86_64")]
             ::core::arch::naked_asm!(
-                // Seven pushes leave the stack 16-byte aligned for the call.
-                "push rdi", "push rsi", "push rdx", "push rcx", "push r8", "push r9", "push rax",
-                "mov esi, {which}",
+                "push rbp",
+                "mov rbp, rsp",
+                // Six pushes keep the stack 16-byte aligned for the calls.
+                "push r9", "push r8", "push rcx", "push rdx", "push rsi", "push rdi",
+                "mov rdi, rsp",
+                "call {count}",
+                // (argc + 1) pointers, rounded up to 16 bytes.
+                "lea r10, [rax * 8 + 23]",
+                "and r10, -16",
+                // Page by page, touching each, as a compiler's stack-clash
+                // protection does for glibc's own array.
+                "2:",
+                "cmp r10, 4096",
+                "jb 3f",
+                "sub rsp, 4096",
+                "or qword ptr [rsp], 0",
+                "sub r10, 4096",
+                "jmp 2b",
+                "3:",
+                "sub rsp, r10",
+                "or qword ptr [rsp], 0",
+                "mov edi, {which}",
+                "lea rsi, [rbp - 48]",
                 "mov rdx, rsp",
-                "call {prepare}",
-                "mov r11, rax",
-                "pop rax", "pop r9", "pop r8", "pop rcx", "pop rdx", "pop rsi", "pop rdi",
-                "jmp r11",
+                "mov rcx, rax",
+                "call {run}",
+                "mov rsp, rbp",
+                "pop rbp",
+                "ret",
                 which = const $which,
-                prepare = sym prepare_variadic_exec,
+                count = sym variadic_exec_count,
+                run = sym variadic_exec_run,
             );
             #[cfg(target_arch = "aarch64")]
             ::core::arch::naked_asm!(
                 "stp x29, x30, [sp, #-80]!",
+                "mov x29, sp",
                 "stp x0, x1, [sp, #16]",
                 "stp x2, x3, [sp, #32]",
                 "stp x4, x5, [sp, #48]",
                 "stp x6, x7, [sp, #64]",
-                "mov x1, #{which}",
+                "add x0, x29, #16",
+                "bl {count}",
+                // (argc + 1) pointers, rounded up to 16 bytes.
+                "lsl x9, x0, #3",
+                "add x9, x9, #23",
+                "and x9, x9, #0xfffffffffffffff0",
+                // Page by page, touching each (stack-clash protection).
+                "2:",
+                "cmp x9, #4096",
+                "b.lo 3f",
+                "sub sp, sp, #4096",
+                "str xzr, [sp]",
+                "sub x9, x9, #4096",
+                "b 2b",
+                "3:",
+                "sub sp, sp, x9",
+                "str xzr, [sp]",
+                "mov x3, x0",
+                "mov x0, #{which}",
+                "add x1, x29, #16",
                 "mov x2, sp",
-                "bl {prepare}",
-                "mov x16, x0",
-                "ldp x6, x7, [sp, #64]",
-                "ldp x4, x5, [sp, #48]",
-                "ldp x2, x3, [sp, #32]",
-                "ldp x0, x1, [sp, #16]",
+                "bl {run}",
+                "mov sp, x29",
                 "ldp x29, x30, [sp], #80",
-                "br x16",
+                "ret",
                 which = const $which,
-                prepare = sym prepare_variadic_exec,
+                count = sym variadic_exec_count,
+                run = sym variadic_exec_run,
             );
         }
     };

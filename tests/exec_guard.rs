@@ -34,6 +34,8 @@
 
 #[path = "exec_guard/lab.rs"]
 mod lab;
+#[path = "exec_guard/races.rs"]
+mod races;
 
 use common::field;
 use ksmauto_testsupport as common;

@@ -26,11 +26,16 @@
 //! **In flight.** Every switch-off is recorded in a small table of lenders
 //! (the thread about to `exec`), and merge-any goes back on only when the
 //! table is empty: one thread's failed `exec` cannot switch it back on under
-//! another thread that is between its switch-off and its `exec`. A lender
-//! that never returns (its `exec` succeeded: a `vfork` child, whose `exec`
-//! cleared the flag of the memory it shares with us; or a variadic `execl*`,
-//! whose failure returns to the program, not to us) is released by a later
-//! poll once it no longer shares our memory or is gone.
+//! another thread that is between its switch-off and its `exec`. Every
+//! `exec` hook is a call that comes back when the `exec` fails (the
+//! variadic `execl*` too), and only that call releases its lender: a
+//! signal handler that runs between the switch-off and the `exec` and
+//! reaches a poll must not release it. A lender that never returns (a
+//! `vfork` child whose `exec` succeeded, which cleared the flag of the
+//! memory it shares with us; a thread that ended) is released by a later
+//! poll once it no longer shares our memory or is gone. A thread that
+//! leaves the call another way (`siglongjmp` out of a handler) keeps its
+//! switch-off while it lives: merge-any stays off, the cautious side.
 //!
 //! **Atomic switches.** Table, flag and "stopped for good" (`mlockall`, a
 //! secret that could not be recorded) change together under a token held
@@ -253,13 +258,15 @@ pub fn any_lent() -> bool {
     LENT.load(Relaxed) != 0
 }
 
-/// From a poll: releases lenders that will never come back (a child that no
-/// longer shares our memory, a thread that is gone, or the polling thread
-/// itself, whose variadic `exec` failed), and switches merge-any back on
-/// when none is left. Only tries the token. Not from a `vfork` child still
-/// in our memory (the caller checks).
+/// From a poll: releases lenders that will never come back — a `vfork`
+/// child that no longer shares our memory (its `exec` succeeded), a thread
+/// that is gone — and switches merge-any back on when none is left. A live
+/// thread of ours is never released here, the polling one included: it is
+/// between its switch-off and its `exec` (a signal handler that runs there
+/// may reach a poll), and [`returned`] releases it if the call comes back.
+/// Only tries the token. Not from a `vfork` child still in our memory (the
+/// caller checks).
 pub fn take_back(still_wanted: bool) {
-    let me = sys::gettid();
     let pid = sys::getpid();
     let Some(_token) = take_token(false) else {
         return;
@@ -270,14 +277,9 @@ pub fn take_back(still_wanted: bool) {
         if tid == 0 {
             continue;
         }
-        let gone = tid == me
-            || if sys::thread_is_ours(tid) {
-                false
-            } else {
-                // Not a thread of ours: a vfork child. Still in our
-                // memory (not yet exec'd): keep it lent.
-                !sys::shares_memory_with(pid, tid)
-            };
+        // Not a thread of ours: a vfork child. Still in our memory (not
+        // yet exec'd): keep it lent.
+        let gone = !sys::thread_is_ours(tid) && !sys::shares_memory_with(pid, tid);
         if gone && slot.compare_exchange(tid, 0, Relaxed, Relaxed).is_ok() {
             LENT.fetch_sub(1, Relaxed);
             released = true;
