@@ -41,8 +41,13 @@
 //! secret that could not be recorded) change together under a token held
 //! with every signal blocked, for one `prctl`. The `exec` hooks wait for it
 //! (another thread's `prctl`); the polls from allocation hooks only try it
-//! and otherwise come back later. A holder that is not a live thread of this
-//! process (a raw `clone` child sees its parent's) is replaced.
+//! and otherwise come back later. The holder may be any task running in
+//! this memory — a thread of ours, a `vfork` child of ours, or, seen from a
+//! `vfork` child, its parent's threads — and is waited for; one that does
+//! not run here (the copy of its parent's holder a raw `clone` child sees,
+//! a `vfork` child killed while holding it) is replaced. Where `kcmp` is
+//! refused and a child cannot tell its parent's memory from a copy of it,
+//! a parent thread's hold counts as abandoned after two seconds.
 //!
 //! Never allocates; raw system calls only (`errno` untouched).
 
@@ -51,6 +56,7 @@ use core::sync::atomic::{
     Ordering::{AcqRel, Acquire, Relaxed, Release},
 };
 
+use super::identity;
 use crate::os::exec_target::{ExecTarget, Fact};
 use crate::os::{self, ksm, loader, sys};
 
@@ -95,14 +101,13 @@ fn take_token(wait: bool) -> Option<Held> {
     let mask = sys::block_all_signals();
     let me = sys::gettid();
     let mut spins = 0u32;
+    let mut doubt = Doubt::default();
     loop {
         let holder = TOKEN.load(Relaxed);
         if holder == 0 && TOKEN.compare_exchange(0, me, Acquire, Relaxed).is_ok() {
             return Some(Held(mask));
         }
-        if holder != 0 && !sys::thread_is_ours(holder) {
-            // A raw clone child sees its parent's holder; a vfork child
-            // that held it and was killed: either way no one will free it.
+        if holder != 0 && doubt.abandoned(holder) {
             let _ = TOKEN.compare_exchange(holder, 0, AcqRel, Relaxed);
             continue;
         }
@@ -113,6 +118,64 @@ fn take_token(wait: bool) -> Option<Held> {
         spins += 1;
         if spins.is_multiple_of(64) {
             sys::sched_yield();
+        }
+    }
+}
+
+/// How long a holder that cannot be told apart (see [`holder_runs_here`])
+/// may keep the token before it counts as abandoned: far longer than one
+/// `prctl`, which is all a holder does with it.
+const PATIENCE_NS: u64 = 2_000_000_000;
+
+/// The waiter's view of one holder: since when it has been seen holding
+/// the token without a way to tell whether it runs in this memory.
+#[derive(Default)]
+struct Doubt {
+    holder: i32,
+    since_ns: u64,
+}
+
+impl Doubt {
+    /// Whether `holder` will never free the token seen here.
+    fn abandoned(&mut self, holder: i32) -> bool {
+        match holder_runs_here(holder) {
+            Some(here) => !here,
+            None => {
+                let now = sys::monotonic_coarse_ns();
+                if self.holder != holder {
+                    *self = Doubt {
+                        holder,
+                        since_ns: now,
+                    };
+                }
+                now.saturating_sub(self.since_ns) > PATIENCE_NS
+            }
+        }
+    }
+}
+
+/// Whether the token's holder runs in this memory, and so will free it: a
+/// live thread of this process, or another task in the same memory — a
+/// `vfork` child of ours, or, in a `vfork` child, its parent's threads
+/// (asked with `kcmp`). Not so for the copy of its parent's holder that a
+/// raw `clone` child sees, nor for a `vfork` child killed while it held the
+/// token. `None`: cannot tell (`kcmp` refused, in a process that may be a
+/// `vfork` child — or a raw `clone` child — and a holder that is a live
+/// thread of the owner).
+fn holder_runs_here(holder: i32) -> Option<bool> {
+    if sys::thread_is_ours(holder) {
+        return Some(true);
+    }
+    let pid = sys::getpid();
+    match sys::memory_shared(pid, holder) {
+        Some(shared) => Some(shared),
+        None => {
+            let owner = identity::owner();
+            if owner != pid && sys::thread_of(owner, holder) {
+                None
+            } else {
+                Some(false)
+            }
         }
     }
 }
@@ -318,6 +381,66 @@ mod tests {
 
     fn read(env: &[&'static [u8]]) -> LoaderEnv {
         LoaderEnv::read(env.iter().copied())
+    }
+
+    /// A thread of this test process that sleeps until told to end; its tid.
+    fn sleeping_thread() -> (i32, std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (end_tx, end_rx) = std::sync::mpsc::channel::<()>();
+        let handle = std::thread::spawn(move || {
+            tid_tx.send(sys::gettid()).unwrap();
+            let _ = end_rx.recv();
+        });
+        (tid_rx.recv().unwrap(), end_tx, handle)
+    }
+
+    extern "C" fn ask_about_holder(arg: *mut libc::c_void) -> libc::c_int {
+        match holder_runs_here(arg as usize as i32) {
+            Some(true) => 1,
+            Some(false) => 2,
+            None => 3,
+        }
+    }
+
+    /// Runs [`holder_runs_here`] about `holder` in a child made by `clone`
+    /// with `flags` (on a stack of its own); its answer as 1 (runs here),
+    /// 2 (does not), 3 (cannot tell).
+    fn asked_in_child(holder: i32, flags: i32) -> i32 {
+        let mut stack = vec![0u8; 256 << 10];
+        let top = unsafe { stack.as_mut_ptr().add(stack.len()) } as *mut libc::c_void;
+        let pid = unsafe {
+            libc::clone(
+                ask_about_holder,
+                top,
+                flags | libc::SIGCHLD,
+                holder as usize as *mut libc::c_void,
+            )
+        };
+        assert!(pid > 0);
+        let mut status = 0;
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status), "{status}");
+        libc::WEXITSTATUS(status)
+    }
+
+    #[test]
+    fn a_vfork_child_waits_for_its_parents_threads_and_a_copy_does_not() {
+        identity::adopt();
+        let (thread, end, handle) = sleeping_thread();
+        assert_eq!(holder_runs_here(thread), Some(true));
+        if sys::memory_shared(sys::getpid(), sys::getpid()).is_some() {
+            // A vfork child runs in our memory: a thread of ours holding
+            // the token will free it there (the old rule, `tgkill` with the
+            // child's own pid, said it was gone, and took the token).
+            assert_eq!(asked_in_child(thread, libc::CLONE_VM | libc::CLONE_VFORK), 1);
+            // A child with a copy of our memory: our thread frees the
+            // token in our memory, never in the child's copy.
+            assert_eq!(asked_in_child(thread, 0), 2);
+        }
+        end.send(()).unwrap();
+        handle.join().unwrap();
+        // A thread that ended holds nothing.
+        assert_eq!(holder_runs_here(thread), Some(false));
     }
 
     #[test]

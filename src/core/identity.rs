@@ -57,6 +57,12 @@ static PARENT_AT_START: AtomicI32 = AtomicI32::new(0);
 /// namespace; -1: unknown).
 static SESSION_AT_START: AtomicI32 = AtomicI32::new(-1);
 
+/// The pid the library's statics belong to: this process, or, in a
+/// `vfork` child, the parent whose memory it runs in.
+pub fn owner() -> i32 {
+    OWNER.load(Relaxed)
+}
+
 /// Records this process as the owner: at start-up, and in a child made by
 /// `fork` (its `pthread_atfork` handler).
 pub fn adopt() {

@@ -484,6 +484,13 @@ pub fn task_exists(tid: i32) -> bool {
 /// probed once on ourselves); without it, every task that still exists
 /// counts as sharing (the cautious answer for both callers).
 pub fn shares_memory_with(pid: i32, other: i32) -> bool {
+    memory_shared(pid, other).unwrap_or_else(|| task_exists(other))
+}
+
+/// Whether tasks `pid` and `other` use the same memory (mm), by `kcmp`;
+/// `None` where this process may not use `kcmp` (probed once on ourselves)
+/// or it failed otherwise.
+pub fn memory_shared(pid: i32, other: i32) -> Option<bool> {
     use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
     const KCMP_VM: usize = 1;
     const UNKNOWN: u8 = 0;
@@ -497,20 +504,25 @@ pub fn shares_memory_with(pid: i32, other: i32) -> bool {
         KCMP.store(if usable { USABLE } else { REFUSED }, Relaxed);
     }
     if KCMP.load(Relaxed) == REFUSED {
-        return task_exists(other);
+        return None;
     }
     match kcmp(pid, other) {
-        Ok(0) => true,
-        Ok(_) | Err(libc::ESRCH) => false,
-        // EPERM: another user's now (a set-user-ID program it exec'd).
-        Err(libc::EPERM) => false,
-        Err(_) => task_exists(other),
+        Ok(0) => Some(true),
+        // ESRCH: gone; EPERM: another user's now (a set-user-ID program it
+        // exec'd); a task that exited and is not reaped yet has no memory.
+        Ok(_) | Err(libc::ESRCH) | Err(libc::EPERM) => Some(false),
+        Err(_) => None,
     }
 }
 
 /// Whether `tid` is a live thread of this process (`tgkill` with signal 0).
 pub fn thread_is_ours(tid: i32) -> bool {
-    unsafe { syscall!(libc::SYS_tgkill, getpid(), tid, 0).is_ok() }
+    thread_of(getpid(), tid)
+}
+
+/// Whether `tid` is a live thread of process `pid` (`tgkill`, signal 0).
+pub fn thread_of(pid: i32, tid: i32) -> bool {
+    unsafe { syscall!(libc::SYS_tgkill, pid, tid, 0).is_ok() }
 }
 
 pub fn sched_yield() {
