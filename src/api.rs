@@ -972,6 +972,67 @@ pub unsafe extern "C" fn posix_spawnp(
     )
 }
 
+/// The shell glibc's `system`, `popen` and `wordexp` start, with `environ`,
+/// through its internal `posix_spawn` (which no hook sees): each is
+/// bracketed as a spawn of it, for as long as the call lasts (`system`
+/// waits for the command; `popen` returns once the shell runs).
+const SHELL: &core::ffi::CStr = c"/bin/sh";
+
+#[no_mangle]
+pub unsafe extern "C" fn system(command: *const c_char) -> c_int {
+    around_exec(
+        || target_at_path(SHELL.as_ptr(), true),
+        environ,
+        true,
+        || match next::exec_functions().system {
+            Some(f) => f(command),
+            None => enoent(),
+        },
+    )
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn popen(command: *const c_char, mode: *const c_char) -> *mut libc::FILE {
+    around_exec(
+        || target_at_path(SHELL.as_ptr(), true),
+        environ,
+        true,
+        || match next::exec_functions().popen {
+            Some(f) => f(command, mode),
+            None => {
+                enoent();
+                core::ptr::null_mut()
+            }
+        },
+    )
+}
+
+const WRDE_NOCMD: c_int = 1 << 2;
+const WRDE_NOSPACE: c_int = 1;
+
+#[no_mangle]
+pub unsafe extern "C" fn wordexp(words: *const c_char, result: *mut c_void, flags: c_int) -> c_int {
+    let call = || match next::exec_functions().wordexp {
+        Some(f) => f(words, result, flags),
+        None => WRDE_NOSPACE,
+    };
+    if flags & WRDE_NOCMD != 0 || !may_substitute_commands(words) {
+        return call();
+    }
+    around_exec(|| target_at_path(SHELL.as_ptr(), true), environ, true, call)
+}
+
+/// Whether `wordexp` may run a command for `words`: only a command
+/// substitution does (`$(…)` or a backquote), so a string with neither
+/// runs nothing, however it is quoted.
+unsafe fn may_substitute_commands(words: *const c_char) -> bool {
+    if words.is_null() {
+        return false;
+    }
+    let words = core::ffi::CStr::from_ptr(words).to_bytes();
+    words.contains(&b'`') || words.windows(2).any(|pair| pair == b"$(")
+}
+
 unsafe fn enoent() -> c_int {
     errno_set(libc::ENOENT);
     -1
@@ -1186,6 +1247,9 @@ pub unsafe extern "C" fn syscall(
     a5: libc::c_long,
     a6: libc::c_long,
 ) -> libc::c_long {
+    if number == libc::SYS_execve || number == libc::SYS_execveat {
+        return exec_through_syscall(number, [a1, a2, a3, a4, a5, a6]);
+    }
     if number == libc::SYS_seccomp
         || (number == libc::SYS_prctl && a1 == PR_SET_SECCOMP as libc::c_long)
     {
@@ -1206,6 +1270,27 @@ pub unsafe extern "C" fn syscall(
         Some(f) => f(number, a1, a2, a3, a4, a5, a6),
         None => raw_syscall(number, [a1, a2, a3, a4, a5, a6]),
     }
+}
+
+/// `syscall(SYS_execve, path, argv, envp)` and `syscall(SYS_execveat,
+/// dirfd, path, argv, envp, flags)`: guarded as `execve` and `execveat`.
+#[cold]
+#[inline(never)]
+unsafe fn exec_through_syscall(number: libc::c_long, a: [libc::c_long; 6]) -> libc::c_long {
+    let inspect = || {
+        if number == libc::SYS_execve {
+            target_at_path(a[0] as *const c_char, true)
+        } else {
+            exec_target::inspect_at(a[0] as c_int, a[1] as *const u8, a[4] as c_int, true)
+        }
+    };
+    let envp = if number == libc::SYS_execve { a[2] } else { a[3] };
+    around_exec(inspect, envp as *const *const c_char, true, || {
+        match next::next_if_ready().and_then(|n| n.syscall) {
+            Some(f) => f(number, a[0], a[1], a[2], a[3], a[4], a[5]),
+            None => raw_syscall(number, a),
+        }
+    })
 }
 
 /// A system call as libc's `syscall` makes it (`-1` and `errno` on error),

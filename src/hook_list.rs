@@ -85,6 +85,9 @@ macro_rules! with_hook_list {
                     *mut libc::pid_t, *const c_char, *const libc::posix_spawn_file_actions_t,
                     *const libc::posix_spawnattr_t, *const *mut c_char, *const *mut c_char
                 ) -> c_int;
+                system = next fn(*const c_char) -> c_int;
+                popen = next fn(*const c_char, *const c_char) -> *mut libc::FILE;
+                wordexp = next fn(*const c_char, *mut c_void, c_int) -> c_int;
             }
         }
     };

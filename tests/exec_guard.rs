@@ -205,7 +205,10 @@ impl Lab {
 }
 
 fn searches_path(way: &str) -> bool {
-    matches!(way, "execvp" | "execvpe" | "execlp" | "posix_spawnp")
+    matches!(
+        way,
+        "execvp" | "execvpe" | "execlp" | "posix_spawnp" | "system" | "popen" | "wordexp"
+    )
 }
 
 /// Every target and environment started `way`; fails listing every case
@@ -305,6 +308,56 @@ fn posix_spawnp() {
 #[test]
 fn vfork_then_execve() {
     table("vfork");
+}
+
+#[test]
+fn syscall_execve() {
+    table("syscall-execve");
+}
+
+#[test]
+fn syscall_execveat() {
+    table("syscall-execveat");
+}
+
+/// glibc's `system`, `popen` and `wordexp` start `/bin/sh` through its
+/// internal `posix_spawn`: the shell (and what it starts) must get
+/// merge-any only where the library runs in it.
+#[test]
+fn system() {
+    table("system");
+}
+
+#[test]
+fn popen() {
+    table("popen");
+}
+
+#[test]
+fn wordexp() {
+    table("wordexp");
+}
+
+/// Every `exec` hook returns through the guard when the `exec` fails (the
+/// variadic `execl*` too): merge-any is back before the program's next
+/// instruction, not at some later poll.
+#[test]
+fn merge_any_is_back_at_once_after_a_failed_exec() {
+    let lab = Lab::new("failed");
+    let env = strings(&["KSMAUTO_MODE=process", "KSMAUTO_STATS=off"]);
+    // A file of no format the kernel knows: ENOEXEC, after a switch-off
+    // (execlp would run it with /bin/sh).
+    let target = vec![lab.path("unknown-format")];
+    for way in ["execve", "execv", "execl", "execle", "syscall-execve", "execveat"] {
+        let (out, offs) = spawn_counting(&lab, way, &target, &env);
+        assert!(out.contains("failed 8\n"), "{way}: {out}");
+        assert_eq!(offs, 1, "{way}: no switch-off before an unknown format:\n{out}");
+        assert_eq!(
+            field(&out, "after-failure merge_any").as_deref(),
+            Some("1"),
+            "{way}: merge-any not back after the failed exec:\n{out}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------

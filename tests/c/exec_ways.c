@@ -21,8 +21,15 @@
  *   execve-seteuid    execve after seteuid(65534): real and effective IDs
  *                     apart, so the kernel starts the program in secure
  *                     mode (run as root)
+ *   syscall-execve syscall-execveat   syscall(SYS_execve, ...) and
+ *                     syscall(SYS_execveat, AT_FDCWD, ...)
+ *   system popen wordexp   glibc starts /bin/sh (with `environ`, replaced
+ *                     as above) on the command "TARGET ARG..."; wordexp
+ *                     expands "$(TARGET ARG...)", and the launcher prints
+ *                     the words it gives (the started program's output)
  *
- * Prints "launcher merge_any N" first; if an exec returns, "failed ERRNO". */
+ * Prints "launcher merge_any N" first; if an exec returns, "failed ERRNO"
+ * and then "after-failure merge_any N" (merge-any must be back at once). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -31,12 +38,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <wordexp.h>
 
 extern char **environ;
 
 #define MOST_ARGS 8
+
+static void parent_after(void);
 
 static int spawned(pid_t pid) {
     int status;
@@ -48,7 +59,51 @@ static int spawned(pid_t pid) {
     /* volatile: a malloc freed at once is otherwise optimised away; the
      * allocation hooks' poll takes merge-any back after a vfork child */
     for (int i = 0; i < 2000; i++) { void *volatile p = malloc(32 + i % 64); free(p); }
+    parent_after();
+    return 0;
+}
+
+static void parent_after(void) {
     printf("parent-after merge_any %d\n", prctl(68, 0, 0, 0, 0));
+}
+
+/* "TARGET ARG..." for the shell (the lab's paths have no blanks). */
+static void command_line(char *out, size_t size, char **args, const char *before, const char *after) {
+    snprintf(out, size, "%s", before);
+    for (int i = 0; args[i]; i++) {
+        strncat(out, args[i], size - strlen(out) - 2);
+        if (args[i + 1]) strcat(out, " ");
+    }
+    strncat(out, after, size - strlen(out) - 1);
+}
+
+/* system, popen and wordexp: glibc starts /bin/sh itself. */
+static int through_the_shell(const char *way, char **args, char **env) {
+    char command[4096];
+    environ = env;
+    if (!strcmp(way, "system")) {
+        command_line(command, sizeof command, args, "", "");
+        fflush(stdout);
+        int status = system(command);
+        if (status != 0) printf("child status %d\n", status);
+    } else if (!strcmp(way, "popen")) {
+        command_line(command, sizeof command, args, "", "");
+        FILE *p = popen(command, "r");
+        if (!p) { printf("failed %d\n", errno); return 3; }
+        char line[8192];
+        while (fgets(line, sizeof line, p)) fputs(line, stdout);
+        int status = pclose(p);
+        if (status != 0) printf("child status %d\n", status);
+    } else {
+        command_line(command, sizeof command, args, "$(", ")");
+        wordexp_t words;
+        int err = wordexp(command, &words, 0);
+        if (err) { printf("failed wordexp %d\n", err); return 3; }
+        for (size_t i = 0; i < words.we_wordc; i++)
+            printf("%s%s", words.we_wordv[i], i + 1 < words.we_wordc ? " " : "\n");
+        wordfree(&words);
+    }
+    parent_after();
     return 0;
 }
 
@@ -80,6 +135,10 @@ static int run_way(const char *way, const char *target, int argc, char **args, c
     else if (!strcmp(way, "execvpe")) { environ = env; execvpe(target, args, env); }
     else if (!strcmp(way, "execl") || !strcmp(way, "execlp")) { environ = env; exec_list(way, target, args); }
     else if (!strcmp(way, "execle")) exec_list_env(target, argc, args, env);
+    else if (!strcmp(way, "syscall-execve")) syscall(SYS_execve, target, args, env);
+    else if (!strcmp(way, "syscall-execveat")) syscall(SYS_execveat, AT_FDCWD, target, args, env, 0);
+    else if (!strcmp(way, "system") || !strcmp(way, "popen") || !strcmp(way, "wordexp"))
+        return through_the_shell(way, args, env);
     else if (!strcmp(way, "execveat")) execveat(AT_FDCWD, target, args, env, 0);
     else if (!strcmp(way, "execveat-nofollow")) execveat(AT_FDCWD, target, args, env, AT_SYMLINK_NOFOLLOW);
     else if (!strcmp(way, "execveat-fd") || !strcmp(way, "execveat-opath")) {
@@ -103,6 +162,7 @@ static int run_way(const char *way, const char *target, int argc, char **args, c
         return spawned(pid);
     } else return 2;
     printf("failed %d\n", errno);
+    printf("after-failure merge_any %d\n", prctl(68, 0, 0, 0, 0));
     return 3;
 }
 

@@ -70,6 +70,12 @@ impl Lab {
         )
         .unwrap();
         std::os::unix::fs::symlink(dir.join("probe"), dir.join("link-to-probe")).unwrap();
+        std::fs::write(dir.join("unknown-format"), "no format the kernel knows\n").unwrap();
+        std::fs::set_permissions(
+            dir.join("unknown-format"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
         // A program whose own library path (DT_RUNPATH) holds the decoy.
         let runpath = compile_c("tests/c/exec_probe.c", &["-Wl,-rpath,$ORIGIN/decoy"]);
         install(&runpath, &dir.join("runpath-probe"), 0o755);
