@@ -807,13 +807,15 @@ unsafe fn env_entries(envp: *const *const c_char) -> impl Iterator<Item = &'stat
 
 /// Lets the engine decide about merge-any before an `exec` of the target
 /// `inspect` finds with environment `envp`; the target is only inspected (a
-/// few system calls) when merge-any is in use at all. `cwd_known`: relative
-/// paths resolve in our working directory — not so for a spawn with file
-/// actions, which may change it first (`posix_spawn_file_actions_addchdir_np`).
+/// few system calls) when merge-any is in use at all. `as_we_resolve`: the
+/// `exec` resolves paths as we do now — not so for a spawn with file
+/// actions, which may change the working directory
+/// (`posix_spawn_file_actions_addchdir_np`) or what a descriptor, and with
+/// it `/proc/self/fd/N`, names (`adddup2`, `addopen`) first.
 unsafe fn prepare_exec(
     inspect: impl FnOnce() -> ExecTarget,
     envp: *const *const c_char,
-    cwd_known: bool,
+    as_we_resolve: bool,
 ) -> Option<engine::ExecLent> {
     if !ready() || !engine::merge_any_in_use() {
         return None;
@@ -822,18 +824,18 @@ unsafe fn prepare_exec(
     // `advise` or `off`.
     let target = inspect();
     let env = engine::LoaderEnv::read(env_entries(envp));
-    engine::before_exec(target, &env, cwd_known)
+    engine::before_exec(target, &env, as_we_resolve)
 }
 
-unsafe fn target_at_path(path: *const c_char, cwd_known: bool) -> ExecTarget {
-    exec_target::inspect_at(libc::AT_FDCWD, path as *const u8, 0, cwd_known)
+unsafe fn target_at_path(path: *const c_char, as_we_resolve: bool) -> ExecTarget {
+    exec_target::inspect_at(libc::AT_FDCWD, path as *const u8, 0, as_we_resolve)
 }
 
 /// Resolves `file` the way `execvp` does: in `PATH` of the current
 /// environment (not the new one, as glibc reads it), or glibc's default.
-unsafe fn target_in_path(file: *const c_char, cwd_known: bool) -> ExecTarget {
+unsafe fn target_in_path(file: *const c_char, as_we_resolve: bool) -> ExecTarget {
     let search = crate::os::getenv("PATH").unwrap_or(b"/bin:/usr/bin");
-    exec_search::inspect_in_path(file as *const u8, search, cwd_known)
+    exec_search::inspect_in_path(file as *const u8, search, as_we_resolve)
 }
 
 /// Runs an `exec` or spawn `call` with merge-any switched off first if the
@@ -842,10 +844,10 @@ unsafe fn target_in_path(file: *const c_char, cwd_known: bool) -> ExecTarget {
 unsafe fn around_exec<R>(
     inspect: impl FnOnce() -> ExecTarget,
     envp: *const *const c_char,
-    cwd_known: bool,
+    as_we_resolve: bool,
     call: impl FnOnce() -> R,
 ) -> R {
-    let lent = prepare_exec(inspect, envp, cwd_known);
+    let lent = prepare_exec(inspect, envp, as_we_resolve);
     let result = call();
     engine::after_exec_returned(lent);
     result
@@ -937,12 +939,12 @@ pub unsafe extern "C" fn posix_spawn(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    let cwd_known = actions.is_null();
-    let inspect = || target_at_path(path, cwd_known);
+    let as_we_resolve = actions.is_null();
+    let inspect = || target_at_path(path, as_we_resolve);
     around_exec(
         inspect,
         envp as _,
-        cwd_known,
+        as_we_resolve,
         || match next::exec_functions().posix_spawn {
             Some(f) => f(pid, path, actions, attr, argv, envp),
             None => libc::ENOSYS,
@@ -959,12 +961,12 @@ pub unsafe extern "C" fn posix_spawnp(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    let cwd_known = actions.is_null();
-    let inspect = || target_in_path(file, cwd_known);
+    let as_we_resolve = actions.is_null();
+    let inspect = || target_in_path(file, as_we_resolve);
     around_exec(
         inspect,
         envp as _,
-        cwd_known,
+        as_we_resolve,
         || match next::exec_functions().posix_spawnp {
             Some(f) => f(pid, file, actions, attr, argv, envp),
             None => libc::ENOSYS,

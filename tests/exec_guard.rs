@@ -36,6 +36,8 @@
 mod lab;
 #[path = "exec_guard/races.rs"]
 mod races;
+#[path = "exec_guard/resolution.rs"]
+mod resolution;
 
 use common::field;
 use ksmauto_testsupport as common;

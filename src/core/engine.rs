@@ -441,19 +441,19 @@ pub fn silenced() -> bool {
     SILENCED.load(Relaxed)
 }
 
-/// About to `exec` `target` with environment `env` (`cwd_known`: relative
-/// paths resolve in our working directory). Under `process`, the kernel
+/// About to `exec` `target` with environment `env` (`as_we_resolve`: the
+/// `exec` resolves paths as we do now, see `os::exec_target::inspect_at`). Under `process`, the kernel
 /// (Linux 6.7+) passes merge-any to the new program, which is only right if
 /// the library will run there to decide for itself; otherwise merge-any is
 /// switched off first (the kernel then walks and unmarks every mergeable
 /// VMA: the cost of keeping the flag out of a program that never asked for
 /// it, measured in BENCHMARKS.md). The caller hands the result to
 /// [`after_exec_returned`] if the call comes back.
-pub fn before_exec(target: ExecTarget, env: &LoaderEnv, cwd_known: bool) -> Option<ExecLent> {
+pub fn before_exec(target: ExecTarget, env: &LoaderEnv, as_we_resolve: bool) -> Option<ExecLent> {
     if !merge_any_in_use() {
         return None;
     }
-    let lent = exec_guard::before_exec(target, env, cwd_known)?;
+    let lent = exec_guard::before_exec(target, env, as_we_resolve)?;
     counters().count_exec_without_merge_any();
     Some(lent)
 }

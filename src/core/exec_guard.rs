@@ -80,9 +80,10 @@ static STOPPED: AtomicBool = AtomicBool::new(false);
 pub struct Lent(Option<usize>);
 
 /// Start-up: asks the loader for our own file and its own now (loader
-/// calls, not for a hook).
+/// calls, not for a hook), and notes which files they are.
 pub fn start() {
     let _ = os::own_file_name();
+    os::remember_own_file();
     loader::remember_own_loader();
 }
 
@@ -218,9 +219,10 @@ impl LoaderEnv {
 }
 
 /// Whether the library will run in `target` started with `env`; every
-/// unknown counts against it. `cwd_known`: relative paths resolve in our
-/// working directory (not so for a spawn whose file actions may change it).
-fn library_runs_in(target: ExecTarget, env: &LoaderEnv, cwd_known: bool) -> bool {
+/// unknown counts against it. `as_we_resolve`: the `exec` resolves paths as
+/// we do now (not so for a spawn whose file actions may change the working
+/// directory or the descriptors first).
+fn library_runs_in(target: ExecTarget, env: &LoaderEnv, as_we_resolve: bool) -> bool {
     if target.privileged != Fact::No
         || target.loads_our_preloads != Fact::Yes
         || env.audit
@@ -230,7 +232,7 @@ fn library_runs_in(target: ExecTarget, env: &LoaderEnv, cwd_known: bool) -> bool
     }
     let default_search = target.default_library_search == Fact::Yes
         && env.library_path.is_none_or(|path| path.is_empty());
-    let loads_us = |name: &[u8]| names_us(name, default_search, cwd_known);
+    let loads_us = |name: &[u8]| names_us(name, default_search, as_we_resolve);
     // LD_PRELOAD is split on spaces and colons only: a tab or a newline
     // is part of a name.
     env.preload.is_some_and(|list| {
@@ -246,9 +248,9 @@ fn library_runs_in(target: ExecTarget, env: &LoaderEnv, cwd_known: bool) -> bool
 /// the loader must surely find this file by it: the program searches the
 /// default way (`default_search`: no library path of its own or in the
 /// environment), and `/etc/ld.so.cache` sends the name only here.
-fn names_us(name: &[u8], default_search: bool, cwd_known: bool) -> bool {
+fn names_us(name: &[u8], default_search: bool, as_we_resolve: bool) -> bool {
     if name.contains(&b'/') {
-        (cwd_known || name.first() == Some(&b'/')) && os::is_own_library_file(name)
+        (as_we_resolve || name.first() == Some(&b'/')) && os::is_own_library_file(name)
     } else {
         name == os::own_file_name()
             && default_search
@@ -259,8 +261,8 @@ fn names_us(name: &[u8], default_search: bool, cwd_known: bool) -> bool {
 /// About to `exec` `target` with environment `env` (merge-any is in use):
 /// switches merge-any off unless the library will run there or nothing
 /// runs. The caller hands the result to [`returned`] if the call comes back.
-pub fn before_exec(target: ExecTarget, env: &LoaderEnv, cwd_known: bool) -> Option<Lent> {
-    if target.nothing_runs || library_runs_in(target, env, cwd_known) {
+pub fn before_exec(target: ExecTarget, env: &LoaderEnv, as_we_resolve: bool) -> Option<Lent> {
+    if target.nothing_runs || library_runs_in(target, env, as_we_resolve) {
         return None;
     }
     let me = sys::gettid();

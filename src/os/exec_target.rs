@@ -129,16 +129,19 @@ fn u64_at(b: &[u8], o: usize) -> u64 {
 /// The target at `path` (NUL-terminated), relative to `dirfd`
 /// (`AT_FDCWD` for the working directory); `flags` as for `execveat`
 /// (`AT_EMPTY_PATH` with an empty path means `dirfd` itself).
-/// `cwd_known`: relative paths resolve in our working directory (not so
-/// for a spawn whose file actions may change it first).
+/// `as_we_resolve`: the `exec` resolves paths as we do now — relative ones
+/// in our working directory, magic links (`/proc/self/fd/N`,
+/// `/proc/self/cwd`, `/dev/stdin`) through our descriptors. Not so for a
+/// spawn whose file actions may change either first: relative paths are
+/// then "could not tell", and so is any path through a magic link.
 ///
 /// # Safety
 /// `path` must be null or a NUL-terminated string.
-pub unsafe fn inspect_at(dirfd: i32, path: *const u8, flags: i32, cwd_known: bool) -> ExecTarget {
+pub unsafe fn inspect_at(dirfd: i32, path: *const u8, flags: i32, as_we_resolve: bool) -> ExecTarget {
     if path.is_null() {
         return ExecTarget::UNKNOWN;
     }
-    match outcome_at(dirfd, path, flags, cwd_known) {
+    match outcome_at(dirfd, path, flags, as_we_resolve) {
         Outcome::Runs(target) => target,
         Outcome::Fails(_) => ExecTarget::NOTHING_RUNS,
         Outcome::Unknown => ExecTarget::UNKNOWN,
@@ -153,13 +156,13 @@ pub(super) unsafe fn outcome_at(
     dirfd: i32,
     path: *const u8,
     flags: i32,
-    cwd_known: bool,
+    as_we_resolve: bool,
 ) -> Outcome {
     // Other flags: EINVAL, or newer ones (AT_EXECVE_CHECK runs nothing).
     if flags & !(libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW) != 0 {
         return Outcome::Unknown;
     }
-    if !cwd_known && dirfd == libc::AT_FDCWD && *path != b'/' {
+    if !as_we_resolve && dirfd == libc::AT_FDCWD && *path != b'/' {
         return Outcome::Unknown;
     }
     let mut head = [0u8; HEAD_BYTES];
@@ -169,23 +172,23 @@ pub(super) unsafe fn outcome_at(
         let opened = if depth == 0 && *name == 0 && lookup & libc::AT_EMPTY_PATH != 0 {
             check_executable(at).map(|()| None)
         } else {
-            open_for_exec(at, name, lookup).map(Some)
+            open_for_exec(at, name, lookup, as_we_resolve).map(Some)
         };
         let file = match opened {
             Ok(file) => file,
             Err(outcome) => return outcome,
         };
-        let next = read_file(file.unwrap_or(at), &mut head, &mut privileged, cwd_known);
+        let next = read_file(file.unwrap_or(at), &mut head, &mut privileged, as_we_resolve);
         if let Some(fd) = file {
             sys::close(fd);
         }
         match next {
             Next::Done(outcome) => return outcome,
-            Next::Interpreter if !cwd_known && head[0] != b'/' => return Outcome::Unknown,
+            Next::Interpreter if !as_we_resolve && head[0] != b'/' => return Outcome::Unknown,
             // The last handler opens the interpreter (its errors first),
             // then the kernel gives up: ELOOP.
             Next::Interpreter if depth == MAX_REWRITES => {
-                return match open_for_exec(libc::AT_FDCWD, head.as_ptr(), 0) {
+                return match open_for_exec(libc::AT_FDCWD, head.as_ptr(), 0, as_we_resolve) {
                     Ok(fd) => {
                         sys::close(fd);
                         Outcome::Fails(Failure::Other)
@@ -201,15 +204,23 @@ pub(super) unsafe fn outcome_at(
 
 /// The kernel's open of a file to run (`do_open_execat`): the path found,
 /// a regular file, executable for us. The `O_PATH` descriptor, or what the
-/// `exec` does instead.
-fn open_for_exec(at: i32, name: *const u8, flags: i32) -> Result<i32, Outcome> {
+/// `exec` does instead. Unless `as_we_resolve`, through no magic link: one
+/// (or a loop of links, which `openat2` cannot tell from it) is "could not
+/// tell", and so is a kernel without `openat2`.
+fn open_for_exec(at: i32, name: *const u8, flags: i32, as_we_resolve: bool) -> Result<i32, Outcome> {
     let nofollow = if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
         libc::O_NOFOLLOW
     } else {
         0
     };
-    let fd = match sys::open_at(at, name, libc::O_PATH | nofollow, 0) {
+    let opened = if as_we_resolve {
+        sys::open_at(at, name, libc::O_PATH | nofollow, 0)
+    } else {
+        sys::open_at_without_magic_links(at, name, libc::O_PATH | nofollow)
+    };
+    let fd = match opened {
         Ok(fd) => fd,
+        Err(libc::ELOOP) if !as_we_resolve => return Err(Outcome::Unknown),
         Err(libc::ENOENT | libc::ENOTDIR) => return Err(Outcome::Fails(Failure::Missing)),
         Err(libc::EACCES) => return Err(Outcome::Fails(Failure::Denied)),
         Err(libc::ELOOP | libc::ENAMETOOLONG) => return Err(Outcome::Fails(Failure::Other)),
@@ -259,7 +270,7 @@ fn proc_fd_path(fd: i32, out: &mut [u8; 32]) -> bool {
 /// One file of the chain, open as `fd` (`O_PATH` or any descriptor; a
 /// regular file `exec` may run): notes whether it changes privilege, reads
 /// its head and tells what runs.
-fn read_file(fd: i32, head: &mut [u8; HEAD_BYTES], privileged: &mut bool, cwd_known: bool) -> Next {
+fn read_file(fd: i32, head: &mut [u8; HEAD_BYTES], privileged: &mut bool, as_we_resolve: bool) -> Next {
     let Ok(st) = sys::fstat(fd) else {
         return Next::Done(Outcome::Unknown);
     };
@@ -282,7 +293,7 @@ fn read_file(fd: i32, head: &mut [u8; HEAD_BYTES], privileged: &mut bool, cwd_kn
             None => Next::Done(Outcome::Unknown),
         },
         Ok(n) if n >= 4 && head[..4] == *b"\x7fELF" => {
-            Next::Done(elf_program(readable, head, n, *privileged, cwd_known))
+            Next::Done(elf_program(readable, head, n, *privileged, as_we_resolve))
         }
         // ENOEXEC, or a binfmt_misc handler we cannot see.
         _ => Next::Done(Outcome::Unknown),
@@ -334,7 +345,7 @@ fn elf_program(
     head: &[u8; HEAD_BYTES],
     n: usize,
     privileged: bool,
-    cwd_known: bool,
+    as_we_resolve: bool,
 ) -> Outcome {
     let runs = |loads_our_preloads, default_library_search| {
         Outcome::Runs(ExecTarget {
@@ -373,11 +384,11 @@ fn elf_program(
     if !(2..=name.len()).contains(&size)
         || sys::pread(fd, &mut name[..size], offset).ok() != Some(size)
         || name[size - 1] != 0
-        || (!cwd_known && name[0] != b'/')
+        || (!as_we_resolve && name[0] != b'/')
     {
         return Outcome::Unknown;
     }
-    let interpreter = match open_for_exec(libc::AT_FDCWD, name.as_ptr(), 0) {
+    let interpreter = match open_for_exec(libc::AT_FDCWD, name.as_ptr(), 0, as_we_resolve) {
         Ok(fd) => fd,
         Err(outcome) => return outcome,
     };

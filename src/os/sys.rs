@@ -355,6 +355,29 @@ pub fn open_at(dirfd: i32, path: *const u8, flags: i32, mode: u32) -> Result<i32
     }
 }
 
+/// `openat(dirfd, path, flags)` resolving no magic link (`openat2` with
+/// `RESOLVE_NO_MAGICLINKS`: `/proc/PID/fd/N`, `/proc/PID/cwd`, `/proc/PID/exe`
+/// and the like fail with `ELOOP`); `path` NUL-terminated. `ENOSYS` before
+/// Linux 5.6.
+pub fn open_at_without_magic_links(dirfd: i32, path: *const u8, flags: i32) -> Result<i32, Errno> {
+    // struct open_how: flags, mode, resolve (the kernel's own layout).
+    let how: [u64; 3] = [
+        (flags | libc::O_CLOEXEC) as u32 as u64,
+        0,
+        libc::RESOLVE_NO_MAGICLINKS,
+    ];
+    unsafe {
+        syscall!(
+            libc::SYS_openat2,
+            dirfd as isize as usize,
+            path,
+            how.as_ptr(),
+            core::mem::size_of_val(&how)
+        )
+        .map(|fd| fd as i32)
+    }
+}
+
 pub fn pread(fd: i32, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
     loop {
         match unsafe { syscall!(libc::SYS_pread64, fd, buf.as_mut_ptr(), buf.len(), offset) } {

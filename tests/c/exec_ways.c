@@ -23,6 +23,20 @@
  *                     mode (run as root)
  *   syscall-execve syscall-execveat   syscall(SYS_execve, ...) and
  *                     syscall(SYS_execveat, AT_FDCWD, ...)
+ *   execve-after-chdir   TARGET DIR: chdir(DIR), then execve(TARGET)
+ *   execve-fd-preload    TARGET LIB: execve with LD_PRELOAD=/proc/self/fd/N
+ *                     appended, N an O_CLOEXEC descriptor of LIB (closed in
+ *                     the new program before its loader looks)
+ *   spawn-dup2 spawn-devfd spawn-stdin   TARGET OTHER: posix_spawn of
+ *                     /proc/self/fd/N, /dev/fd/N or /dev/stdin, N (or 0)
+ *                     naming TARGET here, and OTHER in the child after its
+ *                     file action adddup2(OTHER, N)
+ *   spawn-cwd spawnp-cwd   DIR OTHERDIR: chdir(DIR), then posix_spawn of
+ *                     /proc/self/cwd/prog (posix_spawnp of prog, with the
+ *                     environment's PATH=/proc/self/cwd) after a file
+ *                     action that changes into OTHERDIR
+ *   spawn-plain-actions   posix_spawn of TARGET with a file action that
+ *                     changes nothing the path means (adddup2(1, 1))
  *   system popen wordexp   glibc starts /bin/sh (with `environ`, replaced
  *                     as above) on the command "TARGET ARG..."; wordexp
  *                     expands "$(TARGET ARG...)", and the launcher prints
@@ -107,6 +121,48 @@ static int through_the_shell(const char *way, char **args, char **env) {
     return 0;
 }
 
+/* posix_spawn(p) with file actions (see the ways spawn-* above). */
+static int spawn_with_actions(const char *way, int argc, char **args, char **env) {
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    char path[64];
+    char *new_args[] = {path, NULL};
+    pid_t pid;
+    int err;
+    if (!strcmp(way, "spawn-plain-actions")) {
+        posix_spawn_file_actions_adddup2(&actions, 1, 1);
+        err = posix_spawn(&pid, args[0], &actions, NULL, args, env);
+    } else if (argc != 2) {
+        return 2;
+    } else if (!strcmp(way, "spawn-cwd") || !strcmp(way, "spawnp-cwd")) {
+        if (chdir(args[0])) return 6;
+        posix_spawn_file_actions_addchdir_np(&actions, args[1]);
+        if (!strcmp(way, "spawn-cwd")) {
+            snprintf(path, sizeof path, "/proc/self/cwd/prog");
+            err = posix_spawn(&pid, path, &actions, NULL, new_args, env);
+        } else {
+            snprintf(path, sizeof path, "prog");
+            environ = env;
+            err = posix_spawnp(&pid, path, &actions, NULL, new_args, env);
+        }
+    } else {
+        int here = open(args[0], O_RDONLY), there = open(args[1], O_RDONLY);
+        if (here < 0 || there < 0) return 6;
+        if (!strcmp(way, "spawn-stdin")) {
+            if (dup2(here, 0) != 0) return 6;
+            here = 0;
+            snprintf(path, sizeof path, "/dev/stdin");
+        } else {
+            snprintf(path, sizeof path, "%s/%d", strcmp(way, "spawn-dup2") ? "/dev/fd" : "/proc/self/fd", here);
+        }
+        posix_spawn_file_actions_adddup2(&actions, there, here);
+        err = posix_spawn(&pid, path, &actions, NULL, new_args, env);
+    }
+    posix_spawn_file_actions_destroy(&actions);
+    if (err) { printf("failed %d\n", err); return 3; }
+    return spawned(pid);
+}
+
 /* execl and execlp: the list ends at the first null pointer. */
 static void exec_list(const char *way, const char *target, char **a) {
     if (!strcmp(way, "execl")) execl(target, a[0], a[1], a[2], a[3], a[4], a[5], (char *)NULL);
@@ -135,6 +191,23 @@ static int run_way(const char *way, const char *target, int argc, char **args, c
     else if (!strcmp(way, "execvpe")) { environ = env; execvpe(target, args, env); }
     else if (!strcmp(way, "execl") || !strcmp(way, "execlp")) { environ = env; exec_list(way, target, args); }
     else if (!strcmp(way, "execle")) exec_list_env(target, argc, args, env);
+    else if (!strcmp(way, "execve-after-chdir") && argc == 2) {
+        if (chdir(args[1])) return 6;
+        args[1] = NULL;
+        execve(target, args, env);
+    } else if (!strcmp(way, "execve-fd-preload") && argc == 2) {
+        int fd = open(args[1], O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return 6;
+        static char preload[64];
+        snprintf(preload, sizeof preload, "LD_PRELOAD=/proc/self/fd/%d", fd);
+        int n = 0;
+        while (env[n]) n++;
+        env[n] = preload;
+        env[n + 1] = NULL;
+        args[1] = NULL;
+        execve(target, args, env);
+    } else if (!strncmp(way, "spawn-", 6) || !strcmp(way, "spawnp-cwd"))
+        return spawn_with_actions(way, argc, args, env);
     else if (!strcmp(way, "syscall-execve")) syscall(SYS_execve, target, args, env);
     else if (!strcmp(way, "syscall-execveat")) syscall(SYS_execveat, AT_FDCWD, target, args, env, 0);
     else if (!strcmp(way, "system") || !strcmp(way, "popen") || !strcmp(way, "wordexp"))
