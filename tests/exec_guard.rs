@@ -503,6 +503,15 @@ fn etc_ld_so_preload_is_read_as_ld_so_reads_it() {
         (format!("# {lib}\n"), Target::Dynamic, false),
         // A bare name the loader does not find (not in the cache).
         ("libksmauto.so\n".to_string(), Target::Dynamic, false),
+        // The file ends at a NUL for ld.so (strsep over a C string).
+        (format!("/nonexistent/x.so\0 {lib}\n"), Target::Dynamic, false),
+        // After a long first comment ld.so looks for the next `#` in too
+        // few bytes: the second comment is read as names.
+        (
+            format!("#{}\n/nonexistent/x.so # {lib}\n", "c".repeat(300)),
+            Target::Dynamic,
+            true,
+        ),
     ] {
         let run = Inside {
             way: "execve",
@@ -510,7 +519,11 @@ fn etc_ld_so_preload_is_read_as_ld_so_reads_it() {
             env: env.clone(),
             count: false,
         };
-        let (out, _) = &in_private_etc(&lab, &preload_file(&content), common::lib(), &[run])[0];
+        // Copied in, not printed by the shell: it may hold a NUL.
+        let file = lab.dir.join("ld.so.preload");
+        std::fs::write(&file, &content).unwrap();
+        let setup = format!("cp {} /etc/ld.so.preload", quoted(&file.display().to_string()));
+        let (out, _) = &in_private_etc(&lab, &setup, common::lib(), &[run])[0];
         if let Err(wrong) = verdict(out, &lab.lib, runs) {
             panic!("ld.so.preload {content:?}, {target:?}: {wrong}");
         }

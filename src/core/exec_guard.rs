@@ -249,6 +249,11 @@ fn library_runs_in(target: ExecTarget, env: &LoaderEnv, as_we_resolve: bool) -> 
 /// default way (`default_search`: no library path of its own or in the
 /// environment), and `/etc/ld.so.cache` sends the name only here.
 fn names_us(name: &[u8], default_search: bool, as_we_resolve: bool) -> bool {
+    // ld.so expands $ORIGIN, $LIB, $PLATFORM (also as ${…}) in a name
+    // with a slash; such a name is not followed here.
+    if name.contains(&b'$') {
+        return false;
+    }
     if name.contains(&b'/') {
         (as_we_resolve || name.first() == Some(&b'/')) && os::is_own_library_file(name)
     } else {

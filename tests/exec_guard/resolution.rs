@@ -86,3 +86,20 @@ fn a_preload_through_a_descriptor_that_closes_on_exec_is_not_trusted() {
     let out = lab.launch("execve-fd-preload", &args, &env, common::lib(), None);
     verdict(&out, &lab.lib, false).unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// ld.so expands `$LIB`, `$PLATFORM`, `$ORIGIN` in a preload path: a
+/// directory literally named `$LIB` is not where it looks.
+#[test]
+fn a_preload_path_with_a_dynamic_string_token_is_not_followed() {
+    let lab = Lab::new("dst");
+    let literal = lab.dir.join("dst/$LIB");
+    std::fs::create_dir_all(&literal).unwrap();
+    std::os::unix::fs::symlink(&lab.lib, literal.join("libksmauto.so")).unwrap();
+    let env = strings(&[
+        &format!("LD_PRELOAD={}/libksmauto.so", literal.display()),
+        "KSMAUTO_MODE=process",
+        "KSMAUTO_STATS=off",
+    ]);
+    let out = lab.launch("execve", &[lab.path("probe")], &env, common::lib(), None);
+    verdict(&out, &lab.lib, false).unwrap_or_else(|e| panic!("{e}"));
+}
