@@ -1218,6 +1218,9 @@ variadic_exec_entry!(execlp, VARIADIC_EXECLP);
 // kernel).
 
 const PR_SET_SECCOMP: c_int = 22;
+/// The program's own switch of merge-any: its choice stands
+/// (`engine::program_switches_merge_any`).
+const PR_SET_MEMORY_MERGE: c_int = 67;
 
 #[no_mangle]
 pub unsafe extern "C" fn prctl(
@@ -1230,13 +1233,20 @@ pub unsafe extern "C" fn prctl(
     if option == PR_SET_SECCOMP {
         engine::before_sandbox();
     }
-    match next::next_if_ready().and_then(|n| n.prctl) {
+    let forward = || match next::next_if_ready().and_then(|n| n.prctl) {
         Some(f) => f(option, a2, a3, a4, a5),
         None => raw_syscall(
             libc::SYS_prctl,
             [option as _, a2 as _, a3 as _, a4 as _, a5 as _, 0],
         ) as c_int,
+    };
+    if option == PR_SET_MEMORY_MERGE {
+        return engine::program_switches_merge_any(a2 != 0, || {
+            let result = forward();
+            (result, result == 0)
+        });
     }
+    forward()
 }
 
 #[no_mangle]
@@ -1251,6 +1261,15 @@ pub unsafe extern "C" fn syscall(
 ) -> libc::c_long {
     if number == libc::SYS_execve || number == libc::SYS_execveat {
         return exec_through_syscall(number, [a1, a2, a3, a4, a5, a6]);
+    }
+    if number == libc::SYS_prctl && a1 == PR_SET_MEMORY_MERGE as libc::c_long {
+        return engine::program_switches_merge_any(a2 != 0, || {
+            let result = match next::next_if_ready().and_then(|n| n.syscall) {
+                Some(f) => f(number, a1, a2, a3, a4, a5, a6),
+                None => raw_syscall(number, [a1, a2, a3, a4, a5, a6]),
+            };
+            (result, result == 0)
+        });
     }
     if number == libc::SYS_seccomp
         || (number == libc::SYS_prctl && a1 == PR_SET_SECCOMP as libc::c_long)

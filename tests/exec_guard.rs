@@ -34,6 +34,8 @@
 
 #[path = "exec_guard/lab.rs"]
 mod lab;
+#[path = "exec_guard/choices.rs"]
+mod choices;
 #[path = "exec_guard/races.rs"]
 mod races;
 #[path = "exec_guard/resolution.rs"]

@@ -415,9 +415,21 @@ pub fn scan_thread_main() {
 // (the mechanism is `exec_guard`'s)
 
 /// Whether `exec`s need looking at: merge-any is this process's engine
-/// (and `mlockall` has not switched it off for good).
+/// (and `mlockall` or a sandbox has not switched it off for good, nor the
+/// program itself).
 pub fn merge_any_in_use() -> bool {
-    settings().active == Mode::Process && !MERGING_STOPPED.load(Relaxed) && !silenced()
+    settings().active == Mode::Process
+        && !MERGING_STOPPED.load(Relaxed)
+        && !silenced()
+        && !exec_guard::program_switched_off()
+}
+
+/// The program's own switch of merge-any (`prctl(PR_SET_MEMORY_MERGE,
+/// on)`, which `call` makes, saying whether it succeeded): the program's
+/// choice stands — after it switched merge-any off, nothing of ours
+/// switches it back on, until it switches it on again itself.
+pub fn program_switches_merge_any<R>(on: bool, call: impl FnOnce() -> (R, bool)) -> R {
+    exec_guard::program_switches(on, call)
 }
 
 /// The program is about to install a seccomp filter (`prctl(PR_SET_SECCOMP)`
@@ -425,10 +437,16 @@ pub fn merge_any_in_use() -> bool {
 /// exactly the system calls the program makes kills it for any other. So
 /// the library falls silent for good first: nothing more is advised or
 /// scanned, `exec`s are not inspected, thread stacks are not looked up and
-/// no exit report is written; the hooks only forward. What is mergeable
-/// stays so (merge-any included: switching it off is a system call the
-/// sandbox may refuse).
+/// no exit report is written; the hooks only forward. What the program
+/// advised stays mergeable; merge-any does not: under `process` it is
+/// switched off for good now, while the `prctl` is still allowed, since the
+/// `exec` guard cannot run under the filter and merge-any would pass into
+/// whatever the sandbox `exec`s (the kernel unmerges the process's merged
+/// pages: the price of a sandbox).
 pub fn before_sandbox() {
+    if settings().active == Mode::Process && !silenced() {
+        exec_guard::stop_for_good();
+    }
     SILENCED.store(true, SeqCst);
     MALLOC_BLOCK_FLOOR.store(usize::MAX, SeqCst);
     REALLOC_FLOOR.store(usize::MAX, SeqCst);

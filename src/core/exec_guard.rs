@@ -18,6 +18,11 @@
 //! answered only when sure; everything else counts as "the library does
 //! not run there".
 //!
+//! The program's own choice stands: once it has switched merge-any off
+//! itself (`prctl(PR_SET_MEMORY_MERGE, 0)`, seen through the `prctl` and
+//! `syscall` hooks), no switch of ours turns it back on until it switches
+//! it on again itself.
+//!
 //! This keeps the library from making such a program mergeable on the
 //! operator's behalf. It is not a boundary against the program itself: any
 //! process can set merge-any with `prctl` and `exec` a set-user-ID program,
@@ -74,6 +79,9 @@ static LENT: AtomicUsize = AtomicUsize::new(0);
 static TOKEN: AtomicI32 = AtomicI32::new(0);
 /// Merge-any is off for good in this process (see [`stop_for_good`]).
 static STOPPED: AtomicBool = AtomicBool::new(false);
+/// The program switched merge-any off itself, and has not switched it on
+/// again (see [`program_switches`]).
+static PROGRAM_OFF: AtomicBool = AtomicBool::new(false);
 
 /// A switch-off to hand back: the slot it holds, if any.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -272,7 +280,7 @@ pub fn before_exec(target: ExecTarget, env: &LoaderEnv, as_we_resolve: bool) -> 
     }
     let me = sys::gettid();
     let _token = take_token(true)?;
-    if STOPPED.load(Relaxed) {
+    if STOPPED.load(Relaxed) || PROGRAM_OFF.load(Relaxed) {
         return None;
     }
     let slot = LENDER
@@ -302,7 +310,11 @@ fn release(slot: Option<usize>, tid: i32) {
 }
 
 fn switch_back_on_if_idle(still_wanted: bool) {
-    if LENT.load(Relaxed) == 0 && still_wanted && !STOPPED.load(Relaxed) {
+    if LENT.load(Relaxed) == 0
+        && still_wanted
+        && !STOPPED.load(Relaxed)
+        && !PROGRAM_OFF.load(Relaxed)
+    {
         let _ = ksm::merge_any(true);
     }
 }
@@ -360,8 +372,29 @@ pub fn take_back(still_wanted: bool) {
     }
 }
 
+/// The program's own switch of merge-any (`on` or off): made by `call`,
+/// which says whether it succeeded, under the token, so that no switch of
+/// ours lands between the program's and its record. Once the program has
+/// switched merge-any off itself, no switch of ours turns it back on (a
+/// spawn's parent, a failed `exec`, a poll, a forked child), until the
+/// program switches it on again itself.
+pub fn program_switches<R>(on: bool, call: impl FnOnce() -> (R, bool)) -> R {
+    let _token = take_token(true);
+    let (result, succeeded) = call();
+    if succeeded {
+        PROGRAM_OFF.store(!on, Relaxed);
+    }
+    result
+}
+
+/// Whether the program has switched merge-any off itself (one load).
+#[inline]
+pub fn program_switched_off() -> bool {
+    PROGRAM_OFF.load(Relaxed)
+}
+
 /// Merge-any off for good (`mlockall`; a secret that could not be
-/// recorded): no later switch turns it back on.
+/// recorded; a sandbox about to go in): no later switch turns it back on.
 pub fn stop_for_good() {
     let _token = take_token(true);
     STOPPED.store(true, Relaxed);
