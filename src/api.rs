@@ -1305,13 +1305,20 @@ unsafe fn exec_through_syscall(number: libc::c_long, a: [libc::c_long; 6]) -> li
             exec_target::inspect_at(a[0] as c_int, a[1] as *const u8, a[4] as c_int, true)
         }
     };
-    let envp = if number == libc::SYS_execve { a[2] } else { a[3] };
-    around_exec(inspect, envp as *const *const c_char, true, || {
-        match next::next_if_ready().and_then(|n| n.syscall) {
+    let envp = if number == libc::SYS_execve {
+        a[2]
+    } else {
+        a[3]
+    };
+    around_exec(
+        inspect,
+        envp as *const *const c_char,
+        true,
+        || match next::next_if_ready().and_then(|n| n.syscall) {
             Some(f) => f(number, a[0], a[1], a[2], a[3], a[4], a[5]),
             None => raw_syscall(number, a),
-        }
-    })
+        },
+    )
 }
 
 /// A system call as libc's `syscall` makes it (`-1` and `errno` on error),

@@ -32,10 +32,12 @@
 //! `/etc/ld.so.cache`; not past `LD_LIBRARY_PATH` or the program's
 //! `DT_RUNPATH`).
 
-#[path = "exec_guard/lab.rs"]
-mod lab;
 #[path = "exec_guard/choices.rs"]
 mod choices;
+#[path = "exec_guard/lab.rs"]
+mod lab;
+#[path = "exec_guard/privilege.rs"]
+mod privilege;
 #[path = "exec_guard/races.rs"]
 mod races;
 #[path = "exec_guard/resolution.rs"]
@@ -352,10 +354,20 @@ fn merge_any_is_back_at_once_after_a_failed_exec() {
     // A file of no format the kernel knows: ENOEXEC, after a switch-off
     // (execlp would run it with /bin/sh).
     let target = vec![lab.path("unknown-format")];
-    for way in ["execve", "execv", "execl", "execle", "syscall-execve", "execveat"] {
+    for way in [
+        "execve",
+        "execv",
+        "execl",
+        "execle",
+        "syscall-execve",
+        "execveat",
+    ] {
         let (out, offs) = spawn_counting(&lab, way, &target, &env);
         assert!(out.contains("failed 8\n"), "{way}: {out}");
-        assert_eq!(offs, 1, "{way}: no switch-off before an unknown format:\n{out}");
+        assert_eq!(
+            offs, 1,
+            "{way}: no switch-off before an unknown format:\n{out}"
+        );
         assert_eq!(
             field(&out, "after-failure merge_any").as_deref(),
             Some("1"),
@@ -506,7 +518,11 @@ fn etc_ld_so_preload_is_read_as_ld_so_reads_it() {
         // A bare name the loader does not find (not in the cache).
         ("libksmauto.so\n".to_string(), Target::Dynamic, false),
         // The file ends at a NUL for ld.so (strsep over a C string).
-        (format!("/nonexistent/x.so\0 {lib}\n"), Target::Dynamic, false),
+        (
+            format!("/nonexistent/x.so\0 {lib}\n"),
+            Target::Dynamic,
+            false,
+        ),
         // After a long first comment ld.so looks for the next `#` in too
         // few bytes: the second comment is read as names.
         (
@@ -524,7 +540,10 @@ fn etc_ld_so_preload_is_read_as_ld_so_reads_it() {
         // Copied in, not printed by the shell: it may hold a NUL.
         let file = lab.dir.join("ld.so.preload");
         std::fs::write(&file, &content).unwrap();
-        let setup = format!("cp {} /etc/ld.so.preload", quoted(&file.display().to_string()));
+        let setup = format!(
+            "cp {} /etc/ld.so.preload",
+            quoted(&file.display().to_string())
+        );
         let (out, _) = &in_private_etc(&lab, &setup, common::lib(), &[run])[0];
         if let Err(wrong) = verdict(out, &lab.lib, runs) {
             panic!("ld.so.preload {content:?}, {target:?}: {wrong}");

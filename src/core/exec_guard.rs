@@ -424,7 +424,11 @@ mod tests {
     }
 
     /// A thread of this test process that sleeps until told to end; its tid.
-    fn sleeping_thread() -> (i32, std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    fn sleeping_thread() -> (
+        i32,
+        std::sync::mpsc::Sender<()>,
+        std::thread::JoinHandle<()>,
+    ) {
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let (end_tx, end_rx) = std::sync::mpsc::channel::<()>();
         let handle = std::thread::spawn(move || {
@@ -472,7 +476,10 @@ mod tests {
             // A vfork child runs in our memory: a thread of ours holding
             // the token will free it there (the old rule, `tgkill` with the
             // child's own pid, said it was gone, and took the token).
-            assert_eq!(asked_in_child(thread, libc::CLONE_VM | libc::CLONE_VFORK), 1);
+            assert_eq!(
+                asked_in_child(thread, libc::CLONE_VM | libc::CLONE_VFORK),
+                1
+            );
             // A child with a copy of our memory: our thread frees the
             // token in our memory, never in the child's copy.
             assert_eq!(asked_in_child(thread, 0), 2);

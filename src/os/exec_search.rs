@@ -37,7 +37,11 @@ pub fn release_after_fork() {
 ///
 /// # Safety
 /// `file` must be null or a NUL-terminated string.
-pub unsafe fn inspect_in_path(file: *const u8, search_path: &[u8], as_we_resolve: bool) -> ExecTarget {
+pub unsafe fn inspect_in_path(
+    file: *const u8,
+    search_path: &[u8],
+    as_we_resolve: bool,
+) -> ExecTarget {
     if file.is_null() {
         return ExecTarget::UNKNOWN;
     }

@@ -21,7 +21,8 @@
 //! Small reads into stack buffers of a few hundred bytes (an `exec` may be
 //! called from a signal handler). Never allocates, never touches `errno`.
 
-use super::{loader, sys};
+use super::loader;
+use super::sys::{self, FileStatus};
 
 /// A fact about the target, or that it could not be found out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,7 +138,12 @@ fn u64_at(b: &[u8], o: usize) -> u64 {
 ///
 /// # Safety
 /// `path` must be null or a NUL-terminated string.
-pub unsafe fn inspect_at(dirfd: i32, path: *const u8, flags: i32, as_we_resolve: bool) -> ExecTarget {
+pub unsafe fn inspect_at(
+    dirfd: i32,
+    path: *const u8,
+    flags: i32,
+    as_we_resolve: bool,
+) -> ExecTarget {
     if path.is_null() {
         return ExecTarget::UNKNOWN;
     }
@@ -178,7 +184,12 @@ pub(super) unsafe fn outcome_at(
             Ok(file) => file,
             Err(outcome) => return outcome,
         };
-        let next = read_file(file.unwrap_or(at), &mut head, &mut privileged, as_we_resolve);
+        let next = read_file(
+            file.unwrap_or(at),
+            &mut head,
+            &mut privileged,
+            as_we_resolve,
+        );
         if let Some(fd) = file {
             sys::close(fd);
         }
@@ -207,7 +218,12 @@ pub(super) unsafe fn outcome_at(
 /// `exec` does instead. Unless `as_we_resolve`, through no magic link: one
 /// (or a loop of links, which `openat2` cannot tell from it) is "could not
 /// tell", and so is a kernel without `openat2`.
-fn open_for_exec(at: i32, name: *const u8, flags: i32, as_we_resolve: bool) -> Result<i32, Outcome> {
+fn open_for_exec(
+    at: i32,
+    name: *const u8,
+    flags: i32,
+    as_we_resolve: bool,
+) -> Result<i32, Outcome> {
     let nofollow = if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
         libc::O_NOFOLLOW
     } else {
@@ -270,7 +286,12 @@ fn proc_fd_path(fd: i32, out: &mut [u8; 32]) -> bool {
 /// One file of the chain, open as `fd` (`O_PATH` or any descriptor; a
 /// regular file `exec` may run): notes whether it changes privilege, reads
 /// its head and tells what runs.
-fn read_file(fd: i32, head: &mut [u8; HEAD_BYTES], privileged: &mut bool, as_we_resolve: bool) -> Next {
+fn read_file(
+    fd: i32,
+    head: &mut [u8; HEAD_BYTES],
+    privileged: &mut bool,
+    as_we_resolve: bool,
+) -> Next {
     let Ok(st) = sys::fstat(fd) else {
         return Next::Done(Outcome::Unknown);
     };
@@ -280,7 +301,7 @@ fn read_file(fd: i32, head: &mut [u8; HEAD_BYTES], privileged: &mut bool, as_we_
     }
     // Privilege needs no read permission (exec needs none either: a
     // set-user-ID program may be execute-only).
-    if st.changes_privilege_on_exec() || sys::has_file_capabilities(&proc_path) {
+    if exec_changes_ids(&st, fd) || sys::has_file_capabilities(&proc_path) {
         *privileged = true;
     }
     let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY;
@@ -300,6 +321,34 @@ fn read_file(fd: i32, head: &mut [u8; HEAD_BYTES], privileged: &mut bool, as_we_
     };
     sys::close(readable);
     next
+}
+
+/// Whether an `exec` of the file `st` (open as `fd`) starts the program
+/// with an effective user or group ID apart from our real one, which is
+/// what makes the kernel start it in secure mode (`AT_SECURE`;
+/// `cap_bprm_creds_from_file` compares the new effective IDs with the old
+/// real ones): the set-user-ID bit gives the file's owner, the
+/// set-group-ID bit (with group execute) its group, unless the mount is
+/// `nosuid` or `no_new_privs` is set (`bprm_fill_uid`); without them, our
+/// own effective IDs stay. Root running a set-user-ID-root program changes
+/// nothing. (File capabilities are judged apart, and always count.)
+fn exec_changes_ids(st: &FileStatus, fd: i32) -> bool {
+    let Ok(ids) = sys::ids() else {
+        return true;
+    };
+    let (set_uid, set_gid) = (st.is_set_user_id(), st.is_set_group_id());
+    let honoured = (set_uid || set_gid) && !sys::exec_ignores_set_ids(fd);
+    let uid = if honoured && set_uid {
+        st.uid
+    } else {
+        ids.effective_uid
+    };
+    let gid = if honoured && set_gid {
+        st.gid
+    } else {
+        ids.effective_gid
+    };
+    uid != ids.real_uid || gid != ids.real_gid
 }
 
 /// The interpreter path of a `#!` file whose first `n` bytes are in `head`,

@@ -385,7 +385,10 @@ mod tests {
     #[test]
     fn the_preload_file_is_split_as_ld_so_splits_it() {
         assert_eq!(preloaded(b"/a.so /b.so\n"), names(&["/a.so", "/b.so"]));
-        assert_eq!(preloaded(b"/a.so:/b.so\t/c.so"), names(&["/a.so", "/b.so", "/c.so"]));
+        assert_eq!(
+            preloaded(b"/a.so:/b.so\t/c.so"),
+            names(&["/a.so", "/b.so", "/c.so"])
+        );
         assert_eq!(preloaded(b"/a.so"), names(&["/a.so"]));
         assert_eq!(preloaded(b""), names(&[]));
         assert_eq!(preloaded(b"# /a.so\n/b.so\n"), names(&["/b.so"]));
@@ -398,7 +401,10 @@ mod tests {
         assert_eq!(preloaded(b"\0/b.so\n"), names(&[]));
         // The last name without a separator after it is taken apart.
         assert_eq!(preloaded(b"/a.so\0 /b.so"), names(&["/a.so", "/b.so"]));
-        assert_eq!(preloaded(b"/a.so\n/b.so\0/c.so"), names(&["/a.so", "/b.so"]));
+        assert_eq!(
+            preloaded(b"/a.so\n/b.so\0/c.so"),
+            names(&["/a.so", "/b.so"])
+        );
     }
 
     #[test]

@@ -404,6 +404,57 @@ pub fn exec_permitted(fd: i32) -> Result<(), Errno> {
     }
 }
 
+/// Our user and group IDs, real and effective.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ids {
+    pub real_uid: u32,
+    pub effective_uid: u32,
+    pub real_gid: u32,
+    pub effective_gid: u32,
+}
+
+/// Our real and effective user and group IDs (`getresuid`, `getresgid`).
+pub fn ids() -> Result<Ids, Errno> {
+    let mut u = [0u32; 3];
+    let mut g = [0u32; 3];
+    unsafe {
+        syscall!(
+            libc::SYS_getresuid,
+            &mut u[0] as *mut u32,
+            &mut u[1] as *mut u32,
+            &mut u[2] as *mut u32
+        )?;
+        syscall!(
+            libc::SYS_getresgid,
+            &mut g[0] as *mut u32,
+            &mut g[1] as *mut u32,
+            &mut g[2] as *mut u32
+        )?;
+    }
+    Ok(Ids {
+        real_uid: u[0],
+        effective_uid: u[1],
+        real_gid: g[0],
+        effective_gid: g[1],
+    })
+}
+
+/// Whether the kernel ignores set-user-ID and set-group-ID bits on an
+/// `exec` of the file open as `fd`: its mount is `nosuid` (`fstatfs`), or
+/// this thread has `no_new_privs`. `false` where that cannot be asked.
+pub fn exec_ignores_set_ids(fd: i32) -> bool {
+    const PR_GET_NO_NEW_PRIVS: i32 = 39;
+    const ST_NOSUID: u64 = 2;
+    if prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == Ok(1) {
+        return true;
+    }
+    // struct statfs of both our ABIs: eleven 64-bit words, then spares;
+    // `f_flags` is the eleventh.
+    let mut fs = [0u64; 16];
+    unsafe { syscall!(libc::SYS_fstatfs, fd, fs.as_mut_ptr()) }
+        .is_ok_and(|_| fs[10] & ST_NOSUID != 0)
+}
+
 /// Whether our real and effective user or group IDs differ: the kernel
 /// then starts any program we `exec` in secure-execution mode (`AT_SECURE`),
 /// set-user-ID bits or not.
@@ -649,6 +700,7 @@ pub struct FileStatus {
     pub ino: u64,
     pub mode: u32,
     pub uid: u32,
+    pub gid: u32,
     pub size: u64,
     /// Names the file has (hard links).
     pub nlink: u64,
@@ -668,9 +720,16 @@ impl FileStatus {
         self.dev == other.dev && self.ino == other.ino
     }
 
-    /// Set-user-ID or set-group-ID (executables that change privilege).
-    pub fn changes_privilege_on_exec(&self) -> bool {
-        self.mode & (libc::S_ISUID | libc::S_ISGID) != 0
+    /// The set-user-ID bit.
+    pub fn is_set_user_id(&self) -> bool {
+        self.mode & libc::S_ISUID != 0
+    }
+
+    /// The set-group-ID bit with group execute (without it, the kernel
+    /// ignores the bit on `exec`: it marks mandatory locking).
+    pub fn is_set_group_id(&self) -> bool {
+        let both = libc::S_ISGID | libc::S_IXGRP;
+        self.mode & both == both
     }
 }
 
@@ -680,6 +739,7 @@ fn status_of(st: &libc::stat) -> FileStatus {
         ino: st.st_ino,
         mode: st.st_mode,
         uid: st.st_uid,
+        gid: st.st_gid,
         size: st.st_size as u64,
         // u64 on x86_64, u32 on aarch64.
         #[allow(clippy::unnecessary_cast)]

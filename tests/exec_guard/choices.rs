@@ -12,7 +12,11 @@ fn choices(args: &[&str]) -> String {
         &Run::with("process").env("KSMAUTO_STATS", "off"),
         args,
     );
-    assert_eq!(field(&out, "start merge_any").as_deref(), Some("1"), "{out}");
+    assert_eq!(
+        field(&out, "start merge_any").as_deref(),
+        Some("1"),
+        "{out}"
+    );
     out
 }
 
@@ -39,11 +43,27 @@ fn merge_any_the_program_switched_off_itself_stays_off() {
         ]);
         for when in ["own-off", "after-spawn", "after-vfork", "after-failed-exec"] {
             let key = format!("{when} merge_any");
-            assert_eq!(field(&out, &key).as_deref(), Some("0"), "{how} {when}:\n{out}");
+            assert_eq!(
+                field(&out, &key).as_deref(),
+                Some("0"),
+                "{how} {when}:\n{out}"
+            );
         }
-        assert_eq!(field(&out, "own-on merge_any").as_deref(), Some("1"), "{out}");
-        assert_eq!(field(&out, "after-spawn-on merge_any").as_deref(), Some("1"), "{out}");
-        assert_eq!(probes(&out), ["0", "0", "0"], "{how}: the static programs:\n{out}");
+        assert_eq!(
+            field(&out, "own-on merge_any").as_deref(),
+            Some("1"),
+            "{out}"
+        );
+        assert_eq!(
+            field(&out, "after-spawn-on merge_any").as_deref(),
+            Some("1"),
+            "{out}"
+        );
+        assert_eq!(
+            probes(&out),
+            ["0", "0", "0"],
+            "{how}: the static programs:\n{out}"
+        );
     }
 }
 
@@ -55,7 +75,11 @@ fn a_program_that_sandboxes_itself_loses_merge_any_before_the_filter() {
     let lab = Lab::new("sandbox");
     for how in ["prctl", "syscall"] {
         let out = choices(&["sandbox", how, &lab.path("static-probe")]);
-        assert_eq!(field(&out, "after-filter merge_any").as_deref(), Some("0"), "{how}:\n{out}");
+        assert_eq!(
+            field(&out, "after-filter merge_any").as_deref(),
+            Some("0"),
+            "{how}:\n{out}"
+        );
         assert_eq!(probes(&out), ["0"], "{how}: the static program:\n{out}");
     }
 }

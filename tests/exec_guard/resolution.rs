@@ -31,7 +31,11 @@ fn a_spawn_whose_file_actions_change_what_a_magic_link_names_is_not_trusted() {
         ("spawn-devfd", &programs, with_library(&lab, &[])),
         ("spawn-stdin", &programs, with_library(&lab, &[])),
         ("spawn-cwd", &dirs, with_library(&lab, &[])),
-        ("spawnp-cwd", &dirs, with_library(&lab, &["PATH=/proc/self/cwd"])),
+        (
+            "spawnp-cwd",
+            &dirs,
+            with_library(&lab, &["PATH=/proc/self/cwd"]),
+        ),
     ];
     let mut wrong = vec![];
     for (way, args, env) in cases {
