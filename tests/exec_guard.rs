@@ -29,8 +29,14 @@
 //! `/etc/ld.so.preload` is read as ld.so reads it (tabs separate, `#`
 //! comments, a bare name it does not find), and a bare name in `LD_PRELOAD`
 //! counts only where the loader finds this very file (through
-//! `/etc/ld.so.cache`; not past `LD_LIBRARY_PATH` or the program's
-//! `DT_RUNPATH`).
+//! `/etc/ld.so.cache`; not past `LD_LIBRARY_PATH` or a `DT_RUNPATH`
+//! directory that holds another file of that name, but past `DT_RUNPATH`
+//! and `DT_RPATH` directories that hold none).
+//!
+//! The modules below add: signals and other threads between a switch-off
+//! and its `exec` (`races`), paths resolved as the new program will
+//! (`resolution`), the program's own choices (`choices`), set-ID bits that
+//! change nothing (`privilege`).
 
 #[path = "exec_guard/choices.rs"]
 mod choices;
@@ -578,6 +584,14 @@ fn a_bare_name_counts_only_where_the_loader_finds_this_very_file() {
         (probe.clone(), env(&[bare, &decoy]), false),
         // So does the program's own DT_RUNPATH.
         (vec![lab.path("runpath-probe")], env(&[bare]), false),
+        // DT_RUNPATH and DT_RPATH directories without the name: the
+        // loader goes on to the cache.
+        (
+            vec![lab.path("runpath-elsewhere-probe")],
+            env(&[bare]),
+            true,
+        ),
+        (vec![lab.path("rpath-elsewhere-probe")], env(&[bare]), true),
     ];
     let inside: Vec<Inside> = runs
         .iter()

@@ -21,8 +21,8 @@
 //! Small reads into stack buffers of a few hundred bytes (an `exec` may be
 //! called from a signal handler). Never allocates, never touches `errno`.
 
-use super::loader;
 use super::sys::{self, FileStatus};
+use super::{library_search, loader};
 
 /// A fact about the target, or that it could not be found out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,8 +53,11 @@ pub struct ExecTarget {
     /// our class and machine whose program interpreter is the very loader
     /// running this process.
     pub loads_our_preloads: Fact,
-    /// Its loader looks a bare library name up the default way: the program
-    /// has no `DT_RPATH` or `DT_RUNPATH` of its own and no `DF_1_NODEFLIB`.
+    /// Its loader, asked for this library's file name bare, surely reaches
+    /// `/etc/ld.so.cache` with it (the environment aside): no
+    /// `DF_1_NODEFLIB`, and the program's `DT_RPATH`/`DT_RUNPATH`
+    /// directories, searched first, hold no file of that name
+    /// (`os::library_search`).
     pub default_library_search: Fact,
 }
 
@@ -94,6 +97,7 @@ pub(super) enum Outcome {
     Unknown,
 }
 
+const PT_LOAD: u32 = 1;
 const PT_DYNAMIC: u32 = 2;
 const PT_INTERP: u32 = 3;
 const ELFCLASS64: u8 = 2;
@@ -447,17 +451,26 @@ fn elf_program(
         return runs(Fact::No, Fact::No);
     }
     let default_search = match headers.dynamic {
-        Some((offset, size)) => library_search_is_default(fd, offset, size),
+        Some(dynamic) => library_search::bare_name_reaches_cache(
+            fd,
+            dynamic,
+            |address| headers.file_offset(fd, address),
+            super::own_file_name(),
+            as_we_resolve,
+        ),
         None => Fact::Unknown,
     };
     runs(Fact::Yes, default_search)
 }
 
 /// The program headers `exec` acts on: the first `PT_INTERP` and the first
-/// `PT_DYNAMIC` (file offset and size of each).
+/// `PT_DYNAMIC` (file offset and size of each); where the table is, for
+/// the loadable segments.
 struct ProgramHeaders {
     interpreter: Option<(u64, u64)>,
     dynamic: Option<(u64, u64)>,
+    table: u64,
+    count: u16,
 }
 
 impl ProgramHeaders {
@@ -465,6 +478,8 @@ impl ProgramHeaders {
         let mut found = ProgramHeaders {
             interpreter: None,
             dynamic: None,
+            table,
+            count,
         };
         let mut entry = [0u8; PHDR_BYTES as usize];
         for i in 0..count as u64 {
@@ -481,41 +496,23 @@ impl ProgramHeaders {
         }
         Some(found)
     }
-}
 
-const DT_NULL: u64 = 0;
-const DT_RPATH: u64 = 15;
-const DT_RUNPATH: u64 = 29;
-const DT_FLAGS_1: u64 = 0x6fff_fffb;
-const DF_1_NODEFLIB: u64 = 0x800;
-/// Dynamic sections are a few dozen entries; past this many, "could not tell".
-const MOST_DYNAMIC_ENTRIES: u64 = 1024;
-
-/// Whether the dynamic section at `offset` (`size` bytes) leaves the
-/// loader's search for a bare library name the default one: no
-/// `DT_RPATH`, no `DT_RUNPATH`, no `DF_1_NODEFLIB`.
-fn library_search_is_default(fd: i32, offset: u64, size: u64) -> Fact {
-    let mut chunk = [0u8; 128];
-    let entries = (size / 16).min(MOST_DYNAMIC_ENTRIES);
-    let mut i = 0;
-    while i < entries {
-        let want = ((entries - i) * 16).min(chunk.len() as u64) as usize;
-        match sys::pread(fd, &mut chunk[..want], offset + i * 16) {
-            Ok(got) if got >= 16 => {
-                for entry in chunk[..got - got % 16].chunks_exact(16) {
-                    match (u64_at(entry, 0), u64_at(entry, 8)) {
-                        (DT_NULL, _) => return Fact::Yes,
-                        (DT_RPATH | DT_RUNPATH, _) => return Fact::No,
-                        (DT_FLAGS_1, flags) if flags & DF_1_NODEFLIB != 0 => return Fact::No,
-                        _ => {}
-                    }
-                }
-                i += (got / 16) as u64;
+    /// Where in the file the program's virtual `address` is: inside the
+    /// file part of a `PT_LOAD` segment.
+    fn file_offset(&self, fd: i32, address: u64) -> Option<u64> {
+        let mut entry = [0u8; PHDR_BYTES as usize];
+        for i in 0..self.count as u64 {
+            let at = self.table.checked_add(i * PHDR_BYTES as u64)?;
+            if sys::pread(fd, &mut entry, at).ok()? < entry.len() {
+                return None;
             }
-            _ => return Fact::Unknown,
+            let (offset, start, size) = (u64_at(&entry, 8), u64_at(&entry, 16), u64_at(&entry, 32));
+            if u32_at(&entry, 0) == PT_LOAD && address >= start && address - start < size {
+                return offset.checked_add(address - start);
+            }
         }
+        None
     }
-    Fact::Unknown
 }
 
 #[cfg(test)]

@@ -10,11 +10,13 @@
 //! * [`sys`] — raw system calls; [`proc`] — `/proc` and `/sys` readers;
 //! * [`exec_target`] — what an `exec` would run; [`exec_search`] — what
 //!   `execvp` finds in `PATH`; [`loader`] — what the dynamic loader finds
-//!   (`/etc/ld.so.preload`, `/etc/ld.so.cache`, its own file).
+//!   (`/etc/ld.so.preload`, `/etc/ld.so.cache`, its own file);
+//!   [`library_search`] — where it looks for a bare name before its cache.
 
 pub mod exec_search;
 pub mod exec_target;
 pub mod ksm;
+pub mod library_search;
 pub mod loader;
 pub mod proc;
 pub mod sys;

@@ -378,6 +378,20 @@ pub fn open_at_without_magic_links(dirfd: i32, path: *const u8, flags: i32) -> R
     }
 }
 
+/// `readlink(path)` (NUL-terminated) into `out`; the bytes written.
+pub fn readlink(path: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
+    debug_assert_eq!(path.last(), Some(&0));
+    unsafe {
+        syscall!(
+            libc::SYS_readlinkat,
+            libc::AT_FDCWD as isize as usize,
+            path.as_ptr(),
+            out.as_mut_ptr(),
+            out.len()
+        )
+    }
+}
+
 pub fn pread(fd: i32, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
     loop {
         match unsafe { syscall!(libc::SYS_pread64, fd, buf.as_mut_ptr(), buf.len(), offset) } {

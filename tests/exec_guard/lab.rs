@@ -79,6 +79,20 @@ impl Lab {
         // A program whose own library path (DT_RUNPATH) holds the decoy.
         let runpath = compile_c("tests/c/exec_probe.c", &["-Wl,-rpath,$ORIGIN/decoy"]);
         install(&runpath, &dir.join("runpath-probe"), 0o755);
+        // Programs whose own library paths (DT_RUNPATH, DT_RPATH) hold no
+        // file of the library's name: a directory without it, and one
+        // that is not there.
+        std::fs::create_dir_all(dir.join("empty")).unwrap();
+        let runpath = compile_c(
+            "tests/c/exec_probe.c",
+            &["-Wl,-rpath,$ORIGIN/empty:/nonexistent/lib"],
+        );
+        install(&runpath, &dir.join("runpath-elsewhere-probe"), 0o755);
+        let rpath = compile_c(
+            "tests/c/exec_probe.c",
+            &["-Wl,--disable-new-dtags,-rpath,$ORIGIN/empty"],
+        );
+        install(&rpath, &dir.join("rpath-elsewhere-probe"), 0o755);
         install(common::lib(), &dir.join("cached/libksmauto.so"), 0o755);
         Lab { dir, lib, launcher }
     }

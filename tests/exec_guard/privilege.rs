@@ -69,7 +69,10 @@ fn set_id_bits_the_kernel_ignores_change_nothing() {
         Some(&report),
     );
     let launcher_at = command.iter().position(|w| w.starts_with("PATH=")).unwrap() + 1;
-    command.splice(launcher_at..launcher_at, strings(&["setpriv", "--no-new-privs"]));
+    command.splice(
+        launcher_at..launcher_at,
+        strings(&["setpriv", "--no-new-privs"]),
+    );
     let out = lab.run(&command);
     verdict(&out, &lab.lib, true).unwrap_or_else(|e| panic!("no_new_privs: {e}"));
     assert_eq!(switch_offs(&report), 0, "no_new_privs: switched off\n{out}");
