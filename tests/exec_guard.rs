@@ -36,8 +36,10 @@
 //! The modules below add: signals and other threads between a switch-off
 //! and its `exec` (`races`), paths resolved as the new program will
 //! (`resolution`), the program's own choices (`choices`), set-ID bits that
-//! change nothing (`privilege`).
+//! change nothing (`privilege`), `binfmt_misc` rules (`binfmt`).
 
+#[path = "exec_guard/binfmt.rs"]
+mod binfmt;
 #[path = "exec_guard/choices.rs"]
 mod choices;
 #[path = "exec_guard/lab.rs"]

@@ -211,6 +211,7 @@ fn start_over() {
     exec_guard::forget_after_fork(merge_any_in_use());
     crate::os::exec_search::release_after_fork();
     crate::os::library_search::release_after_fork();
+    crate::os::binfmt_misc::release_after_fork();
     crate::os::loader::release_after_fork();
     crate::counters::reset();
     catchup::reset();

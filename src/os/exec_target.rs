@@ -22,7 +22,7 @@
 //! called from a signal handler). Never allocates, never touches `errno`.
 
 use super::sys::{self, FileStatus};
-use super::{library_search, loader};
+use super::{binfmt_misc, library_search, loader};
 
 /// A fact about the target, or that it could not be found out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,7 +112,7 @@ const OUR_MACHINE: u16 = 183; // EM_AARCH64
 /// five `#!` interpreters; a sixth interpreter is `ELOOP`.
 const MAX_REWRITES: usize = 5;
 /// The part of a file the kernel reads to tell its format (BINPRM_BUF_SIZE).
-const HEAD_BYTES: usize = 256;
+const HEAD_BYTES: usize = binfmt_misc::HEAD_BYTES;
 /// The longest program interpreter path followed here (the kernel takes up
 /// to PATH_MAX; a longer one counts as "could not tell").
 const INTERPRETER_BYTES: usize = 256;
@@ -188,11 +188,20 @@ pub(super) unsafe fn outcome_at(
             Ok(file) => file,
             Err(outcome) => return outcome,
         };
+        // The name `exec` was given, for binfmt_misc's extension rules
+        // (taken now: the next read overwrites an interpreter's name).
+        let named = if *name == 0 {
+            &[][..]
+        } else {
+            core::ffi::CStr::from_ptr(name as *const core::ffi::c_char).to_bytes()
+        };
+        let ext = binfmt_misc::Extension::of(named);
         let next = read_file(
             file.unwrap_or(at),
             &mut head,
             &mut privileged,
             as_we_resolve,
+            &ext,
         );
         if let Some(fd) = file {
             sys::close(fd);
@@ -288,13 +297,16 @@ fn proc_fd_path(fd: i32, out: &mut [u8; 32]) -> bool {
 }
 
 /// One file of the chain, open as `fd` (`O_PATH` or any descriptor; a
-/// regular file `exec` may run): notes whether it changes privilege, reads
-/// its head and tells what runs.
+/// regular file `exec` may run) and given to `exec` under a name with
+/// extension `ext`: notes whether it changes privilege, reads its head and
+/// tells what runs. A `binfmt_misc` rule that claims it (tried before any
+/// other format) runs something else: "could not tell".
 fn read_file(
     fd: i32,
     head: &mut [u8; HEAD_BYTES],
     privileged: &mut bool,
     as_we_resolve: bool,
+    ext: &binfmt_misc::Extension,
 ) -> Next {
     let Ok(st) = sys::fstat(fd) else {
         return Next::Done(Outcome::Unknown);
@@ -313,14 +325,21 @@ fn read_file(
         return Next::Done(Outcome::Unknown);
     };
     let next = match sys::pread(readable, head, 0) {
-        Ok(n) if n >= 2 && head[..2] == *b"#!" => match interpreter_of(head, n) {
-            Some(_) => Next::Interpreter,
-            None => Next::Done(Outcome::Unknown),
-        },
-        Ok(n) if n >= 4 && head[..4] == *b"\x7fELF" => {
-            Next::Done(elf_program(readable, head, n, *privileged, as_we_resolve))
+        Ok(n) if is_script(head, n) || is_elf(head, n) => {
+            // The kernel's buffer holds zeros past the end of a short file.
+            head[n..].fill(0);
+            if binfmt_misc::claims(head, ext) != Fact::No {
+                Next::Done(Outcome::Unknown)
+            } else if is_script(head, n) {
+                match interpreter_of(head, n) {
+                    Some(_) => Next::Interpreter,
+                    None => Next::Done(Outcome::Unknown),
+                }
+            } else {
+                Next::Done(elf_program(readable, head, n, *privileged, as_we_resolve))
+            }
         }
-        // ENOEXEC, or a binfmt_misc handler we cannot see.
+        // ENOEXEC, or what a binfmt_misc rule makes of it.
         _ => Next::Done(Outcome::Unknown),
     };
     sys::close(readable);
@@ -353,6 +372,14 @@ fn exec_changes_ids(st: &FileStatus, fd: i32) -> bool {
         ids.effective_gid
     };
     uid != ids.real_uid || gid != ids.real_gid
+}
+
+fn is_script(head: &[u8; HEAD_BYTES], n: usize) -> bool {
+    n >= 2 && head[..2] == *b"#!"
+}
+
+fn is_elf(head: &[u8; HEAD_BYTES], n: usize) -> bool {
+    n >= 4 && head[..4] == *b"\x7fELF"
 }
 
 /// The interpreter path of a `#!` file whose first `n` bytes are in `head`,

@@ -11,8 +11,10 @@
 //! * [`exec_target`] — what an `exec` would run; [`exec_search`] — what
 //!   `execvp` finds in `PATH`; [`loader`] — what the dynamic loader finds
 //!   (`/etc/ld.so.preload`, `/etc/ld.so.cache`, its own file);
-//!   [`library_search`] — where it looks for a bare name before its cache.
+//!   [`library_search`] — where it looks for a bare name before its cache;
+//!   [`binfmt_misc`] — whether a `binfmt_misc` rule claims a file.
 
+pub mod binfmt_misc;
 pub mod exec_search;
 pub mod exec_target;
 pub mod ksm;

@@ -462,11 +462,49 @@ pub fn exec_ignores_set_ids(fd: i32) -> bool {
     if prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == Ok(1) {
         return true;
     }
-    // struct statfs of both our ABIs: eleven 64-bit words, then spares;
-    // `f_flags` is the eleventh.
+    filesystem_of(fd).is_ok_and(|fs| fs[10] & ST_NOSUID != 0)
+}
+
+/// `fstatfs(fd)` as words: struct statfs of both our ABIs is eleven 64-bit
+/// words (`f_type` first, `f_flags` the eleventh), then spares.
+fn filesystem_of(fd: i32) -> Result<[u64; 16], Errno> {
     let mut fs = [0u64; 16];
-    unsafe { syscall!(libc::SYS_fstatfs, fd, fs.as_mut_ptr()) }
-        .is_ok_and(|_| fs[10] & ST_NOSUID != 0)
+    unsafe { syscall!(libc::SYS_fstatfs, fd, fs.as_mut_ptr()) }.map(|_| fs)
+}
+
+/// The type (magic number) of the file system `fd` is on.
+pub fn filesystem_type(fd: i32) -> Result<u64, Errno> {
+    filesystem_of(fd).map(|fs| fs[0])
+}
+
+/// `getdents64(fd)` into `buf`: the bytes of directory entries written (0
+/// at the end of the directory).
+pub fn directory_entries(fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
+    unsafe { syscall!(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) }
+}
+
+/// Reads all of the file `name` (NUL-terminated) in directory `dir` into
+/// `buf`, non-blocking; the bytes read.
+pub fn read_file_at(dir: i32, name: *const u8, buf: &mut [u8]) -> Result<usize, Errno> {
+    let fd = open_at(
+        dir,
+        name,
+        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY,
+        0,
+    )?;
+    let mut filled = 0;
+    while filled < buf.len() {
+        match read(fd, &mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) => {
+                close(fd);
+                return Err(e);
+            }
+        }
+    }
+    close(fd);
+    Ok(filled)
 }
 
 /// Whether our real and effective user or group IDs differ: the kernel

@@ -271,14 +271,34 @@ pub fn in_private_etc(
     let etc = lab
         .dir
         .join(format!("etc-{}", REPORTS.fetch_add(1, SeqCst)));
-    let mut script = format!(
-        "set -e\nmkdir -p {e}/upper {e}/work\n\
+    let setup = format!(
+        "mkdir -p {e}/upper {e}/work\n\
          mount -t overlay overlay -o lowerdir=/etc,upperdir={e}/upper,workdir={e}/work /etc\n\
-         mount -t tmpfs tmpfs /var/cache/ldconfig\n{setup}\nset +e\n",
+         mount -t tmpfs tmpfs /var/cache/ldconfig\n{setup}",
         e = etc.display()
     );
+    in_namespaces(
+        lab,
+        &["-m", "--propagation", "private"],
+        &setup,
+        preload,
+        runs,
+    )
+}
+
+/// Runs `runs` (see [`in_private_etc`]) under `unshare` with `namespaces`
+/// (its options), after `setup` (shell commands, which must succeed).
+pub fn in_namespaces(
+    lab: &Lab,
+    namespaces: &[&str],
+    setup: &str,
+    preload: &Path,
+    runs: &[Inside],
+) -> Vec<(String, u64)> {
+    let first = REPORTS.fetch_add(runs.len(), SeqCst);
+    let mut script = format!("set -e\n{setup}\nset +e\n");
     let reports: Vec<PathBuf> = (0..runs.len())
-        .map(|i| etc.join(format!("report-{i}.json")))
+        .map(|i| lab.dir.join(format!("report-ns-{}.json", first + i)))
         .collect();
     for (i, run) in runs.iter().enumerate() {
         let report = run.count.then_some(reports[i].as_path());
@@ -287,7 +307,8 @@ pub fn in_private_etc(
         script += &format!("echo '=== {i}'\n{}\n", words.join(" "));
     }
     let mut cmd = Command::new("unshare");
-    cmd.args(["-m", "--propagation", "private", "sh", "-c", &script])
+    cmd.args(namespaces)
+        .args(["sh", "-c", &script])
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .stdin(Stdio::null())
