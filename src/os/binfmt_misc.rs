@@ -114,7 +114,7 @@ fn visible_instance() -> Result<Option<i32>, ()> {
     }
     let dir = sys::open(path, libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(|_| ())?;
     let mut status = [0u8; 16];
-    match sys::read_file_at(dir, b"status\0".as_ptr(), &mut status) {
+    match sys::read_file_at(dir, c"status".as_ptr() as *const u8, &mut status) {
         Ok(n) if status[..n] == *b"enabled\n" => Ok(Some(dir)),
         Ok(n) if status[..n] == *b"disabled\n" => {
             sys::close(dir);
@@ -254,7 +254,7 @@ fn magic_matches(
     mask: Option<&[u8]>,
 ) -> Option<bool> {
     let size = magic.len() / 2;
-    if magic.len() % 2 != 0 || size == 0 || offset + size > HEAD_BYTES {
+    if !magic.len().is_multiple_of(2) || size == 0 || offset + size > HEAD_BYTES {
         return None;
     }
     if mask.is_some_and(|m| m.len() != magic.len()) {
