@@ -258,7 +258,11 @@ fn exists(path: &mut [u8], len: usize, entry: &[u8]) -> Fact {
 
 /// `AT_PLATFORM` (the loader's legacy platform subdirectory), or empty.
 fn platform() -> &'static [u8] {
+    // glibc's getauxval sets errno for an entry the kernel did not give.
+    let errno = unsafe { libc::__errno_location() };
+    let saved = unsafe { *errno };
     let p = unsafe { libc::getauxval(libc::AT_PLATFORM) } as *const libc::c_char;
+    unsafe { *errno = saved };
     if p.is_null() {
         b""
     } else {
