@@ -867,13 +867,15 @@ unsafe fn env_entries(envp: *const *const c_char) -> impl Iterator<Item = &'stat
 
 /// Lets the engine decide about merge-any before an `exec` of the target
 /// `inspect` finds with environment `envp`; the target is only inspected (a
-/// few system calls) when merge-any is in use at all. `cwd_known`: relative
-/// paths resolve in our working directory — not so for a spawn with file
-/// actions, which may change it first (`posix_spawn_file_actions_addchdir_np`).
+/// few system calls) when merge-any is in use at all. `as_we_resolve`: the
+/// `exec` resolves paths as we do now — not so for a spawn with file
+/// actions, which may change the working directory
+/// (`posix_spawn_file_actions_addchdir_np`) or what a descriptor, and with
+/// it `/proc/self/fd/N`, names (`adddup2`, `addopen`) first.
 unsafe fn prepare_exec(
     inspect: impl FnOnce() -> ExecTarget,
     envp: *const *const c_char,
-    cwd_known: bool,
+    as_we_resolve: bool,
 ) -> Option<engine::ExecLent> {
     if !ready() || !engine::merge_any_in_use() {
         return None;
@@ -882,18 +884,18 @@ unsafe fn prepare_exec(
     // `advise` or `off`.
     let target = inspect();
     let env = engine::LoaderEnv::read(env_entries(envp));
-    engine::before_exec(target, &env, cwd_known)
+    engine::before_exec(target, &env, as_we_resolve)
 }
 
-unsafe fn target_at_path(path: *const c_char, cwd_known: bool) -> ExecTarget {
-    exec_target::inspect_at(libc::AT_FDCWD, path as *const u8, 0, cwd_known)
+unsafe fn target_at_path(path: *const c_char, as_we_resolve: bool) -> ExecTarget {
+    exec_target::inspect_at(libc::AT_FDCWD, path as *const u8, 0, as_we_resolve)
 }
 
 /// Resolves `file` the way `execvp` does: in `PATH` of the current
 /// environment (not the new one, as glibc reads it), or glibc's default.
-unsafe fn target_in_path(file: *const c_char, cwd_known: bool) -> ExecTarget {
+unsafe fn target_in_path(file: *const c_char, as_we_resolve: bool) -> ExecTarget {
     let search = crate::os::getenv("PATH").unwrap_or(b"/bin:/usr/bin");
-    exec_search::inspect_in_path(file as *const u8, search, cwd_known)
+    exec_search::inspect_in_path(file as *const u8, search, as_we_resolve)
 }
 
 /// Runs an `exec` or spawn `call` with merge-any switched off first if the
@@ -902,10 +904,10 @@ unsafe fn target_in_path(file: *const c_char, cwd_known: bool) -> ExecTarget {
 unsafe fn around_exec<R>(
     inspect: impl FnOnce() -> ExecTarget,
     envp: *const *const c_char,
-    cwd_known: bool,
+    as_we_resolve: bool,
     call: impl FnOnce() -> R,
 ) -> R {
-    let lent = prepare_exec(inspect, envp, cwd_known);
+    let lent = prepare_exec(inspect, envp, as_we_resolve);
     let result = call();
     engine::after_exec_returned(lent);
     result
@@ -997,12 +999,12 @@ pub unsafe extern "C" fn posix_spawn(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    let cwd_known = actions.is_null();
-    let inspect = || target_at_path(path, cwd_known);
+    let as_we_resolve = actions.is_null();
+    let inspect = || target_at_path(path, as_we_resolve);
     around_exec(
         inspect,
         envp as _,
-        cwd_known,
+        as_we_resolve,
         || match next::exec_functions().posix_spawn {
             Some(f) => f(pid, path, actions, attr, argv, envp),
             None => libc::ENOSYS,
@@ -1019,12 +1021,12 @@ pub unsafe extern "C" fn posix_spawnp(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    let cwd_known = actions.is_null();
-    let inspect = || target_in_path(file, cwd_known);
+    let as_we_resolve = actions.is_null();
+    let inspect = || target_in_path(file, as_we_resolve);
     around_exec(
         inspect,
         envp as _,
-        cwd_known,
+        as_we_resolve,
         || match next::exec_functions().posix_spawnp {
             Some(f) => f(pid, file, actions, attr, argv, envp),
             None => libc::ENOSYS,
@@ -1032,87 +1034,148 @@ pub unsafe extern "C" fn posix_spawnp(
     )
 }
 
+/// The shell glibc's `system`, `popen` and `wordexp` start, with `environ`,
+/// through its internal `posix_spawn` (which no hook sees): each is
+/// bracketed as a spawn of it, for as long as the call lasts (`system`
+/// waits for the command; `popen` returns once the shell runs).
+const SHELL: &core::ffi::CStr = c"/bin/sh";
+
+#[no_mangle]
+pub unsafe extern "C" fn system(command: *const c_char) -> c_int {
+    around_exec(
+        || target_at_path(SHELL.as_ptr(), true),
+        environ,
+        true,
+        || match next::exec_functions().system {
+            Some(f) => f(command),
+            None => enoent(),
+        },
+    )
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn popen(command: *const c_char, mode: *const c_char) -> *mut libc::FILE {
+    around_exec(
+        || target_at_path(SHELL.as_ptr(), true),
+        environ,
+        true,
+        || match next::exec_functions().popen {
+            Some(f) => f(command, mode),
+            None => {
+                enoent();
+                core::ptr::null_mut()
+            }
+        },
+    )
+}
+
+const WRDE_NOCMD: c_int = 1 << 2;
+const WRDE_NOSPACE: c_int = 1;
+
+#[no_mangle]
+pub unsafe extern "C" fn wordexp(words: *const c_char, result: *mut c_void, flags: c_int) -> c_int {
+    let call = || match next::exec_functions().wordexp {
+        Some(f) => f(words, result, flags),
+        None => WRDE_NOSPACE,
+    };
+    if flags & WRDE_NOCMD != 0 || !may_substitute_commands(words) {
+        return call();
+    }
+    around_exec(|| target_at_path(SHELL.as_ptr(), true), environ, true, call)
+}
+
+/// Whether `wordexp` may run a command for `words`: only a command
+/// substitution does (`$(…)` or a backquote), so a string with neither
+/// runs nothing, however it is quoted.
+unsafe fn may_substitute_commands(words: *const c_char) -> bool {
+    if words.is_null() {
+        return false;
+    }
+    let words = core::ffi::CStr::from_ptr(words).to_bytes();
+    words.contains(&b'`') || words.windows(2).any(|pair| pair == b"$(")
+}
+
 unsafe fn enoent() -> c_int {
     errno_set(libc::ENOENT);
     -1
 }
 
-/// The variadic `execl`, `execle` and `execlp` cannot be written in Rust: a
-/// small assembly entry saves the argument registers, asks
-/// [`prepare_variadic_exec`] (which may switch merge-any off, judging by the
-/// path and the environment the new program gets) for the next definition,
-/// restores the registers and jumps there, so the callee sees the caller's
-/// arguments, stack included, exactly. If that `exec` fails, the engine
-/// notices at a later poll that merge-any was lent and takes it back.
+/// The variadic `execl`, `execle` and `execlp` cannot be written in Rust.
+/// A small assembly entry does what glibc's own do (2.36, `posix/execl.c`):
+/// counts the list ([`variadic_exec_count`]), makes room on its stack for
+/// that many pointers and the null one (glibc's variable-length array,
+/// reserved page by page so that it cannot jump over a stack guard page),
+/// and calls [`variadic_exec_run`], which fills the array and makes the
+/// non-variadic call — [`execve`] with `environ` (`execl`) or `execle`'s
+/// environment, [`execvpe`] with `environ` (`execlp`) — then returns what
+/// that returned. So these are calls that come back through us when the
+/// `exec` fails, like every other `exec` hook: only the call that switched
+/// merge-any off switches it back on (a poll never takes a lender of a
+/// live thread, its own thread's included: a signal handler that runs
+/// between the switch-off and the `exec` must not undo it).
 ///
-/// `frame` is where the entry saved the argument registers; with the
-/// caller's stack arguments above it, it gives `execle`'s environment, the
-/// argument after the list's terminating null pointer.
-extern "C" fn prepare_variadic_exec(
-    path: *const c_char,
-    which: usize,
-    frame: *const usize,
-) -> usize {
-    unsafe {
-        let saved = errno_get();
-        let envp = match which {
-            VARIADIC_EXECLE => execle_environment(frame),
-            _ => environ,
-        };
-        prepare_exec(
-            || match which {
-                VARIADIC_EXECLP => target_in_path(path, true),
-                _ => target_at_path(path, true),
-            },
-            envp,
-            true,
-        );
-        errno_set(saved);
-        let table = next::exec_functions();
-        match which {
-            VARIADIC_EXECL => table.execl,
-            VARIADIC_EXECLE => table.execle,
-            _ => table.execlp,
-        }
-    }
-}
-
-/// Integer argument `i` of the variadic call whose registers the entry saved
-/// at `frame` (see the entries' layout below); stack arguments follow.
+/// `frame` is where the entry saved the argument registers; integer
+/// argument `i` (0: the path, 1: `arg0`, …) is read by
+/// [`variadic_argument`], the caller's stack arguments included.
 unsafe fn variadic_argument(frame: *const usize, i: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
     {
-        // Pushed rdi, rsi, rdx, rcx, r8, r9, rax: rax lowest; then the
-        // return address; then the caller's stack arguments.
-        const SAVED_AT: [usize; 6] = [6, 5, 4, 3, 2, 1];
+        // rdi, rsi, rdx, rcx, r8, r9 from the lowest; then the saved rbp
+        // and the return address; then the caller's stack arguments.
         if i < 6 {
-            *frame.add(SAVED_AT[i])
+            *frame.add(i)
         } else {
             *frame.add(8 + (i - 6))
         }
     }
     #[cfg(target_arch = "aarch64")]
     {
-        // x29, x30, then x0..x7; the caller's stack arguments above.
-        if i < 8 {
-            *frame.add(2 + i)
-        } else {
-            *frame.add(10 + (i - 8))
-        }
+        // x0..x7, right below the caller's stack arguments: one array.
+        *frame.add(i)
     }
 }
 
-/// `execle(path, arg0, ..., NULL, envp)`: the pointer after the null one.
-unsafe fn execle_environment(frame: *const usize) -> *const *const c_char {
-    // The kernel refuses argument lists past a few million entries anyway;
-    // past this bound the environment is taken as unknown (none).
-    const MOST_ARGUMENTS: usize = 1 << 20;
-    for i in 1..MOST_ARGUMENTS {
-        if variadic_argument(frame, i) == 0 {
-            return variadic_argument(frame, i + 1) as *const *const c_char;
+/// How many pointers the list holds before its null one, counted as
+/// glibc's `execl` counts them: `arg0` always, then up to the first null;
+/// 0 past `INT_MAX` (glibc's `E2BIG`).
+extern "C" fn variadic_exec_count(frame: *const usize) -> usize {
+    let mut argc = 1;
+    while unsafe { variadic_argument(frame, 1 + argc) } != 0 {
+        if argc == i32::MAX as usize {
+            return 0;
+        }
+        argc += 1;
+    }
+    argc
+}
+
+/// Fills `argv` (room for `argc` + 1 pointers, on the entry's stack) from
+/// the variadic list and makes the non-variadic `exec` the entry `which`
+/// stands for; what it returns (only on failure).
+extern "C" fn variadic_exec_run(
+    which: usize,
+    frame: *const usize,
+    argv: *mut usize,
+    argc: usize,
+) -> c_int {
+    unsafe {
+        if argc == 0 {
+            errno_set(libc::E2BIG);
+            return -1;
+        }
+        for i in 0..argc {
+            *argv.add(i) = variadic_argument(frame, 1 + i);
+        }
+        *argv.add(argc) = 0;
+        let path = variadic_argument(frame, 0) as *const c_char;
+        let args = argv as *const *const c_char;
+        match which {
+            // execle(path, arg0, ..., NULL, envp): the pointer after the null.
+            VARIADIC_EXECLE => execve(path, args, variadic_argument(frame, argc + 2) as _),
+            VARIADIC_EXECLP => execvpe(path, args, environ),
+            _ => execve(path, args, environ),
         }
     }
-    core::ptr::null()
 }
 
 const VARIADIC_EXECL: usize = 0;
@@ -1120,44 +1183,83 @@ const VARIADIC_EXECLE: usize = 1;
 const VARIADIC_EXECLP: usize = 2;
 
 /// The entry of one variadic `exec`: declared without parameters, since the
-/// body never reads them as Rust values; it only keeps them in place.
+/// body never reads them as Rust values.
 macro_rules! variadic_exec_entry {
     ($name:ident, $which:expr) => {
         #[unsafe(naked)]
         #[no_mangle]
-        pub unsafe extern "C" fn $name() {
+        pub unsafe extern "C" fn $name() -> c_int {
             #[cfg(target_arch = "x86_64")]
             ::core::arch::naked_asm!(
-                // Seven pushes leave the stack 16-byte aligned for the call.
-                "push rdi", "push rsi", "push rdx", "push rcx", "push r8", "push r9", "push rax",
-                "mov esi, {which}",
+                "push rbp",
+                "mov rbp, rsp",
+                // Six pushes keep the stack 16-byte aligned for the calls.
+                "push r9", "push r8", "push rcx", "push rdx", "push rsi", "push rdi",
+                "mov rdi, rsp",
+                "call {count}",
+                // (argc + 1) pointers, rounded up to 16 bytes.
+                "lea r10, [rax * 8 + 23]",
+                "and r10, -16",
+                // Page by page, touching each, as a compiler's stack-clash
+                // protection does for glibc's own array.
+                "2:",
+                "cmp r10, 4096",
+                "jb 3f",
+                "sub rsp, 4096",
+                "or qword ptr [rsp], 0",
+                "sub r10, 4096",
+                "jmp 2b",
+                "3:",
+                "sub rsp, r10",
+                "or qword ptr [rsp], 0",
+                "mov edi, {which}",
+                "lea rsi, [rbp - 48]",
                 "mov rdx, rsp",
-                "call {prepare}",
-                "mov r11, rax",
-                "pop rax", "pop r9", "pop r8", "pop rcx", "pop rdx", "pop rsi", "pop rdi",
-                "jmp r11",
+                "mov rcx, rax",
+                "call {run}",
+                "mov rsp, rbp",
+                "pop rbp",
+                "ret",
                 which = const $which,
-                prepare = sym prepare_variadic_exec,
+                count = sym variadic_exec_count,
+                run = sym variadic_exec_run,
             );
             #[cfg(target_arch = "aarch64")]
             ::core::arch::naked_asm!(
                 "stp x29, x30, [sp, #-80]!",
+                "mov x29, sp",
                 "stp x0, x1, [sp, #16]",
                 "stp x2, x3, [sp, #32]",
                 "stp x4, x5, [sp, #48]",
                 "stp x6, x7, [sp, #64]",
-                "mov x1, #{which}",
+                "add x0, x29, #16",
+                "bl {count}",
+                // (argc + 1) pointers, rounded up to 16 bytes.
+                "lsl x9, x0, #3",
+                "add x9, x9, #23",
+                "and x9, x9, #0xfffffffffffffff0",
+                // Page by page, touching each (stack-clash protection).
+                "2:",
+                "cmp x9, #4096",
+                "b.lo 3f",
+                "sub sp, sp, #4096",
+                "str xzr, [sp]",
+                "sub x9, x9, #4096",
+                "b 2b",
+                "3:",
+                "sub sp, sp, x9",
+                "str xzr, [sp]",
+                "mov x3, x0",
+                "mov x0, #{which}",
+                "add x1, x29, #16",
                 "mov x2, sp",
-                "bl {prepare}",
-                "mov x16, x0",
-                "ldp x6, x7, [sp, #64]",
-                "ldp x4, x5, [sp, #48]",
-                "ldp x2, x3, [sp, #32]",
-                "ldp x0, x1, [sp, #16]",
+                "bl {run}",
+                "mov sp, x29",
                 "ldp x29, x30, [sp], #80",
-                "br x16",
+                "ret",
                 which = const $which,
-                prepare = sym prepare_variadic_exec,
+                count = sym variadic_exec_count,
+                run = sym variadic_exec_run,
             );
         }
     };
@@ -1176,6 +1278,9 @@ variadic_exec_entry!(execlp, VARIADIC_EXECLP);
 // kernel).
 
 const PR_SET_SECCOMP: c_int = 22;
+/// The program's own switch of merge-any: its choice stands
+/// (`engine::program_switches_merge_any`).
+const PR_SET_MEMORY_MERGE: c_int = 67;
 
 #[no_mangle]
 pub unsafe extern "C" fn prctl(
@@ -1188,13 +1293,20 @@ pub unsafe extern "C" fn prctl(
     if option == PR_SET_SECCOMP {
         engine::before_sandbox();
     }
-    match next::next_if_ready().and_then(|n| n.prctl) {
+    let forward = || match next::next_if_ready().and_then(|n| n.prctl) {
         Some(f) => f(option, a2, a3, a4, a5),
         None => raw_syscall(
             libc::SYS_prctl,
             [option as _, a2 as _, a3 as _, a4 as _, a5 as _, 0],
         ) as c_int,
+    };
+    if option == PR_SET_MEMORY_MERGE {
+        return engine::program_switches_merge_any(a2 != 0, || {
+            let result = forward();
+            (result, result == 0)
+        });
     }
+    forward()
 }
 
 #[no_mangle]
@@ -1207,6 +1319,18 @@ pub unsafe extern "C" fn syscall(
     a5: libc::c_long,
     a6: libc::c_long,
 ) -> libc::c_long {
+    if number == libc::SYS_execve || number == libc::SYS_execveat {
+        return exec_through_syscall(number, [a1, a2, a3, a4, a5, a6]);
+    }
+    if number == libc::SYS_prctl && a1 == PR_SET_MEMORY_MERGE as libc::c_long {
+        return engine::program_switches_merge_any(a2 != 0, || {
+            let result = match next::next_if_ready().and_then(|n| n.syscall) {
+                Some(f) => f(number, a1, a2, a3, a4, a5, a6),
+                None => raw_syscall(number, [a1, a2, a3, a4, a5, a6]),
+            };
+            (result, result == 0)
+        });
+    }
     if number == libc::SYS_seccomp
         || (number == libc::SYS_prctl && a1 == PR_SET_SECCOMP as libc::c_long)
     {
@@ -1227,6 +1351,34 @@ pub unsafe extern "C" fn syscall(
         Some(f) => f(number, a1, a2, a3, a4, a5, a6),
         None => raw_syscall(number, [a1, a2, a3, a4, a5, a6]),
     }
+}
+
+/// `syscall(SYS_execve, path, argv, envp)` and `syscall(SYS_execveat,
+/// dirfd, path, argv, envp, flags)`: guarded as `execve` and `execveat`.
+#[cold]
+#[inline(never)]
+unsafe fn exec_through_syscall(number: libc::c_long, a: [libc::c_long; 6]) -> libc::c_long {
+    let inspect = || {
+        if number == libc::SYS_execve {
+            target_at_path(a[0] as *const c_char, true)
+        } else {
+            exec_target::inspect_at(a[0] as c_int, a[1] as *const u8, a[4] as c_int, true)
+        }
+    };
+    let envp = if number == libc::SYS_execve {
+        a[2]
+    } else {
+        a[3]
+    };
+    around_exec(
+        inspect,
+        envp as *const *const c_char,
+        true,
+        || match next::next_if_ready().and_then(|n| n.syscall) {
+            Some(f) => f(number, a[0], a[1], a[2], a[3], a[4], a[5]),
+            None => raw_syscall(number, a),
+        },
+    )
 }
 
 /// A system call as libc's `syscall` makes it (`-1` and `errno` on error),

@@ -27,7 +27,6 @@ macro_rules! hook_enum {
         }
         forwarded { $($forwarded:tt)* }
         exec { $($exec:tt)* }
-        exec_variadic { $($exec_variadic:tt)* }
     ) => {
         /// Every entry point the library counts calls of.
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -21,9 +21,9 @@
 //   only on request, see `Hook::is_allocator`);
 // * `forwarded` functions are hooked and forwarded but not counted;
 // * `exec` functions are resolved apart, at the first `exec` or spawn (the
-//   program may never make one); `exec_variadic` ones are kept as plain
-//   addresses, which the interposition layer jumps to with the caller's
-//   arguments untouched;
+//   program may never make one); the variadic `execl`, `execle` and
+//   `execlp` are not in the list: the interposition layer serves them with
+//   its own `execve` and `execvpe`;
 // * resolution: `serving` — the first `malloc` the program's calls reach,
 //   which names the serving allocator; `allocator` — that same allocator's
 //   own definition (else a stand-in); `next` — `dlsym(RTLD_NEXT)` (only for
@@ -90,9 +90,9 @@ macro_rules! with_hook_list {
                     *mut libc::pid_t, *const c_char, *const libc::posix_spawn_file_actions_t,
                     *const libc::posix_spawnattr_t, *const *mut c_char, *const *mut c_char
                 ) -> c_int;
-            }
-            exec_variadic {
-                execl; execle; execlp;
+                system = next fn(*const c_char) -> c_int;
+                popen = next fn(*const c_char, *const c_char) -> *mut libc::FILE;
+                wordexp = next fn(*const c_char, *mut c_void, c_int) -> c_int;
             }
         }
     };

@@ -31,8 +31,9 @@
 //! Code reachable from a hook never allocates through Rust, never waits for
 //! a lock (shared buffers are try-locked: busy means skip), never panics
 //! across `extern "C"` (`panic = "abort"`) and never changes `errno`. The
-//! one wait: an `exec` hook waits for another thread's single `prctl` that
-//! switches merge-any (`core::exec_guard`), with signals blocked.
+//! one wait: an `exec` hook (or the program's own `prctl` of merge-any)
+//! waits for another thread's single `prctl` that switches merge-any
+//! (`core::exec_guard`), with signals blocked.
 
 #![allow(clippy::missing_safety_doc)]
 // No std in the shared object: nothing here may allocate, and std would also

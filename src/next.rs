@@ -59,9 +59,6 @@ macro_rules! next_table {
         exec {
             $($ename:ident = $ekind:ident fn($($earg:ty),*) -> $eret:ty;)*
         }
-        exec_variadic {
-            $($vname:ident;)*
-        }
     ) => {
         /// The C signature of each hooked function, by its name.
         #[allow(non_camel_case_types)]
@@ -100,26 +97,19 @@ macro_rules! next_table {
 
         /// The next definitions of the `exec` family and `posix_spawn`
         /// (`execv` and `execvp` are served by our own `execve` and
-        /// `execvpe`). The variadic `execl`, `execle` and `execlp` are kept
-        /// as plain addresses: the interposition layer jumps to them with
-        /// the caller's arguments untouched.
+        /// `execvpe`, and so are the variadic `execl`, `execle` and
+        /// `execlp`).
         pub struct ExecFunctions {
             $(pub $ename: Option<signature::$ename>,)*
-            $(pub $vname: usize,)*
         }
 
         const EXEC_UNRESOLVED: ExecFunctions = ExecFunctions {
             $($ename: None,)*
-            $($vname: 0,)*
         };
 
         /// Looks up, in list order, the `exec` family.
         unsafe fn resolve_exec(table: &mut ExecFunctions) {
             $(resolve_one!(forwarded $ekind, table, $ename);)*
-            $(table.$vname = past_copies(
-                libc::dlsym(RTLD_NEXT_HANDLE, c_name!($vname).as_ptr()),
-                c_name!($vname),
-            ) as usize;)*
         }
 
         /// Looks up, in list order, the serving allocator's own definitions

@@ -29,11 +29,27 @@
 //! `/etc/ld.so.preload` is read as ld.so reads it (tabs separate, `#`
 //! comments, a bare name it does not find), and a bare name in `LD_PRELOAD`
 //! counts only where the loader finds this very file (through
-//! `/etc/ld.so.cache`; not past `LD_LIBRARY_PATH` or the program's
-//! `DT_RUNPATH`).
+//! `/etc/ld.so.cache`; not past `LD_LIBRARY_PATH` or a `DT_RUNPATH`
+//! directory that holds another file of that name, but past `DT_RUNPATH`
+//! and `DT_RPATH` directories that hold none).
+//!
+//! The modules below add: signals and other threads between a switch-off
+//! and its `exec` (`races`), paths resolved as the new program will
+//! (`resolution`), the program's own choices (`choices`), set-ID bits that
+//! change nothing (`privilege`), `binfmt_misc` rules (`binfmt`).
 
+#[path = "exec_guard/binfmt.rs"]
+mod binfmt;
+#[path = "exec_guard/choices.rs"]
+mod choices;
 #[path = "exec_guard/lab.rs"]
 mod lab;
+#[path = "exec_guard/privilege.rs"]
+mod privilege;
+#[path = "exec_guard/races.rs"]
+mod races;
+#[path = "exec_guard/resolution.rs"]
+mod resolution;
 
 use common::field;
 use ksmauto_testsupport as common;
@@ -203,7 +219,10 @@ impl Lab {
 }
 
 fn searches_path(way: &str) -> bool {
-    matches!(way, "execvp" | "execvpe" | "execlp" | "posix_spawnp")
+    matches!(
+        way,
+        "execvp" | "execvpe" | "execlp" | "posix_spawnp" | "system" | "popen" | "wordexp"
+    )
 }
 
 /// Every target and environment started `way`; fails listing every case
@@ -303,6 +322,66 @@ fn posix_spawnp() {
 #[test]
 fn vfork_then_execve() {
     table("vfork");
+}
+
+#[test]
+fn syscall_execve() {
+    table("syscall-execve");
+}
+
+#[test]
+fn syscall_execveat() {
+    table("syscall-execveat");
+}
+
+/// glibc's `system`, `popen` and `wordexp` start `/bin/sh` through its
+/// internal `posix_spawn`: the shell (and what it starts) must get
+/// merge-any only where the library runs in it.
+#[test]
+fn system() {
+    table("system");
+}
+
+#[test]
+fn popen() {
+    table("popen");
+}
+
+#[test]
+fn wordexp() {
+    table("wordexp");
+}
+
+/// Every `exec` hook returns through the guard when the `exec` fails (the
+/// variadic `execl*` too): merge-any is back before the program's next
+/// instruction, not at some later poll.
+#[test]
+fn merge_any_is_back_at_once_after_a_failed_exec() {
+    let lab = Lab::new("failed");
+    let env = strings(&["KSMAUTO_MODE=process", "KSMAUTO_STATS=off"]);
+    // A file of no format the kernel knows: ENOEXEC, after a switch-off
+    // (execlp would run it with /bin/sh).
+    let target = vec![lab.path("unknown-format")];
+    for way in [
+        "execve",
+        "execv",
+        "execl",
+        "execle",
+        "syscall-execve",
+        "execveat",
+    ] {
+        let (out, offs) = spawn_counting(&lab, way, &target, &env);
+        assert!(out.contains("failed 8\n"), "{way}: {out}");
+        assert_eq!(
+            offs, 1,
+            "{way}: no switch-off before an unknown format:\n{out}"
+        );
+        assert_eq!(
+            field(&out, "after-failure merge_any").as_deref(),
+            Some("1"),
+            "{way}: merge-any not back after the failed exec:\n{out}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -446,6 +525,19 @@ fn etc_ld_so_preload_is_read_as_ld_so_reads_it() {
         (format!("# {lib}\n"), Target::Dynamic, false),
         // A bare name the loader does not find (not in the cache).
         ("libksmauto.so\n".to_string(), Target::Dynamic, false),
+        // The file ends at a NUL for ld.so (strsep over a C string).
+        (
+            format!("/nonexistent/x.so\0 {lib}\n"),
+            Target::Dynamic,
+            false,
+        ),
+        // After a long first comment ld.so looks for the next `#` in too
+        // few bytes: the second comment is read as names.
+        (
+            format!("#{}\n/nonexistent/x.so # {lib}\n", "c".repeat(300)),
+            Target::Dynamic,
+            true,
+        ),
     ] {
         let run = Inside {
             way: "execve",
@@ -453,7 +545,14 @@ fn etc_ld_so_preload_is_read_as_ld_so_reads_it() {
             env: env.clone(),
             count: false,
         };
-        let (out, _) = &in_private_etc(&lab, &preload_file(&content), common::lib(), &[run])[0];
+        // Copied in, not printed by the shell: it may hold a NUL.
+        let file = lab.dir.join("ld.so.preload");
+        std::fs::write(&file, &content).unwrap();
+        let setup = format!(
+            "cp {} /etc/ld.so.preload",
+            quoted(&file.display().to_string())
+        );
+        let (out, _) = &in_private_etc(&lab, &setup, common::lib(), &[run])[0];
         if let Err(wrong) = verdict(out, &lab.lib, runs) {
             panic!("ld.so.preload {content:?}, {target:?}: {wrong}");
         }
@@ -487,6 +586,14 @@ fn a_bare_name_counts_only_where_the_loader_finds_this_very_file() {
         (probe.clone(), env(&[bare, &decoy]), false),
         // So does the program's own DT_RUNPATH.
         (vec![lab.path("runpath-probe")], env(&[bare]), false),
+        // DT_RUNPATH and DT_RPATH directories without the name: the
+        // loader goes on to the cache.
+        (
+            vec![lab.path("runpath-elsewhere-probe")],
+            env(&[bare]),
+            true,
+        ),
+        (vec![lab.path("rpath-elsewhere-probe")], env(&[bare]), true),
     ];
     let inside: Vec<Inside> = runs
         .iter()

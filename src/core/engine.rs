@@ -218,6 +218,8 @@ pub fn after_fork_in_child() {
 fn start_over() {
     exec_guard::forget_after_fork(merge_any_in_use());
     crate::os::exec_search::release_after_fork();
+    crate::os::library_search::release_after_fork();
+    crate::os::binfmt_misc::release_after_fork();
     crate::os::loader::release_after_fork();
     crate::counters::reset();
     catchup::reset();
@@ -423,9 +425,21 @@ pub fn scan_thread_main() {
 // (the mechanism is `exec_guard`'s)
 
 /// Whether `exec`s need looking at: merge-any is this process's engine
-/// (and `mlockall` has not switched it off for good).
+/// (and `mlockall` or a sandbox has not switched it off for good, nor the
+/// program itself).
 pub fn merge_any_in_use() -> bool {
-    settings().active == Mode::Process && !MERGING_STOPPED.load(Relaxed) && !silenced()
+    settings().active == Mode::Process
+        && !MERGING_STOPPED.load(Relaxed)
+        && !silenced()
+        && !exec_guard::program_switched_off()
+}
+
+/// The program's own switch of merge-any (`prctl(PR_SET_MEMORY_MERGE,
+/// on)`, which `call` makes, saying whether it succeeded): the program's
+/// choice stands — after it switched merge-any off, nothing of ours
+/// switches it back on, until it switches it on again itself.
+pub fn program_switches_merge_any<R>(on: bool, call: impl FnOnce() -> (R, bool)) -> R {
+    exec_guard::program_switches(on, call)
 }
 
 /// The program is about to install a seccomp filter (`prctl(PR_SET_SECCOMP)`
@@ -433,10 +447,16 @@ pub fn merge_any_in_use() -> bool {
 /// exactly the system calls the program makes kills it for any other. So
 /// the library falls silent for good first: nothing more is advised or
 /// scanned, `exec`s are not inspected, thread stacks are not looked up and
-/// no exit report is written; the hooks only forward. What is mergeable
-/// stays so (merge-any included: switching it off is a system call the
-/// sandbox may refuse).
+/// no exit report is written; the hooks only forward. What the program
+/// advised stays mergeable; merge-any does not: under `process` it is
+/// switched off for good now, while the `prctl` is still allowed, since the
+/// `exec` guard cannot run under the filter and merge-any would pass into
+/// whatever the sandbox `exec`s (the kernel unmerges the process's merged
+/// pages: the price of a sandbox).
 pub fn before_sandbox() {
+    if settings().active == Mode::Process && !silenced() {
+        exec_guard::stop_for_good();
+    }
     SILENCED.store(true, SeqCst);
     MALLOC_BLOCK_FLOOR.store(usize::MAX, SeqCst);
     REALLOC_FLOOR.store(usize::MAX, SeqCst);
@@ -449,19 +469,19 @@ pub fn silenced() -> bool {
     SILENCED.load(Relaxed)
 }
 
-/// About to `exec` `target` with environment `env` (`cwd_known`: relative
-/// paths resolve in our working directory). Under `process`, the kernel
+/// About to `exec` `target` with environment `env` (`as_we_resolve`: the
+/// `exec` resolves paths as we do now, see `os::exec_target::inspect_at`). Under `process`, the kernel
 /// (Linux 6.7+) passes merge-any to the new program, which is only right if
 /// the library will run there to decide for itself; otherwise merge-any is
 /// switched off first (the kernel then walks and unmarks every mergeable
 /// VMA: the cost of keeping the flag out of a program that never asked for
 /// it, measured in BENCHMARKS.md). The caller hands the result to
 /// [`after_exec_returned`] if the call comes back.
-pub fn before_exec(target: ExecTarget, env: &LoaderEnv, cwd_known: bool) -> Option<ExecLent> {
+pub fn before_exec(target: ExecTarget, env: &LoaderEnv, as_we_resolve: bool) -> Option<ExecLent> {
     if !merge_any_in_use() {
         return None;
     }
-    let lent = exec_guard::before_exec(target, env, cwd_known)?;
+    let lent = exec_guard::before_exec(target, env, as_we_resolve)?;
     counters().count_exec_without_merge_any();
     Some(lent)
 }

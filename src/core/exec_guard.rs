@@ -18,6 +18,11 @@
 //! answered only when sure; everything else counts as "the library does
 //! not run there".
 //!
+//! The program's own choice stands: once it has switched merge-any off
+//! itself (`prctl(PR_SET_MEMORY_MERGE, 0)`, seen through the `prctl` and
+//! `syscall` hooks), no switch of ours turns it back on until it switches
+//! it on again itself.
+//!
 //! This keeps the library from making such a program mergeable on the
 //! operator's behalf. It is not a boundary against the program itself: any
 //! process can set merge-any with `prctl` and `exec` a set-user-ID program,
@@ -26,18 +31,28 @@
 //! **In flight.** Every switch-off is recorded in a small table of lenders
 //! (the thread about to `exec`), and merge-any goes back on only when the
 //! table is empty: one thread's failed `exec` cannot switch it back on under
-//! another thread that is between its switch-off and its `exec`. A lender
-//! that never returns (its `exec` succeeded: a `vfork` child, whose `exec`
-//! cleared the flag of the memory it shares with us; or a variadic `execl*`,
-//! whose failure returns to the program, not to us) is released by a later
-//! poll once it no longer shares our memory or is gone.
+//! another thread that is between its switch-off and its `exec`. Every
+//! `exec` hook is a call that comes back when the `exec` fails (the
+//! variadic `execl*` too), and only that call releases its lender: a
+//! signal handler that runs between the switch-off and the `exec` and
+//! reaches a poll must not release it. A lender that never returns (a
+//! `vfork` child whose `exec` succeeded, which cleared the flag of the
+//! memory it shares with us; a thread that ended) is released by a later
+//! poll once it no longer shares our memory or is gone. A thread that
+//! leaves the call another way (`siglongjmp` out of a handler) keeps its
+//! switch-off while it lives: merge-any stays off, the cautious side.
 //!
 //! **Atomic switches.** Table, flag and "stopped for good" (`mlockall`, a
 //! secret that could not be recorded) change together under a token held
 //! with every signal blocked, for one `prctl`. The `exec` hooks wait for it
 //! (another thread's `prctl`); the polls from allocation hooks only try it
-//! and otherwise come back later. A holder that is not a live thread of this
-//! process (a raw `clone` child sees its parent's) is replaced.
+//! and otherwise come back later. The holder may be any task running in
+//! this memory — a thread of ours, a `vfork` child of ours, or, seen from a
+//! `vfork` child, its parent's threads — and is waited for; one that does
+//! not run here (the copy of its parent's holder a raw `clone` child sees,
+//! a `vfork` child killed while holding it) is replaced. Where `kcmp` is
+//! refused and a child cannot tell its parent's memory from a copy of it,
+//! a parent thread's hold counts as abandoned after two seconds.
 //!
 //! Never allocates; raw system calls only (`errno` untouched).
 
@@ -46,6 +61,7 @@ use core::sync::atomic::{
     Ordering::{AcqRel, Acquire, Relaxed, Release},
 };
 
+use super::identity;
 use crate::os::exec_target::{ExecTarget, Fact};
 use crate::os::{self, ksm, loader, sys};
 
@@ -63,15 +79,19 @@ static LENT: AtomicUsize = AtomicUsize::new(0);
 static TOKEN: AtomicI32 = AtomicI32::new(0);
 /// Merge-any is off for good in this process (see [`stop_for_good`]).
 static STOPPED: AtomicBool = AtomicBool::new(false);
+/// The program switched merge-any off itself, and has not switched it on
+/// again (see [`program_switches`]).
+static PROGRAM_OFF: AtomicBool = AtomicBool::new(false);
 
 /// A switch-off to hand back: the slot it holds, if any.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lent(Option<usize>);
 
 /// Start-up: asks the loader for our own file and its own now (loader
-/// calls, not for a hook).
+/// calls, not for a hook), and notes which files they are.
 pub fn start() {
     let _ = os::own_file_name();
+    os::remember_own_file();
     loader::remember_own_loader();
 }
 
@@ -90,14 +110,13 @@ fn take_token(wait: bool) -> Option<Held> {
     let mask = sys::block_all_signals();
     let me = sys::gettid();
     let mut spins = 0u32;
+    let mut doubt = Doubt::default();
     loop {
         let holder = TOKEN.load(Relaxed);
         if holder == 0 && TOKEN.compare_exchange(0, me, Acquire, Relaxed).is_ok() {
             return Some(Held(mask));
         }
-        if holder != 0 && !sys::thread_is_ours(holder) {
-            // A raw clone child sees its parent's holder; a vfork child
-            // that held it and was killed: either way no one will free it.
+        if holder != 0 && doubt.abandoned(holder) {
             let _ = TOKEN.compare_exchange(holder, 0, AcqRel, Relaxed);
             continue;
         }
@@ -108,6 +127,64 @@ fn take_token(wait: bool) -> Option<Held> {
         spins += 1;
         if spins.is_multiple_of(64) {
             sys::sched_yield();
+        }
+    }
+}
+
+/// How long a holder that cannot be told apart (see [`holder_runs_here`])
+/// may keep the token before it counts as abandoned: far longer than one
+/// `prctl`, which is all a holder does with it.
+const PATIENCE_NS: u64 = 2_000_000_000;
+
+/// The waiter's view of one holder: since when it has been seen holding
+/// the token without a way to tell whether it runs in this memory.
+#[derive(Default)]
+struct Doubt {
+    holder: i32,
+    since_ns: u64,
+}
+
+impl Doubt {
+    /// Whether `holder` will never free the token seen here.
+    fn abandoned(&mut self, holder: i32) -> bool {
+        match holder_runs_here(holder) {
+            Some(here) => !here,
+            None => {
+                let now = sys::monotonic_coarse_ns();
+                if self.holder != holder {
+                    *self = Doubt {
+                        holder,
+                        since_ns: now,
+                    };
+                }
+                now.saturating_sub(self.since_ns) > PATIENCE_NS
+            }
+        }
+    }
+}
+
+/// Whether the token's holder runs in this memory, and so will free it: a
+/// live thread of this process, or another task in the same memory — a
+/// `vfork` child of ours, or, in a `vfork` child, its parent's threads
+/// (asked with `kcmp`). Not so for the copy of its parent's holder that a
+/// raw `clone` child sees, nor for a `vfork` child killed while it held the
+/// token. `None`: cannot tell (`kcmp` refused, in a process that may be a
+/// `vfork` child — or a raw `clone` child — and a holder that is a live
+/// thread of the owner).
+fn holder_runs_here(holder: i32) -> Option<bool> {
+    if sys::thread_is_ours(holder) {
+        return Some(true);
+    }
+    let pid = sys::getpid();
+    match sys::memory_shared(pid, holder) {
+        Some(shared) => Some(shared),
+        None => {
+            let owner = identity::owner();
+            if owner != pid && sys::thread_of(owner, holder) {
+                None
+            } else {
+                Some(false)
+            }
         }
     }
 }
@@ -150,9 +227,10 @@ impl LoaderEnv {
 }
 
 /// Whether the library will run in `target` started with `env`; every
-/// unknown counts against it. `cwd_known`: relative paths resolve in our
-/// working directory (not so for a spawn whose file actions may change it).
-fn library_runs_in(target: ExecTarget, env: &LoaderEnv, cwd_known: bool) -> bool {
+/// unknown counts against it. `as_we_resolve`: the `exec` resolves paths as
+/// we do now (not so for a spawn whose file actions may change the working
+/// directory or the descriptors first).
+fn library_runs_in(target: ExecTarget, env: &LoaderEnv, as_we_resolve: bool) -> bool {
     if target.privileged != Fact::No
         || target.loads_our_preloads != Fact::Yes
         || env.audit
@@ -162,7 +240,7 @@ fn library_runs_in(target: ExecTarget, env: &LoaderEnv, cwd_known: bool) -> bool
     }
     let default_search = target.default_library_search == Fact::Yes
         && env.library_path.is_none_or(|path| path.is_empty());
-    let loads_us = |name: &[u8]| names_us(name, default_search, cwd_known);
+    let loads_us = |name: &[u8]| names_us(name, default_search, as_we_resolve);
     // LD_PRELOAD is split on spaces and colons only: a tab or a newline
     // is part of a name.
     env.preload.is_some_and(|list| {
@@ -178,9 +256,14 @@ fn library_runs_in(target: ExecTarget, env: &LoaderEnv, cwd_known: bool) -> bool
 /// the loader must surely find this file by it: the program searches the
 /// default way (`default_search`: no library path of its own or in the
 /// environment), and `/etc/ld.so.cache` sends the name only here.
-fn names_us(name: &[u8], default_search: bool, cwd_known: bool) -> bool {
+fn names_us(name: &[u8], default_search: bool, as_we_resolve: bool) -> bool {
+    // ld.so expands $ORIGIN, $LIB, $PLATFORM (also as ${…}) in a name
+    // with a slash; such a name is not followed here.
+    if name.contains(&b'$') {
+        return false;
+    }
     if name.contains(&b'/') {
-        (cwd_known || name.first() == Some(&b'/')) && os::is_own_library_file(name)
+        (as_we_resolve || name.first() == Some(&b'/')) && os::is_own_library_file(name)
     } else {
         name == os::own_file_name()
             && default_search
@@ -191,13 +274,13 @@ fn names_us(name: &[u8], default_search: bool, cwd_known: bool) -> bool {
 /// About to `exec` `target` with environment `env` (merge-any is in use):
 /// switches merge-any off unless the library will run there or nothing
 /// runs. The caller hands the result to [`returned`] if the call comes back.
-pub fn before_exec(target: ExecTarget, env: &LoaderEnv, cwd_known: bool) -> Option<Lent> {
-    if target.nothing_runs || library_runs_in(target, env, cwd_known) {
+pub fn before_exec(target: ExecTarget, env: &LoaderEnv, as_we_resolve: bool) -> Option<Lent> {
+    if target.nothing_runs || library_runs_in(target, env, as_we_resolve) {
         return None;
     }
     let me = sys::gettid();
     let _token = take_token(true)?;
-    if STOPPED.load(Relaxed) {
+    if STOPPED.load(Relaxed) || PROGRAM_OFF.load(Relaxed) {
         return None;
     }
     let slot = LENDER
@@ -227,7 +310,11 @@ fn release(slot: Option<usize>, tid: i32) {
 }
 
 fn switch_back_on_if_idle(still_wanted: bool) {
-    if LENT.load(Relaxed) == 0 && still_wanted && !STOPPED.load(Relaxed) {
+    if LENT.load(Relaxed) == 0
+        && still_wanted
+        && !STOPPED.load(Relaxed)
+        && !PROGRAM_OFF.load(Relaxed)
+    {
         let _ = ksm::merge_any(true);
     }
 }
@@ -253,13 +340,15 @@ pub fn any_lent() -> bool {
     LENT.load(Relaxed) != 0
 }
 
-/// From a poll: releases lenders that will never come back (a child that no
-/// longer shares our memory, a thread that is gone, or the polling thread
-/// itself, whose variadic `exec` failed), and switches merge-any back on
-/// when none is left. Only tries the token. Not from a `vfork` child still
-/// in our memory (the caller checks).
+/// From a poll: releases lenders that will never come back — a `vfork`
+/// child that no longer shares our memory (its `exec` succeeded), a thread
+/// that is gone — and switches merge-any back on when none is left. A live
+/// thread of ours is never released here, the polling one included: it is
+/// between its switch-off and its `exec` (a signal handler that runs there
+/// may reach a poll), and [`returned`] releases it if the call comes back.
+/// Only tries the token. Not from a `vfork` child still in our memory (the
+/// caller checks).
 pub fn take_back(still_wanted: bool) {
-    let me = sys::gettid();
     let pid = sys::getpid();
     let Some(_token) = take_token(false) else {
         return;
@@ -270,14 +359,9 @@ pub fn take_back(still_wanted: bool) {
         if tid == 0 {
             continue;
         }
-        let gone = tid == me
-            || if sys::thread_is_ours(tid) {
-                false
-            } else {
-                // Not a thread of ours: a vfork child. Still in our
-                // memory (not yet exec'd): keep it lent.
-                !sys::shares_memory_with(pid, tid)
-            };
+        // Not a thread of ours: a vfork child. Still in our memory (not
+        // yet exec'd): keep it lent.
+        let gone = !sys::thread_is_ours(tid) && !sys::shares_memory_with(pid, tid);
         if gone && slot.compare_exchange(tid, 0, Relaxed, Relaxed).is_ok() {
             LENT.fetch_sub(1, Relaxed);
             released = true;
@@ -288,8 +372,29 @@ pub fn take_back(still_wanted: bool) {
     }
 }
 
+/// The program's own switch of merge-any (`on` or off): made by `call`,
+/// which says whether it succeeded, under the token, so that no switch of
+/// ours lands between the program's and its record. Once the program has
+/// switched merge-any off itself, no switch of ours turns it back on (a
+/// spawn's parent, a failed `exec`, a poll, a forked child), until the
+/// program switches it on again itself.
+pub fn program_switches<R>(on: bool, call: impl FnOnce() -> (R, bool)) -> R {
+    let _token = take_token(true);
+    let (result, succeeded) = call();
+    if succeeded {
+        PROGRAM_OFF.store(!on, Relaxed);
+    }
+    result
+}
+
+/// Whether the program has switched merge-any off itself (one load).
+#[inline]
+pub fn program_switched_off() -> bool {
+    PROGRAM_OFF.load(Relaxed)
+}
+
 /// Merge-any off for good (`mlockall`; a secret that could not be
-/// recorded): no later switch turns it back on.
+/// recorded; a sandbox about to go in): no later switch turns it back on.
 pub fn stop_for_good() {
     let _token = take_token(true);
     STOPPED.store(true, Relaxed);
@@ -316,6 +421,73 @@ mod tests {
 
     fn read(env: &[&'static [u8]]) -> LoaderEnv {
         LoaderEnv::read(env.iter().copied())
+    }
+
+    /// A thread of this test process that sleeps until told to end; its tid.
+    fn sleeping_thread() -> (
+        i32,
+        std::sync::mpsc::Sender<()>,
+        std::thread::JoinHandle<()>,
+    ) {
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (end_tx, end_rx) = std::sync::mpsc::channel::<()>();
+        let handle = std::thread::spawn(move || {
+            tid_tx.send(sys::gettid()).unwrap();
+            let _ = end_rx.recv();
+        });
+        (tid_rx.recv().unwrap(), end_tx, handle)
+    }
+
+    extern "C" fn ask_about_holder(arg: *mut libc::c_void) -> libc::c_int {
+        match holder_runs_here(arg as usize as i32) {
+            Some(true) => 1,
+            Some(false) => 2,
+            None => 3,
+        }
+    }
+
+    /// Runs [`holder_runs_here`] about `holder` in a child made by `clone`
+    /// with `flags` (on a stack of its own); its answer as 1 (runs here),
+    /// 2 (does not), 3 (cannot tell).
+    fn asked_in_child(holder: i32, flags: i32) -> i32 {
+        let mut stack = vec![0u8; 256 << 10];
+        let top = unsafe { stack.as_mut_ptr().add(stack.len()) } as *mut libc::c_void;
+        let pid = unsafe {
+            libc::clone(
+                ask_about_holder,
+                top,
+                flags | libc::SIGCHLD,
+                holder as usize as *mut libc::c_void,
+            )
+        };
+        assert!(pid > 0);
+        let mut status = 0;
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status), "{status}");
+        libc::WEXITSTATUS(status)
+    }
+
+    #[test]
+    fn a_vfork_child_waits_for_its_parents_threads_and_a_copy_does_not() {
+        identity::adopt();
+        let (thread, end, handle) = sleeping_thread();
+        assert_eq!(holder_runs_here(thread), Some(true));
+        if sys::memory_shared(sys::getpid(), sys::getpid()).is_some() {
+            // A vfork child runs in our memory: a thread of ours holding
+            // the token will free it there (the old rule, `tgkill` with the
+            // child's own pid, said it was gone, and took the token).
+            assert_eq!(
+                asked_in_child(thread, libc::CLONE_VM | libc::CLONE_VFORK),
+                1
+            );
+            // A child with a copy of our memory: our thread frees the
+            // token in our memory, never in the child's copy.
+            assert_eq!(asked_in_child(thread, 0), 2);
+        }
+        end.send(()).unwrap();
+        handle.join().unwrap();
+        // A thread that ended holds nothing.
+        assert_eq!(holder_runs_here(thread), Some(false));
     }
 
     #[test]

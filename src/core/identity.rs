@@ -63,6 +63,12 @@ static SESSION_AT_START: AtomicI32 = AtomicI32::new(-1);
 static PARENT_IMAGE_DEV: AtomicU64 = AtomicU64::new(0);
 static PARENT_IMAGE_INO: AtomicU64 = AtomicU64::new(0);
 
+/// The pid the library's statics belong to: this process, or, in a
+/// `vfork` child, the parent whose memory it runs in.
+pub fn owner() -> i32 {
+    OWNER.load(Relaxed)
+}
+
 /// Records this process as the owner: at start-up, and in a child made by
 /// `fork` (its `pthread_atfork` handler).
 pub fn adopt() {

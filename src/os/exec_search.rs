@@ -29,12 +29,19 @@ pub fn release_after_fork() {
 
 /// The target `execvp` runs for `file`: searched in `search_path` (the
 /// `PATH` value, or glibc's default) when `file` has no slash.
-/// `cwd_known`: relative paths resolve in our working directory (not so
-/// for a spawn whose file actions may change it first).
+/// `as_we_resolve`: the `exec`s resolve paths as we do now — relative ones
+/// in our working directory, magic links (`/proc/self/fd/N`,
+/// `/proc/self/cwd`, `/dev/stdin`) through our descriptors. Not so for a
+/// spawn whose file actions may change either first: relative paths are
+/// then "could not tell", and so is any path through a magic link.
 ///
 /// # Safety
 /// `file` must be null or a NUL-terminated string.
-pub unsafe fn inspect_in_path(file: *const u8, search_path: &[u8], cwd_known: bool) -> ExecTarget {
+pub unsafe fn inspect_in_path(
+    file: *const u8,
+    search_path: &[u8],
+    as_we_resolve: bool,
+) -> ExecTarget {
     if file.is_null() {
         return ExecTarget::UNKNOWN;
     }
@@ -43,7 +50,7 @@ pub unsafe fn inspect_in_path(file: *const u8, search_path: &[u8], cwd_known: bo
         return ExecTarget::NOTHING_RUNS; // ENOENT
     }
     if name.contains(&b'/') {
-        return exec_target::inspect_at(libc::AT_FDCWD, file, 0, cwd_known);
+        return exec_target::inspect_at(libc::AT_FDCWD, file, 0, as_we_resolve);
     }
     // glibc's buffers are sized by PATH_MAX and NAME_MAX; past them its
     // search differs from the plain one followed here.
@@ -61,7 +68,7 @@ pub unsafe fn inspect_in_path(file: *const u8, search_path: &[u8], cwd_known: bo
         } else {
             dir.len() + 1 + name.len()
         };
-        if len + 1 > out.len() || (!cwd_known && dir.first() != Some(&b'/')) {
+        if len + 1 > out.len() || (!as_we_resolve && dir.first() != Some(&b'/')) {
             return ExecTarget::UNKNOWN;
         }
         if !dir.is_empty() {
@@ -70,7 +77,7 @@ pub unsafe fn inspect_in_path(file: *const u8, search_path: &[u8], cwd_known: bo
         }
         out[len - name.len()..len].copy_from_slice(name);
         out[len] = 0;
-        match exec_target::outcome_at(libc::AT_FDCWD, out.as_ptr(), 0, cwd_known) {
+        match exec_target::outcome_at(libc::AT_FDCWD, out.as_ptr(), 0, as_we_resolve) {
             Outcome::Fails(Failure::Missing | Failure::Denied) => continue,
             Outcome::Fails(Failure::Other) => return ExecTarget::NOTHING_RUNS,
             Outcome::Runs(target) => return target,

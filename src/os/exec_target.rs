@@ -21,7 +21,8 @@
 //! Small reads into stack buffers of a few hundred bytes (an `exec` may be
 //! called from a signal handler). Never allocates, never touches `errno`.
 
-use super::{loader, sys};
+use super::sys::{self, FileStatus};
+use super::{binfmt_misc, library_search, loader};
 
 /// A fact about the target, or that it could not be found out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,8 +53,11 @@ pub struct ExecTarget {
     /// our class and machine whose program interpreter is the very loader
     /// running this process.
     pub loads_our_preloads: Fact,
-    /// Its loader looks a bare library name up the default way: the program
-    /// has no `DT_RPATH` or `DT_RUNPATH` of its own and no `DF_1_NODEFLIB`.
+    /// Its loader, asked for this library's file name bare, surely reaches
+    /// `/etc/ld.so.cache` with it (the environment aside): no
+    /// `DF_1_NODEFLIB`, and the program's `DT_RPATH`/`DT_RUNPATH`
+    /// directories, searched first, hold no file of that name
+    /// (`os::library_search`).
     pub default_library_search: Fact,
 }
 
@@ -93,6 +97,7 @@ pub(super) enum Outcome {
     Unknown,
 }
 
+const PT_LOAD: u32 = 1;
 const PT_DYNAMIC: u32 = 2;
 const PT_INTERP: u32 = 3;
 const ELFCLASS64: u8 = 2;
@@ -107,7 +112,7 @@ const OUR_MACHINE: u16 = 183; // EM_AARCH64
 /// five `#!` interpreters; a sixth interpreter is `ELOOP`.
 const MAX_REWRITES: usize = 5;
 /// The part of a file the kernel reads to tell its format (BINPRM_BUF_SIZE).
-const HEAD_BYTES: usize = 256;
+const HEAD_BYTES: usize = binfmt_misc::HEAD_BYTES;
 /// The longest program interpreter path followed here (the kernel takes up
 /// to PATH_MAX; a longer one counts as "could not tell").
 const INTERPRETER_BYTES: usize = 256;
@@ -129,16 +134,24 @@ fn u64_at(b: &[u8], o: usize) -> u64 {
 /// The target at `path` (NUL-terminated), relative to `dirfd`
 /// (`AT_FDCWD` for the working directory); `flags` as for `execveat`
 /// (`AT_EMPTY_PATH` with an empty path means `dirfd` itself).
-/// `cwd_known`: relative paths resolve in our working directory (not so
-/// for a spawn whose file actions may change it first).
+/// `as_we_resolve`: the `exec` resolves paths as we do now — relative ones
+/// in our working directory, magic links (`/proc/self/fd/N`,
+/// `/proc/self/cwd`, `/dev/stdin`) through our descriptors. Not so for a
+/// spawn whose file actions may change either first: relative paths are
+/// then "could not tell", and so is any path through a magic link.
 ///
 /// # Safety
 /// `path` must be null or a NUL-terminated string.
-pub unsafe fn inspect_at(dirfd: i32, path: *const u8, flags: i32, cwd_known: bool) -> ExecTarget {
+pub unsafe fn inspect_at(
+    dirfd: i32,
+    path: *const u8,
+    flags: i32,
+    as_we_resolve: bool,
+) -> ExecTarget {
     if path.is_null() {
         return ExecTarget::UNKNOWN;
     }
-    match outcome_at(dirfd, path, flags, cwd_known) {
+    match outcome_at(dirfd, path, flags, as_we_resolve) {
         Outcome::Runs(target) => target,
         Outcome::Fails(_) => ExecTarget::NOTHING_RUNS,
         Outcome::Unknown => ExecTarget::UNKNOWN,
@@ -153,13 +166,13 @@ pub(super) unsafe fn outcome_at(
     dirfd: i32,
     path: *const u8,
     flags: i32,
-    cwd_known: bool,
+    as_we_resolve: bool,
 ) -> Outcome {
     // Other flags: EINVAL, or newer ones (AT_EXECVE_CHECK runs nothing).
     if flags & !(libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW) != 0 {
         return Outcome::Unknown;
     }
-    if !cwd_known && dirfd == libc::AT_FDCWD && *path != b'/' {
+    if !as_we_resolve && dirfd == libc::AT_FDCWD && *path != b'/' {
         return Outcome::Unknown;
     }
     let mut head = [0u8; HEAD_BYTES];
@@ -169,23 +182,37 @@ pub(super) unsafe fn outcome_at(
         let opened = if depth == 0 && *name == 0 && lookup & libc::AT_EMPTY_PATH != 0 {
             check_executable(at).map(|()| None)
         } else {
-            open_for_exec(at, name, lookup).map(Some)
+            open_for_exec(at, name, lookup, as_we_resolve).map(Some)
         };
         let file = match opened {
             Ok(file) => file,
             Err(outcome) => return outcome,
         };
-        let next = read_file(file.unwrap_or(at), &mut head, &mut privileged, cwd_known);
+        // The name `exec` was given, for binfmt_misc's extension rules
+        // (taken now: the next read overwrites an interpreter's name).
+        let named = if *name == 0 {
+            &[][..]
+        } else {
+            core::ffi::CStr::from_ptr(name as *const core::ffi::c_char).to_bytes()
+        };
+        let ext = binfmt_misc::Extension::of(named);
+        let next = read_file(
+            file.unwrap_or(at),
+            &mut head,
+            &mut privileged,
+            as_we_resolve,
+            &ext,
+        );
         if let Some(fd) = file {
             sys::close(fd);
         }
         match next {
             Next::Done(outcome) => return outcome,
-            Next::Interpreter if !cwd_known && head[0] != b'/' => return Outcome::Unknown,
+            Next::Interpreter if !as_we_resolve && head[0] != b'/' => return Outcome::Unknown,
             // The last handler opens the interpreter (its errors first),
             // then the kernel gives up: ELOOP.
             Next::Interpreter if depth == MAX_REWRITES => {
-                return match open_for_exec(libc::AT_FDCWD, head.as_ptr(), 0) {
+                return match open_for_exec(libc::AT_FDCWD, head.as_ptr(), 0, as_we_resolve) {
                     Ok(fd) => {
                         sys::close(fd);
                         Outcome::Fails(Failure::Other)
@@ -201,15 +228,28 @@ pub(super) unsafe fn outcome_at(
 
 /// The kernel's open of a file to run (`do_open_execat`): the path found,
 /// a regular file, executable for us. The `O_PATH` descriptor, or what the
-/// `exec` does instead.
-fn open_for_exec(at: i32, name: *const u8, flags: i32) -> Result<i32, Outcome> {
+/// `exec` does instead. Unless `as_we_resolve`, through no magic link: one
+/// (or a loop of links, which `openat2` cannot tell from it) is "could not
+/// tell", and so is a kernel without `openat2`.
+fn open_for_exec(
+    at: i32,
+    name: *const u8,
+    flags: i32,
+    as_we_resolve: bool,
+) -> Result<i32, Outcome> {
     let nofollow = if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
         libc::O_NOFOLLOW
     } else {
         0
     };
-    let fd = match sys::open_at(at, name, libc::O_PATH | nofollow, 0) {
+    let opened = if as_we_resolve {
+        sys::open_at(at, name, libc::O_PATH | nofollow, 0)
+    } else {
+        sys::open_at_without_magic_links(at, name, libc::O_PATH | nofollow)
+    };
+    let fd = match opened {
         Ok(fd) => fd,
+        Err(libc::ELOOP) if !as_we_resolve => return Err(Outcome::Unknown),
         Err(libc::ENOENT | libc::ENOTDIR) => return Err(Outcome::Fails(Failure::Missing)),
         Err(libc::EACCES) => return Err(Outcome::Fails(Failure::Denied)),
         Err(libc::ELOOP | libc::ENAMETOOLONG) => return Err(Outcome::Fails(Failure::Other)),
@@ -257,9 +297,17 @@ fn proc_fd_path(fd: i32, out: &mut [u8; 32]) -> bool {
 }
 
 /// One file of the chain, open as `fd` (`O_PATH` or any descriptor; a
-/// regular file `exec` may run): notes whether it changes privilege, reads
-/// its head and tells what runs.
-fn read_file(fd: i32, head: &mut [u8; HEAD_BYTES], privileged: &mut bool, cwd_known: bool) -> Next {
+/// regular file `exec` may run) and given to `exec` under a name with
+/// extension `ext`: notes whether it changes privilege, reads its head and
+/// tells what runs. A `binfmt_misc` rule that claims it (tried before any
+/// other format) runs something else: "could not tell".
+fn read_file(
+    fd: i32,
+    head: &mut [u8; HEAD_BYTES],
+    privileged: &mut bool,
+    as_we_resolve: bool,
+    ext: &binfmt_misc::Extension,
+) -> Next {
     let Ok(st) = sys::fstat(fd) else {
         return Next::Done(Outcome::Unknown);
     };
@@ -269,7 +317,7 @@ fn read_file(fd: i32, head: &mut [u8; HEAD_BYTES], privileged: &mut bool, cwd_kn
     }
     // Privilege needs no read permission (exec needs none either: a
     // set-user-ID program may be execute-only).
-    if st.changes_privilege_on_exec() || sys::has_file_capabilities(&proc_path) {
+    if exec_changes_ids(&st, fd) || sys::has_file_capabilities(&proc_path) {
         *privileged = true;
     }
     let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY;
@@ -277,18 +325,61 @@ fn read_file(fd: i32, head: &mut [u8; HEAD_BYTES], privileged: &mut bool, cwd_kn
         return Next::Done(Outcome::Unknown);
     };
     let next = match sys::pread(readable, head, 0) {
-        Ok(n) if n >= 2 && head[..2] == *b"#!" => match interpreter_of(head, n) {
-            Some(_) => Next::Interpreter,
-            None => Next::Done(Outcome::Unknown),
-        },
-        Ok(n) if n >= 4 && head[..4] == *b"\x7fELF" => {
-            Next::Done(elf_program(readable, head, n, *privileged, cwd_known))
+        Ok(n) if is_script(head, n) || is_elf(head, n) => {
+            // The kernel's buffer holds zeros past the end of a short file.
+            head[n..].fill(0);
+            if binfmt_misc::claims(head, ext) != Fact::No {
+                Next::Done(Outcome::Unknown)
+            } else if is_script(head, n) {
+                match interpreter_of(head, n) {
+                    Some(_) => Next::Interpreter,
+                    None => Next::Done(Outcome::Unknown),
+                }
+            } else {
+                Next::Done(elf_program(readable, head, n, *privileged, as_we_resolve))
+            }
         }
-        // ENOEXEC, or a binfmt_misc handler we cannot see.
+        // ENOEXEC, or what a binfmt_misc rule makes of it.
         _ => Next::Done(Outcome::Unknown),
     };
     sys::close(readable);
     next
+}
+
+/// Whether an `exec` of the file `st` (open as `fd`) starts the program
+/// with an effective user or group ID apart from our real one, which is
+/// what makes the kernel start it in secure mode (`AT_SECURE`;
+/// `cap_bprm_creds_from_file` compares the new effective IDs with the old
+/// real ones): the set-user-ID bit gives the file's owner, the
+/// set-group-ID bit (with group execute) its group, unless the mount is
+/// `nosuid` or `no_new_privs` is set (`bprm_fill_uid`); without them, our
+/// own effective IDs stay. Root running a set-user-ID-root program changes
+/// nothing. (File capabilities are judged apart, and always count.)
+fn exec_changes_ids(st: &FileStatus, fd: i32) -> bool {
+    let Ok(ids) = sys::ids() else {
+        return true;
+    };
+    let (set_uid, set_gid) = (st.is_set_user_id(), st.is_set_group_id());
+    let honoured = (set_uid || set_gid) && !sys::exec_ignores_set_ids(fd);
+    let uid = if honoured && set_uid {
+        st.uid
+    } else {
+        ids.effective_uid
+    };
+    let gid = if honoured && set_gid {
+        st.gid
+    } else {
+        ids.effective_gid
+    };
+    uid != ids.real_uid || gid != ids.real_gid
+}
+
+fn is_script(head: &[u8; HEAD_BYTES], n: usize) -> bool {
+    n >= 2 && head[..2] == *b"#!"
+}
+
+fn is_elf(head: &[u8; HEAD_BYTES], n: usize) -> bool {
+    n >= 4 && head[..4] == *b"\x7fELF"
 }
 
 /// The interpreter path of a `#!` file whose first `n` bytes are in `head`,
@@ -334,7 +425,7 @@ fn elf_program(
     head: &[u8; HEAD_BYTES],
     n: usize,
     privileged: bool,
-    cwd_known: bool,
+    as_we_resolve: bool,
 ) -> Outcome {
     let runs = |loads_our_preloads, default_library_search| {
         Outcome::Runs(ExecTarget {
@@ -373,11 +464,11 @@ fn elf_program(
     if !(2..=name.len()).contains(&size)
         || sys::pread(fd, &mut name[..size], offset).ok() != Some(size)
         || name[size - 1] != 0
-        || (!cwd_known && name[0] != b'/')
+        || (!as_we_resolve && name[0] != b'/')
     {
         return Outcome::Unknown;
     }
-    let interpreter = match open_for_exec(libc::AT_FDCWD, name.as_ptr(), 0) {
+    let interpreter = match open_for_exec(libc::AT_FDCWD, name.as_ptr(), 0, as_we_resolve) {
         Ok(fd) => fd,
         Err(outcome) => return outcome,
     };
@@ -387,17 +478,26 @@ fn elf_program(
         return runs(Fact::No, Fact::No);
     }
     let default_search = match headers.dynamic {
-        Some((offset, size)) => library_search_is_default(fd, offset, size),
+        Some(dynamic) => library_search::bare_name_reaches_cache(
+            fd,
+            dynamic,
+            |address| headers.file_offset(fd, address),
+            super::own_file_name(),
+            as_we_resolve,
+        ),
         None => Fact::Unknown,
     };
     runs(Fact::Yes, default_search)
 }
 
 /// The program headers `exec` acts on: the first `PT_INTERP` and the first
-/// `PT_DYNAMIC` (file offset and size of each).
+/// `PT_DYNAMIC` (file offset and size of each); where the table is, for
+/// the loadable segments.
 struct ProgramHeaders {
     interpreter: Option<(u64, u64)>,
     dynamic: Option<(u64, u64)>,
+    table: u64,
+    count: u16,
 }
 
 impl ProgramHeaders {
@@ -405,6 +505,8 @@ impl ProgramHeaders {
         let mut found = ProgramHeaders {
             interpreter: None,
             dynamic: None,
+            table,
+            count,
         };
         let mut entry = [0u8; PHDR_BYTES as usize];
         for i in 0..count as u64 {
@@ -421,41 +523,23 @@ impl ProgramHeaders {
         }
         Some(found)
     }
-}
 
-const DT_NULL: u64 = 0;
-const DT_RPATH: u64 = 15;
-const DT_RUNPATH: u64 = 29;
-const DT_FLAGS_1: u64 = 0x6fff_fffb;
-const DF_1_NODEFLIB: u64 = 0x800;
-/// Dynamic sections are a few dozen entries; past this many, "could not tell".
-const MOST_DYNAMIC_ENTRIES: u64 = 1024;
-
-/// Whether the dynamic section at `offset` (`size` bytes) leaves the
-/// loader's search for a bare library name the default one: no
-/// `DT_RPATH`, no `DT_RUNPATH`, no `DF_1_NODEFLIB`.
-fn library_search_is_default(fd: i32, offset: u64, size: u64) -> Fact {
-    let mut chunk = [0u8; 128];
-    let entries = (size / 16).min(MOST_DYNAMIC_ENTRIES);
-    let mut i = 0;
-    while i < entries {
-        let want = ((entries - i) * 16).min(chunk.len() as u64) as usize;
-        match sys::pread(fd, &mut chunk[..want], offset + i * 16) {
-            Ok(got) if got >= 16 => {
-                for entry in chunk[..got - got % 16].chunks_exact(16) {
-                    match (u64_at(entry, 0), u64_at(entry, 8)) {
-                        (DT_NULL, _) => return Fact::Yes,
-                        (DT_RPATH | DT_RUNPATH, _) => return Fact::No,
-                        (DT_FLAGS_1, flags) if flags & DF_1_NODEFLIB != 0 => return Fact::No,
-                        _ => {}
-                    }
-                }
-                i += (got / 16) as u64;
+    /// Where in the file the program's virtual `address` is: inside the
+    /// file part of a `PT_LOAD` segment.
+    fn file_offset(&self, fd: i32, address: u64) -> Option<u64> {
+        let mut entry = [0u8; PHDR_BYTES as usize];
+        for i in 0..self.count as u64 {
+            let at = self.table.checked_add(i * PHDR_BYTES as u64)?;
+            if sys::pread(fd, &mut entry, at).ok()? < entry.len() {
+                return None;
             }
-            _ => return Fact::Unknown,
+            let (offset, start, size) = (u64_at(&entry, 8), u64_at(&entry, 16), u64_at(&entry, 32));
+            if u32_at(&entry, 0) == PT_LOAD && address >= start && address - start < size {
+                return offset.checked_add(address - start);
+            }
         }
+        None
     }
-    Fact::Unknown
 }
 
 #[cfg(test)]

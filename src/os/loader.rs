@@ -80,8 +80,7 @@ pub fn release_after_fork() {
 }
 
 /// Whether `/etc/ld.so.preload` names a library for which `loads(name)`
-/// holds, split as ld.so splits it: `#` starts a comment that runs to the
-/// end of its line, names are separated by any of `: \t\n`. `false` if
+/// holds, read as ld.so reads it ([`preload_file_entries`]). `false` if
 /// there is no such file, or ld.so could not read it (we are the program's
 /// user: an unprivileged program), or it could not be read whole here.
 pub fn preload_file_names(loads: impl FnMut(&[u8]) -> bool) -> bool {
@@ -89,25 +88,80 @@ pub fn preload_file_names(loads: impl FnMut(&[u8]) -> bool) -> bool {
         return false;
     };
     let buf = held.bytes();
-    let len = match sys::read_file(b"/etc/ld.so.preload\0", buf) {
-        Ok(n) if n < buf.len() => n,
-        _ => return false,
-    };
-    let mut in_comment = false;
-    for b in buf[..len].iter_mut() {
-        match *b {
-            b'#' => in_comment = true,
-            b'\n' => in_comment = false,
-            _ => {}
-        }
-        if in_comment {
-            *b = b' ';
+    match sys::read_file(b"/etc/ld.so.preload\0", buf) {
+        Ok(n) if n < buf.len() => preload_file_entries(&mut buf[..n], loads),
+        _ => false,
+    }
+}
+
+/// Whether any name ld.so's `dl_main` (glibc 2.36, `elf/rtld.c`) preloads
+/// from `file`, the whole of `/etc/ld.so.preload` (changed here in place,
+/// as ld.so changes its private copy), is one for which `loads(name)`
+/// holds. Step by step as ld.so goes:
+/// * comments: each `#` and what follows it up to its line's end become
+///   blanks; ld.so looks for each next `#` from the start of the file
+///   again, within only as many bytes as were left after the last comment,
+///   so a `#` near the end of the file may stay, and the "comment" after
+///   it is read as names;
+/// * a last name not followed by a separator is taken apart (up to a NUL);
+/// * the rest is split on space, tab, newline and colon as a C string: it
+///   ends at the first NUL.
+fn preload_file_entries(file: &mut [u8], mut loads: impl FnMut(&[u8]) -> bool) -> bool {
+    let size = file.len();
+    if size == 0 {
+        return false; // ld.so maps nothing of an empty file
+    }
+    let mut rest = size;
+    while rest > 0 {
+        let Some(mut at) = file[..rest].iter().position(|&b| b == b'#') else {
+            break;
+        };
+        rest -= at;
+        loop {
+            file[at] = b' ';
+            rest -= 1;
+            if rest == 0 {
+                break;
+            }
+            at += 1;
+            if file[at] == b'\n' {
+                break;
+            }
         }
     }
-    buf[..len]
-        .split(|&b| matches!(b, b':' | b' ' | b'\t' | b'\n'))
-        .filter(|name| !name.is_empty())
-        .any(loads)
+    let separator = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b':');
+    let last_apart = if separator(file[size - 1]) {
+        file[size - 1] = 0;
+        None
+    } else {
+        let mut start = size;
+        while start > 0 && !separator(file[start - 1]) {
+            start -= 1;
+        }
+        if start > 0 {
+            file[start - 1] = 0;
+        }
+        Some(start)
+    };
+    let up_to_nul = |bytes: &[u8]| bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    if last_apart != Some(0) {
+        let string = &file[..up_to_nul(file)];
+        if string
+            .split(|&b| separator(b))
+            .filter(|name| !name.is_empty())
+            .any(&mut loads)
+        {
+            return true;
+        }
+    }
+    match last_apart {
+        Some(start) => {
+            let tail = &file[start..];
+            let name = &tail[..up_to_nul(tail)];
+            !name.is_empty() && loads(name)
+        }
+        None => false,
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -312,6 +366,57 @@ fn first_entry_named(cache: &Cache, name: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The names ld.so preloads from a file of `content`.
+    fn preloaded(content: &[u8]) -> Vec<Vec<u8>> {
+        let mut file = content.to_vec();
+        let mut names = vec![];
+        preload_file_entries(&mut file, |name| {
+            names.push(name.to_vec());
+            false
+        });
+        names
+    }
+
+    fn names(list: &[&str]) -> Vec<Vec<u8>> {
+        list.iter().map(|n| n.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn the_preload_file_is_split_as_ld_so_splits_it() {
+        assert_eq!(preloaded(b"/a.so /b.so\n"), names(&["/a.so", "/b.so"]));
+        assert_eq!(
+            preloaded(b"/a.so:/b.so\t/c.so"),
+            names(&["/a.so", "/b.so", "/c.so"])
+        );
+        assert_eq!(preloaded(b"/a.so"), names(&["/a.so"]));
+        assert_eq!(preloaded(b""), names(&[]));
+        assert_eq!(preloaded(b"# /a.so\n/b.so\n"), names(&["/b.so"]));
+    }
+
+    #[test]
+    fn the_preload_file_ends_at_a_nul_except_for_a_last_name_taken_apart() {
+        // strsep over a C string: nothing after the NUL.
+        assert_eq!(preloaded(b"/a.so\0 /b.so\n"), names(&["/a.so"]));
+        assert_eq!(preloaded(b"\0/b.so\n"), names(&[]));
+        // The last name without a separator after it is taken apart.
+        assert_eq!(preloaded(b"/a.so\0 /b.so"), names(&["/a.so", "/b.so"]));
+        assert_eq!(
+            preloaded(b"/a.so\n/b.so\0/c.so"),
+            names(&["/a.so", "/b.so"])
+        );
+    }
+
+    #[test]
+    fn a_comment_far_from_the_first_may_be_read_as_names() {
+        // After a long first comment, ld.so looks for the next `#` only in
+        // the first (size - that comment's end) bytes: the second stays.
+        let long = format!("#{}\n/x.so # /y.so\n", "c".repeat(40));
+        assert_eq!(preloaded(long.as_bytes()), names(&["/x.so", "#", "/y.so"]));
+        // A short first comment leaves room to find the second, but the
+        // blanks stop as many bytes short of its end as the first took.
+        assert_eq!(preloaded(b"#c\n/x.so # /y.so\n"), names(&["/x.so", "o"]));
+    }
 
     #[test]
     fn library_names_compare_as_glibc_sorts_them() {

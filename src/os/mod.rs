@@ -10,14 +10,23 @@
 //! * [`sys`] — raw system calls; [`proc`] — `/proc` and `/sys` readers;
 //! * [`exec_target`] — what an `exec` would run; [`exec_search`] — what
 //!   `execvp` finds in `PATH`; [`loader`] — what the dynamic loader finds
-//!   (`/etc/ld.so.preload`, `/etc/ld.so.cache`, its own file).
+//!   (`/etc/ld.so.preload`, `/etc/ld.so.cache`, its own file);
+//!   [`library_search`] — where it looks for a bare name before its cache;
+//!   [`binfmt_misc`] — whether a `binfmt_misc` rule claims a file.
 
+pub mod binfmt_misc;
 pub mod exec_search;
 pub mod exec_target;
 pub mod ksm;
+pub mod library_search;
 pub mod loader;
 pub mod proc;
 pub mod sys;
+
+use core::sync::atomic::{
+    AtomicBool, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 
 /// The value of environment variable `name`, borrowed from the process
 /// environment. Uses libc's `getenv`, which neither allocates nor locks.
@@ -104,22 +113,44 @@ fn own_file_path() -> &'static [u8] {
     unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes()
 }
 
-/// Whether `path` (not NUL-terminated) names this very library file (same
-/// device and inode as the file it was loaded from).
+static OWN_DEV: AtomicU64 = AtomicU64::new(0);
+static OWN_INO: AtomicU64 = AtomicU64::new(0);
+static OWN_KNOWN: AtomicBool = AtomicBool::new(false);
+
+/// Start-up: notes which file this library is (device and inode), by the
+/// path the loader loaded it from, while that path still means what it
+/// meant to the loader (a relative one resolves in the working directory,
+/// which the program may change later).
+pub fn remember_own_file() {
+    let own = own_file_path();
+    let mut buf = [0u8; 512];
+    if own.is_empty() || own.len() >= buf.len() {
+        return;
+    }
+    buf[..own.len()].copy_from_slice(own);
+    if let Ok(st) = sys::stat_at(libc::AT_FDCWD, buf.as_ptr(), 0) {
+        OWN_DEV.store(st.dev, Relaxed);
+        OWN_INO.store(st.ino, Relaxed);
+        OWN_KNOWN.store(true, Release);
+    }
+}
+
+/// Whether `path` (not NUL-terminated) names this very library file (the
+/// device and inode noted at start-up), resolved as the loader of a new
+/// program will resolve it: in our working directory, through no magic
+/// link (`/proc/self/fd/N` names another file, or none, once descriptors
+/// close on `exec`).
 pub fn is_own_library_file(path: &[u8]) -> bool {
     let mut buf = [0u8; 512];
-    if path.len() >= buf.len() {
+    if path.len() >= buf.len() || !OWN_KNOWN.load(Acquire) {
         return false;
     }
     buf[..path.len()].copy_from_slice(path);
-    let Ok(there) = sys::stat_at(libc::AT_FDCWD, buf.as_ptr(), 0) else {
+    let Ok(fd) = sys::open_at_without_magic_links(libc::AT_FDCWD, buf.as_ptr(), libc::O_PATH)
+    else {
         return false;
     };
-    let own = own_file_path();
-    if own.is_empty() || own.len() >= buf.len() {
-        return false;
-    }
-    buf[..own.len()].copy_from_slice(own);
-    buf[own.len()] = 0;
-    sys::stat_at(libc::AT_FDCWD, buf.as_ptr(), 0).is_ok_and(|ours| ours.same_file(&there))
+    let there = sys::fstat(fd);
+    sys::close(fd);
+    there.is_ok_and(|st| st.dev == OWN_DEV.load(Relaxed) && st.ino == OWN_INO.load(Relaxed))
 }

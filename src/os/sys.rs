@@ -355,6 +355,43 @@ pub fn open_at(dirfd: i32, path: *const u8, flags: i32, mode: u32) -> Result<i32
     }
 }
 
+/// `openat(dirfd, path, flags)` resolving no magic link (`openat2` with
+/// `RESOLVE_NO_MAGICLINKS`: `/proc/PID/fd/N`, `/proc/PID/cwd`, `/proc/PID/exe`
+/// and the like fail with `ELOOP`); `path` NUL-terminated. `ENOSYS` before
+/// Linux 5.6.
+pub fn open_at_without_magic_links(dirfd: i32, path: *const u8, flags: i32) -> Result<i32, Errno> {
+    // struct open_how: flags, mode, resolve (the kernel's own layout).
+    let how: [u64; 3] = [
+        (flags | libc::O_CLOEXEC) as u32 as u64,
+        0,
+        libc::RESOLVE_NO_MAGICLINKS,
+    ];
+    unsafe {
+        syscall!(
+            libc::SYS_openat2,
+            dirfd as isize as usize,
+            path,
+            how.as_ptr(),
+            core::mem::size_of_val(&how)
+        )
+        .map(|fd| fd as i32)
+    }
+}
+
+/// `readlink(path)` (NUL-terminated) into `out`; the bytes written.
+pub fn readlink(path: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
+    debug_assert_eq!(path.last(), Some(&0));
+    unsafe {
+        syscall!(
+            libc::SYS_readlinkat,
+            libc::AT_FDCWD as isize as usize,
+            path.as_ptr(),
+            out.as_mut_ptr(),
+            out.len()
+        )
+    }
+}
+
 pub fn pread(fd: i32, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
     loop {
         match unsafe { syscall!(libc::SYS_pread64, fd, buf.as_mut_ptr(), buf.len(), offset) } {
@@ -379,6 +416,95 @@ pub fn exec_permitted(fd: i32) -> Result<(), Errno> {
         )
         .map(|_| ())
     }
+}
+
+/// Our user and group IDs, real and effective.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ids {
+    pub real_uid: u32,
+    pub effective_uid: u32,
+    pub real_gid: u32,
+    pub effective_gid: u32,
+}
+
+/// Our real and effective user and group IDs (`getresuid`, `getresgid`).
+pub fn ids() -> Result<Ids, Errno> {
+    let mut u = [0u32; 3];
+    let mut g = [0u32; 3];
+    unsafe {
+        syscall!(
+            libc::SYS_getresuid,
+            &mut u[0] as *mut u32,
+            &mut u[1] as *mut u32,
+            &mut u[2] as *mut u32
+        )?;
+        syscall!(
+            libc::SYS_getresgid,
+            &mut g[0] as *mut u32,
+            &mut g[1] as *mut u32,
+            &mut g[2] as *mut u32
+        )?;
+    }
+    Ok(Ids {
+        real_uid: u[0],
+        effective_uid: u[1],
+        real_gid: g[0],
+        effective_gid: g[1],
+    })
+}
+
+/// Whether the kernel ignores set-user-ID and set-group-ID bits on an
+/// `exec` of the file open as `fd`: its mount is `nosuid` (`fstatfs`), or
+/// this thread has `no_new_privs`. `false` where that cannot be asked.
+pub fn exec_ignores_set_ids(fd: i32) -> bool {
+    const PR_GET_NO_NEW_PRIVS: i32 = 39;
+    const ST_NOSUID: u64 = 2;
+    if prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == Ok(1) {
+        return true;
+    }
+    filesystem_of(fd).is_ok_and(|fs| fs[10] & ST_NOSUID != 0)
+}
+
+/// `fstatfs(fd)` as words: struct statfs of both our ABIs is eleven 64-bit
+/// words (`f_type` first, `f_flags` the eleventh), then spares.
+fn filesystem_of(fd: i32) -> Result<[u64; 16], Errno> {
+    let mut fs = [0u64; 16];
+    unsafe { syscall!(libc::SYS_fstatfs, fd, fs.as_mut_ptr()) }.map(|_| fs)
+}
+
+/// The type (magic number) of the file system `fd` is on.
+pub fn filesystem_type(fd: i32) -> Result<u64, Errno> {
+    filesystem_of(fd).map(|fs| fs[0])
+}
+
+/// `getdents64(fd)` into `buf`: the bytes of directory entries written (0
+/// at the end of the directory).
+pub fn directory_entries(fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
+    unsafe { syscall!(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) }
+}
+
+/// Reads all of the file `name` (NUL-terminated) in directory `dir` into
+/// `buf`, non-blocking; the bytes read.
+pub fn read_file_at(dir: i32, name: *const u8, buf: &mut [u8]) -> Result<usize, Errno> {
+    let fd = open_at(
+        dir,
+        name,
+        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY,
+        0,
+    )?;
+    let mut filled = 0;
+    while filled < buf.len() {
+        match read(fd, &mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) => {
+                close(fd);
+                return Err(e);
+            }
+        }
+    }
+    close(fd);
+    Ok(filled)
 }
 
 /// Whether our real and effective user or group IDs differ: the kernel
@@ -484,6 +610,13 @@ pub fn task_exists(tid: i32) -> bool {
 /// probed once on ourselves); without it, every task that still exists
 /// counts as sharing (the cautious answer for both callers).
 pub fn shares_memory_with(pid: i32, other: i32) -> bool {
+    memory_shared(pid, other).unwrap_or_else(|| task_exists(other))
+}
+
+/// Whether tasks `pid` and `other` use the same memory (mm), by `kcmp`;
+/// `None` where this process may not use `kcmp` (probed once on ourselves)
+/// or it failed otherwise.
+pub fn memory_shared(pid: i32, other: i32) -> Option<bool> {
     use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
     const KCMP_VM: usize = 1;
     const UNKNOWN: u8 = 0;
@@ -497,20 +630,25 @@ pub fn shares_memory_with(pid: i32, other: i32) -> bool {
         KCMP.store(if usable { USABLE } else { REFUSED }, Relaxed);
     }
     if KCMP.load(Relaxed) == REFUSED {
-        return task_exists(other);
+        return None;
     }
     match kcmp(pid, other) {
-        Ok(0) => true,
-        Ok(_) | Err(libc::ESRCH) => false,
-        // EPERM: another user's now (a set-user-ID program it exec'd).
-        Err(libc::EPERM) => false,
-        Err(_) => task_exists(other),
+        Ok(0) => Some(true),
+        // ESRCH: gone; EPERM: another user's now (a set-user-ID program it
+        // exec'd); a task that exited and is not reaped yet has no memory.
+        Ok(_) | Err(libc::ESRCH) | Err(libc::EPERM) => Some(false),
+        Err(_) => None,
     }
 }
 
 /// Whether `tid` is a live thread of this process (`tgkill` with signal 0).
 pub fn thread_is_ours(tid: i32) -> bool {
-    unsafe { syscall!(libc::SYS_tgkill, getpid(), tid, 0).is_ok() }
+    thread_of(getpid(), tid)
+}
+
+/// Whether `tid` is a live thread of process `pid` (`tgkill`, signal 0).
+pub fn thread_of(pid: i32, tid: i32) -> bool {
+    unsafe { syscall!(libc::SYS_tgkill, pid, tid, 0).is_ok() }
 }
 
 pub fn sched_yield() {
@@ -614,6 +752,7 @@ pub struct FileStatus {
     pub ino: u64,
     pub mode: u32,
     pub uid: u32,
+    pub gid: u32,
     pub size: u64,
     /// Names the file has (hard links).
     pub nlink: u64,
@@ -633,9 +772,16 @@ impl FileStatus {
         self.dev == other.dev && self.ino == other.ino
     }
 
-    /// Set-user-ID or set-group-ID (executables that change privilege).
-    pub fn changes_privilege_on_exec(&self) -> bool {
-        self.mode & (libc::S_ISUID | libc::S_ISGID) != 0
+    /// The set-user-ID bit.
+    pub fn is_set_user_id(&self) -> bool {
+        self.mode & libc::S_ISUID != 0
+    }
+
+    /// The set-group-ID bit with group execute (without it, the kernel
+    /// ignores the bit on `exec`: it marks mandatory locking).
+    pub fn is_set_group_id(&self) -> bool {
+        let both = libc::S_ISGID | libc::S_IXGRP;
+        self.mode & both == both
     }
 }
 
@@ -645,6 +791,7 @@ fn status_of(st: &libc::stat) -> FileStatus {
         ino: st.st_ino,
         mode: st.st_mode,
         uid: st.st_uid,
+        gid: st.st_gid,
         size: st.st_size as u64,
         // u64 on x86_64, u32 on aarch64.
         #[allow(clippy::unnecessary_cast)]

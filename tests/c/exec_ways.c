@@ -21,8 +21,29 @@
  *   execve-seteuid    execve after seteuid(65534): real and effective IDs
  *                     apart, so the kernel starts the program in secure
  *                     mode (run as root)
+ *   syscall-execve syscall-execveat   syscall(SYS_execve, ...) and
+ *                     syscall(SYS_execveat, AT_FDCWD, ...)
+ *   execve-after-chdir   TARGET DIR: chdir(DIR), then execve(TARGET)
+ *   execve-fd-preload    TARGET LIB: execve with LD_PRELOAD=/proc/self/fd/N
+ *                     appended, N an O_CLOEXEC descriptor of LIB (closed in
+ *                     the new program before its loader looks)
+ *   spawn-dup2 spawn-devfd spawn-stdin   TARGET OTHER: posix_spawn of
+ *                     /proc/self/fd/N, /dev/fd/N or /dev/stdin, N (or 0)
+ *                     naming TARGET here, and OTHER in the child after its
+ *                     file action adddup2(OTHER, N)
+ *   spawn-cwd spawnp-cwd   DIR OTHERDIR: chdir(DIR), then posix_spawn of
+ *                     /proc/self/cwd/prog (posix_spawnp of prog, with the
+ *                     environment's PATH=/proc/self/cwd) after a file
+ *                     action that changes into OTHERDIR
+ *   spawn-plain-actions   posix_spawn of TARGET with a file action that
+ *                     changes nothing the path means (adddup2(1, 1))
+ *   system popen wordexp   glibc starts /bin/sh (with `environ`, replaced
+ *                     as above) on the command "TARGET ARG..."; wordexp
+ *                     expands "$(TARGET ARG...)", and the launcher prints
+ *                     the words it gives (the started program's output)
  *
- * Prints "launcher merge_any N" first; if an exec returns, "failed ERRNO". */
+ * Prints "launcher merge_any N" first; if an exec returns, "failed ERRNO"
+ * and then "after-failure merge_any N" (merge-any must be back at once). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -31,12 +52,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <wordexp.h>
 
 extern char **environ;
 
 #define MOST_ARGS 8
+
+static void parent_after(void);
 
 static int spawned(pid_t pid) {
     int status;
@@ -48,8 +73,94 @@ static int spawned(pid_t pid) {
     /* volatile: a malloc freed at once is otherwise optimised away; the
      * allocation hooks' poll takes merge-any back after a vfork child */
     for (int i = 0; i < 2000; i++) { void *volatile p = malloc(32 + i % 64); free(p); }
-    printf("parent-after merge_any %d\n", prctl(68, 0, 0, 0, 0));
+    parent_after();
     return 0;
+}
+
+static void parent_after(void) {
+    printf("parent-after merge_any %d\n", prctl(68, 0, 0, 0, 0));
+}
+
+/* "TARGET ARG..." for the shell (the lab's paths have no blanks). */
+static void command_line(char *out, size_t size, char **args, const char *before, const char *after) {
+    snprintf(out, size, "%s", before);
+    for (int i = 0; args[i]; i++) {
+        strncat(out, args[i], size - strlen(out) - 2);
+        if (args[i + 1]) strcat(out, " ");
+    }
+    strncat(out, after, size - strlen(out) - 1);
+}
+
+/* system, popen and wordexp: glibc starts /bin/sh itself. */
+static int through_the_shell(const char *way, char **args, char **env) {
+    char command[4096];
+    environ = env;
+    if (!strcmp(way, "system")) {
+        command_line(command, sizeof command, args, "", "");
+        fflush(stdout);
+        int status = system(command);
+        if (status != 0) printf("child status %d\n", status);
+    } else if (!strcmp(way, "popen")) {
+        command_line(command, sizeof command, args, "", "");
+        FILE *p = popen(command, "r");
+        if (!p) { printf("failed %d\n", errno); return 3; }
+        char line[8192];
+        while (fgets(line, sizeof line, p)) fputs(line, stdout);
+        int status = pclose(p);
+        if (status != 0) printf("child status %d\n", status);
+    } else {
+        command_line(command, sizeof command, args, "$(", ")");
+        wordexp_t words;
+        int err = wordexp(command, &words, 0);
+        if (err) { printf("failed wordexp %d\n", err); return 3; }
+        for (size_t i = 0; i < words.we_wordc; i++)
+            printf("%s%s", words.we_wordv[i], i + 1 < words.we_wordc ? " " : "\n");
+        wordfree(&words);
+    }
+    parent_after();
+    return 0;
+}
+
+/* posix_spawn(p) with file actions (see the ways spawn-* above). */
+static int spawn_with_actions(const char *way, int argc, char **args, char **env) {
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    char path[64];
+    char *new_args[] = {path, NULL};
+    pid_t pid;
+    int err;
+    if (!strcmp(way, "spawn-plain-actions")) {
+        posix_spawn_file_actions_adddup2(&actions, 1, 1);
+        err = posix_spawn(&pid, args[0], &actions, NULL, args, env);
+    } else if (argc != 2) {
+        return 2;
+    } else if (!strcmp(way, "spawn-cwd") || !strcmp(way, "spawnp-cwd")) {
+        if (chdir(args[0])) return 6;
+        posix_spawn_file_actions_addchdir_np(&actions, args[1]);
+        if (!strcmp(way, "spawn-cwd")) {
+            snprintf(path, sizeof path, "/proc/self/cwd/prog");
+            err = posix_spawn(&pid, path, &actions, NULL, new_args, env);
+        } else {
+            snprintf(path, sizeof path, "prog");
+            environ = env;
+            err = posix_spawnp(&pid, path, &actions, NULL, new_args, env);
+        }
+    } else {
+        int here = open(args[0], O_RDONLY), there = open(args[1], O_RDONLY);
+        if (here < 0 || there < 0) return 6;
+        if (!strcmp(way, "spawn-stdin")) {
+            if (dup2(here, 0) != 0) return 6;
+            here = 0;
+            snprintf(path, sizeof path, "/dev/stdin");
+        } else {
+            snprintf(path, sizeof path, "%s/%d", strcmp(way, "spawn-dup2") ? "/dev/fd" : "/proc/self/fd", here);
+        }
+        posix_spawn_file_actions_adddup2(&actions, there, here);
+        err = posix_spawn(&pid, path, &actions, NULL, new_args, env);
+    }
+    posix_spawn_file_actions_destroy(&actions);
+    if (err) { printf("failed %d\n", err); return 3; }
+    return spawned(pid);
 }
 
 /* execl and execlp: the list ends at the first null pointer. */
@@ -80,6 +191,27 @@ static int run_way(const char *way, const char *target, int argc, char **args, c
     else if (!strcmp(way, "execvpe")) { environ = env; execvpe(target, args, env); }
     else if (!strcmp(way, "execl") || !strcmp(way, "execlp")) { environ = env; exec_list(way, target, args); }
     else if (!strcmp(way, "execle")) exec_list_env(target, argc, args, env);
+    else if (!strcmp(way, "execve-after-chdir") && argc == 2) {
+        if (chdir(args[1])) return 6;
+        args[1] = NULL;
+        execve(target, args, env);
+    } else if (!strcmp(way, "execve-fd-preload") && argc == 2) {
+        int fd = open(args[1], O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return 6;
+        static char preload[64];
+        snprintf(preload, sizeof preload, "LD_PRELOAD=/proc/self/fd/%d", fd);
+        int n = 0;
+        while (env[n]) n++;
+        env[n] = preload;
+        env[n + 1] = NULL;
+        args[1] = NULL;
+        execve(target, args, env);
+    } else if (!strncmp(way, "spawn-", 6) || !strcmp(way, "spawnp-cwd"))
+        return spawn_with_actions(way, argc, args, env);
+    else if (!strcmp(way, "syscall-execve")) syscall(SYS_execve, target, args, env);
+    else if (!strcmp(way, "syscall-execveat")) syscall(SYS_execveat, AT_FDCWD, target, args, env, 0);
+    else if (!strcmp(way, "system") || !strcmp(way, "popen") || !strcmp(way, "wordexp"))
+        return through_the_shell(way, args, env);
     else if (!strcmp(way, "execveat")) execveat(AT_FDCWD, target, args, env, 0);
     else if (!strcmp(way, "execveat-nofollow")) execveat(AT_FDCWD, target, args, env, AT_SYMLINK_NOFOLLOW);
     else if (!strcmp(way, "execveat-fd") || !strcmp(way, "execveat-opath")) {
@@ -103,6 +235,7 @@ static int run_way(const char *way, const char *target, int argc, char **args, c
         return spawned(pid);
     } else return 2;
     printf("failed %d\n", errno);
+    printf("after-failure merge_any %d\n", prctl(68, 0, 0, 0, 0));
     return 3;
 }
 

@@ -70,9 +70,29 @@ impl Lab {
         )
         .unwrap();
         std::os::unix::fs::symlink(dir.join("probe"), dir.join("link-to-probe")).unwrap();
+        std::fs::write(dir.join("unknown-format"), "no format the kernel knows\n").unwrap();
+        std::fs::set_permissions(
+            dir.join("unknown-format"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
         // A program whose own library path (DT_RUNPATH) holds the decoy.
         let runpath = compile_c("tests/c/exec_probe.c", &["-Wl,-rpath,$ORIGIN/decoy"]);
         install(&runpath, &dir.join("runpath-probe"), 0o755);
+        // Programs whose own library paths (DT_RUNPATH, DT_RPATH) hold no
+        // file of the library's name: a directory without it, and one
+        // that is not there.
+        std::fs::create_dir_all(dir.join("empty")).unwrap();
+        let runpath = compile_c(
+            "tests/c/exec_probe.c",
+            &["-Wl,-rpath,$ORIGIN/empty:/nonexistent/lib"],
+        );
+        install(&runpath, &dir.join("runpath-elsewhere-probe"), 0o755);
+        let rpath = compile_c(
+            "tests/c/exec_probe.c",
+            &["-Wl,--disable-new-dtags,-rpath,$ORIGIN/empty"],
+        );
+        install(&rpath, &dir.join("rpath-elsewhere-probe"), 0o755);
         install(common::lib(), &dir.join("cached/libksmauto.so"), 0o755);
         Lab { dir, lib, launcher }
     }
@@ -251,14 +271,34 @@ pub fn in_private_etc(
     let etc = lab
         .dir
         .join(format!("etc-{}", REPORTS.fetch_add(1, SeqCst)));
-    let mut script = format!(
-        "set -e\nmkdir -p {e}/upper {e}/work\n\
+    let setup = format!(
+        "mkdir -p {e}/upper {e}/work\n\
          mount -t overlay overlay -o lowerdir=/etc,upperdir={e}/upper,workdir={e}/work /etc\n\
-         mount -t tmpfs tmpfs /var/cache/ldconfig\n{setup}\nset +e\n",
+         mount -t tmpfs tmpfs /var/cache/ldconfig\n{setup}",
         e = etc.display()
     );
+    in_namespaces(
+        lab,
+        &["-m", "--propagation", "private"],
+        &setup,
+        preload,
+        runs,
+    )
+}
+
+/// Runs `runs` (see [`in_private_etc`]) under `unshare` with `namespaces`
+/// (its options), after `setup` (shell commands, which must succeed).
+pub fn in_namespaces(
+    lab: &Lab,
+    namespaces: &[&str],
+    setup: &str,
+    preload: &Path,
+    runs: &[Inside],
+) -> Vec<(String, u64)> {
+    let first = REPORTS.fetch_add(runs.len(), SeqCst);
+    let mut script = format!("set -e\n{setup}\nset +e\n");
     let reports: Vec<PathBuf> = (0..runs.len())
-        .map(|i| etc.join(format!("report-{i}.json")))
+        .map(|i| lab.dir.join(format!("report-ns-{}.json", first + i)))
         .collect();
     for (i, run) in runs.iter().enumerate() {
         let report = run.count.then_some(reports[i].as_path());
@@ -267,7 +307,8 @@ pub fn in_private_etc(
         script += &format!("echo '=== {i}'\n{}\n", words.join(" "));
     }
     let mut cmd = Command::new("unshare");
-    cmd.args(["-m", "--propagation", "private", "sh", "-c", &script])
+    cmd.args(namespaces)
+        .args(["sh", "-c", &script])
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .stdin(Stdio::null())

@@ -11,7 +11,6 @@ macro_rules! hook_names {
         }
         forwarded { $($forwarded:tt)* }
         exec { $($exec:tt)* }
-        exec_variadic { $($exec_variadic:tt)* }
     ) => {
         /// Every function src/api.rs interposes and counts, by its name in
         /// the stats JSON, in the report's order (the malloc family first).
