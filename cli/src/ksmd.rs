@@ -7,7 +7,7 @@
 //! demo, the benchmarks and the test harness call
 //! `ksmauto ksmd save|restore|hold` instead of writing sysfs themselves.
 //! This module never reads processes' memory and never decides anything
-//! about merging; `ksm.rs` shows the state.
+//! about merging; `status` shows the state.
 
 mod holds;
 

@@ -13,8 +13,10 @@ mod ksm;
 mod ksmd;
 mod launch;
 mod merge_any;
+mod owner;
 mod report_dir;
 mod run;
+mod status;
 mod tree;
 mod util;
 mod watchdog;
@@ -180,13 +182,13 @@ enum Cmd {
 }
 
 fn print_status(json: bool, prometheus: bool) -> Result<()> {
-    let s = ksm::status()?;
+    let s = status::status()?;
     if json {
         println!("{}", serde_json::to_string(&s)?);
     } else if prometheus {
-        print!("{}", ksm::render_prometheus(&s));
+        print!("{}", status::render_prometheus(&s));
     } else {
-        print!("{}", ksm::render_text(&s));
+        print!("{}", status::render_text(&s));
     }
     Ok(())
 }
@@ -216,7 +218,7 @@ fn real_main() -> Result<i32> {
             }
             if let Some(path) = textfile {
                 loop {
-                    ksm::write_textfile(&path, &ksm::render_prometheus(&ksm::status()?))?;
+                    status::write_textfile(&path, &status::render_prometheus(&status::status()?))?;
                     let Some(secs) = watch else { return Ok(0) };
                     std::thread::sleep(Duration::from_secs_f64(secs));
                 }
@@ -234,13 +236,13 @@ fn real_main() -> Result<i32> {
                     } else {
                         ("", "\n")
                     };
-                    let s = ksm::status()?;
+                    let s = status::status()?;
                     let text = if json {
                         serde_json::to_string(&s)? + "\n"
                     } else if prometheus {
-                        ksm::render_prometheus(&s)
+                        status::render_prometheus(&s)
                     } else {
-                        ksm::render_text(&s)
+                        status::render_text(&s)
                     };
                     print!("{before}{text}{after}");
                     use std::io::Write;
