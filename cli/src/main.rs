@@ -181,16 +181,16 @@ enum Cmd {
     },
 }
 
-fn print_status(json: bool, prometheus: bool) -> Result<()> {
-    let s = status::status()?;
-    if json {
-        println!("{}", serde_json::to_string(&s)?);
-    } else if prometheus {
-        print!("{}", status::render_prometheus(&s));
-    } else {
-        print!("{}", status::render_text(&s));
+/// `--watch`, `--settle-timeout`: seconds above 0, at most a day (a longer
+/// pause is no watch, and past ~1e19 s no duration exists at all).
+fn seconds(flag: &str, secs: f64) -> Result<Duration> {
+    if !secs.is_finite() || secs <= 0.0 || secs > 86400.0 {
+        return Err(util::fail(
+            2,
+            format!("{flag} needs a number of seconds above 0, at most 86400"),
+        ));
     }
-    Ok(())
+    Ok(Duration::from_secs_f64(secs))
 }
 
 fn real_main() -> Result<i32> {
@@ -207,51 +207,17 @@ fn real_main() -> Result<i32> {
             prometheus,
             textfile,
             watch,
-        } => {
-            // At most a day: a longer pause is no watch (and past ~1e19 s
-            // no duration at all).
-            if watch.is_some_and(|secs| !secs.is_finite() || secs <= 0.0 || secs > 86400.0) {
-                return Err(util::fail(
-                    2,
-                    "--watch needs a number of seconds above 0, at most 86400",
-                ));
-            }
-            if let Some(path) = textfile {
-                loop {
-                    status::write_textfile(&path, &status::render_prometheus(&status::status()?))?;
-                    let Some(secs) = watch else { return Ok(0) };
-                    std::thread::sleep(Duration::from_secs_f64(secs));
-                }
-            }
-            match watch {
-                None => print_status(json, prometheus)?,
-                Some(secs) => loop {
-                    // A terminal is redrawn; a pipe or a file gets one
-                    // snapshot after another (JSON: one object a line;
-                    // text and Prometheus: a blank line between).
-                    let (before, after) = if util::isatty(1) {
-                        ("\x1b[H\x1b[2J", "")
-                    } else if json {
-                        ("", "")
-                    } else {
-                        ("", "\n")
-                    };
-                    let s = status::status()?;
-                    let text = if json {
-                        serde_json::to_string(&s)? + "\n"
-                    } else if prometheus {
-                        status::render_prometheus(&s)
-                    } else {
-                        status::render_text(&s)
-                    };
-                    print!("{before}{text}{after}");
-                    use std::io::Write;
-                    let _ = std::io::stdout().flush();
-                    std::thread::sleep(Duration::from_secs_f64(secs));
-                },
-            }
-            Ok(0)
-        }
+        } => status::command(&status::Options {
+            format: if json {
+                status::Format::Json
+            } else if prometheus {
+                status::Format::Prometheus
+            } else {
+                status::Format::Text
+            },
+            textfile,
+            watch: watch.map(|secs| seconds("--watch", secs)).transpose()?,
+        }),
         Cmd::Estimate {
             pids,
             all,
@@ -288,18 +254,12 @@ fn real_main() -> Result<i32> {
             if workers == 0 {
                 return Err(util::fail(2, "--workers must be at least 1"));
             }
-            // A day at most, as --watch: past ~1e19 s no duration exists.
-            if !settle_timeout.is_finite() || settle_timeout <= 0.0 || settle_timeout > 86400.0 {
-                return Err(util::fail(
-                    2,
-                    "--settle-timeout needs a number of seconds above 0, at most 86400",
-                ));
-            }
+            let settle_timeout = seconds("--settle-timeout", settle_timeout)?;
             let c = compare::compare(
                 &command,
                 workers,
                 merge_any::effective_mode(mode.map(Mode::name)),
-                Duration::from_secs_f64(settle_timeout.max(0.5)),
+                settle_timeout.max(Duration::from_millis(500)),
                 lib.as_deref(),
                 svg.as_deref(),
                 json,
@@ -345,7 +305,11 @@ fn real_main() -> Result<i32> {
             json,
         } => {
             ksmd::ksmd(on, off, scan.map(ksmd::scan_name))?;
-            print_status(json, false)?;
+            status::print(if json {
+                status::Format::Json
+            } else {
+                status::Format::Text
+            })?;
             Ok(0)
         }
         Cmd::ProbeMergeAny { across_exec: false } => Ok(merge_any::probe_exit_status()),

@@ -1,5 +1,10 @@
-//! `ksmauto status`: the kernel's KSM state in plain words (`ksmd.rs`
-//! changes it).
+//! `ksmauto status [--json|--prometheus] [--textfile PATH] [--watch SECS]`:
+//! the kernel's KSM state in plain words, and the processes using it.
+//!
+//! Owns what the status gathers (this file), how it groups them into trust
+//! domains (`trust`) and its three outputs (`text`, `prometheus`,
+//! `textfile`). Read-only: it never changes ksmd (that is `ksmd`) and never
+//! writes anything but its output (`--textfile`).
 
 mod prometheus;
 mod text;
@@ -19,6 +24,86 @@ use anyhow::Result;
 use ksmauto_contract::{proc, Mode};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What `status` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+    /// The Prometheus text exposition format.
+    Prometheus,
+}
+
+/// The command line of `status`, checked.
+#[derive(Debug)]
+pub struct Options {
+    pub format: Format,
+    /// `--textfile`: the Prometheus text goes to this file, not stdout.
+    pub textfile: Option<PathBuf>,
+    /// `--watch`: a new snapshot this often, until interrupted.
+    pub watch: Option<Duration>,
+}
+
+/// `ksmauto status`.
+pub fn command(o: &Options) -> Result<i32> {
+    if let Some(path) = &o.textfile {
+        return keep_textfile(path, o.watch);
+    }
+    match o.watch {
+        None => print(o.format)?,
+        Some(every) => watch(o.format, every)?,
+    }
+    Ok(0)
+}
+
+/// One snapshot on stdout (also what `ksmauto ksmd` shows after a change).
+pub fn print(format: Format) -> Result<()> {
+    print!("{}", render(&status()?, format)?);
+    Ok(())
+}
+
+fn render(s: &Status, format: Format) -> Result<String> {
+    Ok(match format {
+        Format::Json => serde_json::to_string(s)? + "\n",
+        Format::Prometheus => render_prometheus(s),
+        Format::Text => render_text(s),
+    })
+}
+
+/// `--textfile`: written once, or with `--watch` again and again.
+fn keep_textfile(path: &std::path::Path, every: Option<Duration>) -> Result<i32> {
+    loop {
+        write_textfile(path, &render_prometheus(&status()?))?;
+        let Some(every) = every else { return Ok(0) };
+        std::thread::sleep(every);
+    }
+}
+
+/// `--watch`: one snapshot after another until interrupted.
+fn watch(format: Format, every: Duration) -> Result<()> {
+    loop {
+        let (before, after) = frame(isatty(1), format);
+        print!("{before}{}{after}", render(&status()?, format)?);
+        let _ = std::io::stdout().flush();
+        std::thread::sleep(every);
+    }
+}
+
+/// What goes around each snapshot of `--watch`: a terminal is redrawn; a
+/// pipe or a file gets one snapshot after another (JSON: one object a
+/// line; text and Prometheus: a blank line between).
+fn frame(terminal: bool, format: Format) -> (&'static str, &'static str) {
+    if terminal {
+        ("\x1b[H\x1b[2J", "")
+    } else if format == Format::Json {
+        ("", "")
+    } else {
+        ("", "\n")
+    }
+}
 
 /// The files shown, in order, with a plain-words explanation.
 const FILES: &[(&str, &str)] = &[
