@@ -273,26 +273,13 @@ fn real_main() -> Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Doctor { pid, all, json } => {
-            let (found, unreadable) = match pid {
-                Some(pid) => (vec![doctor::diagnose(pid)?], 0),
-                None => doctor::all(),
-            };
-            if unreadable > 0 {
-                eprintln!("ksmauto: note: {}", util::unreadable_note(unreadable));
-            }
-            if json && all {
-                println!("{}", serde_json::to_string(&found)?);
-            } else if json {
-                println!("{}", serde_json::to_string(&found[0])?);
-            } else if found.is_empty() {
-                println!("no process has the library loaded or KSM activity");
-            } else {
-                let texts: Vec<String> = found.iter().map(doctor::render_text).collect();
-                print!("{}", texts.join("\n"));
-            }
-            Ok(0)
-        }
+        Cmd::Doctor { pid, all: _, json } => doctor::command(
+            match pid {
+                Some(pid) => doctor::Target::Pid(pid),
+                None => doctor::Target::All,
+            },
+            json,
+        ),
         Cmd::Ksmd {
             action: Some(action),
             ..

@@ -1,11 +1,97 @@
-//! What `doctor` reads about a process and about ksmd.
+//! What `doctor` reads about a process and about ksmd: every file it
+//! opens is opened here, once, and the judgement works from these facts
+//! alone. Decides nothing.
 
-use super::{Ksmd, Memory, SLOW_SCAN_SECS};
+use super::Memory;
 use crate::ksm;
 use crate::util::*;
 use anyhow::Result;
 use ksmauto_contract::proc;
 
+/// Everything `doctor` knows of one process and of ksmd.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    pub pid: i32,
+    pub comm: String,
+    /// Its program (`/proc/PID/exe`), when readable.
+    pub exe: Option<String>,
+    pub page_size: u64,
+    /// PF_KTHREAD: no user memory at all.
+    pub kernel_thread: bool,
+    /// Its state letter in `/proc/PID/stat` (`Z` zombie, `X` dead).
+    pub state: Option<char>,
+    pub smaps: Smaps,
+    /// `/proc/PID/ksm_stat` (all zero when unreadable).
+    pub ksm_stat: KsmStat,
+    pub ksmd: KsmdFacts,
+    /// Its environment; `None` when it cannot be read.
+    pub environ: Option<Vec<(String, String)>>,
+    /// No PT_INTERP in its executable: no dynamic loader.
+    pub static_binary: bool,
+    /// AT_SECURE from its auxiliary vector (`None` when unreadable).
+    pub at_secure: Option<bool>,
+    /// `setuid`, `setgid`, `file capabilities` of its executable.
+    pub privileges: Vec<String>,
+}
+
+/// ksmd's settings, and how much it has to scan.
+#[derive(Debug, Clone)]
+pub struct KsmdFacts {
+    pub state: ksm::State,
+    pub pages_to_scan: Option<u64>,
+    pub sleep_millisecs: Option<u64>,
+    pub full_scans: Option<u64>,
+    /// `ksm_rmap_items` summed over every process this user may read.
+    pub rmap_items: u64,
+}
+
+/// Reads the facts of `pid` (exit code 3 when it does not exist, 4 when
+/// its memory map may not be read).
+pub fn gather(pid: i32) -> Result<Facts> {
+    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(fail(EXIT_NO_PID, format!("no such process: {pid}")));
+    }
+    let smaps = read_smaps(pid)?;
+    let exe_path = std::path::PathBuf::from(format!("/proc/{pid}/exe"));
+    Ok(Facts {
+        pid,
+        comm: comm(pid),
+        exe: std::fs::read_link(&exe_path).ok().map(|p| path_text(&p)),
+        page_size: page_size(),
+        kernel_thread: is_kernel_thread(pid),
+        state: crate::tree::stat_line(pid).map(|l| l.state),
+        smaps,
+        ksm_stat: ksm_stat(pid).unwrap_or_default(),
+        ksmd: ksmd_facts(),
+        environ: environ(pid),
+        static_binary: crate::exe::is_static(&exe_path).unwrap_or(false),
+        at_secure: crate::exe::at_secure(pid),
+        privileges: crate::exe::privileges(&exe_path),
+    })
+}
+
+fn ksmd_facts() -> KsmdFacts {
+    let mut rmap_items: u64 = 0;
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
+                if let Some(k) = ksm_stat(pid) {
+                    rmap_items += k.rmap_items;
+                }
+            }
+        }
+    }
+    KsmdFacts {
+        state: ksm::State::read(),
+        pages_to_scan: ksm::read_u64("pages_to_scan"),
+        sleep_millisecs: ksm::read_u64("sleep_millisecs"),
+        full_scans: ksm::read_u64("full_scans"),
+        rmap_items,
+    }
+}
+
+/// What `/proc/PID/smaps` says about the process's memory.
+#[derive(Debug, Clone, Default)]
 pub struct Smaps {
     pub mem: Memory,
     pub mg_vmas: u64,
@@ -16,15 +102,14 @@ pub struct Smaps {
     pub file_data: u64,
 }
 
-pub fn read_smaps(pid: i32) -> Result<Smaps> {
+fn read_smaps(pid: i32) -> Result<Smaps> {
     let text = read_proc(format!("/proc/{pid}/smaps")).map_err(|e| proc_err(pid, "smaps", e))?;
-    let mut s = Smaps {
-        mem: Memory::default(),
-        mg_vmas: 0,
-        compatible_anon: 0,
-        library_path: None,
-        file_data: 0,
-    };
+    Ok(smaps_of(&text))
+}
+
+/// The memory of `smaps` text by what KSM can do with it.
+fn smaps_of(text: &[u8]) -> Smaps {
+    let mut s = Smaps::default();
     // One VMA's fields, flushed at its VmFlags line (the last one).
     // (Bytes: a mapped file's path is whatever its name is.)
     let mut path: &[u8] = b"";
@@ -84,10 +169,10 @@ pub fn read_smaps(pid: i32) -> Result<Smaps> {
     }
     let n = &mut s.mem.never;
     n.total = n.shared + n.file_backed + n.hugetlb + n.special;
-    Ok(s)
+    s
 }
 
-pub fn environ(pid: i32) -> Option<Vec<(String, String)>> {
+fn environ(pid: i32) -> Option<Vec<(String, String)>> {
     let raw = read_proc(format!("/proc/{pid}/environ")).ok()?;
     Some(
         raw.split(|b| *b == 0)
@@ -99,42 +184,47 @@ pub fn environ(pid: i32) -> Option<Vec<(String, String)>> {
     )
 }
 
-pub fn ksmd_info(mergeable_pages: u64) -> Ksmd {
-    let state = match ksm::read("run").as_deref() {
-        None => "absent",
-        Some("1") => "running",
-        Some("2") => "unmerging",
-        Some(_) => "stopped",
-    }
-    .to_string();
-    let pages_to_scan = ksm::read_u64("pages_to_scan");
-    let sleep_millisecs = ksm::read_u64("sleep_millisecs");
-    let mut registered: u64 = 0;
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for e in dir.flatten() {
-            if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
-                if let Some(k) = ksm_stat(pid) {
-                    registered += k.rmap_items;
-                }
-            }
-        }
-    }
-    let registered = registered.max(mergeable_pages);
-    let full_scan_seconds = match (pages_to_scan, sleep_millisecs) {
-        (Some(p), Some(ms)) if p > 0 => {
-            // At least one batch; a batch takes at least the sleep.
-            let batches = (registered as f64 / p as f64).ceil().max(1.0);
-            Some(batches * ms as f64 / 1000.0)
-        }
-        _ => None,
-    };
-    Ksmd {
-        too_slow: full_scan_seconds.is_some_and(|s| s > SLOW_SCAN_SECS),
-        state,
-        pages_to_scan,
-        sleep_millisecs,
-        full_scans: ksm::read_u64("full_scans"),
-        registered_pages: registered,
-        full_scan_seconds,
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smaps_sorts_memory_by_what_ksm_can_do_with_it() {
+        let text = b"\
+7f00-7f10 rw-p 00000000 00:00 0 
+Rss:                  64 kB
+Anonymous:            64 kB
+VmFlags: rd wr mr mw me ac mg
+7f10-7f20 rw-s 00000000 00:01 7 /dev/shm/x
+Rss:                  32 kB
+Anonymous:             0 kB
+VmFlags: rd wr sh mr mw me ms
+7f20-7f30 r--p 00000000 08:01 9 /data/file
+Rss:                  16 kB
+Anonymous:             4 kB
+VmFlags: rd mr mw me
+7f30-7f40 r-xp 00000000 08:01 10 /usr/local/lib/libksmauto.so
+Rss:                   8 kB
+Anonymous:             0 kB
+VmFlags: rd ex mr mw me
+7ffd-7ffe rw-p 00000000 00:00 0 [stack]
+Rss:                  12 kB
+Anonymous:            12 kB
+VmFlags: rd wr mr mw me gd ac
+";
+        let s = smaps_of(text);
+        let kib = |n: u64| n * 1024;
+        assert_eq!(s.mem.mergeable, kib(64));
+        assert_eq!(s.mg_vmas, 1);
+        assert_eq!(s.mem.never.shared, kib(32));
+        assert_eq!(s.mem.never.file_backed, kib(12 + 8));
+        assert_eq!(s.file_data, kib(12), "code is not data");
+        assert_eq!(s.mem.excluded_stack, kib(12));
+        assert_eq!(s.compatible_anon, kib(64 + 4 + 12));
+        assert_eq!(
+            s.library_path.as_deref(),
+            Some("/usr/local/lib/libksmauto.so")
+        );
+        assert_eq!(s.mem.never.total, kib(32 + 20));
     }
 }
