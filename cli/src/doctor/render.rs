@@ -1,7 +1,7 @@
 //! `doctor`'s diagnosis in words: the verdict and the reasons as the JSON
 //! and the text show them, and the text rendering. Decides nothing.
 
-use super::{Diagnosis, NotLoaded, SlowScan, Verdict};
+use super::{Diagnosis, Ksmd, NotLoaded, SlowScan, Verdict};
 use crate::util::*;
 use std::fmt::{self, Write as _};
 
@@ -145,25 +145,7 @@ pub fn render_text(d: &Diagnosis) -> String {
         shown(&d.comm),
         shown(&d.verdict.to_string())
     );
-    let k = &d.ksmd;
-    let pace = match (k.pages_to_scan, k.sleep_millisecs) {
-        (Some(p), Some(ms)) => format!("{p} pages every {ms} ms"),
-        _ => "pace unknown".into(),
-    };
-    let scan = match k.full_scan_seconds {
-        Some(t) => format!(
-            "; one full scan of {} pages registered ({}) takes {t:.1} s{}",
-            k.registered_pages,
-            b(k.registered_pages * page_size()),
-            if k.too_slow {
-                " (too slow to see merges soon)"
-            } else {
-                ""
-            }
-        ),
-        None => String::new(),
-    };
-    let _ = writeln!(s, "  ksmd:    {}, {pace}{scan}", k.state);
+    let _ = writeln!(s, "  ksmd:    {}", ksmd_line(&d.ksmd));
     let l = &d.library;
     match (&l.path, &l.why_not) {
         (Some(p), _) => {
@@ -215,4 +197,26 @@ pub fn render_text(d: &Diagnosis) -> String {
         let _ = writeln!(s, "  note:    {}", shown(note));
     }
     s
+}
+
+/// ksmd's state, pace and the time one full scan takes.
+fn ksmd_line(k: &Ksmd) -> String {
+    let pace = match (k.pages_to_scan, k.sleep_millisecs) {
+        (Some(p), Some(ms)) => format!("{p} pages every {ms} ms"),
+        _ => "pace unknown".into(),
+    };
+    let scan = match k.full_scan_seconds {
+        Some(t) => format!(
+            "; one full scan of {} pages registered ({}) takes {t:.1} s{}",
+            k.registered_pages,
+            human_bytes(k.registered_pages * page_size()),
+            if k.too_slow {
+                " (too slow to see merges soon)"
+            } else {
+                ""
+            }
+        ),
+        None => String::new(),
+    };
+    format!("{}, {pace}{scan}", k.state)
 }
