@@ -1,5 +1,5 @@
-//! `ksmauto compare`: N copies of a command without, then with the preload;
-//! memory sampled until it settles, set against the estimator's ideal.
+//! One phase of `compare`: the copies started (with or without the
+//! preload), their tree sampled until memory settles, then stopped.
 
 use crate::merge_any::{self, Plan};
 use crate::tree::has_children;
@@ -51,21 +51,6 @@ pub struct Phase {
     pub ksmd_cpu_seconds: Option<f64>,
 }
 
-/// `--hold-ksmd`: the pool with the preload measured against itself.
-#[derive(Serialize, Debug)]
-pub struct HeldKsmd {
-    /// The pool's PSS once loaded, before ksmd ran.
-    pub pss_before_merge_bytes: Option<u64>,
-    /// PSS before ksmd ran − PSS at the end.
-    pub saved_pss_bytes: Option<i64>,
-    /// The estimator's ideal for exactly that pool, taken before ksmd ran.
-    pub ideal_savings_bytes: Option<u64>,
-    pub percent_of_ideal: Option<f64>,
-    pub estimate_before_merge: Option<estimate::Estimate>,
-    /// What the estimator still finds duplicate in the pool at the end.
-    pub estimate_at_end: Option<estimate::Estimate>,
-}
-
 /// One process of a phase's last look.
 #[derive(Serialize, Debug)]
 pub struct ProcCoverage {
@@ -102,21 +87,6 @@ fn coverage_of(pid: i32, decided: Option<&str>) -> ProcCoverage {
         coverage_why: c.why,
         merged_pages: stat.map(|k| k.merging_pages + k.zero_pages).unwrap_or(0),
     }
-}
-
-#[derive(Serialize, Debug)]
-pub struct Comparison {
-    pub command: Vec<String>,
-    pub workers: usize,
-    pub mode: String,
-    pub without: Phase,
-    pub with: Phase,
-    pub saved_pss_bytes: i64,
-    pub ideal_savings_bytes: Option<u64>,
-    pub percent_of_ideal: Option<f64>,
-    pub estimate: Option<estimate::Estimate>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub held_ksmd: Option<HeldKsmd>,
 }
 
 /// The live processes below us: the copies and everything they started,
@@ -191,18 +161,18 @@ fn stop(children: &mut [Child]) {
     tree(&ids);
 }
 
-struct Settings<'a> {
-    cmd: &'a [OsString],
-    workers: usize,
-    timeout: Duration,
-    lib: Option<&'a Path>,
-    mode: &'a str,
-    quiet: bool,
+pub struct Settings<'a> {
+    pub cmd: &'a [OsString],
+    pub workers: usize,
+    pub timeout: Duration,
+    pub lib: Option<&'a Path>,
+    pub mode: &'a str,
+    pub quiet: bool,
     /// For the copies with the preload: a static program's merge-any.
-    plan: Plan,
-    hold_ksmd: bool,
+    pub plan: Plan,
+    pub hold_ksmd: bool,
     /// A file each copy makes once loaded (`%p`: its pid).
-    ready_file: Option<&'a str>,
+    pub ready_file: Option<&'a str>,
 }
 
 /// Every copy has made its ready file.
@@ -212,13 +182,13 @@ fn all_ready(pattern: &str, ids: &[i32]) -> bool {
 }
 
 /// What one phase found.
-struct PhaseEnd {
-    phase: Phase,
-    estimate: Option<estimate::Estimate>,
-    estimate_before_merge: Option<estimate::Estimate>,
+pub struct PhaseEnd {
+    pub phase: Phase,
+    pub estimate: Option<estimate::Estimate>,
+    pub estimate_before_merge: Option<estimate::Estimate>,
 }
 
-fn phase(s: &Settings, preload: bool, want_estimate: bool) -> Result<PhaseEnd> {
+pub fn phase(s: &Settings, preload: bool, want_estimate: bool) -> Result<PhaseEnd> {
     // --hold-ksmd: ksmd stays stopped while the pool with the preload loads.
     let holding = preload && s.hold_ksmd;
     if holding {
@@ -393,325 +363,6 @@ fn phase(s: &Settings, preload: bool, want_estimate: bool) -> Result<PhaseEnd> {
         },
         estimate: est,
         estimate_before_merge,
-    })
-}
-
-#[allow(clippy::too_many_arguments)]
-pub fn compare(
-    cmd: &[OsString],
-    workers: usize,
-    mode: &str,
-    timeout: Duration,
-    lib: Option<&Path>,
-    svg: Option<&Path>,
-    json: bool,
-    hold_ksmd: bool,
-    ready_file: Option<&str>,
-) -> Result<Comparison> {
-    ksm::require_ksm()?;
-    if hold_ksmd && !is_root() {
-        return Err(fail(EXIT_PERM, "permission denied: --hold-ksmd needs root"));
-    }
-    let lib = launch::find_lib(lib)?;
-    // Started with merge-any (a MemoryKSM=yes unit, a prctl launcher), the
-    // copies would inherit it through fork and exec: the run without the
-    // preload would merge too and compare nothing. Cleared here, for both
-    // runs; each copy with the preload gets what its mode gives it.
-    if unsafe { libc::prctl(libc::PR_GET_MEMORY_MERGE, 0, 0, 0, 0) } == 1 {
-        let cleared = unsafe { libc::prctl(libc::PR_SET_MEMORY_MERGE, 0, 0, 0, 0) } == 0;
-        if cleared {
-            eprintln!(
-                "ksmauto: compare was started with merge-any (PR_SET_MEMORY_MERGE) set, which its copies would inherit: cleared it, so the run without the preload merges nothing of its own"
-            );
-        } else {
-            return Err(fail(
-                EXIT_RUNTIME,
-                format!(
-                    "compare was started with merge-any (PR_SET_MEMORY_MERGE) set and cannot clear it ({}): the copies would inherit it and the run without the preload would merge too",
-                    std::io::Error::last_os_error()
-                ),
-            ));
-        }
-    }
-    // Orphans of the copies re-parent to us and stay in the tree we sample.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    if ksm::read_u64("run") != Some(1) && !json && !hold_ksmd {
-        eprintln!(
-            "ksmauto: warning: ksmd is not running: nothing will merge (`ksmauto ksmd --on`)"
-        );
-    }
-    // A static program never reads LD_PRELOAD: merge-any set before the
-    // copies' exec covers it instead, where that is safe and the kernel
-    // keeps it.
-    let path_var = std::env::var_os("PATH");
-    let plan = merge_any::plan(&cmd[0], path_var.as_deref(), mode, &mut merge_any::probe);
-    match &plan {
-        Plan::SetMergeAny => eprintln!(
-            "ksmauto: {}",
-            merge_any::COVERING_NOTE.replace("{}", &cmd[0].to_string_lossy())
-        ),
-        Plan::Uncovered(why) | Plan::NotInspected(why) => eprintln!("ksmauto: warning: {why}"),
-        Plan::Preload => {}
-    }
-    let st = Settings {
-        cmd,
-        workers,
-        timeout,
-        lib: Some(&lib),
-        mode,
-        quiet: json,
-        plan,
-        hold_ksmd,
-        ready_file,
-    };
-    // A signal stops the copies before compare ends (they run in process
-    // groups of their own, which a terminal's Ctrl-C does not reach).
-    ksmd::catch_interrupts();
-    // ksmd is put back however this ends (an error or a signal here, a
-    // panic through the panic hook).
-    let held = if hold_ksmd {
-        Some(ksmd::Held::save()?)
-    } else {
-        None
-    };
-    let without = phase(&st, false, true)?;
-    let with = phase(&st, true, hold_ksmd)?;
-    if let Some(held) = held {
-        held.release()?;
-    }
-    let (est, without) = (without.estimate, without.phase);
-    let held_ksmd = hold_ksmd.then(|| {
-        let before = with.phase.before_merge.map(|b| b.pss_bytes);
-        let saved = before.map(|b| b as i64 - with.phase.last.pss_bytes as i64);
-        let ideal = with
-            .estimate_before_merge
-            .as_ref()
-            .map(|e| e.ideal_savings_bytes);
-        HeldKsmd {
-            pss_before_merge_bytes: before,
-            saved_pss_bytes: saved,
-            ideal_savings_bytes: ideal,
-            percent_of_ideal: match (saved, ideal) {
-                (Some(s), Some(i)) if i > 0 => Some(s as f64 * 100.0 / i as f64),
-                _ => None,
-            },
-            estimate_before_merge: with.estimate_before_merge,
-            estimate_at_end: with.estimate,
-        }
-    });
-    let with = with.phase;
-    let saved = without.last.pss_bytes as i64 - with.last.pss_bytes as i64;
-    let ideal = est.as_ref().map(|e| e.ideal_savings_bytes);
-    let c = Comparison {
-        command: cmd
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect(),
-        workers,
-        mode: mode.into(),
-        saved_pss_bytes: saved,
-        ideal_savings_bytes: ideal,
-        percent_of_ideal: ideal
-            .filter(|&i| i > 0)
-            .map(|i| saved as f64 * 100.0 / i as f64),
-        estimate: est,
-        held_ksmd,
-        without,
-        with,
-    };
-    if let Some(path) = svg {
-        chart(&c, path)?;
-    }
-    Ok(c)
-}
-
-pub fn render_text(c: &Comparison) -> String {
-    use std::fmt::Write as _;
-    let mut o = String::new();
-    let (a, b) = (&c.without.last, &c.with.last);
-    let _ = writeln!(
-        o,
-        "{} x {} (mode {}); without: {}, with: {}",
-        c.workers,
-        shown(&c.command.join(" ")),
-        c.mode,
-        shown(&c.without.ended),
-        shown(&c.with.ended)
-    );
-    let _ = writeln!(
-        o,
-        "{:<16} {:>14} {:>14} {:>14}",
-        "", "WITHOUT", "WITH", "SAVED"
-    );
-    let row = |o: &mut String, name: &str, x: i64, y: i64, bytes: bool| {
-        let f = |v: i64| {
-            if bytes {
-                human_bytes_i(v)
-            } else {
-                v.to_string()
-            }
-        };
-        let _ = writeln!(o, "{name:<16} {:>14} {:>14} {:>14}", f(x), f(y), f(x - y));
-    };
-    row(
-        &mut o,
-        "processes",
-        a.processes as i64,
-        b.processes as i64,
-        false,
-    );
-    row(&mut o, "RSS", a.rss_bytes as i64, b.rss_bytes as i64, true);
-    row(&mut o, "PSS", a.pss_bytes as i64, b.pss_bytes as i64, true);
-    let _ = writeln!(
-        o,
-        "{:<16} {:>14} {:>14}",
-        "merged pages",
-        a.merging_pages + a.zero_pages,
-        b.merging_pages + b.zero_pages
-    );
-    let _ = writeln!(
-        o,
-        "{:<16} {:>14} {:>14}",
-        "KSM profit",
-        human_bytes_i(a.profit),
-        human_bytes_i(b.profit)
-    );
-    if let Some(b) = c
-        .with
-        .before_merge
-        .filter(|b| b.merging_pages + b.zero_pages > 0)
-    {
-        let _ = writeln!(
-            o,
-            "warning: {} pages of the pool merged while ksmd was held (did something else start ksmd?): \
-             the figure before merging is too low",
-            b.merging_pages + b.zero_pages
-        );
-    }
-    if let Some(h) = &c.held_ksmd {
-        match (
-            h.pss_before_merge_bytes,
-            h.saved_pss_bytes,
-            h.ideal_savings_bytes,
-        ) {
-            (Some(b), Some(s), Some(i)) => {
-                let pct = h
-                    .percent_of_ideal
-                    .map(|p| format!("{p:.0}%"))
-                    .unwrap_or_else(|| "n/a".into());
-                let _ = writeln!(
-                    o,
-                    "ksmd held while the pool with the preload loaded: PSS {} before ksmd ran, {} at the end; \
-                     saved {} = {pct} of that pool's ideal ({})",
-                    human_bytes(b),
-                    human_bytes(c.with.last.pss_bytes),
-                    human_bytes_i(s),
-                    human_bytes(i)
-                );
-            }
-            _ => {
-                let _ = writeln!(
-                    o,
-                    "ksmd held while the pool with the preload loaded: {} (no figure before merging)",
-                    c.with.ended
-                );
-            }
-        }
-    }
-    let against = if c.held_ksmd.is_some() {
-        " (against the pool without the preload: separate starts, varies run to run)"
-    } else {
-        ""
-    };
-    match (c.ideal_savings_bytes, c.percent_of_ideal) {
-        (Some(i), Some(p)) => {
-            let _ = writeln!(
-                o,
-                "estimator's ideal: {}; PSS saved = {p:.0}% of ideal{against}",
-                human_bytes(i)
-            );
-        }
-        (Some(i), None) => {
-            let _ = writeln!(o, "estimator's ideal: {}", human_bytes(i));
-        }
-        _ => {
-            let _ = writeln!(
-                o,
-                "estimator's ideal: n/a (processes exited before settling)"
-            );
-        }
-    }
-    if !c.with.per_process.is_empty() {
-        let _ = writeln!(
-            o,
-            "with ksmauto, per process:\n{:>8} {:<15} {:<26} {:>10}",
-            "PID", "COMM", "COVERED", "MERGED"
-        );
-        for p in &c.with.per_process {
-            let _ = writeln!(
-                o,
-                "{:>8} {:<15} {:<26} {:>10}",
-                p.pid,
-                shown(&p.comm),
-                shown(&p.coverage),
-                p.merged_pages
-            );
-        }
-        for p in &c.with.per_process {
-            if let Some(why) = &p.coverage_why {
-                let _ = writeln!(o, "pid {} not covered: {}", p.pid, shown(why));
-            }
-        }
-    }
-    o
-}
-
-fn chart(c: &Comparison, path: &Path) -> Result<()> {
-    use plotters::prelude::*;
-    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    let series = |p: &Phase| {
-        p.samples
-            .iter()
-            .map(|s| (s.t, mib(s.pss_bytes)))
-            .collect::<Vec<_>>()
-    };
-    let (a, b) = (series(&c.without), series(&c.with));
-    let xmax = a.iter().chain(&b).map(|p| p.0).fold(1.0, f64::max);
-    let ymax = a.iter().chain(&b).map(|p| p.1).fold(1.0, f64::max) * 1.1;
-    let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
-        let root = SVGBackend::new(path, (800, 450)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let mut ch = ChartBuilder::on(&root)
-            .caption(
-                format!("PSS of {} x {}", c.workers, c.command.join(" ")),
-                ("sans-serif", 18),
-            )
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(56)
-            .build_cartesian_2d(0.0..xmax, 0.0..ymax)?;
-        ch.configure_mesh()
-            .x_desc("seconds")
-            .y_desc("PSS (MiB)")
-            .draw()?;
-        ch.draw_series(LineSeries::new(a, &RED))?
-            .label("without ksmauto")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
-        ch.draw_series(LineSeries::new(b, &BLUE))?
-            .label(format!("with ksmauto ({})", c.mode))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE));
-        ch.configure_series_labels()
-            .background_style(WHITE)
-            .border_style(BLACK)
-            .draw()?;
-        root.present()?;
-        Ok(())
-    };
-    draw().map_err(|e| {
-        fail(
-            EXIT_RUNTIME,
-            format!("cannot write {}: {e}", path.display()),
-        )
     })
 }
 
