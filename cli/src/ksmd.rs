@@ -18,7 +18,6 @@ use clap::Subcommand;
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
 
@@ -170,7 +169,7 @@ fn set_if_present(name: &str, value: &str) -> Result<()> {
 
 /// `ksmauto ksmd --on/--off/--scan`: sets the pace, then starts or stops
 /// ksmd (stopping comes first, so a stopped ksmd never runs at a new pace).
-pub fn ksmd(on: bool, off: bool, scan: Option<&str>) -> Result<()> {
+pub fn ksmd(on: bool, off: bool, scan: Option<Scan>) -> Result<()> {
     let dir = require_ksm()?;
     if (on || off || scan.is_some()) && !is_root() {
         return Err(permission_denied());
@@ -179,8 +178,8 @@ pub fn ksmd(on: bool, off: bool, scan: Option<&str>) -> Result<()> {
         set("run", "0")?;
     }
     match scan {
-        Some("fast") | Some("default") => {
-            let pace = if scan == Some("fast") {
+        Some(Scan::Fast | Scan::Default) => {
+            let pace = if scan == Some(Scan::Fast) {
                 &FAST
             } else {
                 &DEFAULT
@@ -190,13 +189,13 @@ pub fn ksmd(on: bool, off: bool, scan: Option<&str>) -> Result<()> {
             set("sleep_millisecs", pace.sleep_millisecs)?;
             set_if_present("smart_scan", pace.smart_scan)?;
         }
-        Some("advisor") => {
+        Some(Scan::Advisor) => {
             if !dir.join("advisor_mode").exists() {
                 return Err(fail(EXIT_RUNTIME, "this kernel has no scan-time advisor"));
             }
             write("advisor_mode", "scan-time")?;
         }
-        _ => {}
+        None => {}
     }
     if on {
         set("run", "1")?;
@@ -522,7 +521,7 @@ pub fn cpu_seconds() -> Option<f64> {
 /// puts every tunable back whatever happened, and returns the command's
 /// status (128 + signal if killed); 1 if the command succeeded but a value
 /// could not be put back.
-pub fn hold(on: bool, off: bool, scan: Option<&str>, cmd: &[OsString]) -> Result<i32> {
+pub fn hold(on: bool, off: bool, scan: Option<Scan>, cmd: &[OsString]) -> Result<i32> {
     require_ksm()?;
     if (on || off || scan.is_some()) && !is_root() {
         return Err(permission_denied());
@@ -530,10 +529,7 @@ pub fn hold(on: bool, off: bool, scan: Option<&str>, cmd: &[OsString]) -> Result
     // A signal before the command runs is kept, and then goes to it.
     crate::launch::catch_signals_until_started();
     let held = Held::save_then(|| ksmd(on, off, scan))?;
-    let child = Command::new(&cmd[0])
-        .args(&cmd[1..])
-        .spawn()
-        .map_err(|e| crate::launch::spawn_error(&cmd[0], e));
+    let child = crate::launch::Launch::new(cmd).spawn();
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
@@ -576,20 +572,14 @@ fn note_running_holds(what: &str) {
     }
 }
 
-/// A scanning pace, as the command line names it.
-#[derive(Clone, Copy, clap::ValueEnum)]
+/// A scanning pace, as the command line names it: [`FAST`], [`DEFAULT`],
+/// or the kernel's scan-time advisor. (No doc comments on the variants:
+/// clap would show them in `--help`.)
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scan {
     Fast,
     Default,
     Advisor,
-}
-
-pub fn scan_name(s: Scan) -> &'static str {
-    match s {
-        Scan::Fast => "fast",
-        Scan::Default => "default",
-        Scan::Advisor => "advisor",
-    }
 }
 
 /// `ksmauto ksmd save|restore|hold`.
@@ -634,6 +624,6 @@ pub fn action(a: Action) -> Result<i32> {
             off,
             scan,
             command,
-        } => hold(on, off, scan.map(scan_name), &command),
+        } => hold(on, off, scan, &command),
     }
 }

@@ -9,6 +9,7 @@
 //! request of a less privileged caller.
 
 use crate::exe;
+use ksmauto_contract::Mode;
 use std::ffi::OsStr;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -116,20 +117,31 @@ pub fn probe() -> AcrossExec {
 pub const COVERING_NOTE: &str = "{} is a static executable (no dynamic loader, so LD_PRELOAD never \
      reaches it): covering it with PR_SET_MEMORY_MERGE set before its exec (this kernel keeps it across exec)";
 
+/// Says on stderr what `plan` does for `cmd`, as `run` and `compare` say
+/// it: the note that merge-any covers it, or why it stays uncovered.
+pub fn announce(plan: &Plan, cmd: &OsStr) {
+    match plan {
+        Plan::SetMergeAny => eprintln!(
+            "ksmauto: {}",
+            COVERING_NOTE.replace("{}", &cmd.to_string_lossy())
+        ),
+        Plan::Uncovered(why) | Plan::NotInspected(why) => eprintln!("ksmauto: warning: {why}"),
+        Plan::Preload => {}
+    }
+}
+
 /// The mode the preload will run the command in, which decides the plan
 /// too: `flag` (`--mode`), else `KSMAUTO_MODE` from our environment as the
 /// library reads it (a name it does not know: it warns and takes auto),
 /// else auto.
-pub fn effective_mode(flag: Option<&str>) -> &'static str {
-    use ksmauto_contract::{env, Mode};
+pub fn effective_mode(flag: Option<Mode>) -> Mode {
+    use ksmauto_contract::env;
     use std::os::unix::ffi::OsStrExt;
-    if let Some(m) = flag.and_then(|f| Mode::from_name(f.as_bytes())) {
-        return m.name();
-    }
-    std::env::var_os(env::MODE)
-        .and_then(|v| Mode::from_name(v.as_bytes()))
-        .unwrap_or(Mode::Auto)
-        .name()
+    flag.unwrap_or_else(|| {
+        std::env::var_os(env::MODE)
+            .and_then(|v| Mode::from_name(v.as_bytes()))
+            .unwrap_or(Mode::Auto)
+    })
 }
 
 /// What to do for one command before it runs.
@@ -153,13 +165,13 @@ pub enum Plan {
 pub fn plan(
     cmd: &OsStr,
     path_var: Option<&OsStr>,
-    mode: &str,
+    mode: Mode,
     probe: &mut dyn FnMut() -> AcrossExec,
 ) -> Plan {
     let Some(target) = exe::resolve(cmd, path_var) else {
         return Plan::Preload;
     };
-    if mode == "off" {
+    if mode == Mode::Off {
         return Plan::Preload;
     }
     // Only an ELF program this machine runs can be static: another
@@ -181,7 +193,7 @@ pub fn plan(
         target.display()
     );
     match mode {
-        "auto" | "process" => {
+        Mode::Auto | Mode::Process => {
             let privs = exe::privileges(&target);
             if !privs.is_empty() {
                 Plan::Uncovered(format!(
@@ -198,11 +210,11 @@ pub fn plan(
                 }
             }
         }
-        "advise" => Plan::Uncovered(format!(
+        Mode::Advise => Plan::Uncovered(format!(
             "{what}: advise mode cannot cover a static program (only the preload advises, \
              and it cannot load there); use --mode process or auto to cover it with PR_SET_MEMORY_MERGE"
         )),
         // Mode off: nothing is covered, by either engine.
-        _ => Plan::Preload,
+        Mode::Off => Plan::Preload,
     }
 }

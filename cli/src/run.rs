@@ -9,13 +9,12 @@ use crate::tree::*;
 use crate::util::*;
 use crate::watchdog::{self, Step};
 use anyhow::Result;
-use ksmauto_contract::env;
 use ksmauto_contract::report as field;
+use ksmauto_contract::{env, Mode};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 /// `ksm_stat` of a process (its `/proc` directory, or a living thread's)
@@ -568,7 +567,7 @@ fn attach_report(p: &mut ProcReport, v: serde_json::Value) {
     p.report = v;
 }
 
-pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString]) -> Result<i32> {
+pub fn run(mode: Option<Mode>, lib: Option<&Path>, json: bool, cmd: &[OsString]) -> Result<i32> {
     let lib = find_lib(lib)?;
     // A command that drops its privileges must still be able to add its
     // report: as root, anyone may add a file (see `report_dir`).
@@ -576,14 +575,6 @@ pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString])
     // Orphans of the tree re-parent to us, so they stay below us in the
     // walk and we learn how they ended.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    let mut c = Command::new(&cmd[0]);
-    c.args(&cmd[1..])
-        .env("LD_PRELOAD", preload_value(&lib))
-        .env(env::STATS, reports.stats_pattern())
-        .env(env::STATS_FORMAT, "json");
-    if let Some(m) = mode {
-        c.env(env::MODE, m);
-    }
     // A static program never reads LD_PRELOAD: merge-any set before its
     // exec covers it instead, where that is safe and the kernel keeps it.
     let path_var = std::env::var_os("PATH");
@@ -595,28 +586,20 @@ pub fn run(mode: Option<&str>, lib: Option<&Path>, json: bool, cmd: &[OsString])
         merge_any::effective_mode(mode),
         &mut merge_any::probe,
     );
-    let decided = match plan {
-        Plan::SetMergeAny => {
-            merge_any::set_before_exec(&mut c);
-            eprintln!(
-                "ksmauto: {}",
-                merge_any::COVERING_NOTE.replace("{}", &cmd[0].to_string_lossy())
-            );
-            None
-        }
-        Plan::Uncovered(why) => {
-            eprintln!("ksmauto: warning: {why}");
-            Some(why)
-        }
-        Plan::NotInspected(why) => {
-            eprintln!("ksmauto: warning: {why}");
-            None
-        }
-        Plan::Preload => None,
+    merge_any::announce(&plan, &cmd[0]);
+    let decided = match &plan {
+        Plan::Uncovered(why) => Some(why.clone()),
+        _ => None,
     };
+    let launch = Launch::new(cmd)
+        .preload(&lib)
+        .env(env::STATS, reports.stats_pattern())
+        .env(env::STATS_FORMAT, "json")
+        .mode(mode)
+        .covering(&plan);
     // A signal while it starts is kept for it, not our end.
     catch_signals_until_started();
-    let child = c.spawn().map_err(|e| spawn_error(&cmd[0], e))?;
+    let child = launch.spawn()?;
     let child_pid = child.id() as i32;
     // Reaped below with waitpid(-1), together with the orphans.
     drop(child);

@@ -98,6 +98,15 @@ pub fn path_text(path: &std::path::Path) -> String {
     as_text(path.as_os_str().as_bytes())
 }
 
+/// A [`Mode`](ksmauto_contract::Mode) in JSON, as its name (for serde's
+/// `serialize_with`: the contract crate depends on nothing, serde neither).
+pub fn mode_name<S: serde::Serializer>(
+    mode: &ksmauto_contract::Mode,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(mode.name())
+}
+
 /// Exit codes scripts can rely on (the README's "Exit codes" section).
 pub const EXIT_RUNTIME: i32 = 1;
 pub const EXIT_NO_PID: i32 = 3;

@@ -1,37 +1,31 @@
 //! One phase of `compare`: the copies started (with or without the
-//! preload), their tree sampled until memory settles, then stopped.
+//! preload), looked at every half second until their memory settles (or
+//! they exit, or the time is up), then stopped. Owns when a phase is over
+//! and, with `--hold-ksmd`, when ksmd is let go; what a look measures is
+//! `copies`'.
 
-use crate::merge_any::{self, Plan};
+use super::copies::{coverage_of, Copies, ProcCoverage, Sample};
+use super::Options;
+use crate::launch::Launch;
+use crate::merge_any::Plan;
 use crate::tree::has_children;
 use crate::util::*;
-use crate::{coverage, estimate, ksm, ksmd, launch, tree};
+use crate::{estimate, ksm, ksmd};
 use anyhow::Result;
 use ksmauto_contract::env;
 use serde::Serialize;
-use std::ffi::OsString;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[derive(Serialize, Debug, Clone, Copy, Default)]
-pub struct Sample {
-    pub t: f64,
-    pub processes: usize,
-    pub rss_bytes: u64,
-    pub pss_bytes: u64,
-    pub merging_pages: u64,
-    pub zero_pages: u64,
-    pub profit: i64,
-    pub full_scans: u64,
-}
+/// Between two looks at the copies.
+const LOOK_INTERVAL: Duration = Duration::from_millis(500);
 
 #[derive(Serialize, Debug)]
 pub struct Phase {
     pub preload: bool,
     pub pids: Vec<i32>,
-    /// `settled`, `exited` or `timeout`.
-    pub ended: String,
+    /// `settled`, `exited` or `timeout` (see [`Ended`]).
+    pub ended: Ended,
     pub last: Sample,
     pub samples: Vec<Sample>,
     /// Each process of the last look, and which engine covers it.
@@ -51,134 +45,40 @@ pub struct Phase {
     pub ksmd_cpu_seconds: Option<f64>,
 }
 
-/// One process of a phase's last look.
-#[derive(Serialize, Debug)]
-pub struct ProcCoverage {
-    pub pid: i32,
-    pub comm: String,
-    pub exe: String,
-    /// Words as in `run`'s `coverage`: `preload (process)`, `inherited
-    /// merge-any`, `none (static)`, …
-    pub coverage: String,
-    pub coverage_why: Option<String>,
-    pub merged_pages: u64,
+/// How a phase ended; as JSON, its words.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Memory stayed flat (and ksmd scanned it, where it merges).
+    #[serde(rename = "settled")]
+    Settled,
+    /// Every copy, and all they started, ended.
+    #[serde(rename = "exited")]
+    Exited,
+    #[serde(rename = "timeout")]
+    Timeout,
+    /// `--hold-ksmd`: out of time before the pool had loaded.
+    #[serde(rename = "timeout, ksmd still held (the pool never finished loading)")]
+    TimeoutHeld,
 }
 
-/// Which engine covers a live process; `decided`: why the launcher left
-/// the copies' program uncovered, for a process still running it.
-fn coverage_of(pid: i32, decided: Option<&str>) -> ProcCoverage {
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
-        .map(|p| path_text(&p))
-        .unwrap_or_default();
-    let library = read_proc(format!("/proc/{pid}/maps")).is_ok_and(|m| maps_the_library(&m));
-    let stat = ksm_stat(pid);
-    let c = coverage::judge(
-        library,
-        "?",
-        stat.as_ref(),
-        Some(&coverage::facts(pid)),
-        decided,
-    );
-    ProcCoverage {
-        pid,
-        comm: comm(pid),
-        exe,
-        coverage: c.words,
-        coverage_why: c.why,
-        merged_pages: stat.map(|k| k.merging_pages + k.zero_pages).unwrap_or(0),
+impl Ended {
+    pub fn words(self) -> &'static str {
+        match self {
+            Ended::Settled => "settled",
+            Ended::Exited => "exited",
+            Ended::Timeout => "timeout",
+            Ended::TimeoutHeld => "timeout, ksmd still held (the pool never finished loading)",
+        }
     }
 }
 
-/// The live processes below us: the copies and everything they started,
-/// found by parent links (a worker that calls `setsid` leaves the process
-/// group, not the tree; one whose parent ended re-parents to us, the
-/// subreaper). Orphans that ended are reaped here.
-fn tree(children: &[i32]) -> Vec<i32> {
-    let me = std::process::id() as i32;
-    let mut live = vec![];
-    for l in tree::descendants_of(&[me]) {
-        if l.state == 'Z' || l.state == 'X' {
-            if l.ppid == me && !children.contains(&l.pid) {
-                let mut st = 0;
-                unsafe { libc::waitpid(l.pid, &mut st, libc::WNOHANG) };
-            }
-            continue;
-        }
-        live.push(l.pid);
-    }
-    live
-}
-
-fn sample(children: &[i32], t0: Instant) -> (Sample, Vec<i32>) {
-    let pids = tree(children);
-    let mut s = Sample {
-        t: t0.elapsed().as_secs_f64(),
-        full_scans: ksm::read_u64("full_scans").unwrap_or(0),
-        ..Default::default()
-    };
-    for &pid in &pids {
-        if let Some((rss, pss)) = rss_pss(pid) {
-            s.processes += 1;
-            s.rss_bytes += rss;
-            s.pss_bytes += pss;
-        }
-        if let Some(k) = ksm_stat(pid) {
-            s.merging_pages += k.merging_pages;
-            s.zero_pages += k.zero_pages;
-            s.profit += k.profit;
-        }
-    }
-    (s, pids)
-}
-
-fn stop(children: &mut [Child]) {
-    let ids: Vec<i32> = children.iter().map(|c| c.id() as i32).collect();
-    let signal_all = |sig| {
-        for &id in &ids {
-            unsafe { libc::kill(-id, sig) };
-        }
-        // Those that left the process group (setsid) are still in the tree.
-        for pid in tree(&ids) {
-            unsafe { libc::kill(pid, sig) };
-        }
-    };
-    signal_all(libc::SIGTERM);
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(3) {
-        if children
-            .iter_mut()
-            .all(|c| matches!(c.try_wait(), Ok(Some(_))))
-            && tree(&ids).is_empty()
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    signal_all(libc::SIGKILL);
-    for c in children.iter_mut() {
-        let _ = c.wait();
-    }
-    tree(&ids);
-}
-
+/// What every phase of one comparison shares.
 pub struct Settings<'a> {
-    pub cmd: &'a [OsString],
-    pub workers: usize,
-    pub timeout: Duration,
-    pub lib: Option<&'a Path>,
-    pub mode: &'a str,
-    pub quiet: bool,
+    pub options: &'a Options,
+    /// The library.
+    pub lib: &'a Path,
     /// For the copies with the preload: a static program's merge-any.
     pub plan: Plan,
-    pub hold_ksmd: bool,
-    /// A file each copy makes once loaded (`%p`: its pid).
-    pub ready_file: Option<&'a str>,
-}
-
-/// Every copy has made its ready file.
-fn all_ready(pattern: &str, ids: &[i32]) -> bool {
-    ids.iter()
-        .all(|id| Path::new(&pattern.replace("%p", &id.to_string())).exists())
 }
 
 /// What one phase found.
@@ -188,182 +88,234 @@ pub struct PhaseEnd {
     pub estimate_before_merge: Option<estimate::Estimate>,
 }
 
+/// Runs one phase: with the preload or without; `want_estimate`: the
+/// estimator's ideal for the pool at the end.
 pub fn phase(s: &Settings, preload: bool, want_estimate: bool) -> Result<PhaseEnd> {
     // --hold-ksmd: ksmd stays stopped while the pool with the preload loads.
-    let holding = preload && s.hold_ksmd;
+    let holding = preload && s.options.hold_ksmd;
     if holding {
         ksmd::ksmd(false, true, None)?;
     }
-    let mut children = vec![];
-    for _ in 0..s.workers {
-        let mut c = Command::new(&s.cmd[0]);
-        c.args(&s.cmd[1..])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .process_group(0);
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with(env::PREFIX) && k != env::SYSFS_KSM {
-                c.env_remove(k);
-            }
-        }
-        if preload {
-            c.env("LD_PRELOAD", launch::preload_value(s.lib.unwrap()))
-                .env(env::MODE, s.mode)
-                .env(env::STATS, "off");
-            if s.plan == Plan::SetMergeAny {
-                merge_any::set_before_exec(&mut c);
-            }
-        } else {
-            c.env_remove("LD_PRELOAD");
-        }
-        match c.spawn() {
-            Ok(ch) => children.push(ch),
-            Err(e) => {
-                stop(&mut children);
-                return Err(launch::spawn_error(&s.cmd[0], e));
-            }
-        }
-    }
-    let ids: Vec<i32> = children.iter().map(|c| c.id() as i32).collect();
-    let ksmd_on = ksm::read_u64("run") == Some(1);
-    let t0 = Instant::now();
-    let mut samples: Vec<Sample> = vec![];
-    let mut last_pids = vec![];
-    let ended;
-    // Indexes into `samples`: from where every copy was ready (all of them
-    // without --ready-file), and from where ksmd ran (all without a hold).
-    let mut ready_at = if s.ready_file.is_none() {
-        Some(0)
-    } else {
-        None
-    };
-    let mut ready_s = None;
-    let mut merge_from = if holding { None } else { Some(0) };
-    let (mut before_merge, mut merge_started_s, mut estimate_before_merge) = (None, None, None);
-    let mut cpu_at_start = if s.hold_ksmd {
-        ksmd::cpu_seconds()
-    } else {
-        None
-    };
-    loop {
-        std::thread::sleep(Duration::from_millis(500));
+    let mut copies = Copies::start(&launch(s, preload), s.options.workers)?;
+    let mut w = Watch::new(s, preload, holding);
+    let ended = loop {
+        std::thread::sleep(LOOK_INTERVAL);
         if let Some(sig) = ksmd::interrupted() {
-            stop(&mut children);
+            copies.stop();
             return Err(fail(128 + sig, format!("interrupted by signal {sig}")));
         }
-        let (smp, pids) = sample(&ids, t0);
+        if let Some(ended) = w.look(&mut copies)? {
+            break ended;
+        }
+    };
+    if w.progress {
+        eprintln!();
+    }
+    Ok(w.finish(&mut copies, ended, want_estimate))
+}
+
+/// How each copy starts: as the user's command would, but for our own
+/// settings, with or without the preload.
+fn launch<'a>(s: &Settings<'a>, preload: bool) -> Launch<'a> {
+    let o = s.options;
+    let launch = Launch::new(&o.command).detached().without_our_settings();
+    if !preload {
+        return launch.no_preload();
+    }
+    launch
+        .preload(s.lib)
+        .mode(Some(o.mode))
+        .env(env::STATS, "off")
+        .covering(&s.plan)
+}
+
+/// A phase from its start until it ends: the looks so far and what they
+/// decided.
+struct Watch<'a> {
+    s: &'a Settings<'a>,
+    preload: bool,
+    /// `--hold-ksmd` in the phase with the preload: ksmd held until the
+    /// pool has loaded.
+    holding: bool,
+    /// ksmd ran when the phase began.
+    ksmd_on: bool,
+    /// A progress line on stderr (a terminal, no `--json`).
+    progress: bool,
+    t0: Instant,
+    samples: Vec<Sample>,
+    last_pids: Vec<i32>,
+    /// Indexes into `samples`: from where every copy was ready (all of
+    /// them without --ready-file), and from where ksmd ran (all without a
+    /// hold).
+    ready_at: Option<usize>,
+    merge_from: Option<usize>,
+    ready_s: Option<f64>,
+    before_merge: Option<Sample>,
+    merge_started_s: Option<f64>,
+    estimate_before_merge: Option<estimate::Estimate>,
+    /// ksmd's CPU time when its work in the phase began.
+    cpu_at_start: Option<f64>,
+}
+
+impl<'a> Watch<'a> {
+    fn new(s: &'a Settings<'a>, preload: bool, holding: bool) -> Watch<'a> {
+        Watch {
+            s,
+            preload,
+            holding,
+            ksmd_on: ksm::State::read() == ksm::State::Running,
+            progress: !s.options.json && isatty(2),
+            t0: Instant::now(),
+            samples: vec![],
+            last_pids: vec![],
+            ready_at: s.options.ready_file.is_none().then_some(0),
+            merge_from: (!holding).then_some(0),
+            ready_s: None,
+            before_merge: None,
+            merge_started_s: None,
+            estimate_before_merge: None,
+            cpu_at_start: if s.options.hold_ksmd {
+                ksmd::cpu_seconds()
+            } else {
+                None
+            },
+        }
+    }
+
+    fn out_of_time(&self) -> bool {
+        self.t0.elapsed() >= self.s.options.settle_timeout
+    }
+
+    /// One look at the copies; how the phase ended, once it has.
+    fn look(&mut self, copies: &mut Copies) -> Result<Option<Ended>> {
+        let (smp, pids) = copies.sample(self.t0);
         if smp.processes == 0 {
             // A look can miss a process forked just after it listed /proc
             // while its parent ended: the copies are over only when the
             // kernel says we have no child left (as subreaper we inherit
             // every orphan of theirs).
-            let copies_ended = children
-                .iter_mut()
-                .all(|c| matches!(c.try_wait(), Ok(Some(_))));
-            if copies_ended && !has_children() {
-                ended = "exited";
-                break;
+            if copies.all_ended() && !has_children() {
+                return Ok(Some(Ended::Exited));
             }
-            if t0.elapsed() >= s.timeout {
-                ended = "timeout";
-                break;
+            return Ok(self.out_of_time().then_some(Ended::Timeout));
+        }
+        self.last_pids = pids;
+        self.samples.push(smp);
+        self.show(&smp);
+        if self.ready_at.is_none() && all_ready(&self.s.options.ready_file, &copies.ids) {
+            self.ready_at = Some(self.samples.len() - 1);
+            self.ready_s = Some(smp.t);
+        }
+        if self.settled(smp)? {
+            return Ok(Some(Ended::Settled));
+        }
+        Ok(self.out_of_time().then_some(Ended::Timeout))
+    }
+
+    /// The progress line.
+    fn show(&self, smp: &Sample) {
+        if !self.progress {
+            return;
+        }
+        eprint!(
+            "\r{} t={:5.1}s procs {} PSS {} merged pages {}   ",
+            if self.preload { "with   " } else { "without" },
+            smp.t,
+            smp.processes,
+            human_bytes(smp.pss_bytes),
+            smp.merging_pages + smp.zero_pages
+        );
+    }
+
+    /// Whether the phase has settled, once every copy is ready. Held, the
+    /// pool loaded and flat is first recorded, with the ideal for exactly
+    /// its contents, and ksmd let go; it settles after that.
+    fn settled(&mut self, smp: Sample) -> Result<bool> {
+        let Some(ready) = self.ready_at else {
+            return Ok(false);
+        };
+        match self.merge_from {
+            None if settled(&self.samples[ready..], false) => {
+                self.before_merge = Some(smp);
+                self.estimate_before_merge = estimate::estimate(&self.last_pids, false).ok();
+                self.cpu_at_start = ksmd::cpu_seconds();
+                ksmd::ksmd(true, false, None)?;
+                self.merge_started_s = Some(self.t0.elapsed().as_secs_f64());
+                self.merge_from = Some(self.samples.len());
+                Ok(false)
             }
-            continue;
-        }
-        last_pids = pids;
-        samples.push(smp);
-        if !s.quiet && isatty(2) {
-            eprint!(
-                "\r{} t={:5.1}s procs {} PSS {} merged pages {}   ",
-                if preload { "with   " } else { "without" },
-                smp.t,
-                smp.processes,
-                human_bytes(smp.pss_bytes),
-                smp.merging_pages + smp.zero_pages
-            );
-        }
-        if ready_at.is_none() && all_ready(s.ready_file.unwrap_or(""), &ids) {
-            ready_at = Some(samples.len() - 1);
-            ready_s = Some(smp.t);
-        }
-        if let Some(ready) = ready_at {
-            match merge_from {
-                // Loaded and flat: the pool before merging, and the ideal
-                // for exactly its contents; then ksmd is let go.
-                None if settled(&samples[ready..], false) => {
-                    before_merge = Some(smp);
-                    estimate_before_merge = estimate::estimate(&last_pids, false).ok();
-                    cpu_at_start = ksmd::cpu_seconds();
-                    ksmd::ksmd(true, false, None)?;
-                    merge_started_s = Some(t0.elapsed().as_secs_f64());
-                    merge_from = Some(samples.len());
-                }
-                None => {}
-                Some(from)
-                    if settled(&samples[from.max(ready)..], preload && (ksmd_on || holding)) =>
-                {
-                    ended = "settled";
-                    break;
-                }
-                Some(_) => {}
+            None => Ok(false),
+            Some(from) => {
+                let expect_merging = self.preload && (self.ksmd_on || self.holding);
+                Ok(settled(&self.samples[from.max(ready)..], expect_merging))
             }
-        }
-        if t0.elapsed() >= s.timeout {
-            ended = "timeout";
-            break;
         }
     }
-    if !s.quiet && isatty(2) {
-        eprintln!();
+
+    /// The phase's result, from its last look; the copies stopped.
+    fn finish(self, copies: &mut Copies, ended: Ended, want_estimate: bool) -> PhaseEnd {
+        let ksmd_cpu_seconds = match (self.cpu_at_start, ksmd::cpu_seconds()) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => None,
+        };
+        let estimate = if want_estimate && ended != Ended::Exited {
+            estimate::estimate(&self.last_pids, false).ok()
+        } else {
+            None
+        };
+        let per_process = self.per_process();
+        copies.stop();
+        let ended = if self.holding && ended == Ended::Timeout && self.before_merge.is_none() {
+            Ended::TimeoutHeld
+        } else {
+            ended
+        };
+        PhaseEnd {
+            phase: Phase {
+                preload: self.preload,
+                pids: self.last_pids,
+                ended,
+                last: self.samples.last().copied().unwrap_or_default(),
+                samples: self.samples,
+                per_process,
+                ready_s: self.ready_s,
+                before_merge: self.before_merge,
+                merge_started_s: self.merge_started_s,
+                ksmd_cpu_seconds,
+            },
+            estimate,
+            estimate_before_merge: self.estimate_before_merge,
+        }
     }
-    let ksmd_cpu_seconds = match (cpu_at_start, ksmd::cpu_seconds()) {
-        (Some(a), Some(b)) => Some(b - a),
-        _ => None,
-    };
-    let est = if want_estimate && ended != "exited" {
-        estimate::estimate(&last_pids, false).ok()
-    } else {
-        None
-    };
-    let decided = match (&s.plan, preload) {
-        (Plan::Uncovered(why), true) => Some(why.as_str()),
-        _ => None,
-    };
-    let copies = std::fs::canonicalize(
-        crate::exe::resolve(&s.cmd[0], std::env::var_os("PATH").as_deref()).unwrap_or_default(),
-    )
-    .ok();
-    let per_process = last_pids
-        .iter()
-        .map(|&pid| {
-            // The decision was about the copies' own program.
-            let runs_it =
-                copies.is_some() && std::fs::read_link(format!("/proc/{pid}/exe")).ok() == copies;
-            coverage_of(pid, decided.filter(|_| runs_it))
-        })
-        .collect();
-    stop(&mut children);
-    let ended = if holding && ended == "timeout" && before_merge.is_none() {
-        "timeout, ksmd still held (the pool never finished loading)"
-    } else {
-        ended
-    };
-    Ok(PhaseEnd {
-        phase: Phase {
-            preload,
-            pids: last_pids,
-            ended: ended.into(),
-            last: samples.last().copied().unwrap_or_default(),
-            samples,
-            per_process,
-            ready_s,
-            before_merge,
-            merge_started_s,
-            ksmd_cpu_seconds,
-        },
-        estimate: est,
-        estimate_before_merge,
-    })
+
+    /// Which engine covers each process of the last look.
+    fn per_process(&self) -> Vec<ProcCoverage> {
+        let decided = match (&self.s.plan, self.preload) {
+            (Plan::Uncovered(why), true) => Some(why.as_str()),
+            _ => None,
+        };
+        let cmd = &self.s.options.command[0];
+        let copies = std::fs::canonicalize(
+            crate::exe::resolve(cmd, std::env::var_os("PATH").as_deref()).unwrap_or_default(),
+        )
+        .ok();
+        self.last_pids
+            .iter()
+            .map(|&pid| {
+                // The decision was about the copies' own program.
+                let runs_it = copies.is_some()
+                    && std::fs::read_link(format!("/proc/{pid}/exe")).ok() == copies;
+                coverage_of(pid, decided.filter(|_| runs_it))
+            })
+            .collect()
+    }
+}
+
+/// Every copy has made its ready file (`%p` in `pattern`: its pid).
+fn all_ready(pattern: &Option<String>, ids: &[i32]) -> bool {
+    let pattern = pattern.as_deref().unwrap_or("");
+    ids.iter()
+        .all(|id| Path::new(&pattern.replace("%p", &id.to_string())).exists())
 }
 
 /// Samples (0.5 s apart) that must agree before a run counts as settled.

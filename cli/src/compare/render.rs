@@ -14,9 +14,9 @@ pub fn render_text(c: &Comparison) -> String {
         "{} x {} (mode {}); without: {}, with: {}",
         c.workers,
         shown(&c.command.join(" ")),
-        c.mode,
-        shown(&c.without.ended),
-        shown(&c.with.ended)
+        c.mode.name(),
+        c.without.ended.words(),
+        c.with.ended.words()
     );
     let _ = writeln!(
         o,
@@ -93,7 +93,7 @@ pub fn render_text(c: &Comparison) -> String {
                 let _ = writeln!(
                     o,
                     "ksmd held while the pool with the preload loaded: {} (no figure before merging)",
-                    c.with.ended
+                    c.with.ended.words()
                 );
             }
         }
@@ -178,7 +178,7 @@ pub fn chart(c: &Comparison, path: &Path) -> Result<()> {
             .label("without ksmauto")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
         ch.draw_series(LineSeries::new(b, &BLUE))?
-            .label(format!("with ksmauto ({})", c.mode))
+            .label(format!("with ksmauto ({})", c.mode.name()))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE));
         ch.configure_series_labels()
             .background_style(WHITE)
