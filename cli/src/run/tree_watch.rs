@@ -1,20 +1,14 @@
-//! `ksmauto run`: a command under the preload, and one summary of every
-//! process of its tree (each writes its own JSON report into a temp dir).
+//! `run`'s looks at its tree: every process below it sampled until the
+//! tree has ended, their exits reaped, their exit reports joined to them.
 
+use super::proc_report::{attach_report, ProcReport};
 use crate::coverage;
 use crate::launch::*;
-use crate::merge_any::{self, Plan};
 use crate::report_dir::ReportDir;
 use crate::tree::*;
 use crate::util::*;
-use crate::watchdog::{self, Step};
-use anyhow::Result;
 use ksmauto_contract::report as field;
-use ksmauto_contract::{env, Mode};
-use serde::Serialize;
 use std::collections::HashMap;
-use std::ffi::OsString;
-use std::path::Path;
 use std::time::Duration;
 
 /// `ksm_stat` of a process (its `/proc` directory, or a living thread's)
@@ -97,157 +91,35 @@ fn maps_library(dir: &str) -> bool {
     read_proc(format!("{dir}/maps")).is_ok_and(|m| maps_the_library(&m))
 }
 
-/// What `run` knows of one process of the tree: its last figures while it
-/// had memory, what it exec'd into, and how it ended.
-#[derive(Serialize, Debug, Clone, Default)]
-pub struct ProcReport {
-    pub pid: i64,
-    /// Parent when first seen.
-    pub ppid: i64,
-    pub comm: String,
-    pub exe: String,
-    /// Programs it exec'd into while sampled, in order.
-    pub execs: Vec<String>,
-    /// `library` (libksmauto mapped), `merge-any` (PR_SET_MEMORY_MERGE
-    /// without the library, e.g. inherited over exec), `madvise` (mergeable
-    /// areas without the library), `none`.
-    pub covered: String,
-    /// Which engine covers it, in words: `preload (process|advise)`,
-    /// `inherited merge-any` (set before its exec, e.g. by `run` for a static
-    /// program), `madvise, not ours`, `none (WHY)`, `unknown (not sampled)`.
-    pub coverage: String,
-    /// Why it is not covered, in full (null when it is).
-    pub coverage_why: Option<String>,
-    /// The library's mode, from its exit report (`?` without one).
-    pub mode: String,
-    pub advised_bytes: u64,
-    pub merging_pages: u64,
-    pub zero_pages: u64,
-    pub merged_pages: u64,
-    pub profit: i64,
-    pub rss_bytes: u64,
-    pub pss_bytes: u64,
-    /// Samples that read its figures.
-    pub samples: u64,
-    /// `sample` (the last one taken while it ran) or `report` (the
-    /// library's exit report, read at its exit, later than any sample).
-    pub figures_from: String,
-    /// `exited`, `killed`, `gone` (ended, not our child: its parent reaped
-    /// it) or `running` (still running when `run` stopped waiting).
-    pub end: String,
-    pub exit_status: Option<i32>,
-    pub signal: Option<i32>,
-    /// Reaped by `run` as child subreaper (its parent had ended before it).
-    pub reaped_as_subreaper: bool,
-    /// How it ended, in words.
-    pub ended: String,
-    /// The library's own JSON report, unchanged (null without one).
-    pub report: serde_json::Value,
-    /// With `nspids`, names the process: what an exit report is matched by.
-    #[serde(skip)]
-    start_time: u64,
-    /// Its pid in each pid namespace it is in, outermost first (`NSpid`):
-    /// a report carries the innermost.
-    #[serde(skip)]
-    nspids: Vec<i64>,
-    #[serde(skip)]
-    image: (u64, u64, u64),
-    /// Its image before its last exec: a child forked just before that
-    /// exec still has it.
-    #[serde(skip)]
-    prev_image: (u64, u64, u64),
-    #[serde(skip)]
-    library: bool,
-    /// Looks for the library since the last exec.
-    #[serde(skip)]
-    samples_since_exec: u32,
-    #[serde(skip)]
-    stat: KsmStat,
-    /// Its program's facts (static, secure execution, LD_PRELOAD), read
-    /// once after each exec.
-    #[serde(skip)]
-    facts: Option<coverage::Facts>,
-    /// Why `run` left this program uncovered (the command's static target).
-    #[serde(skip)]
-    decided: Option<String>,
-}
-
-impl ProcReport {
-    fn describe_end(&mut self) {
-        let how = match self.end.as_str() {
-            "exited" => format!("exited with status {}", self.exit_status.unwrap_or(0)),
-            "killed" => format!("killed by signal {}", self.signal.unwrap_or(0)),
-            "running" => "still running at the end".into(),
-            _ if self.samples == 0 && !self.report.is_null() => {
-                "exited before the first look (known by its exit report)".into()
-            }
-            _ => "ended (not our child)".into(),
-        };
-        let mut words = String::new();
-        if let Some(last) = self.execs.last() {
-            words.push_str(&format!("exec'd into {last}, then "));
-        }
-        words.push_str(&how);
-        if self.reaped_as_subreaper {
-            words.push_str(", reaped by us as subreaper");
-        }
-        self.ended = words;
-        self.merged_pages = self.merging_pages + self.zero_pages;
-        self.covered = if self.library {
-            "library"
-        } else if self.samples == 0 {
-            // Never read alive (ended before a look, or a zombie when first
-            // seen): what covered it is not known.
-            "unknown"
-        } else if self.stat.merge_any {
-            "merge-any"
-        } else if self.stat.mergeable {
-            "madvise"
-        } else {
-            "none"
-        }
-        .into();
-        let c = coverage::judge(
-            self.library,
-            &self.mode,
-            (self.samples > 0).then_some(&self.stat),
-            self.facts.as_ref(),
-            self.decided.as_deref(),
-        );
-        self.coverage = c.words;
-        self.coverage_why = c.why;
-    }
-}
-
 /// Time between two looks at the tree.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Every process below us, sampled until the tree has ended.
-struct TreeWatch {
-    me: i32,
-    child: i32,
-    own_exe: Option<String>,
-    procs: Vec<ProcReport>,
+pub(super) struct TreeWatch {
+    pub(super) me: i32,
+    pub(super) child: i32,
+    pub(super) own_exe: Option<String>,
+    pub(super) procs: Vec<ProcReport>,
     /// pid -> index in `procs` of the process that holds that pid now.
-    live: HashMap<i32, usize>,
-    rounds: u64,
+    pub(super) live: HashMap<i32, usize>,
+    pub(super) rounds: u64,
     /// (pid in a pid namespace, start time) -> the last process in `procs`
     /// with them, and pid -> the last with that pid: how a report finds
     /// its process in constant time, however many there are (kept up to
     /// date by [`TreeWatch::index_new`]; a process's pids and start time
     /// never change once it is in `procs`).
-    by_nspid: HashMap<(i64, u64), usize>,
-    by_pid: HashMap<i64, usize>,
+    pub(super) by_nspid: HashMap<(i64, u64), usize>,
+    pub(super) by_pid: HashMap<i64, usize>,
     /// Processes in `procs` already in the indexes.
-    indexed: usize,
+    pub(super) indexed: usize,
     /// Users the tree's processes ran as (and ours): whose report files count.
-    users: std::collections::HashSet<u32>,
+    pub(super) users: std::collections::HashSet<u32>,
 }
 
 impl TreeWatch {
     /// One look at the tree: new processes, execs, figures; processes that
     /// left without us reaping them were reaped by their parent.
-    fn sample(&mut self) {
+    pub(super) fn sample(&mut self) {
         self.rounds += 1;
         let now = descendants_of(&[self.me]);
         let mut present = std::collections::HashSet::new();
@@ -385,7 +257,7 @@ impl TreeWatch {
     /// wrote it (see [`TreeWatch::owner_of_report`]); removes the files
     /// whose processes have all ended, so each look reads only what is
     /// new, however many processes the tree ran.
-    fn collect_reports(&mut self, dir: &mut ReportDir) {
+    pub(super) fn collect_reports(&mut self, dir: &mut ReportDir) {
         let users = self.users.clone();
         dir.read_new(&users, |line| {
             let v = serde_json::from_str::<serde_json::Value>(line).ok()?;
@@ -448,7 +320,7 @@ impl TreeWatch {
     /// Collects every zombie that is ours (the command, and orphans
     /// re-parented to us as subreaper). Returns the command's status once
     /// it is reaped.
-    fn reap(&mut self) -> Option<i32> {
+    pub(super) fn reap(&mut self) -> Option<i32> {
         let mut command_status = None;
         loop {
             // Which child ended, left unreaped for now: while it is a
@@ -526,219 +398,6 @@ impl TreeWatch {
         }
         command_status
     }
-}
-
-#[derive(Serialize, Debug)]
-pub struct Summary {
-    pub command: Vec<String>,
-    pub library: String,
-    pub exit_code: i32,
-    pub processes: usize,
-    pub advised_bytes: u64,
-    pub merged_pages: u64,
-    pub merging_pages: u64,
-    pub zero_pages: u64,
-    pub profit: i64,
-    /// Sums of each process's last RSS/PSS (taken at different times).
-    pub rss_bytes: u64,
-    pub pss_bytes: u64,
-    pub page_size: u64,
-    pub sample_interval_ms: u64,
-    /// Looks at the tree taken while it ran.
-    pub samples: u64,
-    pub per_process: Vec<ProcReport>,
-    /// What `run` left unread in its report directory, and why.
-    pub notes: Vec<String>,
-}
-
-/// The library's exit report joined to a sampled process: a report is
-/// written at exit, after the last sample, so its kernel figures win.
-fn attach_report(p: &mut ProcReport, v: serde_json::Value) {
-    p.mode = v[field::MODE].as_str().unwrap_or("?").to_string();
-    p.advised_bytes = v[field::ADVISED][field::BYTES].as_u64().unwrap_or(0);
-    let k = &v[field::KERNEL];
-    if k.is_object() {
-        p.merging_pages = k[field::MERGING_PAGES].as_u64().unwrap_or(p.merging_pages);
-        p.zero_pages = k[field::ZERO_PAGES].as_u64().unwrap_or(p.zero_pages);
-        p.profit = k[field::PROFIT].as_i64().unwrap_or(p.profit);
-        p.figures_from = "report".into();
-    }
-    p.library = true;
-    p.report = v;
-}
-
-pub fn run(mode: Option<Mode>, lib: Option<&Path>, json: bool, cmd: &[OsString]) -> Result<i32> {
-    let lib = find_lib(lib)?;
-    // A command that drops its privileges must still be able to add its
-    // report: as root, anyone may add a file (see `report_dir`).
-    let mut reports = ReportDir::create()?;
-    // Orphans of the tree re-parent to us, so they stay below us in the
-    // walk and we learn how they ended.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    // A static program never reads LD_PRELOAD: merge-any set before its
-    // exec covers it instead, where that is safe and the kernel keeps it.
-    let path_var = std::env::var_os("PATH");
-    // The mode the library will take (--mode, else our KSMAUTO_MODE, which
-    // the command inherits), not auto whenever --mode is absent.
-    let plan = merge_any::plan(
-        &cmd[0],
-        path_var.as_deref(),
-        merge_any::effective_mode(mode),
-        &mut merge_any::probe,
-    );
-    merge_any::announce(&plan, &cmd[0]);
-    let decided = match &plan {
-        Plan::Uncovered(why) => Some(why.clone()),
-        _ => None,
-    };
-    let launch = Launch::new(cmd)
-        .preload(&lib)
-        .env(env::STATS, reports.stats_pattern())
-        .env(env::STATS_FORMAT, "json")
-        .mode(mode)
-        .covering(&plan);
-    // A signal while it starts is kept for it, not our end.
-    catch_signals_until_started();
-    let child = launch.spawn()?;
-    let child_pid = child.id() as i32;
-    // Reaped below with waitpid(-1), together with the orphans.
-    drop(child);
-    forward_signals_to(child_pid);
-    // From here on, SIGHUP, SIGINT or SIGTERM end a `run` stuck in a step.
-    watchdog::start(reports.path().to_path_buf());
-    let mut w = TreeWatch {
-        me: std::process::id() as i32,
-        child: child_pid,
-        own_exe: std::env::current_exe().ok().map(|p| path_text(&p)),
-        procs: vec![],
-        live: HashMap::new(),
-        rounds: 0,
-        by_nspid: HashMap::new(),
-        by_pid: HashMap::new(),
-        indexed: 0,
-        users: [unsafe { libc::geteuid() }].into_iter().collect(),
-    };
-    let mut code = None;
-    loop {
-        let step = Step::begin();
-        w.sample();
-        if let Some(c) = w.reap() {
-            code = Some(c);
-        }
-        // After the reaping: a pid can be used again only once it is reaped.
-        w.collect_reports(&mut reports);
-        // The tree is over when we have no child left: as a subreaper we
-        // inherit every orphan, so a living descendant is a child of ours or
-        // below one. (A sample can miss a process forked just after it
-        // listed /proc, so "no process seen" is not enough.)
-        if code.is_some() && (!has_children() || stop_waiting_asked()) {
-            // One more look: what is left is still running.
-            w.sample();
-            if let Some(c) = w.reap() {
-                code = Some(c);
-            }
-            w.collect_reports(&mut reports);
-            break;
-        }
-        drop(step);
-        std::thread::sleep(SAMPLE_INTERVAL);
-    }
-    // The summary, to its last byte written, is one more step.
-    let _summary = Step::begin();
-    let code = code.unwrap_or(EXIT_RUNTIME);
-    let mut per = w.procs;
-    if let Some(p) = per
-        .iter_mut()
-        .find(|p| p.pid == child_pid as i64 && p.execs.is_empty())
-    {
-        p.decided = decided;
-    }
-    for p in per.iter_mut() {
-        p.describe_end();
-    }
-    per.sort_by_key(|r| r.pid);
-    let s = Summary {
-        command: cmd
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect(),
-        library: lib.display().to_string(),
-        exit_code: code,
-        processes: per.len(),
-        advised_bytes: per.iter().map(|r| r.advised_bytes).sum(),
-        merging_pages: per.iter().map(|r| r.merging_pages).sum(),
-        zero_pages: per.iter().map(|r| r.zero_pages).sum(),
-        merged_pages: per.iter().map(|r| r.merged_pages).sum(),
-        profit: per.iter().map(|r| r.profit).sum(),
-        rss_bytes: per.iter().map(|r| r.rss_bytes).sum(),
-        pss_bytes: per.iter().map(|r| r.pss_bytes).sum(),
-        page_size: page_size(),
-        sample_interval_ms: SAMPLE_INTERVAL.as_millis() as u64,
-        samples: w.rounds,
-        per_process: per,
-        notes: reports.notes(),
-    };
-    if json {
-        for n in &s.notes {
-            eprintln!("ksmauto: note: {n}");
-        }
-        println!("{}", serde_json::to_string(&s)?);
-    } else {
-        eprint!("{}", render_summary(&s));
-    }
-    Ok(code)
-}
-
-pub fn render_summary(s: &Summary) -> String {
-    use std::fmt::Write as _;
-    let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "ksmauto: {} process{}, advised {}, merged pages {} (merging {}, zero {}) = {}, profit {}, exit {}",
-        s.processes,
-        if s.processes == 1 { "" } else { "es" },
-        human_bytes(s.advised_bytes),
-        s.merged_pages,
-        s.merging_pages,
-        s.zero_pages,
-        human_bytes(s.merged_pages * s.page_size),
-        human_bytes_i(s.profit),
-        s.exit_code
-    );
-    for n in &s.notes {
-        let _ = writeln!(o, "ksmauto: note: {n}");
-    }
-    if s.processes == 0 {
-        let _ = writeln!(o, "ksmauto: no process of the tree was seen");
-        return o;
-    }
-    let _ = writeln!(
-        o,
-        "{:>8} {:<15} {:<26} {:<8} {:>10} {:>10} {:>8} {:>11} {:>11}  ENDED",
-        "PID", "COMM", "COVERED", "MODE", "ADVISED", "MERGING", "ZERO", "PROFIT", "PSS"
-    );
-    for r in &s.per_process {
-        let _ = writeln!(
-            o,
-            "{:>8} {:<15} {:<26} {:<8} {:>10} {:>10} {:>8} {:>11} {:>11}  {}",
-            r.pid,
-            shown(&r.comm),
-            shown(&r.coverage),
-            shown(&r.mode),
-            human_bytes(r.advised_bytes),
-            r.merging_pages,
-            r.zero_pages,
-            human_bytes_i(r.profit),
-            human_bytes(r.pss_bytes),
-            shown(&r.ended)
-        );
-    }
-    for r in &s.per_process {
-        if let Some(why) = &r.coverage_why {
-            let _ = writeln!(o, "ksmauto: pid {} not covered: {}", r.pid, shown(why));
-        }
-    }
-    o
 }
 
 #[cfg(test)]
