@@ -1,5 +1,12 @@
 //! `ksmauto run`: a command under the preload, and one summary of every
 //! process of its tree (each writes its own JSON report into a temp dir).
+//!
+//! This file owns the command: starting it, the loop that watches its
+//! tree until the tree has ended, the summary and its text. `tree_watch`
+//! looks at the tree (new processes, execs, exits, exit reports),
+//! `proc_report` is what is known of one process and how it is said.
+//! `run` never changes what the command does or waits for, beyond the
+//! preload and its settings; signals sent to it go to the command.
 
 mod proc_report;
 mod tree_watch;
@@ -17,7 +24,6 @@ use crate::watchdog::{self, Step};
 use anyhow::Result;
 use ksmauto_contract::{env, Mode};
 use serde::Serialize;
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::Path;
 
@@ -44,6 +50,8 @@ pub struct Summary {
     pub notes: Vec<String>,
 }
 
+/// `ksmauto run`: starts the command under the preload, watches its tree
+/// until it has ended, prints the summary; the command's exit status.
 pub fn run(mode: Option<Mode>, lib: Option<&Path>, json: bool, cmd: &[OsString]) -> Result<i32> {
     let lib = find_lib(lib)?;
     // A command that drops its privileges must still be able to add its
@@ -52,22 +60,7 @@ pub fn run(mode: Option<Mode>, lib: Option<&Path>, json: bool, cmd: &[OsString])
     // Orphans of the tree re-parent to us, so they stay below us in the
     // walk and we learn how they ended.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    // A static program never reads LD_PRELOAD: merge-any set before its
-    // exec covers it instead, where that is safe and the kernel keeps it.
-    let path_var = std::env::var_os("PATH");
-    // The mode the library will take (--mode, else our KSMAUTO_MODE, which
-    // the command inherits), not auto whenever --mode is absent.
-    let plan = merge_any::plan(
-        &cmd[0],
-        path_var.as_deref(),
-        merge_any::effective_mode(mode),
-        &mut merge_any::probe,
-    );
-    merge_any::announce(&plan, &cmd[0]);
-    let decided = match &plan {
-        Plan::Uncovered(why) => Some(why.clone()),
-        _ => None,
-    };
+    let plan = plan(cmd, mode);
     let launch = Launch::new(cmd)
         .preload(&lib)
         .env(env::STATS, reports.stats_pattern())
@@ -83,18 +76,46 @@ pub fn run(mode: Option<Mode>, lib: Option<&Path>, json: bool, cmd: &[OsString])
     forward_signals_to(child_pid);
     // From here on, SIGHUP, SIGINT or SIGTERM end a `run` stuck in a step.
     watchdog::start(reports.path().to_path_buf());
-    let mut w = TreeWatch {
-        me: std::process::id() as i32,
-        child: child_pid,
-        own_exe: std::env::current_exe().ok().map(|p| path_text(&p)),
-        procs: vec![],
-        live: HashMap::new(),
-        rounds: 0,
-        by_nspid: HashMap::new(),
-        by_pid: HashMap::new(),
-        indexed: 0,
-        users: [unsafe { libc::geteuid() }].into_iter().collect(),
+    let mut w = TreeWatch::new(child_pid);
+    let code = watch(&mut w, &mut reports);
+    // The summary, to its last byte written, is one more step.
+    let _summary = Step::begin();
+    let decided = match plan {
+        Plan::Uncovered(why) => Some(why),
+        _ => None,
     };
+    let s = summary(cmd, &lib, code, w, decided, &reports);
+    if json {
+        for n in &s.notes {
+            eprintln!("ksmauto: note: {n}");
+        }
+        println!("{}", serde_json::to_string(&s)?);
+    } else {
+        eprint!("{}", render_summary(&s));
+    }
+    Ok(code)
+}
+
+/// What covers the command: a static program never reads LD_PRELOAD, and
+/// merge-any set before its exec covers it instead, where that is safe and
+/// the kernel keeps it. Said on stderr.
+fn plan(cmd: &[OsString], mode: Option<Mode>) -> Plan {
+    let path_var = std::env::var_os("PATH");
+    // The mode the library will take (--mode, else our KSMAUTO_MODE, which
+    // the command inherits), not auto whenever --mode is absent.
+    let plan = merge_any::plan(
+        &cmd[0],
+        path_var.as_deref(),
+        merge_any::effective_mode(mode),
+        &mut merge_any::probe,
+    );
+    merge_any::announce(&plan, &cmd[0]);
+    plan
+}
+
+/// Looks at the tree every [`SAMPLE_INTERVAL`] until it has ended; the
+/// command's exit status.
+fn watch(w: &mut TreeWatch, reports: &mut ReportDir) -> i32 {
     let mut code = None;
     loop {
         let step = Step::begin();
@@ -103,7 +124,7 @@ pub fn run(mode: Option<Mode>, lib: Option<&Path>, json: bool, cmd: &[OsString])
             code = Some(c);
         }
         // After the reaping: a pid can be used again only once it is reaped.
-        w.collect_reports(&mut reports);
+        w.collect_reports(reports);
         // The tree is over when we have no child left: as a subreaper we
         // inherit every orphan, so a living descendant is a child of ours or
         // below one. (A sample can miss a process forked just after it
@@ -114,19 +135,29 @@ pub fn run(mode: Option<Mode>, lib: Option<&Path>, json: bool, cmd: &[OsString])
             if let Some(c) = w.reap() {
                 code = Some(c);
             }
-            w.collect_reports(&mut reports);
+            w.collect_reports(reports);
             break;
         }
         drop(step);
         std::thread::sleep(SAMPLE_INTERVAL);
     }
-    // The summary, to its last byte written, is one more step.
-    let _summary = Step::begin();
-    let code = code.unwrap_or(EXIT_RUNTIME);
+    code.unwrap_or(EXIT_RUNTIME)
+}
+
+/// Every process of the tree, described, and their sums. `decided`: why
+/// `run` left the command's own program uncovered.
+fn summary(
+    cmd: &[OsString],
+    lib: &Path,
+    code: i32,
+    w: TreeWatch,
+    decided: Option<String>,
+    reports: &ReportDir,
+) -> Summary {
     let mut per = w.procs;
     if let Some(p) = per
         .iter_mut()
-        .find(|p| p.pid == child_pid as i64 && p.execs.is_empty())
+        .find(|p| p.pid == w.child as i64 && p.execs.is_empty())
     {
         p.decided = decided;
     }
@@ -134,7 +165,7 @@ pub fn run(mode: Option<Mode>, lib: Option<&Path>, json: bool, cmd: &[OsString])
         p.describe_end();
     }
     per.sort_by_key(|r| r.pid);
-    let s = Summary {
+    Summary {
         command: cmd
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
@@ -154,16 +185,7 @@ pub fn run(mode: Option<Mode>, lib: Option<&Path>, json: bool, cmd: &[OsString])
         samples: w.rounds,
         per_process: per,
         notes: reports.notes(),
-    };
-    if json {
-        for n in &s.notes {
-            eprintln!("ksmauto: note: {n}");
-        }
-        println!("{}", serde_json::to_string(&s)?);
-    } else {
-        eprint!("{}", render_summary(&s));
     }
-    Ok(code)
 }
 
 pub fn render_summary(s: &Summary) -> String {

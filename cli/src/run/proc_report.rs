@@ -1,4 +1,7 @@
-//! What `run` knows of one process of its tree, and how it says it.
+//! What `run` knows of one process of its tree, and how it says it: its
+//! figures, how it ended, which engine covered it. Reads nothing itself
+//! (`tree_watch` fills it in); the closed sets of its JSON are enums with
+//! the spelling of their JSON words.
 
 use crate::coverage;
 use crate::util::*;
@@ -18,8 +21,8 @@ pub struct ProcReport {
     pub execs: Vec<String>,
     /// `library` (libksmauto mapped), `merge-any` (PR_SET_MEMORY_MERGE
     /// without the library, e.g. inherited over exec), `madvise` (mergeable
-    /// areas without the library), `none`.
-    pub covered: String,
+    /// areas without the library), `none`, `unknown` (never read alive).
+    pub covered: Covered,
     /// Which engine covers it, in words: `preload (process|advise)`,
     /// `inherited merge-any` (set before its exec, e.g. by `run` for a static
     /// program), `madvise, not ours`, `none (WHY)`, `unknown (not sampled)`.
@@ -37,12 +40,13 @@ pub struct ProcReport {
     pub pss_bytes: u64,
     /// Samples that read its figures.
     pub samples: u64,
-    /// `sample` (the last one taken while it ran) or `report` (the
-    /// library's exit report, read at its exit, later than any sample).
-    pub figures_from: String,
+    /// `sample` (the last one taken while it ran), `report` (the
+    /// library's exit report, read at its exit, later than any sample) or
+    /// `none` (never sampled, no report).
+    pub figures_from: FiguresFrom,
     /// `exited`, `killed`, `gone` (ended, not our child: its parent reaped
     /// it) or `running` (still running when `run` stopped waiting).
-    pub end: String,
+    pub end: End,
     pub exit_status: Option<i32>,
     pub signal: Option<i32>,
     /// Reaped by `run` as child subreaper (its parent had ended before it).
@@ -80,16 +84,69 @@ pub struct ProcReport {
     pub(super) decided: Option<String>,
 }
 
+/// What covered a process's memory, as the kernel showed it.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Covered {
+    /// libksmauto mapped (or its exit report read).
+    #[serde(rename = "library")]
+    Library,
+    /// PR_SET_MEMORY_MERGE without the library.
+    #[serde(rename = "merge-any")]
+    MergeAny,
+    /// Mergeable areas without the library.
+    #[serde(rename = "madvise")]
+    Madvise,
+    #[serde(rename = "none")]
+    Nothing,
+    /// Never read alive: what covered it is not known.
+    #[serde(rename = "unknown")]
+    #[default]
+    Unknown,
+}
+
+/// Where a process's figures come from.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FiguresFrom {
+    /// The last sample taken while it ran.
+    #[serde(rename = "sample")]
+    Sample,
+    /// The library's exit report (read at its exit, after any sample).
+    #[serde(rename = "report")]
+    Report,
+    /// Neither: never sampled, no report.
+    #[serde(rename = "none")]
+    #[default]
+    Nothing,
+}
+
+/// How a process ended, as far as `run` saw it.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum End {
+    /// Reaped by `run`: it exited.
+    #[serde(rename = "exited")]
+    Exited,
+    /// Reaped by `run`: a signal killed it.
+    #[serde(rename = "killed")]
+    Killed,
+    /// Ended, not our child: its parent reaped it.
+    #[serde(rename = "gone")]
+    Gone,
+    /// Still running when `run` stopped waiting.
+    #[serde(rename = "running")]
+    #[default]
+    Running,
+}
+
 impl ProcReport {
     pub(super) fn describe_end(&mut self) {
-        let how = match self.end.as_str() {
-            "exited" => format!("exited with status {}", self.exit_status.unwrap_or(0)),
-            "killed" => format!("killed by signal {}", self.signal.unwrap_or(0)),
-            "running" => "still running at the end".into(),
-            _ if self.samples == 0 && !self.report.is_null() => {
+        let how = match self.end {
+            End::Exited => format!("exited with status {}", self.exit_status.unwrap_or(0)),
+            End::Killed => format!("killed by signal {}", self.signal.unwrap_or(0)),
+            End::Running => "still running at the end".into(),
+            End::Gone if self.samples == 0 && !self.report.is_null() => {
                 "exited before the first look (known by its exit report)".into()
             }
-            _ => "ended (not our child)".into(),
+            End::Gone => "ended (not our child)".into(),
         };
         let mut words = String::new();
         if let Some(last) = self.execs.last() {
@@ -102,19 +159,18 @@ impl ProcReport {
         self.ended = words;
         self.merged_pages = self.merging_pages + self.zero_pages;
         self.covered = if self.library {
-            "library"
+            Covered::Library
         } else if self.samples == 0 {
             // Never read alive (ended before a look, or a zombie when first
             // seen): what covered it is not known.
-            "unknown"
+            Covered::Unknown
         } else if self.stat.merge_any {
-            "merge-any"
+            Covered::MergeAny
         } else if self.stat.mergeable {
-            "madvise"
+            Covered::Madvise
         } else {
-            "none"
-        }
-        .into();
+            Covered::Nothing
+        };
         let c = coverage::judge(
             self.library,
             &self.mode,
@@ -137,8 +193,34 @@ pub(super) fn attach_report(p: &mut ProcReport, v: serde_json::Value) {
         p.merging_pages = k[field::MERGING_PAGES].as_u64().unwrap_or(p.merging_pages);
         p.zero_pages = k[field::ZERO_PAGES].as_u64().unwrap_or(p.zero_pages);
         p.profit = k[field::PROFIT].as_i64().unwrap_or(p.profit);
-        p.figures_from = "report".into();
+        p.figures_from = FiguresFrom::Report;
     }
     p.library = true;
     p.report = v;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::to_value as json;
+
+    #[test]
+    fn the_closed_sets_keep_their_json_words() {
+        for (v, word) in [
+            (json(Covered::Library), "library"),
+            (json(Covered::MergeAny), "merge-any"),
+            (json(Covered::Madvise), "madvise"),
+            (json(Covered::Nothing), "none"),
+            (json(Covered::Unknown), "unknown"),
+            (json(FiguresFrom::Sample), "sample"),
+            (json(FiguresFrom::Report), "report"),
+            (json(FiguresFrom::Nothing), "none"),
+            (json(End::Exited), "exited"),
+            (json(End::Killed), "killed"),
+            (json(End::Gone), "gone"),
+            (json(End::Running), "running"),
+        ] {
+            assert_eq!(v.unwrap(), word);
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! `run`'s looks at its tree: every process below it sampled until the
 //! tree has ended, their exits reaped, their exit reports joined to them.
 
-use super::proc_report::{attach_report, ProcReport};
+use super::proc_report::{attach_report, End, FiguresFrom, ProcReport};
 use crate::coverage;
 use crate::launch::*;
 use crate::report_dir::ReportDir;
@@ -91,32 +91,122 @@ fn maps_library(dir: &str) -> bool {
     read_proc(format!("{dir}/maps")).is_ok_and(|m| maps_the_library(&m))
 }
 
+/// Where a listed process's memory and program are read, and its
+/// addresses: its own directory, or when its main thread has ended
+/// (pthread_exit: the leader is a zombie) while others run, a living
+/// thread's, whose addresses are the process's (the zombie leader's read
+/// as zero). `None`: nothing left to read.
+fn where_to_read(l: &StatLine) -> (Option<String>, (u64, u64, u64)) {
+    if l.state == 'Z' || l.state == 'X' {
+        match living_thread(l.pid) {
+            Some(t) => (Some(format!("/proc/{}/task/{}", l.pid, t.pid)), t.image),
+            None => (None, l.image),
+        }
+    } else {
+        (Some(format!("/proc/{}", l.pid)), l.image)
+    }
+}
+
+/// One look at a process through `dir`: its program (an exec since the
+/// last look), whether the library is mapped, its name and figures.
+fn read_process(
+    p: &mut ProcReport,
+    pid: i32,
+    dir: &str,
+    image: (u64, u64, u64),
+    own: Option<&str>,
+) {
+    if let Some(exe) = exe_of(dir) {
+        // The image read again after the program: an exec between the
+        // listing and now shows as two different images.
+        let image_after = stat_line_in(pid, dir).map(|a| a.image).unwrap_or(image);
+        match exec_seen(&p.exe, p.image, image, &exe, image_after, own) {
+            ExecSeen::InProgress | ExecSeen::Same => {}
+            ExecSeen::Settled => p.image = image,
+            seen => {
+                if seen == ExecSeen::Exec {
+                    p.execs.push(exe.clone());
+                }
+                p.exe = exe;
+                p.prev_image = p.image;
+                p.image = image;
+                p.library = false;
+                p.samples_since_exec = 0;
+                p.facts = None;
+            }
+        }
+    }
+    if p.facts.is_none() && !p.exe.is_empty() {
+        p.facts = Some(coverage::facts(pid));
+    }
+    // The loader maps the preload after the exec: look again on the
+    // following samples until it is there (for a while: a program without
+    // it is not read in full ten times a second).
+    if !p.library && p.samples_since_exec < LIBRARY_LOOKS {
+        p.library = maps_library(dir);
+        p.samples_since_exec += 1;
+    }
+    let c = comm(pid);
+    if c != "?" {
+        p.comm = c;
+    }
+    // smaps_rollup first: if ksm_stat is still whole after it, both are
+    // from the living process.
+    if let Some((rss, pss)) = rss_pss_in(dir) {
+        if let Some(k) = live_ksm_stat(dir) {
+            p.rss_bytes = rss;
+            p.pss_bytes = pss;
+            p.merging_pages = k.merging_pages;
+            p.zero_pages = k.zero_pages;
+            p.profit = k.profit;
+            p.stat = k;
+            p.samples += 1;
+        }
+    }
+}
+
 /// Time between two looks at the tree.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Every process below us, sampled until the tree has ended.
 pub(super) struct TreeWatch {
-    pub(super) me: i32,
+    me: i32,
     pub(super) child: i32,
-    pub(super) own_exe: Option<String>,
+    own_exe: Option<String>,
     pub(super) procs: Vec<ProcReport>,
     /// pid -> index in `procs` of the process that holds that pid now.
-    pub(super) live: HashMap<i32, usize>,
+    live: HashMap<i32, usize>,
     pub(super) rounds: u64,
     /// (pid in a pid namespace, start time) -> the last process in `procs`
     /// with them, and pid -> the last with that pid: how a report finds
     /// its process in constant time, however many there are (kept up to
     /// date by [`TreeWatch::index_new`]; a process's pids and start time
     /// never change once it is in `procs`).
-    pub(super) by_nspid: HashMap<(i64, u64), usize>,
-    pub(super) by_pid: HashMap<i64, usize>,
+    by_nspid: HashMap<(i64, u64), usize>,
+    by_pid: HashMap<i64, usize>,
     /// Processes in `procs` already in the indexes.
-    pub(super) indexed: usize,
+    indexed: usize,
     /// Users the tree's processes ran as (and ours): whose report files count.
-    pub(super) users: std::collections::HashSet<u32>,
+    users: std::collections::HashSet<u32>,
 }
 
 impl TreeWatch {
+    /// Watches the tree below us, whose command is `child`.
+    pub(super) fn new(child: i32) -> TreeWatch {
+        TreeWatch {
+            me: std::process::id() as i32,
+            child,
+            own_exe: std::env::current_exe().ok().map(|p| path_text(&p)),
+            procs: vec![],
+            live: HashMap::new(),
+            rounds: 0,
+            by_nspid: HashMap::new(),
+            by_pid: HashMap::new(),
+            indexed: 0,
+            users: [unsafe { libc::geteuid() }].into_iter().collect(),
+        }
+    }
+
     /// One look at the tree: new processes, execs, figures; processes that
     /// left without us reaping them were reaped by their parent.
     pub(super) fn sample(&mut self) {
@@ -131,113 +221,11 @@ impl TreeWatch {
                 use std::os::unix::fs::MetadataExt;
                 self.users.insert(m.uid());
             }
-            // Where its memory and program are read: its own directory, or
-            // when its main thread has ended (pthread_exit: the leader is a
-            // zombie) while others run, a living thread's, whose addresses
-            // are the process's (the zombie leader's read as zero).
-            let (dir, image) = if l.state == 'Z' || l.state == 'X' {
-                match living_thread(l.pid) {
-                    Some(t) => (Some(format!("/proc/{}/task/{}", l.pid, t.pid)), t.image),
-                    None => (None, l.image),
-                }
-            } else {
-                (Some(format!("/proc/{}", l.pid)), l.image)
-            };
-            let idx = match self.live.get(&l.pid) {
-                Some(&i) if self.procs[i].start_time == l.start_time => i,
-                _ => {
-                    if let Some(&old) = self.live.get(&l.pid) {
-                        self.gone(old);
-                    }
-                    // A forked child has its parent's very addresses; seen
-                    // first with others, it has exec'd since the fork. The
-                    // parent may have exec'd itself since the fork (in this
-                    // very look): its image before that counts too.
-                    let parent = self
-                        .live
-                        .get(&l.ppid)
-                        .map(|&i| &self.procs[i])
-                        .filter(|p| l.ppid != self.me && p.image != (0, 0, 0));
-                    let exec_before_first_look = parent.is_some_and(|p| {
-                        image != (0, 0, 0) && image != p.image && image != p.prev_image
-                    });
-                    self.procs.push(ProcReport {
-                        pid: l.pid as i64,
-                        ppid: l.ppid as i64,
-                        start_time: l.start_time,
-                        nspids: nspids(l.pid),
-                        image: if exec_before_first_look {
-                            (0, 0, 0)
-                        } else {
-                            image
-                        },
-                        exe: if exec_before_first_look {
-                            "(exec'd before the first look)".into()
-                        } else {
-                            String::new()
-                        },
-                        mode: "?".into(),
-                        figures_from: "sample".into(),
-                        end: "running".into(),
-                        report: serde_json::Value::Null,
-                        ..Default::default()
-                    });
-                    self.live.insert(l.pid, self.procs.len() - 1);
-                    self.procs.len() - 1
-                }
-            };
-            let Some(dir) = dir else {
-                continue;
-            };
-            let pid = l.pid;
-            let p = &mut self.procs[idx];
-            if let Some(exe) = exe_of(&dir) {
-                // The image read again after the program: an exec between
-                // the listing and now shows as two different images.
-                let image_after = stat_line_in(pid, &dir).map(|a| a.image).unwrap_or(image);
+            let (dir, image) = where_to_read(l);
+            let idx = self.index_of(l, image);
+            if let Some(dir) = dir {
                 let own = self.own_exe.as_deref();
-                match exec_seen(&p.exe, p.image, image, &exe, image_after, own) {
-                    ExecSeen::InProgress | ExecSeen::Same => {}
-                    ExecSeen::Settled => p.image = image,
-                    seen => {
-                        if seen == ExecSeen::Exec {
-                            p.execs.push(exe.clone());
-                        }
-                        p.exe = exe;
-                        p.prev_image = p.image;
-                        p.image = image;
-                        p.library = false;
-                        p.samples_since_exec = 0;
-                        p.facts = None;
-                    }
-                }
-            }
-            if p.facts.is_none() && !p.exe.is_empty() {
-                p.facts = Some(coverage::facts(pid));
-            }
-            // The loader maps the preload after the exec: look again on
-            // the following samples until it is there (for a while: a
-            // program without it is not read in full ten times a second).
-            if !p.library && p.samples_since_exec < LIBRARY_LOOKS {
-                p.library = maps_library(&dir);
-                p.samples_since_exec += 1;
-            }
-            let c = comm(pid);
-            if c != "?" {
-                p.comm = c;
-            }
-            // smaps_rollup first: if ksm_stat is still whole after it,
-            // both are from the living process.
-            if let Some((rss, pss)) = rss_pss_in(&dir) {
-                if let Some(k) = live_ksm_stat(&dir) {
-                    p.rss_bytes = rss;
-                    p.pss_bytes = pss;
-                    p.merging_pages = k.merging_pages;
-                    p.zero_pages = k.zero_pages;
-                    p.profit = k.profit;
-                    p.stat = k;
-                    p.samples += 1;
-                }
+                read_process(&mut self.procs[idx], l.pid, &dir, image, own);
             }
         }
         let left: Vec<i32> = self
@@ -250,6 +238,52 @@ impl TreeWatch {
             let i = self.live[&pid];
             self.gone(i);
         }
+    }
+
+    /// The index in `procs` of the process `l` lists (`image`: its
+    /// addresses, as [`where_to_read`] found them): the one known by its
+    /// pid and start time, else a new one (the old holder of its pid gone).
+    fn index_of(&mut self, l: &StatLine, image: (u64, u64, u64)) -> usize {
+        if let Some(&i) = self.live.get(&l.pid) {
+            if self.procs[i].start_time == l.start_time {
+                return i;
+            }
+            self.gone(i);
+        }
+        // A forked child has its parent's very addresses; seen first with
+        // others, it has exec'd since the fork. The parent may have exec'd
+        // itself since the fork (in this very look): its image before that
+        // counts too.
+        let parent = self
+            .live
+            .get(&l.ppid)
+            .map(|&i| &self.procs[i])
+            .filter(|p| l.ppid != self.me && p.image != (0, 0, 0));
+        let exec_before_first_look =
+            parent.is_some_and(|p| image != (0, 0, 0) && image != p.image && image != p.prev_image);
+        self.procs.push(ProcReport {
+            pid: l.pid as i64,
+            ppid: l.ppid as i64,
+            start_time: l.start_time,
+            nspids: nspids(l.pid),
+            image: if exec_before_first_look {
+                (0, 0, 0)
+            } else {
+                image
+            },
+            exe: if exec_before_first_look {
+                "(exec'd before the first look)".into()
+            } else {
+                String::new()
+            },
+            mode: "?".into(),
+            figures_from: FiguresFrom::Sample,
+            end: End::Running,
+            report: serde_json::Value::Null,
+            ..Default::default()
+        });
+        self.live.insert(l.pid, self.procs.len() - 1);
+        self.procs.len() - 1
     }
 
     /// Reads the exit reports written since the last look (what
@@ -265,7 +299,7 @@ impl TreeWatch {
             attach_report(&mut self.procs[i], v);
             Some(i)
         });
-        dir.remove_finished(|i| self.procs[i].end != "running");
+        dir.remove_finished(|i| self.procs[i].end != End::Running);
     }
 
     /// Adds the processes pushed since the last call to the indexes.
@@ -303,8 +337,8 @@ impl TreeWatch {
                 pid,
                 start_time: start_time.unwrap_or(0),
                 nspids: vec![pid],
-                end: "gone".into(),
-                figures_from: "none".into(),
+                end: End::Gone,
+                figures_from: FiguresFrom::Nothing,
                 ..Default::default()
             });
             self.procs.len() - 1
@@ -313,7 +347,7 @@ impl TreeWatch {
 
     fn gone(&mut self, i: usize) {
         let p = &mut self.procs[i];
-        p.end = "gone".into();
+        p.end = End::Gone;
         self.live.remove(&(p.pid as i32));
     }
 
@@ -378,7 +412,7 @@ impl TreeWatch {
                         nspids: ids,
                         ppid: if pid == self.child { self.me as i64 } else { 0 },
                         mode: "?".into(),
-                        figures_from: "none".into(),
+                        figures_from: FiguresFrom::Nothing,
                         report: serde_json::Value::Null,
                         ..Default::default()
                     });
@@ -388,10 +422,10 @@ impl TreeWatch {
             self.live.remove(&pid);
             let p = &mut self.procs[idx];
             if libc::WIFEXITED(st) {
-                p.end = "exited".into();
+                p.end = End::Exited;
                 p.exit_status = Some(libc::WEXITSTATUS(st));
             } else {
-                p.end = "killed".into();
+                p.end = End::Killed;
                 p.signal = Some(libc::WTERMSIG(st));
             }
             p.reaped_as_subreaper = pid != self.child;
