@@ -17,7 +17,7 @@ pub use textfile::write_textfile;
 pub use trust::{trust_domains, Domain, TrustDomains};
 
 use crate::debt;
-use crate::ksm::require_ksm;
+use crate::ksm::{self, require_ksm};
 use crate::owner::{cgroup_of, uid_of, user_names};
 use crate::util::*;
 use anyhow::Result;
@@ -156,7 +156,8 @@ pub struct Proc {
     pub merging_pages: u64,
     pub zero_pages: u64,
     pub profit: i64,
-    pub mode: String,
+    /// What asked for merging: `process`, `advise` or `-`.
+    pub mode: Asked,
     /// `ksm_rmap_items`: pages ksmd tracks for the process.
     pub rmap_items: u64,
     /// The process asked for merging (`ksm_merge_any` or `ksm_mergeable`).
@@ -174,12 +175,37 @@ pub struct Proc {
     pub unmerge_debt_bytes: u64,
 }
 
+/// What asked a process's memory to merge, as its `ksm_stat` shows it
+/// (the names of the modes that do so); as JSON its name.
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Asked {
+    /// `ksm_merge_any`: PR_SET_MEMORY_MERGE.
+    #[serde(rename = "process")]
+    Process,
+    /// `ksm_mergeable` alone: areas marked by madvise.
+    #[serde(rename = "advise")]
+    Advise,
+    /// Neither (ksmd tracks or merged pages of it all the same).
+    #[serde(rename = "-")]
+    Nothing,
+}
+
+impl Asked {
+    pub fn name(self) -> &'static str {
+        match self {
+            Asked::Process => Mode::Process.name(),
+            Asked::Advise => Mode::Advise.name(),
+            Asked::Nothing => "-",
+        }
+    }
+}
+
 #[derive(Serialize, Debug)]
 pub struct Status {
     pub sysfs: String,
     pub page_size: u64,
     /// `running`, `stopped`, `unmerging`.
-    pub state: String,
+    pub state: ksm::State,
     /// Every file of the sysfs directory that exists, raw (numbers as numbers).
     pub values: BTreeMap<String, serde_json::Value>,
     pub pages_shared: u64,
@@ -257,11 +283,11 @@ pub fn processes() -> (Vec<Proc>, usize) {
                 zero_pages: k.zero_pages,
                 profit: k.profit,
                 mode: if k.merge_any {
-                    Mode::Process.name().into()
+                    Asked::Process
                 } else if k.mergeable {
-                    Mode::Advise.name().into()
+                    Asked::Advise
                 } else {
-                    "-".into()
+                    Asked::Nothing
                 },
                 rmap_items: k.rmap_items,
                 mergeable: k.merge_any || k.mergeable,
@@ -308,12 +334,7 @@ pub fn status() -> Result<Status> {
     Ok(Status {
         sysfs: dir.display().to_string(),
         page_size: ps,
-        state: match num("run") {
-            Some(1) => "running",
-            Some(2) => "unmerging",
-            _ => "stopped",
-        }
-        .into(),
+        state: ksm::State::of_run(num("run")),
         pages_shared: num("pages_shared").unwrap_or(0).max(0) as u64,
         pages_sharing,
         ksm_zero_pages: zero,
@@ -326,4 +347,21 @@ pub fn status() -> Result<Status> {
         trust_domains,
         unmerge_debt: debt::of_host(pages_sharing, zero),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Asked;
+
+    #[test]
+    fn what_asked_for_merging_keeps_its_json_words() {
+        for (a, word) in [
+            (Asked::Process, "process"),
+            (Asked::Advise, "advise"),
+            (Asked::Nothing, "-"),
+        ] {
+            assert_eq!(serde_json::to_value(a).unwrap(), word);
+            assert_eq!(a.name(), word);
+        }
+    }
 }

@@ -50,8 +50,29 @@ fn family(o: &mut String, name: &str, kind: &str, help: &str, samples: &[(String
     }
 }
 
+/// The Prometheus text exposition of the status: ksmd's files and the
+/// host's figures, then per process, per user and cgroup.
 pub fn render_prometheus(s: &Status) -> String {
     let mut o = String::new();
+    host(&mut o, s);
+    per_process(&mut o, s);
+    per_domain(&mut o, s);
+    family(
+        &mut o,
+        "ksm_trust_domains_crossed",
+        "gauge",
+        "1 if more than one user or container has mergeable memory (KSM merges across trust domains)",
+        &[(
+            String::new(),
+            u8::from(s.trust_domains.warning.is_some()).to_string(),
+        )],
+    );
+    o
+}
+
+/// ksmd's sysfs files, what KSM saves and owes on the host, and the
+/// processes left unread.
+fn host(o: &mut String, s: &Status) {
     for (file, metric, kind, div) in METRICS {
         let what = FILES
             .iter()
@@ -66,12 +87,12 @@ pub fn render_prometheus(s: &Status) -> String {
             };
             // Exported in seconds: the file's "(ms)" no longer applies.
             let help = format!("{} (sysfs {file})", what.replace(" (ms)", ""));
-            family(&mut o, metric, kind, &help, &[(String::new(), v)]);
+            family(o, metric, kind, &help, &[(String::new(), v)]);
         }
     }
     if let Some(mode) = s.values.get("advisor_mode").and_then(|v| v.as_str()) {
         family(
-            &mut o,
+            o,
             "ksm_advisor_mode_info",
             "gauge",
             "automatic scan-rate tuning (sysfs advisor_mode), as a label",
@@ -79,7 +100,7 @@ pub fn render_prometheus(s: &Status) -> String {
         );
     }
     family(
-        &mut o,
+        o,
         "ksm_saved_bytes",
         "gauge",
         "Memory saved by KSM: (pages_sharing + ksm_zero_pages if use_zero_pages) x page size",
@@ -87,19 +108,23 @@ pub fn render_prometheus(s: &Status) -> String {
     );
     o.push_str(&debt::render_prometheus(&s.unmerge_debt));
     family(
-        &mut o,
+        o,
         "ksm_unreadable_processes",
         "gauge",
         "Processes this user may not read (not root): missing from the per-process series",
         &[(String::new(), s.unreadable_processes.to_string())],
     );
     family(
-        &mut o,
+        o,
         "ksm_page_size_bytes",
         "gauge",
         "Page size",
         &[(String::new(), s.page_size.to_string())],
     );
+}
+
+/// One series per figure, a sample per process.
+fn per_process(o: &mut String, s: &Status) {
     let proc_labels = |p: &Proc| {
         format!(
             "pid=\"{}\",comm=\"{}\",cgroup=\"{}\"",
@@ -147,8 +172,12 @@ pub fn render_prometheus(s: &Status) -> String {
             .iter()
             .map(|p| (proc_labels(p), pick(p)))
             .collect();
-        family(&mut o, metric, "gauge", help, &samples);
+        family(o, metric, "gauge", help, &samples);
     }
+}
+
+/// One series per figure and trust domain (user, cgroup).
+fn per_domain(o: &mut String, s: &Status) {
     let t = &s.trust_domains;
     let user_labels =
         |d: &Domain| format!("uid=\"{}\",user=\"{}\"", d.uid.unwrap_or(0), label(&d.name));
@@ -183,7 +212,7 @@ pub fn render_prometheus(s: &Status) -> String {
             let samples: Vec<(String, String)> =
                 list.iter().map(|d| (labels(d), pick(d))).collect();
             family(
-                &mut o,
+                o,
                 &format!("ksm_{who}_{suffix}"),
                 "gauge",
                 &format!("{help}, by {who}"),
@@ -191,12 +220,4 @@ pub fn render_prometheus(s: &Status) -> String {
             );
         }
     }
-    family(
-        &mut o,
-        "ksm_trust_domains_crossed",
-        "gauge",
-        "1 if more than one user or container has mergeable memory (KSM merges across trust domains)",
-        &[(String::new(), u8::from(t.warning.is_some()).to_string())],
-    );
-    o
 }

@@ -1,12 +1,29 @@
 //! `ksmauto status` as text for a terminal.
 
-use super::{Status, FILES};
+use super::{Status, TrustDomains, FILES};
 use crate::debt;
 use crate::util::*;
 use std::fmt::Write as _;
 
+/// The status for a terminal: the summary, ksmd's files, the processes and
+/// the trust domains.
 pub fn render_text(s: &Status) -> String {
     let mut o = String::new();
+    summary(&mut o, s);
+    let _ = writeln!(o);
+    files(&mut o, s);
+    let _ = writeln!(o);
+    if s.processes.is_empty() {
+        let _ = writeln!(o, "no process has KSM activity");
+        return o;
+    }
+    processes(&mut o, s);
+    domains(&mut o, &s.trust_domains);
+    o
+}
+
+/// What ksmd does and what it saves, and the warnings.
+fn summary(o: &mut String, s: &Status) {
     let _ = writeln!(o, "ksmd: {} ({})", s.state, s.sysfs);
     let _ = writeln!(
         o,
@@ -31,7 +48,10 @@ pub fn render_text(s: &Status) -> String {
     if s.unreadable_processes > 0 {
         let _ = writeln!(o, "note: {}", unreadable_note(s.unreadable_processes));
     }
-    let _ = writeln!(o);
+}
+
+/// Each sysfs file shown, with what it means.
+fn files(o: &mut String, s: &Status) {
     for (name, what) in FILES {
         if let Some(v) = s.values.get(*name) {
             let v = match v {
@@ -41,11 +61,10 @@ pub fn render_text(s: &Status) -> String {
             let _ = writeln!(o, "  {name:<20} {v:>14}  {what}");
         }
     }
-    let _ = writeln!(o);
-    if s.processes.is_empty() {
-        let _ = writeln!(o, "no process has KSM activity");
-        return o;
-    }
+}
+
+/// One line per process.
+fn processes(o: &mut String, s: &Status) {
     let _ = writeln!(
         o,
         "{:>8} {:<16} {:>10} {:>8} {:>12} {:>12} {:<8} {:<10} CGROUP",
@@ -61,15 +80,16 @@ pub fn render_text(s: &Status) -> String {
             p.zero_pages,
             human_bytes_i(p.profit),
             human_bytes(p.unmerge_debt_bytes),
-            p.mode,
+            p.mode.name(),
             shown(&p.user),
             shown(&p.cgroup)
         );
     }
-    for (title, list) in [
-        ("USER", &s.trust_domains.by_user),
-        ("CGROUP", &s.trust_domains.by_cgroup),
-    ] {
+}
+
+/// One table per kind of trust domain (user, cgroup).
+fn domains(o: &mut String, t: &TrustDomains) {
+    for (title, list) in [("USER", &t.by_user), ("CGROUP", &t.by_cgroup)] {
         let _ = writeln!(o);
         let _ = writeln!(
             o,
@@ -91,5 +111,4 @@ pub fn render_text(s: &Status) -> String {
             );
         }
     }
-    o
 }
