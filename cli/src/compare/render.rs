@@ -3,11 +3,22 @@
 use super::{Comparison, Phase};
 use crate::util::*;
 use anyhow::Result;
+use std::fmt::Write as _;
 use std::path::Path;
 
+/// The comparison for a terminal: the figures of both phases side by side,
+/// the held-ksmd figures, the ideal, and the processes with the preload.
 pub fn render_text(c: &Comparison) -> String {
-    use std::fmt::Write as _;
     let mut o = String::new();
+    figures(&mut o, c);
+    held(&mut o, c);
+    ideal(&mut o, c);
+    per_process(&mut o, c);
+    o
+}
+
+/// The head line and the table of both phases' last looks.
+fn figures(o: &mut String, c: &Comparison) {
     let (a, b) = (&c.without.last, &c.with.last);
     let _ = writeln!(
         o,
@@ -34,14 +45,14 @@ pub fn render_text(c: &Comparison) -> String {
         let _ = writeln!(o, "{name:<16} {:>14} {:>14} {:>14}", f(x), f(y), f(x - y));
     };
     row(
-        &mut o,
+        o,
         "processes",
         a.processes as i64,
         b.processes as i64,
         false,
     );
-    row(&mut o, "RSS", a.rss_bytes as i64, b.rss_bytes as i64, true);
-    row(&mut o, "PSS", a.pss_bytes as i64, b.pss_bytes as i64, true);
+    row(o, "RSS", a.rss_bytes as i64, b.rss_bytes as i64, true);
+    row(o, "PSS", a.pss_bytes as i64, b.pss_bytes as i64, true);
     let _ = writeln!(
         o,
         "{:<16} {:>14} {:>14}",
@@ -56,6 +67,10 @@ pub fn render_text(c: &Comparison) -> String {
         human_bytes_i(a.profit),
         human_bytes_i(b.profit)
     );
+}
+
+/// `--hold-ksmd`: the pool before ksmd ran against itself at the end.
+fn held(o: &mut String, c: &Comparison) {
     if let Some(b) = c
         .with
         .before_merge
@@ -98,6 +113,10 @@ pub fn render_text(c: &Comparison) -> String {
             }
         }
     }
+}
+
+/// The estimator's ideal, and the share of it saved.
+fn ideal(o: &mut String, c: &Comparison) {
     let against = if c.held_ksmd.is_some() {
         " (against the pool without the preload: separate starts, varies run to run)"
     } else {
@@ -121,6 +140,10 @@ pub fn render_text(c: &Comparison) -> String {
             );
         }
     }
+}
+
+/// Which engine covers each process with the preload.
+fn per_process(o: &mut String, c: &Comparison) {
     if !c.with.per_process.is_empty() {
         let _ = writeln!(
             o,
@@ -143,7 +166,6 @@ pub fn render_text(c: &Comparison) -> String {
             }
         }
     }
-    o
 }
 
 pub fn chart(c: &Comparison, path: &Path) -> Result<()> {
