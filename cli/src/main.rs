@@ -2,6 +2,12 @@
 //! what it could do. Exit codes: 0 ok, 1 runtime error, 2 usage error,
 //! 3 no such process, 4 permission denied, 5 kernel without KSM; `run`
 //! exits with the command's status (128 + signal if killed).
+//!
+//! This file owns the command line: it parses and checks it, turns it into
+//! each command's typed options (`contract::Mode`, not a name) and hands
+//! them over; it never does a command's work. One module per command
+//! (`run`, `status`, `estimate`, `compare`, `doctor`, `ksmd`), the helpers
+//! below them (see docs/architecture.md).
 
 mod compare;
 mod coverage;

@@ -1,4 +1,5 @@
-//! Errors with exit codes, /proc helpers and number formatting.
+//! Errors with exit codes, /proc helpers and number formatting. The
+//! bottom layer of the CLI: knows no command and uses no other module.
 //!
 //! `/proc` is read here as bytes ([`read_proc`]), never as UTF-8 text: a
 //! process names itself (`prctl(PR_SET_NAME)`), its files and its cgroups

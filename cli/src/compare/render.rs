@@ -1,4 +1,5 @@
 //! `compare`'s result as text, and as a chart of PSS over time (SVG).
+//! Renders a [`Comparison`]: reads nothing, computes nothing.
 
 use super::{Comparison, Phase};
 use crate::util::*;

@@ -1,5 +1,7 @@
 //! ksmd's tunables saved and put back: `ksmauto ksmd save|restore`, and
-//! what a hold puts back when it ends.
+//! what a hold puts back when it ends. Writes nothing but the tunables of
+//! [`TUNABLES`] (a saved file names nothing else under sysfs), and never
+//! decides when to put them back (the caller does).
 
 use super::{refusal, refused, value, write_raw, TUNABLES};
 use crate::ksm::{read, require_ksm, sysfs};

@@ -1,5 +1,9 @@
 //! `run`'s looks at its tree: every process below it sampled until the
 //! tree has ended, their exits reaped, their exit reports joined to them.
+//! Reads `/proc` and reaps only what is ours (the command, and orphans
+//! re-parented to us as subreaper); never signals a process (forwarding
+//! is `launch`'s) and never decides how a process is described
+//! (`proc_report` does).
 
 use super::proc_report::{attach_report, End, FiguresFrom, ProcReport};
 use crate::coverage;

@@ -1,4 +1,6 @@
-//! `ksmauto status --prometheus`: the Prometheus text exposition format.
+//! `ksmauto status --prometheus`: the Prometheus text exposition format
+//! (metric names with units last, `_total` for counters, labels escaped).
+//! Renders a [`Status`]: reads nothing, decides nothing.
 
 use super::{Domain, Proc, Status, FILES};
 use crate::debt;

@@ -1,4 +1,5 @@
-//! `ksmauto status` as text for a terminal.
+//! `ksmauto status` as text for a terminal, every outside name through
+//! `shown`. Renders a [`Status`]: reads nothing, decides nothing.
 
 use super::{Status, TrustDomains, FILES};
 use crate::debt;

@@ -1,5 +1,7 @@
 //! `ksmauto status --textfile`: the Prometheus text written atomically for
-//! node_exporter's textfile collector.
+//! node_exporter's textfile collector. Must never write through a link or
+//! into a file it did not create: the temporary file's name is predictable
+//! and its directory may be writable by others.
 
 use crate::util::*;
 use anyhow::Result;
