@@ -125,7 +125,8 @@ pub fn announce(plan: &Plan, cmd: &OsStr) {
             "ksmauto: {}",
             COVERING_NOTE.replace("{}", &cmd.to_string_lossy())
         ),
-        Plan::Uncovered(why) | Plan::NotInspected(why) => eprintln!("ksmauto: warning: {why}"),
+        Plan::Uncovered(u) => eprintln!("ksmauto: warning: {}", u.words),
+        Plan::NotInspected(why) => eprintln!("ksmauto: warning: {why}"),
         Plan::Preload => {}
     }
 }
@@ -144,6 +145,32 @@ pub fn effective_mode(flag: Option<Mode>) -> Mode {
     })
 }
 
+/// Why a static program is left uncovered: the reason as a value (for
+/// short words such as `coverage`'s) and in full (for the warning).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Uncovered {
+    pub why: Why,
+    pub words: String,
+}
+
+impl Uncovered {
+    fn new(why: Why, words: String) -> Uncovered {
+        Uncovered { why, words }
+    }
+}
+
+/// The reasons [`plan`] leaves a static program uncovered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    /// `exec` grants it privileges: no flag set at a less privileged
+    /// caller's request.
+    Privileged,
+    /// This kernel does not keep the flag across exec (or refuses it).
+    KernelCannot,
+    /// Advise mode: only the preload advises, and it cannot load there.
+    AdviseMode,
+}
+
 /// What to do for one command before it runs.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Plan {
@@ -152,8 +179,8 @@ pub enum Plan {
     Preload,
     /// Static, and the flag will be set before exec.
     SetMergeAny,
-    /// Static and left uncovered: why, in words.
-    Uncovered(String),
+    /// Static and left uncovered: why.
+    Uncovered(Uncovered),
     /// The file cannot be read (execute-only): whether it is static is
     /// unknown, so it is left to the preload, with this warning.
     NotInspected(String),
@@ -196,24 +223,27 @@ pub fn plan(
         Mode::Auto | Mode::Process => {
             let privs = exe::privileges(&target);
             if !privs.is_empty() {
-                Plan::Uncovered(format!(
+                Plan::Uncovered(Uncovered::new(Why::Privileged, format!(
                     "{what} and {}: PR_SET_MEMORY_MERGE is not set for it, because exec grants it \
                      privileges and its memory must not join the merge pool at the request of an \
                      unprivileged caller (KSM merging is a side channel between processes); it runs \
                      uncovered",
                     privs.join(", ")
-                ))
+                )))
             } else {
                 match probe().why_not() {
                     None => Plan::SetMergeAny,
-                    Some(why) => Plan::Uncovered(format!("{what}, and {why}: it runs uncovered")),
+                    Some(why) => Plan::Uncovered(Uncovered::new(
+                        Why::KernelCannot,
+                        format!("{what}, and {why}: it runs uncovered"),
+                    )),
                 }
             }
         }
-        Mode::Advise => Plan::Uncovered(format!(
+        Mode::Advise => Plan::Uncovered(Uncovered::new(Why::AdviseMode, format!(
             "{what}: advise mode cannot cover a static program (only the preload advises, \
              and it cannot load there); use --mode process or auto to cover it with PR_SET_MEMORY_MERGE"
-        )),
+        ))),
         // Mode off: nothing is covered, by either engine.
         Mode::Off => Plan::Preload,
     }

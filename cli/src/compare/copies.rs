@@ -3,6 +3,7 @@
 //! covers each process), never when a phase is over (that is `phase`).
 
 use crate::launch::Launch;
+use crate::merge_any::Uncovered;
 use crate::util::*;
 use crate::{coverage, ksm, tree};
 use anyhow::Result;
@@ -38,7 +39,7 @@ pub struct ProcCoverage {
 
 /// Which engine covers a live process; `decided`: why the launcher left
 /// the copies' program uncovered, for a process still running it.
-pub fn coverage_of(pid: i32, decided: Option<&str>) -> ProcCoverage {
+pub fn coverage_of(pid: i32, decided: Option<&Uncovered>) -> ProcCoverage {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
         .map(|p| path_text(&p))
         .unwrap_or_default();

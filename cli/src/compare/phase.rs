@@ -291,7 +291,7 @@ impl<'a> Watch<'a> {
     /// Which engine covers each process of the last look.
     fn per_process(&self) -> Vec<ProcCoverage> {
         let decided = match (&self.s.plan, self.preload) {
-            (Plan::Uncovered(why), true) => Some(why.as_str()),
+            (Plan::Uncovered(u), true) => Some(u),
             _ => None,
         };
         let cmd = &self.s.options.command[0];

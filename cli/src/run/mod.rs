@@ -16,7 +16,7 @@ pub use proc_report::ProcReport;
 use tree_watch::{TreeWatch, SAMPLE_INTERVAL};
 
 use crate::launch::*;
-use crate::merge_any::{self, Plan};
+use crate::merge_any::{self, Plan, Uncovered};
 use crate::report_dir::ReportDir;
 use crate::tree::*;
 use crate::util::*;
@@ -81,7 +81,7 @@ pub fn run(mode: Option<Mode>, lib: Option<&Path>, json: bool, cmd: &[OsString])
     // The summary, to its last byte written, is one more step.
     let _summary = Step::begin();
     let decided = match plan {
-        Plan::Uncovered(why) => Some(why),
+        Plan::Uncovered(u) => Some(u),
         _ => None,
     };
     let s = summary(cmd, &lib, code, w, decided, &reports);
@@ -151,7 +151,7 @@ fn summary(
     lib: &Path,
     code: i32,
     w: TreeWatch,
-    decided: Option<String>,
+    decided: Option<Uncovered>,
     reports: &ReportDir,
 ) -> Summary {
     let mut per = w.procs;

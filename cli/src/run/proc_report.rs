@@ -4,6 +4,7 @@
 //! the spelling of their JSON words.
 
 use crate::coverage;
+use crate::merge_any::Uncovered;
 use crate::util::*;
 use ksmauto_contract::report as field;
 use serde::Serialize;
@@ -81,7 +82,7 @@ pub struct ProcReport {
     pub(super) facts: Option<coverage::Facts>,
     /// Why `run` left this program uncovered (the command's static target).
     #[serde(skip)]
-    pub(super) decided: Option<String>,
+    pub(super) decided: Option<Uncovered>,
 }
 
 /// What covered a process's memory, as the kernel showed it.
@@ -176,7 +177,7 @@ impl ProcReport {
             &self.mode,
             (self.samples > 0).then_some(&self.stat),
             self.facts.as_ref(),
-            self.decided.as_deref(),
+            self.decided.as_ref(),
         );
         self.coverage = c.words;
         self.coverage_why = c.why;
