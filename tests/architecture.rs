@@ -71,12 +71,19 @@ fn macros_defined(text: &str) -> Vec<String> {
 }
 
 /// The top-level modules the code of `text` (comments left out) uses: named
-/// by `crate::NAME` paths, or owning a macro it invokes (`macros`: macro
+/// by `crate::NAME` paths, by the groups of `crate::{NAME, …}` imports (on
+/// one line or several), or owning a macro it invokes (`macros`: macro
 /// name → the module defining it), with the line each was first seen on.
 fn crate_paths(text: &str, macros: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let code: String = lines
+        .iter()
+        .map(|line| line.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let line_at = |i: usize| lines[code[..i].matches('\n').count()].trim().to_string();
     let mut found = BTreeMap::new();
-    for line in text.lines() {
-        let code = line.split("//").next().unwrap_or("");
+    for (line, code) in lines.iter().zip(code.lines()) {
         for (name, module) in macros {
             if code.contains(&format!("{name}!")) {
                 found
@@ -84,22 +91,49 @@ fn crate_paths(text: &str, macros: &BTreeMap<String, String>) -> BTreeMap<String
                     .or_insert_with(|| line.trim().to_string());
             }
         }
-        for (i, _) in code.match_indices("crate::") {
-            // `$crate::` and `ksmauto_contract::` are not this crate's modules.
-            let before = code[..i].chars().last();
-            if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$') {
-                continue;
-            }
-            let name: String = code[i + "crate::".len()..]
-                .chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                .collect();
-            if !name.is_empty() {
-                found.entry(name).or_insert_with(|| line.trim().to_string());
-            }
+    }
+    for (i, _) in code.match_indices("crate::") {
+        // `$crate::` and `ksmauto_contract::` are not this crate's modules.
+        let before = code[..i].chars().last();
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$') {
+            continue;
+        }
+        let rest = &code[i + "crate::".len()..];
+        let names = match rest.strip_prefix('{') {
+            Some(group) => group_heads(group),
+            None => vec![identifier(rest)],
+        };
+        for name in names.into_iter().filter(|n| !n.is_empty() && n != "self") {
+            found.entry(name).or_insert_with(|| line_at(i));
         }
     }
     found
+}
+
+/// The identifier `text` starts with (empty if none).
+fn identifier(text: &str) -> String {
+    text.trim_start()
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect()
+}
+
+/// The first identifier of each item of an import group, `group` being the
+/// text after its `{`: `a, b::c, d::{e, f}}` → a, b, d (nested groups and
+/// what follows the closing brace left out).
+fn group_heads(group: &str) -> Vec<String> {
+    let mut heads = vec![identifier(group)];
+    let mut depth = 0;
+    for (i, c) in group.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => break,
+            '}' => depth -= 1,
+            ',' if depth == 0 => heads.push(identifier(&group[i + 1..])),
+            _ => {}
+        }
+    }
+    heads
 }
 
 #[test]
@@ -244,4 +278,29 @@ fn the_cli_reads_proc_as_bytes_through_one_reader() {
         found.is_empty(),
         "/proc read other than by util::read_proc at {found:?}"
     );
+}
+
+/// The layer check reads every way code names a module of its crate: a
+/// path, a grouped import (one line or several, nested groups too), a
+/// re-export. Before, `use crate::{a, b}` named nothing (the parser took
+/// the identifier right after `crate::`, and `{` is none), so a module
+/// could use one above it through a group unseen.
+#[test]
+fn grouped_imports_name_their_modules_for_the_layer_check() {
+    let text = "\
+use crate::{alpha, beta::Thing};
+pub(crate) use crate::{
+    gamma::{self, Other},
+    delta, // a comment
+    // crate::commented_out
+};
+use crate::epsilon::*;
+fn f() { crate::zeta::call(); $crate::not_ours(); ksmauto_contract::crate_name(); }
+";
+    let found: BTreeSet<String> = crate_paths(text, &BTreeMap::new()).into_keys().collect();
+    let want: BTreeSet<String> = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    assert_eq!(found, want);
 }

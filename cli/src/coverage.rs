@@ -6,6 +6,7 @@
 //! sampled). Reads `/proc/PID/{exe,auxv,environ}`; decides nothing.
 
 use crate::exe;
+use crate::merge_any::{Uncovered, Why};
 use crate::util::{preload_names_the_library, read_proc, KsmStat};
 use std::path::PathBuf;
 
@@ -60,7 +61,7 @@ pub fn judge(
     mode: &str,
     stat: Option<&KsmStat>,
     facts: Option<&Facts>,
-    decided: Option<&str>,
+    decided: Option<&Uncovered>,
 ) -> Coverage {
     let covered = |w: &str| Coverage {
         words: w.into(),
@@ -89,14 +90,12 @@ pub fn judge(
     }
     let f = facts.cloned().unwrap_or_default();
     let (words, why) = if let Some(d) = decided {
-        let short = if d.contains("privileges") {
-            "none (static, privileged)"
-        } else if d.contains("advise mode") {
-            "none (static, advise mode)"
-        } else {
-            "none (static)"
+        let short = match d.why {
+            Why::Privileged => "none (static, privileged)",
+            Why::AdviseMode => "none (static, advise mode)",
+            Why::KernelCannot => "none (static)",
         };
-        (short, d.to_string())
+        (short, d.words.clone())
     } else if f.static_binary == Some(true) {
         (
             "none (static)",
@@ -165,13 +164,21 @@ mod tests {
         let c = judge(false, "?", Some(&nothing), Some(&stat), None);
         assert_eq!(c.words, "none (static)");
         assert!(c.why.unwrap().contains("LD_PRELOAD never reaches it"));
-        let c = judge(
-            false,
-            "?",
-            Some(&nothing),
-            Some(&stat),
-            Some("x is setuid: exec grants it privileges"),
-        );
+        let decided = |why, words: &str| Uncovered {
+            why,
+            words: words.into(),
+        };
+        let setuid = decided(Why::Privileged, "x is setuid: exec grants it privileges");
+        let c = judge(false, "?", Some(&nothing), Some(&stat), Some(&setuid));
         assert_eq!(c.words, "none (static, privileged)");
+        assert_eq!(c.why.as_deref(), Some(setuid.words.as_str()));
+        // The words come from the reason, not from what the warning says
+        // (it names the program, whose path may say anything).
+        let advise = decided(Why::AdviseMode, "/opt/privileges/x is a static executable");
+        let c = judge(false, "?", Some(&nothing), Some(&stat), Some(&advise));
+        assert_eq!(c.words, "none (static, advise mode)");
+        let kernel = decided(Why::KernelCannot, "/opt/advise mode/x: privileges");
+        let c = judge(false, "?", Some(&nothing), Some(&stat), Some(&kernel));
+        assert_eq!(c.words, "none (static)");
     }
 }

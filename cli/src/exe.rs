@@ -48,6 +48,11 @@ const EM_386: u16 = 3;
 const EM_X86_64: u16 = 62;
 
 /// `Ok(None)`: readable, but no ELF this reader understands.
+///
+/// One function of about 100 lines on purpose: it is one parser of one
+/// header, read top to bottom, and issue 22 moves the ELF header's reading
+/// to the contract crate, shared with the library's `os/exec_target.rs`;
+/// it is split there, once, not twice.
 fn read_elf(path: &Path) -> std::io::Result<Option<Elf>> {
     let mut f = std::fs::File::open(path)?;
     let mut h = [0u8; 64];

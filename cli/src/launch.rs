@@ -1,12 +1,19 @@
-//! Starting a command under the preload: where the library is, the
-//! `LD_PRELOAD` value, what a failed start means, signals forwarded to the
-//! command, a private temporary directory. Shared by `run` and `compare`;
-//! knows nothing of what they measure.
+//! Starting a command under the preload: where the library is, how a
+//! command is started ([`Launch`]: the `LD_PRELOAD` value, the library's
+//! settings, merge-any before exec for a static program), what a failed
+//! start means, signals forwarded to the command, a private temporary
+//! directory. Shared by `run`, `compare` and `ksmd hold`; knows nothing of
+//! what they measure, and decides nothing about coverage (`merge_any`
+//! does; this only carries its plan out).
 
+use crate::merge_any::{self, Plan};
 use crate::util::*;
 use anyhow::Result;
+use ksmauto_contract::{env, Mode};
 use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 pub use crate::util::LIB_NAME;
@@ -54,6 +61,133 @@ pub fn find_lib(explicit: Option<&Path>) -> Result<PathBuf> {
                 .join(", ")
         ),
     ))
+}
+
+/// How to start a command: its program and arguments, with or without the
+/// library, and the library's settings. `run` starts its command with one,
+/// `compare` each of its copies; each adds the settings it measures with.
+#[derive(Clone, Debug)]
+pub struct Launch<'a> {
+    command: &'a [OsString],
+    preload: Preload<'a>,
+    /// `KSMAUTO_MODE` for the library; `None`: whatever the command inherits.
+    mode: Option<Mode>,
+    /// Further variables, set in this order.
+    env: Vec<(&'static str, OsString)>,
+    /// Our own `KSMAUTO_*` settings are not passed on (but for the sysfs
+    /// directory, which the tests move).
+    without_our_settings: bool,
+    /// No stdin or stdout, and a process group of its own.
+    detached: bool,
+    /// `PR_SET_MEMORY_MERGE` set between fork and exec (see `merge_any`).
+    merge_any: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Preload<'a> {
+    /// `LD_PRELOAD` as the command inherits it.
+    Inherited,
+    /// This library added to it.
+    With(&'a Path),
+    /// No `LD_PRELOAD` at all.
+    Without,
+}
+
+impl<'a> Launch<'a> {
+    /// `command[0]` with the rest as its arguments, started as it is.
+    pub fn new(command: &'a [OsString]) -> Launch<'a> {
+        Launch {
+            command,
+            preload: Preload::Inherited,
+            mode: None,
+            env: vec![],
+            without_our_settings: false,
+            detached: false,
+            merge_any: false,
+        }
+    }
+
+    /// With the library at `lib` added to `LD_PRELOAD` ([`preload_value`]).
+    pub fn preload(mut self, lib: &'a Path) -> Self {
+        self.preload = Preload::With(lib);
+        self
+    }
+
+    /// Without any `LD_PRELOAD`.
+    pub fn no_preload(mut self) -> Self {
+        self.preload = Preload::Without;
+        self
+    }
+
+    pub fn mode(mut self, mode: Option<Mode>) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    pub fn env(mut self, name: &'static str, value: impl Into<OsString>) -> Self {
+        self.env.push((name, value.into()));
+        self
+    }
+
+    pub fn without_our_settings(mut self) -> Self {
+        self.without_our_settings = true;
+        self
+    }
+
+    pub fn detached(mut self) -> Self {
+        self.detached = true;
+        self
+    }
+
+    /// Carries out `merge_any`'s plan for the command: merge-any set before
+    /// its exec where the plan says so.
+    pub fn covering(mut self, plan: &Plan) -> Self {
+        self.merge_any = *plan == Plan::SetMergeAny;
+        self
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(&self.command[0]);
+        c.args(&self.command[1..]);
+        if self.detached {
+            c.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .process_group(0);
+        }
+        if self.without_our_settings {
+            for (k, _) in std::env::vars_os() {
+                if k.to_string_lossy().starts_with(env::PREFIX) && k != env::SYSFS_KSM {
+                    c.env_remove(k);
+                }
+            }
+        }
+        match self.preload {
+            Preload::Inherited => {}
+            Preload::With(lib) => {
+                c.env("LD_PRELOAD", preload_value(lib));
+            }
+            Preload::Without => {
+                c.env_remove("LD_PRELOAD");
+            }
+        }
+        if let Some(m) = self.mode {
+            c.env(env::MODE, m.name());
+        }
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        if self.merge_any {
+            merge_any::set_before_exec(&mut c);
+        }
+        c
+    }
+
+    /// Starts it; a failure as a shell names it ([`spawn_error`]).
+    pub fn spawn(&self) -> Result<Child> {
+        self.command()
+            .spawn()
+            .map_err(|e| spawn_error(&self.command[0], e))
+    }
 }
 
 /// `LD_PRELOAD` with ours appended to what is already there.

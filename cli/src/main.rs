@@ -2,6 +2,12 @@
 //! what it could do. Exit codes: 0 ok, 1 runtime error, 2 usage error,
 //! 3 no such process, 4 permission denied, 5 kernel without KSM; `run`
 //! exits with the command's status (128 + signal if killed).
+//!
+//! This file owns the command line: it parses and checks it, turns it into
+//! each command's typed options (`contract::Mode`, not a name) and hands
+//! them over; it never does a command's work. One module per command
+//! (`run`, `status`, `estimate`, `compare`, `doctor`, `ksmd`), the helpers
+//! below them (see docs/architecture.md).
 
 mod compare;
 mod coverage;
@@ -13,14 +19,17 @@ mod ksm;
 mod ksmd;
 mod launch;
 mod merge_any;
+mod owner;
 mod report_dir;
 mod run;
+mod status;
 mod tree;
 mod util;
 mod watchdog;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
+use ksmauto_contract::Mode;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,24 +47,25 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// `--mode`: the names of [`ksmauto_contract::Mode`], which every command
+/// gets (a clap value enum of its own: the contract crate depends on
+/// nothing).
 #[derive(Clone, Copy, ValueEnum)]
-enum Mode {
+enum CliMode {
     Auto,
     Advise,
     Process,
     Off,
 }
 
-impl Mode {
-    /// The name the library reads in `KSMAUTO_MODE` (the contract spells it).
-    fn name(self) -> &'static str {
-        let mode = match self {
-            Mode::Auto => ksmauto_contract::Mode::Auto,
-            Mode::Advise => ksmauto_contract::Mode::Advise,
-            Mode::Process => ksmauto_contract::Mode::Process,
-            Mode::Off => ksmauto_contract::Mode::Off,
-        };
-        mode.name()
+impl From<CliMode> for Mode {
+    fn from(m: CliMode) -> Mode {
+        match m {
+            CliMode::Auto => Mode::Auto,
+            CliMode::Advise => Mode::Advise,
+            CliMode::Process => Mode::Process,
+            CliMode::Off => Mode::Off,
+        }
     }
 }
 
@@ -65,7 +75,7 @@ enum Cmd {
     Run {
         /// KSMAUTO_MODE for the command
         #[arg(long, value_enum)]
-        mode: Option<Mode>,
+        mode: Option<CliMode>,
         /// The library (default: next to this binary, ../release, ../lib, /usr/local/lib)
         #[arg(long)]
         lib: Option<PathBuf>,
@@ -113,35 +123,7 @@ enum Cmd {
         verbose: bool,
     },
     /// Run N copies of a command without, then with the preload, and compare memory
-    Compare {
-        #[arg(long, default_value_t = 2)]
-        workers: usize,
-        /// Default: KSMAUTO_MODE from the environment, else auto
-        #[arg(long, value_enum)]
-        mode: Option<Mode>,
-        /// Longest time to wait for memory to settle, per run
-        #[arg(long, value_name = "SECS", default_value_t = 60.0)]
-        settle_timeout: f64,
-        #[arg(long)]
-        lib: Option<PathBuf>,
-        /// Write a chart of PSS over time (SVG)
-        #[arg(long, value_name = "FILE")]
-        svg: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
-        /// (root) Stop ksmd while the pool with the preload loads; once it is
-        /// loaded and its PSS flat, record that PSS and the estimator's ideal
-        /// for exactly that pool, then let ksmd go; every ksmd setting is put
-        /// back at the end
-        #[arg(long)]
-        hold_ksmd: bool,
-        /// A file each copy makes once it has loaded (`%p`: the copy's pid);
-        /// no phase counts as settled (nor is ksmd let go) before every copy made it
-        #[arg(long, value_name = "PATH")]
-        ready_file: Option<String>,
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, num_args = 1..)]
-        command: Vec<OsString>,
-    },
+    Compare(CompareArgs),
     /// Say why a running process does or does not merge, with figures
     Doctor {
         #[arg(required_unless_present = "all", conflicts_with = "all")]
@@ -179,77 +161,133 @@ enum Cmd {
     },
 }
 
-fn print_status(json: bool, prometheus: bool) -> Result<()> {
-    let s = ksm::status()?;
-    if json {
-        println!("{}", serde_json::to_string(&s)?);
-    } else if prometheus {
-        print!("{}", ksm::render_prometheus(&s));
-    } else {
-        print!("{}", ksm::render_text(&s));
-    }
-    Ok(())
+// `ksmauto compare`'s command line (a plain comment: a doc comment
+// here would replace the subcommand's about text in --help).
+#[derive(clap::Args)]
+struct CompareArgs {
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Default: KSMAUTO_MODE from the environment, else auto
+    #[arg(long, value_enum)]
+    mode: Option<CliMode>,
+    /// Longest time to wait for memory to settle, per run
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    settle_timeout: f64,
+    #[arg(long)]
+    lib: Option<PathBuf>,
+    /// Write a chart of PSS over time (SVG)
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+    /// (root) Stop ksmd while the pool with the preload loads; once it is
+    /// loaded and its PSS flat, record that PSS and the estimator's ideal
+    /// for exactly that pool, then let ksmd go; every ksmd setting is put
+    /// back at the end
+    #[arg(long)]
+    hold_ksmd: bool,
+    /// A file each copy makes once it has loaded (`%p`: the copy's pid);
+    /// no phase counts as settled (nor is ksmd let go) before every copy made it
+    #[arg(long, value_name = "PATH")]
+    ready_file: Option<String>,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, num_args = 1..)]
+    command: Vec<OsString>,
 }
 
+impl CompareArgs {
+    /// The options, checked: at least one copy, a timeout of seconds.
+    fn options(self) -> Result<compare::Options> {
+        if self.workers == 0 {
+            return Err(util::fail(2, "--workers must be at least 1"));
+        }
+        let settle_timeout = seconds("--settle-timeout", self.settle_timeout)?;
+        Ok(compare::Options {
+            workers: self.workers,
+            mode: merge_any::effective_mode(self.mode.map(Mode::from)),
+            settle_timeout: settle_timeout.max(Duration::from_millis(500)),
+            lib: self.lib,
+            svg: self.svg,
+            json: self.json,
+            hold_ksmd: self.hold_ksmd,
+            ready_file: self.ready_file,
+            command: self.command,
+        })
+    }
+}
+
+/// `--watch`, `--settle-timeout`: seconds above 0, at most a day (a longer
+/// pause is no watch, and past ~1e19 s no duration exists at all).
+fn seconds(flag: &str, secs: f64) -> Result<Duration> {
+    if !secs.is_finite() || secs <= 0.0 || secs > 86400.0 {
+        return Err(util::fail(
+            2,
+            format!("{flag} needs a number of seconds above 0, at most 86400"),
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// `status`'s options, checked.
+fn status_options(
+    json: bool,
+    prometheus: bool,
+    textfile: Option<PathBuf>,
+    watch: Option<f64>,
+) -> Result<status::Options> {
+    Ok(status::Options {
+        format: if json {
+            status::Format::Json
+        } else if prometheus {
+            status::Format::Prometheus
+        } else {
+            status::Format::Text
+        },
+        textfile,
+        watch: watch.map(|secs| seconds("--watch", secs)).transpose()?,
+    })
+}
+
+/// `ksmauto ksmd --on/--off/--scan`: the change, then the state it leaves.
+fn ksmd_settings(on: bool, off: bool, scan: Option<ksmd::Scan>, json: bool) -> Result<i32> {
+    ksmd::ksmd(on, off, scan)?;
+    status::print(if json {
+        status::Format::Json
+    } else {
+        status::Format::Text
+    })?;
+    Ok(0)
+}
+
+/// `ksmauto probe-merge-any`: the probe itself, or with `--across-exec`
+/// the whole probe run from here.
+fn probe_merge_any(across_exec: bool) -> i32 {
+    if !across_exec {
+        return merge_any::probe_exit_status();
+    }
+    match merge_any::probe().why_not() {
+        None => 0,
+        Some(why) => {
+            eprintln!("{why}");
+            1
+        }
+    }
+}
+
+/// Parses the command line and hands it to its command, typed.
 fn real_main() -> Result<i32> {
-    let cli = Cli::parse();
-    match cli.cmd {
+    match Cli::parse().cmd {
         Cmd::Run {
             mode,
             lib,
             json,
             command,
-        } => run::run(mode.map(Mode::name), lib.as_deref(), json, &command),
+        } => run::run(mode.map(Mode::from), lib.as_deref(), json, &command),
         Cmd::Status {
             json,
             prometheus,
             textfile,
             watch,
-        } => {
-            // At most a day: a longer pause is no watch (and past ~1e19 s
-            // no duration at all).
-            if watch.is_some_and(|secs| !secs.is_finite() || secs <= 0.0 || secs > 86400.0) {
-                return Err(util::fail(
-                    2,
-                    "--watch needs a number of seconds above 0, at most 86400",
-                ));
-            }
-            if let Some(path) = textfile {
-                loop {
-                    ksm::write_textfile(&path, &ksm::render_prometheus(&ksm::status()?))?;
-                    let Some(secs) = watch else { return Ok(0) };
-                    std::thread::sleep(Duration::from_secs_f64(secs));
-                }
-            }
-            match watch {
-                None => print_status(json, prometheus)?,
-                Some(secs) => loop {
-                    // A terminal is redrawn; a pipe or a file gets one
-                    // snapshot after another (JSON: one object a line;
-                    // text and Prometheus: a blank line between).
-                    let (before, after) = if util::isatty(1) {
-                        ("\x1b[H\x1b[2J", "")
-                    } else if json {
-                        ("", "")
-                    } else {
-                        ("", "\n")
-                    };
-                    let s = ksm::status()?;
-                    let text = if json {
-                        serde_json::to_string(&s)? + "\n"
-                    } else if prometheus {
-                        ksm::render_prometheus(&s)
-                    } else {
-                        ksm::render_text(&s)
-                    };
-                    print!("{before}{text}{after}");
-                    use std::io::Write;
-                    let _ = std::io::stdout().flush();
-                    std::thread::sleep(Duration::from_secs_f64(secs));
-                },
-            }
-            Ok(0)
-        }
+        } => status::command(&status_options(json, prometheus, textfile, watch)?),
         Cmd::Estimate {
             pids,
             all,
@@ -257,80 +295,24 @@ fn real_main() -> Result<i32> {
             cgroup,
             json,
             verbose,
-        } => {
-            let selection = estimate::Selection {
+        } => estimate::command(
+            &estimate::Selection {
                 pids,
                 all,
                 users: user,
                 cgroups: cgroup,
-            };
-            let e = estimate::estimate_selection(&selection, !json)?;
-            if json {
-                println!("{}", serde_json::to_string(&e)?);
-            } else {
-                print!("{}", estimate::render_text(&e, verbose));
-            }
-            Ok(0)
-        }
-        Cmd::Compare {
-            workers,
-            mode,
-            settle_timeout,
-            lib,
-            svg,
+            },
             json,
-            hold_ksmd,
-            ready_file,
-            command,
-        } => {
-            if workers == 0 {
-                return Err(util::fail(2, "--workers must be at least 1"));
-            }
-            // A day at most, as --watch: past ~1e19 s no duration exists.
-            if !settle_timeout.is_finite() || settle_timeout <= 0.0 || settle_timeout > 86400.0 {
-                return Err(util::fail(
-                    2,
-                    "--settle-timeout needs a number of seconds above 0, at most 86400",
-                ));
-            }
-            let c = compare::compare(
-                &command,
-                workers,
-                merge_any::effective_mode(mode.map(Mode::name)),
-                Duration::from_secs_f64(settle_timeout.max(0.5)),
-                lib.as_deref(),
-                svg.as_deref(),
-                json,
-                hold_ksmd,
-                ready_file.as_deref(),
-            )?;
-            if json {
-                println!("{}", serde_json::to_string(&c)?);
-            } else {
-                print!("{}", compare::render_text(&c));
-            }
-            Ok(0)
-        }
-        Cmd::Doctor { pid, all, json } => {
-            let (found, unreadable) = match pid {
-                Some(pid) => (vec![doctor::diagnose(pid)?], 0),
-                None => doctor::all(),
-            };
-            if unreadable > 0 {
-                eprintln!("ksmauto: note: {}", util::unreadable_note(unreadable));
-            }
-            if json && all {
-                println!("{}", serde_json::to_string(&found)?);
-            } else if json {
-                println!("{}", serde_json::to_string(&found[0])?);
-            } else if found.is_empty() {
-                println!("no process has the library loaded or KSM activity");
-            } else {
-                let texts: Vec<String> = found.iter().map(doctor::render_text).collect();
-                print!("{}", texts.join("\n"));
-            }
-            Ok(0)
-        }
+            verbose,
+        ),
+        Cmd::Compare(args) => compare::command(&args.options()?),
+        Cmd::Doctor { pid, all: _, json } => doctor::command(
+            match pid {
+                Some(pid) => doctor::Target::Pid(pid),
+                None => doctor::Target::All,
+            },
+            json,
+        ),
         Cmd::Ksmd {
             action: Some(action),
             ..
@@ -341,19 +323,8 @@ fn real_main() -> Result<i32> {
             off,
             scan,
             json,
-        } => {
-            ksmd::ksmd(on, off, scan.map(ksmd::scan_name))?;
-            print_status(json, false)?;
-            Ok(0)
-        }
-        Cmd::ProbeMergeAny { across_exec: false } => Ok(merge_any::probe_exit_status()),
-        Cmd::ProbeMergeAny { across_exec: true } => match merge_any::probe().why_not() {
-            None => Ok(0),
-            Some(why) => {
-                eprintln!("{why}");
-                Ok(1)
-            }
-        },
+        } => ksmd_settings(on, off, scan, json),
+        Cmd::ProbeMergeAny { across_exec } => Ok(probe_merge_any(across_exec)),
     }
 }
 
@@ -391,14 +362,12 @@ mod tests {
 
     #[test]
     fn the_mode_names_on_the_command_line_are_the_ones_the_library_reads() {
-        for m in Mode::value_variants() {
+        for m in CliMode::value_variants() {
             let on_the_command_line = m.to_possible_value().unwrap();
-            assert_eq!(on_the_command_line.get_name(), m.name());
-            assert!(ksmauto_contract::Mode::from_name(m.name().as_bytes()).is_some());
+            let mode = Mode::from(*m);
+            assert_eq!(on_the_command_line.get_name(), mode.name());
+            assert_eq!(Mode::from_name(mode.name().as_bytes()), Some(mode));
         }
-        assert_eq!(
-            Mode::value_variants().len(),
-            ksmauto_contract::Mode::ALL.len()
-        );
+        assert_eq!(CliMode::value_variants().len(), Mode::ALL.len());
     }
 }

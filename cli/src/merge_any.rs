@@ -9,6 +9,7 @@
 //! request of a less privileged caller.
 
 use crate::exe;
+use ksmauto_contract::Mode;
 use std::ffi::OsStr;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -116,20 +117,58 @@ pub fn probe() -> AcrossExec {
 pub const COVERING_NOTE: &str = "{} is a static executable (no dynamic loader, so LD_PRELOAD never \
      reaches it): covering it with PR_SET_MEMORY_MERGE set before its exec (this kernel keeps it across exec)";
 
+/// Says on stderr what `plan` does for `cmd`, as `run` and `compare` say
+/// it: the note that merge-any covers it, or why it stays uncovered.
+pub fn announce(plan: &Plan, cmd: &OsStr) {
+    match plan {
+        Plan::SetMergeAny => eprintln!(
+            "ksmauto: {}",
+            COVERING_NOTE.replace("{}", &cmd.to_string_lossy())
+        ),
+        Plan::Uncovered(u) => eprintln!("ksmauto: warning: {}", u.words),
+        Plan::NotInspected(why) => eprintln!("ksmauto: warning: {why}"),
+        Plan::Preload => {}
+    }
+}
+
 /// The mode the preload will run the command in, which decides the plan
 /// too: `flag` (`--mode`), else `KSMAUTO_MODE` from our environment as the
 /// library reads it (a name it does not know: it warns and takes auto),
 /// else auto.
-pub fn effective_mode(flag: Option<&str>) -> &'static str {
-    use ksmauto_contract::{env, Mode};
+pub fn effective_mode(flag: Option<Mode>) -> Mode {
+    use ksmauto_contract::env;
     use std::os::unix::ffi::OsStrExt;
-    if let Some(m) = flag.and_then(|f| Mode::from_name(f.as_bytes())) {
-        return m.name();
+    flag.unwrap_or_else(|| {
+        std::env::var_os(env::MODE)
+            .and_then(|v| Mode::from_name(v.as_bytes()))
+            .unwrap_or(Mode::Auto)
+    })
+}
+
+/// Why a static program is left uncovered: the reason as a value (for
+/// short words such as `coverage`'s) and in full (for the warning).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Uncovered {
+    pub why: Why,
+    pub words: String,
+}
+
+impl Uncovered {
+    fn new(why: Why, words: String) -> Uncovered {
+        Uncovered { why, words }
     }
-    std::env::var_os(env::MODE)
-        .and_then(|v| Mode::from_name(v.as_bytes()))
-        .unwrap_or(Mode::Auto)
-        .name()
+}
+
+/// The reasons [`plan`] leaves a static program uncovered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    /// `exec` grants it privileges: no flag set at a less privileged
+    /// caller's request.
+    Privileged,
+    /// This kernel does not keep the flag across exec (or refuses it).
+    KernelCannot,
+    /// Advise mode: only the preload advises, and it cannot load there.
+    AdviseMode,
 }
 
 /// What to do for one command before it runs.
@@ -140,8 +179,8 @@ pub enum Plan {
     Preload,
     /// Static, and the flag will be set before exec.
     SetMergeAny,
-    /// Static and left uncovered: why, in words.
-    Uncovered(String),
+    /// Static and left uncovered: why.
+    Uncovered(Uncovered),
     /// The file cannot be read (execute-only): whether it is static is
     /// unknown, so it is left to the preload, with this warning.
     NotInspected(String),
@@ -153,13 +192,13 @@ pub enum Plan {
 pub fn plan(
     cmd: &OsStr,
     path_var: Option<&OsStr>,
-    mode: &str,
+    mode: Mode,
     probe: &mut dyn FnMut() -> AcrossExec,
 ) -> Plan {
     let Some(target) = exe::resolve(cmd, path_var) else {
         return Plan::Preload;
     };
-    if mode == "off" {
+    if mode == Mode::Off {
         return Plan::Preload;
     }
     // Only an ELF program this machine runs can be static: another
@@ -181,28 +220,31 @@ pub fn plan(
         target.display()
     );
     match mode {
-        "auto" | "process" => {
+        Mode::Auto | Mode::Process => {
             let privs = exe::privileges(&target);
             if !privs.is_empty() {
-                Plan::Uncovered(format!(
+                Plan::Uncovered(Uncovered::new(Why::Privileged, format!(
                     "{what} and {}: PR_SET_MEMORY_MERGE is not set for it, because exec grants it \
                      privileges and its memory must not join the merge pool at the request of an \
                      unprivileged caller (KSM merging is a side channel between processes); it runs \
                      uncovered",
                     privs.join(", ")
-                ))
+                )))
             } else {
                 match probe().why_not() {
                     None => Plan::SetMergeAny,
-                    Some(why) => Plan::Uncovered(format!("{what}, and {why}: it runs uncovered")),
+                    Some(why) => Plan::Uncovered(Uncovered::new(
+                        Why::KernelCannot,
+                        format!("{what}, and {why}: it runs uncovered"),
+                    )),
                 }
             }
         }
-        "advise" => Plan::Uncovered(format!(
+        Mode::Advise => Plan::Uncovered(Uncovered::new(Why::AdviseMode, format!(
             "{what}: advise mode cannot cover a static program (only the preload advises, \
              and it cannot load there); use --mode process or auto to cover it with PR_SET_MEMORY_MERGE"
-        )),
+        ))),
         // Mode off: nothing is covered, by either engine.
-        _ => Plan::Preload,
+        Mode::Off => Plan::Preload,
     }
 }

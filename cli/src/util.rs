@@ -1,4 +1,5 @@
-//! Errors with exit codes, /proc helpers and number formatting.
+//! Errors with exit codes, /proc helpers and number formatting. The
+//! bottom layer of the CLI: knows no command and uses no other module.
 //!
 //! `/proc` is read here as bytes ([`read_proc`]), never as UTF-8 text: a
 //! process names itself (`prctl(PR_SET_NAME)`), its files and its cgroups
@@ -96,6 +97,15 @@ pub fn as_text(bytes: &[u8]) -> String {
 /// A path (a program's, a link's target) as text, as [`as_text`] makes it.
 pub fn path_text(path: &std::path::Path) -> String {
     as_text(path.as_os_str().as_bytes())
+}
+
+/// A [`Mode`](ksmauto_contract::Mode) in JSON, as its name (for serde's
+/// `serialize_with`: the contract crate depends on nothing, serde neither).
+pub fn mode_name<S: serde::Serializer>(
+    mode: &ksmauto_contract::Mode,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(mode.name())
 }
 
 /// Exit codes scripts can rely on (the README's "Exit codes" section).

@@ -393,6 +393,28 @@ fn run_takes_the_mode_from_ksmauto_mode_for_a_static_program() {
     assert_eq!(flag, "1", "{said}");
 }
 
+/// The short words for an uncovered static program come from why it was
+/// left uncovered, not from the words of the warning: a program whose path
+/// says "privileges" and that advise mode leaves uncovered is `none
+/// (static, advise mode)`. Before, the table searched the warning for
+/// "privileges" (it names the program's path) and said `none (static,
+/// privileged)`.
+#[test]
+fn the_words_for_an_uncovered_program_do_not_depend_on_its_path() {
+    let dir = std::env::temp_dir().join(format!(
+        "ksmauto-words-{}/no privileges here",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let prog = dir.join("prog");
+    std::fs::copy(c_program(true), &prog).unwrap();
+    let r = start(&["--mode", "advise"], &prog);
+    assert!(r.said.contains("privileges here/prog"), "{}", r.said);
+    let (_, stat) = finish(r, libc::SIGUSR1);
+    assert_eq!(stat["coverage"], "none (static, advise mode)", "{stat}");
+    let _ = std::fs::remove_dir_all(dir.parent().unwrap());
+}
+
 /// `cli/tests/c/tiny32.S` as a 32-bit static i386 program (x86_64 only).
 fn tiny32() -> Option<PathBuf> {
     if !cfg!(target_arch = "x86_64") {

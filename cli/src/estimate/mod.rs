@@ -143,6 +143,18 @@ pub struct Estimate {
     pub peak_rss_bytes: u64,
 }
 
+/// `ksmauto estimate`: the estimate of `sel` as JSON, or as text (with a
+/// progress bar on a terminal while it reads).
+pub fn command(sel: &Selection, json: bool, verbose: bool) -> Result<i32> {
+    let e = estimate_selection(sel, !json)?;
+    if json {
+        println!("{}", serde_json::to_string(&e)?);
+    } else {
+        print!("{}", render_text(&e, verbose));
+    }
+    Ok(0)
+}
+
 /// Estimates the named processes (an error for any that cannot be read).
 pub fn estimate(pids: &[i32], progress: bool) -> Result<Estimate> {
     estimate_selection(&Selection::of_pids(pids), progress)

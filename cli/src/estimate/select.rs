@@ -4,7 +4,7 @@
 //! Reads `/proc` as bytes: a name that is not UTF-8 never makes a process
 //! vanish. Opens nothing for reading memory (that is `walk`).
 
-use crate::ksm;
+use crate::owner;
 use crate::util::*;
 use anyhow::Result;
 use ksmauto_contract::proc;
@@ -43,7 +43,7 @@ pub struct Identity {
     pub comm: String,
     pub uid: u32,
     pub user: String,
-    /// As `status` shows it (see `ksm::cgroup_of`).
+    /// As `status` shows it (see `owner::cgroup_of`).
     pub cgroup: String,
     /// `RssAnon` of `/proc/PID/status`: what the walk will read, about.
     pub rss_anon_bytes: u64,
@@ -145,7 +145,7 @@ fn identity(pid: i32, names: &BTreeMap<u32, String>, named: bool) -> Option<Iden
         comm: comm(pid),
         uid,
         user: names.get(&uid).cloned().unwrap_or_else(|| uid.to_string()),
-        cgroup: ksm::cgroup_of(pid),
+        cgroup: owner::cgroup_of(pid),
         rss_anon_bytes: number(b"RssAnon").unwrap_or(0) * 1024,
         named,
         kernel_thread: is_kernel_thread(pid),
@@ -162,7 +162,7 @@ pub struct Chosen {
 /// The processes of `sel`: the named PIDs first (in the order given), then
 /// those the search finds (by pid). Never the estimator itself.
 pub fn choose(sel: &Selection) -> Result<Chosen> {
-    let names = ksm::user_names();
+    let names = owner::user_names();
     let mut processes = vec![];
     for &pid in &sel.pids {
         if pid <= 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
