@@ -179,6 +179,42 @@ def loadavg():
         return [float(x) for x in f.read().split()[:3]]
 
 
+HOLDS = "/run/ksmauto/ksmd-holds"
+
+
+def other_holds(mine):
+    """Pids of the running `ksmauto ksmd hold`s in the CLI's record other than
+    ours (`mine`): another helper's tests, a demo, `compare --hold-ksmd`.
+    Each may set its own pace while it runs."""
+    try:
+        with open(HOLDS) as f:
+            lines = [l.split() for l in f if l.strip() and not l.startswith("#")]
+    except OSError:
+        return []
+    out = []
+    for w in lines:
+        if len(w) < 2 or not w[0].isdigit() or int(w[0]) == mine:
+            continue
+        st = stat_fields(w[0])
+        if st and st[0] not in (b"Z", b"X") and st[19].decode() == w[1]:
+            out.append(int(w[0]))
+    return out
+
+
+def wait_quiet(mine, timeout, log):
+    """Waits (at most timeout s) until no other hold runs; returns the seconds
+    waited and the holds still running then."""
+    t0 = time.monotonic()
+    others = other_holds(mine)
+    if others and timeout > 0:
+        log(f"bench-efficiency: waiting for other ksmd holds to end (pids {' '.join(map(str, others))}), "
+            f"at most {timeout:g} s")
+        while others and time.monotonic() - t0 < timeout:
+            time.sleep(1)
+            others = other_holds(mine)
+    return round(time.monotonic() - t0, 1), others
+
+
 def wait_clean(timeout, log):
     """Waits until ksmd has let go of the pages of pools that ended: KSM pages
     (pages_shared + pages_sharing) no more than the live processes' own
