@@ -137,6 +137,16 @@ def node_workload(name, ctx, seconds):
 # ---------------------------------------------------------------- postgres
 
 PG_CLIENTS = 8
+APP_TABLES = 200
+# An application's schema next to pgbench's: what an idle backend keeps of
+# a session is mostly its caches of the relations it touched.
+APP_SCHEMA = f"""DO $$ BEGIN FOR i IN 1..{APP_TABLES} LOOP
+  EXECUTE format('CREATE TABLE app_%s (id int PRIMARY KEY, name text, qty int, at timestamptz,
+                  price numeric, doc jsonb, note text, ref int, ok bool, tag text)', i);
+  EXECUTE format('CREATE INDEX ON app_%s (ref, qty)', i);
+  EXECUTE format('INSERT INTO app_%s SELECT g, md5(g::text), g, now(), g, ''{{}}'', ''x'', g, true, ''y''
+                  FROM generate_series(1, 200) g', i);
+END LOOP; END $$;"""
 
 
 def pg_bin(name):
@@ -147,15 +157,18 @@ def pg_bin(name):
 
 def session_script(path, accounts):
     """What each of the 8 clients does once, on its own connection, before it
-    idles: catalog-heavy queries and 200 select-only pgbench transactions."""
-    lines = ["SELECT count(*) FROM information_schema.columns;",
+    idles: a query on each application table, catalog-heavy queries and 200
+    select-only pgbench transactions."""
+    lines = [f"SELECT count(*), max(name) FROM app_{i} WHERE ref < 50;" for i in range(1, APP_TABLES + 1)]
+    lines += ["SELECT count(*) FROM information_schema.columns;",
              "SELECT sum(abalance) FROM pgbench_accounts WHERE aid % 997 = 0;",
              "SELECT c.relname, count(*) FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid "
              "GROUP BY c.relname ORDER BY 2 DESC LIMIT 5;"]
     for _ in range(200):
         lines += [f"\\set aid random(1, {accounts})",
                   "SELECT abalance FROM pgbench_accounts WHERE aid = :aid;"]
-    lines.append("\\sleep 1000000 s")
+    # pgbench keeps \sleep in an int of microseconds: 2000 s at most a command
+    lines += ["\\sleep 2000 s"] * 50
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -177,8 +190,9 @@ class Postgres:
 
     def describe(self):
         return (f"PostgreSQL ({os.path.basename(os.path.dirname(os.path.dirname(pg_bin('postgres'))))}) "
-                f"on a Unix socket, pgbench -i -s {self.scale}; then pgbench -S -c 8 for {self.warm_s} s, "
-                f"then {PG_CLIENTS} clients that each run catalog queries and 200 select-only "
+                f"on a Unix socket, pgbench -i -s {self.scale} and {APP_TABLES} small tables; then pgbench -S -c 8 "
+                f"for {self.warm_s} s, then {PG_CLIENTS} clients that each query every table, run catalog "
+                f"queries and 200 select-only "
                 f"transactions and keep their connection idle; the pool is the server's processes")
 
     def window(self):
@@ -210,7 +224,8 @@ class Postgres:
                                preexec_fn=child_setup(False))
         try:
             wait_server(self, sock)
-            for step in (["createdb", "bench"], ["pgbench", "-i", "-q", "-s", str(self.scale), "bench"]):
+            for step in (["createdb", "bench"], ["pgbench", "-i", "-q", "-s", str(self.scale), "bench"],
+                         ["psql", "-q", "-v", "ON_ERROR_STOP=1", "-c", APP_SCHEMA, "bench"]):
                 r = self.client(sock, *step)
                 if r.returncode:
                     raise RuntimeError(f"{' '.join(step)} failed: {r.stderr[-500:]}")
@@ -265,8 +280,10 @@ class PostgresPool:
                 raise RuntimeError(f"pgbench warm-up failed: {r.stderr[-300:]}")
             clients = subprocess.Popen([pg_bin("pgbench"), "-h", sock, "-U", "postgres", "-n", "-c", str(PG_CLIENTS),
                                         "-j", "2", "-t", "1", "-f", wl.script, "bench"], env=wl.ctx.base_env,
-                                       stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
-                                       preexec_fn=child_setup(False))
+                                       stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+            # (no PR_SET_PDEATHSIG: it fires when the *thread* that started
+            # the process ends, and this one ends once the pool is ready; the
+            # clients end with the server anyway)
             self.procs.append(clients)
             self.clients = clients
             query = ("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench' "
@@ -278,7 +295,10 @@ class PostgresPool:
                     self.state = "ready"
                     return
                 time.sleep(1)
-            raise RuntimeError("the idle sessions did not come up")
+            self.log.flush()
+            with open(self.log.name) as f:
+                tail = f.read()[-600:]
+            raise RuntimeError(f"the idle sessions did not come up; log ends: {tail}")
         except Exception as e:  # reported by broken()
             self.error, self.state = str(e), "broken"
 
