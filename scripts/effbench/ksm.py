@@ -47,6 +47,15 @@ def pace_wanted(advisor, pages_to_scan, sleep_millisecs):
             "sleep_millisecs": sleep_millisecs, "smart_scan": 1}
 
 
+def restart_advisor(ksmauto, wanted):
+    """The advisor learns ksmd's pace from the scans it saw: one variant's
+    window would start at the pace the last one left. Switching
+    advisor_mode makes the kernel start it afresh (set_advisor_defaults:
+    pages_to_scan back to advisor_min_pages_to_scan)."""
+    if wanted.get("advisor_mode") == "scan-time" and read_sysfs("advisor_mode") == "scan-time":
+        apply_pace(ksmauto, {"advisor_mode": "none"})
+
+
 def pace_differs(wanted, now):
     return {k: now.get(k) for k, v in wanted.items() if str(now.get(k)) != str(v)}
 

@@ -115,7 +115,7 @@ def table(pace, workload, describe, window, rows, kinds, real):
     for v, r in rows.items():
         rel = lambda k: fmt(ratio(r[k], base[k]), 2) if base and kinds[v] not in ("merge-any", "none") else ""
         marks = ("*" if r["disturbed"] else "") + ("†" if r["not_clean"] else "")
-        judged = judge(r, base, oracle, real, cpu_key) if base and kinds[v] == "library" else ""
+        judged = judge(r, base, oracle, real, cpu_key) if base and kinds[v] == "library" and pace == "fixed" else ""
         out.append("| " + " | ".join([
             v + marks, fmt(r["merged"]), fmt(r["d_pages_sharing"]), fmt(r["rmap"]), fmt(r["rmap_per_merged"], 2),
             fmt(r["ksmd_cpu_s"], 2), fmt(r["net_cpu_s"], 2), fmt(r["d_pages_scanned"]),
