@@ -14,11 +14,9 @@ the processes it started and their descendants, and waits for them to go).
 """
 import ctypes
 import os
-import shutil
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 
 from . import ksm
