@@ -184,3 +184,18 @@ class SyntheticPool:
     def stop(self):
         kill_trees(self.roots, self.procs)
         self.log.close()
+
+
+class Keepalive:
+    """One small merge-any eff_pool worker (1 MiB, nothing to merge): keeps
+    ksmd scanning while no pool runs (ksmd sleeps with nothing registered),
+    so the scan-time advisor can settle between windows."""
+
+    def __init__(self, ctx):
+        self.proc = subprocess.Popen([ctx.eff_pool, "worker=99", "layout=coalesced", "dup=0", "unique=1",
+                                      "volatile=0", "mark=merge-any"], env=ctx.base_env,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        self.roots = [self.proc.pid]
+
+    def stop(self):
+        kill_trees(self.roots, [self.proc])
