@@ -50,7 +50,7 @@ def pace_wanted(advisor, pages_to_scan, sleep_millisecs):
 ADVISOR_WARM_SCANS = 6
 
 
-def restart_advisor(ksmauto, wanted, timeout=60):
+def restart_advisor(ksmauto, wanted, settle=True, timeout=60):
     """Puts the scan-time advisor in one known state before a window: that of
     a host with next to nothing to scan. The advisor sets the pace from the
     full scans it saw, so without this a window would start at the pace the
@@ -60,14 +60,16 @@ def restart_advisor(ksmauto, wanted, timeout=60):
     scan's (ctx.cpu_time is 0) and sets pages_to_scan to a few dozen; quick
     scans of a near-empty host (the keep-alive process) then raise it step
     by step to advisor_max_pages_to_scan. Waits for ADVISOR_WARM_SCANS full
-    scans (at most timeout s); returns what it saw."""
+    scans (at most timeout s); returns what it saw. settle=False: only
+    restarted (the window starts at advisor_min_pages_to_scan, and the
+    first full scan to end, the pool's or not, sets the pace)."""
     if wanted.get("advisor_mode") != "scan-time":
         return None
     if read_sysfs("advisor_mode") == "scan-time":
         apply_pace(ksmauto, {"advisor_mode": "none"})
     apply_pace(ksmauto, wanted)
     t0, scans0 = time.monotonic(), read_sysfs("full_scans")
-    while read_sysfs("full_scans") - scans0 < ADVISOR_WARM_SCANS and time.monotonic() - t0 < timeout:
+    while settle and read_sysfs("full_scans") - scans0 < ADVISOR_WARM_SCANS and time.monotonic() - t0 < timeout:
         time.sleep(0.1)
     return {"warm_s": round(time.monotonic() - t0, 1), "full_scans": read_sysfs("full_scans") - scans0,
             "pages_to_scan": read_sysfs("pages_to_scan")}
