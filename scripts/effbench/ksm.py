@@ -56,8 +56,8 @@ def restart_advisor(ksmauto, wanted, settle=True, timeout=60):
     full scans it saw, so without this a window would start at the pace the
     last variant's pool led it to. Switching advisor_mode off and on starts
     it afresh (pages_to_scan = advisor_min_pages_to_scan, its context
-    zeroed); its first full scan then counts ksmd's CPU since boot as that
-    scan's (ctx.cpu_time is 0) and sets pages_to_scan to a few dozen; quick
+    zeroed); the first full scan to end then sets a pace that depends on
+    what that scan saw (from a few dozen pages to a few thousand); quick
     scans of a near-empty host (the keep-alive process) then raise it step
     by step to advisor_max_pages_to_scan. Waits for ADVISOR_WARM_SCANS full
     scans (at most timeout s); returns what it saw. settle=False: only
