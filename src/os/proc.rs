@@ -149,15 +149,32 @@ pub fn process_start_time() -> Option<u64> {
     start_time_of_stat(&buf[..n])
 }
 
-/// Field 22 of a `stat` line; `comm` (field 2, in parentheses) may hold
-/// anything, so fields are counted after its last `)`.
+/// Field 22 of a `stat` line.
 fn start_time_of_stat(stat: &[u8]) -> Option<u64> {
+    ksmauto_contract::proc::parse_dec(stat_field(stat, 22)?)
+}
+
+/// Field `n` (1-based, as in proc(5)) of a `stat` line, from field 3 on:
+/// `comm` (field 2, in parentheses) may hold anything, so fields are
+/// counted after its last `)`.
+fn stat_field(stat: &[u8], n: usize) -> Option<&[u8]> {
     let close = stat.iter().rposition(|&b| b == b')')?;
-    let field = stat[close + 1..]
+    stat[close + 1..]
         .split(|&b| b == b' ')
         .filter(|f| !f.is_empty())
-        .nth(19)?;
-    ksmauto_contract::proc::parse_dec(field)
+        .nth(n.checked_sub(3)?)
+}
+
+/// The state letter of this process's main thread and the process's
+/// thread count (fields 3 and 20 of `/proc/self/stat`). A main thread that
+/// ended while others run is a zombie (`Z`) and still counted.
+pub fn main_state_and_threads() -> Option<(u8, u64)> {
+    let mut buf = [0u8; 512];
+    let n = sys::read_file(b"/proc/self/stat\0", &mut buf).ok()?;
+    let stat = &buf[..n];
+    let state = *stat_field(stat, 3)?.first()?;
+    let threads = ksmauto_contract::proc::parse_dec(stat_field(stat, 20)?)?;
+    Some((state, threads))
 }
 
 /// One line of `/proc/<pid>/maps` (also the header line of each `smaps` entry).

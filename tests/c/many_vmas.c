@@ -2,8 +2,8 @@
  * The C side of tests/catchup.rs `many_vmas`: a process with tens of
  * thousands of VMAs that no hook saw (one raw syscall(SYS_mmap) region, split
  * by mprotect into pages of alternating protection, each its own VMA), and an
- * allocation loop that naps 1 ms every 1000 allocations: each nap is an edge
- * of idleness, where the catch-up scan gets its chance.
+ * allocation loop that naps 1 ms every 1000 allocations, while the library's
+ * catch-up thread passes over them.
  *
  *   many_vmas VMAS PASSES [SECONDS]
  *
