@@ -77,7 +77,11 @@ fn settled((mut live, path): (Live, &'static str)) -> Settled {
     let pages = field_u64(&out, "pages");
     let in_ranges: u64 = ranges.iter().map(|(s, e)| (e - s) / page_size()).sum();
     assert_eq!(pages, in_ranges, "{}: {out}", live.what);
-    assert!(pages * page_size() >= 7 << 20, "{}: only {pages} pages filled", live.what);
+    assert!(
+        pages * page_size() >= 7 << 20,
+        "{}: only {pages} pages filled",
+        live.what
+    );
     Settled {
         live,
         path,
@@ -133,7 +137,11 @@ fn watch_marking(progs: &mut [Settled]) -> Vec<Marking> {
                     pages: p.pages,
                     marked,
                     reached: reached.then(|| now.duration_since(p.at)),
-                    output: if reached { String::new() } else { brief(&mut p.live) },
+                    output: if reached {
+                        String::new()
+                    } else {
+                        brief(&mut p.live)
+                    },
                 });
             }
         }
@@ -185,7 +193,12 @@ fn settled_ksm_pages(progs: &[Settled]) -> Vec<u64> {
     }
     let scans = Duration::from_secs(180);
     wait_full_scans(3, scans);
-    let count = || -> Vec<u64> { progs.iter().map(|p| ksm_pages_in(p.pid, &p.ranges)).collect() };
+    let count = || -> Vec<u64> {
+        progs
+            .iter()
+            .map(|p| ksm_pages_in(p.pid, &p.ranges))
+            .collect()
+    };
     let mut now = count();
     for _ in 0..10 {
         wait_full_scans(2, scans);
@@ -253,7 +266,11 @@ fn the_measure_reads_unmarked_without_the_library_and_marked_under_merge_any() {
     }
     for p in process.iter_mut() {
         let marked = mergeable_pages_in(p.pid, &p.ranges);
-        assert_eq!(marked, p.pages, "{}: merge-any left pages unmarked", p.live.what);
+        assert_eq!(
+            marked, p.pages,
+            "{}: merge-any left pages unmarked",
+            p.live.what
+        );
     }
 }
 

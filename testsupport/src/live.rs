@@ -27,9 +27,7 @@ impl Live {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
         let (tx, rx) = channel();
         let out = child.stdout.take().unwrap();
         std::thread::spawn(move || {
