@@ -64,12 +64,15 @@ enum { MAX_RANGES = 256 };
 static struct { uintptr_t start, end; } ranges[MAX_RANGES];
 static int range_count;
 static pthread_mutex_t range_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Set by a program that prints its ranges (the others allocate without
+   keeping a list). */
+static int ot_record_ranges;
 
 /* Records the whole pages inside [start, end) (which the caller filled). */
 static inline void note_range(uintptr_t start, uintptr_t end) {
     start = (start + ot_page - 1) & ~(uintptr_t)(ot_page - 1);
     end &= ~(uintptr_t)(ot_page - 1);
-    if (end <= start) return;
+    if (end <= start || !ot_record_ranges) return;
     pthread_mutex_lock(&range_lock);
     if (range_count == MAX_RANGES) die("too many ranges");
     ranges[range_count].start = start;

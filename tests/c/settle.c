@@ -154,6 +154,7 @@ static int build_arenas(void) {
 
 int main(int argc, char **argv) {
     ot_init();
+    ot_record_ranges = 1;
     if (argc != 3) { fprintf(stderr, "usage: settle PATH WAIT\n"); return 64; }
     const char *path = argv[1];
     wait_kind = argv[2];
