@@ -17,7 +17,8 @@
  *   creds            3 threads of its own waiting, then setgroups, setgid,
  *                    setuid (glibc's: applied to every thread it knows);
  *                    every task of /proc/self/task must show them:
- *                    "tasks N wrong M"
+ *                    "tasks N wrong M" (built with -DUNKNOWN_THREAD, one
+ *                    more thread made with clone() itself: the control)
  *   tasks            /proc/self/task counted after each way of allocating:
  *                    "tasks WHERE N own M" lines, then "settled pid=N" and
  *                    a wait (read on stdin) for the test to count from
@@ -167,11 +168,30 @@ static int task_field(const char *task, const char *key, char *out, size_t len) 
     return found;
 }
 
+#ifdef UNKNOWN_THREAD
+/* A thread made with clone() itself, as a library could: glibc does not
+   know it, so its setuid leaves it out (the control of the creds check). */
+static int unknown_thread(void *arg) {
+    (void)arg;
+    for (;;) pause();
+    return 0;
+}
+
+static void start_unknown_thread(void) {
+    static char stack[64 << 10] __attribute__((aligned(16)));
+    int flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
+    if (clone(unknown_thread, stack + sizeof stack, flags, NULL) < 0) die("clone");
+}
+#endif
+
 static int creds(void) {
     for (int i = 0; i < 3; i++) {
         pthread_t t;
         if (pthread_create(&t, NULL, idle_thread, NULL) != 0) die("pthread_create");
     }
+#ifdef UNKNOWN_THREAD
+    start_unknown_thread();
+#endif
     allocate_lots(2);
     gid_t groups[] = { 4242, 4343 };
     if (setgroups(2, groups) != 0) die("setgroups");

@@ -79,14 +79,48 @@ fn a_forked_child_can_enter_a_user_namespace_right_after_allocating() {
 }
 
 /// glibc's `setuid`/`setgid`/`setgroups` change every thread glibc knows
-/// of; a thread it does not know would keep root's credentials.
+/// of; a thread it does not know would keep root's credentials. Every task
+/// of the process is looked at: the program's four (main and three waiting
+/// threads) and any of the library's.
 #[test]
 fn after_setuid_every_thread_has_the_new_credentials() {
     if unsafe { libc::geteuid() } != 0 {
         return skip("setuid to another user needs root");
     }
-    // 4 tasks: main and three waiting threads of its own.
-    same_everywhere(&["creds"], 0, "tasks 4 wrong 0\n");
+    let prog = alone();
+    for (name, run) in runs() {
+        let stdout = run_ok(&prog, &run, &["creds"]);
+        // The last line: `tasks N wrong M`.
+        let words: Vec<&str> = stdout
+            .lines()
+            .last()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let (tasks, wrong) = match words[..] {
+            ["tasks", n, "wrong", m] => (n.parse::<u32>().unwrap(), m.parse::<u32>().unwrap()),
+            _ => panic!("creds {name}: {stdout}"),
+        };
+        assert!(
+            tasks >= 4 && wrong == 0,
+            "creds {name}: a task kept its old credentials:\n{stdout}"
+        );
+    }
+}
+
+/// The control: a thread glibc does not know of keeps root's credentials,
+/// and the check sees it.
+#[test]
+fn the_credentials_check_catches_a_thread_glibc_does_not_know() {
+    if unsafe { libc::geteuid() } != 0 {
+        return skip("setuid to another user needs root");
+    }
+    let prog = compile_c("tests/c/alone.c", &["-DUNKNOWN_THREAD"]);
+    let stdout = run_ok(&prog, &Run::without(), &["creds"]);
+    assert!(
+        stdout.ends_with("tasks 5 wrong 1\n"),
+        "the thread made with clone() was not caught:\n{stdout}"
+    );
 }
 
 /// What CPython 3.12+ reads before it warns that `fork()` in a
