@@ -381,7 +381,7 @@ fn a_seccomp_filter_forbidding_clone_leaves_the_program_working() {
 #[test]
 fn a_seccomp_filter_forbidding_clone_is_named_in_the_report() {
     let run = Run::with("advise").env("KSMAUTO_STATS", "stderr");
-    let out = run.output(&alone(), &["seccomp", "errno"]);
+    let out = run.output(alone(), &["seccomp", "errno"]);
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{:?}\n{stderr}", out.status);
     assert!(
