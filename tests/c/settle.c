@@ -10,10 +10,12 @@
  * PATH (how the memory is built):
  *   brk      small objects (56..2040 bytes) on the main thread's brk heap
  *   arenas   main allocates, then waits twice (an earlier catch-up pass
- *            found it, a later one found nothing new), and only then 4
- *            threads start and build small objects in their own malloc
- *            arenas (mapped and grown by glibc with calls no hook sees);
- *            every thread then waits as main does
+ *            found it, a later one found nothing new) and until it is the
+ *            only thread of the process again (any thread of the library
+ *            has gone: up to 5 s), and only then 4 threads start and build
+ *            small objects in their own malloc arenas (mapped and grown by
+ *            glibc with calls no hook sees); every thread then waits as
+ *            main does
  *   large    1 MiB malloc blocks (glibc maps each with its internal mmap)
  *   calloc   calloc'ed 512 KiB blocks grown to 1 MiB with realloc (mremap)
  *   rawmmap  a region mapped with syscall(SYS_mmap), as Go does
@@ -138,9 +140,12 @@ static int build_arenas(void) {
     unsigned char *first = malloc(1 << 20);
     if (!first) die("malloc");
     memset(first, 1, 1 << 20);
-    struct timespec pause = { 0, 300 * 1000 * 1000 };
+    struct timespec pause = { 0, 300 * 1000 * 1000 }, tick = { 0, 50 * 1000 * 1000 };
     nanosleep(&pause, NULL);
     nanosleep(&pause, NULL);
+    /* And whatever thread the library ran its catch-up on is gone (up to
+       5 s): the arenas come after the library thought memory settled. */
+    for (int i = 0; i < 100 && task_count() > 1; i++) nanosleep(&tick, NULL);
     for (int i = 1; i <= ARENA_THREADS; i++) {
         pthread_t t;
         if (pthread_create(&t, NULL, arena_thread, (void *)(intptr_t)i) != 0) die("pthread_create");

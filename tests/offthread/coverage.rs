@@ -162,7 +162,7 @@ fn marked_within_budget(wait: &str) {
     let mut table = format!("advise, waiting in {wait}: pages marked mergeable (`mg`)\n");
     for r in &rows {
         let when = match r.reached {
-            Some(d) => format!("95% after {d:?}"),
+            Some(d) => format!("95% at the look {d:?} after settling"),
             None => format!("under 95% at {:?}", BUDGET + LOAD_TOLERANCE),
         };
         table += &format!(
