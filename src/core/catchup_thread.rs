@@ -264,14 +264,16 @@ fn start_if_wanted() {
     }
 }
 
-/// Whether this process runs under a seccomp filter (`Seccomp: 2` in
-/// `/proc/self/status`): one inherited from a parent may kill the process
-/// for `clone`, and there is no asking it beforehand. `None` when it cannot
+/// Whether the calling thread — whose filters the new thread would inherit,
+/// and which makes the `clone` — runs under a seccomp filter (`Seccomp: 2`
+/// in `/proc/thread-self/status`): one inherited from a parent, or
+/// installed with a raw system call, may kill the process for `clone`, and
+/// there is no asking it beforehand. `None` when it cannot
 /// be told now; a status that cannot be read or lacks the line (a kernel
 /// without seccomp says `0`) counts as filtered.
 fn seccomp_filtered() -> Option<bool> {
     let mut mode = None;
-    let read = proc::read_lines(b"/proc/self/status\0", &proc::SHARED_LINES, |line| {
+    let read = proc::read_lines(b"/proc/thread-self/status\0", &proc::SHARED_LINES, |line| {
         if let Some(value) = line.strip_prefix(b"Seccomp:") {
             mode = proc::parse_dec(ksmauto_contract::proc::trim(value));
         }
@@ -320,7 +322,7 @@ pub fn thread_main(step: impl Fn() -> Option<Stepped>) {
         let seen = WAKE.load(Acquire);
         let now = sys::monotonic_coarse_ns();
         ALIVE_AT_NS.store(now, Relaxed);
-        if should_leave() {
+        if should_leave(now) {
             break;
         }
         if catchup::due() {
@@ -336,12 +338,64 @@ pub fn thread_main(step: impl Fn() -> Option<Stepped>) {
 }
 
 /// Whether the thread must leave now: asked to, catch-up or merging over
-/// for good, or the program's threads have all ended.
-fn should_leave() -> bool {
+/// for good, the program's threads have all ended, or the program
+/// restricted its main thread in a way this thread is not.
+fn should_leave(now: u64) -> bool {
     STATE.load(Acquire) == STOPPING
         || !catchup::enabled()
         || super::engine::merging_stopped()
         || (MAIN_ENDED.load(Relaxed) && alone())
+        || restricted_behind_our_back(now)
+}
+
+/// When the thread last compared its restrictions with the main thread's.
+static RESTRICTIONS_CHECKED_AT_NS: AtomicU64 = AtomicU64::new(0);
+/// How often the thread compares them.
+const RESTRICTIONS_CHECK_NS: u64 = 100_000_000;
+
+/// Whether the main thread has restrictions this thread lacks (a seccomp
+/// filter, `no_new_privs`, fewer capabilities) that it set with raw system
+/// calls, which no hook saw (a Go runtime, an inline `syscall`): this
+/// thread, unrestricted in a process that restricted itself, would be a
+/// lever out of the sandbox, and a seccomp filter may also forbid the
+/// `clone` of the next one. So it leaves (at most every
+/// [`RESTRICTIONS_CHECK_NS`] it looks, two reads of `/proc`); after a
+/// filter, the library does without its thread for good, else a later
+/// thread inherits the restrictions of the program's thread that creates
+/// it. Only the main thread is compared (another thread's restrictions are
+/// seen when it creates the next one).
+fn restricted_behind_our_back(now: u64) -> bool {
+    if now.saturating_sub(RESTRICTIONS_CHECKED_AT_NS.load(Relaxed)) < RESTRICTIONS_CHECK_NS {
+        return false;
+    }
+    RESTRICTIONS_CHECKED_AT_NS.store(now, Relaxed);
+    let (Some(main), Some(ours)) = (
+        proc::restrictions_digest(b"/proc/self/status\0"),
+        proc::restrictions_digest(b"/proc/thread-self/status\0"),
+    ) else {
+        return false;
+    };
+    if main == ours {
+        return false;
+    }
+    if main_has_filter() {
+        // The main thread's filter came after ours was created.
+        WITHOUT.store(WITHOUT_SECCOMP, Relaxed);
+    } else {
+        RETRY_AT_NS.store(now.saturating_add(SETTLE_NS), Relaxed);
+    }
+    true
+}
+
+/// Whether the main thread runs under a seccomp filter.
+fn main_has_filter() -> bool {
+    let mut mode = None;
+    let _ = proc::for_each_line(b"/proc/self/status\0", &mut [0u8; 2048], |line| {
+        if let Some(value) = line.strip_prefix(b"Seccomp:") {
+            mode = proc::parse_dec(ksmauto_contract::proc::trim(value));
+        }
+    });
+    matches!(mode, Some(m) if m != 0)
 }
 
 /// Whether the program asked a thread to stop (checked between two VMAs).

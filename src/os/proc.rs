@@ -72,6 +72,34 @@ pub fn for_each_line(path: &[u8], buf: &mut [u8], mut f: impl FnMut(&[u8])) -> R
     result
 }
 
+/// A digest of what restricts a thread (`Seccomp`, `NoNewPrivs` and the
+/// capability sets of `/proc/<path>/status`): two threads with the same
+/// digest are restricted alike. `None` if it cannot be read. Reads through
+/// a buffer on the stack (2 KiB): for the catch-up thread, never a hook.
+pub fn restrictions_digest(path: &[u8]) -> Option<u64> {
+    let mut buf = [0u8; 2048];
+    let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut seen = 0;
+    for_each_line(path, &mut buf, |line| {
+        const FIELDS: [&[u8]; 6] = [
+            b"Seccomp:",
+            b"NoNewPrivs:",
+            b"CapInh:",
+            b"CapPrm:",
+            b"CapEff:",
+            b"CapBnd:",
+        ];
+        if FIELDS.iter().any(|f| line.starts_with(f)) {
+            seen += 1;
+            for &b in line.iter().chain(b"\n") {
+                digest = (digest ^ b as u64).wrapping_mul(0x100_0000_01b3);
+            }
+        }
+    })
+    .ok()?;
+    (seen > 0).then_some(digest)
+}
+
 /// Whether process `pid` has a file named `file_name` (a last path
 /// component) mapped: read from `/proc/PID/maps` through `buffer`. `None`
 /// when it cannot be read (gone, another user's) or the name is empty.
