@@ -90,12 +90,17 @@ fn errno_set(v: c_int) {
 // malloc family
 //
 // malloc, calloc, realloc and free are what a small-object loop calls. Each
-// loads the target start-up published for it (`next::publish_hot_path`:
-// null until start-up has finished, then the serving allocator's own
+// loads its target from a hot slot (`next::HotSlot`: its slow path, which
+// runs start-up, until start-up publishes the serving allocator's own
 // function, or one of the wrappers below when this process counts calls or
-// watches for glibc-mapped blocks) and jumps there. In `process` and `off`
-// mode a call costs that one load and jump: the kernel does the merging, so
-// there is nothing to decide per call.
+// watches for glibc-mapped blocks and brk growth) and jumps there. In
+// `process` and `off` mode a call costs that one load and jump: the kernel
+// does the merging, so there is nothing to decide per call.
+
+static HOT_MALLOC: next::HotSlot<next::signature::malloc> = next::HotSlot::new(malloc_slow);
+static HOT_CALLOC: next::HotSlot<next::signature::calloc> = next::HotSlot::new(calloc_slow);
+static HOT_REALLOC: next::HotSlot<next::signature::realloc> = next::HotSlot::new(realloc_slow);
+static HOT_FREE: next::HotSlot<next::signature::free> = next::HotSlot::new(free_slow);
 
 /// A block this large may be a mapping of its own that glibc made with its
 /// hidden `mmap`: the catch-up scan has news (it advises such blocks in
@@ -137,53 +142,40 @@ unsafe fn present<F>(f: Option<F>) -> F {
     }
 }
 
-/// Chooses what the four hot hooks jump to, once start-up is done.
+/// Chooses what the four hot hooks jump to, once start-up is done: the
+/// serving allocator's own function, or a wrapper when calls are counted
+/// or the allocator is watched (`advise` over glibc); a function the
+/// allocator lacks keeps its slow path (which answers `ENOMEM`).
 fn publish_hot_path() {
     let n = next();
     let counting = engine::counts_allocator_calls();
     let watching = engine::watches_allocator();
-    let pick = |own: *mut c_void, counted: *mut c_void, watched: *mut c_void| {
-        if own.is_null() {
-            own
-        } else if counting {
-            counted
-        } else if watching {
-            watched
-        } else {
-            own
-        }
-    };
-    next::publish_hot_path(next::HotTargets {
-        malloc: pick(
-            next::as_ptr(n.malloc),
-            malloc_counted as *mut c_void,
-            malloc_watched as *mut c_void,
-        ),
-        calloc: pick(
-            next::as_ptr(n.calloc),
-            calloc_counted as *mut c_void,
-            calloc_watched as *mut c_void,
-        ),
-        // realloc's own check (exclusions, watching) is in its hook.
-        realloc: pick(
-            next::as_ptr(n.realloc),
-            realloc_counted as *mut c_void,
-            next::as_ptr(n.realloc),
-        ),
-        free: pick(
-            next::as_ptr(n.free),
-            free_counted as *mut c_void,
-            next::as_ptr(n.free),
-        ),
-    });
+    fn pick<F: Copy>(own: Option<F>, counted: F, watched: F, counting: bool, watching: bool) -> Option<F> {
+        own.map(|own| match (counting, watching) {
+            (true, _) => counted,
+            (false, true) => watched,
+            (false, false) => own,
+        })
+    }
+    let (c, w) = (counting, watching);
+    if let Some(f) = pick(n.malloc, malloc_counted, malloc_watched, c, w) {
+        HOT_MALLOC.publish(f);
+    }
+    if let Some(f) = pick(n.calloc, calloc_counted, calloc_watched, c, w) {
+        HOT_CALLOC.publish(f);
+    }
+    // realloc's own check (exclusions, watching) is in its hook.
+    if let Some(f) = pick(n.realloc, realloc_counted, n.realloc.unwrap_or(realloc_slow), c, w) {
+        HOT_REALLOC.publish(f);
+    }
+    if let Some(f) = pick(n.free, free_counted, n.free.unwrap_or(free_slow), c, w) {
+        HOT_FREE.publish(f);
+    }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
-    match next::hot_malloc() {
-        Some(f) => f(size),
-        None => malloc_slow(size),
-    }
+    HOT_MALLOC.get()(size)
 }
 
 unsafe extern "C" fn malloc_counted(size: usize) -> *mut c_void {
@@ -221,7 +213,7 @@ fn note_watched(size: usize) {
 }
 
 #[cold]
-unsafe fn malloc_slow(size: usize) -> *mut c_void {
+unsafe extern "C" fn malloc_slow(size: usize) -> *mut c_void {
     if !ready() {
         return next::bootstrap_alloc(size, 16);
     }
@@ -235,10 +227,7 @@ unsafe fn malloc_slow(size: usize) -> *mut c_void {
 
 #[no_mangle]
 pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
-    match next::hot_calloc() {
-        Some(f) => f(n, size),
-        None => calloc_slow(n, size),
-    }
+    HOT_CALLOC.get()(n, size)
 }
 
 unsafe extern "C" fn calloc_counted(n: usize, size: usize) -> *mut c_void {
@@ -262,7 +251,7 @@ unsafe fn calloc_noted(n: usize, size: usize) -> *mut c_void {
 }
 
 #[cold]
-unsafe fn calloc_slow(n: usize, size: usize) -> *mut c_void {
+unsafe extern "C" fn calloc_slow(n: usize, size: usize) -> *mut c_void {
     if !ready() {
         return match n.checked_mul(size) {
             Some(total) => next::bootstrap_alloc(total, 16),
@@ -334,9 +323,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     if next::is_bootstrap(p) {
         return realloc_bootstrap_block(p, size);
     }
-    let Some(f) = next::hot_realloc() else {
-        return realloc_slow(p, size);
-    };
+    let f = HOT_REALLOC.get();
     if engine::realloc_needs_care(size) {
         return realloc_carefully(f, p, size);
     }
@@ -364,7 +351,7 @@ unsafe fn realloc_bootstrap_block(p: *mut c_void, size: usize) -> *mut c_void {
 }
 
 #[cold]
-unsafe fn realloc_slow(p: *mut c_void, size: usize) -> *mut c_void {
+unsafe extern "C" fn realloc_slow(p: *mut c_void, size: usize) -> *mut c_void {
     if !ready() {
         return next::bootstrap_alloc(size, 16);
     }
@@ -397,10 +384,7 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
     if next::is_bootstrap(p) {
         return;
     }
-    match next::hot_free() {
-        Some(f) => f(p),
-        None => free_slow(p),
-    }
+    HOT_FREE.get()(p)
 }
 
 unsafe extern "C" fn free_counted(p: *mut c_void) {
@@ -409,7 +393,7 @@ unsafe extern "C" fn free_counted(p: *mut c_void) {
 }
 
 #[cold]
-unsafe fn free_slow(p: *mut c_void) {
+unsafe extern "C" fn free_slow(p: *mut c_void) {
     if !ready() {
         // Only blocks from the arena exist before start-up finishes.
         return;

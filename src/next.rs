@@ -679,82 +679,47 @@ const RTLD_NEXT_HANDLE: *mut c_void = -1isize as *mut c_void;
 // ---------------------------------------------------------------------------
 // Hot path
 
-/// The targets of the four hooks a small-object loop calls, null until
-/// start-up has finished. One load both tells such a hook that start-up is
-/// done and gives it the function to jump to, so the hottest calls pay for
-/// no separate gate (the gate stays on their cold path, which start-up and
-/// its nested calls take).
-struct HotPath {
-    malloc: AtomicPtr<c_void>,
-    calloc: AtomicPtr<c_void>,
-    realloc: AtomicPtr<c_void>,
-    free: AtomicPtr<c_void>,
-}
+/// The target of one of the four hooks a small-object loop calls (`malloc`,
+/// `calloc`, `realloc`, `free`): a function with that hook's C signature,
+/// first the hook's own slow path (which runs start-up), then, once
+/// start-up has finished, what start-up published (the serving allocator's
+/// own function, or a wrapper of the interposition layer's). Never empty,
+/// so such a hook is one load and one jump: no separate gate, no test for
+/// "not yet" (the gate stays on the slow path, which start-up and its
+/// nested calls take). The interposition layer owns the four slots (their
+/// first targets are its own functions).
+pub struct HotSlot<F: Copy>(UnsafeCell<F>);
 
-static HOT: HotPath = HotPath {
-    malloc: AtomicPtr::new(core::ptr::null_mut()),
-    calloc: AtomicPtr::new(core::ptr::null_mut()),
-    realloc: AtomicPtr::new(core::ptr::null_mut()),
-    free: AtomicPtr::new(core::ptr::null_mut()),
-};
+// Read and written only as one pointer-sized atomic word.
+unsafe impl<F: Copy> Sync for HotSlot<F> {}
 
-/// What the four hot hooks jump to: each a function with that hook's C
-/// signature (the serving allocator's own, or a wrapper of the interposition
-/// layer's), or null to keep the hook on its cold path.
-pub struct HotTargets {
-    pub malloc: *mut c_void,
-    pub calloc: *mut c_void,
-    pub realloc: *mut c_void,
-    pub free: *mut c_void,
-}
-
-/// A resolved function as the plain pointer [`HotTargets`] holds.
-pub fn as_ptr<F: Copy>(f: Option<F>) -> *mut c_void {
-    match f {
-        Some(f) => unsafe { core::mem::transmute_copy::<F, *mut c_void>(&f) },
-        None => core::ptr::null_mut(),
+impl<F: Copy> HotSlot<F> {
+    pub const fn new(first: F) -> HotSlot<F> {
+        const { assert!(core::mem::size_of::<F>() == core::mem::size_of::<*mut c_void>()) };
+        HotSlot(UnsafeCell::new(first))
     }
-}
 
-/// Opens the hot path. Call once start-up has finished (everything a hook
-/// reads is in place: the release store publishes it along with the pointer).
-pub fn publish_hot_path(targets: HotTargets) {
-    HOT.malloc.store(targets.malloc, Release);
-    HOT.calloc.store(targets.calloc, Release);
-    HOT.realloc.store(targets.realloc, Release);
-    HOT.free.store(targets.free, Release);
-}
+    fn word(&self) -> &AtomicPtr<c_void> {
+        // SAFETY: a function pointer is one aligned pointer-sized word, and
+        // the slot is only ever accessed through this atomic view.
+        unsafe { AtomicPtr::from_ptr(self.0.get() as *mut *mut c_void) }
+    }
 
-/// `Option<fn>` has the layout of a nullable pointer: null reads as `None`.
-#[inline(always)]
-fn hot<F>(slot: &AtomicPtr<c_void>) -> Option<F> {
-    const { assert!(core::mem::size_of::<Option<F>>() == core::mem::size_of::<*mut c_void>()) };
-    let p = slot.load(Acquire);
-    unsafe { core::mem::transmute_copy::<*mut c_void, Option<F>>(&p) }
-}
+    /// The target now (an acquire load: a published target comes with
+    /// everything start-up wrote before it).
+    #[inline(always)]
+    pub fn get(&self) -> F {
+        let p = self.word().load(Acquire);
+        unsafe { core::mem::transmute_copy::<*mut c_void, F>(&p) }
+    }
 
-/// What `malloc` jumps to, once start-up has finished.
-#[inline(always)]
-pub fn hot_malloc() -> Option<signature::malloc> {
-    hot(&HOT.malloc)
-}
-
-/// What `calloc` jumps to, once start-up has finished.
-#[inline(always)]
-pub fn hot_calloc() -> Option<signature::calloc> {
-    hot(&HOT.calloc)
-}
-
-/// What `realloc` jumps to, once start-up has finished.
-#[inline(always)]
-pub fn hot_realloc() -> Option<signature::realloc> {
-    hot(&HOT.realloc)
-}
-
-/// What `free` jumps to, once start-up has finished.
-#[inline(always)]
-pub fn hot_free() -> Option<signature::free> {
-    hot(&HOT.free)
+    /// Opens the hot path to `target`. Call once start-up has finished
+    /// (everything a hook reads is in place: the release store publishes it
+    /// along with the pointer).
+    pub fn publish(&self, target: F) {
+        let p = unsafe { core::mem::transmute_copy::<F, *mut c_void>(&target) };
+        self.word().store(p, Release);
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -538,6 +538,12 @@ fn advise(range: Range, source: Source) -> Result<(), i32> {
     let left_out = EXCLUDED.for_each_gap(range, |piece| {
         match ksm::mark_mergeable(piece.start, piece.len()) {
             Ok(()) => c.count_advised(source, piece.len()),
+            // The catch-up runs beside the program's threads: a VMA it
+            // judged may be unmapped before its advice (`ENOMEM`, the part
+            // still mapped is advised). That is no failure.
+            Err(libc::ENOMEM) if source == Source::CatchUp && !wholly_mapped(piece) => {
+                result = result.and(Err(libc::ENOMEM));
+            }
             Err(e) => {
                 c.count_madvise_failure(e);
                 result = result.and(Err(e));
@@ -600,6 +606,20 @@ fn sync_realloc_floor() {
         }
     }
     REALLOC_FLOOR.store(0, SeqCst);
+}
+
+/// Whether every page of `range` is mapped (one VMA or several in a row).
+/// Without `PROCMAP_QUERY` (Linux < 6.11) it answers "yes".
+fn wholly_mapped(range: Range) -> bool {
+    let mut at = range.start;
+    while at < range.end {
+        match sys::vma_at(at) {
+            Ok(vma) if vma.start <= at => at = vma.end,
+            Ok(_) | Err(libc::ENOENT) => return false,
+            Err(_) => return true,
+        }
+    }
+    true
 }
 
 /// Whether a range is mapped at all (any page of it). Without
