@@ -335,6 +335,43 @@ fn fork_returns_with_only_the_programs_threads() {
     }
 }
 
+/// A single-threaded program that restricts itself through libc right
+/// after allocating — `no_new_privs`, a dropped capability, `setresuid` by
+/// raw system call (changes the calling thread only) — has no thread left
+/// that escaped the restriction: the library's thread is stopped and gone
+/// first, and one that comes back with later news inherits it. A seccomp
+/// allow-list applied to every thread (`TSYNC`) kills no one: the
+/// library's thread, which would make calls outside it, is gone first.
+#[test]
+fn restricting_itself_leaves_no_unrestricted_thread_of_the_library() {
+    if !have_root("capabilities, setresuid") {
+        return;
+    }
+    let prog = compile_c("tests/c/thread_restrictions.c", &[]);
+    let run = Run::with("advise").env("KSMAUTO_STATS", "off");
+    for how in ["nnp", "caps", "rawuid"] {
+        let stdout = run_ok(&prog, &run, &[how]);
+        assert_eq!(
+            field_u64(&stdout, "tasks_before"),
+            2,
+            "{how}: the library's thread did not run before:\n{stdout}"
+        );
+        assert_eq!(field_u64(&stdout, "unrestricted"), 0, "{how}:\n{stdout}");
+        assert_eq!(
+            field_u64(&stdout, "unrestricted_after"),
+            0,
+            "{how}, after the thread came back:\n{stdout}"
+        );
+    }
+    let out = run.output(&prog, &["tsync"]);
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (Some(0), "tasks_before 2\nsurvived\n".to_string()),
+        "tsync: {:?}",
+        out.status
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Caller-supplied thread stacks
 
