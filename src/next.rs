@@ -1045,7 +1045,10 @@ mod tests {
     }
 
     fn addr<F: Copy>(f: Option<F>) -> usize {
-        as_ptr(f) as usize
+        match f {
+            Some(f) => unsafe { core::mem::transmute_copy::<F, usize>(&f) },
+            None => 0,
+        }
     }
 
     #[test]

@@ -368,6 +368,37 @@ fn parse_kb(v: &[u8]) -> u64 {
 mod tests {
     use super::*;
 
+    /// `comm` may hold spaces and parentheses: fields are counted after its
+    /// last `)`.
+    #[test]
+    fn stat_fields_are_counted_after_the_command_name() {
+        let line = b"4242 (a) b (c) Z 1 4242 4242 0 -1 4194560 100 0 0 0 5 6 0 0 20 0 3 0 98765 1000 10";
+        assert_eq!(stat_field(line, 3), Some(&b"Z"[..]));
+        assert_eq!(stat_field(line, 20), Some(&b"3"[..]));
+        assert_eq!(start_time_of_stat(line), Some(98765));
+        assert_eq!(stat_field(line, 2), None);
+        let (state, threads) = main_state_and_threads().unwrap();
+        assert!(state == b'R' || state == b'S', "{}", state as char);
+        assert!(threads >= 1);
+    }
+
+    #[test]
+    fn a_thread_is_restricted_as_its_process_until_it_restricts_itself() {
+        let main = restrictions_digest(b"/proc/self/status\0");
+        let here = std::thread::spawn(|| restrictions_digest(b"/proc/thread-self/status\0"))
+            .join()
+            .unwrap();
+        assert!(main.is_some());
+        assert_eq!(main, here);
+        let changed = std::thread::spawn(|| {
+            unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+            restrictions_digest(b"/proc/thread-self/status\0")
+        })
+        .join()
+        .unwrap();
+        assert_ne!(main, changed);
+    }
+
     #[test]
     fn maps_line_with_and_without_name() {
         let l = MapsLine::parse(
