@@ -11,8 +11,10 @@
  *                    forked child that allocated, with `fork`): "unshare ok"
  *   setns [fork]     setns() into a user namespace a helper child made:
  *                    "setns ok"
- *   stat-threads     num_threads of /proc/self/stat right after allocating
- *                    (what CPython 3.12+ checks before warning about fork):
+ *   stat-threads     fork right after allocating, then num_threads of
+ *                    /proc/self/stat in the parent (what CPython 3.12 and
+ *                    3.13 check right after fork returns, before warning
+ *                    about forking a multi-threaded process):
  *                    "stat threads N"
  *   creds            3 threads of its own waiting, then setgroups, setgid,
  *                    setuid (glibc's: applied to every thread it knows);
@@ -347,8 +349,14 @@ int main(int argc, char **argv) {
         return after_allocating(in_child, do_setns);
     }
     if (!strcmp(c, "stat-threads")) {
+        /* As CPython 3.12 and 3.13 do: fork, then count in the parent. */
         allocate_lots(4);
-        say("stat threads %ld\n", stat_threads());
+        pid_t pid = fork();
+        if (pid < 0) die("fork");
+        if (pid == 0) _exit(0);
+        long threads = stat_threads();
+        child_status(pid);
+        say("stat threads %ld\n", threads);
         return 0;
     }
     if (!strcmp(c, "creds")) return creds();
