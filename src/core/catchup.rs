@@ -890,13 +890,18 @@ fn consider(
                     );
             }
             // An advice that split the VMA: the next pass finds its pieces.
+            // The edge left for a growth seen on the way is remembered as
+            // deferred: found unchanged, the growth is over, and it is judged
+            // again (a thread arena's edge is then advised and coalesces
+            // with the part below; a brk heap's top page stays its edge).
             if splits && !part.is_empty() {
+                let edge = matches!(seen, Seen::GrewUp | Seen::GrewDown);
                 if part.start > vma.start {
-                    memory.record(vma.start, part.start);
+                    memory.record_as(vma.start, part.start, edge);
                 }
                 memory.record(part.start, part.end);
                 if part.end < vma.end {
-                    memory.record(part.end, vma.end);
+                    memory.record_as(part.end, vma.end, edge);
                 }
             } else {
                 memory.record(vma.start, vma.end);
@@ -1233,24 +1238,22 @@ mod tests {
         // all but its top page.
         assert!(!walk(&mut m, &[(0x10000, 0x30000)]));
         assert_eq!(last(), (0x10000, 0x2f000));
-        // The advice split it; the pieces are known.
+        // The advice split it. The top page's VMA takes the growth: found
+        // grown, advised the same way (in the kernel the piece coalesces
+        // with the one below), its top page again left.
         assert!(!walk(
-            &mut m,
-            &[(0x10000, 0x2f000), (0x2f000, 0x30000)]
-        ));
-        assert_eq!(advised.borrow().len(), 1);
-        // The top page's VMA takes the growth: deferred once, then advised
-        // the same way (in the kernel the piece coalesces with the one below).
-        assert!(walk(
             &mut m,
             &[(0x10000, 0x2f000), (0x2f000, 0x40000)]
         ));
-        assert_eq!(advised.borrow().len(), 1);
-        assert!(!walk(
-            &mut m,
-            &[(0x10000, 0x2f000), (0x2f000, 0x50000)]
-        ));
-        assert_eq!(last(), (0x2f000, 0x4f000));
+        assert_eq!(last(), (0x2f000, 0x3f000));
+        assert_eq!(advised.borrow().len(), 2);
+        // The growth is over (the edge found unchanged): the edge is advised
+        // too, and nothing more after that.
+        let pieces = [(0x10000, 0x2f000), (0x2f000, 0x3f000), (0x3f000, 0x40000)];
+        assert!(!walk(&mut m, &pieces));
+        assert_eq!(last(), (0x3f000, 0x40000));
+        assert!(!walk(&mut m, &pieces));
+        assert_eq!(advised.borrow().len(), 3);
         // A run growing downwards (same end): all but its bottom page.
         assert!(walk(&mut m, &[(0x90000, 0xa0000)]));
         assert!(!walk(&mut m, &[(0x80000, 0xa0000)]));
