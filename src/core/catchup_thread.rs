@@ -65,6 +65,9 @@ pub const SPAWN_STACK_BYTES: usize = 4096;
 /// The longest a retire waits for the thread, in all (it stops between two
 /// VMAs, so it leaves in microseconds unless the machine is very busy).
 const RETIRE_WAIT_NS: u64 = 200_000_000;
+/// The longest news waits for a thread that is leaving to be gone before a
+/// new one takes its stack.
+const LEAVING_WAIT_NS: u64 = 10_000_000;
 
 // The thread's lifecycle (`STATE`, also a futex word a retire waits on).
 const NONE: u32 = 0;
@@ -162,9 +165,11 @@ pub fn note_brk_growth() {
 /// the flag changes (at most once per pass). Without a thread, one is
 /// created if it may be.
 pub fn note_new_memory() {
-    let state = STATE.load(Relaxed);
     if !NEW_MEMORY.load(Relaxed) {
-        NEW_MEMORY.store(true, Relaxed);
+        // Sequentially consistent with the thread's leaving (see
+        // `thread_main`): either it sees this news, or this sees it gone.
+        NEW_MEMORY.store(true, SeqCst);
+        let state = STATE.load(SeqCst);
         catchup::hurry();
         if state == RUNNING {
             wake_thread();
@@ -174,7 +179,7 @@ pub fn note_new_memory() {
             return;
         }
     }
-    if state != RUNNING {
+    if STATE.load(Relaxed) != RUNNING {
         start_if_wanted();
     }
 }
@@ -233,13 +238,21 @@ fn start_if_wanted() {
         // Not known now (the buffer is busy): the next news asks again.
         None => return,
     }
-    if !previous_thread_gone(0) {
+    // The last thread may be leaving just now (it saw no news): it is
+    // gone in microseconds.
+    if !previous_thread_gone(LEAVING_WAIT_NS) {
         return;
     }
     if STATE
-        .compare_exchange(NONE, STARTING, Acquire, Relaxed)
+        .compare_exchange(NONE, STARTING, SeqCst, Relaxed)
         .is_err()
     {
+        return;
+    }
+    // A retire that began meanwhile (see `retire`: either it sees this
+    // start, or this sees its hold).
+    if HOLD.load(SeqCst) != 0 {
+        STATE.store(NONE, Release);
         return;
     }
     let now = sys::monotonic_coarse_ns();
@@ -323,18 +336,35 @@ pub fn thread_main(step: impl Fn() -> Option<Stepped>) {
         let now = sys::monotonic_coarse_ns();
         ALIVE_AT_NS.store(now, Relaxed);
         if should_leave(now) {
+            STATE.store(NONE, Release);
             break;
         }
         if catchup::due() {
             step_with_news(&step, now);
         }
         if settled(sys::monotonic_coarse_ns()) {
+            if stays_for_news() {
+                continue;
+            }
             break;
         }
         sys::futex_wait(&WAKE, seen, sleep_ns());
     }
-    STATE.store(NONE, Release);
     sys::futex_wake(&STATE);
+}
+
+/// Leaving because memory settled: the state says so first, and news that
+/// came meanwhile keeps the thread after all (a hook that saw it running
+/// created no other; sequentially consistent with `note_new_memory`:
+/// either that hook sees it gone and creates a thread, or it sees the
+/// news here).
+fn stays_for_news() -> bool {
+    STATE.store(NONE, SeqCst);
+    NEW_MEMORY.load(SeqCst)
+        && HOLD.load(SeqCst) == 0
+        && STATE
+            .compare_exchange(NONE, RUNNING, SeqCst, Relaxed)
+            .is_ok()
 }
 
 /// Whether the thread must leave now: asked to, catch-up or merging over
@@ -504,38 +534,53 @@ pub fn hook_step(step: impl Fn() -> Option<Stepped>) {
 /// which must leave its parent's state alone: its parent's thread is not
 /// in the child's process).
 pub fn retire() -> bool {
+    // No thread in this process ever (`off`, `process`, catch-up off, or
+    // before start-up): nothing to do, not even a system call.
+    if SPAWN.load(Relaxed) == 0 {
+        return false;
+    }
     if identity::adopt_if_new_process() {
         super::engine::start_over();
     }
     if identity::shares_owners_memory() {
         return false;
     }
+    // Sequentially consistent with `start_if_wanted` and `stays_for_news`:
+    // a thread starting or staying either sees this hold or is seen here.
     HOLD.fetch_add(1, SeqCst);
     let deadline = sys::monotonic_ns().saturating_add(RETIRE_WAIT_NS);
-    // A thread being created by another of the program's threads first
-    // comes into being.
-    while STATE.load(Acquire) == STARTING && sys::monotonic_ns() < deadline {
-        sys::sched_yield();
-    }
-    if STATE
-        .compare_exchange(RUNNING, STOPPING, SeqCst, Relaxed)
-        .is_ok()
-    {
-        RETIRES.fetch_add(1, Relaxed);
-        wake_thread();
-    }
     loop {
-        let state = STATE.load(Acquire);
-        if state == NONE {
+        let state = STATE.load(SeqCst);
+        match state {
+            RUNNING => {
+                if STATE
+                    .compare_exchange(RUNNING, STOPPING, SeqCst, Relaxed)
+                    .is_ok()
+                {
+                    RETIRES.fetch_add(1, Relaxed);
+                    wake_thread();
+                }
+                continue;
+            }
+            // Created by another of the program's threads: it first comes
+            // into being.
+            STARTING => sys::sched_yield(),
+            STOPPING => {
+                let left = deadline.saturating_sub(sys::monotonic_ns());
+                sys::futex_wait(&STATE, STOPPING, left.min(1_000_000));
+            }
+            // Gone from our code; once gone from the kernel too, done (one
+            // that stayed after all for news comes back as running).
+            _ => {
+                if previous_thread_gone(1_000_000) {
+                    break;
+                }
+            }
+        }
+        if sys::monotonic_ns() >= deadline {
             break;
         }
-        let now = sys::monotonic_ns();
-        if now >= deadline {
-            break;
-        }
-        sys::futex_wait(&STATE, state, (deadline - now).min(1_000_000));
     }
-    previous_thread_gone(deadline.saturating_sub(sys::monotonic_ns()));
     true
 }
 
