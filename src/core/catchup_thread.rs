@@ -285,17 +285,9 @@ fn start_if_wanted() {
 /// be told now; a status that cannot be read or lacks the line (a kernel
 /// without seccomp says `0`) counts as filtered.
 fn seccomp_filtered() -> Option<bool> {
-    let mut mode = None;
-    let read = proc::read_lines(b"/proc/thread-self/status\0", &proc::SHARED_LINES, |line| {
-        if let Some(value) = line.strip_prefix(b"Seccomp:") {
-            mode = proc::parse_dec(ksmauto_contract::proc::trim(value));
-        }
-    });
-    match read {
-        Err(libc::EBUSY) => None,
-        Err(_) => Some(true),
-        Ok(()) => Some(mode != Some(0)),
-    }
+    let mut held = proc::SHARED_LINES.try_take()?;
+    let mode = proc::status_number(b"/proc/thread-self/status\0", held.bytes(), b"Seccomp:");
+    Some(mode != Ok(Some(0)))
 }
 
 /// Whether the last thread (which may have left our code but not yet the
@@ -305,18 +297,8 @@ fn previous_thread_gone(wait_ns: u64) -> bool {
     if tid == 0 {
         return true;
     }
-    let deadline = sys::monotonic_ns().saturating_add(wait_ns);
-    let mut spins = 0u32;
-    while sys::thread_is_ours(tid) {
-        if sys::monotonic_ns() >= deadline {
-            return false;
-        }
-        spins += 1;
-        if spins < 64 {
-            sys::sched_yield();
-        } else {
-            sys::sleep_ns(50_000);
-        }
+    if !sys::wait_until_thread_gone(tid, wait_ns) {
+        return false;
     }
     let _ = TID.compare_exchange(tid, 0, Relaxed, Relaxed);
     true
@@ -417,15 +399,11 @@ fn restricted_behind_our_back(now: u64) -> bool {
     true
 }
 
-/// Whether the main thread runs under a seccomp filter.
+/// Whether the main thread runs under a seccomp filter (read on the
+/// thread's own stack).
 fn main_has_filter() -> bool {
-    let mut mode = None;
-    let _ = proc::for_each_line(b"/proc/self/status\0", &mut [0u8; 2048], |line| {
-        if let Some(value) = line.strip_prefix(b"Seccomp:") {
-            mode = proc::parse_dec(ksmauto_contract::proc::trim(value));
-        }
-    });
-    matches!(mode, Some(m) if m != 0)
+    let mode = proc::status_number(b"/proc/self/status\0", &mut [0u8; 2048], b"Seccomp:");
+    matches!(mode, Ok(Some(m)) if m != 0)
 }
 
 /// Whether the program asked a thread to stop (checked between two VMAs).

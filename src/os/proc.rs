@@ -72,6 +72,18 @@ pub fn for_each_line(path: &[u8], buf: &mut [u8], mut f: impl FnMut(&[u8])) -> R
     result
 }
 
+/// The number on the `key` line (e.g. `Seccomp:`) of a `status` file at
+/// `path`, read through `buf`; `Ok(None)` if the file has no such line.
+pub fn status_number(path: &[u8], buf: &mut [u8], key: &[u8]) -> Result<Option<u64>, Errno> {
+    let mut value = None;
+    for_each_line(path, buf, |line| {
+        if let Some(v) = line.strip_prefix(key) {
+            value = parse_dec(trim(v));
+        }
+    })?;
+    Ok(value)
+}
+
 /// A digest of what restricts a thread (`Seccomp`, `NoNewPrivs` and the
 /// capability sets of `/proc/<path>/status`): two threads with the same
 /// digest are restricted alike. `None` if it cannot be read. Reads through
@@ -380,6 +392,16 @@ mod tests {
         let (state, threads) = main_state_and_threads().unwrap();
         assert!(state == b'R' || state == b'S', "{}", state as char);
         assert!(threads >= 1);
+    }
+
+    #[test]
+    fn a_status_number_is_read_by_its_key() {
+        let mut buf = [0u8; 2048];
+        let threads = status_number(b"/proc/self/status\0", &mut buf, b"Threads:");
+        assert!(matches!(threads, Ok(Some(n)) if n >= 1), "{threads:?}");
+        let none = status_number(b"/proc/self/status\0", &mut buf, b"NoSuchKey:");
+        assert_eq!(none, Ok(None));
+        assert!(status_number(b"/proc/no/such\0", &mut buf, b"Threads:").is_err());
     }
 
     #[test]

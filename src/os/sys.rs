@@ -543,6 +543,27 @@ pub fn thread_is_ours(tid: i32) -> bool {
     unsafe { syscall!(libc::SYS_tgkill, getpid(), tid, 0).is_ok() }
 }
 
+/// Waits up to `wait_ns` until thread `tid` of this process is gone from
+/// the kernel (no longer counted among the process's threads: `tgkill`
+/// finds it no more); whether it is. Yields first, then naps 50 µs at a
+/// time.
+pub fn wait_until_thread_gone(tid: i32, wait_ns: u64) -> bool {
+    let deadline = monotonic_ns().saturating_add(wait_ns);
+    let mut spins = 0u32;
+    while thread_is_ours(tid) {
+        if monotonic_ns() >= deadline {
+            return false;
+        }
+        spins += 1;
+        if spins < 64 {
+            sched_yield();
+        } else {
+            sleep_ns(50_000);
+        }
+    }
+    true
+}
+
 pub fn sched_yield() {
     let _ = unsafe { syscall!(libc::SYS_sched_yield) };
 }
