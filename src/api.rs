@@ -1166,6 +1166,9 @@ enum RawCall {
     /// Maps memory no hook advises (`mmap`, `mremap`, `brk`): the
     /// catch-up thread's to find.
     MapsMemory,
+    /// Ends the calling thread (`exit`): the main thread's end is news for
+    /// the catch-up thread (see `pthread_exit`).
+    ThreadExit,
     Other,
 }
 
@@ -1196,6 +1199,8 @@ fn raw_call(number: libc::c_long, a1: libc::c_long) -> RawCall {
         RawCall::SingleThreaded
     } else if number == libc::SYS_mmap || number == libc::SYS_mremap || number == libc::SYS_brk {
         RawCall::MapsMemory
+    } else if number == libc::SYS_exit {
+        RawCall::ThreadExit
     } else {
         RawCall::Other
     }
@@ -1223,6 +1228,12 @@ pub unsafe extern "C" fn syscall(
             call()
         }
         RawCall::SingleThreaded => single_threaded(call),
+        RawCall::ThreadExit => {
+            if crate::os::sys::getpid() == crate::os::sys::gettid() {
+                engine::main_thread_ending();
+            }
+            call()
+        }
         RawCall::MapsMemory => {
             let result = call();
             engine::note_new_memory();

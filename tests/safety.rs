@@ -372,6 +372,36 @@ fn restricting_itself_leaves_no_unrestricted_thread_of_the_library() {
     );
 }
 
+/// A child forked by a thread other than the main one ends when that
+/// thread (its main thread there) returns from its start routine, or calls
+/// `pthread_exit`, while the library's thread runs in it: the process ends
+/// with the program's last thread, as without the library. With catch-up
+/// passes an hour apart the library's thread never settles by itself, so a
+/// child it kept alive would never end (before the fix: a routine that
+/// returns ends the main thread without `pthread_exit`, which no hook saw).
+#[test]
+fn a_child_forked_by_a_thread_ends_with_that_thread() {
+    let prog = compile_c("tests/c/fork_from_thread.c", &[]);
+    for how in ["return", "pthread_exit"] {
+        let run = Run {
+            timeout: std::time::Duration::from_secs(20),
+            ..Run::with("advise")
+                .env("KSMAUTO_STATS", "off")
+                .env("KSMAUTO_SCAN_INTERVAL", "3600s")
+        };
+        let out = run.output(&prog, &[how]);
+        let stdout = text(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{how}: {:?} (a child kept alive by the library's thread?)\n{stdout}",
+            out.status
+        );
+        assert_eq!(field_u64(&stdout, "child_threads"), 2, "{how}: {stdout}");
+        assert_eq!(field_u64(&stdout, "child status"), 0, "{how}: {stdout}");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Caller-supplied thread stacks
 

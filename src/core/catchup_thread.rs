@@ -90,9 +90,14 @@ static HOLD: AtomicU32 = AtomicU32::new(0);
 static SPAWN: AtomicUsize = AtomicUsize::new(0);
 /// Where glibc counts its threads (`__nptl_nthreads`; 0: not found).
 static GLIBC_THREADS: AtomicUsize = AtomicUsize::new(0);
-/// The program's main thread ended (`pthread_exit`): the process ends when
-/// its last thread does, and that may soon be ours.
+/// The program's main thread ended (`pthread_exit`), or may end unseen (in
+/// a child forked by a thread other than the main one, whose start routine
+/// returns to glibc): the process ends when its last thread does, and that
+/// may soon be ours.
 static MAIN_ENDED: AtomicBool = AtomicBool::new(false);
+/// The thread now forking is the process's main thread (set in `fork`'s
+/// prepare handler, read in the child).
+static FORKING_FROM_MAIN: AtomicBool = AtomicBool::new(true);
 /// When the thread last looked around (coarse ns): a process whose state
 /// says a thread runs but whose thread has not looked for long is a raw
 /// `clone` child holding its parent's state.
@@ -562,6 +567,17 @@ pub fn retire() -> bool {
     true
 }
 
+/// `fork` is about to copy this process: [`retire`], and remember whether
+/// the forking thread is the main one (in the child it is the main thread;
+/// if it was another, its start routine will end it without `pthread_exit`,
+/// which no hook sees).
+pub fn before_fork() -> bool {
+    if SPAWN.load(Relaxed) != 0 {
+        FORKING_FROM_MAIN.store(sys::gettid() == sys::getpid(), Relaxed);
+    }
+    retire()
+}
+
 /// The call that needed the process without our thread is over.
 pub fn release() {
     HOLD.fetch_sub(1, SeqCst);
@@ -582,7 +598,7 @@ pub fn reset_in_child() {
     STATE.store(NONE, Relaxed);
     TID.store(0, Relaxed);
     HOLD.store(0, Relaxed);
-    MAIN_ENDED.store(false, Relaxed);
+    MAIN_ENDED.store(!FORKING_FROM_MAIN.swap(true, Relaxed), Relaxed);
     LAST_PASS_CHANGING.store(false, Relaxed);
     STARTS.store(0, Relaxed);
     RETIRES.store(0, Relaxed);

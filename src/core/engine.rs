@@ -334,7 +334,7 @@ pub fn after_single_threaded_call(retired: bool) {
 /// when `fork` returns (CPython counts them then); it comes back only with
 /// the next news.
 pub fn before_fork() -> bool {
-    catchup_thread::retire()
+    catchup_thread::before_fork()
 }
 
 /// `fork` returned in the parent.
