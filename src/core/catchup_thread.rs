@@ -56,6 +56,8 @@ pub const BRK_NEWS_BYTES: usize = 1 << 20;
 /// How long memory must have stayed as it was (no news, passes finding
 /// nothing new) before the thread leaves.
 pub const SETTLE_NS: u64 = 1_000_000_000;
+/// The longest the thread sleeps at a time.
+pub const LONGEST_SLEEP_NS: u64 = 1_000_000_000;
 /// How often the thread looks whether it is the process's last thread, once
 /// the program's main thread has ended (`pthread_exit`).
 pub const ALONE_CHECK_NS: u64 = 5_000_000;
@@ -361,7 +363,7 @@ fn should_leave(now: u64) -> bool {
     STATE.load(Acquire) == STOPPING
         || !catchup::enabled()
         || super::engine::merging_stopped()
-        || (MAIN_ENDED.load(Relaxed) && alone())
+        || alone()
         || restricted_behind_our_back(now)
 }
 
@@ -420,6 +422,9 @@ pub fn asked_to_stop() -> bool {
 /// Whether this is the process's last thread glibc knows of.
 fn alone() -> bool {
     match GLIBC_THREADS.load(Relaxed) {
+        // Without glibc's count, only once the main thread is known to
+        // have ended (a read of `/proc`).
+        0 if !MAIN_ENDED.load(Relaxed) => false,
         0 => match proc::main_state_and_threads() {
             // The main thread that ended is a zombie, still counted.
             Some((state, threads)) => threads <= 1 || (threads == 2 && state == b'Z'),
@@ -431,9 +436,11 @@ fn alone() -> bool {
 
 /// How long to sleep: until the next step is due, at most until memory may
 /// count as settled, and at most [`ALONE_CHECK_NS`] once the main thread
-/// ended; at least a millisecond.
+/// ended, [`LONGEST_SLEEP_NS`] otherwise (the main thread may end in ways no
+/// hook sees: the thread then outlives the program's last one by at most
+/// that); at least a millisecond.
 fn sleep_ns() -> u64 {
-    let mut wait = catchup::ns_until_due();
+    let mut wait = catchup::ns_until_due().min(LONGEST_SLEEP_NS);
     if MAIN_ENDED.load(Relaxed) {
         wait = wait.min(ALONE_CHECK_NS);
     }
