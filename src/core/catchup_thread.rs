@@ -23,9 +23,11 @@
 //! restricts its threads one by one — capabilities, `no_new_privs`,
 //! seccomp, Landlock — it is stopped and waited for until the kernel no
 //! longer counts it), keep the process alive (once the program's last
-//! thread has ended — its main thread called `pthread_exit` — it ends within
-//! [`ALONE_CHECK_NS`], and glibc then ends the process as the program's
-//! last thread would have), or exist in a process that may not create one
+//! thread has ended — its main thread called `pthread_exit`, or returned
+//! from its start routine in a child forked by another thread — it ends
+//! within [`ALONE_CHECK_NS`], within [`LONGEST_SLEEP_NS`] after an end no
+//! hook saw, and glibc then ends the process as the program's last thread
+//! would have), or exist in a process that may not create one
 //! (a seccomp filter, which may kill for `clone`; a refused
 //! `pthread_create`): the library then does without it ([`Without`]), and
 //! the `mmap` hooks take the catch-up's steps as they come
