@@ -74,8 +74,37 @@ use crate::os::sys::{self, Errno, MapsQuery, VmaDetails};
 const MAX_BACKOFF_SHIFT: u32 = 5;
 /// The most VMAs one step examines.
 pub const STEP_VMAS: usize = 512;
-/// A step stops once it has run this long, even with VMAs left to examine.
+/// A step stops once it has run this long, even with VMAs left to examine:
+/// time on a program's thread (a hook's step delays its call), CPU time on
+/// the catch-up thread (waiting for the address-space lock, held by the
+/// program reading its smaps or by ksmd scanning it, costs no one).
 pub const STEP_BUDGET_NS: u64 = 2_000_000;
+
+/// How a step measures what it spent against [`STEP_BUDGET_NS`].
+#[derive(Clone, Copy)]
+enum Budget {
+    /// Time since it started (a hook's step, on a program's thread).
+    Time(u64),
+    /// This thread's CPU time since it started (the catch-up thread).
+    Cpu(u64),
+}
+
+impl Budget {
+    fn start(own_thread: bool) -> Budget {
+        if own_thread {
+            Budget::Cpu(sys::thread_cpu_ns())
+        } else {
+            Budget::Time(sys::monotonic_ns())
+        }
+    }
+
+    fn exceeded(self) -> bool {
+        match self {
+            Budget::Time(t) => sys::monotonic_ns().saturating_sub(t) > STEP_BUDGET_NS,
+            Budget::Cpu(t) => sys::thread_cpu_ns().saturating_sub(t) > STEP_BUDGET_NS,
+        }
+    }
+}
 /// After a step that took `t` of CPU time, the next one waits `PACE * t`:
 /// stepping through a pass uses at most 1/`PACE` of a CPU. (CPU time, not
 /// time: a step that waits for the address-space lock — the program reading
@@ -460,7 +489,7 @@ pub fn poll(
     if sys::alt_stack_room().is_some_and(|room| room < STEP_STACK_BYTES) {
         return None;
     }
-    step(state, judge, advise)
+    step(state, false, judge, advise)
 }
 
 /// A step on the catch-up thread, whose caller has seen it [`due`] (the
@@ -474,7 +503,7 @@ pub fn thread_step(
     if !state.enabled.load(Relaxed) {
         return None;
     }
-    step(state, judge, advise)
+    step(state, true, judge, advise)
 }
 
 /// What a step did.
@@ -554,10 +583,12 @@ enum StepEnd {
     Failed,
 }
 
-/// One step; `None` if another thread is running one.
+/// One step; `None` if another thread is running one. `own_thread`: on the
+/// catch-up thread (see [`Budget`]).
 #[cold]
 fn step(
     state: &State,
+    own_thread: bool,
     judge: &impl Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict,
     advise: &impl Fn(Range) -> bool,
 ) -> Option<Stepped> {
@@ -566,7 +597,7 @@ fn step(
     }
     // Only the scanning thread touches `work` (guarded by `scanning`).
     let work = unsafe { &mut *state.work.get() };
-    let started = sys::monotonic_ns();
+    let budget = Budget::start(own_thread);
     let cpu_started = sys::thread_cpu_ns();
     let page = crate::os::page_size();
     work.cursor.heap_end = crate::os::program_break().saturating_add(page - 1) & !(page - 1);
@@ -574,7 +605,7 @@ fn step(
         MAX_MAP_COUNT.store(crate::os::proc::max_map_count(), Relaxed);
     }
     let end = match MapsQuery::open() {
-        Ok(maps) => match step_by_query(state, work, &maps, started, judge, advise) {
+        Ok(maps) => match step_by_query(state, work, &maps, budget, judge, advise) {
             Ok(end) => end,
             Err(_) if sys::procmap_query_unsupported() => {
                 drop(maps);
@@ -626,12 +657,12 @@ fn step_by_query(
     state: &State,
     work: &mut Work,
     maps: &MapsQuery,
-    started: u64,
+    budget: Budget,
     judge: &impl Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict,
     advise: &impl Fn(Range) -> bool,
 ) -> Result<StepEnd, Errno> {
     for examined in 0..STEP_VMAS {
-        if examined % 16 == 15 && sys::monotonic_ns().saturating_sub(started) > STEP_BUDGET_NS {
+        if examined % 16 == 15 && budget.exceeded() {
             return Ok(StepEnd::More);
         }
         // A thread asked to stop leaves between two VMAs (the pass resumes
@@ -1114,7 +1145,7 @@ mod tests {
             let maps = MapsQuery::open().unwrap();
             let mut steps = 1;
             while let StepEnd::More =
-                step_by_query(&state, work, &maps, sys::monotonic_ns(), &judge, &advise).unwrap()
+                step_by_query(&state, work, &maps, Budget::start(false), &judge, &advise).unwrap()
             {
                 steps += 1;
             }
