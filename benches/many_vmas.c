@@ -3,9 +3,9 @@
  * hook saw (one raw mmap split by mprotect into pages of alternating
  * protection) running a small-object malloc/free loop for SECONDS, timing
  * every call on its own (the time stamp counter on x86-64). After every
- * 8,192 calls it naps (`usleep(1)`): an edge of idleness, where the catch-up
- * runs its steps; the naps are timed as calls too, so the slowest call
- * includes the longest an edge ever held a thread.
+ * 8,192 calls it naps (`usleep(1)`; before the catch-up moved to a thread of
+ * its own, each nap was where it ran its steps); the naps are timed as calls
+ * too.
  *
  *   cc -O2 -o many_vmas benches/many_vmas.c
  *   many_vmas VMAS SECONDS

@@ -22,8 +22,6 @@ use crate::os::exec_search;
 use crate::os::exec_target::{self, ExecTarget};
 use crate::report;
 
-mod blocking;
-
 static START: ReentrantOnce = ReentrantOnce::new();
 
 /// Opens the gate once: resolve symbols, read the configuration, start the
@@ -36,17 +34,37 @@ fn ready() -> bool {
         // Resolved now, not at the first exec, which may run in a signal
         // handler or a vfork child where dlsym must not.
         next::exec_functions();
-        engine::start(next().allocator_is_glibc, next::stands_aside());
+        engine::start(
+            next().allocator_is_glibc,
+            next::stands_aside(),
+            engine::ThreadSupport {
+                spawn: spawn_catch_up_thread,
+                glibc_threads: next::glibc_thread_count(),
+            },
+        );
         publish_hot_path();
         errno_set(saved);
     })
 }
 
 /// Counts a call and, every so many calls, gives the catch-up scan a chance
-/// to run (it leaves `errno` alone: raw system calls only).
+/// to run where the process has no catch-up thread; at every call, takes
+/// back merge-any lent to an `exec` that is over (it leaves `errno` alone:
+/// raw system calls only).
 #[inline(always)]
 fn counted(hook: Hook) {
-    if counters().count_call(hook) {
+    if counters().count_call(hook) || engine::merge_any_lent() {
+        poll_catch_up();
+    }
+}
+
+/// For the hooks a program calls now and then that are not counted
+/// (`prctl`, `syscall`, `madvise`): merge-any lent to an `exec` that is over
+/// (a `vfork` child's, which cleared the flag of the memory it shares with
+/// this process) is taken back at the first such call.
+#[inline(always)]
+fn take_back_merge_any_if_lent() {
+    if engine::merge_any_lent() {
         poll_catch_up();
     }
 }
@@ -73,12 +91,17 @@ fn errno_set(v: c_int) {
 // malloc family
 //
 // malloc, calloc, realloc and free are what a small-object loop calls. Each
-// loads the target start-up published for it (`next::publish_hot_path`:
-// null until start-up has finished, then the serving allocator's own
+// loads its target from a hot slot (`next::HotSlot`: its slow path, which
+// runs start-up, until start-up publishes the serving allocator's own
 // function, or one of the wrappers below when this process counts calls or
-// watches for glibc-mapped blocks) and jumps there. In `process` and `off`
-// mode a call costs that one load and jump: the kernel does the merging, so
-// there is nothing to decide per call.
+// watches for glibc-mapped blocks and brk growth) and jumps there. In
+// `process` and `off` mode a call costs that one load and jump: the kernel
+// does the merging, so there is nothing to decide per call.
+
+static HOT_MALLOC: next::HotSlot<next::signature::malloc> = next::HotSlot::new(malloc_slow);
+static HOT_CALLOC: next::HotSlot<next::signature::calloc> = next::HotSlot::new(calloc_slow);
+static HOT_REALLOC: next::HotSlot<next::signature::realloc> = next::HotSlot::new(realloc_slow);
+static HOT_FREE: next::HotSlot<next::signature::free> = next::HotSlot::new(free_slow);
 
 /// A block this large may be a mapping of its own that glibc made with its
 /// hidden `mmap`: the catch-up scan has news (it advises such blocks in
@@ -120,53 +143,40 @@ unsafe fn present<F>(f: Option<F>) -> F {
     }
 }
 
-/// Chooses what the four hot hooks jump to, once start-up is done.
+/// Chooses what the four hot hooks jump to, once start-up is done: the
+/// serving allocator's own function, or a wrapper when calls are counted
+/// or the allocator is watched (`advise` over glibc); a function the
+/// allocator lacks keeps its slow path (which answers `ENOMEM`).
 fn publish_hot_path() {
     let n = next();
     let counting = engine::counts_allocator_calls();
     let watching = engine::watches_allocator();
-    let pick = |own: *mut c_void, counted: *mut c_void, watched: *mut c_void| {
-        if own.is_null() {
-            own
-        } else if counting {
-            counted
-        } else if watching {
-            watched
-        } else {
-            own
-        }
-    };
-    next::publish_hot_path(next::HotTargets {
-        malloc: pick(
-            next::as_ptr(n.malloc),
-            malloc_counted as *mut c_void,
-            malloc_watched as *mut c_void,
-        ),
-        calloc: pick(
-            next::as_ptr(n.calloc),
-            calloc_counted as *mut c_void,
-            calloc_watched as *mut c_void,
-        ),
-        // realloc's own check (exclusions, watching) is in its hook.
-        realloc: pick(
-            next::as_ptr(n.realloc),
-            realloc_counted as *mut c_void,
-            next::as_ptr(n.realloc),
-        ),
-        free: pick(
-            next::as_ptr(n.free),
-            free_counted as *mut c_void,
-            next::as_ptr(n.free),
-        ),
-    });
+    fn pick<F: Copy>(own: Option<F>, counted: F, watched: F, counting: bool, watching: bool) -> Option<F> {
+        own.map(|own| match (counting, watching) {
+            (true, _) => counted,
+            (false, true) => watched,
+            (false, false) => own,
+        })
+    }
+    let (c, w) = (counting, watching);
+    if let Some(f) = pick(n.malloc, malloc_counted, malloc_watched, c, w) {
+        HOT_MALLOC.publish(f);
+    }
+    if let Some(f) = pick(n.calloc, calloc_counted, calloc_watched, c, w) {
+        HOT_CALLOC.publish(f);
+    }
+    // realloc's own check (exclusions, watching) is in its hook.
+    if let Some(f) = pick(n.realloc, realloc_counted, n.realloc.unwrap_or(realloc_slow), c, w) {
+        HOT_REALLOC.publish(f);
+    }
+    if let Some(f) = pick(n.free, free_counted, n.free.unwrap_or(free_slow), c, w) {
+        HOT_FREE.publish(f);
+    }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
-    match next::hot_malloc() {
-        Some(f) => f(size),
-        None => malloc_slow(size),
-    }
+    HOT_MALLOC.get()(size)
 }
 
 unsafe extern "C" fn malloc_counted(size: usize) -> *mut c_void {
@@ -174,8 +184,11 @@ unsafe extern "C" fn malloc_counted(size: usize) -> *mut c_void {
     malloc_watched(size)
 }
 
+/// The wrapper `malloc` jumps to in `advise` over glibc: a block that may
+/// be a mapping of its own, or a brk heap grown past the sentinel
+/// (`engine::brk_grew`: glibc grows it with its internal `sbrk`), is news.
 unsafe extern "C" fn malloc_watched(size: usize) -> *mut c_void {
-    if engine::large_for_glibc(size) {
+    if engine::large_for_glibc(size) || engine::brk_grew() {
         return malloc_noted(size);
     }
     present(next().malloc)(size)
@@ -184,12 +197,24 @@ unsafe extern "C" fn malloc_watched(size: usize) -> *mut c_void {
 #[cold]
 #[inline(never)]
 unsafe fn malloc_noted(size: usize) -> *mut c_void {
-    engine::note_new_memory();
+    note_watched(size);
     present(next().malloc)(size)
 }
 
+/// What a watching wrapper saw: a large block, brk growth, or both.
 #[cold]
-unsafe fn malloc_slow(size: usize) -> *mut c_void {
+#[inline(never)]
+fn note_watched(size: usize) {
+    if engine::brk_grew() {
+        engine::note_brk_growth();
+    }
+    if engine::large_for_glibc(size) {
+        engine::note_new_memory();
+    }
+}
+
+#[cold]
+unsafe extern "C" fn malloc_slow(size: usize) -> *mut c_void {
     if !ready() {
         return next::bootstrap_alloc(size, 16);
     }
@@ -203,10 +228,7 @@ unsafe fn malloc_slow(size: usize) -> *mut c_void {
 
 #[no_mangle]
 pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
-    match next::hot_calloc() {
-        Some(f) => f(n, size),
-        None => calloc_slow(n, size),
-    }
+    HOT_CALLOC.get()(n, size)
 }
 
 unsafe extern "C" fn calloc_counted(n: usize, size: usize) -> *mut c_void {
@@ -216,7 +238,7 @@ unsafe extern "C" fn calloc_counted(n: usize, size: usize) -> *mut c_void {
 
 unsafe extern "C" fn calloc_watched(n: usize, size: usize) -> *mut c_void {
     // A product that overflows fails in calloc itself: no block, no news.
-    if engine::large_for_glibc(n.wrapping_mul(size)) {
+    if engine::large_for_glibc(n.wrapping_mul(size)) || engine::brk_grew() {
         return calloc_noted(n, size);
     }
     present(next().calloc)(n, size)
@@ -225,12 +247,12 @@ unsafe extern "C" fn calloc_watched(n: usize, size: usize) -> *mut c_void {
 #[cold]
 #[inline(never)]
 unsafe fn calloc_noted(n: usize, size: usize) -> *mut c_void {
-    engine::note_new_memory();
+    note_watched(n.wrapping_mul(size));
     present(next().calloc)(n, size)
 }
 
 #[cold]
-unsafe fn calloc_slow(n: usize, size: usize) -> *mut c_void {
+unsafe extern "C" fn calloc_slow(n: usize, size: usize) -> *mut c_void {
     if !ready() {
         return match n.checked_mul(size) {
             Some(total) => next::bootstrap_alloc(total, 16),
@@ -302,9 +324,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     if next::is_bootstrap(p) {
         return realloc_bootstrap_block(p, size);
     }
-    let Some(f) = next::hot_realloc() else {
-        return realloc_slow(p, size);
-    };
+    let f = HOT_REALLOC.get();
     if engine::realloc_needs_care(size) {
         return realloc_carefully(f, p, size);
     }
@@ -332,7 +352,7 @@ unsafe fn realloc_bootstrap_block(p: *mut c_void, size: usize) -> *mut c_void {
 }
 
 #[cold]
-unsafe fn realloc_slow(p: *mut c_void, size: usize) -> *mut c_void {
+unsafe extern "C" fn realloc_slow(p: *mut c_void, size: usize) -> *mut c_void {
     if !ready() {
         return next::bootstrap_alloc(size, 16);
     }
@@ -365,10 +385,7 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
     if next::is_bootstrap(p) {
         return;
     }
-    match next::hot_free() {
-        Some(f) => f(p),
-        None => free_slow(p),
-    }
+    HOT_FREE.get()(p)
 }
 
 unsafe extern "C" fn free_counted(p: *mut c_void) {
@@ -377,7 +394,7 @@ unsafe extern "C" fn free_counted(p: *mut c_void) {
 }
 
 #[cold]
-unsafe fn free_slow(p: *mut c_void) {
+unsafe extern "C" fn free_slow(p: *mut c_void) {
     if !ready() {
         // Only blocks from the arena exist before start-up finishes.
         return;
@@ -630,6 +647,7 @@ pub unsafe extern "C" fn madvise(addr: *mut c_void, len: usize, advice: c_int) -
     if !ready() {
         return syscall_int(libc::SYS_madvise, addr as usize, len, advice as usize);
     }
+    take_back_merge_any_if_lent();
     let rc = match next().madvise {
         Some(f) => f(addr, len, advice),
         None => syscall_int(libc::SYS_madvise, addr as usize, len, advice as usize),
@@ -1270,17 +1288,44 @@ variadic_exec_entry!(execle, VARIADIC_EXECLE);
 variadic_exec_entry!(execlp, VARIADIC_EXECLP);
 
 // ---------------------------------------------------------------------------
-// Sandboxes: a program that installs a seccomp filter through libc gets a
-// silent library first (`engine::before_sandbox`). `prctl` and `syscall` are
+// Sandboxes and single-threaded calls: a program that installs a seccomp
+// filter through libc gets a silent library first (`engine::before_sandbox`);
+// a call that needs the process without the library's catch-up thread
+// (`unshare`, `setns`, per-thread restrictions: capabilities, secure bits,
+// `no_new_privs`, Landlock, and `set*id` made with raw system calls, which
+// change only the calling thread) gets it stopped and gone first
+// (`engine::before_single_threaded_call`). `prctl` and `syscall` are
 // variadic in C; on the Linux ABIs we build for, variadic integer arguments
-// travel exactly like fixed ones, so they are declared fixed and forwarded as
-// they came (extra registers the caller did not set are ignored by the
+// travel exactly like fixed ones, so they are declared fixed and forwarded
+// as they came (extra registers the caller did not set are ignored by the
 // kernel).
 
 const PR_SET_SECCOMP: c_int = 22;
 /// The program's own switch of merge-any: its choice stands
 /// (`engine::program_switches_merge_any`).
 const PR_SET_MEMORY_MERGE: c_int = 67;
+
+/// `prctl` options that restrict the calling thread only.
+fn restricts_the_calling_thread(option: c_int) -> bool {
+    const PR_SET_KEEPCAPS: c_int = 8;
+    const PR_CAPBSET_DROP: c_int = 24;
+    const PR_SET_SECUREBITS: c_int = 28;
+    const PR_SET_NO_NEW_PRIVS: c_int = 38;
+    matches!(
+        option,
+        PR_SET_KEEPCAPS | PR_CAPBSET_DROP | PR_SET_SECUREBITS | PR_SET_NO_NEW_PRIVS
+    )
+}
+
+/// Runs `call` with the library's thread stopped and gone (and none
+/// created meanwhile).
+#[inline(never)]
+fn single_threaded<R>(call: impl FnOnce() -> R) -> R {
+    let retired = engine::before_single_threaded_call();
+    let result = call();
+    engine::after_single_threaded_call(retired);
+    result
+}
 
 #[no_mangle]
 pub unsafe extern "C" fn prctl(
@@ -1293,6 +1338,7 @@ pub unsafe extern "C" fn prctl(
     if option == PR_SET_SECCOMP {
         engine::before_sandbox();
     }
+    take_back_merge_any_if_lent();
     let forward = || match next::next_if_ready().and_then(|n| n.prctl) {
         Some(f) => f(option, a2, a3, a4, a5),
         None => raw_syscall(
@@ -1306,7 +1352,59 @@ pub unsafe extern "C" fn prctl(
             (result, result == 0)
         });
     }
+    if restricts_the_calling_thread(option) {
+        return single_threaded(forward);
+    }
     forward()
+}
+
+/// What a system call made through `syscall` means to the library.
+enum RawCall {
+    /// Installs a seccomp filter.
+    Sandbox,
+    /// Needs the process without the library's thread (see above).
+    SingleThreaded,
+    /// Maps memory no hook advises (`mmap`, `mremap`, `brk`): the
+    /// catch-up thread's to find.
+    MapsMemory,
+    /// Ends the calling thread (`exit`): the main thread's end is news for
+    /// the catch-up thread (see `pthread_exit`).
+    ThreadExit,
+    Other,
+}
+
+fn raw_call(number: libc::c_long, a1: libc::c_long) -> RawCall {
+    use libc::c_long;
+    const SINGLE_THREADED: [c_long; 13] = [
+        libc::SYS_unshare,
+        libc::SYS_setns,
+        libc::SYS_capset,
+        libc::SYS_landlock_restrict_self,
+        libc::SYS_setuid,
+        libc::SYS_setgid,
+        libc::SYS_setreuid,
+        libc::SYS_setregid,
+        libc::SYS_setresuid,
+        libc::SYS_setresgid,
+        libc::SYS_setgroups,
+        libc::SYS_setfsuid,
+        libc::SYS_setfsgid,
+    ];
+    if number == libc::SYS_seccomp
+        || (number == libc::SYS_prctl && a1 == PR_SET_SECCOMP as c_long)
+    {
+        RawCall::Sandbox
+    } else if SINGLE_THREADED.contains(&number)
+        || (number == libc::SYS_prctl && restricts_the_calling_thread(a1 as c_int))
+    {
+        RawCall::SingleThreaded
+    } else if number == libc::SYS_mmap || number == libc::SYS_mremap || number == libc::SYS_brk {
+        RawCall::MapsMemory
+    } else if number == libc::SYS_exit {
+        RawCall::ThreadExit
+    } else {
+        RawCall::Other
+    }
 }
 
 #[no_mangle]
@@ -1322,34 +1420,35 @@ pub unsafe extern "C" fn syscall(
     if number == libc::SYS_execve || number == libc::SYS_execveat {
         return exec_through_syscall(number, [a1, a2, a3, a4, a5, a6]);
     }
+    let call = || match next::next_if_ready().and_then(|n| n.syscall) {
+        Some(f) => f(number, a1, a2, a3, a4, a5, a6),
+        None => raw_syscall(number, [a1, a2, a3, a4, a5, a6]),
+    };
     if number == libc::SYS_prctl && a1 == PR_SET_MEMORY_MERGE as libc::c_long {
         return engine::program_switches_merge_any(a2 != 0, || {
-            let result = match next::next_if_ready().and_then(|n| n.syscall) {
-                Some(f) => f(number, a1, a2, a3, a4, a5, a6),
-                None => raw_syscall(number, [a1, a2, a3, a4, a5, a6]),
-            };
+            let result = call();
             (result, result == 0)
         });
     }
-    if number == libc::SYS_seccomp
-        || (number == libc::SYS_prctl && a1 == PR_SET_SECCOMP as libc::c_long)
-    {
-        engine::before_sandbox();
-    }
-    // A futex wait is a thread about to block (`blocking`); a mapping made
-    // here is memory no hook advises: the catch-up scan's to find.
-    blocking::before_syscall(number, a2);
-    if blocking::syscall_maps_memory(number) {
-        let result = match next::next_if_ready().and_then(|n| n.syscall) {
-            Some(f) => f(number, a1, a2, a3, a4, a5, a6),
-            None => raw_syscall(number, [a1, a2, a3, a4, a5, a6]),
-        };
-        engine::note_new_memory();
-        return result;
-    }
-    match next::next_if_ready().and_then(|n| n.syscall) {
-        Some(f) => f(number, a1, a2, a3, a4, a5, a6),
-        None => raw_syscall(number, [a1, a2, a3, a4, a5, a6]),
+    take_back_merge_any_if_lent();
+    match raw_call(number, a1) {
+        RawCall::Other => call(),
+        RawCall::Sandbox => {
+            engine::before_sandbox();
+            call()
+        }
+        RawCall::SingleThreaded => single_threaded(call),
+        RawCall::ThreadExit => {
+            if crate::os::sys::getpid() == crate::os::sys::gettid() {
+                engine::main_thread_ending();
+            }
+            call()
+        }
+        RawCall::MapsMemory => {
+            let result = call();
+            engine::note_new_memory();
+            result
+        }
     }
 }
 
@@ -1379,6 +1478,79 @@ unsafe fn exec_through_syscall(number: libc::c_long, a: [libc::c_long; 6]) -> li
             None => raw_syscall(number, a),
         },
     )
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn unshare(flags: c_int) -> c_int {
+    single_threaded(|| match next::next_if_ready().and_then(|n| n.unshare) {
+        Some(f) => f(flags),
+        None => syscall_int(libc::SYS_unshare, flags as usize, 0, 0),
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn setns(fd: c_int, nstype: c_int) -> c_int {
+    single_threaded(|| match next::next_if_ready().and_then(|n| n.setns) {
+        Some(f) => f(fd, nstype),
+        None => syscall_int(libc::SYS_setns, fd as usize, nstype as usize, 0),
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn capset(header: *mut c_void, data: *mut c_void) -> c_int {
+    single_threaded(|| match next::next_if_ready().and_then(|n| n.capset) {
+        Some(f) => f(header, data),
+        None => syscall_int(libc::SYS_capset, header as usize, data as usize, 0),
+    })
+}
+
+/// `pthread_exit`: when the main thread ends, the catch-up thread is told
+/// (the process now ends with its last thread, which may soon be ours).
+/// glibc unwinds the calling thread's stack from here, so no frame of ours
+/// may be on it: a small assembly entry asks [`prepare_pthread_exit`] for
+/// the next definition and jumps there with the argument untouched.
+extern "C" fn prepare_pthread_exit() -> usize {
+    let saved = errno_get();
+    let main_thread = crate::os::sys::getpid() == crate::os::sys::gettid();
+    if main_thread {
+        engine::main_thread_ending();
+    }
+    errno_set(saved);
+    let target = match next::next_if_ready().and_then(|n| n.pthread_exit) {
+        Some(f) => f as usize,
+        None => next::pthread_exit_now(),
+    };
+    if target == 0 {
+        // No definition after us: the program linked one itself, before
+        // us in every lookup, or none exists. Unreachable in practice.
+        unsafe { libc::abort() }
+    }
+    target
+}
+
+#[unsafe(naked)]
+#[no_mangle]
+pub unsafe extern "C" fn pthread_exit() {
+    #[cfg(target_arch = "x86_64")]
+    ::core::arch::naked_asm!(
+        // One push leaves the stack 16-byte aligned for the call.
+        "push rdi",
+        "call {prepare}",
+        "pop rdi",
+        "jmp rax",
+        prepare = sym prepare_pthread_exit,
+    );
+    #[cfg(target_arch = "aarch64")]
+    ::core::arch::naked_asm!(
+        "stp x29, x30, [sp, #-32]!",
+        "str x0, [sp, #16]",
+        "bl {prepare}",
+        "mov x16, x0",
+        "ldr x0, [sp, #16]",
+        "ldp x29, x30, [sp], #32",
+        "br x16",
+        prepare = sym prepare_pthread_exit,
+    );
 }
 
 /// A system call as libc's `syscall` makes it (`-1` and `errno` on error),
@@ -1463,39 +1635,78 @@ extern "C" fn on_load() {
     if !ready() {
         return;
     }
-    // Registered through libc's exported `pthread_atfork`, which glibc keeps
-    // for the life of the process, and never dropped: the library is linked
-    // `-z nodelete` (build.rs), so a `dlclose` never unmaps this handler,
-    // the scanning thread or anything else another object may still call.
-    unsafe { libc::pthread_atfork(None, None, Some(in_forked_child)) };
-    if engine::wants_scan_thread() {
-        start_scan_thread();
-    }
+    // Never dropped: the library is linked `-z nodelete` (build.rs), so a
+    // `dlclose` never unmaps these handlers, the catch-up thread's code or
+    // anything else another object may still call.
+    unsafe {
+        libc::pthread_atfork(
+            Some(before_fork),
+            Some(after_fork_in_parent),
+            Some(in_forked_child),
+        )
+    };
+}
+
+/// Whether the prepare handler stopped the catch-up thread (the parent's
+/// handler then lets it come back with the next news). Only the forking
+/// thread touches it, between the two handlers (glibc holds its fork lock).
+static RETIRED_FOR_FORK: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn before_fork() {
+    let saved = errno_get();
+    let retired = engine::before_fork();
+    RETIRED_FOR_FORK.store(retired, core::sync::atomic::Ordering::Relaxed);
+    errno_set(saved);
+}
+
+extern "C" fn after_fork_in_parent() {
+    engine::after_fork_in_parent(RETIRED_FOR_FORK.swap(false, core::sync::atomic::Ordering::Relaxed));
 }
 
 extern "C" fn in_forked_child() {
+    RETIRED_FOR_FORK.store(false, core::sync::atomic::Ordering::Relaxed);
     engine::after_fork_in_child();
-    // `fork` copies only the calling thread: the child gets its own scanner.
-    if engine::wants_scan_thread() {
-        start_scan_thread();
-    }
 }
 
-extern "C" fn scan_thread(_: *mut c_void) -> *mut c_void {
-    engine::scan_thread_main();
+// ---------------------------------------------------------------------------
+// The catch-up thread (`core::catchup_thread` decides when it exists)
+
+/// The catch-up thread's stack: in the library's own zero-fill mapping, so
+/// the thread maps nothing (no VMA of its own, none left in glibc's stack
+/// cache when it leaves) and untouched pages cost nothing. glibc puts the
+/// thread's descriptor and static TLS at its top. A step needs under
+/// 2 KiB; the room is for the one unbounded use: when the program's main
+/// thread called `pthread_exit` and the thread outlives the program's
+/// last thread, glibc ends the process from it (`exit`: the program's
+/// `atexit` handlers run here).
+const CATCH_UP_STACK_BYTES: usize = 256 << 10;
+
+#[repr(C, align(4096))]
+struct CatchUpStack(core::cell::UnsafeCell<[u8; CATCH_UP_STACK_BYTES]>);
+// Used only as the stack of one thread at a time (`core::catchup_thread`
+// creates a new one only once the last is gone).
+unsafe impl Sync for CatchUpStack {}
+
+static CATCH_UP_STACK: CatchUpStack =
+    CatchUpStack(core::cell::UnsafeCell::new([0; CATCH_UP_STACK_BYTES]));
+
+extern "C" fn catch_up_thread(_: *mut c_void) -> *mut c_void {
+    engine::catch_up_thread_main();
     core::ptr::null_mut()
 }
 
-/// Started from the constructor (libc is initialised by then) and in forked
-/// children, with the next `pthread_create` so the thread is not counted as
-/// the program's. It is created with every signal blocked (a new thread
-/// inherits its creator's mask), so a signal the program blocks in its own
-/// threads to read it with `signalfd` or `sigwait` is never delivered to the
-/// scanner instead. libc's `pthread_sigmask` keeps the signals glibc needs
-/// for itself (`setuid` across threads, cancellation) deliverable.
-fn start_scan_thread() {
+/// Creates the catch-up thread with the next `pthread_create`, so glibc
+/// knows it (`setuid` and friends change its credentials too; the program
+/// never sees it in its own `pthread_create` calls), detached, on
+/// [`CATCH_UP_STACK`]. It is created with every signal blocked (a new
+/// thread inherits its creator's mask), so no signal meant for the program
+/// is ever delivered to it; libc's `pthread_sigmask` keeps the two signals
+/// glibc needs for itself (`setuid` across threads, cancellation)
+/// deliverable. A program whose static TLS does not fit the stack gets a
+/// thread on a stack of glibc's instead.
+fn spawn_catch_up_thread() -> Result<(), i32> {
     let Some(create) = next().pthread_create else {
-        return;
+        return Err(libc::ENOSYS);
     };
     unsafe {
         let saved_errno = errno_get();
@@ -1503,21 +1714,40 @@ fn start_scan_thread() {
         let mut old: libc::sigset_t = core::mem::zeroed();
         libc::sigfillset(&mut all);
         let masked = libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) == 0;
-        let mut thread: libc::pthread_t = 0;
-        if create(
-            &mut thread,
-            core::ptr::null(),
-            scan_thread,
-            core::ptr::null_mut(),
-        ) == 0
-        {
-            libc::pthread_detach(thread);
+        let mut rc = create_detached(create, true);
+        if rc == libc::EINVAL {
+            rc = create_detached(create, false);
         }
         if masked {
             libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
         }
         errno_set(saved_errno);
+        match rc {
+            0 => Ok(()),
+            e => Err(e),
+        }
     }
+}
+
+/// `create` a detached catch-up thread, on the library's stack or on one
+/// of glibc's; the call's result.
+unsafe fn create_detached(create: next::signature::pthread_create, own_stack: bool) -> c_int {
+    let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+    if libc::pthread_attr_init(&mut attr) != 0 {
+        return libc::EAGAIN;
+    }
+    libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+    if own_stack {
+        libc::pthread_attr_setstack(
+            &mut attr,
+            CATCH_UP_STACK.0.get() as *mut c_void,
+            CATCH_UP_STACK_BYTES,
+        );
+    }
+    let mut thread: libc::pthread_t = 0;
+    let rc = create(&mut thread, &attr, catch_up_thread, core::ptr::null_mut());
+    libc::pthread_attr_destroy(&mut attr);
+    rc
 }
 
 extern "C" fn on_exit() {

@@ -1,7 +1,5 @@
 // The one list of the functions src/api.rs interposes on and forwards
-// through the tables in src/next.rs (the calls that may block have their
-// own list, `blocking_functions!` in src/next.rs, whose entries need a look
-// before the call rather than a counter).
+// through the tables in src/next.rs.
 //
 // Plain `//` comments only: the integration tests `include!` this file to
 // take the hook names from here (an inner doc comment cannot be included).
@@ -74,6 +72,10 @@ macro_rules! with_hook_list {
                     libc::c_long, libc::c_long, libc::c_long, libc::c_long, libc::c_long,
                     libc::c_long, libc::c_long
                 ) -> libc::c_long;
+                unshare = next fn(c_int) -> c_int;
+                setns = next fn(c_int, c_int) -> c_int;
+                capset = next fn(*mut c_void, *mut c_void) -> c_int;
+                pthread_exit = next_if_defined fn(*mut c_void) -> ();
             }
             exec {
                 execve = next fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int;

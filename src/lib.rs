@@ -31,9 +31,14 @@
 //! Code reachable from a hook never allocates through Rust, never waits for
 //! a lock (shared buffers are try-locked: busy means skip), never panics
 //! across `extern "C"` (`panic = "abort"`) and never changes `errno`. The
-//! one wait: an `exec` hook (or the program's own `prctl` of merge-any)
-//! waits for another thread's single `prctl` that switches merge-any
-//! (`core::exec_guard`), with signals blocked.
+//! waits, each bounded: an `exec` hook (or the program's own `prctl` of
+//! merge-any) waits for another thread's single `prctl` that switches
+//! merge-any (`core::exec_guard`), with signals blocked; a hook of a call
+//! that needs the process without the library's catch-up thread
+//! (`unshare`, `setns`, `fork`'s prepare handler, per-thread restrictions)
+//! waits for that thread to be gone (`core::catchup_thread`). The library's
+//! only thread of its own is that one, in `advise` mode, while there is
+//! something to catch up.
 
 #![allow(clippy::missing_safety_doc)]
 // No std in the shared object: nothing here may allocate, and std would also

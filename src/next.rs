@@ -696,7 +696,6 @@ pub fn resolve_all() {
         *NEXT.0.get() = table;
         TABLE_READY.store(true, Release);
     }
-    resolve_blocking();
 }
 
 const RTLD_NEXT_HANDLE: *mut c_void = -1isize as *mut c_void;
@@ -704,195 +703,65 @@ const RTLD_NEXT_HANDLE: *mut c_void = -1isize as *mut c_void;
 // ---------------------------------------------------------------------------
 // Hot path
 
-/// The targets of the four hooks a small-object loop calls, null until
-/// start-up has finished. One load both tells such a hook that start-up is
-/// done and gives it the function to jump to, so the hottest calls pay for
-/// no separate gate (the gate stays on their cold path, which start-up and
-/// its nested calls take).
-struct HotPath {
-    malloc: AtomicPtr<c_void>,
-    calloc: AtomicPtr<c_void>,
-    realloc: AtomicPtr<c_void>,
-    free: AtomicPtr<c_void>,
-}
+/// The target of one of the four hooks a small-object loop calls (`malloc`,
+/// `calloc`, `realloc`, `free`): a function with that hook's C signature,
+/// first the hook's own slow path (which runs start-up), then, once
+/// start-up has finished, what start-up published (the serving allocator's
+/// own function, or a wrapper of the interposition layer's). Never empty,
+/// so such a hook is one load and one jump: no separate gate, no test for
+/// "not yet" (the gate stays on the slow path, which start-up and its
+/// nested calls take). The interposition layer owns the four slots (their
+/// first targets are its own functions).
+pub struct HotSlot<F: Copy>(UnsafeCell<F>);
 
-static HOT: HotPath = HotPath {
-    malloc: AtomicPtr::new(core::ptr::null_mut()),
-    calloc: AtomicPtr::new(core::ptr::null_mut()),
-    realloc: AtomicPtr::new(core::ptr::null_mut()),
-    free: AtomicPtr::new(core::ptr::null_mut()),
-};
+// Read and written only as one pointer-sized atomic word.
+unsafe impl<F: Copy> Sync for HotSlot<F> {}
 
-/// What the four hot hooks jump to: each a function with that hook's C
-/// signature (the serving allocator's own, or a wrapper of the interposition
-/// layer's), or null to keep the hook on its cold path.
-pub struct HotTargets {
-    pub malloc: *mut c_void,
-    pub calloc: *mut c_void,
-    pub realloc: *mut c_void,
-    pub free: *mut c_void,
-}
+impl<F: Copy> HotSlot<F> {
+    pub const fn new(first: F) -> HotSlot<F> {
+        const { assert!(core::mem::size_of::<F>() == core::mem::size_of::<*mut c_void>()) };
+        HotSlot(UnsafeCell::new(first))
+    }
 
-/// A resolved function as the plain pointer [`HotTargets`] holds.
-pub fn as_ptr<F: Copy>(f: Option<F>) -> *mut c_void {
-    match f {
-        Some(f) => unsafe { core::mem::transmute_copy::<F, *mut c_void>(&f) },
-        None => core::ptr::null_mut(),
+    fn word(&self) -> &AtomicPtr<c_void> {
+        // SAFETY: a function pointer is one aligned pointer-sized word, and
+        // the slot is only ever accessed through this atomic view.
+        unsafe { AtomicPtr::from_ptr(self.0.get() as *mut *mut c_void) }
+    }
+
+    /// The target now (an acquire load: a published target comes with
+    /// everything start-up wrote before it).
+    #[inline(always)]
+    pub fn get(&self) -> F {
+        let p = self.word().load(Acquire);
+        unsafe { core::mem::transmute_copy::<*mut c_void, F>(&p) }
+    }
+
+    /// Opens the hot path to `target`. Call once start-up has finished
+    /// (everything a hook reads is in place: the release store publishes it
+    /// along with the pointer).
+    pub fn publish(&self, target: F) {
+        let p = unsafe { core::mem::transmute_copy::<F, *mut c_void>(&target) };
+        self.word().store(p, Release);
     }
 }
 
-/// Opens the hot path. Call once start-up has finished (everything a hook
-/// reads is in place: the release store publishes it along with the pointer).
-pub fn publish_hot_path(targets: HotTargets) {
-    HOT.malloc.store(targets.malloc, Release);
-    HOT.calloc.store(targets.calloc, Release);
-    HOT.realloc.store(targets.realloc, Release);
-    HOT.free.store(targets.free, Release);
-}
-
-/// `Option<fn>` has the layout of a nullable pointer: null reads as `None`.
-#[inline(always)]
-fn hot<F>(slot: &AtomicPtr<c_void>) -> Option<F> {
-    const { assert!(core::mem::size_of::<Option<F>>() == core::mem::size_of::<*mut c_void>()) };
-    let p = slot.load(Acquire);
-    unsafe { core::mem::transmute_copy::<*mut c_void, Option<F>>(&p) }
-}
-
-/// What `malloc` jumps to, once start-up has finished.
-#[inline(always)]
-pub fn hot_malloc() -> Option<signature::malloc> {
-    hot(&HOT.malloc)
-}
-
-/// What `calloc` jumps to, once start-up has finished.
-#[inline(always)]
-pub fn hot_calloc() -> Option<signature::calloc> {
-    hot(&HOT.calloc)
-}
-
-/// What `realloc` jumps to, once start-up has finished.
-#[inline(always)]
-pub fn hot_realloc() -> Option<signature::realloc> {
-    hot(&HOT.realloc)
-}
-
-/// What `free` jumps to, once start-up has finished.
-#[inline(always)]
-pub fn hot_free() -> Option<signature::free> {
-    hot(&HOT.free)
-}
-
 // ---------------------------------------------------------------------------
-// Calls that may block
+// glibc's own bookkeeping
 
-/// Declares the table of the functions `api::blocking` hooks: one slot per
-/// function, null until start-up has resolved it (or when no object after
-/// us defines the name), so that one load both says "resolved" and gives
-/// the target.
-macro_rules! blocking_functions {
-    ($($field:ident: fn($($arg:ty),*) -> $ret:ty = $name:literal;)*) => {
-        /// The next definitions of the calls that may block.
-        pub struct BlockingFunctions {
-            $($field: AtomicPtr<c_void>,)*
-        }
-
-        static BLOCKING: BlockingFunctions = BlockingFunctions {
-            $($field: AtomicPtr::new(core::ptr::null_mut()),)*
-        };
-
-        impl BlockingFunctions {
-            $(
-                #[inline(always)]
-                pub fn $field(&self) -> Option<unsafe extern "C" fn($($arg),*) -> $ret> {
-                    hot(&self.$field)
-                }
-            )*
-        }
-
-        /// Each name's default-version definition in the objects after us,
-        /// found by hand: no `dlsym` (which would allocate for a name an
-        /// older glibc lacks: `epoll_pwait2`, `sem_clockwait`, …), a hash
-        /// lookup each. Part of [`resolve_all`].
-        fn resolve_blocking() {
-            let own = own_link_map();
-            $(BLOCKING.$field.store(next_defined_after(own, $name), Release);)*
-        }
-    };
+/// The address of glibc's count of the threads it runs (`__nptl_nthreads`,
+/// an `int` of glibc's private interface: in libc since glibc 2.34, in
+/// libpthread before), found by hand in the objects after us; 0 when no
+/// object defines it. Read, never written: the catch-up thread learns from
+/// it that it is the process's last thread.
+pub fn glibc_thread_count() -> usize {
+    next_if_defined(c"__nptl_nthreads") as usize
 }
 
-use libc::{
-    c_long, c_uint, clockid_t, epoll_event, fd_set, idtype_t, msghdr, nfds_t, pid_t, pollfd,
-    pthread_barrier_t, pthread_cond_t, pthread_mutex_t, pthread_t, rusage, sem_t, siginfo_t,
-    sigset_t, sockaddr, socklen_t, timespec, timeval,
-};
-
-blocking_functions! {
-    read: fn(c_int, *mut c_void, usize) -> isize = c"read";
-    read_chk: fn(c_int, *mut c_void, usize, usize) -> isize = c"__read_chk";
-    recv: fn(c_int, *mut c_void, usize, c_int) -> isize = c"recv";
-    recv_chk: fn(c_int, *mut c_void, usize, usize, c_int) -> isize = c"__recv_chk";
-    recvfrom: fn(c_int, *mut c_void, usize, c_int, *mut sockaddr, *mut socklen_t) -> isize
-        = c"recvfrom";
-    recvmsg: fn(c_int, *mut msghdr, c_int) -> isize = c"recvmsg";
-    accept: fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int = c"accept";
-    accept4: fn(c_int, *mut sockaddr, *mut socklen_t, c_int) -> c_int = c"accept4";
-    poll: fn(*mut pollfd, nfds_t, c_int) -> c_int = c"poll";
-    poll_chk: fn(*mut pollfd, nfds_t, c_int, usize) -> c_int = c"__poll_chk";
-    ppoll: fn(*mut pollfd, nfds_t, *const timespec, *const sigset_t) -> c_int = c"ppoll";
-    ppoll_chk: fn(*mut pollfd, nfds_t, *const timespec, *const sigset_t, usize) -> c_int
-        = c"__ppoll_chk";
-    select: fn(c_int, *mut fd_set, *mut fd_set, *mut fd_set, *mut timeval) -> c_int = c"select";
-    pselect: fn(c_int, *mut fd_set, *mut fd_set, *mut fd_set, *const timespec, *const sigset_t)
-        -> c_int = c"pselect";
-    epoll_wait: fn(c_int, *mut epoll_event, c_int, c_int) -> c_int = c"epoll_wait";
-    epoll_pwait: fn(c_int, *mut epoll_event, c_int, c_int, *const sigset_t) -> c_int
-        = c"epoll_pwait";
-    epoll_pwait2: fn(c_int, *mut epoll_event, c_int, *const timespec, *const sigset_t) -> c_int
-        = c"epoll_pwait2";
-    nanosleep: fn(*const timespec, *mut timespec) -> c_int = c"nanosleep";
-    clock_nanosleep: fn(clockid_t, c_int, *const timespec, *mut timespec) -> c_int
-        = c"clock_nanosleep";
-    sleep: fn(c_uint) -> c_uint = c"sleep";
-    usleep: fn(libc::useconds_t) -> c_int = c"usleep";
-    pause: fn() -> c_int = c"pause";
-    sigsuspend: fn(*const sigset_t) -> c_int = c"sigsuspend";
-    sigwait: fn(*const sigset_t, *mut c_int) -> c_int = c"sigwait";
-    sigwaitinfo: fn(*const sigset_t, *mut siginfo_t) -> c_int = c"sigwaitinfo";
-    sigtimedwait: fn(*const sigset_t, *mut siginfo_t, *const timespec) -> c_int
-        = c"sigtimedwait";
-    wait: fn(*mut c_int) -> pid_t = c"wait";
-    waitpid: fn(pid_t, *mut c_int, c_int) -> pid_t = c"waitpid";
-    waitid: fn(idtype_t, libc::id_t, *mut siginfo_t, c_int) -> c_int = c"waitid";
-    wait3: fn(*mut c_int, c_int, *mut rusage) -> pid_t = c"wait3";
-    wait4: fn(pid_t, *mut c_int, c_int, *mut rusage) -> pid_t = c"wait4";
-    msgrcv: fn(c_int, *mut c_void, usize, c_long, c_int) -> isize = c"msgrcv";
-    pthread_cond_wait: fn(*mut pthread_cond_t, *mut pthread_mutex_t) -> c_int
-        = c"pthread_cond_wait";
-    pthread_cond_timedwait: fn(*mut pthread_cond_t, *mut pthread_mutex_t, *const timespec)
-        -> c_int = c"pthread_cond_timedwait";
-    pthread_cond_clockwait: fn(*mut pthread_cond_t, *mut pthread_mutex_t, clockid_t,
-        *const timespec) -> c_int = c"pthread_cond_clockwait";
-    pthread_barrier_wait: fn(*mut pthread_barrier_t) -> c_int = c"pthread_barrier_wait";
-    pthread_join: fn(pthread_t, *mut *mut c_void) -> c_int = c"pthread_join";
-    sem_wait: fn(*mut sem_t) -> c_int = c"sem_wait";
-    sem_timedwait: fn(*mut sem_t, *const timespec) -> c_int = c"sem_timedwait";
-    sem_clockwait: fn(*mut sem_t, clockid_t, *const timespec) -> c_int = c"sem_clockwait";
-}
-
-/// The next definitions of the calls that may block; each is `None` until
-/// start-up has resolved it (the hook then forwards by other means: it must
-/// never run `dlsym` itself, being possibly in a signal handler or a `vfork`
-/// child).
-#[inline(always)]
-pub fn blocking() -> &'static BlockingFunctions {
-    &BLOCKING
-}
-
-/// The next definition of `name` found now, for the rare call that needs a
-/// blocking function before start-up has resolved it and cannot run
-/// start-up (a call nested inside it). No `dlsym`, no allocation.
-pub fn blocking_function_now(name: &CStr) -> *mut c_void {
-    next_if_defined(name)
+/// The next `pthread_exit`, found now, for a call before start-up resolved
+/// it (no `dlsym`: the caller may be anywhere). 0 if none.
+pub fn pthread_exit_now() -> usize {
+    next_if_defined(c"pthread_exit") as usize
 }
 
 // ---------------------------------------------------------------------------
@@ -1200,7 +1069,10 @@ mod tests {
     }
 
     fn addr<F: Copy>(f: Option<F>) -> usize {
-        as_ptr(f) as usize
+        match f {
+            Some(f) => unsafe { core::mem::transmute_copy::<F, usize>(&f) },
+            None => 0,
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! VMAs (bounded work per step, nothing re-advised pass after pass), a
 //! mapping replaced while the scan looks at it (nothing the policy rejects
 //! is left mergeable), and hooks inside signal handlers on small alternate
-//! stacks (no big buffer on the stack).
+//! stacks (no big buffer on the stack, the catch-up thread created there).
 
 use common::*;
 use ksmauto_testsupport as common;
@@ -35,9 +35,11 @@ fn sixty_thousand_vmas_are_advised_once_in_bounded_steps() {
         (59_000..=60_000 + 1_000).contains(&advised),
         "{advised} regions advised by the scan in {passes} passes over {vmas} VMAs:\n{out}"
     );
-    // No step examines more than 512 VMAs, so a pass takes many steps.
+    // No step examines more than 512 VMAs, so a pass takes many steps. (The
+    // first pass may walk the region while the program still splits it: the
+    // catch-up thread starts with the mapping's news.)
     assert!(
-        examined >= passes * 60_000 && examined <= steps * 512,
+        examined >= (passes - 1) * 60_000 && examined <= steps * 512,
         "{examined} VMAs examined in {steps} steps over {passes} passes:\n{out}"
     );
 }
@@ -67,6 +69,8 @@ fn a_mapping_replaced_during_a_scan_is_never_left_mergeable() {
 /// `tests/c/sigaltstack_alloc.c`: a signal handler that allocates, on a 4 KiB
 /// and an 8 KiB alternate stack with a guard page below. Before the fix the
 /// catch-up scan put an 8 KiB line buffer on the stack and overflowed both.
+/// The handler's large block is news: where the stack has room, the
+/// catch-up thread is created from inside the handler, on that stack.
 #[test]
 fn signal_handlers_on_small_alternate_stacks_can_allocate() {
     let prog = compile_c("tests/c/sigaltstack_alloc.c", &[]);
@@ -98,12 +102,13 @@ fn signal_handlers_on_small_alternate_stacks_can_allocate() {
             stdout.replace('\n', " ")
         );
         assert_eq!(field(&stdout, "handled").as_deref(), Some(raises));
-        // Where the handler leaves a step its room, steps really ran inside
-        // handlers (the main thread only raised signals meanwhile).
-        if glibc_used + 3 * 1024 < size {
+        // Where the handler leaves `pthread_create` its room, the catch-up
+        // thread was created inside a handler (the main thread made no
+        // news).
+        if glibc_used + 6 * 1024 < size {
             assert!(
-                field_u64(&stdout, "steps_in_handlers") > 0,
-                "no catch-up step ran inside a handler:\n{stdout}"
+                field_u64(&stdout, "thread_starts") > 0,
+                "no catch-up thread was created inside a handler:\n{stdout}"
             );
         }
     }

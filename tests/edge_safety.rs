@@ -1,9 +1,11 @@
-//! The edge of idleness meets a stranger's program: the catch-up pass that
-//! runs inside a call that may block (`src/api/blocking.rs`) must not make
-//! a system call an inherited sandbox kills for, must survive the program
-//! leaving a signal handler with `siglongjmp`, and must leave a `vfork`
-//! child's shared memory alone. Found by an adversarial review; each test
-//! fails on the build before its fix. The programs are
+//! The catch-up meets a stranger's program. Found by an adversarial review
+//! of the edge of idleness (the catch-up pass that ran inside the program's
+//! calls that may block, before issue 19 moved it to a thread of the
+//! library's own); each test failed on the build before its fix, and each
+//! still holds for the thread: no system call an inherited sandbox kills
+//! for, nothing lost when the program leaves its calls by `siglongjmp`, a
+//! `vfork` child's shared memory left alone, a heap that keeps growing
+//! advised, kept-alive blocks not fragmented. The programs are
 //! tests/c/edge_programs.c and tests/c/seccomp_kill_wrap.c.
 
 use common::*;
@@ -13,7 +15,9 @@ use ksmauto_testsupport as common;
 /// (systemd's `SystemCallFilter=~@debug` does, without an errno) waits in
 /// `nanosleep`, `poll`, `ppoll`, `select`, `pselect` and `sigtimedwait`
 /// after making news. Before the fix, the look at whether `nanosleep` would
-/// wait read its timespec with `process_vm_readv`: killed by SIGSYS.
+/// wait read its timespec with `process_vm_readv`: killed by SIGSYS. Under
+/// any filter the library now does without its thread (`clone` may be what
+/// kills).
 #[test]
 fn a_sandbox_that_kills_for_process_vm_readv_never_kills_the_program() {
     let wrap = compile_c("tests/c/seccomp_kill_wrap.c", &[]);
@@ -37,7 +41,8 @@ fn a_sandbox_that_kills_for_process_vm_readv_never_kills_the_program() {
 /// 20,000 polls, each interrupted by a timer whose handler leaves with
 /// `siglongjmp`, each after news. Before the fix a pass interrupted that
 /// way left its `/proc/self/maps` descriptor open and the scan marked as
-/// running for good: nothing built afterwards was ever advised.
+/// running for good: nothing built afterwards was ever advised. (Passes no
+/// longer run in the program's calls; the jumps must still cost nothing.)
 #[test]
 fn leaving_a_hooked_call_by_siglongjmp_leaks_nothing_and_stops_nothing() {
     let prog = compile_c("tests/c/edge_programs.c", &[]);
@@ -56,10 +61,11 @@ fn leaving_a_hooked_call_by_siglongjmp_leaks_nothing_and_stops_nothing() {
     );
 }
 
-/// A `vfork` child whose `read` returns at once while the catch-up's timer
-/// is due. Before the fix the child ran the timer's step in its parent's
+/// A `vfork` child whose `read` returns at once while the parent's catch-up
+/// has news. Before the fix the child ran the timer's step in its parent's
 /// memory (it opened `/proc/self/maps` and walked the parent's VMAs):
-/// counted here with strace.
+/// counted here with strace. (The library's thread, which may walk the
+/// shared memory meanwhile, is the parent's, not the child.)
 #[test]
 fn a_vfork_child_never_runs_a_catch_up_step() {
     let prog = compile_c("tests/c/edge_programs.c", &[]);
@@ -92,19 +98,17 @@ fn a_vfork_child_never_runs_a_catch_up_step() {
     );
 }
 
-/// A program that grows its brk heap without ever blocking, under the
-/// opt-in scan thread (the remedy the README gives for programs that never
-/// block): the heap is mergeable at the end, whether it grew until the end
-/// or stopped early. Before the fix, away from an edge a VMA whose bounds
-/// changed since the last pass was deferred again and again: a heap that
-/// kept growing was never advised.
+/// A program that grows its brk heap without ever blocking: the heap is
+/// mergeable at the end, whether it grew until the end or stopped early.
+/// Before the fix, a VMA whose bounds changed since the last pass was
+/// deferred again and again: a heap that kept growing was never advised.
+/// (It ran under the opt-in scan thread then; the catch-up thread now comes
+/// by itself, with the brk heap's growth as news.)
 #[test]
-fn the_scan_thread_advises_a_heap_that_keeps_growing() {
+fn the_catch_up_thread_advises_a_heap_that_keeps_growing() {
     let prog = compile_c("tests/c/edge_programs.c", &[]);
     for growing in ["1.0", "2.9"] {
-        let run = Run::with("advise")
-            .env("KSMAUTO_SCAN_THREAD", "1")
-            .env("KSMAUTO_STATS", "off");
+        let run = Run::with("advise").env("KSMAUTO_STATS", "off");
         let out = run_ok(&prog, &run, &["busygrow", growing]);
         let heap = field_u64(&out, "heap_kb");
         let mergeable = field_u64(&out, "mergeable_kb");

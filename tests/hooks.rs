@@ -204,8 +204,8 @@ fn the_program_calls_every_interposed_hook_through_the_preload() {
 
 /// Advise mode's report matches what the program did: the program's
 /// anonymous mmaps were advised, the shared and file mappings skipped, and no
-/// madvise failed. (glibc's own mappings for big blocks are the catch-up's,
-/// at the next edge of idleness: see `advise_mode_makes_each_big_block…`.)
+/// madvise failed. (glibc's own mappings for big blocks are the catch-up
+/// thread's: see `advise_mode_makes_each_big_block…`.)
 #[test]
 fn advise_mode_stats_show_advised_malloc_blocks_and_mappings_and_skipped_shared_and_file() {
     let Some(_ksmd) = ksmd() else { return };

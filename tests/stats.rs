@@ -142,7 +142,11 @@ fn json_report_has_exactly_the_documented_keys() {
     assert_eq!(sorted(keys(&r, "/calls")), names(&HOOK_NAMES));
     assert_eq!(
         sorted(keys(&r, "/catchup")),
-        names(&["steps", "vmas", "revoked"])
+        names(&["steps", "vmas", "revoked", "thread"])
+    );
+    assert_eq!(
+        sorted(keys(&r, "/catchup/thread")),
+        names(&["starts", "retired", "without"])
     );
     assert_eq!(
         sorted(keys(&r, "/advised")),

@@ -48,18 +48,17 @@ fn dlopen_then_dlclose_then_fork_and_exit_in_every_mode() {
     }
 }
 
-/// A `dlopen`ed copy now stands aside (its hooks are never reached; see
-/// tests/two_copies.rs) and starts no scanning thread: asked for one, it
-/// must still unload cleanly.
+/// A `dlopen`ed copy stands aside (its hooks are never reached; see
+/// tests/two_copies.rs) and starts no catch-up thread: with the catch-up's
+/// fastest pace asked for, it must still unload cleanly.
 #[test]
-fn an_unloaded_copy_with_a_scanning_thread() {
+fn an_unloaded_copy_with_the_catch_up_asked_for() {
     let library = lib().to_str().unwrap();
     for mode in ["advise", "auto"] {
         let run = Run::without()
             .env("KSMAUTO_MODE", mode)
-            .env("KSMAUTO_SCAN_THREAD", "1")
             .env("KSMAUTO_SCAN_INTERVAL", "5ms");
-        unloads_cleanly(&run, library, &format!("{mode}, scan thread"));
+        unloads_cleanly(&run, library, &format!("{mode}, catch-up asked for"));
     }
 }
 
@@ -72,17 +71,15 @@ fn an_unloaded_copy_beside_a_preloaded_one() {
     std::fs::create_dir_all(&dir).unwrap();
     let copy = dir.join("libksmauto.so");
     std::fs::copy(lib(), &copy).unwrap();
+    // The preloaded copy's catch-up thread (advise: the program's
+    // allocations are news) runs while the other copy comes and goes.
     for mode in ["off", "advise", "process", "auto"] {
-        for scan_thread in ["0", "1"] {
-            let run = Run::with(mode)
-                .env("KSMAUTO_SCAN_THREAD", scan_thread)
-                .env("KSMAUTO_SCAN_INTERVAL", "5ms");
-            unloads_cleanly(
-                &run,
-                copy.to_str().unwrap(),
-                &format!("{mode}, scan thread {scan_thread}, beside a preloaded copy"),
-            );
-        }
+        let run = Run::with(mode).env("KSMAUTO_SCAN_INTERVAL", "5ms");
+        unloads_cleanly(
+            &run,
+            copy.to_str().unwrap(),
+            &format!("{mode}, beside a preloaded copy"),
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

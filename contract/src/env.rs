@@ -16,21 +16,14 @@ pub const EXCLUDE: &str = "KSMAUTO_EXCLUDE";
 pub const STATS: &str = "KSMAUTO_STATS";
 /// `text` or `json`.
 pub const STATS_FORMAT: &str = "KSMAUTO_STATS_FORMAT";
-/// Pause between catch-up scans (`100ms`, `2s`; `0` turns them off).
+/// Pause between the catch-up thread's passes (`100ms`, `2s`; `0` turns
+/// catch-up, and the thread, off). (`KSMAUTO_SCAN_THREAD`, which asked for
+/// a thread of its own, is no longer read: the thread comes and goes by
+/// itself.)
 pub const SCAN_INTERVAL: &str = "KSMAUTO_SCAN_INTERVAL";
-/// `1` runs catch-up scans in a thread of their own.
-pub const SCAN_THREAD: &str = "KSMAUTO_SCAN_THREAD";
 
 /// The variables the library reads, in the order it reads them.
-pub const LIBRARY: [&str; 7] = [
-    MODE,
-    MIN_SIZE,
-    EXCLUDE,
-    STATS,
-    STATS_FORMAT,
-    SCAN_INTERVAL,
-    SCAN_THREAD,
-];
+pub const LIBRARY: [&str; 6] = [MODE, MIN_SIZE, EXCLUDE, STATS, STATS_FORMAT, SCAN_INTERVAL];
 
 // Read by the CLI.
 

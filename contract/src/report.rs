@@ -31,11 +31,22 @@ pub const CALLS: &str = "calls";
 pub const ADVISED: &str = "advised";
 pub const BY_SOURCE: &str = "by_source";
 pub const CATCHUP_SCANS: &str = "catchup_scans";
-/// `{steps, vmas, revoked}` of the catch-up passes.
+/// `{steps, vmas, revoked, thread}` of the catch-up passes.
 pub const CATCHUP: &str = "catchup";
 pub const STEPS: &str = "steps";
 pub const VMAS: &str = "vmas";
 pub const REVOKED: &str = "revoked";
+/// Inside `catchup`: `{starts, retired, without}` of the library's
+/// catch-up thread (`advise` mode).
+pub const THREAD: &str = "thread";
+/// Times the thread was created.
+pub const STARTS: &str = "starts";
+/// Times it was stopped for a call that needs the process without it
+/// (`unshare`, `setns`, `fork`, a per-thread restriction).
+pub const RETIRED: &str = "retired";
+/// Why the library did without its thread (`"seccomp"`, or the errno name
+/// `pthread_create` returned), or `null`.
+pub const WITHOUT: &str = "without";
 /// Regions left alone, per [`crate::SkipReason`].
 pub const SKIPPED: &str = "skipped";
 /// `{total, <errno name>…, other}`.

@@ -61,13 +61,10 @@ pub struct Config {
     /// `LD_PRELOAD` stay silent).
     pub stats_requested: bool,
     pub stats_format: StatsFormat,
-    /// `advise` engine: least time between two catch-up scans of
-    /// `/proc/self/maps`, in milliseconds; 0 turns catch-up off.
+    /// `advise` engine: least time between two catch-up passes over the
+    /// VMAs, in milliseconds (on the catch-up thread, while it exists); 0
+    /// turns catch-up, and the thread, off.
     pub scan_interval_ms: u64,
-    /// `advise` engine: scan from a background thread every interval instead
-    /// of on the program's own allocation activity (opt-in: some programs must
-    /// stay single-threaded).
-    pub scan_thread: bool,
 }
 
 impl Default for Config {
@@ -90,7 +87,6 @@ impl Config {
         stats_requested: false,
         stats_format: StatsFormat::Text,
         scan_interval_ms: 100,
-        scan_thread: false,
     };
 }
 
@@ -107,7 +103,6 @@ impl Config {
         stats: StatsDestination::Off,
         stats_requested: false,
         scan_interval_ms: 0,
-        scan_thread: false,
         ..Config::DEFAULT
     };
 }
@@ -195,13 +190,6 @@ impl Config {
                     "a duration in ms or s (e.g. 100ms, 2s; 0 turns catch-up off)",
                     "100ms",
                 ),
-            }
-        }
-        if let Some(v) = lookup(env::SCAN_THREAD) {
-            match v {
-                b"1" | b"on" | b"yes" | b"true" => cfg.scan_thread = true,
-                b"0" | b"off" | b"no" | b"false" => cfg.scan_thread = false,
-                _ => bad(env::SCAN_THREAD, v, "1 or 0 (on/off)", "0"),
             }
         }
         cfg
@@ -363,11 +351,9 @@ mod tests {
             ("KSMAUTO_STATS", "/tmp/ksm.%p.json"),
             ("KSMAUTO_STATS_FORMAT", "json"),
             ("KSMAUTO_SCAN_INTERVAL", "2s"),
-            ("KSMAUTO_SCAN_THREAD", "1"),
         ]);
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(cfg.scan_interval_ms, 2000);
-        assert!(cfg.scan_thread);
         assert_eq!(cfg.mode, Mode::Process);
         assert_eq!(cfg.min_size, 65536);
         assert_eq!(
@@ -395,9 +381,8 @@ mod tests {
             ("KSMAUTO_STATS", ""),
             ("KSMAUTO_STATS_FORMAT", "xml"),
             ("KSMAUTO_SCAN_INTERVAL", "soon"),
-            ("KSMAUTO_SCAN_THREAD", "maybe"),
         ]);
-        assert_eq!(warnings.len(), 7, "{warnings:?}");
+        assert_eq!(warnings.len(), 6, "{warnings:?}");
         for (w, var) in warnings.iter().zip([
             "KSMAUTO_MODE",
             "KSMAUTO_MIN_SIZE",
@@ -421,6 +406,18 @@ mod tests {
             Mode::Advise,
             "a bad value elsewhere must not reset a good one"
         );
+    }
+
+    /// `KSMAUTO_SCAN_THREAD` asked for a thread of its own; the catch-up
+    /// thread now comes and goes by itself, so the variable means nothing
+    /// and is not read (no warning on the program's stderr either).
+    #[test]
+    fn the_retired_scan_thread_variable_is_not_read() {
+        for value in ["1", "0", "maybe"] {
+            let (cfg, warnings) = config_from(&[("KSMAUTO_SCAN_THREAD", value)]);
+            assert!(warnings.is_empty(), "{value}: {warnings:?}");
+            assert_eq!(cfg, Config::default());
+        }
     }
 
     #[test]

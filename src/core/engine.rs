@@ -37,6 +37,7 @@ use core::sync::atomic::{
 };
 
 use super::catchup;
+use super::catchup_thread;
 use super::config::{BadValue, Config, Mode, StatsDestination};
 use super::exclusions::{ExclusionTable, Inserted};
 use super::exec_guard;
@@ -144,8 +145,9 @@ pub fn stderr_is_unchanged() -> bool {
 /// another copy of this library comes first in load order, which does the
 /// work (or the process would be advised and reported on twice), or this
 /// copy was `dlopen`ed after libc, where it could neither see a secret nor
-/// guard an `exec`. It stays `off` and says nothing.
-pub fn start(allocator_is_glibc: bool, stand_aside: bool) {
+/// guard an `exec`. It stays `off` and says nothing. `threads`: whether
+/// and how the library may have its catch-up thread here.
+pub fn start(allocator_is_glibc: bool, stand_aside: bool, threads: ThreadSupport) {
     identity::adopt_at_start();
     // Under secure execution the environment belongs to whoever started a
     // privileged program: no variable of it may steer us, no file is
@@ -193,9 +195,9 @@ pub fn start(allocator_is_glibc: bool, stand_aside: bool) {
     if active == Mode::Process && config.exclude.stack {
         unmerge_main_stack();
     }
-    if active == Mode::Advise {
-        BRK_AT_LAST_PASS.store(os::program_break(), Relaxed);
+    if active == Mode::Advise && config.scan_interval_ms > 0 {
         catchup::enable(config.scan_interval_ms);
+        catchup_thread::enable(threads.spawn, threads.glibc_threads, allocator_is_glibc);
     }
 }
 
@@ -215,7 +217,7 @@ pub fn after_fork_in_child() {
     start_over();
 }
 
-fn start_over() {
+pub(super) fn start_over() {
     exec_guard::forget_after_fork(merge_any_in_use());
     crate::os::exec_search::release_after_fork();
     crate::os::library_search::release_after_fork();
@@ -223,6 +225,7 @@ fn start_over() {
     crate::os::loader::release_after_fork();
     crate::counters::reset();
     catchup::reset();
+    catchup_thread::reset_in_child();
     SHARED_LINES.release_after_fork();
 }
 
@@ -246,8 +249,10 @@ fn advise_vma(range: Range) -> bool {
     advise(range, Source::CatchUp).is_ok()
 }
 
-/// Called by hooks every so many calls: runs a catch-up scan when due
-/// (never after `mlockall`: there is nothing left to advise).
+/// Called by hooks every so many calls: where the process does without its
+/// catch-up thread (`catchup_thread::hooks_step_instead`), runs a catch-up
+/// step when due (never after `mlockall`: there is nothing left to
+/// advise); and takes back merge-any lent to an `exec` that failed.
 #[inline]
 pub fn poll_catch_up() {
     if silenced() {
@@ -256,168 +261,97 @@ pub fn poll_catch_up() {
     if exec_guard::any_lent() {
         take_back_merge_any();
     }
-    if !MERGING_STOPPED.load(Relaxed) && catchup::due() {
+    if !MERGING_STOPPED.load(Relaxed) && catchup_thread::hooks_step_instead() && catchup::due() {
         // A raw clone child owns a copy of the parent's scan state and
-        // counters: start over before its first step (a getpid per step).
+        // counters: start over before its first step (a getpid per step);
+        // a vfork child runs in its parent's memory and leaves it alone.
         if identity::adopt_if_new_process() {
             start_over();
         }
-        with_news_accounted(false, || {
-            let passes = catchup::scans();
-            catchup::poll(&judge_vma, &advise_vma);
-            catchup::scans() != passes
-        });
-    }
-}
-
-/// Runs `scan` (which says whether it finished a pass) and settles the news:
-/// what was noted before it started is taken as seen once a pass finishes,
-/// and noted again if not (another thread scanning, the pace, a pass left
-/// for later steps). With `at_edge`, a pass that found new memory leaves
-/// news behind: the process is going idle thread by thread while others may
-/// still be building, so the next edge looks again. (Not after a busy
-/// thread's pass: news makes every call that does not wait look whether it
-/// waits, one system call each, until the next pass.)
-fn with_news_accounted(at_edge: bool, scan: impl FnOnce() -> bool) {
-    let had_news = NEW_MEMORY.swap(false, Relaxed);
-    let brk = os::program_break();
-    if scan() {
-        BRK_AT_LAST_PASS.store(brk, Relaxed);
-        if at_edge && catchup::still_growing() {
-            note_new_memory();
+        if identity::shares_owners_memory() {
+            return;
         }
-    } else if had_news {
-        note_new_memory();
+        catchup_thread::hook_step(|| catchup::poll(&judge_vma, &advise_vma));
     }
 }
 
 // ---------------------------------------------------------------------------
-// The edge of idleness: a thread about to block gives the catch-up its turn
-// (the only trigger an idle program leaves, without a thread of ours)
+// The catch-up thread (`core::catchup_thread`): what the hooks tell it
 
-/// Memory no hook advised may have appeared since the last finished pass: a
-/// glibc-mapped block ([`note_new_memory`] from the malloc family), a new
-/// thread (and with it, a malloc arena), a raw `syscall(SYS_mmap)`.
-static NEW_MEMORY: AtomicBool = AtomicBool::new(false);
+/// What the interposition layer gives the engine to run a catch-up thread
+/// with (see `catchup_thread::enable`).
+pub struct ThreadSupport {
+    pub spawn: catchup_thread::Spawn,
+    /// The address of glibc's count of its threads (0: not found).
+    pub glibc_threads: usize,
+}
 
-/// The program break when the last pass started; growth of the brk heap past
-/// it by [`BRK_NEWS_BYTES`] is news (glibc grows it with an internal `sbrk`
-/// no hook sees).
-static BRK_AT_LAST_PASS: AtomicUsize = AtomicUsize::new(0);
-
-/// How far the brk heap must grow to be worth a pass before blocking: a
-/// short-lived command's first small heap is not.
-pub const BRK_NEWS_BYTES: usize = 1 << 20;
-
-/// Something may have mapped memory no hook advises (cheap: a load, and a
-/// store only when the flag changes, so threads do not bounce its line).
-/// News also brings the timer's next pass to at most one base interval from
-/// now, so that a busy program (whose calls never wait) does not keep news
-/// pending, and every call looking at whether it waits, for long.
+/// Memory no hook advised may have appeared: a glibc-mapped block (from the
+/// malloc family), a new thread (and with it, a malloc arena), a raw
+/// `syscall(SYS_mmap)`. The catch-up thread takes it from here.
 #[inline]
 pub fn note_new_memory() {
-    if !NEW_MEMORY.load(Relaxed) {
-        NEW_MEMORY.store(true, Relaxed);
-        catchup::hurry();
+    if !silenced() {
+        catchup_thread::note_new_memory();
     }
 }
 
-/// Checked by every hook of a call that may block (`read`, `poll`,
-/// `pthread_cond_wait`, …) before it forwards: whether [`at_idle_edge`] may
-/// have anything to do. Two loads and no call, so that a hook keeps its
-/// arguments in their registers and forwards with a tail jump when it has
-/// nothing to do: in `process` and `off` mode (nothing lent to an `exec`)
-/// that is all a blocking call pays.
+/// The malloc family's brk sentinel (only its `advise`-over-glibc
+/// wrappers ask): whether the brk heap grew enough to be news.
 #[inline(always)]
-pub fn idle_edge_due() -> bool {
-    catchup::enabled() || exec_guard::any_lent()
+pub fn brk_grew() -> bool {
+    catchup_thread::brk_grew()
 }
 
-/// In `advise` mode, whether there is news for the catch-up: the flag, or
-/// the program break (a call of libc's `sbrk(0)`).
-fn catch_up_has_news() -> bool {
-    NEW_MEMORY.load(Relaxed)
-        || os::program_break()
-            > BRK_AT_LAST_PASS
-                .load(Relaxed)
-                .saturating_add(BRK_NEWS_BYTES)
-}
-
-/// A thread is about to make a call that may block, and [`idle_edge_due`]
-/// said there may be work: merge-any lent to an `exec` is taken back, and in
-/// `advise` mode, when the catch-up has news or its timer is due:
-/// * if `would_block` (the hook's side-effect-free look at whether the call
-///   will wait: a descriptor with nothing to read, a child still running, …)
-///   says the thread is about to wait, the catch-up pass is run to its end
-///   now — the program may never call us again;
-/// * otherwise (a busy thread, a call that returns at once) the timer's
-///   paced step is taken if due, as an `mmap` hook's poll takes it, and the
-///   call gets no pass.
-///
-/// While news is pending, a call that does not wait pays its look (one
-/// system call); news brings the timer within one interval
-/// ([`note_new_memory`]), and the timer's pass settles it.
+/// [`brk_grew`] said so.
 #[cold]
 #[inline(never)]
-pub fn at_idle_edge(would_block: impl FnOnce() -> bool) {
-    if silenced() {
-        return;
+pub fn note_brk_growth() {
+    if !silenced() {
+        catchup_thread::note_brk_growth();
     }
-    if exec_guard::any_lent() {
-        take_back_merge_any();
-    }
-    if !catchup::enabled() || MERGING_STOPPED.load(Relaxed) {
-        return;
-    }
-    let news = catch_up_has_news();
-    let due = catchup::due();
-    if !news && !due {
-        return;
-    }
-    if news {
-        catchup::hurry();
-    }
-    // The look first: it is one system call where the identity checks are
-    // two, and side-effect free (fine in a vfork child too).
-    let waits = would_block();
-    if !waits && !due {
-        return;
-    }
-    // A raw clone child owns a copy of the parent's scan state; a vfork
-    // child runs in its parent's memory and must leave it alone.
-    if identity::adopt_if_new_process() {
-        start_over();
-    }
-    if identity::shares_owners_memory() {
-        return;
-    }
-    // These calls are async-signal-safe: a program may leave a handler that
-    // interrupted one with `siglongjmp`. Interrupted inside a pass, that
-    // would leave the maps descriptor open and the scan marked running for
-    // good; so the pass runs with signals blocked (they arrive right after).
-    let mask = sys::block_all_signals();
-    if waits {
-        with_news_accounted(true, || catchup::idle_pass(&judge_vma, &advise_vma));
-    } else {
-        poll_catch_up();
-    }
-    sys::restore_signals(mask);
 }
 
-/// Whether the user asked for a background scanning thread.
-pub fn wants_scan_thread() -> bool {
-    catchup::enabled() && config().scan_thread
+/// The catch-up thread's body (its start routine calls it).
+pub fn catch_up_thread_main() {
+    catchup_thread::thread_main(|| catchup::thread_step(&judge_vma, &advise_vma));
 }
 
-/// Body of the opt-in scanning thread: sleep until a catch-up step is due,
-/// run it, forever.
-/// Ends when the program sandboxes itself ([`before_sandbox`]): a sleep is
-/// a system call too.
-pub fn scan_thread_main() {
-    while !silenced() {
-        sys::sleep_ns(catchup::ns_until_due());
-        poll_catch_up();
+/// A call that needs this process without the library's thread is about to
+/// be made (`unshare`, `setns`, a per-thread restriction: capabilities,
+/// `no_new_privs`, Landlock): the thread is stopped and waited for. Hand
+/// the result to [`after_single_threaded_call`].
+pub fn before_single_threaded_call() -> bool {
+    catchup_thread::retire()
+}
+
+pub fn after_single_threaded_call(retired: bool) {
+    if retired {
+        catchup_thread::release();
     }
+}
+
+/// `fork` is about to copy this process (`pthread_atfork`'s prepare): the
+/// thread goes first, so that the parent has exactly the program's threads
+/// when `fork` returns (CPython counts them then); it comes back only with
+/// the next news.
+pub fn before_fork() -> bool {
+    catchup_thread::before_fork()
+}
+
+/// `fork` returned in the parent.
+pub fn after_fork_in_parent(retired: bool) {
+    after_single_threaded_call(retired);
+}
+
+/// The program's main thread calls `pthread_exit`.
+pub fn main_thread_ending() {
+    catchup_thread::main_thread_ending();
+}
+
+/// Whether the process stopped merging for good (`mlockall`).
+pub(super) fn merging_stopped() -> bool {
+    MERGING_STOPPED.load(Relaxed)
 }
 
 // ---------------------------------------------------------------------------
@@ -461,6 +395,10 @@ pub fn before_sandbox() {
     MALLOC_BLOCK_FLOOR.store(usize::MAX, SeqCst);
     REALLOC_FLOOR.store(usize::MAX, SeqCst);
     catchup::disable();
+    // The filter may be applied to every thread (`TSYNC`) or only to the
+    // caller (ours would stay unrestricted): either way, ours goes first.
+    let retired = catchup_thread::retire();
+    after_single_threaded_call(retired);
 }
 
 /// Whether the library has fallen silent ([`before_sandbox`]).
@@ -493,6 +431,13 @@ pub fn after_exec_returned(lent: Option<ExecLent>) {
     if let Some(lent) = lent {
         exec_guard::returned(lent, merge_any_in_use());
     }
+}
+
+/// Whether merge-any is lent to an `exec` (one load: for every hook's
+/// poll, see [`poll_catch_up`]).
+#[inline(always)]
+pub fn merge_any_lent() -> bool {
+    exec_guard::any_lent()
 }
 
 #[cold]
@@ -608,6 +553,12 @@ fn advise(range: Range, source: Source) -> Result<(), i32> {
     let left_out = EXCLUDED.for_each_gap(range, |piece| {
         match ksm::mark_mergeable(piece.start, piece.len()) {
             Ok(()) => c.count_advised(source, piece.len()),
+            // The catch-up runs beside the program's threads: a VMA it
+            // judged may be unmapped before its advice (`ENOMEM`, the part
+            // still mapped is advised). That is no failure.
+            Err(libc::ENOMEM) if source == Source::CatchUp && !wholly_mapped(piece) => {
+                result = result.and(Err(libc::ENOMEM));
+            }
             Err(e) => {
                 c.count_madvise_failure(e);
                 result = result.and(Err(e));
@@ -670,6 +621,20 @@ fn sync_realloc_floor() {
         }
     }
     REALLOC_FLOOR.store(0, SeqCst);
+}
+
+/// Whether every page of `range` is mapped (one VMA or several in a row).
+/// Without `PROCMAP_QUERY` (Linux < 6.11) it answers "yes".
+fn wholly_mapped(range: Range) -> bool {
+    let mut at = range.start;
+    while at < range.end {
+        match sys::vma_at(at) {
+            Ok(vma) if vma.start <= at => at = vma.end,
+            Ok(_) | Err(libc::ENOENT) => return false,
+            Err(_) => return true,
+        }
+    }
+    true
 }
 
 /// Whether a range is mapped at all (any page of it). Without

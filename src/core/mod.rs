@@ -8,18 +8,19 @@
 //! * [`exec_guard`] — keeps merge-any out of programs the library does not
 //!   run in;
 //! * [`catchup`] — the `advise` engine's scan for memory no hook saw;
+//! * [`catchup_thread`] — the library's one thread, which runs that scan
+//!   while there is news, and when it must not exist;
 //! * [`exclusions`] — the lock-free table of ranges never to merge
 //!   (`ksmauto_exclude`, secret memory);
 //! * [`identity`] — which process this is (owner, forked child, `vfork` child);
-//! * [`once`] — start-up that survives re-entry from `dlsym`;
-//! * [`would_block`] — whether a call a thread is about to make will wait
-//!   (the look before a pass at the edge of idleness).
+//! * [`once`] — start-up that survives re-entry from `dlsym`.
 //!
 //! Knows no symbol names (that is `crate::api`'s business) and no kernel
 //! constants (`crate::os::ksm` names what it asks the kernel by intent);
 //! never allocates, locks, or changes `errno`.
 
 pub mod catchup;
+pub mod catchup_thread;
 pub mod config;
 pub mod engine;
 pub mod exclusions;
@@ -27,4 +28,3 @@ pub mod exec_guard;
 pub mod identity;
 pub mod once;
 pub mod policy;
-pub mod would_block;

@@ -68,15 +68,18 @@ pub fn program_break() -> usize {
     unsafe { libc::sbrk(0) as usize }
 }
 
-/// The value of the program's semaphore `sem` (libc's `sem_getvalue`:
-/// a plain read of the count, no system call, no `errno`).
-///
-/// # Safety
-/// `sem` is a semaphore the program handed to one of its calls.
-pub unsafe fn semaphore_value(sem: *mut libc::sem_t) -> i32 {
-    let mut value = 0;
-    libc::sem_getvalue(sem, &mut value);
-    value
+extern "C" {
+    /// glibc's record of the program break (exported since glibc 2.2.5;
+    /// null until glibc first asked the kernel for it).
+    static __curbrk: *mut core::ffi::c_void;
+}
+
+/// [`program_break`] for the hot path: two loads, no call (0 while glibc
+/// has not yet looked the break up: no brk heap then). glibc's malloc
+/// updates it under its own lock; an aligned word is read whole.
+#[inline(always)]
+pub fn program_break_now() -> usize {
+    unsafe { core::ptr::read_volatile(core::ptr::addr_of!(__curbrk)) as usize }
 }
 
 /// Whether the kernel started this program in secure-execution mode

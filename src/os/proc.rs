@@ -84,6 +84,46 @@ fn for_each_record(
     result
 }
 
+/// The number on the `key` line (e.g. `Seccomp:`) of a `status` file at
+/// `path`, read through `buf`; `Ok(None)` if the file has no such line.
+pub fn status_number(path: &[u8], buf: &mut [u8], key: &[u8]) -> Result<Option<u64>, Errno> {
+    let mut value = None;
+    for_each_line(path, buf, |line| {
+        if let Some(v) = line.strip_prefix(key) {
+            value = parse_dec(trim(v));
+        }
+    })?;
+    Ok(value)
+}
+
+/// A digest of what restricts a thread (`Seccomp`, `NoNewPrivs` and the
+/// capability sets of `/proc/<path>/status`): two threads with the same
+/// digest are restricted alike. `None` if it cannot be read. Reads through
+/// a buffer on the stack (2 KiB): for the catch-up thread, never a hook.
+pub fn restrictions_digest(path: &[u8]) -> Option<u64> {
+    let mut buf = [0u8; 2048];
+    let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut seen = 0;
+    for_each_line(path, &mut buf, |line| {
+        const FIELDS: [&[u8]; 6] = [
+            b"Seccomp:",
+            b"NoNewPrivs:",
+            b"CapInh:",
+            b"CapPrm:",
+            b"CapEff:",
+            b"CapBnd:",
+        ];
+        if FIELDS.iter().any(|f| line.starts_with(f)) {
+            seen += 1;
+            for &b in line.iter().chain(b"\n") {
+                digest = (digest ^ b as u64).wrapping_mul(0x100_0000_01b3);
+            }
+        }
+    })
+    .ok()?;
+    (seen > 0).then_some(digest)
+}
+
 /// Whether process `pid` has a file named `file_name` (a last path
 /// component) mapped: read from `/proc/PID/maps` through `buffer`. `None`
 /// when it cannot be read (gone, another user's) or the name is empty.
@@ -210,15 +250,32 @@ pub fn process_start_time() -> Option<u64> {
     start_time_of_stat(&buf[..n])
 }
 
-/// Field 22 of a `stat` line; `comm` (field 2, in parentheses) may hold
-/// anything, so fields are counted after its last `)`.
+/// Field 22 of a `stat` line.
 fn start_time_of_stat(stat: &[u8]) -> Option<u64> {
+    ksmauto_contract::proc::parse_dec(stat_field(stat, 22)?)
+}
+
+/// Field `n` (1-based, as in proc(5)) of a `stat` line, from field 3 on:
+/// `comm` (field 2, in parentheses) may hold anything, so fields are
+/// counted after its last `)`.
+fn stat_field(stat: &[u8], n: usize) -> Option<&[u8]> {
     let close = stat.iter().rposition(|&b| b == b')')?;
-    let field = stat[close + 1..]
+    stat[close + 1..]
         .split(|&b| b == b' ')
         .filter(|f| !f.is_empty())
-        .nth(19)?;
-    ksmauto_contract::proc::parse_dec(field)
+        .nth(n.checked_sub(3)?)
+}
+
+/// The state letter of this process's main thread and the process's
+/// thread count (fields 3 and 20 of `/proc/self/stat`). A main thread that
+/// ended while others run is a zombie (`Z`) and still counted.
+pub fn main_state_and_threads() -> Option<(u8, u64)> {
+    let mut buf = [0u8; 512];
+    let n = sys::read_file(b"/proc/self/stat\0", &mut buf).ok()?;
+    let stat = &buf[..n];
+    let state = *stat_field(stat, 3)?.first()?;
+    let threads = ksmauto_contract::proc::parse_dec(stat_field(stat, 20)?)?;
+    Some((state, threads))
 }
 
 /// One line of `/proc/<pid>/maps` (also the header line of each `smaps` entry).
@@ -383,6 +440,47 @@ fn parse_kb(v: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `comm` may hold spaces and parentheses: fields are counted after its
+    /// last `)`.
+    #[test]
+    fn stat_fields_are_counted_after_the_command_name() {
+        let line = b"4242 (a) b (c) Z 1 4242 4242 0 -1 4194560 100 0 0 0 5 6 0 0 20 0 3 0 98765 1000 10";
+        assert_eq!(stat_field(line, 3), Some(&b"Z"[..]));
+        assert_eq!(stat_field(line, 20), Some(&b"3"[..]));
+        assert_eq!(start_time_of_stat(line), Some(98765));
+        assert_eq!(stat_field(line, 2), None);
+        let (state, threads) = main_state_and_threads().unwrap();
+        assert!(state == b'R' || state == b'S', "{}", state as char);
+        assert!(threads >= 1);
+    }
+
+    #[test]
+    fn a_status_number_is_read_by_its_key() {
+        let mut buf = [0u8; 2048];
+        let threads = status_number(b"/proc/self/status\0", &mut buf, b"Threads:");
+        assert!(matches!(threads, Ok(Some(n)) if n >= 1), "{threads:?}");
+        let none = status_number(b"/proc/self/status\0", &mut buf, b"NoSuchKey:");
+        assert_eq!(none, Ok(None));
+        assert!(status_number(b"/proc/no/such\0", &mut buf, b"Threads:").is_err());
+    }
+
+    #[test]
+    fn a_thread_is_restricted_as_its_process_until_it_restricts_itself() {
+        let main = restrictions_digest(b"/proc/self/status\0");
+        let here = std::thread::spawn(|| restrictions_digest(b"/proc/thread-self/status\0"))
+            .join()
+            .unwrap();
+        assert!(main.is_some());
+        assert_eq!(main, here);
+        let changed = std::thread::spawn(|| {
+            unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+            restrictions_digest(b"/proc/thread-self/status\0")
+        })
+        .join()
+        .unwrap();
+        assert_ne!(main, changed);
+    }
 
     #[test]
     fn maps_line_with_and_without_name() {

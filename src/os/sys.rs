@@ -117,6 +117,23 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// CPU time this thread has used, in nanoseconds (a system call: the vDSO
+/// has no thread clock).
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let _ = unsafe {
+        syscall!(
+            libc::SYS_clock_gettime,
+            libc::CLOCK_THREAD_CPUTIME_ID,
+            &mut ts as *mut libc::timespec
+        )
+    };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// When running on the thread's alternate signal stack, the bytes left on it
 /// below this function's frame; `None` on an ordinary stack (or when it
 /// cannot be told: an `SS_AUTODISARM` stack reads as disabled while in use).
@@ -141,6 +158,37 @@ pub fn sleep_ns(ns: u64) {
         tv_nsec: (ns % 1_000_000_000) as libc::c_long,
     };
     let _ = unsafe { syscall!(libc::SYS_nanosleep, &ts as *const libc::timespec, 0usize) };
+}
+
+/// Sleeps while the futex word `word` (this process's: a private futex)
+/// holds `expected`, at most `timeout_ns`: returns on a wake, at the
+/// timeout, on a signal, or at once if the word already changed.
+pub fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32, timeout_ns: u64) {
+    let ts = libc::timespec {
+        tv_sec: (timeout_ns / 1_000_000_000).min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
+    };
+    let _ = unsafe {
+        syscall!(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            &ts as *const libc::timespec
+        )
+    };
+}
+
+/// Wakes every thread sleeping on the futex word `word` ([`futex_wait`]).
+pub fn futex_wake(word: &core::sync::atomic::AtomicU32) {
+    let _ = unsafe {
+        syscall!(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            i32::MAX
+        )
+    };
 }
 
 /// One VMA as the kernel's `PROCMAP_QUERY` reports it.
@@ -651,6 +699,27 @@ pub fn thread_of(pid: i32, tid: i32) -> bool {
     unsafe { syscall!(libc::SYS_tgkill, pid, tid, 0).is_ok() }
 }
 
+/// Waits up to `wait_ns` until thread `tid` of this process is gone from
+/// the kernel (no longer counted among the process's threads: `tgkill`
+/// finds it no more); whether it is. Yields first, then naps 50 µs at a
+/// time.
+pub fn wait_until_thread_gone(tid: i32, wait_ns: u64) -> bool {
+    let deadline = monotonic_ns().saturating_add(wait_ns);
+    let mut spins = 0u32;
+    while thread_is_ours(tid) {
+        if monotonic_ns() >= deadline {
+            return false;
+        }
+        spins += 1;
+        if spins < 64 {
+            sched_yield();
+        } else {
+            sleep_ns(50_000);
+        }
+    }
+    true
+}
+
 pub fn sched_yield() {
     let _ = unsafe { syscall!(libc::SYS_sched_yield) };
 }
@@ -841,76 +910,4 @@ pub fn has_file_capabilities(path: &[u8]) -> bool {
         )
     };
     !matches!(r, Err(libc::ENODATA) | Err(libc::EOPNOTSUPP))
-}
-
-// ---------------------------------------------------------------------------
-// Looks at whether a call would wait (for `core::would_block`): each answers
-// "now", never waits, consumes nothing and changes nothing the program sees.
-
-/// Whether descriptor `fd` has `O_NONBLOCK` set (its reads never wait).
-pub fn fd_is_nonblocking(fd: i32) -> Result<bool, Errno> {
-    unsafe { syscall!(libc::SYS_fcntl, fd, libc::F_GETFL) }
-        .map(|flags| flags as i32 & libc::O_NONBLOCK != 0)
-}
-
-/// How many of `fds` have one of their events now (a poll that never
-/// waits; `fds` is ours, so the `revents` it writes are ours too).
-pub fn poll_ready_now(fds: &mut [libc::pollfd]) -> Result<usize, Errno> {
-    poll_ready_now_in(fds.as_mut_ptr() as usize, fds.len())
-}
-
-/// How many of the `nfds` entries of the `pollfd` array at `fds` (the
-/// program's, as it passed them to its own poll) have one of their events
-/// now: a poll that never waits. It writes their `revents`, which the
-/// program's own call rewrites.
-pub fn poll_ready_now_in(fds: usize, nfds: usize) -> Result<usize, Errno> {
-    let zero = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    unsafe {
-        syscall!(
-            libc::SYS_ppoll,
-            fds,
-            nfds,
-            &zero as *const libc::timespec,
-            0usize,
-            0usize
-        )
-    }
-}
-
-/// Whether `fd` has something to read (or a connection to accept, or an
-/// end of file or error to report) now.
-pub fn readable_now(fd: i32) -> Result<bool, Errno> {
-    let mut one = [libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    }];
-    poll_ready_now(&mut one).map(|n| n > 0)
-}
-
-/// Whether a child matching `idtype`/`id` has a state change to report now
-/// for `options` (`WEXITED`, `WSTOPPED`, `WCONTINUED`, `__WALL`, …): a
-/// `waitid` with `WNOHANG | WNOWAIT`, so nothing is reaped or consumed.
-pub fn child_waitable_now(idtype: u32, id: u32, options: i32) -> Result<bool, Errno> {
-    let mut info: libc::siginfo_t = unsafe { core::mem::zeroed() };
-    unsafe {
-        syscall!(
-            libc::SYS_waitid,
-            idtype,
-            id,
-            &mut info as *mut libc::siginfo_t,
-            options | libc::WNOHANG | libc::WNOWAIT,
-            0usize
-        )
-    }?;
-    // With WNOHANG and nothing to report the kernel leaves si_pid 0.
-    Ok(unsafe { info.si_pid() } != 0)
-}
-
-/// This process's group id.
-pub fn process_group() -> Result<i32, Errno> {
-    unsafe { syscall!(libc::SYS_getpgid, 0usize) }.map(|g| g as i32)
 }

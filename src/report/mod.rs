@@ -50,6 +50,7 @@ fn report_without_smaps() -> Report {
         counters: crate::counters::counters().snapshot(),
         catchup_scans: crate::core::catchup::scans(),
         catchup: crate::core::catchup::stats(),
+        catchup_thread: crate::core::catchup_thread::stats(),
         ksm: crate::os::proc::read_self_ksm_stat(),
         smaps: None,
         page_size: engine::page_size(),

@@ -3,6 +3,7 @@
 //! Pure rendering into a caller's fixed buffer; the field list of the JSON
 //! object is documented in the README ("Stats format"). Never allocates.
 
+use crate::core::catchup_thread::Without;
 use crate::counters::{Hook, Snapshot, FAILURE_ERRNOS};
 use crate::fmt::BufWriter;
 use crate::os::proc::{KsmStat, RegionClass, SmapsTotals};
@@ -34,6 +35,8 @@ pub struct Report {
     pub catchup_scans: u64,
     /// Steps the catch-up passes took, VMAs they examined, advice revoked.
     pub catchup: crate::core::catchup::Stats,
+    /// The catch-up thread's starts and retirements, or why there was none.
+    pub catchup_thread: crate::core::catchup_thread::Stats,
     /// `/proc/self/ksm_stat`; `None` where the kernel has no KSM.
     pub ksm: Option<KsmStat>,
     /// `/proc/self/smaps` totals; `None` if it could not be read.
@@ -121,8 +124,19 @@ impl Report {
                 .str(")");
         }
         w.str("; madvise failures ")
-            .u64(c.total_madvise_failures())
-            .str("\n");
+            .u64(c.total_madvise_failures());
+        if let Some(why) = self.catchup_thread.without {
+            w.str("; catch-up: without its thread (")
+                .str(match why {
+                    Without::Seccomp => "seccomp filter",
+                    Without::CreateFailed(_) => "pthread_create: ",
+                });
+            if let Without::CreateFailed(e) = why {
+                w.str(sys::errno_name(e));
+            }
+            w.str(")");
+        }
+        w.str("\n");
 
         w.str("ksmauto[").u64(self.pid as u64).str("]: kernel: ");
         match self.ksm {
@@ -224,7 +238,17 @@ impl Report {
         next(w, field::CATCHUP).str("{");
         key(w, field::STEPS).u64(self.catchup.steps);
         next(w, field::VMAS).u64(self.catchup.vmas);
-        next(w, field::REVOKED).u64(self.catchup.revoked).str("}");
+        next(w, field::REVOKED).u64(self.catchup.revoked);
+        let t = &self.catchup_thread;
+        next(w, field::THREAD).str("{");
+        key(w, field::STARTS).u64(t.starts);
+        next(w, field::RETIRED).u64(t.retired);
+        next(w, field::WITHOUT);
+        match t.without {
+            Some(why) => w.str("\"").str(without_name(why)).str("\""),
+            None => w.str("null"),
+        };
+        w.str("}}");
         next(w, field::SKIPPED).str("{");
         for (i, r) in SkipReason::ALL.iter().enumerate() {
             member(w, i, r.name()).u64(c.skipped[*r as usize]);
@@ -284,6 +308,14 @@ impl Report {
             }
         }
         w.str("}\n");
+    }
+}
+
+/// The JSON name of why the catch-up thread was missing.
+fn without_name(why: Without) -> &'static str {
+    match why {
+        Without::Seccomp => "seccomp",
+        Without::CreateFailed(e) => sys::errno_name(e),
     }
 }
 
@@ -351,6 +383,11 @@ mod tests {
                 vmas: 70,
                 revoked: 1,
             },
+            catchup_thread: crate::core::catchup_thread::Stats {
+                starts: 2,
+                retired: 1,
+                without: None,
+            },
             ksm: Some(KsmStat {
                 rmap_items: 3,
                 zero_pages: Some(0),
@@ -392,6 +429,9 @@ mod tests {
         assert_eq!(v["catchup"]["steps"], 3);
         assert_eq!(v["catchup"]["vmas"], 70);
         assert_eq!(v["catchup"]["revoked"], 1);
+        assert_eq!(v["catchup"]["thread"]["starts"], 2);
+        assert_eq!(v["catchup"]["thread"]["retired"], 1);
+        assert!(v["catchup"]["thread"]["without"].is_null());
         assert_eq!(v["skipped"]["file"], 2);
         assert_eq!(v["madvise_failures"]["total"], 0);
         assert_eq!(v["kernel"]["merging_pages"], 3);
@@ -426,6 +466,20 @@ mod tests {
         for line in text.lines() {
             assert!(line.len() < 240, "{line}");
         }
+    }
+
+    #[test]
+    fn a_report_says_why_the_catch_up_had_no_thread() {
+        let mut r = sample();
+        r.catchup_thread.without = Some(Without::Seccomp);
+        let text = render(&r, false);
+        assert!(text.contains("; catch-up: without its thread (seccomp filter)"), "{text}");
+        let v: serde_json::Value = serde_json::from_str(&render(&r, true)).unwrap();
+        assert_eq!(v["catchup"]["thread"]["without"], "seccomp");
+        r.catchup_thread.without = Some(Without::CreateFailed(libc::EAGAIN));
+        assert!(render(&r, false).contains("without its thread (pthread_create: EAGAIN)"));
+        let v: serde_json::Value = serde_json::from_str(&render(&r, true)).unwrap();
+        assert_eq!(v["catchup"]["thread"]["without"], "EAGAIN");
     }
 
     #[test]

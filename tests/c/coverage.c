@@ -5,12 +5,10 @@
  *   coverage PATH [PAGES]
  *   PATH: mmap | reserve | malloc_large | brk | arena | syscall | fork | exec
  *         | quiet (raw syscall mmap, then it waits and reads in raw system
- *           calls only: it makes no call the library sees, so only
- *           KSMAUTO_SCAN_THREAD=1 can reach that memory)
+ *           calls only: it makes no call the library sees after the map)
  *
  * Like a real service it keeps running and calling into libc while it waits
- * (it reads ksmd's counters with stdio and sleeps 10 ms at a time: each sleep
- * is an edge of idleness, where the advise engine's catch-up runs). It waits
+ * (it reads ksmd's counters with stdio and sleeps 10 ms at a time). It waits
  * at least 2 s and 3 full ksmd scans, then until the merged count is stable
  * over 2 more scans, then rewrites every page with distinct content and reads
  * it back. Output: "merged N", "pages N" and "integrity ok|BAD".
@@ -85,16 +83,21 @@ static void build_malloc_large(void) {
 static void build_small_objects(void) {
     size_t obj = 496; /* + 16 bytes header: 512-byte chunks */
     long want = pages;
-    unsigned char *lo = NULL, *hi = NULL;
+    /* Where the current run of our chunks, one right after the other,
+       begins: a page is ours to rewrite whole only inside such a run (the
+       process may allocate too: stdio, or the preload's catch-up thread,
+       whose thread-local storage glibc allocates from this heap). */
+    uintptr_t run_start = 0, next_chunk = 0;
     while (n_ptrs < want) {
         unsigned char *b = malloc(obj);
         if (!b) exit(1);
-        if (!lo || b < lo) lo = b;
-        if (!hi || b + obj > hi) hi = b + obj;
+        uintptr_t chunk = (uintptr_t)b - 16;
+        if (chunk != next_chunk) run_start = chunk;
+        next_chunk = chunk + obj + 16;
         for (size_t i = 0; i < obj; i++) b[i] = (unsigned char)((((uintptr_t)(b + i)) & (page - 1)) * 7 + 1);
         /* count pages once they are completely filled */
         uintptr_t pg = ((uintptr_t)b) & ~(uintptr_t)(page - 1);
-        if (pg > (uintptr_t)lo + page && (n_ptrs == 0 || (uintptr_t)page_ptrs[n_ptrs - 1] < pg - page))
+        if (pg - page >= run_start && (n_ptrs == 0 || (uintptr_t)page_ptrs[n_ptrs - 1] < pg - page))
             add_page((unsigned char *)(pg - page));
     }
     /* the chunk headers inside each page differ from the pattern: rewrite

@@ -1,6 +1,7 @@
 /*
- * The C side of tests/edge_safety.rs: programs that meet the library at the
- * edge of idleness in ways a stranger's program would.
+ * The C side of tests/edge_safety.rs: programs that meet the library's
+ * catch-up (news, waits, a thread of the library's own) in ways a
+ * stranger's program would.
  *
  *   edge_programs waits      builds data (large blocks), then waits in
  *                            nanosleep, poll, ppoll, select, pselect and
@@ -22,8 +23,8 @@
  *                            that stays alive, then a 2 ms poll; prints
  *                            "vmas N" (lines of /proc/self/maps).
  *   edge_programs vfork      news, then a vfork child reads a pipe that has
- *                            data (a call that does not wait, with the
- *                            catch-up's timer due) and exits; prints
+ *                            data (a call that does not wait) and exits;
+ *                            prints
  *                            "child_pid N".
  */
 #define _GNU_SOURCE

@@ -27,7 +27,7 @@
  *                   one page of each written with the same content;
  *                   usleep(SLEEP_US) after every BATCH blocks (none if 0)
  *
- * BLOCKER (default read): read recv accept poll ppoll select pselect
+ * BLOCKER (default read): read fgets recv accept poll ppoll select pselect
  *   epoll_wait epoll_pwait nanosleep clock_nanosleep sleep usleep pause
  *   sigsuspend sigwait sigwaitinfo sigtimedwait waitpid wait waitid
  *   pthread_cond_wait pthread_cond_timedwait pthread_barrier_wait
@@ -138,7 +138,14 @@ static void small_objects(const size_t *cycle, size_t n, size_t bytes) {
 
 /* ---- patterns ---------------------------------------------------------- */
 
-static void build_small(void) { small_objects(mixed_cycle, 7, 16 << 20); }
+static void *region_end;
+
+/* The range the small objects fill: from the first one to the last. */
+static void build_small(void) {
+    region = malloc(mixed_cycle[0]);
+    small_objects(mixed_cycle, 7, 16 << 20);
+    region_end = malloc(mixed_cycle[0]);
+}
 
 static pthread_mutex_t arena_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t arena_built = PTHREAD_COND_INITIALIZER;
@@ -346,6 +353,10 @@ static void block_forever(void) {
         if (is("read")) {
             r = read(0, &c, 1);
             if (r == 0) _exit(0);
+        } else if (is("fgets")) {
+            /* stdio's own read: glibc calls its internal one, no symbol */
+            static char line[64];
+            if (!fgets(line, sizeof line, stdin)) _exit(0);
         } else if (is("recv")) r = recv(sock_fd, &c, 1, 0);
         else if (is("accept")) r = accept(sock_fd, NULL, NULL);
         else if (is("poll")) {
@@ -407,6 +418,7 @@ static void block_forever(void) {
 static void go_idle(void) {
     say("pages %ld\nthreads %d\n", dup_pages, own_threads);
     if (region) say("region %p\n", region);
+    if (region_end) say("region_end %p\n", region_end);
     say("idle pid=%d\n", (int)getpid());
     block_forever();
 }

@@ -33,7 +33,7 @@ static void *worker(void *arg) {
     memset(p, 0x5a, size);
     long merged = 0;
     for (int i = 0; i < 400 && merged < 60; i++) {
-        /* A blocking call: the idle edge lets the advise engine see it. */
+        /* Waits while ksmd merges. */
         struct timespec t = {0, 50 * 1000 * 1000};
         nanosleep(&t, NULL);
         merged = merging_pages();

@@ -16,11 +16,13 @@
 mod build;
 mod hooks;
 mod ksmd;
+mod live;
 mod procfs;
 mod run;
 
 pub use build::{cli, compile_c, lib, repo};
 pub use hooks::HOOK_NAMES;
 pub use ksmd::*;
+pub use live::Live;
 pub use procfs::*;
 pub use run::*;

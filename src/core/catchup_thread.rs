@@ -1,0 +1,650 @@
+//! The catch-up thread: the one thread the library ever has, in `advise`
+//! mode only, and only while there is something to catch up.
+//!
+//! Memory no hook advises (the brk heap, glibc's arenas and large-block
+//! mappings, raw `syscall(SYS_mmap)` memory) is found by the catch-up's
+//! passes (`core::catchup`). They run here, off the program's threads: the
+//! program's own calls are never looked at, never delayed and never the
+//! trigger of a pass.
+//!
+//! **News** starts the thread: a glibc-mapped large block or the brk heap
+//! grown by [`BRK_NEWS_BYTES`] (the malloc family's sentinel, see
+//! [`brk_grew`]), a new program thread (its arena comes with its first
+//! allocations), a raw `syscall` that maps memory. The process's start-up is
+//! no news: a short command never gets a thread. The thread takes the
+//! catch-up's paced steps, sleeping on a futex word in between, and leaves
+//! once memory has settled: no news, and passes that found nothing new for
+//! [`SETTLE_NS`]. A program idle for seconds has exactly its own threads.
+//!
+//! **What it never does**: take a signal (it runs with every signal blocked,
+//! except the two glibc keeps for itself: `setuid` and friends change its
+//! credentials with the program's), stay where a single thread is promised
+//! ([`retire`]: before `unshare`, `setns`, `fork`, and before the program
+//! restricts its threads one by one — capabilities, `no_new_privs`,
+//! seccomp, Landlock — it is stopped and waited for until the kernel no
+//! longer counts it), keep the process alive (once the program's last
+//! thread has ended — its main thread called `pthread_exit`, or returned
+//! from its start routine in a child forked by another thread — it ends
+//! within [`ALONE_CHECK_NS`], within [`LONGEST_SLEEP_NS`] after an end no
+//! hook saw, and glibc then ends the process as the program's last thread
+//! would have), or exist in a process that may not create one
+//! (a seccomp filter, which may kill for `clone`; a refused
+//! `pthread_create`): the library then does without it ([`Without`]), and
+//! the `mmap` hooks take the catch-up's steps as they come
+//! ([`hooks_step_instead`]).
+//!
+//! The thread is created by the interposition layer (only it may call
+//! `pthread_create`; handed over as a [`Spawn`] at start-up) from whichever
+//! hook brought the news. Never allocates; every wait here is bounded.
+
+use core::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize,
+    Ordering::{Acquire, Relaxed, Release, SeqCst},
+};
+
+use super::catchup::{self, Stepped};
+use super::identity;
+use crate::os::{self, proc, sys};
+
+/// Creates the catch-up thread (the interposition layer's: `pthread_create`
+/// with every signal blocked, detached, on the library's own stack); its
+/// start routine calls `engine::catch_up_thread_main`. `Err(errno)` if
+/// none could be created.
+pub type Spawn = fn() -> Result<(), i32>;
+
+/// How far the brk heap must grow past the last look to be news: a
+/// short-lived command's first small heap is not.
+pub const BRK_NEWS_BYTES: usize = 1 << 20;
+/// How long memory must have stayed as it was (no news, passes finding
+/// nothing new) before the thread leaves.
+pub const SETTLE_NS: u64 = 1_000_000_000;
+/// The longest the thread sleeps at a time.
+pub const LONGEST_SLEEP_NS: u64 = 1_000_000_000;
+/// How often the thread looks whether it is the process's last thread, once
+/// the program's main thread has ended (`pthread_exit`).
+pub const ALONE_CHECK_NS: u64 = 5_000_000;
+/// Stack a hook needs left to create the thread (`pthread_create` runs on
+/// it): on an alternate signal stack with less room, the news waits.
+pub const SPAWN_STACK_BYTES: usize = 4096;
+/// The longest a retire waits for the thread, in all (it stops between two
+/// VMAs, so it leaves in microseconds unless the machine is very busy).
+const RETIRE_WAIT_NS: u64 = 200_000_000;
+/// The longest news waits for a thread that is leaving to be gone before a
+/// new one takes its stack.
+const LEAVING_WAIT_NS: u64 = 10_000_000;
+
+// The thread's lifecycle (`STATE`, also a futex word a retire waits on).
+const NONE: u32 = 0;
+/// A hook is creating it.
+const STARTING: u32 = 1;
+const RUNNING: u32 = 2;
+/// A retire asked it to leave.
+const STOPPING: u32 = 3;
+
+static STATE: AtomicU32 = AtomicU32::new(NONE);
+/// Bumped to wake the sleeping thread (news, a retire, the main thread's end).
+static WAKE: AtomicU32 = AtomicU32::new(0);
+/// The thread id of the thread that runs, or ran last and may not be gone
+/// from the kernel yet (0: none). Set by the thread itself.
+static TID: AtomicI32 = AtomicI32::new(0);
+/// Calls in progress that need the process without the thread (see
+/// [`retire`]): no thread is created meanwhile.
+static HOLD: AtomicU32 = AtomicU32::new(0);
+/// The interposition layer's [`Spawn`], as an address (0: none; no thread).
+static SPAWN: AtomicUsize = AtomicUsize::new(0);
+/// Where glibc counts its threads (`__nptl_nthreads`; 0: not found).
+static GLIBC_THREADS: AtomicUsize = AtomicUsize::new(0);
+/// The program's main thread ended (`pthread_exit`), or may end unseen (in
+/// a child forked by a thread other than the main one, whose start routine
+/// returns to glibc): the process ends when its last thread does, and that
+/// may soon be ours.
+static MAIN_ENDED: AtomicBool = AtomicBool::new(false);
+/// The thread now forking is the process's main thread (set in `fork`'s
+/// prepare handler, read in the child).
+static FORKING_FROM_MAIN: AtomicBool = AtomicBool::new(true);
+/// When the thread last looked around (coarse ns): a process whose state
+/// says a thread runs but whose thread has not looked for long is a raw
+/// `clone` child holding its parent's state.
+static ALIVE_AT_NS: AtomicU64 = AtomicU64::new(0);
+/// When memory last changed as far as the thread knows (news taken, a pass
+/// that found something).
+static ACTIVITY_AT_NS: AtomicU64 = AtomicU64::new(0);
+/// The last finished pass found memory changing.
+static LAST_PASS_CHANGING: AtomicBool = AtomicBool::new(false);
+
+/// Why the library does without its thread (0: it does not); see
+/// [`Without`]. The low 16 bits are the reason, the high 16 the errno of a
+/// refused `pthread_create`.
+static WITHOUT: AtomicU32 = AtomicU32::new(0);
+const WITHOUT_SECCOMP: u32 = 1;
+const WITHOUT_CREATE_FAILED: u32 = 2;
+/// After a refused `pthread_create`: no new attempt before this time.
+static RETRY_AT_NS: AtomicU64 = AtomicU64::new(0);
+static FAILURES: AtomicU32 = AtomicU32::new(0);
+
+static STARTS: AtomicU64 = AtomicU64::new(0);
+static RETIRES: AtomicU64 = AtomicU64::new(0);
+
+// ---------------------------------------------------------------------------
+// News
+
+/// Memory no hook advised may have appeared since the thread last looked.
+static NEW_MEMORY: AtomicBool = AtomicBool::new(false);
+/// The program break past which the brk heap's growth is news
+/// (`usize::MAX`: not watched).
+static BRK_NEWS_AT: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Turns the thread on for this process (`advise` over any allocator; the
+/// engine calls it at start-up): `spawn` creates it, `glibc_threads` is
+/// the address of glibc's thread count (0: unknown, `/proc` is read
+/// instead), and with `watch_brk` the brk heap's growth is news.
+pub fn enable(spawn: Spawn, glibc_threads: usize, watch_brk: bool) {
+    GLIBC_THREADS.store(glibc_threads, Relaxed);
+    SPAWN.store(spawn as usize, Relaxed);
+    if watch_brk {
+        BRK_NEWS_AT.store(
+            os::program_break().saturating_add(BRK_NEWS_BYTES),
+            Relaxed,
+        );
+    }
+}
+
+/// For the malloc family's hot path in `advise` over glibc: whether the brk
+/// heap has grown past the point where it is news (two loads and a
+/// compare; then [`note_brk_growth`]).
+#[inline(always)]
+pub fn brk_grew() -> bool {
+    os::program_break_now() > BRK_NEWS_AT.load(Relaxed)
+}
+
+/// The brk heap grew by [`BRK_NEWS_BYTES`]: news, and the next such news is
+/// as far again from here.
+#[cold]
+#[inline(never)]
+pub fn note_brk_growth() {
+    BRK_NEWS_AT.store(
+        os::program_break_now().saturating_add(BRK_NEWS_BYTES),
+        Relaxed,
+    );
+    note_new_memory();
+}
+
+/// Something may have mapped memory no hook advises. Cheap while the
+/// thread runs: a load, and a store, a clock read and a wake only when
+/// the flag changes (at most once per pass). Without a thread, one is
+/// created if it may be.
+pub fn note_new_memory() {
+    if !NEW_MEMORY.load(Relaxed) {
+        // Sequentially consistent with the thread's leaving (see
+        // `thread_main`): either it sees this news, or this sees it gone.
+        NEW_MEMORY.store(true, SeqCst);
+        let state = STATE.load(SeqCst);
+        catchup::hurry();
+        if state == RUNNING {
+            wake_thread();
+            if stale() {
+                start_if_wanted();
+            }
+            return;
+        }
+    }
+    if STATE.load(Relaxed) != RUNNING {
+        start_if_wanted();
+    }
+}
+
+/// Whether a running thread has not looked around for a long time: it may
+/// not exist in this process at all (a raw `clone` child's copy).
+fn stale() -> bool {
+    sys::monotonic_coarse_ns().saturating_sub(ALIVE_AT_NS.load(Relaxed)) > 4 * SETTLE_NS
+}
+
+fn wake_thread() {
+    WAKE.fetch_add(1, Release);
+    sys::futex_wake(&WAKE);
+}
+
+// ---------------------------------------------------------------------------
+// Creating the thread
+
+/// Creates the thread if news calls for one and this process may have it.
+#[cold]
+#[inline(never)]
+fn start_if_wanted() {
+    if SPAWN.load(Relaxed) == 0 || !catchup::enabled() || super::engine::merging_stopped() {
+        return;
+    }
+    if HOLD.load(SeqCst) != 0 || WITHOUT.load(Relaxed) & 0xffff == WITHOUT_SECCOMP {
+        return;
+    }
+    if sys::monotonic_coarse_ns() < RETRY_AT_NS.load(Relaxed) {
+        return;
+    }
+    // A raw clone child owns a copy of its parent's statics (a thread that
+    // is not its own included); a vfork child runs in its parent's memory
+    // and must create nothing there.
+    if identity::adopt_if_new_process() {
+        super::engine::start_over();
+    }
+    if identity::shares_owners_memory() {
+        return;
+    }
+    match STATE.load(Acquire) {
+        NONE => {}
+        // In the owner, a running thread that is slow to look around is
+        // still running.
+        _ => return,
+    }
+    if sys::alt_stack_room().is_some_and(|room| room < SPAWN_STACK_BYTES) {
+        return;
+    }
+    match seccomp_filtered() {
+        Some(false) => {}
+        Some(true) => {
+            WITHOUT.store(WITHOUT_SECCOMP, Relaxed);
+            return;
+        }
+        // Not known now (the buffer is busy): the next news asks again.
+        None => return,
+    }
+    // The last thread may be leaving just now (it saw no news): it is
+    // gone in microseconds.
+    if !previous_thread_gone(LEAVING_WAIT_NS) {
+        return;
+    }
+    if STATE
+        .compare_exchange(NONE, STARTING, SeqCst, Relaxed)
+        .is_err()
+    {
+        return;
+    }
+    // A retire that began meanwhile (see `retire`: either it sees this
+    // start, or this sees its hold).
+    if HOLD.load(SeqCst) != 0 {
+        STATE.store(NONE, Release);
+        return;
+    }
+    let now = sys::monotonic_coarse_ns();
+    ACTIVITY_AT_NS.store(now, Relaxed);
+    ALIVE_AT_NS.store(now, Relaxed);
+    let spawn: Spawn = unsafe { core::mem::transmute::<usize, Spawn>(SPAWN.load(Relaxed)) };
+    match spawn() {
+        Ok(()) => {
+            STARTS.fetch_add(1, Relaxed);
+            FAILURES.store(0, Relaxed);
+            WITHOUT.store(0, Relaxed);
+            let _ = STATE.compare_exchange(STARTING, RUNNING, Release, Relaxed);
+        }
+        Err(errno) => {
+            // No retry loop: the next news after a back-off (1 s, doubling
+            // up to 64 s) tries again.
+            let failures = FAILURES.fetch_add(1, Relaxed).min(6);
+            WITHOUT.store(WITHOUT_CREATE_FAILED | (errno as u32) << 16, Relaxed);
+            RETRY_AT_NS.store(now.saturating_add(SETTLE_NS << failures), Relaxed);
+            STATE.store(NONE, Release);
+        }
+    }
+}
+
+/// Whether the calling thread — whose filters the new thread would inherit,
+/// and which makes the `clone` — runs under a seccomp filter (`Seccomp: 2`
+/// in `/proc/thread-self/status`): one inherited from a parent, or
+/// installed with a raw system call, may kill the process for `clone`, and
+/// there is no asking it beforehand. `None` when it cannot
+/// be told now; a status that cannot be read or lacks the line (a kernel
+/// without seccomp says `0`) counts as filtered.
+fn seccomp_filtered() -> Option<bool> {
+    let mut held = proc::SHARED_LINES.try_take()?;
+    let mode = proc::status_number(b"/proc/thread-self/status\0", held.bytes(), b"Seccomp:");
+    Some(mode != Ok(Some(0)))
+}
+
+/// Whether the last thread (which may have left our code but not yet the
+/// kernel) is gone; waits up to `wait_ns` for it. Forgets it once gone.
+fn previous_thread_gone(wait_ns: u64) -> bool {
+    let tid = TID.load(Acquire);
+    if tid == 0 {
+        return true;
+    }
+    if !sys::wait_until_thread_gone(tid, wait_ns) {
+        return false;
+    }
+    let _ = TID.compare_exchange(tid, 0, Relaxed, Relaxed);
+    true
+}
+
+// ---------------------------------------------------------------------------
+// The thread
+
+/// The thread's body: steps while there is something to catch up, then
+/// returns (its start routine then returns to glibc). `step` runs one
+/// catch-up step.
+pub fn thread_main(step: impl Fn() -> Option<Stepped>) {
+    TID.store(sys::gettid(), Release);
+    let _ = STATE.compare_exchange(STARTING, RUNNING, Release, Relaxed);
+    loop {
+        let seen = WAKE.load(Acquire);
+        let now = sys::monotonic_coarse_ns();
+        ALIVE_AT_NS.store(now, Relaxed);
+        if should_leave(now) {
+            STATE.store(NONE, Release);
+            break;
+        }
+        if catchup::due() {
+            step_with_news(&step, now);
+        }
+        if settled(sys::monotonic_coarse_ns()) {
+            if stays_for_news() {
+                continue;
+            }
+            break;
+        }
+        sys::futex_wait(&WAKE, seen, sleep_ns());
+    }
+    sys::futex_wake(&STATE);
+}
+
+/// Leaving because memory settled: the state says so first, and news that
+/// came meanwhile keeps the thread after all (a hook that saw it running
+/// created no other; sequentially consistent with `note_new_memory`:
+/// either that hook sees it gone and creates a thread, or it sees the
+/// news here).
+fn stays_for_news() -> bool {
+    STATE.store(NONE, SeqCst);
+    NEW_MEMORY.load(SeqCst)
+        && HOLD.load(SeqCst) == 0
+        && STATE
+            .compare_exchange(NONE, RUNNING, SeqCst, Relaxed)
+            .is_ok()
+}
+
+/// Whether the thread must leave now: asked to, catch-up or merging over
+/// for good, the program's threads have all ended, or the program
+/// restricted its main thread in a way this thread is not.
+fn should_leave(now: u64) -> bool {
+    STATE.load(Acquire) == STOPPING
+        || !catchup::enabled()
+        || super::engine::merging_stopped()
+        || alone()
+        || restricted_behind_our_back(now)
+}
+
+/// When the thread last compared its restrictions with the main thread's.
+static RESTRICTIONS_CHECKED_AT_NS: AtomicU64 = AtomicU64::new(0);
+/// How often the thread compares them.
+const RESTRICTIONS_CHECK_NS: u64 = 100_000_000;
+
+/// Whether the main thread has restrictions this thread lacks (a seccomp
+/// filter, `no_new_privs`, fewer capabilities) that it set with raw system
+/// calls, which no hook saw (a Go runtime, an inline `syscall`): this
+/// thread, unrestricted in a process that restricted itself, would be a
+/// lever out of the sandbox, and a seccomp filter may also forbid the
+/// `clone` of the next one. So it leaves (at most every
+/// [`RESTRICTIONS_CHECK_NS`] it looks, two reads of `/proc`); after a
+/// filter, the library does without its thread for good, else a later
+/// thread inherits the restrictions of the program's thread that creates
+/// it. Only the main thread is compared (another thread's restrictions are
+/// seen when it creates the next one).
+fn restricted_behind_our_back(now: u64) -> bool {
+    if now.saturating_sub(RESTRICTIONS_CHECKED_AT_NS.load(Relaxed)) < RESTRICTIONS_CHECK_NS {
+        return false;
+    }
+    RESTRICTIONS_CHECKED_AT_NS.store(now, Relaxed);
+    let (Some(main), Some(ours)) = (
+        proc::restrictions_digest(b"/proc/self/status\0"),
+        proc::restrictions_digest(b"/proc/thread-self/status\0"),
+    ) else {
+        return false;
+    };
+    if main == ours {
+        return false;
+    }
+    if main_has_filter() {
+        // The main thread's filter came after ours was created.
+        WITHOUT.store(WITHOUT_SECCOMP, Relaxed);
+    } else {
+        RETRY_AT_NS.store(now.saturating_add(SETTLE_NS), Relaxed);
+    }
+    true
+}
+
+/// Whether the main thread runs under a seccomp filter (read on the
+/// thread's own stack).
+fn main_has_filter() -> bool {
+    let mode = proc::status_number(b"/proc/self/status\0", &mut [0u8; 2048], b"Seccomp:");
+    matches!(mode, Ok(Some(m)) if m != 0)
+}
+
+/// Whether the program asked a thread to stop (checked between two VMAs).
+#[inline]
+pub fn asked_to_stop() -> bool {
+    STATE.load(Relaxed) == STOPPING
+}
+
+/// Whether this is the process's last thread glibc knows of.
+fn alone() -> bool {
+    match GLIBC_THREADS.load(Relaxed) {
+        // Without glibc's count, only once the main thread is known to
+        // have ended (a read of `/proc`).
+        0 if !MAIN_ENDED.load(Relaxed) => false,
+        0 => match proc::main_state_and_threads() {
+            // The main thread that ended is a zombie, still counted.
+            Some((state, threads)) => threads <= 1 || (threads == 2 && state == b'Z'),
+            None => false,
+        },
+        count => unsafe { core::ptr::read_volatile(count as *const i32) <= 1 },
+    }
+}
+
+/// How long to sleep: until the next step is due, at most until memory may
+/// count as settled, and at most [`ALONE_CHECK_NS`] once the main thread
+/// ended, [`LONGEST_SLEEP_NS`] otherwise (the main thread may end in ways no
+/// hook sees: the thread then outlives the program's last one by at most
+/// that); at least a millisecond.
+fn sleep_ns() -> u64 {
+    let mut wait = catchup::ns_until_due().min(LONGEST_SLEEP_NS);
+    if MAIN_ENDED.load(Relaxed) {
+        wait = wait.min(ALONE_CHECK_NS);
+    }
+    if quiet() {
+        let quiet_for = sys::monotonic_coarse_ns().saturating_sub(ACTIVITY_AT_NS.load(Relaxed));
+        wait = wait.min(SETTLE_NS.saturating_sub(quiet_for));
+    }
+    wait.max(1_000_000)
+}
+
+/// No news, no pass half done, and the last pass found nothing changing.
+fn quiet() -> bool {
+    !NEW_MEMORY.load(Relaxed) && !catchup::pass_in_progress() && !LAST_PASS_CHANGING.load(Relaxed)
+}
+
+/// One step, with the news settled: news is taken when a pass begins (so
+/// that the pass surely walks where it lies), and a pass that finds memory
+/// changing counts as activity.
+fn step_with_news(step: &impl Fn() -> Option<Stepped>, now: u64) {
+    let took_news = !catchup::pass_in_progress() && NEW_MEMORY.swap(false, Relaxed);
+    if took_news {
+        ACTIVITY_AT_NS.store(now, Relaxed);
+    }
+    match step() {
+        Some(stepped) if stepped.pass_finished => {
+            // News that came during the pass hurried the schedule, which
+            // the step then set anew (backed off, after a pass that found
+            // nothing): it must not wait for the back-off. (Within a pass
+            // the pace holds; the news waits for the next pass.)
+            if NEW_MEMORY.load(Relaxed) {
+                catchup::hurry();
+            }
+            LAST_PASS_CHANGING.store(stepped.changing, Relaxed);
+            if stepped.changing {
+                ACTIVITY_AT_NS.store(sys::monotonic_coarse_ns(), Relaxed);
+            }
+            // The brk heap as this pass left it is what later growth is
+            // measured from (it may have shrunk).
+            if BRK_NEWS_AT.load(Relaxed) != usize::MAX {
+                BRK_NEWS_AT.store(
+                    os::program_break_now().saturating_add(BRK_NEWS_BYTES),
+                    Relaxed,
+                );
+            }
+        }
+        Some(_) => {}
+        // Another thread holds the scan: the news waits for the next step.
+        None => {
+            if took_news {
+                NEW_MEMORY.store(true, Relaxed);
+            }
+        }
+    }
+}
+
+/// Whether memory has settled: no news, no pass half done, the last pass
+/// found nothing changing, and nothing changed for [`SETTLE_NS`].
+fn settled(now: u64) -> bool {
+    quiet() && now.saturating_sub(ACTIVITY_AT_NS.load(Relaxed)) >= SETTLE_NS
+}
+
+/// Steps from the hooks (the `mmap` family's poll) where no thread can take
+/// them: the process does without its thread.
+pub fn hooks_step_instead() -> bool {
+    WITHOUT.load(Relaxed) != 0 && STATE.load(Relaxed) == NONE
+}
+
+/// [`step_with_news`] for a hook's step (see [`hooks_step_instead`]).
+pub fn hook_step(step: impl Fn() -> Option<Stepped>) {
+    step_with_news(&step, sys::monotonic_coarse_ns());
+}
+
+// ---------------------------------------------------------------------------
+// Retiring the thread
+
+/// A call that needs the process without our thread is about to be made
+/// (`unshare`, `setns`, `fork`, per-thread restrictions: see the module
+/// doc): stops the thread, waits until the kernel no longer counts it
+/// (bounded), and keeps any new one from being created until [`release`].
+/// Returns whether [`release`] must be called (not in a `vfork` child,
+/// which must leave its parent's state alone: its parent's thread is not
+/// in the child's process).
+pub fn retire() -> bool {
+    // No thread in this process ever (`off`, `process`, catch-up off, or
+    // before start-up): nothing to do, not even a system call.
+    if SPAWN.load(Relaxed) == 0 {
+        return false;
+    }
+    if identity::adopt_if_new_process() {
+        super::engine::start_over();
+    }
+    if identity::shares_owners_memory() {
+        return false;
+    }
+    // Sequentially consistent with `start_if_wanted` and `stays_for_news`:
+    // a thread starting or staying either sees this hold or is seen here.
+    HOLD.fetch_add(1, SeqCst);
+    let deadline = sys::monotonic_ns().saturating_add(RETIRE_WAIT_NS);
+    loop {
+        let state = STATE.load(SeqCst);
+        match state {
+            RUNNING => {
+                if STATE
+                    .compare_exchange(RUNNING, STOPPING, SeqCst, Relaxed)
+                    .is_ok()
+                {
+                    RETIRES.fetch_add(1, Relaxed);
+                    wake_thread();
+                }
+                continue;
+            }
+            // Created by another of the program's threads: it first comes
+            // into being.
+            STARTING => sys::sched_yield(),
+            STOPPING => {
+                let left = deadline.saturating_sub(sys::monotonic_ns());
+                sys::futex_wait(&STATE, STOPPING, left.min(1_000_000));
+            }
+            // Gone from our code; once gone from the kernel too, done (one
+            // that stayed after all for news comes back as running).
+            _ => {
+                if previous_thread_gone(1_000_000) {
+                    break;
+                }
+            }
+        }
+        if sys::monotonic_ns() >= deadline {
+            break;
+        }
+    }
+    true
+}
+
+/// `fork` is about to copy this process: [`retire`], and remember whether
+/// the forking thread is the main one (in the child it is the main thread;
+/// if it was another, its start routine will end it without `pthread_exit`,
+/// which no hook sees).
+pub fn before_fork() -> bool {
+    if SPAWN.load(Relaxed) != 0 {
+        FORKING_FROM_MAIN.store(sys::gettid() == sys::getpid(), Relaxed);
+    }
+    retire()
+}
+
+/// The call that needed the process without our thread is over.
+pub fn release() {
+    HOLD.fetch_sub(1, SeqCst);
+}
+
+/// The program's main thread is ending (`pthread_exit`): from now on the
+/// thread looks often whether it is the last one.
+pub fn main_thread_ending() {
+    MAIN_ENDED.store(true, Relaxed);
+    if STATE.load(Relaxed) == RUNNING {
+        wake_thread();
+    }
+}
+
+/// In a forked child (and a raw `clone` child at its first look): no thread
+/// of ours was copied, and the calling thread is the new main thread.
+pub fn reset_in_child() {
+    STATE.store(NONE, Relaxed);
+    TID.store(0, Relaxed);
+    HOLD.store(0, Relaxed);
+    MAIN_ENDED.store(!FORKING_FROM_MAIN.swap(true, Relaxed), Relaxed);
+    LAST_PASS_CHANGING.store(false, Relaxed);
+    STARTS.store(0, Relaxed);
+    RETIRES.store(0, Relaxed);
+}
+
+// ---------------------------------------------------------------------------
+// For the report
+
+/// Why the process has no catch-up thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Without {
+    /// A seccomp filter: creating a thread might kill the process.
+    Seccomp,
+    /// `pthread_create` refused, with this errno.
+    CreateFailed(i32),
+}
+
+/// What the thread did, for the report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Times it was started.
+    pub starts: u64,
+    /// Times it was stopped for a call that needs it gone.
+    pub retired: u64,
+    /// Why the library did without it, if it did.
+    pub without: Option<Without>,
+}
+
+pub fn stats() -> Stats {
+    let without = WITHOUT.load(Relaxed);
+    Stats {
+        starts: STARTS.load(Relaxed),
+        retired: RETIRES.load(Relaxed),
+        without: match without & 0xffff {
+            WITHOUT_SECCOMP => Some(Without::Seccomp),
+            WITHOUT_CREATE_FAILED => Some(Without::CreateFailed((without >> 16) as i32)),
+            _ => None,
+        },
+    }
+}
