@@ -1637,14 +1637,32 @@ extern "C" fn on_load() {
     }
     // Never dropped: the library is linked `-z nodelete` (build.rs), so a
     // `dlclose` never unmaps these handlers, the catch-up thread's code or
-    // anything else another object may still call.
+    // anything else another object may still call. Registered the way
+    // libc_nonshared's `pthread_atfork` does it, with our object's handle:
+    // glibc's shared `pthread_atfork` is only a compatibility symbol, absent
+    // on aarch64, where a reference to it left the library unloadable
+    // ("undefined symbol: pthread_atfork").
     unsafe {
-        libc::pthread_atfork(
+        __register_atfork(
             Some(before_fork),
             Some(after_fork_in_parent),
             Some(in_forked_child),
+            core::ptr::addr_of!(__dso_handle) as *mut c_void,
         )
     };
+}
+
+extern "C" {
+    /// glibc's registration behind `pthread_atfork` (a default symbol
+    /// version on every architecture).
+    fn __register_atfork(
+        prepare: Option<extern "C" fn()>,
+        parent: Option<extern "C" fn()>,
+        child: Option<extern "C" fn()>,
+        dso_handle: *mut c_void,
+    ) -> c_int;
+    /// This object's handle, defined by the C runtime's `crtbeginS.o`.
+    static __dso_handle: u8;
 }
 
 /// Whether the prepare handler stopped the catch-up thread (the parent's
