@@ -800,6 +800,7 @@ pub fn after_mmap(addr: usize, len: usize, prot: i32, flags: i32) {
     match (s.active, policy::judge_mapping(len, prot, flags, &s.config)) {
         (Mode::Advise, Verdict::Merge) => {
             let _ = advise(whole_vmas(range), Source::Mmap);
+            note_registered(range.len());
         }
         (Mode::Advise, Verdict::Skip(reason)) => counters().count_skipped(reason),
         // merge-any made it mergeable already; take excluded classes back out.
@@ -808,13 +809,16 @@ pub fn after_mmap(addr: usize, len: usize, prot: i32, flags: i32) {
             let _ = unmerge(range);
         }
         (Mode::Process, Verdict::Skip(reason)) => counters().count_skipped(reason),
-        // Registered by merge-any: news for the decisions, once enough of it.
-        (Mode::Process, Verdict::Merge) => {
-            if paying::note_mapped(range.len()) {
-                catchup_thread::note_second_duty();
-            }
-        }
+        (Mode::Process, Verdict::Merge) => note_registered(range.len()),
         _ => {}
+    }
+}
+
+/// `len` bytes were given to ksmd (by the hook's advice, or by merge-any):
+/// news for the decisions about what pays, once enough of it.
+fn note_registered(len: usize) {
+    if paying::note_mapped(len) {
+        catchup_thread::note_second_duty();
     }
 }
 

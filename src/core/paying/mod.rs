@@ -70,7 +70,7 @@ pub const POLL_NS: u64 = 250_000_000;
 const KSMD_OFF_POLL_NS: u64 = 1_000_000_000;
 /// After a round that took `t` of CPU time, the next waits `PACE * t`.
 const PACE: u64 = 40;
-/// In `process` mode, qualifying memory mapped since the last look that
+/// Qualifying memory given to ksmd since the last look that
 /// is news (a short command's few mappings are not).
 pub const NEWS_BYTES: usize = 4 << 20;
 
@@ -129,7 +129,7 @@ pub fn note_news() {
     }
 }
 
-/// `process` mode: a qualifying mapping of `len` bytes was made. Returns
+/// A qualifying mapping of `len` bytes was given to ksmd. Returns
 /// whether it is news (see [`NEWS_BYTES`]).
 pub fn note_mapped(len: usize) -> bool {
     if !enabled() {
@@ -257,13 +257,14 @@ static PROBATION: AtomicU32 = AtomicU32::new(0);
 static PAYING: AtomicU32 = AtomicU32::new(0);
 static RESTING: AtomicU32 = AtomicU32::new(0);
 static PAYING_BYTES: AtomicU64 = AtomicU64::new(0);
+static PROBATION_BYTES: AtomicU64 = AtomicU64::new(0);
 static RESTING_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// Counts the table by state (for [`pending`] and the report) and returns
 /// the full scan from which the next round has something to do.
 fn summarize(table: &table::Table, scans: u64, tick: u64) -> u64 {
     let (mut probation, mut paying, mut resting) = (0u32, 0u32, 0u32);
-    let (mut paying_bytes, mut resting_bytes) = (0u64, 0u64);
+    let (mut paying_bytes, mut resting_bytes, mut probation_bytes) = (0u64, 0u64, 0u64);
     let mut next = u64::MAX;
     let next_tick = (tick + 1).saturating_mul(TICK_SCANS);
     table.for_each(|r| {
@@ -271,6 +272,7 @@ fn summarize(table: &table::Table, scans: u64, tick: u64) -> u64 {
         match r.state {
             State::Probation => {
                 probation += 1;
+                probation_bytes += bytes;
                 let ran = (scans as u32).wrapping_sub(r.mark) as u64;
                 next = next.min(scans + PROBATION_SCANS.saturating_sub(ran));
             }
@@ -290,6 +292,7 @@ fn summarize(table: &table::Table, scans: u64, tick: u64) -> u64 {
     PAYING.store(paying, Relaxed);
     RESTING.store(resting, Relaxed);
     PAYING_BYTES.store(paying_bytes, Relaxed);
+    PROBATION_BYTES.store(probation_bytes, Relaxed);
     RESTING_BYTES.store(resting_bytes, Relaxed);
     next
 }
@@ -360,6 +363,7 @@ pub struct Stats {
     /// Regions on probation, paying (and their bytes), resting (and theirs)
     /// after the last round.
     pub probation: u32,
+    pub probation_bytes: u64,
     pub paying: u32,
     pub paying_bytes: u64,
     pub resting: u32,
@@ -382,6 +386,7 @@ pub fn stats() -> Stats {
     Stats {
         enabled: enabled(),
         probation: PROBATION.load(Relaxed),
+        probation_bytes: PROBATION_BYTES.load(Relaxed),
         paying: PAYING.load(Relaxed),
         paying_bytes: PAYING_BYTES.load(Relaxed),
         resting: RESTING.load(Relaxed),
