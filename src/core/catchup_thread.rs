@@ -437,6 +437,13 @@ pub fn asked_to_stop() -> bool {
     STATE.load(Relaxed) == STOPPING
 }
 
+/// Whether a round of decisions (`core::paying`) must stop between two
+/// VMAs: asked to, or the program's last thread has ended (the process
+/// ends when this thread leaves: an exit is never delayed by a round).
+pub fn round_must_stop() -> bool {
+    asked_to_stop() || (MAIN_ENDED.load(Relaxed) && alone())
+}
+
 /// Whether this is the process's last thread glibc knows of.
 fn alone() -> bool {
     match GLIBC_THREADS.load(Relaxed) {

@@ -390,8 +390,13 @@ pub fn after_fork_in_parent(retired: bool) {
     after_single_threaded_call(retired);
 }
 
-/// The program's main thread calls `pthread_exit`.
+/// The program's main thread calls `pthread_exit`. The process now ends
+/// when its last thread does, and with our thread alive it would end only
+/// once ours noticed: no decisions about what pays from here on (what
+/// rests stays out; nothing that paid was taken out), so that in `process`
+/// mode no thread of ours is there to wait for.
 pub fn main_thread_ending() {
+    paying::disable();
     catchup_thread::main_thread_ending();
 }
 

@@ -127,14 +127,14 @@ pub fn round(
         cursor: 0,
     };
     let read = smaps::for_each_vma(&LINES, |vma| {
-        if crate::core::catchup_thread::asked_to_stop() {
+        if crate::core::catchup_thread::round_must_stop() {
             return false;
         }
         walk.vma(vma);
         true
     });
     let mut outcome = walk.outcome;
-    outcome.incomplete = read.is_err() || crate::core::catchup_thread::asked_to_stop();
+    outcome.incomplete = read.is_err() || crate::core::catchup_thread::round_must_stop();
     if outcome.incomplete {
         work.table.keep_the_rest();
     } else {
