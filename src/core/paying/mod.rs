@@ -58,7 +58,7 @@ use core::sync::atomic::{
 };
 
 pub use crate::core::policy::paying::PROBATION_SCANS;
-use crate::core::policy::paying::{tick_of, TICK_SCANS};
+use crate::core::policy::paying::{tick_of, PROBATION_SECONDS, TICK_SCANS};
 use crate::core::policy::VmaVerdict;
 use crate::os::proc::MapsLine;
 use crate::os::{ksm, sys};
@@ -234,6 +234,7 @@ fn run_round(scans: u64, now: u64, judge: &impl Fn(&MapsLine, Option<&MapsLine>)
         tick,
         last_tick,
         epoch: EPOCH.load(Relaxed) as u8,
+        seconds: seconds_of(now),
     };
     let cpu = sys::thread_cpu_ns();
     // SAFETY: `BUSY` is held.
@@ -249,8 +250,13 @@ fn run_round(scans: u64, now: u64, judge: &impl Fn(&MapsLine, Option<&MapsLine>)
         return;
     }
     LAST_TICK.store(tick, Relaxed);
-    let next = summarize(&work.table, scans, tick);
+    let next = summarize(&work.table, scans, tick, seconds_of(now));
     NEXT_ROUND_SCAN.store(next, Relaxed);
+}
+
+/// Monotonic seconds, low 16 bits (probations last less than 18 hours).
+fn seconds_of(ns: u64) -> u16 {
+    (ns / 1_000_000_000) as u16
 }
 
 static PROBATION: AtomicU32 = AtomicU32::new(0);
@@ -262,7 +268,7 @@ static RESTING_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// Counts the table by state (for [`pending`] and the report) and returns
 /// the full scan from which the next round has something to do.
-fn summarize(table: &table::Table, scans: u64, tick: u64) -> u64 {
+fn summarize(table: &table::Table, scans: u64, tick: u64, seconds: u16) -> u64 {
     let (mut probation, mut paying, mut resting) = (0u32, 0u32, 0u32);
     let (mut paying_bytes, mut resting_bytes, mut probation_bytes) = (0u64, 0u64, 0u64);
     let mut next = u64::MAX;
@@ -274,7 +280,12 @@ fn summarize(table: &table::Table, scans: u64, tick: u64) -> u64 {
                 probation += 1;
                 probation_bytes += bytes;
                 let ran = (scans as u32).wrapping_sub(r.mark) as u64;
-                next = next.min(scans + PROBATION_SCANS.saturating_sub(ran));
+                let waited = seconds.wrapping_sub(r.since);
+                // Waiting for time only: looked at again after each scan.
+                let more = PROBATION_SCANS.saturating_sub(ran).max(
+                    (waited < PROBATION_SECONDS) as u64,
+                );
+                next = next.min(scans + more);
             }
             State::Paying => {
                 paying += 1;

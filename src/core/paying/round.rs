@@ -13,7 +13,7 @@ use super::table::{Region, State, Table};
 use super::{counts, resting};
 use crate::core::policy::paying::{
     chunk_pieces, index_in, pays, recheck_due, rest_due, slice_of, split_budget, splits,
-    MAX_RECHECK_LEVEL, MAX_REST_LEVEL, PROBATION_SCANS, PROMOTE_BYTES,
+    MAX_RECHECK_LEVEL, MAX_REST_LEVEL, PROBATION_SCANS, PROBATION_SECONDS, PROMOTE_BYTES,
 };
 use crate::core::policy::{Range, VmaVerdict};
 use crate::os::pagemap::{PageCounts, Pagemap};
@@ -31,6 +31,8 @@ pub struct Clock {
     pub last_tick: u64,
     /// The fork epoch (low bits).
     pub epoch: u8,
+    /// Monotonic seconds now (low 16 bits).
+    pub seconds: u16,
 }
 
 /// A change the walk decided on.
@@ -242,6 +244,7 @@ impl<J: Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict> Walk<'_, J> {
             reprobe: false,
             again: false,
             mark: self.clock.scans as u32,
+            since: self.clock.seconds,
         }
     }
 
@@ -266,7 +269,8 @@ impl<J: Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict> Walk<'_, J> {
             return (Some(self.fresh(r.range, State::Probation, r.level)), None);
         }
         let scans = (self.clock.scans as u32).wrapping_sub(r.mark) as u64;
-        if scans < PROBATION_SCANS {
+        let seconds = self.clock.seconds.wrapping_sub(r.since);
+        if scans < PROBATION_SCANS || seconds < PROBATION_SECONDS {
             return (Some(r), None);
         }
         let Some(c) = self.count(r.range) else {

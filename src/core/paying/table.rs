@@ -42,6 +42,8 @@ pub struct Region {
     pub again: bool,
     /// Probation: the full scan it began at (low 32 bits).
     pub mark: u32,
+    /// Probation: the second it began at (monotonic, low 16 bits).
+    pub since: u16,
 }
 
 impl Region {
@@ -61,7 +63,8 @@ impl Region {
             | ((self.level & 0xf) as u64) << 34
             | (self.epoch as u64) << 38
             | (self.reprobe as u64) << 46
-            | (self.again as u64) << 47;
+            | (self.again as u64) << 47
+            | (self.since as u64) << 48;
         Some([start << 12 | pages, meta])
     }
 
@@ -84,6 +87,7 @@ impl Region {
             reprobe: meta >> 46 & 1 != 0,
             again: meta >> 47 & 1 != 0,
             mark: meta as u32,
+            since: (meta >> 48) as u16,
         }
     }
 }
@@ -217,6 +221,7 @@ mod tests {
             reprobe: true,
             again: false,
             mark: 0xfffffffe,
+            since: 0xfffe,
         }
     }
 

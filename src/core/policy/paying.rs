@@ -30,6 +30,11 @@ pub const CHUNK_BYTES: usize = 2 << 20;
 /// Full scans a region is given before it is judged (registered before
 /// the next scan began or during it: at least two whole visits).
 pub const PROBATION_SCANS: u64 = 3;
+/// Seconds a region is given at the least before it is judged, however
+/// fast ksmd scans: the other copies of its data (a pool's other
+/// processes, a program still filling the memory it mapped) need time to
+/// arrive, and a fast pace would judge before they did.
+pub const PROBATION_SECONDS: u16 = 10;
 /// Full scans per tick: re-probes and re-checks happen on ticks.
 pub const TICK_SCANS: u64 = 8;
 /// A resting VMA is probed one slice at a time.
