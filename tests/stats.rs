@@ -114,7 +114,7 @@ fn maps_report(run: Run) -> (u32, String, String, Value) {
 
 #[test]
 fn json_report_has_exactly_the_documented_keys() {
-    let (_, _, _, r) = maps_report(Run::with("advise"));
+    let (_, _, _, r) = maps_report(Run::with("advise").env("KSMAUTO_REGISTER", "paying"));
     assert_eq!(
         sorted(keys(&r, "")),
         names(&[
