@@ -21,10 +21,10 @@ pub const STATS_FORMAT: &str = "KSMAUTO_STATS_FORMAT";
 /// a thread of its own, is no longer read: the thread comes and goes by
 /// itself.)
 pub const SCAN_INTERVAL: &str = "KSMAUTO_SCAN_INTERVAL";
-/// What ksmd is given: `paying` (the default: registered memory that
-/// does not pay for ksmd's attention is taken back out, region by region,
-/// and probed again later) or `all` (every qualifying region, as the
-/// kernel's merge-any does).
+/// What ksmd is given: `paying` (registered memory that does not pay for
+/// ksmd's attention is taken back out, region by region, and probed again
+/// later) or `all` (the default: every qualifying region, as the kernel's
+/// merge-any does).
 pub const REGISTER: &str = "KSMAUTO_REGISTER";
 
 /// The variables the library reads, in the order it reads them.

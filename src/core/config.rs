@@ -109,7 +109,7 @@ impl Config {
         stats_requested: false,
         stats_format: StatsFormat::Text,
         scan_interval_ms: 100,
-        register: Register::Paying,
+        register: Register::All,
     };
 }
 
@@ -219,7 +219,7 @@ impl Config {
             match v {
                 b"paying" => cfg.register = Register::Paying,
                 b"all" => cfg.register = Register::All,
-                _ => bad(env::REGISTER, v, "paying or all", "paying"),
+                _ => bad(env::REGISTER, v, "paying or all", "all"),
             }
         }
         cfg

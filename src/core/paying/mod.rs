@@ -1,7 +1,7 @@
 //! Register only what pays: the library decides, region by region, what
 //! ksmd is given, from ksmd's own verdict, and keeps revising it
-//! (`KSMAUTO_REGISTER=paying`, the default; `all` gives ksmd everything
-//! that qualifies, as merge-any does).
+//! (`KSMAUTO_REGISTER=paying`; `all`, the default until it meets issue
+//! 21's targets, gives ksmd everything that qualifies, as merge-any does).
 //!
 //! **Evidence.** After ksmd has given a region [`PROBATION_SCANS`] full
 //! scans, the region's pages are counted in `/proc/self/pagemap`: a page
