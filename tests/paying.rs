@@ -187,9 +187,11 @@ fn a_fork_during_probation_is_no_evidence() {
         let (dup, unique) = (parts["dup"], parts["unique"]);
         live.send("fork");
         live.wait_line("forked ", Duration::from_secs(30));
-        let scans = common::full_scans();
-        // Several probations' worth of full scans with the child alive.
-        while common::full_scans() < scans + 12 {
+        // More than a probation (three full scans, ten seconds) with the
+        // child alive: the unique pages, shared with it, stay.
+        let (scans, t0) = (common::full_scans(), Instant::now());
+        while common::full_scans() < scans + 12 || t0.elapsed() < Duration::from_secs(15) {
+            assert_eq!(registered(&live, unique), pages(unique), "{mode}: shared taken out");
             assert_eq!(registered(&live, dup), pages(dup), "{mode}: dup taken out");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -247,8 +249,10 @@ fn the_vma_budget_holds_with_many_small_regions() {
         let (live, _) = start(mode, "paying", &["mixed", "32"]);
         let bound = without + without / 20 + 2;
         let mut most = 0;
-        let scans = common::full_scans();
-        while common::full_scans() < scans + 24 {
+        // Past the probation (three full scans and ten seconds) and the
+        // rounds that follow it, the budget binding all along.
+        let (scans, t0) = (common::full_scans(), Instant::now());
+        while common::full_scans() < scans + 24 || t0.elapsed() < Duration::from_secs(30) {
             let n = count(live.pid());
             most = most.max(n);
             assert!(n <= bound, "{mode}: {n} VMAs, more than {bound} ({without} without)");

@@ -70,6 +70,14 @@ static void *rewrite(void *arg) {
     return NULL;
 }
 
+/* Allocating is what programs do: news for the library, whose thread a
+ * fork retired (it comes back with the next mapping). */
+static void news(void) {
+    char *volatile m = malloc(8 * MIB);
+    m[0] = 1;
+    free(m);
+}
+
 static void range(const char *what, void *p, size_t len) {
     printf("part %s %p %p\n", what, p, (char *)p + len);
 }
@@ -125,16 +133,13 @@ int main(int argc, char **argv) {
         if (!strncmp(line, "fork", 4)) {
             child = fork();
             if (child == 0) { for (;;) pause(); }
+            news();
             printf("forked %d\n", child);
         } else if (!strncmp(line, "unfork", 6) && child > 0) {
             kill(child, SIGKILL);
             waitpid(child, NULL, 0);
             child = 0;
-            /* Allocating is what programs do: news for the library, whose
-             * thread a fork retired. */
-            char *volatile m = malloc(8 * MIB);
-            m[0] = 1;
-            free(m);
+            news();
             printf("unforked\n");
         } else if (!strncmp(line, "same", 4)) {
             for (size_t i = 0; i < unique_len; i += page) memset(unique + i, 'z', page);
