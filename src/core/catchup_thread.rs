@@ -575,9 +575,9 @@ fn catchup_sleep_ns() -> u64 {
 /// with no thread): the thread is created if it may be. Where it runs, it
 /// polls by itself; nothing is woken.
 pub fn note_second_duty() {
-    if STATE.load(SeqCst) != RUNNING {
-        start_if_wanted();
-    } else if stale() {
+    // A running thread that has not looked around for long may be a raw
+    // `clone` child's copy of its parent's: then this process has none.
+    if STATE.load(SeqCst) != RUNNING || stale() {
         start_if_wanted();
     }
 }
