@@ -867,7 +867,8 @@ fn a_background_job_stays_silent_once_its_parent_execd_another_program() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Review of issue 18, finding 15: the README's launchers. One that
+/// Review of issue 18, finding 15: the launchers of
+/// docs/report-format.md ("Who reports"). One that
 /// `exec`s in place keeps the caller (here the test, which runs no
 /// library) as the program's parent, and the program reports: `env`,
 /// `nice`, `bash -c CMD` (bash `exec`s a lone command), `sh -c 'exec

@@ -1,5 +1,5 @@
 //! The field names of the exit report's JSON object (one object per line,
-//! documented in the README, "Stats format"). The library writes them, the
+//! documented in docs/report-format.md). The library writes them, the
 //! CLI's `run` reads them: both spell them from here.
 //!
 //! The keys inside `calls`, `skipped`, `advised.by_source` and

@@ -1,7 +1,7 @@
 //! Renders what a process did and what the kernel merged, as text or JSON.
 //!
 //! Pure rendering into a caller's fixed buffer; the field list of the JSON
-//! object is documented in the README ("Stats format"). Never allocates.
+//! object is documented in docs/report-format.md. Never allocates.
 
 use crate::core::catchup_thread::Without;
 use crate::counters::{Hook, Snapshot, FAILURE_ERRNOS};

@@ -127,7 +127,7 @@ fn the_credentials_check_catches_a_thread_glibc_does_not_know() {
 /// returns, before they warn that `fork()` in a multi-threaded process may
 /// deadlock: `num_threads` of /proc/self/stat. (Counted right after
 /// allocating without a fork, it sees the library's thread, which exists
-/// exactly then: see README, *Limits*.)
+/// exactly then: see docs/how-it-works.md, *Limits*.)
 #[test]
 fn proc_stat_counts_one_thread_right_after_allocating() {
     same_everywhere(&["stat-threads"], 0, "stat threads 1\n");
