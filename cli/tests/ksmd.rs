@@ -930,8 +930,7 @@ fn compare_that_fails_after_starting_its_copies_leaves_none_running() {
     let copy = r#"case "$LD_PRELOAD" in *ksmauto*)
         mount --bind "$1/run" "$1/run" && mount -o remount,bind,ro "$1/run" || exit 9;;
         esac; : > "$0/$$"; exec sleep "$2""#;
-    let out = temp("copies-left-stdout");
-    let err = temp("copies-left-stderr");
+    let (out_file, err_file) = (temp("copies-left-stdout"), temp("copies-left-stderr"));
     let mut c = Command::new("unshare");
     c.args(["-m", "--propagation", "private", KSMAUTO, "compare"])
         .args(["--workers", "2", "--settle-timeout", "120", "--hold-ksmd"])
@@ -943,8 +942,8 @@ fn compare_that_fails_after_starting_its_copies_leaves_none_running() {
         .env_remove("LD_PRELOAD")
         .stdin(Stdio::null())
         // Files, not pipes: a copy left running would keep a pipe open.
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap());
+        .stdout(std::fs::File::create(&out_file).unwrap())
+        .stderr(std::fs::File::create(&err_file).unwrap());
     let mut child = c.spawn().unwrap();
     let t0 = std::time::Instant::now();
     let status = loop {
@@ -958,9 +957,11 @@ fn compare_that_fails_after_starting_its_copies_leaves_none_running() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let (out, err) = (
-        std::fs::read_to_string(&out).unwrap_or_default(),
-        std::fs::read_to_string(&err).unwrap_or_default(),
+        std::fs::read_to_string(&out_file).unwrap_or_default(),
+        std::fs::read_to_string(&err_file).unwrap_or_default(),
     );
+    let _ = std::fs::remove_file(&out_file);
+    let _ = std::fs::remove_file(&err_file);
     assert_eq!(status.code(), Some(4), "{out}{err}");
     assert!(err.contains("is read-only here"), "{err}");
     // compare has ended: none of its copies may run on.
