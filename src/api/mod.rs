@@ -28,6 +28,40 @@ use crate::os::exec_search;
 use crate::os::exec_target::{self, ExecTarget};
 use crate::report;
 
+/// A hook of the common shape: before start-up, the kernel's answer
+/// (`raw`, through libc's `syscall`, which sets `errno` the way the
+/// function would); after, `before` (counting, say), then the next
+/// definition of the same name, or `raw` again when there is none; on
+/// success (`if |rc| ok`, the result bound to `rc`), `after` tells the
+/// engine. The hook's name, signature and `#[no_mangle]` are written out
+/// here, so each use is an exported symbol of its own.
+macro_rules! forward_or_raw {
+    (
+        $(#[$meta:meta])*
+        fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty;
+        raw: $raw:expr;
+        $(before: $before:expr;)?
+        if |$rc:ident| $ok:expr => $after:expr;
+    ) => {
+        $(#[$meta])*
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            if !$crate::api::ready() {
+                return $raw;
+            }
+            $($before;)?
+            let $rc = match $crate::next::next().$name {
+                Some(f) => f($($arg),*),
+                None => $raw,
+            };
+            if $ok {
+                $after;
+            }
+            $rc
+        }
+    };
+}
+
 mod c_api;
 mod catch_up_thread;
 mod exec;
