@@ -1,4 +1,4 @@
-// The one list of the functions src/api.rs interposes on and forwards
+// The one list of the functions src/api/ interposes on and forwards
 // through the tables in src/next.rs.
 //
 // Plain `//` comments only: the integration tests `include!` this file to

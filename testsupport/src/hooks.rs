@@ -12,7 +12,7 @@ macro_rules! hook_names {
         forwarded { $($forwarded:tt)* }
         exec { $($exec:tt)* }
     ) => {
-        /// Every function src/api.rs interposes and counts, by its name in
+        /// Every function src/api/ interposes and counts, by its name in
         /// the stats JSON, in the report's order (the malloc family first).
         pub const HOOK_NAMES: [&str; [$(stringify!($name)),*].len()] = [$(stringify!($name)),*];
     };
