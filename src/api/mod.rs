@@ -318,3 +318,96 @@ dtor::declarative::dtor! {
         on_exit();
     }
 }
+
+// ---------------------------------------------------------------------------
+// Signatures, checked at compile time against the hook list and libc
+
+/// Expands the hook list (`src/hook_list.rs`) into compile-time checks: each
+/// exported function has the signature the list gives it (the table in
+/// `next` forwards with that signature: a hook whose parameters drifted
+/// from it would forward garbage), and that signature is the libc crate's
+/// prototype of the function, where it declares one
+/// ([`listed_signature_is_libcs!`]). No code: unnamed constants only.
+macro_rules! check_hook_signatures {
+    (
+        counted {
+            $($name:ident: $variant:ident = $kind:ident fn($($arg:ty),*) -> $ret:ty;)*
+        }
+        forwarded {
+            $($fname:ident = $fkind:ident fn($($farg:ty),*) -> $fret:ty;)*
+        }
+        exec {
+            $($ename:ident = $ekind:ident fn($($earg:ty),*) -> $eret:ty;)*
+        }
+        served {
+            $($sname:ident fn($($sarg:ty),*) -> $sret:ty;)*
+        }
+        variadic {
+            $($vname:ident;)*
+        }
+        c_api {
+            $($cname:ident fn($($carg:ty),*) -> $cret:ty;)*
+        }
+    ) => {
+        mod every_hook_has_its_listed_signature {
+            use core::ffi::{c_char, c_int, c_void};
+
+            use super::{c_api::*, exec::*, malloc::*, mappings::*};
+            use super::{sandbox::*, secrets::*, threads::*};
+            use crate::next::{signature, StartRoutine};
+
+            $(hook_has_its_listed_signature!($name);)*
+            $(hook_has_its_listed_signature!($fname);)*
+            $(hook_has_its_listed_signature!($ename);)*
+            $(hook_has_its_listed_signature!($sname);)*
+            $(hook_has_its_listed_signature!($cname);)*
+            // Assembly entries, declared without parameters (see exec.rs).
+            $(const _: unsafe extern "C" fn() -> c_int = $vname;)*
+
+            $(listed_signature_is_libcs!($name fn($($arg),*) -> $ret);)*
+            $(listed_signature_is_libcs!($fname fn($($farg),*) -> $fret);)*
+            $(listed_signature_is_libcs!($ename fn($($earg),*) -> $eret);)*
+            $(listed_signature_is_libcs!($sname fn($($sarg),*) -> $sret);)*
+        }
+    };
+}
+
+/// The exported function `name` has the signature the hook list gives it.
+macro_rules! hook_has_its_listed_signature {
+    // An assembly entry that leaves its argument in its register for the
+    // next definition (see threads.rs): declared without parameters.
+    (pthread_exit) => {
+        const _: unsafe extern "C" fn() = pthread_exit;
+    };
+    ($name:ident) => {
+        const _: signature::$name = $name;
+    };
+}
+
+/// The hook list's signature of `name` is the libc crate's prototype of
+/// it, except where the libc crate has none to compare with.
+macro_rules! listed_signature_is_libcs {
+    // The libc crate declares no prototype of these.
+    (valloc $($signature:tt)*) => {};
+    (pvalloc $($signature:tt)*) => {};
+    (thrd_create $($signature:tt)*) => {};
+    (capset $($signature:tt)*) => {};
+    (wordexp $($signature:tt)*) => {};
+    // Variadic in C and in the libc crate; declared fixed here (see
+    // mappings.rs and sandbox.rs).
+    (mremap $($signature:tt)*) => {};
+    (prctl $($signature:tt)*) => {};
+    (syscall $($signature:tt)*) => {};
+    // The libc crate's never returns (`-> !`); the hook's signature is
+    // what the next definition is called with.
+    (pthread_exit $($signature:tt)*) => {};
+    // The libc crate writes C's `char *const argv[]` as `*const *mut
+    // c_char` here (but as `*const *const c_char` for `execve`): the same
+    // ABI, the hook list's type being `execve`'s.
+    (execveat $($signature:tt)*) => {};
+    ($name:ident fn($($arg:ty),*) -> $ret:ty) => {
+        const _: unsafe extern "C" fn($($arg),*) -> $ret = libc::$name;
+    };
+}
+
+with_hook_list!(check_hook_signatures);

@@ -72,6 +72,13 @@ macro_rules! next_table {
         exec {
             $($ename:ident = $ekind:ident fn($($earg:ty),*) -> $eret:ty;)*
         }
+        served {
+            $($sname:ident fn($($sarg:ty),*) -> $sret:ty;)*
+        }
+        variadic { $($variadic:tt)* }
+        c_api {
+            $($cname:ident fn($($carg:ty),*) -> $cret:ty;)*
+        }
     ) => {
         /// The C signature of each hooked function, by its name.
         #[allow(non_camel_case_types)]
@@ -80,6 +87,8 @@ macro_rules! next_table {
             $(pub type $name = unsafe extern "C" fn($($arg),*) -> $ret;)*
             $(pub type $fname = unsafe extern "C" fn($($farg),*) -> $fret;)*
             $(pub type $ename = unsafe extern "C" fn($($earg),*) -> $eret;)*
+            $(pub type $sname = unsafe extern "C" fn($($sarg),*) -> $sret;)*
+            $(pub type $cname = unsafe extern "C" fn($($carg),*) -> $cret;)*
         }
 
         /// The resolved targets. The malloc family all belong to one
