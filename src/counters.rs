@@ -27,6 +27,9 @@ macro_rules! hook_enum {
         }
         forwarded { $($forwarded:tt)* }
         exec { $($exec:tt)* }
+        served { $($served:tt)* }
+        variadic { $($variadic:tt)* }
+        c_api { $($c_api:tt)* }
     ) => {
         /// Every entry point the library counts calls of.
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]

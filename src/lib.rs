@@ -21,8 +21,9 @@
 //! * [`fmt`] — allocation-free text building;
 //! * [`scratch`] — static buffers behind a try-lock, for what must stay off
 //!   a small signal stack;
-//! * `hook_list` — the one list of the functions we interpose on
-//!   (`with_hook_list!`), which `next`, `counters` and the tests expand;
+//! * `hook_list` — the one list of the functions we export
+//!   (`with_hook_list!`), which `next`, `api` (its signature checks),
+//!   `counters` and the tests expand;
 //!
 //! Under all of them, the `ksmauto_contract` crate: the vocabulary shared
 //! with the CLI and the tests (modes, skip reasons, sources, `KSMAUTO_*`

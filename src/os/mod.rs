@@ -12,11 +12,14 @@
 //!   `execvp` finds in `PATH`; [`loader`] — what the dynamic loader finds
 //!   (`/etc/ld.so.preload`, `/etc/ld.so.cache`, its own file);
 //!   [`library_search`] — where it looks for a bare name before its cache;
+//!   [`elf_lookup`] — the objects it loaded and the symbols they define
+//!   (start-up only: it takes the loader's lock);
 //!   [`binfmt_misc`] — whether a `binfmt_misc` rule claims a file.
 
 pub mod binfmt_misc;
 pub mod exec_search;
 pub mod exec_target;
+pub mod elf_lookup;
 pub mod ksm;
 pub mod library_search;
 pub mod loader;
