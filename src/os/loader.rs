@@ -27,7 +27,10 @@ pub fn remember_own_loader() {
     if !own_loader_path(&mut path) {
         return;
     }
-    if let Ok(st) = sys::stat_at(libc::AT_FDCWD, path.as_ptr(), 0) {
+    let Ok(path) = sys::c_path(&path) else {
+        return;
+    };
+    if let Ok(st) = sys::stat_at(libc::AT_FDCWD, path, 0) {
         LOADER_DEV.store(st.dev, Relaxed);
         LOADER_INO.store(st.ino, Relaxed);
         LOADER_KNOWN.store(true, Release);

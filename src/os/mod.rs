@@ -60,8 +60,12 @@ pub fn page_size() -> usize {
 /// Hands the pages `[start, start + len)` back to the kernel
 /// (`MADV_DONTNEED`): private anonymous pages read as zero afterwards, and
 /// pages never touched cost nothing.
-pub fn release_pages(start: usize, len: usize) -> Result<(), sys::Errno> {
-    sys::madvise(start, len, libc::MADV_DONTNEED)
+///
+/// # Safety
+/// `[start, start + len)` must be memory the caller owns and whose contents
+/// it may lose: no live reference into it, nothing of the program's.
+pub unsafe fn release_pages(start: usize, len: usize) -> Result<(), sys::Errno> {
+    sys::madvise(start, len, sys::Advice::ReleasePages)
 }
 
 /// The program break (the top of the brk heap), from libc's own record of
@@ -134,7 +138,10 @@ pub fn remember_own_file() {
         return;
     }
     buf[..own.len()].copy_from_slice(own);
-    if let Ok(st) = sys::stat_at(libc::AT_FDCWD, buf.as_ptr(), 0) {
+    let Ok(path) = sys::c_path(&buf) else {
+        return;
+    };
+    if let Ok(st) = sys::stat_at(libc::AT_FDCWD, path, 0) {
         OWN_DEV.store(st.dev, Relaxed);
         OWN_INO.store(st.ino, Relaxed);
         OWN_KNOWN.store(true, Release);
@@ -152,8 +159,10 @@ pub fn is_own_library_file(path: &[u8]) -> bool {
         return false;
     }
     buf[..path.len()].copy_from_slice(path);
-    let Ok(fd) = sys::open_at_without_magic_links(libc::AT_FDCWD, buf.as_ptr(), libc::O_PATH)
-    else {
+    let Ok(path) = sys::c_path(&buf) else {
+        return false;
+    };
+    let Ok(fd) = sys::open_at_without_magic_links(libc::AT_FDCWD, path, libc::O_PATH) else {
         return false;
     };
     let there = sys::fstat(fd);

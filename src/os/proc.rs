@@ -196,7 +196,7 @@ pub fn process_image(pid: i32) -> Option<sys::FileStatus> {
     let mut path = [0u8; 40];
     let mut w = crate::fmt::BufWriter::new(&mut path);
     w.str("/proc/").u64(pid as u64).str("/exe\0");
-    sys::stat_at(libc::AT_FDCWD, path.as_ptr(), 0).ok()
+    sys::stat_at(libc::AT_FDCWD, sys::c_path(&path).ok()?, 0).ok()
 }
 
 /// `vm.max_map_count`: the most VMAs a process may have (the kernel's
