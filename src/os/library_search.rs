@@ -259,13 +259,21 @@ fn exists(path: &mut [u8], len: usize, entry: &[u8]) -> Fact {
 /// `AT_PLATFORM` (the loader's legacy platform subdirectory), or empty.
 fn platform() -> &'static [u8] {
     // glibc's getauxval sets errno for an entry the kernel did not give.
+    // SAFETY: __errno_location returns this thread's errno, a valid,
+    // aligned int for the thread's life, which only this thread touches.
     let errno = unsafe { libc::__errno_location() };
+    // SAFETY: `errno` as above; read and restored around the one call that
+    // may change it, so the program's value survives.
     let saved = unsafe { *errno };
+    // SAFETY: getauxval only reads the auxiliary vector.
     let p = unsafe { libc::getauxval(libc::AT_PLATFORM) } as *const libc::c_char;
+    // SAFETY: `errno` as above.
     unsafe { *errno = saved };
     if p.is_null() {
         b""
     } else {
+        // SAFETY: AT_PLATFORM points at a NUL-terminated string the kernel
+        // put on the initial stack, which lives as long as the process.
         unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes()
     }
 }
