@@ -41,7 +41,7 @@
 //! only thread of its own is that one, in `advise` mode, while there is
 //! something to catch up.
 
-#![allow(clippy::missing_safety_doc)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 // No std in the shared object: nothing here may allocate, and std would also
 // drag libgcc_s (unwinding) into every process we are preloaded into.
 #![cfg_attr(not(test), no_std)]
@@ -51,6 +51,7 @@
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_: &::core::panic::PanicInfo) -> ! {
+    // SAFETY: abort takes nothing and never returns.
     unsafe { libc::abort() }
 }
 

@@ -18,8 +18,9 @@ const CATCH_UP_STACK_BYTES: usize = 256 << 10;
 
 #[repr(C, align(4096))]
 struct CatchUpStack(core::cell::UnsafeCell<[u8; CATCH_UP_STACK_BYTES]>);
-// Used only as the stack of one thread at a time (`core::catchup_thread`
-// creates a new one only once the last is gone).
+// SAFETY: no Rust reference to the bytes is ever made: only its address is
+// handed to `pthread_create`, as the stack of one thread at a time
+// (`core::catchup_thread` creates a new one only once the last is gone).
 unsafe impl Sync for CatchUpStack {}
 
 static CATCH_UP_STACK: CatchUpStack =
@@ -43,6 +44,10 @@ pub(super) fn spawn_catch_up_thread() -> Result<(), i32> {
     let Some(create) = next().pthread_create else {
         return Err(libc::ENOSYS);
     };
+    // SAFETY: `sigset_t` is integers (all zeros is valid) and the sigset and
+    // pthread calls write only the locals passed; `create` is the next
+    // `pthread_create`, given `catch_up_thread`'s C signature; errno is saved
+    // and restored around all of it.
     unsafe {
         let saved_errno = errno_get();
         let mut all: libc::sigset_t = core::mem::zeroed();
@@ -66,6 +71,10 @@ pub(super) fn spawn_catch_up_thread() -> Result<(), i32> {
 
 /// `create` a detached catch-up thread, on the library's stack or on one
 /// of glibc's; the call's result.
+///
+/// # Safety
+/// `create` must be a `pthread_create`; with `own_stack`, no other thread
+/// may be running on [`CATCH_UP_STACK`].
 unsafe fn create_detached(create: next::signature::pthread_create, own_stack: bool) -> c_int {
     let mut attr: libc::pthread_attr_t = core::mem::zeroed();
     if libc::pthread_attr_init(&mut attr) != 0 {

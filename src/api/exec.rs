@@ -212,6 +212,11 @@ unsafe fn may_substitute_commands(words: *const c_char) -> bool {
 /// `frame` is where the entry saved the argument registers; integer
 /// argument `i` (0: the path, 1: `arg0`, …) is read by
 /// [`variadic_argument`], the caller's stack arguments included.
+///
+/// # Safety
+/// `frame` must be the register save area of a variadic entry's frame, and
+/// the program's call must have passed at least `i + 1` integer arguments
+/// (as `execl`'s contract has it: the list ends with a null pointer).
 unsafe fn variadic_argument(frame: *const usize, i: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
     {
@@ -233,8 +238,14 @@ unsafe fn variadic_argument(frame: *const usize, i: usize) -> usize {
 /// How many pointers the list holds before its null one, counted as
 /// glibc's `execl` counts them: `arg0` always, then up to the first null;
 /// 0 past `INT_MAX` (glibc's `E2BIG`).
-extern "C" fn variadic_exec_count(frame: *const usize) -> usize {
+///
+/// # Safety
+/// Called only by a variadic entry, with `frame` its register save area, for
+/// a call that ends its list with a null pointer (as `execl` requires).
+unsafe extern "C" fn variadic_exec_count(frame: *const usize) -> usize {
     let mut argc = 1;
+    // SAFETY: the entry's frame, read up to and including the list's null
+    // pointer, which the program's call passed (the caller's promise).
     while unsafe { variadic_argument(frame, 1 + argc) } != 0 {
         if argc == i32::MAX as usize {
             return 0;
@@ -247,12 +258,20 @@ extern "C" fn variadic_exec_count(frame: *const usize) -> usize {
 /// Fills `argv` (room for `argc` + 1 pointers, on the entry's stack) from
 /// the variadic list and makes the non-variadic `exec` the entry `which`
 /// stands for; what it returns (only on failure).
-extern "C" fn variadic_exec_run(
+///
+/// # Safety
+/// Called only by a variadic entry, after [`variadic_exec_count`] gave
+/// `argc` for the same `frame`, with `argv` room for `argc + 1` words.
+unsafe extern "C" fn variadic_exec_run(
     which: usize,
     frame: *const usize,
     argv: *mut usize,
     argc: usize,
 ) -> c_int {
+    // SAFETY: `argv` has room for `argc + 1` words (the entry reserved it
+    // below its frame); the list's first `argc + 1` arguments and, for
+    // `execle`, the `envp` after its null are what the program passed; the
+    // path, list and environment are then the program's own `exec` call's.
     unsafe {
         if argc == 0 {
             errno_set(libc::E2BIG);

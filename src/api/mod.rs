@@ -128,11 +128,14 @@ fn poll_catch_up() {
 
 #[inline(always)]
 fn errno_get() -> c_int {
+    // SAFETY: __errno_location gives this thread's errno: an aligned int,
+    // valid for the thread's life, that only this thread touches.
     unsafe { *libc::__errno_location() }
 }
 
 #[inline(always)]
 fn errno_set(v: c_int) {
+    // SAFETY: as in `errno_get`.
     unsafe { *libc::__errno_location() = v }
 }
 
@@ -150,6 +153,10 @@ unsafe fn syscall_int(n: libc::c_long, a: usize, b: usize, c: usize) -> c_int {
 /// for calls made before start-up has resolved the next definitions — our
 /// own start-up's included: the library's code calls `syscall` too, and the
 /// loader binds that to this very hook.
+///
+/// # Safety
+/// As `os::sys::raw`: the arguments are what system call `number` expects
+/// (the program's own call, forwarded as it made it).
 unsafe fn raw_syscall(number: libc::c_long, args: [libc::c_long; 6]) -> libc::c_long {
     match crate::os::sys::raw(number as usize, args.map(|a| a as usize)) {
         Ok(v) => v as libc::c_long,
@@ -175,6 +182,11 @@ unsafe fn enoent() -> c_int {
 // `SYS_execve`)
 
 /// The entries of a NUL-terminated `envp` array.
+///
+/// # Safety
+/// `envp` must be null or a null-terminated array of NUL-terminated
+/// strings that outlive the iterator's use (`'static` over-claims: the
+/// caller reads them during its `exec` call only).
 unsafe fn env_entries(envp: *const *const c_char) -> impl Iterator<Item = &'static [u8]> {
     let mut at = envp;
     core::iter::from_fn(move || {
@@ -194,6 +206,9 @@ unsafe fn env_entries(envp: *const *const c_char) -> impl Iterator<Item = &'stat
 /// actions, which may change the working directory
 /// (`posix_spawn_file_actions_addchdir_np`) or what a descriptor, and with
 /// it `/proc/self/fd/N`, names (`adddup2`, `addopen`) first.
+///
+/// # Safety
+/// `envp` as for [`env_entries`].
 unsafe fn prepare_exec(
     inspect: impl FnOnce() -> ExecTarget,
     envp: *const *const c_char,
@@ -209,12 +224,19 @@ unsafe fn prepare_exec(
     engine::before_exec(target, &env, as_we_resolve)
 }
 
+/// The target of an `exec` of `path`.
+///
+/// # Safety
+/// `path` must be null or a NUL-terminated string.
 unsafe fn target_at_path(path: *const c_char, as_we_resolve: bool) -> ExecTarget {
     exec_target::inspect_at(libc::AT_FDCWD, path as *const u8, 0, as_we_resolve)
 }
 
 /// Resolves `file` the way `execvp` does: in `PATH` of the current
 /// environment (not the new one, as glibc reads it), or glibc's default.
+///
+/// # Safety
+/// `file` must be null or a NUL-terminated string.
 unsafe fn target_in_path(file: *const c_char, as_we_resolve: bool) -> ExecTarget {
     let search = crate::os::getenv("PATH").unwrap_or(b"/bin:/usr/bin");
     exec_search::inspect_in_path(file as *const u8, search, as_we_resolve)
@@ -222,6 +244,10 @@ unsafe fn target_in_path(file: *const c_char, as_we_resolve: bool) -> ExecTarget
 
 /// Runs an `exec` or spawn `call` with merge-any switched off first if the
 /// engine says so, and back on if the call returns.
+///
+/// # Safety
+/// `envp` as for [`env_entries`]; `inspect` and `call` may rely on what
+/// the exec hook's caller promised.
 #[inline(always)]
 unsafe fn around_exec<R>(
     inspect: impl FnOnce() -> ExecTarget,
@@ -249,6 +275,9 @@ extern "C" fn on_load() {
     // glibc's shared `pthread_atfork` is only a compatibility symbol, absent
     // on aarch64, where a reference to it left the library unloadable
     // ("undefined symbol: pthread_atfork").
+    // SAFETY: the handlers are `extern "C" fn()`s of this library, which is
+    // never unmapped (`-z nodelete`), and `__dso_handle` is our own object's
+    // handle, as libc_nonshared passes it.
     unsafe {
         __register_atfork(
             Some(before_fork),

@@ -44,6 +44,8 @@ unsafe fn begin_thread<R>(p: *mut c_void) -> (R, *mut c_void) {
 }
 
 extern "C" fn thread_trampoline(p: *mut c_void) -> *mut c_void {
+    // SAFETY: `start_thread` made `p`, a `ThreadStart` of `StartRoutine`
+    // from the serving malloc, and passed it to this thread alone.
     let (routine, arg) = unsafe { begin_thread::<next::StartRoutine>(p) };
     routine(arg)
 }
@@ -51,6 +53,8 @@ extern "C" fn thread_trampoline(p: *mut c_void) -> *mut c_void {
 /// A C11 thread's: glibc calls it as a `thrd_start_t` (its `int` is the
 /// thread's result).
 extern "C" fn c11_thread_trampoline(p: *mut c_void) -> c_int {
+    // SAFETY: `start_thread` made `p`, a `ThreadStart` of `C11StartRoutine`
+    // from the serving malloc, and passed it to this thread alone.
     let (routine, arg) = unsafe { begin_thread::<next::C11StartRoutine>(p) };
     routine(arg)
 }
@@ -179,6 +183,7 @@ extern "C" fn prepare_pthread_exit() -> usize {
     if target == 0 {
         // No definition after us: the program linked one itself, before
         // us in every lookup, or none exists. Unreachable in practice.
+        // SAFETY: abort takes nothing and never returns.
         unsafe { libc::abort() }
     }
     target

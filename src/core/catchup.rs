@@ -288,7 +288,9 @@ impl Memory {
         let start = self.entries.as_mut_ptr() as usize;
         let len = core::mem::size_of_val(&self.entries);
         if !start.is_multiple_of(crate::os::page_size())
-            || crate::os::release_pages(start, len).is_err()
+            // SAFETY: `&mut self` owns `entries` (page-aligned, checked just
+            // above; 1 MiB, whole pages); all zeros is its empty state.
+            || unsafe { crate::os::release_pages(start, len) }.is_err()
         {
             self.entries.iter_mut().for_each(|e| *e = 0);
         }

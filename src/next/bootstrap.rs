@@ -11,6 +11,9 @@ const HEADER: usize = 16;
 
 #[repr(C, align(4096))]
 struct Arena(UnsafeCell<[u8; ARENA_SIZE]>);
+// SAFETY: the arena's bytes are handed out in disjoint blocks, each claimed
+// by one compare-exchange of `ARENA_USED`; no reference to the whole array
+// is ever made, only addresses.
 unsafe impl Sync for Arena {}
 
 static ARENA: Arena = Arena(UnsafeCell::new([0; ARENA_SIZE]));
@@ -42,6 +45,9 @@ pub fn bootstrap_alloc(size: usize, align: usize) -> *mut c_void {
         }
         match ARENA_USED.compare_exchange_weak(used, end - arena_base(), Relaxed, Relaxed) {
             Ok(_) => {
+                // SAFETY: the word before `user` lies in this block's header
+                // (`HEADER` ≥ 8 bytes, `user` aligned to ≥ 16), inside the
+                // arena and claimed by this thread's compare-exchange alone.
                 unsafe { *((user - core::mem::size_of::<usize>()) as *mut usize) = size };
                 return user as *mut c_void;
             }

@@ -24,6 +24,9 @@ static LOADED_AFTER_LIBC: AtomicBool = AtomicBool::new(false);
 /// Whether `map` is another copy of this library: it defines our C API's
 /// `ksmauto_version` (every version of the library exports it; a program
 /// using the API only declares it, weak and undefined).
+///
+/// # Safety
+/// `map` must be a link map of a loaded object (see `defined_in`).
 pub(super) unsafe fn is_a_copy(map: *mut LinkMap) -> bool {
     OTHER_COPIES.load(Relaxed) && map != own_link_map() && looks_like_a_copy(map)
 }
@@ -32,6 +35,9 @@ pub(super) unsafe fn is_a_copy(map: *mut LinkMap) -> bool {
 /// may define a stub of the API for its own use) that defines both
 /// `ksmauto_version` and `ksmauto_stats_json`, as every version of the
 /// library does.
+///
+/// # Safety
+/// As [`is_a_copy`].
 unsafe fn looks_like_a_copy(map: *mut LinkMap) -> bool {
     !(*map).l_prev.is_null()
         && !defined_in(map, c"ksmauto_version").is_null()
@@ -39,6 +45,9 @@ unsafe fn looks_like_a_copy(map: *mut LinkMap) -> bool {
 }
 
 /// glibc's own object: the one that defines `gnu_get_libc_version`.
+///
+/// # Safety
+/// As [`is_a_copy`].
 unsafe fn is_libc(map: *mut LinkMap) -> bool {
     !defined_in(map, c"gnu_get_libc_version").is_null()
 }
@@ -63,6 +72,9 @@ pub(super) fn find_other_copies() {
     if own.is_null() {
         return;
     }
+    // SAFETY: `own` is our link map, and `l_prev`/`l_next` link the loader's
+    // maps of loaded objects, each valid while its object stays loaded;
+    // start-up runs this, when no other thread `dlclose`s.
     unsafe {
         if (*own).l_prev.is_null() {
             LOADED_AFTER_LIBC.store(true, Relaxed);
@@ -99,6 +111,10 @@ pub fn stands_aside() -> bool {
 
 /// `p`, or when a copy of this library defines it, the first definition of
 /// `name` after that copy, in load order, that is in none of them.
+///
+/// # Safety
+/// `p` must be null or an address `dlsym` gave, and no object may be
+/// unloaded during the call (start-up).
 pub(super) unsafe fn past_copies(p: *mut c_void, name: &CStr) -> *mut c_void {
     if p.is_null() || !OTHER_COPIES.load(Relaxed) {
         return p;

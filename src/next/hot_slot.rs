@@ -13,21 +13,28 @@ use core::sync::atomic::{AtomicPtr, Ordering::{Acquire, Release}};
 /// so such a hook is one load and one jump: no separate gate, no test for
 /// "not yet" (the gate stays on the slow path, which start-up and its
 /// nested calls take). The interposition layer owns the four slots (their
-/// first targets are its own functions).
+/// first targets are its own functions). `F` is a function pointer type:
+/// one word, pointer-aligned, no padding (size and alignment are checked
+/// when a slot is made).
 pub struct HotSlot<F: Copy>(UnsafeCell<F>);
 
-// Read and written only as one pointer-sized atomic word.
+// SAFETY: the cell is read and written only as one pointer-sized atomic
+// word (`word`), never through a plain reference, so threads sharing a
+// slot race on nothing; the values are plain function pointers (`Send`).
 unsafe impl<F: Copy> Sync for HotSlot<F> {}
 
 impl<F: Copy> HotSlot<F> {
     pub const fn new(first: F) -> HotSlot<F> {
         const { assert!(core::mem::size_of::<F>() == core::mem::size_of::<*mut c_void>()) };
+        const { assert!(core::mem::align_of::<F>() == core::mem::align_of::<*mut c_void>()) };
         HotSlot(UnsafeCell::new(first))
     }
 
     fn word(&self) -> &AtomicPtr<c_void> {
-        // SAFETY: a function pointer is one aligned pointer-sized word, and
-        // the slot is only ever accessed through this atomic view.
+        // SAFETY: `F` is one pointer-sized, pointer-aligned word (asserted in
+        // `new`), so the cell is a valid, aligned `*mut c_void` for as long
+        // as `self` lives, and it is only ever accessed through this atomic
+        // view.
         unsafe { AtomicPtr::from_ptr(self.0.get() as *mut *mut c_void) }
     }
 
@@ -36,6 +43,8 @@ impl<F: Copy> HotSlot<F> {
     #[inline(always)]
     pub fn get(&self) -> F {
         let p = self.word().load(Acquire);
+        // SAFETY: every word stored in the slot is an `F` (the first target,
+        // or one `publish`ed), of the same size, so this gives an `F` back.
         unsafe { core::mem::transmute_copy::<*mut c_void, F>(&p) }
     }
 
@@ -43,6 +52,8 @@ impl<F: Copy> HotSlot<F> {
     /// (everything a hook reads is in place: the release store publishes it
     /// along with the pointer).
     pub fn publish(&self, target: F) {
+        // SAFETY: `F` is a function pointer: one initialised pointer-sized
+        // word (size asserted in `new`), which a `*mut c_void` can hold.
         let p = unsafe { core::mem::transmute_copy::<F, *mut c_void>(&target) };
         self.word().store(p, Release);
     }

@@ -112,6 +112,10 @@ macro_rules! next_table {
 
         /// Looks up, in list order, every function taken from the objects
         /// after us (`next`, `next_if_defined`).
+        ///
+        /// # Safety
+        /// Start-up: `dlsym` may be called, and no object is unloaded
+        /// meanwhile.
         unsafe fn resolve_forwarded(table: &mut NextFunctions) {
             $(resolve_one!(forwarded $kind, table, $name);)*
             $(resolve_one!(forwarded $fkind, table, $fname);)*
@@ -121,6 +125,7 @@ macro_rules! next_table {
         /// (`execv` and `execvp` are served by our own `execve` and
         /// `execvpe`, and so are the variadic `execl`, `execle` and
         /// `execlp`).
+        #[derive(Clone, Copy)]
         pub struct ExecFunctions {
             $(pub $ename: Option<signature::$ename>,)*
         }
@@ -130,12 +135,20 @@ macro_rules! next_table {
         };
 
         /// Looks up, in list order, the `exec` family.
+        ///
+        /// # Safety
+        /// `dlsym` may be called here (not in a signal handler or a `vfork`
+        /// child), and no object is unloaded meanwhile.
         unsafe fn resolve_exec(table: &mut ExecFunctions) {
             $(resolve_one!(forwarded $ekind, table, $ename);)*
         }
 
         /// Looks up, in list order, the serving allocator's own definitions
         /// of the family (`allocator`; `malloc` itself found the allocator).
+        ///
+        /// # Safety
+        /// As `resolve_forwarded`; `own` and `allocator` are link maps of
+        /// loaded objects.
         unsafe fn resolve_family(table: &mut NextFunctions, own: *mut LinkMap, allocator: *mut LinkMap) {
             $(resolve_one!(family $kind, table, $name, own, allocator);)*
         }
@@ -176,6 +189,9 @@ macro_rules! c_name {
 with_hook_list!(next_table);
 
 struct Table(UnsafeCell<NextFunctions>);
+// SAFETY: written once, by `resolve_all` inside the start-up gate, before
+// the gate (or `TABLE_READY`) publishes it with a release store; read only
+// after an acquire of either. Never written again.
 unsafe impl Sync for Table {}
 
 // once_cell: not a lazily initialised cell on purpose. It is filled inside
@@ -201,9 +217,15 @@ static TABLE_READY: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicB
 /// The table; filled by [`resolve_all`] before the start-up gate opens.
 #[inline(always)]
 pub fn next() -> &'static NextFunctions {
+    // SAFETY: see `Table`'s `Sync`: callers are past the start-up gate (or
+    // inside it, after `resolve_all`), so the table is written and final.
     unsafe { &*NEXT.0.get() }
 }
 
+/// `p` as the function pointer type `T`, `None` for null.
+///
+/// # Safety
+/// `p` must be null or the address of a function with `T`'s signature.
 unsafe fn as_fn<T>(p: *mut c_void) -> Option<T> {
     const { assert!(core::mem::size_of::<T>() == core::mem::size_of::<*mut c_void>()) };
     if p.is_null() {
@@ -216,6 +238,10 @@ unsafe fn as_fn<T>(p: *mut c_void) -> Option<T> {
 /// The definition of `name` that the program's calls reach, skipping ours:
 /// the first in the global lookup order, or the next after us when that one
 /// is ours. Null when there is none.
+///
+/// # Safety
+/// Start-up: `dlsym` may be called, `own` is our link map and no object is
+/// unloaded meanwhile.
 unsafe fn reached_past_us(name: &CStr, own: *mut LinkMap) -> *mut c_void {
     let first = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
     let object = object_of(first);
@@ -247,6 +273,9 @@ unsafe fn reached_past_us(name: &CStr, own: *mut LinkMap) -> *mut c_void {
 
 /// `name` as the serving allocator (object `allocator`) defines it, or
 /// `None` when the definition found belongs to some other object.
+///
+/// # Safety
+/// As [`reached_past_us`]; `T` is the function type of `name`.
 unsafe fn of_allocator<T>(name: &CStr, own: *mut LinkMap, allocator: *mut LinkMap) -> Option<T> {
     let p = reached_past_us(name, own);
     if p.is_null() || object_of(p) != allocator {
@@ -267,6 +296,11 @@ fn next_if_defined(name: &CStr) -> *mut c_void {
 /// series of lookups.
 fn next_defined_after(own: *mut LinkMap, name: &CStr) -> *mut c_void {
     let mut map = own;
+    // SAFETY: `own` is null or our link map; `l_next` links the loader's
+    // maps of loaded objects, each valid while its object stays loaded. The
+    // walk takes no loader lock: callers run at start-up, or (`pthread_exit`
+    // before start-up resolved it) where `dlsym` must not run; an object
+    // another thread `dlclose`s at that very moment is the accepted risk.
     unsafe {
         if map.is_null() {
             return core::ptr::null_mut();
@@ -288,6 +322,9 @@ fn next_defined_after(own: *mut LinkMap, name: &CStr) -> *mut c_void {
 /// The malloc family of the serving allocator: its own definitions, with
 /// stand-ins for the ones it lacks. Also whether it is glibc.
 fn resolve_allocator(table: &mut NextFunctions) {
+    // SAFETY: start-up (inside the gate): `dlsym` may be called, our link
+    // map is what `own_link_map` found, and `as_fn` gets `malloc`'s address
+    // for `malloc`'s type.
     unsafe {
         let own = own_link_map();
         let malloc = reached_past_us(c"malloc", own);
@@ -305,6 +342,8 @@ fn resolve_allocator(table: &mut NextFunctions) {
 
 /// Resolves every target. Runs once, inside the start-up gate.
 pub fn resolve_all() {
+    // SAFETY: start-up, inside the gate, once: the lookups may call `dlsym`,
+    // and nobody reads `NEXT` until `TABLE_READY` or the gate publishes it.
     unsafe {
         find_other_copies();
         let mut table = UNRESOLVED;
@@ -339,23 +378,44 @@ pub fn pthread_exit_now() -> usize {
 // exec and spawn (`ExecFunctions` and its lookups come from the hook list)
 
 struct ExecTable(UnsafeCell<ExecFunctions>);
+// SAFETY: written once, by the one thread that moved `EXEC_STATE` from
+// `EXEC_UNRESOLVED_STATE` to `EXEC_WRITING`, then published by a release
+// store of `EXEC_READY`; read only after an acquire load sees that.
 unsafe impl Sync for ExecTable {}
 
 static EXEC: ExecTable = ExecTable(UnsafeCell::new(EXEC_UNRESOLVED));
 // once_cell: `race::OnceBox` would fit but needs an allocator, which a hook
 // must not use (and once_cell cannot be a dependency, see Cargo.toml).
-static EXEC_RESOLVED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+static EXEC_STATE: core::sync::atomic::AtomicU8 =
+    core::sync::atomic::AtomicU8::new(EXEC_UNRESOLVED_STATE);
+const EXEC_UNRESOLVED_STATE: u8 = 0;
+const EXEC_WRITING: u8 = 1;
+const EXEC_READY: u8 = 2;
 
-/// The `exec` family's next definitions. Resolving twice from racing threads
-/// writes the same values, so no gate is needed beyond the flag.
-pub fn exec_functions() -> &'static ExecFunctions {
-    if !EXEC_RESOLVED.load(Acquire) {
-        let mut table = EXEC_UNRESOLVED;
-        unsafe {
-            resolve_exec(&mut table);
-            *EXEC.0.get() = table;
-        }
-        EXEC_RESOLVED.store(true, Release);
+/// The `exec` family's next definitions. One thread writes the shared
+/// table; one that finds another thread writing it (or a forked child of
+/// that moment) resolves its own copy instead of waiting.
+pub fn exec_functions() -> ExecFunctions {
+    use core::sync::atomic::Ordering::Relaxed;
+    let state = EXEC_STATE.load(Acquire);
+    if state == EXEC_READY {
+        // SAFETY: `EXEC_READY`, seen with acquire: written and final.
+        return unsafe { *EXEC.0.get() };
     }
-    unsafe { &*EXEC.0.get() }
+    let mut table = EXEC_UNRESOLVED;
+    // SAFETY: an exec hook or start-up, where `dlsym` may be called (start-up
+    // resolves these first, so a hook in a signal handler or a `vfork` child
+    // finds them ready); objects loaded at start are not unloaded.
+    unsafe { resolve_exec(&mut table) };
+    let claimed = state == EXEC_UNRESOLVED_STATE
+        && EXEC_STATE
+            .compare_exchange(EXEC_UNRESOLVED_STATE, EXEC_WRITING, Relaxed, Relaxed)
+            .is_ok();
+    if claimed {
+        // SAFETY: this thread alone moved the state to `EXEC_WRITING`, and
+        // nobody reads the table before `EXEC_READY`.
+        unsafe { *EXEC.0.get() = table };
+        EXEC_STATE.store(EXEC_READY, Release);
+    }
+    table
 }

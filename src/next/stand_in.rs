@@ -177,6 +177,8 @@ mod tests {
 
     fn addr<F: Copy>(f: Option<F>) -> usize {
         match f {
+            // SAFETY: the tests pass function pointers: one initialised
+            // word, the size of a usize.
             Some(f) => unsafe { core::mem::transmute_copy::<F, usize>(&f) },
             None => 0,
         }

@@ -48,6 +48,10 @@ pub fn object_of(addr: *const c_void) -> *mut LinkMap {
     if map.is_null() {
         return core::ptr::null_mut();
     }
+    // SAFETY: `map` is our own link map, and `l_prev`/`l_next` link the
+    // loader's maps of the objects loaded now, each valid while its object
+    // stays loaded. The loader changes the list under its lock, which we do
+    // not hold: this is start-up code, when no other thread `dlclose`s.
     unsafe {
         while !(*map).l_prev.is_null() {
             map = (*map).l_prev;
@@ -79,6 +83,9 @@ pub fn own_link_map() -> *mut LinkMap {
 
 fn find_own_link_map() -> *mut LinkMap {
     let mut map: *mut LinkMap = core::ptr::null_mut();
+    // SAFETY: `Dl_info` is pointers and integers (all zeros is valid);
+    // dladdr1 writes one into `info` and, with RTLD_DL_LINKMAP, one pointer
+    // into `map`, both locals; it only looks our own address up.
     unsafe {
         let mut info: libc::Dl_info = core::mem::zeroed();
         if libc::dladdr1(
@@ -100,6 +107,9 @@ fn load_address_of(addr: usize) -> Option<usize> {
         addr: usize,
         found: Option<usize>,
     }
+    /// # Safety
+    /// As `dl_iterate_phdr` calls it: `info` one valid object's headers,
+    /// `data` the `Search` passed below.
     unsafe extern "C" fn visit(
         info: *mut libc::dl_phdr_info,
         _size: usize,
@@ -122,6 +132,9 @@ fn load_address_of(addr: usize) -> Option<usize> {
         0
     }
     let mut search = Search { addr, found: None };
+    // SAFETY: `visit` treats `data` as the `Search` passed here, alive and
+    // not otherwise borrowed for the call; it reads only the headers the
+    // loader hands it (`dlpi_phnum` entries at `dlpi_phdr`).
     unsafe { libc::dl_iterate_phdr(Some(visit), &mut search as *mut Search as *mut c_void) };
     search.found
 }
@@ -135,6 +148,11 @@ fn load_address_of(addr: usize) -> Option<usize> {
 #[allow(clippy::not_unsafe_ptr_arg_deref)]
 pub fn is_definition(addr: *const c_void) -> bool {
     let mut sym: *const libc::Elf64_Sym = core::ptr::null();
+    // SAFETY: `Dl_info` is pointers and integers (all zeros is valid).
+    // dladdr1 only looks `addr` up (never reads it) and writes `info` and,
+    // with RTLD_DL_SYMENT, the local `sym`: null or the matching entry of a
+    // loaded object's symbol table, which `(*sym)` reads while that object
+    // stays loaded (start-up: nothing unloads it meanwhile).
     unsafe {
         let mut info: libc::Dl_info = core::mem::zeroed();
         !addr.is_null()
@@ -174,6 +192,12 @@ const VERSYM_HIDDEN: u16 = 0x8000;
 /// which deadlocks when an allocator preloaded before us is initialising and
 /// its first `mmap` brought us here. This reads only tables the loader
 /// mapped.
+///
+/// # Safety
+/// `map` must be the link map of an object that stays loaded during the
+/// call (one the loader lists, or a `dlopen` handle), whose dynamic section
+/// and the symbol, string, version and hash tables it names are the
+/// loader's well-formed mappings.
 pub unsafe fn defined_in(map: *mut LinkMap, name: &CStr) -> *mut c_void {
     let base = (*map).l_addr;
     let mut entry = (*map).l_ld as *const Dyn;
@@ -234,6 +258,9 @@ impl SymbolTable {
     /// keeps old versions of some functions beside the current one
     /// (`pthread_cond_wait@GLIBC_2.2.5`, the condition variable of before
     /// 2.3.2), marked hidden, and those are only for old binaries.
+    ///
+    /// # Safety
+    /// `i` must index the symbol table (and the version table, if any).
     unsafe fn defines(&self, i: u32, wanted: &[u8]) -> Option<*mut c_void> {
         let sym = &*self.symbols.add(i as usize);
         let ok = sym.st_shndx != SHN_UNDEF
@@ -246,6 +273,9 @@ impl SymbolTable {
 
     /// DT_GNU_HASH: buckets of symbol indices whose chain words carry the
     /// hash, the lowest bit marking a chain's end.
+    ///
+    /// # Safety
+    /// `table` must be this object's well-formed DT_GNU_HASH table.
     unsafe fn find_by_gnu_hash(&self, table: *const u32, wanted: &[u8]) -> *mut c_void {
         let (nbuckets, symoffset, bloom_words) = (*table, *table.add(1), *table.add(2));
         if nbuckets == 0 {
@@ -276,6 +306,9 @@ impl SymbolTable {
     }
 
     /// DT_HASH: buckets and chains of symbol indices, 0 ending a chain.
+    ///
+    /// # Safety
+    /// `table` must be this object's well-formed DT_HASH table.
     unsafe fn find_by_sysv_hash(&self, table: *const u32, wanted: &[u8]) -> *mut c_void {
         let (nbuckets, nchain) = (*table, *table.add(1));
         if nbuckets == 0 {
@@ -309,6 +342,7 @@ mod tests {
 
 
     fn libc_handle() -> *mut c_void {
+        // SAFETY: a literal name; RTLD_NOLOAD only finds the loaded libc.
         let h = unsafe { libc::dlopen(c"libc.so.6".as_ptr(), libc::RTLD_NOLOAD | libc::RTLD_LAZY) };
         assert!(!h.is_null());
         h
@@ -317,11 +351,14 @@ mod tests {
     #[test]
     fn a_symbol_table_lookup_finds_what_dlsym_finds_and_nothing_else() {
         let h = libc_handle();
+        // SAFETY: lookups by literal names in a live handle.
         let malloc = unsafe { libc::dlsym(h, c"malloc".as_ptr()) };
+        // SAFETY: as above.
         let version = unsafe { libc::dlsym(h, c"gnu_get_libc_version".as_ptr()) };
         let libc_map = object_of(malloc);
         assert!(!libc_map.is_null());
         assert_eq!(object_of(version), libc_map);
+        // SAFETY: libc's link map, kept loaded by the handle `h`.
         unsafe {
             assert_eq!(defined_in(libc_map, c"malloc"), malloc);
             assert_eq!(defined_in(libc_map, c"gnu_get_libc_version"), version);
@@ -330,6 +367,7 @@ mod tests {
         assert!(is_definition(malloc));
         assert!(is_definition(version));
         assert!(!is_definition(core::ptr::null()));
+        // SAFETY: our own handle, closed once (libc stays: it was loaded).
         unsafe { libc::dlclose(h) };
     }
 
@@ -339,6 +377,7 @@ mod tests {
     #[test]
     fn a_symbol_table_lookup_finds_the_default_version() {
         let h = libc_handle();
+        // SAFETY: a lookup by a literal name in a live handle.
         let libc_map = object_of(unsafe { libc::dlsym(h, c"malloc".as_ptr()) });
         for name in [
             c"pthread_cond_wait",
@@ -346,10 +385,13 @@ mod tests {
             c"sem_wait",
             c"pthread_join",
         ] {
+            // SAFETY: a lookup by a C-string literal in a live handle.
             let by_dlsym = unsafe { libc::dlsym(h, name.as_ptr()) };
             assert!(!by_dlsym.is_null(), "{name:?}");
+            // SAFETY: libc's link map, kept loaded by the handle `h`.
             assert_eq!(unsafe { defined_in(libc_map, name) }, by_dlsym, "{name:?}");
         }
+        // SAFETY: our own handle, closed once (libc stays: it was loaded).
         unsafe { libc::dlclose(h) };
     }
 }

@@ -22,6 +22,7 @@
 //! called from a signal handler). Never allocates, never touches `errno`.
 
 use super::sys::{self, FileStatus};
+use core::ffi::CStr;
 use super::{binfmt_misc, library_search, loader};
 
 /// A fact about the target, or that it could not be found out.
@@ -151,6 +152,8 @@ pub unsafe fn inspect_at(
     if path.is_null() {
         return ExecTarget::UNKNOWN;
     }
+    // SAFETY: not null, and NUL-terminated as the caller promises.
+    let path = unsafe { CStr::from_ptr(path as *const core::ffi::c_char) };
     match outcome_at(dirfd, path, flags, as_we_resolve) {
         Outcome::Runs(target) => target,
         Outcome::Fails(_) => ExecTarget::NOTHING_RUNS,
@@ -159,27 +162,19 @@ pub unsafe fn inspect_at(
 }
 
 /// What `execveat(dirfd, path, …, flags)` does; see [`inspect_at`].
-///
-/// # Safety
-/// `path` must be a NUL-terminated string.
-pub(super) unsafe fn outcome_at(
-    dirfd: i32,
-    path: *const u8,
-    flags: i32,
-    as_we_resolve: bool,
-) -> Outcome {
+pub(super) fn outcome_at(dirfd: i32, path: &CStr, flags: i32, as_we_resolve: bool) -> Outcome {
     // Other flags: EINVAL, or newer ones (AT_EXECVE_CHECK runs nothing).
     if flags & !(libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW) != 0 {
         return Outcome::Unknown;
     }
-    if !as_we_resolve && dirfd == libc::AT_FDCWD && *path != b'/' {
+    if !as_we_resolve && dirfd == libc::AT_FDCWD && path.to_bytes().first() != Some(&b'/') {
         return Outcome::Unknown;
     }
     let mut head = [0u8; HEAD_BYTES];
     let mut privileged = sys::ids_differ();
     let (mut at, mut name, mut lookup) = (dirfd, path, flags);
     for depth in 0..=MAX_REWRITES {
-        let opened = if depth == 0 && *name == 0 && lookup & libc::AT_EMPTY_PATH != 0 {
+        let opened = if depth == 0 && name.is_empty() && lookup & libc::AT_EMPTY_PATH != 0 {
             check_executable(at).map(|()| None)
         } else {
             open_for_exec(at, name, lookup, as_we_resolve).map(Some)
@@ -190,12 +185,7 @@ pub(super) unsafe fn outcome_at(
         };
         // The name `exec` was given, for binfmt_misc's extension rules
         // (taken now: the next read overwrites an interpreter's name).
-        let named = if *name == 0 {
-            &[][..]
-        } else {
-            core::ffi::CStr::from_ptr(name as *const core::ffi::c_char).to_bytes()
-        };
-        let ext = binfmt_misc::Extension::of(named);
+        let ext = binfmt_misc::Extension::of(name.to_bytes());
         let next = read_file(
             file.unwrap_or(at),
             &mut head,
@@ -212,7 +202,7 @@ pub(super) unsafe fn outcome_at(
             // The last handler opens the interpreter (its errors first),
             // then the kernel gives up: ELOOP.
             Next::Interpreter if depth == MAX_REWRITES => {
-                return match open_for_exec(libc::AT_FDCWD, head.as_ptr(), 0, as_we_resolve) {
+                return match open_for_exec(libc::AT_FDCWD, interpreter(&head), 0, as_we_resolve) {
                     Ok(fd) => {
                         sys::close(fd);
                         Outcome::Fails(Failure::Other)
@@ -220,10 +210,17 @@ pub(super) unsafe fn outcome_at(
                     Err(outcome) => outcome,
                 }
             }
-            Next::Interpreter => (at, name, lookup) = (libc::AT_FDCWD, head.as_ptr(), 0),
+            Next::Interpreter => (at, name, lookup) = (libc::AT_FDCWD, interpreter(&head), 0),
         }
     }
     Outcome::Unknown
+}
+
+/// The interpreter's path that [`interpreter_of`] left NUL-terminated at
+/// the start of `head` (empty if there were none: a name that finds
+/// nothing, never a read past the buffer).
+fn interpreter(head: &[u8; HEAD_BYTES]) -> &CStr {
+    CStr::from_bytes_until_nul(head).unwrap_or(c"")
 }
 
 /// The kernel's open of a file to run (`do_open_execat`): the path found,
@@ -231,12 +228,7 @@ pub(super) unsafe fn outcome_at(
 /// `exec` does instead. Unless `as_we_resolve`, through no magic link: one
 /// (or a loop of links, which `openat2` cannot tell from it) is "could not
 /// tell", and so is a kernel without `openat2`.
-fn open_for_exec(
-    at: i32,
-    name: *const u8,
-    flags: i32,
-    as_we_resolve: bool,
-) -> Result<i32, Outcome> {
+fn open_for_exec(at: i32, name: &CStr, flags: i32, as_we_resolve: bool) -> Result<i32, Outcome> {
     let nofollow = if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
         libc::O_NOFOLLOW
     } else {
@@ -290,10 +282,10 @@ enum Next {
 }
 
 /// `/proc/self/fd/N`, NUL-terminated: the file behind descriptor `fd`.
-fn proc_fd_path(fd: i32, out: &mut [u8; 32]) -> bool {
+fn proc_fd_path(fd: i32, out: &mut [u8; 32]) -> Option<&CStr> {
     let mut w = crate::fmt::BufWriter::new(out);
     w.str("/proc/self/fd/").u64(fd as u64).bytes(&[0]);
-    !w.truncated()
+    w.into_c_str()
 }
 
 /// One file of the chain, open as `fd` (`O_PATH` or any descriptor; a
@@ -312,16 +304,16 @@ fn read_file(
         return Next::Done(Outcome::Unknown);
     };
     let mut proc_path = [0u8; 32];
-    if !proc_fd_path(fd, &mut proc_path) {
+    let Some(proc_path) = proc_fd_path(fd, &mut proc_path) else {
         return Next::Done(Outcome::Unknown);
-    }
+    };
     // Privilege needs no read permission (exec needs none either: a
     // set-user-ID program may be execute-only).
-    if exec_changes_ids(&st, fd) || sys::has_file_capabilities(&proc_path) {
+    if exec_changes_ids(&st, fd) || sys::has_file_capabilities(proc_path) {
         *privileged = true;
     }
     let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY;
-    let Ok(readable) = sys::open(&proc_path, flags, 0) else {
+    let Ok(readable) = sys::open_at(libc::AT_FDCWD, proc_path, flags, 0) else {
         return Next::Done(Outcome::Unknown);
     };
     let next = match sys::pread(readable, head, 0) {
@@ -468,7 +460,11 @@ fn elf_program(
     {
         return Outcome::Unknown;
     }
-    let interpreter = match open_for_exec(libc::AT_FDCWD, name.as_ptr(), 0, as_we_resolve) {
+    // As the kernel's open of it: up to the first NUL (the last byte is one).
+    let Ok(name) = sys::c_path(&name[..size]) else {
+        return Outcome::Unknown;
+    };
+    let interpreter = match open_for_exec(libc::AT_FDCWD, name, 0, as_we_resolve) {
         Ok(fd) => fd,
         Err(outcome) => return outcome,
     };

@@ -165,10 +165,7 @@ fn program_directory(fd: i32, out: &mut [u8]) -> Option<&[u8]> {
     let mut link = [0u8; 32];
     let mut w = crate::fmt::BufWriter::new(&mut link);
     w.str("/proc/self/fd/").u64(fd as u64).bytes(&[0]);
-    if w.truncated() {
-        return None;
-    }
-    let n = sys::readlink(&link, out).ok()?;
+    let n = sys::readlink(w.into_c_str()?, out).ok()?;
     let path = &out[..n];
     if n == out.len() || path.first() != Some(&b'/') || path.ends_with(b" (deleted)") {
         return None;
@@ -249,7 +246,10 @@ fn exists(path: &mut [u8], len: usize, entry: &[u8]) -> Fact {
     let at = start - len;
     room[at..at + entry.len()].copy_from_slice(entry);
     room[at + entry.len()] = 0;
-    match sys::stat_at(libc::AT_FDCWD, path.as_ptr(), 0) {
+    let Ok(path) = sys::c_path(path) else {
+        return Fact::Unknown;
+    };
+    match sys::stat_at(libc::AT_FDCWD, path, 0) {
         Ok(_) => Fact::Yes,
         Err(libc::ENOENT | libc::ENOTDIR) => Fact::No,
         Err(_) => Fact::Unknown,
@@ -259,13 +259,21 @@ fn exists(path: &mut [u8], len: usize, entry: &[u8]) -> Fact {
 /// `AT_PLATFORM` (the loader's legacy platform subdirectory), or empty.
 fn platform() -> &'static [u8] {
     // glibc's getauxval sets errno for an entry the kernel did not give.
+    // SAFETY: __errno_location returns this thread's errno, a valid,
+    // aligned int for the thread's life, which only this thread touches.
     let errno = unsafe { libc::__errno_location() };
+    // SAFETY: `errno` as above; read and restored around the one call that
+    // may change it, so the program's value survives.
     let saved = unsafe { *errno };
+    // SAFETY: getauxval only reads the auxiliary vector.
     let p = unsafe { libc::getauxval(libc::AT_PLATFORM) } as *const libc::c_char;
+    // SAFETY: `errno` as above.
     unsafe { *errno = saved };
     if p.is_null() {
         b""
     } else {
+        // SAFETY: AT_PLATFORM points at a NUL-terminated string the kernel
+        // put on the initial stack, which lives as long as the process.
         unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes()
     }
 }

@@ -10,6 +10,9 @@
 //! Never allocates, never locks (a busy buffer is a skipped read, never a
 //! wait).
 
+// TODO(issue 22): SAFETY comments after issue 21 lands.
+#![allow(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+
 use super::sys::{self, Errno};
 // The pure parsers shared with the CLI and the tests live in the contract;
 // this module reads the files and parses what only the library needs.
@@ -196,7 +199,7 @@ pub fn process_image(pid: i32) -> Option<sys::FileStatus> {
     let mut path = [0u8; 40];
     let mut w = crate::fmt::BufWriter::new(&mut path);
     w.str("/proc/").u64(pid as u64).str("/exe\0");
-    sys::stat_at(libc::AT_FDCWD, path.as_ptr(), 0).ok()
+    sys::stat_at(libc::AT_FDCWD, sys::c_path(&path).ok()?, 0).ok()
 }
 
 /// `vm.max_map_count`: the most VMAs a process may have (the kernel's
