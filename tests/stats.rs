@@ -660,14 +660,8 @@ fn the_report_of_a_process_whose_main_thread_ended_first_shows_its_merged_pages(
 fn the_report_names_its_process_by_pid_and_start_time() {
     let (pid, _, _, r) = maps_report(Run::with("advise"));
     let mine = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let mine: u64 = mine
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .nth(19)
-        .unwrap()
-        .parse()
+    let mine = ksmauto_contract::proc::Stat::parse(mine.as_bytes())
+        .and_then(|s| s.start_time())
         .unwrap();
     let theirs = u(&r, "/start_time");
     assert!(
