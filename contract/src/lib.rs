@@ -7,7 +7,8 @@
 //! * [`env`] — every `KSMAUTO_*` environment variable;
 //! * [`report`] — the field names of the exit report's JSON object;
 //! * [`proc`] — pure parsers of the kernel's `/proc` text (`ksm_stat`,
-//!   `smaps_rollup`, `stat`, `status` lines, `kB` values), read as bytes.
+//!   `smaps_rollup`, `stat`, `status` lines, `kB` values), read as bytes;
+//! * [`smaps`] — the flags of a mapping in `smaps` (`VmFlags`).
 //!
 //! This is the ground floor: it depends on nothing, not even `libc`, and
 //! reads no file. Everything here is `no_std`, allocation-free and
@@ -23,6 +24,7 @@ pub mod mode;
 pub mod proc;
 pub mod report;
 pub mod skip;
+pub mod smaps;
 pub mod source;
 
 pub use mode::Mode;

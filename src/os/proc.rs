@@ -15,6 +15,7 @@ use super::sys::{self, Errno};
 // this module reads the files and parses what only the library needs.
 pub use ksmauto_contract::proc::{parse_dec, KsmStat};
 use ksmauto_contract::proc::{trim, Stat};
+use ksmauto_contract::smaps::VmFlags;
 
 /// Bytes of one [`LineBuffer`]: the longest line passed whole (a maps line
 /// with a path of up to `PATH_MAX` fits).
@@ -398,8 +399,8 @@ impl SmapsTotals {
                 self.current_anon_kb = parse_kb(v);
                 self.anon_kb += self.current_anon_kb;
             }
-        } else if let Some(flags) = line.strip_prefix(b"VmFlags:") {
-            if private && flags.split(|&b| b == b' ').any(|f| f == b"mg") {
+        } else if let Some(flags) = VmFlags::of_line(line) {
+            if private && flags.mergeable() {
                 self.mergeable_anon_kb += self.current_anon_kb;
             }
         }
