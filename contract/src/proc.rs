@@ -113,6 +113,12 @@ impl<'a> Stat<'a> {
         }
     }
 
+    /// A zombie (`Z`) or dead (`X`): it runs no more and has no memory
+    /// (its parent has yet to reap it, or is reaping it now).
+    pub fn has_ended(&self) -> bool {
+        matches!(self.state(), Some(b'Z' | b'X'))
+    }
+
     /// Field 4.
     pub fn ppid(&self) -> Option<u64> {
         self.number(4)
@@ -309,6 +315,8 @@ Pss_File:           1024 kB\n";
         assert!(!s.is_kernel_thread());
         let ksmd = b"42 (ksmd) S 2 0 0 0 -1 2097216 0 0 0 0 0 17 0 0 25 5 1 0 10";
         assert!(Stat::parse(ksmd).unwrap().is_kernel_thread());
+        assert!(Stat::parse(b"7 (z) Z 1").unwrap().has_ended());
+        assert!(Stat::parse(b"7 (x) X 1").unwrap().has_ended());
         assert_eq!(s.cpu_ticks(), Some(12));
         assert_eq!(s.start_time(), Some(90176));
         assert_eq!(
@@ -356,6 +364,7 @@ Pss_File:           1024 kB\n";
             assert_eq!(s.pid, 99);
             assert_eq!(s.comm, comm);
             assert_eq!(s.state(), Some(b'S'));
+            assert!(!s.has_ended());
             assert_eq!(
                 (s.ppid(), s.pgrp(), s.session()),
                 (Some(7), Some(8), Some(9))
