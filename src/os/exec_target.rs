@@ -24,6 +24,7 @@
 use super::sys::{self, FileStatus};
 use core::ffi::CStr;
 use super::{binfmt_misc, library_search, loader};
+use ksmauto_contract::elf::{self, Class, Header, ProgramHeader, ProgramHeaderTable, Segments};
 
 /// A fact about the target, or that it could not be found out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,17 +99,12 @@ pub(super) enum Outcome {
     Unknown,
 }
 
-const PT_LOAD: u32 = 1;
-const PT_DYNAMIC: u32 = 2;
-const PT_INTERP: u32 = 3;
-const ELFCLASS64: u8 = 2;
-const ET_EXEC: u16 = 2;
-const ET_DYN: u16 = 3;
-const PHDR_BYTES: u16 = 56;
 #[cfg(target_arch = "x86_64")]
-const OUR_MACHINE: u16 = 62; // EM_X86_64
+const OUR_MACHINE: u16 = elf::EM_X86_64;
 #[cfg(target_arch = "aarch64")]
-const OUR_MACHINE: u16 = 183; // EM_AARCH64
+const OUR_MACHINE: u16 = elf::EM_AARCH64;
+/// The longest program header read here (`Elf64_Phdr`).
+const PHDR_BYTES: usize = 56;
 /// `exec_binprm` runs the handlers of at most six files: a program and
 /// five `#!` interpreters; a sixth interpreter is `ELOOP`.
 const MAX_REWRITES: usize = 5;
@@ -117,20 +113,6 @@ const HEAD_BYTES: usize = binfmt_misc::HEAD_BYTES;
 /// The longest program interpreter path followed here (the kernel takes up
 /// to PATH_MAX; a longer one counts as "could not tell").
 const INTERPRETER_BYTES: usize = 256;
-
-fn u16_at(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
-}
-
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
-
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[o..o + 8]);
-    u64::from_le_bytes(w)
-}
 
 /// The target at `path` (NUL-terminated), relative to `dirfd`
 /// (`AT_FDCWD` for the working directory); `flags` as for `execveat`
@@ -427,38 +409,37 @@ fn elf_program(
             default_library_search,
         })
     };
-    if n < 64 {
+    if n < elf::HEADER_BYTES {
         return Outcome::Unknown;
     }
     // Another class or machine: run by another handler (a 32-bit program)
     // or not at all; this library never runs in it.
-    if head[4] != ELFCLASS64 || u16_at(head, 18) != OUR_MACHINE {
-        return runs(Fact::No, Fact::No);
-    }
-    let phnum = u16_at(head, 56);
-    if !matches!(u16_at(head, 16), ET_EXEC | ET_DYN)
-        || u16_at(head, 54) != PHDR_BYTES
-        || phnum == 0
-        || phnum as u32 > 65536 / PHDR_BYTES as u32
-    {
+    let header = match Header::parse(&head[..n]) {
+        Some(h) if h.class == Class::Elf64 && h.machine == OUR_MACHINE => h,
+        _ => return runs(Fact::No, Fact::No),
+    };
+    let Some(table) = header.program_headers().filter(|_| header.is_program()) else {
         return Outcome::Unknown; // ENOEXEC
-    }
-    let Some(headers) = ProgramHeaders::read(fd, u64_at(head, 32), phnum) else {
+    };
+    let Some(headers) = ProgramHeaders::read(fd, table) else {
         return Outcome::Unknown;
     };
     // No program interpreter (static, static-PIE, ld.so itself): nothing
     // reads LD_PRELOAD.
-    let Some((offset, size)) = headers.interpreter else {
+    let Some((offset, size)) = headers.segments.interpreter else {
         return runs(Fact::No, Fact::No);
     };
     let mut name = [0u8; INTERPRETER_BYTES];
-    let size = size as usize;
-    if !(2..=name.len()).contains(&size)
-        || sys::pread(fd, &mut name[..size], offset).ok() != Some(size)
-        || name[size - 1] != 0
-        || (!as_we_resolve && name[0] != b'/')
-    {
+    if !elf::interpreter_size_ok(size) || size > name.len() as u64 {
         return Outcome::Unknown;
+    }
+    let size = size as usize;
+    if sys::pread(fd, &mut name[..size], offset).ok() != Some(size) {
+        return Outcome::Unknown;
+    }
+    match elf::interpreter_path(&name[..size]) {
+        Some(path) if as_we_resolve || path.first() == Some(&b'/') => {}
+        _ => return Outcome::Unknown,
     }
     // As the kernel's open of it: up to the first NUL (the last byte is one).
     let Ok(name) = sys::c_path(&name[..size]) else {
@@ -473,7 +454,7 @@ fn elf_program(
     if !ours {
         return runs(Fact::No, Fact::No);
     }
-    let default_search = match headers.dynamic {
+    let default_search = match headers.segments.dynamic {
         Some(dynamic) => library_search::bare_name_reaches_cache(
             fd,
             dynamic,
@@ -486,52 +467,39 @@ fn elf_program(
     runs(Fact::Yes, default_search)
 }
 
-/// The program headers `exec` acts on: the first `PT_INTERP` and the first
-/// `PT_DYNAMIC` (file offset and size of each); where the table is, for
-/// the loadable segments.
+/// The program headers `exec` acts on (the first `PT_INTERP` and the first
+/// `PT_DYNAMIC`), and where the table is, for the loadable segments.
 struct ProgramHeaders {
-    interpreter: Option<(u64, u64)>,
-    dynamic: Option<(u64, u64)>,
-    table: u64,
-    count: u16,
+    segments: Segments,
+    table: ProgramHeaderTable,
+}
+
+/// Entry `i` of `table` (64-bit), read from `fd`.
+fn read_entry(fd: i32, table: &ProgramHeaderTable, i: u16) -> Option<ProgramHeader> {
+    let mut entry = [0u8; PHDR_BYTES];
+    let at = table.entry_offset(i)?;
+    if sys::pread(fd, &mut entry, at).ok()? < entry.len() {
+        return None;
+    }
+    ProgramHeader::parse(Class::Elf64, &entry)
 }
 
 impl ProgramHeaders {
-    fn read(fd: i32, table: u64, count: u16) -> Option<ProgramHeaders> {
-        let mut found = ProgramHeaders {
-            interpreter: None,
-            dynamic: None,
-            table,
-            count,
-        };
-        let mut entry = [0u8; PHDR_BYTES as usize];
-        for i in 0..count as u64 {
-            let at = table.checked_add(i * PHDR_BYTES as u64)?;
-            if sys::pread(fd, &mut entry, at).ok()? < entry.len() {
-                return None;
-            }
-            let place = Some((u64_at(&entry, 8), u64_at(&entry, 32)));
-            match u32_at(&entry, 0) {
-                PT_INTERP if found.interpreter.is_none() => found.interpreter = place,
-                PT_DYNAMIC if found.dynamic.is_none() => found.dynamic = place,
-                _ => {}
-            }
+    fn read(fd: i32, table: ProgramHeaderTable) -> Option<ProgramHeaders> {
+        let mut segments = Segments::default();
+        for i in 0..table.count {
+            segments.note(&read_entry(fd, &table, i)?);
         }
-        Some(found)
+        Some(ProgramHeaders { segments, table })
     }
 
     /// Where in the file the program's virtual `address` is: inside the
     /// file part of a `PT_LOAD` segment.
     fn file_offset(&self, fd: i32, address: u64) -> Option<u64> {
-        let mut entry = [0u8; PHDR_BYTES as usize];
-        for i in 0..self.count as u64 {
-            let at = self.table.checked_add(i * PHDR_BYTES as u64)?;
-            if sys::pread(fd, &mut entry, at).ok()? < entry.len() {
-                return None;
-            }
-            let (offset, start, size) = (u64_at(&entry, 8), u64_at(&entry, 16), u64_at(&entry, 32));
-            if u32_at(&entry, 0) == PT_LOAD && address >= start && address - start < size {
-                return offset.checked_add(address - start);
+        for i in 0..self.table.count {
+            let ph = read_entry(fd, &self.table, i)?;
+            if ph.p_type == elf::PT_LOAD && address >= ph.vaddr && address - ph.vaddr < ph.filesz {
+                return ph.offset.checked_add(address - ph.vaddr);
             }
         }
         None

@@ -16,8 +16,9 @@
 use super::sys::{self, Errno};
 // The pure parsers shared with the CLI and the tests live in the contract;
 // this module reads the files and parses what only the library needs.
-use ksmauto_contract::proc::trim;
 pub use ksmauto_contract::proc::{parse_dec, KsmStat};
+use ksmauto_contract::proc::{trim, Stat};
+use ksmauto_contract::smaps::VmFlags;
 
 /// Bytes of one [`LineBuffer`]: the longest line passed whole (a maps line
 /// with a path of up to `PATH_MAX` fits).
@@ -245,40 +246,22 @@ pub fn read_self_ksm_stat() -> Option<KsmStat> {
     Some(KsmStat::parse(&buf[..n]))
 }
 
-/// When this process started, in clock ticks after boot: field 22 of
+/// When this process started, in clock ticks after boot: `starttime` of
 /// `/proc/self/stat` (the process's, kept while any of its threads runs).
 pub fn process_start_time() -> Option<u64> {
     let mut buf = [0u8; 512];
     let n = sys::read_file(b"/proc/self/stat\0", &mut buf).ok()?;
-    start_time_of_stat(&buf[..n])
-}
-
-/// Field 22 of a `stat` line.
-fn start_time_of_stat(stat: &[u8]) -> Option<u64> {
-    ksmauto_contract::proc::parse_dec(stat_field(stat, 22)?)
-}
-
-/// Field `n` (1-based, as in proc(5)) of a `stat` line, from field 3 on:
-/// `comm` (field 2, in parentheses) may hold anything, so fields are
-/// counted after its last `)`.
-fn stat_field(stat: &[u8], n: usize) -> Option<&[u8]> {
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    stat[close + 1..]
-        .split(|&b| b == b' ')
-        .filter(|f| !f.is_empty())
-        .nth(n.checked_sub(3)?)
+    Stat::parse(&buf[..n])?.start_time()
 }
 
 /// The state letter of this process's main thread and the process's
-/// thread count (fields 3 and 20 of `/proc/self/stat`). A main thread that
-/// ended while others run is a zombie (`Z`) and still counted.
+/// thread count (`/proc/self/stat`). A main thread that ended while others
+/// run is a zombie (`Z`) and still counted.
 pub fn main_state_and_threads() -> Option<(u8, u64)> {
     let mut buf = [0u8; 512];
     let n = sys::read_file(b"/proc/self/stat\0", &mut buf).ok()?;
-    let stat = &buf[..n];
-    let state = *stat_field(stat, 3)?.first()?;
-    let threads = ksmauto_contract::proc::parse_dec(stat_field(stat, 20)?)?;
-    Some((state, threads))
+    let stat = Stat::parse(&buf[..n])?;
+    Some((stat.state()?, stat.num_threads()?))
 }
 
 /// One line of `/proc/<pid>/maps` (also the header line of each `smaps` entry).
@@ -419,8 +402,8 @@ impl SmapsTotals {
                 self.current_anon_kb = parse_kb(v);
                 self.anon_kb += self.current_anon_kb;
             }
-        } else if let Some(flags) = line.strip_prefix(b"VmFlags:") {
-            if private && flags.split(|&b| b == b' ').any(|f| f == b"mg") {
+        } else if let Some(flags) = VmFlags::of_line(line) {
+            if private && flags.mergeable() {
                 self.mergeable_anon_kb += self.current_anon_kb;
             }
         }
@@ -445,14 +428,15 @@ mod tests {
     use super::*;
 
     /// `comm` may hold spaces and parentheses: fields are counted after its
-    /// last `)`.
+    /// last `)` (the parser is `contract::proc::Stat`, tested there).
     #[test]
     fn stat_fields_are_counted_after_the_command_name() {
-        let line = b"4242 (a) b (c) Z 1 4242 4242 0 -1 4194560 100 0 0 0 5 6 0 0 20 0 3 0 98765 1000 10";
-        assert_eq!(stat_field(line, 3), Some(&b"Z"[..]));
-        assert_eq!(stat_field(line, 20), Some(&b"3"[..]));
-        assert_eq!(start_time_of_stat(line), Some(98765));
-        assert_eq!(stat_field(line, 2), None);
+        let line =
+            b"4242 (a) b (c) Z 1 4242 4242 0 -1 4194560 100 0 0 0 5 6 0 0 20 0 3 0 98765 1000 10";
+        let stat = Stat::parse(line).unwrap();
+        assert_eq!(stat.state(), Some(b'Z'));
+        assert_eq!(stat.num_threads(), Some(3));
+        assert_eq!(stat.start_time(), Some(98765));
         let (state, threads) = main_state_and_threads().unwrap();
         assert!(state == b'R' || state == b'S', "{}", state as char);
         assert!(threads >= 1);
