@@ -22,7 +22,9 @@
 //! ([`retire`]: before `unshare`, `setns`, `fork`, and before the program
 //! restricts its threads one by one — capabilities, `no_new_privs`,
 //! seccomp, Landlock — it is stopped and waited for until the kernel no
-//! longer counts it), keep the process alive (once the program's last
+//! longer counts it; after `fork`, none is created in the parent for
+//! [`AFTER_FORK_QUIET_NS`], while CPython counts threads), keep the process
+//! alive (once the program's last
 //! thread has ended — its main thread called `pthread_exit`, or returned
 //! from its start routine in a child forked by another thread — it ends
 //! within [`ALONE_CHECK_NS`], within [`LONGEST_SLEEP_NS`] after an end no
@@ -72,6 +74,12 @@ const RETIRE_WAIT_NS: u64 = 200_000_000;
 /// The longest news waits for a thread that is leaving to be gone before a
 /// new one takes its stack.
 const LEAVING_WAIT_NS: u64 = 10_000_000;
+/// How long after `fork` returned in the parent no thread is created.
+/// CPython >= 3.12 counts the process's threads right then (it reads
+/// /proc/self/stat and warns that forking a multi-threaded process may
+/// deadlock), and its `fopen` is a malloc that may bring news: the brk
+/// heap's growth before the fork is seen at the malloc after it.
+pub const AFTER_FORK_QUIET_NS: u64 = 100_000_000;
 
 // The thread's lifecycle (`STATE`, also a futex word a retire waits on).
 const NONE: u32 = 0;
@@ -590,6 +598,21 @@ pub fn before_fork() -> bool {
 /// The call that needed the process without our thread is over.
 pub fn release() {
     HOLD.fetch_sub(1, SeqCst);
+}
+
+/// `fork` returned in the parent (`retired`: what [`before_fork`] said):
+/// no thread comes back for [`AFTER_FORK_QUIET_NS`]; news that comes
+/// meanwhile stays pending, and the next news after starts it.
+pub fn after_fork_in_parent(retired: bool) {
+    if SPAWN.load(Relaxed) != 0 {
+        RETRY_AT_NS.fetch_max(
+            sys::monotonic_coarse_ns().saturating_add(AFTER_FORK_QUIET_NS),
+            Relaxed,
+        );
+    }
+    if retired {
+        release();
+    }
 }
 
 /// The program's main thread is ending (`pthread_exit`): from now on the

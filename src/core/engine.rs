@@ -339,9 +339,10 @@ pub fn before_fork() -> bool {
     catchup_thread::before_fork()
 }
 
-/// `fork` returned in the parent.
+/// `fork` returned in the parent: the thread stays away a little longer
+/// (`catchup_thread::AFTER_FORK_QUIET_NS`).
 pub fn after_fork_in_parent(retired: bool) {
-    after_single_threaded_call(retired);
+    catchup_thread::after_fork_in_parent(retired);
 }
 
 /// The program's main thread calls `pthread_exit`.

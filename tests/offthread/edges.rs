@@ -1,0 +1,79 @@
+//! Edges of the catch-up thread found in review (issue 19): what a program
+//! does right after allocating — while the library's thread may exist —
+//! comes out as without the library. Program: tests/c/thread_edges.c.
+
+use super::promises::{python_3_12_or_later, runs};
+use super::*;
+use common::*;
+use std::time::Duration;
+
+fn edges() -> std::path::PathBuf {
+    compile_c("tests/c/thread_edges.c", &[])
+}
+
+/// Runs `thread_edges CASE` without the library and under every mode;
+/// stdout must be `expected` everywhere.
+fn same_everywhere(case: &str, expected: &str) {
+    let prog = edges();
+    let mut wrong = vec![];
+    for (name, run) in runs() {
+        let run = Run {
+            timeout: Duration::from_secs(60),
+            ..run
+        };
+        let out = run.output(&prog, &[case]);
+        let stdout = text(&out.stdout);
+        if !out.status.success() || stdout != expected {
+            assert!(
+                name != "without the library",
+                "thread_edges {case} does not work here: {:?}\n{stdout}{}",
+                out.status,
+                text(&out.stderr)
+            );
+            wrong.push(format!("{name}: {:?}\n{stdout}", out.status));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "thread_edges {case}: expected {expected:?}; got\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// The brk heap's growth is seen at the malloc after it: when that is the
+/// `fopen` with which CPython reads /proc/self/stat right after `fork`
+/// returned, a thread created then is counted, and CPython warns that the
+/// process is multi-threaded. No thread may start right after a fork.
+#[test]
+fn proc_stat_counts_one_thread_when_brk_news_waits_across_fork() {
+    same_everywhere("fork-stat", "stat threads 1\n");
+}
+
+/// The same in CPython >= 3.12 itself: its small blocks come from the brk
+/// heap, whose growth before `fork` is news at its `fopen` after.
+#[test]
+fn cpython_3_12_forks_after_growing_its_heap_without_its_thread_warning() {
+    let Some(python) = python_3_12_or_later() else {
+        return skip("no CPython >= 3.12 here (thread_edges fork-stat still runs)");
+    };
+    let script = "import os\n\
+                  x = [bytearray(10**6) for _ in range(3)]\n\
+                  del x\n\
+                  x = [bytearray(10**6) for _ in range(3)]\n\
+                  pid = os.fork()\n\
+                  if pid == 0: os._exit(0)\n\
+                  os.waitpid(pid, 0)\n\
+                  print('forked')";
+    for (name, run) in runs() {
+        let out = run.output(&python, &["-W", "always::DeprecationWarning", "-c", script]);
+        let stderr = text(&out.stderr);
+        assert!(
+            out.status.success()
+                && text(&out.stdout) == "forked\n"
+                && !stderr.contains("multi-threaded"),
+            "{python} {name}: {:?}\n{}{stderr}",
+            out.status,
+            text(&out.stdout)
+        );
+    }
+}
