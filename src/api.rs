@@ -829,8 +829,20 @@ pub unsafe extern "C" fn pthread_create(
         return libc::EAGAIN;
     };
     start_thread(thread, attr, routine, arg, thread_trampoline, |r, a| {
-        create(thread, attr, r, a)
+        creating_a_task(libc::EAGAIN, || create(thread, attr, r, a))
     })
+}
+
+/// Makes `call`, which creates a task and returns 0 or an error (`short`:
+/// the one that says no task was to be had), once more without the
+/// library's catch-up thread if it failed for want of a task: the thread
+/// may hold the one the program needed (`RLIMIT_NPROC`, `pids.max`).
+fn creating_a_task(short: c_int, call: impl Fn() -> c_int) -> c_int {
+    let rc = call();
+    if rc != short {
+        return rc;
+    }
+    engine::again_without_our_thread(call).unwrap_or(rc)
 }
 
 /// C11's `thrd_error`.
@@ -855,7 +867,8 @@ pub unsafe extern "C" fn thrd_create(
         routine,
         arg,
         c11_thread_trampoline,
-        |r, a| create(thread, r, a),
+        // glibc's C11 threads say `thrd_error` for `EAGAIN`.
+        |r, a| creating_a_task(THRD_ERROR, || create(thread, r, a)),
     )
 }
 
@@ -1024,7 +1037,7 @@ pub unsafe extern "C" fn posix_spawn(
         envp as _,
         as_we_resolve,
         || match next::exec_functions().posix_spawn {
-            Some(f) => f(pid, path, actions, attr, argv, envp),
+            Some(f) => creating_a_task(libc::EAGAIN, || f(pid, path, actions, attr, argv, envp)),
             None => libc::ENOSYS,
         },
     )
@@ -1046,7 +1059,7 @@ pub unsafe extern "C" fn posix_spawnp(
         envp as _,
         as_we_resolve,
         || match next::exec_functions().posix_spawnp {
-            Some(f) => f(pid, file, actions, attr, argv, envp),
+            Some(f) => creating_a_task(libc::EAGAIN, || f(pid, file, actions, attr, argv, envp)),
             None => libc::ENOSYS,
         },
     )

@@ -600,6 +600,30 @@ pub fn release() {
     HOLD.fetch_sub(1, SeqCst);
 }
 
+/// The program's call that creates a task (a thread, a process) failed
+/// for want of one (`EAGAIN`: `RLIMIT_NPROC`, a cgroup's `pids.max`,
+/// `kernel.threads-max`), and our thread may hold the task it needed:
+/// `call` is made again with our thread retired (none is created until it
+/// returns), and its result counts. `None`: no thread of ours was there to
+/// make room, and the failure stands.
+pub fn again_without_thread<R>(call: impl FnOnce() -> R) -> Option<R> {
+    if SPAWN.load(Relaxed) == 0 || !may_exist() {
+        return None;
+    }
+    let held = retire();
+    let result = call();
+    if held {
+        release();
+    }
+    Some(result)
+}
+
+/// Whether a thread of ours may be counted by the kernel now: starting,
+/// running, stopping, or out of our code but not yet gone.
+fn may_exist() -> bool {
+    STATE.load(SeqCst) != NONE || !previous_thread_gone(0)
+}
+
 /// `fork` returned in the parent (`retired`: what [`before_fork`] said):
 /// no thread comes back for [`AFTER_FORK_QUIET_NS`]; news that comes
 /// meanwhile stays pending, and the next news after starts it.

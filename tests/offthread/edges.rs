@@ -77,3 +77,15 @@ fn cpython_3_12_forks_after_growing_its_heap_without_its_thread_warning() {
         );
     }
 }
+
+/// Where the process may have only one more task (`RLIMIT_NPROC`; a
+/// cgroup's `pids.max` alike), the library's thread must not take it from
+/// the program: its own `pthread_create` and `posix_spawn` succeed as
+/// without the library, right after it allocated.
+#[test]
+fn the_programs_last_allowed_task_is_its_own() {
+    if unsafe { libc::geteuid() } != 0 {
+        return skip("RLIMIT_NPROC binds only a user without CAP_SYS_RESOURCE: needs root to become one");
+    }
+    same_everywhere("nproc", "pthread_create 0\nposix_spawn 0\nstatus 0\n");
+}
