@@ -126,6 +126,7 @@ static LAST_PASS_CHANGING: AtomicBool = AtomicBool::new(false);
 static WITHOUT: AtomicU32 = AtomicU32::new(0);
 const WITHOUT_SECCOMP: u32 = 1;
 const WITHOUT_CREATE_FAILED: u32 = 2;
+const WITHOUT_MAIN_ENDED: u32 = 3;
 /// After a refused `pthread_create`: no new attempt before this time.
 static RETRY_AT_NS: AtomicU64 = AtomicU64::new(0);
 static FAILURES: AtomicU32 = AtomicU32::new(0);
@@ -222,7 +223,7 @@ fn start_if_wanted() {
     if SPAWN.load(Relaxed) == 0 || !catchup::enabled() || super::engine::merging_stopped() {
         return;
     }
-    if HOLD.load(SeqCst) != 0 || WITHOUT.load(Relaxed) & 0xffff == WITHOUT_SECCOMP {
+    if HOLD.load(SeqCst) != 0 || for_good_without() {
         return;
     }
     if sys::monotonic_coarse_ns() < RETRY_AT_NS.load(Relaxed) {
@@ -267,8 +268,8 @@ fn start_if_wanted() {
         return;
     }
     // A retire that began meanwhile (see `retire`: either it sees this
-    // start, or this sees its hold).
-    if HOLD.load(SeqCst) != 0 {
+    // start, or this sees its hold; the main thread's end retires too).
+    if HOLD.load(SeqCst) != 0 || for_good_without() {
         STATE.store(NONE, Release);
         return;
     }
@@ -280,18 +281,34 @@ fn start_if_wanted() {
         Ok(()) => {
             STARTS.fetch_add(1, Relaxed);
             FAILURES.store(0, Relaxed);
-            WITHOUT.store(0, Relaxed);
+            // A refusal is over; a reason for good (the main thread may
+            // have ended meanwhile) stays.
+            let _ = WITHOUT.fetch_update(SeqCst, SeqCst, |w| {
+                (w & 0xffff == WITHOUT_CREATE_FAILED).then_some(0)
+            });
             let _ = STATE.compare_exchange(STARTING, RUNNING, Release, Relaxed);
         }
         Err(errno) => {
             // No retry loop: the next news after a back-off (1 s, doubling
             // up to 64 s) tries again.
             let failures = FAILURES.fetch_add(1, Relaxed).min(6);
-            WITHOUT.store(WITHOUT_CREATE_FAILED | (errno as u32) << 16, Relaxed);
+            let _ = WITHOUT.fetch_update(SeqCst, SeqCst, |w| {
+                (!matches!(w & 0xffff, WITHOUT_SECCOMP | WITHOUT_MAIN_ENDED))
+                    .then_some(WITHOUT_CREATE_FAILED | (errno as u32) << 16)
+            });
             RETRY_AT_NS.store(now.saturating_add(SETTLE_NS << failures), Relaxed);
             STATE.store(NONE, Release);
         }
     }
+}
+
+/// Whether this process does without its thread from now on: a seccomp
+/// filter, or the program's main thread ended (see [`main_thread_ending`]).
+fn for_good_without() -> bool {
+    matches!(
+        WITHOUT.load(SeqCst) & 0xffff,
+        WITHOUT_SECCOMP | WITHOUT_MAIN_ENDED
+    )
 }
 
 /// Whether the calling thread — whose filters the new thread would inherit,
@@ -361,6 +378,7 @@ fn stays_for_news() -> bool {
     STATE.store(NONE, SeqCst);
     NEW_MEMORY.load(SeqCst)
         && HOLD.load(SeqCst) == 0
+        && !for_good_without()
         && STATE
             .compare_exchange(NONE, RUNNING, SeqCst, Relaxed)
             .is_ok()
@@ -639,13 +657,34 @@ pub fn after_fork_in_parent(retired: bool) {
     }
 }
 
-/// The program's main thread is ending (`pthread_exit`): from now on the
-/// thread looks often whether it is the last one.
+/// The program's main thread is ending (`pthread_exit`, or the `exit`
+/// system call): the process now ends when its last thread does, and glibc
+/// then runs `exit` on that thread — the program's `atexit` handlers and
+/// destructors, on its stack, with its signal mask. That must never be our
+/// thread (a 256 KiB stack, every signal blocked): it is retired now and
+/// none is created again in this process ([`Without::MainThreadEnded`];
+/// the hooks take the steps). (Should it outlive a retire that timed out,
+/// it looks every [`ALONE_CHECK_NS`] whether it is the last.)
 pub fn main_thread_ending() {
     MAIN_ENDED.store(true, Relaxed);
+    if SPAWN.load(Relaxed) == 0 {
+        return;
+    }
+    do_without_for_main_ended();
+    if retire() {
+        release();
+    }
     if STATE.load(Relaxed) == RUNNING {
         wake_thread();
     }
+}
+
+/// No thread from now on, because the main thread ended (a seccomp filter,
+/// the stronger reason, stays the one given).
+fn do_without_for_main_ended() {
+    let _ = WITHOUT.fetch_update(SeqCst, SeqCst, |w| {
+        (w & 0xffff != WITHOUT_SECCOMP).then_some(WITHOUT_MAIN_ENDED)
+    });
 }
 
 /// In a forked child (and a raw `clone` child at its first look): no thread
@@ -654,7 +693,16 @@ pub fn reset_in_child() {
     STATE.store(NONE, Relaxed);
     TID.store(0, Relaxed);
     HOLD.store(0, Relaxed);
-    MAIN_ENDED.store(!FORKING_FROM_MAIN.swap(true, Relaxed), Relaxed);
+    let forked_by_main = FORKING_FROM_MAIN.swap(true, Relaxed);
+    MAIN_ENDED.store(!forked_by_main, Relaxed);
+    // The one thread of a child forked by another thread ends by returning
+    // from its start routine, unseen: as after the main thread's end.
+    if WITHOUT.load(Relaxed) & 0xffff == WITHOUT_MAIN_ENDED {
+        WITHOUT.store(0, Relaxed);
+    }
+    if !forked_by_main {
+        do_without_for_main_ended();
+    }
     LAST_PASS_CHANGING.store(false, Relaxed);
     STARTS.store(0, Relaxed);
     RETIRES.store(0, Relaxed);
@@ -670,6 +718,10 @@ pub enum Without {
     Seccomp,
     /// `pthread_create` refused, with this errno.
     CreateFailed(i32),
+    /// The program's main thread ended (or, in a child forked by another
+    /// thread, will end unseen): the thread might be the process's last,
+    /// and glibc would run `exit` on it.
+    MainThreadEnded,
 }
 
 /// What the thread did, for the report.
@@ -691,6 +743,7 @@ pub fn stats() -> Stats {
         without: match without & 0xffff {
             WITHOUT_SECCOMP => Some(Without::Seccomp),
             WITHOUT_CREATE_FAILED => Some(Without::CreateFailed((without >> 16) as i32)),
+            WITHOUT_MAIN_ENDED => Some(Without::MainThreadEnded),
             _ => None,
         },
     }

@@ -17,9 +17,23 @@
  *                more task), allocates, then pthread_create, then
  *                posix_spawn of /bin/true: "pthread_create 0",
  *                "posix_spawn 0", "status 0"
+ *   pexit-atexit  main registers an atexit handler, starts a thread that
+ *                allocates and returns, and calls pthread_exit: glibc then
+ *                ends the process from that thread, the program's last,
+ *                running the handler there. The handler uses 1 MiB of
+ *                stack (a program thread has 8) and says on which thread
+ *                it ran and whether SIGTERM is blocked there:
+ *                "atexit on the last thread 1 sigterm blocked 0"
+ *   fork-atexit  the same in a child forked by a thread other than main:
+ *                the child's one thread allocates and returns from its
+ *                start routine, glibc ends the child from it; the parent
+ *                passes on the child's line and status:
+ *                "atexit on the last thread 1 sigterm blocked 0",
+ *                "child status 0"
  */
 #include "offthread.h"
 
+#include <signal.h>
 #include <spawn.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -79,11 +93,63 @@ static int nproc(void) {
     return 0;
 }
 
+static pthread_t last_thread;
+
+/* Runs on whichever thread ends the process; 1 MiB of stack. */
+static void big_atexit_handler(void) {
+    volatile char buf[1 << 20];
+    memset((char *)buf, 1, sizeof buf);
+    sigset_t mask;
+    pthread_sigmask(SIG_BLOCK, 0, &mask);
+    say("atexit on the last thread %d sigterm blocked %d\n",
+        pthread_equal(pthread_self(), last_thread) != 0 && buf[4321] == 1,
+        sigismember(&mask, SIGTERM));
+}
+
+static void *allocates_and_returns(void *arg) {
+    last_thread = pthread_self();
+    for (int i = 0; i < 64; i++) {
+        char *p = malloc(1 << 20);
+        if (!p) die("malloc");
+        memset(p, i + 1, 1 << 20);
+    }
+    return arg;
+}
+
+static int pexit_atexit(void) {
+    atexit(big_atexit_handler);
+    pthread_t t;
+    if (pthread_create(&t, 0, allocates_and_returns, 0)) die("pthread_create");
+    pthread_exit(0);
+}
+
+/* The thread that forks: in the child it is the one thread, and returns. */
+static void *forks(void *arg) {
+    pid_t pid = fork();
+    if (pid < 0) die("fork");
+    if (pid == 0) return allocates_and_returns(arg);
+    int st;
+    if (waitpid(pid, &st, 0) != pid) die("waitpid");
+    say("child status %d\n", st);
+    return arg;
+}
+
+static int fork_atexit(void) {
+    atexit(big_atexit_handler);
+    pthread_t t;
+    if (pthread_create(&t, 0, forks, 0)) die("pthread_create");
+    pthread_join(t, 0);
+    /* The parent's own exit: no handler line from it. */
+    _exit(0);
+}
+
 int main(int argc, char **argv) {
     ot_init();
     const char *c = argc > 1 ? argv[1] : "";
     if (!strcmp(c, "fork-stat")) return fork_stat();
     if (!strcmp(c, "nproc")) return nproc();
+    if (!strcmp(c, "pexit-atexit")) return pexit_atexit();
+    if (!strcmp(c, "fork-atexit")) return fork_atexit();
     say("unknown case %s\n", c);
     return 2;
 }

@@ -89,3 +89,22 @@ fn the_programs_last_allowed_task_is_its_own() {
     }
     same_everywhere("nproc", "pthread_create 0\nposix_spawn 0\nstatus 0\n");
 }
+
+/// When the main thread called `pthread_exit`, glibc ends the process from
+/// the program's last thread: its `atexit` handlers run there, on a
+/// program thread's stack and signal mask. The library's thread must never
+/// be that last thread (its stack is 256 KiB, every signal blocked).
+#[test]
+fn atexit_handlers_run_on_the_programs_last_thread_after_main_pthread_exit() {
+    same_everywhere("pexit-atexit", "atexit on the last thread 1 sigterm blocked 0\n");
+}
+
+/// The same in a child forked by a thread other than main, whose one
+/// thread ends by returning from its start routine (no hook sees that).
+#[test]
+fn atexit_handlers_run_on_the_last_thread_of_a_child_forked_by_a_thread() {
+    same_everywhere(
+        "fork-atexit",
+        "atexit on the last thread 1 sigterm blocked 0\nchild status 0\n",
+    );
+}
