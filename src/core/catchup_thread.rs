@@ -16,7 +16,8 @@
 //! once memory has settled: no news, and passes that found nothing new for
 //! [`SETTLE_NS`]. A program idle for seconds has exactly its own threads.
 //!
-//! **What it never does**: take a signal (it runs with every signal blocked,
+//! **What it never does**: take a descriptor number the program expects
+//! (it has a descriptor table of its own, empty), take a signal (it runs with every signal blocked,
 //! except the two glibc keeps for itself: `setuid` and friends change its
 //! credentials with the program's), stay where a single thread is promised
 //! ([`retire`]: before `unshare`, `setns`, `fork`, and before the program
@@ -346,6 +347,11 @@ fn previous_thread_gone(wait_ns: u64) -> bool {
 /// catch-up step.
 pub fn thread_main(step: impl Fn() -> Option<Stepped>) {
     TID.store(sys::gettid(), Release);
+    // What it opens (its reads of /proc) must never take the lowest free
+    // descriptor of the program's table, which the program's next `open`
+    // would have got. Should that fail (it needs nothing but memory), the
+    // thread runs as threads do.
+    let _ = sys::own_empty_descriptor_table();
     let _ = STATE.compare_exchange(STARTING, RUNNING, Release, Relaxed);
     loop {
         let seen = WAKE.load(Acquire);

@@ -598,6 +598,59 @@ pub fn close(fd: i32) {
     let _ = unsafe { syscall!(libc::SYS_close, fd) };
 }
 
+/// Gives the calling thread a descriptor table of its own, empty, for a
+/// thread that runs beside the program's: `open` gives the lowest free
+/// number, and one the thread took in the shared table, even for the
+/// moment of a read, would be one the program's own `open` then did not
+/// get (a daemon reopening 0, 1, 2). `close_range(CLOSE_RANGE_UNSHARE)`
+/// (Linux 5.9) copies none of the program's descriptors; before it,
+/// `unshare(CLONE_FILES)` copies them all and each is closed in the copy
+/// (closing there releases no lock of the program's: POSIX locks belong
+/// to the table that took them).
+pub fn own_empty_descriptor_table() -> Result<(), Errno> {
+    const CLOSE_RANGE_UNSHARE: usize = 1 << 1;
+    match unsafe { syscall!(libc::SYS_close_range, 0, u32::MAX, CLOSE_RANGE_UNSHARE) } {
+        Ok(_) => return Ok(()),
+        Err(libc::ENOSYS) | Err(libc::EINVAL) => {}
+        Err(e) => return Err(e),
+    }
+    unsafe { syscall!(libc::SYS_unshare, libc::CLONE_FILES) }?;
+    close_all_descriptors()
+}
+
+/// Closes every descriptor of the calling thread's table, as listed in
+/// `/proc/thread-self/fd` (for kernels without `close_range`).
+fn close_all_descriptors() -> Result<(), Errno> {
+    loop {
+        let dir = open(
+            b"/proc/thread-self/fd\0",
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )?;
+        let mut closed = 0;
+        let mut buf = [0u8; 1024];
+        while let Ok(n @ 1..) = directory_entries(dir, &mut buf) {
+            // struct linux_dirent64: ino (8), off (8), reclen (2), type (1), name.
+            let mut at = 0;
+            while at + 19 < n {
+                let reclen = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
+                let name = &buf[at + 19..(at + reclen).min(n)];
+                let digits = name.iter().take_while(|b| b.is_ascii_digit());
+                let fd = digits.fold(0i64, |v, &b| v * 10 + (b - b'0') as i64);
+                if name.first().is_some_and(u8::is_ascii_digit) && fd != dir as i64 {
+                    close(fd as i32);
+                    closed += 1;
+                }
+                at += reclen.max(1);
+            }
+        }
+        close(dir);
+        if closed == 0 {
+            return Ok(());
+        }
+    }
+}
+
 pub fn getpid() -> i32 {
     unsafe { syscall!(libc::SYS_getpid).unwrap_or(0) as i32 }
 }
@@ -910,4 +963,40 @@ pub fn has_file_capabilities(path: &[u8]) -> bool {
         )
     };
     !matches!(r, Err(libc::ENODATA) | Err(libc::EOPNOTSUPP))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Descriptors listed in the calling thread's table.
+    fn listed() -> usize {
+        std::fs::read_dir("/proc/thread-self/fd").unwrap().count()
+    }
+
+    /// Both ways to an empty table of the thread's own (the one kernels
+    /// before 5.9 take, and `close_range`'s) leave the process's table as
+    /// it was.
+    #[test]
+    fn a_thread_gets_an_empty_table_of_its_own() {
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+        let before = listed();
+        for old_way in [true, false] {
+            let emptied = std::thread::spawn(move || {
+                if old_way {
+                    unsafe { syscall!(libc::SYS_unshare, libc::CLONE_FILES) }.unwrap();
+                    close_all_descriptors().unwrap();
+                } else {
+                    own_empty_descriptor_table().unwrap();
+                }
+                // read_dir's own descriptor is the one listed.
+                (listed(), fstat(fd).is_err())
+            })
+            .join()
+            .unwrap();
+            assert_eq!(emptied, (1, true), "old way {old_way}");
+            assert!(fstat(fd).is_ok() && listed() == before);
+        }
+    }
 }

@@ -30,9 +30,15 @@
  *                passes on the child's line and status:
  *                "atexit on the last thread 1 sigterm blocked 0",
  *                "child status 0"
+ *   lowest-fd    for 3 s, allocates 1 MiB at a time (news for the catch-up
+ *                all along) and, between allocations, closes descriptor 0
+ *                and opens /dev/null, which POSIX gives the lowest free
+ *                number, 0 (as daemons rely on when they reopen 0, 1, 2):
+ *                "lowest-fd wrong 0"
  */
 #include "offthread.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/resource.h>
@@ -143,6 +149,38 @@ static int fork_atexit(void) {
     _exit(0);
 }
 
+static long long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static int lowest_fd(void) {
+    int wrong = 0;
+    long long until = now_ns() + 3000000000LL;
+    while (now_ns() < until) {
+        char *p = malloc(1 << 20);
+        if (!p) die("malloc");
+        memset(p, 7, 1 << 20);
+        for (int k = 0; k < 200; k++) {
+            close(0);
+            /* A while without descriptor 0, as a daemon has between its
+               closes and its opens. */
+            for (volatile int spin = 0; spin < 20000; spin++) {
+            }
+            int fd = open("/dev/null", O_RDONLY);
+            if (fd < 0) die("open /dev/null");
+            if (fd != 0) {
+                wrong++;
+                dup2(fd, 0);
+                close(fd);
+            }
+        }
+    }
+    say("lowest-fd wrong %d\n", wrong);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     ot_init();
     const char *c = argc > 1 ? argv[1] : "";
@@ -150,6 +188,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "nproc")) return nproc();
     if (!strcmp(c, "pexit-atexit")) return pexit_atexit();
     if (!strcmp(c, "fork-atexit")) return fork_atexit();
+    if (!strcmp(c, "lowest-fd")) return lowest_fd();
     say("unknown case %s\n", c);
     return 2;
 }

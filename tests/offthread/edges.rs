@@ -108,3 +108,11 @@ fn atexit_handlers_run_on_the_last_thread_of_a_child_forked_by_a_thread() {
         "atexit on the last thread 1 sigterm blocked 0\nchild status 0\n",
     );
 }
+
+/// `open` gives the lowest free descriptor (daemons reopen 0, 1 and 2 so):
+/// what the library's thread opens (its reads of /proc) must never take a
+/// number the program's next `open` expects.
+#[test]
+fn the_programs_open_gets_the_lowest_free_descriptor() {
+    same_everywhere("lowest-fd", "lowest-fd wrong 0\n");
+}
