@@ -96,6 +96,10 @@ static WAKE: AtomicU32 = AtomicU32::new(0);
 /// The thread id of the thread that runs, or ran last and may not be gone
 /// from the kernel yet (0: none). Set by the thread itself.
 static TID: AtomicI32 = AtomicI32::new(0);
+/// When that thread started (clock ticks after boot, its `stat`; 0:
+/// unknown): ids come round again, and a live thread with its id that
+/// started at another time is one of the program's.
+static TID_STARTED: AtomicU64 = AtomicU64::new(0);
 /// Calls in progress that need the process without the thread (see
 /// [`retire`]): no thread is created meanwhile.
 static HOLD: AtomicU32 = AtomicU32::new(0);
@@ -332,11 +336,24 @@ fn previous_thread_gone(wait_ns: u64) -> bool {
     if tid == 0 {
         return true;
     }
+    if sys::thread_is_ours(tid) && !id_still_ours(tid) {
+        // Gone long ago: a thread of the program has its id now.
+        let _ = TID.compare_exchange(tid, 0, Relaxed, Relaxed);
+        return true;
+    }
     if !sys::wait_until_thread_gone(tid, wait_ns) {
         return false;
     }
     let _ = TID.compare_exchange(tid, 0, Relaxed, Relaxed);
     true
+}
+
+/// Whether live thread `tid` is the one of ours that had that id (it
+/// started when ours did), as far as can be told: when either start time
+/// is unknown, it may be.
+fn id_still_ours(tid: i32) -> bool {
+    let started = TID_STARTED.load(Acquire);
+    started == 0 || proc::thread_start_time(Some(tid)).is_none_or(|now| now == started)
 }
 
 // ---------------------------------------------------------------------------
@@ -346,6 +363,7 @@ fn previous_thread_gone(wait_ns: u64) -> bool {
 /// returns (its start routine then returns to glibc). `step` runs one
 /// catch-up step.
 pub fn thread_main(step: impl Fn() -> Option<Stepped>) {
+    TID_STARTED.store(proc::thread_start_time(None).unwrap_or(0), Release);
     TID.store(sys::gettid(), Release);
     // What it opens (its reads of /proc) must never take the lowest free
     // descriptor of the program's table, which the program's next `open`
@@ -698,6 +716,7 @@ fn do_without_for_main_ended() {
 pub fn reset_in_child() {
     STATE.store(NONE, Relaxed);
     TID.store(0, Relaxed);
+    TID_STARTED.store(0, Relaxed);
     HOLD.store(0, Relaxed);
     let forked_by_main = FORKING_FROM_MAIN.swap(true, Relaxed);
     MAIN_ENDED.store(!forked_by_main, Relaxed);

@@ -278,6 +278,23 @@ pub fn main_state_and_threads() -> Option<(u8, u64)> {
     Some((state, threads))
 }
 
+/// When thread `tid` of this process started (field 22 of its `stat`, in
+/// clock ticks after boot; `None` for the calling thread: its own), or
+/// `None` if it cannot be read (gone, no `/proc`). Reads through a buffer
+/// on the stack (512 bytes).
+pub fn thread_start_time(tid: Option<i32>) -> Option<u64> {
+    let mut path = [0u8; 48];
+    let mut w = crate::fmt::BufWriter::new(&mut path);
+    match tid {
+        Some(tid) => w.str("/proc/self/task/").u64(tid as u64).str("/stat\0"),
+        None => w.str("/proc/thread-self/stat\0"),
+    };
+    let len = w.len();
+    let mut buf = [0u8; 512];
+    let n = sys::read_file(&path[..len], &mut buf).ok()?;
+    ksmauto_contract::proc::parse_dec(stat_field(&buf[..n], 22)?)
+}
+
 /// One line of `/proc/<pid>/maps` (also the header line of each `smaps` entry).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MapsLine<'a> {

@@ -35,10 +35,21 @@
  *                and opens /dev/null, which POSIX gives the lowest free
  *                number, 0 (as daemons rely on when they reopen 0, 1, 2):
  *                "lowest-fd wrong 0"
+ *   tid-reuse    (root, advise mode) in a new pid namespace, where no one
+ *                else takes pids: allocates until a task not its own (the
+ *                library's thread) appears, waits until it has gone, makes
+ *                a thread of its own take that thread's id (ns_last_pid),
+ *                then allocates again: the library's thread must come back
+ *                ("came back 1"), as ids come round again in any process
+ *                that lives long enough. Prints "tid-reuse came back N",
+ *                or "tid-reuse no library thread" / "tid-reuse not reused"
+ *                where the case cannot be set up
  */
 #include "offthread.h"
 
 #include <fcntl.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/resource.h>
@@ -181,6 +192,128 @@ static int lowest_fd(void) {
     return 0;
 }
 
+/* The id of a task of this process other than `except` and `except2`, or
+   0 if there is none. */
+static int other_task(int except, int except2) {
+    DIR *d = opendir("/proc/self/task");
+    if (!d) die("opendir /proc/self/task");
+    struct dirent *e;
+    int found = 0;
+    while ((e = readdir(d))) {
+        int tid = atoi(e->d_name);
+        if (tid > 0 && tid != except && tid != except2) found = tid;
+    }
+    closedir(d);
+    return found;
+}
+
+static void allocate_mib(int mib) {
+    for (int i = 0; i < mib; i++) {
+        char *p = malloc(1 << 20);
+        if (!p) die("malloc");
+        memset(p, i + 1, 1 << 20);
+    }
+}
+
+/* Waits up to `ms` for `ready()`; whether it came. */
+static int wait_for(int (*ready)(void), int ms) {
+    for (int i = 0; i < ms; i++) {
+        if (ready()) return 1;
+        usleep(1000);
+    }
+    return ready();
+}
+
+static int main_tid, own_tid, library_tid;
+static int library_thread_there(void) { return (library_tid = other_task(main_tid, own_tid)) != 0; }
+static int library_thread_gone(void) { return other_task(main_tid, own_tid) == 0; }
+
+static long raw_syscall3(long n, long a, long b, long c) {
+#if defined(__x86_64__)
+    long ret;
+    __asm__ volatile("syscall" : "=a"(ret) : "a"(n), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
+    return ret;
+#elif defined(__aarch64__)
+    register long x8 __asm__("x8") = n;
+    register long x0 __asm__("x0") = a;
+    register long x1 __asm__("x1") = b;
+    register long x2 __asm__("x2") = c;
+    __asm__ volatile("svc 0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2) : "memory");
+    return x0;
+#else
+#error "x86_64 or aarch64"
+#endif
+}
+
+/* A thread of the program made with clone() (the library's hook on
+   pthread_create would start the library's thread first, which would take
+   the id): raw system calls only, it shares the main thread's TLS. It
+   waits for a byte on the pipe, then ends. */
+static int reuse_pipe[2];
+static char holder_stack[1 << 16] __attribute__((aligned(16)));
+static int holds_the_id(void *arg) {
+    char c;
+    raw_syscall3(SYS_read, reuse_pipe[0], (long)&c, 1);
+    raw_syscall3(SYS_exit, 0, 0, 0);
+    return (int)(long)arg;
+}
+
+static int tid_reuse_in_namespace(void) {
+    main_tid = (int)syscall(SYS_gettid);
+    allocate_mib(64);
+    if (!wait_for(library_thread_there, 3000)) {
+        say("tid-reuse no library thread\n");
+        return 0;
+    }
+    int reused = library_tid;
+    if (pipe(reuse_pipe)) die("pipe");
+    /* The id is free once the thread is gone from the kernel, which may
+       come a moment after /proc stops listing it: a few tries. */
+    for (int attempt = 0; own_tid != reused; attempt++) {
+        if (attempt == 20) {
+            say("tid-reuse not reused\n");
+            return 0;
+        }
+        if (own_tid > 0) {
+            /* The last try's holder took another id: let it end. */
+            if (write(reuse_pipe[1], "x", 1) != 1) die("write");
+            while (other_task(main_tid, 0)) usleep(1000);
+        }
+        if (!wait_for(library_thread_gone, 10000)) die("library thread stays");
+        usleep(10000);
+        int fd = open("/proc/sys/kernel/ns_last_pid", O_WRONLY);
+        if (fd < 0) die("open ns_last_pid");
+        char num[16];
+        int n = snprintf(num, sizeof num, "%d", reused - 1);
+        if (write(fd, num, n) != n) die("write ns_last_pid");
+        close(fd);
+        own_tid = clone(holds_the_id, holder_stack + sizeof holder_stack,
+                        CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM, 0);
+        if (own_tid < 0) die("clone");
+    }
+    allocate_mib(64);
+    say("tid-reuse came back %d\n", wait_for(library_thread_there, 3000));
+    if (write(reuse_pipe[1], "x", 1) != 1) die("write");
+    while (other_task(main_tid, 0)) usleep(1000);
+    return 0;
+}
+
+static int tid_reuse(void) {
+    if (unshare(CLONE_NEWPID | CLONE_NEWNS)) die("unshare");
+    pid_t pid = fork();
+    if (pid < 0) die("fork");
+    if (pid == 0) {
+        /* /proc of the new namespace (its ids), in a mount namespace of
+           its own. */
+        if (mount("none", "/", 0, MS_REC | MS_PRIVATE, 0)) die("mount private");
+        if (mount("proc", "/proc", "proc", 0, 0)) die("mount proc");
+        _exit(tid_reuse_in_namespace());
+    }
+    int st;
+    if (waitpid(pid, &st, 0) != pid) die("waitpid");
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
 int main(int argc, char **argv) {
     ot_init();
     const char *c = argc > 1 ? argv[1] : "";
@@ -189,6 +322,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "pexit-atexit")) return pexit_atexit();
     if (!strcmp(c, "fork-atexit")) return fork_atexit();
     if (!strcmp(c, "lowest-fd")) return lowest_fd();
+    if (!strcmp(c, "tid-reuse")) return tid_reuse();
     say("unknown case %s\n", c);
     return 2;
 }

@@ -116,3 +116,26 @@ fn atexit_handlers_run_on_the_last_thread_of_a_child_forked_by_a_thread() {
 fn the_programs_open_gets_the_lowest_free_descriptor() {
     same_everywhere("lowest-fd", "lowest-fd wrong 0\n");
 }
+
+/// Thread ids come round again (`pid_max` is 32768 on many machines): a
+/// thread of the program may get the id the library's last thread had.
+/// That thread is not the library's, gone long ago: news must bring the
+/// library's thread back (it waited for ever for "its" thread to end, and
+/// every `fork` and `unshare` waited 200 ms for it).
+#[test]
+fn the_library_thread_comes_back_after_a_program_thread_took_its_old_id() {
+    if unsafe { libc::geteuid() } != 0 {
+        return skip("a pid namespace and ns_last_pid need root");
+    }
+    let run = Run {
+        timeout: Duration::from_secs(120),
+        ..Run::with("advise").env("KSMAUTO_STATS", "off")
+    };
+    let out = run.output(edges(), &["tid-reuse"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{:?}\n{stdout}{}", out.status, text(&out.stderr));
+    if stdout.contains("no library thread") || stdout.contains("not reused") {
+        return skip(&format!("tid-reuse could not be set up: {stdout}"));
+    }
+    assert_eq!(stdout, "tid-reuse came back 1\n");
+}
