@@ -35,6 +35,12 @@
  *                and opens /dev/null, which POSIX gives the lowest free
  *                number, 0 (as daemons rely on when they reopen 0, 1, 2):
  *                "lowest-fd wrong 0"
+ *   fork-then-idle  (advise mode, KSM) forks, then allocates 16 blocks
+ *                of 1 MiB (each a mapping of glibc's: news) and waits,
+ *                with no call the library sees, looking at its own smaps
+ *                (raw open/read, no malloc) for up to 10 s until every
+ *                block lies in a VMA marked mergeable:
+ *                "fork-then-idle marked 16 of 16"
  *   tid-reuse    (root, advise mode) in a new pid namespace, where no one
  *                else takes pids: allocates until a task not its own (the
  *                library's thread) appears, waits until it has gone, makes
@@ -314,6 +320,59 @@ static int tid_reuse(void) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+/* Whether the VMA holding `addr` has the `mg` flag in `smaps` (text). */
+static int marked_in(const char *smaps, uintptr_t addr) {
+    int inside = 0;
+    for (const char *line = smaps; *line;) {
+        const char *end = strchr(line, '\n');
+        if (!end) break;
+        unsigned long start, stop;
+        if (sscanf(line, "%lx-%lx ", &start, &stop) == 2 && strchr(line, '-') < strchr(line, ' '))
+            inside = start <= addr && addr < stop;
+        else if (inside && !strncmp(line, "VmFlags:", 8)) {
+            for (const char *f = line + 8; f + 2 <= end; f++)
+                if (f[0] == 'm' && f[1] == 'g' && f[-1] == ' ' && (f[2] == ' ' || f[2] == '\n'))
+                    return 1;
+            return 0;
+        }
+        line = end + 1;
+    }
+    return 0;
+}
+
+static char smaps_text[8 << 20];
+
+static int fork_then_idle(void) {
+    pid_t pid = fork();
+    if (pid < 0) die("fork");
+    if (pid == 0) _exit(0);
+    if (waitpid(pid, 0, 0) != pid) die("waitpid");
+    enum { BLOCKS = 16 };
+    char *blocks[BLOCKS];
+    for (int i = 0; i < BLOCKS; i++) {
+        blocks[i] = malloc(1 << 20);
+        if (!blocks[i]) die("malloc");
+        memset(blocks[i], i + 1, 1 << 20);
+    }
+    int marked = 0;
+    for (int look = 0; look < 100 && marked < BLOCKS; look++) {
+        struct timespec nap = {0, 100 * 1000 * 1000};
+        nanosleep(&nap, 0);
+        int fd = (int)raw_syscall3(SYS_openat, AT_FDCWD, (long)"/proc/self/smaps", O_RDONLY);
+        if (fd < 0) die("open smaps");
+        size_t n = 0;
+        long got;
+        while ((got = raw_syscall3(SYS_read, fd, (long)(smaps_text + n), sizeof smaps_text - 1 - n)) > 0)
+            n += (size_t)got;
+        raw_syscall3(SYS_close, fd, 0, 0);
+        smaps_text[n] = 0;
+        marked = 0;
+        for (int i = 0; i < BLOCKS; i++) marked += marked_in(smaps_text, (uintptr_t)blocks[i]);
+    }
+    say("fork-then-idle marked %d of %d\n", marked, BLOCKS);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     ot_init();
     const char *c = argc > 1 ? argv[1] : "";
@@ -323,6 +382,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "fork-atexit")) return fork_atexit();
     if (!strcmp(c, "lowest-fd")) return lowest_fd();
     if (!strcmp(c, "tid-reuse")) return tid_reuse();
+    if (!strcmp(c, "fork-then-idle")) return fork_then_idle();
     say("unknown case %s\n", c);
     return 2;
 }

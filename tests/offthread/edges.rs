@@ -139,3 +139,25 @@ fn the_library_thread_comes_back_after_a_program_thread_took_its_old_id() {
     }
     assert_eq!(stdout, "tid-reuse came back 1\n");
 }
+
+/// Right after `fork` only the first news is held back (for CPython's
+/// thread count): a parent that goes on allocating and then waits, making
+/// no call the library sees, has its memory marked all the same.
+#[test]
+fn a_parent_that_allocates_after_fork_then_waits_is_caught_up() {
+    if !ksm_present() {
+        return skip("no KSM in this kernel: no VMA can be marked");
+    }
+    let run = Run {
+        timeout: Duration::from_secs(60),
+        ..Run::with("advise").env("KSMAUTO_STATS", "off")
+    };
+    let out = run.output(edges(), &["fork-then-idle"]);
+    assert_eq!(
+        text(&out.stdout),
+        "fork-then-idle marked 16 of 16\n",
+        "{:?} {}",
+        out.status,
+        text(&out.stderr)
+    );
+}
