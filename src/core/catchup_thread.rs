@@ -438,8 +438,9 @@ static RESTRICTIONS_CHECKED_AT_NS: AtomicU64 = AtomicU64::new(0);
 const RESTRICTIONS_CHECK_NS: u64 = 100_000_000;
 
 /// Whether the main thread has restrictions this thread lacks (a seccomp
-/// filter, `no_new_privs`, fewer capabilities) that it set with raw system
-/// calls, which no hook saw (a Go runtime, an inline `syscall`): this
+/// filter, `no_new_privs`, fewer capabilities, other user or group ids)
+/// that it set with raw system calls, which no hook saw (a Go runtime, an
+/// inline `syscall`; glibc's `setuid` and friends change every thread): this
 /// thread, unrestricted in a process that restricted itself, would be a
 /// lever out of the sandbox, and a seccomp filter may also forbid the
 /// `clone` of the next one. So it leaves (at most every

@@ -96,22 +96,26 @@ pub fn status_number(path: &[u8], buf: &mut [u8], key: &[u8]) -> Result<Option<u
     Ok(value)
 }
 
-/// A digest of what restricts a thread (`Seccomp`, `NoNewPrivs` and the
-/// capability sets of `/proc/<path>/status`): two threads with the same
-/// digest are restricted alike. `None` if it cannot be read. Reads through
+/// A digest of what restricts a thread (`Seccomp`, `NoNewPrivs`, the
+/// capability sets, and who it acts as: `Uid`, `Gid`, `Groups` of
+/// `/proc/<path>/status`): two threads with the same digest are restricted
+/// alike. `None` if it cannot be read. Reads through
 /// a buffer on the stack (2 KiB): for the catch-up thread, never a hook.
 pub fn restrictions_digest(path: &[u8]) -> Option<u64> {
     let mut buf = [0u8; 2048];
     let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
     let mut seen = 0;
     for_each_line(path, &mut buf, |line| {
-        const FIELDS: [&[u8]; 6] = [
+        const FIELDS: [&[u8]; 9] = [
             b"Seccomp:",
             b"NoNewPrivs:",
             b"CapInh:",
             b"CapPrm:",
             b"CapEff:",
             b"CapBnd:",
+            b"Uid:",
+            b"Gid:",
+            b"Groups:",
         ];
         if FIELDS.iter().any(|f| line.starts_with(f)) {
             seen += 1;

@@ -41,6 +41,12 @@
  *                (raw open/read, no malloc) for up to 10 s until every
  *                block lies in a VMA marked mergeable:
  *                "fork-then-idle marked 16 of 16"
+ *   raw-setgid   (root) allocates all along for 3 s; after the first
+ *                second, sets its groups (gid 4242, no supplementary ones)
+ *                with raw system calls on the main thread, which change
+ *                that thread only (as a Go runtime or a static helper
+ *                does); at the end every task of the process must have
+ *                them: "raw-setgid wrong 0"
  *   tid-reuse    (root, advise mode) in a new pid namespace, where no one
  *                else takes pids: allocates until a task not its own (the
  *                library's thread) appears, waits until it has gone, makes
@@ -373,6 +379,49 @@ static int fork_then_idle(void) {
     return 0;
 }
 
+/* Tasks of this process whose status does not show gid 4242 everywhere
+   and no supplementary groups. */
+static int tasks_with_other_groups(void) {
+    DIR *d = opendir("/proc/self/task");
+    if (!d) die("opendir /proc/self/task");
+    struct dirent *e;
+    int wrong = 0;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char path[300], buf[4096];
+        snprintf(path, sizeof path, "/proc/self/task/%s/status", e->d_name);
+        int fd = open(path, O_RDONLY);
+        if (fd < 0) continue; /* gone meanwhile */
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (n <= 0) continue;
+        buf[n] = 0;
+        const char *groups = strstr(buf, "\nGroups:");
+        int supplementary = !groups;
+        for (const char *g = groups ? groups + 8 : ""; *g && *g != '\n'; g++)
+            if (*g >= '0' && *g <= '9') supplementary = 1;
+        if (!strstr(buf, "\nGid:\t4242\t4242\t4242\t4242\n") || supplementary) wrong++;
+    }
+    closedir(d);
+    return wrong;
+}
+
+static int raw_setgid(void) {
+    long long start = now_ns();
+    int changed = 0;
+    while (now_ns() - start < 3000000000LL) {
+        allocate_mib(4);
+        if (!changed && now_ns() - start > 1000000000LL) {
+            if (raw_syscall3(SYS_setgroups, 0, 0, 0) || raw_syscall3(SYS_setresgid, 4242, 4242, 4242))
+                die("raw setresgid");
+            changed = 1;
+        }
+        usleep(20000);
+    }
+    say("raw-setgid wrong %d\n", tasks_with_other_groups());
+    return 0;
+}
+
 int main(int argc, char **argv) {
     ot_init();
     const char *c = argc > 1 ? argv[1] : "";
@@ -382,6 +431,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "fork-atexit")) return fork_atexit();
     if (!strcmp(c, "lowest-fd")) return lowest_fd();
     if (!strcmp(c, "tid-reuse")) return tid_reuse();
+    if (!strcmp(c, "raw-setgid")) return raw_setgid();
     if (!strcmp(c, "fork-then-idle")) return fork_then_idle();
     say("unknown case %s\n", c);
     return 2;

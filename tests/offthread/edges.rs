@@ -161,3 +161,16 @@ fn a_parent_that_allocates_after_fork_then_waits_is_caught_up() {
         text(&out.stderr)
     );
 }
+
+/// Ids set with raw system calls change the calling thread only: the
+/// library's thread must not stay behind with the old ones (a thread with
+/// root's group in a process that dropped it). Within a second or two it
+/// compares its ids with the main thread's and leaves; the next one
+/// inherits the new ids.
+#[test]
+fn after_a_raw_setgid_every_thread_has_the_new_groups() {
+    if unsafe { libc::geteuid() } != 0 {
+        return skip("setresgid to another group needs root");
+    }
+    same_everywhere("raw-setgid", "raw-setgid wrong 0\n");
+}
