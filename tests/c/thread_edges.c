@@ -47,6 +47,12 @@
  *                that thread only (as a Go runtime or a static helper
  *                does); at the end every task of the process must have
  *                them: "raw-setgid wrong 0"
+ *   realtime     (root) the main thread takes SCHED_FIFO (as `chrt -f`
+ *                or an audio server's thread does), allocates, and for 2 s
+ *                counts the tasks of the process other than itself that
+ *                run with a real-time policy (a thread of the library's
+ *                would compete with it at its priority):
+ *                "realtime others 0"
  *   tid-reuse    (root, advise mode) in a new pid namespace, where no one
  *                else takes pids: allocates until a task not its own (the
  *                library's thread) appears, waits until it has gone, makes
@@ -422,6 +428,30 @@ static int raw_setgid(void) {
     return 0;
 }
 
+static int realtime(void) {
+    struct sched_param param = {.sched_priority = 1};
+    if (sched_setscheduler(0, SCHED_FIFO, &param)) die("sched_setscheduler");
+    int main_id = (int)syscall(SYS_gettid);
+    int others = 0;
+    long long start = now_ns();
+    while (now_ns() - start < 2000000000LL) {
+        allocate_mib(4);
+        DIR *d = opendir("/proc/self/task");
+        if (!d) die("opendir /proc/self/task");
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            int tid = atoi(e->d_name);
+            if (tid <= 0 || tid == main_id) continue;
+            int policy = sched_getscheduler(tid);
+            if (policy == SCHED_FIFO || policy == SCHED_RR) others++;
+        }
+        closedir(d);
+        usleep(20000);
+    }
+    say("realtime others %d\n", others);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     ot_init();
     const char *c = argc > 1 ? argv[1] : "";
@@ -432,6 +462,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "lowest-fd")) return lowest_fd();
     if (!strcmp(c, "tid-reuse")) return tid_reuse();
     if (!strcmp(c, "raw-setgid")) return raw_setgid();
+    if (!strcmp(c, "realtime")) return realtime();
     if (!strcmp(c, "fork-then-idle")) return fork_then_idle();
     say("unknown case %s\n", c);
     return 2;

@@ -174,3 +174,14 @@ fn after_a_raw_setgid_every_thread_has_the_new_groups() {
     }
     same_everywhere("raw-setgid", "raw-setgid wrong 0\n");
 }
+
+/// A thread of the library created from a real-time thread of the program
+/// (`chrt -f`, an audio server's loop) must not inherit its policy: it
+/// would compete with the program's threads at their priority.
+#[test]
+fn the_library_thread_never_runs_with_a_real_time_policy() {
+    if unsafe { libc::geteuid() } != 0 {
+        return skip("SCHED_FIFO needs root");
+    }
+    same_everywhere("realtime", "realtime others 0\n");
+}
