@@ -663,7 +663,9 @@ pub fn release() {
 /// returns), and its result counts. `None`: no thread of ours was there to
 /// make room, and the failure stands.
 pub fn again_without_thread<R>(call: impl FnOnce() -> R) -> Option<R> {
-    if SPAWN.load(Relaxed) == 0 || !may_exist() {
+    // In a `vfork` child (the parent's memory, not its threads), the
+    // parent's thread id would look gone and be forgotten.
+    if SPAWN.load(Relaxed) == 0 || identity::shares_owners_memory() || !may_exist() {
         return None;
     }
     let held = retire();
