@@ -376,13 +376,13 @@ fn id_still_ours(tid: i32) -> bool {
 /// returns (its start routine then returns to glibc). `step` runs one
 /// catch-up step.
 pub fn thread_main(step: impl Fn() -> Option<Stepped>) {
-    TID_STARTED.store(proc::thread_start_time(None).unwrap_or(0), Release);
-    TID.store(sys::gettid(), Release);
     // What it opens (its reads of /proc) must never take the lowest free
     // descriptor of the program's table, which the program's next `open`
-    // would have got. Should that fail (it needs nothing but memory), the
-    // thread runs as threads do.
+    // would have got: first of all. Should that fail (it needs nothing but
+    // memory), the thread runs as threads do.
     let _ = sys::own_empty_descriptor_table();
+    TID_STARTED.store(proc::thread_start_time(None).unwrap_or(0), Release);
+    TID.store(sys::gettid(), Release);
     let _ = STATE.compare_exchange(STARTING, RUNNING, Release, Relaxed);
     loop {
         let seen = WAKE.load(Acquire);
