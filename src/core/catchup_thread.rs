@@ -23,8 +23,8 @@
 //! ([`retire`]: before `unshare`, `setns`, `fork`, and before the program
 //! restricts its threads one by one — capabilities, `no_new_privs`,
 //! seccomp, Landlock — it is stopped and waited for until the kernel no
-//! longer counts it; after `fork`, the parent's first news within
-//! [`AFTER_FORK_QUIET_NS`] creates none, while CPython counts threads),
+//! longer counts it; after `fork`, the brk heap's growth is held in the
+//! parent for [`AFTER_FORK_QUIET_NS`], while CPython counts threads),
 //! keep the process alive (once the program's last
 //! thread has ended — its main thread called `pthread_exit`, or returned
 //! from its start routine in a child forked by another thread — it ends
@@ -75,18 +75,19 @@ const RETIRE_WAIT_NS: u64 = 200_000_000;
 /// The longest news waits for a thread that is leaving to be gone before a
 /// new one takes its stack.
 const LEAVING_WAIT_NS: u64 = 10_000_000;
-/// How long after `fork` returned in the parent the first news creates no
-/// thread. CPython >= 3.12 counts the process's threads right then (it
-/// reads /proc/self/stat and warns that forking a multi-threaded process
-/// may deadlock), and its `fopen` is a malloc that may bring news: the brk
-/// heap's growth before the fork is seen at the malloc after it. Only the
-/// first: a program that goes on allocating, then waits, must still have
-/// its memory caught up.
+/// How long after `fork` returned in the parent the brk heap's growth
+/// creates no thread. CPython >= 3.12 counts the process's threads right
+/// then (it reads /proc/self/stat and warns that forking a multi-threaded
+/// process may deadlock), through `fopen`, a small malloc: it sees the
+/// heap's growth from before the fork (the sentinel is looked at by the
+/// malloc after the growth). The growth stays news, held: the first malloc
+/// after this time brings it. Other news (a large block, a raw map, a new
+/// thread) is not held: a program that maps memory right after `fork`,
+/// then waits, has it caught up.
 pub const AFTER_FORK_QUIET_NS: u64 = 100_000_000;
-/// Until when (coarse ns) the first news after a `fork` in the parent
-/// creates no thread, and whether that news is still to come.
+/// Until when (coarse ns) the brk heap's growth is held after a `fork` in
+/// the parent.
 static FORK_QUIET_UNTIL_NS: AtomicU64 = AtomicU64::new(0);
-static FORK_NEWS_TO_SKIP: AtomicBool = AtomicBool::new(false);
 
 // The thread's lifecycle (`STATE`, also a futex word a retire waits on).
 const NONE: u32 = 0;
@@ -182,6 +183,18 @@ pub fn brk_grew() -> bool {
 #[cold]
 #[inline(never)]
 pub fn note_brk_growth() {
+    if STATE.load(Relaxed) != RUNNING
+        && sys::monotonic_coarse_ns() < FORK_QUIET_UNTIL_NS.load(Relaxed)
+    {
+        // Held right after a fork (see `AFTER_FORK_QUIET_NS`): every malloc
+        // looks again until then, and the first one after brings it.
+        BRK_NEWS_AT.store(0, Relaxed);
+        if !NEW_MEMORY.load(Relaxed) {
+            NEW_MEMORY.store(true, SeqCst);
+            catchup::hurry();
+        }
+        return;
+    }
     BRK_NEWS_AT.store(
         os::program_break_now().saturating_add(BRK_NEWS_BYTES),
         Relaxed,
@@ -270,13 +283,6 @@ fn start_if_wanted() {
     // The last thread may be leaving just now (it saw no news): it is
     // gone in microseconds.
     if !previous_thread_gone(LEAVING_WAIT_NS) {
-        return;
-    }
-    if FORK_NEWS_TO_SKIP.load(Relaxed)
-        && FORK_NEWS_TO_SKIP.swap(false, Relaxed)
-        && sys::monotonic_coarse_ns() < FORK_QUIET_UNTIL_NS.load(Relaxed)
-    {
-        // The news stays pending: the next starts the thread.
         return;
     }
     if STATE
@@ -683,15 +689,13 @@ fn may_exist() -> bool {
 }
 
 /// `fork` returned in the parent (`retired`: what [`before_fork`] said):
-/// the first news within [`AFTER_FORK_QUIET_NS`] creates no thread (it
-/// stays pending; the next news starts one).
+/// the brk heap's growth is held for [`AFTER_FORK_QUIET_NS`].
 pub fn after_fork_in_parent(retired: bool) {
     if SPAWN.load(Relaxed) != 0 {
         FORK_QUIET_UNTIL_NS.store(
             sys::monotonic_coarse_ns().saturating_add(AFTER_FORK_QUIET_NS),
             Relaxed,
         );
-        FORK_NEWS_TO_SKIP.store(true, Relaxed);
     }
     if retired {
         release();
@@ -731,7 +735,7 @@ fn do_without_for_main_ended() {
 /// In a forked child (and a raw `clone` child at its first look): no thread
 /// of ours was copied, and the calling thread is the new main thread.
 pub fn reset_in_child() {
-    FORK_NEWS_TO_SKIP.store(false, Relaxed);
+    FORK_QUIET_UNTIL_NS.store(0, Relaxed);
     STATE.store(NONE, Relaxed);
     TID.store(0, Relaxed);
     TID_STARTED.store(0, Relaxed);

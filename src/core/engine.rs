@@ -346,8 +346,8 @@ pub fn before_fork() -> bool {
     catchup_thread::before_fork()
 }
 
-/// `fork` returned in the parent: the first news right after creates no
-/// thread (`catchup_thread::AFTER_FORK_QUIET_NS`).
+/// `fork` returned in the parent: the brk heap's growth brings no thread
+/// right after (`catchup_thread::AFTER_FORK_QUIET_NS`).
 pub fn after_fork_in_parent(retired: bool) {
     catchup_thread::after_fork_in_parent(retired);
 }
