@@ -221,7 +221,10 @@ pub fn note_new_memory() {
             return;
         }
     }
-    if STATE.load(Relaxed) != RUNNING {
+    // News already pending: a running thread takes it, unless it has not
+    // looked around for long (a raw clone child's copy of "running", whose
+    // own copy of the news flag may say pending for good).
+    if STATE.load(Relaxed) != RUNNING || stale() {
         start_if_wanted();
     }
 }

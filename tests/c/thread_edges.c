@@ -53,6 +53,13 @@
  *                run with a real-time policy (a thread of the library's
  *                would compete with it at its priority):
  *                "realtime others 0"
+ *   raw-clone    (advise mode) allocates until the library's thread runs,
+ *                then makes a child with a raw clone system call (no fork
+ *                handler runs: the child has a copy of the parent's
+ *                statics, the thread's state "running" included, but no
+ *                such thread); the child allocates for 8 s and says
+ *                whether a library thread ever ran in it:
+ *                "raw-clone child thread 1"
  *   tid-reuse    (root, advise mode) in a new pid namespace, where no one
  *                else takes pids: allocates until a task not its own (the
  *                library's thread) appears, waits until it has gone, makes
@@ -452,6 +459,31 @@ static int realtime(void) {
     return 0;
 }
 
+static int raw_clone(void) {
+    main_tid = (int)syscall(SYS_gettid);
+    allocate_mib(64);
+    if (!wait_for(library_thread_there, 3000)) {
+        say("raw-clone no library thread\n");
+        return 0;
+    }
+    long pid = syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+    if (pid < 0) die("clone");
+    if (pid == 0) {
+        main_tid = (int)syscall(SYS_gettid);
+        int seen = 0;
+        for (int round = 0; round < 80 && !seen; round++) {
+            allocate_mib(1);
+            seen = library_thread_there();
+            usleep(100000);
+        }
+        say("raw-clone child thread %d\n", seen);
+        _exit(0);
+    }
+    int st;
+    if (waitpid((pid_t)pid, &st, 0) != pid) die("waitpid");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     ot_init();
     const char *c = argc > 1 ? argv[1] : "";
@@ -463,6 +495,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "tid-reuse")) return tid_reuse();
     if (!strcmp(c, "raw-setgid")) return raw_setgid();
     if (!strcmp(c, "realtime")) return realtime();
+    if (!strcmp(c, "raw-clone")) return raw_clone();
     if (!strcmp(c, "fork-then-idle")) return fork_then_idle();
     say("unknown case %s\n", c);
     return 2;

@@ -185,3 +185,21 @@ fn the_library_thread_never_runs_with_a_real_time_policy() {
     }
     same_everywhere("realtime", "realtime others 0\n");
 }
+
+/// A child made by a raw `clone` system call runs no fork handler: it has
+/// a copy of the parent's state, which says a thread runs, but no such
+/// thread. Its news must still bring it one (after a look at how long
+/// that "thread" has not looked around), not leave its memory unadvised.
+#[test]
+fn a_raw_clone_child_of_a_process_with_a_running_thread_gets_its_own() {
+    let run = Run {
+        timeout: Duration::from_secs(60),
+        ..Run::with("advise").env("KSMAUTO_STATS", "off")
+    };
+    let out = run.output(edges(), &["raw-clone"]);
+    let stdout = text(&out.stdout);
+    if stdout.contains("no library thread") {
+        return skip("raw-clone: the library's thread never ran in the parent");
+    }
+    assert_eq!(stdout, "raw-clone child thread 1\n", "{:?}", out.status);
+}
