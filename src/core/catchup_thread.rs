@@ -17,24 +17,26 @@
 //! [`SETTLE_NS`]. A program idle for seconds has exactly its own threads.
 //!
 //! **What it never does**: take a descriptor number the program expects
-//! (it has a descriptor table of its own, empty), take a signal (it runs with every signal blocked,
-//! except the two glibc keeps for itself: `setuid` and friends change its
-//! credentials with the program's), stay where a single thread is promised
-//! ([`retire`]: before `unshare`, `setns`, `fork`, and before the program
-//! restricts its threads one by one — capabilities, `no_new_privs`,
-//! seccomp, Landlock — it is stopped and waited for until the kernel no
-//! longer counts it; after `fork`, the brk heap's growth is held in the
-//! parent for [`AFTER_FORK_QUIET_NS`], while CPython counts threads),
-//! keep the process alive (once the program's last
-//! thread has ended — its main thread called `pthread_exit`, or returned
-//! from its start routine in a child forked by another thread — it ends
-//! within [`ALONE_CHECK_NS`], within [`LONGEST_SLEEP_NS`] after an end no
-//! hook saw, and glibc then ends the process as the program's last thread
-//! would have), or exist in a process that may not create one
-//! (a seccomp filter, which may kill for `clone`; a refused
-//! `pthread_create`): the library then does without it ([`Without`]), and
-//! the `mmap` hooks take the catch-up's steps as they come
-//! ([`hooks_step_instead`]).
+//! (it has a descriptor table of its own, empty), run with a real-time
+//! policy, take a signal (it runs with every signal blocked, except the
+//! two glibc keeps for itself: `setuid` and friends change its
+//! credentials with the program's), keep ids or restrictions the main
+//! thread has left, stay where a single thread is promised ([`retire`]:
+//! before `unshare`, `setns`, `fork`, and before the program restricts its
+//! threads one by one — capabilities, `no_new_privs`, seccomp, Landlock —
+//! it is stopped and waited for until the kernel no longer counts it;
+//! after `fork`, the brk heap's growth is held in the parent for
+//! [`AFTER_FORK_QUIET_NS`], while CPython counts threads), take a task the
+//! program was refused for want of one ([`again_without_thread`]), be the
+//! thread glibc ends the process from (once the main thread has ended —
+//! `pthread_exit`, or in a child forked by another thread — glibc runs
+//! `exit` on the last thread: the process does without ours from then on;
+//! after an end no hook saw, it ends within [`LONGEST_SLEEP_NS`] of being
+//! the last, and glibc ends the process from it), or exist in a process
+//! that may not create one (a seccomp filter, which may kill for `clone`;
+//! a refused `pthread_create`): the library then does without it
+//! ([`Without`]), and the `mmap` hooks take the catch-up's steps as they
+//! come ([`hooks_step_instead`]).
 //!
 //! The thread is created by the interposition layer (only it may call
 //! `pthread_create`; handed over as a [`Spawn`] at start-up) from whichever
