@@ -284,9 +284,14 @@ pub fn main_state_and_threads() -> Option<(u8, u64)> {
 
 /// When thread `tid` of this process started (field 22 of its `stat`, in
 /// clock ticks after boot; `None` for the calling thread: its own), or
-/// `None` if it cannot be read (gone, no `/proc`). Reads through a buffer
-/// on the stack (512 bytes).
+/// `None` if it cannot be read (gone, no `/proc`) or `/proc` does not
+/// name threads as this process's pid namespace does (a `/proc` of
+/// another namespace: `/proc/self/task/TID` would be another thread or
+/// none). Reads through a buffer on the stack (512 bytes).
 pub fn thread_start_time(tid: Option<i32>) -> Option<u64> {
+    if !proc_names_threads_as_we_do() {
+        return None;
+    }
     let mut path = [0u8; 48];
     let mut w = crate::fmt::BufWriter::new(&mut path);
     match tid {
@@ -297,6 +302,22 @@ pub fn thread_start_time(tid: Option<i32>) -> Option<u64> {
     let mut buf = [0u8; 512];
     let n = sys::read_file(&path[..len], &mut buf).ok()?;
     ksmauto_contract::proc::parse_dec(stat_field(&buf[..n], 22)?)
+}
+
+/// Whether `/proc` is of this process's pid namespace: `/proc/thread-self`
+/// links to `PID/task/TID` with the ids `getpid` and `gettid` give.
+fn proc_names_threads_as_we_do() -> bool {
+    let mut link = [0u8; 48];
+    let Ok(n) = sys::readlink(b"/proc/thread-self\0", &mut link) else {
+        return false;
+    };
+    let mut expected = [0u8; 48];
+    let mut w = crate::fmt::BufWriter::new(&mut expected);
+    w.u64(sys::getpid() as u64)
+        .str("/task/")
+        .u64(sys::gettid() as u64);
+    let len = w.len();
+    link[..n] == expected[..len]
 }
 
 /// One line of `/proc/<pid>/maps` (also the header line of each `smaps` entry).
@@ -484,6 +505,18 @@ mod tests {
         let none = status_number(b"/proc/self/status\0", &mut buf, b"NoSuchKey:");
         assert_eq!(none, Ok(None));
         assert!(status_number(b"/proc/no/such\0", &mut buf, b"Threads:").is_err());
+    }
+
+    #[test]
+    fn a_threads_start_time_reads_the_same_from_itself_and_by_its_id() {
+        let (own, by_id) = std::thread::spawn(|| {
+            (thread_start_time(None), thread_start_time(Some(sys::gettid())))
+        })
+        .join()
+        .unwrap();
+        assert!(own.is_some_and(|t| t > 0));
+        assert_eq!(own, by_id);
+        assert_eq!(thread_start_time(Some(i32::MAX)), None);
     }
 
     #[test]
