@@ -389,12 +389,23 @@ fn id_still_ours(tid: i32) -> bool {
 pub fn thread_main(step: impl Fn() -> Option<Stepped>) {
     // What it opens (its reads of /proc) must never take the lowest free
     // descriptor of the program's table, which the program's next `open`
-    // would have got: first of all. Should that fail (it needs nothing but
-    // memory), the thread runs as threads do.
-    let _ = sys::own_empty_descriptor_table();
+    // would have got: first of all. Should that fail, the thread may hold
+    // copies of the program's descriptors (a pipe would not see its end
+    // while it lives): it leaves at once, and news tries again later.
+    let own_table = sys::own_empty_descriptor_table().is_ok();
     TID_STARTED.store(proc::thread_start_time(None).unwrap_or(0), Release);
     TID.store(sys::gettid(), Release);
     let _ = STATE.compare_exchange(STARTING, RUNNING, Release, Relaxed);
+    if !own_table {
+        RETRY_AT_NS.store(
+            sys::monotonic_coarse_ns().saturating_add(SETTLE_NS),
+            Relaxed,
+        );
+        let _ = STATE.compare_exchange(RUNNING, NONE, Release, Relaxed);
+        let _ = STATE.compare_exchange(STOPPING, NONE, Release, Relaxed);
+        sys::futex_wake(&STATE);
+        return;
+    }
     loop {
         let seen = WAKE.load(Acquire);
         let now = sys::monotonic_coarse_ns();

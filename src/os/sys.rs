@@ -598,7 +598,9 @@ pub fn close(fd: i32) {
     let _ = unsafe { syscall!(libc::SYS_close, fd) };
 }
 
-/// Gives the calling thread a descriptor table of its own, empty, for a
+/// Gives the calling thread a descriptor table of its own, empty (on
+/// `Err`, it may hold copies of the program's descriptors: the thread
+/// must end soon), for a
 /// thread that runs beside the program's: `open` gives the lowest free
 /// number, and one the thread took in the shared table, even for the
 /// moment of a read, would be one the program's own `open` then did not
@@ -621,12 +623,22 @@ pub fn own_empty_descriptor_table() -> Result<(), Errno> {
 /// Closes every descriptor of the calling thread's table, as listed in
 /// `/proc/thread-self/fd` (for kernels without `close_range`).
 fn close_all_descriptors() -> Result<(), Errno> {
-    loop {
-        let dir = open(
+    let open_list = || {
+        open(
             b"/proc/thread-self/fd\0",
             libc::O_RDONLY | libc::O_DIRECTORY,
             0,
-        )?;
+        )
+    };
+    loop {
+        let dir = match open_list() {
+            // A full table (the program's, copied): any number frees one.
+            Err(libc::EMFILE) => {
+                close(0);
+                open_list()?
+            }
+            other => other?,
+        };
         let mut closed = 0;
         let mut buf = [0u8; 1024];
         while let Ok(n @ 1..) = directory_entries(dir, &mut buf) {
@@ -998,5 +1010,36 @@ mod tests {
             assert_eq!(emptied, (1, true), "old way {old_way}");
             assert!(fstat(fd).is_ok() && listed() == before);
         }
+    }
+
+    /// The way before `close_range` with a full table (no number free for
+    /// the listing itself): it still empties the copy. In a child process,
+    /// whose descriptor limit it lowers to what it has open.
+    #[test]
+    fn a_full_table_is_emptied_the_old_way_too() {
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            let highest = std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+                .max()
+                .unwrap();
+            let limit = libc::rlimit {
+                rlim_cur: highest + 1,
+                rlim_max: highest + 1,
+            };
+            let limited = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0;
+            // Every number below the limit taken (the gaps with /dev/null).
+            while open(b"/dev/null\0", libc::O_RDONLY, 0).is_ok() {}
+            let full = limited && open(b"/dev/null\0", libc::O_RDONLY, 0) == Err(libc::EMFILE);
+            let emptied = unsafe { syscall!(libc::SYS_unshare, libc::CLONE_FILES) }.is_ok()
+                && close_all_descriptors().is_ok()
+                && fstat(0).is_err()
+                && fstat(1).is_err();
+            unsafe { libc::_exit(if !full { 2 } else if emptied { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+        assert_eq!(libc::WEXITSTATUS(status), 0, "2: table not full; 1: not emptied");
     }
 }
