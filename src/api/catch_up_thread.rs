@@ -81,6 +81,19 @@ unsafe fn create_detached(create: next::signature::pthread_create, own_stack: bo
         return libc::EAGAIN;
     }
     libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+    // Never the creator's real-time policy (a SCHED_FIFO thread of the
+    // program that brought news): the catch-up would compete with the
+    // program's threads at their priority. (Other policies, `SCHED_BATCH`
+    // and `SCHED_IDLE` included, it inherits.)
+    let mut policy: c_int = 0;
+    let mut param = libc::sched_param { sched_priority: 0 };
+    let creator = libc::pthread_getschedparam(libc::pthread_self(), &mut policy, &mut param);
+    if creator != 0 || policy == libc::SCHED_FIFO || policy == libc::SCHED_RR {
+        let normal = libc::sched_param { sched_priority: 0 };
+        libc::pthread_attr_setinheritsched(&mut attr, libc::PTHREAD_EXPLICIT_SCHED);
+        libc::pthread_attr_setschedpolicy(&mut attr, libc::SCHED_OTHER);
+        libc::pthread_attr_setschedparam(&mut attr, &normal);
+    }
     if own_stack {
         libc::pthread_attr_setstack(
             &mut attr,

@@ -6,7 +6,7 @@
 
 use core::ffi::{c_char, c_int, c_void};
 
-use super::{around_exec, enoent, errno_set, target_at_path, target_in_path};
+use super::{around_exec, creating_a_task, enoent, errno_set, target_at_path, target_in_path};
 use crate::next;
 use crate::os::exec_target;
 
@@ -107,7 +107,7 @@ pub unsafe extern "C" fn posix_spawn(
         envp as _,
         as_we_resolve,
         || match next::exec_functions().posix_spawn {
-            Some(f) => f(pid, path, actions, attr, argv, envp),
+            Some(f) => creating_a_task(libc::EAGAIN, || f(pid, path, actions, attr, argv, envp)),
             None => libc::ENOSYS,
         },
     )
@@ -129,7 +129,7 @@ pub unsafe extern "C" fn posix_spawnp(
         envp as _,
         as_we_resolve,
         || match next::exec_functions().posix_spawnp {
-            Some(f) => f(pid, file, actions, attr, argv, envp),
+            Some(f) => creating_a_task(libc::EAGAIN, || f(pid, file, actions, attr, argv, envp)),
             None => libc::ENOSYS,
         },
     )

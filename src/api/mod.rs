@@ -127,6 +127,18 @@ fn poll_catch_up() {
 }
 
 #[inline(always)]
+/// Makes `call`, which creates a task and returns 0 or an error (`short`:
+/// the one that says no task was to be had), once more without the
+/// library's catch-up thread if it failed for want of a task: the thread
+/// may hold the one the program needed (`RLIMIT_NPROC`, `pids.max`).
+fn creating_a_task(short: c_int, call: impl Fn() -> c_int) -> c_int {
+    let rc = call();
+    if rc != short {
+        return rc;
+    }
+    engine::again_without_our_thread(call).unwrap_or(rc)
+}
+
 fn errno_get() -> c_int {
     // SAFETY: __errno_location gives this thread's errno: an aligned int,
     // valid for the thread's life, that only this thread touches.

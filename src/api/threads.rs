@@ -9,7 +9,7 @@
 
 use core::ffi::{c_int, c_void};
 
-use super::{counted, errno_get, errno_set, ready};
+use super::{counted, creating_a_task, errno_get, errno_set, ready};
 use crate::core::engine;
 use crate::counters::Hook;
 use crate::next::{self, next};
@@ -134,7 +134,7 @@ pub unsafe extern "C" fn pthread_create(
         return libc::EAGAIN;
     };
     start_thread(thread, attr, routine, arg, thread_trampoline, |r, a| {
-        create(thread, attr, r, a)
+        creating_a_task(libc::EAGAIN, || create(thread, attr, r, a))
     })
 }
 
@@ -160,7 +160,8 @@ pub unsafe extern "C" fn thrd_create(
         routine,
         arg,
         c11_thread_trampoline,
-        |r, a| create(thread, r, a),
+        // glibc's C11 threads say `thrd_error` for `EAGAIN`.
+        |r, a| creating_a_task(THRD_ERROR, || create(thread, r, a)),
     )
 }
 

@@ -100,22 +100,26 @@ pub fn status_number(path: &[u8], buf: &mut [u8], key: &[u8]) -> Result<Option<u
     Ok(value)
 }
 
-/// A digest of what restricts a thread (`Seccomp`, `NoNewPrivs` and the
-/// capability sets of `/proc/<path>/status`): two threads with the same
-/// digest are restricted alike. `None` if it cannot be read. Reads through
+/// A digest of what restricts a thread (`Seccomp`, `NoNewPrivs`, the
+/// capability sets, and who it acts as: `Uid`, `Gid`, `Groups` of
+/// `/proc/<path>/status`): two threads with the same digest are restricted
+/// alike. `None` if it cannot be read. Reads through
 /// a buffer on the stack (2 KiB): for the catch-up thread, never a hook.
 pub fn restrictions_digest(path: &[u8]) -> Option<u64> {
     let mut buf = [0u8; 2048];
     let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
     let mut seen = 0;
     for_each_line(path, &mut buf, |line| {
-        const FIELDS: [&[u8]; 6] = [
+        const FIELDS: [&[u8]; 9] = [
             b"Seccomp:",
             b"NoNewPrivs:",
             b"CapInh:",
             b"CapPrm:",
             b"CapEff:",
             b"CapBnd:",
+            b"Uid:",
+            b"Gid:",
+            b"Groups:",
         ];
         if FIELDS.iter().any(|f| line.starts_with(f)) {
             seen += 1;
@@ -262,6 +266,44 @@ pub fn main_state_and_threads() -> Option<(u8, u64)> {
     let n = sys::read_file(b"/proc/self/stat\0", &mut buf).ok()?;
     let stat = Stat::parse(&buf[..n])?;
     Some((stat.state()?, stat.num_threads()?))
+}
+
+/// When thread `tid` of this process started (field 22 of its `stat`, in
+/// clock ticks after boot; `None` for the calling thread: its own), or
+/// `None` if it cannot be read (gone, no `/proc`) or `/proc` does not
+/// name threads as this process's pid namespace does (a `/proc` of
+/// another namespace: `/proc/self/task/TID` would be another thread or
+/// none). Reads through a buffer on the stack (512 bytes).
+pub fn thread_start_time(tid: Option<i32>) -> Option<u64> {
+    if !proc_names_threads_as_we_do() {
+        return None;
+    }
+    let mut path = [0u8; 48];
+    let mut w = crate::fmt::BufWriter::new(&mut path);
+    match tid {
+        Some(tid) => w.str("/proc/self/task/").u64(tid as u64).str("/stat\0"),
+        None => w.str("/proc/thread-self/stat\0"),
+    };
+    let len = w.len();
+    let mut buf = [0u8; 512];
+    let n = sys::read_file(&path[..len], &mut buf).ok()?;
+    Stat::parse(&buf[..n])?.start_time()
+}
+
+/// Whether `/proc` is of this process's pid namespace: `/proc/thread-self`
+/// links to `PID/task/TID` with the ids `getpid` and `gettid` give.
+fn proc_names_threads_as_we_do() -> bool {
+    let mut link = [0u8; 48];
+    let Ok(n) = sys::readlink(c"/proc/thread-self", &mut link) else {
+        return false;
+    };
+    let mut expected = [0u8; 48];
+    let mut w = crate::fmt::BufWriter::new(&mut expected);
+    w.u64(sys::getpid() as u64)
+        .str("/task/")
+        .u64(sys::gettid() as u64);
+    let len = w.len();
+    link[..n] == expected[..len]
 }
 
 /// One line of `/proc/<pid>/maps` (also the header line of each `smaps` entry).
@@ -450,6 +492,18 @@ mod tests {
         let none = status_number(b"/proc/self/status\0", &mut buf, b"NoSuchKey:");
         assert_eq!(none, Ok(None));
         assert!(status_number(b"/proc/no/such\0", &mut buf, b"Threads:").is_err());
+    }
+
+    #[test]
+    fn a_threads_start_time_reads_the_same_from_itself_and_by_its_id() {
+        let (own, by_id) = std::thread::spawn(|| {
+            (thread_start_time(None), thread_start_time(Some(sys::gettid())))
+        })
+        .join()
+        .unwrap();
+        assert!(own.is_some_and(|t| t > 0));
+        assert_eq!(own, by_id);
+        assert_eq!(thread_start_time(Some(i32::MAX)), None);
     }
 
     #[test]

@@ -130,6 +130,7 @@ impl Report {
                 .str(match why {
                     Without::Seccomp => "seccomp filter",
                     Without::CreateFailed(_) => "pthread_create: ",
+                    Without::MainThreadEnded => "the main thread ended",
                 });
             if let Without::CreateFailed(e) = why {
                 w.str(sys::errno_name(e));
@@ -316,6 +317,7 @@ fn without_name(why: Without) -> &'static str {
     match why {
         Without::Seccomp => "seccomp",
         Without::CreateFailed(e) => sys::errno_name(e),
+        Without::MainThreadEnded => "main-thread-ended",
     }
 }
 
@@ -480,6 +482,10 @@ mod tests {
         assert!(render(&r, false).contains("without its thread (pthread_create: EAGAIN)"));
         let v: serde_json::Value = serde_json::from_str(&render(&r, true)).unwrap();
         assert_eq!(v["catchup"]["thread"]["without"], "EAGAIN");
+        r.catchup_thread.without = Some(Without::MainThreadEnded);
+        assert!(render(&r, false).contains("without its thread (the main thread ended)"));
+        let v: serde_json::Value = serde_json::from_str(&render(&r, true)).unwrap();
+        assert_eq!(v["catchup"]["thread"]["without"], "main-thread-ended");
     }
 
     #[test]
