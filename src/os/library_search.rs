@@ -105,50 +105,65 @@ pub(super) fn bare_name_reaches_cache(
     name: &[u8],
     as_we_resolve: bool,
 ) -> Fact {
-    let Some(entries) = read_entries(fd, dynamic.0, dynamic.1) else {
-        return Fact::Unknown;
-    };
-    if entries.nodeflib {
-        return Fact::No;
-    }
-    // With a DT_RUNPATH, DT_RPATH is not looked at.
-    let Some(list_at) = entries.runpath.or(entries.rpath) else {
-        return Fact::Yes;
-    };
-    let (Some(legacy), Some(strtab)) = (LEGACY_SUBDIRS, entries.strtab.and_then(file_offset))
-    else {
-        return Fact::Unknown;
+    let (list_at, legacy) = match search_list(fd, dynamic, file_offset) {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
     let Some(mut held) = BUFFER.try_take() else {
         return Fact::Unknown;
     };
     let (list, rest) = held.bytes().split_at_mut(LIST_BYTES);
     let (origin, path) = rest.split_at_mut(ORIGIN_BYTES);
-    let Some(list) = read_string(fd, strtab.saturating_add(list_at), list) else {
+    let Some(list) = read_string(fd, list_at, list) else {
         return Fact::Unknown;
     };
-    let origin =
-        if list.windows(7).any(|w| w == b"$ORIGIN") || list.windows(8).any(|w| w == b"${ORIGIN") {
-            match program_directory(fd, origin) {
-                Some(dir) => dir,
-                None => return Fact::Unknown,
-            }
-        } else {
-            &[][..]
-        };
+    let Some(origin) = origin_for(list, fd, origin) else {
+        return Fact::Unknown;
+    };
     let search = Search {
         name,
         legacy,
         as_we_resolve,
     };
-    for element in list.split(|&b| b == b':') {
-        match expand(element, origin, path).map(|len| search.directory_holds(path, len)) {
-            Some(Fact::No) => continue,
-            Some(Fact::Yes) => return Fact::No,
-            _ => return Fact::Unknown,
-        }
+    search.list_reaches_cache(list, origin, path)
+}
+
+/// Where the directory list the loader searches before its cache is in
+/// the file (`DT_RUNPATH`, else `DT_RPATH`), with the legacy
+/// subdirectories it tries in each; `Err` with the answer when the dynamic
+/// section alone gives it (no list: yes; `DF_1_NODEFLIB`: no; unreadable:
+/// could not tell).
+fn search_list(
+    fd: i32,
+    dynamic: (u64, u64),
+    file_offset: impl Fn(u64) -> Option<u64>,
+) -> Result<(u64, &'static [&'static [u8]]), Fact> {
+    let Some(entries) = read_entries(fd, dynamic.0, dynamic.1) else {
+        return Err(Fact::Unknown);
+    };
+    if entries.nodeflib {
+        return Err(Fact::No);
     }
-    Fact::Yes
+    // With a DT_RUNPATH, DT_RPATH is not looked at.
+    let Some(list_at) = entries.runpath.or(entries.rpath) else {
+        return Err(Fact::Yes);
+    };
+    let (Some(legacy), Some(strtab)) = (LEGACY_SUBDIRS, entries.strtab.and_then(file_offset))
+    else {
+        return Err(Fact::Unknown);
+    };
+    Ok((strtab.saturating_add(list_at), legacy))
+}
+
+/// What `$ORIGIN` stands for in `list`, into `out`: the program's
+/// directory if the list names it, else nothing; `None` when it is named
+/// and cannot be known.
+fn origin_for<'a>(list: &[u8], fd: i32, out: &'a mut [u8]) -> Option<&'a [u8]> {
+    if list.windows(7).any(|w| w == b"$ORIGIN") || list.windows(8).any(|w| w == b"${ORIGIN") {
+        program_directory(fd, out)
+    } else {
+        Some(&[][..])
+    }
 }
 
 /// The NUL-terminated string at `offset` of the file, into `out`.
@@ -208,6 +223,21 @@ struct Search<'a> {
 }
 
 impl Search<'_> {
+    /// Whether the name reaches the cache past every directory of `list`
+    /// (`:`-separated, `$ORIGIN` expanded to `origin`; `path` is where each
+    /// candidate is built): no directory holds it nor a subdirectory the
+    /// loader looks into first.
+    fn list_reaches_cache(&self, list: &[u8], origin: &[u8], path: &mut [u8]) -> Fact {
+        for element in list.split(|&b| b == b':') {
+            match expand(element, origin, path).map(|len| self.directory_holds(path, len)) {
+                Some(Fact::No) => continue,
+                Some(Fact::Yes) => return Fact::No,
+                _ => return Fact::Unknown,
+            }
+        }
+        Fact::Yes
+    }
+
     /// Whether the directory whose path is the first `len` bytes of `path`
     /// holds the name or a subdirectory the loader looks into first.
     fn directory_holds(&self, path: &mut [u8], len: usize) -> Fact {
