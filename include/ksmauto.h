@@ -43,7 +43,7 @@ int ksmauto_advise(void *addr, size_t len) __attribute__((weak));
 int ksmauto_exclude(void *addr, size_t len) __attribute__((weak));
 
 /* Writes this process's current stats as one JSON object (the exit report's
- * format, see README) into buf, NUL-terminated and cut to fit like snprintf.
+ * format, see docs/report-format.md) into buf, NUL-terminated and cut to fit like snprintf.
  * Returns the length the whole object needs (excluding the NUL). */
 size_t ksmauto_stats_json(char *buf, size_t len) __attribute__((weak));
 

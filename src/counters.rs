@@ -27,6 +27,9 @@ macro_rules! hook_enum {
         }
         forwarded { $($forwarded:tt)* }
         exec { $($exec:tt)* }
+        served { $($served:tt)* }
+        variadic { $($variadic:tt)* }
+        c_api { $($c_api:tt)* }
     ) => {
         /// Every entry point the library counts calls of.
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,7 +121,8 @@ pub struct Counters {
     execs_without_merge_any: AtomicU64,
 }
 
-/// All-zero is the valid empty state.
+// SAFETY: `Counters` is atomics and arrays of them, for which all zeros is
+// valid (every count 0): the empty state.
 static COUNTERS: Counters = unsafe { core::mem::zeroed() };
 
 #[inline(always)]
@@ -142,9 +146,18 @@ pub fn own_bss_address() -> usize {
 /// (the compiler keeps an atomic byte's load, add and store apart, which
 /// costs three more instructions on every malloc); the add is not locked,
 /// like the portable version's store.
+///
+/// # Safety
+/// `tick + offset` must be a tick (an `AtomicU8`) of a live [`Shard`],
+/// reached from a pointer whose provenance covers it.
 #[inline(always)]
-fn advance_tick(tick: *const u8, offset: usize) -> bool {
+unsafe fn advance_tick(tick: *const u8, offset: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
+    // SAFETY: the caller promises `tick + offset` is an `AtomicU8`, so
+    // writing it through a shared pointer is allowed (interior mutability);
+    // a single-byte load and store cannot tear, and the unlocked add is one
+    // relaxed load and one relaxed store, as the portable version. The jump
+    // lands on a label of this function.
     unsafe {
         core::arch::asm!(
             "add byte ptr [{tick} + {offset}], {step}",
@@ -159,6 +172,7 @@ fn advance_tick(tick: *const u8, offset: usize) -> bool {
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
+        // SAFETY: the caller promises `tick + offset` is a live `AtomicU8`.
         let tick = unsafe { &*(tick.add(offset) as *const AtomicU8) };
         let (next, wrapped) = tick.load(Relaxed).overflowing_add(TICK);
         tick.store(next, Relaxed);
@@ -177,10 +191,13 @@ fn shard_index() -> usize {
 #[inline(always)]
 fn thread_pointer() -> u64 {
     let tp: u64;
+    // SAFETY: fs:0 holds the TCB's self pointer (the x86_64 TLS ABI), a
+    // readable word in every thread; nothing else is touched.
     #[cfg(target_arch = "x86_64")]
     unsafe {
         core::arch::asm!("mov {}, fs:0", out(reg) tp, options(nostack, readonly, preserves_flags))
     };
+    // SAFETY: reading tpidr_el0, the thread pointer, touches no memory.
     #[cfg(target_arch = "aarch64")]
     unsafe {
         core::arch::asm!("mrs {}, tpidr_el0", out(reg) tp, options(nostack, nomem, preserves_flags))
@@ -207,7 +224,10 @@ impl Counters {
         // array, so it may reach every shard.
         let tick = (self.shards.as_ptr() as *const u8).wrapping_add(hook as usize);
         let offset = shard_index() * core::mem::size_of::<Shard>();
-        if advance_tick(tick, offset) {
+        // SAFETY: `hook` < Hook::COUNT and `shard_index()` < SHARDS, so
+        // `tick + offset` is `self.shards[shard_index()].ticks[hook]`, and
+        // `tick` comes from the whole array.
+        if unsafe { advance_tick(tick, offset) } {
             self.complete_round(hook);
             return true;
         }
@@ -346,6 +366,7 @@ mod tests {
 
     #[test]
     fn counters_sum_across_shards() {
+        // SAFETY: all zeros is the valid empty state, as for `COUNTERS`.
         let c: Counters = unsafe { core::mem::zeroed() };
         let rounds = (0..1000).filter(|_| c.count_call(Hook::Free)).count();
         assert_eq!(c.snapshot().calls[Hook::Free as usize], 1000);

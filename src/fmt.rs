@@ -36,6 +36,16 @@ impl<'a> BufWriter<'a> {
         self.truncated
     }
 
+    /// What was written, NUL-terminated, as a C string (a path for a system
+    /// call): `None` if it was cut off or holds no NUL.
+    pub fn into_c_str(self) -> Option<&'a core::ffi::CStr> {
+        if self.truncated {
+            return None;
+        }
+        let written: &'a [u8] = &self.buf[..self.len];
+        core::ffi::CStr::from_bytes_until_nul(written).ok()
+    }
+
     pub fn bytes(&mut self, s: &[u8]) -> &mut Self {
         let room = self.buf.len() - self.len;
         let n = s.len().min(room);

@@ -1,5 +1,5 @@
-// The one list of the functions src/api.rs interposes on and forwards
-// through the tables in src/next.rs.
+// The one list of the functions src/api/ exports: those it interposes on
+// and forwards through the tables in src/next/, and the library's own.
 //
 // Plain `//` comments only: the integration tests `include!` this file to
 // take the hook names from here (an inner doc comment cannot be included).
@@ -7,29 +7,45 @@
 // `with_hook_list!(then)` hands the list to macro `then`, which expands it
 // into what it needs (heaptrack's one `HOOK(name, kind)` line per hook, as
 // an X-macro):
-// * `next.rs`: the signatures (`next::signature::NAME`), the table's
+// * `next/mod.rs`: the signatures (`next::signature::NAME`), the table's
 //   fields, and the lookups;
+// * `api/mod.rs`: compile-time checks of each hook's signature against
+//   the list, and of the list against the libc crate's prototypes;
 // * `counters.rs`: `Hook`, its names and the call-counter slots;
-// * `testsupport` (the tests' dev crate): `HOOK_NAMES`.
+// * `testsupport` (the tests' dev crate): `HOOK_NAMES` (the counted ones)
+//   and `EXPORTED_NAMES` (all of them, for tests/exports.rs).
 //
 // One line per function:
 //     name: Variant = resolution fn(argument types) -> return type;
+// (`name = resolution fn…` where there is no counter; `name fn…` where
+// nothing is resolved; `name;` for the variadic ones.)
 // * `counted` functions have a call counter (`Hook::Variant`), in the
 //   report's order; the malloc family comes first (its calls are counted
 //   only on request, see `Hook::is_allocator`);
 // * `forwarded` functions are hooked and forwarded but not counted;
 // * `exec` functions are resolved apart, at the first `exec` or spawn (the
-//   program may never make one); the variadic `execl`, `execle` and
-//   `execlp` are not in the list: the interposition layer serves them with
-//   its own `execve` and `execvpe`;
+//   program may never make one);
+// * `served` functions are exported but have no next definition of their
+//   own: `execv` and `execvp` go through our `execve` and `execvpe`;
+// * `variadic` functions are exported as assembly entries (a variadic C
+//   function cannot be written in Rust) that go through our `execve` and
+//   `execvpe`: names only;
+// * `c_api`: the library's own C API (include/ksmauto.h).
 // * resolution: `serving` — the first `malloc` the program's calls reach,
 //   which names the serving allocator; `allocator` — that same allocator's
 //   own definition (else a stand-in); `next` — `dlsym(RTLD_NEXT)` (only for
 //   names every supported glibc has: a failed `dlsym` allocates);
 //   `next_if_defined` — the next definition found by hand, for newer names.
 //
-// The types are resolved where a callback expands them (src/next.rs imports
-// `c_char`, `c_int`, `c_void`, `StartRoutine` and `C11StartRoutine`).
+// Together the sections name every symbol the library exports, each once
+// (tests/exports.rs compares them with the built library's dynamic
+// symbols); src/api/ checks at compile time that each hook has the
+// signature listed here, and that the signature is libc's prototype where
+// libc declares one.
+//
+// The types are resolved where a callback expands them (src/next/mod.rs and
+// src/api/mod.rs import `c_char`, `c_int`, `c_void`, `StartRoutine` and
+// `C11StartRoutine` as needed).
 macro_rules! with_hook_list {
     ($then:ident) => {
         $then! {
@@ -95,6 +111,21 @@ macro_rules! with_hook_list {
                 system = next fn(*const c_char) -> c_int;
                 popen = next fn(*const c_char, *const c_char) -> *mut libc::FILE;
                 wordexp = next fn(*const c_char, *mut c_void, c_int) -> c_int;
+            }
+            served {
+                execv fn(*const c_char, *const *const c_char) -> c_int;
+                execvp fn(*const c_char, *const *const c_char) -> c_int;
+            }
+            variadic {
+                execl;
+                execle;
+                execlp;
+            }
+            c_api {
+                ksmauto_advise fn(*mut c_void, usize) -> c_int;
+                ksmauto_exclude fn(*mut c_void, usize) -> c_int;
+                ksmauto_stats_json fn(*mut c_char, usize) -> usize;
+                ksmauto_version fn() -> *const c_char;
             }
         }
     };

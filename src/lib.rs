@@ -21,8 +21,9 @@
 //! * [`fmt`] — allocation-free text building;
 //! * [`scratch`] — static buffers behind a try-lock, for what must stay off
 //!   a small signal stack;
-//! * `hook_list` — the one list of the functions we interpose on
-//!   (`with_hook_list!`), which `next`, `counters` and the tests expand;
+//! * `hook_list` — the one list of the functions we export
+//!   (`with_hook_list!`), which `next`, `api` (its signature checks),
+//!   `counters` and the tests expand;
 //!
 //! Under all of them, the `ksmauto_contract` crate: the vocabulary shared
 //! with the CLI and the tests (modes, skip reasons, sources, `KSMAUTO_*`
@@ -40,7 +41,7 @@
 //! only thread of its own is that one, in `advise` mode, while there is
 //! something to catch up.
 
-#![allow(clippy::missing_safety_doc)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 // No std in the shared object: nothing here may allocate, and std would also
 // drag libgcc_s (unwinding) into every process we are preloaded into.
 #![cfg_attr(not(test), no_std)]
@@ -50,6 +51,7 @@
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_: &::core::panic::PanicInfo) -> ! {
+    // SAFETY: abort takes nothing and never returns.
     unsafe { libc::abort() }
 }
 

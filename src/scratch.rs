@@ -15,7 +15,8 @@ pub struct Scratch<const N: usize> {
     bytes: UnsafeCell<[u8; N]>,
 }
 
-// Only the holder of `busy` touches `bytes`.
+// SAFETY: only the holder of `busy` (one `ScratchGuard` at a time, taken
+// by an acquiring swap and released by a releasing store) touches `bytes`.
 unsafe impl<const N: usize> Sync for Scratch<N> {}
 
 impl<const N: usize> Scratch<N> {
@@ -55,6 +56,8 @@ pub struct ScratchGuard<'a, const N: usize> {
 
 impl<const N: usize> ScratchGuard<'_, N> {
     pub fn bytes(&mut self) -> &mut [u8; N] {
+        // SAFETY: this guard holds `busy`, so no other reference to `bytes`
+        // exists, and `&mut self` keeps this one unique while it lives.
         unsafe { &mut *self.owner.bytes.get() }
     }
 }

@@ -207,8 +207,8 @@ fn thread_stacks(mode: &str, exclude: Option<&str>) -> String {
 ///
 /// A thread glibc starts for itself (a `SIGEV_THREAD` timer's, here) runs
 /// no code of ours: under `advise` the catch-up tells its stack by the
-/// guard page glibc gives it; under `process` it stays mergeable, as the
-/// README says (Limits).
+/// guard page glibc gives it; under `process` it stays mergeable, as
+/// docs/how-it-works.md says (Limits).
 fn every_kind_of_thread_stack_stays_out(mode: &str) {
     let s = thread_stacks(mode, None);
     for kind in STACK_KINDS {

@@ -16,6 +16,7 @@
 //! `process` mode, where the kernel merges every page (merged pages).
 
 use common::*;
+use ksmauto_contract::smaps::VmFlags;
 use ksmauto_testsupport as common;
 
 use std::io::{BufRead, BufReader, Read};
@@ -207,8 +208,8 @@ fn mergeable_at(pid: u32, addr: u64) -> bool {
             }
         }
         if inside {
-            if let Some(flags) = line.strip_prefix("VmFlags:") {
-                return flags.split_whitespace().any(|f| f == "mg");
+            if let Some(flags) = VmFlags::of_line(line.as_bytes()) {
+                return flags.mergeable();
             }
         }
     }
@@ -289,8 +290,8 @@ fn unmarked_anonymous(pid: u32) -> Vec<String> {
             head = line.to_string();
         } else if let Some(v) = line.strip_prefix("Anonymous:") {
             anon = v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0);
-        } else if let Some(flags) = line.strip_prefix("VmFlags:") {
-            if anon > 0 && !flags.split_whitespace().any(|f| f == "mg") {
+        } else if let Some(flags) = VmFlags::of_line(line.as_bytes()) {
+            if anon > 0 && !flags.mergeable() {
                 out.push(format!("{head} anon {anon} kB"));
             }
         }
@@ -506,8 +507,8 @@ fn mergeable_bytes_in(pid: u32, start: u64, end: u64) -> u64 {
                 continue;
             }
         }
-        if let (Some(flags), Some((s, e))) = (line.strip_prefix("VmFlags:"), vma) {
-            if flags.split_whitespace().any(|f| f == "mg") {
+        if let (Some(flags), Some((s, e))) = (VmFlags::of_line(line.as_bytes()), vma) {
+            if flags.mergeable() {
                 total += e.min(end).saturating_sub(s.max(start));
             }
         }

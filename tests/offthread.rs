@@ -29,6 +29,8 @@ use ksmauto_testsupport as common;
 mod consumed;
 #[path = "offthread/coverage.rs"]
 mod coverage;
+#[path = "offthread/edges.rs"]
+mod edges;
 #[path = "offthread/promises.rs"]
 mod promises;
 

@@ -5,6 +5,7 @@
 //! own work, and (with KSM) that the kernel section shows real merging.
 
 use common::*;
+use ksmauto_contract::proc::Stat;
 use ksmauto_testsupport as common;
 
 use serde_json::Value;
@@ -40,9 +41,9 @@ fn output_with_pid(run: &Run, program: &Path, args: &[&str]) -> (u32, Output) {
         // (the KSM one waits for ksmd, bounded by its own 60 s timeout).
         let t0 = std::time::Instant::now();
         while t0.elapsed() < Duration::from_secs(120) {
-            if std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map_or(true, |s| s.contains(") Z "))
-            {
+            if std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+                Stat::parse(s.as_bytes()).and_then(|s| s.state()) == Some(b'Z')
+            }) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -684,14 +685,8 @@ fn the_report_of_a_process_whose_main_thread_ended_first_shows_its_merged_pages(
 fn the_report_names_its_process_by_pid_and_start_time() {
     let (pid, _, _, r) = maps_report(Run::with("advise"));
     let mine = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let mine: u64 = mine
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .nth(19)
-        .unwrap()
-        .parse()
+    let mine = Stat::parse(mine.as_bytes())
+        .and_then(|s| s.start_time())
         .unwrap();
     let theirs = u(&r, "/start_time");
     assert!(
@@ -891,7 +886,8 @@ fn a_background_job_stays_silent_once_its_parent_execd_another_program() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Review of issue 18, finding 15: the README's launchers. One that
+/// Review of issue 18, finding 15: the launchers of
+/// docs/report-format.md ("Who reports"). One that
 /// `exec`s in place keeps the caller (here the test, which runs no
 /// library) as the program's parent, and the program reports: `env`,
 /// `nice`, `bash -c CMD` (bash `exec`s a lone command), `sh -c 'exec

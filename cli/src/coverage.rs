@@ -8,6 +8,7 @@
 use crate::exe;
 use crate::merge_any::{Uncovered, Why};
 use crate::util::{preload_names_the_library, read_proc, KsmStat};
+use ksmauto_contract::Mode;
 use std::path::PathBuf;
 
 /// What a running process's program says about the preload, read once per
@@ -69,8 +70,8 @@ pub fn judge(
     };
     if library {
         let mode = match (mode, stat) {
-            ("?" | "", Some(k)) if k.merge_any => "process",
-            ("?" | "", Some(k)) if k.mergeable => "advise",
+            ("?" | "", Some(k)) if k.merge_any => Mode::Process.name(),
+            ("?" | "", Some(k)) if k.mergeable => Mode::Advise.name(),
             ("?" | "", _) => return covered("preload"),
             (m, _) => m,
         };

@@ -7,6 +7,7 @@
 //! own architecture, and i386 on x86_64): another architecture's ELF is no
 //! program here. Reads only: never executes, never writes.
 
+use ksmauto_contract::elf::{self, Class, Header, Segments};
 use std::ffi::{CString, OsStr, OsString};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
@@ -29,33 +30,19 @@ pub enum Kind {
     Unreadable(std::io::Error),
 }
 
-/// The ELF identity of a file: class (1 = 32-bit, 2 = 64-bit), data
-/// (1 = little endian), `e_type`, `e_machine`, and whether it has a
-/// `PT_INTERP` program header, with the loader it names.
+/// The ELF identity of a file, as the kernel reads it to run it
+/// (`contract::elf`): its header, and the program interpreter its first
+/// `PT_INTERP` names (`Some` only where `exec` accepts that header).
 #[derive(Debug, Clone, PartialEq)]
 struct Elf {
-    class: u8,
-    data: u8,
-    e_type: u16,
-    machine: u16,
-    interp: bool,
+    header: Header,
     interp_path: Option<PathBuf>,
 }
 
-const ET_EXEC: u16 = 2;
-const ET_DYN: u16 = 3;
-const EM_386: u16 = 3;
-const EM_X86_64: u16 = 62;
-
-/// `Ok(None)`: readable, but no ELF this reader understands.
-///
-/// One function of about 100 lines on purpose: it is one parser of one
-/// header, read top to bottom, and issue 22 moves the ELF header's reading
-/// to the contract crate, shared with the library's `os/exec_target.rs`;
-/// it is split there, once, not twice.
+/// `Ok(None)`: readable, but no ELF program `exec` accepts the headers of.
 fn read_elf(path: &Path) -> std::io::Result<Option<Elf>> {
     let mut f = std::fs::File::open(path)?;
-    let mut h = [0u8; 64];
+    let mut h = [0u8; elf::HEADER_BYTES];
     let mut got = 0;
     while got < h.len() {
         match f.read(&mut h[got..])? {
@@ -63,91 +50,41 @@ fn read_elf(path: &Path) -> std::io::Result<Option<Elf>> {
             n => got += n,
         }
     }
-    if got < 52 || &h[..4] != b"\x7fELF" || !matches!(h[4], 1 | 2) || !matches!(h[5], 1 | 2) {
+    let Some(header) = Header::parse(&h[..got]) else {
+        return Ok(None);
+    };
+    let Some(table) = header.program_headers() else {
+        return Ok(None);
+    };
+    let mut ph = vec![0u8; table.bytes()];
+    if f.seek(SeekFrom::Start(table.offset)).is_err() || f.read_exact(&mut ph).is_err() {
         return Ok(None);
     }
-    let (class, data) = (h[4], h[5]);
-    if class == 2 && got < 64 {
-        return Ok(None);
-    }
-    let le = data == 1;
-    let u16_at = |b: &[u8], o: usize| {
-        let x = [b[o], b[o + 1]];
-        if le {
-            u16::from_le_bytes(x)
-        } else {
-            u16::from_be_bytes(x)
-        }
+    let segments = Segments::of_table(header.class, &ph);
+    let interp_path = match segments.interpreter {
+        None => None,
+        Some(place) => match read_interpreter(&mut f, place) {
+            Some(path) => Some(path),
+            None => return Ok(None), // ENOEXEC
+        },
     };
-    let u32_at = |b: &[u8], o: usize| {
-        let x = [b[o], b[o + 1], b[o + 2], b[o + 3]];
-        if le {
-            u32::from_le_bytes(x)
-        } else {
-            u32::from_be_bytes(x)
-        }
-    };
-    let u64_at = |b: &[u8], o: usize| {
-        let x: [u8; 8] = b[o..o + 8].try_into().unwrap();
-        if le {
-            u64::from_le_bytes(x)
-        } else {
-            u64::from_be_bytes(x)
-        }
-    };
-    let e_type = u16_at(&h, 16);
-    let machine = u16_at(&h, 18);
-    // Elf32_Ehdr and Elf64_Ehdr differ in the width of the three addresses.
-    let (phoff, phentsize, phnum) = if class == 2 {
-        (
-            u64_at(&h, 32),
-            u16_at(&h, 54) as usize,
-            u16_at(&h, 56) as usize,
-        )
-    } else {
-        (
-            u32_at(&h, 28) as u64,
-            u16_at(&h, 42) as usize,
-            u16_at(&h, 44) as usize,
-        )
-    };
-    if phentsize < 4 || phnum == 0 || phnum > 4096 {
-        return Ok(None);
-    }
-    let mut ph = vec![0u8; phentsize * phnum];
-    if f.seek(SeekFrom::Start(phoff)).is_err() || f.read_exact(&mut ph).is_err() {
-        return Ok(None);
-    }
-    const PT_INTERP: u32 = 3;
-    // p_type is the first word of a program header in both classes.
-    let interp_ph = ph
-        .chunks_exact(phentsize)
-        .find(|p| u32_at(p, 0) == PT_INTERP);
-    let interp_path = interp_ph.and_then(|p| {
-        let (off, len) = if class == 2 && p.len() >= 40 {
-            (u64_at(p, 8), u64_at(p, 32))
-        } else if class == 1 && p.len() >= 20 {
-            (u32_at(p, 4) as u64, u32_at(p, 16) as u64)
-        } else {
-            return None;
-        };
-        if len == 0 || len > 4096 {
-            return None;
-        }
-        let mut name = vec![0u8; len as usize];
-        f.seek(SeekFrom::Start(off)).ok()?;
-        f.read_exact(&mut name).ok()?;
-        let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
-        Some(PathBuf::from(OsStr::from_bytes(&name[..end])))
-    });
     Ok(Some(Elf {
-        class,
-        data,
-        e_type,
-        machine,
-        interp: interp_ph.is_some(),
+        header,
         interp_path,
     }))
+}
+
+/// The program interpreter path at `(offset, size)` in `f`, where the
+/// kernel accepts it.
+fn read_interpreter(f: &mut std::fs::File, (offset, size): (u64, u64)) -> Option<PathBuf> {
+    if !elf::interpreter_size_ok(size) {
+        return None;
+    }
+    let mut bytes = vec![0u8; size as usize];
+    f.seek(SeekFrom::Start(offset)).ok()?;
+    f.read_exact(&mut bytes).ok()?;
+    let path = elf::interpreter_path(&bytes)?;
+    Some(PathBuf::from(OsStr::from_bytes(path)))
 }
 
 /// This very program's ELF identity: the architecture this machine runs.
@@ -157,14 +94,16 @@ fn own_elf() -> Option<Elf> {
         .clone()
 }
 
-/// Whether the kernel here runs `e` natively: our own class, byte order and
-/// machine, or on x86_64 a 32-bit i386 program too.
+/// Whether the kernel here runs `e` natively: our own class and machine,
+/// or on x86_64 a 32-bit i386 program too. (Not by EI_DATA: the kernel
+/// reads the header in its own byte order and tests `e_machine` alone.)
 fn runs_here(e: &Elf) -> bool {
     let Some(own) = own_elf() else {
         return false;
     };
-    (e.class == own.class && e.data == own.data && e.machine == own.machine)
-        || (own.machine == EM_X86_64 && e.machine == EM_386 && e.class == 1 && e.data == 1)
+    let (e, own) = (e.header, own.header);
+    (e.class == own.class && e.machine == own.machine)
+        || (own.machine == elf::EM_X86_64 && e.machine == elf::EM_386 && e.class == Class::Elf32)
 }
 
 /// The dynamic loader this system's dynamic programs name (ours: this
@@ -181,15 +120,15 @@ pub fn kind(path: &Path) -> Kind {
         Ok(None) => return Kind::Other,
         Ok(Some(e)) => e,
     };
-    if !matches!(e.e_type, ET_EXEC | ET_DYN) || !runs_here(&e) {
+    if !e.header.is_program() || !runs_here(&e) {
         return Kind::Other;
     }
-    if e.interp {
+    if e.interp_path.is_some() {
         return Kind::Dynamic;
     }
     // The loader itself (ET_DYN, no PT_INTERP) runs a dynamic program and
     // reads LD_PRELOAD for it.
-    if e.e_type == ET_DYN
+    if e.header.e_type == elf::ET_DYN
         && system_interp().is_some_and(|i| std::fs::canonicalize(path).ok() == Some(i))
     {
         return Kind::Dynamic;
@@ -277,7 +216,7 @@ pub fn at_secure(pid: i32) -> Option<bool> {
     let class32 = read_elf(Path::new(&format!("/proc/{pid}/exe")))
         .ok()
         .flatten()
-        .map(|e| e.class == 1)
+        .map(|e| e.header.class == Class::Elf32)
         .unwrap_or(std::mem::size_of::<usize>() == 4);
     auxv_value(&raw, class32, 23).map(|v| v != 0)
 }
@@ -317,6 +256,74 @@ mod tests {
         let script = dir.join("s.sh");
         std::fs::write(&script, "#!/bin/sh\n").unwrap();
         assert_eq!(is_static(&script), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A 64-bit ELF program of this machine, as bytes: `data` is its
+    /// EI_DATA byte, `phentsize` its program header size; with
+    /// `interp`, a `PT_INTERP` header naming those bytes.
+    fn crafted_elf(data: u8, phentsize: u16, interp: Option<&[u8]>) -> Vec<u8> {
+        let machine: u16 = if cfg!(target_arch = "aarch64") {
+            183
+        } else {
+            62
+        };
+        let mut f = vec![0u8; 64];
+        f[..4].copy_from_slice(b"\x7fELF");
+        (f[4], f[5], f[6]) = (2, data, 1);
+        f[16..18].copy_from_slice(&elf::ET_EXEC.to_ne_bytes());
+        f[18..20].copy_from_slice(&machine.to_ne_bytes());
+        f[32..40].copy_from_slice(&64u64.to_ne_bytes());
+        f[54..56].copy_from_slice(&phentsize.to_ne_bytes());
+        f[56..58].copy_from_slice(&1u16.to_ne_bytes());
+        let mut ph = vec![0u8; 56];
+        if let Some(path) = interp {
+            ph[..4].copy_from_slice(&3u32.to_ne_bytes());
+            ph[8..16].copy_from_slice(&(64u64 + 56).to_ne_bytes());
+            ph[32..40].copy_from_slice(&(path.len() as u64).to_ne_bytes());
+        } else {
+            ph[..4].copy_from_slice(&1u32.to_ne_bytes());
+        }
+        f.extend_from_slice(&ph);
+        f.extend_from_slice(interp.unwrap_or_default());
+        f
+    }
+
+    /// The kernel (`binfmt_elf`) runs a program by its `e_machine`, read in
+    /// its own byte order whatever EI_DATA declares, and refuses one whose
+    /// program headers are not of its class's size or whose `PT_INTERP` is
+    /// no NUL-terminated path; the CLI judges files the same way.
+    #[test]
+    fn an_elf_is_judged_as_the_kernel_loads_it() {
+        let dir = std::env::temp_dir().join(format!("ksmauto-elf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kind_of = |name: &str, bytes: Vec<u8>| {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).unwrap();
+            format!("{:?}", kind(&path))
+        };
+        let loader = b"/lib/ld-linux.so\0";
+        assert_eq!(kind_of("static", crafted_elf(1, 56, None)), "Static");
+        assert_eq!(
+            kind_of("dynamic", crafted_elf(1, 56, Some(loader))),
+            "Dynamic"
+        );
+        // EI_DATA says big-endian; the kernel reads the header as its own.
+        assert_eq!(kind_of("declared-be", crafted_elf(2, 56, None)), "Static");
+        assert_eq!(kind_of("no-order", crafted_elf(0, 56, None)), "Static");
+        // exec fails with ENOEXEC: no program this machine runs.
+        assert_eq!(
+            kind_of("phentsize", crafted_elf(1, 64, Some(loader))),
+            "Other"
+        );
+        assert_eq!(
+            kind_of("interp-no-nul", crafted_elf(1, 56, Some(b"/lib/ld"))),
+            "Other"
+        );
+        assert_eq!(
+            kind_of("interp-empty", crafted_elf(1, 56, Some(b"\0"))),
+            "Other"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -333,6 +333,9 @@ fn main() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     // Never show a panic message or a stack trace: one line, exit 1.
     std::panic::set_hook(Box::new(|info| {
+        // Nothing is dropped on the way out (panic = "abort"): what
+        // compare started and what it holds are ended here.
+        compare::kill_after_panic();
         ksmd::put_back_if_held();
         let msg = info
             .payload()

@@ -108,7 +108,7 @@ pub fn mode_name<S: serde::Serializer>(
     s.serialize_str(mode.name())
 }
 
-/// Exit codes scripts can rely on (the README's "Exit codes" section).
+/// Exit codes scripts can rely on (docs/cli.md, "Exit codes").
 pub const EXIT_RUNTIME: i32 = 1;
 pub const EXIT_NO_PID: i32 = 3;
 pub const EXIT_PERM: i32 = 4;

@@ -3,6 +3,7 @@
 //! the verdict is about ksmd itself, and from the real ksmd (the harness's
 //! guard) where merging must really happen.
 
+use ksmauto_contract::proc::Stat;
 use ksmauto_testsupport as common;
 
 use std::io::{BufRead, BufReader};
@@ -374,13 +375,7 @@ fn a_zombie_is_said_to_have_exited() {
     // Not waited for: it stays a zombie until the end of this test.
     for _ in 0..200 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        if stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .trim_start()
-            .starts_with('Z')
-        {
+        if Stat::parse(stat.as_bytes()).and_then(|s| s.state()) == Some(b'Z') {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));

@@ -196,7 +196,7 @@ fn run_of_a_missing_command_exits_127() {
 }
 
 /// A file with the exec bit that is no program (ENOEXEC: no `#!`, no ELF)
-/// cannot be executed: 126, as the README says and as a shell says. Before,
+/// cannot be executed: 126, as docs/cli.md says and as a shell says. Before,
 /// `run` exited 1 ("cannot run …: Exec format error").
 #[test]
 fn run_of_a_file_that_is_no_program_exits_126() {

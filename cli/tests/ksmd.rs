@@ -4,6 +4,7 @@
 //! writable file there), and puts it back itself if an assertion fails
 //! midway. The tests of this binary run one at a time.
 
+use ksmauto_contract::proc::Stat;
 use ksmauto_testsupport as common;
 
 use std::collections::BTreeMap;
@@ -673,7 +674,7 @@ fn compare_puts_ksmd_back_when_it_gets_sigterm_while_holding_it() {
         let pid: i32 = e.file_name().to_string_lossy().parse().unwrap();
         let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         assert!(
-            state.is_empty() || state.contains(") Z"),
+            state.is_empty() || Stat::parse(state.as_bytes()).and_then(|s| s.state()) == Some(b'Z'),
             "copy {pid} still runs: {state}"
         );
     }
@@ -857,4 +858,134 @@ fn restore_on_a_read_only_sysfs_says_so() {
     assert_eq!(fake_value(&dir, "sleep_millisecs"), "20");
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&saved);
+}
+
+/// The processes whose command line holds `marker`, killed on drop: what
+/// a test that starts them leaves behind is ended, whatever it asserted.
+struct Marked(String);
+
+impl Marked {
+    fn pids(&self) -> Vec<i32> {
+        let me = std::process::id() as i32;
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|&pid| pid != me)
+            .filter(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                String::from_utf8_lossy(&cmdline).contains(&self.0)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Marked {
+    fn drop(&mut self) {
+        for pid in self.pids() {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Every tunable of a fake sysfs and its value (not the holds' record).
+fn fake_snapshot(dir: &Path) -> BTreeMap<String, String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .map(|n| {
+            let v = fake_value(dir, &n);
+            (n, v)
+        })
+        .collect()
+}
+
+/// `compare --hold-ksmd` that failed after its copies had started (here:
+/// ksmd could not be let go, a copy having made `run` read-only) left the
+/// copies running when it exited: the error went out of the phase with
+/// `?`, past the code that stops them. Now they are stopped on every way
+/// out, and the hold ends as always (its record gone, ksmd as found). A
+/// fake sysfs (`KSMAUTO_SYSFS_KSM`), `run` made read-only in a mount
+/// namespace of compare's own (`unshare -m`).
+#[test]
+fn compare_that_fails_after_starting_its_copies_leaves_none_running() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("\n!!!!! SKIPPED: needs root !!!!!\n");
+        return;
+    }
+    let dir = fake_sysfs("copies-left", &[]);
+    let before = fake_snapshot(&dir);
+    let ready = temp("copies-left-ready");
+    let _ = std::fs::remove_dir_all(&ready);
+    std::fs::create_dir_all(&ready).unwrap();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    // Each copy sleeps this long: its command line is how it is found.
+    let marked = Marked(format!("3000.{}{nanos:09}", std::process::id()));
+    // The copies with the preload make ksmd's `run` read-only, then say
+    // they are ready: letting ksmd go fails once their memory is flat.
+    let copy = r#"case "$LD_PRELOAD" in *ksmauto*)
+        mount --bind "$1/run" "$1/run" && mount -o remount,bind,ro "$1/run" || exit 9;;
+        esac; : > "$0/$$"; exec sleep "$2""#;
+    let (out_file, err_file) = (temp("copies-left-stdout"), temp("copies-left-stderr"));
+    let mut c = Command::new("unshare");
+    c.args(["-m", "--propagation", "private", KSMAUTO, "compare"])
+        .args(["--workers", "2", "--settle-timeout", "120", "--hold-ksmd"])
+        .args(["--lib", common::lib().to_str().unwrap()])
+        .args(["--ready-file", &format!("{}/%p", ready.display())])
+        .args(["--json", "--", "sh", "-c", copy])
+        .args([ready.as_path(), dir.as_path(), Path::new(&marked.0)])
+        .env("KSMAUTO_SYSFS_KSM", &dir)
+        .env_remove("LD_PRELOAD")
+        .stdin(Stdio::null())
+        // Files, not pipes: a copy left running would keep a pipe open.
+        .stdout(std::fs::File::create(&out_file).unwrap())
+        .stderr(std::fs::File::create(&err_file).unwrap());
+    let mut child = c.spawn().unwrap();
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t0.elapsed() > Duration::from_secs(400) {
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (out, err) = (
+        std::fs::read_to_string(&out_file).unwrap_or_default(),
+        std::fs::read_to_string(&err_file).unwrap_or_default(),
+    );
+    let _ = std::fs::remove_file(&out_file);
+    let _ = std::fs::remove_file(&err_file);
+    assert_eq!(status.code(), Some(4), "{out}{err}");
+    assert!(err.contains("is read-only here"), "{err}");
+    // compare has ended: none of its copies may run on.
+    let t0 = std::time::Instant::now();
+    while !marked.pids().is_empty() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left: Vec<String> = marked
+        .pids()
+        .iter()
+        .map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            format!(
+                "{pid}: {}",
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+            )
+        })
+        .collect();
+    assert!(left.is_empty(), "copies left running: {left:?}\n{err}");
+    // The hold ended as always: nothing left changed, no record left.
+    assert!(err.contains("already as saved"), "{err}");
+    assert_eq!(fake_snapshot(&dir), before, "{err}");
+    assert!(!dir.join(".ksmd-holds").exists(), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&ready);
 }

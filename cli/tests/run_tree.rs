@@ -3,6 +3,7 @@
 //! exec into a program without the library. None of them writes an exit
 //! report; the figures come from `run`'s own samples of the tree.
 
+use ksmauto_contract::proc::Stat;
 use ksmauto_testsupport as common;
 
 use std::io::{BufRead, BufReader};
@@ -501,7 +502,7 @@ fn compare_stops_its_copies_when_it_is_interrupted() {
         .copied()
         .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .is_ok_and(|s| !s.rsplit_once(')').unwrap().1.trim_start().starts_with('Z'))
+                .is_ok_and(|s| Stat::parse(s.as_bytes()).and_then(|s| s.state()) != Some(b'Z'))
         })
         .collect();
     for &pid in &left {

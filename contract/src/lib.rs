@@ -7,7 +7,9 @@
 //! * [`env`] — every `KSMAUTO_*` environment variable;
 //! * [`report`] — the field names of the exit report's JSON object;
 //! * [`proc`] — pure parsers of the kernel's `/proc` text (`ksm_stat`,
-//!   `smaps_rollup`, `stat`, `status` lines, `kB` values), read as bytes.
+//!   `smaps_rollup`, `stat`, `status` lines, `kB` values), read as bytes;
+//! * [`smaps`] — the flags of a mapping in `smaps` (`VmFlags`);
+//! * [`elf`] — the ELF file and program headers, read as `exec` reads them.
 //!
 //! This is the ground floor: it depends on nothing, not even `libc`, and
 //! reads no file. Everything here is `no_std`, allocation-free and
@@ -18,11 +20,13 @@
 
 #![no_std]
 
+pub mod elf;
 pub mod env;
 pub mod mode;
 pub mod proc;
 pub mod report;
 pub mod skip;
+pub mod smaps;
 pub mod source;
 
 pub use mode::Mode;

@@ -95,13 +95,13 @@ impl<'a> Stat<'a> {
 
     /// Field `n` as proc(5) numbers them from 1 (3 is the state, 4 the
     /// parent, 22 the start time); `None` for 1 and 2 (see `pid`, `comm`)
-    /// and past the end.
-    pub fn field(&self, n: usize) -> Option<&'a [u8]> {
+    /// and past the end. Private: callers name the field they want.
+    fn field(&self, n: usize) -> Option<&'a [u8]> {
         words(self.rest).nth(n.checked_sub(3)?)
     }
 
     /// Field `n` as an unsigned number.
-    pub fn number(&self, n: usize) -> Option<u64> {
+    fn number(&self, n: usize) -> Option<u64> {
         parse_dec(self.field(n)?)
     }
 
@@ -113,9 +113,30 @@ impl<'a> Stat<'a> {
         }
     }
 
+    /// A zombie (`Z`) or dead (`X`): it runs no more and has no memory
+    /// (its parent has yet to reap it, or is reaping it now).
+    pub fn has_ended(&self) -> bool {
+        matches!(self.state(), Some(b'Z' | b'X'))
+    }
+
     /// Field 4.
     pub fn ppid(&self) -> Option<u64> {
         self.number(4)
+    }
+
+    /// Field 5: the process group.
+    pub fn pgrp(&self) -> Option<u64> {
+        self.number(5)
+    }
+
+    /// Field 6: the session.
+    pub fn session(&self) -> Option<u64> {
+        self.number(6)
+    }
+
+    /// Field 7: the controlling terminal's device number (0 for none).
+    pub fn tty_nr(&self) -> Option<u64> {
+        self.number(7)
     }
 
     /// Field 9, the kernel's `PF_*` flags.
@@ -130,13 +151,30 @@ impl<'a> Stat<'a> {
         self.flags().is_some_and(|f| f & PF_KTHREAD != 0)
     }
 
-    /// Fields 14 and 15: clock ticks in user and in kernel mode.
-    pub fn cpu_ticks(&self) -> Option<u64> {
-        self.number(14)?.checked_add(self.number(15)?)
+    /// Field 14: clock ticks in user mode.
+    pub fn utime(&self) -> Option<u64> {
+        self.number(14)
     }
 
-    /// Field 22: clock ticks after boot. With the pid it names one process
-    /// (pids are reused, a pid and its start time are not).
+    /// Field 15: clock ticks in kernel mode.
+    pub fn stime(&self) -> Option<u64> {
+        self.number(15)
+    }
+
+    /// [`utime`](Self::utime) plus [`stime`](Self::stime).
+    pub fn cpu_ticks(&self) -> Option<u64> {
+        self.utime()?.checked_add(self.stime()?)
+    }
+
+    /// Field 20: the process's threads (a main thread that ended while
+    /// others run is a zombie and still counted).
+    pub fn num_threads(&self) -> Option<u64> {
+        self.number(20)
+    }
+
+    /// Field 22 (`starttime`): clock ticks after boot. With the pid it
+    /// names one process (pids are reused, a pid and its start time are
+    /// not).
     pub fn start_time(&self) -> Option<u64> {
         self.number(22)
     }
@@ -277,6 +315,8 @@ Pss_File:           1024 kB\n";
         assert!(!s.is_kernel_thread());
         let ksmd = b"42 (ksmd) S 2 0 0 0 -1 2097216 0 0 0 0 0 17 0 0 25 5 1 0 10";
         assert!(Stat::parse(ksmd).unwrap().is_kernel_thread());
+        assert!(Stat::parse(b"7 (z) Z 1").unwrap().has_ended());
+        assert!(Stat::parse(b"7 (x) X 1").unwrap().has_ended());
         assert_eq!(s.cpu_ticks(), Some(12));
         assert_eq!(s.start_time(), Some(90176));
         assert_eq!(
@@ -293,6 +333,50 @@ Pss_File:           1024 kB\n";
         assert_eq!(short.image(), (0, 0, 0));
         assert_eq!(Stat::parse(b"no stat"), None);
         assert_eq!(Stat::parse(b"1 )x( S"), None);
+    }
+
+    /// The fields of a stat line whose name is `comm`, as the kernel
+    /// writes it (`pid (comm) S ppid pgrp session tty …`).
+    fn stat_line_named(comm: &[u8], out: &mut [u8; 512]) -> usize {
+        let tail = b") S 7 8 9 34816 -1 4194304 1 2 3 4 11 12 0 0 20 0 5 0 4321 0 0";
+        let mut n = 0;
+        for part in [&b"99 ("[..], comm, &tail[..]] {
+            out[n..n + part.len()].copy_from_slice(part);
+            n += part.len();
+        }
+        n
+    }
+
+    #[test]
+    fn stat_fields_are_named_whatever_the_process_calls_itself() {
+        let hostile: [&[u8]; 6] = [
+            b"a) b",
+            b")",
+            b"x\ny) (",
+            b"0123456789abcdef",
+            b") S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 0 0 1 0 1",
+            b"",
+        ];
+        for comm in hostile {
+            let mut buf = [0u8; 512];
+            let n = stat_line_named(comm, &mut buf);
+            let s = Stat::parse(&buf[..n]).unwrap();
+            assert_eq!(s.pid, 99);
+            assert_eq!(s.comm, comm);
+            assert_eq!(s.state(), Some(b'S'));
+            assert!(!s.has_ended());
+            assert_eq!(
+                (s.ppid(), s.pgrp(), s.session()),
+                (Some(7), Some(8), Some(9))
+            );
+            assert_eq!(s.tty_nr(), Some(34816));
+            assert_eq!(
+                (s.utime(), s.stime(), s.cpu_ticks()),
+                (Some(11), Some(12), Some(23))
+            );
+            assert_eq!(s.num_threads(), Some(5));
+            assert_eq!(s.start_time(), Some(4321));
+        }
     }
 
     #[test]

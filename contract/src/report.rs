@@ -1,5 +1,5 @@
 //! The field names of the exit report's JSON object (one object per line,
-//! documented in the README, "Stats format"). The library writes them, the
+//! documented in docs/report-format.md). The library writes them, the
 //! CLI's `run` reads them: both spell them from here.
 //!
 //! The keys inside `calls`, `skipped`, `advised.by_source` and
@@ -44,8 +44,9 @@ pub const STARTS: &str = "starts";
 /// Times it was stopped for a call that needs the process without it
 /// (`unshare`, `setns`, `fork`, a per-thread restriction).
 pub const RETIRED: &str = "retired";
-/// Why the library did without its thread (`"seccomp"`, or the errno name
-/// `pthread_create` returned), or `null`.
+/// Why the library did without its thread (`"seccomp"`,
+/// `"main-thread-ended"`, or the errno name `pthread_create` returned), or
+/// `null`.
 pub const WITHOUT: &str = "without";
 /// Regions left alone, per [`crate::SkipReason`].
 pub const SKIPPED: &str = "skipped";

@@ -18,22 +18,27 @@
 //! once memory has settled: no news, and passes that found nothing new for
 //! [`SETTLE_NS`]. A program idle for seconds has exactly its own threads.
 //!
-//! **What it never does**: take a signal (it runs with every signal blocked,
-//! except the two glibc keeps for itself: `setuid` and friends change its
-//! credentials with the program's), stay where a single thread is promised
-//! ([`retire`]: before `unshare`, `setns`, `fork`, and before the program
-//! restricts its threads one by one — capabilities, `no_new_privs`,
-//! seccomp, Landlock — it is stopped and waited for until the kernel no
-//! longer counts it), keep the process alive (once the program's last
-//! thread has ended — its main thread called `pthread_exit`, or returned
-//! from its start routine in a child forked by another thread — it ends
-//! within [`ALONE_CHECK_NS`], within [`LONGEST_SLEEP_NS`] after an end no
-//! hook saw, and glibc then ends the process as the program's last thread
-//! would have), or exist in a process that may not create one
-//! (a seccomp filter, which may kill for `clone`; a refused
-//! `pthread_create`): the library then does without it ([`Without`]), and
-//! the `mmap` hooks take the catch-up's steps as they come
-//! ([`hooks_step_instead`]).
+//! **What it never does**: take a descriptor number the program expects
+//! (it has a descriptor table of its own, empty), run with a real-time
+//! policy, take a signal (it runs with every signal blocked, except the
+//! two glibc keeps for itself: `setuid` and friends change its
+//! credentials with the program's), keep ids or restrictions the main
+//! thread has left, stay where a single thread is promised ([`retire`]:
+//! before `unshare`, `setns`, `fork`, and before the program restricts its
+//! threads one by one — capabilities, `no_new_privs`, seccomp, Landlock —
+//! it is stopped and waited for until the kernel no longer counts it;
+//! after `fork`, the brk heap's growth is held in the parent for
+//! [`AFTER_FORK_QUIET_NS`], while CPython counts threads), take a task the
+//! program was refused for want of one ([`again_without_thread`]), be the
+//! thread glibc ends the process from (once the main thread has ended —
+//! `pthread_exit`, or in a child forked by another thread — glibc runs
+//! `exit` on the last thread: the process does without ours from then on;
+//! after an end no hook saw, it ends within [`LONGEST_SLEEP_NS`] of being
+//! the last, and glibc ends the process from it), or exist in a process
+//! that may not create one (a seccomp filter, which may kill for `clone`;
+//! a refused `pthread_create`): the library then does without it
+//! ([`Without`]), and the `mmap` hooks take the catch-up's steps as they
+//! come ([`hooks_step_instead`]).
 //!
 //! The thread is created by the interposition layer (only it may call
 //! `pthread_create`; handed over as a [`Spawn`] at start-up) from whichever
@@ -84,6 +89,19 @@ const RETIRE_WAIT_NS: u64 = 200_000_000;
 /// The longest news waits for a thread that is leaving to be gone before a
 /// new one takes its stack.
 const LEAVING_WAIT_NS: u64 = 10_000_000;
+/// How long after `fork` returned in the parent the brk heap's growth
+/// creates no thread. CPython >= 3.12 counts the process's threads right
+/// then (it reads /proc/self/stat and warns that forking a multi-threaded
+/// process may deadlock), through `fopen`, a small malloc: it sees the
+/// heap's growth from before the fork (the sentinel is looked at by the
+/// malloc after the growth). The growth stays news, held: the first malloc
+/// after this time brings it. Other news (a large block, a raw map, a new
+/// thread) is not held: a program that maps memory right after `fork`,
+/// then waits, has it caught up.
+pub const AFTER_FORK_QUIET_NS: u64 = 100_000_000;
+/// Until when (coarse ns) the brk heap's growth is held after a `fork` in
+/// the parent.
+static FORK_QUIET_UNTIL_NS: AtomicU64 = AtomicU64::new(0);
 
 // The thread's lifecycle (`STATE`, also a futex word a retire waits on).
 const NONE: u32 = 0;
@@ -99,6 +117,10 @@ static WAKE: AtomicU32 = AtomicU32::new(0);
 /// The thread id of the thread that runs, or ran last and may not be gone
 /// from the kernel yet (0: none). Set by the thread itself.
 static TID: AtomicI32 = AtomicI32::new(0);
+/// When that thread started (clock ticks after boot, its `stat`; 0:
+/// unknown): ids come round again, and a live thread with its id that
+/// started at another time is one of the program's.
+static TID_STARTED: AtomicU64 = AtomicU64::new(0);
 /// Calls in progress that need the process without the thread (see
 /// [`retire`]): no thread is created meanwhile.
 static HOLD: AtomicU32 = AtomicU32::new(0);
@@ -130,6 +152,7 @@ static LAST_PASS_CHANGING: AtomicBool = AtomicBool::new(false);
 static WITHOUT: AtomicU32 = AtomicU32::new(0);
 const WITHOUT_SECCOMP: u32 = 1;
 const WITHOUT_CREATE_FAILED: u32 = 2;
+const WITHOUT_MAIN_ENDED: u32 = 3;
 /// After a refused `pthread_create`: no new attempt before this time.
 static RETRY_AT_NS: AtomicU64 = AtomicU64::new(0);
 static FAILURES: AtomicU32 = AtomicU32::new(0);
@@ -174,6 +197,18 @@ pub fn brk_grew() -> bool {
 #[cold]
 #[inline(never)]
 pub fn note_brk_growth() {
+    if STATE.load(Relaxed) != RUNNING
+        && sys::monotonic_coarse_ns() < FORK_QUIET_UNTIL_NS.load(Relaxed)
+    {
+        // Held right after a fork (see `AFTER_FORK_QUIET_NS`): every malloc
+        // looks again until then, and the first one after brings it.
+        BRK_NEWS_AT.store(0, Relaxed);
+        if !NEW_MEMORY.load(Relaxed) {
+            NEW_MEMORY.store(true, SeqCst);
+            catchup::hurry();
+        }
+        return;
+    }
     BRK_NEWS_AT.store(
         os::program_break_now().saturating_add(BRK_NEWS_BYTES),
         Relaxed,
@@ -200,7 +235,10 @@ pub fn note_new_memory() {
             return;
         }
     }
-    if STATE.load(Relaxed) != RUNNING {
+    // News already pending: a running thread takes it, unless it has not
+    // looked around for long (a raw clone child's copy of "running", whose
+    // own copy of the news flag may say pending for good).
+    if STATE.load(Relaxed) != RUNNING || stale() {
         start_if_wanted();
     }
 }
@@ -226,7 +264,7 @@ fn start_if_wanted() {
     if SPAWN.load(Relaxed) == 0 || !duties_enabled() || super::engine::merging_stopped() {
         return;
     }
-    if HOLD.load(SeqCst) != 0 || WITHOUT.load(Relaxed) & 0xffff == WITHOUT_SECCOMP {
+    if HOLD.load(SeqCst) != 0 || for_good_without() {
         return;
     }
     if sys::monotonic_coarse_ns() < RETRY_AT_NS.load(Relaxed) {
@@ -271,8 +309,8 @@ fn start_if_wanted() {
         return;
     }
     // A retire that began meanwhile (see `retire`: either it sees this
-    // start, or this sees its hold).
-    if HOLD.load(SeqCst) != 0 {
+    // start, or this sees its hold; the main thread's end retires too).
+    if HOLD.load(SeqCst) != 0 || for_good_without() {
         STATE.store(NONE, Release);
         return;
     }
@@ -284,18 +322,34 @@ fn start_if_wanted() {
         Ok(()) => {
             STARTS.fetch_add(1, Relaxed);
             FAILURES.store(0, Relaxed);
-            WITHOUT.store(0, Relaxed);
+            // A refusal is over; a reason for good (the main thread may
+            // have ended meanwhile) stays.
+            let _ = WITHOUT.fetch_update(SeqCst, SeqCst, |w| {
+                (w & 0xffff == WITHOUT_CREATE_FAILED).then_some(0)
+            });
             let _ = STATE.compare_exchange(STARTING, RUNNING, Release, Relaxed);
         }
         Err(errno) => {
             // No retry loop: the next news after a back-off (1 s, doubling
             // up to 64 s) tries again.
             let failures = FAILURES.fetch_add(1, Relaxed).min(6);
-            WITHOUT.store(WITHOUT_CREATE_FAILED | (errno as u32) << 16, Relaxed);
+            let _ = WITHOUT.fetch_update(SeqCst, SeqCst, |w| {
+                (!matches!(w & 0xffff, WITHOUT_SECCOMP | WITHOUT_MAIN_ENDED))
+                    .then_some(WITHOUT_CREATE_FAILED | (errno as u32) << 16)
+            });
             RETRY_AT_NS.store(now.saturating_add(SETTLE_NS << failures), Relaxed);
             STATE.store(NONE, Release);
         }
     }
+}
+
+/// Whether this process does without its thread from now on: a seccomp
+/// filter, or the program's main thread ended (see [`main_thread_ending`]).
+fn for_good_without() -> bool {
+    matches!(
+        WITHOUT.load(SeqCst) & 0xffff,
+        WITHOUT_SECCOMP | WITHOUT_MAIN_ENDED
+    )
 }
 
 /// Whether the calling thread — whose filters the new thread would inherit,
@@ -318,11 +372,24 @@ fn previous_thread_gone(wait_ns: u64) -> bool {
     if tid == 0 {
         return true;
     }
+    if sys::thread_is_ours(tid) && !id_still_ours(tid) {
+        // Gone long ago: a thread of the program has its id now.
+        let _ = TID.compare_exchange(tid, 0, Relaxed, Relaxed);
+        return true;
+    }
     if !sys::wait_until_thread_gone(tid, wait_ns) {
         return false;
     }
     let _ = TID.compare_exchange(tid, 0, Relaxed, Relaxed);
     true
+}
+
+/// Whether live thread `tid` is the one of ours that had that id (it
+/// started when ours did), as far as can be told: when either start time
+/// is unknown, it may be.
+fn id_still_ours(tid: i32) -> bool {
+    let started = TID_STARTED.load(Acquire);
+    started == 0 || proc::thread_start_time(Some(tid)).is_none_or(|now| now == started)
 }
 
 // ---------------------------------------------------------------------------
@@ -333,8 +400,25 @@ fn previous_thread_gone(wait_ns: u64) -> bool {
 /// glibc). `step` runs one catch-up step, `second_duty` one poll of the
 /// decisions (see [`second_duty_due`]).
 pub fn thread_main(step: impl Fn() -> Option<Stepped>, second_duty: impl Fn()) {
+    // What it opens (its reads of /proc) must never take the lowest free
+    // descriptor of the program's table, which the program's next `open`
+    // would have got: first of all. Should that fail, the thread may hold
+    // copies of the program's descriptors (a pipe would not see its end
+    // while it lives): it leaves at once, and news tries again later.
+    let own_table = sys::own_empty_descriptor_table().is_ok();
+    TID_STARTED.store(proc::thread_start_time(None).unwrap_or(0), Release);
     TID.store(sys::gettid(), Release);
     let _ = STATE.compare_exchange(STARTING, RUNNING, Release, Relaxed);
+    if !own_table {
+        RETRY_AT_NS.store(
+            sys::monotonic_coarse_ns().saturating_add(SETTLE_NS),
+            Relaxed,
+        );
+        let _ = STATE.compare_exchange(RUNNING, NONE, Release, Relaxed);
+        let _ = STATE.compare_exchange(STOPPING, NONE, Release, Relaxed);
+        sys::futex_wake(&STATE);
+        return;
+    }
     loop {
         let seen = WAKE.load(Acquire);
         let now = sys::monotonic_coarse_ns();
@@ -369,6 +453,7 @@ fn stays_for_news() -> bool {
     STATE.store(NONE, SeqCst);
     (NEW_MEMORY.load(SeqCst) || paying::news_waiting())
         && HOLD.load(SeqCst) == 0
+        && !for_good_without()
         && STATE
             .compare_exchange(NONE, RUNNING, SeqCst, Relaxed)
             .is_ok()
@@ -391,8 +476,9 @@ static RESTRICTIONS_CHECKED_AT_NS: AtomicU64 = AtomicU64::new(0);
 const RESTRICTIONS_CHECK_NS: u64 = 100_000_000;
 
 /// Whether the main thread has restrictions this thread lacks (a seccomp
-/// filter, `no_new_privs`, fewer capabilities) that it set with raw system
-/// calls, which no hook saw (a Go runtime, an inline `syscall`): this
+/// filter, `no_new_privs`, fewer capabilities, other user or group ids)
+/// that it set with raw system calls, which no hook saw (a Go runtime, an
+/// inline `syscall`; glibc's `setuid` and friends change every thread): this
 /// thread, unrestricted in a process that restricted itself, would be a
 /// lever out of the sandbox, and a seccomp filter may also forbid the
 /// `clone` of the next one. So it leaves (at most every
@@ -659,22 +745,94 @@ pub fn release() {
     HOLD.fetch_sub(1, SeqCst);
 }
 
-/// The program's main thread is ending (`pthread_exit`): from now on the
-/// thread looks often whether it is the last one.
+/// The program's call that creates a task (a thread, a process) failed
+/// for want of one (`EAGAIN`: `RLIMIT_NPROC`, a cgroup's `pids.max`,
+/// `kernel.threads-max`), and our thread may hold the task it needed:
+/// `call` is made again with our thread retired (none is created until it
+/// returns), and its result counts. `None`: no thread of ours was there to
+/// make room, and the failure stands.
+pub fn again_without_thread<R>(call: impl FnOnce() -> R) -> Option<R> {
+    // In a `vfork` child (the parent's memory, not its threads), the
+    // parent's thread id would look gone and be forgotten.
+    if SPAWN.load(Relaxed) == 0 || identity::shares_owners_memory() || !may_exist() {
+        return None;
+    }
+    let held = retire();
+    let result = call();
+    if held {
+        release();
+    }
+    Some(result)
+}
+
+/// Whether a thread of ours may be counted by the kernel now: starting,
+/// running, stopping, or out of our code but not yet gone.
+fn may_exist() -> bool {
+    STATE.load(SeqCst) != NONE || !previous_thread_gone(0)
+}
+
+/// `fork` returned in the parent (`retired`: what [`before_fork`] said):
+/// the brk heap's growth is held for [`AFTER_FORK_QUIET_NS`].
+pub fn after_fork_in_parent(retired: bool) {
+    if SPAWN.load(Relaxed) != 0 {
+        FORK_QUIET_UNTIL_NS.store(
+            sys::monotonic_coarse_ns().saturating_add(AFTER_FORK_QUIET_NS),
+            Relaxed,
+        );
+    }
+    if retired {
+        release();
+    }
+}
+
+/// The program's main thread is ending (`pthread_exit`, or the `exit`
+/// system call): the process now ends when its last thread does, and glibc
+/// then runs `exit` on that thread — the program's `atexit` handlers and
+/// destructors, on its stack, with its signal mask. That must never be our
+/// thread (a 256 KiB stack, every signal blocked): it is retired now and
+/// none is created again in this process ([`Without::MainThreadEnded`];
+/// the hooks take the steps). (Should it outlive a retire that timed out,
+/// it looks every [`ALONE_CHECK_NS`] whether it is the last.)
 pub fn main_thread_ending() {
     MAIN_ENDED.store(true, Relaxed);
+    if SPAWN.load(Relaxed) == 0 {
+        return;
+    }
+    do_without_for_main_ended();
+    if retire() {
+        release();
+    }
     if STATE.load(Relaxed) == RUNNING {
         wake_thread();
     }
 }
 
+/// No thread from now on, because the main thread ended (a seccomp filter,
+/// the stronger reason, stays the one given).
+fn do_without_for_main_ended() {
+    let _ = WITHOUT.fetch_update(SeqCst, SeqCst, |w| {
+        (w & 0xffff != WITHOUT_SECCOMP).then_some(WITHOUT_MAIN_ENDED)
+    });
+}
+
 /// In a forked child (and a raw `clone` child at its first look): no thread
 /// of ours was copied, and the calling thread is the new main thread.
 pub fn reset_in_child() {
+    FORK_QUIET_UNTIL_NS.store(0, Relaxed);
     STATE.store(NONE, Relaxed);
     TID.store(0, Relaxed);
+    TID_STARTED.store(0, Relaxed);
     HOLD.store(0, Relaxed);
-    MAIN_ENDED.store(!FORKING_FROM_MAIN.swap(true, Relaxed), Relaxed);
+    let forked_by_main = FORKING_FROM_MAIN.swap(true, Relaxed);
+    MAIN_ENDED.store(!forked_by_main, Relaxed);
+    // The one thread of a child forked by another thread ends by returning
+    // from its start routine, unseen: as after the main thread's end.
+    if WITHOUT.load(Relaxed) & 0xffff == WITHOUT_MAIN_ENDED {
+        WITHOUT.store(0, Relaxed);
+    }
+    if !forked_by_main {
+        do_without_for_main_ended();
+    }
     LAST_PASS_CHANGING.store(false, Relaxed);
     STARTS.store(0, Relaxed);
     RETIRES.store(0, Relaxed);
@@ -690,6 +848,10 @@ pub enum Without {
     Seccomp,
     /// `pthread_create` refused, with this errno.
     CreateFailed(i32),
+    /// The program's main thread ended (or, in a child forked by another
+    /// thread, will end unseen): the thread might be the process's last,
+    /// and glibc would run `exit` on it.
+    MainThreadEnded,
 }
 
 /// What the thread did, for the report.
@@ -711,6 +873,7 @@ pub fn stats() -> Stats {
         without: match without & 0xffff {
             WITHOUT_SECCOMP => Some(Without::Seccomp),
             WITHOUT_CREATE_FAILED => Some(Without::CreateFailed((without >> 16) as i32)),
+            WITHOUT_MAIN_ENDED => Some(Without::MainThreadEnded),
             _ => None,
         },
     }

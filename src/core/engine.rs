@@ -376,6 +376,13 @@ pub fn after_single_threaded_call(retired: bool) {
     }
 }
 
+/// The program's call that creates a task failed for want of one: made
+/// again with the library's thread gone, if it was there
+/// (`catchup_thread::again_without_thread`).
+pub fn again_without_our_thread<R>(call: impl FnOnce() -> R) -> Option<R> {
+    catchup_thread::again_without_thread(call)
+}
+
 /// `fork` is about to copy this process (`pthread_atfork`'s prepare): the
 /// thread goes first, so that the parent has exactly the program's threads
 /// when `fork` returns (CPython counts them then); it comes back only with
@@ -385,9 +392,10 @@ pub fn before_fork() -> bool {
     catchup_thread::before_fork()
 }
 
-/// `fork` returned in the parent.
+/// `fork` returned in the parent: the brk heap's growth brings no thread
+/// right after (`catchup_thread::AFTER_FORK_QUIET_NS`).
 pub fn after_fork_in_parent(retired: bool) {
-    after_single_threaded_call(retired);
+    catchup_thread::after_fork_in_parent(retired);
 }
 
 /// The program's main thread calls `pthread_exit`. The process now ends

@@ -99,8 +99,8 @@ pub fn claims(head: &[u8; HEAD_BYTES], ext: &Extension) -> Fact {
 /// The instance mounted at `/proc/sys/fs/binfmt_misc`, open as a
 /// directory, if it is there and enabled.
 fn visible_instance() -> Result<Option<i32>, ()> {
-    let path = b"/proc/sys/fs/binfmt_misc\0";
-    let place = match sys::open(path, libc::O_PATH, 0) {
+    let path = c"/proc/sys/fs/binfmt_misc";
+    let place = match sys::open_at(libc::AT_FDCWD, path, libc::O_PATH, 0) {
         Ok(fd) => fd,
         Err(libc::ENOENT) => return Ok(None),
         Err(_) => return Err(()),
@@ -112,9 +112,10 @@ fn visible_instance() -> Result<Option<i32>, ()> {
         Ok(false) => return Ok(None),
         Err(_) => return Err(()),
     }
-    let dir = sys::open(path, libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(|_| ())?;
+    let dir = sys::open_at(libc::AT_FDCWD, path, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+        .map_err(|_| ())?;
     let mut status = [0u8; 16];
-    match sys::read_file_at(dir, c"status".as_ptr() as *const u8, &mut status) {
+    match sys::read_file_at(dir, c"status", &mut status) {
         Ok(n) if status[..n] == *b"enabled\n" => Ok(Some(dir)),
         Ok(n) if status[..n] == *b"disabled\n" => {
             sys::close(dir);
@@ -146,12 +147,11 @@ fn rules_claim(dir: i32, head: &[u8; HEAD_BYTES], ext: &Extension) -> Fact {
             if reclen < 20 || at + reclen > n {
                 return Fact::Unknown;
             }
-            let name = &entries[at + 19..at + reclen];
-            let Some(end) = name.iter().position(|&b| b == 0) else {
+            let Ok(name) = sys::c_path(&entries[at + 19..at + reclen]) else {
                 return Fact::Unknown;
             };
-            if !matches!(&name[..end], b"." | b".." | b"register" | b"status") {
-                let answer = match sys::read_file_at(dir, name.as_ptr(), rule) {
+            if !matches!(name.to_bytes(), b"." | b".." | b"register" | b"status") {
+                let answer = match sys::read_file_at(dir, name, rule) {
                     Ok(len) if len < rule.len() => {
                         Rule::parse(&rule[..len]).map_or(Fact::Unknown, |r| r.claims(head, ext))
                     }

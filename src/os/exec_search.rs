@@ -12,6 +12,7 @@
 //! "could not tell"). Never allocates, never touches `errno`.
 
 use super::exec_target::{self, ExecTarget, Failure, Outcome};
+use super::sys;
 use crate::scratch::Scratch;
 
 /// PATH_MAX: a path the kernel accepts is shorter.
@@ -77,7 +78,10 @@ pub unsafe fn inspect_in_path(
         }
         out[len - name.len()..len].copy_from_slice(name);
         out[len] = 0;
-        match exec_target::outcome_at(libc::AT_FDCWD, out.as_ptr(), 0, as_we_resolve) {
+        let Ok(candidate) = sys::c_path(&out[..=len]) else {
+            return ExecTarget::UNKNOWN; // never: the NUL was just written
+        };
+        match exec_target::outcome_at(libc::AT_FDCWD, candidate, 0, as_we_resolve) {
             Outcome::Fails(Failure::Missing | Failure::Denied) => continue,
             Outcome::Fails(Failure::Other) => return ExecTarget::NOTHING_RUNS,
             Outcome::Runs(target) => return target,

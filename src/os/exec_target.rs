@@ -22,7 +22,9 @@
 //! called from a signal handler). Never allocates, never touches `errno`.
 
 use super::sys::{self, FileStatus};
+use core::ffi::CStr;
 use super::{binfmt_misc, library_search, loader};
+use ksmauto_contract::elf::{self, Class, Header, ProgramHeader, ProgramHeaderTable, Segments};
 
 /// A fact about the target, or that it could not be found out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,17 +99,12 @@ pub(super) enum Outcome {
     Unknown,
 }
 
-const PT_LOAD: u32 = 1;
-const PT_DYNAMIC: u32 = 2;
-const PT_INTERP: u32 = 3;
-const ELFCLASS64: u8 = 2;
-const ET_EXEC: u16 = 2;
-const ET_DYN: u16 = 3;
-const PHDR_BYTES: u16 = 56;
 #[cfg(target_arch = "x86_64")]
-const OUR_MACHINE: u16 = 62; // EM_X86_64
+const OUR_MACHINE: u16 = elf::EM_X86_64;
 #[cfg(target_arch = "aarch64")]
-const OUR_MACHINE: u16 = 183; // EM_AARCH64
+const OUR_MACHINE: u16 = elf::EM_AARCH64;
+/// The longest program header read here (`Elf64_Phdr`).
+const PHDR_BYTES: usize = 56;
 /// `exec_binprm` runs the handlers of at most six files: a program and
 /// five `#!` interpreters; a sixth interpreter is `ELOOP`.
 const MAX_REWRITES: usize = 5;
@@ -116,20 +113,6 @@ const HEAD_BYTES: usize = binfmt_misc::HEAD_BYTES;
 /// The longest program interpreter path followed here (the kernel takes up
 /// to PATH_MAX; a longer one counts as "could not tell").
 const INTERPRETER_BYTES: usize = 256;
-
-fn u16_at(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
-}
-
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
-
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[o..o + 8]);
-    u64::from_le_bytes(w)
-}
 
 /// The target at `path` (NUL-terminated), relative to `dirfd`
 /// (`AT_FDCWD` for the working directory); `flags` as for `execveat`
@@ -151,6 +134,8 @@ pub unsafe fn inspect_at(
     if path.is_null() {
         return ExecTarget::UNKNOWN;
     }
+    // SAFETY: not null, and NUL-terminated as the caller promises.
+    let path = unsafe { CStr::from_ptr(path as *const core::ffi::c_char) };
     match outcome_at(dirfd, path, flags, as_we_resolve) {
         Outcome::Runs(target) => target,
         Outcome::Fails(_) => ExecTarget::NOTHING_RUNS,
@@ -159,27 +144,19 @@ pub unsafe fn inspect_at(
 }
 
 /// What `execveat(dirfd, path, …, flags)` does; see [`inspect_at`].
-///
-/// # Safety
-/// `path` must be a NUL-terminated string.
-pub(super) unsafe fn outcome_at(
-    dirfd: i32,
-    path: *const u8,
-    flags: i32,
-    as_we_resolve: bool,
-) -> Outcome {
+pub(super) fn outcome_at(dirfd: i32, path: &CStr, flags: i32, as_we_resolve: bool) -> Outcome {
     // Other flags: EINVAL, or newer ones (AT_EXECVE_CHECK runs nothing).
     if flags & !(libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW) != 0 {
         return Outcome::Unknown;
     }
-    if !as_we_resolve && dirfd == libc::AT_FDCWD && *path != b'/' {
+    if !as_we_resolve && dirfd == libc::AT_FDCWD && path.to_bytes().first() != Some(&b'/') {
         return Outcome::Unknown;
     }
     let mut head = [0u8; HEAD_BYTES];
     let mut privileged = sys::ids_differ();
     let (mut at, mut name, mut lookup) = (dirfd, path, flags);
     for depth in 0..=MAX_REWRITES {
-        let opened = if depth == 0 && *name == 0 && lookup & libc::AT_EMPTY_PATH != 0 {
+        let opened = if depth == 0 && name.is_empty() && lookup & libc::AT_EMPTY_PATH != 0 {
             check_executable(at).map(|()| None)
         } else {
             open_for_exec(at, name, lookup, as_we_resolve).map(Some)
@@ -190,12 +167,7 @@ pub(super) unsafe fn outcome_at(
         };
         // The name `exec` was given, for binfmt_misc's extension rules
         // (taken now: the next read overwrites an interpreter's name).
-        let named = if *name == 0 {
-            &[][..]
-        } else {
-            core::ffi::CStr::from_ptr(name as *const core::ffi::c_char).to_bytes()
-        };
-        let ext = binfmt_misc::Extension::of(named);
+        let ext = binfmt_misc::Extension::of(name.to_bytes());
         let next = read_file(
             file.unwrap_or(at),
             &mut head,
@@ -212,7 +184,7 @@ pub(super) unsafe fn outcome_at(
             // The last handler opens the interpreter (its errors first),
             // then the kernel gives up: ELOOP.
             Next::Interpreter if depth == MAX_REWRITES => {
-                return match open_for_exec(libc::AT_FDCWD, head.as_ptr(), 0, as_we_resolve) {
+                return match open_for_exec(libc::AT_FDCWD, interpreter(&head), 0, as_we_resolve) {
                     Ok(fd) => {
                         sys::close(fd);
                         Outcome::Fails(Failure::Other)
@@ -220,10 +192,17 @@ pub(super) unsafe fn outcome_at(
                     Err(outcome) => outcome,
                 }
             }
-            Next::Interpreter => (at, name, lookup) = (libc::AT_FDCWD, head.as_ptr(), 0),
+            Next::Interpreter => (at, name, lookup) = (libc::AT_FDCWD, interpreter(&head), 0),
         }
     }
     Outcome::Unknown
+}
+
+/// The interpreter's path that [`interpreter_of`] left NUL-terminated at
+/// the start of `head` (empty if there were none: a name that finds
+/// nothing, never a read past the buffer).
+fn interpreter(head: &[u8; HEAD_BYTES]) -> &CStr {
+    CStr::from_bytes_until_nul(head).unwrap_or(c"")
 }
 
 /// The kernel's open of a file to run (`do_open_execat`): the path found,
@@ -231,12 +210,7 @@ pub(super) unsafe fn outcome_at(
 /// `exec` does instead. Unless `as_we_resolve`, through no magic link: one
 /// (or a loop of links, which `openat2` cannot tell from it) is "could not
 /// tell", and so is a kernel without `openat2`.
-fn open_for_exec(
-    at: i32,
-    name: *const u8,
-    flags: i32,
-    as_we_resolve: bool,
-) -> Result<i32, Outcome> {
+fn open_for_exec(at: i32, name: &CStr, flags: i32, as_we_resolve: bool) -> Result<i32, Outcome> {
     let nofollow = if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
         libc::O_NOFOLLOW
     } else {
@@ -290,10 +264,10 @@ enum Next {
 }
 
 /// `/proc/self/fd/N`, NUL-terminated: the file behind descriptor `fd`.
-fn proc_fd_path(fd: i32, out: &mut [u8; 32]) -> bool {
+fn proc_fd_path(fd: i32, out: &mut [u8; 32]) -> Option<&CStr> {
     let mut w = crate::fmt::BufWriter::new(out);
     w.str("/proc/self/fd/").u64(fd as u64).bytes(&[0]);
-    !w.truncated()
+    w.into_c_str()
 }
 
 /// One file of the chain, open as `fd` (`O_PATH` or any descriptor; a
@@ -312,16 +286,16 @@ fn read_file(
         return Next::Done(Outcome::Unknown);
     };
     let mut proc_path = [0u8; 32];
-    if !proc_fd_path(fd, &mut proc_path) {
+    let Some(proc_path) = proc_fd_path(fd, &mut proc_path) else {
         return Next::Done(Outcome::Unknown);
-    }
+    };
     // Privilege needs no read permission (exec needs none either: a
     // set-user-ID program may be execute-only).
-    if exec_changes_ids(&st, fd) || sys::has_file_capabilities(&proc_path) {
+    if exec_changes_ids(&st, fd) || sys::has_file_capabilities(proc_path) {
         *privileged = true;
     }
     let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY;
-    let Ok(readable) = sys::open(&proc_path, flags, 0) else {
+    let Ok(readable) = sys::open_at(libc::AT_FDCWD, proc_path, flags, 0) else {
         return Next::Done(Outcome::Unknown);
     };
     let next = match sys::pread(readable, head, 0) {
@@ -435,40 +409,43 @@ fn elf_program(
             default_library_search,
         })
     };
-    if n < 64 {
+    if n < elf::HEADER_BYTES {
         return Outcome::Unknown;
     }
     // Another class or machine: run by another handler (a 32-bit program)
     // or not at all; this library never runs in it.
-    if head[4] != ELFCLASS64 || u16_at(head, 18) != OUR_MACHINE {
-        return runs(Fact::No, Fact::No);
-    }
-    let phnum = u16_at(head, 56);
-    if !matches!(u16_at(head, 16), ET_EXEC | ET_DYN)
-        || u16_at(head, 54) != PHDR_BYTES
-        || phnum == 0
-        || phnum as u32 > 65536 / PHDR_BYTES as u32
-    {
+    let header = match Header::parse(&head[..n]) {
+        Some(h) if h.class == Class::Elf64 && h.machine == OUR_MACHINE => h,
+        _ => return runs(Fact::No, Fact::No),
+    };
+    let Some(table) = header.program_headers().filter(|_| header.is_program()) else {
         return Outcome::Unknown; // ENOEXEC
-    }
-    let Some(headers) = ProgramHeaders::read(fd, u64_at(head, 32), phnum) else {
+    };
+    let Some(headers) = ProgramHeaders::read(fd, table) else {
         return Outcome::Unknown;
     };
     // No program interpreter (static, static-PIE, ld.so itself): nothing
     // reads LD_PRELOAD.
-    let Some((offset, size)) = headers.interpreter else {
+    let Some((offset, size)) = headers.segments.interpreter else {
         return runs(Fact::No, Fact::No);
     };
     let mut name = [0u8; INTERPRETER_BYTES];
-    let size = size as usize;
-    if !(2..=name.len()).contains(&size)
-        || sys::pread(fd, &mut name[..size], offset).ok() != Some(size)
-        || name[size - 1] != 0
-        || (!as_we_resolve && name[0] != b'/')
-    {
+    if !elf::interpreter_size_ok(size) || size > name.len() as u64 {
         return Outcome::Unknown;
     }
-    let interpreter = match open_for_exec(libc::AT_FDCWD, name.as_ptr(), 0, as_we_resolve) {
+    let size = size as usize;
+    if sys::pread(fd, &mut name[..size], offset).ok() != Some(size) {
+        return Outcome::Unknown;
+    }
+    match elf::interpreter_path(&name[..size]) {
+        Some(path) if as_we_resolve || path.first() == Some(&b'/') => {}
+        _ => return Outcome::Unknown,
+    }
+    // As the kernel's open of it: up to the first NUL (the last byte is one).
+    let Ok(name) = sys::c_path(&name[..size]) else {
+        return Outcome::Unknown;
+    };
+    let interpreter = match open_for_exec(libc::AT_FDCWD, name, 0, as_we_resolve) {
         Ok(fd) => fd,
         Err(outcome) => return outcome,
     };
@@ -477,7 +454,7 @@ fn elf_program(
     if !ours {
         return runs(Fact::No, Fact::No);
     }
-    let default_search = match headers.dynamic {
+    let default_search = match headers.segments.dynamic {
         Some(dynamic) => library_search::bare_name_reaches_cache(
             fd,
             dynamic,
@@ -490,52 +467,39 @@ fn elf_program(
     runs(Fact::Yes, default_search)
 }
 
-/// The program headers `exec` acts on: the first `PT_INTERP` and the first
-/// `PT_DYNAMIC` (file offset and size of each); where the table is, for
-/// the loadable segments.
+/// The program headers `exec` acts on (the first `PT_INTERP` and the first
+/// `PT_DYNAMIC`), and where the table is, for the loadable segments.
 struct ProgramHeaders {
-    interpreter: Option<(u64, u64)>,
-    dynamic: Option<(u64, u64)>,
-    table: u64,
-    count: u16,
+    segments: Segments,
+    table: ProgramHeaderTable,
+}
+
+/// Entry `i` of `table` (64-bit), read from `fd`.
+fn read_entry(fd: i32, table: &ProgramHeaderTable, i: u16) -> Option<ProgramHeader> {
+    let mut entry = [0u8; PHDR_BYTES];
+    let at = table.entry_offset(i)?;
+    if sys::pread(fd, &mut entry, at).ok()? < entry.len() {
+        return None;
+    }
+    ProgramHeader::parse(Class::Elf64, &entry)
 }
 
 impl ProgramHeaders {
-    fn read(fd: i32, table: u64, count: u16) -> Option<ProgramHeaders> {
-        let mut found = ProgramHeaders {
-            interpreter: None,
-            dynamic: None,
-            table,
-            count,
-        };
-        let mut entry = [0u8; PHDR_BYTES as usize];
-        for i in 0..count as u64 {
-            let at = table.checked_add(i * PHDR_BYTES as u64)?;
-            if sys::pread(fd, &mut entry, at).ok()? < entry.len() {
-                return None;
-            }
-            let place = Some((u64_at(&entry, 8), u64_at(&entry, 32)));
-            match u32_at(&entry, 0) {
-                PT_INTERP if found.interpreter.is_none() => found.interpreter = place,
-                PT_DYNAMIC if found.dynamic.is_none() => found.dynamic = place,
-                _ => {}
-            }
+    fn read(fd: i32, table: ProgramHeaderTable) -> Option<ProgramHeaders> {
+        let mut segments = Segments::default();
+        for i in 0..table.count {
+            segments.note(&read_entry(fd, &table, i)?);
         }
-        Some(found)
+        Some(ProgramHeaders { segments, table })
     }
 
     /// Where in the file the program's virtual `address` is: inside the
     /// file part of a `PT_LOAD` segment.
     fn file_offset(&self, fd: i32, address: u64) -> Option<u64> {
-        let mut entry = [0u8; PHDR_BYTES as usize];
-        for i in 0..self.count as u64 {
-            let at = self.table.checked_add(i * PHDR_BYTES as u64)?;
-            if sys::pread(fd, &mut entry, at).ok()? < entry.len() {
-                return None;
-            }
-            let (offset, start, size) = (u64_at(&entry, 8), u64_at(&entry, 16), u64_at(&entry, 32));
-            if u32_at(&entry, 0) == PT_LOAD && address >= start && address - start < size {
-                return offset.checked_add(address - start);
+        for i in 0..self.table.count {
+            let ph = read_entry(fd, &self.table, i)?;
+            if ph.p_type == elf::PT_LOAD && address >= ph.vaddr && address - ph.vaddr < ph.filesz {
+                return ph.offset.checked_add(address - ph.vaddr);
             }
         }
         None

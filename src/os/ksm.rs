@@ -5,6 +5,9 @@
 //! never a `MADV_*` constant or a `prctl` number. Like the rest of
 //! `crate::os`: no allocation, no lock, `errno` untouched, no decisions.
 
+// TODO(issue 22): SAFETY comments after issue 21 lands.
+#![allow(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+
 use super::sys::{self, Errno};
 
 // prctl options (Linux 6.4); spelled out so older libc headers do not matter.
@@ -16,24 +19,29 @@ const PR_GET_MEMORY_MERGE: i32 = 68;
 /// VMA (`PR_SET_MEMORY_MERGE`, Linux 6.4+; the kernel keeps it across
 /// `fork` and, since 6.7, `exec`).
 pub fn merge_any(on: bool) -> Result<(), Errno> {
-    sys::prctl(PR_SET_MEMORY_MERGE, on as usize, 0, 0, 0).map(|_| ())
+    // SAFETY: PR_SET_MEMORY_MERGE takes a flag, no pointer, and changes no
+    // memory's contents.
+    unsafe { sys::prctl(PR_SET_MEMORY_MERGE, on as usize, 0, 0, 0) }.map(|_| ())
 }
 
 /// Whether merge-any is on for this process.
 pub fn merge_any_is_on() -> bool {
-    sys::prctl(PR_GET_MEMORY_MERGE, 0, 0, 0, 0) == Ok(1)
+    // SAFETY: PR_GET_MEMORY_MERGE takes no pointer and changes nothing.
+    (unsafe { sys::prctl(PR_GET_MEMORY_MERGE, 0, 0, 0, 0) }) == Ok(1)
 }
 
 /// Marks the pages `[start, start + len)` mergeable (`MADV_MERGEABLE`).
 pub fn mark_mergeable(start: usize, len: usize) -> Result<(), Errno> {
-    sys::madvise(start, len, libc::MADV_MERGEABLE)
+    // SAFETY: marking changes no page's contents, whatever is mapped there.
+    unsafe { sys::madvise(start, len, sys::Advice::MarkMergeable) }
 }
 
 /// Takes the mark back from `[start, start + len)`, unmerging whatever was
 /// merged there (`MADV_UNMERGEABLE`). Over holes in the address space the
 /// kernel still unmarks the mapped parts and reports `ENOMEM`.
 pub fn unmark(start: usize, len: usize) -> Result<(), Errno> {
-    sys::madvise(start, len, libc::MADV_UNMERGEABLE)
+    // SAFETY: unmarking changes no page's contents, whatever is mapped there.
+    unsafe { sys::madvise(start, len, sys::Advice::UnmarkMergeable) }
 }
 
 /// Whether `advice`, given by the program to its own `madvise`, marks or

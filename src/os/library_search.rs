@@ -105,50 +105,65 @@ pub(super) fn bare_name_reaches_cache(
     name: &[u8],
     as_we_resolve: bool,
 ) -> Fact {
-    let Some(entries) = read_entries(fd, dynamic.0, dynamic.1) else {
-        return Fact::Unknown;
-    };
-    if entries.nodeflib {
-        return Fact::No;
-    }
-    // With a DT_RUNPATH, DT_RPATH is not looked at.
-    let Some(list_at) = entries.runpath.or(entries.rpath) else {
-        return Fact::Yes;
-    };
-    let (Some(legacy), Some(strtab)) = (LEGACY_SUBDIRS, entries.strtab.and_then(file_offset))
-    else {
-        return Fact::Unknown;
+    let (list_at, legacy) = match search_list(fd, dynamic, file_offset) {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
     let Some(mut held) = BUFFER.try_take() else {
         return Fact::Unknown;
     };
     let (list, rest) = held.bytes().split_at_mut(LIST_BYTES);
     let (origin, path) = rest.split_at_mut(ORIGIN_BYTES);
-    let Some(list) = read_string(fd, strtab.saturating_add(list_at), list) else {
+    let Some(list) = read_string(fd, list_at, list) else {
         return Fact::Unknown;
     };
-    let origin =
-        if list.windows(7).any(|w| w == b"$ORIGIN") || list.windows(8).any(|w| w == b"${ORIGIN") {
-            match program_directory(fd, origin) {
-                Some(dir) => dir,
-                None => return Fact::Unknown,
-            }
-        } else {
-            &[][..]
-        };
+    let Some(origin) = origin_for(list, fd, origin) else {
+        return Fact::Unknown;
+    };
     let search = Search {
         name,
         legacy,
         as_we_resolve,
     };
-    for element in list.split(|&b| b == b':') {
-        match expand(element, origin, path).map(|len| search.directory_holds(path, len)) {
-            Some(Fact::No) => continue,
-            Some(Fact::Yes) => return Fact::No,
-            _ => return Fact::Unknown,
-        }
+    search.list_reaches_cache(list, origin, path)
+}
+
+/// Where the directory list the loader searches before its cache is in
+/// the file (`DT_RUNPATH`, else `DT_RPATH`), with the legacy
+/// subdirectories it tries in each; `Err` with the answer when the dynamic
+/// section alone gives it (no list: yes; `DF_1_NODEFLIB`: no; unreadable:
+/// could not tell).
+fn search_list(
+    fd: i32,
+    dynamic: (u64, u64),
+    file_offset: impl Fn(u64) -> Option<u64>,
+) -> Result<(u64, &'static [&'static [u8]]), Fact> {
+    let Some(entries) = read_entries(fd, dynamic.0, dynamic.1) else {
+        return Err(Fact::Unknown);
+    };
+    if entries.nodeflib {
+        return Err(Fact::No);
     }
-    Fact::Yes
+    // With a DT_RUNPATH, DT_RPATH is not looked at.
+    let Some(list_at) = entries.runpath.or(entries.rpath) else {
+        return Err(Fact::Yes);
+    };
+    let (Some(legacy), Some(strtab)) = (LEGACY_SUBDIRS, entries.strtab.and_then(file_offset))
+    else {
+        return Err(Fact::Unknown);
+    };
+    Ok((strtab.saturating_add(list_at), legacy))
+}
+
+/// What `$ORIGIN` stands for in `list`, into `out`: the program's
+/// directory if the list names it, else nothing; `None` when it is named
+/// and cannot be known.
+fn origin_for<'a>(list: &[u8], fd: i32, out: &'a mut [u8]) -> Option<&'a [u8]> {
+    if list.windows(7).any(|w| w == b"$ORIGIN") || list.windows(8).any(|w| w == b"${ORIGIN") {
+        program_directory(fd, out)
+    } else {
+        Some(&[][..])
+    }
 }
 
 /// The NUL-terminated string at `offset` of the file, into `out`.
@@ -165,10 +180,7 @@ fn program_directory(fd: i32, out: &mut [u8]) -> Option<&[u8]> {
     let mut link = [0u8; 32];
     let mut w = crate::fmt::BufWriter::new(&mut link);
     w.str("/proc/self/fd/").u64(fd as u64).bytes(&[0]);
-    if w.truncated() {
-        return None;
-    }
-    let n = sys::readlink(&link, out).ok()?;
+    let n = sys::readlink(w.into_c_str()?, out).ok()?;
     let path = &out[..n];
     if n == out.len() || path.first() != Some(&b'/') || path.ends_with(b" (deleted)") {
         return None;
@@ -211,6 +223,21 @@ struct Search<'a> {
 }
 
 impl Search<'_> {
+    /// Whether the name reaches the cache past every directory of `list`
+    /// (`:`-separated, `$ORIGIN` expanded to `origin`; `path` is where each
+    /// candidate is built): no directory holds it nor a subdirectory the
+    /// loader looks into first.
+    fn list_reaches_cache(&self, list: &[u8], origin: &[u8], path: &mut [u8]) -> Fact {
+        for element in list.split(|&b| b == b':') {
+            match expand(element, origin, path).map(|len| self.directory_holds(path, len)) {
+                Some(Fact::No) => continue,
+                Some(Fact::Yes) => return Fact::No,
+                _ => return Fact::Unknown,
+            }
+        }
+        Fact::Yes
+    }
+
     /// Whether the directory whose path is the first `len` bytes of `path`
     /// holds the name or a subdirectory the loader looks into first.
     fn directory_holds(&self, path: &mut [u8], len: usize) -> Fact {
@@ -249,7 +276,10 @@ fn exists(path: &mut [u8], len: usize, entry: &[u8]) -> Fact {
     let at = start - len;
     room[at..at + entry.len()].copy_from_slice(entry);
     room[at + entry.len()] = 0;
-    match sys::stat_at(libc::AT_FDCWD, path.as_ptr(), 0) {
+    let Ok(path) = sys::c_path(path) else {
+        return Fact::Unknown;
+    };
+    match sys::stat_at(libc::AT_FDCWD, path, 0) {
         Ok(_) => Fact::Yes,
         Err(libc::ENOENT | libc::ENOTDIR) => Fact::No,
         Err(_) => Fact::Unknown,
@@ -259,13 +289,21 @@ fn exists(path: &mut [u8], len: usize, entry: &[u8]) -> Fact {
 /// `AT_PLATFORM` (the loader's legacy platform subdirectory), or empty.
 fn platform() -> &'static [u8] {
     // glibc's getauxval sets errno for an entry the kernel did not give.
+    // SAFETY: __errno_location returns this thread's errno, a valid,
+    // aligned int for the thread's life, which only this thread touches.
     let errno = unsafe { libc::__errno_location() };
+    // SAFETY: `errno` as above; read and restored around the one call that
+    // may change it, so the program's value survives.
     let saved = unsafe { *errno };
+    // SAFETY: getauxval only reads the auxiliary vector.
     let p = unsafe { libc::getauxval(libc::AT_PLATFORM) } as *const libc::c_char;
+    // SAFETY: `errno` as above.
     unsafe { *errno = saved };
     if p.is_null() {
         b""
     } else {
+        // SAFETY: AT_PLATFORM points at a NUL-terminated string the kernel
+        // put on the initial stack, which lives as long as the process.
         unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes()
     }
 }

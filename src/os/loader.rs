@@ -27,7 +27,10 @@ pub fn remember_own_loader() {
     if !own_loader_path(&mut path) {
         return;
     }
-    if let Ok(st) = sys::stat_at(libc::AT_FDCWD, path.as_ptr(), 0) {
+    let Ok(path) = sys::c_path(&path) else {
+        return;
+    };
+    if let Ok(st) = sys::stat_at(libc::AT_FDCWD, path, 0) {
         LOADER_DEV.store(st.dev, Relaxed);
         LOADER_INO.store(st.ino, Relaxed);
         LOADER_KNOWN.store(true, Release);
@@ -39,19 +42,29 @@ pub fn remember_own_loader() {
 /// loader was run as a command (`AT_BASE` 0; it then gives the auxiliary
 /// vector the program's values), the object defining its `_r_debug`.
 fn own_loader_path(out: &mut [u8; 512]) -> bool {
+    // SAFETY: getauxval only reads the auxiliary vector (AT_BASE is always
+    // there, 0 when the loader ran as a command).
     let base = unsafe { libc::getauxval(libc::AT_BASE) } as *const libc::c_void;
     let inside = if base.is_null() {
+        // SAFETY: a lookup by a NUL-terminated literal name; start-up runs
+        // outside any hook, so the loader's lock that dlsym takes is free
+        // to take. The address is only looked up below, never read.
         unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_r_debug".as_ptr()) as *const libc::c_void }
     } else {
         base
     };
+    // SAFETY: `Dl_info` is pointers and integers: all zeros is valid.
     let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
     if inside.is_null()
+        // SAFETY: dladdr writes one `Dl_info` into the local `info`; it only
+        // looks the address up among the loaded objects.
         || unsafe { libc::dladdr(inside, &mut info) } == 0
         || info.dli_fname.is_null()
     {
         return false;
     }
+    // SAFETY: not null: the loader's NUL-terminated name of an object that
+    // stays loaded (the loader itself, or ours), copied out at once.
     let name = unsafe { core::ffi::CStr::from_ptr(info.dli_fname) }.to_bytes();
     if name.is_empty() || name.len() >= out.len() {
         return false;
@@ -193,7 +206,7 @@ struct Cache {
 
 impl Cache {
     fn open() -> Option<Cache> {
-        let fd = sys::open(b"/etc/ld.so.cache\0", libc::O_RDONLY, 0).ok()?;
+        let fd = sys::open_at(libc::AT_FDCWD, c"/etc/ld.so.cache", libc::O_RDONLY, 0).ok()?;
         let cache = Cache::check(fd);
         if cache.is_none() {
             sys::close(fd);

@@ -14,11 +14,14 @@
 //!   `execvp` finds in `PATH`; [`loader`] — what the dynamic loader finds
 //!   (`/etc/ld.so.preload`, `/etc/ld.so.cache`, its own file);
 //!   [`library_search`] — where it looks for a bare name before its cache;
+//!   [`elf_lookup`] — the objects it loaded and the symbols they define
+//!   (start-up only: it takes the loader's lock);
 //!   [`binfmt_misc`] — whether a `binfmt_misc` rule claims a file.
 
 pub mod binfmt_misc;
 pub mod exec_search;
 pub mod exec_target;
+pub mod elf_lookup;
 pub mod ksm;
 pub mod library_search;
 pub mod loader;
@@ -40,6 +43,11 @@ pub fn getenv(name: &str) -> Option<&'static [u8]> {
         return None;
     }
     cname[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: `cname` is NUL-terminated (zeroed, the name shorter than it).
+    // getenv returns null or a pointer into the environment block, a
+    // NUL-terminated string that lives as long as nobody unsets or replaces
+    // that variable; `'static` over-claims that, so callers use the value at
+    // once and keep none of it (start-up configuration, one exec's PATH).
     unsafe {
         let p = libc::getenv(cname.as_ptr() as *const libc::c_char);
         if p.is_null() {
@@ -52,6 +60,8 @@ pub fn getenv(name: &str) -> Option<&'static [u8]> {
 
 /// The page size from the auxiliary vector (no system call, no allocation).
 pub fn page_size() -> usize {
+    // SAFETY: getauxval only reads the auxiliary vector; it may set errno
+    // for an absent entry, but AT_PAGESZ is always given by Linux.
     match unsafe { libc::getauxval(libc::AT_PAGESZ) } as usize {
         0 => sys::PAGE_SIZE_FALLBACK,
         n => n,
@@ -61,14 +71,20 @@ pub fn page_size() -> usize {
 /// Hands the pages `[start, start + len)` back to the kernel
 /// (`MADV_DONTNEED`): private anonymous pages read as zero afterwards, and
 /// pages never touched cost nothing.
-pub fn release_pages(start: usize, len: usize) -> Result<(), sys::Errno> {
-    sys::madvise(start, len, libc::MADV_DONTNEED)
+///
+/// # Safety
+/// `[start, start + len)` must be memory the caller owns and whose contents
+/// it may lose: no live reference into it, nothing of the program's.
+pub unsafe fn release_pages(start: usize, len: usize) -> Result<(), sys::Errno> {
+    sys::madvise(start, len, sys::Advice::ReleasePages)
 }
 
 /// The program break (the top of the brk heap), from libc's own record of
 /// it: a call that makes no system call once the break is known.
 #[inline]
 pub fn program_break() -> usize {
+    // SAFETY: sbrk(0) moves nothing: it returns glibc's record of the break
+    // (asking the kernel once, without touching errno on success).
     unsafe { libc::sbrk(0) as usize }
 }
 
@@ -83,6 +99,12 @@ extern "C" {
 /// updates it under its own lock; an aligned word is read whole.
 #[inline(always)]
 pub fn program_break_now() -> usize {
+    // SAFETY: `__curbrk` is a pointer-sized, aligned static that glibc
+    // exports. glibc stores to it under its own lock, which we do not take:
+    // the volatile read may race with that store, and on our two targets an
+    // aligned word load then sees the old or the new break whole (either is
+    // a break that was true a moment ago). The value is only compared,
+    // never dereferenced.
     unsafe { core::ptr::read_volatile(core::ptr::addr_of!(__curbrk)) as usize }
 }
 
@@ -90,6 +112,8 @@ pub fn program_break_now() -> usize {
 /// (`AT_SECURE`: set-user-ID, set-group-ID or file capabilities, or an LSM
 /// asked for it).
 pub fn secure_execution() -> bool {
+    // SAFETY: getauxval only reads the auxiliary vector; Linux always gives
+    // AT_SECURE, so errno stays untouched.
     unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
 }
 
@@ -109,14 +133,19 @@ fn own_file_path() -> &'static [u8] {
     static NAME: AtomicPtr<libc::c_char> = AtomicPtr::new(core::ptr::null_mut());
     let mut p = NAME.load(Relaxed);
     if p.is_null() {
+        // SAFETY: `Dl_info` is pointers and integers: all zeros is valid.
         let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
         let here = own_file_path as *const libc::c_void;
+        // SAFETY: dladdr writes one `Dl_info` into the local `info`; `here`
+        // is an address in this library, which it only looks up.
         if unsafe { libc::dladdr(here, &mut info) } == 0 || info.dli_fname.is_null() {
             return b"";
         }
         p = info.dli_fname as *mut libc::c_char;
         NAME.store(p, Relaxed);
     }
+    // SAFETY: `p` is the loader's NUL-terminated name of this library's
+    // file, which it keeps while the library is loaded (we are running).
     unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes()
 }
 
@@ -135,7 +164,10 @@ pub fn remember_own_file() {
         return;
     }
     buf[..own.len()].copy_from_slice(own);
-    if let Ok(st) = sys::stat_at(libc::AT_FDCWD, buf.as_ptr(), 0) {
+    let Ok(path) = sys::c_path(&buf) else {
+        return;
+    };
+    if let Ok(st) = sys::stat_at(libc::AT_FDCWD, path, 0) {
         OWN_DEV.store(st.dev, Relaxed);
         OWN_INO.store(st.ino, Relaxed);
         OWN_KNOWN.store(true, Release);
@@ -153,8 +185,10 @@ pub fn is_own_library_file(path: &[u8]) -> bool {
         return false;
     }
     buf[..path.len()].copy_from_slice(path);
-    let Ok(fd) = sys::open_at_without_magic_links(libc::AT_FDCWD, buf.as_ptr(), libc::O_PATH)
-    else {
+    let Ok(path) = sys::c_path(&buf) else {
+        return false;
+    };
+    let Ok(fd) = sys::open_at_without_magic_links(libc::AT_FDCWD, path, libc::O_PATH) else {
         return false;
     };
     let there = sys::fstat(fd);

@@ -10,11 +10,15 @@
 //! Never allocates, never locks (a busy buffer is a skipped read, never a
 //! wait).
 
+// TODO(issue 22): SAFETY comments after issue 21 lands.
+#![allow(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+
 use super::sys::{self, Errno};
 // The pure parsers shared with the CLI and the tests live in the contract;
 // this module reads the files and parses what only the library needs.
-use ksmauto_contract::proc::trim;
 pub use ksmauto_contract::proc::{parse_dec, KsmStat};
+use ksmauto_contract::proc::{trim, Stat};
+use ksmauto_contract::smaps::VmFlags;
 
 /// Bytes of one [`LineBuffer`]: the longest line passed whole (a maps line
 /// with a path of up to `PATH_MAX` fits).
@@ -119,22 +123,26 @@ pub fn status_number(path: &[u8], buf: &mut [u8], key: &[u8]) -> Result<Option<u
     Ok(value)
 }
 
-/// A digest of what restricts a thread (`Seccomp`, `NoNewPrivs` and the
-/// capability sets of `/proc/<path>/status`): two threads with the same
-/// digest are restricted alike. `None` if it cannot be read. Reads through
+/// A digest of what restricts a thread (`Seccomp`, `NoNewPrivs`, the
+/// capability sets, and who it acts as: `Uid`, `Gid`, `Groups` of
+/// `/proc/<path>/status`): two threads with the same digest are restricted
+/// alike. `None` if it cannot be read. Reads through
 /// a buffer on the stack (2 KiB): for the catch-up thread, never a hook.
 pub fn restrictions_digest(path: &[u8]) -> Option<u64> {
     let mut buf = [0u8; 2048];
     let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
     let mut seen = 0;
     for_each_line(path, &mut buf, |line| {
-        const FIELDS: [&[u8]; 6] = [
+        const FIELDS: [&[u8]; 9] = [
             b"Seccomp:",
             b"NoNewPrivs:",
             b"CapInh:",
             b"CapPrm:",
             b"CapEff:",
             b"CapBnd:",
+            b"Uid:",
+            b"Gid:",
+            b"Groups:",
         ];
         if FIELDS.iter().any(|f| line.starts_with(f)) {
             seen += 1;
@@ -219,7 +227,7 @@ pub fn process_image(pid: i32) -> Option<sys::FileStatus> {
     let mut path = [0u8; 40];
     let mut w = crate::fmt::BufWriter::new(&mut path);
     w.str("/proc/").u64(pid as u64).str("/exe\0");
-    sys::stat_at(libc::AT_FDCWD, path.as_ptr(), 0).ok()
+    sys::stat_at(libc::AT_FDCWD, sys::c_path(&path).ok()?, 0).ok()
 }
 
 /// `vm.max_map_count`: the most VMAs a process may have (the kernel's
@@ -265,40 +273,60 @@ pub fn read_self_ksm_stat() -> Option<KsmStat> {
     Some(KsmStat::parse(&buf[..n]))
 }
 
-/// When this process started, in clock ticks after boot: field 22 of
+/// When this process started, in clock ticks after boot: `starttime` of
 /// `/proc/self/stat` (the process's, kept while any of its threads runs).
 pub fn process_start_time() -> Option<u64> {
     let mut buf = [0u8; 512];
     let n = sys::read_file(b"/proc/self/stat\0", &mut buf).ok()?;
-    start_time_of_stat(&buf[..n])
-}
-
-/// Field 22 of a `stat` line.
-fn start_time_of_stat(stat: &[u8]) -> Option<u64> {
-    ksmauto_contract::proc::parse_dec(stat_field(stat, 22)?)
-}
-
-/// Field `n` (1-based, as in proc(5)) of a `stat` line, from field 3 on:
-/// `comm` (field 2, in parentheses) may hold anything, so fields are
-/// counted after its last `)`.
-fn stat_field(stat: &[u8], n: usize) -> Option<&[u8]> {
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    stat[close + 1..]
-        .split(|&b| b == b' ')
-        .filter(|f| !f.is_empty())
-        .nth(n.checked_sub(3)?)
+    Stat::parse(&buf[..n])?.start_time()
 }
 
 /// The state letter of this process's main thread and the process's
-/// thread count (fields 3 and 20 of `/proc/self/stat`). A main thread that
-/// ended while others run is a zombie (`Z`) and still counted.
+/// thread count (`/proc/self/stat`). A main thread that ended while others
+/// run is a zombie (`Z`) and still counted.
 pub fn main_state_and_threads() -> Option<(u8, u64)> {
     let mut buf = [0u8; 512];
     let n = sys::read_file(b"/proc/self/stat\0", &mut buf).ok()?;
-    let stat = &buf[..n];
-    let state = *stat_field(stat, 3)?.first()?;
-    let threads = ksmauto_contract::proc::parse_dec(stat_field(stat, 20)?)?;
-    Some((state, threads))
+    let stat = Stat::parse(&buf[..n])?;
+    Some((stat.state()?, stat.num_threads()?))
+}
+
+/// When thread `tid` of this process started (field 22 of its `stat`, in
+/// clock ticks after boot; `None` for the calling thread: its own), or
+/// `None` if it cannot be read (gone, no `/proc`) or `/proc` does not
+/// name threads as this process's pid namespace does (a `/proc` of
+/// another namespace: `/proc/self/task/TID` would be another thread or
+/// none). Reads through a buffer on the stack (512 bytes).
+pub fn thread_start_time(tid: Option<i32>) -> Option<u64> {
+    if !proc_names_threads_as_we_do() {
+        return None;
+    }
+    let mut path = [0u8; 48];
+    let mut w = crate::fmt::BufWriter::new(&mut path);
+    match tid {
+        Some(tid) => w.str("/proc/self/task/").u64(tid as u64).str("/stat\0"),
+        None => w.str("/proc/thread-self/stat\0"),
+    };
+    let len = w.len();
+    let mut buf = [0u8; 512];
+    let n = sys::read_file(&path[..len], &mut buf).ok()?;
+    Stat::parse(&buf[..n])?.start_time()
+}
+
+/// Whether `/proc` is of this process's pid namespace: `/proc/thread-self`
+/// links to `PID/task/TID` with the ids `getpid` and `gettid` give.
+fn proc_names_threads_as_we_do() -> bool {
+    let mut link = [0u8; 48];
+    let Ok(n) = sys::readlink(c"/proc/thread-self", &mut link) else {
+        return false;
+    };
+    let mut expected = [0u8; 48];
+    let mut w = crate::fmt::BufWriter::new(&mut expected);
+    w.u64(sys::getpid() as u64)
+        .str("/task/")
+        .u64(sys::gettid() as u64);
+    let len = w.len();
+    link[..n] == expected[..len]
 }
 
 /// One line of `/proc/<pid>/maps` (also the header line of each `smaps` entry).
@@ -439,8 +467,8 @@ impl SmapsTotals {
                 self.current_anon_kb = parse_kb(v);
                 self.anon_kb += self.current_anon_kb;
             }
-        } else if let Some(flags) = line.strip_prefix(b"VmFlags:") {
-            if private && flags.split(|&b| b == b' ').any(|f| f == b"mg") {
+        } else if let Some(flags) = VmFlags::of_line(line) {
+            if private && flags.mergeable() {
                 self.mergeable_anon_kb += self.current_anon_kb;
             }
         }
@@ -465,14 +493,15 @@ mod tests {
     use super::*;
 
     /// `comm` may hold spaces and parentheses: fields are counted after its
-    /// last `)`.
+    /// last `)` (the parser is `contract::proc::Stat`, tested there).
     #[test]
     fn stat_fields_are_counted_after_the_command_name() {
-        let line = b"4242 (a) b (c) Z 1 4242 4242 0 -1 4194560 100 0 0 0 5 6 0 0 20 0 3 0 98765 1000 10";
-        assert_eq!(stat_field(line, 3), Some(&b"Z"[..]));
-        assert_eq!(stat_field(line, 20), Some(&b"3"[..]));
-        assert_eq!(start_time_of_stat(line), Some(98765));
-        assert_eq!(stat_field(line, 2), None);
+        let line =
+            b"4242 (a) b (c) Z 1 4242 4242 0 -1 4194560 100 0 0 0 5 6 0 0 20 0 3 0 98765 1000 10";
+        let stat = Stat::parse(line).unwrap();
+        assert_eq!(stat.state(), Some(b'Z'));
+        assert_eq!(stat.num_threads(), Some(3));
+        assert_eq!(stat.start_time(), Some(98765));
         let (state, threads) = main_state_and_threads().unwrap();
         assert!(state == b'R' || state == b'S', "{}", state as char);
         assert!(threads >= 1);
@@ -486,6 +515,18 @@ mod tests {
         let none = status_number(b"/proc/self/status\0", &mut buf, b"NoSuchKey:");
         assert_eq!(none, Ok(None));
         assert!(status_number(b"/proc/no/such\0", &mut buf, b"Threads:").is_err());
+    }
+
+    #[test]
+    fn a_threads_start_time_reads_the_same_from_itself_and_by_its_id() {
+        let (own, by_id) = std::thread::spawn(|| {
+            (thread_start_time(None), thread_start_time(Some(sys::gettid())))
+        })
+        .join()
+        .unwrap();
+        assert!(own.is_some_and(|t| t > 0));
+        assert_eq!(own, by_id);
+        assert_eq!(thread_start_time(Some(i32::MAX)), None);
     }
 
     #[test]

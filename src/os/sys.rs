@@ -2,12 +2,28 @@
 //!
 //! Never allocates, never touches the thread's `errno`; calls into libc only
 //! for the vDSO clock (which leaves `errno` alone).
+//!
+//! Safe here means what it means in Rust: a safe function can be called with
+//! any arguments and touches no memory but what its arguments lend it (paths
+//! as `&CStr` or checked NUL-terminated bytes, buffers as slices). A call
+//! that reads through a raw pointer or can change memory the caller does not
+//! hand over (`madvise`, `prctl`, any system call by number) is an `unsafe
+//! fn` whose `# Safety` section says what the caller promises, as in rustix.
+//! The safe surface over those is by intent: `super::ksm`, `super::release_pages`.
 
 use core::arch::asm;
+use core::ffi::CStr;
 
 /// A failed system call's error number (positive, as in `errno.h`).
 pub type Errno = i32;
 
+/// System call `n` with six arguments; the kernel's return value (`-errno`
+/// on failure).
+///
+/// # Safety
+/// The arguments must be what system call `n` expects: every pointer among
+/// them valid for what the kernel reads or writes through it, and the call
+/// must not change memory that Rust code or the program relies on.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn raw6(
@@ -20,6 +36,9 @@ unsafe fn raw6(
     a6: usize,
 ) -> isize {
     let ret: isize;
+    // SAFETY: the x86_64 system call ABI: number in rax, arguments in rdi,
+    // rsi, rdx, r10, r8, r9; the kernel clobbers only rcx and r11 (declared)
+    // and uses no user stack; the call itself is the caller's promise.
     asm!("syscall",
         inlateout("rax") n as isize => ret,
         in("rdi") a1, in("rsi") a2, in("rdx") a3, in("r10") a4, in("r8") a5, in("r9") a6,
@@ -28,6 +47,10 @@ unsafe fn raw6(
     ret
 }
 
+/// As the x86_64 `raw6` above.
+///
+/// # Safety
+/// As the x86_64 `raw6` above.
 #[cfg(target_arch = "aarch64")]
 #[inline(always)]
 unsafe fn raw6(
@@ -40,6 +63,9 @@ unsafe fn raw6(
     a6: usize,
 ) -> isize {
     let ret: isize;
+    // SAFETY: the aarch64 system call ABI: number in x8, arguments in x0-x5,
+    // result in x0, nothing else clobbered, no user stack; the call itself is
+    // the caller's promise.
     asm!("svc 0",
         in("x8") n,
         inlateout("x0") a1 as isize => ret,
@@ -85,12 +111,47 @@ pub unsafe fn raw(number: usize, a: [usize; 6]) -> Result<usize, Errno> {
     check(raw6(number, a[0], a[1], a[2], a[3], a[4], a[5]))
 }
 
-pub fn madvise(addr: usize, len: usize, advice: i32) -> Result<(), Errno> {
-    unsafe { syscall!(libc::SYS_madvise, addr, len, advice).map(|_| ()) }
+/// What the library asks `madvise` for, named by intent; the value is the
+/// kernel's `MADV_*` number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i32)]
+pub enum Advice {
+    /// `MADV_MERGEABLE`: KSM may merge the pages (their contents stay).
+    MarkMergeable = libc::MADV_MERGEABLE,
+    /// `MADV_UNMERGEABLE`: KSM unmerges them and leaves them alone (their
+    /// contents stay; merged pages are copied back out).
+    UnmarkMergeable = libc::MADV_UNMERGEABLE,
+    /// `MADV_DONTNEED`: the pages go back to the kernel; private anonymous
+    /// ones read as zero afterwards, file-backed ones as the file.
+    ReleasePages = libc::MADV_DONTNEED,
 }
 
-pub fn prctl(option: i32, a2: usize, a3: usize, a4: usize, a5: usize) -> Result<usize, Errno> {
-    unsafe { syscall!(libc::SYS_prctl, option, a2, a3, a4, a5) }
+/// `madvise(addr, len, advice)`.
+///
+/// # Safety
+/// With [`Advice::ReleasePages`], `[addr, addr + len)` must be memory the
+/// caller owns and whose contents it may lose: no live reference into it,
+/// nothing of the program's. The merging advice changes no page's contents,
+/// but still acts on whatever is mapped there: the range must be one the
+/// caller may mark (the engine's policy decides which).
+pub unsafe fn madvise(addr: usize, len: usize, advice: Advice) -> Result<(), Errno> {
+    syscall!(libc::SYS_madvise, addr, len, advice as i32).map(|_| ())
+}
+
+/// `prctl(option, a2, a3, a4, a5)`.
+///
+/// # Safety
+/// The arguments must be what `option` expects: some options read or write
+/// through an argument (`PR_SET_NAME`, `PR_GET_NAME`, ...) or change the
+/// address space (`PR_SET_MM`); the caller vouches for the option it passes.
+pub unsafe fn prctl(
+    option: i32,
+    a2: usize,
+    a3: usize,
+    a4: usize,
+    a5: usize,
+) -> Result<usize, Errno> {
+    syscall!(libc::SYS_prctl, option, a2, a3, a4, a5)
 }
 
 /// Nanoseconds on the coarse monotonic clock (vDSO: no system call, and it
@@ -113,6 +174,8 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
         tv_sec: 0,
         tv_nsec: 0,
     };
+    // SAFETY: clock_gettime writes one `timespec` into the local `ts`; for a
+    // clock that exists it cannot fail, so it leaves `errno` alone.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
@@ -124,6 +187,7 @@ pub fn thread_cpu_ns() -> u64 {
         tv_sec: 0,
         tv_nsec: 0,
     };
+    // SAFETY: clock_gettime writes one `timespec` into the local `ts`.
     let _ = unsafe {
         syscall!(
             libc::SYS_clock_gettime,
@@ -144,6 +208,8 @@ pub fn alt_stack_room() -> Option<usize> {
         ss_flags: 0,
         ss_size: 0,
     };
+    // SAFETY: with a null new stack, sigaltstack only writes the current one
+    // into the local `ss`; it changes nothing.
     unsafe { syscall!(libc::SYS_sigaltstack, 0usize, &mut ss as *mut libc::stack_t) }.ok()?;
     if ss.ss_flags & libc::SS_ONSTACK == 0 {
         return None;
@@ -157,6 +223,7 @@ pub fn sleep_ns(ns: u64) {
         tv_sec: (ns / 1_000_000_000) as libc::time_t,
         tv_nsec: (ns % 1_000_000_000) as libc::c_long,
     };
+    // SAFETY: nanosleep reads the local `ts`; no remainder is asked for.
     let _ = unsafe { syscall!(libc::SYS_nanosleep, &ts as *const libc::timespec, 0usize) };
 }
 
@@ -168,6 +235,8 @@ pub fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32, timeout_n
         tv_sec: (timeout_ns / 1_000_000_000).min(i32::MAX as u64) as libc::time_t,
         tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
     };
+    // SAFETY: FUTEX_WAIT reads the aligned u32 `word` borrows and the local
+    // `ts`; it writes neither.
     let _ = unsafe {
         syscall!(
             libc::SYS_futex,
@@ -181,6 +250,8 @@ pub fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32, timeout_n
 
 /// Wakes every thread sleeping on the futex word `word` ([`futex_wait`]).
 pub fn futex_wake(word: &core::sync::atomic::AtomicU32) {
+    // SAFETY: FUTEX_WAKE only uses `word`'s address as a key; it reads and
+    // writes no memory.
     let _ = unsafe {
         syscall!(
             libc::SYS_futex,
@@ -309,6 +380,9 @@ impl MapsQuery {
             },
             ..Default::default()
         };
+        // SAFETY: PROCMAP_QUERY reads and writes the local `q`, whose size it
+        // is told, and writes at most `vma_name_size` (= `name.len()`) bytes
+        // at `vma_name_addr`, which is `name` (borrowed mutably) or null.
         let result = unsafe {
             syscall!(
                 libc::SYS_ioctl,
@@ -374,28 +448,30 @@ fn one_vma(addr: usize, or_next: bool) -> Result<VmaInfo, Errno> {
     })
 }
 
-/// `path` must end with a NUL byte.
-pub fn open(path: &[u8], flags: i32, mode: u32) -> Result<i32, Errno> {
-    debug_assert_eq!(path.last(), Some(&0));
-    unsafe {
-        syscall!(
-            libc::SYS_openat,
-            libc::AT_FDCWD as isize as usize,
-            path.as_ptr(),
-            flags | libc::O_CLOEXEC,
-            mode
-        )
-        .map(|fd| fd as i32)
-    }
+/// `path` up to its first NUL byte, as the kernel reads a path; `Err(EINVAL)`
+/// when it has none (the kernel would read on past the buffer). For paths
+/// built in a buffer; a constant is a `c"..."` literal.
+pub fn c_path(path: &[u8]) -> Result<&CStr, Errno> {
+    CStr::from_bytes_until_nul(path).map_err(|_| libc::EINVAL)
 }
 
-/// `openat(dirfd, path, flags | O_CLOEXEC, mode)`; `path` NUL-terminated.
-pub fn open_at(dirfd: i32, path: *const u8, flags: i32, mode: u32) -> Result<i32, Errno> {
+/// `open(path, flags | O_CLOEXEC, mode)`; `path` ends at its first NUL
+/// byte, `Err(EINVAL)` without one (checked in every build: the kernel
+/// must never read past the slice).
+pub fn open(path: &[u8], flags: i32, mode: u32) -> Result<i32, Errno> {
+    open_at(libc::AT_FDCWD, c_path(path)?, flags, mode)
+}
+
+/// `openat(dirfd, path, flags | O_CLOEXEC, mode)`.
+pub fn open_at(dirfd: i32, path: &CStr, flags: i32, mode: u32) -> Result<i32, Errno> {
+    // SAFETY: openat reads `path` up to its NUL, which `&CStr` guarantees is
+    // inside the borrowed string, and writes no memory of ours; a bad
+    // `dirfd` is an error, not undefined behaviour.
     unsafe {
         syscall!(
             libc::SYS_openat,
             dirfd as isize as usize,
-            path,
+            path.as_ptr(),
             flags | libc::O_CLOEXEC,
             mode
         )
@@ -405,20 +481,22 @@ pub fn open_at(dirfd: i32, path: *const u8, flags: i32, mode: u32) -> Result<i32
 
 /// `openat(dirfd, path, flags)` resolving no magic link (`openat2` with
 /// `RESOLVE_NO_MAGICLINKS`: `/proc/PID/fd/N`, `/proc/PID/cwd`, `/proc/PID/exe`
-/// and the like fail with `ELOOP`); `path` NUL-terminated. `ENOSYS` before
-/// Linux 5.6.
-pub fn open_at_without_magic_links(dirfd: i32, path: *const u8, flags: i32) -> Result<i32, Errno> {
+/// and the like fail with `ELOOP`). `ENOSYS` before Linux 5.6.
+pub fn open_at_without_magic_links(dirfd: i32, path: &CStr, flags: i32) -> Result<i32, Errno> {
     // struct open_how: flags, mode, resolve (the kernel's own layout).
     let how: [u64; 3] = [
         (flags | libc::O_CLOEXEC) as u32 as u64,
         0,
         libc::RESOLVE_NO_MAGICLINKS,
     ];
+    // SAFETY: openat2 reads `path` up to the NUL `&CStr` guarantees and
+    // `size_of_val(&how)` bytes of the local `how`, and writes nothing of
+    // ours.
     unsafe {
         syscall!(
             libc::SYS_openat2,
             dirfd as isize as usize,
-            path,
+            path.as_ptr(),
             how.as_ptr(),
             core::mem::size_of_val(&how)
         )
@@ -426,9 +504,10 @@ pub fn open_at_without_magic_links(dirfd: i32, path: *const u8, flags: i32) -> R
     }
 }
 
-/// `readlink(path)` (NUL-terminated) into `out`; the bytes written.
-pub fn readlink(path: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
-    debug_assert_eq!(path.last(), Some(&0));
+/// `readlink(path)` into `out`; the bytes written.
+pub fn readlink(path: &CStr, out: &mut [u8]) -> Result<usize, Errno> {
+    // SAFETY: readlinkat reads `path` up to its NUL (inside the `&CStr`) and
+    // writes at most `out.len()` bytes into `out`, which we borrow mutably.
     unsafe {
         syscall!(
             libc::SYS_readlinkat,
@@ -442,6 +521,8 @@ pub fn readlink(path: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
 
 pub fn pread(fd: i32, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
     loop {
+        // SAFETY: pread64 writes at most `buf.len()` bytes into `buf`, which
+        // we borrow mutably.
         match unsafe { syscall!(libc::SYS_pread64, fd, buf.as_mut_ptr(), buf.len(), offset) } {
             Err(libc::EINTR) => continue,
             other => return other,
@@ -454,6 +535,7 @@ pub fn pread(fd: i32, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
 /// not on a `noexec` mount): `faccessat2(fd, "", X_OK, AT_EACCESS |
 /// AT_EMPTY_PATH)`, Linux 5.8+ (`ENOSYS` before).
 pub fn exec_permitted(fd: i32) -> Result<(), Errno> {
+    // SAFETY: faccessat2 reads the static empty C string and writes nothing.
     unsafe {
         syscall!(
             libc::SYS_faccessat2,
@@ -479,6 +561,8 @@ pub struct Ids {
 pub fn ids() -> Result<Ids, Errno> {
     let mut u = [0u32; 3];
     let mut g = [0u32; 3];
+    // SAFETY: getresuid and getresgid each write three u32s, one through each
+    // pointer, into the local arrays `u` and `g`.
     unsafe {
         syscall!(
             libc::SYS_getresuid,
@@ -507,7 +591,9 @@ pub fn ids() -> Result<Ids, Errno> {
 pub fn exec_ignores_set_ids(fd: i32) -> bool {
     const PR_GET_NO_NEW_PRIVS: i32 = 39;
     const ST_NOSUID: u64 = 2;
-    if prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == Ok(1) {
+    // SAFETY: PR_GET_NO_NEW_PRIVS takes no pointer and changes nothing; the
+    // other arguments must be 0, and are.
+    if unsafe { prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) } == Ok(1) {
         return true;
     }
     filesystem_of(fd).is_ok_and(|fs| fs[10] & ST_NOSUID != 0)
@@ -517,6 +603,8 @@ pub fn exec_ignores_set_ids(fd: i32) -> bool {
 /// words (`f_type` first, `f_flags` the eleventh), then spares.
 fn filesystem_of(fd: i32) -> Result<[u64; 16], Errno> {
     let mut fs = [0u64; 16];
+    // SAFETY: fstatfs writes one `struct statfs` (120 bytes on both our
+    // ABIs) into `fs`, which has 128.
     unsafe { syscall!(libc::SYS_fstatfs, fd, fs.as_mut_ptr()) }.map(|_| fs)
 }
 
@@ -528,12 +616,14 @@ pub fn filesystem_type(fd: i32) -> Result<u64, Errno> {
 /// `getdents64(fd)` into `buf`: the bytes of directory entries written (0
 /// at the end of the directory).
 pub fn directory_entries(fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
+    // SAFETY: getdents64 writes at most `buf.len()` bytes into `buf`, which
+    // we borrow mutably.
     unsafe { syscall!(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) }
 }
 
-/// Reads all of the file `name` (NUL-terminated) in directory `dir` into
-/// `buf`, non-blocking; the bytes read.
-pub fn read_file_at(dir: i32, name: *const u8, buf: &mut [u8]) -> Result<usize, Errno> {
+/// Reads all of the file `name` in directory `dir` into `buf`,
+/// non-blocking; the bytes read.
+pub fn read_file_at(dir: i32, name: &CStr, buf: &mut [u8]) -> Result<usize, Errno> {
     let fd = open_at(
         dir,
         name,
@@ -560,6 +650,8 @@ pub fn read_file_at(dir: i32, name: *const u8, buf: &mut [u8]) -> Result<usize, 
 /// set-user-ID bits or not.
 pub fn ids_differ() -> bool {
     let (mut real, mut effective, mut saved) = (0u32, 0u32, 0u32);
+    // SAFETY: `number` is getresuid or getresgid, which write one u32
+    // through each pointer: the locals `real`, `effective`, `saved`.
     let mut differ = |number| unsafe {
         syscall!(
             number,
@@ -574,6 +666,8 @@ pub fn ids_differ() -> bool {
 
 pub fn read(fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
     loop {
+        // SAFETY: read writes at most `buf.len()` bytes into `buf`, which we
+        // borrow mutably.
         match unsafe { syscall!(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) } {
             Err(libc::EINTR) => continue,
             other => return other,
@@ -584,6 +678,7 @@ pub fn read(fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
 /// Writes all of `buf`, retrying short writes and EINTR.
 pub fn write_all(fd: i32, mut buf: &[u8]) -> Result<(), Errno> {
     while !buf.is_empty() {
+        // SAFETY: write reads at most `buf.len()` bytes of `buf`.
         match unsafe { syscall!(libc::SYS_write, fd, buf.as_ptr(), buf.len()) } {
             Ok(0) => return Err(libc::EIO),
             Ok(n) => buf = &buf[n..],
@@ -595,24 +690,99 @@ pub fn write_all(fd: i32, mut buf: &[u8]) -> Result<(), Errno> {
 }
 
 pub fn close(fd: i32) {
+    // SAFETY: close takes no pointer; a descriptor that is not open is an
+    // error (callers close only descriptors they opened).
     let _ = unsafe { syscall!(libc::SYS_close, fd) };
 }
 
+/// Gives the calling thread a descriptor table of its own, empty (on
+/// `Err`, it may hold copies of the program's descriptors: the thread
+/// must end soon), for a
+/// thread that runs beside the program's: `open` gives the lowest free
+/// number, and one the thread took in the shared table, even for the
+/// moment of a read, would be one the program's own `open` then did not
+/// get (a daemon reopening 0, 1, 2). `close_range(CLOSE_RANGE_UNSHARE)`
+/// (Linux 5.9) copies none of the program's descriptors; before it,
+/// `unshare(CLONE_FILES)` copies them all and each is closed in the copy
+/// (closing there releases no lock of the program's: POSIX locks belong
+/// to the table that took them).
+pub fn own_empty_descriptor_table() -> Result<(), Errno> {
+    const CLOSE_RANGE_UNSHARE: usize = 1 << 1;
+    // SAFETY: close_range with CLOSE_RANGE_UNSHARE takes plain integers and
+    // changes only the calling thread's own (new) descriptor table.
+    match unsafe { syscall!(libc::SYS_close_range, 0, u32::MAX, CLOSE_RANGE_UNSHARE) } {
+        Ok(_) => return Ok(()),
+        Err(libc::ENOSYS) | Err(libc::EINVAL) => {}
+        Err(e) => return Err(e),
+    }
+    // SAFETY: unshare(CLONE_FILES) takes a flag word and gives only the
+    // calling thread a copy of the table; the program's stays as it is.
+    unsafe { syscall!(libc::SYS_unshare, libc::CLONE_FILES) }?;
+    close_all_descriptors()
+}
+
+/// Closes every descriptor of the calling thread's table, as listed in
+/// `/proc/thread-self/fd` (for kernels without `close_range`).
+fn close_all_descriptors() -> Result<(), Errno> {
+    let open_list = || {
+        open(
+            b"/proc/thread-self/fd\0",
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )
+    };
+    loop {
+        let dir = match open_list() {
+            // A full table (the program's, copied): any number frees one.
+            Err(libc::EMFILE) => {
+                close(0);
+                open_list()?
+            }
+            other => other?,
+        };
+        let mut closed = 0;
+        let mut buf = [0u8; 1024];
+        while let Ok(n @ 1..) = directory_entries(dir, &mut buf) {
+            // struct linux_dirent64: ino (8), off (8), reclen (2), type (1), name.
+            let mut at = 0;
+            while at + 19 < n {
+                let reclen = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
+                let name = &buf[at + 19..(at + reclen).min(n)];
+                let digits = name.iter().take_while(|b| b.is_ascii_digit());
+                let fd = digits.fold(0i64, |v, &b| v * 10 + (b - b'0') as i64);
+                if name.first().is_some_and(u8::is_ascii_digit) && fd != dir as i64 {
+                    close(fd as i32);
+                    closed += 1;
+                }
+                at += reclen.max(1);
+            }
+        }
+        close(dir);
+        if closed == 0 {
+            return Ok(());
+        }
+    }
+}
+
 pub fn getpid() -> i32 {
+    // SAFETY: getpid takes no argument and cannot fail.
     unsafe { syscall!(libc::SYS_getpid).unwrap_or(0) as i32 }
 }
 
 pub fn getppid() -> i32 {
+    // SAFETY: getppid takes no argument and cannot fail.
     unsafe { syscall!(libc::SYS_getppid).unwrap_or(0) as i32 }
 }
 
 /// The session of process `pid` (0: this process), as seen from this pid
 /// namespace (0 when the session leader is outside it).
 pub fn getsid(pid: i32) -> Result<i32, Errno> {
+    // SAFETY: getsid takes no pointer and changes nothing.
     unsafe { syscall!(libc::SYS_getsid, pid).map(|s| s as i32) }
 }
 
 pub fn gettid() -> i32 {
+    // SAFETY: gettid takes no argument and cannot fail.
     unsafe { syscall!(libc::SYS_gettid).unwrap_or(0) as i32 }
 }
 
@@ -620,6 +790,8 @@ pub fn gettid() -> i32 {
 pub fn block_all_signals() -> u64 {
     let all: u64 = !0;
     let mut old: u64 = 0;
+    // SAFETY: rt_sigprocmask reads the 8-byte set `all` and writes the old
+    // one into `old`, both locals of the size passed.
     unsafe {
         let _ = syscall!(
             libc::SYS_rt_sigprocmask,
@@ -633,6 +805,7 @@ pub fn block_all_signals() -> u64 {
 }
 
 pub fn restore_signals(mask: u64) {
+    // SAFETY: rt_sigprocmask reads the 8-byte set `mask`; no old set asked.
     unsafe {
         let _ = syscall!(
             libc::SYS_rt_sigprocmask,
@@ -647,6 +820,7 @@ pub fn restore_signals(mask: u64) {
 /// Whether a task (thread or process) with this id exists.
 pub fn task_exists(tid: i32) -> bool {
     !matches!(
+        // SAFETY: signal 0 sends nothing: kill only checks that `tid` exists.
         unsafe { syscall!(libc::SYS_kill, tid, 0) },
         Err(libc::ESRCH)
     )
@@ -672,6 +846,7 @@ pub fn memory_shared(pid: i32, other: i32) -> Option<bool> {
     const REFUSED: u8 = 2;
     // once_cell: `race::OnceBool`, but it cannot be a dependency (Cargo.toml).
     static KCMP: AtomicU8 = AtomicU8::new(UNKNOWN);
+    // SAFETY: KCMP_VM compares two tasks' mm; no pointer, nothing changed.
     let kcmp = |a: i32, b: i32| unsafe { syscall!(libc::SYS_kcmp, a, b, KCMP_VM, 0usize, 0usize) };
     if KCMP.load(Relaxed) == UNKNOWN {
         let usable = kcmp(pid, pid) == Ok(0);
@@ -696,6 +871,7 @@ pub fn thread_is_ours(tid: i32) -> bool {
 
 /// Whether `tid` is a live thread of process `pid` (`tgkill`, signal 0).
 pub fn thread_of(pid: i32, tid: i32) -> bool {
+    // SAFETY: signal 0 sends nothing: tgkill only checks the thread exists.
     unsafe { syscall!(libc::SYS_tgkill, pid, tid, 0).is_ok() }
 }
 
@@ -721,6 +897,7 @@ pub fn wait_until_thread_gone(tid: i32, wait_ns: u64) -> bool {
 }
 
 pub fn sched_yield() {
+    // SAFETY: sched_yield takes no argument.
     let _ = unsafe { syscall!(libc::SYS_sched_yield) };
 }
 
@@ -733,6 +910,9 @@ pub fn write_all_no_sigpipe(fd: i32, buf: &[u8]) -> Result<(), Errno> {
     let pipe_bit: u64 = 1 << (libc::SIGPIPE - 1);
     let mut old: u64 = 0;
     let mut pending: u64 = 0;
+    // SAFETY: rt_sigpending writes 8 bytes into the local `pending`;
+    // rt_sigprocmask reads the local `pipe_bit` and writes the local `old`,
+    // each of the 8 bytes passed.
     unsafe {
         let _ = syscall!(
             libc::SYS_rt_sigpending,
@@ -748,6 +928,9 @@ pub fn write_all_no_sigpipe(fd: i32, buf: &[u8]) -> Result<(), Errno> {
         );
     }
     let result = write_all(fd, buf);
+    // SAFETY: rt_sigtimedwait reads the locals `pipe_bit` and `zero` (no
+    // siginfo asked); rt_sigprocmask reads the local `old`. Consuming
+    // SIGPIPE is ours to do: we raised it and it was not pending before.
     unsafe {
         if result == Err(libc::EPIPE) && pending & pipe_bit == 0 {
             let zero = libc::timespec {
@@ -868,15 +1051,18 @@ fn status_of(st: &libc::stat) -> FileStatus {
     }
 }
 
-/// `fstatat(dirfd, path, flags)`; `path` NUL-terminated (empty with
-/// `AT_EMPTY_PATH` for the descriptor itself).
-pub fn stat_at(dirfd: i32, path: *const u8, flags: i32) -> Result<FileStatus, Errno> {
+/// `fstatat(dirfd, path, flags)` (`path` empty with `AT_EMPTY_PATH` for the
+/// descriptor itself).
+pub fn stat_at(dirfd: i32, path: &CStr, flags: i32) -> Result<FileStatus, Errno> {
+    // SAFETY: `libc::stat` is plain integers, for which all zeros is valid.
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: newfstatat reads `path` up to the NUL `&CStr` guarantees and
+    // writes one `struct stat` into the local `st`.
     unsafe {
         syscall!(
             libc::SYS_newfstatat,
             dirfd as isize as usize,
-            path,
+            path.as_ptr(),
             &mut st as *mut libc::stat,
             flags
         )?
@@ -886,20 +1072,23 @@ pub fn stat_at(dirfd: i32, path: *const u8, flags: i32) -> Result<FileStatus, Er
 
 /// `fstat(fd)`.
 pub fn fstat(fd: i32) -> Result<FileStatus, Errno> {
-    stat_at(fd, c"".as_ptr() as *const u8, libc::AT_EMPTY_PATH)
+    stat_at(fd, c"", libc::AT_EMPTY_PATH)
 }
 
 pub fn geteuid() -> u32 {
+    // SAFETY: geteuid takes no argument and cannot fail.
     unsafe { syscall!(libc::SYS_geteuid).unwrap_or(u32::MAX as usize) as u32 }
 }
 
-/// Whether the file at `path` (NUL-terminated, symlinks followed) has file
-/// capabilities (`security.capability`), which make an `exec` of it a
-/// privilege change like set-user-ID does. Fails closed: only "no such
-/// attribute" or "not supported here" count as none.
-pub fn has_file_capabilities(path: &[u8]) -> bool {
-    debug_assert_eq!(path.last(), Some(&0));
-    let name = b"security.capability\0";
+/// Whether the file at `path` (symlinks followed) has file capabilities
+/// (`security.capability`), which make an `exec` of it a privilege change
+/// like set-user-ID does. Fails closed: only "no such attribute" or "not
+/// supported here" count as none.
+pub fn has_file_capabilities(path: &CStr) -> bool {
+    let name = c"security.capability";
+    // SAFETY: getxattr reads `path` and `name` up to the NULs their `&CStr`
+    // guarantee; with size 0 it only reports the value's size, writing
+    // nothing through the null buffer.
     let r = unsafe {
         syscall!(
             libc::SYS_getxattr,
@@ -910,4 +1099,93 @@ pub fn has_file_capabilities(path: &[u8]) -> bool {
         )
     };
     !matches!(r, Err(libc::ENODATA) | Err(libc::EOPNOTSUPP))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_without_nul_is_refused_not_read_past() {
+        // A slice cut just before its NUL: the kernel would read on.
+        let path = b"/proc/self/maps\0";
+        assert_eq!(open(&path[..path.len() - 1], libc::O_RDONLY, 0), Err(libc::EINVAL));
+        assert_eq!(read_file(&path[..path.len() - 1], &mut [0u8; 8]), Err(libc::EINVAL));
+        let fd = open(path, libc::O_RDONLY, 0).expect("open /proc/self/maps");
+        close(fd);
+    }
+
+    #[test]
+    fn a_path_ends_at_its_first_nul_as_the_kernel_reads_it() {
+        assert_eq!(c_path(b"/etc\0/passwd\0"), Ok(c"/etc"));
+        assert_eq!(c_path(b""), Err(libc::EINVAL));
+    }
+
+    /// Descriptors listed in the calling thread's table.
+    fn listed() -> usize {
+        std::fs::read_dir("/proc/thread-self/fd").unwrap().count()
+    }
+
+    /// Both ways to an empty table of the thread's own (the one kernels
+    /// before 5.9 take, and `close_range`'s) leave the process's table as
+    /// it was.
+    #[test]
+    fn a_thread_gets_an_empty_table_of_its_own() {
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+        let before = listed();
+        for old_way in [true, false] {
+            let emptied = std::thread::spawn(move || {
+                if old_way {
+                    // SAFETY: unshare(CLONE_FILES) in this test thread touches only its own table.
+                    unsafe { syscall!(libc::SYS_unshare, libc::CLONE_FILES) }.unwrap();
+                    close_all_descriptors().unwrap();
+                } else {
+                    own_empty_descriptor_table().unwrap();
+                }
+                // read_dir's own descriptor is the one listed.
+                (listed(), fstat(fd).is_err())
+            })
+            .join()
+            .unwrap();
+            assert_eq!(emptied, (1, true), "old way {old_way}");
+            assert!(fstat(fd).is_ok() && listed() == before);
+        }
+    }
+
+    /// The way before `close_range` with a full table (no number free for
+    /// the listing itself): it still empties the copy. In a child process,
+    /// whose descriptor limit it lowers to what it has open.
+    #[test]
+    fn a_full_table_is_emptied_the_old_way_too() {
+        // SAFETY: the child only makes system calls and _exits.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            let highest = std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+                .max()
+                .unwrap();
+            let limit = libc::rlimit {
+                rlim_cur: highest + 1,
+                rlim_max: highest + 1,
+            };
+            // SAFETY: `limit` is a valid rlimit on the stack.
+            let limited = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0;
+            // Every number below the limit taken (the gaps with /dev/null).
+            while open(b"/dev/null\0", libc::O_RDONLY, 0).is_ok() {}
+            let full = limited && open(b"/dev/null\0", libc::O_RDONLY, 0) == Err(libc::EMFILE);
+            // SAFETY: unshare(CLONE_FILES) in this child touches only its own table.
+            let emptied = unsafe { syscall!(libc::SYS_unshare, libc::CLONE_FILES) }.is_ok()
+                && close_all_descriptors().is_ok()
+                && fstat(0).is_err()
+                && fstat(1).is_err();
+            // SAFETY: _exit ends the forked child without running the parent's handlers.
+            unsafe { libc::_exit(if !full { 2 } else if emptied { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: `status` is a valid int on the stack; `child` is ours.
+        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+        assert_eq!(libc::WEXITSTATUS(status), 0, "2: table not full; 1: not emptied");
+    }
 }

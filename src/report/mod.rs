@@ -191,12 +191,14 @@ fn not_the_process_the_user_started() -> bool {
 fn append_to_file(path: &[u8], bytes: &[u8]) -> Result<(), i32> {
     // Something that exists and is not a regular file (a device, a FIFO) is
     // refused before it is opened: opening one can block or act.
-    match sys::stat_at(libc::AT_FDCWD, path.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) {
+    let path = sys::c_path(path)?;
+    match sys::stat_at(libc::AT_FDCWD, path, libc::AT_SYMLINK_NOFOLLOW) {
         Ok(st) if st.is_symlink() => return Err(libc::ELOOP),
         Ok(st) if !st.is_regular() => return Err(libc::EPERM),
         _ => {}
     }
-    let fd = sys::open(
+    let fd = sys::open_at(
+        libc::AT_FDCWD,
         path,
         libc::O_WRONLY
             | libc::O_CREAT

@@ -1,7 +1,7 @@
 //! Renders what a process did and what the kernel merged, as text or JSON.
 //!
 //! Pure rendering into a caller's fixed buffer; the field list of the JSON
-//! object is documented in the README ("Stats format"). Never allocates.
+//! object is documented in docs/report-format.md. Never allocates.
 
 use crate::core::catchup_thread::Without;
 use crate::counters::{Hook, Snapshot, FAILURE_ERRNOS};
@@ -135,6 +135,7 @@ impl Report {
                 .str(match why {
                     Without::Seccomp => "seccomp filter",
                     Without::CreateFailed(_) => "pthread_create: ",
+                    Without::MainThreadEnded => "the main thread ended",
                 });
             if let Without::CreateFailed(e) = why {
                 w.str(sys::errno_name(e));
@@ -385,6 +386,7 @@ fn without_name(why: Without) -> &'static str {
     match why {
         Without::Seccomp => "seccomp",
         Without::CreateFailed(e) => sys::errno_name(e),
+        Without::MainThreadEnded => "main-thread-ended",
     }
 }
 
@@ -596,6 +598,10 @@ mod tests {
         assert!(render(&r, false).contains("without its thread (pthread_create: EAGAIN)"));
         let v: serde_json::Value = serde_json::from_str(&render(&r, true)).unwrap();
         assert_eq!(v["catchup"]["thread"]["without"], "EAGAIN");
+        r.catchup_thread.without = Some(Without::MainThreadEnded);
+        assert!(render(&r, false).contains("without its thread (the main thread ended)"));
+        let v: serde_json::Value = serde_json::from_str(&render(&r, true)).unwrap();
+        assert_eq!(v["catchup"]["thread"]["without"], "main-thread-ended");
     }
 
     #[test]

@@ -566,8 +566,8 @@ static int vma_count(void) { return inspect(NULL, 0).vmas; }
 
 /* What smaps says of the block past its first page: glibc writes its header
    there, and in advise mode a block that extends a run of mappings downwards
-   keeps that page unadvised as the run's growing edge (see README, How it
-   works). */
+   keeps that page unadvised as the run's growing edge (see
+   docs/how-it-works.md, "Growth edges"). */
 static struct vma_facts inspect_past_header(const void *block, size_t size) {
     uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
     uintptr_t past_header = ((uintptr_t)block + page) & ~(page - 1);

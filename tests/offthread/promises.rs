@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 const MODES: [&str; 3] = ["off", "process", "advise"];
 
 /// Every run: without the library, then each mode.
-fn runs() -> Vec<(String, Run)> {
+pub(super) fn runs() -> Vec<(String, Run)> {
     let mut runs = vec![("without the library".to_string(), Run::without())];
     for mode in MODES {
         runs.push((
@@ -127,7 +127,7 @@ fn the_credentials_check_catches_a_thread_glibc_does_not_know() {
 /// returns, before they warn that `fork()` in a multi-threaded process may
 /// deadlock: `num_threads` of /proc/self/stat. (Counted right after
 /// allocating without a fork, it sees the library's thread, which exists
-/// exactly then: see README, *Limits*.)
+/// exactly then: see docs/how-it-works.md, *Limits*.)
 #[test]
 fn proc_stat_counts_one_thread_right_after_allocating() {
     same_everywhere(&["stat-threads"], 0, "stat threads 1\n");
@@ -163,7 +163,7 @@ fn cpython_sees_one_thread_right_after_allocating() {
 
 /// The first CPython >= 3.12 this machine has: on PATH, else under pyenv.
 /// Returns its real executable (a pyenv shim resolves to it).
-fn python_3_12_or_later() -> Option<String> {
+pub(super) fn python_3_12_or_later() -> Option<String> {
     let mut candidates: Vec<String> = ["python3.14", "python3.13", "python3.12", "python3"]
         .iter()
         .map(|s| s.to_string())

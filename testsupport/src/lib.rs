@@ -21,7 +21,7 @@ mod procfs;
 mod run;
 
 pub use build::{cli, compile_c, lib, repo};
-pub use hooks::HOOK_NAMES;
+pub use hooks::{EXPORTED_NAMES, HOOK_NAMES};
 pub use ksmd::*;
 pub use live::Live;
 pub use procfs::*;

@@ -1,6 +1,7 @@
 //! What the tests read of a process in /proc.
 
 use ksmauto_contract::proc::KsmStat;
+use ksmauto_contract::smaps::VmFlags;
 
 /// `ksm_merging_pages + ksm_zero_pages` of a live process.
 pub fn merged_pages_of(pid: u32) -> u64 {
@@ -67,8 +68,8 @@ pub fn mergeable_pages_in(pid: u32, ranges: &[(u64, u64)]) -> u64 {
                 continue;
             }
         }
-        if let (Some(flags), Some(v)) = (line.strip_prefix("VmFlags:"), vma) {
-            if flags.split_whitespace().any(|f| f == "mg") {
+        if let (Some(flags), Some(v)) = (VmFlags::of_line(line.as_bytes()), vma) {
+            if flags.mergeable() {
                 marked.push(v);
             }
         }

@@ -12,6 +12,7 @@ mod copies;
 mod phase;
 mod render;
 
+pub use copies::kill_after_panic;
 pub use phase::Phase;
 pub use render::render_text;
 

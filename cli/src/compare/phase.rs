@@ -1,8 +1,9 @@
 //! One phase of `compare`: the copies started (with or without the
 //! preload), looked at every half second until their memory settles (or
-//! they exit, or the time is up), then stopped. Owns when a phase is over
-//! and, with `--hold-ksmd`, when ksmd is let go; what a look measures is
-//! `copies`'.
+//! they exit, or the time is up), then stopped (also when the phase ends
+//! with an error: `Copies` stops them when dropped). Owns when a phase is
+//! over and, with `--hold-ksmd`, when ksmd is let go; what a look measures
+//! is `copies`'.
 
 use super::copies::{coverage_of, Copies, ProcCoverage, Sample};
 use super::Options;

@@ -6,7 +6,7 @@ use super::Memory;
 use crate::ksm;
 use crate::util::*;
 use anyhow::Result;
-use ksmauto_contract::proc;
+use ksmauto_contract::smaps::VmFlags;
 
 /// Everything `doctor` knows of one process and of ksmd.
 #[derive(Debug, Clone)]
@@ -137,15 +137,15 @@ fn smaps_of(text: &[u8]) -> Smaps {
             b"Locked" => locked = kb_bytes(val),
             b"KSM" => ksm = kb_bytes(val),
             b"VmFlags" => {
-                let flags: Vec<&[u8]> = proc::words(val).collect();
-                let has = |f: &str| flags.contains(&f.as_bytes());
+                let flags = VmFlags::of_value(val);
+                let has = |f: &[u8; 2]| flags.has(f);
                 let m = &mut s.mem;
                 m.ksm_smaps += ksm;
-                if has("ht") {
+                if has(b"ht") {
                     m.never.hugetlb += hug;
-                } else if has("sh") || has("ms") {
+                } else if has(b"sh") || has(b"ms") {
                     m.never.shared += rss;
-                } else if has("pf") || has("io") || has("de") || has("mm") {
+                } else if has(b"pf") || has(b"io") || has(b"de") || has(b"mm") {
                     m.never.special += rss;
                 } else {
                     m.anonymous += anon;
@@ -156,10 +156,10 @@ fn smaps_of(text: &[u8]) -> Smaps {
                     s.compatible_anon += anon;
                     m.thp += thp;
                     m.locked += locked;
-                    if has("mg") {
+                    if has(b"mg") {
                         s.mg_vmas += 1;
                         m.mergeable += anon;
-                    } else if path == b"[stack]" || has("gd") {
+                    } else if path == b"[stack]" || has(b"gd") {
                         m.excluded_stack += anon;
                     }
                 }

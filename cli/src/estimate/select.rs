@@ -71,8 +71,7 @@ fn has_no_memory(pid: i32) -> bool {
     let Ok(stat) = proc_file(pid, "stat") else {
         return false;
     };
-    proc::Stat::parse(&stat)
-        .is_some_and(|s| s.is_kernel_thread() || matches!(s.state(), Some(b'Z') | Some(b'X')))
+    proc::Stat::parse(&stat).is_some_and(|s| s.is_kernel_thread() || s.has_ended())
 }
 
 /// Every line's path of `/proc/PID/cgroup` (each hierarchy's placement).

@@ -97,7 +97,7 @@ fn bury(holders: &mut Vec<Holder>, alive: impl Fn(&Holder) -> bool) -> Option<Sa
 fn start_time(pid: i32) -> Option<u64> {
     let text = read_proc(format!("/proc/{pid}/stat")).ok()?;
     let stat = ksmauto_contract::proc::Stat::parse(&text)?;
-    if matches!(stat.state(), Some(b'Z') | Some(b'X') | None) {
+    if stat.state().is_none() || stat.has_ended() {
         return None;
     }
     stat.start_time()

@@ -21,7 +21,8 @@ use crate::ksm::{self, require_ksm};
 use crate::owner::{cgroup_of, uid_of, user_names};
 use crate::util::*;
 use anyhow::Result;
-use ksmauto_contract::{proc, Mode};
+use ksmauto_contract::smaps::VmFlags;
+use ksmauto_contract::Mode;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -232,8 +233,8 @@ fn mergeable_bytes_of(pid: i32) -> u64 {
     for l in s.split(|&b| b == b'\n') {
         if let Some(v) = l.strip_prefix(b"Rss:") {
             rss = kb_bytes(v);
-        } else if let Some(flags) = l.strip_prefix(b"VmFlags:") {
-            if proc::words(flags).any(|f| f == b"mg") {
+        } else if let Some(flags) = VmFlags::of_line(l) {
+            if flags.mergeable() {
                 total += rss;
             }
             rss = 0;
