@@ -89,6 +89,7 @@ mod tests {
     fn counts_present_and_shared_pages_of_this_process() {
         let page = crate::os::page_size();
         let len = 16 * page;
+        // SAFETY: a fresh private anonymous mapping; no address given.
         let p = unsafe {
             libc::mmap(
                 core::ptr::null_mut(),
@@ -101,8 +102,10 @@ mod tests {
         } as *mut u8;
         assert_ne!(p as *mut libc::c_void, libc::MAP_FAILED);
         for i in 0..8 {
+            // SAFETY: within the mapping made above.
             unsafe { p.add(i * page).write_volatile(i as u8 + 1) };
         }
+        // SAFETY: within the mapping made above.
         let _ = unsafe { p.add(8 * page).read_volatile() };
         let start = p as usize;
         let mut buf = [0u64; 4];
@@ -111,18 +114,22 @@ mod tests {
         assert_eq!(c, PageCounts { present: 9, shared: 1 }, "8 written, 1 read");
         let (r, w) = {
             let mut fds = [0; 2];
+            // SAFETY: `fds` has room for the two descriptors.
             assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
             (fds[0], fds[1])
         };
+        // SAFETY: the child only reads a pipe and `_exit`s.
         let child = unsafe { libc::fork() };
         if child == 0 {
             let mut b = [0u8; 1];
+            // SAFETY: a read into a local buffer, then `_exit`.
             unsafe {
                 libc::read(r, b.as_mut_ptr() as *mut _, 1);
                 libc::_exit(0);
             }
         }
         let forked = map.count(start, start + len, &mut buf).unwrap();
+        // SAFETY: our own pipe, child and mapping.
         unsafe {
             libc::write(w, b"x".as_ptr() as *const _, 1);
             libc::waitpid(child, core::ptr::null_mut(), 0);

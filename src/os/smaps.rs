@@ -109,6 +109,7 @@ mod tests {
     fn walks_this_process_and_sees_the_mergeable_flag() {
         let page = crate::os::page_size();
         let len = 8 * page;
+        // SAFETY: a fresh private anonymous mapping; no address given.
         let p = unsafe {
             libc::mmap(
                 core::ptr::null_mut(),
@@ -120,8 +121,10 @@ mod tests {
             )
         } as usize;
         for i in 0..4 {
+            // SAFETY: within the mapping made above.
             unsafe { ((p + i * page) as *mut u8).write_volatile(1) };
         }
+        // SAFETY: advice on our own mapping.
         let marked = unsafe { libc::madvise(p as *mut _, len, libc::MADV_MERGEABLE) } == 0;
         let buffer = LineBuffer::new();
         let (mut seen, mut vmas, mut last_start) = (None, 0, 0);
@@ -146,6 +149,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(visited, 2, "stops when told");
+        // SAFETY: our own mapping, no longer used.
         unsafe { libc::munmap(p as *mut _, len) };
     }
 }
