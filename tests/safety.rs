@@ -350,9 +350,17 @@ fn fork_returns_with_only_the_programs_threads() {
     assert_eq!(field_u64(&stdout, "threads_before"), 2, "{stdout}");
     assert_eq!(field_u64(&stdout, "parent_after_fork"), 1, "{stdout}");
     assert_eq!(field_u64(&stdout, "child"), 1, "{stdout}");
-    // No thread at all in the other modes.
-    for mode in ["process", "off"] {
-        let run = Run::with(mode).env("KSMAUTO_STATS", "off");
+    // `process` registering only what pays (issue 21) has the thread for
+    // its decisions: gone when `fork` returns, as in `advise`.
+    let run = Run::with("process").env("KSMAUTO_STATS", "off");
+    let stdout = run_ok(&prog, &run, &["fork"]);
+    assert_eq!(field_u64(&stdout, "parent_after_fork"), 1, "process: {stdout}");
+    assert_eq!(field_u64(&stdout, "child"), 1, "process: {stdout}");
+    // No thread at all in `off`, nor in `process` registering everything.
+    for (mode, register) in [("process", "all"), ("off", "paying")] {
+        let run = Run::with(mode)
+            .env("KSMAUTO_STATS", "off")
+            .env("KSMAUTO_REGISTER", register);
         let out = run.output(&prog, &["fork"]);
         let stdout = text(&out.stdout);
         assert_eq!(field_u64(&stdout, "threads_before"), 1, "{mode}: {stdout}");

@@ -115,7 +115,7 @@ fn maps_report(run: Run) -> (u32, String, String, Value) {
 
 #[test]
 fn json_report_has_exactly_the_documented_keys() {
-    let (_, _, _, r) = maps_report(Run::with("advise"));
+    let (_, _, _, r) = maps_report(Run::with("advise").env("KSMAUTO_REGISTER", "paying"));
     assert_eq!(
         sorted(keys(&r, "")),
         names(&[
@@ -136,10 +136,33 @@ fn json_report_has_exactly_the_documented_keys() {
             "excluded",
             "unmerged",
             "execs_without_merge_any",
+            "register",
+            "paying",
             "kernel",
             "smaps"
         ])
     );
+    // `advise` on a kernel with KSM: the decisions about what pays are on.
+    assert_eq!(r["register"], "paying");
+    assert_eq!(
+        sorted(keys(&r, "/paying")),
+        names(&[
+            "registered_bytes",
+            "probation",
+            "resting",
+            "taken_out",
+            "probed_again",
+            "found_paying",
+            "refused",
+            "rounds"
+        ])
+    );
+    for pair in ["resting", "taken_out", "probed_again"] {
+        assert_eq!(
+            sorted(keys(&r, &format!("/paying/{pair}"))),
+            names(&["regions", "bytes"])
+        );
+    }
     assert_eq!(sorted(keys(&r, "/calls")), names(&HOOK_NAMES));
     assert_eq!(
         sorted(keys(&r, "/catchup")),
@@ -191,7 +214,8 @@ fn json_report_has_exactly_the_documented_keys() {
             "zero_pages",
             "profit",
             "merge_any",
-            "page_size"
+            "page_size",
+            "rmap_items_per_merged_page"
         ])
     );
     assert_eq!(

@@ -21,9 +21,22 @@ pub const STATS_FORMAT: &str = "KSMAUTO_STATS_FORMAT";
 /// a thread of its own, is no longer read: the thread comes and goes by
 /// itself.)
 pub const SCAN_INTERVAL: &str = "KSMAUTO_SCAN_INTERVAL";
+/// What ksmd is given: `paying` (registered memory that does not pay for
+/// ksmd's attention is taken back out, region by region, and probed again
+/// later) or `all` (the default: every qualifying region, as the kernel's
+/// merge-any does).
+pub const REGISTER: &str = "KSMAUTO_REGISTER";
 
 /// The variables the library reads, in the order it reads them.
-pub const LIBRARY: [&str; 6] = [MODE, MIN_SIZE, EXCLUDE, STATS, STATS_FORMAT, SCAN_INTERVAL];
+pub const LIBRARY: [&str; 7] = [
+    MODE,
+    MIN_SIZE,
+    EXCLUDE,
+    STATS,
+    STATS_FORMAT,
+    SCAN_INTERVAL,
+    REGISTER,
+];
 
 // Read by the CLI.
 

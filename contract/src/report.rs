@@ -59,6 +59,31 @@ pub const EXCLUDED: &str = "excluded";
 /// `{regions, bytes}` taken back out of merging.
 pub const UNMERGED: &str = "unmerged";
 pub const EXECS_WITHOUT_MERGE_ANY: &str = "execs_without_merge_any";
+/// What ksmd is given: `"paying"` or `"all"` (`KSMAUTO_REGISTER`).
+pub const REGISTER: &str = "register";
+/// The decisions about what pays (`register` `paying`), or `null` where
+/// none were made (`all`, `off`, no thread allowed, no KSM):
+/// `{registered_bytes, probation, resting: {regions, bytes}, taken_out:
+/// {regions, bytes}, probed_again: {regions, bytes}, found_paying,
+/// refused, rounds}`.
+pub const PAYING: &str = "paying";
+/// Bytes of the regions the decisions keep given to ksmd (on probation or
+/// paying) at the last round.
+pub const REGISTERED_BYTES: &str = "registered_bytes";
+/// Regions on probation at the last round.
+pub const PROBATION: &str = "probation";
+/// Regions taken back out and not given back yet, at the last round.
+pub const RESTING: &str = "resting";
+/// Ranges taken back out of ksmd's hands (`MADV_UNMERGEABLE`), in all.
+pub const TAKEN_OUT: &str = "taken_out";
+/// Ranges given back to ksmd for another probe, in all.
+pub const PROBED_AGAIN: &str = "probed_again";
+/// Probes that found a resting region paying.
+pub const FOUND_PAYING: &str = "found_paying";
+/// Ranges left given to ksmd for lack of VMA budget.
+pub const REFUSED: &str = "refused";
+/// Rounds of decisions taken.
+pub const ROUNDS: &str = "rounds";
 /// The process's `ksm_stat` and the page size, or `null` without KSM.
 pub const KERNEL: &str = "kernel";
 /// `/proc/self/smaps` totals, or `null`.
@@ -77,6 +102,9 @@ pub const ZERO_PAGES: &str = "zero_pages";
 pub const PROFIT: &str = "profit";
 pub const MERGE_ANY: &str = "merge_any";
 pub const PAGE_SIZE: &str = "page_size";
+/// `rmap_items / merging_pages`, two decimals (`null` with nothing
+/// merged): the kernel's break-even is 64.
+pub const RMAP_ITEMS_PER_MERGED_PAGE: &str = "rmap_items_per_merged_page";
 
 // Inside `smaps`.
 

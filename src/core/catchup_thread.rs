@@ -1,5 +1,7 @@
-//! The catch-up thread: the one thread the library ever has, in `advise`
-//! mode only, and only while there is something to catch up.
+//! The catch-up thread: the one thread the library ever has, only while
+//! there is something to catch up (`advise` mode) or a decision about
+//! what ksmd is given is pending (its second duty, both engines: see
+//! "The second duty" below and `core::paying`).
 //!
 //! Memory no hook advises (the brk heap, glibc's arenas and large-block
 //! mappings, raw `syscall(SYS_mmap)` memory) is found by the catch-up's
@@ -41,6 +43,15 @@
 //! The thread is created by the interposition layer (only it may call
 //! `pthread_create`; handed over as a [`Spawn`] at start-up) from whichever
 //! hook brought the news. Never allocates; every wait here is bounded.
+//!
+//! **The second duty** (`core::paying`, `KSMAUTO_REGISTER=paying`): the
+//! same thread, under every promise above, also polls ksmd's clock and
+//! takes the decisions' rounds. It stays while they are pending (regions
+//! on probation or resting, news not looked at), sleeping between polls
+//! (`paying::POLL_NS`); in `process` mode, where there is no catch-up, that
+//! is its only reason to exist, and news of it is a large enough mapping
+//! or a new thread ([`note_second_duty`]). After a retire the duty waits,
+//! as the catch-up does, for the next news (or a hook's poll).
 
 use core::sync::atomic::{
     AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize,
@@ -49,6 +60,7 @@ use core::sync::atomic::{
 
 use super::catchup::{self, Stepped};
 use super::identity;
+use super::paying;
 use crate::os::{self, proc, sys};
 
 /// Creates the catch-up thread (the interposition layer's: `pthread_create`
@@ -249,7 +261,7 @@ fn wake_thread() {
 #[cold]
 #[inline(never)]
 fn start_if_wanted() {
-    if SPAWN.load(Relaxed) == 0 || !catchup::enabled() || super::engine::merging_stopped() {
+    if SPAWN.load(Relaxed) == 0 || !duties_enabled() || super::engine::merging_stopped() {
         return;
     }
     if HOLD.load(SeqCst) != 0 || for_good_without() {
@@ -383,10 +395,11 @@ fn id_still_ours(tid: i32) -> bool {
 // ---------------------------------------------------------------------------
 // The thread
 
-/// The thread's body: steps while there is something to catch up, then
-/// returns (its start routine then returns to glibc). `step` runs one
-/// catch-up step.
-pub fn thread_main(step: impl Fn() -> Option<Stepped>) {
+/// The thread's body: steps while there is something to catch up or a
+/// decision pending, then returns (its start routine then returns to
+/// glibc). `step` runs one catch-up step, `second_duty` one poll of the
+/// decisions (see [`second_duty_due`]).
+pub fn thread_main(step: impl Fn() -> Option<Stepped>, second_duty: impl Fn()) {
     // What it opens (its reads of /proc) must never take the lowest free
     // descriptor of the program's table, which the program's next `open`
     // would have got: first of all. Should that fail, the thread may hold
@@ -417,6 +430,9 @@ pub fn thread_main(step: impl Fn() -> Option<Stepped>) {
         if catchup::due() {
             step_with_news(&step, now);
         }
+        if second_duty_due() {
+            second_duty();
+        }
         if settled(sys::monotonic_coarse_ns()) {
             if stays_for_news() {
                 continue;
@@ -435,7 +451,7 @@ pub fn thread_main(step: impl Fn() -> Option<Stepped>) {
 /// news here).
 fn stays_for_news() -> bool {
     STATE.store(NONE, SeqCst);
-    NEW_MEMORY.load(SeqCst)
+    (NEW_MEMORY.load(SeqCst) || paying::news_waiting())
         && HOLD.load(SeqCst) == 0
         && !for_good_without()
         && STATE
@@ -448,7 +464,7 @@ fn stays_for_news() -> bool {
 /// restricted its main thread in a way this thread is not.
 fn should_leave(now: u64) -> bool {
     STATE.load(Acquire) == STOPPING
-        || !catchup::enabled()
+        || !duties_enabled()
         || super::engine::merging_stopped()
         || alone()
         || restricted_behind_our_back(now)
@@ -507,6 +523,13 @@ pub fn asked_to_stop() -> bool {
     STATE.load(Relaxed) == STOPPING
 }
 
+/// Whether a round of decisions (`core::paying`) must stop between two
+/// VMAs: asked to, or the program's last thread has ended (the process
+/// ends when this thread leaves: an exit is never delayed by a round).
+pub fn round_must_stop() -> bool {
+    asked_to_stop() || (MAIN_ENDED.load(Relaxed) && alone())
+}
+
 /// Whether this is the process's last thread glibc knows of.
 fn alone() -> bool {
     match GLIBC_THREADS.load(Relaxed) {
@@ -528,11 +551,13 @@ fn alone() -> bool {
 /// hook sees: the thread then outlives the program's last one by at most
 /// that); at least a millisecond.
 fn sleep_ns() -> u64 {
-    let mut wait = catchup::ns_until_due().min(LONGEST_SLEEP_NS);
+    let mut wait = catchup_sleep_ns().min(LONGEST_SLEEP_NS);
     if MAIN_ENDED.load(Relaxed) {
         wait = wait.min(ALONE_CHECK_NS);
     }
-    if quiet() {
+    // Waking at the end of the quiet time only matters if the thread may
+    // then leave (no decision pending).
+    if quiet() && !paying::pending() {
         let quiet_for = sys::monotonic_coarse_ns().saturating_sub(ACTIVITY_AT_NS.load(Relaxed));
         wait = wait.min(SETTLE_NS.saturating_sub(quiet_for));
     }
@@ -585,9 +610,12 @@ fn step_with_news(step: &impl Fn() -> Option<Stepped>, now: u64) {
 }
 
 /// Whether memory has settled: no news, no pass half done, the last pass
-/// found nothing changing, and nothing changed for [`SETTLE_NS`].
+/// found nothing changing, and nothing changed for [`SETTLE_NS`]; and no
+/// decision is pending.
 fn settled(now: u64) -> bool {
-    quiet() && now.saturating_sub(ACTIVITY_AT_NS.load(Relaxed)) >= SETTLE_NS
+    quiet()
+        && now.saturating_sub(ACTIVITY_AT_NS.load(Relaxed)) >= SETTLE_NS
+        && !paying::pending()
 }
 
 /// Steps from the hooks (the `mmap` family's poll) where no thread can take
@@ -599,6 +627,45 @@ pub fn hooks_step_instead() -> bool {
 /// [`step_with_news`] for a hook's step (see [`hooks_step_instead`]).
 pub fn hook_step(step: impl Fn() -> Option<Stepped>) {
     step_with_news(&step, sys::monotonic_coarse_ns());
+}
+
+// ---------------------------------------------------------------------------
+// The second duty: the decisions about what ksmd is given (`core::paying`)
+
+/// Whether the thread has any duty in this process.
+fn duties_enabled() -> bool {
+    catchup::enabled() || paying::enabled()
+}
+
+/// Whether the decisions want a poll now.
+fn second_duty_due() -> bool {
+    paying::due()
+}
+
+/// How long the catch-up lets the thread sleep, and the decisions: the
+/// sooner of the two (a duty that is off asks for nothing).
+fn catchup_sleep_ns() -> u64 {
+    let catch_up = if catchup::enabled() {
+        catchup::ns_until_due()
+    } else {
+        LONGEST_SLEEP_NS
+    };
+    if paying::pending() {
+        catch_up.min(paying::ns_until_due())
+    } else {
+        catch_up
+    }
+}
+
+/// A decision is pending (news for it, or a hook's poll found one waiting
+/// with no thread): the thread is created if it may be. Where it runs, it
+/// polls by itself; nothing is woken.
+pub fn note_second_duty() {
+    // A running thread that has not looked around for long may be a raw
+    // `clone` child's copy of its parent's: then this process has none.
+    if STATE.load(SeqCst) != RUNNING || stale() {
+        start_if_wanted();
+    }
 }
 
 // ---------------------------------------------------------------------------

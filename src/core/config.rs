@@ -27,6 +27,26 @@ pub struct Exclusions {
     pub secret: bool,
 }
 
+/// What ksmd is given of the memory that qualifies (`KSMAUTO_REGISTER`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Register {
+    /// Region by region, what pays for ksmd's attention: memory that shows
+    /// no merging after ksmd's full scans is taken back out and probed again
+    /// later (`core::paying`).
+    Paying,
+    /// Everything that qualifies, for as long as it is mapped.
+    All,
+}
+
+impl Register {
+    pub fn name(self) -> &'static str {
+        match self {
+            Register::Paying => "paying",
+            Register::All => "all",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StatsFormat {
     Text,
@@ -65,6 +85,8 @@ pub struct Config {
     /// VMAs, in milliseconds (on the catch-up thread, while it exists); 0
     /// turns catch-up, and the thread, off.
     pub scan_interval_ms: u64,
+    /// What ksmd is given (see [`Register`]).
+    pub register: Register,
 }
 
 impl Default for Config {
@@ -87,6 +109,7 @@ impl Config {
         stats_requested: false,
         stats_format: StatsFormat::Text,
         scan_interval_ms: 100,
+        register: Register::All,
     };
 }
 
@@ -190,6 +213,13 @@ impl Config {
                     "a duration in ms or s (e.g. 100ms, 2s; 0 turns catch-up off)",
                     "100ms",
                 ),
+            }
+        }
+        if let Some(v) = lookup(env::REGISTER) {
+            match v {
+                b"paying" => cfg.register = Register::Paying,
+                b"all" => cfg.register = Register::All,
+                _ => bad(env::REGISTER, v, "paying or all", "all"),
             }
         }
         cfg
@@ -351,9 +381,11 @@ mod tests {
             ("KSMAUTO_STATS", "/tmp/ksm.%p.json"),
             ("KSMAUTO_STATS_FORMAT", "json"),
             ("KSMAUTO_SCAN_INTERVAL", "2s"),
+            ("KSMAUTO_REGISTER", "all"),
         ]);
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(cfg.scan_interval_ms, 2000);
+        assert_eq!(cfg.register, Register::All);
         assert_eq!(cfg.mode, Mode::Process);
         assert_eq!(cfg.min_size, 65536);
         assert_eq!(
@@ -381,14 +413,17 @@ mod tests {
             ("KSMAUTO_STATS", ""),
             ("KSMAUTO_STATS_FORMAT", "xml"),
             ("KSMAUTO_SCAN_INTERVAL", "soon"),
+            ("KSMAUTO_REGISTER", "some"),
         ]);
-        assert_eq!(warnings.len(), 6, "{warnings:?}");
+        assert_eq!(warnings.len(), 7, "{warnings:?}");
         for (w, var) in warnings.iter().zip([
             "KSMAUTO_MODE",
             "KSMAUTO_MIN_SIZE",
             "KSMAUTO_EXCLUDE",
             "KSMAUTO_STATS=",
             "KSMAUTO_STATS_FORMAT",
+            "KSMAUTO_SCAN_INTERVAL",
+            "KSMAUTO_REGISTER",
         ]) {
             assert!(w.starts_with(var), "{w}");
         }

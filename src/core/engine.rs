@@ -38,11 +38,12 @@ use core::sync::atomic::{
 
 use super::catchup;
 use super::catchup_thread;
-use super::config::{BadValue, Config, Mode, StatsDestination};
+use super::config::{BadValue, Config, Mode, Register, StatsDestination};
 use super::exclusions::{ExclusionTable, Inserted};
 use super::exec_guard;
 pub use super::exec_guard::{Lent as ExecLent, LoaderEnv};
 use super::identity;
+use super::paying::{self, resting};
 use super::policy::{self, Range, SkipReason, Verdict, VmaVerdict};
 use crate::counters::counters;
 use crate::fmt::BufWriter;
@@ -199,6 +200,16 @@ pub fn start(allocator_is_glibc: bool, stand_aside: bool, threads: ThreadSupport
         catchup::enable(config.scan_interval_ms);
         catchup_thread::enable(threads.spawn, threads.glibc_threads, allocator_is_glibc);
     }
+    // Deciding what pays needs the thread: in `advise` mode the catch-up's
+    // (which a zero interval turns off), in `process` mode its own.
+    let thread_allowed = active == Mode::Process || catchup::enabled();
+    if config.register == Register::Paying
+        && thread_allowed
+        && paying::enable(active == Mode::Process)
+        && active == Mode::Process
+    {
+        catchup_thread::enable(threads.spawn, threads.glibc_threads, false);
+    }
 }
 
 fn judge_vma(vma: &MapsLine, below: Option<&MapsLine>) -> VmaVerdict {
@@ -226,6 +237,7 @@ pub(super) fn start_over() {
     crate::counters::reset();
     catchup::reset();
     catchup_thread::reset_in_child();
+    paying::reset_in_child();
     SHARED_LINES.release_after_fork();
 }
 
@@ -261,6 +273,10 @@ pub fn poll_catch_up() {
     if exec_guard::any_lent() {
         take_back_merge_any();
     }
+    if paying::pending() {
+        // Decisions wait (the thread left for a fork, or never came).
+        catchup_thread::note_second_duty();
+    }
     if !MERGING_STOPPED.load(Relaxed) && catchup_thread::hooks_step_instead() && catchup::due() {
         // A raw clone child owns a copy of the parent's scan state and
         // counters: start over before its first step (a getpid per step);
@@ -291,8 +307,14 @@ pub struct ThreadSupport {
 /// `syscall(SYS_mmap)`. The catch-up thread takes it from here.
 #[inline]
 pub fn note_new_memory() {
-    if !silenced() {
+    if silenced() {
+        return;
+    }
+    paying::note_news();
+    if catchup::enabled() {
         catchup_thread::note_new_memory();
+    } else if paying::enabled() {
+        catchup_thread::note_second_duty();
     }
 }
 
@@ -312,9 +334,32 @@ pub fn note_brk_growth() {
     }
 }
 
-/// The catch-up thread's body (its start routine calls it).
+/// The catch-up thread's body (its start routine calls it): the catch-up's
+/// steps, and the decisions about what pays (`core::paying`).
 pub fn catch_up_thread_main() {
-    catchup_thread::thread_main(|| catchup::thread_step(&judge_vma, &advise_vma));
+    catchup_thread::thread_main(
+        || catchup::thread_step(&judge_vma, &advise_vma),
+        || paying::step(&judge_vma, decisions_permitted),
+    );
+}
+
+/// Whether the decisions may change what ksmd is given now: not once
+/// merging stopped or the library fell silent, and under `process` not
+/// while merge-any is lent to an `exec` or after the program switched it
+/// off (then for good).
+fn decisions_permitted() -> bool {
+    if MERGING_STOPPED.load(Relaxed) || silenced() {
+        paying::disable();
+        return false;
+    }
+    if settings().active != Mode::Process {
+        return true;
+    }
+    if exec_guard::program_switched_off() {
+        paying::disable();
+        return false;
+    }
+    !exec_guard::any_lent()
 }
 
 /// A call that needs this process without the library's thread is about to
@@ -343,6 +388,7 @@ pub fn again_without_our_thread<R>(call: impl FnOnce() -> R) -> Option<R> {
 /// when `fork` returns (CPython counts them then); it comes back only with
 /// the next news.
 pub fn before_fork() -> bool {
+    paying::before_fork();
     catchup_thread::before_fork()
 }
 
@@ -352,8 +398,13 @@ pub fn after_fork_in_parent(retired: bool) {
     catchup_thread::after_fork_in_parent(retired);
 }
 
-/// The program's main thread calls `pthread_exit`.
+/// The program's main thread calls `pthread_exit`. The process now ends
+/// when its last thread does, and with our thread alive it would end only
+/// once ours noticed: no decisions about what pays from here on (what
+/// rests stays out; nothing that paid was taken out), so that in `process`
+/// mode no thread of ours is there to wait for.
 pub fn main_thread_ending() {
+    paying::disable();
     catchup_thread::main_thread_ending();
 }
 
@@ -403,6 +454,7 @@ pub fn before_sandbox() {
     MALLOC_BLOCK_FLOOR.store(usize::MAX, SeqCst);
     REALLOC_FLOOR.store(usize::MAX, SeqCst);
     catchup::disable();
+    paying::disable();
     // The filter may be applied to every thread (`TSYNC`) or only to the
     // caller (ours would stay unrestricted): either way, ours goes first.
     let retired = catchup_thread::retire();
@@ -556,28 +608,72 @@ fn advise(range: Range, source: Source) -> Result<(), i32> {
         c.count_skipped(SkipReason::MapCount);
         return Ok(());
     }
+    // The program asking for a range is its own choice: nothing of it
+    // rests any more. Any other advice leaves resting ranges out.
+    if source == Source::Api {
+        resting::forget(range);
+    }
     let before = EXCLUDED.sequence();
     let mut result = Ok(());
     let left_out = EXCLUDED.for_each_gap(range, |piece| {
-        match ksm::mark_mergeable(piece.start, piece.len()) {
-            Ok(()) => c.count_advised(source, piece.len()),
-            // The catch-up runs beside the program's threads: a VMA it
-            // judged may be unmapped before its advice (`ENOMEM`, the part
-            // still mapped is advised). That is no failure.
-            Err(libc::ENOMEM) if source == Source::CatchUp && !wholly_mapped(piece) => {
-                result = result.and(Err(libc::ENOMEM));
+        resting::for_each_gap(piece, |piece| {
+            match ksm::mark_mergeable(piece.start, piece.len()) {
+                Ok(()) => c.count_advised(source, piece.len()),
+                // The catch-up runs beside the program's threads: a VMA it
+                // judged may be unmapped before its advice (`ENOMEM`, the
+                // part still mapped is advised). That is no failure.
+                Err(libc::ENOMEM) if source == Source::CatchUp && !wholly_mapped(piece) => {
+                    result = result.and(Err(libc::ENOMEM));
+                }
+                Err(e) => {
+                    c.count_madvise_failure(e);
+                    result = result.and(Err(e));
+                }
             }
-            Err(e) => {
-                c.count_madvise_failure(e);
-                result = result.and(Err(e));
-            }
-        }
+        })
     });
     if left_out {
         c.count_skipped(SkipReason::Excluded);
     }
     take_back_exclusions_added_since(before, range);
     result
+}
+
+/// A re-probe (`core::paying`) gives `range`, which it took out earlier,
+/// back to ksmd: minus exclusions (they always win, with the same
+/// sequence check as [`advise`]), and only while every part of it is
+/// still private anonymous memory (checked before and after, as the
+/// catch-up checks its advice; without `PROCMAP_QUERY` the check passes).
+/// Not counted as advice. Returns whether it was given back.
+pub(super) fn register_again(range: Range) -> bool {
+    if MERGING_STOPPED.load(SeqCst) || silenced() || !private_anonymous(range) {
+        return false;
+    }
+    let before = EXCLUDED.sequence();
+    let mut given = true;
+    EXCLUDED.for_each_gap(range, |piece| {
+        given &= ksm::mark_mergeable(piece.start, piece.len()).is_ok();
+    });
+    take_back_exclusions_added_since(before, range);
+    if !private_anonymous(range) {
+        let _ = ksm::unmark(range.start, range.len());
+        return false;
+    }
+    given
+}
+
+/// Whether all of `range` is mapped private anonymous memory (`true`
+/// where the kernel cannot be asked).
+fn private_anonymous(range: Range) -> bool {
+    let mut at = range.start;
+    while at < range.end {
+        match sys::vma_at(at) {
+            Ok(vma) if vma.start <= at && !vma.shared && !vma.file_backed => at = vma.end,
+            Ok(_) | Err(libc::ENOENT) => return false,
+            Err(_) => return true,
+        }
+    }
+    true
 }
 
 /// After advising `range`: if the exclusion table changed since `sequence`
@@ -671,6 +767,7 @@ fn record_exclusion(range: Range) -> Inserted {
 /// had no room (it is still unmerged now).
 fn exclude(range: Range) -> Result<(), i32> {
     let recorded = record_exclusion(range);
+    resting::forget(range);
     counters().count_excluded(range.len());
     let unmerged = unmerge(range);
     if recorded == Inserted::Full {
@@ -710,11 +807,13 @@ pub fn after_mmap(addr: usize, len: usize, prot: i32, flags: i32) {
     };
     if flags & libc::MAP_FIXED != 0 {
         forget_exclusions(range);
+        resting::forget(range);
     }
     let s = settings();
     match (s.active, policy::judge_mapping(len, prot, flags, &s.config)) {
         (Mode::Advise, Verdict::Merge) => {
             let _ = advise(whole_vmas(range), Source::Mmap);
+            note_registered(range.len());
         }
         (Mode::Advise, Verdict::Skip(reason)) => counters().count_skipped(reason),
         // merge-any made it mergeable already; take excluded classes back out.
@@ -723,7 +822,16 @@ pub fn after_mmap(addr: usize, len: usize, prot: i32, flags: i32) {
             let _ = unmerge(range);
         }
         (Mode::Process, Verdict::Skip(reason)) => counters().count_skipped(reason),
+        (Mode::Process, Verdict::Merge) => note_registered(range.len()),
         _ => {}
+    }
+}
+
+/// `len` bytes were given to ksmd (by the hook's advice, or by merge-any):
+/// news for the decisions about what pays, once enough of it.
+fn note_registered(len: usize) {
+    if paying::note_mapped(len) {
+        catchup_thread::note_second_duty();
     }
 }
 
@@ -766,6 +874,7 @@ pub fn counts_allocator_calls() -> bool {
 pub fn after_munmap(addr: usize, len: usize) {
     if let Some(range) = page_range(addr, len) {
         forget_exclusions(range);
+        resting::forget(range);
     }
 }
 
@@ -788,6 +897,7 @@ pub fn thread_stack_started(stack_addr: usize, stack_len: usize) {
         return;
     };
     counters().count_skipped(SkipReason::Stack);
+    resting::forget(stack);
     let _ = unmerge(stack);
 }
 
@@ -846,6 +956,7 @@ fn exclude_stack(stack: Range) {
     if settings().active == Mode::Advise && EXCLUDED.slots_in_use() < STACK_SLOTS {
         let _ = record_exclusion(stack);
     }
+    resting::forget(stack);
     let _ = unmerge(stack);
 }
 
@@ -899,12 +1010,15 @@ pub fn after_mremap(old: usize, old_len: usize, new_len: usize, flags: i32, new:
     if silenced() {
         return;
     }
-    if EXCLUDED.is_empty() && flags & libc::MREMAP_FIXED == 0 {
-        return;
-    }
     let (Some(from), Some(to)) = (page_range(old, old_len), page_range(new, new_len)) else {
         return;
     };
+    // What rested there is new memory now, wherever it went.
+    resting::forget(from);
+    resting::forget(to);
+    if EXCLUDED.is_empty() && flags & libc::MREMAP_FIXED == 0 {
+        return;
+    }
     let moved = from.start != to.start;
     if flags & libc::MREMAP_FIXED != 0 {
         // Whatever was mapped at the target is gone.
@@ -1015,6 +1129,13 @@ pub fn after_madvise(addr: usize, len: usize, advice: i32) {
     if silenced() {
         return;
     }
+    // The program's own choice about merging stands: no re-probe of ours
+    // gives back what it took out, nor counts what it gave as resting.
+    if ksm::advice_is_about_merging(advice) {
+        if let Some(range) = page_range(addr, len) {
+            resting::forget(range);
+        }
+    }
     if ksm::advice_marks_secret(advice) && secrets_excluded() {
         if let Some(range) = page_range(addr, len) {
             exclude_secret(range);
@@ -1054,6 +1175,7 @@ fn stop_merging_for_good() {
     if MERGING_STOPPED.swap(true, SeqCst) {
         return;
     }
+    paying::disable();
     // An advice running now re-checks and undoes itself (see `advise`).
     EXCLUDED.bump_sequence();
     if settings().active == Mode::Process {

@@ -29,6 +29,10 @@
 //!
 //! Knows nothing about system calls: the engine decides when a range is
 //! still mapped ([`ExclusionTable::drop_unmapped`]).
+//!
+//! The table is a [`RangeTable`] of [`CAPACITY`] slots; `core::paying`
+//! keeps the ranges it took back from ksmd ("resting") in one of its own
+//! size, which every advice subtracts the same way.
 
 use core::sync::atomic::{
     AtomicU64, AtomicUsize,
@@ -90,8 +94,12 @@ fn union(a: Range, b: Range) -> Range {
     }
 }
 
-pub struct ExclusionTable {
-    slots: [AtomicU64; CAPACITY],
+/// The exclusions: ranges never to merge.
+pub type ExclusionTable = RangeTable<CAPACITY>;
+
+/// A lock-free set of page ranges in `N` slots (see the module doc).
+pub struct RangeTable<const N: usize> {
+    slots: [AtomicU64; N],
     /// One past the highest slot ever claimed: readers stop there.
     high_water: AtomicUsize,
     /// Slots in use.
@@ -103,10 +111,10 @@ pub struct ExclusionTable {
 #[allow(clippy::declare_interior_mutable_const)]
 const EMPTY_SLOT: AtomicU64 = AtomicU64::new(FREE);
 
-impl ExclusionTable {
-    pub const fn new() -> ExclusionTable {
-        ExclusionTable {
-            slots: [EMPTY_SLOT; CAPACITY],
+impl<const N: usize> RangeTable<N> {
+    pub const fn new() -> RangeTable<N> {
+        RangeTable {
+            slots: [EMPTY_SLOT; N],
             high_water: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
             sequence: AtomicU64::new(0),
@@ -114,7 +122,7 @@ impl ExclusionTable {
     }
 
     fn in_use(&self) -> &[AtomicU64] {
-        &self.slots[..self.high_water.load(Acquire).min(CAPACITY)]
+        &self.slots[..self.high_water.load(Acquire).min(N)]
     }
 
     /// Changes whenever coverage was added (see the module doc).
@@ -371,7 +379,7 @@ impl ExclusionTable {
     }
 }
 
-impl Default for ExclusionTable {
+impl<const N: usize> Default for RangeTable<N> {
     fn default() -> Self {
         Self::new()
     }

@@ -12,6 +12,8 @@
 //!   while there is news, and when it must not exist;
 //! * [`exclusions`] — the lock-free table of ranges never to merge
 //!   (`ksmauto_exclude`, secret memory);
+//! * [`paying`] — what ksmd is given, region by region, from its own
+//!   verdict (`KSMAUTO_REGISTER=paying`), on the catch-up thread;
 //! * [`identity`] — which process this is (owner, forked child, `vfork` child);
 //! * [`once`] — start-up that survives re-entry from `dlsym`.
 //!
@@ -30,4 +32,5 @@ pub mod exclusions;
 pub mod exec_guard;
 pub mod identity;
 pub mod once;
+pub mod paying;
 pub mod policy;

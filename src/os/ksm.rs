@@ -44,9 +44,34 @@ pub fn unmark(start: usize, len: usize) -> Result<(), Errno> {
     unsafe { sys::madvise(start, len, sys::Advice::UnmarkMergeable) }
 }
 
+/// Whether `advice`, given by the program to its own `madvise`, marks or
+/// unmarks memory for merging itself.
+pub fn advice_is_about_merging(advice: i32) -> bool {
+    advice == libc::MADV_MERGEABLE || advice == libc::MADV_UNMERGEABLE
+}
+
 /// Whether `advice`, given by the program to its own `madvise`, says the
 /// memory holds a secret: kept out of core dumps (`MADV_DONTDUMP`) or wiped
 /// in forked children (`MADV_WIPEONFORK`).
 pub fn advice_marks_secret(advice: i32) -> bool {
     advice == libc::MADV_DONTDUMP || advice == libc::MADV_WIPEONFORK
+}
+
+/// ksmd's count of full scans since boot (`/sys/kernel/mm/ksm/full_scans`),
+/// the clock of decisions about what it is given (it means the same at
+/// every pace); `None` where the kernel has no KSM or `/sys` is not there.
+pub fn full_scans() -> Option<u64> {
+    read_number(b"/sys/kernel/mm/ksm/full_scans\0")
+}
+
+/// Whether ksmd scans at all (`/sys/kernel/mm/ksm/run` is 1): while it does
+/// not, nothing it is given costs anything and no evidence comes in.
+pub fn ksmd_scans() -> bool {
+    read_number(b"/sys/kernel/mm/ksm/run\0") == Some(1)
+}
+
+fn read_number(path: &[u8]) -> Option<u64> {
+    let mut buf = [0u8; 32];
+    let n = sys::read_file(path, &mut buf).ok()?;
+    ksmauto_contract::proc::parse_dec(ksmauto_contract::proc::trim(&buf[..n]))
 }

@@ -8,6 +8,8 @@
 //!
 //! * [`ksm`] — what we ask of the kernel's same-page merging, by intent;
 //! * [`sys`] — raw system calls; [`proc`] — `/proc` and `/sys` readers;
+//!   [`smaps`] — `/proc/self/smaps` one VMA at a time; [`pagemap`] — which
+//!   pages of a range are present and which are mapped more than once;
 //! * [`exec_target`] — what an `exec` would run; [`exec_search`] — what
 //!   `execvp` finds in `PATH`; [`loader`] — what the dynamic loader finds
 //!   (`/etc/ld.so.preload`, `/etc/ld.so.cache`, its own file);
@@ -23,7 +25,9 @@ pub mod elf_lookup;
 pub mod ksm;
 pub mod library_search;
 pub mod loader;
+pub mod pagemap;
 pub mod proc;
+pub mod smaps;
 pub mod sys;
 
 use core::sync::atomic::{

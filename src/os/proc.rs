@@ -44,6 +44,16 @@ pub fn for_each_line(path: &[u8], buf: &mut [u8], f: impl FnMut(&[u8])) -> Resul
     for_each_record(path, b'\n', buf, f)
 }
 
+/// [`for_each_line`] whose `f` may end the reading early (by returning
+/// `false`): the rest of the file is never read, nor made by the kernel.
+pub fn for_each_line_while(
+    path: &[u8],
+    buf: &mut [u8],
+    f: impl FnMut(&[u8]) -> bool,
+) -> Result<(), Errno> {
+    for_each_record_while(path, b'\n', buf, f)
+}
+
 /// [`for_each_line`] with records ended by `end` instead of a newline.
 fn for_each_record(
     path: &[u8],
@@ -51,10 +61,23 @@ fn for_each_record(
     buf: &mut [u8],
     mut f: impl FnMut(&[u8]),
 ) -> Result<(), Errno> {
+    for_each_record_while(path, end, buf, |record| {
+        f(record);
+        true
+    })
+}
+
+/// [`for_each_record`] until `f` returns `false`.
+fn for_each_record_while(
+    path: &[u8],
+    end: u8,
+    buf: &mut [u8],
+    mut f: impl FnMut(&[u8]) -> bool,
+) -> Result<(), Errno> {
     let fd = sys::open(path, libc::O_RDONLY, 0)?;
     let mut filled = 0usize;
     let mut skipping_overlong = false;
-    let result = loop {
+    let result = 'read: loop {
         let n = match sys::read(fd, &mut buf[filled..]) {
             Ok(n) => n,
             Err(e) => break Err(e),
@@ -62,8 +85,8 @@ fn for_each_record(
         filled += n;
         let mut start = 0;
         while let Some(pos) = buf[start..filled].iter().position(|&b| b == end) {
-            if !skipping_overlong {
-                f(&buf[start..start + pos]);
+            if !skipping_overlong && !f(&buf[start..start + pos]) {
+                break 'read Ok(());
             }
             skipping_overlong = false;
             start += pos + 1;
@@ -77,8 +100,8 @@ fn for_each_record(
         buf.copy_within(start..filled, 0);
         filled -= start;
         if filled == buf.len() {
-            if !skipping_overlong {
-                f(&buf[..filled]);
+            if !skipping_overlong && !f(&buf[..filled]) {
+                break Ok(());
             }
             skipping_overlong = true;
             filled = 0;

@@ -51,10 +51,19 @@ fn report_without_smaps() -> Report {
         catchup_scans: crate::core::catchup::scans(),
         catchup: crate::core::catchup::stats(),
         catchup_thread: crate::core::catchup_thread::stats(),
+        register: cfg.register.name(),
+        paying: paying_stats(),
         ksm: crate::os::proc::read_self_ksm_stat(),
         smaps: None,
         page_size: engine::page_size(),
     }
+}
+
+/// What the decisions about what pays did, if they ran here at all (on
+/// now, or switched off later by a sandbox or `mlockall`).
+fn paying_stats() -> Option<crate::core::paying::Stats> {
+    let s = crate::core::paying::stats();
+    (s.enabled || s.rounds > 0).then_some(s)
 }
 
 /// Renders [`current_report`] into `out`; returns the length it needed.

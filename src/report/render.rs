@@ -37,6 +37,11 @@ pub struct Report {
     pub catchup: crate::core::catchup::Stats,
     /// The catch-up thread's starts and retirements, or why there was none.
     pub catchup_thread: crate::core::catchup_thread::Stats,
+    /// `KSMAUTO_REGISTER`'s name (`paying`, `all`).
+    pub register: &'static str,
+    /// What the decisions about what pays did; `None` where none were
+    /// made in this process.
+    pub paying: Option<crate::core::paying::Stats>,
     /// `/proc/self/ksm_stat`; `None` where the kernel has no KSM.
     pub ksm: Option<KsmStat>,
     /// `/proc/self/smaps` totals; `None` if it could not be read.
@@ -156,6 +161,12 @@ impl Report {
                 } else {
                     w.human_bytes(profit as u64);
                 }
+                if let Some(k) = self.ksm {
+                    if k.merging_pages.unwrap_or(0) > 0 {
+                        w.str(", rmap items per merged page ");
+                        per_merged_page(w, k.rmap_items, k.merging_pages.unwrap_or(0));
+                    }
+                }
                 if let Some(s) = self.smaps {
                     w.str("; KSM by class:");
                     for class in RegionClass::ALL {
@@ -172,6 +183,25 @@ impl Report {
                 }
                 w.str("\n");
             }
+        }
+        if let Some(p) = self.paying {
+            w.str("ksmauto[")
+                .u64(self.pid as u64)
+                .str("]: register paying: given to ksmd ")
+                .human_bytes(p.probation_bytes + p.paying_bytes)
+                .str(", resting ")
+                .human_bytes(p.resting_bytes)
+                .str("; taken out ")
+                .u64(p.taken_out.0)
+                .str(" (")
+                .human_bytes(p.taken_out.1)
+                .str("), probed again ")
+                .u64(p.given_back.0)
+                .str(" (")
+                .human_bytes(p.given_back.1)
+                .str("), found paying ")
+                .u64(p.found_paying)
+                .str("\n");
         }
     }
 
@@ -268,6 +298,14 @@ impl Report {
         next(w, field::UNMERGED);
         regions_and_bytes(w, c.unmerged_regions, c.unmerged_bytes);
         next(w, field::EXECS_WITHOUT_MERGE_ANY).u64(c.execs_without_merge_any);
+        next(w, field::REGISTER).str("\"").str(self.register).str("\"");
+        next(w, field::PAYING);
+        match self.paying {
+            None => {
+                w.str("null");
+            }
+            Some(p) => render_paying(w, &p),
+        }
         next(w, field::KERNEL);
         match self.ksm {
             None => {
@@ -284,9 +322,13 @@ impl Report {
                 } else {
                     "false"
                 });
-                next(w, field::PAGE_SIZE)
-                    .u64(self.page_size as u64)
-                    .str("}");
+                next(w, field::PAGE_SIZE).u64(self.page_size as u64);
+                next(w, field::RMAP_ITEMS_PER_MERGED_PAGE);
+                match k.merging_pages.unwrap_or(0) {
+                    0 => w.str("null"),
+                    merged => per_merged_page(w, k.rmap_items, merged),
+                };
+                w.str("}");
             }
         }
         next(w, field::SMAPS);
@@ -310,6 +352,33 @@ impl Report {
         }
         w.str("}\n");
     }
+}
+
+/// The `paying` object (see `ksmauto_contract::report::PAYING`).
+fn render_paying(w: &mut BufWriter, p: &crate::core::paying::Stats) {
+    w.str("{");
+    key(w, field::REGISTERED_BYTES).u64(p.probation_bytes + p.paying_bytes);
+    next(w, field::PROBATION).u64(p.probation as u64);
+    next(w, field::RESTING);
+    regions_and_bytes(w, p.resting as u64, p.resting_bytes);
+    next(w, field::TAKEN_OUT);
+    regions_and_bytes(w, p.taken_out.0, p.taken_out.1);
+    next(w, field::PROBED_AGAIN);
+    regions_and_bytes(w, p.given_back.0, p.given_back.1);
+    next(w, field::FOUND_PAYING).u64(p.found_paying);
+    next(w, field::REFUSED).u64(p.refused);
+    next(w, field::ROUNDS).u64(p.rounds);
+    w.str("}");
+}
+
+/// `rmap / merged` with two decimals.
+fn per_merged_page<'w, 'b>(w: &'w mut BufWriter<'b>, rmap: u64, merged: u64) -> &'w mut BufWriter<'b> {
+    let hundredths = rmap.saturating_mul(100) / merged.max(1);
+    w.u64(hundredths / 100).str(".");
+    if hundredths % 100 < 10 {
+        w.str("0");
+    }
+    w.u64(hundredths % 100)
 }
 
 /// The JSON name of why the catch-up thread was missing.
@@ -390,6 +459,8 @@ mod tests {
                 retired: 1,
                 without: None,
             },
+            register: "paying",
+            paying: None,
             ksm: Some(KsmStat {
                 rmap_items: 3,
                 zero_pages: Some(0),
@@ -409,6 +480,51 @@ mod tests {
         r.render(json, &mut w);
         assert!(!w.truncated());
         String::from_utf8(w.as_bytes().to_vec()).unwrap()
+    }
+
+    /// Every counter at its largest, the decisions' included: the JSON
+    /// still fits the exit report's buffer.
+    #[test]
+    fn the_largest_json_report_fits_the_exit_buffer() {
+        let mut r = sample();
+        let m = u64::MAX;
+        // Summed into totals: 19 digits each, not 20.
+        let a = 10u64.pow(18);
+        r.counters = Snapshot {
+            calls: [m; Hook::COUNT],
+            advised_regions: [a; Source::COUNT],
+            advised_bytes: [a; Source::COUNT],
+            skipped: [a; SkipReason::COUNT],
+            madvise_failures: [a; FAILURE_ERRNOS.len() + 1],
+            excluded_regions: m,
+            excluded_bytes: m,
+            unmerged_regions: m,
+            unmerged_bytes: m,
+            execs_without_merge_any: m,
+        };
+        r.allocator_calls_counted = true;
+        r.paying = Some(crate::core::paying::Stats {
+            enabled: true,
+            probation: u32::MAX,
+            probation_bytes: m / 2,
+            paying: u32::MAX,
+            paying_bytes: m / 2,
+            resting: u32::MAX,
+            resting_bytes: m,
+            taken_out: (m, m),
+            given_back: (m, m),
+            found_paying: m,
+            refused: m,
+            rounds: m,
+            judged: m,
+            splits: m,
+        });
+        let text = render(&r, true);
+        assert!(text.len() <= crate::report::REPORT_BUFFER, "{} bytes", text.len());
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["paying"]["taken_out"]["regions"], m);
+        assert_eq!(v["register"], "paying");
+        assert_eq!(v["kernel"]["rmap_items_per_merged_page"], 1.0);
     }
 
     #[test]

@@ -64,6 +64,19 @@ impl Live {
         }
     }
 
+    /// Writes `line` and a newline to the program's stdin.
+    pub fn send(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self._stdin.as_mut().expect("stdin still open");
+        writeln!(stdin, "{line}").expect("write to the program's stdin");
+        stdin.flush().expect("flush the program's stdin");
+    }
+
+    /// Closes the program's stdin (it sees its end).
+    pub fn close_stdin(&mut self) {
+        drop(self._stdin.take());
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

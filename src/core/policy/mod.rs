@@ -7,9 +7,12 @@
 //! * [`growth`] — which part of a qualifying VMA the catch-up advises when
 //!   the memory is growing at one edge ([`advisable_part`]);
 //! * [`range`] — page-range arithmetic ([`Range`]), shared with the
-//!   exclusion table.
+//!   exclusion table;
+//! * [`paying`] — which regions pay for ksmd's attention, and when a region
+//!   taken back out is probed again.
 
 pub mod growth;
+pub mod paying;
 pub mod range;
 pub mod regions;
 

@@ -1,0 +1,498 @@
+//! One round of decisions: walk the process's VMAs (`/proc/self/smaps`,
+//! which alone says which are given to ksmd), meet every region of the
+//! qualifying ones, judge those whose time has come (`/proc/self/pagemap`),
+//! and plan what changes; then carry the plan out within the VMA budget.
+//!
+//! Nothing is changed while the walk reads: every change is planned first
+//! (adjacent regions of one VMA with the same change become one range, one
+//! `madvise`), then the changes that add no VMA are made, then the others
+//! by how many pages they concern, while the budget lasts; those left wait
+//! for the next round.
+
+use super::table::{Region, State, Table};
+use super::{counts, resting};
+use crate::core::policy::paying::{
+    chunk_pieces, index_in, pays, recheck_due, rest_due, slice_of, split_budget, splits,
+    MAX_RECHECK_LEVEL, MAX_REST_LEVEL, PROBATION_SCANS, PROBATION_SECONDS, PROMOTE_BYTES,
+};
+use crate::core::policy::{Range, VmaVerdict};
+use crate::os::pagemap::{PageCounts, Pagemap};
+use crate::os::proc::{LineBuffer, MapsLine};
+use crate::os::{ksm, smaps};
+
+/// Where a round stands on ksmd's clock.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// `full_scans` now.
+    pub scans: u64,
+    /// The tick now, and the tick of the previous round: what fell in
+    /// between is due.
+    pub tick: u64,
+    pub last_tick: u64,
+    /// The fork epoch (low bits).
+    pub epoch: u8,
+    /// Monotonic seconds now (low 16 bits).
+    pub seconds: u16,
+}
+
+/// A change the walk decided on.
+#[derive(Clone, Copy)]
+struct Planned {
+    run: Range,
+    /// The VMA the run lies in (what a change to its flags splits).
+    vma: Range,
+    /// Given back to ksmd (a re-probe), or taken out.
+    register: bool,
+    pages: u64,
+    /// The run's regions in this round's table.
+    first: usize,
+    last: usize,
+}
+
+const MOST_PLANNED: usize = 256;
+const PROMOTIONS: usize = 8;
+/// Pagemap entries read at a time: one region's worth.
+const PAGEMAP_BATCH: usize = 512;
+
+/// Everything only the round in progress touches (see `super::BUSY`).
+pub struct Work {
+    pub table: Table,
+    planned: [Option<Planned>; MOST_PLANNED],
+    planned_count: usize,
+    /// Windows around re-probed regions found paying, and the round that
+    /// found them: resting regions in them are due.
+    promotions: [(Range, u64); PROMOTIONS],
+    rounds: u64,
+    pagemap: [u64; PAGEMAP_BATCH],
+}
+
+/// The walk's own line buffer (only the round holding `super::BUSY`).
+static LINES: LineBuffer = LineBuffer::new();
+
+/// What a round found.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Outcome {
+    /// The walk was stopped (a retire) or could not read.
+    pub incomplete: bool,
+    /// VMAs in the process, and the splits between qualifying VMAs that
+    /// differ only in being given to ksmd.
+    pub vmas: u64,
+    pub splits: u64,
+}
+
+/// What a VMA's upper neighbour needs to know of it.
+#[derive(Clone, Copy)]
+struct Seen {
+    range: Range,
+    perms: [u8; 4],
+    inode: u64,
+    qualifies: bool,
+    mergeable: bool,
+}
+
+struct Walk<'a, J> {
+    work: &'a mut Work,
+    clock: Clock,
+    judge: &'a J,
+    process_mode: bool,
+    pagemap: Pagemap,
+    below: Option<Seen>,
+    outcome: Outcome,
+    /// The end of the last VMA walked: a VMA reported again after a change
+    /// is taken from here.
+    cursor: usize,
+}
+
+/// One round; `judge` is the engine's verdict on a VMA.
+pub fn round(
+    work: &mut Work,
+    clock: Clock,
+    process_mode: bool,
+    judge: &impl Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict,
+) -> Outcome {
+    work.planned_count = 0;
+    work.rounds += 1;
+    let Ok(pagemap) = Pagemap::open() else {
+        return Outcome {
+            incomplete: true,
+            ..Outcome::default()
+        };
+    };
+    let mut walk = Walk {
+        work,
+        clock,
+        judge,
+        process_mode,
+        pagemap,
+        below: None,
+        outcome: Outcome::default(),
+        cursor: 0,
+    };
+    let read = smaps::for_each_vma(&LINES, |vma| {
+        if crate::core::catchup_thread::round_must_stop() {
+            return false;
+        }
+        walk.vma(vma);
+        true
+    });
+    let mut outcome = walk.outcome;
+    outcome.incomplete = read.is_err() || crate::core::catchup_thread::round_must_stop();
+    if outcome.incomplete {
+        work.table.keep_the_rest();
+    } else {
+        work.table.drop_below(usize::MAX, |_| {});
+    }
+    carry_out(work, outcome);
+    work.table.finish();
+    outcome
+}
+
+impl<J: Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict> Walk<'_, J> {
+    fn vma(&mut self, vma: &smaps::SmapsVma) {
+        let line = &vma.line;
+        self.outcome.vmas += 1;
+        let below = self.below.filter(|b| b.range.end == line.start).map(|b| MapsLine {
+            start: b.range.start,
+            end: b.range.end,
+            perms: b.perms,
+            offset: 0,
+            inode: b.inode,
+            name: b"",
+        });
+        let range = Range {
+            start: line.start.max(self.cursor),
+            end: line.end,
+        };
+        let qualifies = (self.judge)(line, below.as_ref()) == VmaVerdict::Merge
+            && line.perms[0] == b'r'
+            && !range.is_empty();
+        if let Some(b) = self.below {
+            if b.qualifies
+                && qualifies
+                && b.range.end == line.start
+                && b.perms == line.perms
+                && b.mergeable != vma.mergeable
+            {
+                self.outcome.splits += 1;
+            }
+        }
+        self.below = Some(Seen {
+            range: Range {
+                start: line.start,
+                end: line.end,
+            },
+            perms: line.perms,
+            inode: line.inode,
+            qualifies,
+            mergeable: vma.mergeable,
+        });
+        if !qualifies {
+            return;
+        }
+        self.cursor = range.end;
+        // The brk heap grows at its top: in `process` mode nothing but
+        // merge-any registers what it grows into, so its top region is
+        // never taken out.
+        let growing_top = self.process_mode && line.name == b"[heap]";
+        for piece in chunk_pieces(range) {
+            let keep = growing_top && piece.end == range.end;
+            self.region(piece, range, vma.mergeable, keep);
+        }
+    }
+
+    fn region(&mut self, piece: Range, vma: Range, mergeable: bool, keep: bool) {
+        self.work.table.drop_below(piece.start, |_| {});
+        let known = self.work.table.take(piece.start).or_else(|| {
+            // Not known (the table was full, the VMA's start moved), yet
+            // taken out by us: resting.
+            (!mergeable && resting::overlaps(piece)).then(|| self.fresh(piece, State::Resting, 0))
+        });
+        let (next, change) = match known {
+            None if mergeable => (Some(self.fresh(piece, State::Probation, 0)), None),
+            None => (None, None),
+            Some(r) => {
+                let r = Region { range: piece, ..r };
+                match (r.state, mergeable) {
+                    // Registered by someone else (the program, merge-any
+                    // switched back on): a probe like any other.
+                    (State::Resting, true) => (Some(self.probation_of(r, piece)), None),
+                    (State::Resting, false) => self.resting(r, piece, vma),
+                    // Not given to ksmd, not by us: not ours to decide.
+                    (_, false) => (None, None),
+                    (State::Probation, true) => self.on_probation(r, keep),
+                    (State::Paying, true) => self.paying(r, keep),
+                }
+            }
+        };
+        let Some(next) = next else {
+            return;
+        };
+        let Some(index) = self.work.table.put(next) else {
+            return;
+        };
+        if let Some(register) = change {
+            self.plan(index, piece, vma, register);
+        }
+    }
+
+    fn fresh(&self, piece: Range, state: State, level: u8) -> Region {
+        Region {
+            range: piece,
+            state,
+            level,
+            epoch: self.clock.epoch,
+            reprobe: false,
+            again: false,
+            mark: self.clock.scans as u32,
+            since: self.clock.seconds,
+        }
+    }
+
+    fn probation_of(&self, r: Region, piece: Range) -> Region {
+        Region {
+            reprobe: true,
+            ..self.fresh(piece, State::Probation, r.level)
+        }
+    }
+
+    fn count(&mut self, piece: Range) -> Option<PageCounts> {
+        self.pagemap
+            .count(piece.start, piece.end, &mut self.work.pagemap)
+            .ok()
+    }
+
+    /// A probation whose full scans have passed is judged.
+    fn on_probation(&mut self, r: Region, keep: bool) -> (Option<Region>, Option<bool>) {
+        if r.epoch != self.clock.epoch {
+            // A fork since it began: pages shared with the child are no
+            // evidence of anything.
+            return (Some(self.fresh(r.range, State::Probation, r.level)), None);
+        }
+        let scans = (self.clock.scans as u32).wrapping_sub(r.mark) as u64;
+        let seconds = self.clock.seconds.wrapping_sub(r.since);
+        if scans < PROBATION_SCANS || seconds < PROBATION_SECONDS {
+            return (Some(r), None);
+        }
+        let Some(c) = self.count(r.range) else {
+            return (Some(r), None);
+        };
+        counts::judged(c.present);
+        if c.present == 0 {
+            // Nothing to scan: known again once it holds something.
+            return (None, None);
+        }
+        if pays(c.present, c.shared) {
+            if r.reprobe {
+                counts::found_paying();
+                self.promote(r.range);
+            }
+            let paying = Region {
+                state: State::Paying,
+                level: 0,
+                again: false,
+                reprobe: false,
+                ..r
+            };
+            return (Some(paying), None);
+        }
+        if keep {
+            return (Some(Region { state: State::Paying, again: false, ..r }), None);
+        }
+        let level = if r.reprobe {
+            (r.level + 1).min(MAX_REST_LEVEL)
+        } else {
+            0
+        };
+        let out = Region {
+            state: State::Resting,
+            level,
+            again: false,
+            reprobe: false,
+            ..r
+        };
+        (Some(out), Some(false))
+    }
+
+    /// A paying region is looked at again on its ticks; once it no longer
+    /// pays it is taken out.
+    fn paying(&mut self, r: Region, keep: bool) -> (Option<Region>, Option<bool>) {
+        let due = r.again || recheck_due(r.level, self.clock.last_tick, self.clock.tick);
+        if !due {
+            return (Some(r), None);
+        }
+        let Some(c) = self.count(r.range) else {
+            return (Some(r), None);
+        };
+        if c.present == 0 {
+            return (None, None);
+        }
+        if pays(c.present, c.shared) || keep {
+            let level = (r.level + 1).min(MAX_RECHECK_LEVEL);
+            return (Some(Region { level, again: false, ..r }), None);
+        }
+        let out = Region {
+            state: State::Resting,
+            level: 0,
+            again: false,
+            ..r
+        };
+        (Some(out), Some(false))
+    }
+
+    /// A resting region is given back to ksmd on its tick (or at once
+    /// when promoted, or when its change had to wait).
+    fn resting(&mut self, r: Region, piece: Range, vma: Range) -> (Option<Region>, Option<bool>) {
+        let (index, count) = index_in(piece, vma);
+        let due = r.again
+            || self.promoted(piece)
+            || rest_due(
+                r.level,
+                slice_of(index, count),
+                self.clock.last_tick,
+                self.clock.tick,
+            );
+        if !due {
+            return (Some(r), None);
+        }
+        (Some(self.probation_of(r, piece)), Some(true))
+    }
+
+    fn promote(&mut self, around: Range) {
+        let window = Range {
+            start: around.start.saturating_sub(PROMOTE_BYTES),
+            end: around.end.saturating_add(PROMOTE_BYTES),
+        };
+        let rounds = self.work.rounds;
+        // The oldest window gives way.
+        let slot = (0..PROMOTIONS)
+            .min_by_key(|&i| self.work.promotions[i].1)
+            .unwrap_or(0);
+        self.work.promotions[slot] = (window, rounds);
+    }
+
+    /// Whether `piece` lies in a window promoted by this round or the last.
+    fn promoted(&self, piece: Range) -> bool {
+        let rounds = self.work.rounds;
+        self.work
+            .promotions
+            .iter()
+            .any(|&(w, at)| at != 0 && at + 1 >= rounds && w.overlaps(&piece))
+    }
+
+    /// Adds the region at `index` to the plan: to the last run if it
+    /// continues it, else as a run of its own; with no room left, the
+    /// change waits for the next round.
+    fn plan(&mut self, index: usize, piece: Range, vma: Range, register: bool) {
+        let pages = (piece.len() >> 12) as u64;
+        let work = &mut *self.work;
+        if let Some(Some(last)) = work.planned[..work.planned_count].last_mut() {
+            if last.register == register && last.vma == vma && last.run.end == piece.start {
+                last.run.end = piece.end;
+                last.pages += pages;
+                last.last = index;
+                return;
+            }
+        }
+        if work.planned_count == MOST_PLANNED {
+            undo(&mut work.table, index, register);
+            return;
+        }
+        work.planned[work.planned_count] = Some(Planned {
+            run: piece,
+            vma,
+            register,
+            pages,
+            first: index,
+            last: index,
+        });
+        work.planned_count += 1;
+    }
+}
+
+/// The plan carried out: first what adds no VMA, then the rest by size
+/// while the budget lasts (none close to `vm.max_map_count`).
+fn carry_out(work: &mut Work, outcome: Outcome) {
+    let mut budget = split_budget(outcome.vmas, outcome.splits).saturating_sub(outcome.splits);
+    if crate::core::catchup::map_count_headroom_low() || near_map_count(outcome.vmas) {
+        budget = 0;
+    }
+    let n = work.planned_count;
+    for i in 0..n {
+        if let Some(p) = work.planned[i] {
+            if splits(p.run, p.vma) == 0 {
+                work.planned[i] = None;
+                apply(&mut work.table, p);
+            }
+        }
+    }
+    while let Some(i) = (0..n)
+        .filter(|&i| work.planned[i].is_some())
+        .max_by_key(|&i| work.planned[i].map_or(0, |p| p.pages))
+    {
+        let p = work.planned[i].take().unwrap();
+        let cost = splits(p.run, p.vma);
+        if cost <= budget {
+            budget -= cost;
+            apply(&mut work.table, p);
+        } else {
+            counts::refused_by_budget();
+            undo_run(&mut work.table, p);
+        }
+    }
+    work.planned_count = 0;
+}
+
+/// Whether `vmas` is within 1/32 of `vm.max_map_count` (as the catch-up
+/// judges it, which reads the limit only in `advise` mode).
+fn near_map_count(vmas: u64) -> bool {
+    static MAX: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+    use core::sync::atomic::Ordering::Relaxed;
+    if MAX.load(Relaxed) == 0 {
+        MAX.store(crate::os::proc::max_map_count(), Relaxed);
+    }
+    let max = MAX.load(Relaxed);
+    max != 0 && vmas.saturating_add((max / 32).max(64)) >= max
+}
+
+fn apply(table: &mut Table, p: Planned) {
+    let done = if p.register {
+        resting::forget(p.run);
+        crate::core::engine::register_again(p.run)
+    } else {
+        resting::insert(p.run) && ksm::unmark(p.run.start, p.run.len()).is_ok()
+    };
+    if done {
+        counts::changed(p.register, p.run.len() as u64);
+    } else {
+        undo_run(table, p);
+    }
+}
+
+fn undo_run(table: &mut Table, p: Planned) {
+    for index in p.first..=p.last {
+        undo(table, index, p.register);
+    }
+}
+
+/// A change that was not made: a region that was to be taken out stays
+/// registered (judged again on its next tick); one to be given back stays
+/// resting, due again next round.
+fn undo(table: &mut Table, index: usize, register: bool) {
+    let r = table.get(index);
+    let back = if register {
+        Region {
+            state: State::Resting,
+            reprobe: false,
+            again: true,
+            ..r
+        }
+    } else {
+        Region {
+            state: State::Paying,
+            level: 0,
+            again: false,
+            ..r
+        }
+    };
+    table.set(index, back);
+}

@@ -1,0 +1,231 @@
+//! What pays for ksmd's attention, and when to look again: pure rules over
+//! page counts and ksmd's full-scan numbers, which `core::paying` applies.
+//!
+//! * **Regions**: the private anonymous memory of a VMA is cut at
+//!   [`CHUNK_BYTES`] boundaries ([`chunk_pieces`]); each piece is judged on
+//!   its own, since one VMA often holds data of several kinds (adjacent
+//!   mappings coalesce).
+//! * **The clock** is ksmd's `full_scans`: a decision waits for
+//!   [`PROBATION_SCANS`] full scans (ksmd needs two visits to merge a
+//!   page), which means the same at every pace. Re-probes and re-checks
+//!   fall on **ticks** of [`TICK_SCANS`] full scans, numbered from boot, so
+//!   that every process on the host probes on the same ticks (a duplicate
+//!   is found only while both copies are given to ksmd).
+//! * **Paying** ([`pays`]): at least one present page in
+//!   [`BREAK_EVEN`] is mapped more than once — the kernel's own break-even
+//!   (an rmap item of 64 bytes per scanned page against 4 KiB saved per
+//!   merged page).
+//! * **Resting** ([`rest_due`]): a region taken back out is probed again on
+//!   one tick in `SLICES << level`: the slice of its VMA it lies in picks
+//!   which, so a large resting VMA is probed a contiguous part at a time
+//!   (at most two VMA splits per probe); each probe that finds nothing
+//!   raises its level, up to [`MAX_REST_LEVEL`].
+//! * **Budget** ([`split_budget`]): the VMAs the decisions add to the
+//!   process stay within 5 % (+2) of its count.
+
+use super::Range;
+
+/// Regions are pieces of VMAs between multiples of this.
+pub const CHUNK_BYTES: usize = 2 << 20;
+/// Full scans a region is given before it is judged (registered before
+/// the next scan began or during it: at least two whole visits).
+pub const PROBATION_SCANS: u64 = 3;
+/// Seconds a region is given at the least before it is judged, however
+/// fast ksmd scans: the other copies of its data (a pool's other
+/// processes, a program still filling the memory it mapped) need time to
+/// arrive, and a fast pace would judge before they did.
+pub const PROBATION_SECONDS: u16 = 10;
+/// Full scans per tick: re-probes and re-checks happen on ticks.
+pub const TICK_SCANS: u64 = 8;
+/// A resting VMA is probed one slice at a time.
+pub const SLICES: u64 = 8;
+/// A resting region is probed at least once every `SLICES << MAX_REST_LEVEL`
+/// ticks.
+pub const MAX_REST_LEVEL: u8 = 3;
+/// A paying region is re-checked at least once every
+/// `1 << MAX_RECHECK_LEVEL` ticks.
+pub const MAX_RECHECK_LEVEL: u8 = 4;
+/// One page mapped more than once in this many present pages pays for
+/// the rmap items of them all (64-byte items against 4 KiB pages).
+pub const BREAK_EVEN: u64 = 64;
+/// A re-probed region found paying makes the resting regions within this
+/// distance due at once: data that became duplicate rarely does so one
+/// region at a time.
+pub const PROMOTE_BYTES: usize = 128 << 20;
+
+/// Whether `shared` pages mapped more than once among `present` pay for
+/// ksmd's scanning of all of them. Pages shared since a `fork` count as
+/// shared: a region holding them is not taken back out, because merged
+/// and fork-shared pages cannot be told apart without privilege, and
+/// taking a merged page out gives every process its own copy again.
+pub fn pays(present: u32, shared: u32) -> bool {
+    present > 0 && shared as u64 * BREAK_EVEN >= present as u64
+}
+
+/// The tick a full-scan count falls in.
+pub fn tick_of(full_scans: u64) -> u64 {
+    full_scans / TICK_SCANS
+}
+
+/// Whether a resting region of `level` in `slice` is due on a tick in
+/// `(after, upto]`: the ticks `t` with `t % 2^level == 0` and
+/// `(t >> level) % SLICES == slice`.
+pub fn rest_due(level: u8, slice: u64, after: u64, upto: u64) -> bool {
+    let level = level.min(MAX_REST_LEVEL) as u32;
+    let period = SLICES << level;
+    let offset = (slice % SLICES) << level;
+    first_at_or_after(after.saturating_add(1), period, offset) <= upto
+}
+
+/// Whether a paying region of `level` is re-checked on a tick in
+/// `(after, upto]`: the ticks that are multiples of `2^level`.
+pub fn recheck_due(level: u8, after: u64, upto: u64) -> bool {
+    let period = 1u64 << level.min(MAX_RECHECK_LEVEL);
+    first_at_or_after(after.saturating_add(1), period, 0) <= upto
+}
+
+/// The first `t >= from` with `t % period == offset`.
+fn first_at_or_after(from: u64, period: u64, offset: u64) -> u64 {
+    let into = from % period;
+    let ahead = (offset + period - into) % period;
+    from.saturating_add(ahead)
+}
+
+/// The slice (of [`SLICES`]) that the `index`th of a VMA's `count`
+/// regions lies in: contiguous runs of regions.
+pub fn slice_of(index: u64, count: u64) -> u64 {
+    if count == 0 {
+        return 0;
+    }
+    (index.min(count - 1) * SLICES) / count
+}
+
+/// The pieces of `vma` between multiples of [`CHUNK_BYTES`], in order.
+pub fn chunk_pieces(vma: Range) -> impl Iterator<Item = Range> {
+    let mut at = vma.start;
+    core::iter::from_fn(move || {
+        if at >= vma.end {
+            return None;
+        }
+        let next = (at / CHUNK_BYTES + 1)
+            .saturating_mul(CHUNK_BYTES)
+            .min(vma.end);
+        let piece = Range {
+            start: at,
+            end: next,
+        };
+        at = next;
+        Some(piece)
+    })
+}
+
+/// Which region of its VMA (0-based, by chunk) `piece` is, and how many
+/// regions the VMA has.
+pub fn index_in(piece: Range, vma: Range) -> (u64, u64) {
+    let first = vma.start / CHUNK_BYTES;
+    let last = (vma.end - 1) / CHUNK_BYTES;
+    (
+        (piece.start / CHUNK_BYTES - first) as u64,
+        (last - first + 1) as u64,
+    )
+}
+
+/// VMAs a change of flags over `run` adds when `vma` holds it: one at
+/// each end that is not the VMA's own.
+pub fn splits(run: Range, vma: Range) -> u64 {
+    (run.start > vma.start) as u64 + (run.end < vma.end) as u64
+}
+
+/// The most VMAs the decisions may add to a process that has `vmas`
+/// (theirs included): 2 + 5 % of the rest.
+pub fn split_budget(vmas: u64, ours: u64) -> u64 {
+    2 + vmas.saturating_sub(ours) / 20
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_break_even_is_one_shared_page_in_sixty_four() {
+        assert!(!pays(0, 0), "nothing present: nothing to decide");
+        assert!(!pays(512, 0));
+        assert!(!pays(512, 7));
+        assert!(pays(512, 8));
+        assert!(pays(64, 1));
+        assert!(!pays(65, 1));
+        assert!(pays(3, 3));
+    }
+
+    #[test]
+    fn a_resting_region_is_due_once_per_period_on_its_slice() {
+        // Level 0: the tick whose number is its slice modulo 8.
+        let due: Vec<u64> = (0..32).filter(|&t| rest_due(0, 3, t, t + 1)).map(|t| t + 1).collect();
+        assert_eq!(due, vec![3, 11, 19, 27]);
+        // Level 2: every 32 ticks, at slice << 2.
+        let due: Vec<u64> = (0..100).filter(|&t| rest_due(2, 3, t, t + 1)).map(|t| t + 1).collect();
+        assert_eq!(due, vec![12, 44, 76]);
+        // A long look back covers a due tick.
+        assert!(rest_due(0, 3, 0, 8));
+        assert!(!rest_due(0, 3, 3, 10));
+        assert!(rest_due(0, 3, 3, 11));
+        // Capped level.
+        assert_eq!(rest_due(9, 0, 0, 64), rest_due(MAX_REST_LEVEL, 0, 0, 64));
+    }
+
+    #[test]
+    fn every_slice_is_probed_once_per_level_period() {
+        for level in 0..=MAX_REST_LEVEL {
+            let period = SLICES << level;
+            for slice in 0..SLICES {
+                let n = (0..period).filter(|&t| rest_due(level, slice, t, t + 1)).count();
+                assert_eq!(n, 1, "level {level} slice {slice}");
+            }
+        }
+    }
+
+    #[test]
+    fn paying_regions_are_rechecked_on_multiples_of_their_period() {
+        let due: Vec<u64> = (0..20).filter(|&t| recheck_due(2, t, t + 1)).map(|t| t + 1).collect();
+        assert_eq!(due, vec![4, 8, 12, 16, 20]);
+        assert!(recheck_due(0, 5, 6));
+        assert!(!recheck_due(3, 0, 7));
+        assert!(recheck_due(3, 0, 8));
+    }
+
+    #[test]
+    fn slices_are_contiguous_runs() {
+        let slices: Vec<u64> = (0..16).map(|i| slice_of(i, 16)).collect();
+        assert_eq!(slices, vec![0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7]);
+        assert_eq!(slice_of(0, 1), 0);
+        assert_eq!(slice_of(2, 3), 5);
+        assert_eq!(slice_of(5, 0), 0);
+    }
+
+    #[test]
+    fn vmas_are_cut_at_chunk_boundaries() {
+        let c = CHUNK_BYTES;
+        let vma = Range {
+            start: c - 0x1000,
+            end: 3 * c + 0x2000,
+        };
+        let pieces: Vec<(usize, usize)> = chunk_pieces(vma).map(|r| (r.start, r.end)).collect();
+        assert_eq!(
+            pieces,
+            vec![(c - 0x1000, c), (c, 2 * c), (2 * c, 3 * c), (3 * c, 3 * c + 0x2000)]
+        );
+        assert_eq!(index_in(Range { start: 2 * c, end: 3 * c }, vma), (2, 4));
+        assert_eq!(index_in(Range { start: c - 0x1000, end: c }, vma), (0, 4));
+    }
+
+    #[test]
+    fn splits_count_the_ends_inside_the_vma() {
+        let vma = Range { start: 0, end: 100 << 12 };
+        assert_eq!(splits(vma, vma), 0);
+        assert_eq!(splits(Range { start: 0, end: 10 << 12 }, vma), 1);
+        assert_eq!(splits(Range { start: 10 << 12, end: 20 << 12 }, vma), 2);
+        assert_eq!(split_budget(30, 0), 3);
+        assert_eq!(split_budget(30, 3), 3);
+        assert_eq!(split_budget(400, 0), 22);
+    }
+}

@@ -1,0 +1,157 @@
+/*
+ * A process holding memory of three kinds, for the tests of issue 21
+ * (tests/paying.rs): duplicated pages (a few patterns repeated: they merge
+ * within the process), unique pages (each different: they never merge)
+ * and, with `volatile`, pages rewritten every 100 ms (they change too fast
+ * to merge). The three are mapped one after another and coalesce into one
+ * VMA, as a program's mappings do: decisions must be finer than a VMA.
+ *
+ *   paying [volatile] [secret] | paying mixed N
+ *
+ * Prints `part NAME START END` for the duplicated (`dup`), unique
+ * (`unique`) and volatile (`volatile`) parts, then `ready`, and waits for lines on stdin:
+ *   `fork`   forks a child that sleeps holding every page (the evidence
+ *            a fork gives is not merging), printing `forked PID`;
+ *   `unfork` ends that child;
+ *   `same`   makes the unique pages duplicates (one pattern), printing
+ *            `same`;
+ *   `check`  prints `intact` if every duplicated page still holds its
+ *            pattern;
+ *   EOF      ends the program.
+ * `secret`: 2 MiB in the middle of the unique part are kept out of core
+ * dumps (MADV_DONTDUMP: a secret, excluded), printed as `part secret`.
+ * `mixed N`: instead, N VMAs of 6 MiB each (2 MiB-aligned, between
+ * read-only pages), whose middle 2 MiB hold unique pages and whose outer
+ * thirds a few duplicated ones: taking each middle out would split each
+ * VMA in three. Prints `vmas N` and `ready`.
+ */
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <pthread.h>
+
+#define MIB (1024 * 1024)
+static size_t page;
+static volatile char *volatile_part;
+static size_t volatile_len;
+
+static char *map(size_t len) {
+    char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) { perror("mmap"); exit(1); }
+    return p;
+}
+
+static void fill_unique(char *p, size_t len, unsigned seed) {
+    uint64_t x = 0x9e3779b97f4a7c15ull ^ ((uint64_t)getpid() << 20) ^ seed;
+    for (size_t i = 0; i < len; i += 8) {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        memcpy(p + i, &x, 8);
+    }
+}
+
+static void fill_dup(char *p, size_t len) {
+    for (size_t i = 0; i < len; i += page) memset(p + i, 'a' + (int)(i / page % 8), page);
+}
+
+static void *rewrite(void *arg) {
+    (void)arg;
+    for (uint64_t n = 1;; n++) {
+        for (size_t i = 0; i < volatile_len; i += page) *(volatile uint64_t *)(volatile_part + i) = n;
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+/* Allocating is what programs do: news for the library, whose thread a
+ * fork retired (it comes back with the next mapping). */
+static void news(void) {
+    char *volatile m = malloc(8 * MIB);
+    m[0] = 1;
+    free(m);
+}
+
+static void range(const char *what, void *p, size_t len) {
+    printf("part %s %p %p\n", what, p, (char *)p + len);
+}
+
+int main(int argc, char **argv) {
+    page = (size_t)sysconf(_SC_PAGESIZE);
+    int want_volatile = 0, want_secret = 0, mixed = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "volatile")) want_volatile = 1;
+        if (!strcmp(argv[i], "secret")) want_secret = 1;
+        if (!strcmp(argv[i], "mixed") && i + 1 < argc) mixed = atoi(argv[++i]);
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (mixed) {
+        for (int i = 0; i < mixed; i++) {
+            char *raw = map(10 * MIB);
+            char *p = (char *)(((uintptr_t)raw + 2 * MIB) & ~(uintptr_t)(2 * MIB - 1));
+            mprotect(p - page, page, PROT_READ);
+            mprotect(p + 6 * MIB, page, PROT_READ);
+            fill_dup(p, 64 * page);
+            fill_unique(p + 2 * MIB, 2 * MIB, i);
+            fill_dup(p + 4 * MIB, 64 * page);
+        }
+        printf("vmas %d\nready\n", mixed);
+        char line[64];
+        while (fgets(line, sizeof line, stdin)) {}
+        return 0;
+    }
+    size_t dup_len = 16 * MIB, unique_len = 16 * MIB;
+    char *dup = map(dup_len);
+    char *unique = map(unique_len);
+    fill_dup(dup, dup_len);
+    fill_unique(unique, unique_len, 0);
+    range("dup", dup, dup_len);
+    range("unique", unique, unique_len);
+    if (want_secret) {
+        char *secret = unique + 6 * MIB;
+        if (madvise(secret, 2 * MIB, MADV_DONTDUMP)) { perror("madvise"); return 1; }
+        range("secret", secret, 2 * MIB);
+    }
+    if (want_volatile) {
+        volatile_len = 8 * MIB;
+        volatile_part = map(volatile_len);
+        fill_unique((char *)volatile_part, volatile_len, 1);
+        range("volatile", (void *)volatile_part, volatile_len);
+        pthread_t t;
+        pthread_create(&t, NULL, rewrite, NULL);
+    }
+    printf("ready\n");
+    char line[64];
+    pid_t child = 0;
+    while (fgets(line, sizeof line, stdin)) {
+        if (!strncmp(line, "fork", 4)) {
+            child = fork();
+            if (child == 0) { for (;;) pause(); }
+            news();
+            printf("forked %d\n", child);
+        } else if (!strncmp(line, "unfork", 6) && child > 0) {
+            kill(child, SIGKILL);
+            waitpid(child, NULL, 0);
+            child = 0;
+            news();
+            printf("unforked\n");
+        } else if (!strncmp(line, "same", 4)) {
+            for (size_t i = 0; i < unique_len; i += page) memset(unique + i, 'z', page);
+            printf("same\n");
+        } else if (!strncmp(line, "check", 5)) {
+            int ok = 1;
+            for (size_t i = 0; i < dup_len; i += page)
+                for (size_t j = 0; j < page; j++)
+                    if (dup[i + j] != 'a' + (int)(i / page % 8)) ok = 0;
+            printf(ok ? "intact\n" : "corrupt\n");
+        }
+    }
+    if (child > 0) { kill(child, SIGKILL); waitpid(child, NULL, 0); }
+    return 0;
+}

@@ -1,0 +1,291 @@
+//! Register only what pays (issue 21): with `KSMAUTO_REGISTER=paying` the
+//! library takes memory that does not pay for ksmd's attention back out,
+//! region by region, after ksmd's full scans, and gives it back later for
+//! another probe; what merges stays. Checked from outside the program
+//! (smaps' `mg` flag, `/proc/kpageflags`, the VMA count), with real ksmd,
+//! in both engines; never on timing (every wait is a generous poll).
+//!
+//! The program is tests/c/paying.c: duplicated, unique and volatile pages
+//! mapped one after another (one VMA to the kernel).
+
+use ksmauto_testsupport as common;
+use common::{Live, Run};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const ENGINES: [&str; 2] = ["process", "advise"];
+/// Long enough for many of ksmd's full scans at the guard's pace on a
+/// loaded machine; a pass is usually seconds.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+fn program() -> std::path::PathBuf {
+    common::compile_c("tests/c/paying.c", &["-pthread"])
+}
+
+/// The program under `mode`, its report on stderr as JSON, with the
+/// `register` choice; waits for `ready` and returns its parts by name.
+fn start(mode: &str, register: &str, args: &[&str]) -> (Live, HashMap<String, (u64, u64)>) {
+    let mut cmd = Run::with(mode)
+        .env("KSMAUTO_REGISTER", register)
+        .env("KSMAUTO_STATS", "stderr")
+        .env("KSMAUTO_STATS_FORMAT", "json")
+        .command(program());
+    cmd.args(args);
+    let mut live = Live::spawn(cmd, format!("paying {args:?} under {mode}, {register}"));
+    live.wait_line("ready", Duration::from_secs(60));
+    let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
+    let parts = live
+        .stdout()
+        .lines()
+        .filter_map(|l| l.strip_prefix("part "))
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w[0].to_string(), (hex(w[1]), hex(w[2])))
+        })
+        .collect();
+    (live, parts)
+}
+
+fn pages(range: (u64, u64)) -> u64 {
+    (range.1 - range.0) / common::page_size()
+}
+
+/// Pages of `range` in a VMA ksmd is given (`mg`).
+fn registered(live: &Live, range: (u64, u64)) -> u64 {
+    common::mergeable_pages_in(live.pid(), &[range])
+}
+
+/// Polls `cond` every 50 ms until it holds; panics with `what` after
+/// [`PATIENCE`]. `each` runs at every poll (checks that must hold
+/// throughout).
+fn wait_until(
+    live: &mut Live,
+    what: &str,
+    mut each: impl FnMut(&mut Live),
+    mut cond: impl FnMut(&mut Live) -> bool,
+) {
+    let t0 = Instant::now();
+    loop {
+        each(live);
+        if cond(live) {
+            return;
+        }
+        if t0.elapsed() >= PATIENCE {
+            let output = live.output();
+            panic!("{}: {what} not seen in {PATIENCE:?}\n{output}", live.what);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until `range`, taken out, is given back in part for a probe (a
+/// resting VMA is probed one slice at a time: its registered pages rise
+/// above the least seen since it was taken out).
+fn wait_probed_again(live: &mut Live, range: (u64, u64), mut each: impl FnMut(&mut Live)) {
+    let mut least = u64::MAX;
+    wait_until(live, "taken-out pages probed again", |l| each(l), |l| {
+        let now = registered(l, range);
+        least = least.min(now);
+        now > least
+    });
+}
+
+/// Ends the program (stdin closed) and returns its JSON report.
+fn report(mut live: Live) -> serde_json::Value {
+    live.close_stdin();
+    let what = live.what.clone();
+    let (status, out) = live.finish(Duration::from_secs(60));
+    assert!(status.success(), "{what}: {status:?}\n{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with('{') && l.contains("\"paying\""))
+        .unwrap_or_else(|| panic!("{what}: no report with `paying`\n{out}"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: {e}: {line}"))
+}
+
+/// Unique pages never merge: after ksmd's full scans they are taken back
+/// out (their `mg` goes), and later given back for another probe (it comes
+/// back) — in both engines; the report counts both.
+#[test]
+fn a_region_that_never_merges_is_taken_out_and_probed_again() {
+    let Some(_ksmd) = common::ksmd() else { return };
+    for mode in ENGINES {
+        let (mut live, parts) = start(mode, "paying", &[]);
+        let unique = parts["unique"];
+        let n = pages(unique);
+        assert_eq!(registered(&live, unique), n, "{mode}: all registered at first");
+        wait_until(&mut live, "unique pages taken out", |_| {}, |l| {
+            registered(l, unique) <= n / 4
+        });
+        wait_probed_again(&mut live, unique, |_| {});
+        let r = report(live);
+        let p = &r["paying"];
+        assert_eq!(r["register"], "paying", "{mode}: {r}");
+        assert!(p["taken_out"]["regions"].as_u64() >= Some(1), "{mode}: {p}");
+        assert!(p["taken_out"]["bytes"].as_u64() >= Some(n * 3 / 4 * 4096), "{mode}: {p}");
+        assert!(p["probed_again"]["regions"].as_u64() >= Some(1), "{mode}: {p}");
+    }
+}
+
+/// Duplicated pages merge: their region stays registered all along, and
+/// what merged stays merged — also while the unique pages beside them in
+/// the same VMA are taken out and probed again.
+#[test]
+fn a_merging_region_stays_registered_and_its_pages_stay_merged() {
+    let Some(_ksmd) = common::ksmd() else { return };
+    for mode in ENGINES {
+        let (mut live, parts) = start(mode, "paying", &[]);
+        let (dup, unique) = (parts["dup"], parts["unique"]);
+        let n = pages(dup);
+        let stays = |l: &mut Live| {
+            assert_eq!(registered(l, dup), n, "{}: duplicated pages taken out", l.what)
+        };
+        wait_until(&mut live, "duplicated pages merged", stays, |l| {
+            common::ksm_pages_in(l.pid(), &[dup]) >= n * 9 / 10
+        });
+        wait_until(&mut live, "unique pages taken out", stays, |l| {
+            registered(l, unique) <= pages(unique) / 4
+        });
+        let mut least = u64::MAX;
+        wait_probed_again(&mut live, unique, |l| {
+            stays(l);
+            least = least.min(common::ksm_pages_in(l.pid(), &[dup]));
+        });
+        assert!(least >= n * 9 / 10, "{mode}: merged pages unmerged: {least} of {n}");
+        live.send("check");
+        live.wait_line("intact", Duration::from_secs(30));
+        let r = report(live);
+        assert!(r["paying"]["taken_out"]["regions"].as_u64() >= Some(1), "{r}");
+    }
+}
+
+/// Pages rewritten every 100 ms never stay the same long enough to merge:
+/// taken out like unique ones.
+#[test]
+fn volatile_data_is_taken_out() {
+    let Some(_ksmd) = common::ksmd() else { return };
+    for mode in ENGINES {
+        let (mut live, parts) = start(mode, "paying", &["volatile"]);
+        let (dup, volatile) = (parts["dup"], parts["volatile"]);
+        wait_until(&mut live, "volatile pages taken out", |_| {}, |l| {
+            registered(l, volatile) <= pages(volatile) / 4
+        });
+        assert_eq!(registered(&live, dup), pages(dup), "{mode}");
+        report(live);
+    }
+}
+
+/// A `fork` shares every page with the child: no evidence of merging.
+/// While the child lives nothing is taken out (a merged page cannot be
+/// told from a shared one, and taking a merged page out loses money);
+/// once it is gone, the unique pages are taken out after all.
+#[test]
+fn a_fork_during_probation_is_no_evidence() {
+    let Some(_ksmd) = common::ksmd() else { return };
+    for mode in ENGINES {
+        let (mut live, parts) = start(mode, "paying", &[]);
+        let (dup, unique) = (parts["dup"], parts["unique"]);
+        live.send("fork");
+        live.wait_line("forked ", Duration::from_secs(30));
+        // More than a probation (three full scans, ten seconds) with the
+        // child alive: the unique pages, shared with it, stay.
+        let (scans, t0) = (common::full_scans(), Instant::now());
+        while common::full_scans() < scans + 12 || t0.elapsed() < Duration::from_secs(15) {
+            assert_eq!(registered(&live, unique), pages(unique), "{mode}: shared taken out");
+            assert_eq!(registered(&live, dup), pages(dup), "{mode}: dup taken out");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        live.send("unfork");
+        live.wait_line("unforked", Duration::from_secs(30));
+        wait_until(&mut live, "unique pages taken out after the child ended", |_| {}, |l| {
+            registered(l, unique) <= pages(unique) / 4
+        });
+        assert_eq!(registered(&live, dup), pages(dup), "{mode}");
+        report(live);
+    }
+}
+
+/// A secret (`MADV_DONTDUMP`) in the middle of the unique pages is never
+/// registered again: not when its neighbours are probed again.
+#[test]
+fn exclusions_are_never_registered_again_by_a_probe() {
+    let Some(_ksmd) = common::ksmd() else { return };
+    for mode in ENGINES {
+        let (mut live, parts) = start(mode, "paying", &["secret"]);
+        let (unique, secret) = (parts["unique"], parts["secret"]);
+        let never = |l: &mut Live| {
+            assert_eq!(registered(l, secret), 0, "{}: the secret registered", l.what)
+        };
+        wait_until(&mut live, "unique pages taken out", never, |l| {
+            registered(l, unique) <= pages(unique) / 4
+        });
+        wait_probed_again(&mut live, unique, never);
+        // The probe's whole course, and the next decision.
+        let scans = common::full_scans();
+        while common::full_scans() < scans + 8 {
+            never(&mut live);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        report(live);
+    }
+}
+
+/// Many VMAs each wanting their middle taken out (two splits each): the
+/// VMAs the decisions add stay within issue 19's bound (5 % + 2 of the
+/// program's count without the library), and some middles are taken out.
+#[test]
+fn the_vma_budget_holds_with_many_small_regions() {
+    let Some(_ksmd) = common::ksmd() else { return };
+    let count = |pid: u32| {
+        common::program_vmas(&std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap())
+    };
+    let mut cmd = Run::without().command(program());
+    cmd.args(["mixed", "32"]);
+    let mut bare = Live::spawn(cmd, "paying mixed without the library");
+    bare.wait_line("ready", Duration::from_secs(60));
+    let without = count(bare.pid());
+    drop(bare);
+    for mode in ENGINES {
+        let (live, _) = start(mode, "paying", &["mixed", "32"]);
+        let bound = without + without / 20 + 2;
+        let mut most = 0;
+        // Past the probation (three full scans and ten seconds) and the
+        // rounds that follow it, the budget binding all along.
+        let (scans, t0) = (common::full_scans(), Instant::now());
+        while common::full_scans() < scans + 24 || t0.elapsed() < Duration::from_secs(30) {
+            let n = count(live.pid());
+            most = most.max(n);
+            assert!(n <= bound, "{mode}: {n} VMAs, more than {bound} ({without} without)");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let r = report(live);
+        let p = &r["paying"];
+        assert!(p["taken_out"]["regions"].as_u64() >= Some(1), "{mode}: {p}");
+        assert!(p["refused"].as_u64() >= Some(1), "{mode}: the budget never bound: {p}");
+        eprintln!("{mode}: at most {most} VMAs, {without} without the library");
+    }
+}
+
+/// `KSMAUTO_REGISTER=all`: everything stays registered, as before, and
+/// in `process` mode the library has no thread at all.
+#[test]
+fn register_all_registers_everything_as_before() {
+    let Some(_ksmd) = common::ksmd() else { return };
+    for mode in ENGINES {
+        let (mut live, parts) = start(mode, "all", &[]);
+        let unique = parts["unique"];
+        let scans = common::full_scans();
+        while common::full_scans() < scans + 24 {
+            assert_eq!(registered(&live, unique), pages(unique), "{mode}");
+            if mode == "process" {
+                let tasks = common::task_ids(live.pid());
+                assert_eq!(tasks.len(), 1, "process, all: a thread {tasks:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        live.close_stdin();
+        let (status, out) = live.finish(Duration::from_secs(60));
+        assert!(status.success(), "{out}");
+        assert!(out.contains("\"register\":\"all\""), "{mode}: {out}");
+    }
+}
