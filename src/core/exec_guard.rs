@@ -56,6 +56,9 @@
 //!
 //! Never allocates; raw system calls only (`errno` untouched).
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+#![warn(clippy::missing_safety_doc)]
+
 use core::sync::atomic::{
     AtomicBool, AtomicI32, AtomicUsize,
     Ordering::{AcqRel, Acquire, Relaxed, Release},
@@ -451,7 +454,13 @@ mod tests {
     /// 2 (does not), 3 (cannot tell).
     fn asked_in_child(holder: i32, flags: i32) -> i32 {
         let mut stack = vec![0u8; 256 << 10];
+        // SAFETY: one past the end of `stack`, the same allocation.
         let top = unsafe { stack.as_mut_ptr().add(stack.len()) } as *mut libc::c_void;
+        // SAFETY: the child runs `ask_about_holder` on `stack`, which lives
+        // until the child has been waited for below; it makes system calls
+        // (recording at most the `kcmp` probe in an atomic) and returns.
+        // With `CLONE_VM | CLONE_VFORK` this thread is suspended until the
+        // child exits, so nothing else runs on or frees `stack` meanwhile.
         let pid = unsafe {
             libc::clone(
                 ask_about_holder,
@@ -462,6 +471,7 @@ mod tests {
         };
         assert!(pid > 0);
         let mut status = 0;
+        // SAFETY: `status` is a valid int on the stack; `pid` is our child.
         assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
         assert!(libc::WIFEXITED(status), "{status}");
         libc::WEXITSTATUS(status)

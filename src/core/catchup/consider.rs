@@ -240,7 +240,10 @@ mod tests {
 
     #[test]
     fn new_vmas_wait_a_pass_and_growing_ones_keep_an_edge() {
+        // SAFETY: all-zero bytes are a valid `Memory` (integers, `false`
+        // bools) and its empty state.
         let mut m: Box<Memory> = unsafe { Box::new_zeroed().assume_init() };
+        // SAFETY: all-zero bytes are a valid `State`, as for the static one.
         let state: Box<State> = unsafe { Box::new_zeroed().assume_init() };
         let advised = std::cell::RefCell::new(Vec::new());
         let judge = |_: &MapsLine, _: Option<&MapsLine>| VmaVerdict::Merge;

@@ -201,6 +201,8 @@ mod tests {
     use super::*;
 
     fn memory() -> Box<Memory> {
+        // SAFETY: all-zero bytes are a valid `Memory` (integers, `false`
+        // bools) and its empty state.
         unsafe { Box::new_zeroed().assume_init() }
     }
 

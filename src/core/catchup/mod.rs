@@ -40,6 +40,9 @@
 //! small stack: a step needs under [`STEP_STACK_BYTES`], and is put off
 //! when a signal handler on an alternate stack has less than that left.
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+#![warn(clippy::missing_safety_doc)]
+
 mod consider;
 mod memory;
 mod pass;
@@ -112,9 +115,14 @@ struct State {
     last_pass_vmas: AtomicU64,
 }
 
-// `work` is only touched by the thread that set `scanning`.
+// SAFETY: every field but `work` is atomic, and `work` is only touched by
+// the thread that set `scanning` (until it clears it), or by `reset` in a
+// forked child, where no other thread exists.
 unsafe impl Sync for State {}
 
+// SAFETY: all-zero bytes are a valid `State`: atomics, integers, `false`
+// bools, integer arrays, and a `Cursor` whose `Option<Below>` reads as
+// `Some` of an all-zero `Below` (every field of which may be zero).
 static STATE: State = unsafe { core::mem::zeroed() };
 static INTERVAL_NS: AtomicU64 = AtomicU64::new(0);
 /// `vm.max_map_count`, read at the first step (0: not yet). once_cell:
@@ -175,6 +183,9 @@ pub fn reset() {
         return;
     }
     let state = &STATE;
+    // SAFETY: in a forked child only the forking thread runs: no step holds
+    // `work` (one the parent was running never finishes here), and no other
+    // reference to it lives in this thread while `reset` runs.
     let work = unsafe { &mut *state.work.get() };
     work.memory.clear();
     work.cursor = FRESH_CURSOR;
@@ -309,7 +320,9 @@ fn step(
     if state.scanning.swap(true, Acquire) {
         return None;
     }
-    // Only the scanning thread touches `work` (guarded by `scanning`).
+    // SAFETY: this thread has just set `scanning` (the swap found it clear),
+    // and only the thread that set it touches `work` until it clears it, after
+    // the last use of this reference.
     let work = unsafe { &mut *state.work.get() };
     let budget = Budget::start(own_thread);
     let cpu_started = sys::thread_cpu_ns();

@@ -300,7 +300,10 @@ mod tests {
     #[test]
     fn both_walks_advise_each_vma_once_and_then_nothing() {
         use std::cell::RefCell;
+        // SAFETY: all-zero bytes are a valid `State`, as for the static one.
         let state: Box<State> = unsafe { Box::new_zeroed().assume_init() };
+        // SAFETY: this test's own `State`, which no step uses but through
+        // this reference (the walks below are handed `work` itself).
         let work = unsafe { &mut *state.work.get() };
         let judge = |vma: &MapsLine, _: Option<&MapsLine>| {
             if vma.is_private() && vma.inode == 0 && vma.name.is_empty() {
@@ -337,6 +340,8 @@ mod tests {
         // more than one step takes, between inaccessible pages that keep it
         // apart from its neighbours.
         let page = 4096;
+        // SAFETY: a fresh anonymous mapping where the kernel chooses: it
+        // replaces nothing.
         let outer = unsafe {
             libc::mmap(
                 core::ptr::null_mut(),
@@ -348,11 +353,14 @@ mod tests {
             )
         } as usize;
         let region = outer + page;
+        // SAFETY: pages of the mapping above, which only this test uses and
+        // which nothing reads or writes.
         unsafe {
             libc::mprotect(outer as *mut _, page, libc::PROT_NONE);
             libc::mprotect((region + 600 * page) as *mut _, page, libc::PROT_NONE);
         }
         for i in (1..600).step_by(2) {
+            // SAFETY: as above: a page of this test's own mapping.
             unsafe { libc::mprotect((region + i * page) as *mut _, page, libc::PROT_READ) };
         }
         let in_region = |v: &Vec<(usize, usize)>| {
@@ -375,12 +383,14 @@ mod tests {
         assert_eq!(in_region(&advised.borrow()), 0, "{:x?}", advised.borrow());
         // A VMA whose bounds changed is advised again, once a pass found it
         // unchanged.
+        // SAFETY: as above: a page of this test's own mapping.
         unsafe { libc::mprotect(region as *mut _, page, libc::PROT_READ) };
         advised.borrow_mut().clear();
         by_text(work);
         assert_eq!(in_region(&advised.borrow()), 0, "{:x?}", advised.borrow());
         by_text(work);
         assert_eq!(in_region(&advised.borrow()), 1, "{:x?}", advised.borrow());
+        // SAFETY: the whole mapping made above; nothing refers into it.
         unsafe { libc::munmap(outer as *mut _, 602 * page) };
     }
 }

@@ -2,6 +2,9 @@
 //! advises, leaving the growing edge's page alone so the region stays a few
 //! VMAs however long it grows. Pure arithmetic over `/proc/self/maps` lines.
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+#![warn(clippy::missing_safety_doc)]
+
 use super::range::Range;
 
 /// The part of a qualifying VMA the catch-up advises: all of it, except one
