@@ -317,6 +317,8 @@ fn start_if_wanted() {
     let now = sys::monotonic_coarse_ns();
     ACTIVITY_AT_NS.store(now, Relaxed);
     ALIVE_AT_NS.store(now, Relaxed);
+ // SAFETY: `SPAWN` is only ever stored from a `Spawn` (a fn pointer of that
+ // exact type) and read after the non-zero check of `start_if_wanted`.
     let spawn: Spawn = unsafe { core::mem::transmute::<usize, Spawn>(SPAWN.load(Relaxed)) };
     match spawn() {
         Ok(()) => {
@@ -541,6 +543,8 @@ fn alone() -> bool {
             Some((state, threads)) => threads <= 1 || (threads == 2 && state == b'Z'),
             None => false,
         },
+ // SAFETY: `count` is the address of glibc's `__nptl_nthreads` (an aligned int
+ // in libc's data, mapped for the process's life), found at start-up.
         count => unsafe { core::ptr::read_volatile(count as *const i32) <= 1 },
     }
 }

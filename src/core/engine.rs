@@ -67,6 +67,8 @@ struct Settings {
 }
 
 struct SettingsCell(UnsafeCell<Settings>);
+// SAFETY: the cell is written once, inside the start-up gate before any hook
+// reads it, and only read afterwards (see `settings`).
 unsafe impl Sync for SettingsCell {}
 
 // once_cell: written once inside the re-entrant start-up gate
@@ -109,6 +111,8 @@ static SILENCED: AtomicBool = AtomicBool::new(false);
 static MERGING_STOPPED: AtomicBool = AtomicBool::new(false);
 
 fn settings() -> &'static Settings {
+ // SAFETY: written only once by `start` inside the re-entrant start-up gate,
+ // before `ready` lets any hook read it; shared reads only after that.
     unsafe { &*SETTINGS.0.get() }
 }
 
@@ -180,6 +184,8 @@ pub fn start(allocator_is_glibc: bool, stand_aside: bool, threads: ThreadSupport
         exec_guard::start();
         choose_engine(config.mode)
     };
+ // SAFETY: the start-up gate runs this once, before any reader exists (hooks
+ // read the settings only once `ready`).
     unsafe {
         *SETTINGS.0.get() = Settings {
             config,

@@ -56,8 +56,6 @@
 //!
 //! Never allocates; raw system calls only (`errno` untouched).
 
-#![warn(clippy::undocumented_unsafe_blocks)]
-#![warn(clippy::missing_safety_doc)]
 
 use core::sync::atomic::{
     AtomicBool, AtomicI32, AtomicUsize,

@@ -18,8 +18,6 @@
 //! subreaper, and the parent at exit may be one that never started us, or
 //! the same process running another program since an `exec`.
 
-#![warn(clippy::undocumented_unsafe_blocks)]
-#![warn(clippy::missing_safety_doc)]
 
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::Relaxed};
 

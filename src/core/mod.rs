@@ -21,9 +21,6 @@
 //! constants (`crate::os::ksm` names what it asks the kernel by intent);
 //! never allocates, locks, or changes `errno`.
 
-// TODO(issue 22): SAFETY comments after issue 21 lands.
-#![allow(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
-
 pub mod catchup;
 pub mod catchup_thread;
 pub mod config;

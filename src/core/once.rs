@@ -7,8 +7,6 @@
 //! threads wait by yielding. No mutex is involved, so `fork` cannot leave one
 //! held (start-up runs at the first allocation, before any program code).
 
-#![warn(clippy::undocumented_unsafe_blocks)]
-#![warn(clippy::missing_safety_doc)]
 
 use core::sync::atomic::{
     AtomicI32, AtomicU8,

@@ -5,9 +5,6 @@
 //! never a `MADV_*` constant or a `prctl` number. Like the rest of
 //! `crate::os`: no allocation, no lock, `errno` untouched, no decisions.
 
-// TODO(issue 22): SAFETY comments after issue 21 lands.
-#![allow(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
-
 use super::sys::{self, Errno};
 
 // prctl options (Linux 6.4); spelled out so older libc headers do not matter.

@@ -10,9 +10,6 @@
 //! Never allocates, never locks (a busy buffer is a skipped read, never a
 //! wait).
 
-// TODO(issue 22): SAFETY comments after issue 21 lands.
-#![allow(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
-
 use super::sys::{self, Errno};
 // The pure parsers shared with the CLI and the tests live in the contract;
 // this module reads the files and parses what only the library needs.
@@ -538,6 +535,7 @@ mod tests {
         assert!(main.is_some());
         assert_eq!(main, here);
         let changed = std::thread::spawn(|| {
+            // SAFETY: a flag-only prctl, on a test thread of its own.
             unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
             restrictions_digest(b"/proc/thread-self/status\0")
         })

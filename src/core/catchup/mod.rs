@@ -40,8 +40,6 @@
 //! small stack: a step needs under [`STEP_STACK_BYTES`], and is put off
 //! when a signal handler on an alternate stack has less than that left.
 
-#![warn(clippy::undocumented_unsafe_blocks)]
-#![warn(clippy::missing_safety_doc)]
 
 mod consider;
 mod memory;

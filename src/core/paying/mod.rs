@@ -95,8 +95,10 @@ static KSMD_SCANS: AtomicBool = AtomicBool::new(true);
 static LAST_SCANS: AtomicU64 = AtomicU64::new(0);
 
 struct WorkCell(UnsafeCell<round::Work>);
-// Only the holder of `BUSY` touches it.
+// SAFETY: only the thread holding `BUSY` (a try-lock) touches the cell.
 unsafe impl Sync for WorkCell {}
+// SAFETY: all-zero bytes are the empty `Work` (integers, arrays of them and
+// `false`), the state a fresh process starts from.
 static WORK: WorkCell = unsafe { core::mem::zeroed() };
 
 /// Turns the decisions on for this process (`process` or `advise` engine,

@@ -206,6 +206,7 @@ mod tests {
     use super::*;
 
     fn table() -> Box<Table> {
+        // SAFETY: all-zero bytes are an empty table (integers only).
         unsafe { Box::new_zeroed().assume_init() }
     }
 

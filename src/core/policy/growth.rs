@@ -2,8 +2,6 @@
 //! advises, leaving the growing edge's page alone so the region stays a few
 //! VMAs however long it grows. Pure arithmetic over `/proc/self/maps` lines.
 
-#![warn(clippy::undocumented_unsafe_blocks)]
-#![warn(clippy::missing_safety_doc)]
 
 use super::range::Range;
 

@@ -1,8 +1,6 @@
 //! Page-range arithmetic: the ranges the engines advise, unmark and
 //! exclude. Pure.
 
-#![warn(clippy::undocumented_unsafe_blocks)]
-#![warn(clippy::missing_safety_doc)]
 
 /// A page-aligned address range `[start, end)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

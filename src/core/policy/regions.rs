@@ -2,8 +2,6 @@
 //! the catch-up scan found in `/proc/self/maps`. Pure: the configuration
 //! and the region's numbers in, a verdict out.
 
-#![warn(clippy::undocumented_unsafe_blocks)]
-#![warn(clippy::missing_safety_doc)]
 
 use super::SkipReason;
 use crate::core::config::{Config, Exclusions};
