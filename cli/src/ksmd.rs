@@ -375,8 +375,13 @@ pub fn cpu_seconds() -> Option<f64> {
 
 /// Seconds since boot: the first number of `/proc/uptime`.
 fn uptime_seconds() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/uptime").ok()?;
-    text.split_whitespace().next()?.parse().ok()
+    let text = read_proc("/proc/uptime").ok()?;
+    std::str::from_utf8(&text)
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// `ksmauto ksmd hold`: saves every tunable, applies the options, runs the
