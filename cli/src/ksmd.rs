@@ -310,9 +310,43 @@ pub fn interrupted() -> Option<i32> {
     }
 }
 
-/// CPU time (user + system) the ksmd kernel thread has used so far.
-pub fn cpu_seconds() -> Option<f64> {
+/// The ksmd kernel thread as its `/proc/PID/stat` shows it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Thread {
+    /// CPU time (user + system) it has used since it started.
+    pub cpu_seconds: f64,
+    /// How long ago it started (`None` without `/proc/uptime`).
+    pub running_seconds: Option<f64>,
+}
+
+impl Thread {
+    /// The thread a stat line describes, if it is ksmd's: the kernel's
+    /// thread, not a process that named itself so. `tick`: clock ticks a
+    /// second; `uptime`: seconds since boot.
+    pub fn of(
+        stat: &ksmauto_contract::proc::Stat,
+        tick: f64,
+        uptime: Option<f64>,
+    ) -> Option<Thread> {
+        if stat.comm != b"ksmd" || !stat.is_kernel_thread() || tick <= 0.0 {
+            return None;
+        }
+        let started = stat.start_time().map(|t| t as f64 / tick);
+        Some(Thread {
+            cpu_seconds: stat.cpu_ticks()? as f64 / tick,
+            running_seconds: match (uptime, started) {
+                (Some(up), Some(at)) if up >= at => Some(up - at),
+                _ => None,
+            },
+        })
+    }
+}
+
+/// The ksmd kernel thread, found among `/proc`'s processes; `None` where
+/// there is none (a kernel without KSM, a `/proc` that hides it).
+pub fn thread() -> Option<Thread> {
     let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let uptime = uptime_seconds();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let name = entry.file_name();
         let Some(pid) = name
@@ -327,13 +361,27 @@ pub fn cpu_seconds() -> Option<f64> {
         let Some(stat) = ksmauto_contract::proc::Stat::parse(&text) else {
             continue;
         };
-        // The kernel's thread, not a process that named itself so.
-        if stat.comm != b"ksmd" || !stat.is_kernel_thread() {
-            continue;
+        if let Some(t) = Thread::of(&stat, tick, uptime) {
+            return Some(t);
         }
-        return Some(stat.cpu_ticks()? as f64 / tick);
     }
     None
+}
+
+/// CPU time (user + system) the ksmd kernel thread has used so far.
+pub fn cpu_seconds() -> Option<f64> {
+    thread().map(|t| t.cpu_seconds)
+}
+
+/// Seconds since boot: the first number of `/proc/uptime`.
+fn uptime_seconds() -> Option<f64> {
+    let text = read_proc("/proc/uptime").ok()?;
+    std::str::from_utf8(&text)
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// `ksmauto ksmd hold`: saves every tunable, applies the options, runs the
@@ -445,5 +493,48 @@ pub fn action(a: Action) -> Result<i32> {
             scan,
             command,
         } => hold(on, off, scan, &command),
+    }
+}
+
+#[cfg(test)]
+mod thread_tests {
+    use super::Thread;
+    use ksmauto_contract::proc::Stat;
+
+    /// A stat line: `comm`, flags (field 9), utime/stime (14, 15) and the
+    /// start time (22) in ticks.
+    fn line(comm: &str, flags: u64, utime: u64, stime: u64, start: u64) -> String {
+        let mut f: Vec<String> = (3..=30).map(|_| "0".to_string()).collect();
+        f[0] = "S".into();
+        f[9 - 3] = flags.to_string();
+        f[14 - 3] = utime.to_string();
+        f[15 - 3] = stime.to_string();
+        f[22 - 3] = start.to_string();
+        format!("42 ({comm}) {}", f.join(" "))
+    }
+
+    const PF_KTHREAD: u64 = 0x0020_0000;
+
+    #[test]
+    fn the_kernel_thread_named_ksmd_is_ksmd_with_its_cpu_and_age() {
+        let text = line("ksmd", PF_KTHREAD, 150, 250, 1000);
+        let t = Thread::of(&Stat::parse(text.as_bytes()).unwrap(), 100.0, Some(110.0)).unwrap();
+        assert_eq!(t.cpu_seconds, 4.0);
+        assert_eq!(t.running_seconds, Some(100.0));
+        let no_uptime = Thread::of(&Stat::parse(text.as_bytes()).unwrap(), 100.0, None).unwrap();
+        assert_eq!(no_uptime.running_seconds, None);
+    }
+
+    #[test]
+    fn a_process_that_calls_itself_ksmd_or_another_kernel_thread_is_not_ksmd() {
+        for text in [
+            line("ksmd", 0, 1, 1, 1),
+            line("kswapd0", PF_KTHREAD, 1, 1, 1),
+        ] {
+            assert_eq!(
+                Thread::of(&Stat::parse(text.as_bytes()).unwrap(), 100.0, Some(5.0)),
+                None
+            );
+        }
     }
 }

@@ -99,6 +99,10 @@ enum Cmd {
         /// Refresh every SECS seconds until interrupted
         #[arg(long, value_name = "SECS")]
         watch: Option<f64>,
+        /// Read ksmd's counters twice, SECS apart, for its CPU share and
+        /// scan rate now (Prometheus: use rate() on the counters)
+        #[arg(long, value_name = "SECS", conflicts_with_all = ["prometheus", "textfile"])]
+        rate: Option<f64>,
     },
     /// Predict what KSM could save in running processes (read-only), within
     /// each user and cgroup and across the host
@@ -233,6 +237,7 @@ fn status_options(
     prometheus: bool,
     textfile: Option<PathBuf>,
     watch: Option<f64>,
+    rate: Option<f64>,
 ) -> Result<status::Options> {
     Ok(status::Options {
         format: if json {
@@ -244,6 +249,7 @@ fn status_options(
         },
         textfile,
         watch: watch.map(|secs| seconds("--watch", secs)).transpose()?,
+        rate: rate.map(|secs| seconds("--rate", secs)).transpose()?,
     })
 }
 
@@ -287,7 +293,8 @@ fn real_main() -> Result<i32> {
             prometheus,
             textfile,
             watch,
-        } => status::command(&status_options(json, prometheus, textfile, watch)?),
+            rate,
+        } => status::command(&status_options(json, prometheus, textfile, watch, rate)?),
         Cmd::Estimate {
             pids,
             all,

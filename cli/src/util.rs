@@ -183,6 +183,14 @@ pub fn isatty(fd: i32) -> bool {
     unsafe { libc::isatty(fd) == 1 }
 }
 
+/// `numerator / denominator`, or `None` where that is no number: a
+/// denominator that is zero, negative or missing (ksmd that used no CPU,
+/// a window of no time, no ksmd thread found).
+pub fn ratio(numerator: f64, denominator: Option<f64>) -> Option<f64> {
+    let d = denominator.filter(|d| d.is_finite() && *d > 0.0)?;
+    Some(numerator / d).filter(|r| r.is_finite())
+}
+
 pub fn human_bytes(n: u64) -> String {
     human_bytes_i(n as i64)
 }

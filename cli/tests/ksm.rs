@@ -120,6 +120,7 @@ fn compare_shows_savings_with_the_preload_and_writes_svg() {
     let dups = common::compile_c("cli/tests/c/dups.c", &[]);
     let lib = common::lib().to_str().unwrap();
     let svg = std::env::temp_dir().join(format!("ksmauto-compare-{}.svg", std::process::id()));
+    let cpu_before = common::ksmd_cpu_seconds().expect("a ksmd thread");
     let (code, _, v) = ksmauto_json(&[
         "compare",
         "--workers",
@@ -150,6 +151,28 @@ fn compare_shows_savings_with_the_preload_and_writes_svg() {
     let ideal = v["estimate"]["ideal_savings_pages"].as_f64().unwrap();
     assert!((ideal - 3798.0).abs() < 3798.0 * 0.02, "{v}");
     assert!(v["percent_of_ideal"].as_f64().unwrap() > 50.0, "{v}");
+    // ksmd's CPU per phase, within what the test itself read of it around
+    // the whole comparison; the phase with the preload made ksmd scan.
+    let cpu_after = common::ksmd_cpu_seconds().unwrap();
+    let cpu = |p: &str| {
+        v[p]["ksmd_cpu_seconds"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{v}"))
+    };
+    assert!(cpu("without") >= 0.0 && cpu("with") > 0.0, "{v}");
+    assert!(
+        cpu("without") + cpu("with") <= cpu_after - cpu_before + 0.02,
+        "{v}"
+    );
+    let merged_bytes = (b["merging_pages"].as_u64().unwrap() + b["zero_pages"].as_u64().unwrap())
+        * common::page_size();
+    let per_cpu = v["with"]["merged_bytes_per_ksmd_cpu_second"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (per_cpu * cpu("with") / merged_bytes as f64 - 1.0).abs() < 1e-9,
+        "{v}"
+    );
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(
         text.starts_with("<svg") || text.starts_with("<?xml"),

@@ -175,3 +175,23 @@ impl Drop for KsmdGuard {
         }
     }
 }
+
+/// A counter of ksmd's sysfs directory (`pages_scanned`, `pages_shared`…).
+pub fn ksm_counter(name: &str) -> Option<u64> {
+    read_ksm(name)?.parse().ok()
+}
+
+/// CPU time (user + system) of the ksmd kernel thread so far, read by the
+/// test itself from `/proc/PID/stat` (the contract's parser): the figure
+/// to hold what `ksmauto` reports against. `None` without a ksmd thread.
+pub fn ksmd_cpu_seconds() -> Option<f64> {
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let text = std::fs::read(e.path().join("stat")).ok()?;
+        let stat = ksmauto_contract::proc::Stat::parse(&text)?;
+        if stat.comm != b"ksmd" || !stat.is_kernel_thread() {
+            return None;
+        }
+        Some(stat.cpu_ticks()? as f64 / tick)
+    })
+}

@@ -40,10 +40,15 @@ pub struct Phase {
     pub before_merge: Option<Sample>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub merge_started_s: Option<f64>,
-    /// `--hold-ksmd`: CPU time of the ksmd thread during the phase (the
-    /// phase with the preload: since ksmd was let go).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// CPU time of the ksmd thread during the phase (`--hold-ksmd`, the
+    /// phase with the preload: since ksmd was let go); `null` where no
+    /// ksmd thread was found. ksmd is the host's: whatever else it scans
+    /// meanwhile counts too.
     pub ksmd_cpu_seconds: Option<f64>,
+    /// The copies' merged pages (`ksm_merging_pages + ksm_zero_pages`) at
+    /// the last look, in bytes, per CPU-second ksmd spent in the phase:
+    /// what its work bought (`null` when ksmd used no CPU).
+    pub merged_bytes_per_ksmd_cpu_second: Option<f64>,
 }
 
 /// How a phase ended; as JSON, its words.
@@ -175,11 +180,7 @@ impl<'a> Watch<'a> {
             before_merge: None,
             merge_started_s: None,
             estimate_before_merge: None,
-            cpu_at_start: if s.options.hold_ksmd {
-                ksmd::cpu_seconds()
-            } else {
-                None
-            },
+            cpu_at_start: ksmd::cpu_seconds(),
         }
     }
 
@@ -255,10 +256,14 @@ impl<'a> Watch<'a> {
 
     /// The phase's result, from its last look; the copies stopped.
     fn finish(self, copies: &mut Copies, ended: Ended, want_estimate: bool) -> PhaseEnd {
+        // Rounded to a millisecond: the clock ticks are 10 ms, the rest
+        // of the difference is floating-point noise.
         let ksmd_cpu_seconds = match (self.cpu_at_start, ksmd::cpu_seconds()) {
-            (Some(a), Some(b)) => Some(b - a),
+            (Some(a), Some(b)) if b >= a => Some(((b - a) * 1000.0).round() / 1000.0),
             _ => None,
         };
+        let last = self.samples.last().copied().unwrap_or_default();
+        let merged_bytes = (last.merging_pages + last.zero_pages) * page_size();
         let estimate = if want_estimate && ended != Ended::Exited {
             estimate::estimate(&self.last_pids, false).ok()
         } else {
@@ -276,13 +281,14 @@ impl<'a> Watch<'a> {
                 preload: self.preload,
                 pids: self.last_pids,
                 ended,
-                last: self.samples.last().copied().unwrap_or_default(),
+                last,
                 samples: self.samples,
                 per_process,
                 ready_s: self.ready_s,
                 before_merge: self.before_merge,
                 merge_started_s: self.merge_started_s,
                 ksmd_cpu_seconds,
+                merged_bytes_per_ksmd_cpu_second: ratio(merged_bytes as f64, ksmd_cpu_seconds),
             },
             estimate,
             estimate_before_merge: self.estimate_before_merge,

@@ -68,6 +68,35 @@ fn figures(o: &mut String, c: &Comparison) {
         human_bytes_i(a.profit),
         human_bytes_i(b.profit)
     );
+    ksmd_cpu(o, c);
+}
+
+/// ksmd's CPU in each phase, and the merged memory it bought.
+fn ksmd_cpu(o: &mut String, c: &Comparison) {
+    let cpu = |p: &Phase| {
+        p.ksmd_cpu_seconds
+            .map(|s| format!("{s:.2} s"))
+            .unwrap_or_else(|| "n/a".into())
+    };
+    let per_cpu = |p: &Phase| {
+        p.merged_bytes_per_ksmd_cpu_second
+            .map(|b| human_bytes(b as u64))
+            .unwrap_or_else(|| "n/a".into())
+    };
+    let _ = writeln!(
+        o,
+        "{:<16} {:>14} {:>14}",
+        "ksmd CPU",
+        cpu(&c.without),
+        cpu(&c.with)
+    );
+    let _ = writeln!(
+        o,
+        "{:<16} {:>14} {:>14}  (merged bytes per ksmd CPU-second; ksmd's CPU is the host's)",
+        "merged per CPU-s",
+        per_cpu(&c.without),
+        per_cpu(&c.with)
+    );
 }
 
 /// `--hold-ksmd`: the pool before ksmd ran against itself at the end.
@@ -216,4 +245,65 @@ pub fn chart(c: &Comparison, path: &Path) -> Result<()> {
             format!("cannot write {}: {e}", path.display()),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compare::phase::Ended;
+    use ksmauto_contract::Mode;
+
+    fn phase(preload: bool, cpu: Option<f64>, per_cpu: Option<f64>) -> Phase {
+        Phase {
+            preload,
+            pids: vec![],
+            ended: Ended::Settled,
+            last: Default::default(),
+            samples: vec![],
+            per_process: vec![],
+            ready_s: None,
+            before_merge: None,
+            merge_started_s: None,
+            ksmd_cpu_seconds: cpu,
+            merged_bytes_per_ksmd_cpu_second: per_cpu,
+        }
+    }
+
+    fn comparison(without: Phase, with: Phase) -> Comparison {
+        Comparison {
+            command: vec!["prog".into()],
+            workers: 2,
+            mode: Mode::Process,
+            without,
+            with,
+            saved_pss_bytes: 0,
+            ideal_savings_bytes: None,
+            percent_of_ideal: None,
+            estimate: None,
+            held_ksmd: None,
+        }
+    }
+
+    #[test]
+    fn each_phase_shows_ksmd_cpu_and_what_it_merged_per_cpu_second() {
+        let c = comparison(
+            phase(false, Some(0.0), None),
+            phase(true, Some(2.5), Some(4.0 * 1024.0 * 1024.0)),
+        );
+        let text = render_text(&c);
+        let cpu = text.lines().find(|l| l.starts_with("ksmd CPU")).unwrap();
+        assert!(cpu.contains("0.00 s") && cpu.contains("2.50 s"), "{text}");
+        let per = text
+            .lines()
+            .find(|l| l.starts_with("merged per CPU-s"))
+            .unwrap();
+        assert!(per.contains("n/a") && per.contains("4.0 MiB"), "{text}");
+        // No ksmd thread found: said so, nothing made up.
+        let text = render_text(&comparison(
+            phase(false, None, None),
+            phase(true, None, None),
+        ));
+        let cpu = text.lines().find(|l| l.starts_with("ksmd CPU")).unwrap();
+        assert_eq!(cpu.matches("n/a").count(), 2, "{text}");
+    }
 }

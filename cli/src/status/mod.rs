@@ -6,6 +6,7 @@
 //! `textfile`). Read-only: it never changes ksmd (that is `ksmd`) and never
 //! writes anything but its output (`--textfile`).
 
+pub mod efficiency;
 mod prometheus;
 mod text;
 mod textfile;
@@ -15,6 +16,8 @@ pub use prometheus::render_prometheus;
 pub use text::render_text;
 pub use textfile::write_textfile;
 pub use trust::{trust_domains, Domain, TrustDomains};
+
+use efficiency::{Efficiency, Reading};
 
 use crate::debt;
 use crate::ksm::{self, require_ksm};
@@ -46,6 +49,9 @@ pub struct Options {
     pub textfile: Option<PathBuf>,
     /// `--watch`: a new snapshot this often, until interrupted.
     pub watch: Option<Duration>,
+    /// `--rate`: ksmd's counters read this long before the (first)
+    /// snapshot, for rates over that interval.
+    pub rate: Option<Duration>,
 }
 
 /// `ksmauto status`.
@@ -53,11 +59,19 @@ pub fn command(o: &Options) -> Result<i32> {
     if let Some(path) = &o.textfile {
         return keep_textfile(path, o.watch);
     }
+    let before = o.rate.map(reading_before);
     match o.watch {
-        None => print(o.format)?,
-        Some(every) => watch(o.format, every)?,
+        None => print!("{}", render(&status_since(before.as_ref())?, o.format)?),
+        Some(every) => watch(o.format, every, before)?,
     }
     Ok(0)
+}
+
+/// `--rate`: ksmd's counters now, then the wait before the snapshot.
+fn reading_before(wait: Duration) -> Reading {
+    let before = Reading::take();
+    std::thread::sleep(wait);
+    before
 }
 
 /// One snapshot on stdout (also what `ksmauto ksmd` shows after a change).
@@ -83,11 +97,15 @@ fn keep_textfile(path: &std::path::Path, every: Option<Duration>) -> Result<i32>
     }
 }
 
-/// `--watch`: one snapshot after another until interrupted.
-fn watch(format: Format, every: Duration) -> Result<()> {
+/// `--watch`: one snapshot after another until interrupted; each one
+/// after the first (with `--rate`, each one) has the rates since the one
+/// before.
+fn watch(format: Format, every: Duration, mut last: Option<Reading>) -> Result<()> {
     loop {
         let (before, after) = frame(isatty(1), format);
-        print!("{before}{}{after}", render(&status()?, format)?);
+        let s = status_since(last.as_ref())?;
+        last = Some(s.efficiency.reading);
+        print!("{before}{}{after}", render(&s, format)?);
         let _ = std::io::stdout().flush();
         std::thread::sleep(every);
     }
@@ -222,6 +240,8 @@ pub struct Status {
     pub unreadable_processes: usize,
     pub trust_domains: TrustDomains,
     pub unmerge_debt: debt::Debt,
+    /// What ksmd's CPU and metadata buy (`efficiency`).
+    pub efficiency: Efficiency,
 }
 
 /// Resident bytes of the VMAs whose `VmFlags` has `mg` (merging allowed).
@@ -304,7 +324,13 @@ pub fn processes() -> (Vec<Proc>, usize) {
     (out, unreadable)
 }
 
+/// One snapshot, without rates.
 pub fn status() -> Result<Status> {
+    status_since(None)
+}
+
+/// One snapshot; with `before`, the rates from that reading to this one.
+pub fn status_since(before: Option<&Reading>) -> Result<Status> {
     let dir = require_ksm()?;
     let mut values = BTreeMap::new();
     if let Ok(rd) = std::fs::read_dir(&dir) {
@@ -324,6 +350,8 @@ pub fn status() -> Result<Status> {
             }
         }
     }
+    // ksmd's counters with the files, before the slower walk of /proc.
+    let reading = Reading::take();
     let num = |k: &str| values.get(k).and_then(|v| v.as_i64());
     let ps = page_size();
     let pages_sharing = num("pages_sharing").unwrap_or(0).max(0) as u64;
@@ -332,6 +360,7 @@ pub fn status() -> Result<Status> {
     let saved = (pages_sharing + if use_zero { zero } else { 0 }) * ps;
     let (processes, unreadable_processes) = processes();
     let trust_domains = trust_domains(&processes, ps);
+    let efficiency = Efficiency::of(&values, saved, reading, before);
     Ok(Status {
         sysfs: dir.display().to_string(),
         page_size: ps,
@@ -347,6 +376,7 @@ pub fn status() -> Result<Status> {
         unreadable_processes,
         trust_domains,
         unmerge_debt: debt::of_host(pages_sharing, zero),
+        efficiency,
     })
 }
 

@@ -109,6 +109,7 @@ fn host(o: &mut String, s: &Status) {
         &[(String::new(), s.saved_bytes.to_string())],
     );
     o.push_str(&debt::render_prometheus(&s.unmerge_debt));
+    efficiency(o, s);
     family(
         o,
         "ksm_unreadable_processes",
@@ -123,6 +124,48 @@ fn host(o: &mut String, s: &Status) {
         "Page size",
         &[(String::new(), s.page_size.to_string())],
     );
+}
+
+/// What ksmd's CPU and metadata buy. Counters only for what accrues:
+/// the rates (CPU share, pages scanned a second) are Prometheus's own
+/// `rate()` of `ksm_ksmd_cpu_seconds_total` and `ksm_scanned_pages_total`.
+fn efficiency(o: &mut String, s: &Status) {
+    let e = &s.efficiency;
+    if let Some(cpu) = e.ksmd_cpu_seconds {
+        family(
+            o,
+            "ksm_ksmd_cpu_seconds_total",
+            "counter",
+            "CPU time (user + system) of the ksmd kernel thread since it started (/proc/PID/stat)",
+            &[(String::new(), cpu.to_string())],
+        );
+    }
+    family(
+        o,
+        "ksm_rmap_items",
+        "gauge",
+        "rmap items ksmd keeps, one per page it tracks: pages_shared + pages_sharing + pages_unshared + pages_volatile",
+        &[(String::new(), e.rmap_items.to_string())],
+    );
+    family(
+        o,
+        "ksm_rmap_bytes",
+        "gauge",
+        &format!(
+            "ksmd's metadata: rmap items x {} B, against ksm_saved_bytes",
+            e.rmap_item_bytes
+        ),
+        &[(String::new(), e.rmap_bytes.to_string())],
+    );
+    if let Some(r) = e.rmap_items_per_merged_page {
+        family(
+            o,
+            "ksm_rmap_items_per_merged_page",
+            "gauge",
+            "rmap items / (pages_shared + pages_sharing); above 64 KSM costs more than it saves",
+            &[(String::new(), r.to_string())],
+        );
+    }
 }
 
 /// One series per figure, a sample per process.
