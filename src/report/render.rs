@@ -613,6 +613,135 @@ mod tests {
         assert!(text.contains("mode process (requested auto); all anonymous memory mergeable (PR_SET_MEMORY_MERGE)"), "{text}");
     }
 
+    /// [`sample`] with every optional part of a report filled in, each
+    /// list with more than one member: what the golden renders below show.
+    fn everything() -> Report {
+        let mut r = sample();
+        let c = &mut r.counters;
+        c.calls[Hook::Malloc as usize] = 1000;
+        c.calls[Hook::Munmap as usize] = 2;
+        c.advised_regions[Source::CatchUp as usize] = 5;
+        c.advised_bytes[Source::CatchUp as usize] = 3 << 20;
+        c.advised_regions[Source::Api as usize] = 1;
+        c.advised_bytes[Source::Api as usize] = 4096;
+        c.skipped[SkipReason::Stack as usize] = 4;
+        c.skipped[SkipReason::Exec as usize] = 1;
+        c.madvise_failures[1] = 2;
+        c.madvise_failures[FAILURE_ERRNOS.len()] = 1;
+        c.excluded_regions = 2;
+        c.excluded_bytes = 8192;
+        c.unmerged_regions = 3;
+        c.unmerged_bytes = 12288;
+        c.execs_without_merge_any = 1;
+        r.exclude_exec = true;
+        r.catchup_thread.without = Some(Without::CreateFailed(libc::EAGAIN));
+        r.paying = Some(crate::core::paying::Stats {
+            enabled: true,
+            probation: 2,
+            probation_bytes: 1 << 20,
+            paying: 1,
+            paying_bytes: 2 << 20,
+            resting: 3,
+            resting_bytes: 5 << 20,
+            taken_out: (4, 6 << 20),
+            given_back: (1, 1 << 20),
+            found_paying: 1,
+            refused: 0,
+            rounds: 9,
+            judged: 12,
+            splits: 2,
+        });
+        if let Some(k) = &mut r.ksm {
+            k.process_profit = Some(-123456);
+            k.rmap_items = 7;
+            k.merge_any = Some(true);
+        }
+        r
+    }
+
+    /// Byte for byte what the renders write (fixed before they were split
+    /// into one function per section, issue 22): a change of layout shows
+    /// here. `{CALLS}` stands for the `calls` object, one member per hook of
+    /// the hook list, so that a new hook does not change the golden text.
+    #[test]
+    fn the_renders_are_byte_for_byte_as_before() {
+        let mut bare = sample();
+        bare.allocator_calls_counted = false;
+        bare.ksm = None;
+        bare.smaps = None;
+        bare.fallback_errno = None;
+        bare.requested_mode = Mode::Advise;
+        let golden: [(&str, Report, bool, &str); 6] = [
+            (
+                "sample",
+                sample(),
+                false,
+                concat!(
+                    r#"ksmauto[42]: mode advise (requested auto; PR_SET_MEMORY_MERGE refused: EINVAL); advised 3 regions, 12.0 KiB (by mmap 12.0 KiB); skipped 2 (file 2); madvise failures 0"#,
+                    "\n",
+                    r#"ksmauto[42]: kernel: merging 3 pages, zero pages 0, profit 7.8 KiB, rmap items per merged page 1.00; KSM by class: heap 0 B anon 12.0 KiB stack 0 B other 0 B; mergeable 50% of 100.0 KiB anonymous"#,
+                ),
+            ),
+            (
+                "sample",
+                sample(),
+                true,
+                r#"{"ksmauto":"0.1.0","pid":42,"start_time":12345,"mode":"advise","requested_mode":"auto","fallback_reason":"EINVAL","min_size":4096,"exclude":["stack","secret"],"calls":{CALLS},"advised":{"regions":3,"bytes":12288,"by_source":{"mmap":{"regions":3,"bytes":12288},"api":{"regions":0,"bytes":0},"catchup":{"regions":0,"bytes":0}}},"catchup_scans":2,"catchup":{"steps":3,"vmas":70,"revoked":1,"thread":{"starts":2,"retired":1,"without":null}},"skipped":{"shared":0,"file":2,"hugetlb":0,"small":0,"exec":0,"stack":0,"excluded":0,"map_count":0},"madvise_failures":{"total":0,"EINVAL":0,"ENOMEM":0,"EAGAIN":0,"EPERM":0,"other":0},"excluded":{"regions":0,"bytes":0},"unmerged":{"regions":0,"bytes":0},"execs_without_merge_any":0,"register":"paying","paying":null,"kernel":{"rmap_items":3,"merging_pages":3,"zero_pages":0,"profit":8000,"merge_any":false,"page_size":4096,"rmap_items_per_merged_page":1.00},"smaps":{"ksm_kb":{"heap":0,"anon":12,"stack":0,"other":0},"anon_kb":100,"mergeable_anon_kb":50,"mergeable_percent":50}}"#,
+            ),
+            (
+                "everything",
+                everything(),
+                false,
+                concat!(
+                    r#"ksmauto[42]: mode advise (requested auto; PR_SET_MEMORY_MERGE refused: EINVAL); advised 9 regions, 3.0 MiB (by mmap 12.0 KiB, by api 4.0 KiB, by catchup 3.0 MiB); skipped 7 (file 2, exec 1, stack 4); excluded 2 (8.0 KiB); madvise failures 3; catch-up: without its thread (pthread_create: EAGAIN)"#,
+                    "\n",
+                    r#"ksmauto[42]: kernel: merging 3 pages, zero pages 0, profit -120.5 KiB, rmap items per merged page 2.33; KSM by class: heap 0 B anon 12.0 KiB stack 0 B other 0 B; mergeable 50% of 100.0 KiB anonymous"#,
+                    "\n",
+                    r#"ksmauto[42]: register paying: given to ksmd 3.0 MiB, resting 5.0 MiB; taken out 4 (6.0 MiB), probed again 1 (1.0 MiB), found paying 1"#,
+                ),
+            ),
+            (
+                "everything",
+                everything(),
+                true,
+                r#"{"ksmauto":"0.1.0","pid":42,"start_time":12345,"mode":"advise","requested_mode":"auto","fallback_reason":"EINVAL","min_size":4096,"exclude":["stack","exec","secret"],"calls":{CALLS},"advised":{"regions":9,"bytes":3162112,"by_source":{"mmap":{"regions":3,"bytes":12288},"api":{"regions":1,"bytes":4096},"catchup":{"regions":5,"bytes":3145728}}},"catchup_scans":2,"catchup":{"steps":3,"vmas":70,"revoked":1,"thread":{"starts":2,"retired":1,"without":"EAGAIN"}},"skipped":{"shared":0,"file":2,"hugetlb":0,"small":0,"exec":1,"stack":4,"excluded":0,"map_count":0},"madvise_failures":{"total":3,"EINVAL":0,"ENOMEM":2,"EAGAIN":0,"EPERM":0,"other":1},"excluded":{"regions":2,"bytes":8192},"unmerged":{"regions":3,"bytes":12288},"execs_without_merge_any":1,"register":"paying","paying":{"registered_bytes":3145728,"probation":2,"resting":{"regions":3,"bytes":5242880},"taken_out":{"regions":4,"bytes":6291456},"probed_again":{"regions":1,"bytes":1048576},"found_paying":1,"refused":0,"rounds":9},"kernel":{"rmap_items":7,"merging_pages":3,"zero_pages":0,"profit":-123456,"merge_any":true,"page_size":4096,"rmap_items_per_merged_page":2.33},"smaps":{"ksm_kb":{"heap":0,"anon":12,"stack":0,"other":0},"anon_kb":100,"mergeable_anon_kb":50,"mergeable_percent":50}}"#,
+            ),
+            (
+                "bare",
+                bare,
+                false,
+                concat!(
+                    r#"ksmauto[42]: mode advise; advised 3 regions, 12.0 KiB (by mmap 12.0 KiB); skipped 2 (file 2); madvise failures 0"#,
+                    "\n",
+                    r#"ksmauto[42]: kernel: no KSM (no /proc/self/ksm_stat)"#,
+                ),
+            ),
+            (
+                "bare",
+                bare,
+                true,
+                r#"{"ksmauto":"0.1.0","pid":42,"start_time":12345,"mode":"advise","requested_mode":"advise","fallback_reason":null,"min_size":4096,"exclude":["stack","secret"],"calls":{CALLS},"advised":{"regions":3,"bytes":12288,"by_source":{"mmap":{"regions":3,"bytes":12288},"api":{"regions":0,"bytes":0},"catchup":{"regions":0,"bytes":0}}},"catchup_scans":2,"catchup":{"steps":3,"vmas":70,"revoked":1,"thread":{"starts":2,"retired":1,"without":null}},"skipped":{"shared":0,"file":2,"hugetlb":0,"small":0,"exec":0,"stack":0,"excluded":0,"map_count":0},"madvise_failures":{"total":0,"EINVAL":0,"ENOMEM":0,"EAGAIN":0,"EPERM":0,"other":0},"excluded":{"regions":0,"bytes":0},"unmerged":{"regions":0,"bytes":0},"execs_without_merge_any":0,"register":"paying","paying":null,"kernel":null,"smaps":null}"#,
+            ),
+        ];
+        for (name, r, json, want) in golden {
+            let want = format!("{}\n", want.replace("{CALLS}", &calls_json(&r)));
+            assert_eq!(render(&r, json), want, "{name}, json {json}");
+        }
+    }
+
+    /// The `calls` object of `r`'s JSON: each hook's count, or `null` for
+    /// the malloc family when its calls were not counted.
+    fn calls_json(r: &Report) -> String {
+        let members: Vec<String> = Hook::ALL
+            .iter()
+            .map(|h| match h.is_allocator() && !r.allocator_calls_counted {
+                true => format!("\"{}\":null", h.name()),
+                false => format!("\"{}\":{}", h.name(), r.counters.calls[*h as usize]),
+            })
+            .collect();
+        format!("{{{}}}", members.join(","))
+    }
+
     #[test]
     fn activity_decides_whether_an_unrequested_report_is_printed() {
         let mut r = sample();
