@@ -45,7 +45,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The top-level module a file of `root` belongs to (`src/core/engine.rs` →
+/// The top-level module a file of `root` belongs to (`src/core/engine/mod.rs` →
 /// `core`, `src/api/mod.rs` → `api`); `None` for the crate root.
 fn module_of(root: &Path, file: &Path) -> Option<String> {
     let relative = file.strip_prefix(root).unwrap();
