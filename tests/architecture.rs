@@ -45,7 +45,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The top-level module a file of `root` belongs to (`src/core/engine.rs` →
+/// The top-level module a file of `root` belongs to (`src/core/engine/mod.rs` →
 /// `core`, `src/api/mod.rs` → `api`); `None` for the crate root.
 fn module_of(root: &Path, file: &Path) -> Option<String> {
     let relative = file.strip_prefix(root).unwrap();
@@ -303,4 +303,27 @@ fn f() { crate::zeta::call(); $crate::not_ours(); ksmauto_contract::crate_name()
         .map(String::from)
         .collect();
     assert_eq!(found, want);
+}
+
+/// The core decides and knows the kernel only by intent (`os::ksm`'s
+/// `mark_mergeable`, `merge_any`, ...): no advice or `prctl` constant of
+/// its own, in any of its rooms (`core/engine/`, `core/catchup/`, ...).
+/// Comments and string literals (a warning may name the call) are left out.
+#[test]
+fn the_core_names_no_madvise_advice_nor_prctl_option() {
+    let mut files = vec![];
+    rust_files(&repo().join("src/core"), &mut files);
+    files.sort();
+    let mut found = vec![];
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (number, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            let code: String = code.split('"').step_by(2).collect();
+            if ["MADV_", "PR_SET_", "PR_GET_"].iter().any(|c| code.contains(c)) {
+                found.push(format!("{}:{}: {}", file.display(), number + 1, line.trim()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "\n{}", found.join("\n"));
 }

@@ -140,6 +140,8 @@ pub struct BadValue<'a> {
 }
 
 impl Config {
+    // long: one short branch per KSMAUTO_* variable, each with its warning
+    // text and default side by side; read top to bottom like the README.
     /// Builds the configuration from `lookup` (variable name → raw value).
     pub fn from_lookup<'a>(
         lookup: impl Fn(&str) -> Option<&'a [u8]>,

@@ -67,8 +67,21 @@ impl Report {
         }
     }
 
+    /// Two lines, three with the decisions about what pays: what the
+    /// library did, what the kernel merged, what the decisions did.
     pub fn render_text(&self, w: &mut BufWriter) {
-        let c = &self.counters;
+        self.text_engine(w);
+        self.text_advised(w);
+        self.text_skipped(w);
+        self.text_exclusions_and_failures(w);
+        self.text_catchup_thread(w);
+        w.str("\n");
+        self.text_kernel(w);
+        self.text_paying(w);
+    }
+
+    /// `ksmauto[PID]: mode …`: the engine, and why not the one requested.
+    fn text_engine(&self, w: &mut BufWriter) {
         w.str("ksmauto[")
             .u64(self.pid as u64)
             .str("]: mode ")
@@ -85,6 +98,11 @@ impl Report {
             // The kernel marks memory itself; only exclusions pass through us.
             w.str("; all anonymous memory mergeable (PR_SET_MEMORY_MERGE)");
         }
+    }
+
+    /// `; advised N regions, SIZE (by SOURCE SIZE, …)`.
+    fn text_advised(&self, w: &mut BufWriter) {
+        let c = &self.counters;
         w.str("; advised ")
             .u64(c.total_advised_regions())
             .str(" regions, ")
@@ -105,6 +123,11 @@ impl Report {
             }
             w.str(")");
         }
+    }
+
+    /// `; skipped N (REASON N, …)`.
+    fn text_skipped(&self, w: &mut BufWriter) {
+        let c = &self.counters;
         w.str("; skipped ").u64(c.total_skipped());
         if c.total_skipped() > 0 {
             w.str(" (");
@@ -121,6 +144,11 @@ impl Report {
             }
             w.str(")");
         }
+    }
+
+    /// `; excluded N (SIZE)` when anything was, `; madvise failures N`.
+    fn text_exclusions_and_failures(&self, w: &mut BufWriter) {
+        let c = &self.counters;
         if c.excluded_regions > 0 {
             w.str("; excluded ")
                 .u64(c.excluded_regions)
@@ -130,84 +158,112 @@ impl Report {
         }
         w.str("; madvise failures ")
             .u64(c.total_madvise_failures());
-        if let Some(why) = self.catchup_thread.without {
-            w.str("; catch-up: without its thread (")
-                .str(match why {
-                    Without::Seccomp => "seccomp filter",
-                    Without::CreateFailed(_) => "pthread_create: ",
-                    Without::MainThreadEnded => "the main thread ended",
-                });
-            if let Without::CreateFailed(e) = why {
-                w.str(sys::errno_name(e));
-            }
-            w.str(")");
-        }
-        w.str("\n");
-
-        w.str("ksmauto[").u64(self.pid as u64).str("]: kernel: ");
-        match self.ksm {
-            None => {
-                w.str("no KSM (no /proc/self/ksm_stat)\n");
-            }
-            Some(k) => {
-                w.str("merging ")
-                    .u64(k.merging_pages.unwrap_or(0))
-                    .str(" pages, zero pages ")
-                    .u64(k.zero_pages.unwrap_or(0));
-                w.str(", profit ");
-                let profit = k.process_profit.unwrap_or(0);
-                if profit < 0 {
-                    w.str("-").human_bytes(profit.unsigned_abs());
-                } else {
-                    w.human_bytes(profit as u64);
-                }
-                if let Some(k) = self.ksm {
-                    if k.merging_pages.unwrap_or(0) > 0 {
-                        w.str(", rmap items per merged page ");
-                        per_merged_page(w, k.rmap_items, k.merging_pages.unwrap_or(0));
-                    }
-                }
-                if let Some(s) = self.smaps {
-                    w.str("; KSM by class:");
-                    for class in RegionClass::ALL {
-                        w.str(" ")
-                            .str(class.name())
-                            .str(" ")
-                            .human_bytes(s.ksm_kb_of(class) * 1024);
-                    }
-                    w.str("; mergeable ")
-                        .u64(percent(s.mergeable_anon_kb, s.anon_kb))
-                        .str("% of ")
-                        .human_bytes(s.anon_kb * 1024);
-                    w.str(" anonymous");
-                }
-                w.str("\n");
-            }
-        }
-        if let Some(p) = self.paying {
-            w.str("ksmauto[")
-                .u64(self.pid as u64)
-                .str("]: register paying: given to ksmd ")
-                .human_bytes(p.probation_bytes + p.paying_bytes)
-                .str(", resting ")
-                .human_bytes(p.resting_bytes)
-                .str("; taken out ")
-                .u64(p.taken_out.0)
-                .str(" (")
-                .human_bytes(p.taken_out.1)
-                .str("), probed again ")
-                .u64(p.given_back.0)
-                .str(" (")
-                .human_bytes(p.given_back.1)
-                .str("), found paying ")
-                .u64(p.found_paying)
-                .str("\n");
-        }
     }
 
+    /// `; catch-up: without its thread (WHY)` when it had none.
+    fn text_catchup_thread(&self, w: &mut BufWriter) {
+        let Some(why) = self.catchup_thread.without else {
+            return;
+        };
+        w.str("; catch-up: without its thread (")
+            .str(match why {
+                Without::Seccomp => "seccomp filter",
+                Without::CreateFailed(_) => "pthread_create: ",
+                Without::MainThreadEnded => "the main thread ended",
+            });
+        if let Without::CreateFailed(e) = why {
+            w.str(sys::errno_name(e));
+        }
+        w.str(")");
+    }
+
+    /// `ksmauto[PID]: kernel: …`: what `ksm_stat` and smaps say.
+    fn text_kernel(&self, w: &mut BufWriter) {
+        w.str("ksmauto[").u64(self.pid as u64).str("]: kernel: ");
+        let Some(k) = self.ksm else {
+            w.str("no KSM (no /proc/self/ksm_stat)\n");
+            return;
+        };
+        w.str("merging ")
+            .u64(k.merging_pages.unwrap_or(0))
+            .str(" pages, zero pages ")
+            .u64(k.zero_pages.unwrap_or(0));
+        w.str(", profit ");
+        let profit = k.process_profit.unwrap_or(0);
+        if profit < 0 {
+            w.str("-").human_bytes(profit.unsigned_abs());
+        } else {
+            w.human_bytes(profit as u64);
+        }
+        if k.merging_pages.unwrap_or(0) > 0 {
+            w.str(", rmap items per merged page ");
+            per_merged_page(w, k.rmap_items, k.merging_pages.unwrap_or(0));
+        }
+        if let Some(s) = self.smaps {
+            w.str("; KSM by class:");
+            for class in RegionClass::ALL {
+                w.str(" ")
+                    .str(class.name())
+                    .str(" ")
+                    .human_bytes(s.ksm_kb_of(class) * 1024);
+            }
+            w.str("; mergeable ")
+                .u64(percent(s.mergeable_anon_kb, s.anon_kb))
+                .str("% of ")
+                .human_bytes(s.anon_kb * 1024);
+            w.str(" anonymous");
+        }
+        w.str("\n");
+    }
+
+    /// `ksmauto[PID]: register paying: …`, where decisions were made.
+    fn text_paying(&self, w: &mut BufWriter) {
+        let Some(p) = self.paying else {
+            return;
+        };
+        w.str("ksmauto[")
+            .u64(self.pid as u64)
+            .str("]: register paying: given to ksmd ")
+            .human_bytes(p.probation_bytes + p.paying_bytes)
+            .str(", resting ")
+            .human_bytes(p.resting_bytes)
+            .str("; taken out ")
+            .u64(p.taken_out.0)
+            .str(" (")
+            .human_bytes(p.taken_out.1)
+            .str("), probed again ")
+            .u64(p.given_back.0)
+            .str(" (")
+            .human_bytes(p.given_back.1)
+            .str("), found paying ")
+            .u64(p.found_paying)
+            .str("\n");
+    }
+
+    /// One JSON object on one line, its members in the order of
+    /// docs/report-format.md.
     pub fn render_json(&self, w: &mut BufWriter) {
-        let c = &self.counters;
         w.str("{");
+        self.json_settings(w);
+        self.json_calls(w);
+        self.json_advised(w);
+        self.json_catchup(w);
+        self.json_counts(w);
+        next(w, field::REGISTER).str("\"").str(self.register).str("\"");
+        next(w, field::PAYING);
+        match self.paying {
+            None => {
+                w.str("null");
+            }
+            Some(p) => render_paying(w, &p),
+        }
+        self.json_kernel(w);
+        self.json_smaps(w);
+        w.str("}\n");
+    }
+
+    /// The first members: who reports, and the settings it ran with.
+    fn json_settings(&self, w: &mut BufWriter) {
         key(w, field::VERSION).str("\"").str(self.version).str("\"");
         next(w, field::PID).u64(self.pid as u64);
         next(w, field::START_TIME);
@@ -242,16 +298,26 @@ impl Report {
             }
         }
         w.str("]");
+    }
+
+    /// `calls`: each hook's count (`null` for the malloc family's when
+    /// they were not counted).
+    fn json_calls(&self, w: &mut BufWriter) {
         next(w, field::CALLS).str("{");
         for (i, h) in Hook::ALL.iter().enumerate() {
             member(w, i, h.name());
             if h.is_allocator() && !self.allocator_calls_counted {
                 w.str("null");
             } else {
-                w.u64(c.calls[*h as usize]);
+                w.u64(self.counters.calls[*h as usize]);
             }
         }
         w.str("}");
+    }
+
+    /// `advised`: the totals, and by source.
+    fn json_advised(&self, w: &mut BufWriter) {
+        let c = &self.counters;
         next(w, field::ADVISED).str("{");
         key(w, field::REGIONS).u64(c.total_advised_regions());
         next(w, field::BYTES).u64(c.total_advised_bytes());
@@ -265,6 +331,10 @@ impl Report {
             );
         }
         w.str("}}");
+    }
+
+    /// `catchup_scans` and `catchup`, its thread included.
+    fn json_catchup(&self, w: &mut BufWriter) {
         next(w, field::CATCHUP_SCANS).u64(self.catchup_scans);
         next(w, field::CATCHUP).str("{");
         key(w, field::STEPS).u64(self.catchup.steps);
@@ -280,6 +350,12 @@ impl Report {
             None => w.str("null"),
         };
         w.str("}}");
+    }
+
+    /// `skipped`, `madvise_failures`, `excluded`, `unmerged`,
+    /// `execs_without_merge_any`: the rest of the counters.
+    fn json_counts(&self, w: &mut BufWriter) {
+        let c = &self.counters;
         next(w, field::SKIPPED).str("{");
         for (i, r) in SkipReason::ALL.iter().enumerate() {
             member(w, i, r.name()).u64(c.skipped[*r as usize]);
@@ -298,59 +374,52 @@ impl Report {
         next(w, field::UNMERGED);
         regions_and_bytes(w, c.unmerged_regions, c.unmerged_bytes);
         next(w, field::EXECS_WITHOUT_MERGE_ANY).u64(c.execs_without_merge_any);
-        next(w, field::REGISTER).str("\"").str(self.register).str("\"");
-        next(w, field::PAYING);
-        match self.paying {
-            None => {
-                w.str("null");
-            }
-            Some(p) => render_paying(w, &p),
-        }
+    }
+
+    /// `kernel`: `/proc/self/ksm_stat`, or `null` without KSM.
+    fn json_kernel(&self, w: &mut BufWriter) {
         next(w, field::KERNEL);
-        match self.ksm {
-            None => {
-                w.str("null");
-            }
-            Some(k) => {
-                w.str("{");
-                key(w, field::RMAP_ITEMS).u64(k.rmap_items);
-                next(w, field::MERGING_PAGES).u64(k.merging_pages.unwrap_or(0));
-                next(w, field::ZERO_PAGES).u64(k.zero_pages.unwrap_or(0));
-                next(w, field::PROFIT).i64(k.process_profit.unwrap_or(0));
-                next(w, field::MERGE_ANY).str(if k.merge_any == Some(true) {
-                    "true"
-                } else {
-                    "false"
-                });
-                next(w, field::PAGE_SIZE).u64(self.page_size as u64);
-                next(w, field::RMAP_ITEMS_PER_MERGED_PAGE);
-                match k.merging_pages.unwrap_or(0) {
-                    0 => w.str("null"),
-                    merged => per_merged_page(w, k.rmap_items, merged),
-                };
-                w.str("}");
-            }
-        }
+        let Some(k) = self.ksm else {
+            w.str("null");
+            return;
+        };
+        w.str("{");
+        key(w, field::RMAP_ITEMS).u64(k.rmap_items);
+        next(w, field::MERGING_PAGES).u64(k.merging_pages.unwrap_or(0));
+        next(w, field::ZERO_PAGES).u64(k.zero_pages.unwrap_or(0));
+        next(w, field::PROFIT).i64(k.process_profit.unwrap_or(0));
+        next(w, field::MERGE_ANY).str(if k.merge_any == Some(true) {
+            "true"
+        } else {
+            "false"
+        });
+        next(w, field::PAGE_SIZE).u64(self.page_size as u64);
+        next(w, field::RMAP_ITEMS_PER_MERGED_PAGE);
+        match k.merging_pages.unwrap_or(0) {
+            0 => w.str("null"),
+            merged => per_merged_page(w, k.rmap_items, merged),
+        };
+        w.str("}");
+    }
+
+    /// `smaps`: KSM by class and how much is mergeable, or `null`.
+    fn json_smaps(&self, w: &mut BufWriter) {
         next(w, field::SMAPS);
-        match self.smaps {
-            None => {
-                w.str("null");
-            }
-            Some(s) => {
-                w.str("{");
-                key(w, field::KSM_KB).str("{");
-                for (i, class) in RegionClass::ALL.iter().enumerate() {
-                    member(w, i, class.name()).u64(s.ksm_kb_of(*class));
-                }
-                w.str("}");
-                next(w, field::ANON_KB).u64(s.anon_kb);
-                next(w, field::MERGEABLE_ANON_KB).u64(s.mergeable_anon_kb);
-                next(w, field::MERGEABLE_PERCENT)
-                    .u64(percent(s.mergeable_anon_kb, s.anon_kb))
-                    .str("}");
-            }
+        let Some(s) = self.smaps else {
+            w.str("null");
+            return;
+        };
+        w.str("{");
+        key(w, field::KSM_KB).str("{");
+        for (i, class) in RegionClass::ALL.iter().enumerate() {
+            member(w, i, class.name()).u64(s.ksm_kb_of(*class));
         }
-        w.str("}\n");
+        w.str("}");
+        next(w, field::ANON_KB).u64(s.anon_kb);
+        next(w, field::MERGEABLE_ANON_KB).u64(s.mergeable_anon_kb);
+        next(w, field::MERGEABLE_PERCENT)
+            .u64(percent(s.mergeable_anon_kb, s.anon_kb))
+            .str("}");
     }
 }
 
@@ -611,6 +680,135 @@ mod tests {
         r.fallback_errno = None;
         let text = render(&r, false);
         assert!(text.contains("mode process (requested auto); all anonymous memory mergeable (PR_SET_MEMORY_MERGE)"), "{text}");
+    }
+
+    /// [`sample`] with every optional part of a report filled in, each
+    /// list with more than one member: what the golden renders below show.
+    fn everything() -> Report {
+        let mut r = sample();
+        let c = &mut r.counters;
+        c.calls[Hook::Malloc as usize] = 1000;
+        c.calls[Hook::Munmap as usize] = 2;
+        c.advised_regions[Source::CatchUp as usize] = 5;
+        c.advised_bytes[Source::CatchUp as usize] = 3 << 20;
+        c.advised_regions[Source::Api as usize] = 1;
+        c.advised_bytes[Source::Api as usize] = 4096;
+        c.skipped[SkipReason::Stack as usize] = 4;
+        c.skipped[SkipReason::Exec as usize] = 1;
+        c.madvise_failures[1] = 2;
+        c.madvise_failures[FAILURE_ERRNOS.len()] = 1;
+        c.excluded_regions = 2;
+        c.excluded_bytes = 8192;
+        c.unmerged_regions = 3;
+        c.unmerged_bytes = 12288;
+        c.execs_without_merge_any = 1;
+        r.exclude_exec = true;
+        r.catchup_thread.without = Some(Without::CreateFailed(libc::EAGAIN));
+        r.paying = Some(crate::core::paying::Stats {
+            enabled: true,
+            probation: 2,
+            probation_bytes: 1 << 20,
+            paying: 1,
+            paying_bytes: 2 << 20,
+            resting: 3,
+            resting_bytes: 5 << 20,
+            taken_out: (4, 6 << 20),
+            given_back: (1, 1 << 20),
+            found_paying: 1,
+            refused: 0,
+            rounds: 9,
+            judged: 12,
+            splits: 2,
+        });
+        if let Some(k) = &mut r.ksm {
+            k.process_profit = Some(-123456);
+            k.rmap_items = 7;
+            k.merge_any = Some(true);
+        }
+        r
+    }
+
+    /// Byte for byte what the renders write (fixed before they were split
+    /// into one function per section, issue 22): a change of layout shows
+    /// here. `{CALLS}` stands for the `calls` object, one member per hook of
+    /// the hook list, so that a new hook does not change the golden text.
+    #[test]
+    fn the_renders_are_byte_for_byte_as_before() {
+        let mut bare = sample();
+        bare.allocator_calls_counted = false;
+        bare.ksm = None;
+        bare.smaps = None;
+        bare.fallback_errno = None;
+        bare.requested_mode = Mode::Advise;
+        let golden: [(&str, Report, bool, &str); 6] = [
+            (
+                "sample",
+                sample(),
+                false,
+                concat!(
+                    r#"ksmauto[42]: mode advise (requested auto; PR_SET_MEMORY_MERGE refused: EINVAL); advised 3 regions, 12.0 KiB (by mmap 12.0 KiB); skipped 2 (file 2); madvise failures 0"#,
+                    "\n",
+                    r#"ksmauto[42]: kernel: merging 3 pages, zero pages 0, profit 7.8 KiB, rmap items per merged page 1.00; KSM by class: heap 0 B anon 12.0 KiB stack 0 B other 0 B; mergeable 50% of 100.0 KiB anonymous"#,
+                ),
+            ),
+            (
+                "sample",
+                sample(),
+                true,
+                r#"{"ksmauto":"0.1.0","pid":42,"start_time":12345,"mode":"advise","requested_mode":"auto","fallback_reason":"EINVAL","min_size":4096,"exclude":["stack","secret"],"calls":{CALLS},"advised":{"regions":3,"bytes":12288,"by_source":{"mmap":{"regions":3,"bytes":12288},"api":{"regions":0,"bytes":0},"catchup":{"regions":0,"bytes":0}}},"catchup_scans":2,"catchup":{"steps":3,"vmas":70,"revoked":1,"thread":{"starts":2,"retired":1,"without":null}},"skipped":{"shared":0,"file":2,"hugetlb":0,"small":0,"exec":0,"stack":0,"excluded":0,"map_count":0},"madvise_failures":{"total":0,"EINVAL":0,"ENOMEM":0,"EAGAIN":0,"EPERM":0,"other":0},"excluded":{"regions":0,"bytes":0},"unmerged":{"regions":0,"bytes":0},"execs_without_merge_any":0,"register":"paying","paying":null,"kernel":{"rmap_items":3,"merging_pages":3,"zero_pages":0,"profit":8000,"merge_any":false,"page_size":4096,"rmap_items_per_merged_page":1.00},"smaps":{"ksm_kb":{"heap":0,"anon":12,"stack":0,"other":0},"anon_kb":100,"mergeable_anon_kb":50,"mergeable_percent":50}}"#,
+            ),
+            (
+                "everything",
+                everything(),
+                false,
+                concat!(
+                    r#"ksmauto[42]: mode advise (requested auto; PR_SET_MEMORY_MERGE refused: EINVAL); advised 9 regions, 3.0 MiB (by mmap 12.0 KiB, by api 4.0 KiB, by catchup 3.0 MiB); skipped 7 (file 2, exec 1, stack 4); excluded 2 (8.0 KiB); madvise failures 3; catch-up: without its thread (pthread_create: EAGAIN)"#,
+                    "\n",
+                    r#"ksmauto[42]: kernel: merging 3 pages, zero pages 0, profit -120.5 KiB, rmap items per merged page 2.33; KSM by class: heap 0 B anon 12.0 KiB stack 0 B other 0 B; mergeable 50% of 100.0 KiB anonymous"#,
+                    "\n",
+                    r#"ksmauto[42]: register paying: given to ksmd 3.0 MiB, resting 5.0 MiB; taken out 4 (6.0 MiB), probed again 1 (1.0 MiB), found paying 1"#,
+                ),
+            ),
+            (
+                "everything",
+                everything(),
+                true,
+                r#"{"ksmauto":"0.1.0","pid":42,"start_time":12345,"mode":"advise","requested_mode":"auto","fallback_reason":"EINVAL","min_size":4096,"exclude":["stack","exec","secret"],"calls":{CALLS},"advised":{"regions":9,"bytes":3162112,"by_source":{"mmap":{"regions":3,"bytes":12288},"api":{"regions":1,"bytes":4096},"catchup":{"regions":5,"bytes":3145728}}},"catchup_scans":2,"catchup":{"steps":3,"vmas":70,"revoked":1,"thread":{"starts":2,"retired":1,"without":"EAGAIN"}},"skipped":{"shared":0,"file":2,"hugetlb":0,"small":0,"exec":1,"stack":4,"excluded":0,"map_count":0},"madvise_failures":{"total":3,"EINVAL":0,"ENOMEM":2,"EAGAIN":0,"EPERM":0,"other":1},"excluded":{"regions":2,"bytes":8192},"unmerged":{"regions":3,"bytes":12288},"execs_without_merge_any":1,"register":"paying","paying":{"registered_bytes":3145728,"probation":2,"resting":{"regions":3,"bytes":5242880},"taken_out":{"regions":4,"bytes":6291456},"probed_again":{"regions":1,"bytes":1048576},"found_paying":1,"refused":0,"rounds":9},"kernel":{"rmap_items":7,"merging_pages":3,"zero_pages":0,"profit":-123456,"merge_any":true,"page_size":4096,"rmap_items_per_merged_page":2.33},"smaps":{"ksm_kb":{"heap":0,"anon":12,"stack":0,"other":0},"anon_kb":100,"mergeable_anon_kb":50,"mergeable_percent":50}}"#,
+            ),
+            (
+                "bare",
+                bare,
+                false,
+                concat!(
+                    r#"ksmauto[42]: mode advise; advised 3 regions, 12.0 KiB (by mmap 12.0 KiB); skipped 2 (file 2); madvise failures 0"#,
+                    "\n",
+                    r#"ksmauto[42]: kernel: no KSM (no /proc/self/ksm_stat)"#,
+                ),
+            ),
+            (
+                "bare",
+                bare,
+                true,
+                r#"{"ksmauto":"0.1.0","pid":42,"start_time":12345,"mode":"advise","requested_mode":"advise","fallback_reason":null,"min_size":4096,"exclude":["stack","secret"],"calls":{CALLS},"advised":{"regions":3,"bytes":12288,"by_source":{"mmap":{"regions":3,"bytes":12288},"api":{"regions":0,"bytes":0},"catchup":{"regions":0,"bytes":0}}},"catchup_scans":2,"catchup":{"steps":3,"vmas":70,"revoked":1,"thread":{"starts":2,"retired":1,"without":null}},"skipped":{"shared":0,"file":2,"hugetlb":0,"small":0,"exec":0,"stack":0,"excluded":0,"map_count":0},"madvise_failures":{"total":0,"EINVAL":0,"ENOMEM":0,"EAGAIN":0,"EPERM":0,"other":0},"excluded":{"regions":0,"bytes":0},"unmerged":{"regions":0,"bytes":0},"execs_without_merge_any":0,"register":"paying","paying":null,"kernel":null,"smaps":null}"#,
+            ),
+        ];
+        for (name, r, json, want) in golden {
+            let want = format!("{}\n", want.replace("{CALLS}", &calls_json(&r)));
+            assert_eq!(render(&r, json), want, "{name}, json {json}");
+        }
+    }
+
+    /// The `calls` object of `r`'s JSON: each hook's count, or `null` for
+    /// the malloc family when its calls were not counted.
+    fn calls_json(r: &Report) -> String {
+        let members: Vec<String> = Hook::ALL
+            .iter()
+            .map(|h| match h.is_allocator() && !r.allocator_calls_counted {
+                true => format!("\"{}\":null", h.name()),
+                false => format!("\"{}\":{}", h.name(), r.counters.calls[*h as usize]),
+            })
+            .collect();
+        format!("{{{}}}", members.join(","))
     }
 
     #[test]
