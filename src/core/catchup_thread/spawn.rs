@@ -34,15 +34,51 @@ static FAILURES: AtomicU32 = AtomicU32::new(0);
 #[cold]
 #[inline(never)]
 pub(super) fn start_if_wanted() {
-    if SPAWN.load(Relaxed) == 0 || !duties_enabled() || engine::merging_stopped() {
+    if !wanted() || !may_create_here() {
         return;
+    }
+    // The last thread may be leaving just now (it saw no news): it is
+    // gone in microseconds.
+    if !previous_thread_gone(LEAVING_WAIT_NS) {
+        return;
+    }
+    if !claim_start() {
+        return;
+    }
+    let now = sys::monotonic_coarse_ns();
+    ACTIVITY_AT_NS.store(now, Relaxed);
+    ALIVE_AT_NS.store(now, Relaxed);
+    // SAFETY: `SPAWN` is only ever stored from a `Spawn` (a fn pointer of that
+    // exact type) and read after the non-zero check of `wanted`, which
+    // `start_if_wanted` makes first.
+    let spawn: Spawn = unsafe { core::mem::transmute::<usize, Spawn>(SPAWN.load(Relaxed)) };
+    match spawn() {
+        Ok(()) => started(),
+        Err(errno) => refused(errno, now),
+    }
+}
+
+/// Whether a thread is wanted and allowed in this process now: there is a
+/// [`Spawn`] and a duty, merging goes on, no retire holds, no reason for
+/// good to do without, and no refusal's back-off is running.
+fn wanted() -> bool {
+    if SPAWN.load(Relaxed) == 0 || !duties_enabled() || engine::merging_stopped() {
+        return false;
     }
     if HOLD.load(SeqCst) != 0 || for_good_without() {
-        return;
+        return false;
     }
     if sys::monotonic_coarse_ns() < RETRY_AT_NS.load(Relaxed) {
-        return;
+        return false;
     }
+    true
+}
+
+/// Whether the calling thread may create one here: in a process of its
+/// own (not a `vfork` child), with none of ours there already, with
+/// stack to spare, and not under a seccomp filter (which makes the
+/// process do without for good).
+fn may_create_here() -> bool {
     // A raw clone child owns a copy of its parent's statics (a thread that
     // is not its own included); a vfork child runs in its parent's memory
     // and must create nothing there.
@@ -50,72 +86,69 @@ pub(super) fn start_if_wanted() {
         engine::start_over();
     }
     if identity::shares_owners_memory() {
-        return;
+        return false;
     }
     match STATE.load(Acquire) {
         NONE => {}
         // In the owner, a running thread that is slow to look around is
         // still running.
-        _ => return,
+        _ => return false,
     }
     if sys::alt_stack_room().is_some_and(|room| room < SPAWN_STACK_BYTES) {
-        return;
+        return false;
     }
     match seccomp_filtered() {
-        Some(false) => {}
+        Some(false) => true,
         Some(true) => {
             WITHOUT.store(WITHOUT_SECCOMP, Relaxed);
-            return;
+            false
         }
         // Not known now (the buffer is busy): the next news asks again.
-        None => return,
+        None => false,
     }
-    // The last thread may be leaving just now (it saw no news): it is
-    // gone in microseconds.
-    if !previous_thread_gone(LEAVING_WAIT_NS) {
-        return;
-    }
+}
+
+/// Takes the state from none to starting, unless another hook did, or a
+/// retire began meanwhile (see `retire`: either it sees this start, or
+/// this sees its hold; the main thread's end retires too).
+fn claim_start() -> bool {
     if STATE
         .compare_exchange(NONE, STARTING, SeqCst, Relaxed)
         .is_err()
     {
-        return;
+        return false;
     }
-    // A retire that began meanwhile (see `retire`: either it sees this
-    // start, or this sees its hold; the main thread's end retires too).
     if HOLD.load(SeqCst) != 0 || for_good_without() {
         STATE.store(NONE, Release);
-        return;
+        return false;
     }
-    let now = sys::monotonic_coarse_ns();
-    ACTIVITY_AT_NS.store(now, Relaxed);
-    ALIVE_AT_NS.store(now, Relaxed);
-    // SAFETY: `SPAWN` is only ever stored from a `Spawn` (a fn pointer of that
-    // exact type) and read after the non-zero check of `start_if_wanted`.
-    let spawn: Spawn = unsafe { core::mem::transmute::<usize, Spawn>(SPAWN.load(Relaxed)) };
-    match spawn() {
-        Ok(()) => {
-            STARTS.fetch_add(1, Relaxed);
-            FAILURES.store(0, Relaxed);
-            // A refusal is over; a reason for good (the main thread may
-            // have ended meanwhile) stays.
-            let _ = WITHOUT.fetch_update(SeqCst, SeqCst, |w| {
-                (w & 0xffff == WITHOUT_CREATE_FAILED).then_some(0)
-            });
-            let _ = STATE.compare_exchange(STARTING, RUNNING, Release, Relaxed);
-        }
-        Err(errno) => {
-            // No retry loop: the next news after a back-off (1 s, doubling
-            // up to 64 s) tries again.
-            let failures = FAILURES.fetch_add(1, Relaxed).min(6);
-            let _ = WITHOUT.fetch_update(SeqCst, SeqCst, |w| {
-                (!matches!(w & 0xffff, WITHOUT_SECCOMP | WITHOUT_MAIN_ENDED))
-                    .then_some(WITHOUT_CREATE_FAILED | (errno as u32) << 16)
-            });
-            RETRY_AT_NS.store(now.saturating_add(SETTLE_NS << failures), Relaxed);
-            STATE.store(NONE, Release);
-        }
-    }
+    true
+}
+
+/// The interposition layer created the thread.
+fn started() {
+    STARTS.fetch_add(1, Relaxed);
+    FAILURES.store(0, Relaxed);
+    // A refusal is over; a reason for good (the main thread may
+    // have ended meanwhile) stays.
+    let _ = WITHOUT.fetch_update(SeqCst, SeqCst, |w| {
+        (w & 0xffff == WITHOUT_CREATE_FAILED).then_some(0)
+    });
+    let _ = STATE.compare_exchange(STARTING, RUNNING, Release, Relaxed);
+}
+
+/// `pthread_create` refused with `errno` (at `now`): the process does
+/// without until the back-off is over.
+fn refused(errno: i32, now: u64) {
+    // No retry loop: the next news after a back-off (1 s, doubling
+    // up to 64 s) tries again.
+    let failures = FAILURES.fetch_add(1, Relaxed).min(6);
+    let _ = WITHOUT.fetch_update(SeqCst, SeqCst, |w| {
+        (!matches!(w & 0xffff, WITHOUT_SECCOMP | WITHOUT_MAIN_ENDED))
+            .then_some(WITHOUT_CREATE_FAILED | (errno as u32) << 16)
+    });
+    RETRY_AT_NS.store(now.saturating_add(SETTLE_NS << failures), Relaxed);
+    STATE.store(NONE, Release);
 }
 
 /// Whether the last thread (which may have left our code but not yet the
