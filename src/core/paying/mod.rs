@@ -33,7 +33,10 @@
 //! (`policy::paying::rest_due`). Ticks are numbered from boot, so every
 //! process probes on the same ones: a duplicate is found only while both
 //! copies are given to ksmd. A probe that pays makes the resting regions
-//! near it due at once. Exclusions always win: a probe never gives back an
+//! near it due at once. Between ticks, rounds look at resting regions'
+//! content (a few sampled pages, after every full scan, at most every
+//! `LOOK_SECONDS`): one whose content changed and then held still is
+//! probed at once (data that became duplicate after it was taken out). Exclusions always win: a probe never gives back an
 //! excluded page (`engine::register_again`).
 //!
 //! **Where it runs.** On the library's thread (`core::catchup_thread`, its
@@ -252,7 +255,7 @@ fn run_round(scans: u64, now: u64, judge: &impl Fn(&MapsLine, Option<&MapsLine>)
         return;
     }
     LAST_TICK.store(tick, Relaxed);
-    let next = summarize(&work.table, scans, tick, seconds_of(now));
+    let next = summarize(&work.table, scans, tick, seconds_of(now), work.looks_available());
     NEXT_ROUND_SCAN.store(next, Relaxed);
 }
 
@@ -270,7 +273,7 @@ static RESTING_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// Counts the table by state (for [`pending`] and the report) and returns
 /// the full scan from which the next round has something to do.
-fn summarize(table: &table::Table, scans: u64, tick: u64, seconds: u16) -> u64 {
+fn summarize(table: &table::Table, scans: u64, tick: u64, seconds: u16, looks: bool) -> u64 {
     let (mut probation, mut paying, mut resting) = (0u32, 0u32, 0u32);
     let (mut paying_bytes, mut resting_bytes, mut probation_bytes) = (0u64, 0u64, 0u64);
     let mut next = u64::MAX;
@@ -292,12 +295,14 @@ fn summarize(table: &table::Table, scans: u64, tick: u64, seconds: u16) -> u64 {
             State::Paying => {
                 paying += 1;
                 paying_bytes += bytes;
-                next = next.min(next_tick);
+                next = next.min(if r.again { scans } else { next_tick });
             }
             State::Resting => {
                 resting += 1;
                 resting_bytes += bytes;
-                next = next.min(if r.again { scans } else { next_tick });
+                // Content looks: a round after every full scan.
+                let later = if looks { scans + 1 } else { next_tick };
+                next = next.min(if r.again { scans } else { later });
             }
         }
     });
@@ -317,6 +322,7 @@ pub(crate) mod counts {
     static TAKEN_OUT: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
     static GIVEN_BACK: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
     static FOUND_PAYING: AtomicU64 = AtomicU64::new(0);
+    static ON_CHANGE: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
     static REFUSED: AtomicU64 = AtomicU64::new(0);
     static ROUNDS: AtomicU64 = AtomicU64::new(0);
     static JUDGED: AtomicU64 = AtomicU64::new(0);
@@ -326,6 +332,11 @@ pub(crate) mod counts {
         let pair = if given_back { &GIVEN_BACK } else { &TAKEN_OUT };
         pair[0].fetch_add(1, Relaxed);
         pair[1].fetch_add(bytes, Relaxed);
+    }
+
+    pub fn given_back_on_change(bytes: u64) {
+        ON_CHANGE[0].fetch_add(1, Relaxed);
+        ON_CHANGE[1].fetch_add(bytes, Relaxed);
     }
 
     pub fn found_paying() {
@@ -346,7 +357,7 @@ pub(crate) mod counts {
     }
 
     pub fn reset() {
-        for a in TAKEN_OUT.iter().chain(&GIVEN_BACK) {
+        for a in TAKEN_OUT.iter().chain(&GIVEN_BACK).chain(&ON_CHANGE) {
             a.store(0, Relaxed);
         }
         for a in [&FOUND_PAYING, &REFUSED, &ROUNDS, &JUDGED] {
@@ -358,6 +369,7 @@ pub(crate) mod counts {
         super::Stats {
             taken_out: (TAKEN_OUT[0].load(Relaxed), TAKEN_OUT[1].load(Relaxed)),
             given_back: (GIVEN_BACK[0].load(Relaxed), GIVEN_BACK[1].load(Relaxed)),
+            given_back_on_change: (ON_CHANGE[0].load(Relaxed), ON_CHANGE[1].load(Relaxed)),
             found_paying: FOUND_PAYING.load(Relaxed),
             refused: REFUSED.load(Relaxed),
             rounds: ROUNDS.load(Relaxed),
@@ -384,6 +396,9 @@ pub struct Stats {
     /// Ranges taken out, and given back (re-probes): (ranges, bytes).
     pub taken_out: (u64, u64),
     pub given_back: (u64, u64),
+    /// Of those given back, the ones a content look found changed and
+    /// then still: (ranges, bytes).
+    pub given_back_on_change: (u64, u64),
     /// Re-probes that found a region paying.
     pub found_paying: u64,
     /// Ranges left registered for lack of VMA budget.

@@ -20,6 +20,12 @@
 //!   which, so a large resting VMA is probed a contiguous part at a time
 //!   (at most two VMA splits per probe); each probe that finds nothing
 //!   raises its level, up to [`MAX_REST_LEVEL`].
+//! * **Looking again on change** ([`look`]): a resting region's content
+//!   is sampled ([`LOOK_SAMPLES`] present pages, at least every
+//!   [`LOOK_SECONDS`]); one that changed since the last look and then held
+//!   still is due at once — data that became duplicate after it was taken
+//!   out (a cache filled again, a reload) — while one that changes at every
+//!   look (volatile data) never is by this rule.
 //! * **Budget** ([`split_budget`]): the VMAs the decisions add to the
 //!   process stay within 5 % (+2) of its count.
 
@@ -52,6 +58,13 @@ pub const BREAK_EVEN: u64 = 64;
 /// distance due at once: data that became duplicate rarely does so one
 /// region at a time.
 pub const PROMOTE_BYTES: usize = 128 << 20;
+
+/// Present pages of a resting region sampled by a content look (spread
+/// evenly: [`look_samples`]).
+pub const LOOK_SAMPLES: usize = 4;
+/// Seconds between two content looks at the least: a change must hold
+/// still this long to count as settled.
+pub const LOOK_SECONDS: u16 = 2;
 
 /// Whether `shared` pages mapped more than once among `present` pay for
 /// ksmd's scanning of all of them. Pages shared since a `fork` count as
@@ -142,6 +155,80 @@ pub fn split_budget(vmas: u64, ours: u64) -> u64 {
     2 + vmas.saturating_sub(ours) / 20
 }
 
+/// The pages (indices in a region of `pages` pages) a content look
+/// samples: the middles of [`LOOK_SAMPLES`] equal parts.
+pub fn look_samples(pages: usize) -> impl Iterator<Item = usize> {
+    let parts = LOOK_SAMPLES.min(pages);
+    (0..parts).map(move |i| (2 * i + 1) * pages / (2 * parts))
+}
+
+/// A region's sampled content folded to 32 bits; never 0 (0 stands for
+/// "not looked at yet").
+#[derive(Clone, Copy, Debug)]
+pub struct Fingerprint(u64);
+
+impl Fingerprint {
+    pub fn new() -> Fingerprint {
+        Fingerprint(0x243f_6a88_85a3_08d3)
+    }
+
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0 ^ word)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
+    }
+
+    /// A sampled page's bytes.
+    pub fn add_page(&mut self, bytes: &[u8]) {
+        for word in bytes.chunks_exact(8) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            self.mix(u64::from_ne_bytes(w));
+        }
+        self.mix(bytes.len() as u64);
+    }
+
+    /// A sampled page that is not present (never touched, released,
+    /// swapped out): its absence is part of the content.
+    pub fn add_absent(&mut self) {
+        self.mix(u64::MAX);
+    }
+
+    pub fn finish(self) -> u32 {
+        let folded = (self.0 ^ (self.0 >> 32)) as u32;
+        folded.max(1)
+    }
+}
+
+impl Default for Fingerprint {
+    fn default() -> Fingerprint {
+        Fingerprint::new()
+    }
+}
+
+/// What a content look at a resting region concludes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Look {
+    /// The fingerprint to keep for the next look.
+    pub fingerprint: u32,
+    /// The content changed at this look (it must hold still at the next).
+    pub changed: bool,
+    /// Changed at the look before, the same now: probe it at once.
+    pub due: bool,
+}
+
+/// The look that found `now`, after the last kept `previous` (0: none)
+/// which had `changed` from the one before it.
+pub fn look(previous: u32, changed: bool, now: u32) -> Look {
+    if previous == 0 {
+        return Look { fingerprint: now, changed: false, due: false };
+    }
+    if now != previous {
+        return Look { fingerprint: now, changed: true, due: false };
+    }
+    Look { fingerprint: now, changed: false, due: changed }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,5 +314,50 @@ mod tests {
         assert_eq!(split_budget(30, 0), 3);
         assert_eq!(split_budget(30, 3), 3);
         assert_eq!(split_budget(400, 0), 22);
+    }
+
+    #[test]
+    fn a_change_that_holds_still_makes_a_region_due_and_a_moving_one_never() {
+        let first = look(0, false, 7);
+        assert_eq!(first, Look { fingerprint: 7, changed: false, due: false }, "a baseline");
+        let still = look(7, false, 7);
+        assert!(!still.due, "unchanged since taken out");
+        let changed = look(7, false, 9);
+        assert_eq!(changed, Look { fingerprint: 9, changed: true, due: false });
+        let settled = look(changed.fingerprint, changed.changed, 9);
+        assert!(settled.due, "changed, then still");
+        // Volatile: different at every look, never due.
+        let mut l = look(0, false, 1);
+        for now in 2..50 {
+            l = look(l.fingerprint, l.changed, now);
+            assert!(!l.due);
+        }
+    }
+
+    #[test]
+    fn looks_sample_spread_pages_and_fingerprints_tell_contents_apart() {
+        let samples: Vec<usize> = look_samples(512).collect();
+        assert_eq!(samples, vec![64, 192, 320, 448]);
+        assert_eq!(look_samples(2).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(look_samples(0).count(), 0);
+        let of = |pages: &[&[u8]]| {
+            let mut f = Fingerprint::new();
+            for p in pages {
+                if p.is_empty() {
+                    f.add_absent();
+                } else {
+                    f.add_page(p);
+                }
+            }
+            f.finish()
+        };
+        let a = [b'a'; 4096];
+        let mut b = a;
+        b[4000] = b'b';
+        assert_ne!(of(&[&a, &a]), of(&[&a, &b]), "one word differs");
+        assert_ne!(of(&[&a, &[]]), of(&[&[], &a]), "which page is absent");
+        assert_eq!(of(&[&a, &b]), of(&[&a, &b]));
+        assert_ne!(of(&[]), 0);
+        assert_ne!(of(&[&[0u8; 4096]]), 0);
     }
 }
