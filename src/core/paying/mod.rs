@@ -61,7 +61,7 @@ use core::sync::atomic::{
 };
 
 pub use crate::core::policy::paying::PROBATION_SCANS;
-use crate::core::policy::paying::{tick_of, PROBATION_SECONDS, TICK_SCANS};
+use crate::core::policy::paying::{tick_of, TICK_SCANS};
 use crate::core::policy::VmaVerdict;
 use crate::os::proc::MapsLine;
 use crate::os::{ksm, sys};
@@ -213,13 +213,32 @@ pub fn step(
 fn clock(now: u64) -> Option<u64> {
     let scans = ksm::full_scans()?;
     // A count that moves needs no second look at `run`.
-    let runs = scans != LAST_SCANS.swap(scans, Relaxed) || ksm::ksmd_scans();
+    let moved = scans != LAST_SCANS.swap(scans, Relaxed);
+    if moved {
+        note_full_scan_end();
+    }
+    let runs = moved || ksm::ksmd_scans();
     KSMD_SCANS.store(runs, Relaxed);
     if !runs {
         NEXT_POLL_NS.store(now.saturating_add(KSMD_OFF_POLL_NS), Relaxed);
         return None;
     }
     Some(scans)
+}
+
+/// ksmd's `pages_sharing` when the thread last saw a full scan end.
+static SHARING_AT_SCAN_END: AtomicU64 = AtomicU64::new(u64::MAX);
+/// It rose between the last two ends seen: ksmd still merges on the host.
+static HOST_MERGING: AtomicBool = AtomicBool::new(false);
+
+/// A full scan ended (the poll after it): did ksmd merge more during it?
+fn note_full_scan_end() {
+    let Some(sharing) = ksm::pages_sharing() else {
+        HOST_MERGING.store(false, Relaxed);
+        return;
+    };
+    let before = SHARING_AT_SCAN_END.swap(sharing, Relaxed);
+    HOST_MERGING.store(before != u64::MAX && sharing > before, Relaxed);
 }
 
 fn round_wanted(scans: u64, now: u64) -> bool {
@@ -240,6 +259,7 @@ fn run_round(scans: u64, now: u64, judge: &impl Fn(&MapsLine, Option<&MapsLine>)
         last_tick,
         epoch: EPOCH.load(Relaxed) as u8,
         seconds: seconds_of(now),
+        host_merging: HOST_MERGING.load(Relaxed),
     };
     let cpu = sys::thread_cpu_ns();
     // SAFETY: `BUSY` is held.
@@ -255,7 +275,7 @@ fn run_round(scans: u64, now: u64, judge: &impl Fn(&MapsLine, Option<&MapsLine>)
         return;
     }
     LAST_TICK.store(tick, Relaxed);
-    let next = summarize(&work.table, scans, tick, seconds_of(now), work.looks_available());
+    let next = summarize(&work.table, scans, tick, work.looks_available());
     NEXT_ROUND_SCAN.store(next, Relaxed);
 }
 
@@ -273,7 +293,7 @@ static RESTING_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// Counts the table by state (for [`pending`] and the report) and returns
 /// the full scan from which the next round has something to do.
-fn summarize(table: &table::Table, scans: u64, tick: u64, seconds: u16, looks: bool) -> u64 {
+fn summarize(table: &table::Table, scans: u64, tick: u64, looks: bool) -> u64 {
     let (mut probation, mut paying, mut resting) = (0u32, 0u32, 0u32);
     let (mut paying_bytes, mut resting_bytes, mut probation_bytes) = (0u64, 0u64, 0u64);
     let mut next = u64::MAX;
@@ -285,11 +305,10 @@ fn summarize(table: &table::Table, scans: u64, tick: u64, seconds: u16, looks: b
                 probation += 1;
                 probation_bytes += bytes;
                 let ran = (scans as u32).wrapping_sub(r.mark) as u64;
-                let waited = seconds.wrapping_sub(r.since);
-                // Waiting for time only: looked at again after each scan.
-                let more = PROBATION_SCANS.saturating_sub(ran).max(
-                    (waited < PROBATION_SECONDS) as u64,
-                );
+                // Waiting for time, or for the host to stop merging (see
+                // `policy::paying::take_out_now`): looked at again after
+                // each scan.
+                let more = PROBATION_SCANS.saturating_sub(ran).max(1);
                 next = next.min(scans + more);
             }
             State::Paying => {

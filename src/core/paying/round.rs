@@ -20,7 +20,7 @@ use super::table::{Region, State, Table};
 use super::{counts, resting};
 use crate::core::policy::paying::{
     chunk_pieces, index_in, look, look_samples, pays, recheck_due, rest_due, slice_of,
-    split_budget, splits, Fingerprint, LOOK_SECONDS, MAX_RECHECK_LEVEL, MAX_REST_LEVEL,
+    rested_enough, split_budget, splits, take_out_now, Fingerprint, LOOK_SECONDS, MAX_RECHECK_LEVEL, MAX_REST_LEVEL,
     PROBATION_SCANS, PROBATION_SECONDS, PROMOTE_BYTES,
 };
 use crate::core::policy::{Range, VmaVerdict};
@@ -42,6 +42,8 @@ pub struct Clock {
     pub epoch: u8,
     /// Monotonic seconds now (low 16 bits).
     pub seconds: u16,
+    /// ksmd merged more on the host during its last full scan.
+    pub host_merging: bool,
 }
 
 /// A change the walk decided on.
@@ -251,7 +253,7 @@ impl<J: Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict> Walk<'_, J> {
             // Not known (the table was full, the VMA's start moved), yet
             // taken out by us: resting.
             (!mergeable && resting::overlaps(piece))
-                .then(|| self.fresh(piece, State::Resting, 0).resting(0))
+                .then(|| self.fresh(piece, State::Resting, 0).resting(0, self.clock.seconds))
         });
         let (next, change, on_change) = match known {
             None if mergeable => (Some(self.fresh(piece, State::Probation, 0)), None, false),
@@ -344,12 +346,15 @@ impl<J: Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict> Walk<'_, J> {
         if keep {
             return (Some(Region { state: State::Paying, again: false, ..r }), None);
         }
+        if !take_out_now(scans, self.clock.host_merging) {
+            return (Some(r), None);
+        }
         let level = if r.reprobe {
             (r.level + 1).min(MAX_REST_LEVEL)
         } else {
             0
         };
-        (Some(self.baseline(r.resting(level))), Some(false))
+        (Some(self.baseline(r.resting(level, self.clock.seconds))), Some(false))
     }
 
     /// A paying region is looked at again on its ticks; once it no longer
@@ -369,7 +374,7 @@ impl<J: Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict> Walk<'_, J> {
             let level = (r.level + 1).min(MAX_RECHECK_LEVEL);
             return (Some(Region { level, again: false, ..r }), None);
         }
-        (Some(self.baseline(r.resting(0))), Some(false))
+        (Some(self.baseline(r.resting(0, self.clock.seconds))), Some(false))
     }
 
     /// A resting region is given back to ksmd on its tick (or at once
@@ -383,12 +388,12 @@ impl<J: Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict> Walk<'_, J> {
         let (index, count) = index_in(piece, vma);
         let due = r.again
             || self.promoted(piece)
-            || rest_due(
+            || (rest_due(
                 r.level,
                 slice_of(index, count),
                 self.clock.last_tick,
                 self.clock.tick,
-            );
+            ) && rested_enough(r.level, r.rested(self.clock.seconds)));
         if due {
             let on_change = r.again && r.due_on_change();
             return (Some(self.probation_of(r, piece)), Some(true), on_change);
@@ -582,7 +587,7 @@ fn undo_run(table: &mut Table, p: Planned) {
 fn undo(table: &mut Table, index: usize, register: bool, on_change: bool, soon: bool) {
     let r = table.get(index);
     let back = if register {
-        r.resting(r.level).due_again(on_change)
+        r.resting(r.level, r.since).due_again(on_change)
     } else {
         Region {
             state: State::Paying,

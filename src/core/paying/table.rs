@@ -45,8 +45,9 @@ pub struct Region {
     /// [`Region::fingerprint`]).
     pub mark: u32,
     /// Probation: the second it began at (monotonic, low 16 bits).
-    /// Resting: bit 0 set when its last content look saw a change, bit 1
-    /// when a look made it due and giving it back had to wait.
+    /// Resting: the second it began resting, rounded down to a multiple of
+    /// four, with bit 0 set when its last content look saw a change and
+    /// bit 1 when a look made it due and giving it back had to wait.
     pub since: u16,
 }
 
@@ -71,7 +72,7 @@ impl Region {
     pub fn due_again(self, on_change: bool) -> Region {
         Region {
             again: true,
-            since: self.since & 1 | (on_change as u16) << 1,
+            since: self.since & !2 | (on_change as u16) << 1,
             ..self
         }
     }
@@ -80,22 +81,27 @@ impl Region {
     pub fn with_look(self, fingerprint: u32, changed: bool) -> Region {
         Region {
             mark: fingerprint,
-            since: changed as u16,
+            since: self.since & !3 | changed as u16,
             ..self
         }
     }
 
-    /// Resting at `level`, not looked at yet.
-    pub fn resting(self, level: u8) -> Region {
+    /// Resting at `level` from second `seconds` on, not looked at yet.
+    pub fn resting(self, level: u8, seconds: u16) -> Region {
         Region {
             state: State::Resting,
             level,
             again: false,
             reprobe: false,
             mark: 0,
-            since: 0,
+            since: seconds & !3,
             ..self
         }
+    }
+
+    /// Resting: seconds it has rested at `seconds` (to within four).
+    pub fn rested(&self, seconds: u16) -> u16 {
+        (seconds & !3).wrapping_sub(self.since & !3)
     }
 }
 

@@ -41,10 +41,19 @@ pub const PROBATION_SCANS: u64 = 3;
 /// processes, a program still filling the memory it mapped) need time to
 /// arrive, and a fast pace would judge before they did.
 pub const PROBATION_SECONDS: u16 = 10;
+/// Full scans a region that does not pay may stay on probation beyond
+/// [`PROBATION_SCANS`] while ksmd is still merging on the host
+/// ([`take_out_now`]).
+pub const MOST_EXTRA_SCANS: u64 = 2;
 /// Full scans per tick: re-probes and re-checks happen on ticks.
 pub const TICK_SCANS: u64 = 8;
 /// A resting VMA is probed one slice at a time.
 pub const SLICES: u64 = 8;
+/// A resting region is probed again on its tick only once it has rested
+/// this long (doubled at each level): however fast ksmd scans, a re-probe
+/// (at least [`PROBATION_SECONDS`] given to ksmd) stays rarer than the
+/// rest around it.
+pub const REST_SECONDS: u16 = 30;
 /// A resting region is probed at least once every `SLICES << MAX_REST_LEVEL`
 /// ticks.
 pub const MAX_REST_LEVEL: u8 = 3;
@@ -75,6 +84,17 @@ pub fn pays(present: u32, shared: u32) -> bool {
     present > 0 && shared as u64 * BREAK_EVEN >= present as u64
 }
 
+/// Whether a region on probation for `scans` full scans that does not pay
+/// is taken out now. While ksmd merged more on the host during its last
+/// full scan (`host_merging`), copies are still arriving: in a pool, the
+/// last copy of some data often merges a scan after the others (seen on
+/// 6.18: three workers' copies merge in one scan, the fourth's in the
+/// next), so the verdict waits up to [`MOST_EXTRA_SCANS`] more scans.
+pub fn take_out_now(scans: u64, host_merging: bool) -> bool {
+    scans >= PROBATION_SCANS
+        && (!host_merging || scans >= PROBATION_SCANS + MOST_EXTRA_SCANS)
+}
+
 /// The tick a full-scan count falls in.
 pub fn tick_of(full_scans: u64) -> u64 {
     full_scans / TICK_SCANS
@@ -88,6 +108,12 @@ pub fn rest_due(level: u8, slice: u64, after: u64, upto: u64) -> bool {
     let period = SLICES << level;
     let offset = (slice % SLICES) << level;
     first_at_or_after(after.saturating_add(1), period, offset) <= upto
+}
+
+/// Whether a resting region of `level` that rested `seconds` may be
+/// probed on its tick.
+pub fn rested_enough(level: u8, seconds: u16) -> bool {
+    seconds as u32 >= (REST_SECONDS as u32) << level.min(MAX_REST_LEVEL)
 }
 
 /// Whether a paying region of `level` is re-checked on a tick in
@@ -359,5 +385,23 @@ mod tests {
         assert_eq!(of(&[&a, &b]), of(&[&a, &b]));
         assert_ne!(of(&[]), 0);
         assert_ne!(of(&[&[0u8; 4096]]), 0);
+    }
+
+    #[test]
+    fn a_region_that_does_not_pay_waits_while_the_host_still_merges() {
+        assert!(!take_out_now(PROBATION_SCANS - 1, false));
+        assert!(take_out_now(PROBATION_SCANS, false));
+        assert!(!take_out_now(PROBATION_SCANS, true), "copies still arriving");
+        assert!(!take_out_now(PROBATION_SCANS + MOST_EXTRA_SCANS - 1, true));
+        assert!(take_out_now(PROBATION_SCANS + MOST_EXTRA_SCANS, true), "bounded");
+    }
+
+    #[test]
+    fn a_resting_region_rests_longer_at_each_level() {
+        assert!(!rested_enough(0, REST_SECONDS - 1));
+        assert!(rested_enough(0, REST_SECONDS));
+        assert!(!rested_enough(2, REST_SECONDS * 3));
+        assert!(rested_enough(2, REST_SECONDS * 4));
+        assert_eq!(rested_enough(9, 240), rested_enough(MAX_REST_LEVEL, 240));
     }
 }
