@@ -61,7 +61,7 @@ use core::sync::atomic::{
 };
 
 pub use crate::core::policy::paying::PROBATION_SCANS;
-use crate::core::policy::paying::{tick_of, TICK_SCANS};
+use crate::core::policy::paying::{tick_of, LOOK_SECONDS, TICK_SCANS};
 use crate::core::policy::VmaVerdict;
 use crate::os::proc::MapsLine;
 use crate::os::{ksm, sys};
@@ -275,8 +275,14 @@ fn run_round(scans: u64, now: u64, judge: &impl Fn(&MapsLine, Option<&MapsLine>)
         return;
     }
     LAST_TICK.store(tick, Relaxed);
-    let next = summarize(&work.table, scans, tick, work.looks_available());
+    let (next, looks_only) = summarize(&work.table, scans, tick, work.looks_available());
     NEXT_ROUND_SCAN.store(next, Relaxed);
+    if looks_only {
+        // Nothing but content looks before the next tick: not before the
+        // next look is due.
+        let look = now.saturating_add(LOOK_SECONDS as u64 * 1_000_000_000);
+        NOT_BEFORE_NS.fetch_max(look, Relaxed);
+    }
 }
 
 /// Monotonic seconds, low 16 bits (probations last less than 18 hours).
@@ -292,11 +298,14 @@ static PROBATION_BYTES: AtomicU64 = AtomicU64::new(0);
 static RESTING_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// Counts the table by state (for [`pending`] and the report) and returns
-/// the full scan from which the next round has something to do.
-fn summarize(table: &table::Table, scans: u64, tick: u64, looks: bool) -> u64 {
+/// the full scan from which the next round has something to do, and
+/// whether only content looks want it before the next tick.
+fn summarize(table: &table::Table, scans: u64, tick: u64, looks: bool) -> (u64, bool) {
     let (mut probation, mut paying, mut resting) = (0u32, 0u32, 0u32);
     let (mut paying_bytes, mut resting_bytes, mut probation_bytes) = (0u64, 0u64, 0u64);
     let mut next = u64::MAX;
+    // The round content looks want (`u64::MAX`: none).
+    let mut looks_next = u64::MAX;
     let next_tick = (tick + 1).saturating_mul(TICK_SCANS);
     table.for_each(|r| {
         let bytes = r.range.len() as u64;
@@ -319,9 +328,12 @@ fn summarize(table: &table::Table, scans: u64, tick: u64, looks: bool) -> u64 {
             State::Resting => {
                 resting += 1;
                 resting_bytes += bytes;
-                // Content looks: a round after every full scan.
-                let later = if looks { scans + 1 } else { next_tick };
-                next = next.min(if r.again { scans } else { later });
+                next = next.min(if r.again { scans } else { next_tick });
+                // Content looks: a round after every full scan (and
+                // `LOOK_SECONDS`).
+                if looks {
+                    looks_next = scans + 1;
+                }
             }
         }
     });
@@ -331,7 +343,8 @@ fn summarize(table: &table::Table, scans: u64, tick: u64, looks: bool) -> u64 {
     PAYING_BYTES.store(paying_bytes, Relaxed);
     PROBATION_BYTES.store(probation_bytes, Relaxed);
     RESTING_BYTES.store(resting_bytes, Relaxed);
-    next
+    // Looks alone want the next round sooner than anything else does.
+    (next.min(looks_next), looks_next < next)
 }
 
 /// What was done, counted (for the report).

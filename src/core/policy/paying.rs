@@ -72,8 +72,9 @@ pub const PROMOTE_BYTES: usize = 128 << 20;
 /// evenly: [`look_samples`]).
 pub const LOOK_SAMPLES: usize = 4;
 /// Seconds between two content looks at the least: a change must hold
-/// still this long to count as settled.
-pub const LOOK_SECONDS: u16 = 2;
+/// still this long to count as settled, and rounds that are due only for
+/// looks wait this long (a round over 4,000 VMAs costs tens of ms).
+pub const LOOK_SECONDS: u16 = 8;
 
 /// Whether `shared` pages mapped more than once among `present` pay for
 /// ksmd's scanning of all of them. Pages shared since a `fork` count as
