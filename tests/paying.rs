@@ -175,6 +175,39 @@ fn volatile_data_is_taken_out() {
     }
 }
 
+/// Data that becomes duplicate after its region was taken out is given
+/// back at once, not on the region's tick: a look at its content found it
+/// changed and then still. It merges, and the report counts the probe as
+/// one on change. Volatile data, different at every look, is never given
+/// back on change.
+#[test]
+fn data_that_becomes_duplicate_later_is_probed_again_on_change() {
+    let Some(_ksmd) = common::ksmd() else { return };
+    for mode in ENGINES {
+        let (mut live, parts) = start(mode, "paying", &["volatile"]);
+        let (unique, volatile) = (parts["unique"], parts["volatile"]);
+        wait_until(&mut live, "unique and volatile pages taken out", |_| {}, |l| {
+            registered(l, unique) <= pages(unique) / 4 && registered(l, volatile) <= pages(volatile) / 4
+        });
+        live.send("same");
+        live.wait_line("same", Duration::from_secs(30));
+        wait_until(&mut live, "the rewritten pages given back and merged", |_| {}, |l| {
+            registered(l, unique) == pages(unique)
+                && common::ksm_pages_in(l.pid(), &[unique]) >= pages(unique) * 3 / 4
+        });
+        let r = report(live);
+        let on_change = &r["paying"]["probed_on_change"];
+        let bytes = on_change["bytes"].as_u64().unwrap_or(0);
+        // The unique part is 16 MiB, in up to nine 2 MiB regions; the
+        // volatile part would add 8 MiB.
+        assert!(on_change["regions"].as_u64() >= Some(1), "{mode}: {r}");
+        // Regions on a scheduled probe when the data changed merge on
+        // that probe instead: at least one region is given back on change.
+        assert!(bytes >= 2 << 20, "{mode}: {r}");
+        assert!(bytes <= (unique.1 - unique.0) + (2 << 20), "{mode}: volatile given back on change: {r}");
+    }
+}
+
 /// A `fork` shares every page with the child: no evidence of merging.
 /// While the child lives nothing is taken out (a merged page cannot be
 /// told from a shared one, and taking a merged page out loses money);

@@ -64,8 +64,8 @@ pub const REGISTER: &str = "register";
 /// The decisions about what pays (`register` `paying`), or `null` where
 /// none were made (`all`, `off`, no thread allowed, no KSM):
 /// `{registered_bytes, probation, resting: {regions, bytes}, taken_out:
-/// {regions, bytes}, probed_again: {regions, bytes}, found_paying,
-/// refused, rounds}`.
+/// {regions, bytes}, probed_again: {regions, bytes}, probed_on_change:
+/// {regions, bytes}, found_paying, refused, rounds}`.
 pub const PAYING: &str = "paying";
 /// Bytes of the regions the decisions keep given to ksmd (on probation or
 /// paying) at the last round.
@@ -78,6 +78,9 @@ pub const RESTING: &str = "resting";
 pub const TAKEN_OUT: &str = "taken_out";
 /// Ranges given back to ksmd for another probe, in all.
 pub const PROBED_AGAIN: &str = "probed_again";
+/// Of `probed_again`, the ranges given back because a look at their
+/// content found it changed and then still.
+pub const PROBED_ON_CHANGE: &str = "probed_on_change";
 /// Probes that found a resting region paying.
 pub const FOUND_PAYING: &str = "found_paying";
 /// Ranges left given to ksmd for lack of VMA budget.

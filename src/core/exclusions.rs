@@ -539,18 +539,25 @@ mod tests {
         t.insert(r(page(0), page(1)));
         t.insert(r(page(2), page(3)));
         let stop = Arc::new(AtomicBool::new(false));
+        let started = Arc::new(AtomicBool::new(false));
         let writer = {
-            let (t, stop) = (t.clone(), stop.clone());
+            let (t, stop, started) = (t.clone(), stop.clone(), started.clone());
             std::thread::spawn(move || {
                 let mut rounds = 0u64;
                 while !stop.load(Relaxed) {
                     t.insert(r(page(1), page(2)));
                     t.forget(r(page(1), page(2)));
                     rounds += 1;
+                    started.store(true, Relaxed);
                 }
                 rounds
             })
         };
+        // On a loaded machine the walks could all end before the writer
+        // ran once: they start once it has.
+        while !started.load(Relaxed) {
+            std::thread::yield_now();
+        }
         let mut missed = 0;
         for _ in 0..300_000 {
             let before = t.sequence();

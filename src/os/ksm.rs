@@ -61,6 +61,12 @@ pub fn full_scans() -> Option<u64> {
     read_number(b"/sys/kernel/mm/ksm/full_scans\0")
 }
 
+/// Mappings of KSM pages beyond the first of each, on the whole host
+/// (`/sys/kernel/mm/ksm/pages_sharing`): it rises while ksmd merges.
+pub fn pages_sharing() -> Option<u64> {
+    read_number(b"/sys/kernel/mm/ksm/pages_sharing\0")
+}
+
 /// Whether ksmd scans at all (`/sys/kernel/mm/ksm/run` is 1): while it does
 /// not, nothing it is given costs anything and no evidence comes in.
 pub fn ksmd_scans() -> bool {

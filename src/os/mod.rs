@@ -25,6 +25,7 @@ pub mod elf_lookup;
 pub mod ksm;
 pub mod library_search;
 pub mod loader;
+pub mod own_memory;
 pub mod pagemap;
 pub mod proc;
 pub mod smaps;

@@ -70,6 +70,16 @@ impl Pagemap {
         }
         Ok(counts)
     }
+
+    /// Whether the page at `addr` is present.
+    pub fn present(&self, addr: usize) -> Result<bool, Errno> {
+        let mut entry = [0u8; 8];
+        let at = (addr / super::page_size()) as u64 * 8;
+        if sys::pread(self.fd, &mut entry, at)? != 8 {
+            return Ok(false);
+        }
+        Ok(u64::from_ne_bytes(entry) & PRESENT != 0)
+    }
 }
 
 impl Drop for Pagemap {
@@ -129,6 +139,7 @@ mod tests {
             }
         }
         let forked = map.count(start, start + len, &mut buf).unwrap();
+        let (written, untouched) = (map.present(start), map.present(start + 9 * page));
         // SAFETY: our own pipe, child and mapping.
         unsafe {
             libc::write(w, b"x".as_ptr() as *const _, 1);
@@ -136,5 +147,7 @@ mod tests {
             libc::munmap(p as *mut _, len);
         }
         assert_eq!(forked, PageCounts { present: 9, shared: 9 }, "shared with the child");
+        assert_eq!(written, Ok(true), "written");
+        assert_eq!(untouched, Ok(false), "never touched");
     }
 }

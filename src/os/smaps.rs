@@ -8,6 +8,7 @@
 //! buffer is `EBUSY`, not a wait). Reading smaps walks the page tables of
 //! every VMA it passes: callers that walk often pace themselves.
 
+use ksmauto_contract::smaps::VmFlags;
 use super::proc::{for_each_line_while, LineBuffer, MapsLine};
 use super::sys::Errno;
 
@@ -25,6 +26,9 @@ pub struct SmapsVma<'a> {
     pub ksm_kb: u64,
     /// `mg` among its `VmFlags`: ksmd is given this VMA.
     pub mergeable: bool,
+    /// Registered with a userfaultfd for missing or minor faults: a touch
+    /// of a page that is not present waits for the program's handler.
+    pub userfaultfd: bool,
 }
 
 /// The header of the VMA being read, kept until its `VmFlags` line.
@@ -74,7 +78,7 @@ pub fn for_each_vma(
             h.anon_kb = kb(v);
         } else if let Some(v) = line.strip_prefix(b"KSM:") {
             h.ksm_kb = kb(v);
-        } else if let Some(flags) = line.strip_prefix(b"VmFlags:") {
+        } else if let Some(flags) = VmFlags::of_line(line) {
             let h = current.take().unwrap();
             let vma = SmapsVma {
                 line: MapsLine {
@@ -87,7 +91,10 @@ pub fn for_each_vma(
                 },
                 anon_kb: h.anon_kb,
                 ksm_kb: h.ksm_kb,
-                mergeable: flags.split(|&b| b == b' ').any(|f| f == b"mg"),
+                mergeable: flags.mergeable(),
+                // Missing or minor faults handed to the program's own
+                // userfaultfd handler.
+                userfaultfd: flags.has(b"um") || flags.has(b"ui"),
             };
             return f(&vma);
         }

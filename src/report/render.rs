@@ -434,6 +434,8 @@ fn render_paying(w: &mut BufWriter, p: &crate::core::paying::Stats) {
     regions_and_bytes(w, p.taken_out.0, p.taken_out.1);
     next(w, field::PROBED_AGAIN);
     regions_and_bytes(w, p.given_back.0, p.given_back.1);
+    next(w, field::PROBED_ON_CHANGE);
+    regions_and_bytes(w, p.given_back_on_change.0, p.given_back_on_change.1);
     next(w, field::FOUND_PAYING).u64(p.found_paying);
     next(w, field::REFUSED).u64(p.refused);
     next(w, field::ROUNDS).u64(p.rounds);
@@ -582,6 +584,7 @@ mod tests {
             resting_bytes: m,
             taken_out: (m, m),
             given_back: (m, m),
+            given_back_on_change: (m, m),
             found_paying: m,
             refused: m,
             rounds: m,

@@ -33,7 +33,10 @@
 //! (`policy::paying::rest_due`). Ticks are numbered from boot, so every
 //! process probes on the same ones: a duplicate is found only while both
 //! copies are given to ksmd. A probe that pays makes the resting regions
-//! near it due at once. Exclusions always win: a probe never gives back an
+//! near it due at once. Between ticks, rounds look at resting regions'
+//! content (a few sampled pages, after every full scan, at most every
+//! `LOOK_SECONDS`): one whose content changed and then held still is
+//! probed at once (data that became duplicate after it was taken out). Exclusions always win: a probe never gives back an
 //! excluded page (`engine::register_again`).
 //!
 //! **Where it runs.** On the library's thread (`core::catchup_thread`, its
@@ -58,7 +61,7 @@ use core::sync::atomic::{
 };
 
 pub use crate::core::policy::paying::PROBATION_SCANS;
-use crate::core::policy::paying::{tick_of, PROBATION_SECONDS, TICK_SCANS};
+use crate::core::policy::paying::{tick_of, LOOK_SECONDS, TICK_SCANS};
 use crate::core::policy::VmaVerdict;
 use crate::os::proc::MapsLine;
 use crate::os::{ksm, sys};
@@ -210,13 +213,32 @@ pub fn step(
 fn clock(now: u64) -> Option<u64> {
     let scans = ksm::full_scans()?;
     // A count that moves needs no second look at `run`.
-    let runs = scans != LAST_SCANS.swap(scans, Relaxed) || ksm::ksmd_scans();
+    let moved = scans != LAST_SCANS.swap(scans, Relaxed);
+    if moved {
+        note_full_scan_end();
+    }
+    let runs = moved || ksm::ksmd_scans();
     KSMD_SCANS.store(runs, Relaxed);
     if !runs {
         NEXT_POLL_NS.store(now.saturating_add(KSMD_OFF_POLL_NS), Relaxed);
         return None;
     }
     Some(scans)
+}
+
+/// ksmd's `pages_sharing` when the thread last saw a full scan end.
+static SHARING_AT_SCAN_END: AtomicU64 = AtomicU64::new(u64::MAX);
+/// It rose between the last two ends seen: ksmd still merges on the host.
+static HOST_MERGING: AtomicBool = AtomicBool::new(false);
+
+/// A full scan ended (the poll after it): did ksmd merge more during it?
+fn note_full_scan_end() {
+    let Some(sharing) = ksm::pages_sharing() else {
+        HOST_MERGING.store(false, Relaxed);
+        return;
+    };
+    let before = SHARING_AT_SCAN_END.swap(sharing, Relaxed);
+    HOST_MERGING.store(before != u64::MAX && sharing > before, Relaxed);
 }
 
 fn round_wanted(scans: u64, now: u64) -> bool {
@@ -237,6 +259,7 @@ fn run_round(scans: u64, now: u64, judge: &impl Fn(&MapsLine, Option<&MapsLine>)
         last_tick,
         epoch: EPOCH.load(Relaxed) as u8,
         seconds: seconds_of(now),
+        host_merging: HOST_MERGING.load(Relaxed),
     };
     let cpu = sys::thread_cpu_ns();
     // SAFETY: `BUSY` is held.
@@ -252,8 +275,14 @@ fn run_round(scans: u64, now: u64, judge: &impl Fn(&MapsLine, Option<&MapsLine>)
         return;
     }
     LAST_TICK.store(tick, Relaxed);
-    let next = summarize(&work.table, scans, tick, seconds_of(now));
+    let (next, looks_only) = summarize(&work.table, scans, tick, work.looks_available());
     NEXT_ROUND_SCAN.store(next, Relaxed);
+    if looks_only {
+        // Nothing but content looks before the next tick: not before the
+        // next look is due.
+        let look = now.saturating_add(LOOK_SECONDS as u64 * 1_000_000_000);
+        NOT_BEFORE_NS.fetch_max(look, Relaxed);
+    }
 }
 
 /// Monotonic seconds, low 16 bits (probations last less than 18 hours).
@@ -269,11 +298,14 @@ static PROBATION_BYTES: AtomicU64 = AtomicU64::new(0);
 static RESTING_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// Counts the table by state (for [`pending`] and the report) and returns
-/// the full scan from which the next round has something to do.
-fn summarize(table: &table::Table, scans: u64, tick: u64, seconds: u16) -> u64 {
+/// the full scan from which the next round has something to do, and
+/// whether only content looks want it before the next tick.
+fn summarize(table: &table::Table, scans: u64, tick: u64, looks: bool) -> (u64, bool) {
     let (mut probation, mut paying, mut resting) = (0u32, 0u32, 0u32);
     let (mut paying_bytes, mut resting_bytes, mut probation_bytes) = (0u64, 0u64, 0u64);
     let mut next = u64::MAX;
+    // The round content looks want (`u64::MAX`: none).
+    let mut looks_next = u64::MAX;
     let next_tick = (tick + 1).saturating_mul(TICK_SCANS);
     table.for_each(|r| {
         let bytes = r.range.len() as u64;
@@ -282,22 +314,26 @@ fn summarize(table: &table::Table, scans: u64, tick: u64, seconds: u16) -> u64 {
                 probation += 1;
                 probation_bytes += bytes;
                 let ran = (scans as u32).wrapping_sub(r.mark) as u64;
-                let waited = seconds.wrapping_sub(r.since);
-                // Waiting for time only: looked at again after each scan.
-                let more = PROBATION_SCANS.saturating_sub(ran).max(
-                    (waited < PROBATION_SECONDS) as u64,
-                );
+                // Waiting for time, or for the host to stop merging (see
+                // `policy::paying::take_out_now`): looked at again after
+                // each scan.
+                let more = PROBATION_SCANS.saturating_sub(ran).max(1);
                 next = next.min(scans + more);
             }
             State::Paying => {
                 paying += 1;
                 paying_bytes += bytes;
-                next = next.min(next_tick);
+                next = next.min(if r.again { scans } else { next_tick });
             }
             State::Resting => {
                 resting += 1;
                 resting_bytes += bytes;
                 next = next.min(if r.again { scans } else { next_tick });
+                // Content looks: a round after every full scan (and
+                // `LOOK_SECONDS`).
+                if looks {
+                    looks_next = scans + 1;
+                }
             }
         }
     });
@@ -307,7 +343,8 @@ fn summarize(table: &table::Table, scans: u64, tick: u64, seconds: u16) -> u64 {
     PAYING_BYTES.store(paying_bytes, Relaxed);
     PROBATION_BYTES.store(probation_bytes, Relaxed);
     RESTING_BYTES.store(resting_bytes, Relaxed);
-    next
+    // Looks alone want the next round sooner than anything else does.
+    (next.min(looks_next), looks_next < next)
 }
 
 /// What was done, counted (for the report).
@@ -317,6 +354,7 @@ pub(crate) mod counts {
     static TAKEN_OUT: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
     static GIVEN_BACK: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
     static FOUND_PAYING: AtomicU64 = AtomicU64::new(0);
+    static ON_CHANGE: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
     static REFUSED: AtomicU64 = AtomicU64::new(0);
     static ROUNDS: AtomicU64 = AtomicU64::new(0);
     static JUDGED: AtomicU64 = AtomicU64::new(0);
@@ -326,6 +364,11 @@ pub(crate) mod counts {
         let pair = if given_back { &GIVEN_BACK } else { &TAKEN_OUT };
         pair[0].fetch_add(1, Relaxed);
         pair[1].fetch_add(bytes, Relaxed);
+    }
+
+    pub fn given_back_on_change(bytes: u64) {
+        ON_CHANGE[0].fetch_add(1, Relaxed);
+        ON_CHANGE[1].fetch_add(bytes, Relaxed);
     }
 
     pub fn found_paying() {
@@ -346,7 +389,7 @@ pub(crate) mod counts {
     }
 
     pub fn reset() {
-        for a in TAKEN_OUT.iter().chain(&GIVEN_BACK) {
+        for a in TAKEN_OUT.iter().chain(&GIVEN_BACK).chain(&ON_CHANGE) {
             a.store(0, Relaxed);
         }
         for a in [&FOUND_PAYING, &REFUSED, &ROUNDS, &JUDGED] {
@@ -358,6 +401,7 @@ pub(crate) mod counts {
         super::Stats {
             taken_out: (TAKEN_OUT[0].load(Relaxed), TAKEN_OUT[1].load(Relaxed)),
             given_back: (GIVEN_BACK[0].load(Relaxed), GIVEN_BACK[1].load(Relaxed)),
+            given_back_on_change: (ON_CHANGE[0].load(Relaxed), ON_CHANGE[1].load(Relaxed)),
             found_paying: FOUND_PAYING.load(Relaxed),
             refused: REFUSED.load(Relaxed),
             rounds: ROUNDS.load(Relaxed),
@@ -384,6 +428,9 @@ pub struct Stats {
     /// Ranges taken out, and given back (re-probes): (ranges, bytes).
     pub taken_out: (u64, u64),
     pub given_back: (u64, u64),
+    /// Of those given back, the ones a content look found changed and
+    /// then still: (ranges, bytes).
+    pub given_back_on_change: (u64, u64),
     /// Re-probes that found a region paying.
     pub found_paying: u64,
     /// Ranges left registered for lack of VMA budget.

@@ -8,14 +8,23 @@
 //! `madvise`), then the changes that add no VMA are made, then the others
 //! by how many pages they concern, while the budget lasts; those left wait
 //! for the next round.
+//!
+//! Content looks: a region taken out has a few present pages sampled
+//! (`/proc/thread-self/mem`, never a page that is not present) when it is
+//! taken out and then at most every `LOOK_SECONDS`; a change that then
+//! holds still makes it due at once (`policy::paying::look`). Regions in a
+//! VMA whose missing faults go to the program's userfaultfd handler are
+//! never sampled.
 
 use super::table::{Region, State, Table};
 use super::{counts, resting};
 use crate::core::policy::paying::{
-    chunk_pieces, index_in, pays, recheck_due, rest_due, slice_of, split_budget, splits,
-    MAX_RECHECK_LEVEL, MAX_REST_LEVEL, PROBATION_SCANS, PROBATION_SECONDS, PROMOTE_BYTES,
+    chunk_pieces, index_in, look, look_samples, pays, recheck_due, rest_due, slice_of,
+    rested_enough, split_budget, splits, take_out_now, Fingerprint, LOOK_SECONDS, MAX_RECHECK_LEVEL, MAX_REST_LEVEL,
+    PROBATION_SCANS, PROBATION_SECONDS, PROMOTE_BYTES,
 };
 use crate::core::policy::{Range, VmaVerdict};
+use crate::os::own_memory::OwnMemory;
 use crate::os::pagemap::{PageCounts, Pagemap};
 use crate::os::proc::{LineBuffer, MapsLine};
 use crate::os::{ksm, smaps};
@@ -33,6 +42,8 @@ pub struct Clock {
     pub epoch: u8,
     /// Monotonic seconds now (low 16 bits).
     pub seconds: u16,
+    /// ksmd merged more on the host during its last full scan.
+    pub host_merging: bool,
 }
 
 /// A change the walk decided on.
@@ -43,6 +54,8 @@ struct Planned {
     vma: Range,
     /// Given back to ksmd (a re-probe), or taken out.
     register: bool,
+    /// Given back because its content changed and held still.
+    on_change: bool,
     pages: u64,
     /// The run's regions in this round's table.
     first: usize,
@@ -64,6 +77,24 @@ pub struct Work {
     promotions: [(Range, u64); PROMOTIONS],
     rounds: u64,
     pagemap: [u64; PAGEMAP_BATCH],
+    /// A sampled page (its first 4 KiB where pages are larger).
+    sample: [u8; SAMPLE_BYTES],
+    /// When content looks last ran (monotonic seconds, low 16 bits), and
+    /// whether they ever did.
+    last_look: u16,
+    looked: bool,
+    /// `/proc/thread-self/mem` could not be opened: no looks.
+    looks_unavailable: bool,
+}
+
+const SAMPLE_BYTES: usize = 4096;
+
+impl Work {
+    /// Whether rounds look at resting regions' content (the thread's
+    /// schedule counts on a round after every full scan then).
+    pub fn looks_available(&self) -> bool {
+        !self.looks_unavailable
+    }
 }
 
 /// The walk's own line buffer (only the round holding `super::BUSY`).
@@ -96,6 +127,12 @@ struct Walk<'a, J> {
     judge: &'a J,
     process_mode: bool,
     pagemap: Pagemap,
+    /// Opened on first need (a baseline or a look).
+    memory: Option<OwnMemory>,
+    /// This round looks at resting regions' content.
+    looks: bool,
+    /// The VMA being walked may be sampled (no userfaultfd handler).
+    sampled: bool,
     below: Option<Seen>,
     outcome: Outcome,
     /// The end of the last VMA walked: a VMA reported again after a change
@@ -118,12 +155,21 @@ pub fn round(
             ..Outcome::default()
         };
     };
+    let looks = !work.looks_unavailable
+        && (!work.looked || clock.seconds.wrapping_sub(work.last_look) >= LOOK_SECONDS);
+    if looks {
+        work.looked = true;
+        work.last_look = clock.seconds;
+    }
     let mut walk = Walk {
         work,
         clock,
         judge,
         process_mode,
         pagemap,
+        memory: None,
+        looks,
+        sampled: false,
         below: None,
         outcome: Outcome::default(),
         cursor: 0,
@@ -194,6 +240,7 @@ impl<J: Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict> Walk<'_, J> {
         // merge-any registers what it grows into, so its top region is
         // never taken out.
         let growing_top = self.process_mode && line.name == b"[heap]";
+        self.sampled = !vma.userfaultfd;
         for piece in chunk_pieces(range) {
             let keep = growing_top && piece.end == range.end;
             self.region(piece, range, vma.mergeable, keep);
@@ -205,22 +252,23 @@ impl<J: Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict> Walk<'_, J> {
         let known = self.work.table.take(piece.start).or_else(|| {
             // Not known (the table was full, the VMA's start moved), yet
             // taken out by us: resting.
-            (!mergeable && resting::overlaps(piece)).then(|| self.fresh(piece, State::Resting, 0))
+            (!mergeable && resting::overlaps(piece))
+                .then(|| self.fresh(piece, State::Resting, 0).resting(0, self.clock.seconds))
         });
-        let (next, change) = match known {
-            None if mergeable => (Some(self.fresh(piece, State::Probation, 0)), None),
-            None => (None, None),
+        let (next, change, on_change) = match known {
+            None if mergeable => (Some(self.fresh(piece, State::Probation, 0)), None, false),
+            None => (None, None, false),
             Some(r) => {
                 let r = Region { range: piece, ..r };
                 match (r.state, mergeable) {
                     // Registered by someone else (the program, merge-any
                     // switched back on): a probe like any other.
-                    (State::Resting, true) => (Some(self.probation_of(r, piece)), None),
+                    (State::Resting, true) => (Some(self.probation_of(r, piece)), None, false),
                     (State::Resting, false) => self.resting(r, piece, vma),
                     // Not given to ksmd, not by us: not ours to decide.
-                    (_, false) => (None, None),
-                    (State::Probation, true) => self.on_probation(r, keep),
-                    (State::Paying, true) => self.paying(r, keep),
+                    (_, false) => (None, None, false),
+                    (State::Probation, true) => with_cause(self.on_probation(r, keep)),
+                    (State::Paying, true) => with_cause(self.paying(r, keep)),
                 }
             }
         };
@@ -231,7 +279,7 @@ impl<J: Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict> Walk<'_, J> {
             return;
         };
         if let Some(register) = change {
-            self.plan(index, piece, vma, register);
+            self.plan(index, piece, vma, register, on_change);
         }
     }
 
@@ -298,19 +346,15 @@ impl<J: Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict> Walk<'_, J> {
         if keep {
             return (Some(Region { state: State::Paying, again: false, ..r }), None);
         }
+        if !take_out_now(scans, self.clock.host_merging) {
+            return (Some(r), None);
+        }
         let level = if r.reprobe {
             (r.level + 1).min(MAX_REST_LEVEL)
         } else {
             0
         };
-        let out = Region {
-            state: State::Resting,
-            level,
-            again: false,
-            reprobe: false,
-            ..r
-        };
-        (Some(out), Some(false))
+        (Some(self.baseline(r.resting(level, self.clock.seconds))), Some(false))
     }
 
     /// A paying region is looked at again on its ticks; once it no longer
@@ -330,31 +374,83 @@ impl<J: Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict> Walk<'_, J> {
             let level = (r.level + 1).min(MAX_RECHECK_LEVEL);
             return (Some(Region { level, again: false, ..r }), None);
         }
-        let out = Region {
-            state: State::Resting,
-            level: 0,
-            again: false,
-            ..r
-        };
-        (Some(out), Some(false))
+        (Some(self.baseline(r.resting(0, self.clock.seconds))), Some(false))
     }
 
     /// A resting region is given back to ksmd on its tick (or at once
     /// when promoted, or when its change had to wait).
-    fn resting(&mut self, r: Region, piece: Range, vma: Range) -> (Option<Region>, Option<bool>) {
+    fn resting(
+        &mut self,
+        r: Region,
+        piece: Range,
+        vma: Range,
+    ) -> (Option<Region>, Option<bool>, bool) {
         let (index, count) = index_in(piece, vma);
         let due = r.again
             || self.promoted(piece)
-            || rest_due(
+            || (rest_due(
                 r.level,
                 slice_of(index, count),
                 self.clock.last_tick,
                 self.clock.tick,
-            );
-        if !due {
-            return (Some(r), None);
+            ) && rested_enough(r.level, r.rested(self.clock.seconds)));
+        if due {
+            let on_change = r.again && r.due_on_change();
+            return (Some(self.probation_of(r, piece)), Some(true), on_change);
         }
-        (Some(self.probation_of(r, piece)), Some(true))
+        if !self.looks {
+            return (Some(r), None, false);
+        }
+        let Some(now) = self.fingerprint(piece) else {
+            return (Some(r), None, false);
+        };
+        let seen = look(r.fingerprint(), r.changed(), now);
+        if seen.due {
+            return (Some(self.probation_of(r, piece)), Some(true), true);
+        }
+        (Some(r.with_look(seen.fingerprint, seen.changed)), None, false)
+    }
+
+    /// `resting` with the fingerprint of its content now, the baseline of
+    /// its content looks.
+    fn baseline(&mut self, resting: Region) -> Region {
+        match self.fingerprint(resting.range) {
+            Some(now) => resting.with_look(now, false),
+            None => resting,
+        }
+    }
+
+    /// The fingerprint of `piece`'s sampled pages, if they can be read.
+    fn fingerprint(&mut self, piece: Range) -> Option<u32> {
+        if !self.sampled || self.work.looks_unavailable {
+            return None;
+        }
+        if self.memory.is_none() {
+            match OwnMemory::open() {
+                Ok(m) => self.memory = Some(m),
+                Err(_) => {
+                    self.work.looks_unavailable = true;
+                    return None;
+                }
+            }
+        }
+        let memory = self.memory.as_ref()?;
+        let page = crate::os::page_size();
+        let sample = &mut self.work.sample[..SAMPLE_BYTES.min(page)];
+        let mut fingerprint = Fingerprint::new();
+        for index in look_samples(piece.len() / page) {
+            let addr = piece.start + index * page;
+            if !self.pagemap.present(addr).ok()? {
+                fingerprint.add_absent();
+                continue;
+            }
+            // Unmapped or changed under the read: no verdict this time.
+            if !memory.read(addr, sample).ok()? {
+                return None;
+            }
+            fingerprint.add_page(sample);
+        }
+        Some(fingerprint.finish())
     }
 
     fn promote(&mut self, around: Range) {
@@ -382,11 +478,15 @@ impl<J: Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict> Walk<'_, J> {
     /// Adds the region at `index` to the plan: to the last run if it
     /// continues it, else as a run of its own; with no room left, the
     /// change waits for the next round.
-    fn plan(&mut self, index: usize, piece: Range, vma: Range, register: bool) {
+    fn plan(&mut self, index: usize, piece: Range, vma: Range, register: bool, on_change: bool) {
         let pages = (piece.len() >> 12) as u64;
         let work = &mut *self.work;
         if let Some(Some(last)) = work.planned[..work.planned_count].last_mut() {
-            if last.register == register && last.vma == vma && last.run.end == piece.start {
+            if last.register == register
+                && last.on_change == on_change
+                && last.vma == vma
+                && last.run.end == piece.start
+            {
                 last.run.end = piece.end;
                 last.pages += pages;
                 last.last = index;
@@ -394,13 +494,16 @@ impl<J: Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict> Walk<'_, J> {
             }
         }
         if work.planned_count == MOST_PLANNED {
-            undo(&mut work.table, index, register);
+            // No room this round: the change is made at the next, which
+            // comes at once (see `super::summarize`).
+            undo(&mut work.table, index, register, on_change, true);
             return;
         }
         work.planned[work.planned_count] = Some(Planned {
             run: piece,
             vma,
             register,
+            on_change,
             pages,
             first: index,
             last: index,
@@ -463,6 +566,9 @@ fn apply(table: &mut Table, p: Planned) {
     };
     if done {
         counts::changed(p.register, p.run.len() as u64);
+        if p.on_change {
+            counts::given_back_on_change(p.run.len() as u64);
+        }
     } else {
         undo_run(table, p);
     }
@@ -470,29 +576,30 @@ fn apply(table: &mut Table, p: Planned) {
 
 fn undo_run(table: &mut Table, p: Planned) {
     for index in p.first..=p.last {
-        undo(table, index, p.register);
+        undo(table, index, p.register, p.on_change, false);
     }
 }
 
 /// A change that was not made: a region that was to be taken out stays
-/// registered (judged again on its next tick); one to be given back stays
-/// resting, due again next round.
-fn undo(table: &mut Table, index: usize, register: bool) {
+/// registered (judged again on its next tick, or at the next round when
+/// only the plan was full: `soon`); one to be given back stays resting,
+/// due again next round (for the same cause: `on_change`).
+fn undo(table: &mut Table, index: usize, register: bool, on_change: bool, soon: bool) {
     let r = table.get(index);
     let back = if register {
-        Region {
-            state: State::Resting,
-            reprobe: false,
-            again: true,
-            ..r
-        }
+        r.resting(r.level, r.since).due_again(on_change)
     } else {
         Region {
             state: State::Paying,
             level: 0,
-            again: false,
+            again: soon,
             ..r
         }
     };
     table.set(index, back);
+}
+
+/// A decision on a region that was not a content look's.
+fn with_cause((next, change): (Option<Region>, Option<bool>)) -> (Option<Region>, Option<bool>, bool) {
+    (next, change, false)
 }

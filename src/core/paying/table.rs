@@ -40,10 +40,69 @@ pub struct Region {
     /// Due at the next round whatever the schedule (an action that had to
     /// wait, a promotion).
     pub again: bool,
-    /// Probation: the full scan it began at (low 32 bits).
+    /// Probation: the full scan it began at (low 32 bits). Resting: the
+    /// fingerprint of its last content look (0: none yet; see
+    /// [`Region::fingerprint`]).
     pub mark: u32,
     /// Probation: the second it began at (monotonic, low 16 bits).
+    /// Resting: the second it began resting, rounded down to a multiple of
+    /// four, with bit 0 set when its last content look saw a change and
+    /// bit 1 when a look made it due and giving it back had to wait.
     pub since: u16,
+}
+
+impl Region {
+    /// Resting: the fingerprint its last content look kept (0: none).
+    pub fn fingerprint(&self) -> u32 {
+        self.mark
+    }
+
+    /// Resting: whether its last content look saw a change.
+    pub fn changed(&self) -> bool {
+        self.since & 1 != 0
+    }
+
+    /// Resting: a content look made it due, and giving it back waits.
+    pub fn due_on_change(&self) -> bool {
+        self.since & 2 != 0
+    }
+
+    /// Resting, due again at the next round (`on_change`: because a
+    /// content look made it so).
+    pub fn due_again(self, on_change: bool) -> Region {
+        Region {
+            again: true,
+            since: self.since & !2 | (on_change as u16) << 1,
+            ..self
+        }
+    }
+
+    /// Resting, with what a content look found.
+    pub fn with_look(self, fingerprint: u32, changed: bool) -> Region {
+        Region {
+            mark: fingerprint,
+            since: self.since & !3 | changed as u16,
+            ..self
+        }
+    }
+
+    /// Resting at `level` from second `seconds` on, not looked at yet.
+    pub fn resting(self, level: u8, seconds: u16) -> Region {
+        Region {
+            state: State::Resting,
+            level,
+            again: false,
+            reprobe: false,
+            mark: 0,
+            since: seconds & !3,
+            ..self
+        }
+    }
+
+    /// Resting: seconds it has rested at `seconds` (to within four).
+    pub fn rested(&self, seconds: u16) -> u16 {
+        (seconds & !3).wrapping_sub(self.since & !3)
+    }
 }
 
 impl Region {

@@ -20,6 +20,12 @@
 //!   which, so a large resting VMA is probed a contiguous part at a time
 //!   (at most two VMA splits per probe); each probe that finds nothing
 //!   raises its level, up to [`MAX_REST_LEVEL`].
+//! * **Looking again on change** ([`look`]): a resting region's content
+//!   is sampled ([`LOOK_SAMPLES`] present pages, at least every
+//!   [`LOOK_SECONDS`]); one that changed since the last look and then held
+//!   still is due at once — data that became duplicate after it was taken
+//!   out (a cache filled again, a reload) — while one that changes at every
+//!   look (volatile data) never is by this rule.
 //! * **Budget** ([`split_budget`]): the VMAs the decisions add to the
 //!   process stay within 5 % (+2) of its count.
 
@@ -35,10 +41,19 @@ pub const PROBATION_SCANS: u64 = 3;
 /// processes, a program still filling the memory it mapped) need time to
 /// arrive, and a fast pace would judge before they did.
 pub const PROBATION_SECONDS: u16 = 10;
+/// Full scans a region that does not pay may stay on probation beyond
+/// [`PROBATION_SCANS`] while ksmd is still merging on the host
+/// ([`take_out_now`]).
+pub const MOST_EXTRA_SCANS: u64 = 2;
 /// Full scans per tick: re-probes and re-checks happen on ticks.
 pub const TICK_SCANS: u64 = 8;
 /// A resting VMA is probed one slice at a time.
 pub const SLICES: u64 = 8;
+/// A resting region is probed again on its tick only once it has rested
+/// this long (doubled at each level): however fast ksmd scans, a re-probe
+/// (at least [`PROBATION_SECONDS`] given to ksmd) stays rarer than the
+/// rest around it.
+pub const REST_SECONDS: u16 = 30;
 /// A resting region is probed at least once every `SLICES << MAX_REST_LEVEL`
 /// ticks.
 pub const MAX_REST_LEVEL: u8 = 3;
@@ -53,6 +68,14 @@ pub const BREAK_EVEN: u64 = 64;
 /// region at a time.
 pub const PROMOTE_BYTES: usize = 128 << 20;
 
+/// Present pages of a resting region sampled by a content look (spread
+/// evenly: [`look_samples`]).
+pub const LOOK_SAMPLES: usize = 4;
+/// Seconds between two content looks at the least: a change must hold
+/// still this long to count as settled, and rounds that are due only for
+/// looks wait this long (a round over 4,000 VMAs costs tens of ms).
+pub const LOOK_SECONDS: u16 = 8;
+
 /// Whether `shared` pages mapped more than once among `present` pay for
 /// ksmd's scanning of all of them. Pages shared since a `fork` count as
 /// shared: a region holding them is not taken back out, because merged
@@ -60,6 +83,17 @@ pub const PROMOTE_BYTES: usize = 128 << 20;
 /// taking a merged page out gives every process its own copy again.
 pub fn pays(present: u32, shared: u32) -> bool {
     present > 0 && shared as u64 * BREAK_EVEN >= present as u64
+}
+
+/// Whether a region on probation for `scans` full scans that does not pay
+/// is taken out now. While ksmd merged more on the host during its last
+/// full scan (`host_merging`), copies are still arriving: in a pool, the
+/// last copy of some data often merges a scan after the others (seen on
+/// 6.18: three workers' copies merge in one scan, the fourth's in the
+/// next), so the verdict waits up to [`MOST_EXTRA_SCANS`] more scans.
+pub fn take_out_now(scans: u64, host_merging: bool) -> bool {
+    scans >= PROBATION_SCANS
+        && (!host_merging || scans >= PROBATION_SCANS + MOST_EXTRA_SCANS)
 }
 
 /// The tick a full-scan count falls in.
@@ -75,6 +109,12 @@ pub fn rest_due(level: u8, slice: u64, after: u64, upto: u64) -> bool {
     let period = SLICES << level;
     let offset = (slice % SLICES) << level;
     first_at_or_after(after.saturating_add(1), period, offset) <= upto
+}
+
+/// Whether a resting region of `level` that rested `seconds` may be
+/// probed on its tick.
+pub fn rested_enough(level: u8, seconds: u16) -> bool {
+    seconds as u32 >= (REST_SECONDS as u32) << level.min(MAX_REST_LEVEL)
 }
 
 /// Whether a paying region of `level` is re-checked on a tick in
@@ -140,6 +180,80 @@ pub fn splits(run: Range, vma: Range) -> u64 {
 /// (theirs included): 2 + 5 % of the rest.
 pub fn split_budget(vmas: u64, ours: u64) -> u64 {
     2 + vmas.saturating_sub(ours) / 20
+}
+
+/// The pages (indices in a region of `pages` pages) a content look
+/// samples: the middles of [`LOOK_SAMPLES`] equal parts.
+pub fn look_samples(pages: usize) -> impl Iterator<Item = usize> {
+    let parts = LOOK_SAMPLES.min(pages);
+    (0..parts).map(move |i| (2 * i + 1) * pages / (2 * parts))
+}
+
+/// A region's sampled content folded to 32 bits; never 0 (0 stands for
+/// "not looked at yet").
+#[derive(Clone, Copy, Debug)]
+pub struct Fingerprint(u64);
+
+impl Fingerprint {
+    pub fn new() -> Fingerprint {
+        Fingerprint(0x243f_6a88_85a3_08d3)
+    }
+
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0 ^ word)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
+    }
+
+    /// A sampled page's bytes.
+    pub fn add_page(&mut self, bytes: &[u8]) {
+        for word in bytes.chunks_exact(8) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            self.mix(u64::from_ne_bytes(w));
+        }
+        self.mix(bytes.len() as u64);
+    }
+
+    /// A sampled page that is not present (never touched, released,
+    /// swapped out): its absence is part of the content.
+    pub fn add_absent(&mut self) {
+        self.mix(u64::MAX);
+    }
+
+    pub fn finish(self) -> u32 {
+        let folded = (self.0 ^ (self.0 >> 32)) as u32;
+        folded.max(1)
+    }
+}
+
+impl Default for Fingerprint {
+    fn default() -> Fingerprint {
+        Fingerprint::new()
+    }
+}
+
+/// What a content look at a resting region concludes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Look {
+    /// The fingerprint to keep for the next look.
+    pub fingerprint: u32,
+    /// The content changed at this look (it must hold still at the next).
+    pub changed: bool,
+    /// Changed at the look before, the same now: probe it at once.
+    pub due: bool,
+}
+
+/// The look that found `now`, after the last kept `previous` (0: none)
+/// which had `changed` from the one before it.
+pub fn look(previous: u32, changed: bool, now: u32) -> Look {
+    if previous == 0 {
+        return Look { fingerprint: now, changed: false, due: false };
+    }
+    if now != previous {
+        return Look { fingerprint: now, changed: true, due: false };
+    }
+    Look { fingerprint: now, changed: false, due: changed }
 }
 
 #[cfg(test)]
@@ -227,5 +341,68 @@ mod tests {
         assert_eq!(split_budget(30, 0), 3);
         assert_eq!(split_budget(30, 3), 3);
         assert_eq!(split_budget(400, 0), 22);
+    }
+
+    #[test]
+    fn a_change_that_holds_still_makes_a_region_due_and_a_moving_one_never() {
+        let first = look(0, false, 7);
+        assert_eq!(first, Look { fingerprint: 7, changed: false, due: false }, "a baseline");
+        let still = look(7, false, 7);
+        assert!(!still.due, "unchanged since taken out");
+        let changed = look(7, false, 9);
+        assert_eq!(changed, Look { fingerprint: 9, changed: true, due: false });
+        let settled = look(changed.fingerprint, changed.changed, 9);
+        assert!(settled.due, "changed, then still");
+        // Volatile: different at every look, never due.
+        let mut l = look(0, false, 1);
+        for now in 2..50 {
+            l = look(l.fingerprint, l.changed, now);
+            assert!(!l.due);
+        }
+    }
+
+    #[test]
+    fn looks_sample_spread_pages_and_fingerprints_tell_contents_apart() {
+        let samples: Vec<usize> = look_samples(512).collect();
+        assert_eq!(samples, vec![64, 192, 320, 448]);
+        assert_eq!(look_samples(2).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(look_samples(0).count(), 0);
+        let of = |pages: &[&[u8]]| {
+            let mut f = Fingerprint::new();
+            for p in pages {
+                if p.is_empty() {
+                    f.add_absent();
+                } else {
+                    f.add_page(p);
+                }
+            }
+            f.finish()
+        };
+        let a = [b'a'; 4096];
+        let mut b = a;
+        b[4000] = b'b';
+        assert_ne!(of(&[&a, &a]), of(&[&a, &b]), "one word differs");
+        assert_ne!(of(&[&a, &[]]), of(&[&[], &a]), "which page is absent");
+        assert_eq!(of(&[&a, &b]), of(&[&a, &b]));
+        assert_ne!(of(&[]), 0);
+        assert_ne!(of(&[&[0u8; 4096]]), 0);
+    }
+
+    #[test]
+    fn a_region_that_does_not_pay_waits_while_the_host_still_merges() {
+        assert!(!take_out_now(PROBATION_SCANS - 1, false));
+        assert!(take_out_now(PROBATION_SCANS, false));
+        assert!(!take_out_now(PROBATION_SCANS, true), "copies still arriving");
+        assert!(!take_out_now(PROBATION_SCANS + MOST_EXTRA_SCANS - 1, true));
+        assert!(take_out_now(PROBATION_SCANS + MOST_EXTRA_SCANS, true), "bounded");
+    }
+
+    #[test]
+    fn a_resting_region_rests_longer_at_each_level() {
+        assert!(!rested_enough(0, REST_SECONDS - 1));
+        assert!(rested_enough(0, REST_SECONDS));
+        assert!(!rested_enough(2, REST_SECONDS * 3));
+        assert!(rested_enough(2, REST_SECONDS * 4));
+        assert_eq!(rested_enough(9, 240), rested_enough(MAX_REST_LEVEL, 240));
     }
 }
