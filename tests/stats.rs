@@ -152,12 +152,13 @@ fn json_report_has_exactly_the_documented_keys() {
             "resting",
             "taken_out",
             "probed_again",
+            "probed_on_change",
             "found_paying",
             "refused",
             "rounds"
         ])
     );
-    for pair in ["resting", "taken_out", "probed_again"] {
+    for pair in ["resting", "taken_out", "probed_again", "probed_on_change"] {
         assert_eq!(
             sorted(keys(&r, &format!("/paying/{pair}"))),
             names(&["regions", "bytes"])
