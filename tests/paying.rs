@@ -175,6 +175,36 @@ fn volatile_data_is_taken_out() {
     }
 }
 
+/// Memory no hook sees arrive is judged like any other: small objects on
+/// the brk heap (glibc grows it with its own `sbrk`) and blocks glibc maps
+/// on its own (its hidden `mmap`). Their unique part is taken out, their
+/// duplicated part stays, in both engines. (Before, in `process` mode
+/// nothing told the library such memory had arrived: it never had a
+/// thread, and nothing of it was ever taken out.)
+#[test]
+fn memory_no_hook_sees_arrive_is_judged_too() {
+    let Some(_ksmd) = common::ksmd() else { return };
+    for mode in ENGINES {
+        for layout in ["heap", "blocks"] {
+            let (mut live, parts) = start(mode, "paying", &[layout]);
+            let (dup, unique) = (parts["dup"], parts["unique"]);
+            // In `advise` mode the catch-up gives it to ksmd first.
+            wait_until(&mut live, &format!("{layout}: unique pages registered"), |_| {}, |l| {
+                registered(l, unique) >= pages(unique) * 3 / 4
+            });
+            wait_until(&mut live, &format!("{layout}: unique pages taken out"), |_| {}, |l| {
+                registered(l, unique) <= pages(unique) / 4
+            });
+            wait_until(&mut live, &format!("{layout}: duplicated pages merged"), |_| {}, |l| {
+                common::ksm_pages_in(l.pid(), &[dup]) >= pages(dup) * 9 / 10
+            });
+            assert_eq!(registered(&live, dup), pages(dup), "{mode}, {layout}: dup taken out");
+            let r = report(live);
+            assert!(r["paying"]["taken_out"]["regions"].as_u64() >= Some(1), "{mode}, {layout}: {r}");
+        }
+    }
+}
+
 /// Data that becomes duplicate after its region was taken out is given
 /// back at once, not on the region's tick: a look at its content found it
 /// changed and then still. It merges, and the report counts the probe as

@@ -351,9 +351,13 @@ fn fork_returns_with_only_the_programs_threads() {
     assert_eq!(field_u64(&stdout, "parent_after_fork"), 1, "{stdout}");
     assert_eq!(field_u64(&stdout, "child"), 1, "{stdout}");
     // `process` registering only what pays (issue 21) has the thread for
-    // its decisions: gone when `fork` returns, as in `advise`.
-    let run = Run::with("process").env("KSMAUTO_STATS", "off");
+    // its decisions: gone when `fork` returns, as in `advise` (the brk
+    // heap's growth, which is news for the decisions too, held).
+    let run = Run::with("process")
+        .env("KSMAUTO_STATS", "off")
+        .env("KSMAUTO_REGISTER", "paying");
     let stdout = run_ok(&prog, &run, &["fork"]);
+    assert_eq!(field_u64(&stdout, "threads_before"), 2, "process: {stdout}");
     assert_eq!(field_u64(&stdout, "parent_after_fork"), 1, "process: {stdout}");
     assert_eq!(field_u64(&stdout, "child"), 1, "process: {stdout}");
     // No thread at all in `off`, nor in `process` registering everything.

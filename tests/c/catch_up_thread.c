@@ -5,15 +5,18 @@
  *   signal  a daemon that blocks SIGTERM and reads it through signalfd to
  *           shut down cleanly: the signal must never go to the library's
  *           thread (it would kill the process);
- *   fork    counts its threads right after fork returns, in the parent (as
- *           CPython does to warn about forking a threaded process) and in
- *           the child.
+ *   fork    grows the brk heap, forks and counts its threads right after
+ *           fork returns, in the parent (as CPython does to warn about
+ *           forking a threaded process: through a malloc, which sees the
+ *           growth) and in the child (before any malloc).
  * Prints "threads_before N" (threads once the news is made) and, for fork,
  * "parent_after_fork N" and "child N". */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
@@ -32,12 +35,30 @@ static int threads(void) {
     return n;
 }
 
+/* The same count without a malloc (nothing the library could take as
+ * news): /proc/self/status read into a buffer on the stack. */
+static int threads_unallocated(void) {
+    char buf[4096];
+    int fd = open("/proc/self/status", O_RDONLY);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    buf[n] = 0;
+    char *t = strstr(buf, "\nThreads:");
+    return t ? atoi(t + 9) : -1;
+}
+
 /* News, then up to 2 s for the library's thread to appear. */
 static int make_news(void) {
     size_t len = 4 << 20;
     char *p = (char *)syscall(SYS_mmap, NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return -1;
     memset(p, 7, len);
+    /* A block glibc maps on its own: news in `process` mode too. */
+    char *volatile block = malloc(len);
+    if (!block) return -1;
+    memset(block, 8, len);
     struct timespec nap = { 0, 1000 * 1000 };
     for (int i = 0; i < 2000 && threads() < 2; i++) nanosleep(&nap, NULL);
     return threads();
@@ -61,9 +82,16 @@ int main(int argc, char **argv) {
         printf("clean shutdown on signal %u\n", si.ssi_signo);
         return 0;
     }
+    /* The brk heap grows right before the fork: the first malloc after it
+     * (in `threads`, as CPython's in its count) sees the growth. */
+    if (sbrk(2 << 20) == (void *)-1) return 5;
     pid_t pid = fork();
     if (pid == 0) {
-        printf("child %d\n", threads());
+        /* Counted before the child's first malloc, which may bring news of
+         * the parent's growth (the child's copy of it): the child starts
+         * with no thread of the library's. */
+        int n = threads_unallocated();
+        printf("child %d\n", n);
         return 0;
     }
     int after = threads();

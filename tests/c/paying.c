@@ -24,6 +24,11 @@
  * read-only pages), whose middle 2 MiB hold unique pages and whose outer
  * thirds a few duplicated ones: taking each middle out would split each
  * VMA in three. Prints `vmas N` and `ready`.
+ * `heap`: instead, the duplicated and the unique parts are small objects
+ * from malloc (the brk heap, which glibc grows with its own `sbrk`: no hook
+ * sees it); `blocks`: blocks of 1 MiB from malloc (each mapped by glibc's
+ * own hidden `mmap`: no hook sees them either). Prints both parts (the
+ * whole pages the objects span) and `ready`, then waits for EOF.
  */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -82,6 +87,24 @@ static void range(const char *what, void *p, size_t len) {
     printf("part %s %p %p\n", what, p, (char *)p + len);
 }
 
+/* `len` bytes of malloc'd objects of `size` bytes each, duplicated (every
+ * object alike, so whole pages are alike) or unique; prints the whole pages
+ * between the first and the last object. */
+static void objects(const char *what, size_t len, size_t size, int unique) {
+    uintptr_t lo = UINTPTR_MAX, hi = 0;
+    for (size_t done = 0; done < len; done += size) {
+        char *o = malloc(size);
+        if (!o) { perror("malloc"); exit(1); }
+        if (unique) fill_unique(o, size, (unsigned)done);
+        else memset(o, 'd', size);
+        if ((uintptr_t)o < lo) lo = (uintptr_t)o;
+        if ((uintptr_t)o + size > hi) hi = (uintptr_t)o + size;
+    }
+    lo = (lo + page - 1) & ~(uintptr_t)(page - 1);
+    hi &= ~(uintptr_t)(page - 1);
+    range(what, (void *)lo, hi - lo);
+}
+
 int main(int argc, char **argv) {
     page = (size_t)sysconf(_SC_PAGESIZE);
     int want_volatile = 0, want_secret = 0, mixed = 0;
@@ -91,6 +114,17 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "mixed") && i + 1 < argc) mixed = atoi(argv[++i]);
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
+    for (int i = 1; i < argc; i++) {
+        int heap = !strcmp(argv[i], "heap"), blocks = !strcmp(argv[i], "blocks");
+        if (!heap && !blocks) continue;
+        size_t size = heap ? 248 : MIB;
+        objects("dup", 16 * MIB, size, 0);
+        objects("unique", 24 * MIB, size, 1);
+        printf("ready\n");
+        char line[64];
+        while (fgets(line, sizeof line, stdin)) {}
+        return 0;
+    }
     if (mixed) {
         for (int i = 0; i < mixed; i++) {
             char *raw = map(10 * MIB);

@@ -44,23 +44,37 @@ pub fn brk_grew() -> bool {
 #[cold]
 #[inline(never)]
 pub fn note_brk_growth() {
-    if STATE.load(Relaxed) != RUNNING
-        && sys::monotonic_coarse_ns() < FORK_QUIET_UNTIL_NS.load(Relaxed)
-    {
-        // Held right after a fork (see `AFTER_FORK_QUIET_NS`): every malloc
-        // looks again until then, and the first one after brings it.
-        BRK_NEWS_AT.store(0, Relaxed);
+    if brk_growth_held() {
         if !NEW_MEMORY.load(Relaxed) {
             NEW_MEMORY.store(true, SeqCst);
             catchup::hurry();
         }
         return;
     }
+    next_brk_news();
+    note_new_memory();
+}
+
+/// Whether the brk heap's growth is held right after a fork (see
+/// `AFTER_FORK_QUIET_NS`: no thread may appear then): every malloc looks
+/// again until then, and the first one after brings it.
+pub fn brk_growth_held() -> bool {
+    let held = STATE.load(Relaxed) != RUNNING
+        && sys::monotonic_coarse_ns() < FORK_QUIET_UNTIL_NS.load(Relaxed);
+    if held {
+        BRK_NEWS_AT.store(0, Relaxed);
+    }
+    held
+}
+
+/// The brk heap's next news is [`BRK_NEWS_BYTES`] past where it is now
+/// (for news that is only the decisions', `process` mode's: the engine
+/// passes it on itself).
+pub fn next_brk_news() {
     BRK_NEWS_AT.store(
         os::program_break_now().saturating_add(BRK_NEWS_BYTES),
         Relaxed,
     );
-    note_new_memory();
 }
 
 /// Something may have mapped memory no hook advises. Cheap while the

@@ -37,7 +37,12 @@ pub(super) fn judge_vma(vma: &MapsLine, below: Option<&MapsLine>) -> VmaVerdict 
 }
 
 fn advise_vma(range: Range) -> bool {
-    advise(range, Source::CatchUp).is_ok()
+    let advised = advise(range, Source::CatchUp).is_ok();
+    // What the catch-up gives ksmd (memory no hook saw arrive: the brk
+    // heap, glibc's own mappings) is news for the decisions as a hook's
+    // advice is.
+    note_registered(range.len());
+    advised
 }
 
 /// Called by hooks every so many calls: where the process does without its
@@ -86,8 +91,8 @@ pub fn note_new_memory() {
     }
 }
 
-/// The malloc family's brk sentinel (only its `advise`-over-glibc
-/// wrappers ask): whether the brk heap grew enough to be news.
+/// The malloc family's brk sentinel (only its wrappers that watch glibc's
+/// malloc ask: see `start`): whether the brk heap grew enough to be news.
 #[inline(always)]
 pub fn brk_grew() -> bool {
     catchup_thread::brk_grew()
@@ -97,8 +102,17 @@ pub fn brk_grew() -> bool {
 #[cold]
 #[inline(never)]
 pub fn note_brk_growth() {
-    if !silenced() {
+    if silenced() {
+        return;
+    }
+    if catchup::enabled() {
         catchup_thread::note_brk_growth();
+    } else if !catchup_thread::brk_growth_held() {
+        // `process` mode deciding what pays: merge-any gave the growth to
+        // ksmd; it is news for the decisions only (held right after a
+        // fork as the catch-up's is).
+        catchup_thread::next_brk_news();
+        note_new_memory();
     }
 }
 

@@ -68,26 +68,32 @@ pub fn start(allocator_is_glibc: bool, stand_aside: bool, threads: ThreadSupport
             page_size,
         };
     }
-    if active == Mode::Advise && allocator_is_glibc && config.scan_interval_ms > 0 {
+    let catching_up = active == Mode::Advise && config.scan_interval_ms > 0;
+    // Deciding what pays needs the thread: in `advise` mode the catch-up's
+    // (which a zero interval turns off), in `process` mode its own.
+    let thread_allowed = active == Mode::Process || catching_up;
+    let deciding_in_process_mode = config.register == Register::Paying
+        && thread_allowed
+        && paying::enable(active == Mode::Process)
+        && active == Mode::Process;
+    // Over glibc's malloc, the malloc family watches for memory no hook
+    // sees arrive (blocks glibc maps with its hidden `mmap`, the brk heap
+    // it grows with its own `sbrk`): news for the catch-up, which must
+    // advise it, and in `process` mode (where merge-any registers it) for
+    // the decisions about what pays, which must judge it.
+    if allocator_is_glibc && (catching_up || deciding_in_process_mode) {
         allocator::watch_glibc_blocks();
     }
     sync_realloc_floor();
     if active == Mode::Process && config.exclude.stack {
         unmerge_main_stack();
     }
-    if active == Mode::Advise && config.scan_interval_ms > 0 {
+    if catching_up {
         catchup::enable(config.scan_interval_ms);
         catchup_thread::enable(threads.spawn, threads.glibc_threads, allocator_is_glibc);
     }
-    // Deciding what pays needs the thread: in `advise` mode the catch-up's
-    // (which a zero interval turns off), in `process` mode its own.
-    let thread_allowed = active == Mode::Process || catchup::enabled();
-    if config.register == Register::Paying
-        && thread_allowed
-        && paying::enable(active == Mode::Process)
-        && active == Mode::Process
-    {
-        catchup_thread::enable(threads.spawn, threads.glibc_threads, false);
+    if deciding_in_process_mode {
+        catchup_thread::enable(threads.spawn, threads.glibc_threads, allocator_is_glibc);
     }
 }
 
