@@ -6,7 +6,8 @@
 //! function, or one of the wrappers below when this process counts calls or
 //! watches for glibc-mapped blocks and brk growth) and jumps there. In
 //! `process` and `off` mode a call costs that one load and jump: the kernel
-//! does the merging, so there is nothing to decide per call.
+//! does the merging, so there is nothing to decide per call (unless
+//! `process` mode decides what pays, which watches as `advise` does).
 
 use core::ffi::{c_int, c_void};
 
@@ -62,8 +63,9 @@ unsafe fn present<F>(f: Option<F>) -> F {
 
 /// Chooses what the four hot hooks jump to, once start-up is done: the
 /// serving allocator's own function, or a wrapper when calls are counted
-/// or the allocator is watched (`advise` over glibc); a function the
-/// allocator lacks keeps its slow path (which answers `ENOMEM`).
+/// or the allocator is watched (over glibc: `advise`, or `process` deciding
+/// what pays); a function the allocator lacks keeps its slow path (which
+/// answers `ENOMEM`).
 pub(super) fn publish_hot_path() {
     let n = next();
     let counting = engine::counts_allocator_calls();
@@ -101,8 +103,8 @@ unsafe extern "C" fn malloc_counted(size: usize) -> *mut c_void {
     malloc_watched(size)
 }
 
-/// The wrapper `malloc` jumps to in `advise` over glibc: a block that may
-/// be a mapping of its own, or a brk heap grown past the sentinel
+/// The wrapper `malloc` jumps to while glibc's malloc is watched: a block
+/// that may be a mapping of its own, or a brk heap grown past the sentinel
 /// (`engine::brk_grew`: glibc grows it with its internal `sbrk`), is news.
 unsafe extern "C" fn malloc_watched(size: usize) -> *mut c_void {
     if engine::large_for_glibc(size) || engine::brk_grew() {

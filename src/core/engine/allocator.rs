@@ -13,8 +13,8 @@ use super::{config, page_range, silenced, EXCLUDED};
 use crate::core::config::StatsDestination;
 
 /// The smallest malloc block that may be a glibc mapping of its own;
-/// `usize::MAX` (nothing qualifies) unless the `advise` engine runs over
-/// glibc's malloc. The watching hooks' only test is one compare with it.
+/// `usize::MAX` (nothing qualifies) unless glibc's malloc is watched
+/// (see [`watch_glibc_blocks`]). The watching hooks' only test is one compare with it.
 static MALLOC_BLOCK_FLOOR: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 /// glibc maps a block on its own from `M_MMAP_THRESHOLD` up: 128 KiB unless
@@ -30,8 +30,10 @@ const GLIBC_SMALLEST_OWN_MAPPING: usize = (128 << 10) - 64;
 static REALLOC_FLOOR: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 /// Whether a block of `size` bytes might be one glibc's malloc maps on its
-/// own (with its hidden `mmap`, which no hook sees): only ever true in
-/// `advise` mode over glibc's malloc. Such blocks are not advised one by one
+/// own (with its hidden `mmap`, which no hook sees): only ever true over
+/// glibc's malloc, in `advise` mode or in `process` mode deciding what pays
+/// (where merge-any registered the block: it is news for the decisions
+/// only). Such blocks are not advised one by one
 /// (glibc has written the block's header before we could: the block's VMA
 /// then has a reverse-map root of its own and could never coalesce with its
 /// neighbours again, one VMA per live block); the catch-up scan advises them
@@ -109,8 +111,9 @@ pub(super) fn sync_realloc_floor() {
     REALLOC_FLOOR.store(0, SeqCst);
 }
 
-/// `advise` over glibc's malloc, with a catch-up to tell: the malloc
-/// family looks at block sizes from glibc's own mappings up (start-up).
+/// Over glibc's malloc, with a catch-up or the decisions about what pays
+/// to tell: the malloc family looks at block sizes from glibc's own
+/// mappings up (start-up).
 pub(super) fn watch_glibc_blocks() {
     MALLOC_BLOCK_FLOOR.store(GLIBC_SMALLEST_OWN_MAPPING, Relaxed);
 }
