@@ -50,6 +50,7 @@
 //! Never allocates (the region table is a zeroed static touched only as
 //! far as used), never waits.
 
+mod plan;
 pub mod resting;
 mod round;
 mod table;

@@ -16,18 +16,19 @@
 //! VMA whose missing faults go to the program's userfaultfd handler are
 //! never sampled.
 
+use super::plan::Plan;
 use super::table::{Region, State, Table};
 use super::{counts, resting};
 use crate::core::policy::paying::{
-    chunk_pieces, index_in, look, look_samples, pays, recheck_due, rest_due, slice_of,
-    rested_enough, split_budget, splits, take_out_now, Fingerprint, LOOK_SECONDS, MAX_RECHECK_LEVEL, MAX_REST_LEVEL,
+    chunk_pieces, index_in, look, look_samples, pays, recheck_due, rest_due, rested_enough,
+    slice_of, take_out_now, Fingerprint, LOOK_SECONDS, MAX_RECHECK_LEVEL, MAX_REST_LEVEL,
     PROBATION_SCANS, PROBATION_SECONDS, PROMOTE_BYTES,
 };
 use crate::core::policy::{Range, VmaVerdict};
 use crate::os::own_memory::OwnMemory;
 use crate::os::pagemap::{PageCounts, Pagemap};
 use crate::os::proc::{LineBuffer, MapsLine};
-use crate::os::{ksm, smaps};
+use crate::os::smaps;
 
 /// Where a round stands on ksmd's clock.
 #[derive(Clone, Copy, Debug)]
@@ -46,23 +47,6 @@ pub struct Clock {
     pub host_merging: bool,
 }
 
-/// A change the walk decided on.
-#[derive(Clone, Copy)]
-struct Planned {
-    run: Range,
-    /// The VMA the run lies in (what a change to its flags splits).
-    vma: Range,
-    /// Given back to ksmd (a re-probe), or taken out.
-    register: bool,
-    /// Given back because its content changed and held still.
-    on_change: bool,
-    pages: u64,
-    /// The run's regions in this round's table.
-    first: usize,
-    last: usize,
-}
-
-const MOST_PLANNED: usize = 256;
 const PROMOTIONS: usize = 8;
 /// Pagemap entries read at a time: one region's worth.
 const PAGEMAP_BATCH: usize = 512;
@@ -70,8 +54,7 @@ const PAGEMAP_BATCH: usize = 512;
 /// Everything only the round in progress touches (see `super::BUSY`).
 pub struct Work {
     pub table: Table,
-    planned: [Option<Planned>; MOST_PLANNED],
-    planned_count: usize,
+    plan: Plan,
     /// Windows around re-probed regions found paying, and the round that
     /// found them: resting regions in them are due.
     promotions: [(Range, u64); PROMOTIONS],
@@ -147,7 +130,7 @@ pub fn round(
     process_mode: bool,
     judge: &impl Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict,
 ) -> Outcome {
-    work.planned_count = 0;
+    work.plan.clear();
     work.rounds += 1;
     let Ok(pagemap) = Pagemap::open() else {
         return Outcome {
@@ -188,7 +171,7 @@ pub fn round(
     } else {
         work.table.drop_below(usize::MAX, |_| {});
     }
-    carry_out(work, outcome);
+    work.plan.carry_out(&mut work.table, outcome.vmas, outcome.splits);
     work.table.finish();
     outcome
 }
@@ -479,124 +462,9 @@ impl<J: Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict> Walk<'_, J> {
     /// continues it, else as a run of its own; with no room left, the
     /// change waits for the next round.
     fn plan(&mut self, index: usize, piece: Range, vma: Range, register: bool, on_change: bool) {
-        let pages = (piece.len() >> 12) as u64;
         let work = &mut *self.work;
-        if let Some(Some(last)) = work.planned[..work.planned_count].last_mut() {
-            if last.register == register
-                && last.on_change == on_change
-                && last.vma == vma
-                && last.run.end == piece.start
-            {
-                last.run.end = piece.end;
-                last.pages += pages;
-                last.last = index;
-                return;
-            }
-        }
-        if work.planned_count == MOST_PLANNED {
-            // No room this round: the change is made at the next, which
-            // comes at once (see `super::summarize`).
-            undo(&mut work.table, index, register, on_change, true);
-            return;
-        }
-        work.planned[work.planned_count] = Some(Planned {
-            run: piece,
-            vma,
-            register,
-            on_change,
-            pages,
-            first: index,
-            last: index,
-        });
-        work.planned_count += 1;
+        work.plan.add(&mut work.table, index, piece, vma, register, on_change);
     }
-}
-
-/// The plan carried out: first what adds no VMA, then the rest by size
-/// while the budget lasts (none close to `vm.max_map_count`).
-fn carry_out(work: &mut Work, outcome: Outcome) {
-    let mut budget = split_budget(outcome.vmas, outcome.splits).saturating_sub(outcome.splits);
-    if crate::core::catchup::map_count_headroom_low() || near_map_count(outcome.vmas) {
-        budget = 0;
-    }
-    let n = work.planned_count;
-    for i in 0..n {
-        if let Some(p) = work.planned[i] {
-            if splits(p.run, p.vma) == 0 {
-                work.planned[i] = None;
-                apply(&mut work.table, p);
-            }
-        }
-    }
-    while let Some(i) = (0..n)
-        .filter(|&i| work.planned[i].is_some())
-        .max_by_key(|&i| work.planned[i].map_or(0, |p| p.pages))
-    {
-        let p = work.planned[i].take().unwrap();
-        let cost = splits(p.run, p.vma);
-        if cost <= budget {
-            budget -= cost;
-            apply(&mut work.table, p);
-        } else {
-            counts::refused_by_budget();
-            undo_run(&mut work.table, p);
-        }
-    }
-    work.planned_count = 0;
-}
-
-/// Whether `vmas` is within 1/32 of `vm.max_map_count` (as the catch-up
-/// judges it, which reads the limit only in `advise` mode).
-fn near_map_count(vmas: u64) -> bool {
-    static MAX: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-    use core::sync::atomic::Ordering::Relaxed;
-    if MAX.load(Relaxed) == 0 {
-        MAX.store(crate::os::proc::max_map_count(), Relaxed);
-    }
-    let max = MAX.load(Relaxed);
-    max != 0 && vmas.saturating_add((max / 32).max(64)) >= max
-}
-
-fn apply(table: &mut Table, p: Planned) {
-    let done = if p.register {
-        resting::forget(p.run);
-        crate::core::engine::register_again(p.run)
-    } else {
-        resting::insert(p.run) && ksm::unmark(p.run.start, p.run.len()).is_ok()
-    };
-    if done {
-        counts::changed(p.register, p.run.len() as u64);
-        if p.on_change {
-            counts::given_back_on_change(p.run.len() as u64);
-        }
-    } else {
-        undo_run(table, p);
-    }
-}
-
-fn undo_run(table: &mut Table, p: Planned) {
-    for index in p.first..=p.last {
-        undo(table, index, p.register, p.on_change, false);
-    }
-}
-
-/// A change that was not made: a region that was to be taken out stays
-/// registered (judged again on its next tick, or at the next round when
-/// only the plan was full: `soon`); one to be given back stays resting,
-/// due again next round (for the same cause: `on_change`).
-fn undo(table: &mut Table, index: usize, register: bool, on_change: bool, soon: bool) {
-    let r = table.get(index);
-    let back = if register {
-        r.resting(r.level, r.since).due_again(on_change)
-    } else {
-        Region {
-            state: State::Paying,
-            level: 0,
-            again: soon,
-            ..r
-        }
-    };
-    table.set(index, back);
 }
 
 /// A decision on a region that was not a content look's.

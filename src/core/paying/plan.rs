@@ -1,0 +1,179 @@
+//! A round's plan: the changes its walk decided on (adjacent regions of one
+//! VMA with the same change as one run, one `madvise`), carried out after
+//! the walk — first what adds no VMA, then the others by how many pages
+//! they concern while the VMA budget lasts. A change not made is undone in
+//! the region table (the region keeps its state, due again).
+//!
+//! Never reads `/proc` but for `vm.max_map_count` once; changes only the
+//! runs it was given.
+
+use super::table::{Region, State, Table};
+use super::{counts, resting};
+use crate::core::policy::paying::{split_budget, splits};
+use crate::core::policy::Range;
+use crate::os::ksm;
+
+/// A change the walk decided on.
+#[derive(Clone, Copy)]
+struct Planned {
+    run: Range,
+    /// The VMA the run lies in (what a change to its flags splits).
+    vma: Range,
+    /// Given back to ksmd (a re-probe), or taken out.
+    register: bool,
+    /// Given back because its content changed and held still.
+    on_change: bool,
+    pages: u64,
+    /// The run's regions in this round's table.
+    first: usize,
+    last: usize,
+}
+
+const MOST_PLANNED: usize = 256;
+
+/// The changes planned in the round in progress (part of the round's
+/// zeroed static work: all-zero bytes are an empty plan).
+pub struct Plan {
+    planned: [Option<Planned>; MOST_PLANNED],
+    count: usize,
+}
+
+impl Plan {
+    /// A round begins with nothing planned.
+    pub fn clear(&mut self) {
+        self.count = 0;
+    }
+
+    /// Plans a change of the region at `index` (`piece`, in `vma`): joins
+    /// the last run when it continues it; with no room left this round,
+    /// the change is undone and made at the next, which comes at once (see
+    /// `super::summarize`).
+    pub fn add(
+        &mut self,
+        table: &mut Table,
+        index: usize,
+        piece: Range,
+        vma: Range,
+        register: bool,
+        on_change: bool,
+    ) {
+        let pages = (piece.len() >> 12) as u64;
+        if let Some(Some(last)) = self.planned[..self.count].last_mut() {
+            if last.register == register
+                && last.on_change == on_change
+                && last.vma == vma
+                && last.run.end == piece.start
+            {
+                last.run.end = piece.end;
+                last.pages += pages;
+                last.last = index;
+                return;
+            }
+        }
+        if self.count == MOST_PLANNED {
+            undo(table, index, register, on_change, true);
+            return;
+        }
+        self.planned[self.count] = Some(Planned {
+            run: piece,
+            vma,
+            register,
+            on_change,
+            pages,
+            first: index,
+            last: index,
+        });
+        self.count += 1;
+    }
+
+    /// The plan carried out: first what adds no VMA, then the rest by size
+    /// while the budget lasts (none close to `vm.max_map_count`). `vmas`:
+    /// the process's VMAs as the walk counted them; `splits`: the VMAs that
+    /// earlier changes already added.
+    pub fn carry_out(&mut self, table: &mut Table, vmas: u64, splits_before: u64) {
+        let mut budget = split_budget(vmas, splits_before).saturating_sub(splits_before);
+        if crate::core::catchup::map_count_headroom_low() || near_map_count(vmas) {
+            budget = 0;
+        }
+        let n = self.count;
+        for i in 0..n {
+            if let Some(p) = self.planned[i] {
+                if splits(p.run, p.vma) == 0 {
+                    self.planned[i] = None;
+                    apply(table, p);
+                }
+            }
+        }
+        while let Some(i) = (0..n)
+            .filter(|&i| self.planned[i].is_some())
+            .max_by_key(|&i| self.planned[i].map_or(0, |p| p.pages))
+        {
+            let Some(p) = self.planned[i].take() else {
+                break;
+            };
+            let cost = splits(p.run, p.vma);
+            if cost <= budget {
+                budget -= cost;
+                apply(table, p);
+            } else {
+                counts::refused_by_budget();
+                undo_run(table, p);
+            }
+        }
+        self.count = 0;
+    }
+}
+
+/// Whether `vmas` is within 1/32 of `vm.max_map_count` (as the catch-up
+/// judges it, which reads the limit only in `advise` mode).
+fn near_map_count(vmas: u64) -> bool {
+    static MAX: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+    use core::sync::atomic::Ordering::Relaxed;
+    if MAX.load(Relaxed) == 0 {
+        MAX.store(crate::os::proc::max_map_count(), Relaxed);
+    }
+    let max = MAX.load(Relaxed);
+    max != 0 && vmas.saturating_add((max / 32).max(64)) >= max
+}
+
+fn apply(table: &mut Table, p: Planned) {
+    let done = if p.register {
+        resting::forget(p.run);
+        crate::core::engine::register_again(p.run)
+    } else {
+        resting::insert(p.run) && ksm::unmark(p.run.start, p.run.len()).is_ok()
+    };
+    if done {
+        counts::changed(p.register, p.run.len() as u64);
+        if p.on_change {
+            counts::given_back_on_change(p.run.len() as u64);
+        }
+    } else {
+        undo_run(table, p);
+    }
+}
+
+fn undo_run(table: &mut Table, p: Planned) {
+    for index in p.first..=p.last {
+        undo(table, index, p.register, p.on_change, false);
+    }
+}
+
+/// A change that was not made: a region that was to be taken out stays
+/// registered (judged again on its next tick, or at the next round when
+/// only the plan was full: `soon`); one to be given back stays resting,
+/// due again next round (for the same cause: `on_change`).
+fn undo(table: &mut Table, index: usize, register: bool, on_change: bool, soon: bool) {
+    let r = table.get(index);
+    let back = if register {
+        r.resting(r.level, r.since).due_again(on_change)
+    } else {
+        Region {
+            state: State::Paying,
+            level: 0,
+            again: soon,
+            ..r
+        }
+    };
+    table.set(index, back);
+}
