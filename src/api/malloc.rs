@@ -27,7 +27,7 @@ static HOT_FREE: next::HotSlot<next::signature::free> = next::HotSlot::new(free_
 #[inline(always)]
 fn note_if_own_mapping(size: usize) {
     if engine::block_may_be_own_mapping(size) {
-        note_new_memory();
+        note_glibc_block(size);
     }
 }
 
@@ -37,8 +37,8 @@ fn note_if_own_mapping(size: usize) {
 
 #[cold]
 #[inline(never)]
-fn note_new_memory() {
-    engine::note_new_memory();
+fn note_glibc_block(size: usize) {
+    engine::note_glibc_block(size);
 }
 
 /// Counts a call of the malloc family when this process counts them (the
@@ -128,7 +128,7 @@ fn note_watched(size: usize) {
         engine::note_brk_growth();
     }
     if engine::large_for_glibc(size) {
-        engine::note_new_memory();
+        engine::note_glibc_block(size);
     }
 }
 

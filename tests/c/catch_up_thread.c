@@ -87,9 +87,11 @@ int main(int argc, char **argv) {
     if (sbrk(2 << 20) == (void *)-1) return 5;
     pid_t pid = fork();
     if (pid == 0) {
-        /* Counted before the child's first malloc, which may bring news of
-         * the parent's growth (the child's copy of it): the child starts
-         * with no thread of the library's. */
+        /* Counted before the child's first malloc: the child starts with
+         * no thread of the library's (none copied, none started by its
+         * fork handlers). Its first malloc may then take its copy of the
+         * growth as news and start one, as any later news would: only the
+         * parent counts right after fork (CPython's check). */
         int n = threads_unallocated();
         printf("child %d\n", n);
         return 0;

@@ -89,7 +89,9 @@ static void range(const char *what, void *p, size_t len) {
 
 /* `len` bytes of malloc'd objects of `size` bytes each, duplicated (every
  * object alike, so whole pages are alike) or unique; prints the whole pages
- * between the first and the last object. */
+ * between the first and the last object — for the duplicated ones only the
+ * whole 2 MiB pieces (the library's regions): the piece they share with
+ * the unique objects may hold too few of them to pay. */
 static void objects(const char *what, size_t len, size_t size, int unique) {
     uintptr_t lo = UINTPTR_MAX, hi = 0;
     for (size_t done = 0; done < len; done += size) {
@@ -100,8 +102,9 @@ static void objects(const char *what, size_t len, size_t size, int unique) {
         if ((uintptr_t)o < lo) lo = (uintptr_t)o;
         if ((uintptr_t)o + size > hi) hi = (uintptr_t)o + size;
     }
-    lo = (lo + page - 1) & ~(uintptr_t)(page - 1);
-    hi &= ~(uintptr_t)(page - 1);
+    uintptr_t align = unique ? page : 2 * MIB;
+    lo = (lo + align - 1) & ~(uintptr_t)(align - 1);
+    hi &= ~(uintptr_t)(align - 1);
     range(what, (void *)lo, hi - lo);
 }
 

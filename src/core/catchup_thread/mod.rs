@@ -87,8 +87,8 @@ mod spawn;
 mod without;
 
 pub use news::{
-    brk_grew, brk_growth_held, enable, next_brk_news, note_brk_growth, note_new_memory,
-    note_second_duty,
+    brk_grew, brk_growth_held, enable, forget_brk_news, next_brk_news, note_brk_growth,
+    note_new_memory, note_second_duty,
 };
 pub use retiring::{
     after_fork_in_parent, before_fork, release, reset_in_child, retire, AFTER_FORK_QUIET_NS,

@@ -67,6 +67,12 @@ pub fn brk_growth_held() -> bool {
     held
 }
 
+/// The brk heap's growth is never news again (the library fell silent):
+/// the malloc family's sentinel stops firing.
+pub fn forget_brk_news() {
+    BRK_NEWS_AT.store(usize::MAX, SeqCst);
+}
+
 /// The brk heap's next news is [`BRK_NEWS_BYTES`] past where it is now
 /// (for news that is only the decisions', `process` mode's: the engine
 /// passes it on itself).

@@ -35,14 +35,20 @@ pub fn api_advise(addr: usize, len: usize) -> Result<(), i32> {
 /// the exclusions in `range` are then taken back out here (the excluder
 /// unmerges after bumping the sequence, so whichever runs last unmerges).
 pub(super) fn advise(range: Range, source: Source) -> Result<(), i32> {
+    advise_marking(range, source).0
+}
+
+/// [`advise`], also returning how many bytes it marked (what ksmd was
+/// given: not the excluded or resting parts, not what failed).
+pub(super) fn advise_marking(range: Range, source: Source) -> (Result<(), i32>, usize) {
     if MERGING_STOPPED.load(SeqCst) {
-        return Ok(());
+        return (Ok(()), 0);
     }
     let c = counters();
     // Leaving excluded parts out splits VMAs: not near `vm.max_map_count`.
     if source != Source::Api && EXCLUDED.overlaps(range) && catchup::map_count_headroom_low() {
         c.count_skipped(SkipReason::MapCount);
-        return Ok(());
+        return (Ok(()), 0);
     }
     // The program asking for a range is its own choice: nothing of it
     // rests any more. Any other advice leaves resting ranges out.
@@ -51,10 +57,14 @@ pub(super) fn advise(range: Range, source: Source) -> Result<(), i32> {
     }
     let before = EXCLUDED.sequence();
     let mut result = Ok(());
+    let mut marked = 0;
     let left_out = EXCLUDED.for_each_gap(range, |piece| {
         resting::for_each_gap(piece, |piece| {
             match ksm::mark_mergeable(piece.start, piece.len()) {
-                Ok(()) => c.count_advised(source, piece.len()),
+                Ok(()) => {
+                    c.count_advised(source, piece.len());
+                    marked += piece.len();
+                }
                 // The catch-up runs beside the program's threads: a VMA it
                 // judged may be unmapped before its advice (`ENOMEM`, the
                 // part still mapped is advised). That is no failure.
@@ -72,7 +82,7 @@ pub(super) fn advise(range: Range, source: Source) -> Result<(), i32> {
         c.count_skipped(SkipReason::Excluded);
     }
     take_back_exclusions_added_since(before, range);
-    result
+    (result, marked)
 }
 
 /// The whole VMAs that `range` lies in, when they are all private anonymous

@@ -122,4 +122,7 @@ pub(super) fn watch_glibc_blocks() {
 pub(super) fn stop_watching() {
     MALLOC_BLOCK_FLOOR.store(usize::MAX, SeqCst);
     REALLOC_FLOOR.store(usize::MAX, SeqCst);
+    // The watching wrappers stay published: their brk test must stop
+    // firing too, or every malloc past the sentinel takes the cold path.
+    crate::core::catchup_thread::forget_brk_news();
 }

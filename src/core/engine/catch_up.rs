@@ -4,7 +4,7 @@
 
 use core::sync::atomic::Ordering::Relaxed;
 
-use super::advice::advise;
+use super::advice::advise_marking;
 use super::exec::take_back_merge_any;
 use super::lifecycle::start_over;
 use super::{config, settings, silenced, MERGING_STOPPED};
@@ -37,12 +37,14 @@ pub(super) fn judge_vma(vma: &MapsLine, below: Option<&MapsLine>) -> VmaVerdict 
 }
 
 fn advise_vma(range: Range) -> bool {
-    let advised = advise(range, Source::CatchUp).is_ok();
+    let (result, marked) = advise_marking(range, Source::CatchUp);
     // What the catch-up gives ksmd (memory no hook saw arrive: the brk
     // heap, glibc's own mappings) is news for the decisions as a hook's
-    // advice is.
-    note_registered(range.len());
-    advised
+    // advice is; what it left out (resting, excluded) is not.
+    if marked > 0 {
+        note_registered(marked);
+    }
+    result.is_ok()
 }
 
 /// Called by hooks every so many calls: where the process does without its
@@ -109,10 +111,25 @@ pub fn note_brk_growth() {
         catchup_thread::note_brk_growth();
     } else if !catchup_thread::brk_growth_held() {
         // `process` mode deciding what pays: merge-any gave the growth to
-        // ksmd; it is news for the decisions only (held right after a
-        // fork as the catch-up's is).
+        // ksmd; it is news for the decisions only, once enough of it came
+        // (held right after a fork as the catch-up's is).
         catchup_thread::next_brk_news();
+        note_registered(catchup_thread::BRK_NEWS_BYTES);
+    }
+}
+
+/// A malloc-family block of `len` bytes may be one glibc mapped on its own
+/// (no hook saw it): news for the catch-up, which must advise it; in
+/// `process` mode deciding what pays, where merge-any registered it, news
+/// for the decisions once enough of it came, as a hook's mapping is.
+pub fn note_glibc_block(len: usize) {
+    if silenced() {
+        return;
+    }
+    if catchup::enabled() {
         note_new_memory();
+    } else {
+        note_registered(len);
     }
 }
 

@@ -79,7 +79,8 @@ pub use allocator::{
     exclusions_exist, large_for_glibc, realloc_needs_care, watches_allocator,
 };
 pub use catch_up::{
-    brk_grew, catch_up_thread_main, note_brk_growth, note_new_memory, poll_catch_up, ThreadSupport,
+    brk_grew, catch_up_thread_main, note_brk_growth, note_glibc_block, note_new_memory,
+    poll_catch_up, ThreadSupport,
 };
 pub use exclusion::api_exclude;
 pub use exec::{
