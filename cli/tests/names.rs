@@ -95,15 +95,7 @@ fn start(mode: &str, dir: &Path) -> Proc {
 
 /// `ksmauto ARGS`: exit code, stdout, stderr.
 fn ksmauto(args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_ksmauto"))
-        .args(args)
-        .env_remove("LD_PRELOAD")
-        .env_remove("KSMAUTO_SYSFS_KSM")
-        .output()
-        .expect("run ksmauto");
-    let err = common::text(&o.stderr);
-    assert!(!err.contains("panicked"), "{err}");
-    (o.status.code().unwrap_or(-1), common::text(&o.stdout), err)
+    common::run_tool(env!("CARGO_BIN_EXE_ksmauto"), args)
 }
 
 fn json(text: &str) -> serde_json::Value {

@@ -17,15 +17,8 @@ fn have_ksm() -> bool {
 }
 
 fn ksmauto(args: &[&str]) -> (i32, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_ksmauto"))
-        .args(args)
-        .env_remove("LD_PRELOAD")
-        .env_remove("KSMAUTO_SYSFS_KSM")
-        .output()
-        .expect("run ksmauto");
-    let err = common::text(&o.stderr);
-    assert!(!err.contains("panicked"), "{err}");
-    (o.status.code().unwrap_or(-1), common::text(&o.stdout))
+    let (code, out, _) = common::run_tool(env!("CARGO_BIN_EXE_ksmauto"), args);
+    (code, out)
 }
 
 /// `dups` (2000 pages, 1500 identical) with the library preloaded in process

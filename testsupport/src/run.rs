@@ -89,6 +89,21 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Output {
     out
 }
 
+/// Runs the tool at `exe` (a test's `env!("CARGO_BIN_EXE_ksmauto")`) with
+/// `args`, without any preload and on the real sysfs: its exit code (-1
+/// when killed by a signal), stdout and stderr. Panics if the tool did.
+pub fn run_tool(exe: &str, args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(exe)
+        .args(args)
+        .env_remove("LD_PRELOAD")
+        .env_remove(env::SYSFS_KSM)
+        .output()
+        .expect("run ksmauto");
+    let err = text(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    (o.status.code().unwrap_or(-1), text(&o.stdout), err)
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
