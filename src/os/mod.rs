@@ -16,7 +16,10 @@
 //!   [`library_search`] — where it looks for a bare name before its cache;
 //!   [`elf_lookup`] — the objects it loaded and the symbols they define
 //!   (start-up only: it takes the loader's lock);
-//!   [`binfmt_misc`] — whether a `binfmt_misc` rule claims a file.
+//!   [`binfmt_misc`] — whether a `binfmt_misc` rule claims a file;
+//! * [`own_memory`] — the process's own pages read without faulting;
+//!   [`trust_domain`] — the directory one user's processes share their
+//!   content sightings in.
 
 pub mod binfmt_misc;
 pub mod exec_search;
@@ -30,6 +33,7 @@ pub mod pagemap;
 pub mod proc;
 pub mod smaps;
 pub mod sys;
+pub mod trust_domain;
 
 use core::sync::atomic::{
     AtomicBool, AtomicU64,

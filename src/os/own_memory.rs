@@ -29,6 +29,30 @@ impl OwnMemory {
     }
 }
 
+/// Copies `each` bytes from every address of `addrs` into `buf`, one
+/// after another (`process_vm_readv` of this process: one system call for
+/// many small pieces of many pages). Returns the bytes copied: fewer when
+/// an address was unmapped under the read. `iovecs` is room for the
+/// request (`[base, len]` pairs, one per address, at most 1,024).
+/// `ENOSYS`/`EPERM` where it is not allowed (a seccomp profile): use
+/// [`OwnMemory::read`] then. Only for addresses the caller found present
+/// (a page that is not would be faulted in).
+pub fn gather(
+    addrs: &[usize],
+    each: usize,
+    buf: &mut [u8],
+    iovecs: &mut [[usize; 2]],
+) -> Result<usize, Errno> {
+    let n = addrs.len();
+    if n == 0 || n > iovecs.len() || n > 1024 || n.saturating_mul(each) > buf.len() {
+        return Err(libc::EINVAL);
+    }
+    for (iov, &addr) in iovecs.iter_mut().zip(addrs) {
+        *iov = [addr, each];
+    }
+    sys::read_own_ranges(&iovecs[..n], &mut buf[..n * each])
+}
+
 impl Drop for OwnMemory {
     fn drop(&mut self) {
         sys::close(self.fd);

@@ -71,6 +71,17 @@ impl Pagemap {
         Ok(counts)
     }
 
+    /// The raw entries of the pages of `[start, end)` (page-aligned, at
+    /// most `buf.len()` pages), for [`entry_present`]: how many were read.
+    pub fn entries(&self, start: usize, end: usize, buf: &mut [u64]) -> Result<usize, Errno> {
+        let page = super::page_size();
+        let want = ((end - start) / page).min(buf.len());
+        // SAFETY: a u64 slice viewed as bytes (no padding, any value valid).
+        let bytes =
+            unsafe { core::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut u8, want * 8) };
+        Ok(sys::pread(self.fd, bytes, (start / page) as u64 * 8)? / 8)
+    }
+
     /// Whether the page at `addr` is present.
     pub fn present(&self, addr: usize) -> Result<bool, Errno> {
         let mut entry = [0u8; 8];
@@ -80,6 +91,11 @@ impl Pagemap {
         }
         Ok(u64::from_ne_bytes(entry) & PRESENT != 0)
     }
+}
+
+/// Whether a raw entry ([`Pagemap::entries`]) is a present page.
+pub fn entry_present(entry: u64) -> bool {
+    entry & PRESENT != 0
 }
 
 impl Drop for Pagemap {

@@ -189,6 +189,43 @@ pub fn write_all(fd: i32, mut buf: &[u8]) -> Result<(), Errno> {
     Ok(())
 }
 
+/// `mkdirat(dirfd, path, mode)`.
+pub fn mkdir_at(dirfd: i32, path: &CStr, mode: u32) -> Result<(), Errno> {
+    // SAFETY: mkdirat reads `path` up to the NUL `&CStr` guarantees and
+    // writes no memory of ours.
+    unsafe { syscall!(libc::SYS_mkdirat, dirfd as isize as usize, path.as_ptr(), mode) }
+        .map(|_| ())
+}
+
+/// `renameat(dirfd, from, dirfd, to)`: `to` replaced at once.
+pub fn rename_at(dirfd: i32, from: &CStr, to: &CStr) -> Result<(), Errno> {
+    // SAFETY: renameat reads both paths up to the NULs `&CStr` guarantees
+    // and writes no memory of ours.
+    unsafe {
+        syscall!(
+            libc::SYS_renameat,
+            dirfd as isize as usize,
+            from.as_ptr(),
+            dirfd as isize as usize,
+            to.as_ptr()
+        )
+    }
+    .map(|_| ())
+}
+
+/// `unlinkat(dirfd, path, 0)`.
+pub fn unlink_at(dirfd: i32, path: &CStr) -> Result<(), Errno> {
+    // SAFETY: unlinkat reads `path` up to the NUL `&CStr` guarantees and
+    // writes no memory of ours.
+    unsafe { syscall!(libc::SYS_unlinkat, dirfd as isize as usize, path.as_ptr(), 0) }.map(|_| ())
+}
+
+/// `lseek(fd, 0, SEEK_SET)`: a directory's entries read again from the first.
+pub fn rewind(fd: i32) -> Result<(), Errno> {
+    // SAFETY: lseek takes plain integers.
+    unsafe { syscall!(libc::SYS_lseek, fd, 0, libc::SEEK_SET) }.map(|_| ())
+}
+
 pub fn close(fd: i32) {
     // SAFETY: close takes no pointer; a descriptor that is not open is an
     // error (callers close only descriptors they opened).
@@ -225,6 +262,10 @@ pub struct FileStatus {
     pub size: u64,
     /// Names the file has (hard links).
     pub nlink: u64,
+    /// Last modification, seconds since the epoch.
+    pub mtime_s: i64,
+    /// Its nanoseconds.
+    pub mtime_ns: i64,
 }
 
 impl FileStatus {
@@ -265,6 +306,8 @@ fn status_of(st: &libc::stat) -> FileStatus {
         // u64 on x86_64, u32 on aarch64.
         #[allow(clippy::unnecessary_cast)]
         nlink: st.st_nlink as u64,
+        mtime_s: st.st_mtime,
+        mtime_ns: st.st_mtime_nsec,
     }
 }
 

@@ -30,3 +30,26 @@ pub enum Advice {
 pub unsafe fn madvise(addr: usize, len: usize, advice: Advice) -> Result<(), Errno> {
     syscall!(libc::SYS_madvise, addr, len, advice as i32).map(|_| ())
 }
+
+/// `process_vm_readv` of this process: the bytes of the `[address, length]`
+/// ranges of `remote` (at most 1,024), one after another, into `local`.
+/// The bytes copied (fewer when a range was unmapped under the read).
+pub fn read_own_ranges(remote: &[[usize; 2]], local: &mut [u8]) -> Result<usize, Errno> {
+    let local_iov = [local.as_mut_ptr() as usize, local.len()];
+    // SAFETY: `[usize; 2]` has the layout of `struct iovec` (a pointer and
+    // a length). The kernel writes at most `local.len()` bytes into
+    // `local`, which we borrow mutably, and only reads the remote ranges,
+    // through this process's page tables (an address not mapped is an
+    // error, not a fault of ours).
+    unsafe {
+        syscall!(
+            libc::SYS_process_vm_readv,
+            super::getpid(),
+            local_iov.as_ptr(),
+            1,
+            remote.as_ptr(),
+            remote.len(),
+            0
+        )
+    }
+}

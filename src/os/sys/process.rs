@@ -95,3 +95,35 @@ pub fn geteuid() -> u32 {
     // SAFETY: geteuid takes no argument and cannot fail.
     unsafe { syscall!(libc::SYS_geteuid).unwrap_or(u32::MAX as usize) as u32 }
 }
+
+/// Whether the real, effective and saved user IDs are one, and so are the
+/// group IDs (no identity to switch back to or away from).
+pub fn one_identity() -> bool {
+    let same = |number| {
+        let (mut real, mut effective, mut saved) = (0u32, 0u32, 0u32);
+        // SAFETY: `number` is getresuid or getresgid, which write one u32
+        // through each pointer: the locals `real`, `effective`, `saved`.
+        unsafe {
+            syscall!(
+                number,
+                &mut real as *mut u32,
+                &mut effective as *mut u32,
+                &mut saved as *mut u32
+            )
+        }
+        .is_ok_and(|_| real == effective && effective == saved)
+    };
+    same(libc::SYS_getresuid) && same(libc::SYS_getresgid)
+}
+
+/// This process's permitted capabilities (`capget`), as a 64-bit mask.
+pub fn permitted_capabilities() -> Option<u64> {
+    // struct __user_cap_header_struct { version, pid }, version 3.
+    let header: [u32; 2] = [0x2008_0522, 0];
+    // Two struct __user_cap_data_struct { effective, permitted, inheritable }.
+    let mut data = [0u32; 6];
+    // SAFETY: capget reads the local `header` and writes two data structs
+    // (six u32s) into the local `data`.
+    unsafe { syscall!(libc::SYS_capget, header.as_ptr(), data.as_mut_ptr()) }.ok()?;
+    Some(data[1] as u64 | (data[4] as u64) << 32)
+}

@@ -11,6 +11,11 @@ pub fn monotonic_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
 }
 
+/// Seconds since the epoch (vDSO), to compare with files' times.
+pub fn realtime_s() -> i64 {
+    (clock_ns(libc::CLOCK_REALTIME) / 1_000_000_000) as i64
+}
+
 // Out of line: its `timespec` would otherwise be a local of every caller
 // whose address escapes, and such a caller (a hook of a blocking call) can
 // no longer forward with a tail call.
