@@ -151,14 +151,23 @@ fn json_report_has_exactly_the_documented_keys() {
             "probation",
             "resting",
             "taken_out",
+            "taken_out_on_sight",
             "probed_again",
             "probed_on_change",
+            "probed_on_sighting",
             "found_paying",
             "refused",
             "rounds"
         ])
     );
-    for pair in ["resting", "taken_out", "probed_again", "probed_on_change"] {
+    for pair in [
+        "resting",
+        "taken_out",
+        "taken_out_on_sight",
+        "probed_again",
+        "probed_on_change",
+        "probed_on_sighting",
+    ] {
         assert_eq!(
             sorted(keys(&r, &format!("/paying/{pair}"))),
             names(&["regions", "bytes"])

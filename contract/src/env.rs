@@ -26,9 +26,14 @@ pub const SCAN_INTERVAL: &str = "KSMAUTO_SCAN_INTERVAL";
 /// later) or `all` (the default: every qualifying region, as the kernel's
 /// merge-any does).
 pub const REGISTER: &str = "KSMAUTO_REGISTER";
+/// With `KSMAUTO_REGISTER=paying`: `on` (the default) judges a piece first
+/// on what its content shows (sightings shared with the same user's other
+/// processes through `/dev/shm/ksmauto-UID-CAPS`), `off` gives every piece a
+/// probation by ksmd and publishes nothing.
+pub const SIGHTINGS: &str = "KSMAUTO_SIGHTINGS";
 
 /// The variables the library reads, in the order it reads them.
-pub const LIBRARY: [&str; 7] = [
+pub const LIBRARY: [&str; 8] = [
     MODE,
     MIN_SIZE,
     EXCLUDE,
@@ -36,6 +41,7 @@ pub const LIBRARY: [&str; 7] = [
     STATS_FORMAT,
     SCAN_INTERVAL,
     REGISTER,
+    SIGHTINGS,
 ];
 
 // Read by the CLI.

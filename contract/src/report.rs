@@ -64,8 +64,9 @@ pub const REGISTER: &str = "register";
 /// The decisions about what pays (`register` `paying`), or `null` where
 /// none were made (`all`, `off`, no thread allowed, no KSM):
 /// `{registered_bytes, probation, resting: {regions, bytes}, taken_out:
-/// {regions, bytes}, probed_again: {regions, bytes}, probed_on_change:
-/// {regions, bytes}, found_paying, refused, rounds}`.
+/// {regions, bytes}, taken_out_on_sight: {regions, bytes}, probed_again:
+/// {regions, bytes}, probed_on_change: {regions, bytes},
+/// probed_on_sighting: {regions, bytes}, found_paying, refused, rounds}`.
 pub const PAYING: &str = "paying";
 /// Bytes of the regions the decisions keep given to ksmd (on probation or
 /// paying) at the last round.
@@ -76,11 +77,17 @@ pub const PROBATION: &str = "probation";
 pub const RESTING: &str = "resting";
 /// Ranges taken back out of ksmd's hands (`MADV_UNMERGEABLE`), in all.
 pub const TAKEN_OUT: &str = "taken_out";
+/// Of `taken_out`, the ranges taken out when first met, before any
+/// probation: their content's sightings were held nowhere else.
+pub const TAKEN_OUT_ON_SIGHT: &str = "taken_out_on_sight";
 /// Ranges given back to ksmd for another probe, in all.
 pub const PROBED_AGAIN: &str = "probed_again";
 /// Of `probed_again`, the ranges given back because a look at their
 /// content found it changed and then still.
 pub const PROBED_ON_CHANGE: &str = "probed_on_change";
+/// Of `probed_again`, the ranges taken out on sight and given back because
+/// a copy of their content was sighted in another process later.
+pub const PROBED_ON_SIGHTING: &str = "probed_on_sighting";
 /// Probes that found a resting region paying.
 pub const FOUND_PAYING: &str = "found_paying";
 /// Ranges left given to ksmd for lack of VMA budget.

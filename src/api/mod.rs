@@ -338,6 +338,7 @@ extern "C" fn on_exit() {
     if ready() {
         let saved = errno_get();
         report::write_exit_report();
+        engine::at_exit();
         errno_set(saved);
     }
 }

@@ -87,6 +87,9 @@ pub struct Config {
     pub scan_interval_ms: u64,
     /// What ksmd is given (see [`Register`]).
     pub register: Register,
+    /// With [`Register::Paying`], pieces are first judged on what their
+    /// content shows (`core::paying::sightings`).
+    pub sightings: bool,
 }
 
 impl Default for Config {
@@ -110,6 +113,7 @@ impl Config {
         stats_format: StatsFormat::Text,
         scan_interval_ms: 100,
         register: Register::All,
+        sightings: true,
     };
 }
 
@@ -222,6 +226,13 @@ impl Config {
                 b"paying" => cfg.register = Register::Paying,
                 b"all" => cfg.register = Register::All,
                 _ => bad(env::REGISTER, v, "paying or all", "all"),
+            }
+        }
+        if let Some(v) = lookup(env::SIGHTINGS) {
+            match v {
+                b"on" => cfg.sightings = true,
+                b"off" => cfg.sightings = false,
+                _ => bad(env::SIGHTINGS, v, "on or off", "on"),
             }
         }
         cfg

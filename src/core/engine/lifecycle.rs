@@ -83,6 +83,16 @@ pub fn after_fork_in_parent(retired: bool) {
     catchup_thread::after_fork_in_parent(retired);
 }
 
+/// The process exits (`.fini_array`): what it published for its trust
+/// domain goes with it — not from a `vfork` child (the flag is its
+/// parent's), nor once sandboxed (the file went before the filter).
+pub fn at_exit() {
+    if super::silence::silenced() || !settle_identity() {
+        return;
+    }
+    paying::sightings::withdraw();
+}
+
 /// The program's main thread calls `pthread_exit`. The process now ends
 /// when its last thread does, and with our thread alive it would end only
 /// once ours noticed: no decisions about what pays from here on (what

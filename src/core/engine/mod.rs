@@ -88,7 +88,7 @@ pub use exec::{
 };
 pub(in crate::core) use lifecycle::start_over;
 pub use lifecycle::{
-    after_fork_in_child, after_fork_in_parent, after_single_threaded_call,
+    after_fork_in_child, at_exit, after_fork_in_parent, after_single_threaded_call,
     again_without_our_thread, before_fork, before_single_threaded_call, main_thread_ending,
     settle_identity, starter,
 };

@@ -53,5 +53,8 @@ pub fn before_sandbox() {
     // The filter may be applied to every thread (`TSYNC`) or only to the
     // caller (ours would stay unrestricted): either way, ours goes first.
     let retired = catchup_thread::retire();
+    // With no round left to publish again, while the system calls it
+    // takes are still allowed.
+    paying::sightings::withdraw();
     after_single_threaded_call(retired);
 }

@@ -74,7 +74,7 @@ pub fn start(allocator_is_glibc: bool, stand_aside: bool, threads: ThreadSupport
     let thread_allowed = active == Mode::Process || catching_up;
     let deciding_in_process_mode = config.register == Register::Paying
         && thread_allowed
-        && paying::enable(active == Mode::Process)
+        && paying::enable(active == Mode::Process, config.sightings)
         && active == Mode::Process;
     // Over glibc's malloc, the malloc family watches for memory no hook
     // sees arrive (blocks glibc maps with its hidden `mmap`, the brk heap

@@ -3,6 +3,13 @@
 //! (`KSMAUTO_REGISTER=paying`; `all`, the default until it meets issue
 //! 21's targets, gives ksmd everything that qualifies, as merge-any does).
 //!
+//! **Sightings first** ([`sightings`], `KSMAUTO_SIGHTINGS`, on by
+//! default): a piece first met is read and hashed; one with no sign of a
+//! copy in this process or in another process of the same user is taken
+//! out at once, without a probation, and rests; it is given back when a
+//! copy's sighting turns up. The others, and every piece where sightings
+//! cannot be used, have their probation:
+//!
 //! **Evidence.** After ksmd has given a region [`PROBATION_SCANS`] full
 //! scans, the region's pages are counted in `/proc/self/pagemap`: a page
 //! ksmd merged is mapped more than once (a KSM page, or the zero page),
@@ -53,6 +60,7 @@
 mod plan;
 pub mod resting;
 mod round;
+pub mod sightings;
 mod table;
 
 use core::cell::UnsafeCell;
@@ -72,6 +80,15 @@ use table::State;
 pub const POLL_NS: u64 = 250_000_000;
 /// How often it looks whether ksmd was switched back on.
 const KSMD_OFF_POLL_NS: u64 = 1_000_000_000;
+/// A piece being filled when first met is sighted again this much later
+/// (before ksmd's first visit, at most paces allow).
+const SIGHT_AGAIN_NS: u64 = 1_000_000_000;
+/// Memory that arrived empty is looked for this long after the news.
+const SIGHT_PATIENCE_NS: u64 = 30_000_000_000;
+/// When the last news was taken up by a round.
+static LAST_NEWS_NS: AtomicU64 = AtomicU64::new(0);
+/// Memory that arrived empty waits to be sighted (the thread stays).
+static EMPTY_WAITS: AtomicBool = AtomicBool::new(false);
 /// After a round that took `t` of CPU time, the next waits `PACE * t`.
 const PACE: u64 = 40;
 /// Qualifying memory given to ksmd since the last look that
@@ -80,6 +97,8 @@ pub const NEWS_BYTES: usize = 4 << 20;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static PROCESS_MODE: AtomicBool = AtomicBool::new(false);
+/// Pieces are first judged on sight (`KSMAUTO_SIGHTINGS`).
+static SIGHTINGS: AtomicBool = AtomicBool::new(false);
 /// Memory arrived that no round has looked at.
 static NEWS: AtomicBool = AtomicBool::new(false);
 static MAPPED_SINCE_NEWS: AtomicUsize = AtomicUsize::new(0);
@@ -107,11 +126,12 @@ static WORK: WorkCell = unsafe { core::mem::zeroed() };
 
 /// Turns the decisions on for this process (`process` or `advise` engine,
 /// `KSMAUTO_REGISTER=paying`): only where ksmd's clock can be read.
-pub fn enable(process_mode: bool) -> bool {
+pub fn enable(process_mode: bool, sightings: bool) -> bool {
     if ksm::full_scans().is_none() {
         return false;
     }
     PROCESS_MODE.store(process_mode, Relaxed);
+    SIGHTINGS.store(sightings, Relaxed);
     ENABLED.store(true, Release);
     true
 }
@@ -161,6 +181,7 @@ pub fn pending() -> bool {
     enabled()
         && KSMD_SCANS.load(Relaxed)
         && (NEWS.load(Relaxed)
+            || EMPTY_WAITS.load(Relaxed)
             || PROBATION.load(Relaxed) > 0
             || RESTING.load(Relaxed) > 0)
 }
@@ -185,6 +206,7 @@ pub fn before_fork() {
 /// In a forked child: the table (the child's VMAs are the parent's, with
 /// their flags) carries on; the counts of what was done start over.
 pub fn reset_in_child() {
+    sightings::in_forked_child();
     BUSY.store(false, Release);
     NEXT_POLL_NS.store(0, Relaxed);
     counts::reset();
@@ -249,6 +271,9 @@ fn round_wanted(scans: u64, now: u64) -> bool {
 
 fn run_round(scans: u64, now: u64, judge: &impl Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict) {
     let news = NEWS.swap(false, SeqCst);
+    if news {
+        LAST_NEWS_NS.store(now, Relaxed);
+    }
     let tick = tick_of(scans);
     let last_tick = match LAST_TICK.load(Relaxed) {
         u64::MAX => tick,
@@ -265,7 +290,13 @@ fn run_round(scans: u64, now: u64, judge: &impl Fn(&MapsLine, Option<&MapsLine>)
     let cpu = sys::thread_cpu_ns();
     // SAFETY: `BUSY` is held.
     let work = unsafe { &mut *WORK.0.get() };
-    let outcome = round::round(work, clock, PROCESS_MODE.load(Relaxed), judge);
+    let outcome = round::round(
+        work,
+        clock,
+        PROCESS_MODE.load(Relaxed),
+        SIGHTINGS.load(Relaxed),
+        judge,
+    );
     let spent = sys::thread_cpu_ns().saturating_sub(cpu);
     NOT_BEFORE_NS.store(now.saturating_add(spent.saturating_mul(PACE)), Relaxed);
     counts::round(outcome.vmas, outcome.splits);
@@ -276,8 +307,20 @@ fn run_round(scans: u64, now: u64, judge: &impl Fn(&MapsLine, Option<&MapsLine>)
         return;
     }
     LAST_TICK.store(tick, Relaxed);
-    let (next, looks_only) = summarize(&work.table, scans, tick, work.looks_available());
+    let (next, looks_only, sight_pending) = summarize(&work.table, scans, tick, work.looks_available());
     NEXT_ROUND_SCAN.store(next, Relaxed);
+    // Memory that arrived empty is sighted once it holds something: looked
+    // for again soon, for a while after the news that brought it (a range
+    // reserved and never written does not keep rounds coming).
+    let empty_waits = outcome.empty_unsighted
+        && now.saturating_sub(LAST_NEWS_NS.load(Relaxed)) < SIGHT_PATIENCE_NS;
+    if empty_waits {
+        NEXT_ROUND_SCAN.store(scans, Relaxed);
+    }
+    EMPTY_WAITS.store(empty_waits, Relaxed);
+    if sight_pending || empty_waits {
+        NOT_BEFORE_NS.fetch_max(now.saturating_add(SIGHT_AGAIN_NS), Relaxed);
+    }
     if looks_only {
         // Nothing but content looks before the next tick: not before the
         // next look is due.
@@ -299,20 +342,24 @@ static PROBATION_BYTES: AtomicU64 = AtomicU64::new(0);
 static RESTING_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// Counts the table by state (for [`pending`] and the report) and returns
-/// the full scan from which the next round has something to do, and
-/// whether only content looks want it before the next tick.
-fn summarize(table: &table::Table, scans: u64, tick: u64, looks: bool) -> (u64, bool) {
+/// the full scan from which the next round has something to do, whether
+/// only content looks want it before the next tick, and whether a piece
+/// being filled waits to be judged on sight.
+fn summarize(table: &table::Table, scans: u64, tick: u64, looks: bool) -> (u64, bool, bool) {
     let (mut probation, mut paying, mut resting) = (0u32, 0u32, 0u32);
     let (mut paying_bytes, mut resting_bytes, mut probation_bytes) = (0u64, 0u64, 0u64);
     let mut next = u64::MAX;
     // The round content looks want (`u64::MAX`: none).
     let mut looks_next = u64::MAX;
+    // Pieces being filled when first met want a look again soon.
+    let mut sight_pending = false;
     let next_tick = (tick + 1).saturating_mul(TICK_SCANS);
     table.for_each(|r| {
         let bytes = r.range.len() as u64;
         match r.state {
             State::Probation => {
                 probation += 1;
+                sight_pending |= r.sight_pending;
                 probation_bytes += bytes;
                 let ran = (scans as u32).wrapping_sub(r.mark) as u64;
                 // Waiting for time, or for the host to stop merging (see
@@ -344,8 +391,12 @@ fn summarize(table: &table::Table, scans: u64, tick: u64, looks: bool) -> (u64, 
     PAYING_BYTES.store(paying_bytes, Relaxed);
     PROBATION_BYTES.store(probation_bytes, Relaxed);
     RESTING_BYTES.store(resting_bytes, Relaxed);
+    if sight_pending {
+        // Now, paced by `SIGHT_AGAIN_NS` (see `run_round`).
+        return (scans, false, true);
+    }
     // Looks alone want the next round sooner than anything else does.
-    (next.min(looks_next), looks_next < next)
+    (next.min(looks_next), looks_next < next, false)
 }
 
 /// What was done, counted (for the report).
@@ -356,6 +407,8 @@ pub(crate) mod counts {
     static GIVEN_BACK: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
     static FOUND_PAYING: AtomicU64 = AtomicU64::new(0);
     static ON_CHANGE: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+    static ON_SIGHT: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+    static ON_SIGHTING: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
     static REFUSED: AtomicU64 = AtomicU64::new(0);
     static ROUNDS: AtomicU64 = AtomicU64::new(0);
     static JUDGED: AtomicU64 = AtomicU64::new(0);
@@ -367,9 +420,18 @@ pub(crate) mod counts {
         pair[1].fetch_add(bytes, Relaxed);
     }
 
-    pub fn given_back_on_change(bytes: u64) {
-        ON_CHANGE[0].fetch_add(1, Relaxed);
-        ON_CHANGE[1].fetch_add(bytes, Relaxed);
+    /// A change made, by why it was decided on: given back on change or
+    /// on a sighting elsewhere, taken out on sight.
+    pub fn by_cause(given_back: bool, cause: super::plan::Cause, bytes: u64) {
+        use super::plan::Cause;
+        let pair = match (given_back, cause) {
+            (_, Cause::Schedule) => return,
+            (true, Cause::Content) => &ON_CHANGE,
+            (false, Cause::Content) => &ON_SIGHT,
+            (_, Cause::Sighting) => &ON_SIGHTING,
+        };
+        pair[0].fetch_add(1, Relaxed);
+        pair[1].fetch_add(bytes, Relaxed);
     }
 
     pub fn found_paying() {
@@ -390,7 +452,7 @@ pub(crate) mod counts {
     }
 
     pub fn reset() {
-        for a in TAKEN_OUT.iter().chain(&GIVEN_BACK).chain(&ON_CHANGE) {
+        for a in TAKEN_OUT.iter().chain(&GIVEN_BACK).chain(&ON_CHANGE).chain(&ON_SIGHT).chain(&ON_SIGHTING) {
             a.store(0, Relaxed);
         }
         for a in [&FOUND_PAYING, &REFUSED, &ROUNDS, &JUDGED] {
@@ -403,6 +465,8 @@ pub(crate) mod counts {
             taken_out: (TAKEN_OUT[0].load(Relaxed), TAKEN_OUT[1].load(Relaxed)),
             given_back: (GIVEN_BACK[0].load(Relaxed), GIVEN_BACK[1].load(Relaxed)),
             given_back_on_change: (ON_CHANGE[0].load(Relaxed), ON_CHANGE[1].load(Relaxed)),
+            taken_out_on_sight: (ON_SIGHT[0].load(Relaxed), ON_SIGHT[1].load(Relaxed)),
+            given_back_on_sighting: (ON_SIGHTING[0].load(Relaxed), ON_SIGHTING[1].load(Relaxed)),
             found_paying: FOUND_PAYING.load(Relaxed),
             refused: REFUSED.load(Relaxed),
             rounds: ROUNDS.load(Relaxed),
@@ -432,6 +496,12 @@ pub struct Stats {
     /// Of those given back, the ones a content look found changed and
     /// then still: (ranges, bytes).
     pub given_back_on_change: (u64, u64),
+    /// Of those taken out, the ranges taken out when first met, their
+    /// content sighted nowhere else (`sightings`): (ranges, bytes).
+    pub taken_out_on_sight: (u64, u64),
+    /// Of those given back, the ranges given back because a copy of their
+    /// content was sighted in another process: (ranges, bytes).
+    pub given_back_on_sighting: (u64, u64),
     /// Re-probes that found a region paying.
     pub found_paying: u64,
     /// Ranges left registered for lack of VMA budget.

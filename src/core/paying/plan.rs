@@ -13,6 +13,18 @@ use crate::core::policy::paying::{split_budget, splits};
 use crate::core::policy::Range;
 use crate::os::ksm;
 
+/// Why a change was decided on, for the report.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// ksmd's verdict, or the schedule of probes.
+    Schedule,
+    /// What the content showed: given back because it changed and held
+    /// still, or taken out on sight (`super::sightings`).
+    Content,
+    /// Given back: a copy of its content was sighted in another process.
+    Sighting,
+}
+
 /// A change the walk decided on.
 #[derive(Clone, Copy)]
 struct Planned {
@@ -21,8 +33,7 @@ struct Planned {
     vma: Range,
     /// Given back to ksmd (a re-probe), or taken out.
     register: bool,
-    /// Given back because its content changed and held still.
-    on_change: bool,
+    cause: Cause,
     pages: u64,
     /// The run's regions in this round's table.
     first: usize,
@@ -55,12 +66,12 @@ impl Plan {
         piece: Range,
         vma: Range,
         register: bool,
-        on_change: bool,
+        cause: Cause,
     ) {
         let pages = (piece.len() >> 12) as u64;
         if let Some(Some(last)) = self.planned[..self.count].last_mut() {
             if last.register == register
-                && last.on_change == on_change
+                && last.cause == cause
                 && last.vma == vma
                 && last.run.end == piece.start
             {
@@ -71,14 +82,14 @@ impl Plan {
             }
         }
         if self.count == MOST_PLANNED {
-            undo(table, index, register, on_change, true);
+            undo(table, index, register, cause, true);
             return;
         }
         self.planned[self.count] = Some(Planned {
             run: piece,
             vma,
             register,
-            on_change,
+            cause,
             pages,
             first: index,
             last: index,
@@ -145,9 +156,7 @@ fn apply(table: &mut Table, p: Planned) {
     };
     if done {
         counts::changed(p.register, p.run.len() as u64);
-        if p.on_change {
-            counts::given_back_on_change(p.run.len() as u64);
-        }
+        counts::by_cause(p.register, p.cause, p.run.len() as u64);
     } else {
         undo_run(table, p);
     }
@@ -155,15 +164,16 @@ fn apply(table: &mut Table, p: Planned) {
 
 fn undo_run(table: &mut Table, p: Planned) {
     for index in p.first..=p.last {
-        undo(table, index, p.register, p.on_change, false);
+        undo(table, index, p.register, p.cause, false);
     }
 }
 
 /// A change that was not made: a region that was to be taken out stays
 /// registered (judged again on its next tick, or at the next round when
 /// only the plan was full: `soon`); one to be given back stays resting,
-/// due again next round (for the same cause: `on_change`).
-fn undo(table: &mut Table, index: usize, register: bool, on_change: bool, soon: bool) {
+/// due again next round (for the same cause: `by_content`).
+fn undo(table: &mut Table, index: usize, register: bool, cause: Cause, soon: bool) {
+    let on_change = cause == Cause::Content;
     let r = table.get(index);
     let back = if register {
         r.resting(r.level, r.since).due_again(on_change)

@@ -9,6 +9,11 @@
 //! by how many pages they concern, while the budget lasts; those left wait
 //! for the next round.
 //!
+//! Sightings: a piece met for the first time is judged on what its content
+//! shows (`super::sightings`) before ksmd gives it a probation; a resting
+//! piece one of whose sightings another process published since the last
+//! round is given back at once.
+//!
 //! Content looks: a region taken out has a few present pages sampled
 //! (`/proc/thread-self/mem`, never a page that is not present) when it is
 //! taken out and then at most every `LOOK_SECONDS`; a change that then
@@ -16,12 +21,13 @@
 //! VMA whose missing faults go to the program's userfaultfd handler are
 //! never sampled.
 
-use super::plan::Plan;
+use super::plan::{Cause, Plan};
+use super::sightings::Sightings;
 use super::table::{Region, State, Table};
 use super::{counts, resting};
 use crate::core::policy::paying::{
-    chunk_pieces, index_in, look, look_samples, pays, recheck_due, rest_due, rested_enough,
-    slice_of, take_out_now, Fingerprint, LOOK_SECONDS, MAX_RECHECK_LEVEL, MAX_REST_LEVEL,
+    admitted, chunk_pieces, index_in, judged_on_sight, look, look_samples, pays, recheck_due,
+    rest_due, rested_enough, slice_of, take_out_now, Fingerprint, Sight, LOOK_SECONDS, MAX_RECHECK_LEVEL, MAX_REST_LEVEL,
     PROBATION_SCANS, PROBATION_SECONDS, PROMOTE_BYTES,
 };
 use crate::core::policy::{Range, VmaVerdict};
@@ -48,6 +54,12 @@ pub struct Clock {
 }
 
 const PROMOTIONS: usize = 8;
+/// Memory one round reads to sight pieces at the most (a quarter of a
+/// second of the thread's CPU, or so); the rest waits for the next round.
+const SIGHT_BYTES_PER_ROUND: usize = 512 << 20;
+/// A piece first met being filled is sighted again for this long at the
+/// most; then its probation decides.
+const SIGHT_PATIENCE_SECONDS: u16 = 30;
 /// Pagemap entries read at a time: one region's worth.
 const PAGEMAP_BATCH: usize = 512;
 
@@ -68,6 +80,9 @@ pub struct Work {
     looked: bool,
     /// `/proc/thread-self/mem` could not be opened: no looks.
     looks_unavailable: bool,
+    /// What the pieces' content showed, here and in the user's other
+    /// processes (`super::sightings`).
+    sightings: Sightings,
 }
 
 const SAMPLE_BYTES: usize = 4096;
@@ -92,6 +107,9 @@ pub struct Outcome {
     /// differ only in being given to ksmd.
     pub vmas: u64,
     pub splits: u64,
+    /// Pieces first met with nothing in them yet were left unknown (to be
+    /// sighted once they hold something).
+    pub empty_unsighted: bool,
 }
 
 /// What a VMA's upper neighbour needs to know of it.
@@ -114,6 +132,10 @@ struct Walk<'a, J> {
     memory: Option<OwnMemory>,
     /// This round looks at resting regions' content.
     looks: bool,
+    /// Pieces first met are sighted (`super::sightings`).
+    sightings: bool,
+    /// Bytes of pieces sighted this round.
+    sighted_bytes: usize,
     /// The VMA being walked may be sampled (no userfaultfd handler).
     sampled: bool,
     below: Option<Seen>,
@@ -128,6 +150,7 @@ pub fn round(
     work: &mut Work,
     clock: Clock,
     process_mode: bool,
+    sightings: bool,
     judge: &impl Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict,
 ) -> Outcome {
     work.plan.clear();
@@ -144,7 +167,10 @@ pub fn round(
         work.looked = true;
         work.last_look = clock.seconds;
     }
+    let dir = if sightings { work.sightings.begin() } else { None };
     let mut walk = Walk {
+        sightings: dir.is_some() && !work.looks_unavailable,
+        sighted_bytes: 0,
         work,
         clock,
         judge,
@@ -173,6 +199,7 @@ pub fn round(
     }
     work.plan.carry_out(&mut work.table, outcome.vmas, outcome.splits);
     work.table.finish();
+    work.sightings.end(dir);
     outcome
 }
 
@@ -238,19 +265,32 @@ impl<J: Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict> Walk<'_, J> {
             (!mergeable && resting::overlaps(piece))
                 .then(|| self.fresh(piece, State::Resting, 0).resting(0, self.clock.seconds))
         });
-        let (next, change, on_change) = match known {
-            None if mergeable => (Some(self.fresh(piece, State::Probation, 0)), None, false),
-            None => (None, None, false),
+        let (next, change, cause) = match known {
+            None if mergeable => self.first_sight(piece, keep),
+            None => (None, None, Cause::Schedule),
             Some(r) => {
                 let r = Region { range: piece, ..r };
                 match (r.state, mergeable) {
                     // Registered by someone else (the program, merge-any
                     // switched back on): a probe like any other.
-                    (State::Resting, true) => (Some(self.probation_of(r, piece)), None, false),
+                    (State::Resting, true) => (Some(self.probation_of(r, piece)), None, Cause::Schedule),
                     (State::Resting, false) => self.resting(r, piece, vma),
                     // Not given to ksmd, not by us: not ours to decide.
-                    (_, false) => (None, None, false),
-                    (State::Probation, true) => with_cause(self.on_probation(r, keep)),
+                    (_, false) => (None, None, Cause::Schedule),
+                    // Being filled when first met: judged on sight once
+                    // it holds enough.
+                    (State::Probation, true) if r.sight_pending && self.sightings && !keep => {
+                        match self.on_sight(r) {
+                            (Some(next), None, _) if next.state == State::Probation => {
+                                let (next, change) = self.on_probation(next, keep);
+                                (next, change, Cause::Schedule)
+                            }
+                            decided => decided,
+                        }
+                    }
+                    (State::Probation, true) => {
+                        with_cause(self.on_probation(Region { sight_pending: false, ..r }, keep))
+                    }
                     (State::Paying, true) => with_cause(self.paying(r, keep)),
                 }
             }
@@ -262,7 +302,7 @@ impl<J: Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict> Walk<'_, J> {
             return;
         };
         if let Some(register) = change {
-            self.plan(index, piece, vma, register, on_change);
+            self.plan(index, piece, vma, register, cause);
         }
     }
 
@@ -274,9 +314,82 @@ impl<J: Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict> Walk<'_, J> {
             epoch: self.clock.epoch,
             reprobe: false,
             again: false,
+            sight_pending: false,
             mark: self.clock.scans as u32,
             since: self.clock.seconds,
         }
+    }
+
+    /// A piece first met given to ksmd: a probation, unless what its
+    /// content shows says no copy of it is anywhere (`super::sightings`):
+    /// then it is taken out at once, and rests.
+    fn first_sight(&mut self, piece: Range, keep: bool) -> (Option<Region>, Option<bool>, Cause) {
+        let probation = (Some(self.fresh(piece, State::Probation, 0)), None, Cause::Schedule);
+        // A piece the table has no room for is met as new every round:
+        // never read it again and again.
+        if keep || !self.sightings || !self.sampled || self.work.table.full() {
+            return probation;
+        }
+        let fresh = self.fresh(piece, State::Probation, 0);
+        self.on_sight(fresh)
+    }
+
+    /// A first probation's piece judged on sight: it goes on (a sighting
+    /// elsewhere, or no verdict: `sight_pending` while it is being filled), or
+    /// it is taken out at once.
+    fn on_sight(&mut self, r: Region) -> (Option<Region>, Option<bool>, Cause) {
+        if self.clock.seconds.wrapping_sub(r.since) > SIGHT_PATIENCE_SECONDS {
+            // Still not filled: its probation decides.
+            return (Some(Region { sight_pending: false, ..r }), None, Cause::Schedule);
+        }
+        if self.sighted_bytes >= SIGHT_BYTES_PER_ROUND {
+            // Enough read for one round: the next reads on.
+            return (Some(Region { sight_pending: true, ..r }), None, Cause::Schedule);
+        }
+        self.sighted_bytes += r.range.len();
+        let Some(sight) = self.sight(r.range) else {
+            return (Some(Region { sight_pending: false, ..r }), None, Cause::Schedule);
+        };
+        if sight.present == 0 && !r.sight_pending {
+            // Mapped, nothing written yet: unknown, met anew (and sighted)
+            // once it holds something.
+            self.outcome.empty_unsighted = true;
+            return (None, None, Cause::Schedule);
+        }
+        if !judged_on_sight(sight) {
+            // Being filled: looked at again soon.
+            return (Some(Region { sight_pending: true, ..r }), None, Cause::Schedule);
+        }
+        if admitted(sight) {
+            return (Some(Region { sight_pending: false, ..r }), None, Cause::Schedule);
+        }
+        counts::judged(sight.present);
+        // Resting, given back once when a copy is sighted elsewhere.
+        let resting = self.baseline(r.resting(0, self.clock.seconds));
+        (Some(Region { sight_pending: true, ..resting }), Some(false), Cause::Content)
+    }
+
+    fn sight(&mut self, piece: Range) -> Option<Sight> {
+        self.open_memory()?;
+        let memory = self.memory.as_ref()?;
+        self.work
+            .sightings
+            .sight(memory, &self.pagemap, &mut self.work.pagemap, piece)
+    }
+
+    /// `/proc/thread-self/mem`, opened on first need (`None`: it cannot
+    /// be, and no round reads the program's memory again).
+    fn open_memory(&mut self) -> Option<()> {
+        if self.memory.is_none() {
+            match OwnMemory::open() {
+                Ok(m) => self.memory = Some(m),
+                Err(_) => {
+                    self.work.looks_unavailable = true;
+                    return None;
+                }
+            }
+        }
+        Some(())
     }
 
     fn probation_of(&self, r: Region, piece: Range) -> Region {
@@ -367,8 +480,19 @@ impl<J: Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict> Walk<'_, J> {
         r: Region,
         piece: Range,
         vma: Range,
-    ) -> (Option<Region>, Option<bool>, bool) {
+    ) -> (Option<Region>, Option<bool>, Cause) {
         let (index, count) = index_in(piece, vma);
+        // One of its sightings turned up in another process.
+        if r.sight_pending && self.sightings && self.work.sightings.sighted(piece.start) {
+            // A copy arrived elsewhere: a probation like a first one (no
+            // back-off, no promotion of its neighbours, which are no more
+            // likely to have copies for it).
+            let probation = Region {
+                reprobe: false,
+                ..self.probation_of(r, piece)
+            };
+            return (Some(probation), Some(true), Cause::Sighting);
+        }
         let due = r.again
             || self.promoted(piece)
             || (rest_due(
@@ -379,19 +503,19 @@ impl<J: Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict> Walk<'_, J> {
             ) && rested_enough(r.level, r.rested(self.clock.seconds)));
         if due {
             let on_change = r.again && r.due_on_change();
-            return (Some(self.probation_of(r, piece)), Some(true), on_change);
+            return (Some(self.probation_of(r, piece)), Some(true), if on_change { Cause::Content } else { Cause::Schedule });
         }
         if !self.looks {
-            return (Some(r), None, false);
+            return (Some(r), None, Cause::Schedule);
         }
         let Some(now) = self.fingerprint(piece) else {
-            return (Some(r), None, false);
+            return (Some(r), None, Cause::Schedule);
         };
         let seen = look(r.fingerprint(), r.changed(), now);
         if seen.due {
-            return (Some(self.probation_of(r, piece)), Some(true), true);
+            return (Some(self.probation_of(r, piece)), Some(true), Cause::Content);
         }
-        (Some(r.with_look(seen.fingerprint, seen.changed)), None, false)
+        (Some(r.with_look(seen.fingerprint, seen.changed)), None, Cause::Schedule)
     }
 
     /// `resting` with the fingerprint of its content now, the baseline of
@@ -408,15 +532,7 @@ impl<J: Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict> Walk<'_, J> {
         if !self.sampled || self.work.looks_unavailable {
             return None;
         }
-        if self.memory.is_none() {
-            match OwnMemory::open() {
-                Ok(m) => self.memory = Some(m),
-                Err(_) => {
-                    self.work.looks_unavailable = true;
-                    return None;
-                }
-            }
-        }
+        self.open_memory()?;
         let memory = self.memory.as_ref()?;
         let page = crate::os::page_size();
         let sample = &mut self.work.sample[..SAMPLE_BYTES.min(page)];
@@ -461,13 +577,13 @@ impl<J: Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict> Walk<'_, J> {
     /// Adds the region at `index` to the plan: to the last run if it
     /// continues it, else as a run of its own; with no room left, the
     /// change waits for the next round.
-    fn plan(&mut self, index: usize, piece: Range, vma: Range, register: bool, on_change: bool) {
+    fn plan(&mut self, index: usize, piece: Range, vma: Range, register: bool, cause: Cause) {
         let work = &mut *self.work;
-        work.plan.add(&mut work.table, index, piece, vma, register, on_change);
+        work.plan.add(&mut work.table, index, piece, vma, register, cause);
     }
 }
 
 /// A decision on a region that was not a content look's.
-fn with_cause((next, change): (Option<Region>, Option<bool>)) -> (Option<Region>, Option<bool>, bool) {
-    (next, change, false)
+fn with_cause((next, change): (Option<Region>, Option<bool>)) -> (Option<Region>, Option<bool>, Cause) {
+    (next, change, Cause::Schedule)
 }

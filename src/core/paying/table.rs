@@ -30,11 +30,16 @@ pub enum State {
 pub struct Region {
     pub range: Range,
     pub state: State,
-    /// Back-off level: of re-probes while resting (and on a probation that
+    /// Back-off level (0 to 7): of re-probes while resting (and on a probation that
     /// is a re-probe), of re-checks while paying.
     pub level: u8,
     /// The fork epoch its probation began in (low bits).
     pub epoch: u8,
+    /// Probation: a first probation whose piece could not be judged on
+    /// sight yet (being filled): it is sighted again at the next rounds.
+    /// Resting: taken out on sight; given back (once) when a copy of its
+    /// content is sighted elsewhere.
+    pub sight_pending: bool,
     /// The probation is a re-probe of a resting region.
     pub reprobe: bool,
     /// Due at the next round whatever the schedule (an action that had to
@@ -93,6 +98,7 @@ impl Region {
             level,
             again: false,
             reprobe: false,
+            sight_pending: false,
             mark: 0,
             since: seconds & !3,
             ..self
@@ -104,6 +110,12 @@ impl Region {
         (seconds & !3).wrapping_sub(self.since & !3)
     }
 }
+
+// A level packs into three bits.
+const _: () = assert!(
+    crate::core::policy::paying::MAX_RECHECK_LEVEL < 8
+        && crate::core::policy::paying::MAX_REST_LEVEL < 8
+);
 
 impl Region {
     fn pack(&self) -> Option<[u64; 2]> {
@@ -119,7 +131,8 @@ impl Region {
         };
         let meta = self.mark as u64
             | state << 32
-            | ((self.level & 0xf) as u64) << 34
+            | ((self.level & 0x7) as u64) << 34
+            | (self.sight_pending as u64) << 37
             | (self.epoch as u64) << 38
             | (self.reprobe as u64) << 46
             | (self.again as u64) << 47
@@ -141,7 +154,8 @@ impl Region {
                 2 => State::Paying,
                 _ => State::Resting,
             },
-            level: ((meta >> 34) & 0xf) as u8,
+            level: ((meta >> 34) & 0x7) as u8,
+            sight_pending: meta >> 37 & 1 != 0,
             epoch: (meta >> 38) as u8,
             reprobe: meta >> 46 & 1 != 0,
             again: meta >> 47 & 1 != 0,
@@ -216,6 +230,11 @@ impl Table {
         Some(self.written - 1)
     }
 
+    /// Whether a region put now would find no room.
+    pub fn full(&self) -> bool {
+        self.overflowed || self.written + self.previous_left >= CAPACITY
+    }
+
     /// This round's region at `index` (from [`Table::put`]).
     pub fn get(&self, index: usize) -> Region {
         Region::unpack(self.entries[index])
@@ -278,6 +297,7 @@ mod tests {
             state,
             level: 3,
             epoch: 200,
+            sight_pending: true,
             reprobe: true,
             again: false,
             mark: 0xfffffffe,
@@ -294,7 +314,8 @@ mod tests {
         let mut r = region(0x1000, State::Resting);
         r.again = true;
         r.reprobe = false;
-        r.level = 15;
+        r.level = 7;
+        r.sight_pending = false;
         assert_eq!(Region::unpack(r.pack().unwrap()), r);
     }
 

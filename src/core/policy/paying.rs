@@ -256,9 +256,133 @@ pub fn look(previous: u32, changed: bool, now: u32) -> Look {
     Look { fingerprint: now, changed: false, due: changed }
 }
 
+/// A page is a sighting when the low `SELECT_BITS + level` bits of its
+/// hash are zero: one page in 8 at level 0. The choice depends on the
+/// content alone, so two processes holding the same page both choose it,
+/// wherever it lies; a process with more pages than its table holds
+/// chooses fewer (a higher level), a subset of what the others choose.
+pub const SELECT_BITS: u32 = 3;
+/// Levels at the most (one page in 2^(3+7) = 1,024).
+pub const MOST_SELECT_LEVEL: u8 = 7;
+/// Seconds a published sighting file is believed after it was written
+/// (a process that ended without removing its own).
+pub const SIGHTINGS_MAX_AGE_S: i64 = 3600;
+/// A living process writes its file again at least this often.
+pub const SIGHTINGS_REFRESH_S: i64 = 600;
+
+/// Whether a page with this hash is a sighting at `level`.
+pub fn selected(hash: u64, level: u8) -> bool {
+    let bits = SELECT_BITS + level.min(MOST_SELECT_LEVEL) as u32;
+    hash & ((1u64 << bits) - 1) == 0
+}
+
+/// A page's content hashed to 64 bits, never 0 (0 is an empty slot):
+/// four independent lanes over its words, then folded and mixed.
+pub fn page_hash(bytes: &[u8]) -> u64 {
+    const K: [u64; 4] = [
+        0x9e37_79b9_7f4a_7c15,
+        0xc2b2_ae3d_27d4_eb4f,
+        0x1656_67b1_9e37_79f9,
+        0x85eb_ca77_c2b2_ae63,
+    ];
+    let mut lanes = K;
+    for block in bytes.chunks_exact(32) {
+        for (i, lane) in lanes.iter_mut().enumerate() {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&block[i * 8..i * 8 + 8]);
+            *lane = (*lane ^ u64::from_ne_bytes(w))
+                .wrapping_mul(K[i] | 1)
+                .rotate_left(31);
+        }
+    }
+    let mut h = lanes[0]
+        ^ lanes[1].rotate_left(17)
+        ^ lanes[2].rotate_left(34)
+        ^ lanes[3].rotate_left(51)
+        ^ bytes.len() as u64;
+    // The 64-bit finalizer of MurmurHash3: every bit of the lanes reaches
+    // the low bits that choose sightings.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    h.max(1)
+}
+
+/// What a piece's content showed when it was first seen given to ksmd.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sight {
+    /// Pages present (read), of `pages` in the piece.
+    pub present: u32,
+    pub pages: u32,
+    /// Its sightings that another process of the user, or another piece
+    /// of this process, or another page of the piece, also holds.
+    pub hits: u32,
+    /// Pages of zeros (which merge with every other page of zeros).
+    pub zeros: u32,
+    /// Other pages that repeat a page of the piece (counted exactly).
+    pub repeats: u32,
+}
+
+/// Whether a piece is judged on sight: at least half of it present (a
+/// piece being filled is left to a probation).
+pub fn judged_on_sight(s: Sight) -> bool {
+    s.present > 0 && s.present * 2 >= s.pages
+}
+
+/// Whether a piece judged on sight is given to ksmd for a probation: one
+/// of its sightings is held elsewhere (a page of it likely has a copy),
+/// or its pages repeat one another (zeros included) at the break-even. Otherwise it is taken
+/// out at once, without costing ksmd a probation: it rests, and is given
+/// back when a sighting of it turns up elsewhere, on its ticks, or when
+/// its content changes and holds still.
+pub fn admitted(s: Sight) -> bool {
+    s.hits > 0 || (s.zeros as u64 + s.repeats as u64) * BREAK_EVEN >= s.present as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sightings_are_chosen_by_content_and_nest_by_level() {
+        let pages: Vec<[u8; 4096]> = (0..4096u32)
+            .map(|i| {
+                let mut p = [0u8; 4096];
+                p[..4].copy_from_slice(&i.to_ne_bytes());
+                p[4000] = 7;
+                p
+            })
+            .collect();
+        let hashes: Vec<u64> = pages.iter().map(|p| page_hash(p)).collect();
+        let chosen = hashes.iter().filter(|&&h| selected(h, 0)).count();
+        assert!((380..=650).contains(&chosen), "about 1 in 8: {chosen}");
+        for &h in &hashes {
+            assert_ne!(h, 0);
+            if selected(h, 2) {
+                assert!(selected(h, 1) && selected(h, 0), "a higher level chooses a subset");
+            }
+        }
+        assert_eq!(page_hash(&pages[5]), page_hash(&pages[5].clone()), "same content, same hash");
+        let mut all: Vec<u64> = hashes.clone();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), hashes.len(), "pages differing in one word differ");
+    }
+
+    #[test]
+    fn a_piece_is_admitted_on_a_sighting_elsewhere_or_zeros_at_break_even() {
+        let s = |present, hits, zeros| Sight { present, pages: 512, hits, zeros, repeats: 0 };
+        assert!(!judged_on_sight(s(255, 0, 0)), "being filled: a probation decides");
+        assert!(judged_on_sight(s(256, 0, 0)));
+        assert!(!admitted(s(512, 0, 0)));
+        assert!(admitted(s(512, 1, 0)));
+        assert!(admitted(s(512, 0, 8)));
+        assert!(!admitted(s(512, 0, 7)));
+        assert!(admitted(Sight { repeats: 4, ..s(512, 0, 4) }), "zeros and repeats add up");
+        assert!(!admitted(Sight { repeats: 3, ..s(512, 0, 4) }));
+    }
 
     #[test]
     fn the_break_even_is_one_shared_page_in_sixty_four() {
