@@ -7,6 +7,11 @@
 //!
 //! The program is tests/c/paying.c: duplicated, unique and volatile pages
 //! mapped one after another (one VMA to the kernel).
+//!
+//! The probation tests run with `KSMAUTO_SIGHTINGS=off` (every piece has
+//! a probation by ksmd); the sightings tests with `on`, the default, where
+//! a piece whose content no other process of the user (nor the process
+//! itself) holds is taken out when first met.
 
 use ksmauto_testsupport as common;
 use common::{Live, Run};
@@ -25,13 +30,29 @@ fn program() -> std::path::PathBuf {
 /// The program under `mode`, its report on stderr as JSON, with the
 /// `register` choice; waits for `ready` and returns its parts by name.
 fn start(mode: &str, register: &str, args: &[&str]) -> (Live, HashMap<String, (u64, u64)>) {
+    start_with(mode, register, "off", args)
+}
+
+/// [`start`] with `KSMAUTO_SIGHTINGS` set to `sightings`.
+fn start_with(
+    mode: &str,
+    register: &str,
+    sightings: &str,
+    args: &[&str],
+) -> (Live, HashMap<String, (u64, u64)>) {
     let mut cmd = Run::with(mode)
         .env("KSMAUTO_REGISTER", register)
+        .env("KSMAUTO_SIGHTINGS", sightings)
         .env("KSMAUTO_STATS", "stderr")
         .env("KSMAUTO_STATS_FORMAT", "json")
         .command(program());
     cmd.args(args);
-    let mut live = Live::spawn(cmd, format!("paying {args:?} under {mode}, {register}"));
+    let what = format!("paying {args:?} under {mode}, {register}, sightings {sightings}");
+    parts_of(Live::spawn(cmd, what))
+}
+
+/// Waits for `ready` and returns the parts the program printed.
+fn parts_of(mut live: Live) -> (Live, HashMap<String, (u64, u64)>) {
     live.wait_line("ready", Duration::from_secs(60));
     let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
     let parts = live
@@ -118,9 +139,12 @@ fn a_region_that_never_merges_is_taken_out_and_probed_again() {
             registered(l, unique) <= n / 4
         });
         wait_probed_again(&mut live, unique, |_| {});
+        let pid = live.pid();
+        assert!(published(pid).is_none(), "{mode}: sightings off, yet published");
         let r = report(live);
         let p = &r["paying"];
         assert_eq!(r["register"], "paying", "{mode}: {r}");
+        assert_eq!(p["taken_out_on_sight"]["regions"], 0, "{mode}: sightings off: {p}");
         assert!(p["taken_out"]["regions"].as_u64() >= Some(1), "{mode}: {p}");
         assert!(p["taken_out"]["bytes"].as_u64() >= Some(n * 3 / 4 * 4096), "{mode}: {p}");
         assert!(p["probed_again"]["regions"].as_u64() >= Some(1), "{mode}: {p}");
@@ -273,8 +297,8 @@ fn a_fork_during_probation_is_no_evidence() {
 #[test]
 fn exclusions_are_never_registered_again_by_a_probe() {
     let Some(_ksmd) = common::ksmd() else { return };
-    for mode in ENGINES {
-        let (mut live, parts) = start(mode, "paying", &["secret"]);
+    for (mode, sightings) in ENGINES.iter().flat_map(|m| [(*m, "off"), (*m, "on")]) {
+        let (mut live, parts) = start_with(mode, "paying", sightings, &["secret"]);
         let (unique, secret) = (parts["unique"], parts["secret"]);
         let never = |l: &mut Live| {
             assert_eq!(registered(l, secret), 0, "{}: the secret registered", l.what)
@@ -308,8 +332,8 @@ fn the_vma_budget_holds_with_many_small_regions() {
     bare.wait_line("ready", Duration::from_secs(60));
     let without = count(bare.pid());
     drop(bare);
-    for mode in ENGINES {
-        let (live, _) = start(mode, "paying", &["mixed", "32"]);
+    for (mode, sightings) in ENGINES.iter().flat_map(|m| [(*m, "off"), (*m, "on")]) {
+        let (live, _) = start_with(mode, "paying", sightings, &["mixed", "32"]);
         let bound = without + without / 20 + 2;
         let mut most = 0;
         // Past the probation (three full scans and ten seconds) and the
@@ -351,4 +375,184 @@ fn register_all_registers_everything_as_before() {
         assert!(status.success(), "{out}");
         assert!(out.contains("\"register\":\"all\""), "{mode}: {out}");
     }
+}
+
+/// Where processes of `uid` with the permitted capabilities `caps`
+/// publish their sightings (their trust domain).
+fn sightings_dir(uid: u32, caps: u64) -> String {
+    format!("/dev/shm/ksmauto-{uid}-{caps:x}")
+}
+
+/// The tests' own trust domain: root, with the test runner's capabilities
+/// (which the programs it starts inherit).
+fn our_sightings_dir() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let caps = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapPrm:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .unwrap();
+    sightings_dir(0, caps)
+}
+
+/// The sightings file of process `pid` (`p<pid>.<pid namespace>`), if it
+/// published one.
+fn published(pid: u32) -> Option<std::fs::Metadata> {
+    let prefix = format!("p{pid}.");
+    std::fs::read_dir(our_sightings_dir())
+        .ok()?
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .and_then(|e| std::fs::symlink_metadata(e.path()).ok())
+}
+
+/// Sightings: a piece whose content no other process holds is taken out
+/// when first met, without a probation by ksmd; one holding pages another
+/// process published is given to ksmd and kept; and a piece taken out for
+/// want of a copy is given back once a copy's sightings arrive. Two
+/// processes hold the same 8 MiB (`shared`) and 16 MiB each of their own:
+/// the first is taken out whole on sight (no copy anywhere yet), the
+/// second keeps its shared part, both unique parts are taken out on
+/// sight, and the first's shared part comes back and merges with the
+/// second's. Files: one per process, 0600 in a 0700 directory of the
+/// user, removed at exit.
+#[test]
+fn memory_with_no_copy_anywhere_is_taken_out_on_sight_and_copies_come_back() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Some(_ksmd) = common::ksmd() else { return };
+    for mode in ENGINES {
+        let (mut first, a) = start_with(mode, "paying", "on", &["pool"]);
+        wait_until(&mut first, "the first process's sightings published", |_| {}, |l| {
+            published(l.pid()).is_some()
+        });
+        let file = published(first.pid()).unwrap();
+        assert!(file.is_file(), "{mode}");
+        assert_eq!(file.permissions().mode() & 0o777, 0o600, "{mode}");
+        let dir = std::fs::symlink_metadata(our_sightings_dir()).unwrap();
+        assert!(dir.is_dir(), "{mode}");
+        assert_eq!(dir.permissions().mode() & 0o777, 0o700, "{mode}");
+        assert_eq!((file.uid(), dir.uid()), (0, 0), "{mode}");
+        wait_until(&mut first, "the first's unique pages taken out", |_| {}, |l| {
+            registered(l, a["unique"]) <= pages(a["unique"]) / 4
+        });
+
+        let (mut second, b) = start_with(mode, "paying", "on", &["pool"]);
+        let (shared_a, shared_b) = (a["shared"], b["shared"]);
+        // A piece at a part's edge holds both kinds: one may go either way.
+        let kept = |l: &mut Live| {
+            let n = registered(l, shared_b);
+            assert!(n + 512 >= pages(shared_b), "{}: shared pages taken out: {n}", l.what)
+        };
+        wait_until(&mut second, "the second's unique pages taken out", kept, |l| {
+            registered(l, b["unique"]) <= pages(b["unique"]) / 4
+        });
+        let second_pid = second.pid();
+        wait_until(&mut first, "both copies of the shared pages merged", |_| {}, |l| {
+            common::ksm_pages_in(l.pid(), &[shared_a]) >= pages(shared_a) * 9 / 10
+                && common::ksm_pages_in(second_pid, &[shared_b]) >= pages(shared_b) * 9 / 10
+        });
+        kept(&mut second);
+        let first_pid = first.pid();
+        let (ra, rb) = (report(first), report(second));
+        assert!(published(first_pid).is_none() && published(second_pid).is_none(), "{mode}: left behind");
+        let (unique, shared) = (16u64 << 20, 8u64 << 20);
+        let bytes = |r: &serde_json::Value, key: &str| r["paying"][key]["bytes"].as_u64().unwrap_or(0);
+        // The first: both parts taken out on sight, its shared part given
+        // back when the second's sightings arrived.
+        assert!(bytes(&ra, "taken_out_on_sight") >= unique + shared * 3 / 4, "{mode}: {ra}");
+        assert!(bytes(&ra, "probed_on_sighting") >= shared / 2, "{mode}: {ra}");
+        // The second: its unique part only.
+        assert!(bytes(&rb, "taken_out_on_sight") >= unique * 3 / 4, "{mode}: {rb}");
+        assert!(bytes(&rb, "taken_out_on_sight") <= unique + (2 << 20), "{mode}: shared part taken out: {rb}");
+    }
+}
+
+/// A process that is not dumpable (it keeps its memory from its own user's
+/// other processes) shares no sightings: it publishes nothing, and takes
+/// nothing out on sight (its copies would be sighted by no one); its
+/// probations still take its unique pages out.
+#[test]
+fn an_undumpable_process_shares_no_sightings() {
+    let Some(_ksmd) = common::ksmd() else { return };
+    for mode in ENGINES {
+        let (mut live, parts) = start_with(mode, "paying", "on", &["pool", "undumpable"]);
+        let unique = parts["unique"];
+        let never = |l: &mut Live| assert!(published(l.pid()).is_none(), "{}: published", l.what);
+        wait_until(&mut live, "unique pages taken out", never, |l| {
+            registered(l, unique) <= pages(unique) / 4
+        });
+        never(&mut live);
+        let r = report(live);
+        assert_eq!(r["paying"]["taken_out_on_sight"]["regions"], 0, "{mode}: {r}");
+        assert!(r["paying"]["taken_out"]["regions"].as_u64() >= Some(1), "{mode}: {r}");
+    }
+}
+
+/// The directory of sightings is used only when it is safely the user's:
+/// run as `nobody` (no capabilities), the library never writes into a
+/// `/dev/shm/ksmauto-65534-0` another user made world-writable, nor through
+/// a symlink planted there
+/// (to a directory `nobody` owns) — its decisions fall back to probations,
+/// which still take the unique pages out. Without either, it makes the
+/// directory itself (0700, its own) and publishes there: the check can fail.
+#[test]
+fn a_sightings_directory_not_safely_the_users_is_never_used() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Some(_ksmd) = common::ksmd() else { return };
+    let program = program();
+    let dir_name = sightings_dir(65534, 0);
+    let dir = std::path::Path::new(&dir_name);
+    let target = std::path::PathBuf::from(format!("/dev/shm/ksmauto-test-target-{}", std::process::id()));
+    let clean = || {
+        let _ = std::fs::remove_file(dir);
+        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_dir_all(&target);
+    };
+    let entries = |p: &std::path::Path| std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0);
+    for case in ["world-writable", "symlink", "none"] {
+        clean();
+        match case {
+            "world-writable" => {
+                std::fs::create_dir(dir).unwrap();
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+            }
+            "symlink" => {
+                std::fs::create_dir(&target).unwrap();
+                std::os::unix::fs::chown(&target, Some(65534), Some(65534)).unwrap();
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o700)).unwrap();
+                std::os::unix::fs::symlink(&target, dir).unwrap();
+            }
+            _ => {}
+        }
+        let mut cmd = Run::with("process")
+            .env("KSMAUTO_REGISTER", "paying")
+            .env("KSMAUTO_SIGHTINGS", "on")
+            .command("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&program)
+            .arg("pool");
+        let (mut live, parts) = parts_of(Live::spawn(cmd, format!("paying pool as nobody, {case}")));
+        let unique = parts["unique"];
+        if case == "none" {
+            wait_until(&mut live, "sightings published in its own directory", |_| {}, |_| {
+                entries(dir) > 0
+            });
+            let meta = std::fs::symlink_metadata(dir).unwrap();
+            assert!(meta.is_dir() && meta.uid() == 65534, "{meta:?}");
+            assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+        } else {
+            let untouched = |l: &mut Live| {
+                assert_eq!(entries(&target) + if case == "symlink" { 0 } else { entries(dir) }, 0, "{}: written into", l.what)
+            };
+            wait_until(&mut live, "unique pages taken out by a probation", untouched, |l| {
+                registered(l, unique) <= pages(unique) / 4
+            });
+            untouched(&mut live);
+        }
+        live.close_stdin();
+        let what = live.what.clone();
+        let (status, out) = live.finish(Duration::from_secs(60));
+        assert!(status.success(), "{what}: {status:?}\n{out}");
+    }
+    clean();
 }

@@ -24,6 +24,11 @@
  * read-only pages), whose middle 2 MiB hold unique pages and whose outer
  * thirds a few duplicated ones: taking each middle out would split each
  * VMA in three. Prints `vmas N` and `ready`.
+ * `pool`: instead, 8 MiB of pages every process running `pool` holds
+ * alike (`shared`: no two alike within the process) and 16 MiB of its own
+ * (`unique`), one VMA; prints both parts and `ready`, then waits for EOF.
+ * `undumpable` first makes the process not dumpable (PR_SET_DUMPABLE 0:
+ * its memory kept from its own user's other processes).
  * `heap`: instead, the duplicated and the unique parts are small objects
  * from malloc (the brk heap, which glibc grows with its own `sbrk`: no hook
  * sees it); `blocks`: blocks of 1 MiB from malloc (each mapped by glibc's
@@ -37,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -55,6 +61,15 @@ static char *map(size_t len) {
 
 static void fill_unique(char *p, size_t len, unsigned seed) {
     uint64_t x = 0x9e3779b97f4a7c15ull ^ ((uint64_t)getpid() << 20) ^ seed;
+    for (size_t i = 0; i < len; i += 8) {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        memcpy(p + i, &x, 8);
+    }
+}
+
+/* Pages alike in every process (not within one). */
+static void fill_shared(char *p, size_t len) {
+    uint64_t x = 0x243f6a8885a308d3ull;
     for (size_t i = 0; i < len; i += 8) {
         x ^= x << 13; x ^= x >> 7; x ^= x << 17;
         memcpy(p + i, &x, 8);
@@ -92,8 +107,15 @@ static void range(const char *what, void *p, size_t len) {
  * between the first and the last object — for the duplicated ones only the
  * whole 2 MiB pieces (the library's regions): the piece they share with
  * the unique objects may hold too few of them to pay. */
+static int by_address(const void *a, const void *b) {
+    uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 static void objects(const char *what, size_t len, size_t size, int unique) {
     uintptr_t lo = UINTPTR_MAX, hi = 0;
+    static uintptr_t blocks[64];
+    size_t n = 0;
     for (size_t done = 0; done < len; done += size) {
         char *o = malloc(size);
         if (!o) { perror("malloc"); exit(1); }
@@ -101,6 +123,24 @@ static void objects(const char *what, size_t len, size_t size, int unique) {
         else memset(o, 'd', size);
         if ((uintptr_t)o < lo) lo = (uintptr_t)o;
         if ((uintptr_t)o + size > hi) hi = (uintptr_t)o + size;
+        if (size >= MIB && n < 64) blocks[n++] = (uintptr_t)o;
+    }
+    /* Blocks glibc maps on its own lie one after another, except the odd
+     * one that fits a hole elsewhere (beside the loaded libraries): the
+     * longest run of adjacent blocks is the part. */
+    if (n > 1) {
+        qsort(blocks, n, sizeof blocks[0], by_address);
+        uintptr_t stride = UINTPTR_MAX;
+        for (size_t i = 1; i < n; i++)
+            if (blocks[i] - blocks[i - 1] < stride) stride = blocks[i] - blocks[i - 1];
+        size_t best = 0, best_len = 1, start = 0;
+        for (size_t i = 1; i <= n; i++) {
+            if (i < n && blocks[i] - blocks[i - 1] == stride) continue;
+            if (i - start > best_len) { best = start; best_len = i - start; }
+            start = i;
+        }
+        lo = blocks[best];
+        hi = blocks[best + best_len - 1] + size;
     }
     uintptr_t align = unique ? page : 2 * MIB;
     lo = (lo + align - 1) & ~(uintptr_t)(align - 1);
@@ -117,6 +157,20 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "mixed") && i + 1 < argc) mixed = atoi(argv[++i]);
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "undumpable") && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)) { perror("prctl"); return 1; }
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "pool")) continue;
+        char *shared = map(8 * MIB), *own = map(16 * MIB);
+        fill_shared(shared, 8 * MIB);
+        fill_unique(own, 16 * MIB, 7);
+        range("shared", shared, 8 * MIB);
+        range("unique", own, 16 * MIB);
+        printf("ready\n");
+        char line[64];
+        while (fgets(line, sizeof line, stdin)) {}
+        return 0;
+    }
     for (int i = 1; i < argc; i++) {
         int heap = !strcmp(argv[i], "heap"), blocks = !strcmp(argv[i], "blocks");
         if (!heap && !blocks) continue;
