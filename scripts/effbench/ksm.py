@@ -179,13 +179,24 @@ def ksm_stat(pid):
         return None
 
 
+def process_cpu_ticks(pid):
+    """utime + stime of a process (all its threads; the library's included)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def pool_figures(pids):
     """Σ over the pool's processes of ksm_stat's pages."""
-    tot = {"merging": 0, "rmap": 0, "zero": 0, "profit": 0, "procs": 0}
+    tot = {"merging": 0, "rmap": 0, "zero": 0, "profit": 0, "procs": 0, "cpu_ticks": 0}
     for pid in pids:
         s = ksm_stat(pid)
         if s is None:
             continue
+        tot["cpu_ticks"] += process_cpu_ticks(pid)
         tot["procs"] += 1
         tot["merging"] += s.get("ksm_merging_pages", 0)
         tot["rmap"] += s.get("ksm_rmap_items", 0)

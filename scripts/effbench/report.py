@@ -33,6 +33,11 @@ def figures(run):
         "d_pages_scanned": last["ksm"]["pages_scanned"] - first["ksm"]["pages_scanned"],
         "d_full_scans": last["ksm"]["full_scans"] - first["ksm"]["full_scans"],
         "ksmd_cpu_s": round(cpu, 2), "ksmd_cpu_exact_s": round(ns, 3) if ns is not None else None,
+        # the pool's own CPU (its processes alive at the end; the library's
+        # thread, sightings included, is part of it): what the variant costs
+        # the program, beside what it saves ksmd
+        "pool_cpu_s": round((last["pool"].get("cpu_ticks", 0) - first["pool"].get("cpu_ticks", 0))
+                            / run["clk_tck"], 2),
         "t90_s": t90(s), "ready_s": run.get("ready_s"), "procs": last["pool"]["procs"],
         "max_rmap": max(x["pool"]["rmap"] for x in s),
         "host_busy": round(busy, 3), "window_s": last["t"],
@@ -101,7 +106,7 @@ def judge(row, base, oracle, real, cpu_key):
 
 
 COLUMNS = ["variant", "merged pages", "Δpages_sharing", "rmap items", "rmap/merged", "ksmd CPU s", "net CPU s",
-           "pages scanned", "CPU vs merge-any", "rmap vs merge-any", "merged vs merge-any", "t90 s", "targets"]
+           "pool CPU s", "pages scanned", "CPU vs merge-any", "rmap vs merge-any", "merged vs merge-any", "t90 s", "targets"]
 
 
 def table(pace, workload, describe, window, rows, kinds, real):
@@ -124,7 +129,7 @@ def table(pace, workload, describe, window, rows, kinds, real):
         judged = judge(r, base, oracle, real, cpu_key) if base and kinds[v] == "library" and pace == "fixed" else ""
         out.append("| " + " | ".join([
             v + marks, fmt(r["merged"]), fmt(r["d_pages_sharing"]), fmt(r["rmap"]), fmt(r["rmap_per_merged"], 2),
-            fmt(r["ksmd_cpu_s"], 2), fmt(r["net_cpu_s"], 2), fmt(r["d_pages_scanned"]),
+            fmt(r["ksmd_cpu_s"], 2), fmt(r["net_cpu_s"], 2), fmt(r.get("pool_cpu_s"), 2), fmt(r["d_pages_scanned"]),
             cpu_rel, rel("rmap"), rel("merged"), fmt(r["t90_s"], 1), judged]) + " |")
     notes = ["CPU ratios use " + ("net CPU (minus the `none` variant of the same round; raw in brackets)." if have_net
                                   else "raw ksmd CPU (no `none` variant, or it took as much CPU as merge-any: "
