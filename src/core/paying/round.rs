@@ -26,7 +26,7 @@ use super::sightings::Sightings;
 use super::table::{Region, State, Table};
 use super::{counts, resting};
 use crate::core::policy::paying::{
-    admitted, chunk_pieces, index_in, judged_on_sight, look, look_samples, pays, recheck_due,
+    admitted, chunk_pieces, has_evidence, index_in, judged_on_sight, look, look_samples, pays, recheck_due,
     rest_due, rested_enough, slice_of, take_out_now, Fingerprint, Sight, LOOK_SECONDS, MAX_RECHECK_LEVEL, MAX_REST_LEVEL,
     PROBATION_SCANS, PROBATION_SECONDS, PROMOTE_BYTES,
 };
@@ -360,7 +360,7 @@ impl<J: Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict> Walk<'_, J> {
             // Being filled: looked at again soon.
             return (Some(Region { sight_pending: true, ..r }), None, Cause::Schedule);
         }
-        if admitted(sight) {
+        if admitted(sight) || !has_evidence(sight) {
             return (Some(Region { sight_pending: false, ..r }), None, Cause::Schedule);
         }
         counts::judged(sight.present);
@@ -445,12 +445,18 @@ impl<J: Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict> Walk<'_, J> {
         if !take_out_now(scans, self.clock.host_merging) {
             return (Some(r), None);
         }
-        let level = if r.reprobe {
-            (r.level + 1).min(MAX_REST_LEVEL)
+        // A probation given on a sighting elsewhere (not a re-probe, yet
+        // a level: see `resting`) found no copy merging: its copy may have
+        // been resting then. It stays one to give back on a sighting,
+        // after a longer rest each time.
+        let on_sighting = !r.reprobe && r.level > 0;
+        let level = if r.reprobe || on_sighting {
+            (r.level + r.reprobe as u8).min(MAX_REST_LEVEL)
         } else {
             0
         };
-        (Some(self.baseline(r.resting(level, self.clock.seconds))), Some(false))
+        let resting = self.baseline(r.resting(level, self.clock.seconds));
+        (Some(Region { sight_pending: on_sighting, ..resting }), Some(false))
     }
 
     /// A paying region is looked at again on its ticks; once it no longer
@@ -483,12 +489,19 @@ impl<J: Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict> Walk<'_, J> {
     ) -> (Option<Region>, Option<bool>, Cause) {
         let (index, count) = index_in(piece, vma);
         // One of its sightings turned up in another process.
-        if r.sight_pending && self.sightings && self.work.sightings.sighted(piece.start) {
-            // A copy arrived elsewhere: a probation like a first one (no
-            // back-off, no promotion of its neighbours, which are no more
-            // likely to have copies for it).
+        // A copy of its content is sighted elsewhere: given back for a
+        // probation — at once the first time, then only after resting
+        // 30 s << level (its copy may have been resting when it was given
+        // back; each try raises the level). Not a re-probe: no promotion
+        // of its neighbours, which are no more likely to have copies.
+        let sighting_due = r.sight_pending
+            && self.sightings
+            && (r.level == 0 || rested_enough(r.level - 1, r.rested(self.clock.seconds)))
+            && self.work.sightings.sighted(piece.start);
+        if sighting_due {
             let probation = Region {
                 reprobe: false,
+                level: (r.level + 1).min(MAX_REST_LEVEL),
                 ..self.probation_of(r, piece)
             };
             return (Some(probation), Some(true), Cause::Sighting);

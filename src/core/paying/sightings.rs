@@ -7,15 +7,17 @@
 //! present pages (one `process_vm_readv` of its own memory, never a page
 //! that is not present) and hashes them. One page in 8, chosen by its hash
 //! alone (`policy::paying::selected`), is a *sighting*: two processes
-//! holding the same page both choose it, wherever it lies (in a piece of
-//! fewer than 64 pages, a small VMA, every page is one). A piece one of
+//! holding the same page both choose it, wherever it lies. A piece none
+//! of whose pages is a sighting (a small VMA may have none) has its
+//! probation as before. A piece one of
 //! whose sightings another process of its trust domain published, or
 //! another piece (or page) of this process holds, or whose pages repeat
 //! one another (zeros included) at the break-even, is given to ksmd for
 //! its probation as before; any other piece is taken out at once, without
 //! costing ksmd three full scans, and rests. It is given back for a
-//! probation, once, when one of its sightings turns up in a file another
-//! process publishes later (the pool's other workers arriving); and like
+//! probation when one of its sightings turns up in a file another process
+//! publishes later (the pool's other workers arriving) — again, after a
+//! longer rest each time, while its probations find no copy merging; and like
 //! every resting piece on its ticks, or when its content changes and
 //! holds still.
 //!
@@ -51,13 +53,10 @@ use crate::os::trust_domain::{failed_for_good, Stamp, TrustDomainDir};
 const OWN_SLOTS: usize = 1 << 15;
 /// Other processes' sightings (open addressing).
 const PEER_SLOTS: usize = 1 << 16;
-/// Resting pieces found sighted elsewhere, per round.
-const SIGHTED_MOST: usize = 1024;
-/// Pieces of fewer pages have every page sighted.
-const SMALL_PIECE_PAGES: usize = 64;
+/// Pieces found sighted elsewhere, per round.
+const SIGHTED_MOST: usize = 4096;
 /// Sightings of one piece remembered to find copies within it.
 const LOCAL_MOST: usize = 128;
-const _: () = assert!(SMALL_PIECE_PAGES <= LOCAL_MOST);
 /// Pages of a piece at the most (2 MiB of 4 KiB pages).
 const PIECE_PAGES_MOST: usize = 512;
 /// Bytes of a page hashed at its start and at its middle.
@@ -242,8 +241,10 @@ impl Sightings {
         if stamp.is_some() && stamp != self.peers_stamp {
             self.peers_stamp = stamp;
             self.read_peers(&dir);
-            self.find_sighted();
         }
+        // Every round (a resting piece is given back on a sighting only
+        // once it has rested long enough: see `round`).
+        self.find_sighted();
         Some(dir)
     }
 
@@ -302,30 +303,30 @@ impl Sightings {
 
     /// The resting pieces one of whose sightings others hold now.
     fn find_sighted(&mut self) {
+        self.sighted_count = 0;
         if self.peer_count == 0 {
             return;
         }
-        let mut n = 0;
         for &[hash, piece] in self.own.iter() {
-            if hash != 0 && n < SIGHTED_MOST && has_peer(&self.peers, hash) {
-                self.sighted[n] = piece as usize;
-                n += 1;
+            if hash == 0 || !has_peer(&self.peers, hash) {
+                continue;
+            }
+            // A sorted set of pieces (a piece has many sightings).
+            let piece = piece as usize;
+            let n = self.sighted_count;
+            if let Err(at) = self.sighted[..n].binary_search(&piece) {
+                if n == SIGHTED_MOST {
+                    return;
+                }
+                self.sighted.copy_within(at..n, at + 1);
+                self.sighted[at] = piece;
+                self.sighted_count = n + 1;
             }
         }
-        let list = &mut self.sighted[..n];
-        list.sort_unstable();
-        let mut kept = 0;
-        for i in 0..n {
-            if kept == 0 || list[kept - 1] != list[i] {
-                list[kept] = list[i];
-                kept += 1;
-            }
-        }
-        self.sighted_count = kept;
     }
 
-    /// Whether a sighting of the piece starting at `start` turned up
-    /// elsewhere since the last round.
+    /// Whether a sighting of the piece starting at `start` is held by
+    /// another process now.
     pub fn sighted(&self, start: usize) -> bool {
         self.sighted[..self.sighted_count].binary_search(&start).is_ok()
     }
@@ -367,10 +368,7 @@ impl Sightings {
         self.read_stretches(memory, present, page)?;
         let mut hashed = 0;
         let mut local = 0;
-        // A small piece (a small VMA) has every page's hash sighted: one
-        // in 8 of a few pages could be none (the same layout in a pool's
-        // other processes publishes them all too).
-        let every = pages < SMALL_PIECE_PAGES;
+
         for p in 0..present {
             let bytes = &self.run[p * 2 * STRETCH..(p + 1) * 2 * STRETCH];
             let hash = page_hash(bytes);
@@ -381,9 +379,10 @@ impl Sightings {
             }
             self.piece[hashed] = hash;
             hashed += 1;
-            if !every && !selected(hash, self.level) {
+            if !selected(hash, self.level) {
                 continue;
             }
+            sight.sampled += 1;
             let within = self.local[..local].contains(&hash);
             if !within && local < LOCAL_MOST {
                 self.local[local] = hash;

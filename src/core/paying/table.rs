@@ -37,8 +37,9 @@ pub struct Region {
     pub epoch: u8,
     /// Probation: a first probation whose piece could not be judged on
     /// sight yet (being filled): it is sighted again at the next rounds.
-    /// Resting: taken out on sight; given back (once) when a copy of its
-    /// content is sighted elsewhere.
+    /// Resting: taken out on sight (or after a probation given on a
+    /// sighting); given back when a copy of its content is sighted
+    /// elsewhere, after resting `30 s << (level - 1)` from level 1 on.
     pub sight_pending: bool,
     /// The probation is a re-probe of a resting region.
     pub reprobe: bool,

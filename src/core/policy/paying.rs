@@ -323,12 +323,21 @@ pub struct Sight {
     pub zeros: u32,
     /// Other pages that repeat a page of the piece (counted exactly).
     pub repeats: u32,
+    /// Its pages that are sightings (chosen by their hash).
+    pub sampled: u32,
 }
 
 /// Whether a piece is judged on sight: at least half of it present (a
-/// piece being filled is left to a probation).
+/// piece being filled is looked at again).
 pub fn judged_on_sight(s: Sight) -> bool {
     s.present > 0 && s.present * 2 >= s.pages
+}
+
+/// Whether a piece judged on sight had anything to judge by: a sighting,
+/// or pages of zeros or repeated (a small piece may have none: its
+/// probation decides).
+pub fn has_evidence(s: Sight) -> bool {
+    s.sampled > 0 || s.zeros > 0 || s.repeats > 0
 }
 
 /// Whether a piece judged on sight is given to ksmd for a probation: one
@@ -373,7 +382,7 @@ mod tests {
 
     #[test]
     fn a_piece_is_admitted_on_a_sighting_elsewhere_or_zeros_at_break_even() {
-        let s = |present, hits, zeros| Sight { present, pages: 512, hits, zeros, repeats: 0 };
+        let s = |present, hits, zeros| Sight { present, pages: 512, hits, zeros, repeats: 0, sampled: 1 };
         assert!(!judged_on_sight(s(255, 0, 0)), "being filled: a probation decides");
         assert!(judged_on_sight(s(256, 0, 0)));
         assert!(!admitted(s(512, 0, 0)));
@@ -382,6 +391,7 @@ mod tests {
         assert!(!admitted(s(512, 0, 7)));
         assert!(admitted(Sight { repeats: 4, ..s(512, 0, 4) }), "zeros and repeats add up");
         assert!(!admitted(Sight { repeats: 3, ..s(512, 0, 4) }));
+        assert!(!has_evidence(Sight { sampled: 0, ..s(16, 0, 0) }), "no sighting: a probation");
     }
 
     #[test]
