@@ -9,7 +9,7 @@
 //! mapped one after another (one VMA to the kernel).
 //!
 //! The probation tests run with `KSMAUTO_SIGHTINGS=off` (every piece has
-//! a probation by ksmd); the sightings tests with `on`, the default, where
+//! a probation by ksmd); the sightings tests with `on`, where
 //! a piece whose content no other process of the user (nor the process
 //! itself) holds is taken out when first met.
 

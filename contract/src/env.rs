@@ -26,9 +26,9 @@ pub const SCAN_INTERVAL: &str = "KSMAUTO_SCAN_INTERVAL";
 /// later) or `all` (the default: every qualifying region, as the kernel's
 /// merge-any does).
 pub const REGISTER: &str = "KSMAUTO_REGISTER";
-/// With `KSMAUTO_REGISTER=paying`: `on` (the default) judges a piece first
+/// With `KSMAUTO_REGISTER=paying`: `on` judges a piece first
 /// on what its content shows (sightings shared with the same user's other
-/// processes through `/dev/shm/ksmauto-UID-CAPS`), `off` gives every piece a
+/// processes through `/dev/shm/ksmauto-UID-CAPS`), `off` (the default) gives every piece a
 /// probation by ksmd and publishes nothing.
 pub const SIGHTINGS: &str = "KSMAUTO_SIGHTINGS";
 

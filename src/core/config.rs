@@ -113,7 +113,9 @@ impl Config {
         stats_format: StatsFormat::Text,
         scan_interval_ms: 100,
         register: Register::All,
-        sightings: true,
+        // Off until the library's own cost is measured below what it
+        // saves ksmd on every pool (docs/efficiency.md).
+        sightings: false,
     };
 }
 

@@ -3,7 +3,7 @@
 //! (`KSMAUTO_REGISTER=paying`; `all`, the default until it meets issue
 //! 21's targets, gives ksmd everything that qualifies, as merge-any does).
 //!
-//! **Sightings first** ([`sightings`], `KSMAUTO_SIGHTINGS`, on by
+//! **Sightings first** ([`sightings`], `KSMAUTO_SIGHTINGS=on`, off by
 //! default): a piece first met is read and hashed; one with no sign of a
 //! copy in this process or in another process of the same user is taken
 //! out at once, without a probation, and rests; it is given back when a
