@@ -10,9 +10,9 @@
 //! for the next round.
 //!
 //! Sightings: a piece met for the first time is judged on what its content
-//! shows (`super::sightings`) before ksmd gives it a probation; a resting
-//! piece one of whose sightings another process published since the last
-//! round is given back at once.
+//! shows (`super::sightings`) before ksmd gives it a probation; a piece it
+//! took out is given back when another process holds one of its
+//! sightings (at once the first time, then after longer and longer rests).
 //!
 //! Content looks: a region taken out has a few present pages sampled
 //! (`/proc/thread-self/mem`, never a page that is not present) when it is
@@ -26,9 +26,10 @@ use super::sightings::Sightings;
 use super::table::{Region, State, Table};
 use super::{counts, resting};
 use crate::core::policy::paying::{
-    admitted, chunk_pieces, has_evidence, index_in, judged_on_sight, look, look_samples, pays, recheck_due,
-    rest_due, rested_enough, slice_of, take_out_now, Fingerprint, Sight, LOOK_SECONDS, MAX_RECHECK_LEVEL, MAX_REST_LEVEL,
-    PROBATION_SCANS, PROBATION_SECONDS, PROMOTE_BYTES,
+    admitted, chunk_pieces, has_evidence, index_in, judged_on_sight, look, look_samples, pays,
+    recheck_due, rest_due, rested_enough, slice_of, take_out_now, Fingerprint, Sight,
+    LOOK_SECONDS, MAX_RECHECK_LEVEL, MAX_REST_LEVEL, PROBATION_SCANS, PROBATION_SECONDS,
+    PROMOTE_BYTES,
 };
 use crate::core::policy::{Range, VmaVerdict};
 use crate::os::own_memory::OwnMemory;
@@ -364,7 +365,7 @@ impl<J: Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict> Walk<'_, J> {
             return (Some(Region { sight_pending: false, ..r }), None, Cause::Schedule);
         }
         counts::judged(sight.present);
-        // Resting, given back once when a copy is sighted elsewhere.
+        // Resting, given back when a copy is sighted elsewhere.
         let resting = self.baseline(r.resting(0, self.clock.seconds));
         (Some(Region { sight_pending: true, ..resting }), Some(false), Cause::Content)
     }
