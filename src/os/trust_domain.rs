@@ -37,6 +37,34 @@ pub struct TrustDomainDir {
 /// When the directory last changed (a file added, replaced or removed).
 pub type Stamp = (i64, i64);
 
+/// Whether the other processes of this trust domain could read this
+/// process's memory anyway (through `/proc/PID/mem`), which sharing
+/// sightings with them must not go beyond: it is dumpable (it did not ask
+/// to keep its memory from its own user's other processes), its real,
+/// effective and saved IDs are one (no other user's ID to return to), and
+/// no Yama restriction keeps same-user processes apart (`ptrace_scope` 0,
+/// or no Yama; read once).
+pub fn members_may_read_this_memory() -> bool {
+    sys::dumpable() && sys::one_identity() && yama_allows()
+}
+
+fn yama_allows() -> bool {
+    use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
+    static ALLOWS: AtomicU8 = AtomicU8::new(0);
+    match ALLOWS.load(Relaxed) {
+        1 => return true,
+        2 => return false,
+        _ => {}
+    }
+    let mut buf = [0u8; 8];
+    let allows = match sys::read_file(b"/proc/sys/kernel/yama/ptrace_scope\0", &mut buf) {
+        Ok(n) => buf[..n].first() == Some(&b'0'),
+        Err(e) => e == libc::ENOENT,
+    };
+    ALLOWS.store(if allows { 1 } else { 2 }, Relaxed);
+    allows
+}
+
 /// Whether `open` failed for good (the directory is not safely ours) or
 /// for now (no memory, no descriptor: another round may try again).
 pub fn failed_for_good(e: Errno) -> bool {

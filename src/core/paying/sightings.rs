@@ -47,7 +47,7 @@ use crate::core::policy::Range;
 use crate::os::own_memory::OwnMemory;
 use crate::os::pagemap::{entry_present, Pagemap};
 use crate::os::sys;
-use crate::os::trust_domain::{failed_for_good, Stamp, TrustDomainDir};
+use crate::os::trust_domain::{self, failed_for_good, Stamp, TrustDomainDir};
 
 /// Own sightings, with the piece each was seen in (open addressing).
 const OWN_SLOTS: usize = 1 << 15;
@@ -513,34 +513,11 @@ impl Sightings {
     }
 }
 
-/// Whether this process may share sightings with its trust domain (the
-/// processes of its user with its capabilities, `os::trust_domain`): only
-/// where they could read its memory anyway — it is dumpable (it did not
-/// ask to keep its memory from its own user's other processes), runs with
-/// one identity (no other user's ID to return to), and no Yama
-/// restriction keeps same-user processes from reading each other.
+/// Whether this process may share sightings with its trust domain: only
+/// where its members could read its memory anyway
+/// (`os::trust_domain::members_may_read_this_memory`).
 fn may_share() -> bool {
-    // SAFETY: PR_GET_DUMPABLE takes no pointer and returns the flag.
-    let dumpable = unsafe { sys::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
-    dumpable == Ok(1) && sys::one_identity() && yama_allows()
-}
-
-/// Whether Yama leaves same-user processes free to read each other
-/// (`ptrace_scope` 0, or no Yama): read once.
-fn yama_allows() -> bool {
-    static ALLOWS: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
-    match ALLOWS.load(Relaxed) {
-        1 => return true,
-        2 => return false,
-        _ => {}
-    }
-    let mut buf = [0u8; 8];
-    let allows = match sys::read_file(b"/proc/sys/kernel/yama/ptrace_scope\0", &mut buf) {
-        Ok(n) => buf[..n].first() == Some(&b'0'),
-        Err(e) => e == libc::ENOENT,
-    };
-    ALLOWS.store(if allows { 1 } else { 2 }, Relaxed);
-    allows
+    trust_domain::members_may_read_this_memory()
 }
 
 fn insert_peer(peers: &mut [u64; PEER_SLOTS], hash: u64) -> bool {

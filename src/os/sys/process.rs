@@ -127,3 +127,12 @@ pub fn permitted_capabilities() -> Option<u64> {
     unsafe { syscall!(libc::SYS_capget, header.as_ptr(), data.as_mut_ptr()) }.ok()?;
     Some(data[1] as u64 | (data[4] as u64) << 32)
 }
+
+/// Whether this process is dumpable (`PR_GET_DUMPABLE` 1): not, when it
+/// asked to keep its memory from its own user's other processes, or the
+/// kernel made it so (after a change of IDs).
+pub fn dumpable() -> bool {
+    // SAFETY: PR_GET_DUMPABLE takes no pointer and returns the flag.
+    let flag = unsafe { prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
+    flag == Ok(1)
+}
