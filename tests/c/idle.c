@@ -176,12 +176,20 @@ static void run_arenas(int threads) {
     die("joined a thread that never ends");
 }
 
+/* The region is kept its own VMA by a read-only page on either side: a
+ * fresh mapping the kernel places right below another anonymous one
+ * coalesces with it, and the catch-up then takes it for that VMA growing
+ * down (its growing edge page is advised only once the growth is over).
+ * Where it lands depends on the size of what is loaded. */
 static void build_syscall(long pages) {
-    unsigned char *p = (unsigned char *)syscall(SYS_mmap, NULL, pages * page, PROT_READ | PROT_WRITE,
-                                                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    unsigned char *p = (unsigned char *)syscall(SYS_mmap, NULL, (pages + 2) * page,
+                                                PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) die("mmap");
-    region = p;
-    dup_pages_in(p, pages * page);
+    if (syscall(SYS_mprotect, p, page, PROT_READ) ||
+        syscall(SYS_mprotect, p + (pages + 1) * page, page, PROT_READ))
+        die("mprotect");
+    region = p + page;
+    dup_pages_in(p + page, pages * page);
 }
 
 enum { COV_PAGES = 1024 };
