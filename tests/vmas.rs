@@ -1,7 +1,7 @@
 //! The advise engine never fragments the address space: it advises whole
-//! VMAs, never a part of one, so a program's VMA count (lines of
-//! /proc/<pid>/maps) under the preload stays within 5% of the count without
-//! it, and an allocation stress test that keeps thousands of mixed-size blocks
+//! VMAs, never a part of one but the growing edge of memory still growing,
+//! so a program's VMA count (lines of /proc/<pid>/maps) under the preload
+//! stays within 5% of the count without it once the program pauses, and an allocation stress test that keeps thousands of mixed-size blocks
 //! live across threads runs within a lowered vm.max_map_count.
 //!
 //! The library's own mappings (its ELF segments and the zero-fill mapping
@@ -11,16 +11,29 @@
 use common::*;
 use ksmauto_testsupport as common;
 
-fn stress_maps(run: Run, args: &[&str]) -> (usize, String) {
+/// What `tests/c/alloc_stress.c` run with `args` left: its maps at the peak
+/// (its threads just blocked there, or still on their way), its maps once
+/// the count stopped changing with every thread blocked, and its output.
+struct Stress {
+    peak: String,
+    settled: String,
+    out: String,
+}
+
+fn stress(run: Run, args: &[&str]) -> Stress {
     let prog = compile_c("tests/c/alloc_stress.c", &[]);
-    let dump = std::env::temp_dir().join(format!(
-        "ksmauto-maps-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
+    let dump = |what: &str| {
+        std::env::temp_dir().join(format!(
+            "ksmauto-maps-{what}-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ))
+    };
+    let (peak, settled) = (dump("peak"), dump("settled"));
     let out = run
         .env("KSMAUTO_STATS", "off")
-        .env("DUMP_MAPS", dump.to_str().unwrap())
+        .env("DUMP_MAPS", peak.to_str().unwrap())
+        .env("DUMP_SETTLED_MAPS", settled.to_str().unwrap())
         .output(&prog, args);
     let stdout = text(&out.stdout);
     assert!(
@@ -31,9 +44,16 @@ fn stress_maps(run: Run, args: &[&str]) -> (usize, String) {
     );
     assert_eq!(field_u64(&stdout, "failures"), 0, "{stdout}");
     assert_eq!(field_u64(&stdout, "corrupt"), 0, "{stdout}");
-    let maps = std::fs::read_to_string(&dump).unwrap();
-    let _ = std::fs::remove_file(&dump);
-    (program_vmas(&maps), stdout)
+    let read = |path: &std::path::Path| {
+        let maps = std::fs::read_to_string(path).unwrap();
+        let _ = std::fs::remove_file(path);
+        maps
+    };
+    Stress {
+        peak: read(&peak),
+        settled: read(&settled),
+        out: stdout,
+    }
 }
 
 fn rand_suffix() -> u64 {
@@ -56,21 +76,58 @@ b000-c000 r--p 00000000 fe:00 13 /usr/lib/libc.so.6
     assert_eq!(program_vmas(maps), 2);
 }
 
+/// Regions that may grow: glibc's thread-arena heaps (each reserves the
+/// rest of its 64 MiB as a no-access mapping above what it uses), the brk
+/// heap, and one run of mappings growing downwards.
+fn growing_regions(maps: &str) -> usize {
+    let page = page_size();
+    let reserves = maps
+        .lines()
+        .filter(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let bytes = words[0].split_once('-').map(|(start, end)| {
+                u64::from_str_radix(end, 16).unwrap() - u64::from_str_radix(start, 16).unwrap()
+            });
+            words.get(1) == Some(&"---p") && words.get(4) == Some(&"0") && bytes > Some(page)
+        })
+        .count();
+    reserves + 2
+}
+
+/// Once the program pauses, its VMA count is within 5% of the count without
+/// the preload. While it allocates, the advise engine leaves the growing
+/// part of each region still growing (a thread arena's top) unadvised until
+/// a later pass finds its growth over (docs/how-it-works.md, "Growth
+/// edges"): at the peak, one more VMA per growing region at most.
 #[test]
 fn vma_count_of_a_multithreaded_allocation_workload_stays_within_5_percent() {
     let args = ["4", "300000", "7"];
-    let (without, base) = stress_maps(Run::without(), &args);
+    let base = stress(Run::without(), &args);
+    let without = program_vmas(&base.settled);
+    let peak_without = program_vmas(&base.peak);
     for mode in ["advise", "process"] {
-        let (with, out) = stress_maps(Run::with(mode), &args);
-        eprintln!("{mode}: {with} VMAs, without the preload {without}");
+        let with = stress(Run::with(mode), &args);
+        let (peak, settled) = (program_vmas(&with.peak), program_vmas(&with.settled));
+        let regions = growing_regions(&with.peak);
+        eprintln!(
+            "{mode}: {peak} VMAs at the peak ({regions} regions may grow), {settled} settled; \
+             without the preload {peak_without}, {without}"
+        );
         assert_eq!(
-            field(&out, "checksum"),
-            field(&base, "checksum"),
+            field(&with.out, "checksum"),
+            field(&base.out, "checksum"),
             "{mode}: results differ"
         );
         assert!(
-            with * 100 <= without * 105,
-            "{mode}: {with} VMAs against {without} without the preload"
+            settled * 100 <= without * 105,
+            "{mode}: {settled} VMAs against {without} without the preload, once paused:\n{}",
+            with.settled
+        );
+        assert!(
+            peak * 100 <= peak_without * 105 + regions * 100,
+            "{mode}: {peak} VMAs at the peak against {peak_without} without the preload \
+             and {regions} regions that may grow:\n{}",
+            with.peak
         );
     }
 }

@@ -10,6 +10,10 @@
  * and unmaps) and writes every page of each.
  * Output: "failures N" (allocations that returned NULL), "corrupt N",
  *         "vmas_peak N", "checksum X" (deterministic for the arguments).
+ * With DUMP_MAPS=path the maps at the peak are copied there; with
+ * DUMP_SETTLED_MAPS=path too, every thread then stays blocked at the peak
+ * until the VMA count has not changed for a second (at most 10 s) and those
+ * maps are copied there: what the count is once the program pauses.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -17,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define SLOTS 4096
 
@@ -38,10 +43,11 @@ static size_t pick_size(uint64_t r) {
     return 4u << 20;                                   /* very large */
 }
 
-/* Counts /proc/self/maps lines; with DUMP_MAPS=path also copies them there. */
-static long count_vmas(void) {
+/* Counts /proc/self/maps lines; with a path in the environment variable
+   `dump_to` (if not NULL), also copies them there. */
+static long count_vmas(const char *dump_to) {
     FILE *f = fopen("/proc/self/maps", "r");
-    const char *dump = getenv("DUMP_MAPS");
+    const char *dump = dump_to ? getenv(dump_to) : NULL;
     FILE *out = dump ? fopen(dump, "w") : NULL;
     long n = 0;
     int c;
@@ -55,6 +61,20 @@ static long count_vmas(void) {
     return n;
 }
 
+/* Waits, the other threads blocked, until the VMA count has been the same
+   for a second (at most 10 s), then dumps the maps to DUMP_SETTLED_MAPS. */
+static void settle(void) {
+    long last = -1;
+    for (int sample = 0, same = 0; sample < 100 && same < 10; sample++) {
+        struct timespec tenth = {0, 100 * 1000 * 1000};
+        nanosleep(&tenth, NULL);
+        long now = count_vmas(NULL);
+        same = now == last ? same + 1 : 0;
+        last = now;
+    }
+    count_vmas("DUMP_SETTLED_MAPS");
+}
+
 static void *work(void *arg) {
     struct worker *w = arg;
     unsigned char **slot = calloc(SLOTS, sizeof *slot);
@@ -63,7 +83,10 @@ static void *work(void *arg) {
     for (unsigned long i = 0; i < w->ops; i++) {
         if (i == w->ops / 2) {
             /* all threads at their halfway point, blocks live: count VMAs */
-            if (pthread_barrier_wait(w->peak) == PTHREAD_BARRIER_SERIAL_THREAD) vmas_peak = count_vmas();
+            if (pthread_barrier_wait(w->peak) == PTHREAD_BARRIER_SERIAL_THREAD) {
+                vmas_peak = count_vmas("DUMP_MAPS");
+                if (getenv("DUMP_SETTLED_MAPS")) settle();
+            }
             pthread_barrier_wait(w->peak);
         }
         uint64_t r = next_rand(&s);
