@@ -353,6 +353,66 @@ fn the_vma_budget_holds_with_many_small_regions() {
     }
 }
 
+/// ksmd's pace set for one test and put back after it (the harness holds
+/// ksmd at its fast pace around every test).
+struct Pace(String);
+
+impl Pace {
+    fn pages_to_scan(pages: u64) -> Pace {
+        let path = "/sys/kernel/mm/ksm/pages_to_scan";
+        let saved = std::fs::read_to_string(path).unwrap();
+        std::fs::write(path, pages.to_string()).unwrap();
+        Pace(saved.trim().to_string())
+    }
+}
+
+impl Drop for Pace {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/sys/kernel/mm/ksm/pages_to_scan", &self.0);
+    }
+}
+
+/// A rest tick gives back four pieces of a 64 MiB resting VMA apart, more
+/// splits than the VMA budget allows at once: those it refuses wait for
+/// their next turn. They once stayed due at every round, so the library
+/// ran a round (a walk of the whole of the process's smaps) at every poll,
+/// four a second, for as long as the budget had no room. A round wants a
+/// full scan of ksmd's that its plan waits for (or news), so with ksmd at
+/// a slow pace the rounds stay within the full scans (and a few for news).
+#[test]
+fn a_give_back_the_budget_refuses_waits_for_its_next_turn() {
+    let Some(_ksmd) = common::ksmd() else { return };
+    // Two processes of 80 MiB at 10,000 pages a second, fewer once the
+    // unique parts are taken out.
+    let _pace = Pace::pages_to_scan(100);
+    let scans = common::full_scans();
+    let t0 = Instant::now();
+    let lives: Vec<Live> = ENGINES
+        .iter()
+        .map(|mode| start(mode, "paying", &["wide"]).0)
+        .collect();
+    // Past the take-out, the 30 s rest and a tick or two.
+    while t0.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let scanned = common::full_scans() - scans;
+    for (mode, live) in ENGINES.iter().zip(lives) {
+        let r = report(live);
+        let p = &r["paying"];
+        assert!(
+            p["probed_again"]["regions"].as_u64() >= Some(1)
+                && p["refused"].as_u64() >= Some(1),
+            "{mode}: no give-back refused by the budget (the test did not test): {p}"
+        );
+        let rounds = p["rounds"].as_u64().unwrap();
+        eprintln!("{mode}: {rounds} rounds in {scanned} full scans: {p}");
+        assert!(
+            rounds <= scanned + 10,
+            "{mode}: {rounds} rounds in {scanned} full scans: rounds without a reason: {p}"
+        );
+    }
+}
+
 /// `KSMAUTO_REGISTER=all`: everything stays registered, as before, and
 /// in `process` mode the library has no thread at all.
 #[test]

@@ -6,7 +6,7 @@
  * to merge). The three are mapped one after another and coalesce into one
  * VMA, as a program's mappings do: decisions must be finer than a VMA.
  *
- *   paying [volatile] [secret] | paying mixed N
+ *   paying [volatile] [secret] [wide] | paying mixed N
  *
  * Prints `part NAME START END` for the duplicated (`dup`), unique
  * (`unique`) and volatile (`volatile`) parts, then `ready`, and waits for lines on stdin:
@@ -18,6 +18,9 @@
  *   `check`  prints `intact` if every duplicated page still holds its
  *            pattern;
  *   EOF      ends the program.
+ * `wide`: the unique part is 64 MiB (32 pieces of 2 MiB), so that a rest
+ * tick gives back several pieces of it apart, more than the VMA budget
+ * lets it split at once.
  * `secret`: 2 MiB in the middle of the unique part are kept out of core
  * dumps (MADV_DONTDUMP: a secret, excluded), printed as `part secret`.
  * `mixed N`: instead, N VMAs of 6 MiB each (2 MiB-aligned, between
@@ -151,9 +154,11 @@ static void objects(const char *what, size_t len, size_t size, int unique) {
 int main(int argc, char **argv) {
     page = (size_t)sysconf(_SC_PAGESIZE);
     int want_volatile = 0, want_secret = 0, mixed = 0;
+    size_t unique_mib = 16;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "volatile")) want_volatile = 1;
         if (!strcmp(argv[i], "secret")) want_secret = 1;
+        if (!strcmp(argv[i], "wide")) unique_mib = 64;
         if (!strcmp(argv[i], "mixed") && i + 1 < argc) mixed = atoi(argv[++i]);
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -197,7 +202,7 @@ int main(int argc, char **argv) {
         while (fgets(line, sizeof line, stdin)) {}
         return 0;
     }
-    size_t dup_len = 16 * MIB, unique_len = 16 * MIB;
+    size_t dup_len = 16 * MIB, unique_len = unique_mib * MIB;
     char *dup = map(dup_len);
     char *unique = map(unique_len);
     fill_dup(dup, dup_len);
