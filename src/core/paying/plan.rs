@@ -169,14 +169,22 @@ fn undo_run(table: &mut Table, p: Planned) {
 }
 
 /// A change that was not made: a region that was to be taken out stays
-/// registered (judged again on its next tick, or at the next round when
-/// only the plan was full: `soon`); one to be given back stays resting,
-/// due again next round (for the same cause: `by_content`).
+/// registered, one to be given back stays resting. When only the plan was
+/// full (`soon`), it is due again at the next round, which comes at once
+/// (a give-back for the same cause: `by_content`). Otherwise (the VMA
+/// budget, a refused `madvise`) it waits for its next turn (a tick, a
+/// look, a sighting): due at every round, it would make every poll a round
+/// until the budget has room.
 fn undo(table: &mut Table, index: usize, register: bool, cause: Cause, soon: bool) {
     let on_change = cause == Cause::Content;
     let r = table.get(index);
     let back = if register {
-        r.resting(r.level, r.since).due_again(on_change)
+        let resting = r.resting(r.level, r.since);
+        if soon {
+            resting.due_again(on_change)
+        } else {
+            resting
+        }
     } else {
         Region {
             state: State::Paying,
