@@ -372,9 +372,9 @@ impl Drop for Pace {
     }
 }
 
-/// A rest tick gives back four pieces of a 64 MiB resting VMA apart, more
-/// splits than the VMA budget allows at once: those it refuses wait for
-/// their next turn. They once stayed due at every round, so the library
+/// A rest tick gives back the same piece of 16 resting VMAs at once, more
+/// splits than the VMA budget allows: those it refuses wait for their next
+/// turn. They once stayed due at every round, so the library
 /// ran a round (a walk of the whole of the process's smaps) at every poll,
 /// four a second, for as long as the budget had no room. A round wants a
 /// full scan of ksmd's that its plan waits for (or news), so with ksmd at
@@ -383,7 +383,7 @@ impl Drop for Pace {
 fn a_give_back_the_budget_refuses_waits_for_its_next_turn() {
     let Some(_ksmd) = common::ksmd() else { return };
     // Two processes of 80 MiB at 10,000 pages a second, fewer once the
-    // unique parts are taken out.
+    // unique parts (16 VMAs of 4 MiB each) are taken out.
     let _pace = Pace::pages_to_scan(100);
     let scans = common::full_scans();
     let t0 = Instant::now();

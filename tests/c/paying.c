@@ -18,9 +18,10 @@
  *   `check`  prints `intact` if every duplicated page still holds its
  *            pattern;
  *   EOF      ends the program.
- * `wide`: the unique part is 64 MiB (32 pieces of 2 MiB), so that a rest
- * tick gives back several pieces of it apart, more than the VMA budget
- * lets it split at once.
+ * `wide`: the unique part is 64 MiB in 16 VMAs of 4 MiB, each between
+ * read-only pages (one mapping, `part unique` spans it, guards included),
+ * so that a rest tick gives back the same piece of each of the 16 at once:
+ * 16 splits at the least, more than the VMA budget allows.
  * `secret`: 2 MiB in the middle of the unique part are kept out of core
  * dumps (MADV_DONTDUMP: a secret, excluded), printed as `part secret`.
  * `mixed N`: instead, N VMAs of 6 MiB each (2 MiB-aligned, between
@@ -153,12 +154,12 @@ static void objects(const char *what, size_t len, size_t size, int unique) {
 
 int main(int argc, char **argv) {
     page = (size_t)sysconf(_SC_PAGESIZE);
-    int want_volatile = 0, want_secret = 0, mixed = 0;
+    int want_volatile = 0, want_secret = 0, mixed = 0, wide = 0;
     size_t unique_mib = 16;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "volatile")) want_volatile = 1;
         if (!strcmp(argv[i], "secret")) want_secret = 1;
-        if (!strcmp(argv[i], "wide")) unique_mib = 64;
+        if (!strcmp(argv[i], "wide")) { unique_mib = 64; wide = 1; }
         if (!strcmp(argv[i], "mixed") && i + 1 < argc) mixed = atoi(argv[++i]);
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -204,9 +205,23 @@ int main(int argc, char **argv) {
     }
     size_t dup_len = 16 * MIB, unique_len = unique_mib * MIB;
     char *dup = map(dup_len);
-    char *unique = map(unique_len);
+    char *unique;
+    if (wide) {
+        /* guard, 4 MiB, guard, 4 MiB, ..., guard */
+        size_t each = 4 * MIB, count = unique_len / each;
+        unique_len = count * (each + page) + page;
+        unique = map(unique_len);
+        for (size_t i = 0; i < count; i++) {
+            char *guard = unique + i * (each + page);
+            if (mprotect(guard, page, PROT_READ)) { perror("mprotect"); return 1; }
+            fill_unique(guard + page, each, (unsigned)i);
+        }
+        if (mprotect(unique + unique_len - page, page, PROT_READ)) { perror("mprotect"); return 1; }
+    } else {
+        unique = map(unique_len);
+        fill_unique(unique, unique_len, 0);
+    }
     fill_dup(dup, dup_len);
-    fill_unique(unique, unique_len, 0);
     range("dup", dup, dup_len);
     range("unique", unique, unique_len);
     if (want_secret) {
@@ -238,7 +253,8 @@ int main(int argc, char **argv) {
             news();
             printf("unforked\n");
         } else if (!strncmp(line, "same", 4)) {
-            for (size_t i = 0; i < unique_len; i += page) memset(unique + i, 'z', page);
+            for (size_t i = 0; i < unique_len; i += page)
+                if (!wide || i % (4 * MIB + page)) memset(unique + i, 'z', page); /* not a guard */
             printf("same\n");
         } else if (!strncmp(line, "check", 5)) {
             int ok = 1;
