@@ -262,6 +262,44 @@ fn data_that_becomes_duplicate_later_is_probed_again_on_change() {
     }
 }
 
+/// Many small regions changing at once are changed in one round: 1,536
+/// VMAs of 64 KiB (a pool worker's many small mappings), taken out as
+/// unique, then all made duplicates at once, are all given back when the
+/// looks find them changed — none left to a later round for want of room
+/// in the plan (a round walks the whole of smaps and rounds are paced, so
+/// a plan too small for a pool's give-backs returned its copies only after
+/// their partners' probations had ended).
+#[test]
+fn many_small_regions_changed_at_once_are_changed_in_one_round() {
+    let Some(_ksmd) = common::ksmd() else { return };
+    const VMAS: u64 = 1536;
+    let page = common::page_size();
+    for mode in ENGINES {
+        let (mut live, parts) = start(mode, "paying", &["small", &VMAS.to_string()]);
+        // The 64 KiB after each read-only guard page.
+        let small = parts["small"];
+        let stride = (64 << 10) + page;
+        let data: Vec<(u64, u64)> = (0..VMAS)
+            .map(|i| small.0 + page + i * stride)
+            .map(|s| (s, s + (64 << 10)))
+            .collect();
+        let pages_of_data = VMAS * (64 << 10) / page;
+        let registered = |l: &Live| common::mergeable_pages_in(l.pid(), &data);
+        wait_until(&mut live, "the small VMAs taken out", |_| {}, |l| {
+            registered(l) <= pages_of_data / 16
+        });
+        live.send("same");
+        live.wait_line("same", Duration::from_secs(30));
+        wait_until(&mut live, "every small VMA given back", |_| {}, |l| {
+            registered(l) == pages_of_data
+        });
+        let r = report(live);
+        let p = &r["paying"];
+        assert!(p["probed_on_change"]["regions"].as_u64() >= Some(VMAS / 2), "{mode}: {p}");
+        assert_eq!(p["deferred"].as_u64(), Some(0), "{mode}: changes left to a later round: {p}");
+    }
+}
+
 /// A `fork` shares every page with the child: no evidence of merging.
 /// While the child lives nothing is taken out (a merged page cannot be
 /// told from a shared one, and taking a merged page out loses money);

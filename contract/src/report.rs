@@ -92,6 +92,8 @@ pub const PROBED_ON_SIGHTING: &str = "probed_on_sighting";
 pub const FOUND_PAYING: &str = "found_paying";
 /// Ranges left given to ksmd for lack of VMA budget.
 pub const REFUSED: &str = "refused";
+/// Changes a round had no room for in its plan, made at the next round.
+pub const DEFERRED: &str = "deferred";
 /// Rounds of decisions taken.
 pub const ROUNDS: &str = "rounds";
 /// The process's `ksm_stat` and the page size, or `null` without KSM.

@@ -444,6 +444,7 @@ fn render_paying(w: &mut BufWriter, p: &crate::core::paying::Stats) {
     regions_and_bytes(w, p.given_back_on_sighting.0, p.given_back_on_sighting.1);
     next(w, field::FOUND_PAYING).u64(p.found_paying);
     next(w, field::REFUSED).u64(p.refused);
+    next(w, field::DEFERRED).u64(p.deferred);
     next(w, field::ROUNDS).u64(p.rounds);
     w.str("}");
 }
@@ -595,6 +596,7 @@ mod tests {
             given_back_on_sighting: (m, m),
             found_paying: m,
             refused: m,
+            deferred: m,
             rounds: m,
             judged: m,
             splits: m,
@@ -730,6 +732,7 @@ mod tests {
             given_back_on_sighting: (1, 2 << 20),
             found_paying: 1,
             refused: 0,
+            deferred: 3,
             rounds: 9,
             judged: 12,
             splits: 2,
@@ -787,7 +790,7 @@ mod tests {
                 "everything",
                 everything(),
                 true,
-                r#"{"ksmauto":"0.1.0","pid":42,"start_time":12345,"mode":"advise","requested_mode":"auto","fallback_reason":"EINVAL","min_size":4096,"exclude":["stack","exec","secret"],"calls":{CALLS},"advised":{"regions":9,"bytes":3162112,"by_source":{"mmap":{"regions":3,"bytes":12288},"api":{"regions":1,"bytes":4096},"catchup":{"regions":5,"bytes":3145728}}},"catchup_scans":2,"catchup":{"steps":3,"vmas":70,"revoked":1,"thread":{"starts":2,"retired":1,"without":"EAGAIN"}},"skipped":{"shared":0,"file":2,"hugetlb":0,"small":0,"exec":1,"stack":4,"excluded":0,"map_count":0},"madvise_failures":{"total":3,"EINVAL":0,"ENOMEM":2,"EAGAIN":0,"EPERM":0,"other":1},"excluded":{"regions":2,"bytes":8192},"unmerged":{"regions":3,"bytes":12288},"execs_without_merge_any":1,"register":"paying","paying":{"registered_bytes":3145728,"probation":2,"resting":{"regions":3,"bytes":5242880},"taken_out":{"regions":4,"bytes":6291456},"taken_out_on_sight":{"regions":2,"bytes":4194304},"probed_again":{"regions":1,"bytes":1048576},"probed_on_change":{"regions":1,"bytes":1048576},"probed_on_sighting":{"regions":1,"bytes":2097152},"found_paying":1,"refused":0,"rounds":9},"kernel":{"rmap_items":7,"merging_pages":3,"zero_pages":0,"profit":-123456,"merge_any":true,"page_size":4096,"rmap_items_per_merged_page":2.33},"smaps":{"ksm_kb":{"heap":0,"anon":12,"stack":0,"other":0},"anon_kb":100,"mergeable_anon_kb":50,"mergeable_percent":50}}"#,
+                r#"{"ksmauto":"0.1.0","pid":42,"start_time":12345,"mode":"advise","requested_mode":"auto","fallback_reason":"EINVAL","min_size":4096,"exclude":["stack","exec","secret"],"calls":{CALLS},"advised":{"regions":9,"bytes":3162112,"by_source":{"mmap":{"regions":3,"bytes":12288},"api":{"regions":1,"bytes":4096},"catchup":{"regions":5,"bytes":3145728}}},"catchup_scans":2,"catchup":{"steps":3,"vmas":70,"revoked":1,"thread":{"starts":2,"retired":1,"without":"EAGAIN"}},"skipped":{"shared":0,"file":2,"hugetlb":0,"small":0,"exec":1,"stack":4,"excluded":0,"map_count":0},"madvise_failures":{"total":3,"EINVAL":0,"ENOMEM":2,"EAGAIN":0,"EPERM":0,"other":1},"excluded":{"regions":2,"bytes":8192},"unmerged":{"regions":3,"bytes":12288},"execs_without_merge_any":1,"register":"paying","paying":{"registered_bytes":3145728,"probation":2,"resting":{"regions":3,"bytes":5242880},"taken_out":{"regions":4,"bytes":6291456},"taken_out_on_sight":{"regions":2,"bytes":4194304},"probed_again":{"regions":1,"bytes":1048576},"probed_on_change":{"regions":1,"bytes":1048576},"probed_on_sighting":{"regions":1,"bytes":2097152},"found_paying":1,"refused":0,"deferred":3,"rounds":9},"kernel":{"rmap_items":7,"merging_pages":3,"zero_pages":0,"profit":-123456,"merge_any":true,"page_size":4096,"rmap_items_per_merged_page":2.33},"smaps":{"ksm_kb":{"heap":0,"anon":12,"stack":0,"other":0},"anon_kb":100,"mergeable_anon_kb":50,"mergeable_percent":50}}"#,
             ),
             (
                 "bare",

@@ -24,6 +24,10 @@
  * 16 splits at the least, more than the VMA budget allows.
  * `secret`: 2 MiB in the middle of the unique part are kept out of core
  * dumps (MADV_DONTDUMP: a secret, excluded), printed as `part secret`.
+ * `small N`: instead, N VMAs of 64 KiB of unique pages, each between
+ * read-only pages (one mapping); prints `part small` (all of it, guards
+ * included), `vmas N` and `ready`, then on
+ * `same` makes every page of them alike (printing `same`), until EOF.
  * `mixed N`: instead, N VMAs of 6 MiB each (2 MiB-aligned, between
  * read-only pages), whose middle 2 MiB hold unique pages and whose outer
  * thirds a few duplicated ones: taking each middle out would split each
@@ -154,13 +158,14 @@ static void objects(const char *what, size_t len, size_t size, int unique) {
 
 int main(int argc, char **argv) {
     page = (size_t)sysconf(_SC_PAGESIZE);
-    int want_volatile = 0, want_secret = 0, mixed = 0, wide = 0;
+    int want_volatile = 0, want_secret = 0, mixed = 0, small = 0, wide = 0;
     size_t unique_mib = 16;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "volatile")) want_volatile = 1;
         if (!strcmp(argv[i], "secret")) want_secret = 1;
         if (!strcmp(argv[i], "wide")) { unique_mib = 64; wide = 1; }
         if (!strcmp(argv[i], "mixed") && i + 1 < argc) mixed = atoi(argv[++i]);
+        if (!strcmp(argv[i], "small") && i + 1 < argc) small = atoi(argv[++i]);
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     for (int i = 1; i < argc; i++)
@@ -186,6 +191,23 @@ int main(int argc, char **argv) {
         printf("ready\n");
         char line[64];
         while (fgets(line, sizeof line, stdin)) {}
+        return 0;
+    }
+    if (small) {
+        /* guard, 64 KiB, guard, 64 KiB, ..., guard */
+        size_t each = 64 * 1024, stride = each + page, len = (size_t)small * stride + page;
+        char *p = map(len);
+        for (int i = 0; i <= small; i++)
+            if (mprotect(p + (size_t)i * stride, page, PROT_READ)) { perror("mprotect"); return 1; }
+        for (int i = 0; i < small; i++) fill_unique(p + (size_t)i * stride + page, each, (unsigned)i);
+        range("small", p, len);
+        printf("vmas %d\nready\n", small);
+        char line[64];
+        while (fgets(line, sizeof line, stdin)) {
+            if (strncmp(line, "same", 4)) continue;
+            for (int i = 0; i < small; i++) memset(p + (size_t)i * stride + page, 'z', each);
+            printf("same\n");
+        }
         return 0;
     }
     if (mixed) {

@@ -410,6 +410,7 @@ pub(crate) mod counts {
     static ON_SIGHT: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
     static ON_SIGHTING: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
     static REFUSED: AtomicU64 = AtomicU64::new(0);
+    static DEFERRED: AtomicU64 = AtomicU64::new(0);
     static ROUNDS: AtomicU64 = AtomicU64::new(0);
     static JUDGED: AtomicU64 = AtomicU64::new(0);
     static SPLITS: AtomicU64 = AtomicU64::new(0);
@@ -442,6 +443,11 @@ pub(crate) mod counts {
         REFUSED.fetch_add(1, Relaxed);
     }
 
+    /// A change the round's plan had no room for (made at the next round).
+    pub fn deferred() {
+        DEFERRED.fetch_add(1, Relaxed);
+    }
+
     pub fn judged(_present: u32) {
         JUDGED.fetch_add(1, Relaxed);
     }
@@ -455,7 +461,7 @@ pub(crate) mod counts {
         for a in TAKEN_OUT.iter().chain(&GIVEN_BACK).chain(&ON_CHANGE).chain(&ON_SIGHT).chain(&ON_SIGHTING) {
             a.store(0, Relaxed);
         }
-        for a in [&FOUND_PAYING, &REFUSED, &ROUNDS, &JUDGED] {
+        for a in [&FOUND_PAYING, &REFUSED, &DEFERRED, &ROUNDS, &JUDGED] {
             a.store(0, Relaxed);
         }
     }
@@ -469,6 +475,7 @@ pub(crate) mod counts {
             given_back_on_sighting: (ON_SIGHTING[0].load(Relaxed), ON_SIGHTING[1].load(Relaxed)),
             found_paying: FOUND_PAYING.load(Relaxed),
             refused: REFUSED.load(Relaxed),
+            deferred: DEFERRED.load(Relaxed),
             rounds: ROUNDS.load(Relaxed),
             judged: JUDGED.load(Relaxed),
             splits: SPLITS.load(Relaxed),
@@ -506,6 +513,8 @@ pub struct Stats {
     pub found_paying: u64,
     /// Ranges left registered for lack of VMA budget.
     pub refused: u64,
+    /// Changes left to the next round, the plan full.
+    pub deferred: u64,
     pub rounds: u64,
     /// Regions judged.
     pub judged: u64,

@@ -82,6 +82,7 @@ impl Plan {
             }
         }
         if self.count == MOST_PLANNED {
+            counts::deferred();
             undo(table, index, register, cause, true);
             return;
         }
