@@ -34,13 +34,21 @@ struct Planned {
     /// Given back to ksmd (a re-probe), or taken out.
     register: bool,
     cause: Cause,
-    pages: u64,
+    pages: u32,
     /// The run's regions in this round's table.
-    first: usize,
-    last: usize,
+    first: u16,
+    last: u16,
 }
 
-const MOST_PLANNED: usize = 256;
+/// Runs a round can change: as many as the resting table holds, so that a
+/// pool worker's many small VMAs, each its own run, are taken out or given
+/// back in one round. (With 256, a worker of 1,536 small duplicated VMAs
+/// gave them back over six rounds, paced by the library's CPU, and its
+/// copies in other workers had ended their probations by then.) 48 bytes
+/// each, 192 KiB of the zeroed work, touched only as far as used.
+const MOST_PLANNED: usize = resting::CAPACITY;
+const _: () = assert!(super::table::CAPACITY <= u16::MAX as usize + 1);
+const _: () = assert!(core::mem::size_of::<Option<Planned>>() <= 48);
 
 /// The changes planned in the round in progress (part of the round's
 /// zeroed static work: all-zero bytes are an empty plan).
@@ -68,7 +76,7 @@ impl Plan {
         register: bool,
         cause: Cause,
     ) {
-        let pages = (piece.len() >> 12) as u64;
+        let pages = (piece.len() >> 12) as u32;
         if let Some(Some(last)) = self.planned[..self.count].last_mut() {
             if last.register == register
                 && last.cause == cause
@@ -76,8 +84,8 @@ impl Plan {
                 && last.run.end == piece.start
             {
                 last.run.end = piece.end;
-                last.pages += pages;
-                last.last = index;
+                last.pages = last.pages.saturating_add(pages);
+                last.last = index as u16;
                 return;
             }
         }
@@ -92,8 +100,8 @@ impl Plan {
             register,
             cause,
             pages,
-            first: index,
-            last: index,
+            first: index as u16,
+            last: index as u16,
         });
         self.count += 1;
     }
@@ -116,12 +124,13 @@ impl Plan {
                 }
             }
         }
-        while let Some(i) = (0..n)
-            .filter(|&i| self.planned[i].is_some())
-            .max_by_key(|&i| self.planned[i].map_or(0, |p| p.pages))
-        {
-            let Some(p) = self.planned[i].take() else {
-                break;
+        // The largest first, sorted in place: a plan of thousands of runs
+        // is not searched once per run.
+        let rest = &mut self.planned[..n];
+        rest.sort_unstable_by_key(|p| core::cmp::Reverse(p.map_or(0, |p| p.pages)));
+        for slot in rest {
+            let Some(p) = slot.take() else {
+                continue;
             };
             let cost = splits(p.run, p.vma);
             if cost <= budget {
@@ -164,7 +173,7 @@ fn apply(table: &mut Table, p: Planned) {
 }
 
 fn undo_run(table: &mut Table, p: Planned) {
-    for index in p.first..=p.last {
+    for index in p.first as usize..=p.last as usize {
         undo(table, index, p.register, p.cause, false);
     }
 }
