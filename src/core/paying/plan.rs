@@ -124,10 +124,11 @@ impl Plan {
                 }
             }
         }
-        // The largest first, sorted in place: a plan of thousands of runs
+        // The largest first, of equal ones the last planned first (the
+        // highest address), sorted in place: a plan of thousands of runs
         // is not searched once per run.
         let rest = &mut self.planned[..n];
-        rest.sort_unstable_by_key(|p| core::cmp::Reverse(p.map_or(0, |p| p.pages)));
+        rest.sort_unstable_by_key(|p| core::cmp::Reverse(p.map_or((0, 0), |p| (p.pages, p.first))));
         for slot in rest {
             let Some(p) = slot.take() else {
                 continue;
