@@ -118,6 +118,18 @@ fn bad_mode_warns_once_and_falls_back_to_auto_keeping_min_size() {
     assert_eq!(u(&r, "/min_size"), 65536, "{r}");
 }
 
+/// A bad `KSMAUTO_SIGHTINGS` keeps the default, which is off, and the
+/// warning names that default (it once said "on").
+#[test]
+fn bad_sightings_warns_once_and_names_the_default_off() {
+    let (out, _) = run_with_json_report(
+        Run::with("advise")
+            .env("KSMAUTO_REGISTER", "paying")
+            .env("KSMAUTO_SIGHTINGS", "maybe"),
+    );
+    assert_one_warning(&text(&out.stderr), "KSMAUTO_SIGHTINGS", "maybe", &["on", "off"], "off");
+}
+
 fn bad_min_size(value: &str) {
     let (out, r) = run_with_json_report(Run::with("advise").env("KSMAUTO_MIN_SIZE", value));
     assert_one_warning(
