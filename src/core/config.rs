@@ -234,7 +234,7 @@ impl Config {
             match v {
                 b"on" => cfg.sightings = true,
                 b"off" => cfg.sightings = false,
-                _ => bad(env::SIGHTINGS, v, "on or off", "on"),
+                _ => bad(env::SIGHTINGS, v, "on or off", "off"),
             }
         }
         cfg
