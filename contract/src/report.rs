@@ -66,7 +66,8 @@ pub const REGISTER: &str = "register";
 /// `{registered_bytes, probation, resting: {regions, bytes}, taken_out:
 /// {regions, bytes}, taken_out_on_sight: {regions, bytes}, probed_again:
 /// {regions, bytes}, probed_on_change: {regions, bytes},
-/// probed_on_sighting: {regions, bytes}, found_paying, refused, rounds}`.
+/// probed_on_sighting: {regions, bytes}, found_paying, refused, deferred,
+/// rounds}`.
 pub const PAYING: &str = "paying";
 /// Bytes of the regions the decisions keep given to ksmd (on probation or
 /// paying) at the last round.
