@@ -157,6 +157,7 @@ fn json_report_has_exactly_the_documented_keys() {
             "probed_on_sighting",
             "found_paying",
             "refused",
+            "deferred",
             "rounds"
         ])
     );
