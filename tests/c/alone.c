@@ -228,10 +228,17 @@ static int own_threads = 1;
 
 static void say_tasks(const char *where) { say("tasks %s %d own %d\n", where, task_count(), own_threads); }
 
+/* The workers are alive when counted: they allocate, meet the main thread,
+ * and leave only once it counted (a worker done before the count made the
+ * count one short of the program's own threads). */
+static pthread_barrier_t allocated, counted;
+
 static void *worker_allocates(void *arg) {
     (void)arg;
     small_objects(2 << 20);
     large_blocks(4, 1 << 20);
+    pthread_barrier_wait(&allocated);
+    pthread_barrier_wait(&counted);
     return NULL;
 }
 
@@ -246,10 +253,14 @@ static int tasks(void) {
     reserve_then_commit(4 << 20);
     say_tasks("reserve");
     pthread_t t[3];
+    pthread_barrier_init(&allocated, NULL, 4);
+    pthread_barrier_init(&counted, NULL, 4);
     for (int i = 0; i < 3; i++)
         if (pthread_create(&t[i], NULL, worker_allocates, NULL) != 0) die("pthread_create");
     own_threads = 4;
+    pthread_barrier_wait(&allocated);
     say_tasks("threads");
+    pthread_barrier_wait(&counted);
     for (int i = 0; i < 3; i++) pthread_join(t[i], NULL);
     own_threads = 1;
     say_tasks("joined");
