@@ -343,9 +343,14 @@ fn run_samples_a_process_named_in_bytes_that_are_not_utf8() {
         .spawn()
         .unwrap();
     let mut p = ready(child);
-    // Alive until ksmd has merged its pages: `run` looks ten times a second.
+    // Alive until ksmd has merged its pages, and for twenty of `run`'s looks
+    // (one each SAMPLE_INTERVAL, 100 ms) after it said "ready" (named,
+    // mapped): with ksmd at the tests' pace its 512 pages can merge in
+    // less than one interval, and a kill before `run`'s next look left
+    // only a look from inside its exec (its file's name, no library yet).
     let t0 = Instant::now();
-    while common::merged_pages_of(p.pid as u32) < 256 {
+    let looks = Duration::from_secs(2);
+    while common::merged_pages_of(p.pid as u32) < 256 || t0.elapsed() < looks {
         assert!(
             t0.elapsed() < Duration::from_secs(120),
             "ksmd did not merge pid {}",
