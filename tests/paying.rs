@@ -565,6 +565,68 @@ fn memory_with_no_copy_anywhere_is_taken_out_on_sight_and_copies_come_back() {
     }
 }
 
+/// A piece given back because a copy of it was sighted elsewhere, when the
+/// VMA budget has no room for the give-back, waits for room with its
+/// sighting, not for a rest. It was undone into a rest begun anew, one
+/// level up, its sighting forgotten: given back by a rest tick a minute or
+/// more later, when its copies had ended their probations unmerged (a brk
+/// heap's duplicated middle lost a whole pool worker's savings, run to
+/// run). `middles 12`: 12 VMAs whose middles nobody else holds yet, each
+/// taken out whole on sight. `copies 12` then holds copies of the middles:
+/// giving the 12 back splits 24 times, past the budget of a process of
+/// about 100 VMAs. Once the first maps 800 VMAs more (room), every middle
+/// comes back on its sighting and merges with its copy.
+#[test]
+fn a_sighting_the_budget_refuses_waits_for_room_not_for_a_rest() {
+    let Some(_ksmd) = common::ksmd() else { return };
+    const N: usize = 12;
+    let n = N.to_string();
+    let middle = |parts: &HashMap<String, (u64, u64)>| -> Vec<(u64, u64)> {
+        (0..N).map(|i| parts[&format!("m{i}")]).collect()
+    };
+    for mode in ENGINES {
+        let (mut first, a) = start_with(mode, "paying", "on", &["middles", &n]);
+        let middles = middle(&a);
+        wait_until(&mut first, "every middle taken out on sight", |_| {}, |l| {
+            published(l.pid()).is_some() && middles.iter().all(|&m| registered(l, m) == 0)
+        });
+        let (second, b) = start_with(mode, "paying", "on", &["copies", &n]);
+        let copies = middle(&b);
+        wait_until(&mut first, "a middle given back on its sighting", |_| {}, |l| {
+            middles.iter().any(|&m| registered(l, m) > 0)
+        });
+        // Every sighting in: the budget gave back what it could.
+        common::wait_full_scans(4, PATIENCE);
+        let given_back = middles.iter().filter(|&&m| registered(&first, m) > 0).count();
+        assert!(
+            given_back < N,
+            "{mode}: all {N} middles given back at once (the test did not test)"
+        );
+        first.send("more");
+        first.wait_line("more", Duration::from_secs(60));
+        let second_pid = second.pid();
+        let merged = |pid: u32, ranges: &[(u64, u64)]| {
+            ranges.iter().filter(|&&m| common::ksm_pages_in(pid, &[m]) >= pages(m) * 9 / 10).count()
+        };
+        wait_until(&mut first, "every middle merged with its copy", |_| {}, |l| {
+            merged(l.pid(), &middles) == N && merged(second_pid, &copies) == N
+        });
+        let (r, _) = (report(first), report(second));
+        let p = &r["paying"];
+        assert!(
+            p["refused"].as_u64() >= Some(1),
+            "{mode}: {given_back} of {N} middles given back, none refused (the test did not test): {p}"
+        );
+        eprintln!("{mode}: {given_back} of {N} given back before room: {p}");
+        let on_sighting = p["probed_on_sighting"]["bytes"].as_u64().unwrap_or(0);
+        assert!(
+            on_sighting >= (N as u64) << 21,
+            "{mode}: {} of {N} middles given back on their sightings, the others by a rest: {p}",
+            on_sighting >> 21
+        );
+    }
+}
+
 /// A process that is not dumpable (it keeps its memory from its own user's
 /// other processes) shares no sightings: it publishes nothing, and takes
 /// nothing out on sight (its copies would be sighted by no one); its

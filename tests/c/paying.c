@@ -6,7 +6,7 @@
  * to merge). The three are mapped one after another and coalesce into one
  * VMA, as a program's mappings do: decisions must be finer than a VMA.
  *
- *   paying [volatile] [secret] [wide] | paying mixed N
+ *   paying [volatile] [secret] [wide] | paying mixed N | paying middles N
  *
  * Prints `part NAME START END` for the duplicated (`dup`), unique
  * (`unique`) and volatile (`volatile`) parts, then `ready`, and waits for lines on stdin:
@@ -32,6 +32,14 @@
  * read-only pages), whose middle 2 MiB hold unique pages and whose outer
  * thirds a few duplicated ones: taking each middle out would split each
  * VMA in three. Prints `vmas N` and `ready`.
+ * `middles N`: instead, N VMAs of 6 MiB each (2 MiB-aligned, between
+ * read-only pages) of unique pages but for their middle 2 MiB, which every
+ * process running `middles N` or `copies N` holds alike (no two pages alike
+ * within one), printed as `part mI` (I from 0); giving a middle back to
+ * ksmd once taken out with its VMA splits that VMA in three. On `more` it
+ * maps 800 VMAs more (read-only and inaccessible pages in turn: a larger
+ * VMA budget), printing `more`. `copies N`: the N middles alone, each its
+ * own VMA between read-only pages.
  * `pool`: instead, 8 MiB of pages every process running `pool` holds
  * alike (`shared`: no two alike within the process) and 16 MiB of its own
  * (`unique`), one VMA; prints both parts and `ready`, then waits for EOF.
@@ -75,9 +83,9 @@ static void fill_unique(char *p, size_t len, unsigned seed) {
     }
 }
 
-/* Pages alike in every process (not within one). */
-static void fill_shared(char *p, size_t len) {
-    uint64_t x = 0x243f6a8885a308d3ull;
+/* Pages alike in every process (not within one); `seed` picks the stream. */
+static void fill_shared(char *p, size_t len, unsigned seed) {
+    uint64_t x = 0x243f6a8885a308d3ull ^ ((uint64_t)seed << 32);
     for (size_t i = 0; i < len; i += 8) {
         x ^= x << 13; x ^= x >> 7; x ^= x << 17;
         memcpy(p + i, &x, 8);
@@ -158,7 +166,7 @@ static void objects(const char *what, size_t len, size_t size, int unique) {
 
 int main(int argc, char **argv) {
     page = (size_t)sysconf(_SC_PAGESIZE);
-    int want_volatile = 0, want_secret = 0, mixed = 0, small = 0, wide = 0;
+    int want_volatile = 0, want_secret = 0, mixed = 0, small = 0, wide = 0, middles = 0, copies = 0;
     size_t unique_mib = 16;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "volatile")) want_volatile = 1;
@@ -166,6 +174,8 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "wide")) { unique_mib = 64; wide = 1; }
         if (!strcmp(argv[i], "mixed") && i + 1 < argc) mixed = atoi(argv[++i]);
         if (!strcmp(argv[i], "small") && i + 1 < argc) small = atoi(argv[++i]);
+        if (!strcmp(argv[i], "middles") && i + 1 < argc) middles = atoi(argv[++i]);
+        if (!strcmp(argv[i], "copies") && i + 1 < argc) copies = atoi(argv[++i]);
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     for (int i = 1; i < argc; i++)
@@ -173,7 +183,7 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "pool")) continue;
         char *shared = map(8 * MIB), *own = map(16 * MIB);
-        fill_shared(shared, 8 * MIB);
+        fill_shared(shared, 8 * MIB, 0);
         fill_unique(own, 16 * MIB, 7);
         range("shared", shared, 8 * MIB);
         range("unique", own, 16 * MIB);
@@ -207,6 +217,42 @@ int main(int argc, char **argv) {
             if (strncmp(line, "same", 4)) continue;
             for (int i = 0; i < small; i++) memset(p + (size_t)i * stride + page, 'z', each);
             printf("same\n");
+        }
+        return 0;
+    }
+    if (middles || copies) {
+        /* guard, 6 MiB (2 MiB-aligned), guard: unique thirds around a middle
+         * every process running `middles` or `copies` holds alike (stream
+         * i + 1 for the i-th), or the middle alone. */
+        int n = middles ? middles : copies;
+        size_t len = middles ? 6 * MIB : 2 * MIB, at = middles ? 2 * MIB : 0;
+        for (int i = 0; i < n; i++) {
+            char *raw = map(len + 4 * MIB);
+            char *p = (char *)(((uintptr_t)raw + 2 * MIB) & ~(uintptr_t)(2 * MIB - 1));
+            if (mprotect(p - page, page, PROT_READ) || mprotect(p + len, page, PROT_READ)) {
+                perror("mprotect");
+                return 1;
+            }
+            if (middles) {
+                fill_unique(p, 2 * MIB, 2 * (unsigned)i);
+                fill_unique(p + 4 * MIB, 2 * MIB, 2 * (unsigned)i + 1);
+            }
+            fill_shared(p + at, 2 * MIB, (unsigned)i + 1);
+            char name[32];
+            snprintf(name, sizeof name, "m%d", i);
+            range(name, p + at, 2 * MIB);
+        }
+        printf("ready\n");
+        char line[64];
+        while (fgets(line, sizeof line, stdin)) {
+            if (strncmp(line, "more", 4)) continue;
+            /* 800 VMAs: read-only and inaccessible pages in turn. */
+            char *q = mmap(NULL, 800 * page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (q == MAP_FAILED) { perror("mmap"); return 1; }
+            for (int i = 0; i < 800; i += 2)
+                if (mprotect(q + (size_t)i * page, page, PROT_NONE)) { perror("mprotect"); return 1; }
+            news();
+            printf("more\n");
         }
         return 0;
     }
