@@ -179,29 +179,34 @@ fn undo_run(table: &mut Table, p: Planned) {
     }
 }
 
-/// A change that was not made: a region that was to be taken out stays
-/// registered, one to be given back stays resting. When only the plan was
-/// full (`soon`), it is due again at the next round, which comes at once
-/// (a give-back for the same cause: `by_content`). Otherwise (the VMA
-/// budget, a refused `madvise`) it waits for its next turn (a tick, a
-/// look, a sighting): due at every round, it would make every poll a round
-/// until the budget has room.
+/// A change that was not made: a region that was to be given back stays
+/// resting as it was before the round (its rest, level, content looks and
+/// sighting go on: a give-back on a sighting is tried again at its next
+/// sighting, not after a rest begun anew); one to be taken out is paying,
+/// re-checked at its next tick. When only the plan was full (`soon`), it is
+/// due again at the next round, which comes at once (a give-back for the
+/// same cause: `by_content`). Otherwise (the VMA budget, a refused
+/// `madvise`) it waits for its next turn (a tick, a look, a sighting): due
+/// at every round, it would make every poll a round until the budget has
+/// room.
 fn undo(table: &mut Table, index: usize, register: bool, cause: Cause, soon: bool) {
     let on_change = cause == Cause::Content;
-    let r = table.get(index);
     let back = if register {
-        let resting = r.resting(r.level, r.since);
+        let before = Region {
+            again: false,
+            ..table.before(index)
+        };
         if soon {
-            resting.due_again(on_change)
+            before.due_again(on_change)
         } else {
-            resting
+            before
         }
     } else {
         Region {
             state: State::Paying,
             level: 0,
             again: soon,
-            ..r
+            ..table.get(index)
         }
     };
     table.set(index, back);

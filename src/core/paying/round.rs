@@ -303,6 +303,10 @@ impl<J: Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict> Walk<'_, J> {
             return;
         };
         if let Some(register) = change {
+            // A give-back not made leaves the region as it was (`plan::undo`).
+            if let (true, Some(before)) = (register, known) {
+                self.work.table.remember_before(index, Region { range: piece, ..before });
+            }
             self.plan(index, piece, vma, register, cause);
         }
     }

@@ -175,6 +175,9 @@ fn start_of(word: [u64; 2]) -> usize {
 #[repr(C, align(4096))]
 pub struct Table {
     entries: [[u64; 2]; CAPACITY],
+    /// Of this round's regions whose change is planned, by index, the state
+    /// each had before (what it keeps if the change is not made).
+    before: [[u64; 2]; CAPACITY],
     written: usize,
     previous_left: usize,
     /// This round ran out of room.
@@ -239,6 +242,19 @@ impl Table {
     /// This round's region at `index` (from [`Table::put`]).
     pub fn get(&self, index: usize) -> Region {
         Region::unpack(self.entries[index])
+    }
+
+    /// Remembers `region`, this round's region at `index` as it was before
+    /// the round planned a change of it: [`Table::before`] gives it back.
+    pub fn remember_before(&mut self, index: usize, region: Region) {
+        if let Some(word) = region.pack() {
+            self.before[index] = word;
+        }
+    }
+
+    /// This round's region at `index` as [`Table::remember_before`] kept it.
+    pub fn before(&self, index: usize) -> Region {
+        Region::unpack(self.before[index])
     }
 
     /// Changes this round's region at `index`.
