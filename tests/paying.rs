@@ -627,6 +627,39 @@ fn a_sighting_the_budget_refuses_waits_for_room_not_for_a_rest() {
     }
 }
 
+/// A VMA whose missing faults go to the program's userfaultfd handler is
+/// never read by the library (its thread would wait in the program's
+/// handler for a page zapped under the read). A piece first met being
+/// filled is judged on sight at a later round: that path once read it
+/// without asking whether its VMA had been registered since. `uffd`: two
+/// pieces a quarter written; once the library met them being filled, the
+/// one registered with a userfaultfd and its twin are filled. The twin,
+/// unique, is taken out on sight; the registered one is left to its
+/// probation (taken out later, not on sight).
+#[test]
+fn a_piece_registered_with_userfaultfd_while_being_filled_is_never_read() {
+    let Some(_ksmd) = common::ksmd() else { return };
+    for mode in ENGINES {
+        let (mut live, parts) = start_with(mode, "paying", "on", &["uffd"]);
+        let (twin, uffd) = (parts["twin"], parts["uffd"]);
+        // Rounds come after every full scan while pieces are being filled.
+        common::wait_full_scans(4, PATIENCE);
+        live.send("fill");
+        live.wait_line("filled", Duration::from_secs(60));
+        wait_until(&mut live, "the twin taken out on sight", |_| {}, |l| registered(l, twin) == 0);
+        // Its probation (10 s and 3 full scans since first met) ends too.
+        wait_until(&mut live, "the registered piece taken out", |_| {}, |l| registered(l, uffd) == 0);
+        let r = report(live);
+        let p = &r["paying"];
+        let on_sight = p["taken_out_on_sight"]["bytes"].as_u64().unwrap_or(0);
+        assert!(on_sight >= 2 << 20, "{mode}: the twin was not taken out on sight (the test did not test): {p}");
+        assert!(
+            on_sight < 4 << 20,
+            "{mode}: the piece registered with a userfaultfd was read and taken out on sight: {p}"
+        );
+    }
+}
+
 /// A process that is not dumpable (it keeps its memory from its own user's
 /// other processes) shares no sightings: it publishes nothing, and takes
 /// nothing out on sight (its copies would be sighted by no one); its

@@ -7,6 +7,7 @@
  * VMA, as a program's mappings do: decisions must be finer than a VMA.
  *
  *   paying [volatile] [secret] [wide] | paying mixed N | paying middles N
+ *   | paying uffd
  *
  * Prints `part NAME START END` for the duplicated (`dup`), unique
  * (`unique`) and volatile (`volatile`) parts, then `ready`, and waits for lines on stdin:
@@ -40,6 +41,11 @@
  * maps 800 VMAs more (read-only and inaccessible pages in turn: a larger
  * VMA budget), printing `more`. `copies N`: the N middles alone, each its
  * own VMA between read-only pages.
+ * `uffd`: instead, two pieces of 2 MiB of unique pages (`part twin`,
+ * `part uffd`), each 2 MiB-aligned between read-only pages, a quarter
+ * written; on `fill` `uffd` is registered with a userfaultfd (missing
+ * faults) and the rest of it written through the userfaultfd, the rest of
+ * `twin` by plain writes, printing `filled`.
  * `pool`: instead, 8 MiB of pages every process running `pool` holds
  * alike (`shared`: no two alike within the process) and 16 MiB of its own
  * (`unique`), one VMA; prints both parts and `ready`, then waits for EOF.
@@ -52,6 +58,7 @@
  * whole pages the objects span) and `ready`, then waits for EOF.
  */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -63,6 +70,9 @@
 #include <time.h>
 #include <unistd.h>
 #include <pthread.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
 
 #define MIB (1024 * 1024)
 static size_t page;
@@ -217,6 +227,56 @@ int main(int argc, char **argv) {
             if (strncmp(line, "same", 4)) continue;
             for (int i = 0; i < small; i++) memset(p + (size_t)i * stride + page, 'z', each);
             printf("same\n");
+        }
+        return 0;
+    }
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "uffd")) continue;
+        /* Two pieces of unique pages, each 2 MiB (aligned) between read-only
+         * pages, a quarter written (being filled); on `fill` the one named
+         * `uffd` is registered with a userfaultfd (missing faults) and the
+         * rest of it filled through the userfaultfd, the `twin` by writes. */
+        char *piece[2];
+        for (int k = 0; k < 2; k++) {
+            char *raw = map(6 * MIB);
+            piece[k] = (char *)(((uintptr_t)raw + 2 * MIB) & ~(uintptr_t)(2 * MIB - 1));
+            if (mprotect(piece[k] - page, page, PROT_READ) || mprotect(piece[k] + 2 * MIB, page, PROT_READ)) {
+                perror("mprotect");
+                return 1;
+            }
+            fill_unique(piece[k], MIB / 2, 100 + (unsigned)k);
+        }
+        range("twin", piece[0], 2 * MIB);
+        range("uffd", piece[1], 2 * MIB);
+        printf("ready\n");
+        char line[64];
+        int uffd = -1;
+        while (fgets(line, sizeof line, stdin)) {
+            if (strncmp(line, "fill", 4) || uffd >= 0) continue;
+            uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+            struct uffdio_api api = {.api = UFFD_API};
+            struct uffdio_register reg = {
+                .range = {.start = (uintptr_t)piece[1], .len = 2 * MIB},
+                .mode = UFFDIO_REGISTER_MODE_MISSING,
+            };
+            if (uffd < 0 || ioctl(uffd, UFFDIO_API, &api) || ioctl(uffd, UFFDIO_REGISTER, &reg)) {
+                perror("userfaultfd");
+                return 1;
+            }
+            char *rest = map(2 * MIB - MIB / 2);
+            fill_unique(rest, 2 * MIB - MIB / 2, 200);
+            struct uffdio_copy copy = {
+                .dst = (uintptr_t)piece[1] + MIB / 2,
+                .src = (uintptr_t)rest,
+                .len = 2 * MIB - MIB / 2,
+            };
+            if (ioctl(uffd, UFFDIO_COPY, &copy) || copy.copy != (long long)copy.len) {
+                perror("UFFDIO_COPY");
+                return 1;
+            }
+            munmap(rest, 2 * MIB - MIB / 2);
+            fill_unique(piece[0] + MIB / 2, 2 * MIB - MIB / 2, 300);
+            printf("filled\n");
         }
         return 0;
     }
