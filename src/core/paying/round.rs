@@ -374,7 +374,13 @@ impl<J: Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict> Walk<'_, J> {
         (Some(Region { sight_pending: true, ..resting }), Some(false), Cause::Content)
     }
 
+    /// What `piece`'s content shows; `None` in a VMA whose missing faults
+    /// go to the program's userfaultfd handler (it may have been registered
+    /// since the piece was first met): never read.
     fn sight(&mut self, piece: Range) -> Option<Sight> {
+        if !self.sampled {
+            return None;
+        }
         self.open_memory()?;
         let memory = self.memory.as_ref()?;
         self.work
