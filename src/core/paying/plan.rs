@@ -211,3 +211,72 @@ fn undo(table: &mut Table, index: usize, register: bool, cause: Cause, soon: boo
     };
     table.set(index, back);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zeroed<T>() -> Box<T> {
+        // SAFETY: all-zero bytes are an empty table and an empty plan
+        // (integers, and runs read only below `count`, zero).
+        unsafe { Box::new_zeroed().assume_init() }
+    }
+
+    /// A resting piece in the middle of a 6 MiB VMA, given a sighting's
+    /// give-back (two splits): its state before, and the probation planned.
+    fn planned_give_back(table: &mut Table) -> (usize, Region, Range, Range) {
+        let vma = Range {
+            start: 0x4000_0000,
+            end: 0x4000_0000 + (6 << 20),
+        };
+        let piece = Range {
+            start: vma.start + (2 << 20),
+            end: vma.start + (4 << 20),
+        };
+        let before = Region {
+            range: piece,
+            state: State::Resting,
+            level: 2,
+            epoch: 1,
+            sight_pending: true,
+            reprobe: false,
+            again: false,
+            mark: 0x1234,
+            since: 0x40 | 1,
+        };
+        let probation = Region {
+            state: State::Probation,
+            level: 3,
+            sight_pending: false,
+            mark: 77,
+            since: 0x99,
+            ..before
+        };
+        let index = table.put(probation).unwrap();
+        table.remember_before(index, before);
+        (index, before, piece, vma)
+    }
+
+    /// The budget has no room for the give-back: the piece rests as it did
+    /// (level, rest, look, sighting). It once began a new rest one level
+    /// up with its sighting forgotten.
+    #[test]
+    fn a_give_back_the_budget_refuses_leaves_the_region_as_it_was() {
+        let (mut table, mut plan) = (zeroed::<Table>(), zeroed::<Plan>());
+        let (index, before, piece, vma) = planned_give_back(&mut table);
+        plan.add(&mut table, index, piece, vma, true, Cause::Sighting);
+        // Splits made before use the whole budget of a process of one VMA.
+        plan.carry_out(&mut table, 1, 100);
+        assert_eq!(table.get(index), before);
+    }
+
+    /// Only the plan was full: as it was, and due at the next round.
+    #[test]
+    fn a_give_back_deferred_is_due_at_the_next_round_as_it_was() {
+        let mut table = zeroed::<Table>();
+        let (index, before, _, _) = planned_give_back(&mut table);
+        undo(&mut table, index, true, Cause::Sighting, true);
+        assert_eq!(table.get(index), before.due_again(false));
+        assert!(table.get(index).again && table.get(index).sight_pending);
+    }
+}
