@@ -351,10 +351,11 @@ impl<J: Fn(&MapsLine, Option<&MapsLine>) -> VmaVerdict> Walk<'_, J> {
             // Enough read for one round: the next reads on.
             return (Some(Region { sight_pending: true, ..r }), None, Cause::Schedule);
         }
-        self.sighted_bytes += r.range.len();
         let Some(sight) = self.sight(r.range) else {
             return (Some(Region { sight_pending: false, ..r }), None, Cause::Schedule);
         };
+        // Counted once read (a piece never read costs nothing).
+        self.sighted_bytes += r.range.len();
         if sight.present == 0 && !r.sight_pending {
             // Mapped, nothing written yet: unknown, met anew (and sighted)
             // once it holds something.
