@@ -575,7 +575,8 @@ fn memory_with_no_copy_anywhere_is_taken_out_on_sight_and_copies_come_back() {
 /// taken out whole on sight. `copies 12` then holds copies of the middles:
 /// giving the 12 back splits 24 times, past the budget of a process of
 /// about 100 VMAs. Once the first maps 800 VMAs more (room), every middle
-/// comes back on its sighting and merges with its copy.
+/// comes back on its sighting and merges with its copy (which pays on its
+/// own: the second holds each twice).
 #[test]
 fn a_sighting_the_budget_refuses_waits_for_room_not_for_a_rest() {
     let Some(_ksmd) = common::ksmd() else { return };
@@ -642,8 +643,11 @@ fn a_piece_registered_with_userfaultfd_while_being_filled_is_never_read() {
     for mode in ENGINES {
         let (mut live, parts) = start_with(mode, "paying", "on", &["uffd"]);
         let (twin, uffd) = (parts["twin"], parts["uffd"]);
-        // Rounds come after every full scan while pieces are being filled.
-        common::wait_full_scans(4, PATIENCE);
+        // Rounds come every second while pieces are being filled (the
+        // first soon after the news of their mapping): give them a few,
+        // well within the 30 s a piece is waited for.
+        common::wait_full_scans(2, PATIENCE);
+        std::thread::sleep(Duration::from_secs(5));
         live.send("fill");
         live.wait_line("filled", Duration::from_secs(60));
         wait_until(&mut live, "the twin taken out on sight", |_| {}, |l| registered(l, twin) == 0);

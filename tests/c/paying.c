@@ -39,8 +39,9 @@
  * within one), printed as `part mI` (I from 0); giving a middle back to
  * ksmd once taken out with its VMA splits that VMA in three. On `more` it
  * maps 800 VMAs more (read-only and inaccessible pages in turn: a larger
- * VMA budget), printing `more`. `copies N`: the N middles alone, each its
- * own VMA between read-only pages.
+ * VMA budget), printing `more`. `copies N`: the N middles alone, each
+ * twice over in its own VMA between read-only pages (they merge with each
+ * other: paying whatever the other process does); `part mI` is the first.
  * `uffd`: instead, two pieces of 2 MiB of unique pages (`part twin`,
  * `part uffd`), each 2 MiB-aligned between read-only pages, a quarter
  * written; on `fill` `uffd` is registered with a userfaultfd (missing
@@ -244,6 +245,8 @@ int main(int argc, char **argv) {
                 perror("mprotect");
                 return 1;
             }
+            /* A huge page would make the first write fill the piece. */
+            madvise(piece[k], 2 * MIB, MADV_NOHUGEPAGE);
             fill_unique(piece[k], MIB / 2, 100 + (unsigned)k);
         }
         range("twin", piece[0], 2 * MIB);
@@ -285,7 +288,7 @@ int main(int argc, char **argv) {
          * every process running `middles` or `copies` holds alike (stream
          * i + 1 for the i-th), or the middle alone. */
         int n = middles ? middles : copies;
-        size_t len = middles ? 6 * MIB : 2 * MIB, at = middles ? 2 * MIB : 0;
+        size_t len = middles ? 6 * MIB : 4 * MIB, at = middles ? 2 * MIB : 0;
         for (int i = 0; i < n; i++) {
             char *raw = map(len + 4 * MIB);
             char *p = (char *)(((uintptr_t)raw + 2 * MIB) & ~(uintptr_t)(2 * MIB - 1));
@@ -298,6 +301,9 @@ int main(int argc, char **argv) {
                 fill_unique(p + 4 * MIB, 2 * MIB, 2 * (unsigned)i + 1);
             }
             fill_shared(p + at, 2 * MIB, (unsigned)i + 1);
+            /* Copies twice over: they merge with each other, so they pay
+             * whenever the other process's middles come back. */
+            if (copies) fill_shared(p + 2 * MIB, 2 * MIB, (unsigned)i + 1);
             char name[32];
             snprintf(name, sizeof name, "m%d", i);
             range(name, p + at, 2 * MIB);
