@@ -592,12 +592,19 @@ fn a_sighting_the_budget_refuses_waits_for_room_not_for_a_rest() {
             published(l.pid()).is_some() && middles.iter().all(|&m| registered(l, m) == 0)
         });
         let (second, b) = start_with(mode, "paying", "on", &["copies", &n]);
+        let second_ready = Instant::now();
         let copies = middle(&b);
         wait_until(&mut first, "a middle given back on its sighting", |_| {}, |l| {
             middles.iter().any(|&m| registered(l, m) > 0)
         });
-        // Every sighting in: the budget gave back what it could.
-        common::wait_full_scans(4, PATIENCE);
+        // The second publishes its sightings over its first rounds, and the
+        // first reads them at its rounds (content looks: every 8 s at the
+        // most): by 20 s after the second started every sighting is in,
+        // and the budget gave back what it could.
+        while second_ready.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        common::wait_full_scans(2, PATIENCE);
         let given_back = middles.iter().filter(|&&m| registered(&first, m) > 0).count();
         assert!(
             given_back < N,
